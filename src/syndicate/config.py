@@ -1,0 +1,239 @@
+"""One settings object, read from SYNDICATE_* variables with strict parsing.
+
+The defaults run on one machine with nothing installed: SQLite for data, kombu's
+SQLAlchemy transport on a SQLite file as the broker, the outbox folder instead of
+an SMTP server and dry-run instead of X.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from syndicate.errors import SettingsError
+
+PREFIX = "SYNDICATE_"
+X_KEYS = ("X_CONSUMER_KEY", "X_CONSUMER_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str  # "none", "starttls" or "tls"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class XCredentials:
+    consumer_key: str
+    consumer_secret: str = field(repr=False)
+    access_token: str = field(repr=False)
+    access_token_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    smtp: SmtpSettings | None  # None: write messages to the outbox instead
+    outbox: Path
+    base_url: str
+    secret_key: str = field(repr=False)
+    x: XCredentials | None = None
+    allow_private_feeds: bool = False
+    feed_timeout: float = 20.0
+    feed_max_bytes: int = 10_000_000
+    poll_interval: int = 900  # seconds between polls of one feed
+    batch_size: int = 200  # recipients per delivery task
+    retry_base: int = 60  # first retry of a deferred delivery, seconds
+    retry_max: int = 1800  # kept below the broker's visibility timeout
+    give_up_after: int = 4 * 24 * 3600  # a deferred delivery becomes failed after this
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("sqla+")
+
+    @property
+    def dry_run_social(self) -> bool:
+        return self.x is None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(PREFIX + name)
+            return value.strip() if value is not None and value.strip() else None
+
+        data_dir = Path(get("DATA_DIR") or "syndicate-data").expanduser().absolute()
+        database_url = get("DATABASE_URL") or f"sqlite:///{data_dir / 'syndicate.db'}"
+        _check_database_url(database_url)
+        broker_url = get("BROKER_URL") or f"sqla+sqlite:///{data_dir / 'broker.db'}"
+        _check_broker_url(broker_url)
+        smtp_url = get("SMTP_URL")
+        base_url = (get("BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+        _check_base_url(base_url)
+        values = dict(
+            data_dir=data_dir,
+            database_url=_normalise_database_url(database_url),
+            broker_url=broker_url,
+            smtp=parse_smtp_url(smtp_url) if smtp_url else None,
+            outbox=Path(get("OUTBOX") or data_dir / "outbox").expanduser().absolute(),
+            base_url=base_url,
+            secret_key=get("SECRET_KEY") or _local_secret_key(data_dir),
+            x=_x_credentials(get),
+            allow_private_feeds=_bool(get, "ALLOW_PRIVATE_FEEDS", False),
+        )
+        for name, default in (
+            ("feed_timeout", cls.feed_timeout),
+            ("feed_max_bytes", cls.feed_max_bytes),
+            ("poll_interval", cls.poll_interval),
+            ("batch_size", cls.batch_size),
+            ("retry_base", cls.retry_base),
+            ("retry_max", cls.retry_max),
+            ("give_up_after", cls.give_up_after),
+            ("web_port", cls.web_port),
+        ):
+            values[name] = _number(get, name.upper(), type(default), default)
+        values["web_host"] = get("WEB_HOST") or cls.web_host
+        if values["retry_max"] >= 3600 and broker_url.startswith("redis"):
+            raise SettingsError(
+                f"{PREFIX}RETRY_MAX={values['retry_max']} must stay below Redis's visibility "
+                "timeout (3600 s), or a retried task is delivered twice; use a smaller value"
+            )
+        return cls(**values)
+
+
+def parse_smtp_url(url: str) -> SmtpSettings:
+    """smtp://host[:25] plain, smtp+starttls://host[:587], smtps://host[:465]; user:pass@ for auth."""
+    parts = urlsplit(url)
+    schemes = {"smtp": ("none", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
+    if parts.scheme not in schemes or not parts.hostname:
+        raise SettingsError(
+            f"{PREFIX}SMTP_URL={_redact(url)!r} is not understood; use smtp://HOST:PORT, "
+            "smtp+starttls://USER:PASSWORD@HOST:587 or smtps://USER:PASSWORD@HOST:465"
+        )
+    security, default_port = schemes[parts.scheme]
+    query = parse_qs(parts.query)
+    try:
+        port = parts.port or default_port
+        timeout = float(query.get("timeout", ["30"])[0])
+    except ValueError as e:
+        raise SettingsError(f"{PREFIX}SMTP_URL={_redact(url)!r}: {e}") from e
+    return SmtpSettings(
+        host=parts.hostname,
+        port=port,
+        security=security,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        timeout=timeout,
+    )
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(":" + parts.password + "@", ":***@")
+    return url
+
+
+def _check_database_url(url: str) -> None:
+    if not url.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
+        raise SettingsError(
+            f"{PREFIX}DATABASE_URL={_redact(url)!r} is not supported; use sqlite:///PATH "
+            "or postgresql://USER@HOST/DB"
+        )
+
+
+def _normalise_database_url(url: str) -> str:
+    # The only PostgreSQL driver we declare is psycopg 3.
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _check_broker_url(url: str) -> None:
+    if not url.startswith(("redis://", "rediss://", "sqla+sqlite:", "sqla+postgresql", "amqp://")):
+        raise SettingsError(
+            f"{PREFIX}BROKER_URL={_redact(url)!r} is not supported; use redis://HOST:6379/0 "
+            "(or leave it unset for the embedded broker)"
+        )
+
+
+def _check_base_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(
+            f"{PREFIX}BASE_URL={url!r} must be an absolute http(s) URL, e.g. https://news.example.com"
+        )
+
+
+def _bool(get, name: str, default: bool) -> bool:
+    value = get(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{PREFIX}{name}={value!r} must be one of 1/0, true/false, yes/no, on/off")
+
+
+def _number(get, name: str, kind: type, default):
+    value = get(name)
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}={value!r} must be a {kind.__name__}") from None
+    if number <= 0:
+        raise SettingsError(f"{PREFIX}{name}={value!r} must be greater than 0")
+    return number
+
+
+def _x_credentials(get) -> XCredentials | None:
+    values = {key: get(key) for key in X_KEYS}
+    present = [key for key, value in values.items() if value]
+    if not present:
+        return None
+    missing = [PREFIX + key for key in X_KEYS if not values[key]]
+    if missing:
+        raise SettingsError(
+            f"X credentials are incomplete: set {', '.join(missing)} too, "
+            f"or unset {', '.join(PREFIX + key for key in present)} to run in dry-run"
+        )
+    return XCredentials(*(values[key] for key in X_KEYS))
+
+
+def _local_secret_key(data_dir: Path) -> str:
+    """On one machine, keep a generated key in the data folder so links survive restarts."""
+    path = data_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Write aside, then link into place: readers never see a half-written key,
+    # and if two processes start at once the first link wins for both.
+    tmp = data_dir / f".secret_key.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
