@@ -1,0 +1,122 @@
+"""Article content: sanitised HTML and a clean lead for digests and teasers."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import nh3
+
+# Where the story ends on a WordPress-style site: everything from here on is noise.
+END_OF_STORY = re.compile(
+    r"^(source link|leave a reply|leave a comment|related posts?|share this:?|like this:?"
+    r"|you may also like|read more:?|subscribe to|follow us|the post .+ appeared first on"
+    r"|continue reading|i['’]m .{1,80}, the author behind)",
+    re.IGNORECASE,
+)
+# Words that end with a period without ending a sentence.
+ABBREVIATIONS = {
+    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "gen", "gov", "sen", "rep", "lt", "col",
+    "sgt", "capt", "prof", "inc", "co", "corp", "ltd", "vs", "no", "fig", "jan", "feb",
+    "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "approx", "est",
+}
+SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)]*\s+(?=[\"'“‘(]?[A-Z0-9])")
+BLOCK_TAGS = {
+    "p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
+    "br", "section", "article", "figure", "figcaption", "table", "tr", "pre", "hr", "header",
+    "footer", "aside", "nav",
+}
+SKIP_TAGS = {"script", "style", "noscript", "template", "figcaption"}
+
+
+def sanitise(html: str) -> str:
+    """Feed HTML is hostile: keep the markup a story needs and nothing that runs."""
+    return nh3.clean(html)
+
+
+class _Blocks(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[str] = []
+        self._current: list[str] = []
+        self._skipping = 0
+
+    def _flush(self):
+        text = " ".join("".join(self._current).split())
+        if text:
+            self.blocks.append(text)
+        self._current = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in SKIP_TAGS:
+            self._skipping += 1
+        elif tag in BLOCK_TAGS:
+            self._flush()
+
+    def handle_endtag(self, tag):
+        if tag in SKIP_TAGS:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in BLOCK_TAGS:
+            self._flush()
+
+    def handle_data(self, data):
+        if not self._skipping:
+            self._current.append(data)
+
+    def close(self):
+        super().close()
+        self._flush()
+
+
+def text_blocks(html: str) -> list[str]:
+    """The paragraphs of an HTML fragment (or of plain text split on blank lines)."""
+    if "<" not in html:
+        return [" ".join(p.split()) for p in re.split(r"\n\s*\n|\r\n\s*\r\n", html) if p.strip()]
+    parser = _Blocks()
+    parser.feed(html)
+    parser.close()
+    return parser.blocks
+
+
+def story_text(html: str) -> list[str]:
+    """The story's own paragraphs, up to where the site's boilerplate starts."""
+    story = []
+    for block in text_blocks(html):
+        if END_OF_STORY.match(block):
+            break
+        story.append(block)
+    return story
+
+
+def sentences(text: str) -> list[str]:
+    out: list[str] = []
+    start = 0
+    for match in SENTENCE_END.finditer(text):
+        candidate = text[start : match.start()].strip()
+        last_word = candidate.rstrip(".!?…\"'”’)").rsplit(" ", 1)[-1]
+        # "U.S. officials", "Dr. Smith", "J. Doe": not the end of a sentence.
+        if last_word.lower() in ABBREVIATIONS or "." in last_word or len(last_word) == 1:
+            continue
+        out.append(candidate)
+        start = match.end()
+    rest = text[start:].strip()
+    if rest:
+        out.append(rest)
+    return out
+
+
+def lead(html: str, max_sentences: int = 2, max_chars: int = 400) -> str:
+    """The first sentences of the story, boilerplate removed."""
+    chosen: list[str] = []
+    for block in story_text(html):
+        for sentence in sentences(block):
+            if chosen and len(" ".join(chosen + [sentence])) > max_chars:
+                return " ".join(chosen)
+            chosen.append(sentence)
+            if len(chosen) >= max_sentences:
+                return " ".join(chosen)
+    return " ".join(chosen)
+
+
+def plain_text(html: str) -> str:
+    return " ".join(" ".join(text_blocks(html)).split())

@@ -1,0 +1,275 @@
+"""edition → delivery: one ledger row per recipient, claimed in batches, each outcome recorded.
+
+pending ──claim──▶ sending ──▶ sent | deferred (4xx, retried later) | failed (5xx) | skipped
+A row is marked sent only after the server accepted the message, in its own commit:
+a worker killed between the server's "250" and that commit is the one window for a
+duplicate, one message per killed worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+
+from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from syndicate import tokens
+from syndicate.config import Settings
+from syndicate.errors import ConnectionLost, TransportError
+from syndicate.mail import Outgoing, Transport, build_message
+from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, UTCDateTime, utcnow
+
+OPEN = ("pending", "sending", "deferred")
+# Rendered into every edition once; replaced per recipient by their own signed link.
+UNSUBSCRIBE_URL = "https://syndicate.invalid/unsubscribe-url"
+REQUEUE_AFTER = timedelta(minutes=5)  # a due row nobody claimed: its task was lost
+STALE_CLAIM = timedelta(minutes=15)  # a claim nobody refreshed: its worker died
+REFRESH_EVERY = 60.0  # seconds between claim refreshes during a long batch
+
+
+def fan_out(session: Session, edition: Edition, batch_size: int, now: datetime) -> list[tuple[int, int]]:
+    """One pending delivery per subscriber confirmed and subscribed at the cut, in one statement."""
+    recipients = (
+        select(
+            literal(edition.id), Subscriber.id, literal("pending"), literal(0),
+            literal(now, UTCDateTime()), literal(now, UTCDateTime()),
+        )
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .where(Subscription.newsletter_id == edition.newsletter_id, Subscription.status == "active",
+               Subscriber.status == "confirmed")
+        .order_by(Subscriber.id)
+    )
+    session.execute(
+        insert(Delivery).from_select(
+            ["edition_id", "subscriber_id", "status", "attempts", "created_at", "next_attempt_at"], recipients
+        )
+    )
+    ids = session.scalars(select(Delivery.id).where(Delivery.edition_id == edition.id).order_by(Delivery.id)).all()
+    return [(edition.id, lo, hi) for lo, hi in ranges(ids, batch_size)]
+
+
+def ranges(ids: list[int], size: int) -> list[tuple[int, int]]:
+    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+
+
+# ── one batch ────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+
+
+def claim(session: Session, edition_id: int, lo: int, hi: int, token: str, now: datetime) -> int:
+    """Take the batch's pending rows (and back the ones this same task held before a crash)."""
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.edition_id == edition_id,
+            Delivery.id.between(lo, hi),
+            or_(Delivery.status == "pending", and_(Delivery.status == "sending", Delivery.claimed_by == token)),
+            select(Edition.id).where(Edition.id == edition_id, Edition.status == "sending").exists(),
+        )
+        .values(status="sending", claimed_by=token, claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, edition_id: int,
+               lo: int, hi: int, token: str, clock=utcnow) -> BatchResult:
+    """Send the claimed rows of one batch over one connection, recording each outcome as it happens."""
+    result = BatchResult()
+    with Session() as session:
+        with session.begin():
+            result.claimed = claim(session, edition_id, lo, hi, token, clock())
+        if not result.claimed:
+            return result
+        edition = session.get(Edition, edition_id)
+        newsletter = session.get(Newsletter, edition.newsletter_id)
+        rows = session.execute(
+            select(Delivery, Subscriber, Subscription.status)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .outerjoin(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
+                                          Subscription.newsletter_id == newsletter.id))
+            .where(Delivery.edition_id == edition_id, Delivery.id.between(lo, hi),
+                   Delivery.status == "sending", Delivery.claimed_by == token)
+            .order_by(Delivery.id)
+        ).all()
+        session.commit()
+        message_for = MessageFactory(settings, newsletter, edition)
+        pending = [(d, s, sub) for d, s, sub in rows]
+        refreshed = time.monotonic()
+        with _lazy(transport) as connection:
+            while pending:
+                delivery, subscriber, subscription_status = pending[0]
+                if subscriber.status != "confirmed" or subscription_status != "active":
+                    outcome = ("skipped", f"{subscriber.status if subscriber.status != 'confirmed' else 'unsubscribed'} before sending")
+                else:
+                    try:
+                        reply = connection().send(message_for(delivery, subscriber))
+                        outcome = ("sent", reply)
+                    except ConnectionLost as e:
+                        # Nothing more goes over this stream: the rest waits for a later try.
+                        now = clock()
+                        with session.begin():
+                            for d, _, _ in pending:
+                                _record(session, d, token, _retry_status(d, edition, settings, now), str(e), now, settings)
+                        for d, _, _ in pending:
+                            result.add("deferred")
+                        return result
+                    except TransportError as e:
+                        outcome = ("failed" if e.permanent else "deferred", str(e))
+                now = clock()
+                status = outcome[0] if outcome[0] != "deferred" else _retry_status(delivery, edition, settings, now)
+                with session.begin():
+                    if not _record(session, delivery, token, status, outcome[1], now, settings):
+                        return result  # another worker took this batch over: stop here
+                    if time.monotonic() - refreshed > REFRESH_EVERY:
+                        _refresh(session, edition_id, lo, hi, token, now)
+                        refreshed = time.monotonic()
+                result.add(status)
+                pending.pop(0)
+    return result
+
+
+def _retry_status(delivery: Delivery, edition: Edition, settings: Settings, now: datetime) -> str:
+    give_up = edition.cut_at + timedelta(seconds=settings.give_up_after)
+    return "failed" if now >= give_up else "deferred"
+
+
+def _record(session: Session, delivery: Delivery, token: str, status: str, reply: str,
+            now: datetime, settings: Settings) -> bool:
+    values = dict(status=status, last_reply=reply[:2000], claimed_by=None, attempts=Delivery.attempts + 1)
+    if status == "sent":
+        values["sent_at"] = now
+    if status == "deferred":
+        delay = min(settings.retry_base * 2 ** delivery.attempts, settings.retry_max)
+        values["next_attempt_at"] = now + timedelta(seconds=delay)
+    done = session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery.id, Delivery.claimed_by == token, Delivery.status == "sending")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return done.rowcount == 1
+
+
+def _refresh(session: Session, edition_id: int, lo: int, hi: int, token: str, now: datetime) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition_id, Delivery.id.between(lo, hi),
+               Delivery.claimed_by == token, Delivery.status == "sending")
+        .values(claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+class _lazy:
+    """Open the transport's connection on first use: a batch of skips never dials the server."""
+
+    def __init__(self, transport: Transport):
+        self.transport, self._cm, self._connection = transport, None, None
+
+    def __enter__(self):
+        def get():
+            if self._connection is None:
+                self._cm = self.transport.connect()
+                self._connection = self._cm.__enter__()
+            return self._connection
+        return get
+
+    def __exit__(self, *exc):
+        if self._cm is not None:
+            self._cm.__exit__(*exc)
+        return False
+
+
+# ── the message for one recipient ────────────────────────────────────────────
+
+
+class MessageFactory:
+    """Everything shared by an edition's messages is worked out once; per recipient only the tokens."""
+
+    def __init__(self, settings: Settings, newsletter: Newsletter, edition: Edition):
+        self.settings, self.newsletter, self.edition = settings, newsletter, edition
+        self.placeholder = UNSUBSCRIBE_URL
+        self.domain = newsletter.from_address.rpartition("@")[2]
+        self.sender = Address(newsletter.from_name, addr_spec=newsletter.from_address)
+        self.instance = hashlib.sha256(settings.secret_key.encode()).hexdigest()[:10]
+        self.list_id = f"{newsletter.name} <{newsletter.slug}.{self.domain}>"
+
+    def __call__(self, delivery: Delivery, subscriber: Subscriber) -> Outgoing:
+        token = tokens.unsubscribe_token(self.settings.secret_key, subscriber.id, self.newsletter.id)
+        unsubscribe = f"{self.settings.base_url}/u/{token}"
+        message_id = f"<{delivery.id}.{self.edition.id}.{self.instance}@{self.domain}>"
+        data = build_message(
+            sender=self.sender,
+            to=Address(subscriber.name or "", addr_spec=subscriber.email),
+            subject=self.edition.subject,
+            text=self.edition.text.replace(self.placeholder, unsubscribe),
+            html=self.edition.html.replace(self.placeholder, unsubscribe),
+            message_id=message_id,
+            date=utcnow(),
+            reply_to=self.newsletter.reply_to,
+            headers={
+                "List-Id": self.list_id,
+                "List-Unsubscribe": f"<{unsubscribe}>, <mailto:unsubscribe@{self.domain}?subject=unsubscribe%20{token}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "Auto-Submitted": "auto-generated",
+            },
+        )
+        return Outgoing(self.newsletter.from_address, subscriber.email, data, message_id)
+
+
+# ── keeping every row moving ─────────────────────────────────────────────────
+
+
+def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
+    """Batches that need a (new) task: retries now due, tasks lost, workers dead. Then close finished editions."""
+    revived: list[tuple[int, int]] = []
+
+    def take(condition, values) -> None:
+        rows = session.execute(select(Delivery.id, Delivery.edition_id).where(condition)).all()
+        if rows:
+            session.execute(
+                update(Delivery).where(Delivery.id.in_([r.id for r in rows]), condition).values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            revived.extend((r.edition_id, r.id) for r in rows)
+
+    live = select(Edition.id).where(Edition.status == "sending")
+    fresh = dict(status="pending", next_attempt_at=now, claimed_by=None)
+    take(and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now, Delivery.edition_id.in_(live)), fresh)
+    take(and_(Delivery.status == "pending", Delivery.next_attempt_at <= now - REQUEUE_AFTER,
+              Delivery.edition_id.in_(live)), fresh)
+    take(and_(Delivery.status == "sending", Delivery.claimed_at <= now - STALE_CLAIM), fresh)
+
+    batches = []
+    by_edition: dict[int, list[int]] = {}
+    for edition_id, delivery_id in revived:
+        by_edition.setdefault(edition_id, []).append(delivery_id)
+    for edition_id, ids in by_edition.items():
+        batches += [(edition_id, lo, hi) for lo, hi in ranges(sorted(ids), settings.batch_size)]
+
+    still_open = select(Delivery.id).where(Delivery.edition_id == Edition.id, Delivery.status.in_(OPEN)).exists()
+    session.execute(
+        update(Edition).where(Edition.status == "sending", ~still_open).values(status="sent", sent_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return batches
+
+
+def counts(session: Session, edition_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Delivery.status, func.count()).where(Delivery.edition_id == edition_id).group_by(Delivery.status)
+    ).all()
+    return dict(rows)

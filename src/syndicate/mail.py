@@ -1,0 +1,160 @@
+"""Mail transports (SMTP, outbox folder) and the one way messages are turned into bytes."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP as _SMTP
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Protocol
+
+from syndicate.config import SmtpSettings
+from syndicate.errors import ConnectionLost, TransportError
+from syndicate.templating import one_line
+
+# RFC 5322's hard limit. At 78 the stdlib folds a long List-Unsubscribe URL into
+# RFC 2047 encoded words, which no mail client reads back as a URL.
+SMTP = _SMTP.clone(max_line_length=998)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message ready for the wire: envelope plus the exact bytes."""
+
+    sender: str
+    recipient: str
+    data: bytes
+    message_id: str
+
+
+class Connection(Protocol):
+    def send(self, message: Outgoing) -> str:
+        """Hand one message over; return the server's reply, raise TransportError if refused."""
+
+
+class Transport(Protocol):
+    def connect(self) -> Iterator[Connection]: ...
+
+
+def build_message(
+    *,
+    sender: Address,
+    to: Address,
+    subject: str,
+    text: str,
+    html: str | None,
+    message_id: str,
+    date: datetime,
+    reply_to: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """multipart/alternative, text first and HTML last, CRLF line ends, as sent over SMTP."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = one_line(subject)
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = message_id
+    if reply_to:
+        message["Reply-To"] = reply_to
+    for name, value in (headers or {}).items():
+        message[name] = one_line(value)
+    # quoted-printable keeps the bytes 7-bit clean for servers without 8BITMIME.
+    message.set_content(text, cte="quoted-printable")
+    if html is not None:
+        message.add_alternative(html, subtype="html", cte="quoted-printable")
+    return message.as_bytes()
+
+
+# ── SMTP ─────────────────────────────────────────────────────────────────────
+
+
+class SmtpConnection:
+    def __init__(self, smtp: smtplib.SMTP):
+        self.smtp = smtp
+
+    def send(self, message: Outgoing) -> str:
+        try:
+            self.smtp.sendmail(message.sender, [message.recipient], message.data)
+        except smtplib.SMTPRecipientsRefused as e:
+            code, reply = e.recipients.get(message.recipient, (None, b""))
+            raise _refusal(code, reply) from e
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as e:
+            raise _refusal(e.smtp_code, e.smtp_error) from e
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPHeloError, OSError) as e:
+            raise ConnectionLost(f"connection to the mail server lost: {e}") from e
+        return "250 accepted"
+
+
+def _refusal(code: int | None, reply: bytes | str) -> TransportError:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    text = f"{code} {text}".strip()
+    if code in (421, 454) or code is None or code < 400:
+        # The server is closing or throttling the whole stream, not refusing this recipient.
+        return ConnectionLost(text, code=code)
+    return TransportError(text, permanent=code >= 500, code=code)
+
+
+class SmtpTransport:
+    def __init__(self, settings: SmtpSettings):
+        self.settings = settings
+
+    @contextmanager
+    def connect(self) -> Iterator[SmtpConnection]:
+        s = self.settings
+        try:
+            if s.security == "tls":
+                smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=ssl.create_default_context())
+            else:
+                smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            if s.security == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+            if s.username:
+                smtp.login(s.username, s.password or "")
+        except smtplib.SMTPAuthenticationError as e:
+            raise ConnectionLost(f"the mail server refused our login ({e.smtp_code}); check SYNDICATE_SMTP_URL") from e
+        except (smtplib.SMTPException, OSError) as e:
+            raise ConnectionLost(f"cannot reach the mail server {s.host}:{s.port}: {e}") from e
+        try:
+            yield SmtpConnection(smtp)
+        finally:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
+
+
+# ── outbox folder ────────────────────────────────────────────────────────────
+
+
+class OutboxConnection:
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def send(self, message: Outgoing) -> str:
+        name = re.sub(r"[^A-Za-z0-9._@-]+", "_", message.message_id.strip("<>"))
+        path = self.folder / f"{name}.eml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(message.data)
+        tmp.replace(path)  # a reader never sees half a message
+        return f"250 written to {path}"
+
+
+class OutboxTransport:
+    """Writes each message, byte for byte as SMTP would carry it, to a .eml file."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @contextmanager
+    def connect(self) -> Iterator[OutboxConnection]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        yield OutboxConnection(self.folder)

@@ -1,0 +1,45 @@
+"""The Jinja2 environments: HTML autoescaped, text not; editors' snippets sandboxed."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+
+def template_dirs() -> list[Path]:
+    # Installed wheel: templates/ is packaged inside syndicate/. Source checkout: the repo's templates/.
+    here = Path(__file__).parent
+    return [p for p in (here / "templates", here.parents[1] / "templates") if p.is_dir()]
+
+
+@cache
+def environment() -> Environment:
+    dirs = template_dirs()
+    if not dirs:
+        raise RuntimeError("syndicate's templates/ folder is missing from this installation")
+    return Environment(
+        loader=FileSystemLoader(dirs),
+        autoescape=select_autoescape(["html", "xml"], default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+@cache
+def sandbox() -> SandboxedEnvironment:
+    """For templates editors type (subjects, teasers): no attribute tricks, no escaping."""
+    return SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+
+
+def render(name: str, **context) -> str:
+    return environment().get_template(name).render(**context)
+
+
+def one_line(text: str) -> str:
+    """Header-safe: no CR, LF or other control characters, whitespace collapsed."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())

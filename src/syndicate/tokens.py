@@ -1,0 +1,35 @@
+"""Signed tokens for links in mails: they prove who clicked without a login."""
+
+from __future__ import annotations
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from syndicate.errors import InvalidInput
+
+
+def _serializer(secret_key: str, purpose: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret_key, salt=f"syndicate.{purpose}")
+
+
+def unsubscribe_token(secret_key: str, subscriber_id: int, newsletter_id: int) -> str:
+    # No expiry: an unsubscribe link in a years-old mail must still work.
+    return _serializer(secret_key, "unsubscribe").dumps([subscriber_id, newsletter_id])
+
+
+def read_unsubscribe_token(secret_key: str, token: str) -> tuple[int, int]:
+    try:
+        subscriber_id, newsletter_id = _serializer(secret_key, "unsubscribe").loads(token)
+    except (BadSignature, ValueError, TypeError) as e:
+        raise InvalidInput("this unsubscribe link is damaged; copy the whole link from the email") from e
+    return int(subscriber_id), int(newsletter_id)
+
+
+def confirm_token(secret_key: str, subscriber_id: int) -> str:
+    return _serializer(secret_key, "confirm").dumps(subscriber_id)
+
+
+def read_confirm_token(secret_key: str, token: str) -> int:
+    try:
+        return int(_serializer(secret_key, "confirm").loads(token))
+    except (BadSignature, ValueError, TypeError) as e:
+        raise InvalidInput("this confirmation link is damaged; copy the whole link from the email") from e
