@@ -1,0 +1,115 @@
+"""`syndicate demo`: the whole pipeline once, on the bundled sample feed, with no services at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from syndicate import deliveries, editions, feeds, posts, subscribers
+from syndicate.db import transaction, upgrade
+from syndicate.mail import OutboxTransport
+from syndicate.models import Delivery, Edition, Post, utcnow
+from syndicate.services import Services
+from syndicate.social import DryRunClient
+
+FEED_URL = "https://truthusa.example/feed/"
+NEWSLETTER = dict(slug="morning-briefing", name="The Morning Briefing", from_address="briefing@truthusa.example",
+                  from_name="TruthUSA News Hub", cron="0 7 * * *", timezone="Europe/Berlin")
+SUBSCRIBERS = [("ada@example.com", "Ada Lovelace"), ("bjorn@example.com", "Bjørn Ødegård"),
+               ("chen@example.com", "陈静")]
+
+
+@dataclass
+class Report:
+    articles_new: int = 0
+    articles_known: int = 0
+    edition: str = ""  # what became of the edition, in words
+    mails: list[Path] = field(default_factory=list)
+    mails_already: int = 0
+    posts: list[Post] = field(default_factory=list)
+    posts_already: int = 0
+    preview: Path | None = None
+
+
+def sample_feed() -> bytes:
+    return files("syndicate").joinpath("sample/feed.xml").read_bytes()
+
+
+def run(svc: Services, progress=lambda items, label: items) -> Report:
+    settings = svc.settings
+    upgrade(svc.engine)
+    report = Report()
+    with transaction(svc.Session) as session:
+        feed = feeds.add_feed(session, FEED_URL)
+        newsletter = session.scalar(select(editions.Newsletter).where(editions.Newsletter.slug == NEWSLETTER["slug"]))
+        if newsletter is None:
+            newsletter = editions.add_newsletter(session, **NEWSLETTER)
+            for email, name in SUBSCRIBERS:
+                subscribers.subscribe(session, email, [newsletter.id], name=name, confirmed=True)
+        posts.ensure_default_account(session)
+        report.mails_already = count(session, Delivery, Delivery.status == "sent")
+        report.posts_already = count(session, Post, Post.status == "posted")
+
+    # feed → article
+    with transaction(svc.Session) as session:
+        result = feeds.ingest(session, session.merge(feed), sample_feed())
+        report.articles_new = len(result.new_article_ids)
+        report.articles_known = len(feeds.parse(sample_feed(), FEED_URL)) - report.articles_new
+
+    # article → edition (cut now rather than wait for 07:00)
+    batches = []
+    with transaction(svc.Session) as session:
+        newsletter = session.merge(newsletter)
+        edition_id = None
+        if editions.new_articles(session, newsletter):
+            cut = editions.cut(session, newsletter, settings)
+            edition_id, batches = cut.edition.id, cut.batches
+        else:
+            last = session.scalar(select(func.max(Edition.number)).where(Edition.newsletter_id == newsletter.id))
+            report.edition = f"no new articles since edition #{last}: no edition cut"
+        batches += deliveries.requeue(session, settings, utcnow())
+
+    # edition → delivery, into the outbox folder as .eml files
+    mail_dir = settings.outbox / "mail"
+    before = set(mail_dir.glob("*.eml")) if mail_dir.exists() else set()
+    transport = OutboxTransport(mail_dir)
+    for batch_edition, lo, hi in progress(batches, "Delivering") if batches else ():
+        deliveries.send_batch(svc.Session, settings, transport, batch_edition, lo, hi,
+                              token=f"demo-{batch_edition}-{lo}")
+    with transaction(svc.Session) as session:
+        deliveries.requeue(session, settings, utcnow())  # closes the edition once every row is done
+        if edition_id is not None:
+            edition = session.get(Edition, edition_id)
+            report.edition = (f"#{edition.number} of {edition.newsletter.name}, {len(edition.items)} stories, "
+                              f"{edition.status}: {edition.subject!r}")
+            report.preview = write_preview(settings, edition)
+    report.mails = sorted(set(mail_dir.glob("*.eml")) - before) if mail_dir.exists() else []
+
+    # article → post, dry-run: the exact request X would get, written to the outbox
+    with transaction(svc.Session) as session:
+        posts.plan(session, settings)
+        due = posts.due(session, utcnow())
+    for post_id in due:
+        with transaction(svc.Session) as session:
+            account = session.get(Post, post_id).account
+        post = posts.publish(svc.Session, settings, DryRunClient(account, settings.outbox / "posts"), post_id,
+                             token=f"demo-post-{post_id}")
+        report.posts.append(post)
+    return report
+
+
+def count(session, model, condition) -> int:
+    return session.scalar(select(func.count()).select_from(model).where(condition)) or 0
+
+
+def write_preview(settings, edition: Edition) -> Path:
+    folder = settings.outbox / "editions"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{edition.newsletter.slug}-{edition.number}"
+    (folder / f"{stem}.txt").write_text(edition.text, encoding="utf-8")
+    path = folder / f"{stem}.html"
+    path.write_text(editions.public_html(edition, settings), encoding="utf-8")
+    return path

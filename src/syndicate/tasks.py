@@ -1,0 +1,184 @@
+"""Celery tasks: thin. Each takes ids, opens a session, calls one domain function, queues after commit.
+
+Run them with `celery -A syndicate.tasks worker -Q ingest|mail|social` and
+`celery -A syndicate.tasks beat`, or all on one machine with `syndicate run`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from kombu import Queue
+
+from syndicate import deliveries, editions, feeds, posts, services, subscribers
+from syndicate.config import Settings
+from syndicate.db import transaction
+from syndicate.errors import SyndicateError, TransportError
+from syndicate.models import Feed, Post, Subscriber, utcnow
+
+log = logging.getLogger(__name__)
+QUEUES = ("ingest", "mail", "social")
+TICK = 30.0  # seconds: schedules are rows in the database, claimed by this short periodic tick
+
+
+def celery_config(settings: Settings) -> dict:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    config = dict(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # Acknowledge after the work, re-queue when a worker dies: the ledger makes that safe.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="mail",
+        task_routes={
+            "syndicate.poll_feeds": {"queue": "ingest"},
+            "syndicate.poll_feed": {"queue": "ingest"},
+            "syndicate.tick": {"queue": "mail"},
+            "syndicate.deliver_batch": {"queue": "mail"},
+            "syndicate.send_confirmation": {"queue": "mail"},
+            "syndicate.social_tick": {"queue": "social"},
+            "syndicate.publish_post": {"queue": "social"},
+        },
+        beat_schedule={
+            "tick": {"task": "syndicate.tick", "schedule": TICK},
+            "poll-feeds": {"task": "syndicate.poll_feeds", "schedule": 60.0},
+            "social-tick": {"task": "syndicate.social_tick", "schedule": 60.0},
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        timezone="UTC",
+        enable_utc=True,
+        worker_hijack_root_logger=False,
+    )
+    if settings.broker_url.startswith("redis"):
+        # Every retry countdown stays below this (Settings checks it), so nothing is redelivered twice.
+        config["broker_transport_options"] = {"visibility_timeout": 3600}
+    return config
+
+
+app = Celery("syndicate")
+app.add_defaults(lambda: celery_config(services.current().settings))
+
+
+def configure(settings: Settings) -> services.Services:
+    """Point this process (and its Celery app) at other settings: the CLI and tests use it."""
+    svc = services.use(settings)
+    app.conf.update(celery_config(settings))
+    return svc
+
+
+# ── ingest ───────────────────────────────────────────────────────────────────
+
+
+@app.task(name="syndicate.poll_feeds")
+def poll_feeds() -> int:
+    svc = services.current()
+    with transaction(svc.Session) as session:
+        due = feeds.due_feed_ids(session, utcnow())
+    for feed_id in due:
+        poll_feed.delay(feed_id)
+    return len(due)
+
+
+@app.task(name="syndicate.poll_feed")
+def poll_feed(feed_id: int) -> dict:
+    svc = services.current()
+    with transaction(svc.Session) as session:
+        feed = session.get(Feed, feed_id)
+        if feed is None or feed.status != "active":
+            return {"status": "gone"}
+        result = feeds.poll(session, feed, svc.settings)
+    if result.error:
+        log.warning("feed %s: %s", result.url, result.error)
+    if result.new_article_ids:
+        social_tick.delay()
+    return {"status": result.status, "new": len(result.new_article_ids), "updated": result.updated}
+
+
+# ── mail ─────────────────────────────────────────────────────────────────────
+
+
+@app.task(name="syndicate.tick")
+def tick() -> int:
+    """Cut the editions that are due, and hand every delivery that needs it to a worker."""
+    svc = services.current()
+    now = utcnow()
+    batches = []
+    with transaction(svc.Session) as session:
+        due = editions.due_newsletter_ids(session, now)
+    for newsletter_id in due:
+        try:
+            with transaction(svc.Session) as session:
+                newsletter = editions.claim(session, newsletter_id, now)
+                if newsletter is not None:
+                    cut = editions.cut(session, newsletter, svc.settings, now)
+                    batches += cut.batches
+                    log.info("%s edition %d: %s, %d batches", newsletter.slug, cut.edition.number,
+                             cut.edition.status, len(cut.batches))
+        except SyndicateError as e:  # a broken template: retried at the next tick, said in the log
+            log.error("newsletter %d could not be cut: %s", newsletter_id, e)
+    with transaction(svc.Session) as session:
+        batches += deliveries.requeue(session, svc.settings, now)
+    for edition_id, lo, hi in batches:
+        deliver_batch.delay(edition_id, lo, hi)
+    return len(batches)
+
+
+@app.task(name="syndicate.deliver_batch", bind=True)
+def deliver_batch(self, edition_id: int, lo: int, hi: int) -> dict:
+    svc = services.current()
+    result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
+                                   token=self.request.id or f"local-{edition_id}-{lo}")
+    return result.counts
+
+
+@app.task(name="syndicate.send_confirmation", bind=True, max_retries=10)
+def send_confirmation(self, subscriber_id: int) -> str:
+    svc = services.current()
+    with transaction(svc.Session) as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is None or subscriber.status != "pending":
+            return "not needed"
+        message = subscribers.confirmation_message(session, svc.settings, subscriber)
+    try:
+        with svc.transport.connect() as connection:
+            return connection.send(message)
+    except TransportError as e:
+        if e.permanent:
+            log.warning("confirmation to subscriber %d refused: %s", subscriber_id, e)
+            return str(e)
+        countdown = min(svc.settings.retry_base * 2 ** self.request.retries, svc.settings.retry_max)
+        raise self.retry(exc=e, countdown=countdown) from e
+
+
+# ── social ───────────────────────────────────────────────────────────────────
+
+
+@app.task(name="syndicate.social_tick")
+def social_tick() -> int:
+    svc = services.current()
+    with transaction(svc.Session) as session:
+        posts.ensure_default_account(session)
+        posts.plan(session, svc.settings)
+        due = posts.due(session, utcnow())
+    for post_id in due:
+        publish_post.delay(post_id)
+    return len(due)
+
+
+@app.task(name="syndicate.publish_post", bind=True)
+def publish_post(self, post_id: int) -> str:
+    svc = services.current()
+    with transaction(svc.Session) as session:
+        post = session.get(Post, post_id)
+        if post is None:
+            return "gone"
+        client = svc.social_client(post.account)
+    post = posts.publish(svc.Session, svc.settings, client, post_id, token=self.request.id or f"local-{post_id}")
+    return post.status
+
