@@ -7,7 +7,9 @@ an SMTP server and dry-run instead of X.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,10 +142,14 @@ def parse_smtp_url(url: str) -> SmtpSettings:
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(":" + parts.password + "@", ":***@")
-    return url
+    """Hide whatever stands between a ':' and the last '@', however malformed the URL."""
+    userinfo, at, host = url.rpartition("@")
+    if not at:
+        return url
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/{1,2}", userinfo)
+    prefix = scheme.group(0) if scheme else ""
+    user = userinfo[len(prefix):].split(":", 1)[0]
+    return f"{prefix}{user}:***@{host}"
 
 
 def _check_database_url(url: str) -> None:
@@ -196,8 +202,8 @@ def _number(get, name: str, kind: type, default):
     try:
         number = kind(value)
     except ValueError:
-        raise SettingsError(f"{PREFIX}{name}={value!r} must be a {kind.__name__}") from None
-    if number <= 0:
+        raise SettingsError(f"{PREFIX}{name}={value!r} must be {'a whole number' if kind is int else 'a number'}") from None
+    if not math.isfinite(number) or number <= 0:
         raise SettingsError(f"{PREFIX}{name}={value!r} must be greater than 0")
     return number
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 from html.parser import HTMLParser
 
 import nh3
@@ -71,7 +72,8 @@ class _Blocks(HTMLParser):
 def text_blocks(html: str) -> list[str]:
     """The paragraphs of an HTML fragment (or of plain text split on blank lines)."""
     if "<" not in html:
-        return [" ".join(p.split()) for p in re.split(r"\n\s*\n|\r\n\s*\r\n", html) if p.strip()]
+        text = unescape(html)
+        return [" ".join(p.split()) for p in re.split(r"\n\s*\n|\r\n\s*\r\n", text) if p.strip()]
     parser = _Blocks()
     parser.feed(html)
     parser.close()
@@ -95,7 +97,7 @@ def sentences(text: str) -> list[str]:
         candidate = text[start : match.start()].strip()
         last_word = candidate.rstrip(".!?…\"'”’)").rsplit(" ", 1)[-1]
         # "U.S. officials", "Dr. Smith", "J. Doe": not the end of a sentence.
-        if last_word.lower() in ABBREVIATIONS or "." in last_word or len(last_word) == 1:
+        if last_word.lower() in ABBREVIATIONS or "." in last_word or (len(last_word) == 1 and last_word.isalpha()):
             continue
         out.append(candidate)
         start = match.end()

@@ -1,5 +1,7 @@
 """One root error; each subclass says what went wrong and what to do about it."""
 
+from datetime import datetime
+
 
 class SyndicateError(Exception):
     """Base of every error syndicate raises on purpose."""
@@ -24,10 +26,19 @@ class InvalidInput(SyndicateError):
 class TransportError(SyndicateError):
     """Sending (mail or post) failed; `permanent` decides between retry and give up."""
 
-    def __init__(self, message: str, *, permanent: bool, code: int | None = None):
+    def __init__(self, message: str, *, permanent: bool, code: int | None = None,
+                 retry_at: datetime | None = None):
         super().__init__(message)
         self.permanent = permanent
         self.code = code
+        self.retry_at = retry_at  # the earliest time the other side said to try again
+
+
+class DuplicatePost(TransportError):
+    """The network already has this exact text from us: posted earlier, or by someone else."""
+
+    def __init__(self, message: str):
+        super().__init__(message, permanent=True, code=403)
 
 
 class ConnectionLost(TransportError):

@@ -118,7 +118,7 @@ def fetch(feed: Feed, settings: Settings, now: datetime) -> Fetched:
             guard_host(url, settings)
             try:
                 with client.stream("GET", url, headers=headers) as response:
-                    if response.is_redirect:
+                    if response.status_code in (301, 302, 303, 307, 308) and "location" in response.headers:
                         target = urljoin(url, response.headers.get("location", ""))
                         if response.status_code in (301, 308) and url == permanent_url:
                             permanent_url = check_url(target)
@@ -178,7 +178,7 @@ def parse(body: bytes, base_url: str) -> list[Entry]:
     if not parsed.entries and parsed.bozo and not parsed.feed.get("title"):
         reason = getattr(parsed.get("bozo_exception"), "getMessage", lambda: None)() or str(parsed.get("bozo_exception"))
         raise FeedError(f"not a feed (RSS/Atom could not be parsed: {reason})")
-    if not parsed.entries and not parsed.feed and not parsed.version:
+    if not parsed.entries and not parsed.feed and not parsed.get("version"):
         raise FeedError("not a feed: the document has no RSS or Atom channel")
     return [_entry(e, base_url) for e in parsed.entries]
 
@@ -235,7 +235,9 @@ def store(session: Session, feed: Feed | None, entries: list[Entry], now: dateti
     new_ids, updated = [], 0
     for entry in entries:
         clauses = [Article.identity == entry.identity]
-        if entry.url:
+        # The same story in two feeds is one article; but a feed whose items all link to
+        # its home page must not collapse into one.
+        if entry.url and urlsplit(entry.url).path not in ("", "/"):
             clauses.append(Article.url == entry.url)
         existing = session.scalars(select(Article).where(or_(*clauses)).limit(1)).first()
         if existing is not None:

@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from twitter_text import parse_tweet
 
 from syndicate.config import Settings
-from syndicate.errors import TransportError
+from syndicate.errors import DuplicatePost, TransportError
 from syndicate.models import Article, Post, SocialAccount, utcnow
-from syndicate.social import SocialClient
+from syndicate.social import Published, SocialClient
 from syndicate.templating import render
 
 X_LIMIT = 280
@@ -35,14 +35,21 @@ def compose_teaser(article: Article, network: str = "x") -> str:
         text = render(f"social/{network}.txt", title=article.title, lead=lead, url=article.url).strip()
         if x_length(text) <= X_LIMIT:
             return text
+    # The longest run of the headline's first words that fits, found by bisection.
     words = article.title.split()
-    while words:
-        words.pop()
-        title = " ".join(words).rstrip(",;:—-") + ELLIPSIS
-        text = render(f"social/{network}.txt", title=title, lead="", url=article.url).strip()
-        if x_length(text) <= X_LIMIT:
-            return text
-    return article.url
+
+    def shortened(n: int) -> str:
+        title = " ".join(words[:n]).rstrip(",;:—-") + ELLIPSIS
+        return render(f"social/{network}.txt", title=title, lead="", url=article.url).strip()
+
+    low, high = 0, len(words) - 1  # invariant: `low` words fit (0 words: the link alone)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if x_length(shortened(middle)) <= X_LIMIT:
+            low = middle
+        else:
+            high = middle - 1
+    return shortened(low) if low else article.url
 
 
 # ── the ledger ───────────────────────────────────────────────────────────────
@@ -110,21 +117,38 @@ def publish(Session: sessionmaker, settings: Settings, client: SocialClient, pos
             return post
         try:
             published = client.publish(post.text, f"post-{post.id}")
+        except DuplicatePost as e:
+            if post.attempts == 0:
+                return _failed(session, post, e, clock)
+            # An earlier attempt timed out or broke off after X had taken it: it is out there.
+            published = Published(None, None)
+            post.error = f"{e} — an earlier attempt had no answer, so it was probably posted then"
         except TransportError as e:
+            if e.permanent:
+                return _failed(session, post, e, clock)
             with session.begin():
                 post.attempts += 1
-                post.error = str(e)
-                post.claimed_by = None
-                if e.permanent or post.attempts >= MAX_ATTEMPTS:
+                post.error, post.claimed_by = str(e), None
+                # Waiting out a rate limit the network announced is not a failed attempt.
+                if post.attempts >= MAX_ATTEMPTS and e.retry_at is None:
                     post.status = "failed"
                 else:
+                    delay = timedelta(seconds=min(RETRY_BASE * 2 ** (post.attempts - 1), RETRY_MAX))
                     post.status = "pending"
-                    delay = min(RETRY_BASE * 2 ** (post.attempts - 1), RETRY_MAX)
-                    post.next_attempt_at = clock() + timedelta(seconds=delay)
+                    post.next_attempt_at = max(clock() + delay, e.retry_at or clock())
             return post
         with session.begin():
             post.status, post.posted_at, post.claimed_by = "posted", clock(), None
             post.dry_run = client.dry_run
-            post.remote_id, post.remote_url, post.error = published.remote_id, published.remote_url, None
+            post.remote_id, post.remote_url = published.remote_id, published.remote_url
+            if published.remote_id is not None:
+                post.error = None
             post.attempts += 1
         return post
+
+
+def _failed(session: Session, post: Post, error: TransportError, clock) -> Post:
+    with session.begin():
+        post.status, post.error, post.claimed_by = "failed", str(error), None
+        post.attempts += 1
+    return post

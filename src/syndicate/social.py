@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -12,7 +13,7 @@ import tweepy
 from requests.adapters import HTTPAdapter
 
 from syndicate.config import Settings, XCredentials
-from syndicate.errors import TransportError
+from syndicate.errors import DuplicatePost, TransportError
 from syndicate.models import SocialAccount
 
 X_TIMEOUT = 20.0
@@ -21,7 +22,7 @@ X_ENDPOINT = "https://api.twitter.com/2/tweets"
 
 @dataclass(frozen=True)
 class Published:
-    remote_id: str
+    remote_id: str | None  # None: known to be posted, but not under which id
     remote_url: str | None
 
 
@@ -64,11 +65,14 @@ class XClient:
         try:
             response = self.client.create_tweet(text=text, user_auth=True)
         except tweepy.TooManyRequests as e:
-            raise TransportError(f"X rate limit: {_x_detail(e)}", permanent=False, code=429) from e
+            reset = rate_limit_reset(e.response.headers)
+            when = f"; X says to wait until {reset:%H:%M} UTC" if reset else ""
+            raise TransportError(f"X rate limit: {_x_detail(e)}{when}", permanent=False, code=429,
+                                 retry_at=reset) from e
         except tweepy.Forbidden as e:
             detail = _x_detail(e)
             if "duplicate" in detail.lower():
-                raise TransportError(f"X says duplicate content: {detail}", permanent=True, code=403) from e
+                raise DuplicatePost(f"X says duplicate content: {detail}") from e
             raise TransportError(f"X refused the post: {detail}", permanent=True, code=403) from e
         except tweepy.Unauthorized as e:
             raise TransportError(
@@ -84,6 +88,18 @@ class XClient:
             raise TransportError(f"cannot reach X: {e}", permanent=False) from e
         tweet_id = str(response.data["id"])
         return Published(tweet_id, f"https://x.com/i/web/status/{tweet_id}")
+
+
+def rate_limit_reset(headers) -> datetime | None:
+    """The later of the 15-minute window's reset and any exhausted 24-hour limit's reset."""
+    resets = []
+    if headers.get("x-rate-limit-reset", "").isdigit():
+        resets.append(int(headers["x-rate-limit-reset"]))
+    for scope in ("user", "app"):
+        if headers.get(f"x-{scope}-limit-24hour-remaining") == "0" and \
+                headers.get(f"x-{scope}-limit-24hour-reset", "").isdigit():
+            resets.append(int(headers[f"x-{scope}-limit-24hour-reset"]))
+    return datetime.fromtimestamp(max(resets), UTC) if resets else None
 
 
 def _x_detail(e: tweepy.HTTPException) -> str:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from email.headerregistry import Address
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from syndicate import tokens
@@ -30,12 +30,14 @@ def normalise_email(email: str) -> str:
 @dataclass
 class Signup:
     subscriber: Subscriber
-    send_confirmation: bool
+    send_confirmation: bool  # a confirmation mail should go out now
+    awaiting_confirmation: bool  # some of the chosen newsletters wait for the reader's confirmation
 
 
 def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: str | None = None,
               confirmed: bool = False, now: datetime | None = None) -> Signup:
-    """Record a signup; whether a confirmation mail should go out now (rate-limited per address)."""
+    """Record a signup. Without `confirmed` (the editor vouching for consent), every newsletter
+    not already active waits for the reader to confirm by mail — whoever typed the address."""
     now = now or utcnow()
     email = normalise_email(email)
     if not newsletter_ids:
@@ -50,22 +52,23 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
         session.flush()
     if confirmed and subscriber.status == "pending":
         subscriber.status, subscriber.confirmed_at = "confirmed", now
-    elif subscriber.status == "unsubscribed":
-        # Coming back through the form is a fresh opt-in: confirm again.
-        subscriber.status = "pending"
+    wanted = "active" if confirmed else "pending"
     for newsletter_id in newsletter_ids:
         subscription = session.scalar(select(Subscription).where(
             Subscription.subscriber_id == subscriber.id, Subscription.newsletter_id == newsletter_id))
         if subscription is None:
-            session.add(Subscription(subscriber_id=subscriber.id, newsletter_id=newsletter_id, created_at=now))
-        elif subscription.status != "active" and subscriber.status == "pending":
-            subscription.status, subscription.unsubscribed_at = "active", None
+            session.add(Subscription(subscriber_id=subscriber.id, newsletter_id=newsletter_id,
+                                     status=wanted, created_at=now))
+        elif subscription.status != "active":
+            subscription.status, subscription.unsubscribed_at = wanted, None
     session.flush()
-    send = subscriber.status == "pending" and _may_send_confirmation(subscriber, now)
+    awaiting = bool(session.scalar(select(func.count()).select_from(Subscription).where(
+        Subscription.subscriber_id == subscriber.id, Subscription.status == "pending")))
+    send = awaiting and _may_send_confirmation(subscriber, now)
     if send:
         subscriber.confirmations_sent += 1
         subscriber.confirmation_sent_at = now
-    return Signup(subscriber, send)
+    return Signup(subscriber, send, awaiting)
 
 
 def _may_send_confirmation(subscriber: Subscriber, now: datetime) -> bool:
@@ -75,11 +78,17 @@ def _may_send_confirmation(subscriber: Subscriber, now: datetime) -> bool:
 
 
 def confirm(session: Session, settings: Settings, token: str, now: datetime | None = None) -> Subscriber:
+    """The reader clicked the link: the address is theirs, and the newsletters they chose start."""
+    now = now or utcnow()
     subscriber = session.get(Subscriber, tokens.read_confirm_token(settings.secret_key, token))
     if subscriber is None:
         raise NotFound("this confirmation link belongs to an address that no longer exists")
     if subscriber.status == "pending":
-        subscriber.status, subscriber.confirmed_at = "confirmed", now or utcnow()
+        subscriber.status, subscriber.confirmed_at = "confirmed", now
+    session.execute(
+        update(Subscription).where(Subscription.subscriber_id == subscriber.id, Subscription.status == "pending")
+        .values(status="active").execution_options(synchronize_session=False)
+    )
     return subscriber
 
 
@@ -103,25 +112,29 @@ def unsubscribe(session: Session, settings: Settings, token: str, now: datetime 
     return subscription
 
 
-def confirmation_message(session: Session, settings: Settings, subscriber: Subscriber) -> Outgoing:
+def confirmation_message(session: Session, settings: Settings, subscriber: Subscriber) -> Outgoing | None:
+    """The mail with the confirmation link; None when nothing waits for confirmation any more."""
     newsletters = session.scalars(
-        select(Newsletter).join(Subscription).where(Subscription.subscriber_id == subscriber.id)
+        select(Newsletter).join(Subscription)
+        .where(Subscription.subscriber_id == subscriber.id, Subscription.status == "pending")
         .order_by(Newsletter.name)
     ).all()
-    sender = newsletters[0] if newsletters else None
-    from_address = sender.from_address if sender else f"newsletter@{settings.base_url.split('://')[1].split('/')[0].split(':')[0]}"
+    if not newsletters:
+        return None
+    sender = newsletters[0]
     url = f"{settings.base_url}/confirm/{tokens.confirm_token(settings.secret_key, subscriber.id)}"
     context = dict(subscriber=subscriber, newsletters=newsletters, confirm_url=url)
-    domain = from_address.rpartition("@")[2]
+    context["subject"] = render("email/confirm/subject.txt", **context).strip()
+    domain = sender.from_address.rpartition("@")[2]
     message_id = f"<confirm.{subscriber.id}.{subscriber.confirmations_sent}@{domain}>"
     data = build_message(
-        sender=Address(sender.from_name if sender else "", addr_spec=from_address),
+        sender=Address(sender.from_name, addr_spec=sender.from_address),
         to=Address(subscriber.name or "", addr_spec=subscriber.email),
-        subject=render("email/confirm/subject.txt", **context).strip(),
+        subject=context["subject"],
         text=render("email/confirm/body.txt", **context),
         html=render("email/confirm/body.html", **context),
         message_id=message_id,
         date=utcnow(),
         headers={"Auto-Submitted": "auto-generated"},
     )
-    return Outgoing(from_address, subscriber.email, data, message_id)
+    return Outgoing(sender.from_address, subscriber.email, data, message_id)

@@ -54,10 +54,10 @@ def celery_config(settings: Settings) -> dict:
         timezone="UTC",
         enable_utc=True,
         worker_hijack_root_logger=False,
+        # Redis: every retry countdown stays below this (Settings checks it), so nothing is
+        # redelivered twice. Other transports take no such option.
+        broker_transport_options={"visibility_timeout": 3600} if settings.broker_url.startswith("redis") else {},
     )
-    if settings.broker_url.startswith("redis"):
-        # Every retry countdown stays below this (Settings checks it), so nothing is redelivered twice.
-        config["broker_transport_options"] = {"visibility_timeout": 3600}
     return config
 
 
@@ -69,6 +69,12 @@ def configure(settings: Settings) -> services.Services:
     """Point this process (and its Celery app) at other settings: the CLI and tests use it."""
     svc = services.use(settings)
     app.conf.update(celery_config(settings))
+    # Connections pooled for the previous broker must not be reused for the new one.
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
     return svc
 
 
@@ -142,9 +148,9 @@ def send_confirmation(self, subscriber_id: int) -> str:
     svc = services.current()
     with transaction(svc.Session) as session:
         subscriber = session.get(Subscriber, subscriber_id)
-        if subscriber is None or subscriber.status != "pending":
+        message = subscriber and subscribers.confirmation_message(session, svc.settings, subscriber)
+        if message is None:
             return "not needed"
-        message = subscribers.confirmation_message(session, svc.settings, subscriber)
     try:
         with svc.transport.connect() as connection:
             return connection.send(message)

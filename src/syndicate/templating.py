@@ -36,8 +36,8 @@ def sandbox() -> SandboxedEnvironment:
     return SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
 
 
-def render(name: str, **context) -> str:
-    return environment().get_template(name).render(**context)
+def render(template_name: str, /, **context) -> str:
+    return environment().get_template(template_name).render(**context)
 
 
 def one_line(text: str) -> str:

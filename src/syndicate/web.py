@@ -14,8 +14,8 @@ from syndicate.tasks import send_confirmation
 from syndicate.templating import render
 
 
-def page(name: str, status: int = 200, **context) -> HTMLResponse:
-    return HTMLResponse(render(f"web/{name}.html", **context), status_code=status)
+def page(template: str, status: int = 200, /, **context) -> HTMLResponse:
+    return HTMLResponse(render(f"web/{template}.html", **context), status_code=status)
 
 
 def message(title: str, text: str, status: int = 200) -> HTMLResponse:
@@ -54,12 +54,14 @@ def create_app() -> FastAPI:
                 everything = session.scalars(select(Newsletter).order_by(Newsletter.name)).all()
                 return page("subscribe", 400, newsletters=everything, chosen=newsletter, error=str(e),
                             email=email, name=name)
-            subscriber_id, send = signup.subscriber.id, signup.send_confirmation
-            already = signup.subscriber.status == "confirmed"
+            subscriber_id, send, awaiting = signup.subscriber.id, signup.send_confirmation, signup.awaiting_confirmation
         if send:
             send_confirmation.delay(subscriber_id)  # after commit: the task finds the row
-        if already:
-            return message("You're subscribed", "This address is confirmed; your choice of newsletters is saved.")
+        if not awaiting:
+            return message("You're subscribed", "This address already receives the newsletters you chose.")
+        if not send:
+            return message("Check your inbox", "We've already sent several confirmation emails to this address "
+                           "in the last hour; please use the link in one of them.")
         return message("Check your inbox", "We've sent you an email with a link to confirm your subscription.")
 
     @app.get("/confirm/{token}", response_class=HTMLResponse)

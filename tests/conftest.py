@@ -1,0 +1,262 @@
+"""The test harness: real parts (SMTP server, feed server, Redis, PostgreSQL, Celery worker) as fixtures.
+
+Redis- and PostgreSQL-backed tests run when SYNDICATE_TEST_REDIS_URL /
+SYNDICATE_TEST_DATABASE_URL are set, and skip with a note otherwise; with
+SYNDICATE_REQUIRE_SERVICES=1 (as in CI) a missing service fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope
+
+from syndicate import db, tasks
+from syndicate.config import Settings
+from syndicate.services import Services
+
+REDIS_URL = os.environ.get("SYNDICATE_TEST_REDIS_URL")
+DATABASE_URL = os.environ.get("SYNDICATE_TEST_DATABASE_URL")
+REQUIRED = os.environ.get("SYNDICATE_REQUIRE_SERVICES") == "1"
+FIGURES: list[str] = []  # printed at the end of the run: measured, never asserted
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
+def missing(service: str, variable: str, example: str):
+    message = f"{service} not available: set {variable}={example} to run this test"
+    if REQUIRED:
+        pytest.fail(message + " (SYNDICATE_REQUIRE_SERVICES=1 makes it mandatory)")
+    pytest.skip(message)
+
+
+# ── settings and databases ───────────────────────────────────────────────────
+
+
+@pytest.fixture
+def make_settings(tmp_path):
+    """Settings as the environment would give them, on a private data folder."""
+
+    def make(**env) -> Settings:
+        base = {
+            "SYNDICATE_DATA_DIR": str(tmp_path / "data"),
+            "SYNDICATE_SECRET_KEY": "test-secret",
+            "SYNDICATE_BASE_URL": "http://testserver",
+            "SYNDICATE_ALLOW_PRIVATE_FEEDS": "1",
+        }
+        base.update({f"SYNDICATE_{k.upper()}": str(v) for k, v in env.items()})
+        return Settings.from_env(base)
+
+    return make
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh schema on the test PostgreSQL server, dropped afterwards."""
+    if not DATABASE_URL:
+        missing("PostgreSQL", "SYNDICATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = Settings.from_env({"SYNDICATE_DATABASE_URL": DATABASE_URL,
+                             "SYNDICATE_SECRET_KEY": "x", "SYNDICATE_DATA_DIR": "/tmp"}).database_url
+    admin = sa.create_engine(url)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except sa.exc.OperationalError as e:
+        admin.dispose()
+        missing("PostgreSQL", "SYNDICATE_TEST_DATABASE_URL", f"a reachable server ({e.orig})")
+    sep = "&" if "?" in url else "?"
+    yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def svc(make_settings, tmp_path) -> Services:
+    """Services on a migrated SQLite database, Celery tasks run inline."""
+    return configured(make_settings(database_url=f"sqlite:///{tmp_path / 'test.db'}"), eager=True)
+
+
+def configured(settings: Settings, eager: bool = False) -> Services:
+    services = tasks.configure(settings)
+    tasks.app.conf.task_always_eager = eager
+    db.upgrade(services.engine)
+    return services
+
+
+@pytest.fixture(autouse=True)
+def _reset_celery():
+    yield
+    tasks.app.conf.task_always_eager = False
+
+
+# ── a real SMTP server ───────────────────────────────────────────────────────
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+
+@dataclass
+class SmtpHandler:
+    """Records what it accepts; `replies` maps a recipient to the reply to give at RCPT."""
+
+    messages: list[Received] = field(default_factory=list)
+    replies: dict[str, str] = field(default_factory=dict)
+    data_reply: str | None = None  # answer DATA with this instead of 250
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server, session, envelope: Envelope, address, rcpt_options):
+        reply = self.replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope: Envelope):
+        if self.data_reply:
+            return self.data_reply
+        with self.lock:
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server():
+    handler = SmtpHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    handler.url = f"smtp://127.0.0.1:{port}"
+    yield handler
+    controller.stop()
+
+
+@pytest.fixture
+def closed_port():
+    """A port nobody listens on: a mail server or feed that is down."""
+    return free_port()
+
+
+# ── a real HTTP server for feeds ─────────────────────────────────────────────
+
+
+class FeedServer:
+    """Serves `routes`: path → (status, headers, body). Records requests with their headers."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[int, dict, bytes]] = {}
+        self.requests: list[tuple[str, dict]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append((self.path, dict(self.headers)))
+                status, headers, body = server.routes.get(self.path, (404, {}, b"not found"))
+                if callable(body):
+                    status, headers, body = body(self)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def serve(self, path: str, body: bytes, status: int = 200, **headers) -> str:
+        self.routes[path] = (status, {"Content-Type": "application/rss+xml; charset=utf-8", **headers}, body)
+        return self.base + path
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def feed_server():
+    server = FeedServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def sample_feed() -> bytes:
+    return (Path(__file__).parents[1] / "src" / "syndicate" / "sample" / "feed.xml").read_bytes()
+
+
+# ── Redis and a real Celery worker ───────────────────────────────────────────
+
+
+@pytest.fixture
+def redis_url():
+    if not REDIS_URL:
+        missing("Redis", "SYNDICATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        missing("Redis", "SYNDICATE_TEST_REDIS_URL", f"a reachable server ({e})")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def celery_worker_for():
+    """Start a real Celery worker (solo pool, in a thread) consuming every queue of the configured app."""
+    from celery.contrib.testing.worker import start_worker
+
+    started = []
+
+    def start():
+        context = start_worker(tasks.app, pool="solo", concurrency=1, perform_ping_check=False,
+                               loglevel="WARNING", shutdown_timeout=30)
+        worker = context.__enter__()
+        started.append(context)
+        return worker
+
+    yield start
+    for context in started:
+        context.__exit__(None, None, None)

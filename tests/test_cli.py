@@ -1,0 +1,247 @@
+"""The `syndicate` command: the demo end to end, the list commands, clear errors and --help everywhere."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from syndicate.cli import main
+
+
+@pytest.fixture
+def env(tmp_path) -> dict[str, str]:
+    return {"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_SECRET_KEY": "s"}
+
+
+@pytest.fixture
+def syndicate(env):
+    """Run one `syndicate …` command in this process, as the console script would see it."""
+    runner = CliRunner()
+
+    def run(*args: str, **extra_env: str):
+        return runner.invoke(main, list(args), env={**env, **extra_env}, catch_exceptions=True)
+
+    return run
+
+
+def files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+def parse(path: Path) -> email.message.EmailMessage:
+    return email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+
+
+# ── the demo ─────────────────────────────────────────────────────────────────
+
+
+def test_it_runs_the_demo_into_the_outbox_in_dry_run(syndicate, tmp_path):
+    result = syndicate("demo")
+
+    assert result.exit_code == 0, result.output
+    outbox = tmp_path / "data" / "outbox"
+    assert len(list((outbox / "mail").glob("*.eml"))) == 3
+    payloads = sorted((outbox / "posts").glob("*.json"))
+    assert len(payloads) == 4
+    for path in payloads:
+        request = json.loads(path.read_text(encoding="utf-8"))["request"]
+        assert request["method"] == "POST" and request["url"] == "https://api.twitter.com/2/tweets"
+        assert request["json"]["text"].strip()
+    previews = list((outbox / "editions").glob("*.html"))
+    assert len(previews) == 1
+    assert "<html" in previews[0].read_text(encoding="utf-8").lower()
+    assert "dry-run" in result.stdout
+
+
+def test_it_writes_demo_mails_a_mailbox_provider_accepts(syndicate, tmp_path):
+    assert syndicate("demo").exit_code == 0
+    mails = sorted((tmp_path / "data" / "outbox" / "mail").glob("*.eml"))
+
+    assert len(mails) == 3
+    message_ids = set()
+    for path in mails:
+        message = parse(path)
+        assert message.get_content_type() == "multipart/alternative"
+        assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
+        unsubscribe = message["List-Unsubscribe"]
+        links = [link.strip().strip("<>") for link in unsubscribe.split(",")]
+        assert any(link.startswith(("https://", "http://")) and "/u/" in link for link in links), unsubscribe
+        assert any(link.startswith("mailto:") for link in links), unsubscribe
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["Message-ID"] and message["Date"] and message["List-Id"]
+        assert message["Date"].datetime is not None
+        subject = str(message["Subject"])
+        assert subject and "\n" not in subject and "\r" not in subject
+        message_ids.add(message["Message-ID"])
+    assert len(message_ids) == 3
+
+
+def test_it_sends_nothing_twice_when_the_demo_runs_again(syndicate, tmp_path):
+    assert syndicate("demo").exit_code == 0
+    written = files(tmp_path / "data" / "outbox")
+
+    again = syndicate("demo")
+
+    assert again.exit_code == 0, again.output
+    assert files(tmp_path / "data" / "outbox") == written
+    assert "Nothing new, so nothing was sent" in again.stdout
+    assert "not sent again" in again.stdout
+
+
+def test_it_writes_the_demo_into_the_outbox_given(syndicate, tmp_path):
+    outbox = tmp_path / "elsewhere"
+
+    result = syndicate("demo", "--outbox", str(outbox))
+
+    assert result.exit_code == 0, result.output
+    assert len(list((outbox / "mail").glob("*.eml"))) == 3
+    assert len(list((outbox / "posts").glob("*.json"))) == 4
+    assert list((outbox / "editions").glob("*.html"))
+    assert not (tmp_path / "data" / "outbox").exists()
+
+
+# ── listing ──────────────────────────────────────────────────────────────────
+
+
+def test_it_lists_the_demo_articles_as_json(syndicate):
+    assert syndicate("demo").exit_code == 0
+
+    result = syndicate("article", "list", "--json")
+
+    assert result.exit_code == 0, result.output
+    articles = json.loads(result.stdout)
+    assert len(articles) == 4
+    assert all(a["url"].startswith("https://truthusa.example/") and a["title"] for a in articles)
+
+
+@pytest.mark.parametrize("group, expected", [
+    ("feed", 1), ("edition", 1), ("post", 4), ("subscriber", 3), ("newsletter", 1),
+])
+def test_it_prints_valid_json_from_every_list_command(syndicate, group, expected):
+    assert syndicate("demo").exit_code == 0
+
+    result = syndicate(group, "list", "--json")
+
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list) and len(rows) == expected
+
+
+# ── clear errors ─────────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def console(env, monkeypatch, capsys):
+    """Run `syndicate …` through the console script's entry point, in this process."""
+    from syndicate.cli import cli
+
+    for name in list(os.environ):
+        if name.startswith("SYNDICATE_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["syndicate", *args])
+        try:
+            cli()
+            code = 0
+        except SystemExit as exited:
+            code = exited.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.mark.parametrize("option, complaint", [
+    (["--cron", "61 7 * * *"], "bad cron expression '61 7 * * *'"),
+    (["--cron", "every morning"], "bad cron expression"),
+    (["--timezone", "Mars/Olympus_Mons"], "unknown time zone 'Mars/Olympus_Mons'"),
+])
+def test_it_refuses_a_newsletter_with_a_bad_schedule_and_says_why(syndicate, console, option, complaint):
+    assert syndicate("db", "upgrade").exit_code == 0
+    args = ["newsletter", "add", "daily", "--name", "Daily", "--from-address", "news@example.com", *option]
+
+    result = syndicate(*args)
+    assert result.exit_code != 0
+    assert complaint in str(result.exception)
+
+    code, out, err = console(*args)
+    assert code != 0
+    assert complaint in err
+    assert "Traceback" not in err
+    assert json.loads(syndicate("newsletter", "list", "--json").stdout) == []
+
+
+def test_it_refuses_a_feed_that_is_not_http(syndicate, console):
+    assert syndicate("db", "upgrade").exit_code == 0
+
+    result = syndicate("feed", "add", "ftp://x")
+    assert result.exit_code != 0
+    assert "is not a feed address" in str(result.exception)
+
+    code, out, err = console("feed", "add", "ftp://x")
+    assert code != 0
+    assert "'ftp://x' is not a feed address: give a full http:// or https:// URL" in err
+    assert "Traceback" not in err
+    assert json.loads(syndicate("feed", "list", "--json").stdout) == []
+
+
+def test_it_names_a_malformed_setting_in_one_line_without_a_traceback(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
+    environment.update(SYNDICATE_DATA_DIR=str(tmp_path / "data"), SYNDICATE_SECRET_KEY="s",
+                       SYNDICATE_BATCH_SIZE="abc")
+    script = Path(sys.executable).with_name("syndicate")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "syndicate"]
+
+    done = subprocess.run([*command, "feed", "list"], env=environment, capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "SYNDICATE_BATCH_SIZE" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+# ── --help everywhere ────────────────────────────────────────────────────────
+
+
+def every_command(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += every_command(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+COMMANDS = every_command(main)
+
+
+def test_it_knows_the_commands_it_documents():
+    names = {" ".join(path) for path in COMMANDS}
+    assert {"demo", "run", "web", "deliver", "db upgrade", "feed add", "feed poll", "article list",
+            "newsletter add", "edition cut", "subscriber add", "post list"} <= names
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "syndicate")
+def test_it_answers_help_for_every_command(path, tmp_path):
+    # Any environment at all, even a broken one: --help never reads the settings.
+    result = CliRunner().invoke(main, [*path, "--help"],
+                                env={"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_BATCH_SIZE": "abc"})
+
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.stdout
+    assert not (tmp_path / "data").exists()

