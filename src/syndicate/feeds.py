@@ -21,6 +21,7 @@ from syndicate import USER_AGENT, content
 from syndicate.config import Settings
 from syndicate.errors import FeedError, InvalidInput
 from syndicate.models import Article, Feed, utcnow
+from syndicate.templating import one_line
 
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 MAX_REDIRECTS = 5
@@ -190,7 +191,7 @@ def _entry(e, base_url: str) -> Entry:
         html = max((c.get("value", "") for c in e.content), key=len)
     summary = e.get("summary", "")
     html = content.sanitise(html or summary)
-    title = " ".join(content.plain_text(e.get("title", "")).split()) or "(untitled)"
+    title = one_line(content.plain_text(e.get("title", ""))) or "(untitled)"
     lead = content.lead(html) or content.lead(content.sanitise(summary))
     digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
     identity = e.get("id") or (canonical_url(link) if link else f"sha256:{digest}")

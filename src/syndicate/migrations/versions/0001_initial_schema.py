@@ -9,6 +9,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
+
 revision = '0001'
 down_revision = None
 branch_labels = None
@@ -97,6 +98,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('articles', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_articles_first_seen_at'), ['first_seen_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_articles_url'), ['url'], unique=False)
 
     op.create_table('editions',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -204,6 +206,7 @@ def downgrade() -> None:
     op.drop_table('subscriptions')
     op.drop_table('editions')
     with op.batch_alter_table('articles', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_articles_url'))
         batch_op.drop_index(batch_op.f('ix_articles_first_seen_at'))
 
     op.drop_table('articles')

@@ -1,0 +1,321 @@
+"""Storage and claiming on SQLite and PostgreSQL: schedules, cuts, deliveries, retries, crashes."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import configured
+from sqlalchemy import func, select, update
+
+from syndicate import db, deliveries, editions, feeds, subscribers
+from syndicate.db import transaction
+from syndicate.errors import InvalidInput
+from syndicate.mail import OutboxTransport
+from syndicate.models import Delivery, Edition, EditionArticle, Newsletter, Subscription
+
+
+@pytest.fixture
+def ledger(database_url, make_settings, smtp_server):
+    return configured(make_settings(database_url=database_url, smtp_url=smtp_server.url, batch_size=10))
+
+
+def newsroom(svc, sample_feed, readers=5, names=None):
+    """A newsletter with confirmed readers and the sample feed's four stories; returns the newsletter id."""
+    with transaction(svc.Session) as session:
+        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+                                             cron="0 7 * * *", timezone="Europe/Berlin")
+        for i in range(readers):
+            subscribers.subscribe(session, f"reader{i}@example.com", [newsletter.id],
+                                  name=(names or {}).get(i), confirmed=True)
+        feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
+        return newsletter.id
+
+
+def cut_now(svc, newsletter_id):
+    with transaction(svc.Session) as session:
+        return editions.cut(session, session.get(Newsletter, newsletter_id), svc.settings)
+
+
+def statuses(svc, edition_id) -> dict[str, int]:
+    with transaction(svc.Session) as session:
+        return deliveries.counts(session, edition_id)
+
+
+def send_all(svc, cut, transport=None, token="t"):
+    for edition_id, lo, hi in cut.batches:
+        deliveries.send_batch(svc.Session, svc.settings, transport or svc.transport, edition_id, lo, hi, token)
+
+
+# ── schema ───────────────────────────────────────────────────────────────────
+
+
+def test_it_migrates_an_empty_database_to_the_models(ledger):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from syndicate.models import Base
+
+    assert db.current_revision(ledger.engine) == "0001"
+    with ledger.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+# ── schedules ────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("now, expected", [
+    # The day before spring forward, and the day of it: 07:00 local is 06:00 UTC, then 05:00 UTC.
+    (datetime(2026, 3, 28, 7, 30, tzinfo=UTC), datetime(2026, 3, 29, 5, 0, tzinfo=UTC)),
+    (datetime(2026, 3, 27, 12, 0, tzinfo=UTC), datetime(2026, 3, 28, 6, 0, tzinfo=UTC)),
+    # Fall back: 07:00 CET again is 06:00 UTC.
+    (datetime(2026, 10, 24, 12, 0, tzinfo=UTC), datetime(2026, 10, 25, 6, 0, tzinfo=UTC)),
+])
+def test_it_schedules_07_00_berlin_at_07_00_local_on_both_sides_of_dst(now, expected):
+    assert editions.next_run("0 7 * * *", "Europe/Berlin", now) == expected
+
+
+def test_it_refuses_a_bad_cron_or_zone_with_a_hint():
+    with pytest.raises(InvalidInput, match="Europe/Berlin"):
+        editions.check_schedule("0 7 * * *", "Mars/Olympus")
+    with pytest.raises(InvalidInput, match="0 7"):
+        editions.check_schedule("every morning", "UTC")
+
+
+def test_two_ticks_at_once_claim_a_due_newsletter_once(ledger, sample_feed):
+    newsletter_id = newsroom(ledger, sample_feed)
+    now = datetime.now(UTC)
+    with transaction(ledger.Session) as session:
+        session.get(Newsletter, newsletter_id).next_run_at = now - timedelta(hours=3)
+    first, second = ledger.Session(), ledger.Session()
+    with first.begin():
+        claimed_first = editions.claim(first, newsletter_id, now)
+        assert claimed_first is not None
+    with second.begin():
+        # The second tick read the row before the first moved it: its conditional UPDATE finds nothing.
+        stale = second.get(Newsletter, newsletter_id)
+        second.expire(stale)
+        assert editions.claim(second, newsletter_id, now) is None
+    first.close(), second.close()
+    with transaction(ledger.Session) as session:
+        next_run = session.get(Newsletter, newsletter_id).next_run_at
+    # Caught up once, from now: the next run is in the future, not three hours of missed ticks.
+    assert next_run > now
+
+
+# ── the cut ──────────────────────────────────────────────────────────────────
+
+
+def test_it_freezes_an_edition_and_never_puts_an_article_in_two_editions(ledger, sample_feed):
+    newsletter_id = newsroom(ledger, sample_feed)
+    first = cut_now(ledger, newsletter_id)
+    second = cut_now(ledger, newsletter_id)
+
+    assert first.edition.status == "sending" and first.edition.html and first.edition.text
+    assert second.edition.status == "skipped"
+    assert second.edition.note == "no new articles since the last edition"
+    with transaction(ledger.Session) as session:
+        per_article = session.execute(select(EditionArticle.article_id, func.count())
+                                      .group_by(EditionArticle.article_id)).all()
+        assert len(per_article) == 4 and all(n == 1 for _, n in per_article)
+        with pytest.raises(Exception):  # the database itself refuses a second placement
+            with session.begin_nested():
+                session.add(EditionArticle(edition_id=second.edition.id, newsletter_id=newsletter_id,
+                                           article_id=per_article[0][0], position=0))
+
+
+def test_it_fans_out_to_readers_confirmed_at_the_cut_only(ledger, sample_feed):
+    newsletter_id = newsroom(ledger, sample_feed, readers=3)
+    with transaction(ledger.Session) as session:
+        subscribers.subscribe(session, "unconfirmed@example.com", [newsletter_id])
+        gone = subscribers.subscribe(session, "gone@example.com", [newsletter_id], confirmed=True).subscriber
+        session.execute(update(Subscription).where(Subscription.subscriber_id == gone.id)
+                        .values(status="unsubscribed"))
+    cut = cut_now(ledger, newsletter_id)
+    assert statuses(ledger, cut.edition.id) == {"pending": 3}
+
+
+def test_a_hostile_headline_cannot_break_the_subject_line(ledger, sample_feed, smtp_server):
+    newsletter_id = newsroom(ledger, sample_feed, readers=1)
+    with transaction(ledger.Session) as session:
+        article = session.scalars(select(feeds.Article).order_by(feeds.Article.published_at.desc())).first()
+        article.title = "Breaking\r\nBcc: everyone@example.com\x0b"
+    cut = cut_now(ledger, newsletter_id)
+    send_all(ledger, cut)
+
+    assert "\n" not in cut.edition.subject and "\r" not in cut.edition.subject
+    received = email.message_from_bytes(smtp_server.messages[0].data, policy=email.policy.default)
+    assert received["Bcc"] is None
+    assert smtp_server.messages[0].recipients == ["reader0@example.com"]
+
+
+# ── delivery outcomes ────────────────────────────────────────────────────────
+
+
+def test_it_sends_each_reader_one_message_and_never_again(ledger, sample_feed, smtp_server):
+    newsletter_id = newsroom(ledger, sample_feed, readers=25, names={0: "Zoë Ødegård", 1: "陈静"})
+    cut = cut_now(ledger, newsletter_id)
+    assert len(cut.batches) == 3  # batch_size=10
+
+    send_all(ledger, cut)
+    send_all(ledger, cut)  # the same tasks again (a redelivery): nothing more goes out
+    send_all(ledger, cut, token="another-worker")
+
+    assert statuses(ledger, cut.edition.id) == {"sent": 25}
+    recipients = sorted(r for m in smtp_server.messages for r in m.recipients)
+    assert recipients == sorted(f"reader{i}@example.com" for i in range(25))
+    first = email.message_from_bytes(smtp_server.messages[0].data, policy=email.policy.default)
+    assert str(first["To"]) == "Zoë Ødegård <reader0@example.com>"
+    with transaction(ledger.Session) as session:
+        assert deliveries.requeue(session, ledger.settings, datetime.now(UTC)) == []
+        assert session.get(Edition, cut.edition.id).status == "sent"
+
+
+def test_a_4xx_defers_with_the_reply_and_a_later_tick_retries(ledger, sample_feed, smtp_server):
+    newsletter_id = newsroom(ledger, sample_feed, readers=3)
+    smtp_server.replies["reader1@example.com"] = "450 4.2.1 Mailbox busy, try later"
+    cut = cut_now(ledger, newsletter_id)
+    send_all(ledger, cut)
+
+    assert statuses(ledger, cut.edition.id) == {"sent": 2, "deferred": 1}
+    with transaction(ledger.Session) as session:
+        deferred = session.scalar(select(Delivery).where(Delivery.status == "deferred"))
+        assert deferred.last_reply.startswith("450 4.2.1 Mailbox busy")
+        retry_at = deferred.next_attempt_at
+        # Not before its time...
+        assert deliveries.requeue(session, ledger.settings, retry_at - timedelta(seconds=1)) == []
+    del smtp_server.replies["reader1@example.com"]
+    with transaction(ledger.Session) as session:
+        batches = deliveries.requeue(session, ledger.settings, retry_at)
+    assert batches == [(cut.edition.id, deferred.id, deferred.id)]
+    for edition_id, lo, hi in batches:
+        deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "retry")
+    assert statuses(ledger, cut.edition.id) == {"sent": 3}
+    assert sorted(r for m in smtp_server.messages for r in m.recipients).count("reader1@example.com") == 1
+
+
+def test_a_5xx_fails_the_recipient_with_the_reply_and_never_retries(ledger, sample_feed, smtp_server):
+    newsletter_id = newsroom(ledger, sample_feed, readers=3)
+    smtp_server.replies["reader2@example.com"] = "550 5.1.1 No such user"
+    cut = cut_now(ledger, newsletter_id)
+    send_all(ledger, cut)
+
+    assert statuses(ledger, cut.edition.id) == {"sent": 2, "failed": 1}
+    with transaction(ledger.Session) as session:
+        failed = session.scalar(select(Delivery).where(Delivery.status == "failed"))
+        assert failed.last_reply == "550 5.1.1 No such user"
+        assert deliveries.requeue(session, ledger.settings, datetime.now(UTC) + timedelta(days=10)) == []
+
+
+def test_when_the_mail_server_is_down_nothing_is_marked_sent_and_all_is_retried(
+    database_url, make_settings, sample_feed, closed_port, smtp_server
+):
+    down = configured(make_settings(database_url=database_url, smtp_url=f"smtp://127.0.0.1:{closed_port}"))
+    newsletter_id = newsroom(down, sample_feed, readers=4)
+    cut = cut_now(down, newsletter_id)
+    send_all(down, cut)
+
+    assert statuses(down, cut.edition.id) == {"deferred": 4}
+    with transaction(down.Session) as session:
+        replies = set(session.scalars(select(Delivery.last_reply)))
+        retry_at = max(session.scalars(select(Delivery.next_attempt_at)))
+    assert all("cannot reach the mail server" in reply for reply in replies)
+
+    # The server is back: the next tick after the backoff hands every row to a worker again.
+    up = configured(make_settings(database_url=database_url, smtp_url=smtp_server.url))
+    with transaction(up.Session) as session:
+        batches = deliveries.requeue(session, up.settings, retry_at)
+    for edition_id, lo, hi in batches:
+        deliveries.send_batch(up.Session, up.settings, up.transport, edition_id, lo, hi, "after-outage")
+    assert statuses(up, cut.edition.id) == {"sent": 4}
+    assert len(smtp_server.messages) == 4
+
+
+def test_a_deferred_delivery_fails_after_the_give_up_period(ledger, sample_feed, smtp_server):
+    newsletter_id = newsroom(ledger, sample_feed, readers=1)
+    smtp_server.replies["reader0@example.com"] = "451 4.3.0 Try again"
+    cut = cut_now(ledger, newsletter_id)
+    late = cut.edition.cut_at + timedelta(seconds=ledger.settings.give_up_after)
+    with transaction(ledger.Session) as session:
+        batches = deliveries.requeue(session, ledger.settings, late)  # nothing due yet: still pending
+    send_all(ledger, cut, token="late")
+    assert statuses(ledger, cut.edition.id) == {"deferred": 1}
+    with transaction(ledger.Session) as session:
+        batches = deliveries.requeue(session, ledger.settings, late)
+    for edition_id, lo, hi in batches:
+        deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "late",
+                              clock=lambda: late)
+    assert statuses(ledger, cut.edition.id) == {"failed": 1}
+
+
+def test_a_reader_who_leaves_mid_send_is_skipped(ledger, sample_feed, smtp_server):
+    newsletter_id = newsroom(ledger, sample_feed, readers=2)
+    cut = cut_now(ledger, newsletter_id)
+    with transaction(ledger.Session) as session:
+        session.execute(update(Subscription).where(Subscription.subscriber.has(email="reader0@example.com"))
+                        .values(status="unsubscribed"))
+    send_all(ledger, cut)
+    assert statuses(ledger, cut.edition.id) == {"sent": 1, "skipped": 1}
+    assert [m.recipients for m in smtp_server.messages] == [["reader1@example.com"]]
+
+
+# ── crashes ──────────────────────────────────────────────────────────────────
+
+
+def test_a_redelivered_task_takes_back_the_rows_its_killed_run_held(ledger, sample_feed, smtp_server):
+    newsletter_id = newsroom(ledger, sample_feed, readers=5)
+    cut = cut_now(ledger, newsletter_id)
+    (edition_id, lo, hi), = cut.batches
+    # A worker claimed the batch, sent reader0's mail and recorded it, then was killed.
+    with transaction(ledger.Session) as session:
+        deliveries.claim(session, edition_id, lo, hi, "task-1", datetime.now(UTC))
+        session.execute(update(Delivery).where(Delivery.id == lo).values(status="sent", claimed_by=None))
+    # Another task for the same range finds nothing to claim while task-1's claim is fresh...
+    assert deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi,
+                                 "task-2").claimed == 0
+    # ...and the broker's redelivery of task-1 (same task id) finishes the job.
+    result = deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "task-1")
+    assert result.counts == {"sent": 4}
+    assert statuses(ledger, edition_id) == {"sent": 5}
+    assert len(smtp_server.messages) == 4
+
+
+def test_a_claim_whose_worker_died_is_handed_on_after_a_while(ledger, sample_feed, smtp_server):
+    newsletter_id = newsroom(ledger, sample_feed, readers=3)
+    cut = cut_now(ledger, newsletter_id)
+    (edition_id, lo, hi), = cut.batches
+    then = datetime.now(UTC)
+    with transaction(ledger.Session) as session:
+        deliveries.claim(session, edition_id, lo, hi, "lost-task", then)
+        assert deliveries.requeue(session, ledger.settings, then + timedelta(minutes=1)) == []
+    with transaction(ledger.Session) as session:
+        batches = deliveries.requeue(session, ledger.settings, then + deliveries.STALE_CLAIM)
+    assert batches == [(edition_id, lo, hi)]
+    send_all(ledger, cut, token="rescuer")
+    assert statuses(ledger, edition_id) == {"sent": 3}
+
+
+def test_a_pending_row_whose_task_was_lost_is_requeued(ledger, sample_feed):
+    newsletter_id = newsroom(ledger, sample_feed, readers=2)
+    cut = cut_now(ledger, newsletter_id)
+    now = cut.edition.cut_at
+    with transaction(ledger.Session) as session:
+        assert deliveries.requeue(session, ledger.settings, now + timedelta(minutes=1)) == []
+        assert deliveries.requeue(session, ledger.settings, now + deliveries.REQUEUE_AFTER) == cut.batches
+        # ...and not again on the very next tick: the lease restarted.
+        assert deliveries.requeue(session, ledger.settings, now + deliveries.REQUEUE_AFTER) == []
+
+
+def test_the_outbox_transport_writes_the_bytes_smtp_would_carry(ledger, sample_feed, smtp_server, tmp_path):
+    newsletter_id = newsroom(ledger, sample_feed, readers=2)
+    cut = cut_now(ledger, newsletter_id)
+    send_all(ledger, cut, transport=OutboxTransport(tmp_path / "outbox"))
+    files = sorted((tmp_path / "outbox").glob("*.eml"))
+    assert len(files) == 2
+    data = files[0].read_bytes()
+    assert b"\r\n" in data and all(byte < 128 for byte in data)  # CRLF, 7-bit clean
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
