@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -122,32 +123,45 @@ def _progress(items, label):
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Worker processes.")
 @click.pass_context
 def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
-    """Serve everything on this machine: Celery worker, beat scheduler and the web app."""
-    import uvicorn
+    """Serve everything on this machine: Celery worker, beat scheduler and the web app.
 
+    The same processes as a distributed install, supervised here: if one dies the
+    others are stopped too; SIGTERM or Ctrl-C stops them all.
+    """
     svc = services(ctx, migrate=True)
     settings = svc.settings
     celery = [sys.executable, "-m", "celery", "-A", "syndicate.tasks"]
-    children = [
-        subprocess.Popen(celery + ["worker", "-Q", "ingest,mail,social", "--concurrency", str(concurrency),
-                                   "--loglevel", "INFO", "-n", "syndicate@%h"]),
-        subprocess.Popen(celery + ["beat", "--loglevel", "INFO",
-                                   "--schedule", str(settings.data_dir / "celerybeat-schedule")]),
-    ]
-    click.echo(f"broker: {'embedded (' + settings.broker_url + ')' if settings.embedded_broker else settings.broker_url}")
+    commands = {
+        "worker": celery + ["worker", "-Q", "ingest,mail,social", "--concurrency", str(concurrency),
+                            "--loglevel", "INFO", "-n", "syndicate@%h"],
+        "beat": celery + ["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")],
+        "web": [sys.executable, "-m", "syndicate", "web", "--host", host or settings.web_host,
+                "--port", str(port or settings.web_port)],
+    }
+    click.echo(f"broker: {'embedded, ' if settings.embedded_broker else ''}{settings.broker_url}")
     click.echo(f"mail:   {'outbox ' + str(settings.outbox / 'mail') if settings.smtp is None else settings.smtp.host}")
     click.echo(f"X:      {'dry-run (no SYNDICATE_X_* credentials)' if settings.dry_run_social else 'live'}")
-    try:
-        uvicorn.run("syndicate.web:app", host=host or settings.web_host, port=port or settings.web_port,
-                    log_level="info")
-    finally:
-        for child in children:
+    click.echo(f"web:    http://{host or settings.web_host}:{port or settings.web_port}/")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    children = {name: subprocess.Popen(command) for name, command in commands.items()}
+    died = None
+    while not stop.wait(0.5):
+        died = next((name for name, child in children.items() if child.poll() is not None), None)
+        if died:
+            break
+    for child in children.values():
+        if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+    for child in children.values():
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if died:
+        raise SyndicateError(f"the {died} process exited with code {children[died].returncode}; "
+                             "everything was stopped (its log is above)")
 
 
 @main.command()

@@ -53,6 +53,7 @@ class Settings:
     feed_timeout: float = 20.0
     feed_max_bytes: int = 10_000_000
     poll_interval: int = 900  # seconds between polls of one feed
+    tick_interval: float = 30.0  # seconds between beat ticks that look for due work
     batch_size: int = 200  # recipients per delivery task
     retry_base: int = 60  # first retry of a deferred delivery, seconds
     retry_max: int = 1800  # kept below the broker's visibility timeout
@@ -99,6 +100,7 @@ class Settings:
             ("feed_timeout", cls.feed_timeout),
             ("feed_max_bytes", cls.feed_max_bytes),
             ("poll_interval", cls.poll_interval),
+            ("tick_interval", cls.tick_interval),
             ("batch_size", cls.batch_size),
             ("retry_base", cls.retry_base),
             ("retry_max", cls.retry_max),

@@ -8,7 +8,6 @@ duplicate, one message per killed worker.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,6 +20,7 @@ from syndicate import tokens
 from syndicate.config import Settings
 from syndicate.errors import ConnectionLost, TransportError
 from syndicate.mail import Outgoing, Transport, build_message
+from syndicate.mail import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, UTCDateTime, utcnow
 
 OPEN = ("pending", "sending", "deferred")
@@ -204,13 +204,12 @@ class MessageFactory:
         self.placeholder = UNSUBSCRIBE_URL
         self.domain = newsletter.from_address.rpartition("@")[2]
         self.sender = Address(newsletter.from_name, addr_spec=newsletter.from_address)
-        self.instance = hashlib.sha256(settings.secret_key.encode()).hexdigest()[:10]
         self.list_id = f"{newsletter.name} <{newsletter.slug}.{self.domain}>"
 
     def __call__(self, delivery: Delivery, subscriber: Subscriber) -> Outgoing:
         token = tokens.unsubscribe_token(self.settings.secret_key, subscriber.id, self.newsletter.id)
         unsubscribe = f"{self.settings.base_url}/u/{token}"
-        message_id = f"<{delivery.id}.{self.edition.id}.{self.instance}@{self.domain}>"
+        message_id = make_message_id(self.domain, self.settings.secret_key, delivery.id, self.edition.id)
         data = build_message(
             sender=self.sender,
             to=Address(subscriber.name or "", addr_spec=subscriber.email),

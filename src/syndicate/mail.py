@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import smtplib
 import ssl
@@ -23,6 +24,12 @@ from syndicate.templating import one_line
 # RFC 5322's hard limit. At 78 the stdlib folds a long List-Unsubscribe URL into
 # RFC 2047 encoded words, which no mail client reads back as a URL.
 SMTP = _SMTP.clone(max_line_length=998)
+
+
+def message_id(domain: str, secret_key: str, *parts) -> str:
+    """Unique per message and per installation, and the same on every retry of one delivery."""
+    instance = hashlib.sha256(secret_key.encode()).hexdigest()[:10]
+    return f"<{'.'.join(map(str, parts))}.{instance}@{domain}>"
 
 
 @dataclass(frozen=True)

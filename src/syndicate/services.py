@@ -36,6 +36,11 @@ class Services:
     def social_client(self, account: SocialAccount) -> social.SocialClient:
         return social.client_for(account, self.settings)
 
+    def forget_connections(self) -> None:
+        """After a fork: drop the parent's pooled connections without closing them under it."""
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=False)
+
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()

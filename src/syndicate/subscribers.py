@@ -14,6 +14,7 @@ from syndicate import tokens
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.mail import Outgoing, build_message
+from syndicate.mail import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, utcnow
 from syndicate.templating import render
 
@@ -126,7 +127,7 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
     context = dict(subscriber=subscriber, newsletters=newsletters, confirm_url=url)
     context["subject"] = render("email/confirm/subject.txt", **context).strip()
     domain = sender.from_address.rpartition("@")[2]
-    message_id = f"<confirm.{subscriber.id}.{subscriber.confirmations_sent}@{domain}>"
+    message_id = make_message_id(domain, settings.secret_key, "confirm", subscriber.id, subscriber.confirmations_sent)
     data = build_message(
         sender=Address(sender.from_name, addr_spec=sender.from_address),
         to=Address(subscriber.name or "", addr_spec=subscriber.email),

@@ -9,17 +9,18 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Queue
 
-from syndicate import deliveries, editions, feeds, posts, services, subscribers
+from syndicate import broker, deliveries, editions, feeds, posts, services, subscribers
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import SyndicateError, TransportError
 from syndicate.models import Feed, Post, Subscriber, utcnow
 
 log = logging.getLogger(__name__)
+assert broker.EmbeddedTransport  # registered for sqla+ URLs on import
 QUEUES = ("ingest", "mail", "social")
-TICK = 30.0  # seconds: schedules are rows in the database, claimed by this short periodic tick
 
 
 def celery_config(settings: Settings) -> dict:
@@ -45,24 +46,35 @@ def celery_config(settings: Settings) -> dict:
             "syndicate.social_tick": {"queue": "social"},
             "syndicate.publish_post": {"queue": "social"},
         },
+        # Schedules are rows in the database; these short ticks claim what is due.
         beat_schedule={
-            "tick": {"task": "syndicate.tick", "schedule": TICK},
-            "poll-feeds": {"task": "syndicate.poll_feeds", "schedule": 60.0},
-            "social-tick": {"task": "syndicate.social_tick", "schedule": 60.0},
+            "tick": {"task": "syndicate.tick", "schedule": settings.tick_interval},
+            "poll-feeds": {"task": "syndicate.poll_feeds", "schedule": settings.tick_interval},
+            "social-tick": {"task": "syndicate.social_tick", "schedule": settings.tick_interval},
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         timezone="UTC",
         enable_utc=True,
         worker_hijack_root_logger=False,
-        # Redis: every retry countdown stays below this (Settings checks it), so nothing is
-        # redelivered twice. Other transports take no such option.
-        broker_transport_options={"visibility_timeout": 3600} if settings.broker_url.startswith("redis") else {},
+        broker_transport_options=transport_options(settings.broker_url),
     )
     return config
 
 
+def transport_options(broker_url: str) -> dict:
+    if broker_url.startswith("redis"):
+        # Every retry countdown stays below this (Settings checks it), so nothing is redelivered twice.
+        return {"visibility_timeout": 3600}
+    return {}
+
+
 app = Celery("syndicate")
 app.add_defaults(lambda: celery_config(services.current().settings))
+
+
+@worker_process_init.connect
+def _own_database_connections_after_fork(**_) -> None:
+    services.current().forget_connections()
 
 
 def configure(settings: Settings) -> services.Services:

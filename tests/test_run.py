@@ -1,0 +1,105 @@
+"""`syndicate run`: worker, beat and web app as real processes on one machine, no Redis, no PostgreSQL."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from conftest import free_port
+from sqlalchemy import create_engine, text
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def running(tmp_path, smtp_server):
+    port = free_port()
+    env = dict(os.environ, SYNDICATE_DATA_DIR=str(tmp_path / "data"), SYNDICATE_SMTP_URL=smtp_server.url,
+               SYNDICATE_BASE_URL=f"http://127.0.0.1:{port}", SYNDICATE_WEB_PORT=str(port),
+               SYNDICATE_TICK_INTERVAL="1", SYNDICATE_ALLOW_PRIVATE_FEEDS="1", SYNDICATE_SECRET_KEY="run-test")
+    for name in ("SYNDICATE_DATABASE_URL", "SYNDICATE_BROKER_URL"):
+        env.pop(name, None)  # the embedded defaults
+    log = open(tmp_path / "run.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "syndicate", "run", "--concurrency", "1"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(base + "/healthz") or process.poll() is not None, 60, "the web app")
+        assert process.poll() is None, (tmp_path / "run.log").read_text()
+        yield process, base, env
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def syndicate(env, *args) -> str:
+    done = subprocess.run([sys.executable, "-m", "syndicate", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_syndicate_run_serves_the_whole_pipeline_on_one_machine(running, smtp_server, feed_server, sample_feed,
+                                                                 tmp_path):
+    process, base, env = running
+    syndicate(env, "newsletter", "add", "daily", "--name", "The Daily", "--from-address", "daily@news.example")
+
+    # A reader signs up on the web; the worker mails the confirmation; the reader confirms by POST.
+    response = httpx.post(base + "/subscribe", data={"email": "reader@example.org", "newsletter": "daily"})
+    assert response.status_code == 200 and "Check your inbox" in response.text
+    wait_for(lambda: smtp_server.messages, 30, "the confirmation mail")
+    confirmation = email.message_from_bytes(smtp_server.messages[0].data, policy=email.policy.default)
+    link = re.search(r"http://\S+/confirm/\S+", confirmation.get_body(("plain",)).get_content()).group(0)
+    assert httpx.get(link).status_code == 200  # a scanner's GET changes nothing
+    assert httpx.post(link).status_code == 200
+
+    # A feed is added; beat's tick polls it; the edition is due now; the worker delivers it.
+    syndicate(env, "feed", "add", feed_server.serve("/feed/", sample_feed))
+    wait_for(lambda: "Armenia" in syndicate(env, "article", "list"), 30, "the articles")
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'syndicate.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE newsletters SET next_run_at = :t"),
+                           {"t": (datetime.now(UTC) - timedelta(seconds=1)).replace(tzinfo=None)})
+    engine.dispose()
+    wait_for(lambda: len(smtp_server.messages) == 2, 30, "the edition")
+    edition = email.message_from_bytes(smtp_server.messages[1].data, policy=email.policy.default)
+    assert edition["To"] == "reader@example.org"
+    assert edition["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert httpx.get(base + "/n/daily/1").status_code == 200
+
+    # Teasers were made in dry-run (no X credentials), one per story.
+    wait_for(lambda: len(list((tmp_path / "data" / "outbox" / "posts").glob("*.json"))) == 4, 30, "the posts")
+
+    # SIGTERM stops the web app, the worker and beat.
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=40) == 0
+    leftovers = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert leftovers == []
