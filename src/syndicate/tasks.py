@@ -7,6 +7,7 @@ Run them with `celery -A syndicate.tasks worker -Q ingest|mail|social` and
 from __future__ import annotations
 
 import logging
+import sys
 
 from celery import Celery
 from celery.signals import worker_process_init
@@ -15,7 +16,7 @@ from kombu import Queue
 from syndicate import broker, deliveries, editions, feeds, posts, services, subscribers
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.errors import SyndicateError, TransportError
+from syndicate.errors import SettingsError, SyndicateError, TransportError
 from syndicate.models import Feed, Post, Subscriber, utcnow
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,17 @@ def transport_options(broker_url: str) -> dict:
     return {}
 
 
+def _config_from_environment() -> dict:
+    """`celery -A syndicate.tasks …` reads SYNDICATE_* here; bad settings stop it with one line."""
+    try:
+        return celery_config(services.current().settings)
+    except SettingsError as e:
+        sys.stderr.write(f"syndicate: {e}\n")
+        raise SystemExit(2) from None
+
+
 app = Celery("syndicate")
-app.add_defaults(lambda: celery_config(services.current().settings))
+app.add_defaults(_config_from_environment)
 
 
 @worker_process_init.connect
