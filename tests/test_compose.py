@@ -204,7 +204,8 @@ def test_dependencies_can_be_satisfied(name):
         assert dep in SERVICES, f"`{name}` depends on unknown service `{dep}`"
         condition = spec.get("condition", "service_started")
         if condition == "service_healthy":
-            assert SERVICES[dep].get("healthcheck"), f"`{name}` waits for `{dep}` to be healthy, but it has no healthcheck"
+            assert SERVICES[dep].get("healthcheck"), (
+                f"`{name}` waits for `{dep}` to be healthy, but it has no healthcheck")
         elif condition == "service_completed_successfully":
             assert SERVICES[dep].get("restart", "no") == "no", (
                 f"`{name}` waits for `{dep}` to complete, so `{dep}` must not restart"

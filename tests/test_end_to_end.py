@@ -16,10 +16,10 @@ from datetime import timedelta
 
 import pytest
 import responses
-from conftest import FIGURES, configured
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
+from conftest import FIGURES, configured
 from syndicate import editions, feeds, posts, subscribers, tasks
 from syndicate.db import transaction
 from syndicate.models import Delivery, Edition, Newsletter, Post, Subscription, utcnow

@@ -7,9 +7,10 @@ import email.policy
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import configured
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
+from conftest import configured
 from syndicate import db, deliveries, editions, feeds, subscribers
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
@@ -121,7 +122,7 @@ def test_it_freezes_an_edition_and_never_puts_an_article_in_two_editions(ledger,
         per_article = session.execute(select(EditionArticle.article_id, func.count())
                                       .group_by(EditionArticle.article_id)).all()
         assert len(per_article) == 4 and all(n == 1 for _, n in per_article)
-        with pytest.raises(Exception):  # the database itself refuses a second placement
+        with pytest.raises(IntegrityError):  # the database itself refuses a second placement
             with session.begin_nested():
                 session.add(EditionArticle(edition_id=second.edition.id, newsletter_id=newsletter_id,
                                            article_id=per_article[0][0], position=0))

@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import free_port
 from sqlalchemy import create_engine, text
+
+from conftest import free_port
 
 
 def wait_for(condition, timeout, what):

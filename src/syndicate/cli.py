@@ -99,10 +99,12 @@ def demo(ctx, outbox: Path | None) -> None:
     click.echo(f"Feed:       {demo_run.FEED_URL} (bundled sample): "
                f"{report.articles_new} new articles, {report.articles_known} already known")
     click.echo(f"Edition:    {report.edition}")
+    earlier_mails = f" ({report.mails_already} delivered by earlier runs, not sent again)"
+    earlier_posts = f"; {report.posts_already} made by earlier runs, not made again"
     click.echo(f"Mail:       {len(report.mails)} sent to {out / 'mail'}"
-               + (f" ({report.mails_already} delivered by earlier runs, not sent again)" if report.mails_already else ""))
-    click.echo(f"Posts:      {len(report.posts)} teasers written to {out / 'posts'} (dry-run: the demo never posts to X)"
-               + (f"; {report.posts_already} made by earlier runs, not made again" if report.posts_already else ""))
+               + (earlier_mails if report.mails_already else ""))
+    click.echo(f"Posts:      {len(report.posts)} teasers written to {out / 'posts'} (dry-run: the demo never posts)"
+               + (earlier_posts if report.posts_already else ""))
     for post in report.posts[:2]:
         click.echo("            ┆ " + post.text.replace("\n", "\n            ┆ "))
     if report.preview:
@@ -361,15 +363,8 @@ def deliver(ctx) -> None:
     """Send every delivery that is due, in this process (no worker needed)."""
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
-        batches = deliveries.requeue(session, svc.settings, utcnow())
-        pending = session.execute(
-            select(deliveries.Delivery.edition_id, deliveries.Delivery.id)
-            .join(Edition).where(Edition.status == "sending", deliveries.Delivery.status == "pending")
-        ).all()
-    by_edition: dict[int, list[int]] = {}
-    for edition_id, delivery_id in pending:
-        by_edition.setdefault(edition_id, []).append(delivery_id)
-    batches = [(e, lo, hi) for e, ids in by_edition.items() for lo, hi in deliveries.ranges(sorted(ids), svc.settings.batch_size)]
+        deliveries.requeue(session, svc.settings, utcnow())  # retries that are due become pending
+        batches = deliveries.pending_batches(session, svc.settings.batch_size)
     totals: dict[str, int] = {}
     for edition_id, lo, hi in _progress(batches, "Delivering"):
         result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,

@@ -204,7 +204,8 @@ def _number(get, name: str, kind: type, default):
     try:
         number = kind(value)
     except ValueError:
-        raise SettingsError(f"{PREFIX}{name}={value!r} must be {'a whole number' if kind is int else 'a number'}") from None
+        expected = "a whole number" if kind is int else "a number"
+        raise SettingsError(f"{PREFIX}{name}={value!r} must be {expected}") from None
     if not math.isfinite(number) or number <= 0:
         raise SettingsError(f"{PREFIX}{name}={value!r} must be greater than 0")
     return number

@@ -64,8 +64,8 @@ class BatchResult:
     claimed: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
-    def add(self, status: str) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
+    def add(self, status: str, n: int = 1) -> None:
+        self.counts[status] = self.counts.get(status, 0) + n
 
 
 def claim(session: Session, edition_id: int, lo: int, hi: int, token: str, now: datetime) -> int:
@@ -106,42 +106,50 @@ def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, 
         ).all()
         session.commit()
         message_for = MessageFactory(settings, newsletter, edition)
-        pending = [(d, s, sub) for d, s, sub in rows]
         refreshed = time.monotonic()
         with _lazy(transport) as connection:
-            while pending:
-                delivery, subscriber, subscription_status = pending[0]
-                if subscriber.status != "confirmed" or subscription_status != "active":
-                    outcome = ("skipped", f"{subscriber.status if subscriber.status != 'confirmed' else 'unsubscribed'} before sending")
-                else:
-                    try:
-                        reply = connection().send(message_for(delivery, subscriber))
-                        outcome = ("sent", reply)
-                    except ConnectionLost as e:
-                        # Nothing more goes over this stream: the rest waits for a later try.
-                        now = clock()
-                        with session.begin():
-                            for d, _, _ in pending:
-                                _record(session, d, token, _retry_status(d, edition, settings, now), str(e), now, settings)
-                        for d, _, _ in pending:
-                            result.add("deferred")
-                        return result
-                    except TransportError as e:
-                        outcome = ("failed" if e.permanent else "deferred", str(e))
+            for i, (delivery, subscriber, subscription_status) in enumerate(rows):
+                try:
+                    status, reply = _attempt(connection, message_for, delivery, subscriber, subscription_status)
+                except ConnectionLost as e:
+                    # Nothing more goes over this stream: this row and the rest wait for a later try.
+                    now = clock()
+                    status = _retry_status(edition, settings, now)
+                    with session.begin():
+                        for rest, _, _ in rows[i:]:
+                            _record(session, rest, token, status, str(e), now, settings)
+                    result.add(status, len(rows) - i)
+                    return result
                 now = clock()
-                status = outcome[0] if outcome[0] != "deferred" else _retry_status(delivery, edition, settings, now)
+                if status == "deferred":
+                    status = _retry_status(edition, settings, now)
                 with session.begin():
-                    if not _record(session, delivery, token, status, outcome[1], now, settings):
+                    if not _record(session, delivery, token, status, reply, now, settings):
                         return result  # another worker took this batch over: stop here
                     if time.monotonic() - refreshed > REFRESH_EVERY:
                         _refresh(session, edition_id, lo, hi, token, now)
                         refreshed = time.monotonic()
                 result.add(status)
-                pending.pop(0)
     return result
 
 
-def _retry_status(delivery: Delivery, edition: Edition, settings: Settings, now: datetime) -> str:
+def _attempt(connection, message_for, delivery: Delivery, subscriber: Subscriber,
+             subscription_status: str | None) -> tuple[str, str]:
+    """One recipient: (status, reply). ConnectionLost goes up: it concerns the whole batch."""
+    if subscriber.status != "confirmed":
+        return "skipped", f"{subscriber.status} before sending"
+    if subscription_status != "active":
+        return "skipped", "unsubscribed before sending"
+    try:
+        return "sent", connection().send(message_for(delivery, subscriber))
+    except ConnectionLost:
+        raise
+    except TransportError as e:
+        return ("failed" if e.permanent else "deferred"), str(e)
+
+
+def _retry_status(edition: Edition, settings: Settings, now: datetime) -> str:
+    """Deferred, or failed once the give-up period since the cut has passed."""
     give_up = edition.cut_at + timedelta(seconds=settings.give_up_after)
     return "failed" if now >= give_up else "deferred"
 
@@ -205,6 +213,7 @@ class MessageFactory:
         self.domain = newsletter.from_address.rpartition("@")[2]
         self.sender = Address(newsletter.from_name, addr_spec=newsletter.from_address)
         self.list_id = f"{newsletter.name} <{newsletter.slug}.{self.domain}>"
+        self.mailto = f"mailto:unsubscribe@{self.domain}?subject=unsubscribe"
 
     def __call__(self, delivery: Delivery, subscriber: Subscriber) -> Outgoing:
         token = tokens.unsubscribe_token(self.settings.secret_key, subscriber.id, self.newsletter.id)
@@ -221,7 +230,7 @@ class MessageFactory:
             reply_to=self.newsletter.reply_to,
             headers={
                 "List-Id": self.list_id,
-                "List-Unsubscribe": f"<{unsubscribe}>, <mailto:unsubscribe@{self.domain}?subject=unsubscribe%20{token}>",
+                "List-Unsubscribe": f"<{unsubscribe}>, <{self.mailto}%20{token}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 "Auto-Submitted": "auto-generated",
             },
@@ -252,19 +261,30 @@ def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[i
               Delivery.edition_id.in_(live)), fresh)
     take(and_(Delivery.status == "sending", Delivery.claimed_at <= now - STALE_CLAIM), fresh)
 
-    batches = []
-    by_edition: dict[int, list[int]] = {}
-    for edition_id, delivery_id in revived:
-        by_edition.setdefault(edition_id, []).append(delivery_id)
-    for edition_id, ids in by_edition.items():
-        batches += [(edition_id, lo, hi) for lo, hi in ranges(sorted(ids), settings.batch_size)]
-
+    batches = _batches(revived, settings.batch_size)
     still_open = select(Delivery.id).where(Delivery.edition_id == Edition.id, Delivery.status.in_(OPEN)).exists()
     session.execute(
         update(Edition).where(Edition.status == "sending", ~still_open).values(status="sent", sent_at=now)
         .execution_options(synchronize_session=False)
     )
     return batches
+
+
+def pending_batches(session: Session, batch_size: int) -> list[tuple[int, int, int]]:
+    """Every pending row of the editions being sent, as batches (for sending in this process)."""
+    rows = session.execute(
+        select(Delivery.edition_id, Delivery.id).join(Edition)
+        .where(Edition.status == "sending", Delivery.status == "pending")
+    ).all()
+    return _batches(rows, batch_size)
+
+
+def _batches(rows, batch_size: int) -> list[tuple[int, int, int]]:
+    by_edition: dict[int, list[int]] = {}
+    for edition_id, delivery_id in rows:
+        by_edition.setdefault(edition_id, []).append(delivery_id)
+    return [(edition_id, lo, hi)
+            for edition_id, ids in by_edition.items() for lo, hi in ranges(sorted(ids), batch_size)]
 
 
 def counts(session: Session, edition_id: int) -> dict[str, int]:

@@ -86,7 +86,8 @@ def claim(session: Session, newsletter_id: int, now: datetime) -> Newsletter | N
     that was down catches up once, not once per missed tick.
     """
     newsletter = session.get(Newsletter, newsletter_id)
-    if newsletter is None or newsletter.status != "active" or not newsletter.next_run_at or newsletter.next_run_at > now:
+    due = newsletter is not None and newsletter.status == "active" and newsletter.next_run_at is not None
+    if not due or newsletter.next_run_at > now:
         return None
     moved = session.execute(
         update(Newsletter)

@@ -26,6 +26,7 @@ from syndicate.templating import one_line
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 MAX_REDIRECTS = 5
 MAX_BACKOFF = timedelta(hours=24)
+ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.8"
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Fetched:
 
 def fetch(feed: Feed, settings: Settings, now: datetime) -> Fetched:
     """GET the feed with a deadline and a size cap, following redirects by hand to re-check each hop."""
-    headers = {"User-Agent": USER_AGENT, "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.8"}
+    headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT}
     if feed.etag:
         headers["If-None-Match"] = feed.etag
     if feed.last_modified:
@@ -177,7 +178,8 @@ def parse(body: bytes, base_url: str) -> list[Entry]:
     """The entries feedparser could read; a feed that is not a feed at all is an error."""
     parsed = feedparser.parse(body, response_headers={"content-location": base_url})
     if not parsed.entries and parsed.bozo and not parsed.feed.get("title"):
-        reason = getattr(parsed.get("bozo_exception"), "getMessage", lambda: None)() or str(parsed.get("bozo_exception"))
+        problem = parsed.get("bozo_exception")
+        reason = getattr(problem, "getMessage", lambda: None)() or str(problem)
         raise FeedError(f"not a feed (RSS/Atom could not be parsed: {reason})")
     if not parsed.entries and not parsed.feed and not parsed.get("version"):
         raise FeedError("not a feed: the document has no RSS or Atom channel")

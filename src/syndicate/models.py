@@ -105,6 +105,11 @@ class Article(Base):
     feed: Mapped[Feed | None] = relationship(back_populates="articles")
 
 
+DEFAULT_SUBJECT = (
+    '{{ top.title }}{% if rest %} — and {{ rest }} more {{ "story" if rest == 1 else "stories" }}{% endif %}'
+)
+
+
 class Newsletter(Base):
     __tablename__ = "newsletters"
 
@@ -114,10 +119,7 @@ class Newsletter(Base):
     from_name: Mapped[str] = mapped_column(String(200))
     from_address: Mapped[str] = mapped_column(String(320))
     reply_to: Mapped[str | None] = mapped_column(String(320))
-    subject_template: Mapped[str] = mapped_column(
-        String(500),
-        default='{{ top.title }}{% if rest %} — and {{ rest }} more {{ "story" if rest == 1 else "stories" }}{% endif %}'
-    )
+    subject_template: Mapped[str] = mapped_column(String(500), default=DEFAULT_SUBJECT)
     template: Mapped[str] = mapped_column(String(100), default="edition")
     cron: Mapped[str] = mapped_column(String(100), default="0 7 * * *")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
