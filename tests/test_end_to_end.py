@@ -19,22 +19,13 @@ import responses
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from conftest import FIGURES, configured
+from conftest import FIGURES, configured, wait_for
 from syndicate import editions, feeds, posts, subscribers, tasks
 from syndicate.db import transaction
 from syndicate.models import Delivery, Edition, Newsletter, Post, Subscription, utcnow
 
 SUBSCRIBERS = 150
 X_CREDENTIALS = dict(x_consumer_key="ck", x_consumer_secret="cs", x_access_token="at", x_access_token_secret="ats")
-
-
-def wait_for(condition, timeout=60.0, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 @pytest.fixture(params=["redis", "embedded"])
@@ -75,17 +66,17 @@ def test_a_published_story_reaches_inboxes_and_x_exactly_once(
 
         # feed → article → post: the worker polls, stores, plans and publishes
         tasks.poll_feeds.delay()
-        wait_for(lambda: count(svc, Post, Post.status == "posted") == 4, message="4 posts on X")
+        wait_for(lambda: count(svc, Post, Post.status == "posted") == 4, what="4 posts on X")
 
         # article → edition → delivery: the beat tick finds the newsletter due
         with transaction(svc.Session) as session:
             session.get(Newsletter, newsletter_id).next_run_at = utcnow() - timedelta(seconds=1)
         started = time.monotonic()
         tasks.tick.delay()
-        wait_for(lambda: count(svc, Delivery, Delivery.status == "sent") == SUBSCRIBERS, message="all deliveries")
+        wait_for(lambda: count(svc, Delivery, Delivery.status == "sent") == SUBSCRIBERS, what="all deliveries")
         elapsed = time.monotonic() - started
         tasks.tick.delay()
-        wait_for(lambda: count(svc, Edition, Edition.status == "sent") == 1, message="the edition closed")
+        wait_for(lambda: count(svc, Edition, Edition.status == "sent") == 1, what="the edition closed")
 
         # a second round finds nothing new and sends nothing
         tasks.poll_feeds.delay()
@@ -93,7 +84,7 @@ def test_a_published_story_reaches_inboxes_and_x_exactly_once(
         with transaction(svc.Session) as session:
             session.get(Newsletter, newsletter_id).next_run_at = utcnow() - timedelta(seconds=1)
         tasks.tick.delay()
-        wait_for(lambda: count(svc, Edition, Edition.status == "skipped") == 1, message="an empty cut")
+        wait_for(lambda: count(svc, Edition, Edition.status == "skipped") == 1, what="an empty cut")
         time.sleep(1.5)
         x_posts = [json.loads(call.request.body) for call in x_api.calls
                    if call.request.url == "https://api.twitter.com/2/tweets"]

@@ -9,23 +9,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import free_port
-
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from conftest import free_port, wait_for
 
 
 def answers(url: str) -> bool:
