@@ -188,11 +188,11 @@ def test_it_refuses_a_feed_that_is_not_http(syndicate, console):
 
     result = syndicate("feed", "add", "ftp://x")
     assert result.exit_code != 0
-    assert "is not a feed address" in str(result.exception)
+    assert "give a full http:// or https:// URL" in str(result.exception)
 
     code, out, err = console("feed", "add", "ftp://x")
     assert code != 0
-    assert "'ftp://x' is not a feed address: give a full http:// or https:// URL" in err
+    assert "'ftp://x' is not a web address we can fetch: give a full http:// or https:// URL" in err
     assert "Traceback" not in err
     assert json.loads(syndicate("feed", "list", "--json").stdout) == []
 

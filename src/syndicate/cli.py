@@ -246,10 +246,11 @@ def feed_poll(ctx, everything: bool, as_json: bool) -> None:
     with db.transaction(svc.Session) as session:
         query = select(Feed.id).where(Feed.status == "active")
         ids = list(session.scalars(query)) if everything else feeds.due_feed_ids(session, utcnow())
-    results = []
-    for feed_id in (ids if as_json else _progress(ids, "Polling")):
-        with db.transaction(svc.Session) as session:
-            results.append(feeds.poll(session, session.get(Feed, feed_id), svc.settings))
+    if as_json:
+        results = feeds.poll_many(svc.Session, svc.settings, ids)
+    else:
+        with click.progressbar(length=len(ids), label="Polling", file=sys.stderr) as bar:
+            results = feeds.poll_many(svc.Session, svc.settings, ids, progress=lambda _: bar.update(1))
     with db.transaction(svc.Session) as session:
         posts.ensure_default_account(session)
         posts.plan(session, svc.settings)

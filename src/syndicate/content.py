@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from html import unescape
 from html.parser import HTMLParser
+from urllib.parse import urljoin
 
 import nh3
 
@@ -30,9 +31,37 @@ BLOCK_TAGS = {
 SKIP_TAGS = {"script", "style", "noscript", "template", "figcaption"}
 
 
-def sanitise(html: str) -> str:
-    """Feed HTML is hostile: keep the markup a story needs and nothing that runs."""
-    return nh3.clean(html)
+def sanitise(html: str, base_url: str | None = None) -> str:
+    """Feed HTML is hostile: keep the markup a story needs and nothing that runs.
+
+    Relative links and image sources are made absolute against `base_url`, since
+    the HTML will be read far from the page it came from.
+    """
+    if not base_url:
+        return nh3.clean(html)
+
+    def absolute(tag: str, attribute: str, value: str) -> str:
+        return urljoin(base_url, value) if attribute in ("href", "src") else value
+
+    return nh3.clean(html, attribute_filter=absolute)
+
+
+class _FirstImage(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.src: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img" and self.src is None:
+            self.src = dict(attrs).get("src") or None
+
+
+def first_image(html: str) -> str | None:
+    """The first <img> of a story: its lead image when the feed names none."""
+    parser = _FirstImage()
+    parser.feed(html)
+    src = parser.src
+    return src if src and src.startswith(("https://", "http://")) else None
 
 
 class _Blocks(HTMLParser):

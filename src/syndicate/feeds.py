@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import calendar
 import hashlib
-import ipaddress
-import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import feedparser
 import httpx
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import USER_AGENT, content
+from syndicate import content, fetch
 from syndicate.config import Settings
-from syndicate.errors import FeedError, InvalidInput
+from syndicate.errors import FeedError
 from syndicate.models import Article, Feed, utcnow
 from syndicate.templating import one_line
 
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
-MAX_REDIRECTS = 5
+LEASE = timedelta(minutes=5)  # a claimed feed isn't queued again for this long
 MAX_BACKOFF = timedelta(hours=24)
 ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.8"
 
@@ -58,11 +57,7 @@ class PollResult:
 # ── feeds ────────────────────────────────────────────────────────────────────
 
 
-def check_url(url: str) -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"{url!r} is not a feed address: give a full http:// or https:// URL")
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", parts.query, ""))
+check_url = fetch.check_url
 
 
 def add_feed(session: Session, url: str) -> Feed:
@@ -75,92 +70,14 @@ def add_feed(session: Session, url: str) -> Feed:
     return feed
 
 
-# ── fetching ─────────────────────────────────────────────────────────────────
-
-
-def guard_host(url: str, settings: Settings) -> None:
-    """Refuse feed URLs that point inside our own network (SSRF)."""
-    if settings.allow_private_feeds:
-        return
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as e:
-        raise FeedError(f"cannot resolve {host!r}: {e.strerror}") from e
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global:
-            raise FeedError(
-                f"{host} resolves to {address}, a private or local address; feeds must be on the "
-                "public internet (set SYNDICATE_ALLOW_PRIVATE_FEEDS=1 to allow local feeds)"
-            )
-
-
-@dataclass
-class Fetched:
-    status: int
-    url: str  # after permanent redirects
-    body: bytes = b""
-    etag: str | None = None
-    last_modified: str | None = None
-    retry_after: datetime | None = None
-
-
-def fetch(feed: Feed, settings: Settings, now: datetime) -> Fetched:
-    """GET the feed with a deadline and a size cap, following redirects by hand to re-check each hop."""
-    headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT}
+def request_headers(feed: Feed) -> dict[str, str]:
+    """Conditional GET: what we have is sent back, so an unchanged feed costs a 304 and no parsing."""
+    headers = {"Accept": ACCEPT}
     if feed.etag:
         headers["If-None-Match"] = feed.etag
     if feed.last_modified:
         headers["If-Modified-Since"] = feed.last_modified
-    url, permanent_url = feed.url, feed.url
-    timeout = httpx.Timeout(settings.feed_timeout, connect=min(10.0, settings.feed_timeout))
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            guard_host(url, settings)
-            try:
-                with client.stream("GET", url, headers=headers) as response:
-                    if response.status_code in (301, 302, 303, 307, 308) and "location" in response.headers:
-                        target = urljoin(url, response.headers.get("location", ""))
-                        if response.status_code in (301, 308) and url == permanent_url:
-                            permanent_url = check_url(target)
-                        url = check_url(target)
-                        continue
-                    body = _read_capped(response, settings.feed_max_bytes) if response.status_code == 200 else b""
-                    return Fetched(
-                        status=response.status_code,
-                        url=permanent_url,
-                        body=body,
-                        etag=response.headers.get("etag"),
-                        last_modified=response.headers.get("last-modified"),
-                        retry_after=_retry_after(response.headers.get("retry-after"), now),
-                    )
-            except httpx.TimeoutException as e:
-                raise FeedError(f"no answer within {settings.feed_timeout:g} s ({type(e).__name__})") from e
-            except httpx.HTTPError as e:
-                raise FeedError(f"cannot fetch: {e}") from e
-    raise FeedError(f"more than {MAX_REDIRECTS} redirects")
-
-
-def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    chunks, size = [], 0
-    for chunk in response.iter_bytes():  # decompressed: a gzip bomb hits the cap too
-        size += len(chunk)
-        if size > limit:
-            raise FeedError(f"feed is larger than {limit:,} bytes; refusing to read more")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _retry_after(value: str | None, now: datetime) -> datetime | None:
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return now + timedelta(seconds=int(value))
-    try:
-        return parsedate_to_datetime(value).astimezone(UTC)
-    except (TypeError, ValueError):
-        return None
+    return headers
 
 
 # ── parsing ──────────────────────────────────────────────────────────────────
@@ -174,9 +91,13 @@ def canonical_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", urlencode(query), ""))
 
 
-def parse(body: bytes, base_url: str) -> list[Entry]:
+def parse(body: bytes, base_url: str, content_type: str | None = None) -> list[Entry]:
     """The entries feedparser could read; a feed that is not a feed at all is an error."""
-    parsed = feedparser.parse(body, response_headers={"content-location": base_url})
+    refuse_entity_declarations(body)
+    headers = {"content-location": base_url}
+    if content_type:
+        headers["content-type"] = content_type  # its charset counts, as HTTP says
+    parsed = feedparser.parse(body, response_headers=headers)
     if not parsed.entries and parsed.bozo and not parsed.feed.get("title"):
         problem = parsed.get("bozo_exception")
         reason = getattr(problem, "getMessage", lambda: None)() or str(problem)
@@ -186,15 +107,29 @@ def parse(body: bytes, base_url: str) -> list[Entry]:
     return [_entry(e, base_url) for e in parsed.entries]
 
 
+def refuse_entity_declarations(body: bytes) -> None:
+    """Feeds have no use for DTD entities; a document declaring them may be an expansion bomb."""
+    doctype = body.find(b"<!DOCTYPE", 0, 4096)
+    if doctype < 0:
+        return
+    end = body.find(b">", doctype)
+    subset = body.find(b"[", doctype, end if end >= 0 else len(body))  # the internal subset, if any
+    if subset < 0:
+        return
+    close = body.find(b"]", subset)
+    if b"<!ENTITY" in body[subset: close if close >= 0 else len(body)]:
+        raise FeedError("the document declares XML entities (an entity-expansion attack?): refused")
+
+
 def _entry(e, base_url: str) -> Entry:
     link = urljoin(base_url, e.get("link", "")) if e.get("link") else ""
     html = ""
     if e.get("content"):
         html = max((c.get("value", "") for c in e.content), key=len)
     summary = e.get("summary", "")
-    html = content.sanitise(html or summary)
+    html = content.sanitise(html or summary, base_url=link or base_url)
     title = one_line(content.plain_text(e.get("title", ""))) or "(untitled)"
-    lead = content.lead(html) or content.lead(content.sanitise(summary))
+    lead = content.lead(html) or content.lead(content.sanitise(summary, base_url=link or base_url))
     digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
     identity = e.get("id") or (canonical_url(link) if link else f"sha256:{digest}")
     return Entry(
@@ -206,7 +141,7 @@ def _entry(e, base_url: str) -> Entry:
         content_hash=digest,
         published_at=_date(e),
         author=e.get("author"),
-        image_url=_image(e),
+        image_url=_image(e) or content.first_image(html),
         categories=[t["term"] for t in e.get("tags", []) if t.get("term")],
     )
 
@@ -279,19 +214,23 @@ def store(session: Session, feed: Feed | None, entries: list[Entry], now: dateti
 def ingest(session: Session, feed: Feed, body: bytes, now: datetime | None = None) -> PollResult:
     """Parse a feed document already in hand and store its entries."""
     now = now or utcnow()
-    entries = parse(body, feed.url)
-    new_ids, updated = store(session, feed, entries, now)
+    new_ids, updated = store(session, feed, parse(body, feed.url), now)
     return PollResult(feed.id, feed.url, "ok", new_ids, updated)
 
 
-def poll(session: Session, feed: Feed, settings: Settings, now: datetime | None = None) -> PollResult:
+def poll(session: Session, feed: Feed, settings: Settings, now: datetime | None = None,
+         http: httpx.Client | None = None) -> PollResult:
     """Fetch, parse and store one feed, and record how it went on the feed itself."""
     now = now or utcnow()
     feed.last_fetched_at = now
     try:
-        fetched = fetch(feed, settings, now)
+        if http is None:
+            with fetch.client(settings.allow_private_feeds, settings.feed_timeout) as own:
+                fetched = _get(own, feed, settings, now)
+        else:
+            fetched = _get(http, feed, settings, now)
         if fetched.url != feed.url and not session.scalar(select(Feed.id).where(Feed.url == fetched.url)):
-            feed.url = fetched.url
+            feed.url = fetched.url  # moved permanently
         if fetched.status == 304:
             result = PollResult(feed.id, feed.url, "not-modified")
         elif fetched.status == 410:
@@ -303,8 +242,10 @@ def poll(session: Session, feed: Feed, settings: Settings, now: datetime | None 
             raise FeedError(f"HTTP {fetched.status}")
         else:
             with session.begin_nested():
-                result = ingest(session, feed, fetched.body, now)
-            feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
+                entries = parse(fetched.body, feed.url, fetched.headers.get("content-type"))
+                new_ids, updated = store(session, feed, entries, now)
+            result = PollResult(feed.id, feed.url, "ok", new_ids, updated)
+            feed.etag, feed.last_modified = fetched.headers.get("etag"), fetched.headers.get("last-modified")
     except FeedError as e:
         feed.last_error = str(e)
         feed.error_count += 1
@@ -317,7 +258,46 @@ def poll(session: Session, feed: Feed, settings: Settings, now: datetime | None 
     return result
 
 
+def _get(http: httpx.Client, feed: Feed, settings: Settings, now: datetime) -> fetch.Fetched:
+    return fetch.get(http, feed.url, headers=request_headers(feed), max_bytes=settings.feed_max_bytes,
+                     deadline=time.monotonic() + settings.feed_timeout, now=now)
+
+
+def poll_many(Session: sessionmaker, settings: Settings, feed_ids: list[int], concurrency: int = 16,
+              progress=None) -> list[PollResult]:
+    """Poll feeds a bounded number at a time: a slow server holds up one thread, not the rest.
+
+    Each feed is fetched, parsed and stored in its own transaction; the HTTP connection
+    pool is shared, so feeds on one host reuse connections.
+    """
+    def one(http: httpx.Client, feed_id: int) -> PollResult:
+        with Session() as session, session.begin():
+            feed = session.get(Feed, feed_id)
+            if feed is None or feed.status != "active":
+                return PollResult(feed_id, feed.url if feed else "", "gone")
+            return poll(session, feed, settings, http=http)
+
+    results = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with fetch.client(settings.allow_private_feeds, settings.feed_timeout, limits) as http, \
+            ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="poll") as pool:
+        for result in pool.map(lambda feed_id: one(http, feed_id), feed_ids):
+            results.append(result)
+            if progress:
+                progress(result)
+    return results
+
+
 def due_feed_ids(session: Session, now: datetime) -> list[int]:
     return list(session.scalars(
         select(Feed.id).where(Feed.status == "active", Feed.next_fetch_at <= now).order_by(Feed.next_fetch_at)
     ))
+
+
+def claim_due(session: Session, now: datetime) -> list[int]:
+    """Due feeds, each leased for a few minutes so the next tick doesn't queue it again meanwhile."""
+    ids = due_feed_ids(session, now)
+    if ids:
+        session.execute(update(Feed).where(Feed.id.in_(ids), Feed.next_fetch_at <= now)
+                        .values(next_fetch_at=now + LEASE).execution_options(synchronize_session=False))
+    return ids

@@ -17,7 +17,7 @@ from syndicate import broker, deliveries, editions, feeds, posts, services, subs
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import SettingsError, SyndicateError, TransportError
-from syndicate.models import Feed, Post, Subscriber, utcnow
+from syndicate.models import Post, Subscriber, utcnow
 
 log = logging.getLogger(__name__)
 assert broker.EmbeddedTransport  # registered for sqla+ URLs on import
@@ -40,7 +40,7 @@ def celery_config(settings: Settings) -> dict:
         task_default_queue="mail",
         task_routes={
             "syndicate.poll_feeds": {"queue": "ingest"},
-            "syndicate.poll_feed": {"queue": "ingest"},
+            "syndicate.poll_feed_batch": {"queue": "ingest"},
             "syndicate.tick": {"queue": "mail"},
             "syndicate.deliver_batch": {"queue": "mail"},
             "syndicate.send_confirmation": {"queue": "mail"},
@@ -103,29 +103,32 @@ def configure(settings: Settings) -> services.Services:
 # ── ingest ───────────────────────────────────────────────────────────────────
 
 
+FEEDS_PER_TASK = 50
+POLL_CONCURRENCY = 16  # fetches at a time in one task: a slow server holds one thread, not the queue
+
+
 @app.task(name="syndicate.poll_feeds")
 def poll_feeds() -> int:
+    """Claim the feeds that are due and hand them out in batches."""
     svc = services.current()
     with transaction(svc.Session) as session:
-        due = feeds.due_feed_ids(session, utcnow())
-    for feed_id in due:
-        poll_feed.delay(feed_id)
+        due = feeds.claim_due(session, utcnow())
+    for i in range(0, len(due), FEEDS_PER_TASK):
+        poll_feed_batch.delay(due[i:i + FEEDS_PER_TASK])
     return len(due)
 
 
-@app.task(name="syndicate.poll_feed")
-def poll_feed(feed_id: int) -> dict:
+@app.task(name="syndicate.poll_feed_batch")
+def poll_feed_batch(feed_ids: list[int]) -> dict:
     svc = services.current()
-    with transaction(svc.Session) as session:
-        feed = session.get(Feed, feed_id)
-        if feed is None or feed.status != "active":
-            return {"status": "gone"}
-        result = feeds.poll(session, feed, svc.settings)
-    if result.error:
-        log.warning("feed %s: %s", result.url, result.error)
-    if result.new_article_ids:
+    results = feeds.poll_many(svc.Session, svc.settings, feed_ids, concurrency=POLL_CONCURRENCY)
+    for result in results:
+        if result.error:
+            log.warning("feed %s: %s", result.url, result.error)
+    new = sum(len(r.new_article_ids) for r in results)
+    if new:
         social_tick.delay()
-    return {"status": result.status, "new": len(result.new_article_ids), "updated": result.updated}
+    return {"feeds": len(results), "new": new, "errors": sum(1 for r in results if r.error)}
 
 
 # ── mail ─────────────────────────────────────────────────────────────────────
