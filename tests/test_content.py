@@ -165,3 +165,34 @@ def test_it_keeps_paragraphs_links_and_images_when_sanitising():
     assert '<a href="https://news.example/story"' in clean
     assert ">the story</a>" in clean
     assert '<img src="https://news.example/photo.jpg" alt="A photo">' in clean
+
+
+@pytest.mark.parametrize("furniture", [
+    "Source link", "Leave a Reply", "Leave a comment", "3 Comments", "Comments are closed.", "Related",
+    "Related posts:", "You may also like", "Share this:", "Share on Facebook", "Like this:", "Click to share on X",
+    "Subscribe to our newsletter", "Sign up for the morning email", "Follow us on Mastodon",
+    "The post A Story appeared first on The Site.", "This article was originally published on The Site.",
+    "Originally published at example.com", "Continue reading →", "Read more", "Read the full story",
+    "About the author", "I'm Jane, the author behind Jane's News Hub", "Filed under: Politics", "Tags: a, b",
+])
+def test_it_ends_the_story_where_the_sites_furniture_begins(furniture):
+    html = f"<p>First sentence here. Second sentence here.</p><p>{furniture}</p><p>Not the story. At all.</p>"
+    assert content.story_text(html) == ["First sentence here. Second sentence here."]
+
+
+@pytest.mark.parametrize("furniture", ["Photo: Reuters", "(Photo credit: AP)", "ADVERTISEMENT", "Image: Getty"])
+def test_it_skips_credits_and_ads_inside_the_story(furniture):
+    html = f"<p>{furniture}</p><p>First sentence here. Second sentence here.</p>"
+    assert content.lead(html) == "First sentence here. Second sentence here."
+
+
+def test_it_marks_a_wordpress_excerpt_as_cut():
+    assert content.lead("<p>The council voted on Monday. Work starts soon [&#8230;]</p>") == (
+        "The council voted on Monday. Work starts soon …")
+
+
+def test_it_makes_relative_links_absolute_against_the_story():
+    html = content.sanitise('<p><a href="/about">a</a> <img src="pic.jpg"></p>', base_url="https://news.example/2026/story/")
+    assert 'href="https://news.example/about"' in html
+    assert 'src="https://news.example/2026/story/pic.jpg"' in html
+    assert content.first_image(html) == "https://news.example/2026/story/pic.jpg"

@@ -9,13 +9,22 @@ from urllib.parse import urljoin
 
 import nh3
 
-# Where the story ends on a WordPress-style site: everything from here on is noise.
-END_OF_STORY = re.compile(
-    r"^(source link|leave a reply|leave a comment|related posts?|share this:?|like this:?"
-    r"|you may also like|read more:?|subscribe to|follow us|the post .+ appeared first on"
-    r"|continue reading|i['’]m .{1,80}, the author behind)",
-    re.IGNORECASE,
+# Where the story ends on a WordPress-style site: a block starting with one of these,
+# and everything after it, is the site's furniture, not the story.
+BOILERPLATE = (
+    r"source link", r"leave a (reply|comment)", r"\d+ comments?", r"comments? (are )?closed",
+    r"related( posts| stories| articles)?:?$", r"you (may|might) also like", r"more from ",
+    r"share (this|on)", r"like this:?", r"click to (share|print|email)", r"tweet this",
+    r"subscribe (to|for|now)", r"sign up (for|to)", r"follow us", r"join our (newsletter|mailing list)",
+    r"the post .+ appeared first on", r"this (post|article) (was )?(first|originally) (appeared|published)",
+    r"originally published (at|on|in)", r"continue reading", r"read (more|the (full|rest of the) story)",
+    r"about the author", r"i['’]m .{1,80}, the author behind", r"filed under:?", r"tags?:",
 )
+END_OF_STORY = re.compile(r"^(" + "|".join(BOILERPLATE) + r")", re.IGNORECASE)
+# Furniture inside the story: skipped, the story goes on after it.
+NOT_STORY = re.compile(r"^(advertisement|\(?(photo|image|picture)( credit)?s?:.{0,120})$", re.IGNORECASE)
+# WordPress ends excerpts with "[…]" or "[...]".
+EXCERPT_MARK = re.compile(r"\s*\[(…|\.\.\.|&#8230;)\]\s*$")
 # Words that end with a period without ending a sentence.
 ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "st", "jr", "sr", "gen", "gov", "sen", "rep", "lt", "col",
@@ -115,7 +124,11 @@ def story_text(html: str) -> list[str]:
     for block in text_blocks(html):
         if END_OF_STORY.match(block):
             break
-        story.append(block)
+        if NOT_STORY.match(block):
+            continue
+        block = EXCERPT_MARK.sub(" …", block).strip()
+        if block:
+            story.append(block)
     return story
 
 
