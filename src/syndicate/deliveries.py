@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from syndicate import tokens
 from syndicate.config import Settings
 from syndicate.errors import ConnectionLost, TransportError
-from syndicate.mail import Outgoing, Transport, build_message
+from syndicate.mail import Outgoing, Template, Transport
 from syndicate.mail import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, UTCDateTime, utcnow
 
@@ -205,35 +205,32 @@ class _lazy:
 
 
 class MessageFactory:
-    """Everything shared by an edition's messages is worked out once; per recipient only the tokens."""
+    """The edition's message is rendered once (mail.Template); per recipient only their tokens."""
 
     def __init__(self, settings: Settings, newsletter: Newsletter, edition: Edition):
         self.settings, self.newsletter, self.edition = settings, newsletter, edition
-        self.placeholder = UNSUBSCRIBE_URL
         self.domain = newsletter.from_address.rpartition("@")[2]
-        self.sender = Address(newsletter.from_name, addr_spec=newsletter.from_address)
-        self.list_id = f"{newsletter.name} <{newsletter.slug}.{self.domain}>"
         self.mailto = f"mailto:unsubscribe@{self.domain}?subject=unsubscribe"
+        self.template = Template(
+            sender=Address(newsletter.from_name, addr_spec=newsletter.from_address),
+            subject=edition.subject, text=edition.text, html=edition.html, reply_to=newsletter.reply_to,
+            headers={
+                "List-Id": f"{newsletter.name} <{newsletter.slug}.{self.domain}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "Auto-Submitted": "auto-generated",
+            },
+        )
 
     def __call__(self, delivery: Delivery, subscriber: Subscriber) -> Outgoing:
         token = tokens.unsubscribe_token(self.settings.secret_key, subscriber.id, self.newsletter.id)
         unsubscribe = f"{self.settings.base_url}/u/{token}"
         message_id = make_message_id(self.domain, self.settings.secret_key, delivery.id, self.edition.id)
-        data = build_message(
-            sender=self.sender,
+        data = self.template.render(
             to=Address(subscriber.name or "", addr_spec=subscriber.email),
-            subject=self.edition.subject,
-            text=self.edition.text.replace(self.placeholder, unsubscribe),
-            html=self.edition.html.replace(self.placeholder, unsubscribe),
             message_id=message_id,
             date=utcnow(),
-            reply_to=self.newsletter.reply_to,
-            headers={
-                "List-Id": self.list_id,
-                "List-Unsubscribe": f"<{unsubscribe}>, <{self.mailto}%20{token}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                "Auto-Submitted": "auto-generated",
-            },
+            per_recipient={"List-Unsubscribe": f"<{unsubscribe}>, <{self.mailto}%20{token}>"},
+            replace={UNSUBSCRIBE_URL: unsubscribe},
         )
         return Outgoing(self.newsletter.from_address, subscriber.email, data, message_id)
 

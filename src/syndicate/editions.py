@@ -69,7 +69,7 @@ def get_newsletter(session: Session, slug: str) -> Newsletter:
 @dataclass
 class Cut:
     edition: Edition
-    batches: list[tuple[int, int]]  # delivery id ranges to hand to workers
+    batches: list[tuple[int, int, int]]  # (edition id, first and last delivery id) to hand to workers
 
 
 def due_newsletter_ids(session: Session, now: datetime) -> list[int]:

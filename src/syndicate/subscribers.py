@@ -22,10 +22,16 @@ MAX_CONFIRMATIONS_PER_HOUR = 3
 
 
 def normalise_email(email: str) -> str:
+    """Lower-case, with an internationalised domain in its ASCII (punycode) form.
+
+    Addresses whose local part isn't ASCII need SMTPUTF8 all the way; we refuse
+    them rather than accept a subscriber we can't deliver to.
+    """
     try:
-        return validate_email(email.strip(), check_deliverability=False).normalized.lower()
+        valid = validate_email(email.strip(), check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as e:
         raise InvalidInput(f"{email!r} is not an email address we can send to: {e}") from e
+    return (valid.ascii_email or valid.normalized).lower()
 
 
 @dataclass

@@ -1,0 +1,83 @@
+"""The per-recipient assembly from a template parses to exactly what the slow, one-message-at-a-time build gives."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from email.headerregistry import Address
+
+import pytest
+
+from syndicate import subscribers
+from syndicate.errors import InvalidInput
+from syndicate.mail import Template, build_message
+
+PLACEHOLDER = "https://syndicate.invalid/unsubscribe-url"
+TEXT = "The Morning Briefing — Zoë's picks\n\n1. Crème brûlée in 東京\n" + "A line of text. " * 40 + \
+    f"\n\nUnsubscribe: {PLACEHOLDER}\n"
+HTML = ("<!DOCTYPE html><html><body><p style=\"color:#b3261e\">Crème brûlée — 東京 😀</p>"
+        + "<p>" + "Story text with = signs and trailing spaces   \n" * 30 + "</p>"
+        + f'<a href="{PLACEHOLDER}">Unsubscribe</a></body></html>')
+NAMES = ["", "Ada Lovelace", "Zoë Ødegård", "陈静", "O'Brien, Pat", 'Quote "the" Reader', "Ünïcödé " * 12,
+         "👩‍👩‍👧‍👦 Family", "plain-ascii-but-a-very-long-display-name-that-goes-on-and-on-and-on-and-on"]
+ADDRESSES = ["reader@example.org", "first.last+tag@example.co.uk", "x@xn--bcher-kva.example"]
+
+
+def slow(to: Address, unsubscribe: str, message_id: str, date: datetime) -> bytes:
+    return build_message(
+        sender=Address("TruthUSA News Hub", addr_spec="briefing@news.example"), to=to,
+        subject="Armenia — and 3 more stories", text=TEXT.replace(PLACEHOLDER, unsubscribe),
+        html=HTML.replace(PLACEHOLDER, unsubscribe), message_id=message_id, date=date, reply_to="desk@news.example",
+        headers={"List-Id": "The Morning Briefing <morning.news.example>",
+                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click", "Auto-Submitted": "auto-generated",
+                 "List-Unsubscribe": f"<{unsubscribe}>, <mailto:unsubscribe@news.example?subject=x>"},
+    )
+
+
+@pytest.fixture(scope="module")
+def template():
+    return Template(
+        sender=Address("TruthUSA News Hub", addr_spec="briefing@news.example"),
+        subject="Armenia — and 3 more stories", text=TEXT, html=HTML, reply_to="desk@news.example",
+        headers={"List-Id": "The Morning Briefing <morning.news.example>",
+                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click", "Auto-Submitted": "auto-generated"},
+    )
+
+
+def parsed(data: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(data, policy=email.policy.default)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_an_assembled_message_parses_to_what_the_slow_build_gives(template, name, address):
+    to = Address(name, addr_spec=address)
+    unsubscribe = f"https://news.example/u/{abs(hash((name, address)))}.sig_-x"
+    message_id = f"<{abs(hash(address))}.7.abc@news.example>"
+    date = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+
+    fast_bytes = template.render(
+        to=to, message_id=message_id, date=date, replace={PLACEHOLDER: unsubscribe},
+        per_recipient={"List-Unsubscribe": f"<{unsubscribe}>, <mailto:unsubscribe@news.example?subject=x>"})
+    fast, reference = parsed(fast_bytes), parsed(slow(to, unsubscribe, message_id, date))
+
+    for header in ("From", "To", "Subject", "Date", "Message-ID", "Reply-To", "List-Id", "List-Unsubscribe",
+                   "List-Unsubscribe-Post", "Auto-Submitted", "MIME-Version"):
+        assert str(fast[header]) == str(reference[header]), header
+    assert fast.get_content_type() == reference.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in fast.iter_parts()] == ["text/plain", "text/html"]
+    for kind in ("plain", "html"):
+        assert fast.get_body((kind,)).get_content() == reference.get_body((kind,)).get_content()
+    assert unsubscribe in fast.get_body(("plain",)).get_content()
+    # As SMTP carries it: CRLF line ends, 7-bit, no line over RFC 5322's 998.
+    assert b"\n" not in fast_bytes.replace(b"\r\n", b"")
+    assert all(byte < 128 for byte in fast_bytes)
+    assert max(len(line) for line in fast_bytes.split(b"\r\n")) <= 998
+    assert fast.defects == [] and all(part.defects == [] for part in fast.iter_parts())
+
+
+def test_a_non_ascii_mailbox_name_is_refused_but_an_international_domain_is_kept_in_ascii():
+    with pytest.raises(InvalidInput, match="not an email address we can send to"):
+        subscribers.normalise_email("zoë@example.org")
+    assert subscribers.normalise_email("Reader@Bücher.example") == "reader@xn--bcher-kva.example"
