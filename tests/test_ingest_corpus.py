@@ -450,3 +450,24 @@ def test_it_leaves_a_story_alone_when_a_second_feed_carries_a_shorter_copy_of_it
     assert rounds == [[0, 0], [0, 0]]
     assert article.lead == "The results were announced tonight. Turnout was high."
     assert article.updated_at is None
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: content.lead always takes the first sentence whatever its length, and content.sentences only "
+    "ends a sentence at . ! ? … followed by a space and a Latin capital or digit; CJK text ends "
+    "sentences with 。 and no space, so a whole Japanese paragraph is one 'sentence' and the lead "
+    "runs to 1,400 characters instead of max_chars=400"))
+def test_it_keeps_the_lead_of_a_long_cjk_story_short(svc, feed_server):
+    paragraph = "東京の桜が満開になりました。" * 100
+    feed_server.serve("/ja.xml", (
+        '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>アジア速報</title>'
+        "<link>https://asia.example/</link><description>d</description>"
+        "<item><title>東京で桜が満開に</title><link>https://asia.example/ja/long</link><guid>ja-long</guid>"
+        f"<description>&lt;p&gt;{paragraph}&lt;/p&gt;</description></item></channel></rss>"
+    ).encode(), **{"Content-Type": RSS})
+    poll_ok(svc, add(svc, feed_server.base + "/ja.xml"))
+
+    (article,) = stored(svc)
+
+    assert article.lead.startswith("東京の桜が満開になりました。")
+    assert len(article.lead) <= 400
