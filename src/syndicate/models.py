@@ -105,6 +105,19 @@ class Article(Base):
     feed: Mapped[Feed | None] = relationship(back_populates="articles")
 
 
+class ApiToken(Base):
+    """A secret a CMS sends to push stories. Only its sha256 is kept: a leaked database leaks no token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)  # who holds it, e.g. "wordpress"
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
 DEFAULT_SUBJECT = (
     '{{ top.title }}{% if rest %} — and {{ rest }} more {{ "story" if rest == 1 else "stories" }}{% endif %}'
 )
