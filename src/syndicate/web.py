@@ -1,12 +1,16 @@
-"""The public web pages: subscribe → confirm, unsubscribe (RFC 8058 one-click), the edition web view."""
+"""The public web pages: subscribe → confirm, unsubscribe (RFC 8058 one-click), the edition web view;
+and the push API a CMS calls when it publishes (POST /api/articles).
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import select, text
+from starlette.concurrency import run_in_threadpool
 
-from syndicate import editions, services, subscribers, tokens
+from syndicate import api_tokens, editions, push, services, subscribers, tokens
+from syndicate.api_tokens import NotAuthenticated
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, Subscriber
@@ -20,6 +24,34 @@ def page(template: str, status: int = 200, /, **context) -> HTMLResponse:
 
 def message(title: str, text: str, status: int = 200) -> HTMLResponse:
     return page("message", status, title=title, message=text)
+
+
+def api_error(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def unauthorized(e: NotAuthenticated, token_given: bool) -> JSONResponse:
+    # RFC 6750: say the scheme, and whether the token itself was the problem.
+    challenge = 'Bearer realm="syndicate"' + (', error="invalid_token"' if token_given else "")
+    return api_error(str(e), 401, {"WWW-Authenticate": challenge})
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to be over `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():  # a body without Content-Length is counted as it arrives
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def create_app() -> FastAPI:
@@ -98,6 +130,36 @@ def create_app() -> FastAPI:
         with transaction(svc().Session) as session:
             edition = editions.get_edition(session, slug, number)
             return HTMLResponse(editions.public_html(edition, svc().settings))
+
+    # A CMS authenticates with a bearer token it sends itself: no cookie, so no CSRF to guard against.
+    @app.post("/api/articles", status_code=201, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": push.PushedStory.model_json_schema()}}}})
+    async def push_article(request: Request):
+        """Store a story the moment the CMS publishes it; the same push again changes nothing."""
+        token = bearer_token(request)
+        if token is None:
+            return unauthorized(NotAuthenticated(
+                f"send an API token as `Authorization: Bearer <token>`; {api_tokens.HOW_TO_GET_ONE}"), False)
+        body = await read_capped(request, push.MAX_BYTES)
+        if body is None:
+            return api_error(f"the story is larger than {push.MAX_BYTES // 1_000_000} MB; send its HTML without "
+                             "embedded files (data: URLs)", 413)
+        return await run_in_threadpool(receive_push, token, body)
+
+    def receive_push(token: str, body: bytes) -> JSONResponse:
+        try:
+            with transaction(svc().Session) as session:
+                api_tokens.authenticate(session, token)
+        except NotAuthenticated as e:
+            return unauthorized(e, True)
+        try:
+            story = push.parse(body)  # only after the token: strangers learn nothing from our answers
+        except InvalidInput as e:
+            return api_error(str(e), 422)
+        with transaction(svc().Session) as session:
+            received = push.receive(session, story)
+        return JSONResponse({"id": received.article_id, "status": received.status},
+                            status_code=201 if received.status == "created" else 200)
 
     @app.get("/healthz")
     def healthz():

@@ -1,0 +1,166 @@
+"""push → article: a story a CMS sends the moment it is published, stored like a polled one.
+
+A pushed story goes through the same normalisation as a feed item (sanitised HTML,
+a clean lead, a header-safe title, the canonical URL, the same identity and content
+hash) and through `feeds.store`, so pushing it twice, pushing an edit, or polling it
+later from the site's feed all end in one article.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from syndicate import content, feeds
+from syndicate.errors import InvalidInput
+from syndicate.models import Article, utcnow
+from syndicate.templating import one_line
+
+MAX_BYTES = 1_000_000  # a story's HTML is rarely a tenth of this; more is an embedded file
+
+
+class PushedStory(BaseModel):
+    """The JSON body of `POST /api/articles`."""
+
+    # An unknown field is most likely a misspelt one ("content" for "content_html"): say so, don't drop it.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    url: str = Field(description="The story's public address (http or https).")
+    title: str = Field(description="The headline, plain text.")
+    guid: str | None = Field(None, description="The CMS's id for the story; the same as the feed's <guid>.")
+    content_html: str = Field("", description="The story's HTML; sanitised before it is stored.")
+    summary: str = Field("", description="An excerpt, used for the lead when there is no content.")
+    author: str | None = Field(None, max_length=300)
+    categories: list[str] = Field(default_factory=list)
+    image_url: str | None = Field(None, description="The lead image (http or https).")
+    published_at: datetime | None = Field(None, description="ISO 8601 with a time zone; default: now.")
+
+    @field_validator("url")
+    @classmethod
+    def _web_address(cls, value: str) -> str:
+        return _checked_url(value)
+
+    @field_validator("image_url")
+    @classmethod
+    def _image_address(cls, value: str | None) -> str | None:
+        return _checked_url(value) if value else None
+
+    @field_validator("title")
+    @classmethod
+    def _headline(cls, value: str) -> str:
+        if not one_line(content.plain_text(value)):
+            raise ValueError("the title is empty; send the story's headline")
+        return value
+
+    @field_validator("guid", "author")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("categories")
+    @classmethod
+    def _no_blank_categories(cls, value: list[str]) -> list[str]:
+        return [one_line(c) for c in value if one_line(c)]
+
+    @field_validator("published_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("the time has no time zone; add one, e.g. 2026-05-01T07:00:00+02:00 or "
+                             "2026-05-01T05:00:00Z")
+        return value.astimezone(UTC) if value else None
+
+
+def _checked_url(value: str) -> str:
+    if len(value) > 2048:
+        raise ValueError("the address is longer than 2048 characters")
+    try:
+        return feeds.check_url(value)
+    except InvalidInput as e:
+        raise ValueError(str(e)) from e
+
+
+def parse(body: bytes) -> PushedStory:
+    """The story in a request body; InvalidInput says which field to fix and how."""
+    try:
+        return PushedStory.model_validate_json(body)
+    except ValidationError as e:
+        raise InvalidInput(_explain(e)) from e
+
+
+def _explain(error: ValidationError) -> str:
+    problems = []
+    for problem in error.errors(include_url=False):
+        kind, where = problem["type"], ".".join(str(part) for part in problem["loc"])
+        if kind == "json_invalid":
+            return (f"the body is not valid JSON ({problem['ctx'].get('error', problem['msg'])}); "
+                    'send an object such as {"url": "https://…", "title": "…"}')
+        if kind == "model_type" or not where:
+            return 'the body must be a JSON object such as {"url": "https://…", "title": "…"}'
+        if kind == "missing":
+            message = "is required"
+        elif kind == "extra_forbidden":
+            message = f"is not a field of a story; the fields are {', '.join(PushedStory.model_fields)}"
+        else:
+            message = problem["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
+
+
+def entry_from_push(story: PushedStory) -> feeds.Entry:
+    """A pushed story normalised exactly as `feeds._entry` normalises a feed item.
+
+    Keep the two in step (the same sanitising, lead, title, identity and content hash):
+    a story pushed and later polled must be one article, and an unchanged push unchanged.
+    """
+    link = story.url
+    html = content.sanitise(story.content_html or story.summary, base_url=link)
+    title = one_line(content.plain_text(story.title)) or "(untitled)"
+    lead = content.lead(html) or content.lead(content.sanitise(story.summary, base_url=link))
+    digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
+    identity = story.guid or feeds.canonical_url(link)
+    return feeds.Entry(
+        identity=identity[:2048],
+        url=feeds.canonical_url(link),
+        title=title,
+        content_html=html,
+        lead=lead,
+        content_hash=digest,
+        published_at=story.published_at,
+        author=one_line(story.author or "") or None,
+        image_url=story.image_url or content.first_image(html),
+        categories=story.categories,
+    )
+
+
+@dataclass
+class Received:
+    article_id: int
+    status: str  # created | updated | unchanged
+
+
+def receive(session: Session, story: PushedStory, now: datetime | None = None) -> Received:
+    """Store a pushed story: a new article, an edit of a known one, or nothing new."""
+    now = now or utcnow()
+    entry = entry_from_push(story)
+    new_ids, updated = feeds.store(session, None, [entry], now)  # no feed: pushed
+    if new_ids:
+        return Received(new_ids[0], "created")
+    return Received(_stored_as(session, entry), "updated" if updated else "unchanged")
+
+
+def _stored_as(session: Session, entry: feeds.Entry) -> int:
+    # The article feeds.store matched the entry to: the same query, so the same row.
+    clauses = [Article.identity == entry.identity]
+    if entry.url and urlsplit(entry.url).path not in ("", "/"):
+        clauses.append(Article.url == entry.url)
+    article = session.scalars(select(Article).where(or_(*clauses)).limit(1)).first()
+    if article is None:  # store() neither found nor inserted it: a bug, not bad input
+        raise RuntimeError(f"a pushed story ({entry.identity!r}) was neither stored nor found")
+    return article.id
