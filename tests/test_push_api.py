@@ -11,12 +11,14 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from conftest import configured
 from syndicate import api_tokens, editions, feeds, posts, push
 from syndicate.api_tokens import NotAuthenticated
+from syndicate.cli import main
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import ApiToken, Article, Post
@@ -78,6 +80,18 @@ def post_count(svc) -> int:
 def plan_posts(svc) -> list[int]:
     with transaction(svc.Session) as session:
         return posts.plan(session, svc.settings)
+
+
+@pytest.fixture
+def syndicate(svc):
+    """Run `syndicate …` in this process against the test's database."""
+    env = {"SYNDICATE_DATA_DIR": str(svc.settings.data_dir), "SYNDICATE_DATABASE_URL": svc.settings.database_url,
+           "SYNDICATE_SECRET_KEY": svc.settings.secret_key, "SYNDICATE_BASE_URL": svc.settings.base_url}
+
+    def run(*args: str):
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+    return run
 
 
 # ── tokens ───────────────────────────────────────────────────────────────────
@@ -346,3 +360,43 @@ def test_it_refuses_an_oversized_body_sent_without_a_length(svc, client, token):
 
     assert response.status_code == 413
     assert stored(svc) == []
+
+
+# ── the operator's commands ──────────────────────────────────────────────────
+
+
+def test_it_creates_a_token_with_the_cli_that_the_api_accepts(svc, syndicate):
+    result = syndicate("token", "create", "wordpress")
+
+    assert result.exit_code == 0, result.output
+    secret = result.stdout.strip()  # the token alone on stdout, for `TOKEN=$(syndicate token create …)`
+    assert secret.startswith("syn_") and "\n" not in secret
+    assert "not stored" in result.stderr
+    assert "/api/articles" in result.stderr
+    with TestClient(create_app()) as client:
+        assert send(client, secret, STORY).status_code == 201
+
+
+def test_it_lists_tokens_without_their_secrets(svc, syndicate):
+    secret = syndicate("token", "create", "wordpress").stdout.strip()
+    with transaction(svc.Session) as session:
+        digest = session.scalar(select(ApiToken.token_hash))
+
+    listed = syndicate("token", "list", "--json")
+    table = syndicate("token", "list")
+
+    assert listed.exit_code == 0 and table.exit_code == 0
+    assert [(row["name"], row["status"]) for row in json.loads(listed.stdout)] == [("wordpress", "active")]
+    for output in (listed.output, table.output):
+        assert secret not in output and secret.removeprefix("syn_")[:12] not in output and digest not in output
+
+
+def test_it_revokes_a_token_with_the_cli(svc, syndicate):
+    secret = syndicate("token", "create", "wordpress").stdout.strip()
+
+    result = syndicate("token", "revoke", "wordpress")
+
+    assert result.exit_code == 0 and "revoked" in result.stdout
+    assert json.loads(syndicate("token", "list", "--json").stdout)[0]["status"] == "revoked"
+    with TestClient(create_app()) as client:
+        assert send(client, secret, STORY).status_code == 401

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from syndicate import __version__, db, deliveries, editions, feeds, posts, subscribers
+from syndicate import __version__, api_tokens, db, deliveries, editions, feeds, posts, subscribers
 from syndicate.config import Settings
 from syndicate.errors import SyndicateError
 from syndicate.models import Article, Edition, Feed, Newsletter, Post, Subscriber, utcnow
@@ -431,6 +431,56 @@ def post_list(ctx, as_json: bool) -> None:
                      text=p.text, remote_url=p.remote_url, error=p.error, posted_at=p.posted_at)
                 for p in session.scalars(select(Post).order_by(Post.id.desc()))]
     emit(rows, as_json, ["id", "account", "status", "posted_at", "text"])
+
+
+# ── API tokens ───────────────────────────────────────────────────────────────
+
+
+@main.group()
+def token() -> None:
+    """API tokens a CMS uses to push stories (POST /api/articles)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.pass_context
+def token_create(ctx, name: str) -> None:
+    """Create a token for NAME and print it, once.
+
+    NAME says who uses it, e.g. `wordpress`. Only a hash of the token is stored.
+    """
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        row, secret = api_tokens.create_token(session, name)
+    # The token alone on stdout, so `TOKEN=$(syndicate token create wordpress)` works; the note on stderr.
+    click.echo(secret)
+    click.echo(f"token {row.name!r} created. Copy it now: the token itself is not stored and cannot be shown again.\n"
+               f"Send it as `Authorization: Bearer <token>` with POST {svc.settings.base_url}/api/articles",
+               err=True)
+
+
+@token.command("list")
+@json_option
+@click.pass_context
+def token_list(ctx, as_json: bool) -> None:
+    """Tokens and when they were last used (never the tokens themselves)."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        rows = [dict(name=t.name, status="revoked" if t.revoked_at else "active", created_at=t.created_at,
+                     last_used_at=t.last_used_at, revoked_at=t.revoked_at)
+                for t in api_tokens.list_tokens(session)]
+    emit(rows, as_json, ["name", "status", "created_at", "last_used_at", "revoked_at"])
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.pass_context
+def token_revoke(ctx, name: str) -> None:
+    """Refuse NAME's token from now on."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        row = api_tokens.revoke(session, name)
+    click.echo(f"token {row.name!r} revoked: pushes with it are refused from now on")
 
 
 def cli() -> None:
