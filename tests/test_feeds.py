@@ -126,7 +126,7 @@ def test_it_stores_the_armenia_story_with_all_its_parts(svc, feed_server, sample
     armenia = stored(svc, feed_id)[0]
 
     assert armenia.url == ARMENIA_URL
-    assert armenia.identity == "https://truthusa.example/?p=101"
+    assert armenia.identity == f"feed:{armenia.feed_id}|https://truthusa.example/?p=101"  # a guid, scoped to its feed
     assert armenia.lead == ARMENIA_LEAD
     assert armenia.author == "TruthUSA"
     assert armenia.categories == ["World News"]

@@ -256,10 +256,6 @@ def test_it_makes_a_relative_item_link_absolute_against_the_feed_address(svc, fe
     assert f'<a href="{feed_server.base}/about"' in root_relative.content_html
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: feeds.parse lets feedparser resolve relative URLs in item content against the feed "
-    "address (resolve_relative_uris defaults to True) before content.sanitise gets to resolve "
-    "them against the item link, so <img src=img/sunset.jpg> points at the feed's host"))
 def test_it_resolves_relative_links_in_content_against_the_item_link(svc, feed_server):
     url = serve(feed_server, "relative-links.xml", path="/feeds/relative.xml")
     poll_ok(svc, add(svc, url))
@@ -336,10 +332,6 @@ def test_it_updates_an_edited_item_in_place_and_leaves_the_others_alone(svc, fee
     assert library.content_hash == library_before.content_hash
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: feeds.store matches an entry to an existing article by identity alone, across all feeds; "
-    "a non-URL guid such as '1' from one feed overwrites (as an 'edit') the story another feed "
-    "published under the same guid, and the second feed's story is never stored"))
 def test_it_keeps_two_feeds_stories_apart_when_both_number_their_guids_from_one(svc, feed_server):
     def one_item(title: str, link: str) -> bytes:
         return (
@@ -386,10 +378,6 @@ def test_it_keeps_the_stories_of_a_truncated_feed_that_arrived_whole(svc, feed_s
     assert articles["So did the second"].published_at == datetime(2029, 5, 5, 9, 0, tzinfo=UTC)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: feeds.parse keeps the half-received last item of a truncated document; it has no guid or "
-    "link yet, so feeds.store files it under a hash identity with the feed's own address as its link, "
-    "and when the whole feed arrives later the same story is stored a second time"))
 def test_it_shows_a_story_cut_off_by_a_truncated_fetch_once_when_the_whole_feed_arrives(svc, feed_server):
     truncated = (CORPUS / "bozo-truncated.xml").read_bytes()
     whole = truncated + (
@@ -425,10 +413,6 @@ def test_it_gives_a_reader_clean_stories_from_every_feed_of_the_corpus(svc, feed
     assert all(a.lead for a in articles if a.title != "The third was cut")  # cut off before its text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: feeds.store treats an entry that matched an existing article by URL only (another feed's "
-    "copy of the story, different guid) as an edit when its content differs: the two feeds overwrite "
-    "each other's text on every poll, and each poll counts an update and moves updated_at"))
 def test_it_leaves_a_story_alone_when_a_second_feed_carries_a_shorter_copy_of_it(svc, feed_server):
     def one_item(guid: str, body: str) -> bytes:
         return (
@@ -452,11 +436,6 @@ def test_it_leaves_a_story_alone_when_a_second_feed_carries_a_shorter_copy_of_it
     assert article.updated_at is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: content.lead always takes the first sentence whatever its length, and content.sentences only "
-    "ends a sentence at . ! ? … followed by a space and a Latin capital or digit; CJK text ends "
-    "sentences with 。 and no space, so a whole Japanese paragraph is one 'sentence' and the lead "
-    "runs to 1,400 characters instead of max_chars=400"))
 def test_it_keeps_the_lead_of_a_long_cjk_story_short(svc, feed_server):
     paragraph = "東京の桜が満開になりました。" * 100
     feed_server.serve("/ja.xml", (

@@ -8,7 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urljoin, urlsplit, urlunsplit
+from xml.parsers import expat
 
 import feedparser
 import httpx
@@ -42,6 +43,7 @@ class Entry:
     author: str | None = None
     image_url: str | None = None
     categories: list[str] = field(default_factory=list)
+    guid: str | None = None  # only unique within its feed: stored under the feed's name
 
 
 @dataclass
@@ -84,17 +86,23 @@ def request_headers(feed: Feed) -> dict[str, str]:
 
 
 def canonical_url(url: str) -> str:
-    """Strip tracking parameters and fragments; lower-case scheme and host."""
+    """Strip tracking parameters and fragments; lower-case scheme and host.
+
+    The other parameters are kept byte for byte, in order: decoding and re-encoding
+    would merge links whose values aren't UTF-8, or rewrite ones that are fine.
+    """
     parts = urlsplit(url.strip())
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-             if not k.lower().startswith(TRACKING_PARAMS)]
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", urlencode(query), ""))
+    kept = [pair for pair in parts.query.split("&")
+            if pair and not unquote_plus(pair.split("=", 1)[0]).lower().startswith(TRACKING_PARAMS)]
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", "&".join(kept), "")).strip()
 
 
 def parse(body: bytes, base_url: str, content_type: str | None = None) -> list[Entry]:
     """The entries feedparser could read; a feed that is not a feed at all is an error."""
     refuse_entity_declarations(body)
-    headers = {"content-location": base_url}
+    # No base address for feedparser: it would resolve relative links in a story against the
+    # feed's address. It still applies xml:base; the rest is resolved against each item's link.
+    headers = {}
     if content_type:
         headers["content-type"] = content_type  # its charset counts, as HTTP says
     parsed = feedparser.parse(body, response_headers=headers)
@@ -104,21 +112,42 @@ def parse(body: bytes, base_url: str, content_type: str | None = None) -> list[E
         raise FeedError(f"not a feed (RSS/Atom could not be parsed: {reason})")
     if not parsed.entries and not parsed.feed and not parsed.get("version"):
         raise FeedError("not a feed: the document has no RSS or Atom channel")
-    return [_entry(e, base_url) for e in parsed.entries]
+    entries = parsed.entries
+    if parsed.bozo:
+        # In a broken (often truncated) document an item with neither id nor link is
+        # most likely half an item: storing it would give a story without a home.
+        entries = [e for e in entries if e.get("id") or e.get("link")]
+    return [_entry(e, base_url) for e in entries]
+
+
+class _PrologRead(Exception):
+    """The root element has started: the document type declaration, if any, is behind us."""
 
 
 def refuse_entity_declarations(body: bytes) -> None:
-    """Feeds have no use for DTD entities; a document declaring them may be an expansion bomb."""
-    doctype = body.find(b"<!DOCTYPE", 0, 4096)
-    if doctype < 0:
-        return
-    end = body.find(b">", doctype)
-    subset = body.find(b"[", doctype, end if end >= 0 else len(body))  # the internal subset, if any
-    if subset < 0:
-        return
-    close = body.find(b"]", subset)
-    if b"<!ENTITY" in body[subset: close if close >= 0 else len(body)]:
+    """Feeds have no use for DTD entities; a document declaring them may be an expansion bomb.
+
+    expat reads the prolog as XML does (any encoding it knows, comments, quoted ids)
+    and stops at the root element; what it can't read is searched for the declaration
+    in the common encodings instead.
+    """
+    def refuse(*_):
         raise FeedError("the document declares XML entities (an entity-expansion attack?): refused")
+
+    def root_started(*_):
+        raise _PrologRead
+
+    parser = expat.ParserCreate()
+    parser.EntityDeclHandler = refuse
+    parser.StartElementHandler = root_started
+    try:
+        parser.Parse(body, True)
+    except _PrologRead:
+        return
+    except expat.ExpatError:
+        marker = "<!ENTITY"
+        if any(marker.encode(codec) in body for codec in ("ascii", "utf-16-le", "utf-16-be")):
+            refuse()
 
 
 def _entry(e, base_url: str) -> Entry:
@@ -131,9 +160,11 @@ def _entry(e, base_url: str) -> Entry:
     title = one_line(content.plain_text(e.get("title", ""))) or "(untitled)"
     lead = content.lead(html) or content.lead(content.sanitise(summary, base_url=link or base_url))
     digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
-    identity = e.get("id") or (canonical_url(link) if link else f"sha256:{digest}")
+    guid = (e.get("id") or "").strip() or None
+    identity = guid or (canonical_url(link) if link else f"sha256:{digest}")
     return Entry(
         identity=identity[:2048],
+        guid=guid,
         url=canonical_url(link) if link else "",
         title=title,
         content_html=html,
@@ -172,14 +203,20 @@ def store(session: Session, feed: Feed | None, entries: list[Entry], now: dateti
     """Insert new stories, update edited ones; return (new article ids, number updated)."""
     new_ids, updated = [], 0
     for entry in entries:
-        clauses = [Article.identity == entry.identity]
+        # Two feeds may both call an item "1": a guid is only unique within its feed.
+        key = f"{f'feed:{feed.id}' if feed else 'push'}|{entry.guid}"[:2048] if entry.guid else entry.identity
+        clauses = [Article.identity == key]
         # The same story in two feeds is one article; but a feed whose items all link to
         # its home page must not collapse into one.
         if entry.url and urlsplit(entry.url).path not in ("", "/"):
             clauses.append(Article.url == entry.url)
-        existing = session.scalars(select(Article).where(or_(*clauses)).limit(1)).first()
+        existing = session.scalars(select(Article).where(or_(*clauses))
+                                   .order_by((Article.identity == key).desc()).limit(1)).first()
         if existing is not None:
-            if existing.content_hash != entry.content_hash:
+            # Only its own source edits a story: another feed's copy of it must not
+            # overwrite it back and forth on every poll.
+            own = existing.identity == key or existing.feed_id == (feed.id if feed else None)
+            if own and existing.content_hash != entry.content_hash:
                 # An edit: refresh what we show, but it is the same story and is never sent again.
                 existing.title, existing.lead = entry.title, entry.lead
                 existing.content_html, existing.content_hash = entry.content_html, entry.content_hash
@@ -190,7 +227,7 @@ def store(session: Session, feed: Feed | None, entries: list[Entry], now: dateti
         published = entry.published_at if entry.published_at and entry.published_at <= now else now
         article = Article(
             feed_id=feed.id if feed else None,
-            identity=entry.identity,
+            identity=key,
             url=entry.url or (feed.url if feed else ""),
             title=entry.title[:1000],
             lead=entry.lead,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -54,18 +56,57 @@ def public_addresses(host: str, port: int) -> list[str]:
     return addresses
 
 
-class GuardedBackend(httpcore.NetworkBackend):
-    """httpcore's socket backend, connecting only to public addresses it has checked itself."""
+# The deadline of the request this thread is making: every socket read and write is held to it,
+# so a server dripping its headers a byte at a time is cut off too, not only a dripping body.
+_deadline = threading.local()
 
-    def __init__(self):
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream):
+        self.inner = inner
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        at = getattr(_deadline, "at", None)
+        if at is None:
+            return timeout
+        left = at - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("the deadline for this request has passed")
+        return left if timeout is None else min(timeout, left)
+
+    def read(self, max_bytes, timeout=None):
+        return self.inner.read(max_bytes, self._timeout(timeout))
+
+    def write(self, buffer, timeout=None):
+        self.inner.write(buffer, self._timeout(timeout))
+
+    def close(self):
+        self.inner.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        return _DeadlineStream(self.inner.start_tls(ssl_context, server_hostname, self._timeout(timeout)))
+
+    def get_extra_info(self, info):
+        return self.inner.get_extra_info(info)
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """httpcore's socket backend, connecting only to public addresses it has checked itself
+    (unless private ones are allowed), and holding every read to the request's deadline."""
+
+    def __init__(self, allow_private: bool = False):
         self.inner = httpcore.SyncBackend()
+        self.allow_private = allow_private
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        if self.allow_private:
+            return _DeadlineStream(self.inner.connect_tcp(host, port, timeout, local_address, socket_options))
         last_error = None
         for address in public_addresses(host, port):
             try:
                 # TLS still verifies and sends SNI for `host`: httpcore takes those from the URL.
-                return self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
+                stream = self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
+                return _DeadlineStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
                 last_error = e
         raise last_error or httpcore.ConnectError(f"no address for {host}")
@@ -79,9 +120,8 @@ class GuardedBackend(httpcore.NetworkBackend):
 
 def client(allow_private: bool, timeout: float, limits: httpx.Limits | None = None) -> httpx.Client:
     transport = httpx.HTTPTransport(retries=0, limits=limits or httpx.Limits())
-    if not allow_private:
-        # httpx has no public hook for this; httpcore's pool takes any NetworkBackend.
-        transport._pool._network_backend = GuardedBackend()
+    # httpx has no public hook for this; httpcore's pool takes any NetworkBackend.
+    transport._pool._network_backend = GuardedBackend(allow_private)
     return httpx.Client(
         transport=transport,
         timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
@@ -104,11 +144,17 @@ def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: floa
         now: datetime) -> Fetched:
     """GET `url`, following up to five redirects; the whole exchange ends by `deadline` (monotonic)."""
     permanent = url
-    for _ in range(MAX_REDIRECTS + 1):
-        try:
+    headers = {**headers, "Accept-Encoding": "gzip, deflate"}  # the ones _read can inflate within the cap
+    _deadline.at = deadline
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
             with http.stream("GET", url, headers=headers, timeout=_remaining(deadline)) as response:
                 if response.status_code in (301, 302, 303, 307, 308) and "location" in response.headers:
-                    target = check_url(urljoin(url, response.headers["location"]))
+                    try:
+                        target = check_url(urljoin(url, response.headers["location"]))
+                    except InvalidInput as e:
+                        raise FeedError(f"redirected to {response.headers['location']!r}, which is not "
+                                        "an http(s) address") from e
                     if response.status_code in (301, 308) and url == permanent:
                         permanent = target
                     url = target
@@ -116,10 +162,12 @@ def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: floa
                 body = _read(response, max_bytes, deadline) if response.status_code == 200 else b""
                 return Fetched(response.status_code, permanent, body, response.headers,
                                _retry_after(response.headers.get("retry-after"), now))
-        except httpx.TimeoutException as e:
-            raise FeedError(f"no complete answer within the deadline ({type(e).__name__})") from e
-        except httpx.HTTPError as e:
-            raise FeedError(f"cannot fetch: {e}") from e
+    except httpx.TimeoutException as e:
+        raise FeedError(f"no complete answer within the deadline ({type(e).__name__})") from e
+    except httpx.HTTPError as e:
+        raise FeedError(f"cannot fetch: {e}") from e
+    finally:
+        _deadline.at = None
     raise FeedError(f"more than {MAX_REDIRECTS} redirects")
 
 
@@ -131,23 +179,51 @@ def _remaining(deadline: float) -> httpx.Timeout:
 
 
 def _read(response: httpx.Response, limit: int, deadline: float) -> bytes:
+    """The body, inflated here rather than by httpx: never more than `limit` bytes in memory,
+    however well a gzip bomb compresses."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+        raise FeedError(f"the server answered in an encoding we didn't ask for ({encoding})")
+    # wbits 47: a gzip or zlib header, detected; "deflate" without a header is retried raw below.
+    inflate = zlib.decompressobj(47) if encoding != "identity" else None
+    headerless = False  # some servers send "deflate" as a raw stream, without the zlib header
     chunks, size = [], 0
-    for chunk in response.iter_bytes():  # decompressed: a gzip bomb meets the cap too
-        size += len(chunk)
-        if size > limit:
-            raise FeedError(f"the answer is larger than {limit:,} bytes; refusing to read more")
+    for raw in response.iter_raw():
         if time.monotonic() > deadline:  # a server dripping a byte at a time
             raise FeedError("no complete answer within the deadline (the server sends too slowly)")
-        chunks.append(chunk)
+        pending = raw
+        while pending:
+            if inflate is None:
+                chunk, pending = pending, b""
+            else:
+                try:
+                    chunk = inflate.decompress(pending, limit - size + 1)
+                except zlib.error as e:
+                    if size or encoding != "deflate" or headerless:
+                        raise FeedError(f"the {encoding} body is corrupt: {e}") from e
+                    inflate, headerless = zlib.decompressobj(-15), True
+                    continue
+                pending = inflate.unconsumed_tail
+            size += len(chunk)
+            if size > limit:
+                raise FeedError(f"the answer is larger than {limit:,} bytes; refusing to read more")
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
+MAX_RETRY_AFTER = timedelta(days=7)  # a server asking for more is capped, not obeyed into the next century
+
+
 def _retry_after(value: str | None, now: datetime) -> datetime | None:
+    """Retry-After in seconds or as an HTTP date; nonsense is ignored, not fatal."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return now + timedelta(seconds=int(value))
+    value = value.strip()
     try:
-        return parsedate_to_datetime(value).astimezone(UTC)
-    except (TypeError, ValueError):
+        if value.isascii() and value.isdigit():
+            delay = timedelta(seconds=min(int(value), MAX_RETRY_AFTER.total_seconds()))
+        else:
+            delay = parsedate_to_datetime(value).astimezone(UTC) - now
+    except (TypeError, ValueError, OverflowError):
         return None
+    return now + min(max(delay, timedelta(0)), MAX_RETRY_AFTER)
