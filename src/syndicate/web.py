@@ -14,7 +14,7 @@ from syndicate.api_tokens import NotAuthenticated
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, Subscriber
-from syndicate.tasks import send_confirmation
+from syndicate.tasks import send_confirmation, social_tick
 from syndicate.templating import render
 
 
@@ -158,6 +158,8 @@ def create_app() -> FastAPI:
             return api_error(str(e), 422)
         with transaction(svc().Session) as session:
             received = push.receive(session, story)
+        if received.status == "created":
+            social_tick.delay()  # after commit: the teaser goes out now, not at the next tick
         return JSONResponse({"id": received.article_id, "status": received.status},
                             status_code=201 if received.status == "created" else 200)
 
