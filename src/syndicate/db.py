@@ -24,14 +24,22 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection, _record):
-        # WAL lets the web app read while a worker writes; workers in other
-        # processes wait for the write lock instead of failing at once.
+        # WAL lets readers go on while one writes; workers in other processes wait for
+        # the write lock instead of failing at once.
+        dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        # A deferred transaction that reads, then writes after another process wrote,
+        # fails at once with SQLITE_BUSY (no waiting helps it). Taking the write lock
+        # at BEGIN makes every transaction wait its turn instead. Keep them short.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

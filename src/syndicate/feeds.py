@@ -255,17 +255,42 @@ def ingest(session: Session, feed: Feed, body: bytes, now: datetime | None = Non
     return PollResult(feed.id, feed.url, "ok", new_ids, updated)
 
 
-def poll(session: Session, feed: Feed, settings: Settings, now: datetime | None = None,
-         http: httpx.Client | None = None) -> PollResult:
-    """Fetch, parse and store one feed, and record how it went on the feed itself."""
-    now = now or utcnow()
-    feed.last_fetched_at = now
+@dataclass
+class Download:
+    """What the network gave for a feed, parsed: fetched and done before any transaction opens."""
+
+    fetched: fetch.Fetched | None = None
+    entries: list[Entry] | None = None
+    error: FeedError | None = None
+
+
+def download(feed: Feed, settings: Settings, now: datetime, http: httpx.Client | None = None) -> Download:
     try:
         if http is None:
             with fetch.client(settings.allow_private_feeds, settings.feed_timeout) as own:
                 fetched = _get(own, feed, settings, now)
         else:
             fetched = _get(http, feed, settings, now)
+        entries = None
+        if fetched.status == 200:
+            entries = parse(fetched.body, feed.url, fetched.headers.get("content-type"))
+        return Download(fetched, entries)
+    except FeedError as e:
+        return Download(error=e)
+
+
+def _get(http: httpx.Client, feed: Feed, settings: Settings, now: datetime) -> fetch.Fetched:
+    return fetch.get(http, feed.url, headers=request_headers(feed), max_bytes=settings.feed_max_bytes,
+                     deadline=time.monotonic() + settings.feed_timeout, now=now)
+
+
+def record(session: Session, feed: Feed, got: Download, settings: Settings, now: datetime) -> PollResult:
+    """Store what a download brought and note on the feed how it went; a failure forgets nothing."""
+    feed.last_fetched_at = now
+    try:
+        if got.error is not None:
+            raise got.error
+        fetched = got.fetched
         if fetched.url != feed.url and not session.scalar(select(Feed.id).where(Feed.url == fetched.url)):
             feed.url = fetched.url  # moved permanently
         if fetched.status == 304:
@@ -278,9 +303,7 @@ def poll(session: Session, feed: Feed, settings: Settings, now: datetime | None 
                 feed.next_fetch_at = max(fetched.retry_after, now)
             raise FeedError(f"HTTP {fetched.status}")
         else:
-            with session.begin_nested():
-                entries = parse(fetched.body, feed.url, fetched.headers.get("content-type"))
-                new_ids, updated = store(session, feed, entries, now)
+            new_ids, updated = store(session, feed, got.entries, now)
             result = PollResult(feed.id, feed.url, "ok", new_ids, updated)
             feed.etag, feed.last_modified = fetched.headers.get("etag"), fetched.headers.get("last-modified")
     except FeedError as e:
@@ -295,24 +318,30 @@ def poll(session: Session, feed: Feed, settings: Settings, now: datetime | None 
     return result
 
 
-def _get(http: httpx.Client, feed: Feed, settings: Settings, now: datetime) -> fetch.Fetched:
-    return fetch.get(http, feed.url, headers=request_headers(feed), max_bytes=settings.feed_max_bytes,
-                     deadline=time.monotonic() + settings.feed_timeout, now=now)
+def poll(session: Session, feed: Feed, settings: Settings, now: datetime | None = None,
+         http: httpx.Client | None = None) -> PollResult:
+    """Fetch, parse and store one feed in the caller's transaction (poll_many keeps the network out of it)."""
+    now = now or utcnow()
+    return record(session, feed, download(feed, settings, now, http), settings, now)
 
 
 def poll_many(Session: sessionmaker, settings: Settings, feed_ids: list[int], concurrency: int = 16,
               progress=None) -> list[PollResult]:
     """Poll feeds a bounded number at a time: a slow server holds up one thread, not the rest.
 
-    Each feed is fetched, parsed and stored in its own transaction; the HTTP connection
-    pool is shared, so feeds on one host reuse connections.
+    Each feed is downloaded and parsed with no transaction open, then stored in a short
+    one of its own; the HTTP connection pool is shared, so feeds on one host reuse connections.
     """
     def one(http: httpx.Client, feed_id: int) -> PollResult:
-        with Session() as session, session.begin():
-            feed = session.get(Feed, feed_id)
+        with Session() as session:
+            with session.begin():
+                feed = session.get(Feed, feed_id)
             if feed is None or feed.status != "active":
                 return PollResult(feed_id, feed.url if feed else "", "gone")
-            return poll(session, feed, settings, http=http)
+            now = utcnow()
+            got = download(feed, settings, now, http)
+            with session.begin():
+                return record(session, session.merge(feed), got, settings, now)
 
     results = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
