@@ -596,3 +596,17 @@ def test_it_lists_only_active_feeds_that_are_due(svc, feed_server, sample_feed):
     with transaction(svc.Session) as session:
         assert feeds.due_feed_ids(session, T0) == [fresh]
         assert set(feeds.due_feed_ids(session, T0 + INTERVAL)) == {fresh, polled}
+
+
+def test_a_large_poll_parses_in_other_processes_and_stores_each_story_once(svc, feed_server, sample_feed):
+    """100 feeds carrying the same four stories: parsed in a process pool, stored by 16 threads at once."""
+    with transaction(svc.Session) as session:
+        ids = [feeds.add_feed(session, feed_server.serve(f"/copy/{i}.xml", sample_feed)).id for i in range(100)]
+    assert len(ids) >= feeds.PARSE_IN_PROCESSES_FROM
+
+    results = feeds.poll_many(svc.Session, svc.settings, ids)
+
+    assert [r.status for r in results] == ["ok"] * 100
+    assert sum(len(r.new_article_ids) for r in results) == 4
+    with transaction(svc.Session) as session:
+        assert session.scalar(select(func.count()).select_from(Article)) == 4
