@@ -103,7 +103,20 @@ def canonical_url(url: str) -> str:
 
 
 def parse(body: bytes, base_url: str, content_type: str | None = None) -> list[Entry]:
-    """The entries feedparser could read; a feed that is not a feed at all is an error."""
+    """The entries feedparser could read; a feed that is not a feed at all is an error.
+
+    Whatever the document does to the parser, the outcome is a FeedError on this feed, never
+    a crash of the poll: the web holds documents nobody has seen yet.
+    """
+    try:
+        return _parse(body, base_url, content_type)
+    except FeedError:
+        raise
+    except Exception as e:  # noqa: BLE001 - see above
+        raise FeedError(f"the feed could not be read ({type(e).__name__}: {e})") from e
+
+
+def _parse(body: bytes, base_url: str, content_type: str | None) -> list[Entry]:
     refuse_entity_declarations(body)
     # No base address for feedparser: it would resolve relative links in a story against the
     # feed's address. It still applies xml:base; the rest is resolved against each item's link.
