@@ -162,7 +162,7 @@ def test_it_stores_a_pushed_story_sanitised_with_a_clean_lead(svc, client, token
     assert 'src="https://news.example/img/harbour.jpg"' in article.content_html  # absolute against the story
     assert article.lead == LEAD
     assert article.title == "Harbour reopens after repairs"
-    assert article.identity == STORY["guid"] and article.url == STORY["url"]
+    assert article.identity == "push|" + STORY["guid"] and article.url == STORY["url"]
     assert article.author == "Ana Reporter" and article.categories == ["Local"]
     assert article.published_at == datetime(2026, 5, 1, 5, 0, tzinfo=UTC)
     assert article.image_url == "https://news.example/img/harbour.jpg"

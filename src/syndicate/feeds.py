@@ -171,18 +171,33 @@ def refuse_entity_declarations(body: bytes) -> None:
 
 
 def _entry(e, base_url: str) -> Entry:
+    """A feedparser entry, read into `normalise`."""
     link = urljoin(base_url, e.get("link", "")) if e.get("link") else ""
     body, summary = {}, e.get("summary_detail") or {}
     if e.get("content"):
         body = max(e.content, key=lambda c: len(c.get("value", "")))
     body = body or summary
-    # Relative links in a story: against its xml:base when the feed gives one, else the story's own page.
-    html_base = urljoin(link or base_url, body.get("base") or "")
-    html = content.sanitise(body.get("value", ""), base_url=html_base)
-    title = one_line(content.plain_text(e.get("title", ""))) or "(untitled)"
-    lead = content.lead(html) or content.lead(content.sanitise(e.get("summary", ""), base_url=html_base))
+    return normalise(
+        link=link, guid=e.get("id"), title=e.get("title", ""), html=body.get("value", ""),
+        summary=e.get("summary", ""), html_base=urljoin(link or base_url, body.get("base") or ""),
+        published_at=_date(e), author=e.get("author"), image_url=_image(e),
+        categories=[t["term"] for t in e.get("tags", []) if t.get("term")],
+    )
+
+
+def normalise(*, link: str, guid: str | None, title: str, html: str, summary: str = "", html_base: str = "",
+              published_at: datetime | None = None, author: str | None = None, image_url: str | None = None,
+              categories: list[str] | None = None) -> Entry:
+    """One story as syndicate keeps it, whether a feed carried it or a CMS pushed it.
+
+    Relative links in the story resolve against `html_base` (its xml:base) or else its own page.
+    """
+    base = html_base or link
+    html = content.sanitise(html or summary, base_url=base)
+    title = one_line(content.plain_text(title)) or "(untitled)"
+    lead = content.lead(html) or content.lead(content.sanitise(summary, base_url=base))
     digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
-    guid = (e.get("id") or "").strip() or None
+    guid = (guid or "").strip() or None
     identity = guid or (canonical_url(link) if link else f"sha256:{digest}")
     return Entry(
         identity=identity[:2048],
@@ -192,10 +207,10 @@ def _entry(e, base_url: str) -> Entry:
         content_html=html,
         lead=lead,
         content_hash=digest,
-        published_at=_date(e),
-        author=e.get("author"),
-        image_url=_image(e) or content.first_image(html),
-        categories=[t["term"] for t in e.get("tags", []) if t.get("term")],
+        published_at=published_at,
+        author=one_line(author or "") or None,
+        image_url=image_url or content.first_image(html),
+        categories=categories or [],
     )
 
 
@@ -226,9 +241,7 @@ def store(session: Session, feed: Feed | None, entries: list[Entry], now: dateti
 
     One query finds every story the feed already has; the new ones are inserted together.
     """
-    source = f"feed:{feed.id}" if feed else "push"
-    # Two feeds may both call an item "1": a guid is only unique within its feed.
-    keys = [f"{source}|{entry.guid}"[:2048] if entry.guid else entry.identity for entry in entries]
+    keys = [key_for(feed, entry) for entry in entries]
     known = session.scalars(select(Article).where(or_(
         Article.identity.in_(keys), Article.url.in_([e.url for e in entries if _linkable(e.url)])))).all()
     by_key, by_url = {a.identity: a for a in known}, {a.url: a for a in known}
@@ -255,6 +268,22 @@ def store(session: Session, feed: Feed | None, entries: list[Entry], now: dateti
             existing.updated_at = now
             updated += 1
     return _insert(session, feed, fresh, now), updated
+
+
+def key_for(feed: Feed | None, entry: Entry) -> str:
+    """The stored identity: two feeds may both call an item "1", so a guid counts within its source."""
+    if not entry.guid:
+        return entry.identity
+    return f"{f'feed:{feed.id}' if feed else 'push'}|{entry.guid}"[:2048]
+
+
+def find(session: Session, feed: Feed | None, entry: Entry) -> Article | None:
+    """The article `store` matches an entry to: its own (same key), else the same story by its link."""
+    clauses = [Article.identity == key_for(feed, entry)]
+    if _linkable(entry.url):
+        clauses.append(Article.url == entry.url)
+    return session.scalars(select(Article).where(or_(*clauses))
+                           .order_by((Article.identity == key_for(feed, entry)).desc()).limit(1)).first()
 
 
 def _linkable(url: str) -> bool:

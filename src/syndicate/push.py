@@ -8,18 +8,15 @@ later from the site's feed all end in one article.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from syndicate import content, feeds
 from syndicate.errors import InvalidInput
-from syndicate.models import Article, utcnow
+from syndicate.models import utcnow
 from syndicate.templating import one_line
 
 MAX_BYTES = 1_000_000  # a story's HTML is rarely a tenth of this; more is an embedded file
@@ -114,28 +111,11 @@ def _explain(error: ValidationError) -> str:
 
 
 def entry_from_push(story: PushedStory) -> feeds.Entry:
-    """A pushed story normalised exactly as `feeds._entry` normalises a feed item.
-
-    Keep the two in step (the same sanitising, lead, title, identity and content hash):
-    a story pushed and later polled must be one article, and an unchanged push unchanged.
-    """
-    link = story.url
-    html = content.sanitise(story.content_html or story.summary, base_url=link)
-    title = one_line(content.plain_text(story.title)) or "(untitled)"
-    lead = content.lead(html) or content.lead(content.sanitise(story.summary, base_url=link))
-    digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
-    identity = story.guid or feeds.canonical_url(link)
-    return feeds.Entry(
-        identity=identity[:2048],
-        url=feeds.canonical_url(link),
-        title=title,
-        content_html=html,
-        lead=lead,
-        content_hash=digest,
-        published_at=story.published_at,
-        author=one_line(story.author or "") or None,
-        image_url=story.image_url or content.first_image(html),
-        categories=story.categories,
+    """A pushed story, normalised exactly as a feed item is (`feeds.normalise`)."""
+    return feeds.normalise(
+        link=story.url, guid=story.guid, title=story.title, html=story.content_html or "",
+        summary=story.summary or "", published_at=story.published_at, author=story.author,
+        image_url=story.image_url, categories=story.categories,
     )
 
 
@@ -156,11 +136,7 @@ def receive(session: Session, story: PushedStory, now: datetime | None = None) -
 
 
 def _stored_as(session: Session, entry: feeds.Entry) -> int:
-    # The article feeds.store matched the entry to: the same query, so the same row.
-    clauses = [Article.identity == entry.identity]
-    if entry.url and urlsplit(entry.url).path not in ("", "/"):
-        clauses.append(Article.url == entry.url)
-    article = session.scalars(select(Article).where(or_(*clauses)).limit(1)).first()
+    article = feeds.find(session, None, entry)
     if article is None:  # store() neither found nor inserted it: a bug, not bad input
         raise RuntimeError(f"a pushed story ({entry.identity!r}) was neither stored nor found")
     return article.id
