@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from conftest import FeedServer
 from syndicate import feeds
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
@@ -52,22 +51,6 @@ OTHER_FEED = rss(
 
 
 # ── helpers: one short transaction per step, as the workers do ───────────────
-
-
-@pytest.fixture(scope="module")
-def _one_feed_server():
-    # conftest's server takes 0.5 s to shut down (serve_forever's poll interval): share one per module.
-    server = FeedServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def feed_server(_one_feed_server):
-    _one_feed_server.routes.clear()
-    _one_feed_server.requests.clear()
-    return _one_feed_server
-
 
 
 def add(svc, url: str) -> int:

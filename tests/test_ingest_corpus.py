@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
-from conftest import FeedServer
 from syndicate import feeds
 from syndicate.db import transaction
 from syndicate.models import Article, Feed
@@ -25,21 +24,6 @@ T0 = datetime(2030, 1, 6, 7, 0, tzinfo=UTC)  # after every sensible date in the 
 INTERVAL = timedelta(seconds=900)
 RSS = "application/rss+xml"  # no charset: the document's own declaration decides
 ATOM = "application/atom+xml"
-
-
-@pytest.fixture(scope="module")
-def _one_feed_server():
-    # The server takes half a second to shut down: one per module.
-    server = FeedServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def feed_server(_one_feed_server):
-    _one_feed_server.routes.clear()
-    _one_feed_server.requests.clear()
-    return _one_feed_server
 
 
 def serve(feed_server, name: str, content_type: str = RSS, path: str | None = None) -> str:

@@ -19,7 +19,6 @@ import httpcore
 import pytest
 from sqlalchemy import func, select
 
-from conftest import FeedServer
 from syndicate import feeds, fetch
 from syndicate.db import transaction
 from syndicate.errors import FeedError
@@ -27,21 +26,6 @@ from syndicate.models import Article, Feed
 
 T0 = datetime(2030, 1, 6, 7, 0, tzinfo=UTC)
 RSS = {"Content-Type": "application/rss+xml"}
-
-
-@pytest.fixture(scope="module")
-def _one_feed_server():
-    # The server takes half a second to shut down: one per module.
-    server = FeedServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def feed_server(_one_feed_server):
-    _one_feed_server.routes.clear()
-    _one_feed_server.requests.clear()
-    return _one_feed_server
 
 
 def add(svc, url: str) -> int:
