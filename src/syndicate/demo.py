@@ -55,9 +55,9 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
 
     # feed → article
     with transaction(svc.Session) as session:
-        result = feeds.ingest(session, session.merge(feed), sample_feed())
-        report.articles_new = len(result.new_article_ids)
-        report.articles_known = len(feeds.parse(sample_feed(), FEED_URL)) - report.articles_new
+        entries = feeds.parse(sample_feed(), FEED_URL)
+        new_ids, _ = feeds.store(session, session.merge(feed), entries, utcnow())
+        report.articles_new, report.articles_known = len(new_ids), len(entries) - len(new_ids)
 
     # article → edition (cut now rather than wait for 07:00)
     batches = []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from syndicate.errors import InvalidInput
 
 
+@cache  # signing happens once per recipient of every edition: build the serializer once
 def _serializer(secret_key: str, purpose: str) -> URLSafeSerializer:
     return URLSafeSerializer(secret_key, salt=f"syndicate.{purpose}")
 
