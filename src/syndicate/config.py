@@ -60,6 +60,12 @@ class Settings:
     give_up_after: int = 4 * 24 * 3600  # a deferred delivery becomes failed after this
     web_host: str = "127.0.0.1"
     web_port: int = 8000
+    template_dir: Path | None = None  # editors' templates, looked up before the bundled ones
+    postal_address: str = ""  # the sender's physical address, printed in every mail's footer
+    soft_bounce_limit: int = 3  # deliveries given up on (4xx) within the window before an address is suppressed
+    soft_bounce_window: int = 30 * 24 * 3600
+    confirmations_per_address: int = 3  # confirmation mails per address per hour
+    confirmations_per_client: int = 10  # confirmation mails per client (IP address) per hour
 
     @property
     def embedded_broker(self) -> bool:
@@ -106,9 +112,19 @@ class Settings:
             ("retry_max", cls.retry_max),
             ("give_up_after", cls.give_up_after),
             ("web_port", cls.web_port),
+            ("soft_bounce_limit", cls.soft_bounce_limit),
+            ("soft_bounce_window", cls.soft_bounce_window),
+            ("confirmations_per_address", cls.confirmations_per_address),
+            ("confirmations_per_client", cls.confirmations_per_client),
         ):
             values[name] = _number(get, name.upper(), type(default), default)
         values["web_host"] = get("WEB_HOST") or cls.web_host
+        values["postal_address"] = " ".join((get("POSTAL_ADDRESS") or "").split())
+        if template_dir := get("TEMPLATE_DIR"):
+            values["template_dir"] = Path(template_dir).expanduser().absolute()
+            if not values["template_dir"].is_dir():
+                raise SettingsError(f"{PREFIX}TEMPLATE_DIR={template_dir!r} is not a folder; create it, or unset it "
+                                    "to use the bundled templates")
         if values["retry_max"] >= 3600 and broker_url.startswith("redis"):
             raise SettingsError(
                 f"{PREFIX}RETRY_MAX={values['retry_max']} must stay below Redis's visibility "

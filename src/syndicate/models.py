@@ -134,12 +134,18 @@ class Newsletter(Base):
     reply_to: Mapped[str | None] = mapped_column(String(320))
     subject_template: Mapped[str] = mapped_column(String(500), default=DEFAULT_SUBJECT)
     template: Mapped[str] = mapped_column(String(100), default="edition")
-    cron: Mapped[str] = mapped_column(String(100), default="0 7 * * *")
+    cron: Mapped[str | None] = mapped_column(String(100))  # None: no recurring edition (one-off, breaking)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     max_items: Mapped[int] = mapped_column(Integer, default=20)
-    feed_ids: Mapped[list | None] = mapped_column(JSON)  # None: every feed
+    # Filters. None: every feed / every category.
+    feed_ids: Mapped[list | None] = mapped_column(JSON)
+    categories_include: Mapped[list | None] = mapped_column(JSON)
+    categories_exclude: Mapped[list | None] = mapped_column(JSON)
+    # An article in one of these goes out on its own, at once, as a breaking edition.
+    breaking_categories: Mapped[list | None] = mapped_column(JSON)
+    first_fill: Mapped[str] = mapped_column(String(20), default="none")  # none | last:N | hours:N
     status: Mapped[str] = mapped_column(String(20), default="active")  # active | paused
-    # Articles first seen before this are not news for this newsletter.
+    # Articles first seen before this are not news for this newsletter (set from first_fill).
     articles_since: Mapped[datetime] = mapped_column(default=utcnow)
     next_run_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -184,16 +190,20 @@ class Edition(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
-    # draft | scheduled | sending | sent | paused | cancelled | skipped
+    # draft → scheduled → sending → sent, plus paused, cancelled, and skipped (an empty cut)
     status: Mapped[str] = mapped_column(String(20), default="draft")
-    scheduled_for: Mapped[datetime | None]
+    kind: Mapped[str] = mapped_column(String(20), default="regular")  # regular | one-off | breaking
+    scheduled_for: Mapped[datetime | None] = mapped_column(index=True)
     cut_at: Mapped[datetime | None]
     subject: Mapped[str] = mapped_column(String(998), default="")
+    custom_subject: Mapped[str | None] = mapped_column(String(998))  # an editor's, instead of the template's
+    warnings: Mapped[list] = mapped_column(JSON, default=list)  # found at the render, e.g. Gmail clipping
     # Rendered once at the cut, premailer-inlined; per-recipient tokens are filled in at send.
     html: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text, default="")
     note: Mapped[str | None] = mapped_column(Text)  # why it was skipped, etc.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]  # fanned out: its recipients are fixed from here on
     sent_at: Mapped[datetime | None]
 
     newsletter: Mapped[Newsletter] = relationship()
@@ -239,6 +249,35 @@ class Delivery(Base):
 
     edition: Mapped[Edition] = relationship()
     subscriber: Mapped[Subscriber] = relationship()
+
+
+class SubscriberEvent(Base):
+    """What happened to a subscriber, in order: the timeline editors read, and the bounce count."""
+
+    __tablename__ = "subscriber_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    newsletter_id: Mapped[int | None] = mapped_column(ForeignKey("newsletters.id", ondelete="SET NULL"))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"), index=True)
+    # subscribed | confirmed | unsubscribed | resubscribed | preferences | imported
+    # | bounce (hard) | soft_bounce | complaint | suppressed
+    kind: Mapped[str] = mapped_column(String(30))
+    source: Mapped[str] = mapped_column(String(30))  # web | cli | import | smtp | ses | webhook | one-click
+    detail: Mapped[str | None] = mapped_column(Text)
+    # A provider's id for the event: the same notification twice is recorded once.
+    source_id: Mapped[str | None] = mapped_column(String(300), unique=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Throttle(Base):
+    """A counter per key and fixed window, shared by every process that uses the database."""
+
+    __tablename__ = "throttles"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    window_start: Mapped[datetime]
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class SocialAccount(Base):

@@ -9,7 +9,7 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from syndicate import db, social
+from syndicate import db, social, templating
 from syndicate.config import Settings
 from syndicate.mail import OutboxTransport, SmtpTransport, Transport
 from syndicate.models import SocialAccount
@@ -56,6 +56,7 @@ def current() -> Services:
     with _lock:
         if _current is None:
             _current = Services(Settings.from_env())
+            templating.use_template_dir(_current.settings.template_dir)
         return _current
 
 
@@ -66,4 +67,5 @@ def use(settings: Settings) -> Services:
         if _current is not None:
             _current.close()
         _current = Services(settings)
+        templating.use_template_dir(settings.template_dir)
         return _current

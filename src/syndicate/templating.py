@@ -5,8 +5,17 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
+
+
+_override: Path | None = None  # SYNDICATE_TEMPLATE_DIR, set by services.use
+
+
+def use_template_dir(folder: Path | None) -> None:
+    """Look up templates in `folder` first: editors override a file by giving it the same path."""
+    global _override
+    _override = folder
 
 
 def template_dirs() -> list[Path]:
@@ -15,13 +24,17 @@ def template_dirs() -> list[Path]:
     return [p for p in (here / "templates", here.parents[1] / "templates") if p.is_dir()]
 
 
-@cache
 def environment() -> Environment:
+    return _environment(_override)
+
+
+@cache
+def _environment(override: Path | None) -> Environment:
     dirs = template_dirs()
     if not dirs:
         raise RuntimeError("syndicate's templates/ folder is missing from this installation")
     return Environment(
-        loader=FileSystemLoader(dirs),
+        loader=FileSystemLoader(([override] if override else []) + dirs),
         autoescape=select_autoescape(["html", "xml"], default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -38,6 +51,14 @@ def sandbox() -> SandboxedEnvironment:
 
 def render(template_name: str, /, **context) -> str:
     return environment().get_template(template_name).render(**context)
+
+
+def exists(template_name: str) -> bool:
+    try:
+        environment().get_template(template_name)
+    except TemplateNotFound:
+        return False
+    return True
 
 
 def one_line(text: str) -> str:
