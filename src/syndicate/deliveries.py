@@ -24,8 +24,9 @@ from syndicate.mail import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, UTCDateTime, utcnow
 
 OPEN = ("pending", "sending", "deferred")
-# Rendered into every edition once; replaced per recipient by their own signed link.
+# Rendered into every edition once; replaced per recipient by their own signed links.
 UNSUBSCRIBE_URL = "https://syndicate.invalid/unsubscribe-url"
+PREFERENCES_URL = "https://syndicate.invalid/preferences-url"
 REQUEUE_AFTER = timedelta(minutes=5)  # a due row nobody claimed: its task was lost
 STALE_CLAIM = timedelta(minutes=15)  # a claim nobody refreshed: its worker died
 REFRESH_EVERY = 60.0  # seconds between claim refreshes during a long batch
@@ -224,13 +225,14 @@ class MessageFactory:
     def __call__(self, delivery: Delivery, subscriber: Subscriber) -> Outgoing:
         token = tokens.unsubscribe_token(self.settings.secret_key, subscriber.id, self.newsletter.id)
         unsubscribe = f"{self.settings.base_url}/u/{token}"
+        preferences = f"{self.settings.base_url}/p/{tokens.preferences_token(self.settings.secret_key, subscriber.id)}"
         message_id = make_message_id(self.domain, self.settings.secret_key, delivery.id, self.edition.id)
         data = self.template.render(
             to=Address(subscriber.name or "", addr_spec=subscriber.email),
             message_id=message_id,
             date=utcnow(),
             per_recipient={"List-Unsubscribe": f"<{unsubscribe}>, <{self.mailto}%20{token}>"},
-            replace={UNSUBSCRIBE_URL: unsubscribe},
+            replace={UNSUBSCRIBE_URL: unsubscribe, PREFERENCES_URL: preferences},
         )
         return Outgoing(self.newsletter.from_address, subscriber.email, data, message_id)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from syndicate import deliveries
 from syndicate.config import Settings
-from syndicate.deliveries import UNSUBSCRIBE_URL
+from syndicate.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Article, Edition, EditionArticle, Newsletter, utcnow
 from syndicate.templating import one_line, render, sandbox
@@ -149,27 +150,43 @@ def render_subject(newsletter: Newsletter, edition: Edition, articles: list[Arti
     return one_line(subject)[:300] or newsletter.name
 
 
+GMAIL_CLIPS_AT = 102 * 1024  # bytes of HTML; Gmail shows "[Message clipped]" beyond this
+PERSONAL = re.compile(r"<!--personal-->.*?<!--/personal-->", re.S)  # the recipient's own links
+
+
+def render_context(newsletter: Newsletter, edition: Edition, articles: list[Article], settings: Settings,
+                   subject: str) -> dict:
+    """What the edition templates see. Per-recipient links are placeholders, filled in at send."""
+    return dict(
+        newsletter=newsletter, edition=edition, articles=articles, subject=subject,
+        preheader=next((a.lead for a in articles if a.lead), ""),
+        web_url=web_url(settings, newsletter, edition),
+        archive_url=f"{settings.base_url}/n/{newsletter.slug}",
+        subscribe_url=f"{settings.base_url}/",
+        unsubscribe_url=UNSUBSCRIBE_URL,
+        preferences_url=PREFERENCES_URL,
+        postal_address=settings.postal_address,
+    )
+
+
 def render_edition(newsletter: Newsletter, edition: Edition, articles: list[Article],
                    settings: Settings) -> tuple[str, str, str]:
-    """Subject, inlined HTML and text; the unsubscribe link is a placeholder filled per recipient."""
-    context = dict(
-        newsletter=newsletter, edition=edition, articles=articles,
-        web_url=web_url(settings, newsletter, edition),
-        unsubscribe_url=UNSUBSCRIBE_URL,
-        subscribe_url=f"{settings.base_url}/",
-    )
-    subject = render_subject(newsletter, edition, articles)
-    html = render(f"email/{newsletter.template}/body.html", subject=subject, **context)
+    """Subject, inlined HTML and text; the recipient's own links are placeholders filled per recipient."""
+    subject = edition.custom_subject or render_subject(newsletter, edition, articles)
+    context = render_context(newsletter, edition, articles, settings, subject)
+    html = render(f"email/{newsletter.template}/body.html", **context)
     # Only our own stylesheet is inlined; nothing is ever fetched over the network.
     html = Premailer(html, allow_network=False, allow_loading_external_files=False,
                      remove_classes=False, cssutils_logging_level="CRITICAL").transform()
-    text = render(f"email/{newsletter.template}/body.txt", subject=subject, **context)
+    text = render(f"email/{newsletter.template}/body.txt", **context)
     return subject, html, text
 
 
 def public_html(edition: Edition, settings: Settings) -> str:
-    """The web view: what subscribers got, with no one's personal links in it."""
-    return edition.html.replace(UNSUBSCRIBE_URL, f"{settings.base_url}/")
+    """The web view: what subscribers got, without anyone's personal links (the template marks them)."""
+    subscribe = f'<a href="{settings.base_url}/">Subscribe</a>'
+    html = PERSONAL.sub(subscribe, edition.html)
+    return html.replace(UNSUBSCRIBE_URL, f"{settings.base_url}/").replace(PREFERENCES_URL, f"{settings.base_url}/")
 
 
 def get_edition(session: Session, slug: str, number: int) -> Edition:

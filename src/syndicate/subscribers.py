@@ -15,7 +15,7 @@ from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.mail import Outgoing, build_message
 from syndicate.mail import message_id as make_message_id
-from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, utcnow
+from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
 from syndicate.templating import render
 
 MAX_CONFIRMATIONS_PER_HOUR = 3
@@ -145,3 +145,59 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
         headers={"Auto-Submitted": "auto-generated"},
     )
     return Outgoing(sender.from_address, subscriber.email, data, message_id)
+
+
+# ── events and suppression ───────────────────────────────────────────────────
+
+SUPPRESSED = ("unsubscribed", "bounced", "complained")  # statuses no mail goes to
+
+
+def record_event(session: Session, subscriber_id: int, kind: str, source: str, *, detail: str | None = None,
+                 newsletter_id: int | None = None, delivery_id: int | None = None, source_id: str | None = None,
+                 now: datetime | None = None) -> bool:
+    """Add a line to the subscriber's timeline. False (and nothing added) if `source_id` was seen before:
+    a provider sending the same notification twice changes nothing."""
+    seen = select(SubscriberEvent.id).where(SubscriberEvent.source_id == source_id)
+    if source_id is not None and session.scalar(seen):
+        return False
+    session.add(SubscriberEvent(subscriber_id=subscriber_id, kind=kind, source=source,
+                                detail=(detail or None) and detail[:2000], newsletter_id=newsletter_id,
+                                delivery_id=delivery_id, source_id=source_id, at=now or utcnow()))
+    session.flush()
+    return True
+
+
+def skip_open_deliveries(session: Session, subscriber_id: int, reason: str, newsletter_id: int | None = None) -> int:
+    """Deliveries not yet handed to the server are skipped, with why: leaving takes effect at once."""
+    query = (update(Delivery)
+             .where(Delivery.subscriber_id == subscriber_id, Delivery.status.in_(("pending", "deferred")))
+             .values(status="skipped", last_reply=reason)
+             .execution_options(synchronize_session=False))
+    if newsletter_id is not None:
+        query = query.where(Delivery.edition_id.in_(select(Edition.id).where(Edition.newsletter_id == newsletter_id)))
+    return session.execute(query).rowcount
+
+
+def suppress(session: Session, subscriber: Subscriber, status: str, source: str, detail: str, *,
+             delivery_id: int | None = None, source_id: str | None = None, now: datetime | None = None) -> bool:
+    """Stop all mail to an address: bounced (it doesn't exist), complained (spam report) or unsubscribed
+    (left everything). Kept as a row, so an import can't add the address back by accident.
+    False if this event (by `source_id`) was already recorded."""
+    assert status in SUPPRESSED, status
+    now = now or utcnow()
+    kind = {"bounced": "bounce", "complained": "complaint", "unsubscribed": "unsubscribed"}[status]
+    if not record_event(session, subscriber.id, kind, source, detail=detail, delivery_id=delivery_id,
+                        source_id=source_id, now=now):
+        return False
+    if subscriber.status not in ("complained",):  # a complaint is the strongest word; nothing overrides it
+        subscriber.status = status
+    if status != "bounced":  # a bounced address keeps its choices, in case the editor restores it
+        session.execute(
+            update(Subscription)
+            .where(Subscription.subscriber_id == subscriber.id, Subscription.status != "unsubscribed")
+            .values(status="unsubscribed", unsubscribed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    skip_open_deliveries(session, subscriber.id, f"{status} before sending: {detail}"[:2000])
+    session.flush()
+    return True

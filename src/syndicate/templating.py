@@ -8,7 +8,6 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
-
 _override: Path | None = None  # SYNDICATE_TEMPLATE_DIR, set by services.use
 
 

@@ -36,3 +36,15 @@ def read_confirm_token(secret_key: str, token: str) -> int:
         return int(_serializer(secret_key, "confirm").loads(token))
     except (BadSignature, ValueError, TypeError) as e:
         raise InvalidInput("this confirmation link is damaged; copy the whole link from the email") from e
+
+
+def preferences_token(secret_key: str, subscriber_id: int) -> str:
+    # No expiry either: the preferences link sits in the footer of every mail.
+    return _serializer(secret_key, "preferences").dumps(subscriber_id)
+
+
+def read_preferences_token(secret_key: str, token: str) -> int:
+    try:
+        return int(_serializer(secret_key, "preferences").loads(token))
+    except (BadSignature, ValueError, TypeError) as e:
+        raise InvalidInput("this preferences link is damaged; copy the whole link from the email") from e
