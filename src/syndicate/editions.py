@@ -159,6 +159,8 @@ def render_context(newsletter: Newsletter, edition: Edition, articles: list[Arti
     """What the edition templates see. Per-recipient links are placeholders, filled in at send."""
     return dict(
         newsletter=newsletter, edition=edition, articles=articles, subject=subject,
+        # The date readers see is the newsletter's own, not UTC's.
+        edition_date=(edition.scheduled_for or edition.cut_at or utcnow()).astimezone(ZoneInfo(newsletter.timezone)),
         preheader=next((a.lead for a in articles if a.lead), ""),
         web_url=web_url(settings, newsletter, edition),
         archive_url=f"{settings.base_url}/n/{newsletter.slug}",
@@ -189,11 +191,14 @@ def public_html(edition: Edition, settings: Settings) -> str:
     return html.replace(UNSUBSCRIBE_URL, f"{settings.base_url}/").replace(PREFERENCES_URL, f"{settings.base_url}/")
 
 
-def get_edition(session: Session, slug: str, number: int) -> Edition:
-    edition = session.scalar(
-        select(Edition).join(Newsletter).where(Newsletter.slug == slug, Edition.number == number)
-    )
+PUBLIC = ("sending", "sent")  # editions that have gone out: the only ones the archive shows
+
+
+def get_edition(session: Session, slug: str, number: int, public: bool = True) -> Edition:
+    query = select(Edition).join(Newsletter).where(Newsletter.slug == slug, Edition.number == number)
+    if public:
+        query = query.where(Edition.status.in_(PUBLIC))
+    edition = session.scalar(query)
     if edition is None or not edition.html:
         raise NotFound(f"no edition {number} of {slug!r}")
     return edition
-
