@@ -14,7 +14,7 @@ from conftest import configured
 from syndicate import editions, feeds, subscribers, tokens
 from syndicate.db import transaction
 from syndicate.deliveries import UNSUBSCRIBE_URL
-from syndicate.models import Delivery, Subscriber, Subscription
+from syndicate.models import Delivery, Subscriber, SubscriberEvent, Subscription
 from syndicate.web import create_app
 
 FEED_URL = "https://truthusa.example/feed/"
@@ -131,7 +131,7 @@ def test_it_sends_at_most_three_confirmations_an_hour_to_one_address(client, web
 
     assert len(smtp_server.messages) <= 3
     reader = subscriber_named(web, "reader@example.com")
-    assert reader.confirmations_sent == subscribers.MAX_CONFIRMATIONS_PER_HOUR == 3
+    assert reader.confirmations_sent == web.settings.confirmations_per_address == 3
     assert reader.status == "pending"
 
 
@@ -229,6 +229,10 @@ def test_it_unsubscribes_on_a_one_click_post_with_200_and_no_cookies(web):
     assert "unsubscribed" in first.text
     assert second.status_code == 200  # idempotent: a provider may POST twice
     assert subscription_status(web, subscriber_id, newsletter_id) == "unsubscribed"
+    with transaction(web.Session) as session:  # on the timeline once, as a one-click unsubscribe
+        left = session.execute(select(SubscriberEvent.source, SubscriberEvent.newsletter_id).where(
+            SubscriberEvent.subscriber_id == subscriber_id, SubscriberEvent.kind == "unsubscribed")).all()
+    assert left == [("one-click", newsletter_id)]
 
 
 def test_it_does_not_tell_a_returning_reader_they_are_subscribed_while_they_are_not(client, web):

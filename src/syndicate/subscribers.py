@@ -1,24 +1,22 @@
-"""Subscribers: double opt-in, one-click unsubscribe."""
+"""Subscribers: double opt-in (limited per address and per client), one-click unsubscribe, preferences."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.headerregistry import Address
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from syndicate import tokens
+from syndicate import throttle, tokens
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.mail import Outgoing, build_message
 from syndicate.mail import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
 from syndicate.templating import render
-
-MAX_CONFIRMATIONS_PER_HOUR = 3
 
 
 def normalise_email(email: str) -> str:
@@ -34,23 +32,36 @@ def normalise_email(email: str) -> str:
     return (valid.ascii_email or valid.normalized).lower()
 
 
+CONFIRMATION_WINDOW = 3600  # seconds: the confirmation limits are per hour
+
+
 @dataclass
 class Signup:
     subscriber: Subscriber
     send_confirmation: bool  # a confirmation mail should go out now
     awaiting_confirmation: bool  # some of the chosen newsletters wait for the reader's confirmation
+    held_back: str | None = None  # "address" or "client": whose hourly limit kept the confirmation mail back
 
 
 def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: str | None = None,
-              confirmed: bool = False, now: datetime | None = None) -> Signup:
+              confirmed: bool = False, source: str | None = None, client: str | None = None,
+              settings: Settings | None = None, now: datetime | None = None) -> Signup:
     """Record a signup. Without `confirmed` (the editor vouching for consent), every newsletter
-    not already active waits for the reader to confirm by mail — whoever typed the address."""
+    not already active waits for the reader to confirm by mail — whoever typed the address.
+
+    Confirmation mails are limited per hour per address and per `client` (the visitor's IP address;
+    the CLI has none), to `settings`' limits (the defaults without), so the form can't flood an inbox.
+    A signup over a limit is still recorded: only its mail is held back.
+
+    `source` (web, cli) puts the signup on the subscriber's timeline; without it the caller records
+    its own event (an import says "imported")."""
     now = now or utcnow()
     email = normalise_email(email)
     if not newsletter_ids:
         raise InvalidInput("choose at least one newsletter")
-    found = set(session.scalars(select(Newsletter.id).where(Newsletter.id.in_(newsletter_ids))))
-    if missing := set(newsletter_ids) - found:
+    chosen = session.scalars(select(Newsletter).where(Newsletter.id.in_(newsletter_ids))
+                             .order_by(Newsletter.name)).all()
+    if missing := set(newsletter_ids) - {n.id for n in chosen}:
         raise InvalidInput(f"no newsletter with id {sorted(missing)}")
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email))
     if subscriber is None:
@@ -60,46 +71,73 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
     if confirmed and subscriber.status == "pending":
         subscriber.status, subscriber.confirmed_at = "confirmed", now
     wanted = "active" if confirmed else "pending"
-    for newsletter_id in newsletter_ids:
+    for newsletter in chosen:
         subscription = session.scalar(select(Subscription).where(
-            Subscription.subscriber_id == subscriber.id, Subscription.newsletter_id == newsletter_id))
+            Subscription.subscriber_id == subscriber.id, Subscription.newsletter_id == newsletter.id))
         if subscription is None:
-            session.add(Subscription(subscriber_id=subscriber.id, newsletter_id=newsletter_id,
+            session.add(Subscription(subscriber_id=subscriber.id, newsletter_id=newsletter.id,
                                      status=wanted, created_at=now))
         elif subscription.status != "active":
             subscription.status, subscription.unsubscribed_at = wanted, None
     session.flush()
     awaiting = bool(session.scalar(select(func.count()).select_from(Subscription).where(
         Subscription.subscriber_id == subscriber.id, Subscription.status == "pending")))
-    send = awaiting and _may_send_confirmation(subscriber, now)
+    held_back = _may_send_confirmation(session, email, client, settings, now) if awaiting else None
+    send = awaiting and held_back is None
     if send:
-        subscriber.confirmations_sent += 1
+        subscriber.confirmations_sent += 1  # never reset: it numbers the mails, for a unique Message-ID
         subscriber.confirmation_sent_at = now
-    return Signup(subscriber, send, awaiting)
+    detail = ", ".join(n.name for n in chosen) + (" (consent vouched for by the editor)" if confirmed else "")
+    if held_back:
+        whose = "this address" if held_back == "address" else "sign-ups from one IP address"  # no IP kept
+        detail += f"; no confirmation mail: the hourly limit for {whose} was reached"
+    if source is not None:
+        record_event(session, subscriber.id, "subscribed", source, detail=detail, now=now)
+    return Signup(subscriber, send, awaiting, held_back)
 
 
-def _may_send_confirmation(subscriber: Subscriber, now: datetime) -> bool:
-    if subscriber.confirmation_sent_at is None or now - subscriber.confirmation_sent_at > timedelta(hours=1):
-        subscriber.confirmations_sent = 0
-    return subscriber.confirmations_sent < MAX_CONFIRMATIONS_PER_HOUR
+def _may_send_confirmation(session: Session, email: str, client: str | None, settings: Settings | None,
+                           now: datetime) -> str | None:
+    """None when a confirmation mail may go out now (and it is counted); else whose limit stops it."""
+    per_address = settings.confirmations_per_address if settings else Settings.confirmations_per_address
+    per_client = settings.confirmations_per_client if settings else Settings.confirmations_per_client
+    # Both counts or neither: a mail held back by one limit uses up nothing of the other.
+    both = session.begin_nested()
+    if not throttle.hit(session, f"confirm:address:{email}", per_address, CONFIRMATION_WINDOW, now):
+        both.rollback()
+        return "address"
+    if client is not None and not throttle.hit(session, f"confirm:client:{client}", per_client,
+                                               CONFIRMATION_WINDOW, now):
+        both.rollback()
+        return "client"
+    both.commit()
+    return None
 
 
 def confirm(session: Session, settings: Settings, token: str, now: datetime | None = None) -> Subscriber:
-    """The reader clicked the link: the address is theirs, and the newsletters they chose start."""
+    """The reader clicked the link: the address is theirs, and the newsletters they chose start.
+
+    A reader who had left every newsletter and signed up again is back; an address that bounced or
+    complained stays suspended (the caller says so) until an editor restores it."""
     now = now or utcnow()
     subscriber = session.get(Subscriber, tokens.read_confirm_token(settings.secret_key, token))
     if subscriber is None:
         raise NotFound("this confirmation link belongs to an address that no longer exists")
-    if subscriber.status == "pending":
+    chosen = session.scalars(select(Subscription).where(
+        Subscription.subscriber_id == subscriber.id, Subscription.status == "pending")).all()
+    was = subscriber.status
+    if was == "pending" or (was == "unsubscribed" and chosen):
         subscriber.status, subscriber.confirmed_at = "confirmed", now
-    session.execute(
-        update(Subscription).where(Subscription.subscriber_id == subscriber.id, Subscription.status == "pending")
-        .values(status="active").execution_options(synchronize_session=False)
-    )
+    for subscription in chosen:
+        subscription.status = "active"
+    if chosen or subscriber.status != was:  # pressing the button twice adds nothing to the timeline
+        record_event(session, subscriber.id, "resubscribed" if was == "unsubscribed" else "confirmed", "web",
+                     detail=", ".join(sorted(s.newsletter.name for s in chosen)), now=now)
     return subscriber
 
 
-def unsubscribe(session: Session, settings: Settings, token: str, now: datetime | None = None) -> Subscription:
+def unsubscribe(session: Session, settings: Settings, token: str, now: datetime | None = None, *,
+                source: str = "one-click") -> Subscription:
     """Leave one newsletter at once; a delivery of it still waiting to go out is skipped."""
     now = now or utcnow()
     subscriber_id, newsletter_id = tokens.read_unsubscribe_token(settings.secret_key, token)
@@ -107,15 +145,10 @@ def unsubscribe(session: Session, settings: Settings, token: str, now: datetime 
         Subscription.subscriber_id == subscriber_id, Subscription.newsletter_id == newsletter_id))
     if subscription is None:
         raise NotFound("this unsubscribe link belongs to a subscription that no longer exists")
-    if subscription.status == "active":
+    if subscription.status != "unsubscribed":  # a provider may POST twice: the second changes nothing
         subscription.status, subscription.unsubscribed_at = "unsubscribed", now
-    session.execute(
-        update(Delivery)
-        .where(Delivery.subscriber_id == subscriber_id, Delivery.status.in_(("pending", "deferred")),
-               Delivery.edition_id.in_(select(Edition.id).where(Edition.newsletter_id == newsletter_id)))
-        .values(status="skipped", last_reply="unsubscribed before sending")
-        .execution_options(synchronize_session=False)
-    )
+        record_event(session, subscriber_id, "unsubscribed", source, newsletter_id=newsletter_id, now=now)
+    skip_open_deliveries(session, subscriber_id, "unsubscribed before sending", newsletter_id)
     return subscription
 
 
@@ -145,6 +178,121 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
         headers={"Auto-Submitted": "auto-generated"},
     )
     return Outgoing(sender.from_address, subscriber.email, data, message_id)
+
+
+# ── preferences ──────────────────────────────────────────────────────────────
+
+
+@dataclass
+class Choice:
+    newsletter: Newsletter
+    subscribed: bool  # gets it, or chose it and hasn't confirmed yet (`waiting`)
+    waiting: bool = False
+
+
+@dataclass
+class Preferences:
+    subscriber: Subscriber
+    choices: list[Choice]
+    suspended: str | None  # why no mail goes to this address (it bounced, or a complaint), said to the reader
+
+
+@dataclass
+class Saved:
+    joined: list[Newsletter]
+    left: list[Newsletter]
+    refused: list[Newsletter]  # chosen, but mail to this address is suspended
+
+
+def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise NotFound("this preferences link belongs to an address that no longer exists")
+    return subscriber
+
+
+def preferences(session: Session, subscriber_id: int) -> Preferences:
+    """What the reader's preferences page offers: every active newsletter, and a paused one they still get."""
+    subscriber = _subscriber(session, subscriber_id)
+    mine = dict(session.execute(select(Subscription.newsletter_id, Subscription.status)
+                                .where(Subscription.subscriber_id == subscriber.id)).all())
+    choices = [Choice(n, mine.get(n.id) in ("active", "pending"), mine.get(n.id) == "pending")
+               for n in session.scalars(select(Newsletter).order_by(Newsletter.name))
+               if n.status == "active" or mine.get(n.id) in ("active", "pending")]
+    return Preferences(subscriber, choices, suspension(session, subscriber))
+
+
+def suspension(session: Session, subscriber: Subscriber) -> str | None:
+    """Why no mail goes to this address, said to its owner; None when mail goes to it."""
+    if subscriber.status not in ("bounced", "complained"):
+        return None
+    kind = "bounce" if subscriber.status == "bounced" else "complaint"
+    at = session.scalar(select(func.max(SubscriberEvent.at)).where(
+        SubscriberEvent.subscriber_id == subscriber.id, SubscriberEvent.kind == kind))
+    when = f"On {at:%B} {at.day}, {at.year}, " if at else ""
+    why = ("the mail server for this address told us it doesn't accept mail (the message bounced), "
+           "so we stopped sending to it" if kind == "bounce" else
+           "a message from us was reported as spam from this mailbox, so we stopped all mail to it")
+    return (f"Mail to {subscriber.email} is suspended. {when}{why}. If that has changed or was a mistake, "
+            "reply to any of our emails and we'll restore your subscriptions.")
+
+
+def set_preferences(session: Session, subscriber_id: int, newsletter_ids: list[int],
+                    now: datetime | None = None) -> Saved:
+    """Save the preferences page: the newsletters in `newsletter_ids` on, every other one offered off.
+
+    The link is the reader's own (it comes in mail to the address), so choosing a newsletter starts
+    it at once, and brings back a reader who had left everything. An address that bounced or
+    complained isn't mailed again from here: those choices are refused; leaving always works."""
+    now = now or utcnow()
+    current = preferences(session, subscriber_id)
+    subscriber, offered = current.subscriber, {c.newsletter.id: c.newsletter for c in current.choices}
+    if unknown := set(newsletter_ids) - set(offered):
+        raise InvalidInput(f"no newsletter with id {sorted(unknown)} to choose; reload the page")
+    subscriptions = {s.newsletter_id: s for s in session.scalars(
+        select(Subscription).where(Subscription.subscriber_id == subscriber.id))}
+    saved = Saved([], [], [])
+    for newsletter_id, newsletter in offered.items():
+        subscription = subscriptions.get(newsletter_id)
+        status = subscription.status if subscription else None
+        if newsletter_id in newsletter_ids and status != "active":
+            if current.suspended:
+                saved.refused.append(newsletter)
+                continue
+            if subscription is None:
+                session.add(Subscription(subscriber_id=subscriber.id, newsletter_id=newsletter_id, status="active",
+                                         created_at=now))
+            else:
+                subscription.status, subscription.unsubscribed_at = "active", None
+            saved.joined.append(newsletter)
+            record_event(session, subscriber.id, "subscribed", "web", newsletter_id=newsletter_id,
+                         detail="on the preferences page", now=now)
+        elif newsletter_id not in newsletter_ids and status in ("active", "pending"):
+            subscription.status, subscription.unsubscribed_at = "unsubscribed", now
+            skip_open_deliveries(session, subscriber.id, "unsubscribed before sending", newsletter_id)
+            saved.left.append(newsletter)
+            record_event(session, subscriber.id, "unsubscribed", "web", newsletter_id=newsletter_id,
+                         detail="on the preferences page", now=now)
+    if saved.joined and subscriber.status in ("pending", "unsubscribed"):
+        record_event(session, subscriber.id, "resubscribed" if subscriber.status == "unsubscribed" else "confirmed",
+                     "web", detail="on the preferences page", now=now)
+        subscriber.status, subscriber.confirmed_at = "confirmed", now
+    session.flush()
+    return saved
+
+
+def leave_all(session: Session, subscriber_id: int, now: datetime | None = None) -> Subscriber:
+    """Stop every newsletter to this address (suppressed as unsubscribed). Pressing it twice changes nothing."""
+    subscriber = _subscriber(session, subscriber_id)
+    staying = session.scalar(select(func.count()).select_from(Subscription).where(
+        Subscription.subscriber_id == subscriber.id, Subscription.status != "unsubscribed"))
+    if subscriber.status in SUPPRESSED and not staying:
+        return subscriber
+    was = subscriber.status
+    suppress(session, subscriber, "unsubscribed", "web", "left every newsletter from the preferences page", now=now)
+    if was == "bounced":
+        subscriber.status = was  # the address still bounces: leaving must not make it look deliverable again
+    return subscriber
 
 
 # ── events and suppression ───────────────────────────────────────────────────
@@ -201,3 +349,17 @@ def suppress(session: Session, subscriber: Subscriber, status: str, source: str,
     skip_open_deliveries(session, subscriber.id, f"{status} before sending: {detail}"[:2000])
     session.flush()
     return True
+
+
+def restore(session: Session, subscriber: Subscriber, reason: str, now: datetime | None = None) -> None:
+    """An editor's decision that mail may go to a suppressed address again (the reader asked, the mailbox
+    works again). Their newsletters come back as they were; one they left stays left."""
+    if subscriber.status not in SUPPRESSED:
+        raise InvalidInput(f"{subscriber.email} is {subscriber.status}: there is nothing to restore")
+    if not reason.strip():
+        raise InvalidInput("say why mail may go to this address again (--reason); it goes on the timeline")
+    record_event(session, subscriber.id, "restored", "cli", detail=f"was {subscriber.status}: {reason.strip()}",
+                 now=now)
+    subscriber.status = "confirmed"
+    subscriber.confirmed_at = subscriber.confirmed_at or now or utcnow()
+    session.flush()

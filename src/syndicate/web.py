@@ -5,16 +5,16 @@ and the push API a CMS calls when it publishes (POST /api/articles).
 from __future__ import annotations
 
 from fastapi import FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select, text
 from starlette.concurrency import run_in_threadpool
 
-from syndicate import api_tokens, editions, push, services, subscribers, tokens
+from syndicate import api_tokens, archive, bounces, editions, push, services, subscribers, tokens
 from syndicate.api_tokens import NotAuthenticated
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, Subscriber
-from syndicate.tasks import send_confirmation, social_tick
+from syndicate.tasks import send_confirmation, social_tick, tick
 from syndicate.templating import render
 
 
@@ -77,11 +77,16 @@ def create_app() -> FastAPI:
                         error=None, email="", name="")
 
     @app.post("/subscribe", response_class=HTMLResponse)
-    def subscribe(email: str = Form(""), name: str = Form(""), newsletter: list[str] = Form(default=[])):
+    def subscribe(request: Request, email: str = Form(""), name: str = Form(""),
+                  newsletter: list[str] = Form(default=[])):
         with transaction(svc().Session) as session:
             chosen = session.scalars(select(Newsletter).where(Newsletter.slug.in_(newsletter))).all()
             try:
-                signup = subscribers.subscribe(session, email, [n.id for n in chosen], name=name or None)
+                # The client's address limits confirmation mails per sender too (behind a proxy,
+                # `syndicate web` reads it from X-Forwarded-For: uvicorn's proxy_headers).
+                signup = subscribers.subscribe(session, email, [n.id for n in chosen], name=name or None,
+                                               source="web", client=request.client.host if request.client else None,
+                                               settings=svc().settings)
             except InvalidInput as e:
                 everything = session.scalars(select(Newsletter).order_by(Newsletter.name)).all()
                 return page("subscribe", 400, newsletters=everything, chosen=newsletter, error=str(e),
@@ -91,6 +96,10 @@ def create_app() -> FastAPI:
             send_confirmation.delay(subscriber_id)  # after commit: the task finds the row
         if not awaiting:
             return message("You're subscribed", "This address already receives the newsletters you chose.")
+        if signup.held_back == "client":
+            return message("Please try again later", "We've noted your choice, but many confirmation emails have "
+                           "gone out to sign-ups from your network in the last hour, so we're holding this one "
+                           "back. Please sign up again in an hour to get the confirmation link.")
         if not send:
             return message("Check your inbox", "We've already sent several confirmation emails to this address "
                            "in the last hour; please use the link in one of them.")
@@ -104,7 +113,10 @@ def create_app() -> FastAPI:
     @app.post("/confirm/{token}", response_class=HTMLResponse)
     def confirm(token: str):
         with transaction(svc().Session) as session:
-            subscribers.confirm(session, svc().settings, token)
+            subscriber = subscribers.confirm(session, svc().settings, token)
+            suspended = subscribers.suspension(session, subscriber)
+        if suspended:  # the choice is kept; an editor restores the address
+            return message("Your choice is saved", suspended)
         return message("You're subscribed", "Thank you: your subscription is confirmed.")
 
     @app.get("/u/{token}", response_class=HTMLResponse)
@@ -124,6 +136,42 @@ def create_app() -> FastAPI:
             subscription = subscribers.unsubscribe(session, svc().settings, token)
             name = subscription.newsletter.name
         return message("You're unsubscribed", f"You will not receive {name} any more.")
+
+    # The reader's preferences. The signed token in the URL comes only in mail to their address and is
+    # the credential, so the form carries no CSRF token. GET changes nothing: link scanners prefetch.
+    @app.get("/p/{token}", response_class=HTMLResponse)
+    def preferences_page(token: str):
+        subscriber_id = tokens.read_preferences_token(svc().settings.secret_key, token)
+        with transaction(svc().Session) as session:
+            return page("preferences", prefs=subscribers.preferences(session, subscriber_id), saved=None)
+
+    @app.post("/p/{token}", response_class=HTMLResponse)
+    def save_preferences(token: str, action: str = Form(""), newsletter: list[str] = Form(default=[])):
+        subscriber_id = tokens.read_preferences_token(svc().settings.secret_key, token)
+        with transaction(svc().Session) as session:
+            if action == "leave":
+                subscribers.leave_all(session, subscriber_id)
+                saved = "left"
+            elif action == "save":  # required: a bare POST must not read as "untick everything"
+                ids = session.scalars(select(Newsletter.id).where(Newsletter.slug.in_(newsletter))).all()
+                saved = subscribers.set_preferences(session, subscriber_id, list(ids))
+            else:
+                raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
+            return page("preferences", prefs=subscribers.preferences(session, subscriber_id), saved=saved)
+
+    @app.get("/n/{slug}", response_class=HTMLResponse)
+    def archive_page(slug: str):
+        with transaction(svc().Session) as session:
+            newsletter = archive.newsletter(session, slug)
+            sent = [(e, archive.local_date(e, newsletter)) for e in archive.sent_editions(session, newsletter)]
+            return page("archive", newsletter=newsletter, sent=sent)
+
+    @app.get("/n/{slug}/feed.atom")  # before the web view, whose {number} would claim "feed.atom"
+    def archive_feed(slug: str):
+        with transaction(svc().Session) as session:
+            newsletter = archive.newsletter(session, slug)
+            sent = archive.sent_editions(session, newsletter, archive.FEED_ENTRIES)
+            return Response(archive.atom(newsletter, sent, svc().settings), media_type="application/atom+xml")
 
     @app.get("/n/{slug}/{number}", response_class=HTMLResponse)
     def web_view(slug: str, number: int):
@@ -160,8 +208,47 @@ def create_app() -> FastAPI:
             received = push.receive(session, story)
         if received.status == "created":
             social_tick.delay()  # after commit: the teaser goes out now, not at the next tick
+            tick.delay()  # and a breaking story's edition
         return JSONResponse({"id": received.article_id, "status": received.status},
                             status_code=201 if received.status == "created" else 200)
+
+    def bounces_unauthorized(e: NotAuthenticated, token_given: bool) -> JSONResponse:
+        # Basic first: SNS sends its first request without credentials and answers a Basic challenge.
+        response = api_error(str(e), 401, {"WWW-Authenticate": 'Basic realm="syndicate"'})
+        response.headers.append("WWW-Authenticate",
+                                'Bearer realm="syndicate"' + (', error="invalid_token"' if token_given else ""))
+        return response
+
+    # Bounces and complaints from the mail provider: Amazon SES through SNS, or any service posting the
+    # generic JSON shape. The API token is the authentication, as a bearer token or as the HTTP Basic
+    # password (SNS can only send Basic: https://sns:TOKEN@host/api/events/bounces). SNS message
+    # signatures are not verified: that needs fetching and caching AWS's signing certificate.
+    @app.post("/api/events/bounces")
+    async def bounce_events(request: Request):
+        """Record bounces and complaints; the same notification again changes nothing."""
+        token = bounces.webhook_token(request.headers.get("authorization", ""))
+        if token is None:
+            return bounces_unauthorized(NotAuthenticated(
+                "send an API token as `Authorization: Bearer <token>`, or as the password of HTTP Basic "
+                f"(https://sns:TOKEN@host/api/events/bounces); {api_tokens.HOW_TO_GET_ONE}"), False)
+        body = await read_capped(request, bounces.MAX_BYTES)
+        if body is None:
+            return api_error(f"the notification is larger than {bounces.MAX_BYTES // 1024} KB; send fewer "
+                             "events per request", 413)
+        return await run_in_threadpool(receive_bounces, token, body, request.headers)
+
+    def receive_bounces(token: str, body: bytes, headers) -> JSONResponse:
+        try:
+            with transaction(svc().Session) as session:
+                api_tokens.authenticate(session, token)
+        except NotAuthenticated as e:
+            return bounces_unauthorized(e, True)
+        try:
+            with transaction(svc().Session) as session:
+                result = bounces.handle(session, svc().settings, body, headers)
+        except InvalidInput as e:
+            return api_error(str(e), 422)
+        return JSONResponse(result.as_json(), status_code=502 if result.error else 200)
 
     @app.get("/healthz")
     def healthz():
