@@ -30,6 +30,11 @@ REQUIRED = os.environ.get("SYNDICATE_REQUIRE_SERVICES") == "1"
 FIGURES: list[str] = []  # printed at the end of the run: measured, never asserted
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/ from the current render (on purpose only; review the diff)")
+
+
 def pytest_terminal_summary(terminalreporter):
     if FIGURES:
         terminalreporter.section("figures")

@@ -8,6 +8,8 @@ duplicate, one message per killed worker.
 
 from __future__ import annotations
 
+import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,20 +18,31 @@ from email.headerregistry import Address
 from sqlalchemy import and_, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import tokens
+from syndicate import bounces, tokens
 from syndicate.config import Settings
 from syndicate.errors import ConnectionLost, TransportError
 from syndicate.mail import Outgoing, Template, Transport
 from syndicate.mail import message_id as make_message_id
-from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, UTCDateTime, utcnow
+from syndicate.models import (
+    Delivery,
+    Edition,
+    Newsletter,
+    Subscriber,
+    SubscriberEvent,
+    Subscription,
+    UTCDateTime,
+    utcnow,
+)
 
 OPEN = ("pending", "sending", "deferred")
 # Rendered into every edition once; replaced per recipient by their own signed links.
 UNSUBSCRIBE_URL = "https://syndicate.invalid/unsubscribe-url"
 PREFERENCES_URL = "https://syndicate.invalid/preferences-url"
+PUBLIC_ONLY = re.compile(r"<!--public-->.*?<!--/public-->", re.S)  # lines only the public web view shows
 REQUEUE_AFTER = timedelta(minutes=5)  # a due row nobody claimed: its task was lost
 STALE_CLAIM = timedelta(minutes=15)  # a claim nobody refreshed: its worker died
 REFRESH_EVERY = 60.0  # seconds between claim refreshes during a long batch
+CHECK_EVERY = 25  # messages between looks at the edition's status (an editor may pause it)
 
 
 def fan_out(session: Session, edition: Edition, batch_size: int, now: datetime) -> list[tuple[int, int]]:
@@ -107,11 +120,18 @@ def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, 
         ).all()
         session.commit()
         message_for = MessageFactory(settings, newsletter, edition)
-        refreshed = time.monotonic()
+        refreshed, left = time.monotonic(), set()
         with _lazy(transport) as connection:
             for i, (delivery, subscriber, subscription_status) in enumerate(rows):
+                if i and i % CHECK_EVERY == 0:
+                    left = _look_again(session, newsletter.id, rows[i:], token, result)
+                    if left is None:
+                        return result  # paused or cancelled by an editor: the rest was put back
+                if subscriber.id in left:
+                    subscription_status = "unsubscribed"
                 try:
-                    status, reply = _attempt(connection, message_for, delivery, subscriber, subscription_status)
+                    status, reply, error = _attempt(connection, message_for, delivery, subscriber,
+                                                    subscription_status)
                 except ConnectionLost as e:
                     # Nothing more goes over this stream: this row and the rest wait for a later try.
                     now = clock()
@@ -127,6 +147,11 @@ def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, 
                 with session.begin():
                     if not _record(session, delivery, token, status, reply, now, settings):
                         return result  # another worker took this batch over: stop here
+                    if status == "failed" and error is not None and (error.bounce or not error.permanent):
+                        # A refused address, or one that kept answering 4xx until we gave up.
+                        bounces.record_delivery_failure(
+                            session, settings, subscriber_id=subscriber.id, delivery_id=delivery.id,
+                            newsletter_id=newsletter.id, reply=reply, hard=error.bounce, now=now)
                     if time.monotonic() - refreshed > REFRESH_EVERY:
                         _refresh(session, edition_id, lo, hi, token, now)
                         refreshed = time.monotonic()
@@ -134,19 +159,48 @@ def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, 
     return result
 
 
+def _look_again(session: Session, newsletter_id: int, rest, token: str, result: BatchResult) -> set[int] | None:
+    """Every few messages: is the edition still sending, and who of the rest left meanwhile?
+
+    None if an editor paused the edition (the rows not yet sent go back to pending, for resume)
+    or cancelled it (they are skipped). Otherwise the subscribers of `rest` who unsubscribed or
+    were suppressed since the batch began: an unsubscribe is honoured even mid-batch.
+    """
+    with session.begin():
+        edition_id = rest[0][0].edition_id
+        status = session.scalar(select(Edition.status).where(Edition.id == edition_id))
+        if status == "sending":
+            ids = [subscriber.id for _, subscriber, _ in rest]
+            active = (select(Subscription.subscriber_id)
+                      .where(Subscription.newsletter_id == newsletter_id, Subscription.status == "active"))
+            return set(session.scalars(select(Subscriber.id).where(
+                Subscriber.id.in_(ids), or_(Subscriber.status != "confirmed", Subscriber.id.not_in(active)))))
+        values = (dict(status="skipped", last_reply="edition cancelled") if status == "cancelled"
+                  else dict(status="pending"))
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([row.id for row, _, _ in rest]), Delivery.claimed_by == token,
+                   Delivery.status == "sending")
+            .values(claimed_by=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+    result.add(values["status"], len(rest))
+    return None
+
+
 def _attempt(connection, message_for, delivery: Delivery, subscriber: Subscriber,
-             subscription_status: str | None) -> tuple[str, str]:
-    """One recipient: (status, reply). ConnectionLost goes up: it concerns the whole batch."""
+             subscription_status: str | None) -> tuple[str, str, TransportError | None]:
+    """One recipient: (status, reply, the refusal if any). ConnectionLost goes up: it concerns the whole batch."""
     if subscriber.status != "confirmed":
-        return "skipped", f"{subscriber.status} before sending"
+        return "skipped", f"{subscriber.status} before sending", None
     if subscription_status != "active":
-        return "skipped", "unsubscribed before sending"
+        return "skipped", "unsubscribed before sending", None
     try:
-        return "sent", connection().send(message_for(delivery, subscriber))
+        return "sent", connection().send(message_for(delivery, subscriber)), None
     except ConnectionLost:
         raise
     except TransportError as e:
-        return ("failed" if e.permanent else "deferred"), str(e)
+        return ("failed" if e.permanent else "deferred"), str(e), e
 
 
 def _retry_status(edition: Edition, settings: Settings, now: datetime) -> str:
@@ -205,6 +259,12 @@ class _lazy:
 # ── the message for one recipient ────────────────────────────────────────────
 
 
+def mail_html(html: str) -> str:
+    """The edition's HTML as mailed: without the lines meant for the public web view."""
+    return PUBLIC_ONLY.sub("", html)
+
+
+
 class MessageFactory:
     """The edition's message is rendered once (mail.Template); per recipient only their tokens."""
 
@@ -214,7 +274,7 @@ class MessageFactory:
         self.mailto = f"mailto:unsubscribe@{self.domain}?subject=unsubscribe"
         self.template = Template(
             sender=Address(newsletter.from_name, addr_spec=newsletter.from_address),
-            subject=edition.subject, text=edition.text, html=edition.html, reply_to=newsletter.reply_to,
+            subject=edition.subject, text=edition.text, html=mail_html(edition.html), reply_to=newsletter.reply_to,
             headers={
                 "List-Id": f"{newsletter.name} <{newsletter.slug}.{self.domain}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
@@ -235,6 +295,27 @@ class MessageFactory:
             replace={UNSUBSCRIBE_URL: unsubscribe, PREFERENCES_URL: preferences},
         )
         return Outgoing(self.newsletter.from_address, subscriber.email, data, message_id)
+
+
+def test_messages(settings: Settings, newsletter: Newsletter, edition: Edition, addresses: list[str]) -> list[Outgoing]:
+    """The edition as a recipient gets it, for an editor's check: marked as a test in the subject and a
+    header, with links that unsubscribe no one, and no delivery row (a test is not counted)."""
+    domain = newsletter.from_address.rpartition("@")[2]
+    archive = f"{settings.base_url}/n/{newsletter.slug}"
+    template = Template(
+        sender=Address(newsletter.from_name, addr_spec=newsletter.from_address),
+        subject=f"[Test] {edition.subject}", text=edition.text, html=mail_html(edition.html),
+        reply_to=newsletter.reply_to,
+        headers={"List-Id": f"{newsletter.name} <{newsletter.slug}.{domain}>", "Auto-Submitted": "auto-generated",
+                 "X-Syndicate-Test": f"edition {edition.number} of {newsletter.slug}; not counted"},
+    )
+    messages = []
+    for address in addresses:
+        message_id = make_message_id(domain, settings.secret_key, "test", edition.id, secrets.token_hex(6))
+        data = template.render(to=Address("", addr_spec=address), message_id=message_id, date=utcnow(),
+                               per_recipient={}, replace={UNSUBSCRIBE_URL: archive, PREFERENCES_URL: archive})
+        messages.append(Outgoing(newsletter.from_address, address, data, message_id))
+    return messages
 
 
 # ── keeping every row moving ─────────────────────────────────────────────────
@@ -269,13 +350,13 @@ def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[i
     return batches
 
 
-def pending_batches(session: Session, batch_size: int) -> list[tuple[int, int, int]]:
-    """Every pending row of the editions being sent, as batches (for sending in this process)."""
-    rows = session.execute(
-        select(Delivery.edition_id, Delivery.id).join(Edition)
-        .where(Edition.status == "sending", Delivery.status == "pending")
-    ).all()
-    return _batches(rows, batch_size)
+def pending_batches(session: Session, batch_size: int, edition_id: int | None = None) -> list[tuple[int, int, int]]:
+    """Every pending row of the editions being sent (or of one), as batches."""
+    query = (select(Delivery.edition_id, Delivery.id).join(Edition)
+             .where(Edition.status == "sending", Delivery.status == "pending"))
+    if edition_id is not None:
+        query = query.where(Delivery.edition_id == edition_id)
+    return _batches(session.execute(query).all(), batch_size)
 
 
 def _batches(rows, batch_size: int) -> list[tuple[int, int, int]]:
@@ -291,3 +372,23 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
         select(Delivery.status, func.count()).where(Delivery.edition_id == edition_id).group_by(Delivery.status)
     ).all()
     return dict(rows)
+
+
+def report(session: Session, edition: Edition) -> dict[str, int]:
+    """What happened to an edition: its deliveries by status, and what its recipients did since."""
+    result = dict.fromkeys(("pending", "sending", "sent", "deferred", "failed", "skipped"), 0)
+    result.update(counts(session, edition.id))
+    of_edition = select(Delivery.id).where(Delivery.edition_id == edition.id)
+
+    def events(*kinds) -> int:
+        return session.scalar(select(func.count(func.distinct(SubscriberEvent.subscriber_id))).where(
+            SubscriberEvent.kind.in_(kinds), SubscriberEvent.delivery_id.in_(of_edition)))
+
+    result["bounced"] = events("bounce", "soft_bounce")
+    result["complained"] = events("complaint")
+    result["unsubscribed since"] = session.scalar(select(func.count()).select_from(Subscription).where(
+        Subscription.newsletter_id == edition.newsletter_id, Subscription.status == "unsubscribed",
+        Subscription.unsubscribed_at >= (edition.started_at or edition.cut_at),
+        Subscription.subscriber_id.in_(select(Delivery.subscriber_id).where(
+            Delivery.edition_id == edition.id, Delivery.status == "sent")))) if edition.started_at else 0
+    return result

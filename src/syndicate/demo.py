@@ -85,7 +85,7 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
             edition = session.get(Edition, edition_id)
             report.edition = (f"#{edition.number} of {edition.newsletter.name}, {len(edition.items)} stories, "
                               f"{edition.status}: {edition.subject!r}")
-            report.preview = write_preview(settings, edition)
+            report.preview = editions.write_preview(settings, edition)[0]
     report.mails = sorted(set(mail_dir.glob("*.eml")) - before) if mail_dir.exists() else []
 
     # article → post, dry-run: the exact request X would get, written to the outbox
@@ -103,13 +103,3 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
 
 def count(session, model, condition) -> int:
     return session.scalar(select(func.count()).select_from(model).where(condition)) or 0
-
-
-def write_preview(settings, edition: Edition) -> Path:
-    folder = settings.outbox / "editions"
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{edition.newsletter.slug}-{edition.number}"
-    (folder / f"{stem}.txt").write_text(edition.text, encoding="utf-8")
-    path = folder / f"{stem}.html"
-    path.write_text(editions.public_html(edition, settings), encoding="utf-8")
-    return path

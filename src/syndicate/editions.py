@@ -2,59 +2,192 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 from jinja2 import TemplateError
 from premailer import Premailer
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import deliveries
+from syndicate import deliveries, templating
 from syndicate.config import Settings
+from syndicate.db import transaction
 from syndicate.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL
-from syndicate.errors import InvalidInput, NotFound
-from syndicate.models import Article, Edition, EditionArticle, Newsletter, utcnow
+from syndicate.errors import InvalidInput, NotFound, SyndicateError
+from syndicate.models import (
+    DEFAULT_SUBJECT,
+    Article,
+    Delivery,
+    Edition,
+    EditionArticle,
+    Newsletter,
+    Subscriber,
+    Subscription,
+    utcnow,
+)
 from syndicate.templating import one_line, render, sandbox
+
+log = logging.getLogger(__name__)
 
 # ── newsletters and schedules ────────────────────────────────────────────────
 
+FIRST_FILL = re.compile(r"^(none|last:(\d{1,4})|hours:(\d{1,5}))$")
+SAMPLE_ARTICLE = Article(title="A headline", url="https://example.com/story", lead="A lead.", categories=["News"],
+                         published_at=datetime(2026, 1, 1, tzinfo=UTC))
 
-def check_schedule(cron: str, timezone: str) -> None:
+
+def check_schedule(cron: str | None, timezone: str) -> None:
     try:
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as e:
         raise InvalidInput(f"unknown time zone {timezone!r}; use an IANA name like Europe/Berlin") from e
+    if cron is None:
+        return
     try:
         CronSim(cron, datetime.now(zone))
     except CronSimError as e:
         raise InvalidInput(f"bad cron expression {cron!r}: {e}; e.g. '0 7 * * *' for 07:00 daily") from e
 
 
-def next_run(cron: str, timezone: str, after: datetime) -> datetime:
-    """The next send time strictly after `after`, computed in local time (DST-correct), as UTC."""
+def next_run(cron: str | None, timezone: str, after: datetime) -> datetime | None:
+    """The next send time strictly after `after`, computed in local time (DST-correct), as UTC.
+
+    cronsim walks local wall-clock time: 07:00 Europe/Berlin stays 07:00 on both sides of a
+    switch, a time that doesn't exist that day (02:30 in spring) runs once at 03:00, and a
+    time that happens twice (02:30 in autumn) runs once.
+    """
+    if cron is None:
+        return None
     local = after.astimezone(ZoneInfo(timezone))
     return next(CronSim(cron, local)).astimezone(UTC)
 
 
-def add_newsletter(session: Session, *, slug: str, name: str, from_address: str, from_name: str | None = None,
-                   cron: str = "0 7 * * *", timezone: str = "UTC", max_items: int = 20,
-                   now: datetime | None = None) -> Newsletter:
-    now = now or utcnow()
+def upcoming(newsletter: Newsletter, n: int = 5, after: datetime | None = None) -> list[datetime]:
+    times, at = [], after or utcnow()
+    while len(times) < n and (at := next_run(newsletter.cron, newsletter.timezone, at)) is not None:
+        times.append(at)
+    return times
+
+
+def check_subject_template(template: str) -> None:
+    """Refuse a subject template that can't render, when the editor types it, not at 07:00."""
+    newsletter = Newsletter(name="Newsletter", slug="newsletter")
+    edition = Edition(number=1)
+    try:
+        sandbox().from_string(template).render(top=SAMPLE_ARTICLE, rest=2, articles=[SAMPLE_ARTICLE] * 3,
+                                                newsletter=newsletter, edition=edition)
+    except TemplateError as e:
+        raise InvalidInput(f"the subject template doesn't work: {e}; "
+                           "e.g. '{{ top.title }} and {{ rest }} more stories'") from e
+
+
+def check_template(name: str) -> None:
+    missing = [f"email/{name}/{part}" for part in ("body.html", "body.txt") if not templating.exists(
+        f"email/{name}/{part}")]
+    if missing:
+        raise InvalidInput(f"no template {', '.join(missing)}; put it in SYNDICATE_TEMPLATE_DIR, "
+                           "or use the bundled 'edition'")
+
+
+def articles_since(session: Session, first_fill: str, now: datetime) -> datetime:
+    """Where a new newsletter's first edition starts: now, the last N stories, or the last N hours."""
+    match = FIRST_FILL.match(first_fill)
+    if match is None:
+        raise InvalidInput(f"first fill {first_fill!r} is not understood; use none, last:N (the N newest "
+                           "stories) or hours:N (stories of the last N hours)")
+    if match.group(2):
+        nth = session.scalar(select(Article.first_seen_at).order_by(Article.first_seen_at.desc())
+                             .offset(int(match.group(2)) - 1).limit(1)) if int(match.group(2)) else None
+        return nth or (session.scalar(select(func.min(Article.first_seen_at))) or now)
+    if match.group(3):
+        return now - timedelta(hours=int(match.group(3)))
+    return now
+
+
+def _categories(values) -> list[str] | None:
+    cleaned = sorted({" ".join(str(v).split()) for v in values or [] if str(v).strip()}, key=str.lower)
+    return cleaned or None
+
+
+NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
+                     "timezone", "max_items", "feed_ids", "categories_include", "categories_exclude",
+                     "breaking_categories")
+
+
+def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
+    """Validate and set newsletter fields; every way in (CLI, web, tests) goes through here."""
+    from syndicate.subscribers import normalise_email
+
+    unknown = set(changes) - set(NEWSLETTER_FIELDS)
+    assert not unknown, unknown
+    for key in ("from_address", "reply_to"):
+        if changes.get(key):
+            normalise_email(changes[key])
+    if "subject_template" in changes:
+        check_subject_template(changes["subject_template"])
+    if "template" in changes:
+        check_template(changes["template"])
+    if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
+        raise InvalidInput("max items must be between 1 and 200")
+    if changes.get("feed_ids"):
+        from syndicate.models import Feed
+        known = set(session.scalars(select(Feed.id).where(Feed.id.in_(changes["feed_ids"]))))
+        if missing := sorted(set(changes["feed_ids"]) - known):
+            raise InvalidInput(f"no feed with id {missing}; `syndicate feed list` shows them")
+    for key in ("categories_include", "categories_exclude", "breaking_categories"):
+        if key in changes:
+            changes[key] = _categories(changes[key])
+    schedule_changed = {"cron", "timezone"} & set(changes)
+    cron = changes.get("cron", newsletter.cron)
+    timezone = changes.get("timezone", newsletter.timezone)
     check_schedule(cron, timezone)
+    for key, value in changes.items():
+        setattr(newsletter, key, value)
+    if schedule_changed or newsletter.next_run_at is None:
+        newsletter.next_run_at = next_run(cron, timezone, now) if newsletter.status == "active" else None
+
+
+def add_newsletter(session: Session, *, slug: str, name: str, from_address: str, from_name: str | None = None,
+                   cron: str | None = "0 7 * * *", timezone: str = "UTC", max_items: int = 20,
+                   first_fill: str = "none", now: datetime | None = None, **options) -> Newsletter:
+    now = now or utcnow()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,99}", slug):
+        raise InvalidInput(f"{slug!r} can't be a newsletter's short name; use lower-case letters, digits and "
+                           "dashes, e.g. morning-briefing")
     if session.scalar(select(Newsletter.id).where(Newsletter.slug == slug)):
         raise InvalidInput(f"a newsletter called {slug!r} already exists")
-    newsletter = Newsletter(
-        slug=slug, name=name, from_address=from_address, from_name=from_name or name,
-        cron=cron, timezone=timezone, max_items=max_items, articles_since=now,
-        next_run_at=next_run(cron, timezone, now), created_at=now,
-    )
+    newsletter = Newsletter(slug=slug, status="active", first_fill=first_fill, created_at=now,
+                            articles_since=articles_since(session, first_fill, now),
+                            subject_template=DEFAULT_SUBJECT, template="edition")
+    _apply(session, newsletter, dict(name=name, from_address=from_address, from_name=from_name or name,
+                                     cron=cron, timezone=timezone, max_items=max_items, **options), now)
     session.add(newsletter)
     session.flush()
     return newsletter
+
+
+def update_newsletter(session: Session, newsletter: Newsletter, now: datetime | None = None,
+                      **changes) -> Newsletter:
+    _apply(session, newsletter, changes, now or utcnow())
+    session.flush()
+    return newsletter
+
+
+def pause_newsletter(session: Session, newsletter: Newsletter) -> None:
+    """No more regular or breaking editions until resumed; editions already scheduled keep theirs."""
+    newsletter.status, newsletter.next_run_at = "paused", None
+
+
+def resume_newsletter(session: Session, newsletter: Newsletter, now: datetime | None = None) -> None:
+    """Runs again from the next scheduled time after now: what was missed while paused is not sent in a rush."""
+    newsletter.status = "active"
+    newsletter.next_run_at = next_run(newsletter.cron, newsletter.timezone, now or utcnow())
 
 
 def get_newsletter(session: Session, slug: str) -> Newsletter:
@@ -64,7 +197,39 @@ def get_newsletter(session: Session, slug: str) -> Newsletter:
     return newsletter
 
 
-# ── the cut ──────────────────────────────────────────────────────────────────
+# ── choosing the stories ─────────────────────────────────────────────────────
+
+
+def _wanted(newsletter: Newsletter, article: Article) -> bool:
+    categories = {c.casefold() for c in article.categories or []}
+    include = {c.casefold() for c in newsletter.categories_include or []}
+    exclude = {c.casefold() for c in newsletter.categories_exclude or []}
+    return (not include or bool(categories & include)) and not categories & exclude
+
+
+def is_breaking(newsletter: Newsletter, article: Article) -> bool:
+    breaking = {c.casefold() for c in newsletter.breaking_categories or []}
+    return bool(breaking & {c.casefold() for c in article.categories or []})
+
+
+def candidates(session: Session, newsletter: Newsletter) -> list[Article]:
+    """Stories not yet in any edition of this newsletter that pass its filters, newest first."""
+    already = select(EditionArticle.article_id).where(EditionArticle.newsletter_id == newsletter.id)
+    query = select(Article).where(Article.first_seen_at >= newsletter.articles_since, Article.id.not_in(already))
+    if newsletter.feed_ids:
+        query = query.where(Article.feed_id.in_(newsletter.feed_ids))
+    query = query.order_by(Article.published_at.desc(), Article.id.desc())
+    # Categories are a JSON list: filtered here, the same way on SQLite and PostgreSQL.
+    return [a for a in session.scalars(query) if _wanted(newsletter, a)]
+
+
+def new_articles(session: Session, newsletter: Newsletter) -> list[Article]:
+    """What the next regular edition holds: the newest stories, breaking ones left to their own lane."""
+    lane = [a for a in candidates(session, newsletter) if not is_breaking(newsletter, a)]
+    return lane[: newsletter.max_items]
+
+
+# ── editions: create, schedule, start, pause, resume, cancel ────────────────
 
 
 @dataclass
@@ -73,14 +238,224 @@ class Cut:
     batches: list[tuple[int, int, int]]  # (edition id, first and last delivery id) to hand to workers
 
 
+def _lock(session: Session, newsletter: Newsletter) -> None:
+    """One edition is made at a time per newsletter: the second maker waits, then sees the first's stories."""
+    # PostgreSQL: a row lock until commit (each later statement sees the first maker's rows).
+    # SQLite: BEGIN IMMEDIATE already serialises writers, and FOR UPDATE is left out.
+    session.execute(select(Newsletter.id).where(Newsletter.id == newsletter.id).with_for_update())
+
+
+def create_edition(session: Session, newsletter: Newsletter, settings: Settings, *, now: datetime | None = None,
+                   status: str = "draft", kind: str = "regular", scheduled_for: datetime | None = None,
+                   articles: list[Article] | None = None) -> Edition:
+    """Pick the stories and render them once. With none to send, the edition is recorded as skipped."""
+    now = now or utcnow()
+    _lock(session, newsletter)
+    number = (session.scalar(select(func.max(Edition.number)).where(Edition.newsletter_id == newsletter.id)) or 0) + 1
+    chosen = new_articles(session, newsletter) if articles is None else articles
+    edition = Edition(newsletter_id=newsletter.id, number=number, kind=kind, cut_at=now, created_at=now,
+                      scheduled_for=scheduled_for, status=status, warnings=[])
+    session.add(edition)
+    if not chosen:
+        edition.status, edition.note = "skipped", "no new articles since the last edition"
+        session.flush()
+        return edition
+    session.flush()
+    for position, article in enumerate(chosen):
+        session.add(EditionArticle(edition_id=edition.id, newsletter_id=newsletter.id,
+                                   article_id=article.id, position=position))
+    _render_into(edition, newsletter, chosen, settings)
+    session.flush()
+    return edition
+
+
+def _render_into(edition: Edition, newsletter: Newsletter, articles: list[Article], settings: Settings) -> None:
+    edition.subject, edition.html, edition.text = render_edition(newsletter, edition, articles, settings)
+    size = len(edition.html.encode())
+    warnings = []
+    if size > GMAIL_CLIPS_AT:
+        warnings.append(f"the HTML is {size / 1024:.0f} KB: Gmail clips messages over 102 KB and hides the rest "
+                        "(and the unsubscribe link); remove stories or shorten leads")
+    edition.warnings = warnings
+    for warning in warnings:
+        log.warning("%s edition %d: %s", newsletter.slug, edition.number, warning)
+
+
+def cut(session: Session, newsletter: Newsletter, settings: Settings, now: datetime | None = None,
+        kind: str = "regular") -> Cut:
+    """Make the next edition and send it now."""
+    now = now or utcnow()
+    edition = create_edition(session, newsletter, settings, now=now, status="scheduled", kind=kind,
+                             scheduled_for=now)
+    return Cut(edition, start(session, edition, settings, now) if edition.status == "scheduled" else [])
+
+
+def start(session: Session, edition: Edition, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
+    """scheduled → sending: the recipients are fixed (those confirmed now) and the content is frozen.
+
+    A conditional UPDATE: two ticks starting the same edition fan it out once.
+    """
+    started = session.execute(
+        update(Edition).where(Edition.id == edition.id, Edition.status == "scheduled")
+        .values(status="sending", started_at=now).execution_options(synchronize_session=False)
+    )
+    if started.rowcount != 1:
+        return []
+    session.refresh(edition)
+    return deliveries.fan_out(session, edition, settings.batch_size, now)
+
+
+EDITABLE = ("draft", "scheduled")  # before the fan-out; a paused edition that never started counts too
+
+
+def _editable(edition: Edition) -> bool:
+    return edition.status in EDITABLE or (edition.status == "paused" and edition.started_at is None)
+
+
+def _move(session: Session, edition: Edition, to: str, allowed: tuple[str, ...], **values) -> None:
+    """A conditional status change: it fails with a clear word if someone else changed the edition first."""
+    moved = session.execute(
+        update(Edition).where(Edition.id == edition.id, Edition.status.in_(allowed))
+        .values(status=to, **values).execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:
+        session.refresh(edition)
+        raise InvalidInput(f"edition #{edition.number} is {edition.status}; it can't become {to} "
+                           f"(only from {' or '.join(allowed)})")
+    session.refresh(edition)
+
+
+def schedule(session: Session, edition: Edition, at: datetime, now: datetime | None = None) -> None:
+    """Schedule or reschedule an edition that hasn't started; a time in the past means at the next tick."""
+    if not _editable(edition):
+        raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a draft, scheduled or "
+                           "paused edition that hasn't started sending can be (re)scheduled")
+    if at.tzinfo is None:
+        raise InvalidInput("give the time with its zone, e.g. 2026-12-01T07:00+01:00")
+    kind = edition.kind if edition.kind == "breaking" else "one-off"
+    _move(session, edition, "scheduled", ("draft", "scheduled", "paused"), scheduled_for=at.astimezone(UTC),
+          kind=kind)
+
+
+def pause(session: Session, edition: Edition) -> None:
+    """Stop before the next recipient: workers claim nothing of a paused edition, and a batch in hand
+    stops within a few messages and puts the rest back."""
+    _move(session, edition, "paused", ("scheduled", "sending"))
+
+
+def resume(session: Session, edition: Edition, settings: Settings, now: datetime | None = None
+           ) -> list[tuple[int, int, int]]:
+    """Carry on where it stopped: back to sending (its pending recipients get workers now) or scheduled."""
+    now = now or utcnow()
+    if edition.started_at is None:
+        _move(session, edition, "scheduled", ("paused",))
+        return []
+    _move(session, edition, "sending", ("paused",))
+    return deliveries.pending_batches(session, settings.batch_size, edition_id=edition.id)
+
+
+def cancel(session: Session, edition: Edition, now: datetime | None = None) -> int:
+    """Nothing more goes out. Stories never sent to anyone are released for the next edition."""
+    now = now or utcnow()
+    _move(session, edition, "cancelled", ("draft", "scheduled", "paused", "sending"))
+    skipped = session.execute(
+        update(Delivery).where(Delivery.edition_id == edition.id, Delivery.status.in_(("pending", "deferred")))
+        .values(status="skipped", last_reply="edition cancelled").execution_options(synchronize_session=False)
+    ).rowcount
+    sent = session.scalar(select(func.count()).select_from(Delivery).where(
+        Delivery.edition_id == edition.id, Delivery.status.in_(("sent", "sending"))))
+    if not sent:
+        session.execute(delete(EditionArticle).where(EditionArticle.edition_id == edition.id))
+        edition.note = "cancelled before anyone got it; its stories go into the next edition"
+    else:
+        edition.note = f"cancelled after {sent} recipients got it"
+    session.flush()
+    return skipped
+
+
+def edit(session: Session, edition: Edition, settings: Settings, *, remove: list[int] = (),
+         order: list[int] | None = None, subject: str | None = None) -> Edition:
+    """Change an edition that hasn't started: drop stories, reorder them, set the subject ("" → the
+    template's again). The render is redone; a removed story is free for the next edition."""
+    if not _editable(edition):
+        raise InvalidInput(f"edition #{edition.number} is {edition.status}: what was sent can't change")
+    items = {item.article_id: item for item in edition.items}
+    if unknown := [a for a in [*remove, *(order or [])] if a not in items]:
+        raise InvalidInput(f"article {unknown} is not in edition #{edition.number}; it has {sorted(items)}")
+    for article_id in remove:
+        session.delete(items.pop(article_id))
+    kept = [a for a in (order or []) if a in items] + [a for a in sorted(items, key=lambda a: items[a].position)
+                                                      if a not in (order or [])]
+    if not kept:
+        raise InvalidInput("an edition needs at least one story; cancel it instead")
+    session.flush()
+    for position, article_id in enumerate(kept):
+        items[article_id].position = position
+    if subject is not None:
+        edition.custom_subject = one_line(subject)[:300] or None
+    session.flush()
+    session.expire(edition, ["items"])
+    newsletter = session.get(Newsletter, edition.newsletter_id)
+    _render_into(edition, newsletter, [items[a].article for a in kept], settings)
+    session.flush()
+    return edition
+
+
+def resend_failed(session: Session, edition: Edition, settings: Settings, now: datetime | None = None
+                  ) -> tuple[list[tuple[int, int, int]], int]:
+    """Try again for the recipients that failed, only them — and only those still subscribed and not
+    suppressed (a hard bounce stays suppressed). Returns the batches and how many were left out."""
+    now = now or utcnow()
+    if edition.status not in ("sending", "sent"):
+        raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a sent (or sending) "
+                           "edition has failed recipients to resend to")
+    failed = select(Delivery.id).where(Delivery.edition_id == edition.id, Delivery.status == "failed")
+    eligible = (failed.join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .join(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
+                                         Subscription.newsletter_id == edition.newsletter_id))
+                .where(Subscriber.status == "confirmed", Subscription.status == "active"))
+    ids = list(session.scalars(eligible))
+    left_out = session.scalar(select(func.count()).select_from(failed.subquery())) - len(ids)
+    if ids:
+        session.execute(
+            update(Delivery).where(Delivery.id.in_(ids), Delivery.status == "failed")
+            .values(status="pending", attempts=0, next_attempt_at=now, claimed_by=None)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(update(Edition).where(Edition.id == edition.id)
+                        .values(status="sending", sent_at=None).execution_options(synchronize_session=False))
+        session.refresh(edition)
+    return [(edition.id, lo, hi) for lo, hi in deliveries.ranges(ids, settings.batch_size)], left_out
+
+
+def prepare_next(session: Session, newsletter: Newsletter, settings: Settings, now: datetime | None = None
+                 ) -> Edition:
+    """Make the next regular edition now, scheduled for the newsletter's next run, so an editor can
+    preview and edit it before it goes. Stories arriving until then wait for the one after."""
+    now = now or utcnow()
+    if newsletter.next_run_at is None:
+        raise InvalidInput(f"{newsletter.slug} has no next run (no schedule, or paused)")
+    existing = session.scalar(select(Edition).where(
+        Edition.newsletter_id == newsletter.id, Edition.kind == "regular",
+        Edition.scheduled_for == newsletter.next_run_at, Edition.status.in_(("scheduled", "paused")))
+        .order_by(Edition.id.desc()).limit(1))
+    if existing is not None:
+        return existing
+    return create_edition(session, newsletter, settings, now=now, status="scheduled",
+                          scheduled_for=newsletter.next_run_at)
+
+
+# ── what the beat tick does ──────────────────────────────────────────────────
+
+
 def due_newsletter_ids(session: Session, now: datetime) -> list[int]:
     return list(session.scalars(
         select(Newsletter.id).where(Newsletter.status == "active", Newsletter.next_run_at <= now)
     ))
 
 
-def claim(session: Session, newsletter_id: int, now: datetime) -> Newsletter | None:
-    """Claim a due newsletter by moving its next run forward; None if it wasn't due or was taken.
+def claim(session: Session, newsletter_id: int, now: datetime) -> datetime | None:
+    """Claim a due run by moving the newsletter's next run forward; the slot claimed, or None.
 
     The conditional UPDATE is the lock: a second beat tick or worker finds the row
     already moved and gets nothing. The next run is computed from now, so a scheduler
@@ -90,47 +465,90 @@ def claim(session: Session, newsletter_id: int, now: datetime) -> Newsletter | N
     due = newsletter is not None and newsletter.status == "active" and newsletter.next_run_at is not None
     if not due or newsletter.next_run_at > now:
         return None
+    slot = newsletter.next_run_at
     moved = session.execute(
         update(Newsletter)
-        .where(Newsletter.id == newsletter.id, Newsletter.next_run_at == newsletter.next_run_at)
+        .where(Newsletter.id == newsletter.id, Newsletter.next_run_at == slot)
         .values(next_run_at=next_run(newsletter.cron, newsletter.timezone, now))
         .execution_options(synchronize_session=False)
     )
     if moved.rowcount != 1:
         return None
     session.refresh(newsletter)
-    return newsletter
+    return slot
 
 
-def new_articles(session: Session, newsletter: Newsletter) -> list[Article]:
-    """Stories not yet in any edition of this newsletter, newest first."""
-    already = select(EditionArticle.article_id).where(EditionArticle.newsletter_id == newsletter.id)
-    query = select(Article).where(Article.first_seen_at >= newsletter.articles_since, Article.id.not_in(already))
-    if newsletter.feed_ids:
-        query = query.where(Article.feed_id.in_(newsletter.feed_ids))
-    query = query.order_by(Article.published_at.desc(), Article.id.desc()).limit(newsletter.max_items)
-    return list(session.scalars(query))
+def run_regular(session: Session, newsletter_id: int, settings: Settings, now: datetime) -> Cut | None:
+    """A due run: the edition an editor prepared for this slot, or a new cut; then it starts."""
+    slot = claim(session, newsletter_id, now)
+    if slot is None:
+        return None
+    newsletter = session.get(Newsletter, newsletter_id)
+    prepared = session.scalar(select(Edition).where(
+        Edition.newsletter_id == newsletter_id, Edition.kind == "regular", Edition.scheduled_for == slot,
+        Edition.status != "skipped").order_by(Edition.id.desc()).limit(1))
+    if prepared is not None:  # started with the other due editions; or paused or cancelled by its editor
+        return Cut(prepared, [])
+    return cut(session, newsletter, settings, now)
 
 
-def cut(session: Session, newsletter: Newsletter, settings: Settings, now: datetime | None = None) -> Cut:
-    """Freeze the next edition: its stories, its rendered content and its recipients."""
-    now = now or utcnow()
-    number = (session.scalar(select(func.max(Edition.number)).where(Edition.newsletter_id == newsletter.id)) or 0) + 1
-    articles = new_articles(session, newsletter)
-    edition = Edition(newsletter_id=newsletter.id, number=number, cut_at=now, scheduled_for=now, created_at=now)
-    session.add(edition)
-    if not articles:
-        edition.status, edition.note = "skipped", "no new articles since the last edition"
-        session.flush()
-        return Cut(edition, [])
-    session.flush()
-    for position, article in enumerate(articles):
-        session.add(EditionArticle(edition_id=edition.id, newsletter_id=newsletter.id,
-                                   article_id=article.id, position=position))
-    edition.subject, edition.html, edition.text = render_edition(newsletter, edition, articles, settings)
-    edition.status = "sending"
-    session.flush()
-    return Cut(edition, deliveries.fan_out(session, edition, settings.batch_size, now))
+def run_breaking(session: Session, newsletter: Newsletter, settings: Settings, now: datetime) -> list[Cut]:
+    """Each new story in a breaking category goes out on its own, at once."""
+    _lock(session, newsletter)
+    cuts = []
+    for article in reversed([a for a in candidates(session, newsletter) if is_breaking(newsletter, a)]):
+        edition = create_edition(session, newsletter, settings, now=now, status="scheduled", kind="breaking",
+                                 scheduled_for=now, articles=[article])
+        cuts.append(Cut(edition, start(session, edition, settings, now)))
+    return cuts
+
+
+def breaking_newsletter_ids(session: Session) -> list[int]:
+    return [n.id for n in session.scalars(select(Newsletter).where(Newsletter.status == "active"))
+            if n.breaking_categories]
+
+
+def due_edition_ids(session: Session, now: datetime) -> list[int]:
+    return list(session.scalars(select(Edition.id).where(Edition.status == "scheduled",
+                                                         Edition.scheduled_for <= now).order_by(Edition.id)))
+
+
+def run_due(Session: sessionmaker, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
+    """Everything a tick does for mail: regular runs, breaking stories, scheduled editions, and the
+    deliveries that need a worker again. Each newsletter in its own transaction: one broken template
+    doesn't hold the others back. Returns the batches to hand to workers."""
+    batches: list[tuple[int, int, int]] = []
+
+    def each(ids, work) -> None:
+        for item_id in ids:
+            try:
+                with transaction(Session) as session:
+                    work(session, item_id)
+            except SyndicateError as e:
+                log.error("%s %d: %s", work.__name__, item_id, e)
+
+    def regular(session, newsletter_id):
+        if (done := run_regular(session, newsletter_id, settings, now)) is not None:
+            batches.extend(done.batches)
+            log.info("%s edition %d: %s", done.edition.newsletter.slug, done.edition.number, done.edition.status)
+
+    def breaking(session, newsletter_id):
+        for done in run_breaking(session, session.get(Newsletter, newsletter_id), settings, now):
+            batches.extend(done.batches)
+
+    def scheduled(session, edition_id):
+        batches.extend(start(session, session.get(Edition, edition_id), settings, now))
+
+    with transaction(Session) as session:
+        due, lanes = due_newsletter_ids(session, now), breaking_newsletter_ids(session)
+    each(due, regular)
+    each(lanes, breaking)
+    with transaction(Session) as session:
+        ready = due_edition_ids(session, now)
+    each(ready, scheduled)
+    with transaction(Session) as session:
+        batches.extend(deliveries.requeue(session, settings, now))
+    return batches
 
 
 # ── the render, once per edition ─────────────────────────────────────────────
@@ -186,9 +604,25 @@ def render_edition(newsletter: Newsletter, edition: Edition, articles: list[Arti
 
 def public_html(edition: Edition, settings: Settings) -> str:
     """The web view: what subscribers got, without anyone's personal links (the template marks them)."""
-    subscribe = f'<a href="{settings.base_url}/">Subscribe</a>'
-    html = PERSONAL.sub(subscribe, edition.html)
+    html = PERSONAL.sub("", edition.html).replace("<!--public-->", "").replace("<!--/public-->", "")
     return html.replace(UNSUBSCRIBE_URL, f"{settings.base_url}/").replace(PREFERENCES_URL, f"{settings.base_url}/")
+
+
+def write_preview(settings: Settings, edition: Edition, folder: Path | None = None) -> tuple[Path, Path]:
+    """The HTML and text parts as a recipient will see them, as files (the personal links point to the
+    archive instead of anyone's unsubscribe page). Returns their paths."""
+    folder = folder or settings.outbox / "editions"
+    folder.mkdir(parents=True, exist_ok=True)
+    newsletter = edition.newsletter
+    archive = f"{settings.base_url}/n/{newsletter.slug}"
+    stem = f"{newsletter.slug}-{edition.number}"
+    paths = folder / f"{stem}.html", folder / f"{stem}.txt"
+    for path, body in zip(paths, (deliveries.mail_html(edition.html), edition.text), strict=True):
+        body = body.replace(UNSUBSCRIBE_URL, archive).replace(PREFERENCES_URL, archive)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(body, encoding="utf-8")
+        tmp.replace(path)
+    return paths
 
 
 PUBLIC = ("sending", "sent")  # editions that have gone out: the only ones the archive shows

@@ -27,11 +27,17 @@ class TransportError(SyndicateError):
     """Sending (mail or post) failed; `permanent` decides between retry and give up."""
 
     def __init__(self, message: str, *, permanent: bool, code: int | None = None,
-                 retry_at: datetime | None = None):
+                 retry_at: datetime | None = None, recipient: bool = False):
         super().__init__(message)
         self.permanent = permanent
         self.code = code
         self.retry_at = retry_at  # the earliest time the other side said to try again
+        self.recipient = recipient  # refused the address itself (SMTP RCPT), not the message
+
+    @property
+    def bounce(self) -> bool:
+        """A hard bounce: the address doesn't take mail. 552 (mailbox full) is treated as soft."""
+        return self.permanent and self.recipient and self.code != 552
 
 
 class DuplicatePost(TransportError):

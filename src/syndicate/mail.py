@@ -152,7 +152,7 @@ class SmtpConnection:
             self.smtp.sendmail(message.sender, [message.recipient], message.data)
         except smtplib.SMTPRecipientsRefused as e:
             code, reply = e.recipients.get(message.recipient, (None, b""))
-            raise _refusal(code, reply) from e
+            raise _refusal(code, reply, recipient=True) from e
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as e:
             raise _refusal(e.smtp_code, e.smtp_error) from e
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPHeloError, OSError) as e:
@@ -160,13 +160,13 @@ class SmtpConnection:
         return "250 accepted"
 
 
-def _refusal(code: int | None, reply: bytes | str) -> TransportError:
+def _refusal(code: int | None, reply: bytes | str, recipient: bool = False) -> TransportError:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     text = f"{code} {text}".strip()
     if code in (421, 454) or code is None or code < 400:
         # The server is closing or throttling the whole stream, not refusing this recipient.
         return ConnectionLost(text, code=code)
-    return TransportError(text, permanent=code >= 500, code=code)
+    return TransportError(text, permanent=code >= 500, code=code, recipient=recipient)
 
 
 class SmtpTransport:

@@ -16,7 +16,7 @@ from kombu import Queue
 from syndicate import broker, deliveries, editions, feeds, posts, services, subscribers
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.errors import SettingsError, SyndicateError, TransportError
+from syndicate.errors import SettingsError, TransportError
 from syndicate.models import Post, Subscriber, utcnow
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ def poll_feed_batch(feed_ids: list[int]) -> dict:
     new = sum(len(r.new_article_ids) for r in results)
     if new:
         social_tick.delay()
+        tick.delay()  # a breaking story goes out now, not at the next beat
     return {"feeds": len(results), "new": new, "errors": sum(1 for r in results if r.error)}
 
 
@@ -136,25 +137,10 @@ def poll_feed_batch(feed_ids: list[int]) -> dict:
 
 @app.task(name="syndicate.tick")
 def tick() -> int:
-    """Cut the editions that are due, and hand every delivery that needs it to a worker."""
+    """Start the editions that are due (regular, one-off, breaking) and hand every delivery that needs
+    it to a worker."""
     svc = services.current()
-    now = utcnow()
-    batches = []
-    with transaction(svc.Session) as session:
-        due = editions.due_newsletter_ids(session, now)
-    for newsletter_id in due:
-        try:
-            with transaction(svc.Session) as session:
-                newsletter = editions.claim(session, newsletter_id, now)
-                if newsletter is not None:
-                    cut = editions.cut(session, newsletter, svc.settings, now)
-                    batches += cut.batches
-                    log.info("%s edition %d: %s, %d batches", newsletter.slug, cut.edition.number,
-                             cut.edition.status, len(cut.batches))
-        except SyndicateError as e:  # a broken template: retried at the next tick, said in the log
-            log.error("newsletter %d could not be cut: %s", newsletter_id, e)
-    with transaction(svc.Session) as session:
-        batches += deliveries.requeue(session, svc.settings, now)
+    batches = editions.run_due(svc.Session, svc.settings, utcnow())
     for edition_id, lo, hi in batches:
         deliver_batch.delay(edition_id, lo, hi)
     return len(batches)
