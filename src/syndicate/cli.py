@@ -733,7 +733,7 @@ def deliver(ctx) -> None:
     totals: dict[str, int] = {}
     for edition_id, lo, hi in _progress(batches, "Delivering"):
         result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
-                                       token=f"cli-{os.getpid()}-{edition_id}-{lo}")
+                                       token=f"cli-{os.getpid()}-{edition_id}-{lo}", pacer=svc.pacer)
         for status, n in result.counts.items():
             totals[status] = totals.get(status, 0) + n
     with db.transaction(svc.Session) as session:

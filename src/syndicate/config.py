@@ -66,6 +66,8 @@ class Settings:
     soft_bounce_window: int = 30 * 24 * 3600
     confirmations_per_address: int = 3  # confirmation mails per address per hour
     confirmations_per_client: int = 10  # confirmation mails per client (IP address) per hour
+    send_rate: float | None = None  # messages per second to the mail transport, all workers together
+    send_hourly: int | None = None  # messages per hour, all workers together
 
     @property
     def embedded_broker(self) -> bool:
@@ -119,6 +121,8 @@ class Settings:
         ):
             values[name] = _number(get, name.upper(), type(default), default)
         values["web_host"] = get("WEB_HOST") or cls.web_host
+        values["send_rate"] = _number(get, "SEND_RATE", float, None)
+        values["send_hourly"] = _number(get, "SEND_HOURLY", int, None)
         values["postal_address"] = " ".join((get("POSTAL_ADDRESS") or "").split())
         if template_dir := get("TEMPLATE_DIR"):
             values["template_dir"] = Path(template_dir).expanduser().absolute()

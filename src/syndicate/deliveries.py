@@ -33,6 +33,7 @@ from syndicate.models import (
     UTCDateTime,
     utcnow,
 )
+from syndicate.pacing import Pacer
 
 OPEN = ("pending", "sending", "deferred")
 # Rendered into every edition once; replaced per recipient by their own signed links.
@@ -99,8 +100,11 @@ def claim(session: Session, edition_id: int, lo: int, hi: int, token: str, now: 
 
 
 def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, edition_id: int,
-               lo: int, hi: int, token: str, clock=utcnow) -> BatchResult:
-    """Send the claimed rows of one batch over one connection, recording each outcome as it happens."""
+               lo: int, hi: int, token: str, clock=utcnow, pacer: Pacer | None = None) -> BatchResult:
+    """Send the claimed rows of one batch over one connection, recording each outcome as it happens.
+
+    With a `pacer`, each message waits its turn under the shared rate limits, and a 421/454 from the
+    provider slows every worker down (this batch's rest is deferred, as for any lost connection)."""
     result = BatchResult()
     with Session() as session:
         with session.begin():
@@ -131,8 +135,10 @@ def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, 
                     subscription_status = "unsubscribed"
                 try:
                     status, reply, error = _attempt(connection, message_for, delivery, subscriber,
-                                                    subscription_status)
+                                                    subscription_status, pacer)
                 except ConnectionLost as e:
+                    if pacer is not None and e.code in (421, 454):
+                        pacer.slow_down()
                     # Nothing more goes over this stream: this row and the rest wait for a later try.
                     now = clock()
                     status = _retry_status(edition, settings, now)
@@ -189,12 +195,14 @@ def _look_again(session: Session, newsletter_id: int, rest, token: str, result: 
 
 
 def _attempt(connection, message_for, delivery: Delivery, subscriber: Subscriber,
-             subscription_status: str | None) -> tuple[str, str, TransportError | None]:
+             subscription_status: str | None, pacer: Pacer | None) -> tuple[str, str, TransportError | None]:
     """One recipient: (status, reply, the refusal if any). ConnectionLost goes up: it concerns the whole batch."""
     if subscriber.status != "confirmed":
         return "skipped", f"{subscriber.status} before sending", None
     if subscription_status != "active":
         return "skipped", "unsubscribed before sending", None
+    if pacer is not None:
+        pacer.wait_turn()
     try:
         return "sent", connection().send(message_for(delivery, subscriber)), None
     except ConnectionLost:

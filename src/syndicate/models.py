@@ -280,6 +280,15 @@ class Throttle(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class SendRate(Base):
+    """Pacing state of one mail transport, shared by every worker (when the broker isn't Redis)."""
+
+    __tablename__ = "send_rates"
+
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)
+    state: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
 class SocialAccount(Base):
     __tablename__ = "social_accounts"
 

@@ -9,7 +9,7 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from syndicate import db, social, templating
+from syndicate import db, pacing, social, templating
 from syndicate.config import Settings
 from syndicate.mail import OutboxTransport, SmtpTransport, Transport
 from syndicate.models import SocialAccount
@@ -33,6 +33,15 @@ class Services:
             return OutboxTransport(self.settings.outbox / "mail")
         return SmtpTransport(self.settings.smtp)
 
+    @cached_property
+    def pacer(self) -> pacing.Pacer:
+        """Paces sending across all workers: in Redis when that is the broker, else in the database."""
+        s = self.settings
+        store = pacing.RedisStore(s.broker_url) if s.broker_url.startswith("redis") else pacing.DatabaseStore(
+            self.engine)
+        name = f"smtp:{s.smtp.host}:{s.smtp.port}" if s.smtp else "outbox"
+        return pacing.Pacer(store, name, pacing.Limits(s.send_rate, s.send_hourly))
+
     def social_client(self, account: SocialAccount) -> social.SocialClient:
         return social.client_for(account, self.settings)
 
@@ -40,6 +49,7 @@ class Services:
         """After a fork: drop the parent's pooled connections without closing them under it."""
         if "engine" in self.__dict__:
             self.engine.dispose(close=False)
+        self.__dict__.pop("pacer", None)  # its lock and connections belong to the parent
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -150,7 +150,7 @@ def tick() -> int:
 def deliver_batch(self, edition_id: int, lo: int, hi: int) -> dict:
     svc = services.current()
     result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
-                                   token=self.request.id or f"local-{edition_id}-{lo}")
+                                   token=self.request.id or f"local-{edition_id}-{lo}", pacer=svc.pacer)
     return result.counts
 
 
