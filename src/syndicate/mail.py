@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import os
 import re
 import secrets
 import smtplib
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,16 +149,22 @@ def _address(address: Address) -> str:
 class SmtpConnection:
     def __init__(self, smtp: smtplib.SMTP):
         self.smtp = smtp
+        self.healthy = True  # False once the stream failed: the pool drops it
 
     def send(self, message: Outgoing) -> str:
         try:
             self.smtp.sendmail(message.sender, [message.recipient], message.data)
         except smtplib.SMTPRecipientsRefused as e:
             code, reply = e.recipients.get(message.recipient, (None, b""))
-            raise _refusal(code, reply, recipient=True) from e
+            error = _refusal(code, reply, recipient=True)
+            self.healthy = not isinstance(error, ConnectionLost)
+            raise error from e
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as e:
-            raise _refusal(e.smtp_code, e.smtp_error) from e
+            error = _refusal(e.smtp_code, e.smtp_error)
+            self.healthy = not isinstance(error, ConnectionLost)
+            raise error from e
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPHeloError, OSError) as e:
+            self.healthy = False
             raise ConnectionLost(f"connection to the mail server lost: {e}") from e
         return "250 accepted"
 
@@ -170,11 +179,18 @@ def _refusal(code: int | None, reply: bytes | str, recipient: bool = False) -> T
 
 
 class SmtpTransport:
-    def __init__(self, settings: SmtpSettings):
-        self.settings = settings
+    """SMTP with a small pool: a worker's next batch reuses the connection of its last one (after a NOOP
+    shows it's alive), instead of paying the greeting, EHLO, STARTTLS and AUTH round trips again."""
 
-    @contextmanager
-    def connect(self) -> Iterator[SmtpConnection]:
+    IDLE = 30.0  # seconds a pooled connection may wait; servers drop idle clients after a minute or more
+
+    def __init__(self, settings: SmtpSettings, pool_size: int = 4):
+        self.settings, self.pool_size = settings, pool_size
+        self._idle: list[tuple[float, smtplib.SMTP]] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _open(self) -> smtplib.SMTP:
         s = self.settings
         try:
             if s.security == "tls":
@@ -189,13 +205,50 @@ class SmtpTransport:
             raise ConnectionLost(f"the mail server refused our login ({e.smtp_code}); check SYNDICATE_SMTP_URL") from e
         except (smtplib.SMTPException, OSError) as e:
             raise ConnectionLost(f"cannot reach the mail server {s.host}:{s.port}: {e}") from e
+        return smtp
+
+    def _pooled(self) -> smtplib.SMTP | None:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use
+                self._idle, self._pid = [], os.getpid()
+            while self._idle:
+                since, smtp = self._idle.pop()
+                if time.monotonic() - since < self.IDLE:
+                    try:
+                        if smtp.noop()[0] == 250:
+                            return smtp
+                    except (smtplib.SMTPException, OSError):
+                        pass
+                _close(smtp)
+        return None
+
+    @contextmanager
+    def connect(self) -> Iterator[SmtpConnection]:
+        smtp = self._pooled() or self._open()
+        connection = SmtpConnection(smtp)
         try:
-            yield SmtpConnection(smtp)
-        finally:
-            try:
-                smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                smtp.close()
+            yield connection
+        except BaseException:
+            _close(smtp)  # a connection that saw an error is not trusted again
+            raise
+        with self._lock:
+            if connection.healthy and len(self._idle) < self.pool_size:
+                self._idle.append((time.monotonic(), smtp))
+                return
+        _close(smtp)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, smtp in idle:
+            _close(smtp)
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
 
 
 # ── outbox folder ────────────────────────────────────────────────────────────
