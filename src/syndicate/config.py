@@ -13,9 +13,13 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from syndicate.errors import SettingsError
+
+if TYPE_CHECKING:
+    from syndicate.dkim import DkimSettings
 
 PREFIX = "SYNDICATE_"
 X_KEYS = ("X_CONSUMER_KEY", "X_CONSUMER_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET")
@@ -66,6 +70,7 @@ class Settings:
     soft_bounce_window: int = 30 * 24 * 3600
     confirmations_per_address: int = 3  # confirmation mails per address per hour
     confirmations_per_client: int = 10  # confirmation mails per client (IP address) per hour
+    dkim: DkimSettings | None = None  # None: mail goes out unsigned
     send_rate: float | None = None  # messages per second to the mail transport, all workers together
     send_hourly: int | None = None  # messages per hour, all workers together
 
@@ -103,6 +108,7 @@ class Settings:
             secret_key=get("SECRET_KEY") or _local_secret_key(data_dir),
             x=_x_credentials(get),
             allow_private_feeds=_bool(get, "ALLOW_PRIVATE_FEEDS", False),
+            dkim=_dkim(get),
         )
         for name, default in (
             ("feed_timeout", cls.feed_timeout),
@@ -243,6 +249,48 @@ def _x_credentials(get) -> XCredentials | None:
             f"or unset {', '.join(PREFIX + key for key in present)} to run in dry-run"
         )
     return XCredentials(*(values[key] for key in X_KEYS))
+
+
+DNS_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*", re.I)
+
+
+def _dkim(get) -> DkimSettings | None:
+    """All three or nothing, checked now: the key is loaded and signs once before any mail waits on it."""
+    key_file, selector, domain = get("DKIM_KEY_FILE"), get("DKIM_SELECTOR"), get("DKIM_DOMAIN")
+    if not key_file:
+        if selector or domain:
+            given = PREFIX + ("DKIM_SELECTOR" if selector else "DKIM_DOMAIN")
+            raise SettingsError(f"{given} is set but {PREFIX}DKIM_KEY_FILE is not: set it to the path of the DKIM "
+                                f"private key (PEM) to sign mail, or unset {given}")
+        return None
+    if not selector:
+        raise SettingsError(f"{PREFIX}DKIM_KEY_FILE is set but {PREFIX}DKIM_SELECTOR is not: set it to the selector "
+                            f"under which the public key is published (the s1 of s1._domainkey.example.com), "
+                            f"or unset {PREFIX}DKIM_KEY_FILE to send unsigned mail")
+    if "._domainkey" in selector.lower() or not DNS_NAME.fullmatch(selector):
+        raise SettingsError(f"{PREFIX}DKIM_SELECTOR={selector!r} is not a selector; give the selector alone, "
+                            "e.g. s1 for the record at s1._domainkey.example.com")
+    if domain is not None:
+        domain = domain.lower().rstrip(".")
+        if not domain.isascii() or not DNS_NAME.fullmatch(domain):
+            raise SettingsError(f"{PREFIX}DKIM_DOMAIN={domain!r} is not a domain name; give one like example.com "
+                                "(an internationalised name in its xn-- form), or unset it to sign as each "
+                                "newsletter's From domain")
+    # dkimpy imports dnspython (0.15 s at every start): only where mail is signed.
+    from syndicate.dkim import DkimSettings, load_key
+
+    path = Path(key_file).expanduser().absolute()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SettingsError(f"{PREFIX}DKIM_KEY_FILE={key_file!r} cannot be read ({e.strerror}); check the path "
+                            "and that syndicate's user may read the file") from e
+    try:
+        key = load_key(data)
+    except ValueError as e:
+        raise SettingsError(f"{PREFIX}DKIM_KEY_FILE={key_file!r} {e}; make a key with `openssl genrsa -out "
+                            "dkim.pem 2048` (or `openssl genpkey -algorithm ed25519 -out dkim.pem`)") from e
+    return DkimSettings(key_file=path, selector=selector, domain=domain, key=key)
 
 
 def _local_secret_key(data_dir: Path) -> str:

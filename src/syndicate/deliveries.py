@@ -288,6 +288,7 @@ class MessageFactory:
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 "Auto-Submitted": "auto-generated",
             },
+            dkim=settings.dkim,
         )
 
     def __call__(self, delivery: Delivery, subscriber: Subscriber) -> Outgoing:
@@ -316,6 +317,7 @@ def test_messages(settings: Settings, newsletter: Newsletter, edition: Edition, 
         reply_to=newsletter.reply_to,
         headers={"List-Id": f"{newsletter.name} <{newsletter.slug}.{domain}>", "Auto-Submitted": "auto-generated",
                  "X-Syndicate-Test": f"edition {edition.number} of {newsletter.slug}; not counted"},
+        dkim=settings.dkim,
     )
     messages = []
     for address in addresses:

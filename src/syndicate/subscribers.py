@@ -176,6 +176,7 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
         message_id=message_id,
         date=utcnow(),
         headers={"Auto-Submitted": "auto-generated"},
+        dkim=settings.dkim,
     )
     return Outgoing(sender.from_address, subscriber.email, data, message_id)
 
