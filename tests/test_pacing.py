@@ -71,7 +71,10 @@ def test_a_slow_down_halves_the_measured_rate_and_it_doubles_back_later():
     assert state.measured == pytest.approx(200, rel=0.05)
     pacing.slow_down(state, limits, now)
     assert state.cap == pytest.approx(100, rel=0.05)
-    pacing.slow_down(state, limits, now)
+    pacing.slow_down(state, limits, now + 0.2)  # another connection refused in the same moment: one episode
+    assert state.cap == pytest.approx(100, rel=0.05)
+    now += 2
+    pacing.slow_down(state, limits, now)  # refused again later: halved again
     assert state.cap == pytest.approx(50, rel=0.05)
     pacing.take(state, limits, 1, now + pacing.RECOVER_AFTER)
     assert state.cap == pytest.approx(100, rel=0.05)
@@ -184,3 +187,12 @@ def test_settings_for_the_rates_are_checked(make_settings):
         make_settings(send_rate="fast")
     with pytest.raises(SettingsError, match="SEND_HOURLY"):
         make_settings(send_hourly="-5")
+
+
+def test_an_unreachable_pacing_store_defers_instead_of_failing(make_settings, tmp_path, closed_port):
+    from syndicate.errors import ConnectionLost
+
+    pacer = Pacer(pacing.RedisStore(f"redis://127.0.0.1:{closed_port}/0"), "smtp", Limits(per_second=10))
+    with pytest.raises(ConnectionLost, match="pacing store is unreachable"):
+        pacer.wait_turn()
+    pacer.slow_down()  # only logged: the deferral of the batch is what matters

@@ -1,9 +1,12 @@
 """edition → delivery: one ledger row per recipient, claimed in batches, each outcome recorded.
 
 pending ──claim──▶ sending ──▶ sent | deferred (4xx, retried later) | failed (5xx) | skipped
-A row is marked sent only after the server accepted the message, in its own commit:
-a worker killed between the server's "250" and that commit is the one window for a
-duplicate, one message per killed worker.
+A row is marked sent only after the server accepted the message, in its own commit.
+Two windows remain for a duplicate, each of at most one message, and both are measured
+in tests/test_faults.py: a worker killed between the server's "250" and that commit (one
+per killed worker), and a connection lost after the message's final "." but before the
+server's reply, when the server kept the message (one per lost connection): we can't know
+it arrived, so it is sent again rather than perhaps lost.
 """
 
 from __future__ import annotations
@@ -138,13 +141,13 @@ def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, 
                                                     subscription_status, pacer)
                 except ConnectionLost as e:
                     if pacer is not None and e.code in (421, 454):
-                        pacer.slow_down()
+                        pacer.slow_down()  # never raises: pacing is advice, the deferral below is the rule
                     # Nothing more goes over this stream: this row and the rest wait for a later try.
                     now = clock()
                     status = _retry_status(edition, settings, now)
                     with session.begin():
-                        for rest, _, _ in rows[i:]:
-                            _record(session, rest, token, status, str(e), now, settings)
+                        for j, (rest, _, _) in enumerate(rows[i:]):
+                            _record(session, rest, token, status, str(e), now, settings, tried=j == 0)
                     result.add(status, len(rows) - i)
                     return result
                 now = clock()
@@ -218,8 +221,10 @@ def _retry_status(edition: Edition, settings: Settings, now: datetime) -> str:
 
 
 def _record(session: Session, delivery: Delivery, token: str, status: str, reply: str,
-            now: datetime, settings: Settings) -> bool:
-    values = dict(status=status, last_reply=reply[:2000], claimed_by=None, attempts=Delivery.attempts + 1)
+            now: datetime, settings: Settings, tried: bool = True) -> bool:
+    # A row the batch never got to (the stream was lost before it) keeps its attempt count and backoff.
+    values = dict(status=status, last_reply=reply[:2000], claimed_by=None,
+                  attempts=Delivery.attempts + (1 if tried else 0))
     if status == "sent":
         values["sent_at"] = now
     if status == "deferred":

@@ -213,6 +213,9 @@ class SmtpTransport:
                 smtp.login(s.username, s.password or "")
         except smtplib.SMTPAuthenticationError as e:
             raise ConnectionLost(f"the mail server refused our login ({e.smtp_code}); check SYNDICATE_SMTP_URL") from e
+        except smtplib.SMTPConnectError as e:  # e.g. "421 too many connections" at the greeting
+            reply = e.smtp_error.decode("utf-8", "replace") if isinstance(e.smtp_error, bytes) else e.smtp_error
+            raise ConnectionLost(f"{e.smtp_code} {reply}", code=e.smtp_code) from e
         except (smtplib.SMTPException, OSError) as e:
             raise ConnectionLost(f"cannot reach the mail server {s.host}:{s.port}: {e}") from e
         return smtp

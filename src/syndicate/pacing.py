@@ -10,6 +10,7 @@ not once per message.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -17,16 +18,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from redis.exceptions import RedisError
 from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from syndicate.errors import ConnectionLost
 from syndicate.models import SendRate
+
+log = logging.getLogger(__name__)
 
 CHUNK = 20  # tokens a worker takes at a time
 RECOVER_AFTER = 30.0  # seconds without a slow-down reply before the rate doubles again
 MIN_RATE = 0.5  # messages per second: the slowest a provider can push us
 UNMEASURED = 50.0  # messages per second assumed when a 421 comes before any rate was measured
 WINDOW = 5.0  # seconds over which the sending rate is measured
+SAME_EPISODE = 1.0  # seconds within which further 421s don't halve the rate again
 
 
 @dataclass
@@ -85,7 +91,11 @@ def take(state: State, limits: Limits, want: int, now: float) -> tuple[int, floa
 
 
 def slow_down(state: State, limits: Limits, now: float) -> None:
-    """The provider said 421/454: half the rate we were going at (or were allowed), for everyone."""
+    """The provider said 421/454: half the rate we were going at (or were allowed), for everyone.
+
+    Several connections refused in the same moment are one episode: halved once, not once each."""
+    if state.cap is not None and now - state.slowed_at < SAME_EPISODE:
+        return
     current = state.cap or state.measured or limits.per_second or UNMEASURED
     current = min(current, limits.per_second or current)
     state.cap, state.slowed_at = max(MIN_RATE, current / 2), now
@@ -152,11 +162,14 @@ class Pacer:
         self.granted = 0
 
     def wait_turn(self) -> float:
-        """Block until this process may send one message; returns the seconds waited."""
+        """Block until this process may send one message; returns the seconds waited.
+
+        Raises PacingUnavailable (a ConnectionLost) if the shared store can't be reached: the batch
+        defers its rest, as when the mail server goes away, rather than send unpaced or fail."""
         waited = 0.0
         with self.lock:
             while self.granted < 1:
-                grant, wait = self.store.update(self.name, lambda s: take(s, self.limits, CHUNK, self.clock()))
+                grant, wait = self._update(lambda s: take(s, self.limits, CHUNK, self.clock()))
                 self.granted += grant
                 if grant < 1:
                     pause = min(max(wait, 0.01), 1.0)
@@ -168,7 +181,21 @@ class Pacer:
     def slow_down(self) -> None:
         with self.lock:
             self.granted = 0  # what this process holds was granted at the old rate
-            self.store.update(self.name, lambda s: slow_down(s, self.limits, self.clock()))
+            try:
+                self._update(lambda s: slow_down(s, self.limits, self.clock()))
+            except PacingUnavailable as e:
+                log.warning("could not slow the other workers down: %s", e)
 
     def state(self) -> State:
-        return self.store.update(self.name, lambda s: State(**asdict(s)))
+        return self._update(lambda s: State(**asdict(s)))
+
+    def _update(self, change):
+        try:
+            return self.store.update(self.name, change)
+        except (RedisError, SQLAlchemyError, OSError) as e:
+            raise PacingUnavailable(f"the pacing store is unreachable ({type(e).__name__}: {e}); "
+                                    "the rest of the batch is deferred") from e
+
+
+class PacingUnavailable(ConnectionLost):
+    """The shared pacing state can't be read: sending waits, as for a lost mail server."""

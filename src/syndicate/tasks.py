@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import kombu.pools
 from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
@@ -95,6 +96,7 @@ def configure(settings: Settings) -> services.Services:
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
+    kombu.pools.reset()  # kombu keeps pools per URL process-wide: the closed one must not come back
     if "amqp" in app.__dict__:
         app.amqp._producer_pool = None
     return svc
