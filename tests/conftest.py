@@ -169,15 +169,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def smtp_server():
-    handler = SmtpHandler()
+def serve_smtp(handler):
+    """Run an aiosmtpd server with `handler` on a free port (its URL in handler.url) until the generator ends."""
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     handler.url = f"smtp://127.0.0.1:{port}"
     yield handler
     controller.stop()
+
+
+@pytest.fixture
+def smtp_server():
+    yield from serve_smtp(SmtpHandler())
 
 
 @pytest.fixture

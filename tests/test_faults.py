@@ -29,11 +29,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING
 from sqlalchemy import insert, select
 
-from conftest import FIGURES, REQUIRED, Received, configured, free_port, wait_for
+from conftest import FIGURES, REQUIRED, Received, configured, free_port, serve_smtp, wait_for
 from syndicate import deliveries, editions, feeds, tasks
 from syndicate.db import transaction
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
@@ -115,13 +114,7 @@ class Mailbox:
 
 @pytest.fixture
 def mailbox():
-    handler = Mailbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    handler.url = f"smtp://127.0.0.1:{port}"
-    yield handler
-    controller.stop()
+    yield from serve_smtp(Mailbox())
 
 
 # ── real worker processes ────────────────────────────────────────────────────
