@@ -473,3 +473,21 @@ def test_a_test_send_reaches_the_given_addresses_marked_and_uncounted(desk):
     with transaction(desk.Session) as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
         assert session.get(Edition, made.id).status == "draft"
+
+
+def test_a_long_send_is_not_queued_again_while_it_moves_but_a_stalled_one_is(desk):
+    newsletter_id = newsletter(desk, readers=30)
+    with transaction(desk.Session) as session:
+        story(session, "Story")
+        cut = editions.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
+    (edition_id, lo, hi), *queued = cut.batches
+    deliveries.send_batch(desk.Session, desk.settings, desk.transport, edition_id, lo, hi, token="first")
+    later = datetime.now(UTC) + deliveries.REQUEUE_AFTER + timedelta(seconds=1)
+    with transaction(desk.Session) as session:
+        # A worker claimed a batch a minute ago: the edition moves, its other batches are only waiting.
+        session.query(Delivery).filter(Delivery.id == lo).update({"claimed_at": later - timedelta(minutes=1)})
+        assert deliveries.requeue(session, desk.settings, later) == []
+    much_later = later + deliveries.REQUEUE_AFTER
+    with transaction(desk.Session) as session:
+        # Nothing claimed for REQUEUE_AFTER: those tasks were lost; their rows get new ones.
+        assert deliveries.requeue(session, desk.settings, much_later) == queued

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import redis
 from aiosmtpd.smtp import MISSING
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from conftest import FIGURES, REQUIRED, Received, configured, free_port, serve_smtp, wait_for
 from syndicate import deliveries, editions, feeds, tasks
@@ -276,11 +276,16 @@ class Newsroom:
             with transaction(self.svc.Session) as session:
                 rows = session.execute(select(Delivery.status, Delivery.next_attempt_at).where(
                     Delivery.edition_id == self.edition_id, Delivery.status.in_(("pending", "deferred")))).all()
+                last_claim = session.scalar(select(func.max(Delivery.claimed_at))
+                                            .where(Delivery.edition_id == self.edition_id))
             if not rows:
                 break
-            # A deferred row is due at its next attempt; a pending one nobody claimed, REQUEUE_AFTER later.
-            later = max([at + (deliveries.REQUEUE_AFTER if status == "pending" else timedelta()) for status, at in rows]
-                        + [utcnow()]) + timedelta(seconds=1)
+            # A deferred row is due at its next attempt; a pending one is taken for lost REQUEUE_AFTER after it
+            # was queued and after the edition's last claim (until then its task may just be waiting its turn).
+            pending = [at for status, at in rows if status == "pending"]
+            stalled = max(filter(None, [last_claim, *pending])) if pending else None
+            later = max([at for status, at in rows if status == "deferred"]
+                        + ([stalled + deliveries.REQUEUE_AFTER] if stalled else []) + [utcnow()]) + timedelta(seconds=1)
             # Never as far as STALE_CLAIM: that would take the rows of a worker still sending them.
             assert later < utcnow() + deliveries.STALE_CLAIM
             batches = self.requeue(later)
