@@ -81,3 +81,17 @@ def test_a_non_ascii_mailbox_name_is_refused_but_an_international_domain_is_kept
     with pytest.raises(InvalidInput, match="not an email address we can send to"):
         subscribers.normalise_email("zoë@example.org")
     assert subscribers.normalise_email("Reader@Bücher.example") == "reader@xn--bcher-kva.example"
+
+
+def test_encoding_line_by_line_gives_the_same_bytes_as_encoding_the_whole_body():
+    from email.headerregistry import Address
+
+    from syndicate.mail import Template, _qp
+
+    marker = "https://syndicate.invalid/unsubscribe-url"
+    body = ("Ünïcode line with trailing space \n" + "x" * 300 + f" {marker} tail\n"
+            + "=== equals and tabs\t\n" + f"<a href=\"{marker}\">go</a>" + "é" * 90 + "\n" + "\n" * 3 + "end")
+    template = Template(sender=Address("A", addr_spec="a@example.com"), subject="s", text=body, html=body)
+    for value in ("https://news.example/u/abc", "https://news.example/u/" + "Ü" * 80):
+        whole = _qp(template.text.replace(marker, value))
+        assert template._encoded(template.text, {marker: value}) == whole
