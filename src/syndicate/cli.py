@@ -714,8 +714,7 @@ def edition_resend_failed(ctx, ref: str) -> None:
         batches, left_out = editions.resend_failed(session, found, svc.settings)
         summary = _summary(found)
     _queue(batches)
-    resent = sum(1 for _ in batches)
-    click.echo(f"{summary}: {resent} batches queued"
+    click.echo(f"{summary}: {len(batches)} batches queued"
                + (f"; {left_out} failed recipients left out (unsubscribed, bounced or complained since)"
                   if left_out else ""))
 

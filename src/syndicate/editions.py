@@ -26,11 +26,13 @@ from syndicate.models import (
     Delivery,
     Edition,
     EditionArticle,
+    Feed,
     Newsletter,
     Subscriber,
     Subscription,
     utcnow,
 )
+from syndicate.subscribers import normalise_email
 from syndicate.templating import one_line, render, sandbox
 
 log = logging.getLogger(__name__)
@@ -122,8 +124,6 @@ NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_t
 
 def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
     """Validate and set newsletter fields; every way in (CLI, web, tests) goes through here."""
-    from syndicate.subscribers import normalise_email
-
     unknown = set(changes) - set(NEWSLETTER_FIELDS)
     assert not unknown, unknown
     for key in ("from_address", "reply_to"):
@@ -136,7 +136,6 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
     if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
         raise InvalidInput("max items must be between 1 and 200")
     if changes.get("feed_ids"):
-        from syndicate.models import Feed
         known = set(session.scalars(select(Feed.id).where(Feed.id.in_(changes["feed_ids"]))))
         if missing := sorted(set(changes["feed_ids"]) - known):
             raise InvalidInput(f"no feed with id {missing}; `syndicate feed list` shows them")
@@ -325,7 +324,7 @@ def _move(session: Session, edition: Edition, to: str, allowed: tuple[str, ...],
     session.refresh(edition)
 
 
-def schedule(session: Session, edition: Edition, at: datetime, now: datetime | None = None) -> None:
+def schedule(session: Session, edition: Edition, at: datetime) -> None:
     """Schedule or reschedule an edition that hasn't started; a time in the past means at the next tick."""
     if not _editable(edition):
         raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a draft, scheduled or "
@@ -343,10 +342,8 @@ def pause(session: Session, edition: Edition) -> None:
     _move(session, edition, "paused", ("scheduled", "sending"))
 
 
-def resume(session: Session, edition: Edition, settings: Settings, now: datetime | None = None
-           ) -> list[tuple[int, int, int]]:
+def resume(session: Session, edition: Edition, settings: Settings) -> list[tuple[int, int, int]]:
     """Carry on where it stopped: back to sending (its pending recipients get workers now) or scheduled."""
-    now = now or utcnow()
     if edition.started_at is None:
         _move(session, edition, "scheduled", ("paused",))
         return []
@@ -354,9 +351,8 @@ def resume(session: Session, edition: Edition, settings: Settings, now: datetime
     return deliveries.pending_batches(session, settings.batch_size, edition_id=edition.id)
 
 
-def cancel(session: Session, edition: Edition, now: datetime | None = None) -> int:
+def cancel(session: Session, edition: Edition) -> int:
     """Nothing more goes out. Stories never sent to anyone are released for the next edition."""
-    now = now or utcnow()
     _move(session, edition, "cancelled", ("draft", "scheduled", "paused", "sending"))
     skipped = session.execute(
         update(Delivery).where(Delivery.edition_id == edition.id, Delivery.status.in_(("pending", "deferred")))
