@@ -76,6 +76,7 @@ class Mailbox:
                 await asyncio.sleep(3600)  # cancelled when the client hangs up
             finally:
                 self.stalled.append(time.monotonic() - started)
+        responses.insert(1, "250-PIPELINING")  # as Postfix does: the client sends MAIL, RCPT, DATA at once
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
