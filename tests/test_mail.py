@@ -94,4 +94,23 @@ def test_encoding_line_by_line_gives_the_same_bytes_as_encoding_the_whole_body()
     template = Template(sender=Address("A", addr_spec="a@example.com"), subject="s", text=body, html=body)
     for value in ("https://news.example/u/abc", "https://news.example/u/" + "Ü" * 80):
         whole = _qp(template.text.replace(marker, value))
-        assert template._encoded(template.text, {marker: value}) == whole
+        assert template._encoded(template.text, {marker: value}) == (whole, False)
+
+
+@pytest.mark.parametrize(("text", "placeholder_value", "transparent"), [
+    ("Plain lines.\nUnsubscribe: {}\n", "https://n.example/u/1", True),
+    (".A story line that starts with a dot\nUnsubscribe: {}\n", "https://n.example/u/1", False),
+    ("A line that wraps " * 10 + "." * 80 + "\nLink: {}\n", "https://n.example/u/1", False),  # a soft break
+    ("Link:\n{}\n", ".dotted-by-the-recipient", False),  # only this recipient's line starts with a dot
+])
+def test_a_message_says_whether_smtp_needs_to_double_its_dots(text, placeholder_value, transparent):
+    template = Template(sender=Address("News", addr_spec="news@example.com"), subject="s",
+                        text=text.format(PLACEHOLDER), html="<p>hi</p>")
+    message = template.message(to=Address("", addr_spec="ana@example.com"), message_id="<1@example.com>",
+                               date=datetime(2026, 11, 28, tzinfo=UTC), per_recipient={},
+                               replace={PLACEHOLDER: placeholder_value})
+    lines = message.data.split(b"\r\n")
+    assert message.transparent == transparent
+    assert message.transparent == (not any(line.startswith(b".") for line in lines))
+    assert b"\n" not in message.data.replace(b"\r\n", b"") and b"\r" not in message.data.replace(b"\r\n", b"")
+    assert (message.sender, message.recipient) == ("news@example.com", "ana@example.com")

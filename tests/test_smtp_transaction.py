@@ -85,10 +85,10 @@ def test_a_message_arrives_byte_for_byte_and_the_servers_own_reply_is_kept(serve
 
 
 def test_bare_line_feeds_and_carriage_returns_go_out_as_crlf():
-    assert wire(b"a\nb\rc\r\n.d") == b"a\r\nb\r\nc\r\n..d\r\n.\r\n"
-    assert wire(b".x\r\n") == b"..x\r\n.\r\n"
+    assert wire(b"a\nb\rc\r\n.d") == b"a\r\nb\r\nc\r\n..d\r\n"
+    assert wire(b".x\r\n") == b"..x\r\n"
     crlf = b"Subject: x\r\n\r\nbody\r\n"
-    assert wire(crlf) == crlf + b".\r\n"
+    assert wire(crlf) is crlf
 
 
 def test_a_refused_recipient_is_reported_and_the_next_one_goes_through(server, transport):
@@ -152,3 +152,37 @@ def test_a_connection_closed_mid_transaction_is_lost(server, transport):
             connection.send(message("ana@example.com"))
         assert not connection.healthy
 
+
+
+class HoldBack(Exception):
+    pass
+
+
+def test_before_end_runs_with_all_but_the_end_sent_and_can_still_hold_the_message_back(server, transport):
+    seen = []
+    with transport.connect() as connection:
+        assert connection.send(message("ana@example.com"), before_end=lambda: seen.append(len(server.messages)))
+    assert seen == [0] and len(server.messages) == 1  # called before the server had the message
+
+    def hold_back():
+        raise HoldBack
+
+    with pytest.raises(HoldBack), transport.connect() as connection:
+        connection.send(message("ben@example.com"), before_end=hold_back)
+    assert not connection.healthy
+    with transport.connect() as connection:  # a new connection: the server dropped the unfinished one
+        connection.send(message("cleo@example.com"))
+    assert [m.recipients for m in server.messages] == [["ana@example.com"], ["cleo@example.com"]]
+
+
+def test_the_outbox_holds_a_message_back_too(tmp_path):
+    from syndicate.mail import OutboxTransport
+
+    def hold_back():
+        raise HoldBack
+
+    with OutboxTransport(tmp_path).connect() as connection:
+        with pytest.raises(HoldBack):
+            connection.send(message("ben@example.com"), before_end=hold_back)
+        connection.send(message("ana@example.com"), before_end=lambda: None)
+    assert [p.name for p in tmp_path.iterdir()] == ["ana@example.com.eml"]

@@ -11,7 +11,7 @@ import smtplib
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,11 +48,18 @@ class Outgoing:
     recipient: str
     data: bytes
     message_id: str
+    # CRLF line ends only and no line starting with ".": DATA carries it as it is (RFC 5321 §4.5.2,
+    # "transparency"), with no 64 KB scan per message to find out. Template's messages say so.
+    transparent: bool = False
 
 
 class Connection(Protocol):
-    def send(self, message: Outgoing) -> str:
-        """Hand one message over; return the server's reply, raise TransportError if refused."""
+    def send(self, message: Outgoing, before_end: Callable[[], None] | None = None) -> str:
+        """Hand one message over; return the server's reply, raise TransportError if refused.
+
+        `before_end` runs when everything but the end of the message has gone: the last moment
+        to hold it back. If it raises, the message is abandoned, never delivered, and the
+        exception goes up (the connection is not used again)."""
 
 
 class Transport(Protocol):
@@ -118,13 +125,24 @@ class Template:
         head["Content-Type"] = f'multipart/alternative; boundary="{self.boundary}"'
         self.head = head.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n"
         self.text, self.html = _lines(text), _lines(html)
-        self._prepared: dict[tuple, list[bytes | str]] = {}
+        self.sender = sender.addr_spec
+        self._prepared: dict[tuple, tuple[list[bytes | str], bool]] = {}
         self.part = (f"--{self.boundary}\r\nContent-Type: text/%s; charset=\"utf-8\"\r\n"
                      "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
 
     def render(self, *, to: Address, message_id: str, date: datetime, per_recipient: dict[str, str],
                replace: dict[str, str]) -> bytes:
-        text, html = (self._encoded(body, replace) for body in (self.text, self.html))
+        return self._render(to, message_id, date, per_recipient, replace)[0]
+
+    def message(self, *, to: Address, message_id: str, date: datetime, per_recipient: dict[str, str],
+                replace: dict[str, str]) -> Outgoing:
+        data, dotted = self._render(to, message_id, date, per_recipient, replace)
+        return Outgoing(self.sender, to.addr_spec, data, message_id, transparent=not dotted)
+
+    def _render(self, to: Address, message_id: str, date: datetime, per_recipient: dict[str, str],
+                replace: dict[str, str]) -> tuple[bytes, bool]:
+        """The message's bytes, and whether a line of them starts with "." (only a body line can)."""
+        (text, text_dotted), (html, html_dotted) = (self._encoded(body, replace) for body in (self.text, self.html))
         fields = [("To", _address(to)), ("Message-ID", message_id), ("Date", format_datetime(date))]
         fields += [(name, one_line(value)) for name, value in per_recipient.items()]
         data = b"".join([
@@ -135,17 +153,17 @@ class Template:
             (self.part % "html").encode(), html, b"\r\n",
             f"--{self.boundary}--\r\n".encode(),
         ])
-        return self.signer.sign(data) if self.signer else data
+        return (self.signer.sign(data) if self.signer else data), text_dotted or html_dotted
 
-
-    def _encoded(self, body: str, replace: dict[str, str]) -> bytes:
-        """The body quoted-printable encoded, placeholders filled in. Quoted-printable works line by line,
-        so only the few lines holding a placeholder are encoded per recipient; the rest once (60 KB of
-        encoding per message was a third of a worker's time)."""
+    def _encoded(self, body: str, replace: dict[str, str]) -> tuple[bytes, bool]:
+        """The body quoted-printable encoded, placeholders filled in, and whether a line of it starts
+        with a dot. Quoted-printable works line by line, so only the few lines holding a placeholder
+        are encoded (and looked at) per recipient; the rest once (60 KB of encoding per message was
+        a third of a worker's time)."""
         key = (id(body), tuple(replace))
-        parts = self._prepared.get(key)
-        if parts is None:
-            parts = self._prepared[key] = []
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            parts: list[bytes | str] = []
             for line in body.splitlines(keepends=True):
                 if any(placeholder in line for placeholder in replace):
                     parts.append(line)  # a str: filled and encoded per recipient
@@ -153,14 +171,21 @@ class Template:
                     parts[-1] += _qp(line)
                 else:
                     parts.append(_qp(line))
+            prepared = self._prepared[key] = (parts, any(_dotted(p) for p in parts if isinstance(p, bytes)))
+        parts, dotted = prepared
         out = []
         for part in parts:
             if isinstance(part, str):
                 for placeholder, value in replace.items():
                     part = part.replace(placeholder, value)
                 part = _qp(part)
+                dotted = dotted or _dotted(part)
             out.append(part)
-        return b"".join(out)
+        return b"".join(out), dotted
+
+
+def _dotted(lines: bytes) -> bool:
+    return lines.startswith(b".") or b"\n." in lines
 
 
 def _lines(text: str) -> str:
@@ -194,9 +219,9 @@ class SmtpConnection:
         self.smtp = smtp
         self.healthy = True  # False once the stream failed: the pool drops it
 
-    def send(self, message: Outgoing) -> str:
+    def send(self, message: Outgoing, before_end: Callable[[], None] | None = None) -> str:
         try:
-            return self._transaction(message)
+            return self._transaction(message, before_end)
         except ConnectionLost:
             self.healthy = False
             raise
@@ -204,7 +229,7 @@ class SmtpConnection:
             self.healthy = False
             raise ConnectionLost(f"connection to the mail server lost: {e}") from e
 
-    def _transaction(self, message: Outgoing) -> str:
+    def _transaction(self, message: Outgoing, before_end: Callable[[], None] | None) -> str:
         smtp = self.smtp
         smtp.ehlo_or_helo_if_needed()
         size = f" SIZE={len(message.data)}" if smtp.has_extn("size") else ""
@@ -220,7 +245,18 @@ class SmtpConnection:
             if code not in expected:
                 self._refused(_refusal(code, reply, recipient=step == 1),
                               unread=len(commands) - step - 1 if pipelined else 0)
-        smtp.send(wire(message.data))
+        data = message.data if message.transparent else wire(message.data)
+        if before_end is None:
+            smtp.send(data + END)
+        else:
+            smtp.send(data)
+            try:
+                before_end()
+            except BaseException:
+                self.healthy = False
+                smtp.close()  # without its final "." the server drops the message
+                raise
+            smtp.send(END)
         code, reply = smtp.getreply()
         if code != 250:
             self._refused(_refusal(code, reply))
@@ -246,15 +282,18 @@ class SmtpConnection:
 _EXPECTED = ((250,), (250, 251), (354,))  # the replies that let MAIL, RCPT and DATA go on
 
 
+END = b".\r\n"  # after the message's last CRLF: its end (RFC 5321 §4.1.1.4)
+
+
 def wire(data: bytes) -> bytes:
-    """A message as DATA carries it: CRLF line ends, a dot at the start of a line doubled (RFC 5321
-    §4.5.2), and the final CRLF.CRLF. Messages made here are CRLF already, which three counts check."""
+    """A message as DATA carries it, but for END: CRLF line ends and a dot at the start of a line
+    doubled (RFC 5321 §4.5.2). Messages made here are CRLF already, which three counts check."""
     if not data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
         data = re.sub(rb"\r\n|\n|\r", b"\r\n", data)
     if data.startswith(b"."):
         data = b"." + data
     data = data.replace(b"\n.", b"\n..")
-    return data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
 def _refusal(code: int | None, reply: bytes | str, recipient: bool = False) -> TransportError:
@@ -349,11 +388,17 @@ class OutboxConnection:
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def send(self, message: Outgoing) -> str:
+    def send(self, message: Outgoing, before_end: Callable[[], None] | None = None) -> str:
         name = re.sub(r"[^A-Za-z0-9._@-]+", "_", message.message_id.strip("<>"))
         path = self.folder / f"{name}.eml"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(message.data)
+        if before_end is not None:
+            try:
+                before_end()
+            except BaseException:
+                tmp.unlink()
+                raise
         tmp.replace(path)  # a reader never sees half a message
         return f"250 written to {path}"
 
