@@ -303,8 +303,8 @@ class PausingTransport:
                 connection = self.cm.__enter__()
 
                 class Counting:
-                    def send(self, message):
-                        reply = connection.send(message)
+                    def send(self, message, before_end=None):
+                        reply = connection.send(message, before_end)
                         outer.sent += 1
                         if outer.sent == outer.after:
                             outer.then()
@@ -410,10 +410,10 @@ def test_resend_failed_goes_to_the_failed_recipients_only(desk):
             def wrapped():
                 with self.inner.connect() as connection:
                     class Picky:
-                        def send(self, message):
+                        def send(self, message, before_end=None):
                             if message.recipient in flaky:
                                 raise TransportError("554 5.7.1 message refused", permanent=True, code=554)
-                            return connection.send(message)
+                            return connection.send(message, before_end)
                     yield Picky()
             return wrapped()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -297,6 +298,38 @@ def test_a_claim_whose_worker_died_is_handed_on_after_a_while(ledger, sample_fee
     assert batches == [(edition_id, lo, hi)]
     send_all(ledger, cut, token="rescuer")
     assert statuses(ledger, edition_id) == {"sent": 3}
+
+
+def test_a_batch_taken_over_mid_send_stops_and_never_finishes_the_message_in_flight(ledger, sample_feed,
+                                                                                    smtp_server):
+    """Outcomes are written while the next message goes out; that message's end waits for the write.
+    When the write finds the row taken by another worker, the message in flight is abandoned."""
+    newsletter_id = newsroom(ledger, sample_feed, readers=6)
+    cut = cut_now(ledger, newsletter_id)
+    (edition_id, lo, hi), = cut.batches
+
+    class TakenOverAfterThird:
+        """The third message goes through, then another worker's requeue and claim take the batch."""
+
+        @contextmanager
+        def connect(self):
+            with ledger.transport.connect() as connection:
+                class Connection:
+                    def send(self, message, before_end=None):
+                        reply = connection.send(message, before_end)
+                        if len(smtp_server.messages) == 3:
+                            with transaction(ledger.Session) as session:
+                                session.execute(update(Delivery).where(Delivery.status == "sending")
+                                                .values(claimed_by="rescuer"))
+                        return reply
+                yield Connection()
+
+    result = deliveries.send_batch(ledger.Session, ledger.settings, TakenOverAfterThird(), edition_id, lo, hi, "t")
+    assert result.counts == {"sent": 2}  # the third was sent but is the rescuer's to record now
+    assert len(smtp_server.messages) == 3  # the fourth was begun, and never ended
+    with transaction(ledger.Session) as session:
+        rows = session.execute(select(Delivery.status, Delivery.claimed_by).order_by(Delivery.id)).all()
+    assert rows == [("sent", None)] * 2 + [("sending", "rescuer")] * 4
 
 
 def test_a_pending_row_whose_task_was_lost_is_requeued(ledger, sample_feed):

@@ -24,13 +24,15 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True, **pool)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30}, **pool)
+    # SQLAlchemy's AUTOCOMMIT leaves the driver out of transactions: they are begun below, and
+    # committed or rolled back as usual. (Set per connection instead, SQLite's would be undone
+    # as the connection went back to the pool, and pysqlite would begin transactions itself.)
+    engine = create_engine(url, connect_args={"timeout": 30}, isolation_level="AUTOCOMMIT", **pool)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection, _record):
         # WAL lets readers go on while one writes; workers in other processes wait for
         # the write lock instead of failing at once.
-        dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")  # under connect_args' 30 s busy timeout
         cursor.execute("PRAGMA foreign_keys=ON")
