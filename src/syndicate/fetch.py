@@ -138,6 +138,7 @@ class Fetched:
     body: bytes = b""
     headers: httpx.Headers | None = None
     retry_after: datetime | None = None
+    final_url: str = ""  # where the answer came from after every redirect (a page's links resolve against it)
 
 
 def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: float, max_bytes: int,
@@ -159,9 +160,14 @@ def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: floa
                         permanent = target
                     url = target
                     continue
+                declared = response.headers.get("content-length", "")
+                if response.status_code == 200 and declared.isdigit() and int(declared) > max_bytes and \
+                        response.headers.get("content-encoding", "identity").strip().lower() == "identity":
+                    raise FeedError(f"the answer is {int(declared):,} bytes, larger than {max_bytes:,} bytes; "
+                                    "refusing to read it")
                 body = _read(response, max_bytes, deadline) if response.status_code == 200 else b""
                 return Fetched(response.status_code, permanent, body, response.headers,
-                               _retry_after(response.headers.get("retry-after"), now))
+                               _retry_after(response.headers.get("retry-after"), now), final_url=url)
     except httpx.TimeoutException as e:
         raise FeedError(f"no complete answer within the deadline ({type(e).__name__})") from e
     except httpx.HTTPError as e:
