@@ -1,0 +1,592 @@
+"""article → teaser: the text posted for an article on X, Mastodon or Bluesky, valid by that network's own count.
+
+Each network counts differently: X weighs characters (CJK and emoji 2) and counts a link 23; Mastodon counts
+characters with a link at the instance's fixed cost; Bluesky counts graphemes and bytes, and shows a link as a
+short label whose facet carries the URL. A teaser is rendered from a small template, then given up piece by
+piece — hashtags, the lead, the headline — until it fits by that network's rule. The link is never cut.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from types import MappingProxyType
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
+
+import regex
+from jinja2 import meta
+from twitter_text import extract_urls_with_indices, parse_tweet
+from twitter_text.config import config as twitter_config
+
+from syndicate.errors import InvalidInput
+from syndicate.templating import render, sandbox
+
+ELLIPSIS = "…"
+BLUESKY_MAX_BYTES = 3000
+BLUESKY_MAX_TAG = 64  # graphemes in a tag facet (app.bsky.richtext.facet#tag)
+LABEL_MAX = 30  # graphemes of a Bluesky link label, as Bluesky's own app shortens them
+MIN_LEAD_WORDS = 6  # a lead shortened below this says too little to be worth its room
+NAMES = {"x": "X", "mastodon": "Mastodon", "bluesky": "Bluesky"}
+
+_GRAPHEME = regex.compile(r"\X")
+# Format characters are dropped, except those scripts and emoji need: ZWNJ, ZWJ, LRM, RLM, ALM and the tag
+# characters of subdivision flags. Bidi overrides and isolates go: they can reorder what a reader sees.
+_INVISIBLE = regex.compile(
+    r"[[\p{Cf}\p{Cs}\p{Noncharacter_Code_Point}]--[\u200c-\u200f\u061c\U000E0020-\U000E007F]]", regex.V1
+)
+_CONTROL = regex.compile(r"\p{Cc}")
+_CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\u3000-\u303f\u30fc\uff00-\uffef]")
+_TRIMMED = set(",;:—–-")  # trailing punctuation that looks wrong before an ellipsis
+_TAG_PART = regex.compile(r"[\p{L}\p{Nd}_][\p{L}\p{M}\p{Nd}_]*")
+_TRAILING_PREPEND = regex.compile(r"\p{Grapheme_Cluster_Break=Prepend}+$")
+_LINK = regex.compile(r"https?://[^\s/]\S*", regex.IGNORECASE)
+_LINK_TRAILER = set(".,;:!?'\"”’»…")
+_HASHTAG = regex.compile(r"(?<!\S)#([\p{L}\p{Nd}_][\p{L}\p{M}\p{Nd}_\u200c]*)")
+_UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign")
+
+
+# ── networks ─────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Network:
+    """The length rules of one network (one instance, for Mastodon)."""
+
+    name: str  # "x" | "mastodon" | "bluesky"
+    limit: int  # X 280 (weighted); Mastodon the instance's max_characters; Bluesky 300 graphemes
+    url_cost: int | None = None  # what a link counts: X 23, Mastodon characters_reserved_per_url; Bluesky None
+
+    def __post_init__(self):
+        if self.name not in NAMES:
+            raise ValueError(f"unknown network {self.name!r}: expected one of {', '.join(NAMES)}")
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise ValueError(f"a network's limit is a whole number ≥ 1, not {self.limit!r}")
+        if self.name == "bluesky" and self.url_cost is not None:
+            raise ValueError("Bluesky counts a link as written (its label): url_cost must be None")
+        if self.name != "bluesky":
+            cost = 23 if self.url_cost is None else self.url_cost
+            if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+                raise ValueError(f"url_cost is a whole number ≥ 0, not {self.url_cost!r}")
+            object.__setattr__(self, "url_cost", cost)
+
+    @property
+    def display_name(self) -> str:
+        return NAMES[self.name]
+
+
+X = Network("x", 280, 23)
+MASTODON = Network("mastodon", 500, 23)
+BLUESKY = Network("bluesky", 300)
+_DEFAULTS = {"x": X, "mastodon": MASTODON, "bluesky": BLUESKY}
+
+
+def network(name: str, limit: int | None = None, url_cost: int | None = None) -> Network:
+    """A network's rules, from its name and (for a Mastodon instance) its own limits."""
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in _DEFAULTS:
+        raise ValueError(f"unknown network {name!r}: expected one of {', '.join(NAMES)}")
+    default = _DEFAULTS[key]
+    return Network(key, default.limit if limit is None else limit, default.url_cost if url_cost is None else url_cost)
+
+
+# ── settings ─────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Options:
+    """One account's teaser settings. Keys of `hashtag_map` and entries of `deny` are kept case-folded."""
+
+    hashtags: bool = True
+    max_hashtags: int = 2
+    hashtag_map: Mapping[str, str] = field(default_factory=dict, hash=False)  # category → tag; "" means none
+    deny: frozenset[str] = frozenset()  # tags never used, with or without '#'
+    utm: bool = True
+    utm_source: str | None = None  # None: the network's name
+    utm_medium: str = "social"
+    utm_campaign: str = "syndicate"
+    template: str | None = None  # an editor's own teaser template; None: templates/social/<network>.txt
+
+    def __post_init__(self):
+        folded = {clean(key).casefold(): value for key, value in self.hashtag_map.items()}
+        object.__setattr__(self, "hashtag_map", MappingProxyType(folded))
+        object.__setattr__(self, "deny", frozenset(_tag(tag).casefold() for tag in self.deny) - {""})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Options:
+        """From an account's JSON settings: strict, so a typo is an error rather than a silent default."""
+        if not isinstance(data, Mapping):
+            raise InvalidInput(f"teaser settings must be a JSON object, not {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        for key in data:
+            if key not in known:
+                raise InvalidInput(f"unknown teaser setting {key!r}: the known settings are {', '.join(known)}")
+        for key, value in data.items():
+            check, expected = _SETTING_TYPES[key]
+            if not check(value):
+                raise InvalidInput(f"teaser setting {key!r} must be {expected}, not {value!r}")
+        if data.get("template") is not None:
+            _editor_template(data["template"])
+        return cls(**{key: frozenset(value) if key == "deny" else value for key, value in data.items()})
+
+
+def _is_str(value) -> bool:
+    return isinstance(value, str)
+
+
+_SETTING_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "hashtags": (lambda v: isinstance(v, bool), "true or false"),
+    "max_hashtags": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number ≥ 0"),
+    "hashtag_map": (lambda v: isinstance(v, dict) and all(_is_str(k) and _is_str(t) for k, t in v.items()),
+                    'an object of category → hashtag strings, e.g. {"World News": "World"}'),
+    "deny": (lambda v: isinstance(v, list) and all(map(_is_str, v)), 'a list of hashtags, e.g. ["Politics"]'),
+    "utm": (lambda v: isinstance(v, bool), "true or false"),
+    "utm_source": (lambda v: v is None or (_is_str(v) and v.strip() != ""), "a non-empty string or null"),
+    "utm_medium": (lambda v: _is_str(v) and v.strip() != "", "a non-empty string"),
+    "utm_campaign": (lambda v: _is_str(v) and v.strip() != "", "a non-empty string"),
+    "template": (lambda v: v is None or _is_str(v), "a template string or null"),
+}
+
+
+# ── what compose and measure return ──────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Facet:
+    """A Bluesky rich-text facet: UTF-8 byte offsets into Teaser.text."""
+
+    kind: str  # "link" | "tag"
+    start: int
+    end: int
+    value: str  # the full URL (link) or the tag without '#'
+
+
+@dataclass(frozen=True)
+class Teaser:
+    network: str
+    text: str  # exactly what is posted
+    url: str  # the article link as posted (with UTM parameters)
+    hashtags: tuple[str, ...]  # without '#', as they appear in text
+    length: int  # by the network's rule
+    limit: int
+    facets: tuple[Facet, ...]  # links and hashtags in text
+    dropped: tuple[str, ...]  # what was given up to fit, in order
+
+
+# ── counting ─────────────────────────────────────────────────────────────────
+
+
+def length(network: Network, text: str) -> int:
+    """The text's length by the network's own rule."""
+    if network.name == "x":
+        return _x_length(text, network.url_cost)
+    if network.name == "mastodon":
+        return _mastodon_length(text, network.url_cost)
+    return len(_GRAPHEME.findall(text))
+
+
+# twitter-text's link finder backtracks over a long run without spaces (seconds for 5,000 CJK characters), and
+# links and emoji never span a space: so a text is counted a word at a time, each word once (cached), which is
+# the same sum. Spaces are split as twitter-text knows them.
+_SPACES = regex.compile(r"([\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+)")
+_LONG_WORD = 2000  # characters: past this, a word that might hold a link is counted at an upper bound
+_CHUNK = 64  # graphemes weighed at a time in a word that can't hold a link
+
+
+def _x_length(text: str, url_cost: int) -> int:
+    return sum(_x_word(word, url_cost) for word in _SPACES.split(text) if word)
+
+
+@lru_cache(maxsize=2048)
+def _x_word(word: str, url_cost: int) -> int:
+    # twitter-text NFC-normalises before it weighs, as X does.
+    rules = _x_rules(url_cost)
+    if "." not in word:  # no link without a dot in its domain: weigh it in short runs, never inside an emoji
+        graphemes = _GRAPHEME.findall(word)
+        return sum(parse_tweet("".join(graphemes[i:i + _CHUNK]), rules).weightedLength
+                   for i in range(0, len(graphemes), _CHUNK))
+    if len(word) <= _LONG_WORD:
+        return parse_tweet(word, rules).weightedLength
+    return 2 * len(unicodedata.normalize("NFC", word)) + url_cost * word.count(".")  # nothing weighs more than 2
+
+
+@lru_cache
+def _x_rules(url_cost: int) -> dict:
+    return {**twitter_config["defaults"], "transformed_url_length": url_cost}
+
+
+def _mastodon_length(text: str, url_cost: int) -> int:
+    # Mastodon counts grapheme clusters (older versions: code points), with each link it would make clickable
+    # at url_cost. We count code points, never fewer than graphemes, so a teaser we call valid is never refused
+    # by any version. Mastodon finds links with twitter-text (protocol required, a known top-level domain), so
+    # we use the same finder: a link it would not recognise is counted as written, as it counts it.
+    return sum(_mastodon_word(word, url_cost) for word in _SPACES.split(text) if word)
+
+
+@lru_cache(maxsize=2048)
+def _mastodon_word(word: str, url_cost: int) -> int:
+    if "://" not in word:
+        return len(word)
+    if len(word) > _LONG_WORD:
+        return len(word) + url_cost * word.count("://")  # an upper bound: every "://" a link that costs more
+    total = len(word)
+    for link in extract_urls_with_indices(word, False):
+        start, end = link["indices"]
+        total += url_cost - (end - start)
+    return total
+
+
+def _fits(network: Network, text: str) -> bool:
+    if network.name == "bluesky":
+        return len(text.encode()) <= BLUESKY_MAX_BYTES and len(_GRAPHEME.findall(text)) <= network.limit
+    return length(network, text) <= network.limit
+
+
+# ── text ─────────────────────────────────────────────────────────────────────
+
+
+def clean(text: str) -> str:
+    """One line of plain text: control and invisible format characters out, NFC, whitespace collapsed."""
+    text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+_TITLES = {"mr", "mrs", "ms", "mx", "dr", "prof", "st", "sr", "jr", "gen", "gov", "sen", "rep", "lt", "col",
+           "sgt", "capt", "cmdr", "adm", "maj", "rev", "hon", "pres", "fr", "mme", "mlle", "messrs"}
+_ABBREVIATIONS = {"inc", "ltd", "co", "corp", "bros", "vs", "no", "nos", "vol", "fig", "approx", "dept", "est",
+                  "govt", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+                  "mt", "ft", "ave", "blvd", "rd"}
+_STARTERS = {"the", "a", "an", "this", "that", "these", "those", "it", "its", "he", "she", "they", "we", "i",
+             "in", "on", "at", "but", "and", "however", "his", "her", "their", "there", "as", "after", "when",
+             "while", "meanwhile"}
+_SENTENCE_END = regex.compile(r"(?:[.!?‽؟۔।]+|…)[)\]\"'”’»」』]*(?=\s|$)|[。！？]+[)\]\"”’」』）]*")
+_OPENERS, _CLOSERS = "“„«「『", "”»」』"
+
+
+def lead_sentence(lead: str) -> str:
+    """The lead's first sentence, not ended by "U.S.", "Mr.", initials, "3.5" or a "…" inside quotes."""
+    text = clean(lead)
+    sentence, unclosed = _first_sentence(text, mind_quotes=True)
+    # A quote that never closes (a stray “) would hide every sentence end after it: then read past quotes.
+    return _first_sentence(text, mind_quotes=False)[0] if unclosed else sentence
+
+
+def _first_sentence(text: str, mind_quotes: bool) -> tuple[str, bool]:
+    """The first sentence, and whether the text ran out inside quotes before one ended."""
+    quotes: list[str] = []
+    read = 0
+    for match in _SENTENCE_END.finditer(text):
+        for ch in text[read:match.end()]:
+            _track_quote(quotes, ch)
+        read = match.end()
+        if mind_quotes and quotes:
+            continue
+        following = text[match.end():match.end() + 64].lstrip()  # the text is clean: one space at most
+        if not following:
+            break
+        if following[0].islower():  # "e.g. the", "p.m. on", "… and then"
+            continue
+        if match.group().startswith(".") and not _ends_at(text[max(match.start() - 64, 0):match.start()], following):
+            continue
+        return text[:match.end()], False
+    for ch in text[read:]:
+        _track_quote(quotes, ch)
+    return text, bool(quotes)
+
+
+def _track_quote(quotes: list[str], ch: str) -> None:
+    if ch == "“" and quotes and quotes[-1] == "„":  # German „…“
+        quotes.pop()
+    elif ch == '"' and quotes and quotes[-1] == '"':
+        quotes.pop()
+    elif ch == '"':
+        quotes.append(ch)
+    elif ch in _OPENERS:
+        quotes.append(ch)
+    elif ch in _CLOSERS and quotes:
+        quotes.pop()
+
+
+def _ends_at(before: str, following: str) -> bool:
+    """Whether a full stop after the word ending `before` ends the sentence (an abbreviation is a short word)."""
+    word = before.rsplit(None, 1)[-1].lstrip("([{\"'“‘«") if before.strip() else ""
+    next_word = regex.match(r"\p{L}*", following).group().lower()
+    if word.lower() in _TITLES:  # "Mr. Pashinyan"
+        return False
+    initial, dotted = regex.fullmatch(r"\p{Lu}", word), regex.fullmatch(r"(?:\p{L}\.)+\p{L}", word)
+    if initial or dotted or word.lower() in _ABBREVIATIONS:
+        # Initials and abbreviations ("J. R. R. Tolkien", "U.S.", "Inc.") end a sentence only before a word
+        # that starts one: "… with the U.S. The drills …".
+        return next_word in _STARTERS
+    return True
+
+
+# ── hashtags ─────────────────────────────────────────────────────────────────
+
+
+def hashtags(categories: Iterable[str], options: Options) -> list[str]:
+    """The article's hashtags (without '#'): mapped, not denied, CamelCased, unique, at most max_hashtags."""
+    if not options.hashtags:
+        return []
+    tags: list[str] = []
+    seen: set[str] = set()
+    for category in categories:
+        key = clean(category).casefold()
+        tag = _tag(options.hashtag_map[key]) if key in options.hashtag_map else _tag(category)
+        folded = tag.casefold()
+        if not tag or folded in options.deny or folded in seen:
+            continue
+        tags.append(tag)
+        seen.add(folded)
+    return tags[:options.max_hashtags]
+
+
+def _tag(words: str) -> str:
+    """A hashtag from words: "World News" → "WorldNews", "covid-19 vaccines" → "Covid19Vaccines", "" if none."""
+    parts = _TAG_PART.findall(clean(words))
+    if len(parts) > 1:
+        parts = [part[:1].upper() + part[1:] for part in parts]
+    # A Prepend character at the end would fuse with the space after the tag into one grapheme.
+    tag = _TRAILING_PREPEND.sub("", "".join(parts))
+    if not regex.search(r"\p{L}", tag) or len(_GRAPHEME.findall(tag)) > BLUESKY_MAX_TAG:
+        return ""  # all digits, or longer than any network takes as a tag
+    return tag
+
+
+# ── links ────────────────────────────────────────────────────────────────────
+
+
+def with_utm(url: str, network_name: str, options: Options) -> str:
+    """The link with our utm_source/medium/campaign (replacing any there); other parameters kept as written."""
+    if not options.utm:
+        return url
+    parts = urlsplit(url)
+    kept = [p for p in parts.query.split("&") if p and unquote_plus(p.split("=", 1)[0]).lower() not in _UTM_KEYS]
+    ours = zip(_UTM_KEYS, (options.utm_source or network_name, options.utm_medium, options.utm_campaign),
+               strict=True)
+    query = "&".join(kept + [f"{key}={quote(value, safe='')}" for key, value in ours])
+    return urlunsplit(parts._replace(query=query))
+
+
+def link_label(url: str) -> str:
+    """What Bluesky shows for a link: no scheme, no www., no query or fragment, at most 30 graphemes."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    host = host[4:] if host.lower().startswith("www.") else host
+    label = host + ("" if parts.path == "/" else parts.path)
+    graphemes = _GRAPHEME.findall(label)
+    return label if len(graphemes) <= LABEL_MAX else "".join(graphemes[:LABEL_MAX - 1]) + ELLIPSIS
+
+
+def _checked_url(url: str) -> str:
+    url = url.strip() if isinstance(url, str) else ""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or any(
+            ch.isspace() or not ch.isprintable() for ch in url):
+        raise InvalidInput(f"the article link must be an http(s) URL without spaces, not {url!r}")
+    return url
+
+
+# ── facets ───────────────────────────────────────────────────────────────────
+
+
+def _facets(text: str, url: str, shown: str) -> tuple[Facet, ...]:
+    """Every link and #tag in the text, as byte offsets; the article link's label (Bluesky) links to `url`."""
+    spans: list[tuple[int, int, str, str]] = []
+
+    def free(start: int, end: int) -> bool:
+        return all(end <= s or start >= e for s, e, _, _ in spans)
+
+    for match in _LINK.finditer(text):
+        written = match.group()
+        if written.startswith(url) and all(ch in _LINK_TRAILER for ch in written[len(url):]):
+            written = url  # the article link itself, even if it happens to end like punctuation
+        else:
+            written = _without_trailer(written)
+        spans.append((match.start(), match.start() + len(written), "link", written))
+    if shown != url:
+        for match in regex.finditer(regex.escape(shown), text):
+            if free(match.start(), match.end()):
+                spans.append((match.start(), match.end(), "link", url))
+    for match in _HASHTAG.finditer(text):
+        tag = match.group(1)
+        if regex.search(r"\p{L}", tag) and len(_GRAPHEME.findall(tag)) <= BLUESKY_MAX_TAG \
+                and free(match.start(), match.end()):
+            spans.append((match.start(), match.end(), "tag", tag))
+    return tuple(Facet(kind, _byte_offset(text, start), _byte_offset(text, end), value)
+                 for start, end, kind, value in sorted(spans))
+
+
+def _without_trailer(link: str) -> str:
+    """A link written in prose, without the punctuation that ends the sentence around it."""
+    while link and (link[-1] in _LINK_TRAILER or (link[-1] == ")" and link.count(")") > link.count("("))):
+        link = link[:-1]
+    return link
+
+
+def _byte_offset(text: str, index: int) -> int:
+    return len(text[:index].encode())
+
+
+# ── composing ────────────────────────────────────────────────────────────────
+
+
+def compose(network: Network, *, title: str, lead: str, url: str, categories: Iterable[str] = (),
+            options: Options = Options()) -> Teaser:
+    """The teaser for one article on one network, within its limit; what was given up to fit is in `dropped`."""
+    headline, sentence, tags = clean(title), lead_sentence(lead), hashtags(categories, options)
+    link = with_utm(_checked_url(url), network.name, options)
+    shown = link_label(link) if network.name == "bluesky" else link
+
+    def attempt(headline: str, sentence: str, tags: list[str]) -> str | None:
+        text = _render(network, options, title=headline, lead=sentence, url=shown, hashtags=tags)
+        return text if _fits(network, text) else None
+
+    def done(text: str, dropped: list[str]) -> Teaser:
+        return _teaser(network, text, link, shown, dropped)
+
+    # 1. hashtags, the last one first
+    for kept in range(len(tags), -1, -1):
+        if text := attempt(headline, sentence, tags[:kept]):
+            return done(text, ["hashtags"] if kept < len(tags) else [])
+    dropped = ["hashtags"] if tags else []
+    if sentence:
+        # 2. the lead, shortened while it still says something; 3. no lead
+        text = _longest(sentence, lambda shorter: attempt(headline, shorter, []), _meaningful)
+        if text:
+            return done(text, dropped + ["lead shortened"])
+        dropped.append("lead")
+        if text := attempt(headline, "", []):
+            return done(text, dropped)
+    if headline:
+        # 4. the headline, shortened as a last resort
+        text = _longest(headline, lambda shorter: attempt(shorter, "", []), lambda _: True)
+        if text:
+            return done(text, dropped + ["headline shortened"])
+        dropped.append("headline")
+    if not _fits(network, shown):
+        raise InvalidInput(f"the article link alone is {length(network, shown)} of {network.limit} characters "
+                           f"by {network.display_name}'s count: use a shorter link")
+    return done(shown, dropped)
+
+
+def measure(network: Network, text: str, url: str) -> Teaser:
+    """An editor's own teaser, checked and measured: length, facets, hashtags. Refused if it can't be posted."""
+    if not text.strip():
+        raise InvalidInput("the teaser is empty: write at least the article link")
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as e:
+        raise InvalidInput("the teaser holds a broken character (a lone surrogate): retype it") from e
+    count = length(network, text)
+    if count > network.limit:
+        raise InvalidInput(f"{count} of {network.limit} characters by {network.display_name}'s count: "
+                           f"shorten it by {count - network.limit}")
+    if network.name == "bluesky" and size > BLUESKY_MAX_BYTES:
+        raise InvalidInput(f"{size} of {BLUESKY_MAX_BYTES} bytes (UTF-8) by Bluesky's count: "
+                           f"shorten it by {size - BLUESKY_MAX_BYTES} bytes")
+    shown = link_label(url) if network.name == "bluesky" else url
+    if shown not in text and url not in text:
+        raise InvalidInput(f"the article link is missing from the teaser: keep {shown} in it")
+    return _teaser(network, text, url, shown, [])
+
+
+def _teaser(network: Network, text: str, url: str, shown: str, dropped: list[str]) -> Teaser:
+    facets = _facets(text, url, shown)
+    tags = tuple(dict.fromkeys(facet.value for facet in facets if facet.kind == "tag"))
+    return Teaser(network.name, text, url, tags, length(network, text), network.limit, facets, tuple(dropped))
+
+
+def _render(network: Network, options: Options, **context) -> str:
+    context["hashtags"] = ["#" + tag for tag in context["hashtags"]]
+    if options.template is None:
+        text = render(f"social/{network.name}.txt", **context)
+    else:
+        try:
+            text = _editor_template(options.template).render(**context)
+        except Exception as e:  # an editor's template can fail in any way Python can
+            raise InvalidInput(f"the teaser template could not be rendered: {e}") from e
+        if context["url"] not in text:
+            raise InvalidInput("the teaser template must show the link: put {{ url }} in it")
+    return _tidy(text)
+
+
+@lru_cache(maxsize=64)
+def _editor_template(source: str):
+    """An editor's template, compiled in the sandbox; refused if it can't compile or never shows the link."""
+    try:
+        variables = meta.find_undeclared_variables(sandbox().parse(source))
+        template = sandbox().from_string(source)
+    except Exception as e:
+        raise InvalidInput(f"the teaser template is not valid: {e}") from e
+    if "url" not in variables:
+        raise InvalidInput("the teaser template must show the link: put {{ url }} in it")
+    return template
+
+
+def _tidy(text: str) -> str:
+    """No trailing spaces, no run of blank lines, none at either end: what an absent lead or tag leaves."""
+    lines: list[str] = []
+    for line in text.split("\n"):
+        line = line.rstrip()
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def _longest(text: str, attempt: Callable[[str], str | None], enough: Callable[[str], bool]) -> str | None:
+    """The teaser with the longest word-prefix of `text` + "…" that fits and is `enough`, found by bisection."""
+    graphemes = _GRAPHEME.findall(text)
+    cuts = _cuts(graphemes)
+    # Keep only the cuts that leave enough (a monotone test: more words, more said), then bisect on the fit.
+    low = _first(len(cuts), lambda i: (shorter := _shortened(graphemes, cuts[i])) is not None and enough(shorter))
+    best, high = None, len(cuts) - 1
+    while low <= high:
+        middle = (low + high) // 2
+        shorter = _shortened(graphemes, cuts[middle])
+        fitted = attempt(shorter) if shorter is not None else None
+        if fitted is None:
+            high = middle - 1
+        else:
+            best, low = fitted, middle + 1
+    return best
+
+
+def _first(n: int, ok: Callable[[int], bool]) -> int:
+    """The first index in range(n) where `ok` holds, for an `ok` that stays true once true (n if none)."""
+    low, high = 0, n
+    while low < high:
+        middle = (low + high) // 2
+        if ok(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def _cuts(graphemes: list[str]) -> list[int]:
+    """Where a text may be cut, in graphemes: before a space, or between two CJK/kana/hangul characters."""
+    cuts = []
+    for i in range(1, len(graphemes)):
+        here, before = graphemes[i], graphemes[i - 1]
+        if here[0].isspace() and not before[0].isspace():
+            cuts.append(i)
+        elif _CJK.match(here) and _CJK.match(before):
+            cuts.append(i)
+    return cuts
+
+
+def _shortened(graphemes: list[str], cut: int) -> str | None:
+    """The first `cut` graphemes + "…", trailing punctuation trimmed; None when nothing is left."""
+    kept = graphemes[:cut]
+    # Also drop a grapheme that would fuse with the ellipsis (a Prepend character before it).
+    while kept and (kept[-1].isspace() or kept[-1] in _TRIMMED or len(_GRAPHEME.findall(kept[-1] + ELLIPSIS)) < 2):
+        kept.pop()
+    return "".join(kept) + ELLIPSIS if kept else None
+
+
+def _meaningful(lead: str) -> bool:
+    """Enough of a lead to be worth keeping: about six words (CJK counted two characters a word)."""
+    words = lead.split()
+    return sum(max(1, len(_CJK.findall(word)) // 2) for word in words) >= MIN_LEAD_WORDS
