@@ -132,11 +132,11 @@ def gone(pid: int) -> bool:
 class Worker:
     """`celery -A syndicate.tasks worker` in a process group of its own: the main process and its pool."""
 
-    def __init__(self, env: dict[str, str], log: Path, concurrency: int):
+    def __init__(self, env: dict[str, str], log: Path, concurrency: int, queue: str = "mail"):
         self.log = log.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "syndicate.tasks", "--config", "fault_celeryconfig", "worker",
-             "-Q", "mail", "--pool", "prefork", "--concurrency", str(concurrency), "--loglevel", "INFO",
+             "-Q", queue, "--pool", "prefork", "--concurrency", str(concurrency), "--loglevel", "INFO",
              "--without-gossip", "--without-mingle", "--without-heartbeat",
              "--hostname", f"faults-{uuid.uuid4().hex[:8]}@%h"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -179,9 +179,9 @@ def workers(tmp_path):
         "worker_lost_wait = 0.5\n")
     started: list[Worker] = []
 
-    def start(env: dict[str, str], concurrency: int = 1) -> Worker:
+    def start(env: dict[str, str], concurrency: int = 1, queue: str = "mail") -> Worker:
         env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
-        started.append(Worker(env, tmp_path / f"worker-{len(started) + 1}.log", concurrency))
+        started.append(Worker(env, tmp_path / f"worker-{len(started) + 1}.log", concurrency, queue))
         return started[-1]
 
     yield start

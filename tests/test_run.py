@@ -62,6 +62,9 @@ def test_syndicate_run_serves_the_whole_pipeline_on_one_machine(running, smtp_se
                                                                  tmp_path):
     process, base, env = running
     syndicate(env, "newsletter", "add", "daily", "--name", "The Daily", "--from-address", "daily@news.example")
+    # Teasers in dry run, at any hour, no gap or age limit (the sample's stories are years old).
+    syndicate(env, "account", "add", "x-desk", "--network", "x", "--dry-run", "--window", "always", "--min-gap", "0",
+              "--max-age", "0")
 
     # A reader signs up on the web; the worker mails the confirmation; the reader confirms by POST.
     response = httpx.post(base + "/subscribe", data={"email": "reader@example.org", "newsletter": "daily"})

@@ -11,9 +11,8 @@ from sqlalchemy import func, select
 from syndicate import deliveries, editions, feeds, posts, subscribers
 from syndicate.db import transaction, upgrade
 from syndicate.mail import OutboxTransport
-from syndicate.models import Delivery, Edition, Post, utcnow
+from syndicate.models import Delivery, Edition, Post, SocialAccount, utcnow
 from syndicate.services import Services
-from syndicate.social import DryRunClient
 
 FEED_URL = "https://truthusa.example/feed/"
 NEWSLETTER = dict(slug="morning-briefing", name="The Morning Briefing", from_address="briefing@truthusa.example",
@@ -88,15 +87,19 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
             report.preview = editions.write_preview(settings, edition)[0]
     report.mails = sorted(set(mail_dir.glob("*.eml")) - before) if mail_dir.exists() else []
 
-    # article → post, dry-run: the exact request X would get, written to the outbox
+    # article → post, dry-run: each network's exact request and the time pacing would post it, in the outbox
     with transaction(svc.Session) as session:
+        posts.ensure_default_account(session)
         posts.plan(session, settings)
-        due = posts.due(session, utcnow())
-    for post_id in due:
-        with transaction(svc.Session) as session:
-            account = session.get(Post, post_id).account
-        post = posts.publish(svc.Session, settings, DryRunClient(account, settings.outbox / "posts"), post_id,
-                             token=f"demo-post-{post_id}")
+        planned = [(post.id, post.account, at) for account in session.scalars(select(SocialAccount))
+                   for post, at in posts.projected(session, account)]
+        for post_id, _, at in planned:
+            session.get(Post, post_id).planned_at = at
+        # the demo never posts for real, whatever credentials an account has
+        clients = {account.id: svc.social_client(account, dry_run=True) for _, account, _ in planned}
+        jobs = [(post_id, clients[account.id]) for post_id, account, _ in planned]
+    for post_id, client in jobs:
+        post = posts.publish(svc.Session, settings, client, post_id, token=f"demo-post-{post_id}")
         report.posts.append(post)
     return report
 

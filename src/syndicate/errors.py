@@ -27,12 +27,15 @@ class TransportError(SyndicateError):
     """Sending (mail or post) failed; `permanent` decides between retry and give up."""
 
     def __init__(self, message: str, *, permanent: bool, code: int | None = None,
-                 retry_at: datetime | None = None, recipient: bool = False):
+                 retry_at: datetime | None = None, recipient: bool = False, uncertain: bool = False):
         super().__init__(message)
         self.permanent = permanent
         self.code = code
         self.retry_at = retry_at  # the earliest time the other side said to try again
         self.recipient = recipient  # refused the address itself (SMTP RCPT), not the message
+        # The request may have reached the other side before it failed (no answer, or the line dropped
+        # mid-answer): a later "duplicate" refusal may be this attempt having worked.
+        self.uncertain = uncertain
 
     @property
     def bounce(self) -> bool:
@@ -45,6 +48,15 @@ class DuplicatePost(TransportError):
 
     def __init__(self, message: str):
         super().__init__(message, permanent=True, code=403)
+
+
+class AccountProblem(TransportError):
+    """The network refuses the account itself (revoked token, missing permission, suspension, a login it
+    won't take): every post would fail the same way, so the account is paused with this message, which
+    says what is wrong and what to do."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message, permanent=True, code=code)
 
 
 class ConnectionLost(TransportError):

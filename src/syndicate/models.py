@@ -290,33 +290,62 @@ class SendRate(Base):
 
 
 class SocialAccount(Base):
+    """One account on one network. Settings are plain JSON (accounts.AccountSettings reads them);
+    credentials and the Bluesky session are encrypted with a key derived from SYNDICATE_SECRET_KEY."""
+
     __tablename__ = "social_accounts"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     network: Mapped[str] = mapped_column(String(20))  # x | mastodon | bluesky
     status: Mapped[str] = mapped_column(String(20), default="active")  # active | paused
+    paused_reason: Mapped[str | None] = mapped_column(Text)  # why: an editor's words, or the network's refusal
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    credentials: Mapped[str | None] = mapped_column(Text)  # Fernet token of a JSON object; None: dry-run only
+    session: Mapped[str | None] = mapped_column(Text)  # Fernet token of the Bluesky session string
+    parked_until: Mapped[datetime | None]  # the network said to wait (429) until then
+    last_dispatched_at: Mapped[datetime | None]  # the minimum gap counts from here
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Switch(Base):
+    """A kill switch: while `engaged`, the thing it names stops (\"social\": every post, every account)."""
+
+    __tablename__ = "switches"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    engaged: Mapped[bool] = mapped_column(default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Post(Base):
+    """One teaser of one article on one account; `share` > 0 only for an editor's explicit re-share."""
+
     __tablename__ = "posts"
-    __table_args__ = (UniqueConstraint("article_id", "account_id"),)
+    __table_args__ = (UniqueConstraint("article_id", "account_id", "share"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
     account_id: Mapped[int] = mapped_column(ForeignKey("social_accounts.id", ondelete="CASCADE"))
-    # pending → sending → posted | failed | skipped
+    share: Mapped[int] = mapped_column(Integer, default=0)
+    # pending → sending → posted | ambiguous | failed | skipped; held and cancelled by editors
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    lane: Mapped[str] = mapped_column(String(20), default="regular")  # regular | breaking (goes first)
     text: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)  # the teaser's link, facets, length; the link card
+    edited: Mapped[bool] = mapped_column(default=False)  # an editor's text: never recomposed
     dry_run: Mapped[bool] = mapped_column(default=False)
+    scheduled_at: Mapped[datetime | None]  # an editor's "not before"
+    planned_at: Mapped[datetime | None]  # when pacing expects it to go (shown in the queue)
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    uncertain: Mapped[bool] = mapped_column(default=False)  # an attempt may have reached the network unanswered
     next_attempt_at: Mapped[datetime | None]
     remote_id: Mapped[str | None] = mapped_column(String(200))
     remote_url: Mapped[str | None] = mapped_column(String(2048))
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)  # the last error, or why it was skipped
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     posted_at: Mapped[datetime | None]
 

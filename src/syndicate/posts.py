@@ -1,108 +1,288 @@
-"""article → post: one teaser per (article, account), written to the ledger before it is published."""
+"""article → post: one teaser per (article, account), in the ledger before it is published, at the account's pace.
+
+pending ──dispatch──▶ sending ──▶ posted | ambiguous | failed | skipped
+   ▲  └─ held / cancelled by an editor        (ambiguous: X called it a duplicate after an unanswered try)
+
+Each tick dispatches at most one post per account, when the account's pace allows: inside its posting
+window (in its own time zone), a minimum gap after the previous one, under its daily cap and any
+limit the network announced. A backlog (after an outage, a pause, the kill switch) drains at that
+pace, breaking lane first, then the newest stories; a regular post older than the account's max age
+when its turn comes is skipped, with the reason recorded.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
-from twitter_text import parse_tweet
 
+from syndicate import accounts, fetch, linkcard, teaser
+from syndicate.accounts import AccountSettings
 from syndicate.config import Settings
-from syndicate.errors import DuplicatePost, TransportError
+from syndicate.errors import AccountProblem, DuplicatePost, InvalidInput, NotFound, TransportError
 from syndicate.models import Article, Post, SocialAccount, utcnow
-from syndicate.social import Published, SocialClient
-from syndicate.templating import render
+from syndicate.social import PostRequest, SocialClient
 
-X_LIMIT = 280
-ELLIPSIS = "…"
-STALE_CLAIM = timedelta(minutes=15)
-REQUEUE_AFTER = timedelta(minutes=5)
-RETRY_BASE, RETRY_MAX, MAX_ATTEMPTS = 60, 1800, 8
+STALE_CLAIM = timedelta(minutes=15)  # a claim nobody finished: its worker died
+REQUEUE_AFTER = timedelta(minutes=5)  # a dispatched post whose task was lost goes again after this
+RETRY_BASE, RETRY_MAX, MAX_ATTEMPTS = 60, 1800, 8  # RETRY_MAX stays below the broker's visibility timeout
+PARK_DEFAULT = timedelta(minutes=15)  # a 429 that didn't say until when
+OPEN = ("pending", "held", "sending")
 
 
 # ── the teaser ───────────────────────────────────────────────────────────────
 
 
-def x_length(text: str) -> int:
-    """X's weighted length: URLs 23, CJK and emoji 2, after NFC."""
-    return parse_tweet(text).weightedLength
+def compose(account: SocialAccount, article: Article) -> teaser.Teaser:
+    settings = accounts.settings_of(account)
+    return teaser.compose(settings.rules(account.network), title=article.title, lead=article.lead or "",
+                          url=article.url, categories=article.categories or (), options=settings.teaser_options)
 
 
-def compose_teaser(article: Article, network: str = "x") -> str:
-    """Headline, lead when it fits, and the link; the headline is shortened at a word, never the URL."""
-    for lead in (article.lead, ""):
-        text = render(f"social/{network}.txt", title=article.title, lead=lead, url=article.url).strip()
-        if x_length(text) <= X_LIMIT:
-            return text
-    # The longest run of the headline's first words that fits, found by bisection.
-    words = article.title.split()
-
-    def shortened(n: int) -> str:
-        title = " ".join(words[:n]).rstrip(",;:—-") + ELLIPSIS
-        return render(f"social/{network}.txt", title=title, lead="", url=article.url).strip()
-
-    low, high = 0, len(words) - 1  # invariant: `low` words fit (0 words: the link alone)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if x_length(shortened(middle)) <= X_LIMIT:
-            low = middle
-        else:
-            high = middle - 1
-    return shortened(low) if low else article.url
+def payload_of(composed: teaser.Teaser) -> dict:
+    return dict(url=composed.url, hashtags=list(composed.hashtags), length=composed.length, limit=composed.limit,
+                dropped=list(composed.dropped),
+                facets=[dict(kind=f.kind, start=f.start, end=f.end, value=f.value) for f in composed.facets])
 
 
-# ── the ledger ───────────────────────────────────────────────────────────────
+def teaser_of(post: Post) -> teaser.Teaser:
+    """The teaser as stored (composed, or as an editor wrote it)."""
+    p = post.payload or {}
+    return teaser.Teaser(network=post.account.network, text=post.text, url=p.get("url", post.article.url),
+                         hashtags=tuple(p.get("hashtags", ())), length=p.get("length", 0), limit=p.get("limit", 0),
+                         facets=tuple(teaser.Facet(**f) for f in p.get("facets", ())),
+                         dropped=tuple(p.get("dropped", ())))
 
 
-def ensure_default_account(session: Session) -> SocialAccount:
-    """One X account named "x": it posts for real when credentials are set, dry-run otherwise."""
-    account = session.scalar(select(SocialAccount).where(SocialAccount.name == "x"))
-    if account is None:
-        account = SocialAccount(name="x", network="x")
-        session.add(account)
-        session.flush()
+def preview(account: SocialAccount, article: Article) -> teaser.Teaser:
+    return compose(account, article)
+
+
+# ── planning ─────────────────────────────────────────────────────────────────
+
+
+def ensure_default_account(session: Session) -> SocialAccount | None:
+    """With no account at all, one X account named "x": live with SYNDICATE_X_* credentials, dry-run otherwise."""
+    if session.scalar(select(func.count()).select_from(SocialAccount)):
+        return None
+    account = SocialAccount(name="x", network="x", settings=AccountSettings().to_dict())
+    session.add(account)
+    session.flush()
     return account
 
 
 def plan(session: Session, settings: Settings, now: datetime | None = None) -> list[int]:
-    """A pending post for each article first seen after its account was connected, and not yet planned."""
+    """A pending post for each article first seen after its account was connected, and not yet planned.
+
+    An article edited later keeps its post (the unique key is article × account × share): a correction
+    is never posted twice; a re-share is an editor's explicit act."""
     now = now or utcnow()
     new_ids = []
     for account in session.scalars(select(SocialAccount).where(SocialAccount.status == "active")).all():
+        account_settings = accounts.settings_of(account)
+        breaking = {c.casefold() for c in account_settings.breaking_categories}
         planned = select(Post.article_id).where(Post.account_id == account.id)
         articles = session.scalars(
             select(Article).where(Article.first_seen_at >= account.created_at, Article.id.not_in(planned))
             .order_by(Article.published_at)
         ).all()
         for article in articles:
-            post = Post(article_id=article.id, account_id=account.id, text=compose_teaser(article, account.network),
-                        dry_run=settings.dry_run_social, created_at=now, next_attempt_at=now)
+            composed = compose(account, article)
+            lane = "breaking" if breaking & {c.casefold() for c in article.categories or ()} else "regular"
+            post = Post(article_id=article.id, account_id=account.id, share=0, text=composed.text,
+                        payload=payload_of(composed), lane=lane, created_at=now, next_attempt_at=now,
+                        dry_run=accounts.is_dry_run(account, settings.x is not None))
             session.add(post)
             session.flush()
             new_ids.append(post.id)
     return new_ids
 
 
-def due(session: Session, now: datetime) -> list[int]:
-    """Posts that need a task: new or due for a retry, or held by a worker that died.
+# ── the link card ────────────────────────────────────────────────────────────
 
-    Each one returned is leased for a few minutes (its next attempt moved forward),
-    so a task still waiting in the queue is not joined by another on every tick.
-    """
-    stale = and_(Post.status == "sending", Post.claimed_at <= now - STALE_CLAIM)
-    session.execute(update(Post).where(stale).values(status="pending", claimed_by=None, next_attempt_at=now)
-                    .execution_options(synchronize_session=False))
-    ids = list(session.scalars(select(Post.id).where(Post.status == "pending", Post.next_attempt_at <= now)))
-    if ids:
-        session.execute(update(Post).where(Post.id.in_(ids)).values(next_attempt_at=now + REQUEUE_AFTER)
-                        .execution_options(synchronize_session=False))
+CARD_DEADLINE = 8.0  # seconds for one article page (and, for Bluesky, its image)
+
+
+def check_cards(Session: sessionmaker, settings: Settings, post_ids: list[int]) -> None:
+    """Read each new post's article page once (through the ingest SSRF guard): its og:/twitter: tags
+    build the Bluesky card and show editors what X and Mastodon will unfurl. A page without an image
+    is fine; an unreachable page is reported on the post (it still goes: the story may be up by then)."""
+    with Session() as session:
+        urls = dict(session.execute(select(Post.id, Article.url).join(Article).where(Post.id.in_(post_ids))).all())
+    found: dict[str, dict] = {}
+    with fetch.client(settings.allow_private_feeds, timeout=CARD_DEADLINE) as http:
+        for url in sorted(set(urls.values())):
+            try:
+                card = linkcard.preflight(http, url, deadline=time.monotonic() + CARD_DEADLINE, fetch_image=False)
+            except linkcard.PageUnreachable as e:
+                found[url] = {"card_error": str(e)}
+            else:
+                found[url] = {"card": dict(url=card.url, title=card.title, description=card.description,
+                                           image_url=card.image_url, card_type=card.card_type)}
+    with Session() as session, session.begin():
+        for post in session.scalars(select(Post).where(Post.id.in_(post_ids))):
+            post.payload = {**(post.payload or {}), **found[urls[post.id]]}
+
+
+def card_for(post: Post, settings: Settings, with_image: bool) -> linkcard.Card | None:
+    """The card a network gets: as checked at planning; for Bluesky with the image itself, fetched now."""
+    stored = (post.payload or {}).get("card")
+    if stored is None:
+        return None
+    if with_image and stored.get("image_url"):
+        with fetch.client(settings.allow_private_feeds, timeout=CARD_DEADLINE) as http:
+            try:
+                return linkcard.preflight(http, stored["url"], deadline=time.monotonic() + CARD_DEADLINE)
+            except linkcard.PageUnreachable:
+                pass  # the card as checked, without its picture
+    return linkcard.Card(**stored, image=None, image_type=None)
+
+
+# ── pacing ───────────────────────────────────────────────────────────────────
+
+
+def next_slot(settings: AccountSettings, now: datetime, last_dispatched: datetime | None,
+              recent: list[datetime], parked_until: datetime | None, windowed: bool = True) -> datetime:
+    """The earliest time ≥ now the account may post: after the gap, under the daily cap, past any
+    limit the network announced and, when `windowed`, inside the posting window."""
+    at = now
+    if last_dispatched is not None:
+        at = max(at, last_dispatched + timedelta(seconds=settings.min_gap))
+    if parked_until is not None:
+        at = max(at, parked_until)
+    in_day = sorted(t for t in recent if t > at - timedelta(hours=24))
+    if len(in_day) >= settings.daily_cap:
+        at = max(at, in_day[-settings.daily_cap] + timedelta(hours=24))
+    return in_window(settings, at) if windowed else at
+
+
+def in_window(settings: AccountSettings, at: datetime) -> datetime:
+    """`at` if it falls in the posting window, else the window's next opening — in the account's zone,
+    so "07:00" stays 07:00 local across daylight-saving changes."""
+    hours = settings.hours
+    if hours is None:
+        return at
+    start, end = hours
+    zone = settings.zone
+    local_day = at.astimezone(zone).date()
+    openings = []
+    for offset in (-1, 0, 1):
+        day = local_day + timedelta(days=offset)
+        opens = _utc(datetime.combine(day, start, tzinfo=zone))
+        closes = _utc(datetime.combine(day + timedelta(days=1) if end <= start else day, end, tzinfo=zone))
+        if opens <= at < closes:
+            return at
+        if at < opens:
+            openings.append(opens)
+    return min(openings)
+
+
+def _utc(local: datetime) -> datetime:
+    # A local time skipped by a spring-forward change is read with the offset before it (fold=0):
+    # 02:30 on that night becomes 03:30, the first moment of the window that exists.
+    return local.astimezone(UTC)
+
+
+def recent_posts(session: Session, account: SocialAccount, now: datetime) -> list[datetime]:
+    """When the account posted in the last 24 hours, and the posts in flight (counted as now)."""
+    posted = session.scalars(select(Post.posted_at).where(
+        Post.account_id == account.id, Post.posted_at > now - timedelta(hours=24),
+        Post.status.in_(("posted", "ambiguous")))).all()
+    flying = session.scalar(select(func.count()).where(Post.account_id == account.id, Post.status == "sending"))
+    return list(posted) + [now] * (flying or 0)
+
+
+def queue(session: Session, account: SocialAccount) -> list[Post]:
+    """The account's waiting posts in the order they go: breaking lane first, then editors' scheduled
+    ones by their time, then the newest stories first."""
+    rows = session.scalars(
+        select(Post).join(Article).where(Post.account_id == account.id, Post.status == "pending")
+        .order_by((Post.lane == "breaking").desc(), Post.scheduled_at.is_(None), Post.scheduled_at,
+                  Article.published_at.desc(), Post.id)
+    ).all()
+    return list(rows)
+
+
+def too_old(post: Post, settings: AccountSettings, now: datetime) -> bool:
+    """A story that waited past the account's max age is not news any more; an editor's schedule is kept."""
+    if post.scheduled_at is not None or post.share > 0 or not settings.max_age:
+        return False
+    return post.article.published_at < now - timedelta(seconds=settings.max_age)
+
+
+def dispatch(session: Session, settings: Settings, now: datetime | None = None) -> list[int]:
+    """The tick: posts whose worker died go back; then at most one post per account, when its pace
+    allows. Each one returned is leased (REQUEUE_AFTER) so the next tick doesn't queue it again."""
+    now = now or utcnow()
+    session.execute(
+        update(Post).where(Post.status == "sending", Post.claimed_at <= now - STALE_CLAIM)
+        .values(status="pending", claimed_by=None, next_attempt_at=now)
+        .execution_options(synchronize_session=False))
+    if accounts.social_paused(session):
+        return []
+    ids = []
+    for account in session.scalars(select(SocialAccount).where(SocialAccount.status == "active")).all():
+        post = _next_for(session, account, now)
+        if post is not None:
+            post.next_attempt_at, post.planned_at = now + REQUEUE_AFTER, now
+            account.last_dispatched_at = now
+            ids.append(post.id)
     return ids
 
 
+def _next_for(session: Session, account: SocialAccount, now: datetime) -> Post | None:
+    settings = accounts.settings_of(account)
+    recent = recent_posts(session, account, now)
+    anytime = next_slot(settings, now, account.last_dispatched_at, recent, account.parked_until, windowed=False)
+    if anytime > now:
+        return None
+    windowed = in_window(settings, now) <= now
+    for post in queue(session, account):
+        if post.next_attempt_at is not None and post.next_attempt_at > now:
+            continue  # leased to a task already, or waiting out a retry
+        if post.scheduled_at is not None and post.scheduled_at > now:
+            continue
+        # The window is for the regular flow; breaking news and an editor's chosen time go when due.
+        if not windowed and post.lane != "breaking" and post.scheduled_at is None:
+            continue
+        if too_old(post, settings, now):
+            post.status = "skipped"
+            post.error = (f"not posted: the story was {_age(now - post.article.published_at)} old when its turn "
+                          f"came (this account's max age is {_age(timedelta(seconds=settings.max_age))})")
+            continue
+        return post
+    return None
+
+
+def projected(session: Session, account: SocialAccount, now: datetime | None = None) -> list[tuple[Post, datetime]]:
+    """When each waiting post is expected to go, at the account's pace (for the queue and dry runs)."""
+    now = now or utcnow()
+    settings = accounts.settings_of(account)
+    recent, last = recent_posts(session, account, now), account.last_dispatched_at
+    plan_ = []
+    for post in queue(session, account):
+        floor = max(now, post.scheduled_at or now, post.next_attempt_at or now)
+        at = next_slot(settings, floor, last, recent, account.parked_until,
+                       windowed=post.lane != "breaking" and post.scheduled_at is None)
+        plan_.append((post, at))
+        last = at
+        recent.append(at)
+    return plan_
+
+
+def _age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.0f} h" if hours >= 1 else f"{delta.total_seconds() / 60:.0f} min"
+
+
+# ── publishing ───────────────────────────────────────────────────────────────
+
+
 def publish(Session: sessionmaker, settings: Settings, client: SocialClient, post_id: int, token: str,
-            clock=utcnow) -> Post:
-    """Claim → publish → record. A post already published is never touched again."""
+            clock=utcnow, card=None) -> Post:
+    """Claim → publish → record. A post already published (or held, cancelled) is never touched again."""
     with Session() as session:
         with session.begin():
             claimed = session.execute(
@@ -113,42 +293,139 @@ def publish(Session: sessionmaker, settings: Settings, client: SocialClient, pos
                 .execution_options(synchronize_session=False)
             ).rowcount
             post = session.get(Post, post_id)
+            if claimed:
+                request = PostRequest(teaser=teaser_of(post), card=card, post_id=post.id, created_at=post.created_at)
         if not claimed:
             return post
         try:
-            published = client.publish(post.text, f"post-{post.id}")
+            published = client.publish(request)
         except DuplicatePost as e:
-            if post.attempts == 0:
-                return _failed(session, post, e, clock)
-            # An earlier attempt timed out or broke off after X had taken it: it is out there.
-            published = Published(None, None)
-            post.error = f"{e} — an earlier attempt had no answer, so it was probably posted then"
-        except TransportError as e:
-            if e.permanent:
-                return _failed(session, post, e, clock)
             with session.begin():
+                if post.uncertain:
+                    # An earlier attempt had no answer and X had taken it: it is out there, probably.
+                    return _settle(post, "ambiguous", clock, f"{e} — an earlier attempt had no answer, so it was "
+                                   "probably posted then; check the account")
+                return _settle(post, "skipped", clock, f"{e}; not retried")
+        except AccountProblem as e:
+            with session.begin():
+                accounts.pause(post.account, str(e))
+                post.status, post.claimed_by, post.error = "pending", None, str(e)
+                post.next_attempt_at = clock()
+            return post
+        except TransportError as e:
+            with session.begin():
+                if e.code == 429 or e.retry_at is not None:
+                    # Waiting out a limit the network announced is not a failed attempt.
+                    post.account.parked_until = max(e.retry_at or clock() + PARK_DEFAULT, clock())
+                    post.status, post.claimed_by, post.error = "pending", None, str(e)
+                    post.next_attempt_at = clock()
+                    return post
                 post.attempts += 1
-                post.error, post.claimed_by = str(e), None
-                # Waiting out a rate limit the network announced is not a failed attempt.
-                if post.attempts >= MAX_ATTEMPTS and e.retry_at is None:
-                    post.status = "failed"
-                else:
-                    delay = timedelta(seconds=min(RETRY_BASE * 2 ** (post.attempts - 1), RETRY_MAX))
-                    post.status = "pending"
-                    post.next_attempt_at = max(clock() + delay, e.retry_at or clock())
+                post.uncertain = post.uncertain or getattr(e, "uncertain", False)
+                if e.permanent or post.attempts >= MAX_ATTEMPTS:
+                    return _settle(post, "failed", clock, str(e) if e.permanent
+                                   else f"gave up after {post.attempts} attempts: {e}")
+                delay = timedelta(seconds=min(RETRY_BASE * 2 ** (post.attempts - 1), RETRY_MAX))
+                post.status, post.claimed_by, post.error = "pending", None, str(e)
+                post.next_attempt_at = clock() + delay
             return post
         with session.begin():
-            post.status, post.posted_at, post.claimed_by = "posted", clock(), None
-            post.dry_run = client.dry_run
+            _settle(post, "posted", clock, None)
+            post.posted_at, post.dry_run = clock(), client.dry_run
             post.remote_id, post.remote_url = published.remote_id, published.remote_url
-            if published.remote_id is not None:
-                post.error = None
-            post.attempts += 1
+            if published.remote_id is None:
+                post.error = "posted, but the network didn't say under which id"
+            if getattr(published, "limit_reset", None) is not None:  # the live 24-hour limit is used up
+                post.account.parked_until = published.limit_reset
         return post
 
 
-def _failed(session: Session, post: Post, error: TransportError, clock) -> Post:
-    with session.begin():
-        post.status, post.error, post.claimed_by = "failed", str(error), None
+def _settle(post: Post, status: str, clock, error: str | None) -> Post:
+    post.status, post.error, post.claimed_by = status, error, None
+    if status in ("posted", "ambiguous", "skipped"):  # the network answered this attempt
         post.attempts += 1
+    if status == "ambiguous":
+        post.posted_at = clock()
     return post
+
+
+# ── editors' actions ─────────────────────────────────────────────────────────
+
+
+def get(session: Session, post_id: int) -> Post:
+    post = session.get(Post, post_id)
+    if post is None:
+        raise NotFound(f"no post {post_id}; `syndicate post list` shows them")
+    return post
+
+
+def _waiting(post: Post, action: str) -> None:
+    if post.status not in ("pending", "held"):
+        raise InvalidInput(f"post {post.id} is {post.status}: only a waiting (pending or held) post can be {action}")
+
+
+def edit_text(post: Post, text: str) -> teaser.Teaser:
+    """An editor's own teaser, measured by the account's network rules; never recomposed afterwards."""
+    _waiting(post, "edited")
+    settings = accounts.settings_of(post.account)
+    measured = teaser.measure(settings.rules(post.account.network), text,
+                              (post.payload or {}).get("url", post.article.url))
+    post.text, post.payload, post.edited = measured.text, payload_of(measured) | _card(post), True
+    return measured
+
+
+def _card(post: Post) -> dict:
+    return {k: v for k, v in (post.payload or {}).items() if k in ("card", "card_error")}
+
+
+def schedule(post: Post, at: datetime) -> None:
+    """Not before `at` (the posting window then doesn't apply: an editor chose the time)."""
+    _waiting(post, "scheduled")
+    post.scheduled_at, post.status, post.next_attempt_at = at, "pending", None
+
+
+def hold(post: Post) -> None:
+    _waiting(post, "held")
+    post.status = "held"
+
+
+def release(post: Post) -> None:
+    if post.status != "held":
+        raise InvalidInput(f"post {post.id} is {post.status}, not held")
+    post.status, post.next_attempt_at = "pending", None
+
+
+def cancel(post: Post) -> None:
+    _waiting(post, "cancelled")
+    post.status, post.error = "cancelled", "cancelled by an editor"
+
+
+def make_breaking(post: Post) -> None:
+    _waiting(post, "moved to the breaking lane")
+    post.lane = "breaking"
+
+
+def reshare(session: Session, article: Article, account: SocialAccount, at: datetime | None = None,
+            now: datetime | None = None, env_x: bool = False) -> Post:
+    """An editor's explicit second (third…) post of a story: a new row, never a retry of the first."""
+    now = now or utcnow()
+    shares = session.scalar(select(func.max(Post.share)).where(Post.article_id == article.id,
+                                                               Post.account_id == account.id))
+    composed = compose(account, article)
+    post = Post(article_id=article.id, account_id=account.id, share=(shares + 1) if shares is not None else 0,
+                text=composed.text, payload=payload_of(composed), dry_run=accounts.is_dry_run(account, env_x),
+                scheduled_at=at, created_at=now, next_attempt_at=None)
+    session.add(post)
+    session.flush()
+    return post
+
+
+def describe(post: Post, planned: datetime | None = None) -> dict:
+    p = post.payload or {}
+    return dict(id=post.id, article_id=post.article_id, account=post.account.name, network=post.account.network,
+                share=post.share, status=post.status, lane=post.lane, dry_run=post.dry_run, edited=post.edited,
+                text=post.text, length=p.get("length"), limit=p.get("limit"), url=p.get("url"),
+                scheduled_at=post.scheduled_at, planned_at=planned or post.planned_at, posted_at=post.posted_at,
+                remote_url=post.remote_url, attempts=post.attempts, error=post.error,
+                card=p.get("card"), card_error=p.get("card_error"))
+

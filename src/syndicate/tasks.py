@@ -180,11 +180,15 @@ def send_confirmation(self, subscriber_id: int) -> str:
 
 @app.task(name="syndicate.social_tick")
 def social_tick() -> int:
+    """Plan posts for new stories, check their link cards, then dispatch what each account's pace allows."""
     svc = services.current()
     with transaction(svc.Session) as session:
         posts.ensure_default_account(session)
-        posts.plan(session, svc.settings)
-        due = posts.due(session, utcnow())
+        new = posts.plan(session, svc.settings)
+    if new:
+        posts.check_cards(svc.Session, svc.settings, new)
+    with transaction(svc.Session) as session:
+        due = posts.dispatch(session, svc.settings)
     for post_id in due:
         publish_post.delay(post_id)
     return len(due)
@@ -198,6 +202,7 @@ def publish_post(self, post_id: int) -> str:
         if post is None:
             return "gone"
         client = svc.social_client(post.account)
-    post = posts.publish(svc.Session, svc.settings, client, post_id, token=self.request.id or f"local-{post_id}")
+        card = posts.card_for(post, svc.settings, with_image=client.network == "bluesky")
+    post = posts.publish(svc.Session, svc.settings, client, post_id, token=self.request.id or f"local-{post_id}",
+                         card=card)
     return post.status
-

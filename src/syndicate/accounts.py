@@ -1,0 +1,283 @@
+"""Social accounts: their settings (pacing, teaser, network), their credentials (encrypted), their state.
+
+An account's settings are plain JSON on its row, read through AccountSettings, which refuses what it
+doesn't understand with a message that says what to write instead. Credentials are encrypted with a
+key derived from SYNDICATE_SECRET_KEY: a copied database alone doesn't hand over the newsroom's accounts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from syndicate import teaser
+from syndicate.errors import InvalidInput, NotFound
+from syndicate.models import SocialAccount, Switch, utcnow
+
+NETWORKS = ("x", "mastodon", "bluesky")
+# What each network needs to post; the optional ones may be left out.
+SECRETS = {
+    "x": ("consumer_key", "consumer_secret", "access_token", "access_token_secret"),
+    "mastodon": ("access_token",),
+    "bluesky": ("app_password",),
+}
+OPTIONAL_SECRETS = {"x": ("bearer_token",), "mastodon": (), "bluesky": ()}
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
+DURATION = re.compile(r"(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?")
+
+
+# ── settings ─────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    """How one account posts. Times are in the account's own zone, so a window means what it says
+    across daylight-saving changes."""
+
+    timezone: str = "UTC"
+    window: str = "07:00-22:00"  # "HH:MM-HH:MM" (may cross midnight) or "always"
+    min_gap: int = 600  # seconds between two posts
+    daily_cap: int = 30  # posts in any 24 hours (X's free tiers have been as low as 17)
+    max_age: int = 12 * 3600  # seconds: a regular post older than this when its turn comes is skipped
+    breaking_categories: tuple[str, ...] = ()  # an article in one of these goes in the breaking lane
+    dry_run: bool = False  # record the exact request and planned time; call nothing
+    instance: str | None = None  # Mastodon: the instance, e.g. https://mastodon.social
+    handle: str | None = None  # Bluesky: the account's handle, e.g. newsroom.bsky.social
+    service: str = "https://bsky.social"  # Bluesky: the PDS
+    visibility: str = "unlisted"  # Mastodon
+    language: str | None = None  # ISO 639-1, e.g. "en"
+    max_characters: int | None = None  # Mastodon: the instance's limit, read by `account test` (default 500)
+    url_cost: int | None = None  # Mastodon: characters a link counts on the instance (default 23)
+    teaser: dict = field(default_factory=dict)  # teaser.Options: hashtags, hashtag_map, deny, utm_*, template
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AccountSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidInput(f"unknown account setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(data)
+        if "breaking_categories" in values:
+            values["breaking_categories"] = tuple(values["breaking_categories"] or ())
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["breaking_categories"] = list(self.breaking_categories)
+        return data
+
+    def check(self) -> None:
+        _ = self.zone, self.hours  # each raises with a clear message
+        for name in ("min_gap", "daily_cap", "max_age"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidInput(f"account setting {name} must be a whole number ≥ 0, not {value!r}")
+        if self.daily_cap < 1:
+            raise InvalidInput("account setting daily_cap must be at least 1 (pause the account to stop it)")
+        if self.visibility not in ("public", "unlisted", "private"):
+            raise InvalidInput(f"visibility must be public, unlisted or private, not {self.visibility!r}")
+        _ = self.teaser_options
+
+    @property
+    def zone(self) -> ZoneInfo:
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise InvalidInput(f"unknown time zone {self.timezone!r}; use an IANA name like Europe/Berlin") from e
+
+    @property
+    def hours(self) -> tuple[time, time] | None:
+        """The posting window's (start, end) local times; None: any time."""
+        return parse_window(self.window)
+
+    @property
+    def teaser_options(self) -> teaser.Options:
+        return teaser.Options.from_dict(self.teaser)
+
+    def rules(self, network: str) -> teaser.Network:
+        """The length rules teasers are made to: the instance's own for Mastodon once read."""
+        if network != "mastodon":  # X's and Bluesky's rules are the same everywhere
+            return teaser.network(network)
+        return teaser.network(network, limit=self.max_characters, url_cost=self.url_cost)
+
+
+def parse_window(text: str) -> tuple[time, time] | None:
+    if text.strip().lower() in ("always", "any", ""):
+        return None
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
+    try:
+        if not match:
+            raise ValueError
+        start, end = (time(int(match[1]), int(match[2])), time(int(match[3]) % 24, int(match[4])))
+    except ValueError:
+        raise InvalidInput(f"posting window {text!r} is not like 07:00-22:00 (or 'always')") from None
+    if start == end:
+        raise InvalidInput(f"posting window {text!r} is empty; for any time of day write 'always'")
+    return start, end
+
+
+def parse_duration(text: str) -> int:
+    """"90s", "10m", "2h", "1d", "1h30m" or a number of seconds → seconds."""
+    text = str(text).strip().lower()
+    if text.isdigit():
+        return int(text)
+    match = DURATION.fullmatch(text)
+    if not text or not match or not any(match.groups()):
+        raise InvalidInput(f"duration {text!r} is not like 90s, 10m, 2h, 1d or 1h30m")
+    d, h, m, s = (int(g or 0) for g in match.groups())
+    return int(timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds())
+
+
+def settings_of(account: SocialAccount) -> AccountSettings:
+    return AccountSettings.from_dict(account.settings or {})
+
+
+# ── credentials ──────────────────────────────────────────────────────────────
+
+
+def _fernet(secret_key: str) -> Fernet:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"syndicate social credentials").derive(
+        secret_key.encode())
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def seal(secret_key: str, value: dict | str) -> str:
+    return _fernet(secret_key).encrypt(json.dumps(value).encode()).decode()
+
+
+def unseal(secret_key: str, token: str | None, what: str = "credentials"):
+    if token is None:
+        return None
+    try:
+        return json.loads(_fernet(secret_key).decrypt(token.encode()))
+    except InvalidToken:
+        raise InvalidInput(f"the account's {what} cannot be read with this SYNDICATE_SECRET_KEY (was it changed?); "
+                           "set them again with `syndicate account edit NAME --credentials`") from None
+
+
+def check_credentials(network: str, values: dict) -> dict:
+    required, optional = SECRETS[network], OPTIONAL_SECRETS[network]
+    missing = [k for k in required if not values.get(k)]
+    if missing:
+        raise InvalidInput(f"a {network} account needs {', '.join(missing)}")
+    unknown = sorted(set(values) - set(required) - set(optional))
+    if unknown:
+        raise InvalidInput(f"{', '.join(unknown)} is not a {network} credential; "
+                           f"expected {', '.join(required + optional)}")
+    return {k: v for k, v in values.items() if v}
+
+
+# ── accounts ─────────────────────────────────────────────────────────────────
+
+
+def add(session: Session, secret_key: str, name: str, network: str, settings: dict,
+        credentials: dict | None) -> SocialAccount:
+    if not NAME.fullmatch(name):
+        raise InvalidInput(f"account name {name!r}: use lower-case letters, digits, '-' and '_' (e.g. x-newsroom)")
+    if network not in NETWORKS:
+        raise InvalidInput(f"network {network!r} is not one of {', '.join(NETWORKS)}")
+    if session.scalar(select(SocialAccount).where(SocialAccount.name == name)):
+        raise InvalidInput(f"an account named {name!r} exists already; pick another name or edit it")
+    parsed = AccountSettings.from_dict(settings)
+    _check_network_settings(network, parsed, credentials)
+    account = SocialAccount(name=name, network=network, settings=parsed.to_dict(), status="active",
+                            credentials=seal(secret_key, check_credentials(network, credentials))
+                            if credentials else None)
+    session.add(account)
+    session.flush()
+    return account
+
+
+def edit(session: Session, secret_key: str, account: SocialAccount, settings: dict,
+         credentials: dict | None = None) -> SocialAccount:
+    parsed = AccountSettings.from_dict(settings_of(account).to_dict() | settings)
+    _check_network_settings(account.network, parsed, credentials or account.credentials)
+    account.settings = parsed.to_dict()
+    if credentials:
+        account.credentials = seal(secret_key, check_credentials(account.network, credentials))
+        account.session = None  # a new password: log in afresh
+    return account
+
+
+def _check_network_settings(network: str, settings: AccountSettings, credentials) -> None:
+    live = not settings.dry_run and bool(credentials)
+    if network == "mastodon" and live and not settings.instance:
+        raise InvalidInput("a Mastodon account needs its instance: --instance https://mastodon.social")
+    if network == "bluesky" and live and not settings.handle:
+        raise InvalidInput("a Bluesky account needs its handle: --handle newsroom.bsky.social")
+
+
+def get(session: Session, name: str) -> SocialAccount:
+    account = session.scalar(select(SocialAccount).where(SocialAccount.name == name))
+    if account is None:
+        names = ", ".join(session.scalars(select(SocialAccount.name).order_by(SocialAccount.name))) or "none yet"
+        raise NotFound(f"no social account named {name!r} (accounts: {names}); add one with `syndicate account add`")
+    return account
+
+
+def pause(account: SocialAccount, reason: str) -> None:
+    account.status, account.paused_reason = "paused", reason
+
+
+def resume(account: SocialAccount) -> None:
+    """Active again; its backlog drains at the account's pace (one post per gap), never in a burst."""
+    account.status, account.paused_reason = "active", None  # a network's "wait until" (parked_until) still holds
+
+
+def describe(account: SocialAccount, env_x: bool = False) -> dict:
+    settings = account.settings or {}
+    return dict(name=account.name, network=account.network, status=account.status,
+                paused_reason=account.paused_reason, mode="dry-run" if is_dry_run(account, env_x) else "live",
+                parked_until=account.parked_until, last_dispatched_at=account.last_dispatched_at,
+                settings=settings, has_credentials=account.credentials is not None)
+
+
+def is_dry_run(account: SocialAccount, env_x: bool = False) -> bool:
+    """Dry run by setting, or for want of credentials (an X account may use SYNDICATE_X_*: `env_x`)."""
+    if (account.settings or {}).get("dry_run"):
+        return True
+    return account.credentials is None and not (env_x and account.network == "x")
+
+
+# ── the global kill switch ───────────────────────────────────────────────────
+
+SOCIAL = "social"
+
+
+def switch(session: Session, name: str = SOCIAL) -> Switch:
+    row = session.get(Switch, name)
+    if row is None:
+        row = Switch(name=name, engaged=False, changed_at=utcnow())
+        session.add(row)
+        session.flush()
+    return row
+
+
+def social_paused(session: Session) -> Switch | None:
+    row = session.get(Switch, SOCIAL)
+    return row if row is not None and row.engaged else None
+
+
+def pause_social(session: Session, reason: str, now: datetime | None = None) -> Switch:
+    row = switch(session)
+    row.engaged, row.reason, row.changed_at = True, reason, now or utcnow()
+    return row
+
+
+def resume_social(session: Session, now: datetime | None = None) -> Switch:
+    """Posting resumes at each account's pace (one post per gap, the daily cap), never in a burst."""
+    row = switch(session)
+    row.engaged, row.reason, row.changed_at = False, None, now or utcnow()
+    return row
