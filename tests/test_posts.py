@@ -288,3 +288,46 @@ def test_it_writes_the_exact_request_to_the_outbox_without_credentials(svc, samp
     assert post.status == "posted"
     assert post.dry_run is True
     assert reload(svc, due[0]).dry_run is True
+
+
+# ── the link card, read before a post is queued ──────────────────────────────
+
+PAGE = b"""<!doctype html><html><head><meta charset="utf-8">
+<title>Armenia Conducts Joint Military Exercises With US - TruthUSA</title>
+<meta property="og:title" content="Armenia Conducts Joint Military Exercises With US">
+<meta property="og:description" content="The drills strain relations with Russia.">
+<meta property="og:image" content="/wp-content/uploads/armenia.png">
+<meta name="twitter:card" content="summary_large_image">
+</head><body><p>Story</p></body></html>"""
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+def test_it_reads_each_article_page_once_for_its_card_and_notes_an_unreachable_one(svc, feed_server):
+    page = feed_server.serve("/armenia/", PAGE, **{"Content-Type": "text/html; charset=utf-8"})
+    feed_server.serve("/wp-content/uploads/armenia.png", PNG, **{"Content-Type": "image/png"})
+    missing = feed_server.serve("/gone/", b"not here", status=404)
+    now = utcnow()
+    with transaction(svc.Session) as session:
+        for name in ("x", "bsky"):
+            account = SocialAccount(name=name, network="x" if name == "x" else "bluesky", settings={},
+                                    created_at=now - timedelta(minutes=1))
+            session.add(account)
+        for n, url in enumerate((page, missing)):
+            session.add(Article(identity=str(n), url=url, title=f"Story {n}", lead="", content_hash=f"{n:064d}",
+                                categories=[], published_at=now, first_seen_at=now))
+        session.flush()
+        planned = posts.plan(session, svc.settings, now)
+    posts.check_cards(svc.Session, svc.settings, planned)
+
+    with transaction(svc.Session) as session:
+        stored = {(p.account.name, p.article.url): p for p in session.scalars(select(Post))}
+        good, bad = stored[("bsky", page)], stored[("x", missing)]
+        assert good.payload["card"] == {"url": page, "title": "Armenia Conducts Joint Military Exercises With US",
+                                        "description": "The drills strain relations with Russia.",
+                                        "image_url": page.replace("/armenia/", "/wp-content/uploads/armenia.png"),
+                                        "card_type": "summary_large_image"}
+        assert "404" in bad.payload["card_error"] and "card" not in bad.payload
+        assert good.payload["url"].startswith(page)  # the teaser's own fields are kept
+        card = posts.card_for(good.payload, svc.settings, with_image=True)  # Bluesky's thumbnail, fetched when posting
+        assert (card.image, card.image_type) == (PNG, "image/png")
+        assert posts.card_for(bad.payload, svc.settings, with_image=True) is None

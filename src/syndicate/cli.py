@@ -1091,18 +1091,19 @@ def account_test(ctx, name: str) -> None:
     with db.transaction(svc.Session) as session:
         row = accounts.get(session, name)
         client = svc.social_client(row)
-        if client.dry_run:
-            click.echo(f"{name}: dry-run (no credentials, or --dry-run): nothing to check; "
-                       f"requests are written to {svc.settings.outbox / 'posts'}")
-            return
-        try:
-            who = client.verify()
-            rules = client.rules()
-        except TransportError as e:
-            click.echo(f"{name}: NOT OK — {e}", err=True)
-            ctx.exit(1)
-        if row.network == "mastodon":
-            accounts.edit(session, svc.settings.secret_key, row,
+    if client.dry_run:
+        click.echo(f"{name}: dry-run (no credentials, or --dry-run): nothing to check; "
+                   f"requests are written to {svc.settings.outbox / 'posts'}")
+        return
+    try:  # no transaction open while the network answers
+        who = client.verify()
+        rules = client.rules()
+    except TransportError as e:
+        click.echo(f"{name}: NOT OK — {e}", err=True)
+        ctx.exit(1)
+    if client.network == "mastodon":
+        with db.transaction(svc.Session) as session:
+            accounts.edit(session, svc.settings.secret_key, accounts.get(session, name),
                           dict(max_characters=rules.limit, url_cost=rules.url_cost))
     click.echo(f"{name}: OK — {who}")
 

@@ -126,9 +126,10 @@ def check_cards(Session: sessionmaker, settings: Settings, post_ids: list[int]) 
             post.payload = {**(post.payload or {}), **found[urls[post.id]]}
 
 
-def card_for(post: Post, settings: Settings, with_image: bool) -> linkcard.Card | None:
-    """The card a network gets: as checked at planning; for Bluesky with the image itself, fetched now."""
-    stored = (post.payload or {}).get("card")
+def card_for(payload: dict, settings: Settings, with_image: bool) -> linkcard.Card | None:
+    """The card a network gets: as checked at planning; for Bluesky with the image itself, fetched now
+    (call it outside any transaction: it may wait on the network)."""
+    stored = (payload or {}).get("card")
     if stored is None:
         return None
     if with_image and stored.get("image_url"):

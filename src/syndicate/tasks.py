@@ -202,7 +202,8 @@ def publish_post(self, post_id: int) -> str:
         if post is None:
             return "gone"
         client = svc.social_client(post.account)
-        card = posts.card_for(post, svc.settings, with_image=client.network == "bluesky")
+        payload = post.payload
+    card = posts.card_for(payload, svc.settings, with_image=client.network == "bluesky")  # outside: network
     post = posts.publish(svc.Session, svc.settings, client, post_id, token=self.request.id or f"local-{post_id}",
                          card=card)
     return post.status

@@ -1,0 +1,108 @@
+"""The social commands end to end: accounts added and tested against Mastodon.py talking to `responses`,
+the queue read, a teaser previewed, edited, scheduled, held and cancelled, and the kill switch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import responses
+from click.testing import CliRunner
+
+from syndicate.cli import main
+from syndicate.errors import InvalidInput
+
+INSTANCE = "https://social.example"
+
+
+@pytest.fixture
+def syndicate(tmp_path, feed_server, sample_feed):
+    env = {"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_SECRET_KEY": "s",
+           "SYNDICATE_ALLOW_PRIVATE_FEEDS": "1", "SYNDICATE_BASE_URL": "https://news.example",
+           "SYNDICATE_ACCOUNT_ACCESS_TOKEN": "masto-secret-token"}
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True):
+        result = runner.invoke(main, list(args), env=env)
+        if ok:
+            assert result.exit_code == 0, (result.output, result.exception)
+        return result
+
+    run("db", "upgrade")
+    run("feed", "add", feed_server.serve("/feed/", sample_feed, **{"Content-Type": "application/rss+xml"}))
+    return run
+
+
+def test_an_editor_connects_an_account_and_manages_its_queue(syndicate, tmp_path):
+    added = syndicate("account", "add", "newsroom", "--network", "mastodon", "--instance", INSTANCE,
+                      "--timezone", "Europe/Berlin", "--window", "always", "--min-gap", "15m", "--max-age", "0",
+                      "--hashtag", "World News=World").output
+    assert "added (mastodon, live)" in added
+    shown = syndicate("account", "show", "newsroom", "--json").output
+    assert "masto-secret-token" not in shown  # stored encrypted, never shown
+    assert json.loads(shown)["settings"]["min_gap"] == 900
+    assert "masto-secret-token" not in (tmp_path / "data" / "syndicate.db").read_bytes().decode("latin-1")
+
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, f"{INSTANCE}/api/v1/accounts/verify_credentials", json={"acct": "newsroom", "id": "1"})
+        rsps.add(responses.GET, f"{INSTANCE}/api/v2/instance/",
+                 json={"configuration": {"statuses": {"max_characters": 1000, "characters_reserved_per_url": 23}}})
+        tested = syndicate("account", "test", "newsroom").output
+    assert "newsroom: OK" in tested and "@newsroom" in tested
+    assert json.loads(syndicate("account", "show", "newsroom", "--json").output)["settings"]["max_characters"] == 1000
+
+    syndicate("feed", "poll", "--all")
+    syndicate("account", "add", "late", "--network", "x", "--dry-run")  # connected after: plans nothing old
+    syndicate("feed", "poll", "--all")  # plans again: nothing new
+    queue = json.loads(syndicate("post", "list", "--json").output)
+    assert {p["account"] for p in queue} == {"newsroom"} and len(queue) == 4
+    assert all(p["status"] == "pending" and p["planned_at"] and p["length"] <= 1000 for p in queue)
+    gaps = sorted(p["planned_at"] for p in queue)
+    assert gaps[1] > gaps[0]  # one per 15 minutes, not all at once
+
+    article = queue[0]["article_id"]
+    preview = syndicate("post", "preview", str(article), "--network", "bluesky", "--json").output
+    assert json.loads(preview)["limit"] == 300
+
+    post_id = str(queue[0]["id"])
+    too_long = syndicate("post", "edit", post_id, "--text", "word " * 300 + queue[0]["url"], ok=False)
+    assert isinstance(too_long.exception, InvalidInput) and "of 1000 characters" in str(too_long.exception)
+    edited = syndicate("post", "edit", post_id, "--text", f"Read this one. {queue[0]['url']}").output
+    assert "teaser replaced" in edited
+    assert "scheduled for 2031-01-01T08:00:00+01:00" in syndicate("post", "schedule", post_id, "--at",
+                                                                  "2031-01-01 08:00").output
+    assert "held" in syndicate("post", "hold", post_id).output
+    assert "pending" in syndicate("post", "release", post_id).output
+    assert "cancelled" in syndicate("post", "cancel", post_id).output
+    refused = syndicate("post", "hold", post_id, ok=False)
+    assert "only a waiting" in str(refused.exception)
+
+    assert "paused: election night" in syndicate("social", "pause", "--reason", "election night").output
+    status = json.loads(syndicate("social", "status", "--json").output)
+    assert status["posting"] == "paused" and status["reason"] == "election night"
+    assert {a["name"]: a["waiting"] for a in status["accounts"]} == {"newsroom": 3, "late": 0}
+    assert "resumed" in syndicate("social", "resume").output
+    assert json.loads(syndicate("social", "status", "--json").output)["posting"] == "on"
+
+
+def test_a_failed_account_test_says_what_is_wrong_and_exits_1(syndicate):
+    syndicate("account", "add", "newsroom", "--network", "mastodon", "--instance", INSTANCE)
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, f"{INSTANCE}/api/v1/accounts/verify_credentials", status=401,
+                 json={"error": "The access token is invalid"})
+        result = syndicate("account", "test", "newsroom", ok=False)
+    assert result.exit_code == 1
+    assert "NOT OK" in result.output and "token" in result.output.lower()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--network", "mastodon", "--window", "7-22"], "07:00-22:00"),
+    (["--network", "mastodon", "--timezone", "Berlin"], "IANA"),
+    (["--network", "mastodon"], "needs its instance"),
+    (["--network", "x", "--min-gap", "soon"], "10m"),
+])
+def test_bad_account_settings_are_refused_with_what_to_write(syndicate, args, words):
+    result = syndicate("account", "add", "newsroom", *args, ok=False)
+    assert result.exit_code != 0
+    assert words in str(result.exception) + result.output
+    assert "(none)" in syndicate("account", "list").output
