@@ -1327,6 +1327,74 @@ def social_status(ctx, as_json: bool) -> None:
     emit(rows, False, ["name", "network", "mode", "status", "waiting", "next_post_at", "paused_reason"])
 
 
+# ── editors ──────────────────────────────────────────────────────────────────
+
+
+@main.group()
+def user() -> None:
+    """Editors who sign in to the desk (/desk)."""
+
+
+def _new_password() -> str:
+    return os.environ.get("SYNDICATE_USER_PASSWORD") or click.prompt(
+        "password (10 characters or more)", hide_input=True, confirmation_prompt=True, err=True)
+
+
+@user.command("add")
+@click.argument("name")
+@click.pass_context
+def user_add(ctx, name: str) -> None:
+    """Create an editor called NAME; the password is asked for twice (hidden) and stored as an argon2id hash."""
+    from syndicate import editors
+
+    svc = services(ctx)
+    password = _new_password()
+    with db.transaction(svc.Session) as session:
+        row = editors.add(session, name, password)
+        username = row.username
+    click.echo(f"editor {username!r} added: sign in at {svc.settings.base_url}/desk")
+
+
+@user.command("password")
+@click.argument("name")
+@click.pass_context
+def user_password(ctx, name: str) -> None:
+    """Set a new password for NAME."""
+    from syndicate import editors
+
+    svc = services(ctx)
+    password = _new_password()
+    with db.transaction(svc.Session) as session:
+        editors.set_password(editors.get(session, name), password)
+    click.echo(f"editor {name!r}: new password set")
+
+
+@user.command("disable")
+@click.argument("name")
+@click.pass_context
+def user_disable(ctx, name: str) -> None:
+    """NAME can't sign in any more; their open sessions end at their next click."""
+    from syndicate import editors
+
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        editors.get(session, name).disabled_at = utcnow()
+    click.echo(f"editor {name!r} disabled")
+
+
+@user.command("list")
+@json_option
+@click.pass_context
+def user_list(ctx, as_json: bool) -> None:
+    from syndicate import editors
+    from syndicate.models import Editor
+
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        rows = [editors.describe(e) for e in session.scalars(select(Editor).order_by(Editor.username))]
+    emit(rows, as_json, ["username", "status", "created_at", "last_sign_in_at"])
+
+
 # ── API tokens ───────────────────────────────────────────────────────────────
 
 

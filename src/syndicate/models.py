@@ -308,6 +308,19 @@ class SocialAccount(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Editor(Base):
+    """Someone who signs in to the desk. Only an argon2id hash of the password is kept."""
+
+    __tablename__ = "editors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sign_in_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+
+
 class Switch(Base):
     """A kill switch: while `engaged`, the thing it names stops (\"social\": every post, every account)."""
 

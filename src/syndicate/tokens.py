@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from functools import cache
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -48,3 +50,8 @@ def read_preferences_token(secret_key: str, token: str) -> int:
         return int(_serializer(secret_key, "preferences").loads(token))
     except (BadSignature, ValueError, TypeError) as e:
         raise InvalidInput("this preferences link is damaged; copy the whole link from the email") from e
+
+
+def derive(secret_key: str, purpose: str) -> str:
+    """A key of its own for each use of SYNDICATE_SECRET_KEY: a cookie key can't sign an unsubscribe link."""
+    return hmac.new(secret_key.encode(), f"syndicate.{purpose}".encode(), hashlib.sha256).hexdigest()

@@ -1,5 +1,6 @@
 """The public web pages: subscribe → confirm, unsubscribe (RFC 8058 one-click), the edition web view;
-and the push API a CMS calls when it publishes (POST /api/articles).
+the push API a CMS calls when it publishes (POST /api/articles); the editors' desk (/desk, signed in);
+/healthz and /metrics for operators.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select, text
 from starlette.concurrency import run_in_threadpool
 
-from syndicate import api_tokens, archive, bounces, editions, push, services, subscribers, tokens
+from syndicate import api_tokens, archive, bounces, desk, editions, metrics, push, services, subscribers, tokens
 from syndicate.api_tokens import NotAuthenticated
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
@@ -54,11 +55,44 @@ async def read_capped(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+class DeskSessions:
+    """Starlette's signed-cookie sessions for the desk only (the cookie's path is /desk), keyed by a key
+    derived from SYNDICATE_SECRET_KEY; built on first use, since settings are read when needed."""
+
+    def __init__(self, app):
+        self.app, self.built = app, {}
+
+    async def __call__(self, scope, receive, send):
+        settings = services.current().settings
+        key = (settings.secret_key, settings.base_url.startswith("https"))
+        if key not in self.built:
+            from starlette.middleware.sessions import SessionMiddleware
+
+            self.built[key] = SessionMiddleware(
+                self.app, secret_key=tokens.derive(settings.secret_key, "desk sessions"),
+                session_cookie=desk.COOKIE, max_age=desk.SESSION_HOURS * 3600, path="/desk", same_site="lax",
+                https_only=key[1])
+        await self.built[key](scope, receive, send)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="syndicate", docs_url="/docs", redoc_url=None)
+    app.add_middleware(DeskSessions)
+    app.include_router(desk.router)
 
     def svc():
         return services.current()
+
+    @app.exception_handler(desk.SignInRequired)
+    async def sign_in_first(request: Request, e: desk.SignInRequired):
+        if request.url.path.endswith("/measure"):
+            return api_error("signed out: sign in again", 401)
+        return desk.sign_in_redirect(e.path)
+
+    @app.exception_handler(desk.CsrfRefused)
+    async def csrf_refused(request: Request, e: desk.CsrfRefused):
+        return message("Refused", "This form is out of date or came from another site: go back, reload the "
+                       "page and try again.", 403)
 
     @app.exception_handler(InvalidInput)
     async def invalid(request: Request, e: InvalidInput):
@@ -258,6 +292,17 @@ def create_app() -> FastAPI:
         except Exception as e:  # noqa: BLE001 - any failure is "unhealthy", said in the body
             return JSONResponse({"status": "error", "database": str(e)}, status_code=503)
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus(request: Request):
+        """Prometheus text format; send an API token (`syndicate token create prometheus`) as a Bearer."""
+        try:
+            with transaction(svc().Session) as session:
+                api_tokens.authenticate(session, bearer_token(request))
+                body = metrics.render(session, svc().settings)
+        except NotAuthenticated as e:
+            return unauthorized(e, bearer_token(request) is not None)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 

@@ -1,0 +1,73 @@
+"""/metrics in Prometheus's text format: queue depths, deliveries, posts, editions, feeds, the kill switch.
+
+Counts are read from the ledger when scraped (one GROUP BY per table), so every process reports the same
+truth and nothing has to be kept in memory between scrapes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from syndicate import accounts
+from syndicate.config import Settings
+from syndicate.models import Delivery, Edition, Feed, Post, SocialAccount
+
+log = logging.getLogger(__name__)
+QUEUES = ("ingest", "mail", "social")
+
+
+def render(session: Session, settings: Settings) -> str:
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            shown = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+            lines.append(f"{name}{{{shown}}} {value:g}" if shown else f"{name} {value:g}")
+
+    depths = queue_depths()
+    family("syndicate_broker_up", "gauge", "1 if the broker answered the scrape.", [({}, 1.0 if depths else 0.0)])
+    family("syndicate_queue_depth", "gauge", "Tasks waiting in each queue.",
+           [({"queue": q}, float(n)) for q, n in (depths or {}).items()])
+    family("syndicate_deliveries", "gauge", "Delivery rows by status (all editions).",
+           _grouped(session, Delivery.status))
+    family("syndicate_editions", "gauge", "Editions by status.", _grouped(session, Edition.status))
+    rows = session.execute(select(SocialAccount.name, Post.status, func.count()).join(Post.account)
+                           .group_by(SocialAccount.name, Post.status)).all()
+    family("syndicate_posts", "gauge", "Posts by account and status.",
+           [({"account": a, "status": s}, float(n)) for a, s, n in rows])
+    family("syndicate_social_accounts_paused", "gauge", "Social accounts paused (by an editor or the network).",
+           [({}, float(session.scalar(select(func.count()).where(SocialAccount.status == "paused")) or 0))])
+    family("syndicate_social_kill_switch", "gauge", "1 while all social posting is paused.",
+           [({}, 1.0 if accounts.social_paused(session) else 0.0)])
+    family("syndicate_feeds", "gauge", "Feeds by status.", _grouped(session, Feed.status))
+    family("syndicate_feeds_failing", "gauge", "Feeds whose last fetch failed.",
+           [({}, float(session.scalar(select(func.count()).where(Feed.last_error.is_not(None))) or 0))])
+    return "\n".join(lines) + "\n"
+
+
+def _grouped(session: Session, column) -> list[tuple[dict, float]]:
+    return [({"status": status}, float(n)) for status, n in
+            session.execute(select(column, func.count()).group_by(column)).all()]
+
+
+def queue_depths() -> dict[str, int] | None:
+    """Messages waiting per queue, asked of the broker itself; None if it doesn't answer."""
+    from syndicate.tasks import app
+
+    try:
+        with app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+            channel = connection.default_channel
+            return {q: channel.queue_declare(queue=q, passive=True).message_count for q in QUEUES}
+    except Exception as e:  # noqa: BLE001 — any broker failure is reported as broker_up 0
+        log.warning("metrics: the broker did not answer: %s", e)
+        return None
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -1,0 +1,153 @@
+"""The desk at the HTTP level: sign-in (argon2, limited tries), sessions (cookie flags, expiry), CSRF on every
+form, nothing but the public pages without a session, and /metrics for operators."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from starlette.testclient import TestClient
+
+from syndicate import accounts, api_tokens, desk, editors, posts
+from syndicate.db import transaction
+from syndicate.models import Article, Editor, Post, SocialAccount, utcnow
+from syndicate.web import create_app
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def client(svc):
+    with transaction(svc.Session) as session:
+        editors.add(session, "ada", PASSWORD)
+    return TestClient(create_app(), base_url="http://testserver", follow_redirects=False)
+
+
+def csrf(client: TestClient, path: str = "/desk/login") -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
+
+
+def sign_in(client: TestClient, password: str = PASSWORD, username: str = "ada"):
+    return client.post("/desk/login", data={"username": username, "password": password, "csrf": csrf(client),
+                                            "next": "/desk"})
+
+
+def test_nothing_of_the_desk_opens_without_signing_in(client):
+    for path in ("/desk", "/desk/posts/1"):
+        response = client.get(path)
+        assert response.status_code == 303 and response.headers["location"] == f"/desk/login?next={path}"
+    assert client.get("/desk/posts/1/measure?text=x").status_code == 401
+    assert client.post("/desk/social/pause", data={"csrf": "x"}).status_code in (303, 403)
+    assert client.get("/").status_code == 200  # the public pages stay public
+    assert client.get("/healthz").status_code == 200
+
+
+def test_an_editor_signs_in_with_a_session_cookie_that_scripts_cannot_read(client, svc):
+    response = sign_in(client)
+    assert response.status_code == 303 and response.headers["location"] == "/desk"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{desk.COOKIE}=") and "httponly" in cookie.lower()
+    assert "path=/desk" in cookie.lower() and "samesite=lax" in cookie.lower()
+    assert "secure" not in cookie.lower()  # http base URL here; https gets Secure (next test)
+    assert "Today" in client.get("/desk").text
+    with transaction(svc.Session) as session:
+        assert session.scalar(select(Editor.last_sign_in_at).where(Editor.username == "ada")) is not None
+        assert session.scalar(select(Editor.password_hash)).startswith("$argon2id$")
+
+
+def test_the_cookie_is_secure_when_the_site_is_https(make_settings, tmp_path):
+    from conftest import configured
+
+    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 's.db'}", base_url="https://news.example"))
+    with transaction(svc.Session) as session:
+        editors.add(session, "ada", PASSWORD)
+    client = TestClient(create_app(), base_url="https://testserver", follow_redirects=False)
+    assert "secure" in sign_in(client).headers["set-cookie"].lower()
+
+
+def test_a_wrong_password_and_an_unknown_name_get_the_same_answer_and_tries_run_out(client):
+    wrong, unknown = sign_in(client, "nope nope nope"), sign_in(client, PASSWORD, username="bob")
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Wrong name or password." in wrong.text and "Wrong name or password." in unknown.text
+    for _ in range(editors.ATTEMPTS - 1):
+        sign_in(client, "nope nope nope")
+    refused = sign_in(client)  # even the right password: the name's tries are used up
+    assert refused.status_code == 401 and "Too many sign-in attempts" in refused.text
+
+
+def test_a_form_without_the_csrf_token_changes_nothing(client, svc):
+    assert client.post("/desk/login", data={"username": "ada", "password": PASSWORD}).status_code == 403
+    sign_in(client)
+    assert client.post("/desk/social/pause", data={"reason": "x"}).status_code == 403
+    assert client.post("/desk/social/pause", data={"reason": "x", "csrf": "forged"}).status_code == 403
+    with transaction(svc.Session) as session:
+        assert accounts.social_paused(session) is None
+    token = csrf(client, "/desk")
+    assert client.post("/desk/social/pause", data={"reason": "election night", "csrf": token}).status_code == 303
+    with transaction(svc.Session) as session:
+        assert accounts.social_paused(session).reason == "election night"
+    assert "All social posting is paused" in client.get("/desk").text
+
+
+def test_a_session_ends_after_its_lifetime_and_when_the_editor_is_disabled(client, svc, monkeypatch):
+    sign_in(client)
+    assert client.get("/desk").status_code == 200
+    later = time.time() + desk.SESSION_HOURS * 3600 + 1
+    monkeypatch.setattr(desk.time, "time", lambda: later)
+    assert client.get("/desk").status_code == 303
+    monkeypatch.undo()
+    sign_in(client)
+    with transaction(svc.Session) as session:
+        session.scalar(select(Editor)).disabled_at = utcnow()
+    assert client.get("/desk").status_code == 303
+
+
+def test_sign_in_never_sends_an_editor_to_another_site(client):
+    token = csrf(client)
+    response = client.post("/desk/login", data={"username": "ada", "password": PASSWORD, "csrf": token,
+                                                "next": "https://evil.example/desk"})
+    assert response.headers["location"] == "/desk"
+
+
+def test_an_editor_edits_a_teaser_measured_by_its_network(client, svc):
+    now = utcnow()
+    with transaction(svc.Session) as session:
+        account = accounts.add(session, "k", "x-main", "x", dict(window="always"), None)
+        account.created_at = now - timedelta(minutes=1)
+        session.add(Article(identity="a", url="https://news.example.com/a/", title="A headline", lead="",
+                            content_hash="0" * 64, categories=[], published_at=now, first_seen_at=now))
+        [post_id] = posts.plan(session, svc.settings, now)
+        link = session.get(Post, post_id).payload["url"]  # with its UTM parameters
+    assert link.startswith("https://news.example.com/a/?utm_source=x")
+    sign_in(client)
+    page = client.get(f"/desk/posts/{post_id}").text
+    assert "A headline" in page and "X's count" in page
+    measured = client.get(f"/desk/posts/{post_id}/measure", params={"text": f"東京 {link}"}).json()
+    assert measured == {"length": 2 * 2 + 1 + 23, "limit": 280, "ok": True, "problem": None}
+    token = csrf(client, f"/desk/posts/{post_id}")
+    refused = client.post(f"/desk/posts/{post_id}", data={"csrf": token, "action": "save", "text": "no link"})
+    assert "link is missing" in refused.text
+    saved = client.post(f"/desk/posts/{post_id}",
+                        data={"csrf": token, "action": "save", "text": f"Read this: {link}"})
+    assert saved.status_code == 303
+    with transaction(svc.Session) as session:
+        post = session.get(Post, post_id)
+        assert (post.text, post.edited) == (f"Read this: {link}", True)
+    client.post(f"/desk/posts/{post_id}", data={"csrf": token, "action": "hold"})
+    with transaction(svc.Session) as session:
+        assert session.get(Post, post_id).status == "held"
+        assert session.scalar(select(SocialAccount.status)) == "active"
+
+
+def test_metrics_answer_an_operator_with_a_token_in_prometheus_format(client, svc):
+    assert client.get("/metrics").status_code == 401
+    with transaction(svc.Session) as session:
+        _, token = api_tokens.create_token(session, "prometheus")
+    body = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert body.status_code == 200 and body.headers["content-type"].startswith("text/plain; version=0.0.4")
+    for family in ("syndicate_queue_depth", "syndicate_deliveries", "syndicate_posts", "syndicate_feeds_failing",
+                   "syndicate_social_kill_switch 0"):
+        assert family in body.text

@@ -1,0 +1,127 @@
+"""The desk in a real browser: Playwright driving Debian's Chromium (/usr/bin/chromium, installed by
+.ci/run with apt; no browser download) against the app served by uvicorn on localhost. Screenshots go to
+tests/screenshots/ (git-ignored) for a person to look at."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import REQUIRED, free_port, wait_for
+from syndicate import accounts, editions, editors, feeds, posts
+from syndicate.db import transaction
+from syndicate.models import Article, utcnow
+
+CHROMIUM = os.environ.get("SYNDICATE_TEST_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(__file__).parent / "screenshots"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if sync_playwright is None or not Path(CHROMIUM).exists():
+        message = ("a browser is needed: `apt-get install chromium` (and `pip install -e '.[test]'` for "
+                   "Playwright); SYNDICATE_TEST_CHROMIUM names another Chromium")
+        if REQUIRED:
+            pytest.fail(message + " (SYNDICATE_REQUIRE_SERVICES=1 makes it mandatory)")
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def served(svc):
+    """The web app on a real port, in this process (it shares the test's services)."""
+    import uvicorn
+
+    from syndicate.web import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 20, "uvicorn")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def newsroom(svc, sample_feed) -> None:
+    now = utcnow()
+    with transaction(svc.Session) as session:
+        editors.add(session, "ada", PASSWORD)
+        newsletter = editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
+                                             from_address="news@example.com", cron=None, timezone="Europe/Berlin")
+        feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
+        edition = editions.create_edition(session, newsletter, svc.settings, now=now, status="draft")
+        editions.schedule(session, edition, now + timedelta(hours=20))
+        account = accounts.add(session, "k", "x-main", "x", dict(window="always", dry_run=True), None)
+        account.created_at = now - timedelta(minutes=1)
+        session.add(Article(identity="fresh", url="https://news.example.com/fresh/",
+                            title="Council approves the riverside library", lead="The vote was 7 to 2.",
+                            content_hash="f" * 64, categories=["Local"], published_at=now, first_seen_at=now))
+        posts.plan(session, svc.settings, now)
+
+
+def test_an_editor_steers_the_day_from_the_desk(browser, served, svc, sample_feed):
+    newsroom(svc, sample_feed)
+    SHOTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+
+    page.goto(served + "/desk")
+    assert "/desk/login" in page.url
+    page.fill("input[name=username]", "ada")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(served + "/desk")
+    assert page.locator("h1").inner_text() == "Today"
+    assert "Council approves the riverside library" in page.locator("#queue").inner_text()
+    assert "scheduled" in page.locator("#editions").inner_text()
+    page.screenshot(path=str(SHOTS / "desk-today.png"), full_page=True)
+
+    # The kill switch, and back.
+    page.fill("#kill-switch input[name=reason]", "election night")
+    page.click("#kill-switch button")
+    assert "All social posting is paused — election night" in page.locator("#kill-switch").inner_text()
+    page.screenshot(path=str(SHOTS / "desk-paused.png"), full_page=True)
+    page.click("#kill-switch button")
+    assert "Social posting is on" in page.locator("#kill-switch").inner_text()
+
+    # Pause the scheduled edition, then resume it.
+    page.click("#editions button:has-text('Pause')")
+    assert "paused" in page.locator("#editions").inner_text()
+    page.click("#editions button:has-text('Resume')")
+    assert "scheduled" in page.locator("#editions").inner_text()
+
+    # Edit a teaser and watch the counter count by X's rules (CJK weighs 2).
+    page.click("#queue a:has-text('Edit')")
+    counter = page.locator("#counter")
+    link = next(word for word in page.locator("#text").input_value().split() if word.startswith("https://"))
+    page.fill("#text", f"図書館 {link}")
+    page.wait_for_function("document.getElementById('counter').textContent.startsWith('30/')")
+    assert counter.inner_text() == "30/280"  # 3 × 2 + 1 + 23
+    page.fill("#text", "長" * 150 + " " + link)
+    page.wait_for_function("document.getElementById('counter').classList.contains('over')")
+    assert counter.inner_text() == "324/280"
+    page.screenshot(path=str(SHOTS / "desk-teaser-over.png"), full_page=True)
+    page.fill("#text", f"Read it: {link}")
+    page.wait_for_function("!document.getElementById('counter').classList.contains('over')")
+    page.click("button[value=save]")
+    assert page.locator("#text").input_value() == f"Read it: {link}"
+
+    # At phone width the day still reads.
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone.context.add_cookies(page.context.cookies())
+    phone.goto(served + "/desk")
+    assert phone.locator("h1").inner_text() == "Today"
+    phone.screenshot(path=str(SHOTS / "desk-today-phone.png"), full_page=True)
