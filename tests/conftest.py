@@ -280,3 +280,53 @@ def celery_worker_for():
     yield start
     for context in started:
         context.__exit__(None, None, None)
+
+
+# ── a real browser against the app served on localhost (the desk) ───────────
+
+CHROMIUM = os.environ.get("SYNDICATE_TEST_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(__file__).parent / "screenshots"
+
+
+@pytest.fixture
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if sync_playwright is None or not Path(CHROMIUM).exists():
+        message = ("a browser is needed: `apt-get install chromium` (and `pip install -e '.[test]'` for "
+                   "Playwright); SYNDICATE_TEST_CHROMIUM names another Chromium")
+        if REQUIRED:
+            pytest.fail(message + " (SYNDICATE_REQUIRE_SERVICES=1 makes it mandatory)")
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def served(svc):
+    """The web app on a real port, in this process (it shares the test's services)."""
+    import uvicorn
+
+    from syndicate.web import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 20, "uvicorn")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def sign_in_browser(page, served: str, username: str, password: str, path: str = "/desk") -> None:
+    """Sign in through the desk's login form, then be on `path`."""
+    page.goto(served + path)
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(served + path)

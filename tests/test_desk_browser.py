@@ -4,56 +4,14 @@ tests/screenshots/ (git-ignored) for a person to look at."""
 
 from __future__ import annotations
 
-import os
-import threading
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-
-from conftest import REQUIRED, free_port, wait_for
+from conftest import SHOTS, sign_in_browser
 from syndicate import accounts, editions, editors, feeds, posts
 from syndicate.db import transaction
 from syndicate.models import Article, utcnow
 
-CHROMIUM = os.environ.get("SYNDICATE_TEST_CHROMIUM", "/usr/bin/chromium")
-SHOTS = Path(__file__).parent / "screenshots"
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if sync_playwright is None or not Path(CHROMIUM).exists():
-        message = ("a browser is needed: `apt-get install chromium` (and `pip install -e '.[test]'` for "
-                   "Playwright); SYNDICATE_TEST_CHROMIUM names another Chromium")
-        if REQUIRED:
-            pytest.fail(message + " (SYNDICATE_REQUIRE_SERVICES=1 makes it mandatory)")
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def served(svc):
-    """The web app on a real port, in this process (it shares the test's services)."""
-    import uvicorn
-
-    from syndicate.web import create_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 20, "uvicorn")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 def newsroom(svc, sample_feed) -> None:
@@ -80,10 +38,7 @@ def test_an_editor_steers_the_day_from_the_desk(browser, served, svc, sample_fee
 
     page.goto(served + "/desk")
     assert "/desk/login" in page.url
-    page.fill("input[name=username]", "ada")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(served + "/desk")
+    sign_in_browser(page, served, "ada", PASSWORD)
     assert page.locator("h1").inner_text() == "Today"
     assert "Council approves the riverside library" in page.locator("#queue").inner_text()
     assert "scheduled" in page.locator("#editions").inner_text()

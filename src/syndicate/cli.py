@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import click
 from sqlalchemy import func, select
 
-from syndicate import __version__, api_tokens, db, deliveries, editions, feeds, posts, subscribers
+from syndicate import __version__, api_tokens, db, deliveries, editions, editors, feeds, posts, subscribers
 from syndicate.config import Settings
 from syndicate.errors import NotFound, SyndicateError, TransportError
 from syndicate.models import Article, Edition, Feed, Newsletter, Post, Subscriber, utcnow
@@ -1345,8 +1345,6 @@ def _new_password() -> str:
 @click.pass_context
 def user_add(ctx, name: str) -> None:
     """Create an editor called NAME; the password is asked for twice (hidden) and stored as an argon2id hash."""
-    from syndicate import editors
-
     svc = services(ctx)
     password = _new_password()
     with db.transaction(svc.Session) as session:
@@ -1360,8 +1358,6 @@ def user_add(ctx, name: str) -> None:
 @click.pass_context
 def user_password(ctx, name: str) -> None:
     """Set a new password for NAME."""
-    from syndicate import editors
-
     svc = services(ctx)
     password = _new_password()
     with db.transaction(svc.Session) as session:
@@ -1374,8 +1370,6 @@ def user_password(ctx, name: str) -> None:
 @click.pass_context
 def user_disable(ctx, name: str) -> None:
     """NAME can't sign in any more; their open sessions end at their next click."""
-    from syndicate import editors
-
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
         editors.get(session, name).disabled_at = utcnow()
@@ -1386,7 +1380,6 @@ def user_disable(ctx, name: str) -> None:
 @json_option
 @click.pass_context
 def user_list(ctx, as_json: bool) -> None:
-    from syndicate import editors
     from syndicate.models import Editor
 
     svc = services(ctx)
@@ -1400,25 +1393,28 @@ def user_list(ctx, as_json: bool) -> None:
 
 @main.group()
 def token() -> None:
-    """API tokens a CMS uses to push stories (POST /api/articles)."""
+    """API tokens: a CMS's, to push stories (POST /api/articles); an editor's, for the desk's API (/api/v1)."""
 
 
 @token.command("create")
 @click.argument("name")
+@click.option("--editor", "editor_name", metavar="USER", help="an editor's own token, for the desk's API (/api/v1)")
 @click.pass_context
-def token_create(ctx, name: str) -> None:
+def token_create(ctx, name: str, editor_name: str | None) -> None:
     """Create a token for NAME and print it, once.
 
     NAME says who uses it, e.g. `wordpress`. Only a hash of the token is stored.
     """
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
-        row, secret = api_tokens.create_token(session, name)
+        editor = editors.get(session, editor_name) if editor_name else None
+        row, secret = api_tokens.create_token(session, name, editor=editor)
     # The token alone on stdout, so `TOKEN=$(syndicate token create wordpress)` works; the note on stderr.
     click.echo(secret)
+    use = (f"with the desk's API, {svc.settings.base_url}/api/v1 (documented at /docs)" if editor_name
+           else f"with POST {svc.settings.base_url}/api/articles")
     click.echo(f"token {row.name!r} created. Copy it now: the token itself is not stored and cannot be shown again.\n"
-               f"Send it as `Authorization: Bearer <token>` with POST {svc.settings.base_url}/api/articles",
-               err=True)
+               f"Send it as `Authorization: Bearer <token>` {use}", err=True)
 
 
 @token.command("list")

@@ -50,6 +50,14 @@ def set_password(editor: Editor, password: str) -> None:
     editor.password_hash = _hasher.hash(password)
 
 
+def set_timezone(editor: Editor, zone: str) -> None:
+    """The zone the desk shows this editor's times in (IANA name, e.g. Europe/Berlin)."""
+    from syndicate.editions import check_schedule
+
+    check_schedule(None, zone)
+    editor.timezone = zone
+
+
 def sign_in(session: Session, username: str, password: str, address: str,
             now: datetime | None = None) -> tuple[Editor | None, str]:
     """(the editor, "") if the name and password match and neither the name nor the address has used up

@@ -106,7 +106,8 @@ class Article(Base):
 
 
 class ApiToken(Base):
-    """A secret a CMS sends to push stories. Only its sha256 is kept: a leaked database leaks no token."""
+    """A secret sent as a Bearer token: a CMS's, to push stories, or an editor's, for the desk's JSON API
+    (`editor_id` set). Only its sha256 is kept: a leaked database leaks no token."""
 
     __tablename__ = "api_tokens"
 
@@ -116,6 +117,7 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    editor_id: Mapped[int | None] = mapped_column(ForeignKey("editors.id", ondelete="CASCADE"), index=True)
 
 
 DEFAULT_SUBJECT = (
@@ -319,6 +321,29 @@ class Editor(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_sign_in_at: Mapped[datetime | None]
     disabled_at: Mapped[datetime | None]
+    timezone: Mapped[str | None] = mapped_column(String(64))  # the desk shows times here; None: UTC
+
+
+class SubscriberImport(Base):
+    """A CSV file an editor uploaded on the desk, imported by a worker in chunks: `done` of `total` rows
+    so far, then the report (counts and the rows not imported, with why). The file is kept until then."""
+
+    __tablename__ = "subscriber_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    editor: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    data: Mapped[str | None] = mapped_column(Text)  # the decoded file; emptied once imported
+    newsletter_ids: Mapped[list] = mapped_column(JSON, default=list)
+    confirmed: Mapped[bool] = mapped_column(default=True)
+    force: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | done | failed
+    total: Mapped[int] = mapped_column(default=0)
+    done: Mapped[int] = mapped_column(default=0)
+    report: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
 
 
 class Switch(Base):

@@ -78,14 +78,15 @@ class DeskSessions:
 def create_app() -> FastAPI:
     app = FastAPI(title="syndicate", docs_url="/docs", redoc_url=None)
     app.add_middleware(DeskSessions)
-    app.include_router(desk.router)
+    app.include_router(desk.pages)
+    app.include_router(desk.api)
 
     def svc():
         return services.current()
 
     @app.exception_handler(desk.SignInRequired)
     async def sign_in_first(request: Request, e: desk.SignInRequired):
-        if request.url.path.endswith("/measure"):
+        if e.wants_json:  # a page's script: it tells the editor, who signs in again
             return api_error("signed out: sign in again", 401)
         return desk.sign_in_redirect(e.path)
 
@@ -94,13 +95,20 @@ def create_app() -> FastAPI:
         return message("Refused", "This form is out of date or came from another site: go back, reload the "
                        "page and try again.", 403)
 
+    def wants_json(request: Request) -> bool:
+        return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+
     @app.exception_handler(InvalidInput)
     async def invalid(request: Request, e: InvalidInput):
-        return message("That didn't work", str(e), 400)
+        return api_error(str(e), 422) if wants_json(request) else message("That didn't work", str(e), 400)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, e: NotFound):
-        return message("Not found", str(e), 404)
+        return api_error(str(e), 404) if wants_json(request) else message("Not found", str(e), 404)
+
+    @app.exception_handler(NotAuthenticated)
+    async def not_authenticated(request: Request, e: NotAuthenticated):  # the desk's API, without a good token
+        return unauthorized(e, bearer_token(request) is not None)
 
     @app.get("/", response_class=HTMLResponse)
     def subscribe_form():

@@ -1,0 +1,15 @@
+"""The editors' desk: signed-in pages (/desk) and a JSON API with per-editor tokens (/api/v1, documented at
+/docs) to watch and steer what goes out. Both call the same domain functions as the CLI and add no logic
+of their own. Each module here holds one area's pages and API routes side by side:
+
+  core         sessions, CSRF, who is asking (a signed-in editor, or an editor's API token)
+  auth         sign in and out; an editor's own API tokens
+  today        the calendar of the next days, the social kill switch, accounts
+  social       one teaser: edit it with a live count, schedule, hold, cancel, re-share
+  editions     one edition: preview, edit, test-send, schedule, pause, resume, cancel, resend
+"""
+
+from syndicate.desk import auth, editions, social, today  # noqa: F401 - each adds its routes to the routers
+from syndicate.desk.core import COOKIE, SESSION_HOURS, CsrfRefused, SignInRequired, api, pages, sign_in_redirect
+
+__all__ = ["COOKIE", "SESSION_HOURS", "CsrfRefused", "SignInRequired", "api", "pages", "sign_in_redirect"]

@@ -1,0 +1,109 @@
+"""Signing in and out of the desk; an editor's own API tokens and time zone."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from zoneinfo import available_timezones
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from syndicate import api_tokens, editors, services
+from syndicate.db import transaction
+from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
+from syndicate.errors import InvalidInput
+
+
+@pages.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/desk"):
+    return page("login", request, next=_safe_next(next), error=None, username="")
+
+
+@pages.post("/login", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/desk")):
+    address = request.client.host if request.client else "unknown"
+    with transaction(services.current().Session) as session:
+        found, refusal = editors.sign_in(session, username, password, address)
+        name = found.username if found else None
+    if name is None:
+        return page("login", request, 401, next=_safe_next(next), error=refusal, username=username)
+    request.session.clear()  # a new session at sign-in: a token planted before can't ride along
+    request.session.update(editor=name, since=time.time(), csrf=secrets.token_urlsafe(32))
+    return back(_safe_next(next))
+
+
+@pages.post("/logout", dependencies=[Depends(csrf_checked)])
+def logout(request: Request):
+    request.session.clear()
+    return back("/desk/login")
+
+
+def _safe_next(target: str) -> str:
+    """Only back to a page of the desk: never a redirect to another site."""
+    return target if target.startswith("/desk") and not target.startswith(("/desk//", "/desk\\")) else "/desk"
+
+
+# ── your account: API tokens and time zone ───────────────────────────────────
+
+
+def _tokens(session, name: str) -> list[dict]:
+    return [dict(name=t.name, status="revoked" if t.revoked_at else "active", created_at=t.created_at,
+                 last_used_at=t.last_used_at) for t in api_tokens.list_tokens(session, editors.get(session, name))]
+
+
+@pages.get("/account", response_class=HTMLResponse)
+def account_page(request: Request, name: str = Depends(editor), created: str | None = None):
+    with transaction(services.current().Session) as session:
+        me = editors.get(session, name)
+        zone, tokens = me.timezone or "UTC", _tokens(session, name)
+    return page("account", request, editor=name, zone=zone, zones=sorted(available_timezones()), tokens=tokens,
+                created=None, error=None)
+
+
+@pages.post("/account/tokens", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def create_token(request: Request, label: str = Form(""), name: str = Depends(editor)):
+    """A new token, shown on this one answer only (it is stored as a hash)."""
+    with transaction(services.current().Session) as session:
+        me = editors.get(session, name)
+        try:
+            row, secret = api_tokens.create_token(session, f"{name}:{label.strip()}" if label.strip() else "",
+                                                  editor=me)
+            created, error = dict(name=row.name, token=secret), None
+        except InvalidInput as e:
+            created, error = None, str(e)
+            session.rollback()
+        zone = me.timezone or "UTC"
+    with transaction(services.current().Session) as session:
+        tokens = _tokens(session, name)
+    return page("account", request, 400 if error else 200, editor=name, zone=zone,
+                zones=sorted(available_timezones()), tokens=tokens, created=created, error=error)
+
+
+@pages.post("/account/tokens/revoke", dependencies=[Depends(csrf_checked)])
+def revoke_token(token_name: str = Form(...), name: str = Depends(editor)):
+    with transaction(services.current().Session) as session:
+        if not any(t["name"] == token_name for t in _tokens(session, name)):
+            raise InvalidInput(f"you have no token named {token_name!r}")
+        api_tokens.revoke(session, token_name)
+    return back("/desk/account")
+
+
+@pages.post("/account/timezone", dependencies=[Depends(csrf_checked)])
+def set_timezone(timezone: str = Form(...), name: str = Depends(editor)):
+    with transaction(services.current().Session) as session:
+        editors.set_timezone(editors.get(session, name), timezone)
+    return back("/desk/account")
+
+
+class Me(BaseModel):
+    username: str
+    timezone: str
+
+
+@api.get("/me", response_model=Me, tags=["account"])
+def whoami(name: str = Depends(api_editor)):
+    """The editor this token belongs to, and the zone the desk shows times in."""
+    with transaction(services.current().Session) as session:
+        return Me(username=name, timezone=editors.get(session, name).timezone or "UTC")

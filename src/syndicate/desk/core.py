@@ -1,0 +1,107 @@
+"""What every page and API route of the desk shares: who is asking, and proof that a form came from us.
+
+Pages: a signed session cookie (HttpOnly, SameSite=Lax, Secure when the site is https, path /desk) with an
+absolute lifetime of SESSION_HOURS; every POST carries the session's CSRF token (a form field or the
+X-CSRF-Token header); sign-in attempts are limited per name and per address (editors.sign_in).
+API (/api/v1): an editor's own token as `Authorization: Bearer <token>`; no cookie, so no CSRF to guard.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from datetime import datetime
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Request, Security
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from syndicate import api_tokens, services
+from syndicate.db import transaction
+from syndicate.errors import InvalidInput
+from syndicate.models import Editor
+from syndicate.templating import render
+
+SESSION_HOURS = 12  # then sign in again, however active the session was
+COOKIE = "syndicate_desk"
+pages = APIRouter(prefix="/desk", include_in_schema=False)
+api = APIRouter(prefix="/api/v1")
+_bearer = HTTPBearer(auto_error=False, description="an editor's own API token (the desk's API tokens page, or "
+                                                   "`syndicate token create NAME --editor USER`)")
+
+
+class SignInRequired(Exception):
+    """Raised by `editor` for a request without a valid session: a page answers with a redirect to sign in,
+    a script's request (Accept: application/json) with 401."""
+
+    def __init__(self, path: str, wants_json: bool = False):
+        self.path, self.wants_json = path, wants_json
+
+
+class CsrfRefused(Exception):
+    """A POST without the session's CSRF token: refused with 403, nothing changed."""
+
+
+def page(template: str, request: Request, status: int = 200, **context) -> HTMLResponse:
+    """A desk page: templates/desk/<template>.html, given the CSRF token every form must carry."""
+    return HTMLResponse(render(f"desk/{template}.html", csrf=csrf_token(request), **context), status_code=status)
+
+
+def csrf_token(request: Request) -> str:
+    if "csrf" not in request.session:
+        request.session["csrf"] = secrets.token_urlsafe(32)
+    return request.session["csrf"]
+
+
+async def csrf_checked(request: Request) -> None:
+    """Every state-changing request of a page proves it came from our own page."""
+    expected = request.session.get("csrf")
+    given = request.headers.get("x-csrf-token")
+    if given is None and request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        given = (await request.form()).get("csrf")
+    if not expected or not isinstance(given, str) or not hmac.compare_digest(expected, given):
+        raise CsrfRefused
+
+
+def editor(request: Request) -> str:
+    """The signed-in editor's name; SignInRequired otherwise (no session, too old, editor disabled)."""
+    name, since = request.session.get("editor"), request.session.get("since", 0)
+    wants_json = "application/json" in request.headers.get("accept", "")
+    if not name or time.time() - since > SESSION_HOURS * 3600:
+        request.session.clear()
+        raise SignInRequired(request.url.path, wants_json)
+    with transaction(services.current().Session) as session:
+        row = session.scalar(select(Editor).where(Editor.username == name, Editor.disabled_at.is_(None)))
+    if row is None:
+        request.session.clear()
+        raise SignInRequired(request.url.path, wants_json)
+    return name
+
+
+def api_editor(credentials: HTTPAuthorizationCredentials | None = Security(_bearer)) -> str:
+    """The editor whose API token came with the request; NotAuthenticated (answered 401) otherwise."""
+    with transaction(services.current().Session) as session:
+        return api_tokens.authenticate_editor(session, credentials.credentials if credentials else None).username
+
+
+def back(to: str = "/desk") -> RedirectResponse:
+    """After a form's POST: see the page again (303, so a reload doesn't post twice)."""
+    return RedirectResponse(to, status_code=303)
+
+
+def sign_in_redirect(path: str) -> RedirectResponse:
+    return RedirectResponse(f"/desk/login?next={quote(path)}", status_code=303)
+
+
+def local_time(text: str, zone: str) -> datetime:
+    """A time an editor typed (a datetime-local field, or ISO 8601), in `zone` unless it names its own."""
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not a date and time: use the picker, or write 2026-12-24T07:30") from None
+    return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(zone))

@@ -1,0 +1,102 @@
+"""One teaser: edited with a live count by its network's rules, scheduled, held, cancelled, re-shared."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from syndicate import accounts, posts, services, teaser
+from syndicate.db import transaction
+from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, local_time, page, pages
+from syndicate.errors import InvalidInput
+
+
+@pages.get("/posts/{post_id}", response_class=HTMLResponse)
+def post_page(request: Request, post_id: int, name: str = Depends(editor), error: str | None = None):
+    with transaction(services.current().Session) as session:
+        post = posts.get(session, post_id)
+        record = posts.describe(post)
+        settings = accounts.settings_of(post.account)
+        network, zone = settings.rules(post.account.network).display_name, settings.timezone
+    return page("post", request, editor=name, post=record, network=network, zone=zone, error=error)
+
+
+def _measure(session, post_id: int, text: str) -> dict:
+    post = posts.get(session, post_id)
+    rules = accounts.settings_of(post.account).rules(post.account.network)
+    url = (post.payload or {}).get("url", post.article.url)
+    try:
+        teaser.measure(rules, text, url)
+        problem = None
+    except InvalidInput as e:
+        problem = str(e)
+    return dict(length=teaser.length(rules, text), limit=rules.limit, ok=problem is None, problem=problem)
+
+
+@pages.get("/posts/{post_id}/measure")
+def measure(post_id: int, text: str = "", name: str = Depends(editor)) -> dict:
+    """The teaser's length by its network's own rules, for the counter under the text box."""
+    with transaction(services.current().Session) as session:
+        return _measure(session, post_id, text)
+
+
+def _act(session, post_id: int, action: str, text: str = "", at: str = "") -> dict:
+    post = posts.get(session, post_id)
+    if action == "save":
+        posts.edit_text(post, text.replace("\r\n", "\n"))
+    elif action == "schedule":
+        posts.schedule(post, local_time(at, accounts.settings_of(post.account).timezone))
+    elif action in ("hold", "release", "cancel"):
+        {"hold": posts.hold, "release": posts.release, "cancel": posts.cancel}[action](post)
+    elif action == "breaking":
+        posts.make_breaking(post)
+    elif action == "reshare":  # a new post of the same story on the same account, at `at` or at its pace
+        when = local_time(at, accounts.settings_of(post.account).timezone) if at.strip() else None
+        post = posts.reshare(session, post.article, post.account, when,
+                             env_x=services.current().settings.x is not None)
+    else:
+        raise InvalidInput(f"no post action {action!r}: save, schedule, hold, release, cancel, breaking, reshare")
+    session.flush()
+    return posts.describe(post)
+
+
+@pages.post("/posts/{post_id}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def post_action(request: Request, post_id: int, action: str = Form(...), text: str = Form(""),
+                at: str = Form(""), name: str = Depends(editor)):
+    try:
+        with transaction(services.current().Session) as session:
+            record = _act(session, post_id, action, text, at)
+    except InvalidInput as e:
+        return post_page(request, post_id, name, error=str(e))
+    return back(f"/desk/posts/{record['id']}")
+
+
+# ── the same, for scripts ────────────────────────────────────────────────────
+
+
+class PostAction(BaseModel):
+    action: str  # save | schedule | hold | release | cancel | breaking | reshare
+    text: str = ""  # for save: the new teaser
+    at: str = ""  # for schedule: ISO 8601; without an offset, in the account's time zone
+
+
+@api.get("/posts/{post_id}", tags=["social"])
+def post_json(post_id: int, name: str = Depends(api_editor)) -> dict:
+    """One teaser: its text, length by its network's rules, status, schedule, link card."""
+    with transaction(services.current().Session) as session:
+        return posts.describe(posts.get(session, post_id))
+
+
+@api.get("/posts/{post_id}/measure", tags=["social"])
+def measure_json(post_id: int, text: str = "", name: str = Depends(api_editor)) -> dict:
+    """How long `text` would be on this teaser's network, and whether it may go as it is."""
+    with transaction(services.current().Session) as session:
+        return _measure(session, post_id, text)
+
+
+@api.post("/posts/{post_id}", tags=["social"])
+def post_action_json(post_id: int, body: PostAction, name: str = Depends(api_editor)) -> dict:
+    """Edit, schedule, hold, release, cancel, make breaking, or re-share (answers the new post) a teaser."""
+    with transaction(services.current().Session) as session:
+        return _act(session, post_id, body.action, body.text, body.at)

@@ -1,0 +1,106 @@
+"""Today: what goes out next — editions and teasers — with the social kill switch and the accounts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+
+from syndicate import accounts, posts, services
+from syndicate.db import transaction
+from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
+from syndicate.errors import InvalidInput
+from syndicate.models import Edition, Post, SocialAccount, utcnow
+
+
+def _today(session, now) -> dict:
+    upcoming = session.scalars(select(Edition).where(Edition.status.in_(("scheduled", "sending", "paused")))
+                               .order_by(Edition.scheduled_for)).all()
+    edition_rows = [dict(id=e.id, newsletter=e.newsletter.name, number=e.number, status=e.status,
+                         subject=e.subject, at=e.scheduled_for) for e in upcoming]
+    account_rows, queue = [], []
+    for account in session.scalars(select(SocialAccount).order_by(SocialAccount.name)):
+        account_rows.append(accounts.describe(account, services.current().settings.x is not None))
+        for post, at in posts.projected(session, account, now):
+            queue.append(posts.describe(post, at))
+    queue.sort(key=lambda p: p["planned_at"])
+    held = [posts.describe(p) for p in session.scalars(select(Post).where(Post.status == "held"))]
+    recent = [posts.describe(p) for p in session.scalars(
+        select(Post).where(Post.posted_at > now - timedelta(days=1)).order_by(Post.posted_at.desc()))]
+    return dict(paused=accounts.social_paused(session), editions=edition_rows, accounts=account_rows,
+                queue=queue, held=held, recent=recent)
+
+
+@pages.get("", response_class=HTMLResponse)
+def today(request: Request, name: str = Depends(editor)):
+    now = utcnow()
+    with transaction(services.current().Session) as session:
+        context = _today(session, now)
+    return page("today", request, editor=name, now=now, **context)
+
+
+@pages.post("/social/pause", dependencies=[Depends(csrf_checked)])
+def social_pause(name: str = Depends(editor), reason: str = Form("")):
+    with transaction(services.current().Session) as session:
+        accounts.pause_social(session, reason.strip() or f"paused by {name}")
+    return back()
+
+
+@pages.post("/social/resume", dependencies=[Depends(csrf_checked)])
+def social_resume(name: str = Depends(editor)):
+    with transaction(services.current().Session) as session:
+        accounts.resume_social(session)
+    return back()
+
+
+@pages.post("/accounts/{account_name}/{action}", dependencies=[Depends(csrf_checked)])
+def account_action(account_name: str, action: str, name: str = Depends(editor)):
+    with transaction(services.current().Session) as session:
+        _account_action(session, account_name, action, name)
+    return back()
+
+
+def _account_action(session, account_name: str, action: str, name: str) -> dict:
+    account = accounts.get(session, account_name)
+    if action == "pause":
+        accounts.pause(account, f"paused by {name}")
+    elif action == "resume":
+        accounts.resume(account)
+    else:
+        raise InvalidInput(f"no account action {action!r}: pause or resume")
+    return accounts.describe(account, services.current().settings.x is not None)
+
+
+# ── the same, for scripts ────────────────────────────────────────────────────
+
+
+@api.get("/today", tags=["today"])
+def today_json(name: str = Depends(api_editor)) -> dict:
+    """Editions scheduled, sending or paused; the social queue with each teaser's expected time; held
+    teasers; accounts; what was posted in the last 24 hours; whether the kill switch is on."""
+    with transaction(services.current().Session) as session:
+        context = _today(session, utcnow())
+    paused = context.pop("paused")
+    return dict(social_paused=bool(paused), social_paused_reason=paused.reason if paused else None, **context)
+
+
+@api.post("/social/{action}", tags=["social"])
+def social_switch(action: str, reason: str = "", name: str = Depends(api_editor)) -> dict:
+    """The kill switch: `pause` stops every post on every account (queues keep filling); `resume`."""
+    with transaction(services.current().Session) as session:
+        if action == "pause":
+            accounts.pause_social(session, reason.strip() or f"paused by {name}")
+        elif action == "resume":
+            accounts.resume_social(session)
+        else:
+            raise InvalidInput(f"no social action {action!r}: pause or resume")
+        return dict(social_paused=accounts.social_paused(session) is not None)
+
+
+@api.post("/accounts/{account_name}/{action}", tags=["social"])
+def account_action_json(account_name: str, action: str, name: str = Depends(api_editor)) -> dict:
+    """Pause or resume one account."""
+    with transaction(services.current().Session) as session:
+        return _account_action(session, account_name, action, name)
