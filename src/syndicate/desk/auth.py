@@ -26,11 +26,11 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
     address = request.client.host if request.client else "unknown"
     with transaction(services.current().Session) as session:
         found, refusal = editors.sign_in(session, username, password, address)
-        name = found.username if found else None
+        name, zone = (found.username, found.timezone) if found else (None, None)
     if name is None:
         return page("login", request, 401, next=_safe_next(next), error=refusal, username=username)
     request.session.clear()  # a new session at sign-in: a token planted before can't ride along
-    request.session.update(editor=name, since=time.time(), csrf=secrets.token_urlsafe(32))
+    request.session.update(editor=name, since=time.time(), csrf=secrets.token_urlsafe(32), zone=zone)
     return back(_safe_next(next))
 
 
@@ -91,9 +91,10 @@ def revoke_token(token_name: str = Form(...), name: str = Depends(editor)):
 
 
 @pages.post("/account/timezone", dependencies=[Depends(csrf_checked)])
-def set_timezone(timezone: str = Form(...), name: str = Depends(editor)):
+def set_timezone(request: Request, timezone: str = Form(...), name: str = Depends(editor)):
     with transaction(services.current().Session) as session:
         editors.set_timezone(editors.get(session, name), timezone)
+    request.session["zone"] = timezone
     return back("/desk/account")
 
 

@@ -47,8 +47,15 @@ class CsrfRefused(Exception):
 
 
 def page(template: str, request: Request, status: int = 200, **context) -> HTMLResponse:
-    """A desk page: templates/desk/<template>.html, given the CSRF token every form must carry."""
+    """A desk page: templates/desk/<template>.html, given the CSRF token every form must carry and the
+    editor's time zone (`desk_zone`, which templates/desk/macros.html's `when` shows times in)."""
+    context.setdefault("desk_zone", editor_zone(request))
     return HTMLResponse(render(f"desk/{template}.html", csrf=csrf_token(request), **context), status_code=status)
+
+
+def editor_zone(request: Request) -> ZoneInfo:
+    """The zone the signed-in editor chose on their account page (kept in the session), else UTC."""
+    return ZoneInfo(request.session.get("zone") or "UTC")
 
 
 def csrf_token(request: Request) -> str:
