@@ -7,6 +7,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import re
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -96,10 +97,19 @@ def canonical_url(url: str) -> str:
     The other parameters are kept byte for byte, in order: decoding and re-encoding
     would merge links whose values aren't UTF-8, or rewrite ones that are fine.
     """
-    parts = urlsplit(url.strip())
+    parts = urlsplit(_trimmed(url))
     kept = [pair for pair in parts.query.split("&")
             if pair and not unquote_plus(pair.split("=", 1)[0]).lower().startswith(TRACKING_PARAMS)]
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", "&".join(kept), "")).strip()
+    return _trimmed(urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", "&".join(kept), "")))
+
+
+_EDGES = re.compile(r"^[\s\x00-\x20]+|[\s\x00-\x20]+$")
+
+
+def _trimmed(url: str) -> str:
+    """Without surrounding whitespace or C0 controls — both at once: urlsplit drops leading C0 controls
+    (as WHATWG URL parsing does), so trimming only whitespace could leave a new edge for the next pass."""
+    return _EDGES.sub("", url)
 
 
 def parse(body: bytes, base_url: str, content_type: str | None = None) -> list[Entry]:

@@ -257,9 +257,11 @@ def _next_for(session: Session, account: SocialAccount, now: datetime) -> Post |
     return None
 
 
-def projected(session: Session, account: SocialAccount, now: datetime | None = None) -> list[tuple[Post, datetime]]:
+def projected(session: Session, account: SocialAccount, now: datetime | None = None,
+              skip_too_old: bool = True) -> list[tuple[Post, datetime]]:
     """When each waiting post is expected to go, at the account's pace (for the queue and dry runs);
-    one that will be too old by its turn is left out (the tick skips it, with the reason)."""
+    one that will be too old by its turn is left out (the tick skips it, with the reason), unless
+    not `skip_too_old`."""
     now = now or utcnow()
     settings = accounts.settings_of(account)
     recent, last = recent_posts(session, account, now), account.last_dispatched_at
@@ -268,7 +270,7 @@ def projected(session: Session, account: SocialAccount, now: datetime | None = N
         floor = max(now, post.scheduled_at or now, post.next_attempt_at or now)
         at = next_slot(settings, floor, last, recent, account.parked_until,
                        windowed=post.lane != "breaking" and post.scheduled_at is None)
-        if too_old(post, settings, at):
+        if skip_too_old and too_old(post, settings, at):
             continue  # it will be skipped when its turn comes: it takes no slot
         plan_.append((post, at))
         last = at
