@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from syndicate import __version__, api_tokens, db, deliveries, editions, editors, feeds, posts, subscribers
 from syndicate.config import Settings
 from syndicate.errors import NotFound, SyndicateError, TransportError
-from syndicate.models import Article, Edition, Feed, Newsletter, Post, Subscriber, utcnow
+from syndicate.models import Article, Edition, Editor, Feed, Newsletter, Post, Subscriber, utcnow
 from syndicate.services import Services
 
 
@@ -1342,13 +1342,18 @@ def _new_password() -> str:
 
 @user.command("add")
 @click.argument("name")
+@click.option("--timezone", metavar="ZONE", help="the zone the desk shows their times in, e.g. Europe/Berlin")
 @click.pass_context
-def user_add(ctx, name: str) -> None:
-    """Create an editor called NAME; the password is asked for twice (hidden) and stored as an argon2id hash."""
+def user_add(ctx, name: str, timezone: str | None) -> None:
+    """Create an editor called NAME; the password is asked for twice (hidden) and stored as an argon2id hash.
+
+    SYNDICATE_USER_PASSWORD gives the password instead, for scripts."""
     svc = services(ctx)
     password = _new_password()
     with db.transaction(svc.Session) as session:
         row = editors.add(session, name, password)
+        if timezone:
+            editors.set_timezone(row, timezone)
         username = row.username
     click.echo(f"editor {username!r} added: sign in at {svc.settings.base_url}/desk")
 
@@ -1369,7 +1374,7 @@ def user_password(ctx, name: str) -> None:
 @click.argument("name")
 @click.pass_context
 def user_disable(ctx, name: str) -> None:
-    """NAME can't sign in any more; their open sessions end at their next click."""
+    """NAME can't sign in any more; their open sessions end at their next click, their API tokens now."""
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
         editors.get(session, name).disabled_at = utcnow()
@@ -1380,8 +1385,7 @@ def user_disable(ctx, name: str) -> None:
 @json_option
 @click.pass_context
 def user_list(ctx, as_json: bool) -> None:
-    from syndicate.models import Editor
-
+    """Editors, and when each last signed in."""
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
         rows = [editors.describe(e) for e in session.scalars(select(Editor).order_by(Editor.username))]

@@ -65,18 +65,16 @@ def account_page(request: Request, name: str = Depends(editor), created: str | N
 @pages.post("/account/tokens", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
 def create_token(request: Request, label: str = Form(""), name: str = Depends(editor)):
     """A new token, shown on this one answer only (it is stored as a hash)."""
-    with transaction(services.current().Session) as session:
-        me = editors.get(session, name)
-        try:
+    created, error = None, None
+    try:
+        with transaction(services.current().Session) as session:
             row, secret = api_tokens.create_token(session, f"{name}:{label.strip()}" if label.strip() else "",
-                                                  editor=me)
-            created, error = dict(name=row.name, token=secret), None
-        except InvalidInput as e:
-            created, error = None, str(e)
-            session.rollback()
-        zone = me.timezone or "UTC"
+                                                  editor=editors.get(session, name))
+            created = dict(name=row.name, token=secret)
+    except InvalidInput as e:
+        error = str(e)
     with transaction(services.current().Session) as session:
-        tokens = _tokens(session, name)
+        zone, tokens = editors.get(session, name).timezone or "UTC", _tokens(session, name)
     return page("account", request, 400 if error else 200, editor=name, zone=zone,
                 zones=sorted(available_timezones()), tokens=tokens, created=created, error=error)
 
