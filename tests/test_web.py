@@ -305,4 +305,5 @@ def test_it_reports_healthy(client):
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    body = response.json()
+    assert body["status"] == "ok" and set(body["checks"]) == {"database", "broker", "smtp"}

@@ -18,13 +18,13 @@ from xml.parsers import expat
 
 import feedparser
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from syndicate import content, fetch
 from syndicate.config import Settings
-from syndicate.errors import FeedError
+from syndicate.errors import FeedError, NotFound
 from syndicate.models import Article, Feed, utcnow
 from syndicate.templating import one_line
 
@@ -477,3 +477,36 @@ def claim_due(session: Session, now: datetime) -> list[int]:
         session.execute(update(Feed).where(Feed.id.in_(ids), Feed.next_fetch_at <= now)
                         .values(next_fetch_at=now + LEASE).execution_options(synchronize_session=False))
     return ids
+
+
+# ── how feeds are doing (the desk, the API) ─────────────────────────────────
+
+
+def get_feed(session: Session, feed_id: int) -> Feed:
+    feed = session.get(Feed, feed_id)
+    if feed is None:
+        raise NotFound(f"no feed {feed_id}; `syndicate feed list` shows them")
+    return feed
+
+
+def health(feed: Feed, now: datetime, articles: int = 0) -> dict:
+    """A feed as an editor asks after it: ok; failing (so many fetches in a row, and the last error);
+    disabled (gone for good, 410); or new (not fetched yet). `due`: its next fetch is at hand."""
+    if feed.status != "active":
+        state = feed.status
+    elif feed.error_count:
+        state = "failing"
+    elif feed.last_success_at is None:
+        state = "new"
+    else:
+        state = "ok"
+    return dict(id=feed.id, url=feed.url, title=feed.title, status=state, failures=feed.error_count,
+                last_fetched_at=feed.last_fetched_at, last_success_at=feed.last_success_at,
+                last_error=feed.last_error, next_fetch_at=feed.next_fetch_at,
+                due=feed.status == "active" and feed.next_fetch_at <= now, articles=articles)
+
+
+def overview(session: Session, now: datetime) -> list[dict]:
+    """Every feed's health, with how many articles it brought (one count query for all of them)."""
+    counts = dict(session.execute(select(Article.feed_id, func.count()).group_by(Article.feed_id)).all())
+    return [health(feed, now, counts.get(feed.id, 0)) for feed in session.scalars(select(Feed).order_by(Feed.id))]

@@ -1,0 +1,133 @@
+"""Feeds and articles: each feed's health, adding one, fetching one now; the recent articles and where each
+one went (editions, posts)."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from syndicate import feeds, services, trail
+from syndicate.db import transaction
+from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
+from syndicate.errors import InvalidInput
+from syndicate.models import utcnow
+from syndicate.tasks import poll_feed_batch
+
+
+def _overview() -> list[dict]:
+    with transaction(services.current().Session) as session:
+        return feeds.overview(session, utcnow())
+
+
+def _add(url: str) -> dict:
+    with transaction(services.current().Session) as session:
+        feed = feeds.add_feed(session, url)
+        record = feeds.health(feed, utcnow())
+    # After the commit, so the task finds the row; the editor sees its health without waiting for the beat.
+    poll_feed_batch.delay([record["id"]])
+    return record
+
+
+def _poll(feed_id: int) -> dict:
+    with transaction(services.current().Session) as session:
+        feed = feeds.get_feed(session, feed_id)
+        if feed.status != "active":
+            raise InvalidInput(f"feed {feed_id} is {feed.status}: it is not fetched any more")
+        record = feeds.health(feed, utcnow())
+    poll_feed_batch.delay([feed_id])  # after the commit, like every task
+    return record
+
+
+def _feed_filter(feed: str) -> int | None:
+    """The articles page's feed filter: empty is every feed (a <select>'s "all" sends feed=)."""
+    if not feed.strip():
+        return None
+    if not feed.strip().isdigit():
+        raise InvalidInput(f"{feed!r} is not a feed id")
+    return int(feed)
+
+
+def _articles(q: str, feed_id: int | None, page_number: int) -> dict:
+    with transaction(services.current().Session) as session:
+        return trail.recent(session, q, feed_id, page_number)
+
+
+def _trail(article_id: int) -> dict:
+    with transaction(services.current().Session) as session:
+        return trail.article_trail(session, article_id)
+
+
+# ── pages ────────────────────────────────────────────────────────────────────
+
+
+@pages.get("/feeds", response_class=HTMLResponse)
+def feeds_page(request: Request, name: str = Depends(editor)):
+    return page("feeds", request, editor=name, feeds=_overview(), url="", error=None)
+
+
+@pages.post("/feeds", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def add_feed(request: Request, url: str = Form(""), name: str = Depends(editor)):
+    try:
+        added = _add(url)
+    except InvalidInput as e:  # the form again, with what was typed
+        return page("feeds", request, 400, editor=name, feeds=_overview(), url=url, error=str(e))
+    return back(f"/desk/feeds#feed-{added['id']}")
+
+
+@pages.post("/feeds/{feed_id}/poll", dependencies=[Depends(csrf_checked)])
+def poll_feed(feed_id: int, name: str = Depends(editor)):
+    _poll(feed_id)
+    return back(f"/desk/feeds#feed-{feed_id}")
+
+
+@pages.get("/articles", response_class=HTMLResponse)
+def articles_page(request: Request, q: str = "", feed: str = "", page_number: int = Query(1, alias="page", ge=1),
+                  name: str = Depends(editor)):
+    found = _articles(q, _feed_filter(feed), page_number)
+    return page("articles", request, editor=name, feeds=_overview(), **found)
+
+
+@pages.get("/articles/{article_id}", response_class=HTMLResponse)
+def article_page(request: Request, article_id: int, name: str = Depends(editor)):
+    return page("article", request, editor=name, article=_trail(article_id))
+
+
+# ── the same, for scripts ────────────────────────────────────────────────────
+
+
+class NewFeed(BaseModel):
+    url: str  # an RSS or Atom feed's address, http:// or https://
+
+
+@api.get("/feeds", tags=["feeds"])
+def feeds_json(name: str = Depends(api_editor)) -> list[dict]:
+    """Every feed with its health: ok, failing (`failures` in a row, `last_error`), disabled or new;
+    last success, next fetch, and how many articles it brought."""
+    return _overview()
+
+
+@api.post("/feeds", tags=["feeds"])
+def add_feed_json(body: NewFeed, name: str = Depends(api_editor)) -> dict:
+    """Add a feed by its URL (an existing one is answered as it is) and queue a fetch of it now."""
+    return _add(body.url)
+
+
+@api.post("/feeds/{feed_id}/poll", tags=["feeds"])
+def poll_feed_json(feed_id: int, name: str = Depends(api_editor)) -> dict:
+    """Queue a fetch of one feed now, instead of at its next turn; answers its health before the fetch."""
+    return _poll(feed_id)
+
+
+@api.get("/articles", tags=["articles"])
+def articles_json(q: str = "", feed: int | None = None, page_number: int = Query(1, alias="page", ge=1),
+                  name: str = Depends(api_editor)) -> dict:
+    """The newest articles, 50 a page, with how many editions and posts each went into (by status);
+    `q` searches titles and links, `feed` keeps one feed's."""
+    return _articles(q, feed, page_number)
+
+
+@api.get("/articles/{article_id}", tags=["articles"])
+def article_json(article_id: int, name: str = Depends(api_editor)) -> dict:
+    """One article and its trail: the editions that carried it and the posts that teased it."""
+    return _trail(article_id)

@@ -1,0 +1,169 @@
+"""Can syndicate do its work right now: the database answers, the broker answers, the mail server greets us.
+
+Each check has a short deadline of its own and they run side by side, so /healthz answers within a few
+seconds even when everything is down. What a check says never carries a password: operators paste
+these bodies into tickets.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import redis
+from kombu import Connection
+from sqlalchemy import Engine, text
+
+from syndicate.config import Settings, SmtpSettings
+
+DEADLINE = 4.5  # seconds for all checks together: a load balancer's probe gives up at 5 or 10
+CONNECT_TIMEOUT = 3.0  # one network service's own limit (broker, mail server)
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str
+    ms: float
+
+    def as_json(self) -> dict:
+        return {"status": "ok" if self.ok else "error", "detail": self.detail, "ms": round(self.ms, 1)}
+
+
+class Unhealthy(Exception):
+    """A service answered, but not as it should (e.g. a mail server greeting us with 421)."""
+
+
+# ── the checks: each returns what it saw, or raises ─────────────────────────
+
+
+def database(engine: Engine) -> str:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    return f"{engine.dialect.name}: SELECT 1 answered"
+
+
+def broker(broker_url: str, timeout: float = CONNECT_TIMEOUT) -> str:
+    scheme = urlsplit(broker_url).scheme
+    if scheme.startswith("sqla+"):
+        # kombu's SQLAlchemy transport: its messages are rows in a database on this machine.
+        return f"embedded ({scheme}): covered by the database check"
+    if scheme in ("redis", "rediss"):
+        client = redis.Redis.from_url(broker_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return f"redis at {_where(broker_url)} answered PING"
+    with Connection(broker_url, connect_timeout=timeout) as connection:
+        connection.ensure_connection(max_retries=0, timeout=timeout)  # once: no retrying with pauses
+    return f"{scheme} at {_where(broker_url)}: connected"
+
+
+def smtp(settings: SmtpSettings | None, timeout: float = CONNECT_TIMEOUT) -> str:
+    """The 220 greeting, EHLO and QUIT: the server is there and talks SMTP. No login: that is the
+    sender's business, and a probe every few seconds must not lock an account out."""
+    if settings is None:
+        return "outbox (no SMTP configured)"
+    deadline = time.monotonic() + timeout
+    try:
+        if settings.security == "tls":
+            server = smtplib.SMTP_SSL(settings.host, settings.port, timeout=timeout,
+                                      context=ssl.create_default_context())
+        else:
+            server = smtplib.SMTP(settings.host, settings.port, timeout=timeout)
+    except smtplib.SMTPConnectError as e:  # it answered, but not with 220 (e.g. "421 too busy")
+        raise Unhealthy(f"{settings.host}:{settings.port} greeted us with {e.smtp_code} {_text(e.smtp_error)}") from e
+    try:
+        server.sock.settimeout(max(deadline - time.monotonic(), 0.01))  # the whole exchange, not each read
+        code, reply = server.ehlo()
+        if code != 250:
+            raise Unhealthy(f"{settings.host}:{settings.port} answered EHLO with {code} {_text(reply)}")
+        server.quit()
+    finally:
+        server.close()
+    return f"{settings.host}:{settings.port} greeted us and answered EHLO"
+
+
+# ── running them ─────────────────────────────────────────────────────────────
+
+
+def checks_for(settings: Settings, engine: Engine) -> dict[str, Callable[[], str]]:
+    return {"database": lambda: database(engine),
+            "broker": lambda: broker(settings.broker_url),
+            "smtp": lambda: smtp(settings.smtp)}
+
+
+def run(checks: dict[str, Callable[[], str]], deadline: float = DEADLINE,
+        secrets: tuple[str, ...] = ()) -> dict[str, Check]:
+    """Every check at once, each in its own thread; one still running at the deadline counts as down."""
+    results: dict[str, Check] = {}
+
+    def one(name: str, check: Callable[[], str]) -> None:
+        results[name] = timed(check, secrets)
+
+    # Daemon threads: a check stuck past the deadline (a database host that drops packets) must
+    # neither hold up the answer nor the process's exit; it ends on its own timeout later.
+    threads = [threading.Thread(target=one, args=item, name=f"health-{item[0]}", daemon=True)
+               for item in checks.items()]
+    end = time.monotonic() + deadline
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(end - time.monotonic(), 0))
+    done = dict(results)
+    return {name: done.get(name) or Check(False, f"no answer within {deadline:g} s", deadline * 1000)
+            for name in checks}
+
+
+def timed(check: Callable[[], str], secrets: tuple[str, ...] = ()) -> Check:
+    started = time.perf_counter()
+    try:
+        detail, ok = check(), True
+    except Exception as e:  # noqa: BLE001 - whatever went wrong, the check says so rather than crash the probe
+        detail, ok = _problem(e), False
+    return Check(ok, _scrubbed(detail, secrets), (time.perf_counter() - started) * 1000)
+
+
+def report(settings: Settings, engine: Engine, deadline: float = DEADLINE) -> tuple[bool, dict]:
+    """(all ok, the body for /healthz): every check with its status, detail and time; the failing ones named."""
+    checks = run(checks_for(settings, engine), deadline, secrets_of(settings))
+    healthy = all(c.ok for c in checks.values())
+    body = {"status": "ok" if healthy else "error", "checks": {name: c.as_json() for name, c in checks.items()}}
+    if not healthy:
+        body["failing"] = [name for name, c in checks.items() if not c.ok]
+    return healthy, body
+
+
+def secrets_of(settings: Settings) -> tuple[str, ...]:
+    """The passwords in our settings: never repeated in a check's detail, whatever a library put there."""
+    found = [urlsplit(url).password for url in (settings.database_url, settings.broker_url)]
+    found += [unquote(s) for s in found if s]  # as written in the URL, and as a library would show it
+    found.append(settings.smtp.password if settings.smtp else None)
+    return tuple(s for s in found if s)
+
+
+def _problem(e: Exception) -> str:
+    # SQLAlchemy's errors add the statement and a link on further lines; the driver's first line says it.
+    message = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return f"{type(e).__name__}: {message[0]}" if message else type(e).__name__
+
+
+def _scrubbed(detail: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        detail = detail.replace(secret, "***")
+    return detail
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def _text(reply: bytes | str) -> str:
+    return (reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply).strip()

@@ -1,0 +1,175 @@
+"""/healthz and its checks against real services: Redis, an SMTP server (aiosmtpd), ports nobody listens on,
+a mail server that greets with 421 and one that never greets. Every check answers within its deadline and
+never repeats a password."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from sqlalchemy import create_engine
+from starlette.testclient import TestClient
+
+from conftest import configured
+from syndicate import health
+from syndicate.config import parse_smtp_url
+from syndicate.tasks import configure
+from syndicate.web import create_app
+
+SECRET = "hunter2-not-for-tickets"
+
+
+@pytest.fixture
+def silent_server():
+    """A port that accepts connections and then says nothing: a mail server hung before its greeting."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.fixture
+def busy_server():
+    """A mail server that greets everyone with 421: up, but refusing work."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.sendall(b"421 4.3.2 Too busy, try later\r\n")
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    listener.close()
+
+
+# ── each check ───────────────────────────────────────────────────────────────
+
+
+def test_the_database_check_runs_select_1(svc):
+    check = health.timed(lambda: health.database(svc.engine))
+    assert check.ok and check.detail == "sqlite: SELECT 1 answered" and check.ms >= 0
+
+
+def test_a_database_that_is_down_is_reported_without_its_password(closed_port):
+    engine = create_engine(f"postgresql+psycopg://syndicate:{SECRET}@127.0.0.1:{closed_port}/news")
+    check = health.timed(lambda: health.database(engine), secrets=(SECRET,))
+    assert not check.ok and "OperationalError" in check.detail and str(closed_port) in check.detail
+    assert SECRET not in check.detail and "\n" not in check.detail
+    engine.dispose()
+
+
+def test_redis_answers_ping(redis_url):
+    check = health.timed(lambda: health.broker(redis_url))
+    assert check.ok and check.detail.startswith("redis at 127.0.0.1:") and "answered PING" in check.detail
+
+
+def test_a_redis_that_is_down_is_reported_without_its_password(closed_port):
+    url = f"redis://:{SECRET}@127.0.0.1:{closed_port}/0"
+    check = health.timed(lambda: health.broker(url, timeout=1), secrets=(SECRET,))
+    assert not check.ok and "ConnectionError" in check.detail and SECRET not in check.detail
+
+
+def test_an_amqp_broker_that_is_down_is_reported_at_once_without_retrying(closed_port):
+    started = time.monotonic()
+    check = health.timed(lambda: health.broker(f"amqp://guest:guest@127.0.0.1:{closed_port}//", timeout=1))
+    assert not check.ok and "Connection refused" in check.detail
+    assert time.monotonic() - started < 2  # kombu's own retries would pause 2 s and more between tries
+
+
+def test_the_embedded_broker_is_covered_by_the_database_check(tmp_path):
+    check = health.timed(lambda: health.broker(f"sqla+sqlite:///{tmp_path / 'broker.db'}"))
+    assert check.ok and check.detail == "embedded (sqla+sqlite): covered by the database check"
+
+
+def test_a_mail_server_that_greets_and_answers_ehlo_is_up(smtp_server):
+    check = health.timed(lambda: health.smtp(parse_smtp_url(smtp_server.url)))
+    assert check.ok and check.detail.endswith("greeted us and answered EHLO")
+    assert smtp_server.messages == []  # nothing sent: a greeting, EHLO and QUIT
+
+
+def test_without_smtp_the_outbox_is_reported():
+    check = health.timed(lambda: health.smtp(None))
+    assert check.ok and check.detail == "outbox (no SMTP configured)"
+
+
+def test_a_mail_server_that_is_down_refusing_or_silent_is_reported(closed_port, busy_server, silent_server):
+    down = health.timed(lambda: health.smtp(parse_smtp_url(f"smtp://127.0.0.1:{closed_port}")))
+    assert not down.ok and "Connection refused" in down.detail
+    busy = health.timed(lambda: health.smtp(parse_smtp_url(f"smtp://127.0.0.1:{busy_server}")))
+    assert not busy.ok and busy.detail == f"Unhealthy: 127.0.0.1:{busy_server} greeted us with 421 4.3.2 Too " \
+                                          "busy, try later"
+    silent = health.timed(lambda: health.smtp(parse_smtp_url(f"smtp://127.0.0.1:{silent_server}"), timeout=0.5))
+    assert not silent.ok and "timed out" in silent.detail
+
+
+def test_a_login_to_the_mail_server_is_never_tried_so_its_password_is_never_sent(smtp_server):
+    settings = parse_smtp_url(smtp_server.url.replace("smtp://", f"smtp://news:{SECRET}@"))
+    check = health.timed(lambda: health.smtp(settings))
+    assert check.ok  # aiosmtpd here offers no AUTH: a login attempt would have failed the check
+
+
+# ── all at once ──────────────────────────────────────────────────────────────
+
+
+def test_checks_run_side_by_side_and_one_stuck_past_the_deadline_counts_as_down():
+    release = threading.Event()
+    started = time.monotonic()
+    results = health.run({"stuck": lambda: release.wait(30) and "late", "quick": lambda: "fine"}, deadline=0.3)
+    release.set()
+    assert time.monotonic() - started < 5
+    assert results["quick"].ok and results["quick"].detail == "fine"
+    assert not results["stuck"].ok and results["stuck"].detail == "no answer within 0.3 s"
+
+
+def test_a_failing_check_becomes_an_error_with_its_reason_and_the_secret_hidden():
+    def boom() -> str:
+        raise OSError(f"could not log in with {SECRET}")
+
+    [(name, check)] = health.run({"smtp": boom}, secrets=(SECRET,)).items()
+    assert check.as_json() == {"status": "error", "detail": "OSError: could not log in with ***",
+                               "ms": pytest.approx(check.ms, abs=0.1)}
+
+
+# ── /healthz ─────────────────────────────────────────────────────────────────
+
+
+def test_healthz_answers_200_with_every_check_when_all_are_up(make_settings, tmp_path, smtp_server, redis_url):
+    configured(make_settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", smtp_url=smtp_server.url,
+                             broker_url=redis_url))
+    response = TestClient(create_app()).get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and set(body["checks"]) == {"database", "broker", "smtp"}
+    assert {check["status"] for check in body["checks"].values()} == {"ok"}
+    assert "answered PING" in body["checks"]["broker"]["detail"] and "failing" not in body
+
+
+def test_healthz_answers_200_on_one_machine_with_nothing_installed(svc):
+    body = TestClient(create_app()).get("/healthz").json()
+    assert body["checks"]["smtp"]["detail"] == "outbox (no SMTP configured)"
+    assert body["checks"]["broker"]["detail"].startswith("embedded (sqla+sqlite)")
+    assert body["status"] == "ok"
+
+
+def test_healthz_answers_503_naming_what_is_down_within_seconds_and_without_passwords(make_settings, closed_port):
+    configure(make_settings(database_url=f"postgresql://syndicate:{SECRET}@127.0.0.1:{closed_port}/news",
+                            broker_url=f"redis://:{SECRET}@127.0.0.1:{closed_port}/0",
+                            smtp_url=f"smtp+starttls://news:{SECRET}@127.0.0.1:{closed_port}"))
+    started = time.monotonic()
+    response = TestClient(create_app()).get("/healthz")
+    assert time.monotonic() - started < health.DEADLINE + 1
+    assert response.status_code == 503 and SECRET not in response.text
+    body = response.json()
+    assert body["status"] == "error" and body["failing"] == ["database", "broker", "smtp"]
+    assert all(body["checks"][name]["status"] == "error" and body["checks"][name]["detail"]
+               for name in body["failing"])
