@@ -632,3 +632,29 @@ def get_edition(session: Session, slug: str, number: int, public: bool = True) -
     if edition is None or not edition.html:
         raise NotFound(f"no edition {number} of {slug!r}")
     return edition
+
+
+# ── a newsletter as the desk shows it: its schedule in words, whom it reaches ─
+
+
+def explain_schedule(cron: str | None, timezone: str) -> str:
+    """A schedule in plain words, e.g. "At 07:00 on Monday through Friday, Europe/Berlin time"."""
+    check_schedule(cron, timezone)
+    if cron is None:
+        return "No regular editions: only one-off and breaking ones"
+    return f"{CronSim(cron, datetime.now(UTC)).explain()}, {timezone} time"
+
+
+def audience(session: Session) -> dict[int, int]:
+    """Per newsletter id, how many the next edition would go to: confirmed subscribers with an active
+    subscription, counted as fan_out picks them. A newsletter nobody gets is missing (0)."""
+    rows = session.execute(
+        select(Subscription.newsletter_id, func.count()).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(Subscription.status == "active", Subscriber.status == "confirmed")
+        .group_by(Subscription.newsletter_id))
+    return dict(rows.all())
+
+
+def can_edit(edition: Edition) -> bool:
+    """Whether its stories, subject and time may still change: it hasn't started going out."""
+    return _editable(edition)

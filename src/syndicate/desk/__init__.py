@@ -5,12 +5,13 @@ of their own. Each module here holds one area's pages and API routes side by sid
   core         sessions, CSRF, who is asking (a signed-in editor, or an editor's API token)
   auth         sign in and out; an editor's own API tokens
   today        the calendar of the next days, the social kill switch, accounts
+  newsletters  settings, filters, template, the schedule in words and its next sends; pause, resume, prepare
   social       one teaser: edit it with a live count, schedule, hold, cancel, re-share
   editions     one edition: preview, edit, test-send, schedule, pause, resume, cancel, resend
   feeds        feeds with their health, add one, fetch one now; recent articles and where each went
 """
 
-from syndicate.desk import auth, editions, feeds, social, today  # noqa: F401 - each adds routes
+from syndicate.desk import auth, editions, feeds, newsletters, social, today  # noqa: F401 - each adds routes
 from syndicate.desk.core import COOKIE, SESSION_HOURS, CsrfRefused, SignInRequired, api, pages, sign_in_redirect
 
 __all__ = ["COOKIE", "SESSION_HOURS", "CsrfRefused", "SignInRequired", "api", "pages", "sign_in_redirect"]

@@ -1,16 +1,19 @@
-"""Today: what goes out next — editions and teasers — with the social kill switch and the accounts."""
+"""Today: the calendar of the next days — editions, the sends each schedule will make, teasers — with
+the social kill switch, the tables of what is scheduled and queued, and the accounts."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
-from syndicate import accounts, posts, services
+from syndicate import accounts, agenda, editors, posts, services
 from syndicate.db import transaction
-from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
+from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Post, SocialAccount, utcnow
 
@@ -34,11 +37,12 @@ def _today(session, now) -> dict:
 
 
 @pages.get("", response_class=HTMLResponse)
-def today(request: Request, name: str = Depends(editor)):
-    now = utcnow()
+def today(request: Request, name: str = Depends(editor), days: int = 7):
+    now, zone = utcnow(), editor_zone(request)
     with transaction(services.current().Session) as session:
         context = _today(session, now)
-    return page("today", request, editor=name, now=now, **context)
+        calendar = agenda.by_day(agenda.calendar(session, now, days, zone), now, days, zone)
+    return page("today", request, editor=name, now=now, calendar=calendar, days=days, **context)
 
 
 @pages.post("/social/pause", dependencies=[Depends(csrf_checked)])
@@ -84,6 +88,19 @@ def today_json(name: str = Depends(api_editor)) -> dict:
         context = _today(session, utcnow())
     paused = context.pop("paused")
     return dict(social_paused=bool(paused), social_paused_reason=paused.reason if paused else None, **context)
+
+
+@api.get("/calendar", tags=["calendar"])
+def calendar_json(days: int = 7, name: str = Depends(api_editor)) -> dict:
+    """Everything that goes out today and in the next days (`days` in all, whole days in your time zone):
+    editions with their status, the sends each newsletter's schedule will make (`projected`: not cut yet),
+    and teasers at the time their account's pace expects them, or when they went; sorted by time."""
+    now = utcnow()
+    with transaction(services.current().Session) as session:
+        zone = ZoneInfo(editors.get(session, name).timezone or "UTC")
+        entries = agenda.calendar(session, now, days, zone)
+    start, end = agenda.window(now, days, zone)
+    return {"zone": zone.key, "from": start, "until": end, "entries": [asdict(e) for e in entries]}
 
 
 @api.post("/social/{action}", tags=["social"])

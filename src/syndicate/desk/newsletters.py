@@ -1,0 +1,325 @@
+"""Newsletters: the list with each one's status, schedule and audience; one newsletter's settings, filters,
+template and schedule (in plain words and as its next five send times); pause, resume, and preparing the
+next edition ahead of its time to preview and edit it."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from zoneinfo import ZoneInfo, available_timezones
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from syndicate import editions, services
+from syndicate.db import transaction
+from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
+from syndicate.errors import InvalidInput
+from syndicate.models import Edition, Feed, Newsletter
+
+RECENT = 10  # editions listed on a newsletter's page
+# Left blank in a form, these are refused (saying which); any other blank field means "none": no reply-to,
+# no schedule, every feed, every category, no breaking lane.
+REQUIRED = {"name": "The name", "from_address": "The From: address", "timezone": "The time zone",
+            "subject_template": "The subject template", "template": "The template",
+            "max_items": "Most stories per edition"}
+LISTS = ("categories_include", "categories_exclude", "breaking_categories")
+
+
+def _summary(newsletter: Newsletter, audience: dict[int, int]) -> dict:
+    return dict(slug=newsletter.slug, name=newsletter.name, status=newsletter.status, cron=newsletter.cron,
+                timezone=newsletter.timezone, schedule=editions.explain_schedule(newsletter.cron, newsletter.timezone),
+                next_run_at=newsletter.next_run_at, subscribers=audience.get(newsletter.id, 0),
+                link=f"/desk/newsletters/{newsletter.slug}")
+
+
+def _edition(edition: Edition) -> dict:
+    return dict(id=edition.id, number=edition.number, kind=edition.kind, status=edition.status,
+                subject=edition.subject, scheduled_for=edition.scheduled_for, sent_at=edition.sent_at,
+                note=edition.note, link=f"/desk/editions/{edition.id}")
+
+
+def _list(session) -> list[dict]:
+    audience = editions.audience(session)
+    return [_summary(n, audience) for n in session.scalars(select(Newsletter).order_by(Newsletter.name))]
+
+
+def _detail(session, newsletter: Newsletter) -> dict:
+    recent = session.scalars(select(Edition).where(Edition.newsletter_id == newsletter.id)
+                             .order_by(Edition.number.desc()).limit(RECENT))
+    return _summary(newsletter, editions.audience(session)) | dict(
+        from_name=newsletter.from_name, from_address=newsletter.from_address, reply_to=newsletter.reply_to,
+        subject_template=newsletter.subject_template, template=newsletter.template, max_items=newsletter.max_items,
+        feed_ids=newsletter.feed_ids, categories_include=newsletter.categories_include,
+        categories_exclude=newsletter.categories_exclude, breaking_categories=newsletter.breaking_categories,
+        first_fill=newsletter.first_fill,
+        # A paused newsletter's: the times it keeps if resumed now.
+        next_sends=editions.upcoming(newsletter, 5) if newsletter.cron else [],
+        recent_editions=[_edition(e) for e in recent])
+
+
+def _cleaned(changes: dict, name: str) -> dict:
+    """What an editor gave, as update_newsletter takes it: text trimmed, a blank optional field None."""
+    cleaned = {}
+    for key, value in changes.items():
+        value = value.strip() if isinstance(value, str) else value
+        if value in ("", None, []):
+            if key in REQUIRED:
+                raise InvalidInput(f"{REQUIRED[key]} can't be left blank")
+            value = name if key == "from_name" else None  # the From: name is the newsletter's, unless given
+        cleaned[key] = value
+    return cleaned
+
+
+def _create(session, fields: dict) -> Newsletter:
+    fields = _cleaned(fields, fields.get("name") or "")
+    return editions.add_newsletter(session, **{k: v for k, v in fields.items() if v is not None or k == "cron"})
+
+
+def _update(session, slug: str, changes: dict) -> Newsletter:
+    newsletter = editions.get_newsletter(session, slug)
+    changes = _cleaned(changes, changes.get("name") or newsletter.name)
+    # Only what changed: saving the form untouched keeps the next run (an overdue one too) where it is.
+    changed = {k: v for k, v in changes.items() if v != getattr(newsletter, k)}
+    return editions.update_newsletter(session, newsletter, **changed)
+
+
+def _switch(session, slug: str, action: str) -> Newsletter:
+    newsletter = editions.get_newsletter(session, slug)
+    if action == "pause":
+        editions.pause_newsletter(session, newsletter)
+    elif action == "resume":
+        editions.resume_newsletter(session, newsletter)
+    else:
+        raise InvalidInput(f"no newsletter action {action!r}: pause, resume or prepare")
+    return newsletter
+
+
+def _prepare(session, slug: str) -> Edition:
+    """As `syndicate edition cut`: the next regular edition (--next) when the newsletter has a next run,
+    else a draft one-off (--draft) to schedule on its own page."""
+    newsletter = editions.get_newsletter(session, slug)
+    settings = services.current().settings
+    if newsletter.next_run_at is not None:
+        return editions.prepare_next(session, newsletter, settings)
+    return editions.create_edition(session, newsletter, settings, kind="one-off", status="draft")
+
+
+def _schedule(cron: str, timezone: str) -> dict:
+    """A schedule someone is typing: in words and its next five send times, or what's wrong with it."""
+    cron, timezone = cron.strip() or None, timezone.strip() or "UTC"
+    words = editions.explain_schedule(cron, timezone)
+    # A newsletter never saved: upcoming() reads only its schedule.
+    return dict(cron=cron, timezone=timezone, schedule=words,
+                next_sends=editions.upcoming(Newsletter(cron=cron, timezone=timezone), 5) if cron else [])
+
+
+# ── pages ────────────────────────────────────────────────────────────────────
+
+
+class CreateForm(BaseModel):
+    slug: str = ""
+    name: str = ""
+    from_address: str = ""
+    cron: str = "0 7 * * *"
+    timezone: str = "UTC"
+    first_fill: str = "none"
+
+
+class SettingsForm(BaseModel):
+    """The settings form as typed: text, kept as it is to show again when something is refused."""
+    name: str = ""
+    from_name: str = ""
+    from_address: str = ""
+    reply_to: str = ""
+    subject_template: str = ""
+    template: str = ""
+    cron: str = ""
+    timezone: str = ""
+    max_items: str = ""
+    feed_ids: list[int] = []
+    categories_include: str = ""
+    categories_exclude: str = ""
+    breaking_categories: str = ""
+
+    @classmethod
+    def of(cls, newsletter: Newsletter) -> SettingsForm:
+        return cls(**{k: ", ".join(getattr(newsletter, k) or []) for k in LISTS},
+                   **{k: str(getattr(newsletter, k) or "") for k in ("name", "from_name", "from_address",
+                      "reply_to", "subject_template", "template", "cron", "timezone", "max_items")},
+                   feed_ids=newsletter.feed_ids or [])
+
+    def changes(self) -> dict:
+        if not re.fullmatch(r"\s*\d*\s*", self.max_items):
+            raise InvalidInput(f"most stories {self.max_items!r} is not a number: give a whole number, 1 to 200")
+        lists = {k: [c.strip() for c in re.split(r"[,\n]", getattr(self, k)) if c.strip()] for k in LISTS}
+        return self.model_dump(exclude={"max_items", *LISTS}) | lists | dict(
+            max_items=int(self.max_items) if self.max_items.strip() else None, feed_ids=self.feed_ids or None)
+
+
+def _list_page(request: Request, name: str, status: int = 200, typed: CreateForm | None = None,
+               error: str | None = None) -> HTMLResponse:
+    with transaction(services.current().Session) as session:
+        rows = _list(session)
+    # A new newsletter's schedule starts in the editor's own zone.
+    form = typed or CreateForm(timezone=editor_zone(request).key)
+    return page("newsletters", request, status, editor=name, newsletters=rows, form=form,
+                zones=sorted(available_timezones()), error=error)
+
+
+def _newsletter_page(request: Request, name: str, slug: str, status: int = 200, typed: SettingsForm | None = None,
+                     error: str | None = None, notice: str | None = None) -> HTMLResponse:
+    with transaction(services.current().Session) as session:
+        newsletter = editions.get_newsletter(session, slug)
+        detail = _detail(session, newsletter)
+        form = typed or SettingsForm.of(newsletter)
+        feeds = [dict(id=f.id, title=f.title or f.url) for f in session.scalars(select(Feed).order_by(Feed.id))]
+    return page("newsletter", request, status, editor=name, newsletter=detail, form=form, feeds=feeds,
+                own_zone=ZoneInfo(detail["timezone"]), zones=sorted(available_timezones()), error=error,
+                notice=notice)
+
+
+@pages.get("/newsletters", response_class=HTMLResponse)
+def newsletters_page(request: Request, name: str = Depends(editor)):
+    return _list_page(request, name)
+
+
+@pages.post("/newsletters", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def create_page(request: Request, form: Annotated[CreateForm, Form()], name: str = Depends(editor)):
+    try:
+        with transaction(services.current().Session) as session:
+            slug = _create(session, form.model_dump()).slug
+    except InvalidInput as e:
+        return _list_page(request, name, 400, form, str(e))
+    return back(f"/desk/newsletters/{slug}")
+
+
+@pages.get("/newsletters/{slug}", response_class=HTMLResponse)
+def newsletter_page(request: Request, slug: str, name: str = Depends(editor), saved: bool = False):
+    return _newsletter_page(request, name, slug, notice="Saved." if saved else None)
+
+
+@pages.post("/newsletters/{slug}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def save_page(request: Request, slug: str, form: Annotated[SettingsForm, Form()], name: str = Depends(editor)):
+    try:
+        with transaction(services.current().Session) as session:
+            _update(session, slug, form.changes())
+    except InvalidInput as e:
+        return _newsletter_page(request, name, slug, 400, form, str(e))
+    return back(f"/desk/newsletters/{slug}?saved=1")
+
+
+@pages.post("/newsletters/{slug}/prepare", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def prepare_page(request: Request, slug: str, name: str = Depends(editor)):
+    with transaction(services.current().Session) as session:
+        made = _edition(_prepare(session, slug))
+    if made["status"] == "skipped":  # nothing to preview: say why here rather than open an empty edition
+        return _newsletter_page(request, name, slug, notice=f"Nothing to prepare: {made['note']}.")
+    return back(made["link"])
+
+
+@pages.post("/newsletters/{slug}/{action}", dependencies=[Depends(csrf_checked)])
+def switch_page(slug: str, action: str, name: str = Depends(editor)):
+    with transaction(services.current().Session) as session:
+        _switch(session, slug, action)
+    return back(f"/desk/newsletters/{slug}")
+
+
+@pages.get("/schedule")
+def schedule_preview(cron: str = "", timezone: str = "", name: str = Depends(editor)) -> dict:
+    """A schedule as the editor types it, for the words and times under the schedule fields."""
+    try:
+        return _schedule(cron, timezone) | dict(ok=True, problem=None)
+    except InvalidInput as e:
+        return dict(ok=False, problem=str(e))
+
+
+# ── the same, for scripts ────────────────────────────────────────────────────
+
+
+class NewNewsletter(BaseModel):
+    slug: str  # lower-case letters, digits, dashes
+    name: str
+    from_address: str
+    from_name: str | None = None  # default: the name
+    reply_to: str | None = None
+    cron: str | None = "0 7 * * *"  # null: no regular editions (one-off and breaking only)
+    timezone: str = "UTC"
+    max_items: int = 20
+    first_fill: str = "none"  # none | last:N | hours:N
+    subject_template: str | None = None
+    template: str | None = None
+    feed_ids: list[int] | None = None
+    categories_include: list[str] | None = None
+    categories_exclude: list[str] | None = None
+    breaking_categories: list[str] | None = None
+
+
+class NewsletterChanges(BaseModel):
+    """Only the fields given change; null clears an optional one (reply_to, cron, the filters)."""
+    name: str | None = None
+    from_name: str | None = None
+    from_address: str | None = None
+    reply_to: str | None = None
+    subject_template: str | None = None
+    template: str | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    max_items: int | None = None
+    feed_ids: list[int] | None = None
+    categories_include: list[str] | None = None
+    categories_exclude: list[str] | None = None
+    breaking_categories: list[str] | None = None
+
+
+@api.get("/newsletters", tags=["newsletters"])
+def newsletters_json(name: str = Depends(api_editor)) -> list[dict]:
+    """Every newsletter: status, schedule in words, next send, confirmed subscribers."""
+    with transaction(services.current().Session) as session:
+        return _list(session)
+
+
+@api.post("/newsletters", tags=["newsletters"], status_code=201)
+def create_json(body: NewNewsletter, name: str = Depends(api_editor)) -> dict:
+    """Create a newsletter; answers it as GET /newsletters/{slug} does."""
+    with transaction(services.current().Session) as session:
+        fields = body.model_dump(exclude_none=True) | dict(cron=body.cron)
+        return _detail(session, _create(session, fields))
+
+
+@api.get("/newsletters/{slug}", tags=["newsletters"])
+def newsletter_json(slug: str, name: str = Depends(api_editor)) -> dict:
+    """Settings, filters, the schedule in words and its next five send times (UTC), recent editions."""
+    with transaction(services.current().Session) as session:
+        return _detail(session, editions.get_newsletter(session, slug))
+
+
+@api.patch("/newsletters/{slug}", tags=["newsletters"])
+def update_json(slug: str, body: NewsletterChanges, name: str = Depends(api_editor)) -> dict:
+    """Change settings; only the fields given change."""
+    with transaction(services.current().Session) as session:
+        return _detail(session, _update(session, slug, body.model_dump(exclude_unset=True)))
+
+
+@api.post("/newsletters/{slug}/prepare", tags=["newsletters"])
+def prepare_json(slug: str, name: str = Depends(api_editor)) -> dict:
+    """Make the next regular edition now, scheduled for the next run, to preview and edit before it goes
+    (a newsletter without a next run gets a draft one-off). Answers the edition."""
+    with transaction(services.current().Session) as session:
+        return _edition(_prepare(session, slug))
+
+
+@api.post("/newsletters/{slug}/{action}", tags=["newsletters"])
+def switch_json(slug: str, action: str, name: str = Depends(api_editor)) -> dict:
+    """`pause`: no regular or breaking editions until resumed (those already scheduled keep theirs);
+    `resume`: from the next scheduled time on, nothing missed is sent in a rush."""
+    with transaction(services.current().Session) as session:
+        return _detail(session, _switch(session, slug, action))
+
+
+@api.get("/schedule", tags=["newsletters"])
+def schedule_json(cron: str = "", timezone: str = "UTC", name: str = Depends(api_editor)) -> dict:
+    """A cron expression and time zone in plain words, and its next five send times (UTC); 422 if wrong."""
+    return _schedule(cron, timezone)
