@@ -74,8 +74,9 @@ def test_nothing_of_the_desk_opens_without_a_session(client):
         if method == "GET":
             assert page.status_code == 303 and page.headers["location"].startswith("/desk/login?next="), path
             assert script.status_code == 401 and "sign in" in script.json()["error"], path
-        else:  # refused before anything runs: no CSRF token without a session
-            assert page.status_code == 403, (method, path, page.status_code)
+        else:  # refused before anything runs: no CSRF token without a session, or sent to sign in first
+            assert page.status_code == 403 or (
+                page.status_code == 303 and page.headers["location"].startswith("/desk/login")), (method, path)
 
 
 def test_every_form_of_the_desk_needs_the_csrf_token_even_when_signed_in(client):

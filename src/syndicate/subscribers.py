@@ -282,15 +282,17 @@ def set_preferences(session: Session, subscriber_id: int, newsletter_ids: list[i
     return saved
 
 
-def leave_all(session: Session, subscriber_id: int, now: datetime | None = None) -> Subscriber:
-    """Stop every newsletter to this address (suppressed as unsubscribed). Pressing it twice changes nothing."""
+def leave_all(session: Session, subscriber_id: int, now: datetime | None = None, *, source: str = "web",
+              detail: str = "left every newsletter from the preferences page") -> Subscriber:
+    """Stop every newsletter to this address (suppressed as unsubscribed). Pressing it twice changes nothing.
+    `source` and `detail` say on the timeline who did it: the reader by default, or an editor."""
     subscriber = _subscriber(session, subscriber_id)
     staying = session.scalar(select(func.count()).select_from(Subscription).where(
         Subscription.subscriber_id == subscriber.id, Subscription.status != "unsubscribed"))
     if subscriber.status in SUPPRESSED and not staying:
         return subscriber
     was = subscriber.status
-    suppress(session, subscriber, "unsubscribed", "web", "left every newsletter from the preferences page", now=now)
+    suppress(session, subscriber, "unsubscribed", source, detail, now=now)
     if was == "bounced":
         subscriber.status = was  # the address still bounces: leaving must not make it look deliverable again
     return subscriber
@@ -352,15 +354,81 @@ def suppress(session: Session, subscriber: Subscriber, status: str, source: str,
     return True
 
 
-def restore(session: Session, subscriber: Subscriber, reason: str, now: datetime | None = None) -> None:
+def restore(session: Session, subscriber: Subscriber, reason: str, now: datetime | None = None, *,
+            source: str = "cli") -> None:
     """An editor's decision that mail may go to a suppressed address again (the reader asked, the mailbox
     works again). Their newsletters come back as they were; one they left stays left."""
     if subscriber.status not in SUPPRESSED:
         raise InvalidInput(f"{subscriber.email} is {subscriber.status}: there is nothing to restore")
     if not reason.strip():
-        raise InvalidInput("say why mail may go to this address again (--reason); it goes on the timeline")
-    record_event(session, subscriber.id, "restored", "cli", detail=f"was {subscriber.status}: {reason.strip()}",
+        raise InvalidInput("say why mail may go to this address again; it goes on the timeline")
+    record_event(session, subscriber.id, "restored", source, detail=f"was {subscriber.status}: {reason.strip()}",
                  now=now)
     subscriber.status = "confirmed"
     subscriber.confirmed_at = subscriber.confirmed_at or now or utcnow()
     session.flush()
+
+
+# ── finding subscribers ──────────────────────────────────────────────────────
+
+STATUSES = ("pending", "confirmed", *SUPPRESSED)
+PER_PAGE = 50
+
+
+@dataclass
+class Found:
+    subscribers: list[Subscriber]  # this page's, by address
+    newsletters: dict[int, list[str]]  # subscriber id → slugs of the newsletters they get (or wait to confirm)
+    by_status: dict[str, int]  # everyone matching the text and newsletter, per status (the status filter aside)
+    total: int  # everyone matching, over every page
+    page: int
+    pages: int
+
+
+def get(session: Session, subscriber_id: int) -> Subscriber:
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise NotFound(f"no subscriber {subscriber_id}")
+    return subscriber
+
+
+def search(session: Session, text: str = "", newsletter_id: int | None = None, status: str | None = None,
+           page: int = 1, per_page: int = PER_PAGE) -> Found:
+    """Subscribers whose address or name holds `text` (any case), getting `newsletter_id` (or waiting to
+    confirm it), with `status`; one page of them, by address.
+
+    Typed with an @ after its first character, `text` is the start of an address: found by a range on the
+    email index, at once at any size. Anything else (part of a name, "@example.org") is a scan of the
+    table, about 30 ms for 100,000 subscribers on PostgreSQL."""
+    if status and status not in STATUSES:
+        raise InvalidInput(f"no subscriber status {status!r}: {', '.join(STATUSES)}")
+    text = " ".join(text.split()).lower()  # addresses are stored lower-case
+    matching = []
+    if "@" in text[1:]:
+        # LIKE 'x%' only uses a btree index under the C collation; a range uses it under any. Addresses are
+        # lower-case ASCII, whose byte order (C, C.UTF-8, SQLite) keeps every one starting with `text` in it.
+        after = text[:-1] + chr(ord(text[-1]) + 1)
+        matching += [Subscriber.email >= text, Subscriber.email < after, Subscriber.email.startswith(text,
+                                                                                                     autoescape=True)]
+    elif text:
+        matching.append(Subscriber.email.contains(text, autoescape=True)
+                        | func.lower(Subscriber.name).contains(text, autoescape=True))
+    if newsletter_id is not None:
+        matching.append(Subscriber.id.in_(select(Subscription.subscriber_id).where(
+            Subscription.newsletter_id == newsletter_id, Subscription.status.in_(("active", "pending")))))
+    by_status = dict(session.execute(select(Subscriber.status, func.count()).where(*matching)
+                                     .group_by(Subscriber.status)).all())
+    total = by_status.get(status, 0) if status else sum(by_status.values())
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    if status:
+        matching.append(Subscriber.status == status)
+    found = session.scalars(select(Subscriber).where(*matching).order_by(Subscriber.email)
+                            .limit(per_page).offset((page - 1) * per_page)).all()
+    newsletters: dict[int, list[str]] = {s.id: [] for s in found}
+    for subscriber_id, slug in session.execute(
+            select(Subscription.subscriber_id, Newsletter.slug).join(Newsletter)
+            .where(Subscription.subscriber_id.in_(list(newsletters)), Subscription.status.in_(("active", "pending")))
+            .order_by(Newsletter.slug)):
+        newsletters[subscriber_id].append(slug)
+    return Found(list(found), newsletters, by_status, total, page, pages)

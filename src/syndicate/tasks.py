@@ -14,7 +14,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
 
-from syndicate import broker, deliveries, editions, feeds, posts, services, subscribers
+from syndicate import broker, deliveries, editions, feeds, posts, services, subscriber_csv, subscribers
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import SettingsError, TransportError
@@ -45,6 +45,7 @@ def celery_config(settings: Settings) -> dict:
             "syndicate.tick": {"queue": "mail"},
             "syndicate.deliver_batch": {"queue": "mail"},
             "syndicate.send_confirmation": {"queue": "mail"},
+            "syndicate.import_subscribers": {"queue": "mail"},
             "syndicate.social_tick": {"queue": "social"},
             "syndicate.publish_post": {"queue": "social"},
         },
@@ -173,6 +174,20 @@ def send_confirmation(self, subscriber_id: int) -> str:
             return str(e)
         countdown = min(svc.settings.retry_base * 2 ** self.request.retries, svc.settings.retry_max)
         raise self.retry(exc=e, countdown=countdown) from e
+
+
+@app.task(name="syndicate.import_subscribers")
+def import_subscribers(import_id: int) -> str:
+    """A CSV file uploaded on the desk, imported chunk by chunk; a confirmation mail queued for each new
+    address that waits for one, once its chunk is committed. Delivered again after a worker died, it goes
+    on where that one stopped."""
+    svc = services.current()
+
+    def confirm(subscriber_ids: list[int]) -> None:
+        for subscriber_id in subscriber_ids:
+            send_confirmation.delay(subscriber_id)
+
+    return subscriber_csv.run_import(svc.Session, import_id, utcnow(), confirm=confirm).status
 
 
 # ── social ───────────────────────────────────────────────────────────────────

@@ -9,9 +9,10 @@ of their own. Each module here holds one area's pages and API routes side by sid
   social       one teaser: edit it with a live count, schedule, hold, cancel, re-share
   editions     one edition: preview, edit, test-send, schedule, pause, resume, cancel, resend
   feeds        feeds with their health, add one, fetch one now; recent articles and where each went
+  subscribers  search, one subscriber's timeline, leave and restore; CSV import with its progress, export
 """
 
-from syndicate.desk import auth, editions, feeds, newsletters, social, today  # noqa: F401 - each adds routes
+from syndicate.desk import auth, editions, feeds, newsletters, social, subscribers, today  # noqa: F401 - each adds routes
 from syndicate.desk.core import COOKIE, SESSION_HOURS, CsrfRefused, SignInRequired, api, pages, sign_in_redirect
 
 __all__ = ["COOKIE", "SESSION_HOURS", "CsrfRefused", "SignInRequired", "api", "pages", "sign_in_redirect"]
