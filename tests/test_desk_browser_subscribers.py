@@ -108,6 +108,7 @@ def test_an_editor_reads_a_subscribers_timeline_and_lets_mail_go_again(browser, 
     page.click("#restore button")
     page.wait_for_url(f"{served}/desk/subscribers/{ann}")
     assert page.locator("h1").inner_text().endswith("confirmed")
-    assert "via desk (ada) — was bounced: the reader phoned: mailbox fixed" in page.locator("#timeline tr").nth(1).inner_text()
+    restored = page.locator("#timeline tr").nth(1).inner_text()
+    assert "via desk (ada) — was bounced: the reader phoned: mailbox fixed" in restored
     with transaction(svc.Session) as session:
         assert session.get(Subscriber, ann).status == "confirmed"

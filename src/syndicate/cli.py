@@ -616,21 +616,14 @@ def edition_preview(ctx, ref: str, out: Path | None, open_: bool) -> None:
 def edition_test_send(ctx, ref: str, addresses: tuple[str, ...]) -> None:
     """Send the edition to these addresses now, marked [Test]; no subscriber is counted or changed."""
     svc = services(ctx)
-    checked = [subscribers.normalise_email(a) for a in addresses]
     with db.transaction(svc.Session) as session:
         found = _edition(session, ref)
-        if not found.html:
-            raise SyndicateError(f"edition {ref} has no content ({found.status}: {found.note})")
-        messages = deliveries.test_messages(svc.settings, found.newsletter, found, checked)
-    failed = 0
-    with svc.transport.connect() as connection:
-        for message in messages:
-            try:
-                click.echo(f"{message.recipient}: {connection.send(message)}")
-            except TransportError as e:
-                failed += 1
-                click.echo(f"{message.recipient}: refused: {e}", err=True)
-    if failed:
+        newsletter = found.newsletter  # loaded now: the sending happens after the transaction
+    results = deliveries.send_tests(svc.settings, svc.transport, newsletter, found, list(addresses))
+    for result in results:
+        click.echo(f"{result['address']}: {result['reply']}" if result["accepted"]
+                   else f"{result['address']}: refused: {result['reply']}", err=not result["accepted"])
+    if not all(result["accepted"] for result in results):
         ctx.exit(1)
 
 

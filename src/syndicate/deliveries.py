@@ -17,7 +17,10 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email import message_from_bytes
+from email import policy as email_policy
 from email.headerregistry import Address
+from email.message import EmailMessage
 from functools import cache
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, literal, or_, select, update
@@ -25,7 +28,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from syndicate import bounces, tokens
 from syndicate.config import Settings
-from syndicate.errors import ConnectionLost, TransportError
+from syndicate.errors import ConnectionLost, InvalidInput, TransportError
 from syndicate.mail import Outgoing, Template, Transport
 from syndicate.mail import message_id as make_message_id
 from syndicate.models import (
@@ -39,6 +42,7 @@ from syndicate.models import (
     utcnow,
 )
 from syndicate.pacing import Pacer
+from syndicate.subscribers import normalise_email
 
 OPEN = ("pending", "sending", "deferred")
 # Rendered into every edition once; replaced per recipient by their own signed links.
@@ -509,3 +513,51 @@ def report(session: Session, edition: Edition) -> dict[str, int]:
         Subscription.subscriber_id.in_(select(Delivery.subscriber_id).where(
             Delivery.edition_id == edition.id, Delivery.status == "sent")))) if edition.started_at else 0
     return result
+
+
+# ── an edition as one recipient sees it: the desk's preview and the editor's own test ──
+
+MAX_TEST_ADDRESSES = 20  # a test goes to a few colleagues, not to a list
+STATUSES = ("pending", "sending", "sent", "deferred", "failed", "skipped")
+
+
+def preview(settings: Settings, newsletter: Newsletter, edition: Edition) -> EmailMessage:
+    """The message exactly as a recipient gets it, assembled by the MessageFactory the send uses, for a
+    recipient who doesn't exist (subscriber 0: their own links unsubscribe no one), parsed back."""
+    nobody = Subscriber(id=0, email="preview@example.invalid", name="Preview", status="confirmed")
+    outgoing = MessageFactory(settings, newsletter, edition)(Delivery(id=0, edition_id=edition.id), nobody)
+    return message_from_bytes(outgoing.data, policy=email_policy.default)
+
+
+def send_tests(settings: Settings, transport: Transport, newsletter: Newsletter, edition: Edition,
+               addresses: list[str]) -> list[dict]:
+    """Send the edition's test messages (test_messages) over one connection: per address, whether the
+    server took it and its reply. A server that can't be reached raises TransportError."""
+    checked = list(dict.fromkeys(normalise_email(a) for a in addresses))
+    if not checked:
+        raise InvalidInput("give at least one address to send the test to")
+    if len(checked) > MAX_TEST_ADDRESSES:
+        raise InvalidInput(f"a test goes to at most {MAX_TEST_ADDRESSES} addresses; this was {len(checked)}")
+    if not edition.html:
+        raise InvalidInput(f"edition #{edition.number} has no content ({edition.status}: {edition.note})")
+    results = []
+    with transport.connect() as connection:
+        for message in test_messages(settings, newsletter, edition, checked):
+            try:
+                results.append(dict(address=message.recipient, accepted=True, reply=connection.send(message)))
+            except ConnectionLost:
+                raise
+            except TransportError as e:
+                results.append(dict(address=message.recipient, accepted=False, reply=str(e)))
+    return results
+
+
+def counts_of(session: Session, edition_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Deliveries by status for several editions in one query; every status present, 0 if none."""
+    found = {edition_id: dict.fromkeys(STATUSES, 0) for edition_id in edition_ids}
+    rows = session.execute(
+        select(Delivery.edition_id, Delivery.status, func.count())
+        .where(Delivery.edition_id.in_(edition_ids)).group_by(Delivery.edition_id, Delivery.status))
+    for edition_id, status, n in rows:
+        found[edition_id][status] = n
+    return found

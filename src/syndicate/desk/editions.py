@@ -1,32 +1,346 @@
-"""One edition: pause and resume a send."""
+"""One edition: its preview exactly as sent (HTML at desktop and phone widths, and text), its stories and
+subject edited, a test sent, scheduled, paused, resumed, cancelled, sent again to those it failed for; live
+counts while it goes out, and the checks that say what would hurt it in readers' inboxes."""
 
 from __future__ import annotations
 
-from fastapi import Depends
+import re
+from urllib.parse import urlsplit
 
-from syndicate import editions, services
+from fastapi import Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from syndicate import deliveries, edition_qa, editions, services
 from syndicate.db import transaction
-from syndicate.desk.core import back, csrf_checked, editor, pages
-from syndicate.errors import InvalidInput
-from syndicate.models import Edition
+from syndicate.desk.core import (
+    api,
+    api_editor,
+    back,
+    csrf_checked,
+    editor,
+    editor_zone,
+    local_time,
+    page,
+    pages,
+)
+from syndicate.edition_qa import parts
+from syndicate.errors import InvalidInput, NotFound, TransportError
+from syndicate.models import Edition, Newsletter
+from syndicate.tasks import deliver_batch
+
+RECENT = 50  # editions on the list page
+# The preview is the newsletter's own HTML, shown inside the desk: no script, nothing sent anywhere but
+# image requests (as a reader's mail program would), framed only by the desk itself.
+PREVIEW_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
+                               "font-src https: data:; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox",
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",  # after an edit the frame shows the new render, not a cached one
+}
 
 
-@pages.post("/editions/{edition_id}/{action}", dependencies=[Depends(csrf_checked)])
-def edition_action(edition_id: int, action: str, name: str = Depends(editor)):
-    from syndicate.tasks import deliver_batch
+def _get(session, edition_id: int) -> Edition:
+    edition = session.get(Edition, edition_id)
+    if edition is None:
+        raise NotFound(f"no edition {edition_id}; /desk/editions lists them")
+    return edition
 
+
+def _summary(edition: Edition, counts: dict[str, int]) -> dict:
+    return dict(id=edition.id, newsletter=edition.newsletter.name, slug=edition.newsletter.slug,
+                number=edition.number, kind=edition.kind, status=edition.status, subject=edition.subject,
+                scheduled_for=edition.scheduled_for, sent_at=edition.sent_at, counts=counts,
+                link=f"/desk/editions/{edition.id}")
+
+
+def _describe(session, edition: Edition) -> dict:
+    """Everything the page and the API show of one edition."""
+    settings = services.current().settings
+    counts = deliveries.counts_of(session, [edition.id])[edition.id]
+    newsletter = edition.newsletter
+    return _summary(edition, counts) | dict(
+        custom_subject=edition.custom_subject, note=edition.note, started_at=edition.started_at,
+        sender=f"{newsletter.from_name} <{newsletter.from_address}>", timezone=newsletter.timezone,
+        editable=editions.can_edit(edition), has_content=bool(edition.html),
+        html_bytes=len(edition.html.encode()), web_url=editions.web_url(settings, newsletter, edition),
+        stories=[dict(id=item.article_id, title=item.article.title, url=item.article.url)
+                 for item in edition.items],
+        warnings=edition_qa.warnings(settings, edition))
+
+
+def _recent(session, slug: str | None = None, status: str | None = None, limit: int = RECENT) -> list[dict]:
+    query = select(Edition).join(Newsletter).order_by(Edition.id.desc()).limit(limit)
+    if slug:
+        query = query.where(Newsletter.slug == slug)
+    if status:
+        query = query.where(Edition.status == status)
+    found = session.scalars(query).all()
+    counts = deliveries.counts_of(session, [e.id for e in found])
+    return [_summary(e, counts[e.id]) for e in found]
+
+
+def _counts(edition_id: int) -> dict:
+    with transaction(services.current().Session) as session:
+        edition = _get(session, edition_id)
+        return dict(status=edition.status, counts=deliveries.counts_of(session, [edition_id])[edition_id])
+
+
+def _preview(edition_id: int) -> tuple[str, str, str]:
+    """Subject, HTML and text exactly as a recipient gets them."""
+    with transaction(services.current().Session) as session:
+        edition = _get(session, edition_id)
+        if not edition.html:
+            raise NotFound(f"edition #{edition.number} has nothing to show ({edition.status}: {edition.note})")
+        message = deliveries.preview(services.current().settings, edition.newsletter, edition)
+        return (message["Subject"], *parts(message))
+
+
+def _edit(edition_id: int, subject: str | None = None, order: list[int] | None = None,
+          remove: list[int] = ()) -> dict:
+    with transaction(services.current().Session) as session:
+        edition = editions.edit(session, _get(session, edition_id), services.current().settings,
+                                remove=list(remove), order=order, subject=subject)
+        return _describe(session, edition)
+
+
+def _move(edition_id: int, article_id: int, by: int) -> list[int]:
+    """The edition's stories in order, with one moved a place up (-1) or down (+1)."""
+    with transaction(services.current().Session) as session:
+        ids = [item.article_id for item in _get(session, edition_id).items]
+    if article_id not in ids:
+        raise InvalidInput(f"article {article_id} is not in this edition; reload the page")
+    at = ids.index(article_id)
+    to = min(max(at + by, 0), len(ids) - 1)
+    ids[at], ids[to] = ids[to], ids[at]
+    return ids
+
+
+def _schedule(edition_id: int, at: str, zone: str | None = None) -> dict:
+    """At `at`, read in `zone` (the editor's) or else in the newsletter's own zone, unless it names one."""
+    with transaction(services.current().Session) as session:
+        edition = _get(session, edition_id)
+        editions.schedule(session, edition, local_time(at, zone or edition.newsletter.timezone))
+        return _describe(session, edition)
+
+
+ACTIONS = ("pause", "resume", "cancel", "resend-failed")
+
+
+def _act(edition_id: int, action: str) -> dict:
     svc = services.current()
-    batches = []
+    batches, result = [], {}
     with transaction(svc.Session) as session:
-        edition = session.get(Edition, edition_id)
-        if edition is None:
-            raise InvalidInput(f"no edition {edition_id}")
+        edition = _get(session, edition_id)
         if action == "pause":
             editions.pause(session, edition)
         elif action == "resume":
             batches = editions.resume(session, edition, svc.settings)
+        elif action == "cancel":
+            result["skipped"] = editions.cancel(session, edition)
+        elif action == "resend-failed":
+            batches, result["left_out"] = editions.resend_failed(session, edition, svc.settings)
         else:
-            raise InvalidInput(f"no edition action {action!r}")
+            raise InvalidInput(f"no edition action {action!r}: {', '.join(ACTIONS)}")
+        described = _describe(session, edition)
     for batch in batches:  # after the commit: a worker must find the rows sending
         deliver_batch.delay(*batch)
-    return back()
+    return described | result | dict(batches_queued=len(batches))
+
+
+def _loaded(edition_id: int) -> Edition:
+    """The edition and its newsletter, read and let go: what follows talks to other servers, and on SQLite
+    an open transaction holds the database's write lock."""
+    with transaction(services.current().Session) as session:
+        edition = _get(session, edition_id)
+        edition.newsletter  # noqa: B018 - loaded now, used after the session
+    return edition
+
+
+def _test_send(edition_id: int, addresses: list[str]) -> list[dict]:
+    """As `syndicate edition test-send` does: the [Test] messages, over one connection."""
+    svc = services.current()
+    edition = _loaded(edition_id)
+    return deliveries.send_tests(svc.settings, svc.transport, edition.newsletter, edition, addresses)
+
+
+def _check_links(edition_id: int) -> dict:
+    report = edition_qa.check_links(services.current().settings, _loaded(edition_id))
+    return dict(checked=report.checked, broken=report.broken, left_out=report.left_out)
+
+
+def _addresses(text: str) -> list[str]:
+    """Addresses typed one a line, or separated by commas, semicolons or spaces."""
+    return [a for a in re.split(r"[\s,;]+", text) if a]
+
+
+# ── pages ────────────────────────────────────────────────────────────────────
+
+
+@pages.get("/editions", response_class=HTMLResponse)
+def editions_page(request: Request, name: str = Depends(editor)):
+    with transaction(services.current().Session) as session:
+        recent = _recent(session)
+    return page("editions", request, editor=name, editions=recent)
+
+
+@pages.get("/editions/{edition_id}", response_class=HTMLResponse)
+def edition_page(request: Request, edition_id: int, name: str = Depends(editor)):
+    return _page(request, edition_id, name)
+
+
+def _page(request: Request, edition_id: int, name: str, status: int = 200, error: str | None = None,
+          **results) -> HTMLResponse:
+    with transaction(services.current().Session) as session:
+        edition = _describe(session, _get(session, edition_id))
+    local = edition["scheduled_for"].astimezone(editor_zone(request)) if edition["scheduled_for"] else None
+    context = dict(sent=None, links=None, addresses="") | results
+    return page("edition", request, status, editor=name, e=edition, error=error,
+                at=local.strftime("%Y-%m-%dT%H:%M") if local else "", **context)
+
+
+@pages.get("/editions/{edition_id}/preview.html")
+def preview_html(edition_id: int, name: str = Depends(editor)):
+    """The HTML part as a recipient gets it, for the desk's frames."""
+    return Response(_preview(edition_id)[1], media_type="text/html; charset=utf-8", headers=PREVIEW_HEADERS)
+
+
+@pages.get("/editions/{edition_id}/preview.txt")
+def preview_text(edition_id: int, name: str = Depends(editor)):
+    """The text part as a recipient gets it."""
+    return Response(_preview(edition_id)[2], media_type="text/plain; charset=utf-8", headers=PREVIEW_HEADERS)
+
+
+@pages.get("/editions/{edition_id}/counts")
+def counts(edition_id: int, name: str = Depends(editor)) -> dict:
+    """Deliveries by status, for the page's live counts while it goes out."""
+    return _counts(edition_id)
+
+
+@pages.post("/editions/{edition_id}/{action}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def edition_action(request: Request, edition_id: int, action: str, name: str = Depends(editor),
+                   subject: str = Form(""), up: int | None = Form(None), down: int | None = Form(None),
+                   remove: int | None = Form(None), at: str = Form(""), addresses: str = Form(""),
+                   next: str = Form("")):
+    """Every button of the edition page (and the Today page's pause and resume)."""
+    try:
+        if action == "edit":  # the subject as typed (empty: the template's), and what a story's button asked
+            moved = up if up is not None else down
+            order = _move(edition_id, moved, -1 if up is not None else 1) if moved is not None else None
+            _edit(edition_id, subject=subject, order=order, remove=[remove] if remove is not None else [])
+        elif action == "schedule":
+            _schedule(edition_id, at, editor_zone(request).key)
+        elif action == "test-send":
+            sent = _test_send(edition_id, _addresses(addresses))
+            return _page(request, edition_id, name, sent=sent, addresses=addresses)
+        elif action == "check-links":
+            return _page(request, edition_id, name, links=_check_links(edition_id))
+        else:
+            _act(edition_id, action)
+    except InvalidInput as e:  # the page again, saying why; nothing changed
+        return _page(request, edition_id, name, 400, error=str(e), addresses=addresses)
+    except TransportError as e:
+        return _page(request, edition_id, name, 502, error=f"the mail server didn't take the test: {e}",
+                     addresses=addresses)
+    return back(_landing(request, next, f"/desk/editions/{edition_id}"))
+
+
+def _landing(request: Request, next: str, default: str) -> str:
+    """Where a form's POST goes back to: the desk page it names, else the desk page it came from (the Today
+    page's buttons keep the editor on Today), else `default`."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    came_from = referer.path + (f"?{referer.query}" if referer.query else "") \
+        if referer.netloc == request.url.netloc else ""
+    for target in (next, came_from):
+        if target.startswith("/desk") and not target.startswith(("/desk//", "/desk\\")):
+            return target
+    return default
+
+
+# ── the same, for scripts ────────────────────────────────────────────────────
+
+
+class EditionChanges(BaseModel):
+    subject: str | None = Field(None, description="a subject of your own; \"\" goes back to the newsletter's "
+                                                  "subject template; left out: unchanged")
+    order: list[int] | None = Field(None, description="article ids in the order wanted; the rest follow")
+    remove: list[int] = Field([], description="article ids to take out (free for the next edition)")
+
+
+class When(BaseModel):
+    at: str = Field(description="ISO 8601, e.g. 2026-12-01T07:00; without an offset, in the newsletter's zone")
+
+
+class TestSend(BaseModel):
+    addresses: list[str] = Field(description=f"at most {deliveries.MAX_TEST_ADDRESSES} addresses")
+
+
+@api.get("/editions", tags=["editions"])
+def editions_json(newsletter: str | None = None, status: str | None = None,
+                  limit: int = Query(RECENT, ge=1, le=500), name: str = Depends(api_editor)) -> list[dict]:
+    """Recent editions, newest first, with their deliveries by status; of one newsletter (its slug) or
+    with one status if asked."""
+    with transaction(services.current().Session) as session:
+        return _recent(session, newsletter, status, limit)
+
+
+@api.get("/editions/{edition_id}", tags=["editions"])
+def edition_json(edition_id: int, name: str = Depends(api_editor)) -> dict:
+    """One edition: status, schedule, subject, stories, deliveries by status, and the checks' warnings
+    (Gmail's 102 KB clip, the unsubscribe link and header)."""
+    with transaction(services.current().Session) as session:
+        return _describe(session, _get(session, edition_id))
+
+
+@api.get("/editions/{edition_id}/counts", tags=["editions"])
+def counts_json(edition_id: int, name: str = Depends(api_editor)) -> dict:
+    """The edition's status and its deliveries by status: cheap enough to poll during a send."""
+    return _counts(edition_id)
+
+
+@api.get("/editions/{edition_id}/preview", tags=["editions"])
+def preview_json(edition_id: int, name: str = Depends(api_editor)) -> dict:
+    """Subject, HTML and text exactly as a recipient gets them (their own links those of nobody)."""
+    subject, html, text = _preview(edition_id)
+    return dict(subject=subject, html=html, text=text)
+
+
+@api.patch("/editions/{edition_id}", tags=["editions"])
+def edit_json(edition_id: int, body: EditionChanges, name: str = Depends(api_editor)) -> dict:
+    """Change an edition that hasn't started going out: subject, order of the stories, stories taken out.
+    It is rendered again; a sent edition answers 422."""
+    return _edit(edition_id, body.subject, body.order, body.remove)
+
+
+@api.post("/editions/{edition_id}/schedule", tags=["editions"])
+def schedule_json(edition_id: int, body: When, name: str = Depends(api_editor)) -> dict:
+    """Schedule or reschedule an edition that hasn't started; a time past means at the next tick."""
+    return _schedule(edition_id, body.at)
+
+
+@api.post("/editions/{edition_id}/test-send", tags=["editions"])
+def test_send_json(edition_id: int, body: TestSend, name: str = Depends(api_editor)):
+    """Send the edition now to these addresses, marked [Test]; nobody is counted. Per address, whether
+    the mail server took it and its reply; 502 if the server can't be reached."""
+    try:
+        return _test_send(edition_id, body.addresses)
+    except TransportError as e:
+        return JSONResponse({"error": f"the mail server didn't take the test: {e}"}, status_code=502)
+
+
+@api.post("/editions/{edition_id}/check-links", tags=["editions"])
+def check_links_json(edition_id: int, name: str = Depends(api_editor)) -> dict:
+    """Ask every link of the edition (up to 100, within 10 s): those that answer 4xx/5xx, can't be reached
+    or don't answer in time."""
+    return _check_links(edition_id)
+
+
+@api.post("/editions/{edition_id}/{action}", tags=["editions"])
+def action_json(edition_id: int, action: str, name: str = Depends(api_editor)) -> dict:
+    """`pause` (stops before the next recipient), `resume`, `cancel` (nothing more goes out), or
+    `resend-failed` (only to those it failed for who are still subscribed)."""
+    return _act(edition_id, action)
