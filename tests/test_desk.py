@@ -151,3 +151,26 @@ def test_metrics_answer_an_operator_with_a_token_in_prometheus_format(client, sv
     for family in ("syndicate_queue_depth", "syndicate_deliveries", "syndicate_posts", "syndicate_feeds_failing",
                    "syndicate_social_kill_switch 0"):
         assert family in body.text
+
+
+def test_an_editor_reshares_a_posted_story_and_moves_a_waiting_one_to_the_breaking_lane(client, svc):
+    now = utcnow()
+    with transaction(svc.Session) as session:
+        account = accounts.add(session, "k", "x-main", "x", dict(window="always"), None)
+        account.created_at = now - timedelta(minutes=1)
+        for key in ("a", "b"):
+            session.add(Article(identity=key, url=f"https://news.example.com/{key}/", title=f"Story {key}", lead="",
+                                content_hash=key * 64, categories=[], published_at=now, first_seen_at=now))
+        first, second = posts.plan(session, svc.settings, now)
+        session.get(Post, first).status, session.get(Post, first).posted_at = "posted", now
+    sign_in(client)
+    token = csrf(client, f"/desk/posts/{first}")
+    assert "Re-share" in client.get(f"/desk/posts/{first}").text
+    shared = client.post(f"/desk/posts/{first}", data={"csrf": token, "action": "reshare", "at": ""})
+    assert shared.status_code == 303 and shared.headers["location"] != f"/desk/posts/{first}"
+    assert client.post(f"/desk/posts/{second}", data={"csrf": token, "action": "breaking"}).status_code == 303
+    with transaction(svc.Session) as session:
+        again = session.scalar(select(Post).where(Post.share == 1))
+        assert (again.article_id, again.status, again.text) == (session.get(Post, first).article_id, "pending",
+                                                                session.get(Post, first).text)
+        assert session.get(Post, second).lane == "breaking"
