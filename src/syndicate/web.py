@@ -10,7 +10,20 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from syndicate import api_tokens, archive, bounces, desk, editions, health, metrics, push, services, subscribers, tokens
+from syndicate import (
+    __version__,
+    api_tokens,
+    archive,
+    bounces,
+    desk,
+    editions,
+    health,
+    metrics,
+    push,
+    services,
+    subscribers,
+    tokens,
+)
 from syndicate.api_tokens import NotAuthenticated
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
@@ -76,7 +89,11 @@ class DeskSessions:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="syndicate", docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="syndicate", docs_url="/docs", redoc_url=None, version=__version__,
+                  description="The desk's API (/api/v1) takes an editor's own token, made on the desk's account "
+                              "page or with `syndicate token create NAME --editor USER`; a CMS pushes stories to "
+                              "/api/articles with a token from `syndicate token create NAME`. Reader-facing pages "
+                              "(subscribe, confirm, unsubscribe, preferences, archive) are HTML and not listed here.")
     app.add_middleware(DeskSessions)
     app.include_router(desk.pages)
     app.include_router(desk.api)
@@ -110,7 +127,7 @@ def create_app() -> FastAPI:
     async def not_authenticated(request: Request, e: NotAuthenticated):  # the desk's API, without a good token
         return unauthorized(e, bearer_token(request) is not None)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def subscribe_form():
         with transaction(svc().Session) as session:
             newsletters = session.scalars(select(Newsletter).where(Newsletter.status == "active")
@@ -118,7 +135,7 @@ def create_app() -> FastAPI:
             return page("subscribe", newsletters=newsletters, chosen=[n.slug for n in newsletters][:1],
                         error=None, email="", name="")
 
-    @app.post("/subscribe", response_class=HTMLResponse)
+    @app.post("/subscribe", response_class=HTMLResponse, include_in_schema=False)
     def subscribe(request: Request, email: str = Form(""), name: str = Form(""),
                   newsletter: list[str] = Form(default=[])):
         with transaction(svc().Session) as session:
@@ -147,12 +164,12 @@ def create_app() -> FastAPI:
                            "in the last hour; please use the link in one of them.")
         return message("Check your inbox", "We've sent you an email with a link to confirm your subscription.")
 
-    @app.get("/confirm/{token}", response_class=HTMLResponse)
+    @app.get("/confirm/{token}", response_class=HTMLResponse, include_in_schema=False)
     def confirm_page(token: str):
         tokens.read_confirm_token(svc().settings.secret_key, token)
         return page("confirm")
 
-    @app.post("/confirm/{token}", response_class=HTMLResponse)
+    @app.post("/confirm/{token}", response_class=HTMLResponse, include_in_schema=False)
     def confirm(token: str):
         with transaction(svc().Session) as session:
             subscriber = subscribers.confirm(session, svc().settings, token)
@@ -161,7 +178,7 @@ def create_app() -> FastAPI:
             return message("Your choice is saved", suspended)
         return message("You're subscribed", "Thank you: your subscription is confirmed.")
 
-    @app.get("/u/{token}", response_class=HTMLResponse)
+    @app.get("/u/{token}", response_class=HTMLResponse, include_in_schema=False)
     def unsubscribe_page(token: str):
         subscriber_id, newsletter_id = tokens.read_unsubscribe_token(svc().settings.secret_key, token)
         with transaction(svc().Session) as session:
@@ -170,7 +187,7 @@ def create_app() -> FastAPI:
                 raise NotFound("this unsubscribe link belongs to a subscription that no longer exists")
             return page("unsubscribe", subscriber=subscriber, newsletter=newsletter)
 
-    @app.post("/u/{token}", response_class=HTMLResponse)
+    @app.post("/u/{token}", response_class=HTMLResponse, include_in_schema=False)
     def unsubscribe(token: str):
         # RFC 8058: the mailbox provider POSTs List-Unsubscribe=One-Click with no cookies.
         # The signed token is the authentication; the answer is 200, never a redirect.
@@ -181,13 +198,13 @@ def create_app() -> FastAPI:
 
     # The reader's preferences. The signed token in the URL comes only in mail to their address and is
     # the credential, so the form carries no CSRF token. GET changes nothing: link scanners prefetch.
-    @app.get("/p/{token}", response_class=HTMLResponse)
+    @app.get("/p/{token}", response_class=HTMLResponse, include_in_schema=False)
     def preferences_page(token: str):
         subscriber_id = tokens.read_preferences_token(svc().settings.secret_key, token)
         with transaction(svc().Session) as session:
             return page("preferences", prefs=subscribers.preferences(session, subscriber_id), saved=None)
 
-    @app.post("/p/{token}", response_class=HTMLResponse)
+    @app.post("/p/{token}", response_class=HTMLResponse, include_in_schema=False)
     def save_preferences(token: str, action: str = Form(""), newsletter: list[str] = Form(default=[])):
         subscriber_id = tokens.read_preferences_token(svc().settings.secret_key, token)
         with transaction(svc().Session) as session:
@@ -201,28 +218,30 @@ def create_app() -> FastAPI:
                 raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
             return page("preferences", prefs=subscribers.preferences(session, subscriber_id), saved=saved)
 
-    @app.get("/n/{slug}", response_class=HTMLResponse)
+    @app.get("/n/{slug}", response_class=HTMLResponse, include_in_schema=False)
     def archive_page(slug: str):
         with transaction(svc().Session) as session:
             newsletter = archive.newsletter(session, slug)
             sent = [(e, archive.local_date(e, newsletter)) for e in archive.sent_editions(session, newsletter)]
             return page("archive", newsletter=newsletter, sent=sent)
 
-    @app.get("/n/{slug}/feed.atom")  # before the web view, whose {number} would claim "feed.atom"
+    # Before the web view, whose {number} would claim "feed.atom".
+    @app.get("/n/{slug}/feed.atom", include_in_schema=False)
     def archive_feed(slug: str):
         with transaction(svc().Session) as session:
             newsletter = archive.newsletter(session, slug)
             sent = archive.sent_editions(session, newsletter, archive.FEED_ENTRIES)
             return Response(archive.atom(newsletter, sent, svc().settings), media_type="application/atom+xml")
 
-    @app.get("/n/{slug}/{number}", response_class=HTMLResponse)
+    @app.get("/n/{slug}/{number}", response_class=HTMLResponse, include_in_schema=False)
     def web_view(slug: str, number: int):
         with transaction(svc().Session) as session:
             edition = editions.get_edition(session, slug, number)
             return HTMLResponse(editions.public_html(edition, svc().settings))
 
     # A CMS authenticates with a bearer token it sends itself: no cookie, so no CSRF to guard against.
-    @app.post("/api/articles", status_code=201, openapi_extra={"requestBody": {
+    @app.post("/api/articles", status_code=201, summary="Push a story the moment the CMS publishes it",
+              openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": push.PushedStory.model_json_schema()}}}})
     async def push_article(request: Request):
         """Store a story the moment the CMS publishes it; the same push again changes nothing."""
@@ -265,7 +284,7 @@ def create_app() -> FastAPI:
     # generic JSON shape. The API token is the authentication, as a bearer token or as the HTTP Basic
     # password (SNS can only send Basic: https://sns:TOKEN@host/api/events/bounces). SNS message
     # signatures are not verified: that needs fetching and caching AWS's signing certificate.
-    @app.post("/api/events/bounces")
+    @app.post("/api/events/bounces", summary="Bounces and complaints from the mail provider")
     async def bounce_events(request: Request):
         """Record bounces and complaints; the same notification again changes nothing."""
         token = bounces.webhook_token(request.headers.get("authorization", ""))
@@ -292,7 +311,7 @@ def create_app() -> FastAPI:
             return api_error(str(e), 422)
         return JSONResponse(result.as_json(), status_code=502 if result.error else 200)
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="Database, broker and mail server reachable?")
     def healthz():
         """Database, broker and mail server, checked side by side: 200 when all answer, 503 naming those
         that don't; within a few seconds either way."""

@@ -341,6 +341,8 @@ def check_links_json(edition_id: int, name: str = Depends(api_editor)) -> dict:
 
 @api.post("/editions/{edition_id}/{action}", tags=["editions"])
 def action_json(edition_id: int, action: str, name: str = Depends(api_editor)) -> dict:
-    """`pause` (stops before the next recipient), `resume`, `cancel` (nothing more goes out), or
+    """Pause, resume, cancel or resend to failed.
+
+    `pause` (stops before the next recipient), `resume`, `cancel` (nothing more goes out), or
     `resend-failed` (only to those it failed for who are still subscribed)."""
     return _act(edition_id, action)

@@ -313,7 +313,9 @@ def prepare_json(slug: str, name: str = Depends(api_editor)) -> dict:
 
 @api.post("/newsletters/{slug}/{action}", tags=["newsletters"])
 def switch_json(slug: str, action: str, name: str = Depends(api_editor)) -> dict:
-    """`pause`: no regular or breaking editions until resumed (those already scheduled keep theirs);
+    """Pause or resume the schedule.
+
+    `pause`: no regular or breaking editions until resumed (those already scheduled keep theirs);
     `resume`: from the next scheduled time on, nothing missed is sent in a rush."""
     with transaction(services.current().Session) as session:
         return _detail(session, _switch(session, slug, action))
