@@ -3,7 +3,6 @@ form, nothing but the public pages without a session, and /metrics for operators
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import timedelta
 
@@ -11,28 +10,17 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from desk_client import PASSWORD, add_editor, csrf, desk_client, sign_in
 from syndicate import accounts, api_tokens, desk, editors, posts
 from syndicate.db import transaction
 from syndicate.models import Article, Editor, Post, SocialAccount, utcnow
 from syndicate.web import create_app
 
-PASSWORD = "correct horse battery"
-
 
 @pytest.fixture
 def client(svc):
-    with transaction(svc.Session) as session:
-        editors.add(session, "ada", PASSWORD)
-    return TestClient(create_app(), base_url="http://testserver", follow_redirects=False)
-
-
-def csrf(client: TestClient, path: str = "/desk/login") -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
-
-
-def sign_in(client: TestClient, password: str = PASSWORD, username: str = "ada"):
-    return client.post("/desk/login", data={"username": username, "password": password, "csrf": csrf(client),
-                                            "next": "/desk"})
+    add_editor(svc)
+    return desk_client()
 
 
 def test_nothing_of_the_desk_opens_without_signing_in(client):

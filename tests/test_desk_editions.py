@@ -15,13 +15,13 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from conftest import configured
-from syndicate import api_tokens, deliveries, edition_qa, editions, editors, subscribers
+from desk_client import add_editor, api_headers, csrf, desk_client
+from desk_client import signed_in as sign_in
+from syndicate import deliveries, edition_qa, editions, subscribers
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Delivery, Edition, Newsletter, utcnow
 from syndicate.web import create_app
-
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
@@ -30,31 +30,18 @@ def svc(make_settings, tmp_path, smtp_server):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'desk.db'}", smtp_url=smtp_server.url),
                      eager=True)
     svc.smtp = smtp_server
-    with transaction(svc.Session) as session:
-        editors.add(session, "ada", PASSWORD)
+    add_editor(svc)
     return svc
 
 
 @pytest.fixture
 def client(svc):
-    return TestClient(create_app(), base_url="http://testserver", follow_redirects=False)
+    return desk_client()
 
 
 @pytest.fixture
 def api(svc):
-    with transaction(svc.Session) as session:
-        _, token = api_tokens.create_token(session, "ada:t", editor=editors.get(session, "ada"))
-    return TestClient(create_app(), base_url="http://testserver", headers={"Authorization": f"Bearer {token}"})
-
-
-def sign_in(client: TestClient) -> None:
-    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/desk/login").text).group(1)
-    assert client.post("/desk/login", data={"username": "ada", "password": PASSWORD, "csrf": token,
-                                            "next": "/desk"}).status_code == 303
-
-
-def csrf(client: TestClient, path: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
+    return TestClient(create_app(), base_url="http://testserver", headers=api_headers(svc))
 
 
 def edition(svc, urls: list[str] | None = None, readers: int = 3, lead: str = "",
@@ -322,18 +309,17 @@ def test_a_test_arrives_at_the_given_addresses_marked_as_a_test(client, svc):
 def test_a_mail_server_that_is_down_is_said_plainly(make_settings, tmp_path, closed_port):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'down.db'}",
                                    smtp_url=f"smtp://127.0.0.1:{closed_port}"))
-    with transaction(svc.Session) as session:
-        editors.add(session, "ada", PASSWORD)
-        _, token = api_tokens.create_token(session, "ada:t", editor=editors.get(session, "ada"))
+    add_editor(svc)
+    headers = api_headers(svc)
     edition_id, _ = edition(svc)
-    client = TestClient(create_app(), base_url="http://testserver", follow_redirects=False)
+    client = desk_client()
     sign_in(client)
     page = client.post(f"/desk/editions/{edition_id}/test-send",
                        data={"csrf": csrf(client, f"/desk/editions/{edition_id}"), "addresses": "qa@example.com"})
     assert page.status_code == 502 and "cannot reach the mail server" in page.text
     assert "qa@example.com</textarea>" in page.text  # what was typed stays
     answer = client.post(f"/api/v1/editions/{edition_id}/test-send", json={"addresses": ["qa@example.com"]},
-                         headers={"Authorization": f"Bearer {token}"})
+                         headers=headers)
     assert answer.status_code == 502 and "cannot reach the mail server" in answer.json()["error"]
 
 
@@ -362,10 +348,9 @@ def test_a_template_without_an_unsubscribe_link_is_warned_about(make_settings, t
     (folder / "body.txt").write_text("{% for a in articles %}{{ a.title }}\n{% endfor %}")
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'bare.db'}",
                                    template_dir=str(tmp_path / "templates")))
-    with transaction(svc.Session) as session:
-        editors.add(session, "ada", PASSWORD)
+    add_editor(svc)
     edition_id, _ = edition(svc, template="bare")
-    client = TestClient(create_app(), base_url="http://testserver", follow_redirects=False)
+    client = desk_client()
     sign_in(client)
     page = client.get(f"/desk/editions/{edition_id}").text
     assert "the HTML part has no unsubscribe link" in page and "email/bare/body.html" in page

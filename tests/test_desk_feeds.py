@@ -10,39 +10,24 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
-from starlette.testclient import TestClient
 
-from syndicate import accounts, api_tokens, editions, editors, feeds, posts, trail
+from desk_client import add_editor, api_headers, desk_client
+from desk_client import signed_in as sign_in
+from syndicate import accounts, editions, feeds, posts, trail
 from syndicate.db import transaction
 from syndicate.errors import NotFound
 from syndicate.models import Article, Feed, Post, utcnow
-from syndicate.web import create_app
-
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def client(svc):
-    with transaction(svc.Session) as session:
-        editors.add(session, "ada", PASSWORD)
-    return TestClient(create_app(), base_url="http://testserver", follow_redirects=False)
+    add_editor(svc)
+    return desk_client()
 
 
 @pytest.fixture
 def bearer(client, svc) -> dict:
-    with transaction(svc.Session) as session:
-        _, token = api_tokens.create_token(session, "ada:script", editor=editors.get(session, "ada"))
-    return {"Authorization": f"Bearer {token}"}
-
-
-def csrf(client: TestClient, path: str = "/desk/login") -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
-
-
-def sign_in(client: TestClient) -> str:
-    """Signed in as ada; the session's CSRF token."""
-    client.post("/desk/login", data={"username": "ada", "password": PASSWORD, "csrf": csrf(client)})
-    return csrf(client, "/desk/feeds")
+    return api_headers(svc)
 
 
 def story(session, n: int, when, feed_id: int | None = None, title: str | None = None) -> Article:

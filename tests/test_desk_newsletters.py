@@ -8,39 +8,26 @@ import re
 from datetime import timedelta
 
 import pytest
-from starlette.testclient import TestClient
 
-from syndicate import api_tokens, editions, editors, feeds
+from desk_client import add_editor, api_headers, desk_client
+from desk_client import signed_in as sign_in
+from syndicate import editions, feeds
 from syndicate.db import transaction
 from syndicate.models import Article, Edition, Newsletter, utcnow
-from syndicate.web import create_app
-
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def client(svc):
     with transaction(svc.Session) as session:
-        editors.set_timezone(editors.add(session, "ada", PASSWORD), "America/New_York")
         editions.add_newsletter(session, slug="morning", name="The Morning Briefing", from_address="news@example.com",
                                 cron="0 7 * * *", timezone="Europe/Berlin")
-    return TestClient(create_app(), base_url="http://testserver", follow_redirects=False)
+    add_editor(svc, timezone="America/New_York")
+    return desk_client()
 
 
 @pytest.fixture
 def token(client, svc) -> dict:
-    with transaction(svc.Session) as session:
-        _, secret = api_tokens.create_token(session, "ada:script", editor=editors.get(session, "ada"))
-    return {"Authorization": f"Bearer {secret}"}
-
-
-def csrf(client: TestClient, path: str = "/desk/login") -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
-
-
-def sign_in(client: TestClient) -> str:
-    client.post("/desk/login", data={"username": "ada", "password": PASSWORD, "csrf": csrf(client), "next": "/desk"})
-    return csrf(client, "/desk")
+    return api_headers(svc)
 
 
 def newsletter(svc, slug: str = "morning") -> Newsletter:

@@ -10,12 +10,13 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from desk_client import PASSWORD, add_editor, desk_client
+from desk_client import signed_in as sign_in
 from syndicate import api_tokens, editors
 from syndicate.db import transaction
 from syndicate.models import Editor, utcnow
 from syndicate.web import create_app
 
-PASSWORD = "correct horse battery"
 # Reachable by anyone, on purpose: a reader's pages (their signed token is the credential), the CMS push
 # and bounce webhooks and /metrics (which check their own tokens), health, and the API's documentation.
 PUBLIC = {
@@ -48,15 +49,8 @@ def routes() -> list[tuple[str, str, str]]:
 
 @pytest.fixture
 def client(svc):
-    with transaction(svc.Session) as session:
-        editors.add(session, "ada", PASSWORD)
-    return TestClient(create_app(), base_url="http://testserver", follow_redirects=False)
-
-
-def sign_in(client: TestClient) -> None:
-    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/desk/login").text).group(1)
-    assert client.post("/desk/login", data={"username": "ada", "password": PASSWORD, "csrf": token}
-                       ).status_code == 303
+    add_editor(svc)
+    return desk_client()
 
 
 def test_every_route_is_public_on_purpose_or_belongs_to_the_desk_or_its_api():

@@ -14,7 +14,9 @@ from sqlalchemy import event, func, select
 from starlette.testclient import TestClient
 
 from conftest import configured, wait_for
-from syndicate import api_tokens, editions, editors, subscriber_csv, subscribers
+from desk_client import add_editor, api_headers, desk_client
+from desk_client import signed_in as sign_in
+from syndicate import editions, subscriber_csv, subscribers
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import (
@@ -26,9 +28,7 @@ from syndicate.models import (
     Subscription,
     utcnow,
 )
-from syndicate.web import create_app
 
-PASSWORD = "correct horse battery"
 GOOD_AND_BAD = b"email,name\r\nzoe@example.org,Zo\xc3\xab\r\nnot-an-address,Nobody\r\n"
 
 
@@ -242,18 +242,8 @@ def test_an_import_that_cannot_go_on_is_marked_failed_with_why(svc, monkeypatch)
 
 @pytest.fixture
 def client(svc):
-    with transaction(svc.Session) as session:
-        editors.add(session, "ada", PASSWORD)
-    return TestClient(create_app(), base_url="http://testserver", follow_redirects=False)
-
-
-def csrf(client: TestClient, path: str = "/desk/login") -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
-
-
-def sign_in(client: TestClient) -> str:
-    client.post("/desk/login", data={"username": "ada", "password": PASSWORD, "csrf": csrf(client), "next": "/desk"})
-    return csrf(client, "/desk/subscribers")
+    add_editor(svc)
+    return desk_client()
 
 
 def upload(client: TestClient, token: str | None, data: bytes, filename="list.csv", **fields):
@@ -391,9 +381,7 @@ def test_an_editor_exports_everyone_or_one_newsletter_as_csv(client, svc):
 
 @pytest.fixture
 def api_client(client, svc):
-    with transaction(svc.Session) as session:
-        _, token = api_tokens.create_token(session, "ada:script", editor=editors.get(session, "ada"))
-    client.headers["Authorization"] = f"Bearer {token}"
+    client.headers.update(api_headers(svc))
     return client
 
 
@@ -461,9 +449,8 @@ def test_a_real_worker_on_redis_imports_an_upload_and_sends_the_confirmations(
         postgres_url, redis_url, make_settings, smtp_server, celery_worker_for):
     svc = configured(make_settings(database_url=postgres_url, broker_url=redis_url, smtp_url=smtp_server.url))
     newsletters(svc)
-    with transaction(svc.Session) as session:
-        editors.add(session, "ada", PASSWORD)
-    client = TestClient(create_app(), base_url="http://testserver", follow_redirects=False)
+    add_editor(svc)
+    client = desk_client()
     token = sign_in(client)
     celery_worker_for()
     addresses = [f"reader{i}@example.org" for i in range(subscriber_csv.CHUNK + 20)]  # two chunks
