@@ -162,3 +162,19 @@ def test_an_editor_reshares_a_posted_story_and_moves_a_waiting_one_to_the_breaki
         assert (again.article_id, again.status, again.text) == (session.get(Post, first).article_id, "pending",
                                                                 session.get(Post, first).text)
         assert session.get(Post, second).lane == "breaking"
+
+
+def test_a_time_typed_on_the_desk_is_read_in_the_zone_and_a_skipped_hour_is_refused():
+    from datetime import UTC, datetime
+
+    from syndicate.desk.core import local_time
+    from syndicate.errors import InvalidInput
+
+    assert local_time("2026-07-01T07:30", "Europe/Berlin") == datetime(2026, 7, 1, 5, 30, tzinfo=UTC)
+    assert local_time("2026-01-10T07:30", "Europe/Berlin") == datetime(2026, 1, 10, 6, 30, tzinfo=UTC)
+    assert local_time("2026-10-25T02:30", "Europe/Berlin") == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # the first
+    assert local_time("2026-07-01T07:30+00:00", "Europe/Berlin") == datetime(2026, 7, 1, 7, 30, tzinfo=UTC)
+    with pytest.raises(InvalidInput, match="doesn't exist in Europe/Berlin"):
+        local_time("2026-03-29T02:30", "Europe/Berlin")
+    with pytest.raises(InvalidInput, match="not a date and time"):
+        local_time("tomorrow", "Europe/Berlin")

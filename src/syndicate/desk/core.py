@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -106,9 +106,18 @@ def sign_in_redirect(path: str) -> RedirectResponse:
 
 
 def local_time(text: str, zone: str) -> datetime:
-    """A time an editor typed (a datetime-local field, or ISO 8601), in `zone` unless it names its own."""
+    """A time an editor typed (a datetime-local field, or ISO 8601), in `zone` unless it names its own; as UTC
+    (comparisons of times in a repeated hour across zones are never equal, PEP 495)."""
     try:
         at = datetime.fromisoformat(text.strip())
     except ValueError:
         raise InvalidInput(f"{text!r} is not a date and time: use the picker, or write 2026-12-24T07:30") from None
-    return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(zone))
+    if at.tzinfo:
+        return at.astimezone(UTC)
+    # A wall-clock time the zone skips (clocks go forward) would silently become another hour: say so.
+    # One it has twice (clocks go back) is the first of the two, as fold=0 means.
+    local = at.replace(tzinfo=ZoneInfo(zone))
+    if local.astimezone(UTC).astimezone(local.tzinfo).replace(tzinfo=None) != at:
+        raise InvalidInput(f"{at:%Y-%m-%d %H:%M} doesn't exist in {zone}: the clocks go forward then; "
+                           "choose a time an hour later")
+    return local.astimezone(UTC)
