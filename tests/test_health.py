@@ -173,3 +173,15 @@ def test_healthz_answers_503_naming_what_is_down_within_seconds_and_without_pass
     assert body["status"] == "error" and body["failing"] == ["database", "broker", "smtp"]
     assert all(body["checks"][name]["status"] == "error" and body["checks"][name]["detail"]
                for name in body["failing"])
+
+
+def test_a_second_probe_within_seconds_gets_the_same_answer_without_asking_the_services_again(svc, monkeypatch):
+    calls = []
+    real = health.report
+    monkeypatch.setattr(health, "report", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cached = health.Cached(max_age=60)
+    first, again = cached(svc.settings, svc.engine), cached(svc.settings, svc.engine)
+    assert first == again and len(calls) == 1
+    cached.at -= 61  # a minute later it asks again
+    cached(svc.settings, svc.engine)
+    assert len(calls) == 2

@@ -140,6 +140,23 @@ def report(settings: Settings, engine: Engine, deadline: float = DEADLINE) -> tu
     return healthy, body
 
 
+class Cached:
+    """`report`, answered again for `max_age` seconds: /healthz is public, and without this every request
+    would open a session on the mail server and the broker (three load balancers probing every second,
+    or a stranger in a loop, add up). A lock keeps concurrent requests to one run of the checks."""
+
+    def __init__(self, max_age: float = 5.0):
+        self.max_age, self.lock = max_age, threading.Lock()
+        self.key, self.at, self.value = None, 0.0, None
+
+    def __call__(self, settings: Settings, engine: Engine) -> tuple[bool, dict]:
+        with self.lock:
+            key = (id(settings), id(engine))
+            if self.value is None or self.key != key or time.monotonic() - self.at > self.max_age:
+                self.value, self.key, self.at = report(settings, engine), key, time.monotonic()
+            return self.value
+
+
 def secrets_of(settings: Settings) -> tuple[str, ...]:
     """The passwords in our settings: never repeated in a check's detail, whatever a library put there."""
     found = [urlsplit(url).password for url in (settings.database_url, settings.broker_url)]

@@ -311,11 +311,13 @@ def create_app() -> FastAPI:
             return api_error(str(e), 422)
         return JSONResponse(result.as_json(), status_code=502 if result.error else 200)
 
+    health_report = health.Cached()
+
     @app.get("/healthz", summary="Database, broker and mail server reachable?")
     def healthz():
         """Database, broker and mail server, checked side by side: 200 when all answer, 503 naming those
         that don't; within a few seconds either way."""
-        healthy, body = health.report(svc().settings, svc().engine)
+        healthy, body = health_report(svc().settings, svc().engine)
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     @app.get("/metrics", include_in_schema=False)
