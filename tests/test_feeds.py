@@ -151,6 +151,7 @@ def test_it_records_a_successful_poll_on_the_feed(svc, feed_server, sample_feed)
     assert feed.last_error is None
     assert feed.error_count == 0
     assert feed.next_fetch_at == T0 + INTERVAL
+    assert feed.title == "TruthUSA News Hub"  # as the feed names itself: the desk shows it
 
 
 def test_it_stores_nothing_new_when_polled_again(svc, feed_server, sample_feed):

@@ -113,7 +113,12 @@ def _trimmed(url: str) -> str:
 
 
 def parse(body: bytes, base_url: str, content_type: str | None = None) -> list[Entry]:
-    """The entries feedparser could read; a feed that is not a feed at all is an error.
+    """The entries feedparser could read; a feed that is not a feed at all is an error."""
+    return read(body, base_url, content_type)[0]
+
+
+def read(body: bytes, base_url: str, content_type: str | None = None) -> tuple[list[Entry], str | None]:
+    """The entries feedparser could read, and the feed's own title (one line, or None).
 
     Whatever the document does to the parser, the outcome is a FeedError on this feed, never
     a crash of the poll: the web holds documents nobody has seen yet.
@@ -126,7 +131,7 @@ def parse(body: bytes, base_url: str, content_type: str | None = None) -> list[E
         raise FeedError(f"the feed could not be read ({type(e).__name__}: {e})") from e
 
 
-def _parse(body: bytes, base_url: str, content_type: str | None) -> list[Entry]:
+def _parse(body: bytes, base_url: str, content_type: str | None) -> tuple[list[Entry], str | None]:
     refuse_entity_declarations(body)
     # No base address for feedparser: it would resolve relative links in a story against the
     # feed's address. It still applies xml:base; the rest is resolved against each item's link.
@@ -147,7 +152,8 @@ def _parse(body: bytes, base_url: str, content_type: str | None) -> list[Entry]:
         # In a broken (often truncated) document an item with neither id nor link is
         # most likely half an item: storing it would give a story without a home.
         entries = [e for e in entries if e.get("id") or e.get("link")]
-    return [_entry(e, base_url) for e in entries]
+    title = one_line(content.plain_text(str(parsed.feed.get("title") or "")))[:500] or None  # Feed.title's size
+    return [_entry(e, base_url) for e in entries], title
 
 
 class _PrologRead(Exception):
@@ -334,7 +340,9 @@ def _insert(session: Session, feed: Feed | None, fresh: list[tuple[str, Entry]],
 def ingest(session: Session, feed: Feed, body: bytes, now: datetime | None = None) -> PollResult:
     """Parse a feed document already in hand and store its entries."""
     now = now or utcnow()
-    new_ids, updated = store(session, feed, parse(body, feed.url), now)
+    entries, title = read(body, feed.url)
+    new_ids, updated = store(session, feed, entries, now)
+    feed.title = title or feed.title
     return PollResult(feed.id, feed.url, "ok", new_ids, updated)
 
 
@@ -345,6 +353,7 @@ class Download:
     fetched: fetch.Fetched | None = None
     entries: list[Entry] | None = None
     error: FeedError | None = None
+    title: str | None = None  # the feed's own, as it names itself
 
 
 def download(feed: Feed, settings: Settings, now: datetime, http: httpx.Client | None = None,
@@ -356,11 +365,11 @@ def download(feed: Feed, settings: Settings, now: datetime, http: httpx.Client |
                 fetched = _get(own, feed, settings, now)
         else:
             fetched = _get(http, feed, settings, now)
-        entries = None
+        entries, title = None, None
         if fetched.status == 200:
             arguments = (fetched.body, feed.url, fetched.headers.get("content-type"))
-            entries = parsing.submit(parse, *arguments).result() if parsing else parse(*arguments)
-        return Download(fetched, entries)
+            entries, title = parsing.submit(read, *arguments).result() if parsing else read(*arguments)
+        return Download(fetched, entries, title=title)
     except FeedError as e:
         return Download(error=e)
 
@@ -391,6 +400,7 @@ def record(session: Session, feed: Feed, got: Download, settings: Settings, now:
         else:
             new_ids, updated = store(session, feed, got.entries, now)
             result = PollResult(feed.id, feed.url, "ok", new_ids, updated)
+            feed.title = got.title or feed.title
             feed.etag, feed.last_modified = fetched.headers.get("etag"), fetched.headers.get("last-modified")
     except FeedError as e:
         feed.last_error = str(e)
