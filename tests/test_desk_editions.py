@@ -296,7 +296,11 @@ def test_a_test_arrives_at_the_given_addresses_marked_as_a_test(client, svc):
     assert bad.status_code == 400 and "is not an email address" in bad.text and not svc.smtp.messages
     sent = client.post(f"/desk/editions/{edition_id}/test-send",
                        data={"csrf": token, "addresses": "editor@example.com,\n desk@example.org"})
-    assert sent.status_code == 200 and 'id="test-results"' in sent.text
+    assert sent.status_code == 303 and sent.headers["location"] == f"/desk/editions/{edition_id}"
+    shown = client.get(f"/desk/editions/{edition_id}").text
+    assert 'id="test-results"' in shown and "editor@example.com" in shown
+    assert 'id="test-results"' not in client.get(f"/desk/editions/{edition_id}").text  # shown once; nothing re-sent
+    assert len(svc.smtp.messages) == 2
     received = [email.message_from_bytes(m.data, policy=email.policy.default) for m in svc.smtp.messages]
     subject = stored(svc, edition_id).subject
     assert sorted(m["To"] for m in received) == ["desk@example.org", "editor@example.com"]

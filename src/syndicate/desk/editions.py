@@ -190,7 +190,11 @@ def editions_page(request: Request, name: str = Depends(editor)):
 
 @pages.get("/editions/{edition_id}", response_class=HTMLResponse)
 def edition_page(request: Request, edition_id: int, name: str = Depends(editor)):
-    return _page(request, edition_id, name)
+    # What a test-send answered, handed over from its POST: a reload of this page sends nothing again.
+    handed, sent = request.session.pop("test_sent", None), None
+    if handed and handed[0] == edition_id:
+        sent = [dict(address=address, accepted=accepted, reply=reply) for address, accepted, reply in handed[1]]
+    return _page(request, edition_id, name, sent=sent)
 
 
 def _page(request: Request, edition_id: int, name: str, status: int = 200, error: str | None = None,
@@ -236,7 +240,11 @@ def edition_action(request: Request, edition_id: int, action: str, name: str = D
             _schedule(edition_id, at, editor_zone(request).key)
         elif action == "test-send":
             sent = _test_send(edition_id, _addresses(addresses))
-            return _page(request, edition_id, name, sent=sent, addresses=addresses)
+            # Kept in the session cookie for the page after the redirect (20 addresses at most; the replies
+            # shortened, so the cookie stays well under the 4 KB browsers keep).
+            request.session["test_sent"] = [edition_id, [(r["address"], r["accepted"], r["reply"][:80])
+                                                         for r in sent]]
+            return back(f"/desk/editions/{edition_id}")
         elif action == "check-links":
             return _page(request, edition_id, name, links=_check_links(edition_id))
         else:
