@@ -206,10 +206,7 @@ class Saved:
 
 
 def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        raise NotFound("this preferences link belongs to an address that no longer exists")
-    return subscriber
+    return get(session, subscriber_id, "this preferences link belongs to an address that no longer exists")
 
 
 def preferences(session: Session, subscriber_id: int) -> Preferences:
@@ -385,10 +382,11 @@ class Found:
     pages: int
 
 
-def get(session: Session, subscriber_id: int) -> Subscriber:
+def get(session: Session, subscriber_id: int, missing: str | None = None) -> Subscriber:
+    """The subscriber; NotFound, saying `missing` (to a reader) or their id (to an editor), otherwise."""
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
-        raise NotFound(f"no subscriber {subscriber_id}")
+        raise NotFound(missing or f"no subscriber {subscriber_id}")
     return subscriber
 
 
