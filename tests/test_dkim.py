@@ -219,7 +219,7 @@ def test_a_signed_template_message_is_the_unsigned_one_with_a_signature_in_front
     unsigned = copy.copy(template)
     unsigned.signer = None  # the same template (same boundary) without its signer
     for name in ["", "Zoë Ødegård", "陈静", 'Quote "the" Reader, Esq.']:
-        values = dict(to=Address(name, addr_spec="reader@example.org"), message_id="<1.2.abc@example.com>",
+        values = dict(to="reader@example.org", name=name, message_id="<1.2.abc@example.com>",
                       date=datetime(2026, 11, 28, 7, 0, tzinfo=UTC), replace={PLACEHOLDER: "https://n.example/u/1"},
                       per_recipient={"List-Unsubscribe": "<https://n.example/u/1>, <mailto:u@example.com?subject=x>"})
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
 from datetime import UTC, datetime
 from email.headerregistry import Address
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from syndicate import subscribers
 from syndicate.errors import InvalidInput
@@ -58,7 +61,7 @@ def test_an_assembled_message_parses_to_what_the_slow_build_gives(template, name
     date = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
     fast_bytes = template.render(
-        to=to, message_id=message_id, date=date, replace={PLACEHOLDER: unsubscribe},
+        to=address, name=name, message_id=message_id, date=date, replace={PLACEHOLDER: unsubscribe},
         per_recipient={"List-Unsubscribe": f"<{unsubscribe}>, <mailto:unsubscribe@news.example?subject=x>"})
     fast, reference = parsed(fast_bytes), parsed(slow(to, unsubscribe, message_id, date))
 
@@ -90,27 +93,45 @@ def test_encoding_line_by_line_gives_the_same_bytes_as_encoding_the_whole_body()
 
     marker = "https://syndicate.invalid/unsubscribe-url"
     body = ("Ünïcode line with trailing space \n" + "x" * 300 + f" {marker} tail\n"
-            + "=== equals and tabs\t\n" + f"<a href=\"{marker}\">go</a>" + "é" * 90 + "\n" + "\n" * 3 + "end")
+            + "=== equals and tabs\t\n" + f"<a href=\"{marker}\">go</a>" + "é" * 90 + "\n" + "\n" * 3 + "end"
+            + "\n.starts with a dot\n" + "y" * 75 + ".after a soft break\n")
     template = Template(sender=Address("A", addr_spec="a@example.com"), subject="s", text=body, html=body)
-    for value in ("https://news.example/u/abc", "https://news.example/u/" + "Ü" * 80):
+    for value in ("https://news.example/u/abc", "https://news.example/u/" + "Ü" * 80, ".x" * 60):
         whole = _qp(template.text.replace(marker, value))
-        assert template._encoded(template.text, {marker: value}) == (whole, False)
+        assert template._encoded(template.text, {marker: value}) == whole
 
 
-@pytest.mark.parametrize(("text", "placeholder_value", "transparent"), [
-    ("Plain lines.\nUnsubscribe: {}\n", "https://n.example/u/1", True),
-    (".A story line that starts with a dot\nUnsubscribe: {}\n", "https://n.example/u/1", False),
-    ("A line that wraps " * 10 + "." * 80 + "\nLink: {}\n", "https://n.example/u/1", False),  # a soft break
-    ("Link:\n{}\n", ".dotted-by-the-recipient", False),  # only this recipient's line starts with a dot
+@pytest.mark.parametrize(("text", "placeholder_value"), [
+    ("Plain lines.\nUnsubscribe: {}\n", "https://n.example/u/1"),
+    (".A story line that starts with a dot\nUnsubscribe: {}\n", "https://n.example/u/1"),
+    ("A line that wraps " * 10 + "." * 80 + "\nLink: {}\n", "https://n.example/u/1"),  # a soft break before a dot
+    ("Link:\n{}\n", ".dotted-by-the-recipient"),  # only this recipient's line starts with a dot
+    ("." * 500 + "\n.\n..\n{}\n", "é." * 100),
 ])
-def test_a_message_says_whether_smtp_needs_to_double_its_dots(text, placeholder_value, transparent):
+def test_no_line_of_a_message_starts_with_a_dot_so_smtp_sends_it_as_it_is(text, placeholder_value):
     template = Template(sender=Address("News", addr_spec="news@example.com"), subject="s",
-                        text=text.format(PLACEHOLDER), html="<p>hi</p>")
-    message = template.message(to=Address("", addr_spec="ana@example.com"), message_id="<1@example.com>",
+                        text=text.format(PLACEHOLDER), html="<p>hi</p>\n.<p>" + text.format(PLACEHOLDER))
+    message = template.message(to="ana@example.com", message_id="<1@example.com>",
                                date=datetime(2026, 11, 28, tzinfo=UTC), per_recipient={},
                                replace={PLACEHOLDER: placeholder_value})
     lines = message.data.split(b"\r\n")
-    assert message.transparent == transparent
-    assert message.transparent == (not any(line.startswith(b".") for line in lines))
+    assert message.transparent and not any(line.startswith(b".") for line in lines)
     assert b"\n" not in message.data.replace(b"\r\n", b"") and b"\r" not in message.data.replace(b"\r\n", b"")
     assert (message.sender, message.recipient) == ("news@example.com", "ana@example.com")
+    parsed_back = parsed(message.data)
+    plain, html = (parsed_back.get_body((kind,)).get_content().replace("\r\n", "\n") for kind in ("plain", "html"))
+    assert plain == text.format(placeholder_value)
+    assert html == "<p>hi</p>\n.<p>" + text.format(placeholder_value)
+
+
+@given(st.text(st.characters(codec="utf-8"), max_size=400).map(lambda t: t.replace("\r", "")))
+def test_quoted_printable_keeps_the_text_and_its_rules_whatever_the_dots(text):
+    from syndicate.mail import QP_LINE, _qp
+
+    text = "." + text.replace(" ", ". .")  # many dots, many places for a soft break to put one first
+    encoded = _qp(text)
+    lines = encoded.split(b"\r\n")
+    assert not any(line.startswith(b".") for line in lines)
+    assert all(len(line) <= QP_LINE for line in lines)
+    assert b"\n" not in encoded.replace(b"\r\n", b"") and all(byte < 128 for byte in encoded)
+    assert binascii.a2b_qp(encoded).replace(b"\r\n", b"\n").decode("utf-8") == text

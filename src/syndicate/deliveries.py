@@ -403,7 +403,7 @@ class MessageFactory:
         preferences = f"{self.settings.base_url}/p/{tokens.preferences_token(self.settings.secret_key, subscriber.id)}"
         message_id = make_message_id(self.domain, self.settings.secret_key, delivery.id, self.edition.id)
         return self.template.message(
-            to=Address(subscriber.name or "", addr_spec=subscriber.email),
+            to=subscriber.email, name=subscriber.name or "",
             message_id=message_id,
             date=utcnow(),
             per_recipient={"List-Unsubscribe": f"<{unsubscribe}>, <{self.mailto}%20{token}>"},
@@ -428,7 +428,7 @@ def test_messages(settings: Settings, newsletter: Newsletter, edition: Edition, 
     for address in addresses:
         message_id = make_message_id(domain, settings.secret_key, "test", edition.id, secrets.token_hex(6))
         links = {UNSUBSCRIBE_URL: archive, PREFERENCES_URL: archive}
-        messages.append(template.message(to=Address("", addr_spec=address), message_id=message_id, date=utcnow(),
+        messages.append(template.message(to=address, message_id=message_id, date=utcnow(),
                                          per_recipient={}, replace=links))
     return messages
 

@@ -62,4 +62,6 @@ def exists(template_name: str) -> bool:
 
 def one_line(text: str) -> str:
     """Header-safe: no CR, LF or other control characters, whitespace collapsed."""
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if not text.isprintable():  # one C loop first: per character in Python is slow for every header of every mail
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(text.split())

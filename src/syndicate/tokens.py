@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import zlib
 from functools import cache
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -16,9 +18,44 @@ def _serializer(secret_key: str, purpose: str) -> URLSafeSerializer:
     return URLSafeSerializer(secret_key, salt=f"syndicate.{purpose}")
 
 
+class _Signer:
+    """Makes the same tokens as `_serializer(secret_key, purpose).dumps` of whole numbers, five times
+    faster: every edition signs two links per recipient, and itsdangerous's way (a new Signer, a key
+    derived again and a zlib stream per token) was 0.17 ms of a message's 1.2 ms of worker CPU.
+    tests/test_tokens.py checks the bytes against itsdangerous; reading a token stays with itsdangerous.
+    """
+
+    def __init__(self, secret_key: str, purpose: str):
+        # itsdangerous's defaults: key derivation "django-concat", HMAC-SHA1, URL-safe base64 unpadded.
+        key = hashlib.sha1(f"syndicate.{purpose}".encode() + b"signer" + secret_key.encode()).digest()
+        self.mac = hmac.new(key, digestmod=hashlib.sha1)
+
+    def dumps(self, *numbers: int) -> str:
+        if not all(type(n) is int for n in numbers):  # bool is an int, and JSON writes it otherwise
+            raise TypeError(f"whole numbers only: {numbers!r}")
+        json = (str(numbers[0]) if len(numbers) == 1 else f"[{','.join(map(str, numbers))}]").encode()
+        payload = _b64(json)
+        # URLSafeSerializer sends the JSON zlib-compressed when that is 2 bytes shorter. A zlib stream
+        # of a non-empty input is at least 9 bytes, so it can only be for JSON longer than 10.
+        if len(json) > 10 and len(compressed := zlib.compress(json)) < len(json) - 1:
+            payload = b"." + _b64(compressed)
+        mac = self.mac.copy()
+        mac.update(payload)
+        return (payload + b"." + _b64(mac.digest())).decode("ascii")
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@cache
+def _signer(secret_key: str, purpose: str) -> _Signer:
+    return _Signer(secret_key, purpose)
+
+
 def unsubscribe_token(secret_key: str, subscriber_id: int, newsletter_id: int) -> str:
     # No expiry: an unsubscribe link in a years-old mail must still work.
-    return _serializer(secret_key, "unsubscribe").dumps([subscriber_id, newsletter_id])
+    return _signer(secret_key, "unsubscribe").dumps(subscriber_id, newsletter_id)
 
 
 def read_unsubscribe_token(secret_key: str, token: str) -> tuple[int, int]:
@@ -30,7 +67,7 @@ def read_unsubscribe_token(secret_key: str, token: str) -> tuple[int, int]:
 
 
 def confirm_token(secret_key: str, subscriber_id: int) -> str:
-    return _serializer(secret_key, "confirm").dumps(subscriber_id)
+    return _signer(secret_key, "confirm").dumps(subscriber_id)
 
 
 def read_confirm_token(secret_key: str, token: str) -> int:
@@ -42,7 +79,7 @@ def read_confirm_token(secret_key: str, token: str) -> int:
 
 def preferences_token(secret_key: str, subscriber_id: int) -> str:
     # No expiry either: the preferences link sits in the footer of every mail.
-    return _serializer(secret_key, "preferences").dumps(subscriber_id)
+    return _signer(secret_key, "preferences").dumps(subscriber_id)
 
 
 def read_preferences_token(secret_key: str, token: str) -> int:
