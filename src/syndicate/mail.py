@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import os
@@ -322,6 +323,9 @@ def wire(data: bytes) -> bytes:
 def _refusal(code: int | None, reply: bytes | str, recipient: bool = False) -> TransportError:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     text = f"{code} {text}".strip()
+    if code == 530:  # authentication or STARTTLS required (RFC 4954, RFC 3207): our session, not this message
+        return ConnectionLost(f"{text}; the mail server wants a login or TLS first: check SYNDICATE_SMTP_URL",
+                              code=code)
     if code in (421, 454) or code is None or code < 400:
         # The server is closing or throttling the whole stream, not refusing this recipient.
         return ConnectionLost(text, code=code)
@@ -347,18 +351,36 @@ class SmtpTransport:
                 smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=ssl.create_default_context())
             else:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
-            if s.security == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
-            if s.username:
-                smtp.login(s.username, s.password or "")
+            try:
+                self._start(smtp)
+            except BaseException:
+                smtp.close()
+                raise
         except smtplib.SMTPAuthenticationError as e:
             raise ConnectionLost(f"the mail server refused our login ({e.smtp_code}); check SYNDICATE_SMTP_URL") from e
+        except ssl.SSLCertVerificationError as e:
+            raise ConnectionLost(f"the certificate of the mail server {s.host}:{s.port} is not trusted "
+                                 f"({e.verify_message}); if a CA of your own signed it, point SSL_CERT_FILE at that "
+                                 "CA's PEM file") from e
         except smtplib.SMTPConnectError as e:  # e.g. "421 too many connections" at the greeting
             reply = e.smtp_error.decode("utf-8", "replace") if isinstance(e.smtp_error, bytes) else e.smtp_error
             raise ConnectionLost(f"{e.smtp_code} {reply}", code=e.smtp_code) from e
         except (smtplib.SMTPException, OSError) as e:
             raise ConnectionLost(f"cannot reach the mail server {s.host}:{s.port}: {e}") from e
         return smtp
+
+    def _start(self, smtp: smtplib.SMTP) -> None:
+        """STARTTLS and AUTH as the settings ask; nothing, least of all the password, in the clear when
+        STARTTLS was asked for."""
+        s = self.settings
+        if s.security == "starttls":
+            smtp.ehlo()
+            if not smtp.has_extn("starttls"):
+                raise ConnectionLost(f"the mail server {s.host}:{s.port} does not offer STARTTLS; use smtps:// "
+                                     "if it speaks TLS from the start, or fix SYNDICATE_SMTP_URL")
+            smtp.starttls(context=ssl.create_default_context())
+        if s.username:
+            _login(smtp, s.username, s.password or "")
 
     def _pooled(self) -> smtplib.SMTP | None:
         with self._lock:
@@ -395,6 +417,22 @@ class SmtpTransport:
             idle, self._idle = self._idle, []
         for _, smtp in idle:
             _close(smtp)
+
+
+def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
+    """smtplib's login; but smtplib sends credentials as ASCII only, so a user name or password with
+    other characters goes as UTF-8 in AUTH PLAIN, as RFC 4616 defines it."""
+    if username.isascii() and password.isascii():
+        smtp.login(username, password)
+        return
+    smtp.ehlo_or_helo_if_needed()
+    if "PLAIN" not in smtp.esmtp_features.get("auth", "").upper().split():
+        raise ConnectionLost("the SMTP password or user name has non-ASCII characters, which can only be sent with "
+                             "AUTH PLAIN, and the mail server does not offer it; change the password")
+    credentials = base64.b64encode(b"\0" + username.encode() + b"\0" + password.encode()).decode("ascii")
+    code, reply = smtp.docmd("AUTH", f"PLAIN {credentials}")
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 def _close(smtp: smtplib.SMTP) -> None:
