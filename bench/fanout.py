@@ -4,7 +4,7 @@
     python bench/fanout.py --subscribers 5000           # a quick run
     python bench/fanout.py --database postgres          # a fresh schema on the local PostgreSQL, dropped after
 
-Three measurements in one run, on the same machine, to the same local SMTP sink (Postfix's
+Four measurements in one run, on the same machine, to the same local SMTP sink (Postfix's
 `smtp-sink`, which accepts and discards; a small asyncio sink of this file when it is missing):
 
   syndicate   `editions.cut` (render once + fan-out) in this process, one `deliver_batch` task per
@@ -14,6 +14,8 @@ Three measurements in one run, on the same machine, to the same local SMTP sink 
               tick interval meanwhile, as in production, and what it publishes is counted too.
   wire limit  as many smtplib connections as there are sending worker processes, each in its own
               process, sending the pre-built bytes of the same message, N messages in all.
+  pipelined   the same over syndicate's own SmtpConnection (PIPELINING, no dot scan): what the workers'
+   wire       client does with no ledger. No target; syndicate / this is what the ledger costs.
   naive       per recipient one Celery task that renders the edition with Jinja2, inlines the CSS
               with premailer, builds an `EmailMessage` (`mail.build_message`), sends it through
               syndicate's SMTP transport (whose pool, if it has one, reuses the connection) and
@@ -562,26 +564,37 @@ def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: di
     }
 
 
-def wire_sender(port: int, data: bytes, count: int, index: int, gate, results) -> None:
-    """One connection, pre-built bytes, one message after the other: what the wire takes."""
+def wire_sender(port: int, data: bytes, count: int, index: int, gate, results, pipelined: bool) -> None:
+    """One connection, pre-built bytes, one message after the other: what the wire takes.
+
+    smtplib's `sendmail` (the issue's wire limit): MAIL, RCPT, DATA and the message, each waiting for
+    its reply, and the message scanned for dots. Pipelined: syndicate's own SmtpConnection, as the
+    workers send (MAIL, RCPT and DATA in one write; the message as it is), but with no ledger."""
     import smtplib
+
+    from syndicate.mail import Outgoing, SmtpConnection
 
     smtp = smtplib.SMTP("127.0.0.1", port, timeout=60)
     smtp.ehlo()
+    connection = SmtpConnection(smtp)
     gate.wait()
     t0 = time.monotonic()
     for i in range(count):
-        smtp.sendmail("briefing@news.example", [f"wire{index}-{i}@example.org"], data)
+        recipient = f"wire{index}-{i}@example.org"
+        if pipelined:
+            connection.send(Outgoing("briefing@news.example", recipient, data, "<wire@example.org>", transparent=True))
+        else:
+            smtp.sendmail("briefing@news.example", [recipient], data)
     t1 = time.monotonic()
     smtp.quit()
     results.put((t0, t1, count))
 
 
-def run_wire(sink: Sink, data: bytes, messages: int, connections: int) -> dict:
+def run_wire(sink: Sink, data: bytes, messages: int, connections: int, pipelined: bool = False) -> dict:
     context = multiprocessing.get_context("spawn")
     gate, results = context.Event(), context.Queue()
     shares = [messages // connections + (1 if i < messages % connections else 0) for i in range(connections)]
-    senders = [context.Process(target=wire_sender, args=(sink.port, data, share, i, gate, results))
+    senders = [context.Process(target=wire_sender, args=(sink.port, data, share, i, gate, results, pipelined))
                for i, share in enumerate(shares)]
     sink_before, sink_cpu = sink.received(), sink.cpu_seconds()
     for sender in senders:
@@ -661,10 +674,12 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT MET"
 
 
-def report(args, main: dict, wire: dict, naive: dict, message_bytes: int, sink: Sink, loads, versions) -> dict:
+def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_bytes: int, sink: Sink, loads,
+           versions) -> dict:
     import syndicate
 
     ratio = main["msgs_per_s"] / wire["msgs_per_s"] if wire["msgs_per_s"] else 0.0
+    ratio_pipelined = main["msgs_per_s"] / pipelined["msgs_per_s"] if pipelined["msgs_per_s"] else 0.0
     speedup = main["msgs_per_s"] / naive["msgs_per_s"] if naive["msgs_per_s"] else 0.0
     per_message = main["sent"] / main["broker_messages"] if main["broker_messages"] else 0.0
     complete = main["outcome"] == "done" and main["sent"] == args.subscribers
@@ -732,6 +747,14 @@ def report(args, main: dict, wire: dict, naive: dict, message_bytes: int, sink: 
         row("sink received / its CPU per message (ms)",
             f"{wire['sink_received']:,} / {ms(wire['sink_cpu_s'], wire['sink_received'])}"),
         "",
+        f"pipelined wire: {pipelined['connections']} connections of syndicate's SmtpConnection (PIPELINING, no "
+        f"dot scan), each in its own process, pre-built bytes, no ledger, all {pipelined['messages']:,} messages",
+        row("wall time (s)", f"{pipelined['wall_s']:.1f}"),
+        row("messages/s", f"{pipelined['msgs_per_s']:.0f}"),
+        row("MB/s", f"{pipelined['mb_per_s']:.0f}"),
+        row("sink received / its CPU per message (ms)",
+            f"{pipelined['sink_received']:,} / {ms(pipelined['sink_cpu_s'], pipelined['sink_received'])}"),
+        "",
         f"naive: one task per mail (Jinja2 + premailer + build_message + transport send + record), "
         f"{naive['sent']:,} recipients",
         row("outcome", naive["outcome"]),
@@ -747,6 +770,7 @@ def report(args, main: dict, wire: dict, naive: dict, message_bytes: int, sink: 
             verdict(met["ratio_to_wire"])),
         row("speedup vs naive = syndicate / naive", f"{speedup:.1f}", f"≥ {TARGET_SPEEDUP_VS_NAIVE:.0f}",
             verdict(met["speedup_vs_naive"])),
+        row("ratio to pipelined wire (no target: the ledger's cost)", f"{ratio_pipelined:.2f}"),
     ]
     for phase, figures in (("syndicate", main), ("naive", naive)):
         for line in figures["worker_errors"]:
@@ -758,6 +782,8 @@ def report(args, main: dict, wire: dict, naive: dict, message_bytes: int, sink: 
         "recipients": main["sent"], "subscribers": args.subscribers, "database": args.database,
         "msgs_per_s": round(main["msgs_per_s"], 1), "wire_msgs_per_s": round(wire["msgs_per_s"], 1),
         "naive_msgs_per_s": round(naive["msgs_per_s"], 2), "ratio_to_wire": round(ratio, 3),
+        "wire_pipelined_msgs_per_s": round(pipelined["msgs_per_s"], 1),
+        "ratio_to_pipelined_wire": round(ratio_pipelined, 3),
         "speedup_vs_naive": round(speedup, 2), "peak_worker_rss_mb": round(main["peak_rss_one_mb"], 1),
         "peak_worker_rss_sum_mb": round(main["peak_rss_sum_mb"], 1), "broker_messages": main["broker_messages"],
         "broker_messages_received": main["received_by_workers"], "batch_size": args.batch_size,
@@ -841,10 +867,13 @@ def main(argv=None) -> int:
         message = sample_message(svc, settings, main_figures["edition_id"])
         print(f"wire limit: {args.subscribers:,} messages over {args.workers} connections …", file=sys.stderr)
         wire = run_wire(sink, message, args.subscribers, args.workers)
+        print(f"pipelined wire: {args.subscribers:,} messages over {args.workers} connections …", file=sys.stderr)
+        pipelined = run_wire(sink, message, args.subscribers, args.workers, pipelined=True)
         print(f"naive: {args.naive_sample:,} recipients, one task each …", file=sys.stderr)
         naive = run_naive(svc, settings, probe, naive_id, args, env, data_dir, sink)
         loads = (load_at_start, os.getloadavg()[0])
-        figures = report(args, main_figures, wire, naive, len(message), sink, loads, (version_at_start, code_version()))
+        figures = report(args, main_figures, wire, pipelined, naive, len(message), sink, loads,
+                         (version_at_start, code_version()))
     finally:
         if probe is not None:
             probe.close()
