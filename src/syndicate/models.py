@@ -163,8 +163,12 @@ class Subscriber(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
-    confirmation_sent_at: Mapped[datetime | None]
-    confirmations_sent: Mapped[int] = mapped_column(Integer, default=0)
+    confirmation_sent_at: Mapped[datetime | None]  # when the last confirmation mail was asked for
+    confirmations_sent: Mapped[int] = mapped_column(Integer, default=0)  # confirmation mails asked for
+    # The ledger of those mails: how many went to the server (or were refused for good), and when the
+    # last was handed to a worker. Fewer mailed than asked for, and queued a while ago: its task was lost.
+    confirmations_mailed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    confirmation_queued_at: Mapped[datetime | None]
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber")
 

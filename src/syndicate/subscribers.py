@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.headerregistry import Address
 
 from email_validator import EmailNotValidError, validate_email
@@ -33,6 +33,7 @@ def normalise_email(email: str) -> str:
 
 
 CONFIRMATION_WINDOW = 3600  # seconds: the confirmation limits are per hour
+CONFIRMATION_REQUEUE_AFTER = timedelta(minutes=5)  # a confirmation mail not sent by then: its task is handed out again
 
 
 @dataclass
@@ -86,7 +87,7 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
     send = awaiting and held_back is None
     if send:
         subscriber.confirmations_sent += 1  # never reset: it numbers the mails, for a unique Message-ID
-        subscriber.confirmation_sent_at = now
+        subscriber.confirmation_sent_at = subscriber.confirmation_queued_at = now
     detail = ", ".join(n.name for n in chosen) + (" (consent vouched for by the editor)" if confirmed else "")
     if held_back:
         whose = "this address" if held_back == "address" else "sign-ups from one IP address"  # no IP kept
@@ -150,6 +151,37 @@ def unsubscribe(session: Session, settings: Settings, token: str, now: datetime 
         record_event(session, subscriber_id, "unsubscribed", source, newsletter_id=newsletter_id, now=now)
     skip_open_deliveries(session, subscriber_id, "unsubscribed before sending", newsletter_id)
     return subscription
+
+
+def confirmation_to_mail(session: Session, settings: Settings, subscriber_id: int) -> tuple[Outgoing, int] | None:
+    """The confirmation mail a worker should send now, and its number (for `confirmation_mailed`); None
+    if it went out already (a task handed out twice), or nothing waits for confirmation any more."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or subscriber.confirmations_mailed >= subscriber.confirmations_sent:
+        return None
+    message = confirmation_message(session, settings, subscriber)
+    return (message, subscriber.confirmations_sent) if message else None
+
+
+def confirmation_mailed(session: Session, subscriber_id: int, number: int) -> None:
+    """Confirmation mail `number` went to the server (or was refused for good): never send it again."""
+    session.execute(update(Subscriber).where(Subscriber.id == subscriber_id, Subscriber.confirmations_mailed < number)
+                    .values(confirmations_mailed=number).execution_options(synchronize_session=False))
+
+
+def lost_confirmations(session: Session, settings: Settings, now: datetime) -> list[int]:
+    """Subscribers whose confirmation mail was asked for, handed to a worker REQUEUE_AFTER ago and still
+    not sent: its task was lost (a worker or the broker died before it ran), or the server put it off.
+    They are marked queued again now, for the caller to queue after commit; given up on once older than
+    the give-up period, as deliveries are."""
+    ids = session.scalars(select(Subscriber.id).where(
+        Subscriber.status == "pending", Subscriber.confirmations_mailed < Subscriber.confirmations_sent,
+        Subscriber.confirmation_queued_at <= now - CONFIRMATION_REQUEUE_AFTER,
+        Subscriber.confirmation_sent_at > now - timedelta(seconds=settings.give_up_after))).all()
+    if ids:
+        session.execute(update(Subscriber).where(Subscriber.id.in_(ids)).values(confirmation_queued_at=now)
+                        .execution_options(synchronize_session=False))
+    return list(ids)
 
 
 def confirmation_message(session: Session, settings: Settings, subscriber: Subscriber) -> Outgoing | None:

@@ -18,7 +18,7 @@ from syndicate import broker, deliveries, editions, feeds, posts, services, subs
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import SettingsError, TransportError
-from syndicate.models import Post, Subscriber, utcnow
+from syndicate.models import Post, utcnow
 
 log = logging.getLogger(__name__)
 assert broker.EmbeddedTransport  # registered for sqla+ URLs on import
@@ -141,11 +141,15 @@ def poll_feed_batch(feed_ids: list[int]) -> dict:
 @app.task(name="syndicate.tick")
 def tick() -> int:
     """Start the editions that are due (regular, one-off, breaking) and hand every delivery that needs
-    it to a worker."""
+    it to a worker; and every confirmation mail whose task was lost."""
     svc = services.current()
     batches = editions.run_due(svc.Session, svc.settings, utcnow())
     for edition_id, lo, hi in batches:
         deliver_batch.delay(edition_id, lo, hi)
+    with transaction(svc.Session) as session:
+        lost = subscribers.lost_confirmations(session, svc.settings, utcnow())
+    for subscriber_id in lost:
+        send_confirmation.delay(subscriber_id)
     return len(batches)
 
 
@@ -157,23 +161,28 @@ def deliver_batch(self, edition_id: int, lo: int, hi: int) -> dict:
     return result.counts
 
 
-@app.task(name="syndicate.send_confirmation", bind=True, max_retries=10)
-def send_confirmation(self, subscriber_id: int) -> str:
+@app.task(name="syndicate.send_confirmation")
+def send_confirmation(subscriber_id: int) -> str:
+    """Send a subscriber's confirmation mail unless it went out already. If the server puts it off, or
+    this task is lost, the tick hands it out again (subscribers.lost_confirmations): one way to retry."""
     svc = services.current()
     with transaction(svc.Session) as session:
-        subscriber = session.get(Subscriber, subscriber_id)
-        message = subscriber and subscribers.confirmation_message(session, svc.settings, subscriber)
-        if message is None:
-            return "not needed"
+        due = subscribers.confirmation_to_mail(session, svc.settings, subscriber_id)
+    if due is None:
+        return "not needed"
+    message, number = due
     try:
         with svc.transport.connect() as connection:
-            return connection.send(message)
+            reply = connection.send(message)
     except TransportError as e:
-        if e.permanent:
-            log.warning("confirmation to subscriber %d refused: %s", subscriber_id, e)
-            return str(e)
-        countdown = min(svc.settings.retry_base * 2 ** self.request.retries, svc.settings.retry_max)
-        raise self.retry(exc=e, countdown=countdown) from e
+        if not e.permanent:
+            log.info("confirmation to subscriber %d put off, the tick tries again: %s", subscriber_id, e)
+            return f"deferred: {e}"
+        log.warning("confirmation to subscriber %d refused: %s", subscriber_id, e)
+        reply = str(e)
+    with transaction(svc.Session) as session:
+        subscribers.confirmation_mailed(session, subscriber_id, number)
+    return reply
 
 
 @app.task(name="syndicate.import_subscribers")
