@@ -61,7 +61,7 @@ class Settings:
     batch_size: int = 200  # recipients per delivery task
     retry_base: int = 60  # first retry of a deferred delivery, seconds
     retry_max: int = 1800  # kept below the broker's visibility timeout
-    give_up_after: int = 4 * 24 * 3600  # a deferred delivery becomes failed after this
+    give_up_after: int = 4 * 24 * 3600  # a deferred delivery fails, a confirmation mail stops, after this
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     template_dir: Path | None = None  # editors' templates, looked up before the bundled ones
