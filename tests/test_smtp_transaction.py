@@ -3,15 +3,18 @@ arrive intact, each refusal is reported for what it is, and the session stays us
 
 from __future__ import annotations
 
+import smtplib
 import socket
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import SmtpHandler, serve_smtp
 from syndicate.config import parse_smtp_url
 from syndicate.errors import ConnectionLost, TransportError
-from syndicate.mail import Outgoing, SmtpTransport, wire
+from syndicate.mail import _PLAIN_ADDRESS, Outgoing, SmtpTransport, _path, wire
 
 
 @dataclass
@@ -186,3 +189,10 @@ def test_the_outbox_holds_a_message_back_too(tmp_path):
             connection.send(message("ben@example.com"), before_end=hold_back)
         connection.send(message("ana@example.com"), before_end=lambda: None)
     assert [p.name for p in tmp_path.iterdir()] == ["ana@example.com.eml"]
+
+
+@given(st.from_regex(_PLAIN_ADDRESS, fullmatch=True) | st.sampled_from(
+    ["reader@example.org", "o'brien+news@example.ie", "", "a b@example.org", "<x@example.org>", "Zoë <z@example.org>"]))
+def test_mail_and_rcpt_quote_an_address_as_smtplib_would(address):
+    """The fast path's brackets give what smtplib.quoteaddr gives, and anything else goes through it."""
+    assert _path(address) == smtplib.quoteaddr(address)
