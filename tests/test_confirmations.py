@@ -124,6 +124,19 @@ def test_nobody_confirmed_and_no_request_older_than_the_give_up_period_is_mailed
         assert subscribers.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=6)) == []
 
 
+def test_a_reader_who_left_before_the_mail_went_is_not_handed_out_again(svc, smtp_server):
+    subscriber_id = sign_up(svc)
+    with transaction(svc.Session) as session:
+        token = tokens.unsubscribe_token(svc.settings.secret_key, subscriber_id, svc.newsletter_id)
+        subscribers.unsubscribe(session, svc.settings, token, now=T0 + timedelta(minutes=1))
+
+    assert tasks.send_confirmation(subscriber_id) == "not needed"
+
+    with transaction(svc.Session) as session:
+        assert subscribers.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=30)) == []
+    assert mailed_to(smtp_server) == []
+
+
 def test_upgrading_takes_every_confirmation_asked_for_before_as_sent(make_settings, tmp_path):
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'old.db'}")
     engine = db.make_engine(settings.database_url)

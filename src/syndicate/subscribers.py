@@ -155,12 +155,16 @@ def unsubscribe(session: Session, settings: Settings, token: str, now: datetime 
 
 def confirmation_to_mail(session: Session, settings: Settings, subscriber_id: int) -> tuple[Outgoing, int] | None:
     """The confirmation mail a worker should send now, and its number (for `confirmation_mailed`); None
-    if it went out already (a task handed out twice), or nothing waits for confirmation any more."""
+    if it went out already (a task handed out twice), or nothing waits for confirmation any more (then
+    it is marked done, and the tick stops handing it out)."""
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or subscriber.confirmations_mailed >= subscriber.confirmations_sent:
         return None
     message = confirmation_message(session, settings, subscriber)
-    return (message, subscriber.confirmations_sent) if message else None
+    if message is None:
+        confirmation_mailed(session, subscriber.id, subscriber.confirmations_sent)
+        return None
+    return message, subscriber.confirmations_sent
 
 
 def confirmation_mailed(session: Session, subscriber_id: int, number: int) -> None:
