@@ -697,6 +697,15 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
     def ms(seconds, count):
         return f"{1000 * seconds / count:.2f}" if count else "—"
 
+    def wire_rows(title: str, figures: dict) -> list[str]:
+        return [title,
+                row("wall time (s)", f"{figures['wall_s']:.1f}"),
+                row("messages/s", f"{figures['msgs_per_s']:.0f}"),
+                row("MB/s", f"{figures['mb_per_s']:.0f}"),
+                row("sink received / its CPU per message (ms)",
+                    f"{figures['sink_received']:,} / {ms(figures['sink_cpu_s'], figures['sink_received'])}"),
+                ""]
+
     code = versions[0] if versions[0] == versions[1] else f"{versions[0]} at start, {versions[1]} at end"
     lines = [
         f"fanout: {args.subscribers:,} confirmed subscribers, {args.database}, batch {args.batch_size}, "
@@ -739,22 +748,11 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         row("sink received / its CPU per message (ms)",
             f"{main['sink_received']:,} / {ms(main['sink_cpu_s'], main['sink_received'])}"),
         "",
-        f"wire limit: {wire['connections']} smtplib connections, each in its own process, pre-built bytes, "
-        f"all {wire['messages']:,} messages",
-        row("wall time (s)", f"{wire['wall_s']:.1f}"),
-        row("messages/s", f"{wire['msgs_per_s']:.0f}"),
-        row("MB/s", f"{wire['mb_per_s']:.0f}"),
-        row("sink received / its CPU per message (ms)",
-            f"{wire['sink_received']:,} / {ms(wire['sink_cpu_s'], wire['sink_received'])}"),
-        "",
-        f"pipelined wire: {pipelined['connections']} connections of syndicate's SmtpConnection (PIPELINING, no "
-        f"dot scan), each in its own process, pre-built bytes, no ledger, all {pipelined['messages']:,} messages",
-        row("wall time (s)", f"{pipelined['wall_s']:.1f}"),
-        row("messages/s", f"{pipelined['msgs_per_s']:.0f}"),
-        row("MB/s", f"{pipelined['mb_per_s']:.0f}"),
-        row("sink received / its CPU per message (ms)",
-            f"{pipelined['sink_received']:,} / {ms(pipelined['sink_cpu_s'], pipelined['sink_received'])}"),
-        "",
+        *wire_rows(f"wire limit: {wire['connections']} smtplib connections, each in its own process, pre-built "
+                   f"bytes, all {wire['messages']:,} messages", wire),
+        *wire_rows(f"pipelined wire: {pipelined['connections']} connections of syndicate's SmtpConnection "
+                   "(PIPELINING, no dot scan), each in its own process, pre-built bytes, no ledger, all "
+                   f"{pipelined['messages']:,} messages", pipelined),
         f"naive: one task per mail (Jinja2 + premailer + build_message + transport send + record), "
         f"{naive['sent']:,} recipients",
         row("outcome", naive["outcome"]),
