@@ -1,13 +1,16 @@
-"""For the desk's HTTP tests: an editor, a client of the app, signing in with the CSRF token, API tokens."""
+"""For the desk's HTTP tests: an editor, a client of the app, signing in with the CSRF token, API tokens;
+and the newsroom pieces several desk tests set up."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
 from starlette.testclient import TestClient
 
-from syndicate import api_tokens, editors
+from syndicate import accounts, api_tokens, editors
 from syndicate.db import transaction
+from syndicate.models import Article, SocialAccount
 from syndicate.web import create_app
 
 PASSWORD = "correct horse battery"
@@ -47,3 +50,19 @@ def api_headers(svc, username: str = "ada") -> dict[str, str]:
     with transaction(svc.Session) as session:
         _, token = api_tokens.create_token(session, f"{username}:script", editor=editors.get(session, username))
     return {"Authorization": f"Bearer {token}"}
+
+
+def dry_run_x_account(session, now: datetime, age: timedelta = timedelta(minutes=1)) -> SocialAccount:
+    """x-main, a dry-run X account posting at any hour, made `age` ago: stories published since are its to tease."""
+    account = accounts.add(session, "k", "x-main", "x", dict(window="always", dry_run=True), None)
+    account.created_at = now - age
+    return account
+
+
+def fresh_story(session, now: datetime) -> Article:
+    """A local story published just now, as a feed would have brought it."""
+    article = Article(identity="fresh", url="https://news.example.com/fresh/",
+                      title="Council approves the riverside library", lead="The vote was 7 to 2.",
+                      content_hash="f" * 64, categories=["Local"], published_at=now, first_seen_at=now)
+    session.add(article)
+    return article

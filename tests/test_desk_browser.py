@@ -7,9 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from conftest import SHOTS, sign_in_browser
-from syndicate import accounts, editions, editors, feeds, posts
+from desk_client import dry_run_x_account, fresh_story
+from syndicate import editions, editors, feeds, posts
 from syndicate.db import transaction
-from syndicate.models import Article, utcnow
+from syndicate.models import utcnow
 
 PASSWORD = "correct horse battery"
 
@@ -23,11 +24,8 @@ def newsroom(svc, sample_feed) -> None:
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         edition = editions.create_edition(session, newsletter, svc.settings, now=now, status="draft")
         editions.schedule(session, edition, now + timedelta(hours=20))
-        account = accounts.add(session, "k", "x-main", "x", dict(window="always", dry_run=True), None)
-        account.created_at = now - timedelta(minutes=1)
-        session.add(Article(identity="fresh", url="https://news.example.com/fresh/",
-                            title="Council approves the riverside library", lead="The vote was 7 to 2.",
-                            content_hash="f" * 64, categories=["Local"], published_at=now, first_seen_at=now))
+        dry_run_x_account(session, now)
+        fresh_story(session, now)
         posts.plan(session, svc.settings, now)
 
 

@@ -10,9 +10,10 @@ from datetime import timedelta
 import pytest
 
 from conftest import SHOTS, sign_in_browser
-from syndicate import accounts, editions, editors, feeds, posts
+from desk_client import dry_run_x_account, fresh_story
+from syndicate import editions, editors, feeds, posts
 from syndicate.db import transaction
-from syndicate.models import Article, Edition, utcnow
+from syndicate.models import Edition, utcnow
 
 expect = pytest.importorskip("playwright.sync_api").expect  # the `browser` fixture says how to install it
 PASSWORD = "correct horse battery"
@@ -25,11 +26,8 @@ def newsroom(svc, sample_feed) -> None:
         editions.add_newsletter(session, slug="morning", name="The Morning Briefing", from_address="news@example.com",
                                 cron="0 7 * * 1-5", timezone="Europe/Berlin")
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
-        account = accounts.add(session, "k", "x-main", "x", dict(window="always", dry_run=True), None)
-        account.created_at = now - timedelta(minutes=1)
-        session.add(Article(identity="fresh", url="https://news.example.com/fresh/",
-                            title="Council approves the riverside library", lead="The vote was 7 to 2.",
-                            content_hash="f" * 64, categories=["Local"], published_at=now, first_seen_at=now))
+        dry_run_x_account(session, now)
+        fresh_story(session, now)
         posts.plan(session, svc.settings, now)
 
 

@@ -8,7 +8,8 @@ from datetime import timedelta
 from email.utils import format_datetime
 
 from conftest import SHOTS, sign_in_browser
-from syndicate import accounts, editions, editors
+from desk_client import dry_run_x_account
+from syndicate import editions, editors
 from syndicate.db import transaction
 from syndicate.models import utcnow
 
@@ -36,8 +37,7 @@ def test_an_editor_adds_a_feed_sees_its_health_and_follows_an_article(browser, s
         editors.add(session, "ada", PASSWORD)
         editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
                                 from_address="news@example.com", cron=None)
-        account = accounts.add(session, "k", "x-main", "x", dict(window="always", dry_run=True), None)
-        account.created_at = now - timedelta(minutes=5)
+        dry_run_x_account(session, now, age=timedelta(minutes=5))
     for slug in ("ferry", "library"):
         feed_server.serve(f"/{slug}/", b"<html><head><title>A story</title></head><body></body></html>",
                           **{"Content-Type": "text/html; charset=utf-8"})

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from desk_client import add_editor, api_headers, desk_client
+from desk_client import add_editor, api_headers, desk_client, dry_run_x_account
 from desk_client import signed_in as sign_in
 from syndicate import accounts, editions, feeds, posts, trail
 from syndicate.db import transaction
@@ -45,8 +45,7 @@ def newsroom(svc) -> tuple[int, int, int]:
     with transaction(svc.Session) as session:
         newsletter = editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
                                              from_address="news@example.com", cron=None)
-        account = accounts.add(session, "k", "x-main", "x", dict(window="always", dry_run=True), None)
-        account.created_at = now - timedelta(minutes=5)
+        dry_run_x_account(session, now, age=timedelta(minutes=5))
         article = story(session, 1, now, title="Council approves the riverside library")
         edition = editions.create_edition(session, newsletter, svc.settings, now=now, status="draft",
                                           articles=[article])
