@@ -87,15 +87,13 @@ def naive_send(delivery_id: int) -> str:
 
 def naive_delivery(delivery_id: int) -> str:
     """What a straightforward implementation does for one recipient: render, inline, build, connect, send, record."""
-    from email.headerregistry import Address
-
     from premailer import Premailer
     from sqlalchemy import update
 
     from syndicate import editions, services, templating, tokens
     from syndicate.db import transaction
     from syndicate.deliveries import mail_html
-    from syndicate.mail import Outgoing, build_message, message_id
+    from syndicate.mail import Mailbox, Outgoing, build_message, message_id
     from syndicate.models import Delivery, Newsletter, utcnow
 
     svc = services.current()
@@ -119,8 +117,8 @@ def naive_delivery(delivery_id: int) -> str:
     domain = newsletter.from_address.rpartition("@")[2]
     mid = message_id(domain, settings.secret_key, delivery.id, edition.id)
     data = build_message(
-        sender=Address(newsletter.from_name, addr_spec=newsletter.from_address),
-        to=Address(subscriber.name or "", addr_spec=subscriber.email),
+        sender=Mailbox(newsletter.from_name, newsletter.from_address),
+        to=Mailbox(subscriber.name or "", subscriber.email),
         subject=edition.subject, text=text, html=mail_html(html), message_id=mid, date=utcnow(),
         reply_to=newsletter.reply_to,
         headers={"List-Id": f"{newsletter.name} <{newsletter.slug}.{domain}>",

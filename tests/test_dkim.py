@@ -14,7 +14,6 @@ import re
 import subprocess
 import time
 from datetime import UTC, datetime
-from email.headerregistry import Address
 from pathlib import Path
 
 import dkim
@@ -31,7 +30,7 @@ from syndicate import dkim as signing
 from syndicate.db import transaction
 from syndicate.deliveries import MessageFactory
 from syndicate.errors import SettingsError
-from syndicate.mail import Template, build_message
+from syndicate.mail import Mailbox, Template, build_message
 from syndicate.models import DEFAULT_SUBJECT, Delivery, Edition, Newsletter, Subscriber
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -211,7 +210,7 @@ PLACEHOLDER = "https://syndicate.invalid/unsubscribe-url"
 def test_a_signed_template_message_is_the_unsigned_one_with_a_signature_in_front(make_settings, keys):
     settings = make_settings(dkim_key_file=keys["rsa.pem"], dkim_selector="s1")
     template = Template(
-        sender=Address("The Morning Briefing", addr_spec="briefing@example.com"), subject="Armenia — and 3 more",
+        sender=Mailbox("The Morning Briefing", "briefing@example.com"), subject="Armenia — and 3 more",
         text=(GOLDEN / "edition.txt").read_text(), html=(GOLDEN / "edition.html").read_text(),
         reply_to="desk@example.com", dkim=settings.dkim,
         headers={"List-Id": "The Morning Briefing <morning.example.com>",
@@ -239,7 +238,7 @@ def test_a_signed_template_message_is_the_unsigned_one_with_a_signature_in_front
 
 def test_build_message_signs_when_given_the_settings(make_settings, keys):
     settings = make_settings(dkim_key_file=keys["ed25519.key"], dkim_selector="s1")
-    values = dict(sender=Address("News", addr_spec="news@example.com"), to=Address("", addr_spec="r@example.org"),
+    values = dict(sender=Mailbox("News", "news@example.com"), to=Mailbox("", "r@example.org"),
                   subject="Confirm", text="Hello\n", html="<p>Hello</p>", message_id="<1@example.com>",
                   date=datetime(2026, 11, 28, 7, 0, tzinfo=UTC))
 

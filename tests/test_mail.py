@@ -6,7 +6,6 @@ import binascii
 import email
 import email.policy
 from datetime import UTC, datetime
-from email.headerregistry import Address
 
 import pytest
 from hypothesis import given
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 
 from syndicate import subscribers
 from syndicate.errors import InvalidInput
-from syndicate.mail import Template, build_message
+from syndicate.mail import Mailbox, Template, build_message
 
 PLACEHOLDER = "https://syndicate.invalid/unsubscribe-url"
 TEXT = "The Morning Briefing — Zoë's picks\n\n1. Crème brûlée in 東京\n" + "A line of text. " * 40 + \
@@ -27,9 +26,9 @@ NAMES = ["", "Ada Lovelace", "Zoë Ødegård", "陈静", "O'Brien, Pat", 'Quote 
 ADDRESSES = ["reader@example.org", "first.last+tag@example.co.uk", "x@xn--bcher-kva.example"]
 
 
-def slow(to: Address, unsubscribe: str, message_id: str, date: datetime) -> bytes:
+def slow(to: Mailbox, unsubscribe: str, message_id: str, date: datetime) -> bytes:
     return build_message(
-        sender=Address("TruthUSA News Hub", addr_spec="briefing@news.example"), to=to,
+        sender=Mailbox("TruthUSA News Hub", "briefing@news.example"), to=to,
         subject="Armenia — and 3 more stories", text=TEXT.replace(PLACEHOLDER, unsubscribe),
         html=HTML.replace(PLACEHOLDER, unsubscribe), message_id=message_id, date=date, reply_to="desk@news.example",
         headers={"List-Id": "The Morning Briefing <morning.news.example>",
@@ -41,7 +40,7 @@ def slow(to: Address, unsubscribe: str, message_id: str, date: datetime) -> byte
 @pytest.fixture(scope="module")
 def template():
     return Template(
-        sender=Address("TruthUSA News Hub", addr_spec="briefing@news.example"),
+        sender=Mailbox("TruthUSA News Hub", "briefing@news.example"),
         subject="Armenia — and 3 more stories", text=TEXT, html=HTML, reply_to="desk@news.example",
         headers={"List-Id": "The Morning Briefing <morning.news.example>",
                  "List-Unsubscribe-Post": "List-Unsubscribe=One-Click", "Auto-Submitted": "auto-generated"},
@@ -55,7 +54,7 @@ def parsed(data: bytes) -> email.message.EmailMessage:
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("address", ADDRESSES)
 def test_an_assembled_message_parses_to_what_the_slow_build_gives(template, name, address):
-    to = Address(name, addr_spec=address)
+    to = Mailbox(name, address)
     unsubscribe = f"https://news.example/u/{abs(hash((name, address)))}.sig_-x"
     message_id = f"<{abs(hash(address))}.7.abc@news.example>"
     date = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
@@ -87,15 +86,13 @@ def test_a_non_ascii_mailbox_name_is_refused_but_an_international_domain_is_kept
 
 
 def test_encoding_line_by_line_gives_the_same_bytes_as_encoding_the_whole_body():
-    from email.headerregistry import Address
-
     from syndicate.mail import Template, _qp
 
     marker = "https://syndicate.invalid/unsubscribe-url"
     body = ("Ünïcode line with trailing space \n" + "x" * 300 + f" {marker} tail\n"
             + "=== equals and tabs\t\n" + f"<a href=\"{marker}\">go</a>" + "é" * 90 + "\n" + "\n" * 3 + "end"
             + "\n.starts with a dot\n" + "y" * 75 + ".after a soft break\n")
-    template = Template(sender=Address("A", addr_spec="a@example.com"), subject="s", text=body, html=body)
+    template = Template(sender=Mailbox("A", "a@example.com"), subject="s", text=body, html=body)
     for value in ("https://news.example/u/abc", "https://news.example/u/" + "Ü" * 80, ".x" * 60):
         whole = _qp(template.text.replace(marker, value))
         assert template._encoded(template.text, {marker: value}) == whole
@@ -109,7 +106,7 @@ def test_encoding_line_by_line_gives_the_same_bytes_as_encoding_the_whole_body()
     ("." * 500 + "\n.\n..\n{}\n", "é." * 100),
 ])
 def test_no_line_of_a_message_starts_with_a_dot_so_smtp_sends_it_as_it_is(text, placeholder_value):
-    template = Template(sender=Address("News", addr_spec="news@example.com"), subject="s",
+    template = Template(sender=Mailbox("News", "news@example.com"), subject="s",
                         text=text.format(PLACEHOLDER), html="<p>hi</p>\n.<p>" + text.format(PLACEHOLDER))
     message = template.message(to="ana@example.com", message_id="<1@example.com>",
                                date=datetime(2026, 11, 28, tzinfo=UTC), per_recipient={},

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes
 from email import policy as email_policy
-from email.headerregistry import Address
 from email.message import EmailMessage
 from functools import cache
 
@@ -29,7 +28,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from syndicate import bounces, tokens
 from syndicate.config import Settings
 from syndicate.errors import ConnectionLost, InvalidInput, TransportError
-from syndicate.mail import Outgoing, Template, Transport
+from syndicate.mail import Mailbox, Outgoing, Template, Transport, phrase
 from syndicate.mail import message_id as make_message_id
 from syndicate.models import (
     Delivery,
@@ -404,10 +403,10 @@ class MessageFactory:
         self.domain = newsletter.from_address.rpartition("@")[2]
         self.mailto = f"mailto:unsubscribe@{self.domain}?subject=unsubscribe"
         self.template = Template(
-            sender=Address(newsletter.from_name, addr_spec=newsletter.from_address),
+            sender=Mailbox(newsletter.from_name, newsletter.from_address),
             subject=edition.subject, text=edition.text, html=mail_html(edition.html), reply_to=newsletter.reply_to,
             headers={
-                "List-Id": f"{newsletter.name} <{newsletter.slug}.{self.domain}>",
+                "List-Id": f"{phrase(newsletter.name)} <{newsletter.slug}.{self.domain}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 "Auto-Submitted": "auto-generated",
             },
@@ -434,10 +433,11 @@ def test_messages(settings: Settings, newsletter: Newsletter, edition: Edition, 
     domain = newsletter.from_address.rpartition("@")[2]
     archive = f"{settings.base_url}/n/{newsletter.slug}"
     template = Template(
-        sender=Address(newsletter.from_name, addr_spec=newsletter.from_address),
+        sender=Mailbox(newsletter.from_name, newsletter.from_address),
         subject=f"[Test] {edition.subject}", text=edition.text, html=mail_html(edition.html),
         reply_to=newsletter.reply_to,
-        headers={"List-Id": f"{newsletter.name} <{newsletter.slug}.{domain}>", "Auto-Submitted": "auto-generated",
+        headers={"List-Id": f"{phrase(newsletter.name)} <{newsletter.slug}.{domain}>",
+                 "Auto-Submitted": "auto-generated",
                  "X-Syndicate-Test": f"edition {edition.number} of {newsletter.slug}; not counted"},
         dkim=settings.dkim,
     )

@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
+from email.charset import SHORTEST, Charset
+from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP as _SMTP
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from syndicate.config import SmtpSettings
 from syndicate.errors import ConnectionLost, TransportError
@@ -39,6 +40,15 @@ def message_id(domain: str, secret_key: str, *parts) -> str:
     """Unique per message and per installation, and the same on every retry of one delivery."""
     instance = hashlib.sha256(secret_key.encode()).hexdigest()[:10]
     return f"<{'.'.join(map(str, parts))}.{instance}@{domain}>"
+
+
+class Mailbox(NamedTuple):
+    """Who a header names: a display name (any text, from anywhere) and an address checked on the way in.
+    Not `email.headerregistry.Address`, which raises on a line break in the name: one bad from-name would
+    stop every batch of an edition."""
+
+    name: str
+    address: str
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,8 @@ class Transport(Protocol):
 
 def build_message(
     *,
-    sender: Address,
-    to: Address,
+    sender: Mailbox,
+    to: Mailbox,
     subject: str,
     text: str,
     html: str | None,
@@ -81,23 +91,86 @@ def build_message(
     dkim: DkimSettings | None = None,
 ) -> bytes:
     """multipart/alternative, text first and HTML last, CRLF line ends, as sent over SMTP;
-    DKIM-signed when `dkim` is given."""
-    message = EmailMessage(policy=SMTP)
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = one_line(subject)
-    message["Date"] = format_datetime(date)
-    message["Message-ID"] = message_id
+    DKIM-signed when `dkim` is given. The header block is ours (`header_block`); the stdlib only
+    makes the MIME body."""
+    fields = [
+        ("From", mailbox(*sender)),
+        ("To", mailbox(*to)),
+        ("Subject", header_text(subject)),
+        ("Date", format_datetime(date)),
+        ("Message-ID", message_id),
+    ]
     if reply_to:
-        message["Reply-To"] = reply_to
-    for name, value in (headers or {}).items():
-        message[name] = one_line(value)
+        fields.append(("Reply-To", mailbox("", reply_to)))
+    fields += list((headers or {}).items())
+    body = EmailMessage(policy=SMTP)
     # quoted-printable keeps the bytes 7-bit clean for servers without 8BITMIME.
-    message.set_content(text, cte="quoted-printable")
+    body.set_content(text, cte="quoted-printable")
     if html is not None:
-        message.add_alternative(html, subtype="html", cte="quoted-printable")
-    data = message.as_bytes()
-    return dkim.signer(sender.addr_spec).sign(data) if dkim else data
+        body.add_alternative(html, subtype="html", cte="quoted-printable")
+    data = header_block(fields) + body.as_bytes()
+    return dkim.signer(sender.address).sign(data) if dkim else data
+
+
+# ── headers ──────────────────────────────────────────────────────────────────
+#
+# Every header value is made here, from text that may come from anywhere (a feed's title, a reader's name
+# typed into the public form, a newsletter's name), and written by us: never handed to the stdlib's header
+# folding, which decodes RFC 2047 encoded words it is given and, on interpreters without the fix for
+# CVE-2024-6923 (3.11 before 3.11.10, 3.12 before 3.12.5), writes a decoded CR LF raw, so a title
+# "=?UTF-8?Q?=0D=0AReply-To:...?=" became a header. Here such text stays the characters the site wrote.
+
+_UTF8 = Charset("utf-8")
+_UTF8.header_encoding = SHORTEST  # Q for mostly-ASCII text, B where that is shorter
+_PHRASE_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")  # RFC 5322 atext and spaces: no quoting needed
+
+
+def _encoded_words(text: str, name: str) -> str:
+    return Header(text, _UTF8, header_name=name).encode(linesep="\r\n")
+
+
+def header_text(value: str, name: str = "Subject") -> str:
+    """An unstructured header's value (RFC 5322 §3.2.5) from outside text: control characters and line
+    breaks gone, whitespace collapsed, and encoded by us whenever it isn't plain ASCII or holds something
+    a mail program would decode ("=?"): a reader sees exactly the characters that were written."""
+    value = one_line(value)
+    if value.isascii() and "=?" not in value and len(name) + len(value) < 900:
+        return value  # as it is: no line of it can reach RFC 5322's 998
+    return _encoded_words(value, name)
+
+
+def phrase(name: str) -> str:
+    """A display name (RFC 5322 §3.2.5 phrase) from outside text, ready to stand before `<address>`."""
+    name = one_line(name)
+    if name.isascii() and "=?" not in name and len(name) < 200:
+        if _PHRASE_ATOM.fullmatch(name):
+            return name
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _encoded_words(name, "From")
+
+
+def mailbox(name: str, address: str) -> str:
+    """`Name <address>` (or the address alone) for From, To and Reply-To. The address must be one checked
+    on the way in (a subscriber's, a newsletter's); a line break or bracket in it is a bug, refused here."""
+    if not _HEADER_ADDRESS.fullmatch(address):
+        raise ValueError(f"{address!r} is not an address this header can carry")
+    shown = phrase(name)
+    return f"{shown} <{address}>" if shown else address
+
+
+def header_block(fields: list[tuple[str, str]]) -> bytes:
+    """The header lines, from values made by the functions above where they hold outside text, or by us
+    (dates, ids, our own URLs). A value that isn't 7-bit header text is a bug, refused here rather than sent."""
+    lines = []
+    for field, value in fields:
+        if not _HEADER_VALUE.fullmatch(value):
+            raise ValueError(f"the {field} header's value {value!r} was not made by header_text, phrase or mailbox")
+        lines.append(f"{field}: {value}\r\n")
+    return "".join(lines).encode("ascii")
+
+
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*(?:\r\n[ \t][\x20-\x7e]*)*")  # printable ASCII, folded lines only
+_HEADER_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"\x00-\x1f\x7f]+@[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f]+")
 
 
 class Template:
@@ -111,23 +184,19 @@ class Template:
     With `dkim`, each message is signed as it is assembled (tests/test_dkim.py).
     """
 
-    def __init__(self, *, sender: Address, subject: str, text: str, html: str,
+    def __init__(self, *, sender: Mailbox, subject: str, text: str, html: str,
                  reply_to: str | None = None, headers: dict[str, str] | None = None,
                  dkim: DkimSettings | None = None):
-        self.signer = dkim.signer(sender.addr_spec) if dkim else None
-        head = EmailMessage(policy=SMTP)
-        head["From"] = sender
-        head["Subject"] = one_line(subject)
+        self.signer = dkim.signer(sender.address) if dkim else None
+        fields = [("From", mailbox(*sender)), ("Subject", header_text(subject))]
         if reply_to:
-            head["Reply-To"] = reply_to
-        for name, value in (headers or {}).items():
-            head[name] = one_line(value)
-        head["MIME-Version"] = "1.0"
+            fields.append(("Reply-To", mailbox("", reply_to)))
+        fields += list((headers or {}).items())
         self.boundary = f"=_syndicate_{secrets.token_hex(12)}"
-        head["Content-Type"] = f'multipart/alternative; boundary="{self.boundary}"'
-        self.head = head.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n"
+        fields += [("MIME-Version", "1.0"), ("Content-Type", f'multipart/alternative; boundary="{self.boundary}"')]
+        self.head = header_block(fields)
         self.text, self.html = _lines(text), _lines(html)
-        self.sender = sender.addr_spec
+        self.sender = sender.address
         self._prepared: dict[tuple, list[bytes | str]] = {}
         self.part = (f"--{self.boundary}\r\nContent-Type: text/%s; charset=\"utf-8\"\r\n"
                      "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
@@ -137,11 +206,11 @@ class Template:
         """The message's bytes for the mailbox `to` (an address already checked, as a subscriber's
         is when they sign up) and its display `name`."""
         text, html = (self._encoded(body, replace) for body in (self.text, self.html))
-        fields = [("To", _address(name, to)), ("Message-ID", message_id), ("Date", format_datetime(date))]
-        fields += [(field, one_line(value)) for field, value in per_recipient.items()]
+        fields = [("To", mailbox(name, to)), ("Message-ID", message_id), ("Date", format_datetime(date))]
+        fields += list(per_recipient.items())
         data = b"".join([
             self.head,
-            "".join(f"{field}: {value}\r\n" for field, value in fields).encode("ascii"),
+            header_block(fields),
             b"\r\n",
             (self.part % "plain").encode(), text, b"\r\n",
             (self.part % "html").encode(), html, b"\r\n",
@@ -210,11 +279,6 @@ def _no_leading_dot(line: bytes) -> bytes:
     while b"=" in line[cut - 2:cut]:
         cut -= 1
     return line[:cut] + b"=\n" + _no_leading_dot(line[cut:])
-
-
-def _address(name: str, address: str) -> str:
-    """To: as 7-bit text; a non-ASCII display name RFC 2047-encoded."""
-    return formataddr((" ".join(name.split()), address), charset="utf-8")
 
 
 # ── SMTP ─────────────────────────────────────────────────────────────────────

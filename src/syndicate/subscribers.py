@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.headerregistry import Address
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
@@ -13,7 +12,7 @@ from sqlalchemy.orm import Session
 from syndicate import throttle, tokens
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound
-from syndicate.mail import Outgoing, build_message
+from syndicate.mail import Mailbox, Outgoing, build_message
 from syndicate.mail import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
 from syndicate.templating import render
@@ -204,8 +203,8 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
     domain = sender.from_address.rpartition("@")[2]
     message_id = make_message_id(domain, settings.secret_key, "confirm", subscriber.id, subscriber.confirmations_sent)
     data = build_message(
-        sender=Address(sender.from_name, addr_spec=sender.from_address),
-        to=Address(subscriber.name or "", addr_spec=subscriber.email),
+        sender=Mailbox(sender.from_name, sender.from_address),
+        to=Mailbox(subscriber.name or "", subscriber.email),
         subject=context["subject"],
         text=render("email/confirm/body.txt", **context),
         html=render("email/confirm/body.html", **context),
