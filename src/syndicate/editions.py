@@ -129,6 +129,9 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
     for key in ("from_address", "reply_to"):
         if changes.get(key):
             normalise_email(changes[key])
+    for key, what in (("name", "name"), ("from_name", "from-name")):
+        if key in changes:
+            changes[key] = _one_line_name(changes[key], what)
     if "subject_template" in changes:
         check_subject_template(changes["subject_template"])
     if "template" in changes:
@@ -150,6 +153,18 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
         setattr(newsletter, key, value)
     if schedule_changed or newsletter.next_run_at is None:
         newsletter.next_run_at = next_run(cron, timezone, now) if newsletter.status == "active" else None
+
+
+def _one_line_name(value: str | None, what: str) -> str:
+    """A newsletter's name and from-name go into every mail's From and List-Id: one line of text, or refused."""
+    value = value or ""
+    if not value.isprintable():  # CR, LF, tab and the other control and separator characters
+        raise InvalidInput(f"a newsletter's {what} must be one line of text, without line breaks, tabs or other "
+                           f"control characters ({value!r}); type it again on one line")
+    value = " ".join(value.split())
+    if not 1 <= len(value) <= 200:
+        raise InvalidInput(f"a newsletter's {what} is 1 to 200 characters, e.g. 'The Morning Briefing'")
+    return value
 
 
 def add_newsletter(session: Session, *, slug: str, name: str, from_address: str, from_name: str | None = None,
