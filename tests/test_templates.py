@@ -17,7 +17,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from conftest import FIGURES
-from syndicate import editions, templating, tokens
+from syndicate import editions, links, templating, tokens
 from syndicate.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL, MessageFactory
 from syndicate.errors import InvalidInput
 from syndicate.models import DEFAULT_SUBJECT, Article, Delivery, Edition, Newsletter, Subscriber
@@ -215,7 +215,9 @@ def test_any_title_comes_out_as_the_same_text_in_both_parts(settings, title):
     assert "".join(page.text_of["headline-link"]) == title
     assert [i["alt"] for i in page.images] == [title]
     assert " ".join(title.split()) in " ".join(text.split())  # wrapped at 72, never cut or escaped
-    assert story["url"] in text and story["url"] in page.hrefs
+    link = links.web_link(story["url"])  # as a URI: "<" and ">" percent-encoded
+    assert link == "https://news.example/a?b=1&c=%3C2%3E"
+    assert link in text and link in page.hrefs
 
 
 def test_the_preheader_is_the_first_lead_hidden_and_padded_before_the_masthead(rendered):

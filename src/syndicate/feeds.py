@@ -22,7 +22,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import content, fetch
+from syndicate import content, fetch, links
 from syndicate.config import Settings
 from syndicate.errors import FeedError, NotFound
 from syndicate.models import Article, Feed, utcnow
@@ -50,6 +50,7 @@ class Entry:
     image_url: str | None = None
     categories: list[str] = field(default_factory=list)
     guid: str | None = None  # only unique within its feed: stored under the feed's name
+    link_problem: str | None = None  # why its own link was passed over (not a web address)
 
 
 @dataclass
@@ -214,20 +215,39 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
     lead = content.lead(html) or content.lead(content.sanitise(summary, base_url=base))
     digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
     guid = (guid or "").strip() or None
-    identity = guid or (canonical_url(link) if link else f"sha256:{digest}")
+    url, link_problem = story_link(link, guid)
+    identity = guid or url or f"sha256:{digest}"
     return Entry(
         identity=identity[:2048],
         guid=guid,
-        url=canonical_url(link) if link else "",
+        url=url,
+        link_problem=link_problem,
         title=title,
         content_html=html,
         lead=lead,
         content_hash=digest,
         published_at=published_at,
         author=one_line(author or "") or None,
-        image_url=image_url or content.first_image(html),
+        image_url=links.href(image_url) or content.first_image(html) or None,
         categories=categories or [],
     )
+
+
+def story_link(link: str, guid: str | None) -> tuple[str, str | None]:
+    """The story's address, canonical: its link if that is a web address, else its guid if that is one (RSS's
+    permalink guid), else none; and why its own link was passed over."""
+    problem = None
+    if link:
+        try:
+            return canonical_url(links.web_link(link)), None
+        except links.NotAWebLink as e:
+            problem = str(e)
+    if guid and problem:
+        try:
+            return canonical_url(links.web_link(guid)), f"{problem}; its guid is used instead"
+        except links.NotAWebLink:
+            pass
+    return "", problem and f"{problem}; the story links to its feed instead"
 
 
 def _date(e) -> datetime | None:
@@ -343,7 +363,17 @@ def ingest(session: Session, feed: Feed, body: bytes, now: datetime | None = Non
     entries, title = read(body, feed.url)
     new_ids, updated = store(session, feed, entries, now)
     feed.title = title or feed.title
+    feed.last_error = passed_over(entries)
     return PollResult(feed.id, feed.url, "ok", new_ids, updated)
+
+
+def passed_over(entries: list[Entry]) -> str | None:
+    """What the feed's editor should hear of items whose link was refused, on the feed: the poll was fine."""
+    problems = [f"{entry.title!r}: {entry.link_problem}" for entry in entries if entry.link_problem]
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return f"read, but {len(problems)} item(s) had a link that is not a web address: " + "; ".join(problems[:3]) + more
 
 
 @dataclass
@@ -409,7 +439,8 @@ def record(session: Session, feed: Feed, got: Download, settings: Settings, now:
         if feed.next_fetch_at is None or feed.next_fetch_at <= now:
             feed.next_fetch_at = now + backoff
         return PollResult(feed.id, feed.url, "gone" if feed.status == "disabled" else "error", error=str(e))
-    feed.last_success_at, feed.last_error, feed.error_count = now, None, 0
+    feed.last_success_at, feed.error_count = now, 0
+    feed.last_error = passed_over(got.entries) if got.entries else None
     feed.next_fetch_at = now + timedelta(seconds=settings.poll_interval)
     return result
 

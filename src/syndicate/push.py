@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
-from syndicate import content, feeds
+from syndicate import content, feeds, links
 from syndicate.errors import InvalidInput
 from syndicate.models import utcnow
 from syndicate.templating import one_line
@@ -78,7 +78,7 @@ def _checked_url(value: str) -> str:
     if len(value) > 2048:
         raise ValueError("the address is longer than 2048 characters")
     try:
-        return feeds.check_url(value)
+        return links.web_link(value)
     except InvalidInput as e:
         raise ValueError(str(e)) from e
 
