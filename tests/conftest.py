@@ -323,6 +323,12 @@ def served(svc):
     thread.join(10)
 
 
+def wait_in_page(page, expression: str, timeout: float = 30.0) -> None:
+    """Until `expression` is true in the page. Not Playwright's wait_for_function: it evaluates its predicate
+    with eval, which the pages' Content-Security-Policy refuses, as it should."""
+    wait_for(lambda: page.evaluate(expression), timeout, expression)
+
+
 def sign_in_browser(page, served: str, username: str, password: str, path: str = "/desk") -> None:
     """Sign in through the desk's login form, then be on `path`."""
     page.goto(served + path)

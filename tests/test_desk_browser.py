@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import SHOTS, sign_in_browser
+from conftest import SHOTS, sign_in_browser, wait_in_page
 from desk_client import dry_run_x_account, fresh_story
 from syndicate import editions, editors, feeds, posts
 from syndicate.db import transaction
@@ -61,14 +61,14 @@ def test_an_editor_steers_the_day_from_the_desk(browser, served, svc, sample_fee
     counter = page.locator("#counter")
     link = next(word for word in page.locator("#text").input_value().split() if word.startswith("https://"))
     page.fill("#text", f"図書館 {link}")
-    page.wait_for_function("document.getElementById('counter').textContent.startsWith('30/')")
+    wait_in_page(page, "document.getElementById('counter').textContent.startsWith('30/')")
     assert counter.inner_text() == "30/280"  # 3 × 2 + 1 + 23
     page.fill("#text", "長" * 150 + " " + link)
-    page.wait_for_function("document.getElementById('counter').classList.contains('over')")
+    wait_in_page(page, "document.getElementById('counter').classList.contains('over')")
     assert counter.inner_text() == "324/280"
     page.screenshot(path=str(SHOTS / "desk-teaser-over.png"), full_page=True)
     page.fill("#text", f"Read it: {link}")
-    page.wait_for_function("!document.getElementById('counter').classList.contains('over')")
+    wait_in_page(page, "!document.getElementById('counter').classList.contains('over')")
     page.click("button[value=save]")
     assert page.locator("#text").input_value() == f"Read it: {link}"
 

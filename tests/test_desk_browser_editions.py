@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import SHOTS, sign_in_browser
+from conftest import SHOTS, sign_in_browser, wait_in_page
 from syndicate import deliveries, editions, editors, subscribers
 from syndicate.db import transaction
 from syndicate.models import Article, Edition, utcnow
@@ -96,6 +96,6 @@ def test_an_editor_previews_edits_schedules_pauses_and_resumes_an_edition(browse
         deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_, lo, hi, token="browser-test")
     with transaction(svc.Session) as session:
         deliveries.requeue(session, svc.settings, utcnow())
-    page.wait_for_function("document.querySelector('[data-count=sent]').textContent === '1'")
-    page.wait_for_function("document.getElementById('edition-status').textContent === 'sent'")
+    wait_in_page(page, "document.querySelector('[data-count=sent]').textContent === '1'")
+    wait_in_page(page, "document.getElementById('edition-status').textContent === 'sent'")
     assert page.locator("[data-count=pending]").inner_text() == "0"

@@ -84,7 +84,8 @@ def test_an_editor_adds_a_feed_sees_its_health_and_follows_an_article(browser, s
     assert page.locator("#editions a").get_attribute("href") == f"/desk/editions/{edition.id}"
     teaser = page.locator("#posts tr").nth(1)  # the newest story went first, at x-main's pace (dry run)
     assert "x-main" in teaser.inner_text() and teaser.locator(".status").first.inner_text() == "posted"
-    assert teaser.locator("a:has-text('On x')").get_attribute("href").startswith("file://")
+    # A dry run's record is a file on the server: shown as its path, never as a link (only web addresses are).
+    assert "file://" in teaser.inner_text() and teaser.locator("a:has-text('On x')").count() == 0
     page.screenshot(path=str(SHOTS / "article-trail.png"), full_page=True)
     teaser.locator("a").first.click()
     page.wait_for_url("**/desk/posts/*")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import SHOTS, sign_in_browser
+from conftest import SHOTS, sign_in_browser, wait_in_page
 from syndicate import editions, editors, subscriber_csv, subscribers, tasks
 from syndicate.db import transaction
 from syndicate.models import Delivery, Subscriber, SubscriberImport, utcnow
@@ -59,7 +59,7 @@ def test_an_editor_imports_a_csv_with_a_bad_row_and_reads_the_report(browser, se
         with transaction(svc.Session) as session:
             done = session.get(SubscriberImport, import_id).done
         if done < 3:
-            page.wait_for_function(f"document.getElementById('progress').value === {done}")
+            wait_in_page(page, f"document.getElementById('progress').value === {done}")
             assert page.locator("#progress-text").inner_text() == f"{done} of 3 rows"
             assert page.locator("#job-status").inner_text() == "running"
             page.screenshot(path=str(SHOTS / "import-progress.png"), full_page=True)

@@ -152,10 +152,13 @@ def hostile_feed(title: str) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>Hub</title>'
         "<link>https://hub.example/</link><description>d</description>"
-        f"<item><title>{escape(title)}</title><link>https://hub.example/2026/vote</link><guid>vote</guid>"
-        "<pubDate>Sun, 06 Dec 2026 09:00:00 GMT</pubDate><description>Polls open at eight. Results tonight.</description></item>"
+        f"<item><title>{escape(title)}</title><link>https://hub.example/2026/vote</link>"
+        "<guid>vote</guid>"
+        "<pubDate>Sun, 06 Dec 2026 09:00:00 GMT</pubDate>"
+        "<description>Polls open at eight. Results tonight.</description></item>"
         "<item><title>Council approves the library budget</title><link>https://hub.example/2026/library</link>"
-        "<guid>library</guid><pubDate>Sun, 06 Dec 2026 08:00:00 GMT</pubDate><description>The vote was 7 to 2. Work starts in May.</description></item>"
+        "<guid>library</guid><pubDate>Sun, 06 Dec 2026 08:00:00 GMT</pubDate>"
+        "<description>The vote was 7 to 2. Work starts in May.</description></item>"
         "</channel></rss>"
     ).encode()
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
+from syndicate import links
+
 _override: Path | None = None  # SYNDICATE_TEMPLATE_DIR, set by services.use
+# This response's Content-Security-Policy nonce (csp.SecurityHeaders sets it): our own <script> tags carry it.
+csp_nonce: ContextVar[str] = ContextVar("csp_nonce", default="")
 
 
 def use_template_dir(folder: Path | None) -> None:
@@ -32,7 +37,7 @@ def _environment(override: Path | None) -> Environment:
     dirs = template_dirs()
     if not dirs:
         raise RuntimeError("syndicate's templates/ folder is missing from this installation")
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(([override] if override else []) + dirs),
         autoescape=select_autoescape(["html", "xml"], default_for_string=False),
         undefined=StrictUndefined,
@@ -40,6 +45,11 @@ def _environment(override: Path | None) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    # Every link that came from outside (a story's, its picture's, a network's) goes through `href` where it
+    # becomes an attribute: a web address, or "" and no anchor.
+    env.filters["href"] = links.href
+    env.globals["csp_nonce"] = csp_nonce.get
+    return env
 
 
 @cache

@@ -15,6 +15,7 @@ from syndicate import (
     api_tokens,
     archive,
     bounces,
+    csp,
     desk,
     editions,
     health,
@@ -25,6 +26,7 @@ from syndicate import (
     tokens,
 )
 from syndicate.api_tokens import NotAuthenticated
+from syndicate.csp import SecurityHeaders
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, Subscriber
@@ -95,6 +97,7 @@ def create_app() -> FastAPI:
                               "/api/articles with a token from `syndicate token create NAME`. Reader-facing pages "
                               "(subscribe, confirm, unsubscribe, preferences, archive) are HTML and not listed here.")
     app.add_middleware(DeskSessions)
+    app.add_middleware(SecurityHeaders)
     app.include_router(desk.pages)
     app.include_router(desk.api)
 
@@ -237,7 +240,8 @@ def create_app() -> FastAPI:
     def web_view(slug: str, number: int):
         with transaction(svc().Session) as session:
             edition = editions.get_edition(session, slug, number)
-            return HTMLResponse(editions.public_html(edition, svc().settings))
+            # The newsletter's HTML, sandboxed: an opaque origin with no script, whatever got into it.
+            return HTMLResponse(editions.public_html(edition, svc().settings), headers=csp.sandboxed())
 
     # A CMS authenticates with a bearer token it sends itself: no cookie, so no CSRF to guard against.
     @app.post("/api/articles", status_code=201, summary="Push a story the moment the CMS publishes it",

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from syndicate import deliveries, edition_qa, editions, services
+from syndicate import csp, deliveries, edition_qa, editions, services
 from syndicate.db import transaction
 from syndicate.desk.core import (
     api,
@@ -34,11 +34,7 @@ RECENT = 50  # editions on the list page
 # The preview is the newsletter's own HTML, shown inside the desk: no script, nothing sent anywhere but
 # image requests (as a reader's mail program would), framed only by the desk itself.
 PREVIEW_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
-                               "font-src https: data:; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox",
-    "X-Frame-Options": "SAMEORIGIN",
-    "X-Content-Type-Options": "nosniff",
+    **csp.sandboxed(framed_by_desk=True),
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",  # after an edit the frame shows the new render, not a cached one
 }
