@@ -140,3 +140,16 @@ def test_one_address_trying_many_names_runs_out_of_tries_for_all_of_them(ada):
         sign_in(sprayer, "guess guess guess", username=f"name{i}")
     assert "Too many sign-in attempts" in sign_in(sprayer).text
     assert sign_in(desk_client(client=("198.51.100.21", 40000))).status_code == 303
+
+
+def test_guessing_the_current_password_in_a_session_left_open_runs_out_of_tries_as_signing_in_does(ada):
+    borrowed = desk_client(client=("203.0.113.70", 40000))
+    token = signed_in(borrowed)
+    for _ in range(editors.ATTEMPTS):
+        guess = borrowed.post("/desk/account/password", data={"csrf": token, "current": "guess guess guess",
+                                                              "password": NEW_PASSWORD, "again": NEW_PASSWORD})
+        assert "current password is wrong" in guess.text
+    right = borrowed.post("/desk/account/password", data={"csrf": token, "current": PASSWORD,
+                                                          "password": NEW_PASSWORD, "again": NEW_PASSWORD})
+    assert right.status_code == 400 and "Too many sign-in attempts" in right.text
+    assert sign_in(desk_client(client=("198.51.100.22", 40000))).status_code == 303  # unchanged, usable elsewhere
