@@ -1355,12 +1355,12 @@ def user_add(ctx, name: str, timezone: str | None) -> None:
 @click.argument("name")
 @click.pass_context
 def user_password(ctx, name: str) -> None:
-    """Set a new password for NAME."""
+    """Set a new password for NAME; every desk session of theirs ends (they sign in again)."""
     svc = services(ctx)
     password = _new_password()
     with db.transaction(svc.Session) as session:
         editors.set_password(editors.get(session, name), password)
-    click.echo(f"editor {name!r}: new password set")
+    click.echo(f"editor {name!r}: new password set; their desk sessions are signed out")
 
 
 @user.command("disable")

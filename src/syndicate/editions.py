@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import cssutils
 from cronsim import CronSim, CronSimError
 from jinja2 import TemplateError
+from lxml import html as lxml_html
 from premailer import Premailer
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -284,9 +286,8 @@ def create_edition(session: Session, newsletter: Newsletter, settings: Settings,
 
 
 def _render_into(edition: Edition, newsletter: Newsletter, articles: list[Article], settings: Settings) -> None:
-    edition.subject, edition.html, edition.text = render_edition(newsletter, edition, articles, settings)
+    edition.subject, edition.html, edition.text, warnings = _render(newsletter, edition, articles, settings)
     size = len(edition.html.encode())
-    warnings = []
     if size > GMAIL_CLIPS_AT:
         warnings.append(f"the HTML is {size / 1024:.0f} KB: Gmail clips messages over 102 KB and hides the rest "
                         "(and the unsubscribe link); remove stories or shorten leads")
@@ -600,17 +601,52 @@ def render_context(newsletter: Newsletter, edition: Edition, articles: list[Arti
     )
 
 
+class _Offline(Premailer):
+    """premailer that loads no stylesheet from anywhere. allow_network=False keeps it off <link> tags, but
+    not cssutils, which follows every @import (network, file:// and paths next to the working directory,
+    with no timeout) through its own default fetcher: each sheet is parsed here with a fetcher that
+    refuses and writes down what was asked for, so the render can say what it left out."""
+
+    def __init__(self, html: str):
+        super().__init__(html, allow_network=False, allow_loading_external_files=False, remove_classes=False,
+                         cache_css_parsing=False, cssutils_logging_level="CRITICAL")
+        self.refused: list[str] = []
+
+    def _refuse(self, url: str) -> None:
+        self.refused.append(url)  # None to cssutils means "could not be read": it drops the @import, parses on
+
+    def _parse_css_string(self, css_body, validate=True):
+        return cssutils.CSSParser(fetcher=self._refuse, validate=validate).parseString(css_body)
+
+
+def inline_css(html: str) -> tuple[str, list[str]]:
+    """The HTML with its own <style> rules inlined, and the stylesheets it named that were not loaded
+    (neither a <link> nor an @import is ever read: a render touches no network and no file)."""
+    inliner = _Offline(html)
+    inlined = inliner.transform()
+    links = lxml_html.fromstring(html).xpath(
+        "//link[contains(concat(' ', normalize-space(@rel), ' '), ' stylesheet ')]/@href")
+    return inlined, [*links, *inliner.refused]
+
+
 def render_edition(newsletter: Newsletter, edition: Edition, articles: list[Article],
                    settings: Settings) -> tuple[str, str, str]:
     """Subject, inlined HTML and text; the recipient's own links are placeholders filled per recipient."""
+    subject, html, text, _ = _render(newsletter, edition, articles, settings)
+    return subject, html, text
+
+
+def _render(newsletter: Newsletter, edition: Edition, articles: list[Article],
+            settings: Settings) -> tuple[str, str, str, list[str]]:
+    """render_edition, and what the editor should hear about it (stylesheets left out)."""
     subject = edition.custom_subject or render_subject(newsletter, edition, articles)
     context = render_context(newsletter, edition, articles, settings, subject)
-    html = render(f"email/{newsletter.template}/body.html", **context)
-    # Only our own stylesheet is inlined; nothing is ever fetched over the network.
-    html = Premailer(html, allow_network=False, allow_loading_external_files=False,
-                     remove_classes=False, cssutils_logging_level="CRITICAL").transform()
+    html, not_loaded = inline_css(render(f"email/{newsletter.template}/body.html", **context))
     text = render(f"email/{newsletter.template}/body.txt", **context)
-    return subject, html, text
+    notes = [f"the template's stylesheet {url} was not loaded: an edition is rendered without reading "
+             f"anything from the network or from files; put its rules in a <style> in email/"
+             f"{newsletter.template}/body.html" for url in dict.fromkeys(not_loaded)]
+    return subject, html, text, notes
 
 
 def public_html(edition: Edition, settings: Settings) -> str:

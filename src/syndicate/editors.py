@@ -1,5 +1,7 @@
-"""Editors: the people who sign in to the desk. Passwords are hashed with argon2id; sign-in attempts
-are limited per name and per client address, counted in the database so every web worker shares them."""
+"""Editors: the people who sign in to the desk. Passwords are hashed with argon2id. Failed sign-ins are
+limited per name and client address together (so failures from elsewhere never lock an editor out) and per
+address across names, counted in the database so every web worker shares them; one that works counts not.
+An editor's session version ends all their desk sessions at once (signing out, a new password)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ from syndicate.models import Editor, utcnow
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
-ATTEMPTS, WINDOW = 5, 15 * 60  # sign-in attempts per name, and per address, in WINDOW seconds
+ATTEMPTS, WINDOW = 5, 15 * 60  # failed sign-ins per name and address in WINDOW seconds (per address: 4 times that)
+TOO_MANY = ("Too many sign-in attempts failed from your address: wait 15 minutes, or ask another editor to set "
+            "a new password with `syndicate user password NAME`.")
+WRONG = "Wrong name or password."
 _hasher = PasswordHasher()  # argon2id with the library's current parameters (RFC 9106's second choice)
 _DUMMY = _hasher.hash("an unknown name costs the same time as a wrong password")
 
@@ -45,9 +50,32 @@ def get(session: Session, username: str) -> Editor:
 
 
 def set_password(editor: Editor, password: str) -> None:
+    """A new password; every session signed in with the old one ends."""
     if len(password) < MIN_PASSWORD:
         raise InvalidInput(f"the password must have at least {MIN_PASSWORD} characters")
     editor.password_hash = _hasher.hash(password)
+    end_sessions(editor)
+
+
+def end_sessions(editor: Editor) -> None:
+    """Every desk session of this editor ends: their cookies carry the version this moves past."""
+    editor.session_version = (editor.session_version or 0) + 1
+
+
+def change_password(session: Session, editor: Editor, current: str, password: str, again: str, address: str,
+                    now: datetime | None = None) -> str:
+    """An editor's own new password, given the current one (a wrong one counts as a failed sign-in, so a
+    session left open can't be used to guess it). "" when set, else why not — returned, not raised, so
+    the caller commits the failure it counted."""
+    if password != again:
+        return "The two new passwords don't match: type the same one twice. Nothing was changed."
+    if len(password) < MIN_PASSWORD:
+        return f"The new password must have at least {MIN_PASSWORD} characters. Nothing was changed."
+    checked, refusal = _checked(session, editor.username, current, address, now or utcnow())
+    if checked is None:
+        return "Your current password is wrong: nothing was changed." if refusal == WRONG else refusal
+    set_password(checked, password)
+    return ""
 
 
 def set_timezone(editor: Editor, zone: str) -> None:
@@ -60,24 +88,35 @@ def set_timezone(editor: Editor, zone: str) -> None:
 
 def sign_in(session: Session, username: str, password: str, address: str,
             now: datetime | None = None) -> tuple[Editor | None, str]:
-    """(the editor, "") if the name and password match and neither the name nor the address has used up
-    its tries; (None, why) otherwise — returned, not raised, so the caller commits the tries it counted."""
+    """(the editor, "") if the name and password match and this name and address have failures left;
+    (None, why) otherwise — returned, not raised, so the caller commits the failure it counted."""
     now = now or utcnow()
+    editor, refusal = _checked(session, username, password, address, now)
+    if editor is not None:
+        editor.last_sign_in_at = now
+    return editor, refusal
+
+
+def _checked(session: Session, username: str, password: str, address: str,
+             now: datetime) -> tuple[Editor | None, str]:
     username = username.strip().lower()[:64]
-    if not (throttle.hit(session, f"sign-in:name:{username}", ATTEMPTS, WINDOW, now)
-            and throttle.hit(session, f"sign-in:address:{address}", ATTEMPTS * 4, WINDOW, now)):
-        return None, ("Too many sign-in attempts: wait 15 minutes, or ask another editor to set a new password "
-                      "with `syndicate user password NAME`.")
+    # Addresses have no spaces, so this key names one pair whatever was typed as the name.
+    pair, anywhere = f"sign-in:failed:{address} {username}", f"sign-in:failed:{address}"
+    # Counted before the check, so tries sent at once can't slip past the limit; given back if it works.
+    if not (throttle.hit(session, pair, ATTEMPTS, WINDOW, now)
+            and throttle.hit(session, anywhere, ATTEMPTS * 4, WINDOW, now)):
+        return None, TOO_MANY
     editor = session.scalar(select(Editor).where(Editor.username == username, Editor.disabled_at.is_(None)))
     try:  # an unknown name is checked against a dummy hash: the answer takes as long either way
         _hasher.verify(editor.password_hash if editor else _DUMMY, password)
     except (VerificationError, InvalidHashError):
-        return None, "Wrong name or password."
+        return None, WRONG
     if editor is None:
-        return None, "Wrong name or password."
+        return None, WRONG
+    throttle.forget(session, pair)  # the right password: this pair's earlier typos are forgiven too
+    throttle.refund(session, anywhere)
     if _hasher.check_needs_rehash(editor.password_hash):
         editor.password_hash = _hasher.hash(password)
-    editor.last_sign_in_at = now
     return editor, ""
 
 

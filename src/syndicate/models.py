@@ -327,6 +327,9 @@ class Editor(Base):
     last_sign_in_at: Mapped[datetime | None]
     disabled_at: Mapped[datetime | None]
     timezone: Mapped[str | None] = mapped_column(String(64))  # the desk shows times here; None: UTC
+    # Carried in each desk session cookie; signing out or a new password moves it on, and every cookie
+    # carrying an older one is refused: the signed cookie alone can't be taken back.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class SubscriberImport(Base):

@@ -64,11 +64,23 @@ def celery_config(settings: Settings) -> dict:
     return config
 
 
+VISIBILITY_TIMEOUT = 3600  # seconds Redis waits for an acknowledgement before handing a task out again
+
+
 def transport_options(broker_url: str) -> dict:
     if broker_url.startswith("redis"):
-        # Every retry countdown stays below this (Settings checks it), so nothing is redelivered twice.
-        return {"visibility_timeout": 3600}
+        # Every retry countdown and task time limit stays below this (Settings checks the one, a test the
+        # other), so nothing is handed out again while it still runs.
+        return {"visibility_timeout": VISIBILITY_TIMEOUT}
     return {}
+
+
+def limited(soft: int) -> dict:
+    """A task's deadline: at `soft` seconds SoftTimeLimitExceeded is raised in it (its open transaction rolls
+    back; the ledger and the next tick take the work up again), a minute later the worker kills the pool
+    process that ignored it (prefork, as `syndicate run` and the compose file use). A task that hangs on
+    something outside (a template's import, a server that never answers) then frees its worker."""
+    return dict(soft_time_limit=soft, time_limit=soft + 60)
 
 
 def _config_from_environment() -> dict:
@@ -110,7 +122,7 @@ FEEDS_PER_TASK = 50
 POLL_CONCURRENCY = 16  # fetches at a time in one task: a slow server holds one thread, not the queue
 
 
-@app.task(name="syndicate.poll_feeds")
+@app.task(name="syndicate.poll_feeds", **limited(60))  # claims rows, queues batches
 def poll_feeds() -> int:
     """Claim the feeds that are due and hand them out in batches."""
     svc = services.current()
@@ -121,7 +133,7 @@ def poll_feeds() -> int:
     return len(due)
 
 
-@app.task(name="syndicate.poll_feed_batch")
+@app.task(name="syndicate.poll_feed_batch", **limited(600))  # 50 feeds, 16 at a time, each with its deadline
 def poll_feed_batch(feed_ids: list[int]) -> dict:
     svc = services.current()
     results = feeds.poll_many(svc.Session, svc.settings, feed_ids, concurrency=POLL_CONCURRENCY)
@@ -138,7 +150,7 @@ def poll_feed_batch(feed_ids: list[int]) -> dict:
 # ── mail ─────────────────────────────────────────────────────────────────────
 
 
-@app.task(name="syndicate.tick")
+@app.task(name="syndicate.tick", **limited(300))  # renders and fans out the editions due
 def tick() -> int:
     """Start the editions that are due (regular, one-off, breaking) and hand every delivery that needs
     it to a worker; and every confirmation mail whose task was lost."""
@@ -153,7 +165,7 @@ def tick() -> int:
     return len(batches)
 
 
-@app.task(name="syndicate.deliver_batch", bind=True)
+@app.task(name="syndicate.deliver_batch", bind=True, **limited(3000))  # a paced batch may wait its turn
 def deliver_batch(self, edition_id: int, lo: int, hi: int) -> dict:
     svc = services.current()
     result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
@@ -161,7 +173,7 @@ def deliver_batch(self, edition_id: int, lo: int, hi: int) -> dict:
     return result.counts
 
 
-@app.task(name="syndicate.send_confirmation")
+@app.task(name="syndicate.send_confirmation", **limited(120))
 def send_confirmation(subscriber_id: int) -> str:
     """Send a subscriber's confirmation mail unless it went out already. If the server puts it off, or
     this task is lost, the tick hands it out again (subscribers.lost_confirmations): one way to retry."""
@@ -185,7 +197,7 @@ def send_confirmation(subscriber_id: int) -> str:
     return reply
 
 
-@app.task(name="syndicate.import_subscribers")
+@app.task(name="syndicate.import_subscribers", **limited(3000))  # a big file, chunk by chunk
 def import_subscribers(import_id: int) -> str:
     """A CSV file uploaded on the desk, imported chunk by chunk; a confirmation mail queued for each new
     address that waits for one, once its chunk is committed. Delivered again after a worker died, it goes
@@ -202,7 +214,7 @@ def import_subscribers(import_id: int) -> str:
 # ── social ───────────────────────────────────────────────────────────────────
 
 
-@app.task(name="syndicate.social_tick")
+@app.task(name="syndicate.social_tick", **limited(600))  # checks new link cards
 def social_tick() -> int:
     """Plan posts for new stories, check their link cards, then dispatch what each account's pace allows."""
     svc = services.current()
@@ -218,7 +230,7 @@ def social_tick() -> int:
     return len(due)
 
 
-@app.task(name="syndicate.publish_post", bind=True)
+@app.task(name="syndicate.publish_post", bind=True, **limited(120))
 def publish_post(self, post_id: int) -> str:
     svc = services.current()
     with transaction(svc.Session) as session:

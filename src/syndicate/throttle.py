@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,6 +50,17 @@ def hit(session: Session, key: str, limit: int, window_seconds: float, now: date
             continue  # another process counted the key's first attempt at the same moment: count on top
     # Only endless contention on one key gets here; refusing is the safe answer for a limit.
     return False
+
+
+def refund(session: Session, key: str) -> None:
+    """Take back one attempt counted at `key` (one that turned out not to count, e.g. a sign-in that worked)."""
+    session.execute(update(Throttle).where(Throttle.key == _fit(key), Throttle.count > 0)
+                    .values(count=Throttle.count - 1).execution_options(synchronize_session=False))
+
+
+def forget(session: Session, key: str) -> None:
+    """Every attempt counted at `key` taken back: its window starts afresh with the next one."""
+    session.execute(delete(Throttle).where(Throttle.key == _fit(key)).execution_options(synchronize_session=False))
 
 
 def _fit(key: str) -> str:

@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from syndicate import api_tokens, editors, services
 from syndicate.db import transaction
-from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
+from syndicate.desk.core import (SignInRequired, api, api_editor, back, client_address, csrf_checked, editor, page,
+                                  pages)
 from syndicate.errors import InvalidInput
 
 
@@ -23,19 +24,27 @@ def login_form(request: Request, next: str = "/desk"):
 
 @pages.post("/login", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/desk")):
-    address = request.client.host if request.client else "unknown"
     with transaction(services.current().Session) as session:
-        found, refusal = editors.sign_in(session, username, password, address)
-        name, zone = (found.username, found.timezone) if found else (None, None)
+        found, refusal = editors.sign_in(session, username, password, client_address(request))
+        name, zone, version = (found.username, found.timezone, found.session_version) if found else (None,) * 3
     if name is None:
         return page("login", request, 401, next=_safe_next(next), error=refusal, username=username)
     request.session.clear()  # a new session at sign-in: a token planted before can't ride along
-    request.session.update(editor=name, since=time.time(), csrf=secrets.token_urlsafe(32), zone=zone)
+    request.session.update(editor=name, since=time.time(), csrf=secrets.token_urlsafe(32), zone=zone,
+                           version=version)
     return back(_safe_next(next))
 
 
 @pages.post("/logout", dependencies=[Depends(csrf_checked)])
 def logout(request: Request):
+    """Signs this editor out everywhere: a copy of any of their session cookies is refused from now on."""
+    try:
+        name = editor(request)
+    except SignInRequired:
+        name = None  # ended already: nothing more to end
+    if name is not None:
+        with transaction(services.current().Session) as session:
+            editors.end_sessions(editors.get(session, name))
     request.session.clear()
     return back("/desk/login")
 
@@ -53,13 +62,33 @@ def _tokens(session, name: str) -> list[dict]:
                  last_used_at=t.last_used_at) for t in api_tokens.list_tokens(session, editors.get(session, name))]
 
 
+def _account(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
+    with transaction(services.current().Session) as session:
+        zone, tokens = editors.get(session, name).timezone or "UTC", _tokens(session, name)
+    context = dict(created=None, error=None, notice=None) | context
+    return page("account", request, status, editor=name, zone=zone, zones=sorted(available_timezones()),
+                tokens=tokens, **context)
+
+
 @pages.get("/account", response_class=HTMLResponse)
-def account_page(request: Request, name: str = Depends(editor), created: str | None = None):
+def account_page(request: Request, name: str = Depends(editor), password: str | None = None):
+    notice = "Password changed. Your other desk sessions were signed out." if password == "changed" else None
+    return _account(request, name, notice=notice)
+
+
+@pages.post("/account/password", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def change_password(request: Request, current: str = Form(""), password: str = Form(""), again: str = Form(""),
+                    name: str = Depends(editor)):
+    """A new password, given the current one: every other session of this editor ends, this one goes on."""
     with transaction(services.current().Session) as session:
         me = editors.get(session, name)
-        zone, tokens = me.timezone or "UTC", _tokens(session, name)
-    return page("account", request, editor=name, zone=zone, zones=sorted(available_timezones()), tokens=tokens,
-                created=None, error=None)
+        refusal = editors.change_password(session, me, current, password, again, client_address(request))
+        session.flush()
+        version = me.session_version
+    if refusal:
+        return _account(request, name, 400, error=refusal)
+    request.session["version"] = version  # a new cookie for this browser; copies of the old one are refused
+    return back("/desk/account?password=changed")
 
 
 @pages.post("/account/tokens", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
@@ -73,10 +102,7 @@ def create_token(request: Request, label: str = Form(""), name: str = Depends(ed
             created = dict(name=row.name, token=secret)
     except InvalidInput as e:
         error = str(e)
-    with transaction(services.current().Session) as session:
-        zone, tokens = editors.get(session, name).timezone or "UTC", _tokens(session, name)
-    return page("account", request, 400 if error else 200, editor=name, zone=zone,
-                zones=sorted(available_timezones()), tokens=tokens, created=created, error=error)
+    return _account(request, name, 400 if error else 200, created=created, error=error)
 
 
 @pages.post("/account/tokens/revoke", dependencies=[Depends(csrf_checked)])

@@ -1,8 +1,10 @@
 """What every page and API route of the desk shares: who is asking, and proof that a form came from us.
 
 Pages: a signed session cookie (HttpOnly, SameSite=Lax, Secure when the site is https, path /desk) with an
-absolute lifetime of SESSION_HOURS; every POST carries the session's CSRF token (a form field or the
-X-CSRF-Token header); sign-in attempts are limited per name and per address (editors.sign_in).
+absolute lifetime of SESSION_HOURS, good only while it carries the editor's current session version (signing
+out and a new password move it on: every session of theirs ends); every POST carries the session's CSRF
+token (a form field or the X-CSRF-Token header); failed sign-ins are limited per name and client address
+(editors.sign_in).
 API (/api/v1): an editor's own token as `Authorization: Bearer <token>`; no cookie, so no CSRF to guard.
 """
 
@@ -76,14 +78,16 @@ async def csrf_checked(request: Request) -> None:
 
 
 def editor(request: Request) -> str:
-    """The signed-in editor's name; SignInRequired otherwise (no session, too old, editor disabled)."""
+    """The signed-in editor's name; SignInRequired otherwise (no session, too old, ended by signing out or
+    a new password, editor disabled)."""
     name, since = request.session.get("editor"), request.session.get("since", 0)
     wants_json = "application/json" in request.headers.get("accept", "")
     if not name or time.time() - since > SESSION_HOURS * 3600:
         request.session.clear()
         raise SignInRequired(request.url.path, wants_json)
     with transaction(services.current().Session) as session:
-        row = session.scalar(select(Editor).where(Editor.username == name, Editor.disabled_at.is_(None)))
+        row = session.scalar(select(Editor).where(Editor.username == name, Editor.disabled_at.is_(None),
+                                                  Editor.session_version == request.session.get("version", -1)))
     if row is None:
         request.session.clear()
         raise SignInRequired(request.url.path, wants_json)
@@ -94,6 +98,11 @@ def api_editor(credentials: HTTPAuthorizationCredentials | None = Security(_bear
     """The editor whose API token came with the request; NotAuthenticated (answered 401) otherwise."""
     with transaction(services.current().Session) as session:
         return api_tokens.authenticate_editor(session, credentials.credentials if credentials else None).username
+
+
+def client_address(request: Request) -> str:
+    """Where the request came from, as the server sees it (behind a proxy: as the proxy headers say)."""
+    return request.client.host if request.client else "unknown"
 
 
 def back(to: str = "/desk") -> RedirectResponse:
