@@ -135,7 +135,7 @@ def newsroom(svc, sample_feed) -> Newsroom:
 @pytest.fixture
 def token(svc) -> str:
     with transaction(svc.Session) as session:
-        return api_tokens.create_token(session, "ses")[1]
+        return api_tokens.create_token(session, "ses", scopes=["events:bounces"])[1]
 
 
 @pytest.fixture
