@@ -21,6 +21,7 @@ from syndicate import (
     metrics,
     push,
     services,
+    sns,
     subscribers,
     tokens,
 )
@@ -295,11 +296,12 @@ def create_app() -> FastAPI:
 
     # Bounces and complaints from the mail provider: Amazon SES through SNS, or any service posting the
     # generic JSON shape. A token with events:bounces is the authentication, as a bearer token or as the
-    # HTTP Basic password (SNS can only send Basic: https://sns:TOKEN@host/api/events/bounces).
+    # HTTP Basic password (SNS can only send Basic: https://sns:TOKEN@host/api/events/bounces); an SNS
+    # message must also carry Amazon SNS's signature.
     @app.post("/api/events/bounces", summary="Bounces and complaints from the mail provider")
     async def bounce_events(request: Request):
         """Record bounces and complaints; the same notification again changes nothing. Needs a token with the
-        scope events:bounces."""
+        scope events:bounces; an Amazon SNS message must carry a good SNS signature (403 if not)."""
         token = bounces.webhook_token(request.headers.get("authorization", ""))
         if token is None:
             return bounces_unauthorized(NotAuthenticated(
@@ -314,14 +316,22 @@ def create_app() -> FastAPI:
     def receive_bounces(token: str, body: bytes, headers) -> JSONResponse:
         try:
             with transaction(svc().Session) as session:
-                api_tokens.authenticate(session, token, "events:bounces")
+                sender = api_tokens.authenticate(session, token, "events:bounces").id
         except NotAuthenticated as e:
             return bounces_unauthorized(e, True)
         except OutOfScope as e:
             return out_of_scope(e)
         try:
             with transaction(svc().Session) as session:
-                result = bounces.handle(session, svc().settings, body, headers)
+                result = bounces.handle(session, svc().settings, body, headers, sender=f"token:{sender}")
+        except sns.BadSignature as e:
+            return api_error(str(e), 403)
+        except sns.CertificateUnavailable as e:
+            return api_error(str(e), 502)  # SNS delivers again later; by then the certificate may come
+        except bounces.RateLimited as e:
+            return api_error(str(e), 429)
+        except bounces.TooManyEvents as e:
+            return api_error(str(e), 413)
         except InvalidInput as e:
             return api_error(str(e), 422)
         return JSONResponse(result.as_json(), status_code=502 if result.error else 200)
