@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import responses
 import respx
 from cryptography import x509
@@ -20,7 +23,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from conftest import configured
-from syndicate import api_tokens, bounces, deliveries, editions, feeds, sns as sns_signature, subscribers
+from syndicate import api_tokens, bounces, deliveries, editions, feeds, subscribers, throttle
+from syndicate import sns as sns_signature
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.mail import message_id as make_message_id
@@ -724,6 +728,19 @@ def test_a_token_that_reports_more_addresses_an_hour_than_allowed_is_stopped(mak
     assert "5 addresses an hour" in answers[2].json()["error"] and "nothing of it" in answers[2].json()["error"]
     assert [status(svc, f"reader{n}@example.com") for n in range(8)] == [
         "complained"] * 5 + ["confirmed"] + ["complained"] * 2  # each token has its own count
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit=st.integers(0, 30), costs=st.lists(st.integers(1, 12), max_size=12))
+def test_a_throttle_counting_calls_of_many_addresses_never_lets_more_than_its_limit_through(svc, limit, costs):
+    key = f"property:{uuid.uuid4()}"  # hypothesis may run the same example twice: a count of its own each time
+    counted = 0
+    for cost in costs:
+        with transaction(svc.Session) as session:
+            taken = throttle.hit(session, key, limit, bounces.RATE_WINDOW, T0, cost=cost)
+        assert taken == (counted + cost <= limit)  # refused only when this call would go over
+        counted += cost if taken else 0
+    assert counted <= limit
 
 
 # ── failures at send time ────────────────────────────────────────────────────
