@@ -36,7 +36,8 @@ EDITOR_SCOPE = "desk:api"
 
 
 def describe_scopes() -> str:
-    return "; ".join(f"{scope}: {allows}" for scope, allows in SCOPES.items())
+    """One scope a line, for an error said in a terminal."""
+    return "".join(f"\n  {scope:<15} {allows}" for scope, allows in SCOPES.items())
 
 
 class NotAuthenticated(SyndicateError):
@@ -66,7 +67,7 @@ def check_scopes(scopes, editor: Editor | None) -> list[str]:
     scopes = [s.strip() for s in scopes if s.strip()]
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown:
-        raise InvalidInput(f"unknown scope {unknown[0]!r}; the scopes are: {describe_scopes()}")
+        raise InvalidInput(f"unknown scope {unknown[0]!r}; the scopes are:{describe_scopes()}")
     if editor is not None:
         if set(scopes) - {EDITOR_SCOPE}:
             raise InvalidInput(f"an editor's token has only the scope {EDITOR_SCOPE!r} (it acts as the editor); "
@@ -76,7 +77,7 @@ def check_scopes(scopes, editor: Editor | None) -> list[str]:
         raise InvalidInput(f"{EDITOR_SCOPE!r} acts as an editor: make it with --editor USER (or on the desk)")
     if not scopes:
         raise InvalidInput("name what the token may do with --scope (repeat it for more than one); the scopes "
-                           f"are: {describe_scopes()}")
+                           f"are:{describe_scopes()}")
     return [s for s in SCOPES if s in scopes]
 
 
