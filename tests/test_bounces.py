@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 import pytest
 import requests
 import responses
+import respx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from conftest import configured
-from syndicate import api_tokens, bounces, deliveries, editions, feeds, subscribers
+from syndicate import api_tokens, bounces, deliveries, editions, feeds, subscribers, throttle
+from syndicate import sns as sns_signature
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.mail import message_id as make_message_id
@@ -32,6 +42,55 @@ CONFIRMED_XML = (b'<ConfirmSubscriptionResponse xmlns="http://sns.amazonaws.com/
                  b":2bcfbf39-05c3-41de-beaa-fcfcc21c8f55</SubscriptionArn></ConfirmSubscriptionResult>"
                  b"</ConfirmSubscriptionResponse>")
 T0 = datetime(2026, 5, 1, 7, 0, tzinfo=UTC)
+SIGNING_CERT_URL = ("https://sns.eu-west-1.amazonaws.com/"
+                    "SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem")
+
+
+# ── Amazon SNS's signature, made as AWS documents it, with a key of our own ──
+
+
+@cache
+def signing_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def certificate_pem(key: rsa.RSAPrivateKey) -> bytes:
+    """A self-signed certificate for `key`, shaped like the one SNS serves at a SigningCertURL."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(datetime(2026, 1, 1, tzinfo=UTC))
+            .not_valid_after(datetime(2027, 1, 1, tzinfo=UTC)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def string_to_sign(message: dict) -> bytes:
+    # https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html, written out here
+    # rather than taken from syndicate.sns, so a mistake there can't agree with itself.
+    if message["Type"] == "Notification":
+        names = ["Message", "MessageId"] + (["Subject"] if "Subject" in message else []) + [
+            "Timestamp", "TopicArn", "Type"]
+    else:
+        names = ["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
+    return "".join(f"{name}\n{message[name]}\n" for name in names).encode()
+
+
+def signed(message: dict, version: str = "1", key: rsa.RSAPrivateKey | None = None) -> dict:
+    message = {**message, "SignatureVersion": version}
+    digest = {"1": hashes.SHA1(), "2": hashes.SHA256()}[version]
+    signature = (key or signing_key()).sign(string_to_sign(message), padding.PKCS1v15(), digest)
+    return message | {"Signature": base64.b64encode(signature).decode()}
+
+
+@pytest.fixture(autouse=True)
+def sns_certificate():
+    """Amazon SNS's host serving the signing certificate, as the guarded fetcher sees it; nothing else
+    answers (respx refuses any other request), and no certificate is remembered from another test."""
+    sns_signature.forget_keys()
+    with respx.mock(assert_all_called=False) as router:
+        router.get(SIGNING_CERT_URL).respond(200, content=certificate_pem(signing_key()),
+                                             headers={"Content-Type": "application/x-x509-ca-cert"})
+        yield router
+    sns_signature.forget_keys()
 
 
 # ── payloads, shaped as AWS documents them ───────────────────────────────────
@@ -73,21 +132,24 @@ def ses_complaint(email: str, feedback_type: str | None = "abuse", feedback_id: 
     return {"notificationType": "Complaint", "complaint": complaint, "mail": ses_mail(email)}
 
 
-def sns(message, message_id: str = SNS_MESSAGE_ID) -> dict:
-    return {"Type": "Notification", "MessageId": message_id, "TopicArn": TOPIC,
-            "Message": message if isinstance(message, str) else json.dumps(message),
-            "Timestamp": "2026-05-01T07:00:04.000Z", "SignatureVersion": "1", "Signature": "EXAMPLEpH+DcEwjAPg8O9mY8",
-            "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-EXAMPLE.pem",
-            "UnsubscribeURL": f"https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={TOPIC}:1"}
+def sns(message, message_id: str = SNS_MESSAGE_ID, version: str = "1") -> dict:
+    """An SNS Notification carrying `message`, signed."""
+    return signed({
+        "Type": "Notification", "MessageId": message_id, "TopicArn": TOPIC,
+        "Message": message if isinstance(message, str) else json.dumps(message),
+        "Timestamp": "2026-05-01T07:00:04.000Z", "SigningCertURL": SIGNING_CERT_URL,
+        "UnsubscribeURL": f"https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={TOPIC}:1"},
+        version)
 
 
-def sns_confirmation(url: str = SUBSCRIBE_URL) -> dict:
-    return {"Type": "SubscriptionConfirmation", "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
-            "Token": "2336412f37fb687f5d51e6e2425c464de12884c50c2c6d8bb7e4f64c2d0a4f1dd3ed20b7fdb1f8a5a4b",
-            "TopicArn": TOPIC, "Message": f"You have chosen to subscribe to the topic {TOPIC}.\nTo confirm the "
-            "subscription, visit the SubscribeURL included in this message.", "SubscribeURL": url,
-            "Timestamp": "2026-05-01T06:00:00.000Z", "SignatureVersion": "1", "Signature": "EXAMPLEpH+",
-            "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-EXAMPLE.pem"}
+def sns_confirmation(url: str = SUBSCRIBE_URL, kind: str = "SubscriptionConfirmation") -> dict:
+    """An SNS SubscriptionConfirmation (or UnsubscribeConfirmation), signed."""
+    return signed({
+        "Type": kind, "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+        "Token": "2336412f37fb687f5d51e6e2425c464de12884c50c2c6d8bb7e4f64c2d0a4f1dd3ed20b7fdb1f8a5a4b",
+        "TopicArn": TOPIC, "Message": f"You have chosen to subscribe to the topic {TOPIC}.\nTo confirm the "
+        "subscription, visit the SubscribeURL included in this message.", "SubscribeURL": url,
+        "Timestamp": "2026-05-01T06:00:00.000Z", "SigningCertURL": SIGNING_CERT_URL})
 
 
 def sns_headers(payload: dict) -> dict:
@@ -135,7 +197,7 @@ def newsroom(svc, sample_feed) -> Newsroom:
 @pytest.fixture
 def token(svc) -> str:
     with transaction(svc.Session) as session:
-        return api_tokens.create_token(session, "ses")[1]
+        return api_tokens.create_token(session, "ses", scopes=["events:bounces"])[1]
 
 
 @pytest.fixture
@@ -363,7 +425,6 @@ def test_it_confirms_an_sns_subscription_by_fetching_the_subscribe_url(svc, clie
     "https://sns.eu-west-1.amazonaws.com#@evil.example/",
     "https://169.254.169.254/latest/meta-data/",
     "https://sqs.eu-west-1.amazonaws.com/?Action=ConfirmSubscription",
-    None,
 ])
 def test_it_refuses_a_subscribe_url_that_is_not_amazon_sns_without_fetching_it(svc, client, token, url):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
@@ -401,7 +462,7 @@ def test_a_failed_confirmation_is_said_to_the_caller_and_redirects_are_not_follo
 
 
 def test_an_unsubscribe_confirmation_is_acknowledged_and_nothing_fetched(svc, client, token):
-    payload = sns_confirmation() | {"Type": "UnsubscribeConfirmation"}
+    payload = sns_confirmation(kind="UnsubscribeConfirmation")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         response = post(client, payload, token, headers=sns_headers(payload))
 
@@ -504,7 +565,6 @@ def test_it_refuses_a_body_over_256_kb(svc, client, token, newsroom):
     (b'[{"type": "bounce", "email": "ana@example.com"}]', "not an object"),
     (b'{"hello": "world"}', "not a shape we understand"),
     (b'{"events": {"type": "bounce"}}', '"events" must be a list'),
-    (b'{"Type": "Notification", "MessageId": "x"}', "without a Message"),
 ])
 def test_it_refuses_what_it_cannot_read_and_says_which_shapes_it_understands(svc, client, token, body, says):
     response = post(client, body, token)
@@ -512,6 +572,175 @@ def test_it_refuses_what_it_cannot_read_and_says_which_shapes_it_understands(svc
     assert response.status_code == 422
     assert says in response.json()["error"]
     assert "SubscriptionConfirmation" in response.json()["error"] and '"events"' in response.json()["error"]
+
+
+# ── Amazon SNS's signature ───────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_notification_signed_by_sns_is_recorded_and_its_certificate_fetched_once(svc, client, token, newsroom,
+                                                                                    sns_certificate, version):
+    first = sns(ses_complaint("cleo@example.com"), version=version)
+    second = sns(ses_bounce("ana@example.com"), message_id="another-sns-message", version=version)
+
+    answers = [post(client, payload, token, basic=True, headers=sns_headers(payload)) for payload in (first, second)]
+
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text
+    assert [status(svc, e) for e in ("cleo@example.com", "ana@example.com")] == ["complained", "bounced"]
+    assert [str(call.request.url) for call in sns_certificate.calls] == [SIGNING_CERT_URL]  # then kept
+
+
+def tampered(payload: dict) -> dict:
+    """The attack: a message SNS really signed (about a stranger), its Message swapped for a complaint."""
+    return payload | {"Message": json.dumps(ses_complaint("ana@example.com"))}
+
+
+def attackers_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.mark.parametrize("forge, says", [
+    (lambda: tampered(sns(ses_bounce("stranger@example.org"))), "does not match its content"),
+    (lambda: tampered(sns(ses_bounce("stranger@example.org"), version="2")), "does not match its content"),
+    (lambda: {k: v for k, v in sns(ses_complaint("ana@example.com")).items() if k != "Signature"}, "no readable"),
+    (lambda: sns(ses_complaint("ana@example.com")) | {"Signature": "EXAMPLEpH+DcEwjAPg8O9mY8"}, "does not match"),
+    (lambda: signed(sns(ses_complaint("ana@example.com")), key=attackers_key()), "does not match its content"),
+    (lambda: sns(ses_complaint("ana@example.com")) | {"SignatureVersion": "0"}, "SignatureVersion '0'"),
+    (lambda: {k: v for k, v in sns(ses_complaint("ana@example.com")).items() if k != "SignatureVersion"},
+     "SignatureVersion None"),
+])
+def test_a_forged_sns_complaint_suppresses_nobody(svc, client, token, newsroom, forge, says):
+    payload = forge()
+
+    response = post(client, payload, token, headers=sns_headers(payload))
+
+    assert response.status_code == 403
+    assert says in response.json()["error"] and "nothing was recorded" in response.json()["error"]
+    assert status(svc, "ana@example.com") == "confirmed" and events(svc, "ana@example.com") == []
+    assert delivery_statuses(svc, newsroom.daily["ana@example.com"]) == ["pending"]
+
+
+@pytest.mark.parametrize("url", [
+    "https://evil.example/SimpleNotificationService-1.pem",
+    "http://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem",
+    "https://sns.eu-west-1.amazonaws.com.evil.example/SimpleNotificationService-1.pem",
+    "https://sns.eu-west-1.amazonaws.com@evil.example/SimpleNotificationService-1.pem",
+    "https://sns.eu-west-1.amazonaws.com:8443/SimpleNotificationService-1.pem",
+    "https://sns.eu-west-1.amazonaws.com\\@evil.example/SimpleNotificationService-1.pem",
+    "https://169.254.169.254/latest/meta-data/iam/security-credentials/x.pem",
+    "https://s3.amazonaws.com/attacker-bucket/SimpleNotificationService-1.pem",
+    "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+    None,
+])
+def test_a_signing_certificate_anywhere_but_sns_is_never_fetched(svc, client, token, newsroom, sns_certificate,
+                                                                 url):
+    # Signed with the attacker's key, whose certificate waits at the URL the message names.
+    key = attackers_key()
+    if url and url.startswith("https://evil.example/"):
+        sns_certificate.get(url).respond(200, content=certificate_pem(key))
+    payload = signed(sns(ses_complaint("ana@example.com")) | {"SigningCertURL": url}, key=key)
+
+    response = post(client, payload, token)
+
+    assert response.status_code == 403
+    assert "SigningCertURL" in response.json()["error"] and "nothing was fetched" in response.json()["error"]
+    assert sns_certificate.calls.call_count == 0
+    assert status(svc, "ana@example.com") == "confirmed"
+
+
+def test_a_subscription_confirmation_that_sns_did_not_sign_fetches_nothing(svc, client, token, sns_certificate):
+    forged = sns_confirmation() | {"SubscribeURL": SUBSCRIBE_URL + "&Token=attackers-own"}
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        response = post(client, forged, token, headers=sns_headers(forged))
+
+        assert len(mock.calls) == 0
+    assert response.status_code == 403 and "does not match its content" in response.json()["error"]
+
+
+@pytest.mark.parametrize("answer", [
+    dict(status_code=500),
+    dict(status_code=302, headers={"Location": "https://evil.example/cert.pem"}),
+])
+def test_a_certificate_that_cannot_be_fetched_now_answers_502_so_sns_delivers_again(svc, client, token, newsroom,
+                                                                                     sns_certificate, answer):
+    sns_certificate.get(SIGNING_CERT_URL).respond(**answer)
+    elsewhere = sns_certificate.get("https://evil.example/cert.pem").respond(200, content=b"never")
+    payload = sns(ses_complaint("ana@example.com"))
+
+    response = post(client, payload, token, headers=sns_headers(payload))
+
+    assert response.status_code == 502 and "deliver the message again" in response.json()["error"]
+    assert not elsewhere.called  # redirects are not followed
+    assert status(svc, "ana@example.com") == "confirmed"
+
+
+def test_a_signing_certificate_fetch_is_guarded_against_our_own_network(svc, monkeypatch, sns_certificate):
+    # The guarded fetcher connects for real here, to what the SNS name resolves to: an address inside.
+    sns_certificate.get(SIGNING_CERT_URL).pass_through()
+    monkeypatch.setattr("socket.getaddrinfo", lambda *a, **k: [(2, 1, 6, "", ("10.0.0.7", 443))])
+
+    with pytest.raises(sns_signature.CertificateUnavailable, match="private or local address"):
+        sns_signature.verify(sns(ses_complaint("ana@example.com")))
+
+
+# ── how much one token may report ────────────────────────────────────────────
+
+
+def test_one_call_reporting_thousands_of_addresses_is_refused_whole(svc, client, token, newsroom):
+    flood = {"events": [{"type": "complaint", "email": f"reader{n}@example.com"} for n in range(4000)]
+             + [{"type": "complaint", "email": "ana@example.com"}]}
+
+    response = post(client, flood, token)
+
+    assert response.status_code == 413
+    assert f"at most {bounces.MAX_EVENTS}" in response.json()["error"] and "smaller calls" in response.json()["error"]
+    assert status(svc, "ana@example.com") == "confirmed"
+
+
+def test_a_bare_ses_notification_naming_thousands_of_recipients_is_refused_whole(svc, client, token, newsroom):
+    notification = ses_complaint("ana@example.com")
+    notification["complaint"]["complainedRecipients"] += [
+        {"emailAddress": f"reader{n}@example.com"} for n in range(4000)]
+
+    response = post(client, notification, token)
+
+    assert response.status_code == 413 and status(svc, "ana@example.com") == "confirmed"
+
+
+def test_a_token_that_reports_more_addresses_an_hour_than_allowed_is_stopped(make_settings, tmp_path):
+    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'own.db'}", bounce_events_per_hour=5),
+                     eager=True)
+    with transaction(svc.Session) as session:
+        daily = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        for n in range(12):
+            subscribers.subscribe(session, f"reader{n}@example.com", [daily.id], confirmed=True)
+        flooder = api_tokens.create_token(session, "flooder", scopes=["events:bounces"])[1]
+        other = api_tokens.create_token(session, "ses", scopes=["events:bounces"])[1]
+
+    def complaints(*numbers: int) -> dict:
+        return {"events": [{"type": "complaint", "email": f"reader{n}@example.com"} for n in numbers]}
+
+    with TestClient(create_app()) as client:
+        answers = [post(client, complaints(0, 1, 2), flooder), post(client, complaints(3, 4), flooder),
+                   post(client, complaints(5), flooder), post(client, complaints(6, 7), other)]
+
+    assert [a.status_code for a in answers] == [200, 200, 429, 200]
+    assert "5 addresses an hour" in answers[2].json()["error"] and "nothing of it" in answers[2].json()["error"]
+    assert [status(svc, f"reader{n}@example.com") for n in range(8)] == [
+        "complained"] * 5 + ["confirmed"] + ["complained"] * 2  # each token has its own count
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit=st.integers(0, 30), costs=st.lists(st.integers(1, 12), max_size=12))
+def test_a_throttle_counting_calls_of_many_addresses_never_lets_more_than_its_limit_through(svc, limit, costs):
+    key = f"property:{uuid.uuid4()}"  # hypothesis may run the same example twice: a count of its own each time
+    counted = 0
+    for cost in costs:
+        with transaction(svc.Session) as session:
+            taken = throttle.hit(session, key, limit, bounces.RATE_WINDOW, T0, cost=cost)
+        assert taken == (counted + cost <= limit)  # refused only when this call would go over
+        counted += cost if taken else 0
+    assert counted <= limit
 
 
 # ── failures at send time ────────────────────────────────────────────────────

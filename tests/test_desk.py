@@ -133,7 +133,7 @@ def test_an_editor_edits_a_teaser_measured_by_its_network(client, svc):
 def test_metrics_answer_an_operator_with_a_token_in_prometheus_format(client, svc):
     assert client.get("/metrics").status_code == 401
     with transaction(svc.Session) as session:
-        _, token = api_tokens.create_token(session, "prometheus")
+        _, token = api_tokens.create_token(session, "prometheus", scopes=["metrics:read"])
     body = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert body.status_code == 200 and body.headers["content-type"].startswith("text/plain; version=0.0.4")
     for family in ("syndicate_queue_depth", "syndicate_deliveries", "syndicate_posts", "syndicate_feeds_failing",

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from desk_client import add_editor, api_headers, desk_client, signed_in
-from syndicate import editions, feeds, links, subscribers
+from syndicate import api_tokens, editions, feeds, links, subscribers
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Feed, utcnow
@@ -118,8 +118,7 @@ def test_a_script_link_stored_before_links_were_checked_is_never_rendered_as_a_l
 def test_a_pushed_story_link_is_kept_as_a_uri_and_a_script_link_is_refused(svc):
     add_editor(svc)
     with transaction(svc.Session) as session:
-        from syndicate import api_tokens
-        _, token = api_tokens.create_token(session, "cms")
+        _, token = api_tokens.create_token(session, "cms", scopes=["articles:push"])
     push = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app()) as client:
         spaced = client.post("/api/articles", headers=push,

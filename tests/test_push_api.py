@@ -46,7 +46,7 @@ LEAD = "The harbour reopened on Monday after a week of repairs. Ferries run to t
 
 def new_token(svc, name: str = "wordpress") -> str:
     with transaction(svc.Session) as session:
-        return api_tokens.create_token(session, name)[1]
+        return api_tokens.create_token(session, name, scopes=["articles:push"])[1]
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def syndicate(svc):
 
 def test_it_stores_only_the_hash_of_a_new_token(svc):
     with transaction(svc.Session) as session:
-        row, secret = api_tokens.create_token(session, "wordpress")
+        row, secret = api_tokens.create_token(session, "wordpress", scopes=["articles:push"])
 
     assert secret.startswith("syn_") and len(secret) > 40
     with transaction(svc.Session) as session:
@@ -116,7 +116,7 @@ def test_it_gives_each_token_a_different_secret(svc):
 def test_it_authenticates_a_token_and_records_when_it_was_used(svc, token):
     when = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
     with transaction(svc.Session) as session:
-        assert api_tokens.authenticate(session, token, now=when).name == "wordpress"
+        assert api_tokens.authenticate(session, token, "articles:push", now=when).name == "wordpress"
     with transaction(svc.Session) as session:
         assert session.scalar(select(ApiToken.last_used_at)) == when
 
@@ -124,23 +124,23 @@ def test_it_authenticates_a_token_and_records_when_it_was_used(svc, token):
 @pytest.mark.parametrize("given", [None, "", "syn_not-a-token-we-made", "a-token-of-another-service"])
 def test_it_refuses_a_missing_or_unknown_token_and_says_how_to_get_one(svc, token, given):
     with transaction(svc.Session) as session, pytest.raises(NotAuthenticated, match="syndicate token create"):
-        api_tokens.authenticate(session, given)
+        api_tokens.authenticate(session, given, "articles:push")
 
 
 def test_it_refuses_a_revoked_token(svc, token):
     with transaction(svc.Session) as session:
         api_tokens.revoke(session, "wordpress")
     with transaction(svc.Session) as session, pytest.raises(NotAuthenticated, match="revoked"):
-        api_tokens.authenticate(session, token)
+        api_tokens.authenticate(session, token, "articles:push")
 
 
 def test_it_refuses_a_second_token_with_a_name_in_use_or_revoked(svc, token):
     with transaction(svc.Session) as session, pytest.raises(InvalidInput, match="wordpress-2"):
-        api_tokens.create_token(session, "wordpress")
+        api_tokens.create_token(session, "wordpress", scopes=["articles:push"])
     with transaction(svc.Session) as session:
         api_tokens.revoke(session, "wordpress")
     with transaction(svc.Session) as session, pytest.raises(InvalidInput, match="revoked"):
-        api_tokens.create_token(session, "wordpress")
+        api_tokens.create_token(session, "wordpress", scopes=["articles:push"])
 
 
 def test_it_says_which_tokens_exist_when_revoking_an_unknown_one(svc):
@@ -365,7 +365,7 @@ def test_it_refuses_an_oversized_body_sent_without_a_length(svc, client, token):
 
 
 def test_it_creates_a_token_with_the_cli_that_the_api_accepts(svc, syndicate):
-    result = syndicate("token", "create", "wordpress")
+    result = syndicate("token", "create", "wordpress", "--scope", "articles:push")
 
     assert result.exit_code == 0, result.output
     secret = result.stdout.strip()  # the token alone on stdout, for `TOKEN=$(syndicate token create …)`
@@ -377,7 +377,7 @@ def test_it_creates_a_token_with_the_cli_that_the_api_accepts(svc, syndicate):
 
 
 def test_it_lists_tokens_without_their_secrets(svc, syndicate):
-    secret = syndicate("token", "create", "wordpress").stdout.strip()
+    secret = syndicate("token", "create", "wordpress", "--scope", "articles:push").stdout.strip()
     with transaction(svc.Session) as session:
         digest = session.scalar(select(ApiToken.token_hash))
 
@@ -391,7 +391,7 @@ def test_it_lists_tokens_without_their_secrets(svc, syndicate):
 
 
 def test_it_revokes_a_token_with_the_cli(svc, syndicate):
-    secret = syndicate("token", "create", "wordpress").stdout.strip()
+    secret = syndicate("token", "create", "wordpress", "--scope", "articles:push").stdout.strip()
 
     result = syndicate("token", "revoke", "wordpress")
 

@@ -1,6 +1,9 @@
-"""API tokens: the secrets a CMS sends to push stories, created and revoked by the operator; and an
-editor's own tokens for the desk's JSON API (/api/v1), made by the editor on the desk or with
-`syndicate token create NAME --editor USER`.
+"""API tokens: the secrets a CMS, a metrics scraper or a mail provider sends, created and revoked by the
+operator; and an editor's own tokens for the desk's JSON API (/api/v1), made by the editor on the desk or
+with `syndicate token create NAME --editor USER`.
+
+Each token carries the scopes it was made with, and every route that takes a token asks for exactly one
+(SCOPES): the token made for the metrics scraper can read metrics and nothing else.
 
 A token is shown once, when it is made; the database keeps only its sha256, so a
 copy of the database lets nobody push. Looking a token up by its hash also keeps
@@ -20,11 +23,62 @@ from syndicate.errors import InvalidInput, NotFound, SyndicateError
 from syndicate.models import ApiToken, Editor, utcnow
 
 PREFIX = "syn_"  # recognisable in a CMS's settings and to secret scanners
-HOW_TO_GET_ONE = "an operator creates one with `syndicate token create NAME`"
+HOW_TO_GET_ONE = "an operator creates one with `syndicate token create NAME --scope SCOPE`"
+
+# Every scope, and what it allows: one per route that takes a token.
+SCOPES = {
+    "articles:push": "push stories (POST /api/articles), which go out to readers and social accounts",
+    "metrics:read": "read the Prometheus metrics (GET /metrics)",
+    "events:bounces": "report bounces and complaints (POST /api/events/bounces), which stop mail to addresses",
+    "desk:api": "act as its editor on the desk's API (/api/v1); only an editor's own token has it",
+}
+EDITOR_SCOPE = "desk:api"
+
+
+def describe_scopes() -> str:
+    """One scope a line, for an error said in a terminal."""
+    return "".join(f"\n  {scope:<15} {allows}" for scope, allows in SCOPES.items())
 
 
 class NotAuthenticated(SyndicateError):
     """A request came without a valid API token; the message says how to get one."""
+
+
+class OutOfScope(SyndicateError):
+    """A valid token asked for something its scopes don't allow: answered 403, naming the scope it lacks."""
+
+    def __init__(self, token: ApiToken, scope: str):
+        self.scope = scope
+        how = ("an editor makes their own on the desk (API tokens) or with `syndicate token create NAME --editor "
+               "USER`" if scope == EDITOR_SCOPE else
+               f"an operator creates one with `syndicate token create NAME --scope {scope}`")
+        super().__init__(f"token {token.name!r} lacks the scope {scope!r} ({SCOPES[scope]}); it has: "
+                         f"{', '.join(scopes_of(token)) or 'none'}. For this, {how}")
+
+
+def scopes_of(token: ApiToken) -> list[str]:
+    return token.scopes.split()
+
+
+def check_scopes(scopes, editor: Editor | None) -> list[str]:
+    """The scopes a new token gets, in SCOPES' order. An editor's token has desk:api and only that (given or
+    not: it is the one scope that fits it); any other token must name its scopes, since no single one fits
+    every CMS, scraper or provider, and a guess would hand out more than was meant."""
+    scopes = [s.strip() for s in scopes if s.strip()]
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise InvalidInput(f"unknown scope {unknown[0]!r}; the scopes are:{describe_scopes()}")
+    if editor is not None:
+        if set(scopes) - {EDITOR_SCOPE}:
+            raise InvalidInput(f"an editor's token has only the scope {EDITOR_SCOPE!r} (it acts as the editor); "
+                               "make a separate token without --editor for a CMS, a scraper or a provider")
+        return [EDITOR_SCOPE]
+    if EDITOR_SCOPE in scopes:
+        raise InvalidInput(f"{EDITOR_SCOPE!r} acts as an editor: make it with --editor USER (or on the desk)")
+    if not scopes:
+        raise InvalidInput("name what the token may do with --scope (repeat it for more than one); the scopes "
+                           f"are:{describe_scopes()}")
+    return [s for s in SCOPES if s in scopes]
 
 
 def hash_token(token: str) -> str:
@@ -32,9 +86,10 @@ def hash_token(token: str) -> str:
 
 
 def create_token(session: Session, name: str, now: datetime | None = None,
-                 editor: Editor | None = None) -> tuple[ApiToken, str]:
-    """A new token for `name` (an editor's own, if `editor`): the row, and the token itself, which is
-    stored nowhere."""
+                 editor: Editor | None = None, scopes=()) -> tuple[ApiToken, str]:
+    """A new token for `name` (an editor's own, if `editor`) with `scopes` (see check_scopes): the row, and
+    the token itself, which is stored nowhere."""
+    scopes = check_scopes(scopes, editor)
     name = name.strip()
     if not name or len(name) > 100 or not name.isprintable():
         raise InvalidInput("a token name is 1 to 100 printable characters, e.g. `wordpress`")
@@ -45,14 +100,17 @@ def create_token(session: Session, name: str, now: datetime | None = None,
                            f"e.g. {name + '-2'!r}")
     token = PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(name=name, token_hash=hash_token(token), created_at=now or utcnow(),
-                   editor_id=editor.id if editor else None)
+                   editor_id=editor.id if editor else None, scopes=" ".join(scopes))
     session.add(row)
     session.flush()
     return row, token
 
 
-def authenticate(session: Session, token: str | None, now: datetime | None = None) -> ApiToken:
-    """The token's row, its use recorded; NotAuthenticated if it is unknown or revoked."""
+def authenticate(session: Session, token: str | None, scope: str, now: datetime | None = None) -> ApiToken:
+    """The token's row, its use recorded; NotAuthenticated if it is unknown or revoked, OutOfScope if it
+    hasn't `scope` (checked after the token itself: a stranger learns nothing about scopes)."""
+    if scope not in SCOPES:
+        raise ValueError(f"no such scope: {scope!r}")  # a bug of ours, not the caller's
     if not token:
         raise NotAuthenticated(f"this needs an API token in `Authorization: Bearer <token>`; {HOW_TO_GET_ONE}")
     if not token.startswith(PREFIX):
@@ -63,6 +121,8 @@ def authenticate(session: Session, token: str | None, now: datetime | None = Non
                                f"{HOW_TO_GET_ONE}")
     if row.revoked_at is not None:
         raise NotAuthenticated(f"this API token was revoked; {HOW_TO_GET_ONE}")
+    if scope not in scopes_of(row):
+        raise OutOfScope(row, scope)
     row.last_used_at = now or utcnow()
     return row
 
@@ -70,11 +130,10 @@ def authenticate(session: Session, token: str | None, now: datetime | None = Non
 def authenticate_editor(session: Session, token: str | None, now: datetime | None = None) -> Editor:
     """The editor whose token this is, for the desk's API: a CMS's token (no editor) or a disabled editor's
     is refused."""
-    row = authenticate(session, token, now)
+    row = authenticate(session, token, EDITOR_SCOPE, now)
     editor = session.get(Editor, row.editor_id) if row.editor_id is not None else None
-    if editor is None:
-        raise NotAuthenticated("this token may push stories but not use the desk's API; an editor makes their "
-                               "own on the desk (API tokens) or with `syndicate token create NAME --editor USER`")
+    if editor is None:  # desk:api is only ever given with an editor; a row edited by hand is refused too
+        raise OutOfScope(row, EDITOR_SCOPE)
     if editor.disabled_at is not None:
         raise NotAuthenticated(f"editor {editor.username!r} is disabled: their tokens are refused")
     return editor

@@ -25,20 +25,20 @@ import requests
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from syndicate import subscribers
+from syndicate import sns, subscribers, throttle
 from syndicate.config import Settings
-from syndicate.errors import InvalidInput
+from syndicate.errors import InvalidInput, SyndicateError
 from syndicate.mail import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Subscriber, SubscriberEvent, utcnow
 
 MAX_BYTES = 256 * 1024  # an SNS message is at most 256 KB
+MAX_EVENTS = 100  # addresses one call may report; SES names at most 50 recipients per message
+RATE_WINDOW = 3600  # seconds: Settings.bounce_events_per_hour counts addresses per token in this window
 CONFIRM_TIMEOUT = 10.0  # seconds for the SubscribeURL fetch
 SOURCE_ID_MAX = 300  # SubscriberEvent.source_id
 
 SNS_TYPES = ("SubscriptionConfirmation", "UnsubscribeConfirmation", "Notification")
-# Only Amazon SNS's own endpoints, e.g. sns.eu-west-1.amazonaws.com (or .amazonaws.com.cn in China):
-# the SubscribeURL comes from the request body, and fetching whatever it names would be SSRF.
-SNS_HOST = re.compile(r"sns\.[a-z]{2,4}(?:-[a-z]+)+-\d{1,2}\.amazonaws\.com(?:\.cn)?")
+SNS_HOST = sns.HOST  # Amazon SNS's own endpoints: the only host a SubscribeURL or SigningCertURL may name
 GENERIC_TYPES = ("bounce", "soft_bounce", "complaint")
 # `<{delivery_id}.{edition_id}.{instance}@{domain}>`, as deliveries.MessageFactory makes it.
 OUR_MESSAGE_ID = re.compile(r"<?([1-9]\d*)\.([1-9]\d*)\.([0-9a-f]+)@([A-Za-z0-9.-]+)>?")
@@ -118,11 +118,12 @@ class Result:
     suppressed: int = 0  # addresses no mail goes to from now on
     rejected: list[dict] = field(default_factory=list)  # generic events we couldn't read, and why
     subscription: str | None = None  # SNS: "confirmed" or "unsubscribe acknowledged"
+    addresses: int = field(default=0, repr=False)  # addresses the call reported on: what the rate limit counts
     topic: str | None = None  # SNS: the topic ARN
     error: str | None = None  # the SNS subscription could not be confirmed: said to the caller as 502
 
     def as_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in asdict(self).items() if v is not None and k != "addresses"}
 
 
 def webhook_token(authorization: str) -> str | None:
@@ -141,12 +142,26 @@ def webhook_token(authorization: str) -> str | None:
     return None
 
 
+class TooManyEvents(InvalidInput):
+    """One call reported on more addresses than MAX_EVENTS: nothing of it was recorded (answered 413)."""
+
+
+class RateLimited(SyndicateError):
+    """A token reported more addresses this hour than Settings.bounce_events_per_hour: the call that went
+    over was not recorded (answered 429)."""
+
+
 def handle(session: Session, settings: Settings, body: bytes, headers: Mapping[str, str],
-           now: datetime | None = None) -> Result:
+           now: datetime | None = None, sender: str | None = None) -> Result:
     """Read one webhook call (SNS envelope, bare SES notification, or generic events) and apply it.
 
-    An SNS subscription confirmation fetches its SubscribeURL without touching `session`, so no
-    database connection (nor SQLite's write lock) is held during the fetch.
+    An SNS message is acted on only if Amazon SNS signed it (sns.verify: BadSignature, or
+    CertificateUnavailable when the certificate can't be fetched now). The addresses a call reports are
+    counted against `sender` (the API token), at most Settings.bounce_events_per_hour an hour: a call that
+    goes over raises RateLimited, and the caller's rollback takes back what it did.
+
+    The SNS signing certificate and a subscription's SubscribeURL are fetched without touching `session`,
+    so no database connection (nor SQLite's write lock) is held during a fetch.
     """
     now = now or utcnow()
     headers = {k.lower(): v for k, v in headers.items()}
@@ -157,12 +172,25 @@ def handle(session: Session, settings: Settings, body: bytes, headers: Mapping[s
     if _is_ses(data):  # posted directly, or by SNS with raw message delivery on
         _ses(session, settings, data, result, headers.get("x-amz-sns-message-id"), now)
     elif (kind := data.get("Type") or headers.get("x-amz-sns-message-type")) in SNS_TYPES:
+        sns.verify(data)
         _sns(session, settings, kind, data, result, now)
     elif "events" in data or "type" in data:
         _generic(session, settings, data, result, now)
     else:
         raise InvalidInput(f"this JSON is not a shape we understand; {SHAPES}")
+    if sender is not None and result.addresses and not throttle.hit(
+            session, f"bounces:{sender}", settings.bounce_events_per_hour, RATE_WINDOW, now, cost=result.addresses):
+        raise RateLimited(f"this token may report {settings.bounce_events_per_hour} addresses an hour, and this "
+                          f"call's {result.addresses} would go over: nothing of it was recorded. Send it again "
+                          "later, or raise SYNDICATE_BOUNCE_EVENTS_PER_HOUR if your lists really bounce this much")
     return result
+
+
+def _at_most(items: list, what: str) -> list:
+    if len(items) > MAX_EVENTS:
+        raise TooManyEvents(f"this call reports {len(items)} {what}; at most {MAX_EVENTS} are taken at once, and "
+                            "nothing was recorded: send them in smaller calls")
+    return items
 
 
 def _json(raw: bytes | str, what: str):
@@ -186,11 +214,8 @@ def _sns(session: Session, settings: Settings, kind: str, data: dict, result: Re
     elif kind == "UnsubscribeConfirmation":
         result.subscription = "unsubscribe acknowledged"  # nothing to do; resubscribing is the operator's call
     else:
-        message = data.get("Message")
-        if not isinstance(message, str):
-            raise InvalidInput(f"an SNS Notification without a Message string; {SHAPES}")
         try:
-            ses = json.loads(message)
+            ses = json.loads(data["Message"])  # a string: the signature covers it
         except (ValueError, RecursionError):
             ses = None
         if isinstance(ses, dict) and _is_ses(ses):
@@ -252,7 +277,7 @@ def _ses(session: Session, settings: Settings, data: dict, result: Result, messa
         if not hard and subtype in ABOUT_THE_MESSAGE:
             result.ignored += 1  # our message was refused, not the address: nothing to count against the reader
             return
-        for recipient in _objects(bounce, "bouncedRecipients"):
+        for recipient in _at_most(_objects(bounce, "bouncedRecipients"), "bounced recipients"):
             diagnostic = recipient.get("diagnosticCode")
             detail = (f"SES {bounce_type or 'Undetermined'} bounce ({subtype or 'no subtype'})"
                       + (f": {diagnostic}" if diagnostic else ""))
@@ -263,7 +288,7 @@ def _ses(session: Session, settings: Settings, data: dict, result: Result, messa
         complaint = _object(data, "complaint")
         feedback = complaint.get("complaintFeedbackType")
         detail = f"SES complaint ({feedback})" if feedback else "SES complaint (marked as spam)"
-        for recipient in _objects(complaint, "complainedRecipients"):
+        for recipient in _at_most(_objects(complaint, "complainedRecipients"), "complained recipients"):
             _apply(session, settings, result, "complaint", recipient.get("emailAddress"), detail, source="ses",
                    source_id=_ses_id(complaint, message_id, recipient.get("emailAddress")),
                    message_ids=message_ids, now=now)
@@ -305,9 +330,10 @@ def _generic(session: Session, settings: Settings, data: dict, result: Result, n
             raise InvalidInput(f'"events" must be a list of events; {SHAPES}')
     else:
         events = [data]
-    for index, event in enumerate(events):
+    for index, event in enumerate(_at_most(events, "events")):
         reason = _generic_problem(event)
         if reason:
+            result.addresses += 1  # an unreadable event costs as much as a good one: no free flooding
             result.rejected.append({"index": index, "reason": reason})
             continue
         provider_id = event.get("id")
@@ -341,6 +367,7 @@ SUPPRESSING = {"bounce": "bounced", "complaint": "complained"}
 
 def _apply(session: Session, settings: Settings, result: Result, kind: str, email, detail: str, *, source: str,
            source_id: str | None, message_ids: list, now: datetime) -> None:
+    result.addresses += 1
     subscriber = _subscriber(session, email)
     if subscriber is None:
         result.ignored += 1  # not ours (any more): a provider reports on every address it sent to

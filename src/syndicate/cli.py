@@ -1390,41 +1390,55 @@ def user_list(ctx, as_json: bool) -> None:
 
 @main.group()
 def token() -> None:
-    """API tokens: a CMS's, to push stories (POST /api/articles); an editor's, for the desk's API (/api/v1)."""
+    """API tokens, each with the scopes it was made for: a CMS's to push stories, a scraper's to read
+    metrics, a mail provider's to report bounces; an editor's, for the desk's API (/api/v1)."""
+
+
+SCOPE_HELP = "what the token may do; repeat for more than one. " + "; ".join(
+    f"{scope}: {allows}" for scope, allows in api_tokens.SCOPES.items())
+SCOPE_USE = {"articles:push": "POST {base}/api/articles", "metrics:read": "GET {base}/metrics",
+             "events:bounces": "POST {base}/api/events/bounces", "desk:api": "the desk's API, {base}/api/v1 "
+             "(documented at /docs)"}
 
 
 @token.command("create")
 @click.argument("name")
-@click.option("--editor", "editor_name", metavar="USER", help="an editor's own token, for the desk's API (/api/v1)")
+@click.option("--scope", "scopes", multiple=True, metavar="SCOPE", help=SCOPE_HELP)
+@click.option("--editor", "editor_name", metavar="USER",
+              help="an editor's own token, for the desk's API (/api/v1): its scope is desk:api")
 @click.pass_context
-def token_create(ctx, name: str, editor_name: str | None) -> None:
+def token_create(ctx, name: str, scopes: tuple[str, ...], editor_name: str | None) -> None:
     """Create a token for NAME and print it, once.
 
-    NAME says who uses it, e.g. `wordpress`. Only a hash of the token is stored.
+    NAME says who uses it, e.g. `wordpress`. Only a hash of the token is stored. Give each token only
+    the scopes its holder needs, e.g. `syndicate token create wordpress --scope articles:push` or
+    `syndicate token create prometheus --scope metrics:read`; a token without --scope (and without
+    --editor) is refused, since no one scope fits every use.
     """
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
         editor = editors.get(session, editor_name) if editor_name else None
-        row, secret = api_tokens.create_token(session, name, editor=editor)
-    # The token alone on stdout, so `TOKEN=$(syndicate token create wordpress)` works; the note on stderr.
+        row, secret = api_tokens.create_token(session, name, editor=editor, scopes=scopes)
+        granted = api_tokens.scopes_of(row)
+    # The token alone on stdout, so `TOKEN=$(syndicate token create wordpress ...)` works; the note on stderr.
     click.echo(secret)
-    use = (f"with the desk's API, {svc.settings.base_url}/api/v1 (documented at /docs)" if editor_name
-           else f"with POST {svc.settings.base_url}/api/articles")
+    uses = "; ".join(f"{scope} for {SCOPE_USE[scope].format(base=svc.settings.base_url)}" for scope in granted)
     click.echo(f"token {row.name!r} created. Copy it now: the token itself is not stored and cannot be shown again.\n"
-               f"Send it as `Authorization: Bearer <token>` {use}", err=True)
+               f"Send it as `Authorization: Bearer <token>`. Scopes: {uses}", err=True)
 
 
 @token.command("list")
 @json_option
 @click.pass_context
 def token_list(ctx, as_json: bool) -> None:
-    """Tokens and when they were last used (never the tokens themselves)."""
+    """Tokens, their scopes, and when they were last used (never the tokens themselves)."""
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
-        rows = [dict(name=t.name, status="revoked" if t.revoked_at else "active", created_at=t.created_at,
+        rows = [dict(name=t.name, scopes=api_tokens.scopes_of(t) if as_json else " ".join(api_tokens.scopes_of(t)),
+                     status="revoked" if t.revoked_at else "active", created_at=t.created_at,
                      last_used_at=t.last_used_at, revoked_at=t.revoked_at)
                 for t in api_tokens.list_tokens(session)]
-    emit(rows, as_json, ["name", "status", "created_at", "last_used_at", "revoked_at"])
+    emit(rows, as_json, ["name", "scopes", "status", "created_at", "last_used_at", "revoked_at"])
 
 
 @token.command("revoke")
@@ -1435,7 +1449,7 @@ def token_revoke(ctx, name: str) -> None:
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
         row = api_tokens.revoke(session, name)
-    click.echo(f"token {row.name!r} revoked: pushes with it are refused from now on")
+    click.echo(f"token {row.name!r} revoked: it is refused from now on")
 
 
 def cli() -> None:

@@ -70,6 +70,7 @@ class Settings:
     soft_bounce_window: int = 30 * 24 * 3600
     confirmations_per_address: int = 3  # confirmation mails per address per hour
     confirmations_per_client: int = 10  # confirmation mails per client (IP address) per hour
+    bounce_events_per_hour: int = 1000  # addresses one API token may report to the bounce webhook per hour
     dkim: DkimSettings | None = None  # None: mail goes out unsigned
     send_rate: float | None = None  # messages per second to the mail transport, all workers together
     send_hourly: int | None = None  # messages per hour, all workers together
@@ -124,6 +125,7 @@ class Settings:
             ("soft_bounce_window", cls.soft_bounce_window),
             ("confirmations_per_address", cls.confirmations_per_address),
             ("confirmations_per_client", cls.confirmations_per_client),
+            ("bounce_events_per_hour", cls.bounce_events_per_hour),
         ):
             values[name] = _number(get, name.upper(), type(default), default)
         values["web_host"] = get("WEB_HOST") or cls.web_host

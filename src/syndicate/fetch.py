@@ -142,13 +142,13 @@ class Fetched:
 
 
 def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: float, max_bytes: int,
-        now: datetime) -> Fetched:
-    """GET `url`, following up to five redirects; the whole exchange ends by `deadline` (monotonic)."""
+        now: datetime, max_redirects: int = MAX_REDIRECTS) -> Fetched:
+    """GET `url`, following up to `max_redirects` redirects; the whole exchange ends by `deadline` (monotonic)."""
     permanent = url
     headers = {**headers, "Accept-Encoding": "gzip, deflate"}  # the ones _read can inflate within the cap
     _deadline.at = deadline
     try:
-        for _ in range(MAX_REDIRECTS + 1):
+        for _ in range(max_redirects + 1):
             with http.stream("GET", url, headers=headers, timeout=_remaining(deadline)) as response:
                 if response.status_code in (301, 302, 303, 307, 308) and "location" in response.headers:
                     try:
@@ -174,7 +174,8 @@ def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: floa
         raise FeedError(f"cannot fetch: {e}") from e
     finally:
         _deadline.at = None
-    raise FeedError(f"more than {MAX_REDIRECTS} redirects")
+    raise FeedError(f"more than {max_redirects} redirects" if max_redirects else
+                    f"redirected to {response.headers['location'][:200]!r}; redirects are not followed here")
 
 
 def _remaining(deadline: float) -> httpx.Timeout:

@@ -106,8 +106,9 @@ class Article(Base):
 
 
 class ApiToken(Base):
-    """A secret sent as a Bearer token: a CMS's, to push stories, or an editor's, for the desk's JSON API
-    (`editor_id` set). Only its sha256 is kept: a leaked database leaks no token."""
+    """A secret sent as a Bearer token: a CMS's, to push stories, a scraper's, a mail provider's, or an
+    editor's, for the desk's JSON API (`editor_id` set); `scopes` say which. Only its sha256 is kept: a
+    leaked database leaks no token."""
 
     __tablename__ = "api_tokens"
 
@@ -118,6 +119,8 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     editor_id: Mapped[int | None] = mapped_column(ForeignKey("editors.id", ondelete="CASCADE"), index=True)
+    # What it may do, space-separated as in OAuth (api_tokens.SCOPES), e.g. "articles:push metrics:read".
+    scopes: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
 DEFAULT_SUBJECT = (

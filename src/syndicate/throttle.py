@@ -16,10 +16,11 @@ KEY_LENGTH = 300  # the column's width
 ATTEMPTS = 5  # each retry follows a row another transaction wrote; a few always settle it
 
 
-def hit(session: Session, key: str, limit: int, window_seconds: float, now: datetime) -> bool:
-    """Count one attempt at `key`. False, and not counted, when `limit` attempts were counted already
-    in the window that holds `now`. Part of the caller's transaction: a rollback takes the count back."""
-    if limit < 1:
+def hit(session: Session, key: str, limit: int, window_seconds: float, now: datetime, cost: int = 1) -> bool:
+    """Count `cost` attempts at `key` (one, unless a request does many things at once). False, and not
+    counted, when they would take the window that holds `now` over `limit`. Part of the caller's
+    transaction: a rollback takes the count back."""
+    if cost > limit:
         return False
     key = _fit(key)
     opened_after = now - timedelta(seconds=window_seconds)
@@ -28,23 +29,23 @@ def hit(session: Session, key: str, limit: int, window_seconds: float, now: date
         # on PostgreSQL the second waits for the first's row and re-checks the condition.
         counted = session.execute(
             update(Throttle)
-            .where(Throttle.key == key, Throttle.window_start > opened_after, Throttle.count < limit)
-            .values(count=Throttle.count + 1).execution_options(synchronize_session=False))
+            .where(Throttle.key == key, Throttle.window_start > opened_after, Throttle.count <= limit - cost)
+            .values(count=Throttle.count + cost).execution_options(synchronize_session=False))
         if counted.rowcount == 1:
             return True
         renewed = session.execute(
             update(Throttle).where(Throttle.key == key, Throttle.window_start <= opened_after)
-            .values(window_start=now, count=1).execution_options(synchronize_session=False))
+            .values(window_start=now, count=cost).execution_options(synchronize_session=False))
         if renewed.rowcount == 1:
             return True
         row = session.execute(select(Throttle.window_start, Throttle.count).where(Throttle.key == key)).first()
         if row is not None:
-            if row.window_start > opened_after and row.count >= limit:
+            if row.window_start > opened_after and row.count > limit - cost:
                 return False
             continue  # changed by someone else since our UPDATEs: look again
         try:
             with session.begin_nested():  # a savepoint: losing the race below must not undo the caller's work
-                session.execute(insert(Throttle).values(key=key, window_start=now, count=1))
+                session.execute(insert(Throttle).values(key=key, window_start=now, count=cost))
             return True
         except IntegrityError:
             continue  # another process counted the key's first attempt at the same moment: count on top

@@ -22,10 +22,11 @@ from syndicate import (
     metrics,
     push,
     services,
+    sns,
     subscribers,
     tokens,
 )
-from syndicate.api_tokens import NotAuthenticated
+from syndicate.api_tokens import NotAuthenticated, OutOfScope
 from syndicate.csp import SecurityHeaders
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
@@ -50,6 +51,12 @@ def unauthorized(e: NotAuthenticated, token_given: bool) -> JSONResponse:
     # RFC 6750: say the scheme, and whether the token itself was the problem.
     challenge = 'Bearer realm="syndicate"' + (', error="invalid_token"' if token_given else "")
     return api_error(str(e), 401, {"WWW-Authenticate": challenge})
+
+
+def out_of_scope(e: OutOfScope) -> JSONResponse:
+    # RFC 6750 section 3.1: a good token without the scope this needs, and which scope that is.
+    return JSONResponse({"error": str(e), "scope": e.scope}, status_code=403, headers={
+        "WWW-Authenticate": f'Bearer realm="syndicate", error="insufficient_scope", scope="{e.scope}"'})
 
 
 def bearer_token(request: Request) -> str | None:
@@ -94,7 +101,8 @@ def create_app() -> FastAPI:
     app = FastAPI(title="syndicate", docs_url="/docs", redoc_url=None, version=__version__,
                   description="The desk's API (/api/v1) takes an editor's own token, made on the desk's account "
                               "page or with `syndicate token create NAME --editor USER`; a CMS pushes stories to "
-                              "/api/articles with a token from `syndicate token create NAME`. Reader-facing pages "
+                              "/api/articles with a token from `syndicate token create NAME --scope articles:push`. "
+                              "A token without the scope a route asks for gets 403 naming it. Reader-facing pages "
                               "(subscribe, confirm, unsubscribe, preferences, archive) are HTML and not listed here.")
     app.add_middleware(DeskSessions)
     app.add_middleware(SecurityHeaders)
@@ -129,6 +137,10 @@ def create_app() -> FastAPI:
     @app.exception_handler(NotAuthenticated)
     async def not_authenticated(request: Request, e: NotAuthenticated):  # the desk's API, without a good token
         return unauthorized(e, bearer_token(request) is not None)
+
+    @app.exception_handler(OutOfScope)
+    async def insufficient_scope(request: Request, e: OutOfScope):  # the desk's API, with another kind of token
+        return out_of_scope(e)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def subscribe_form():
@@ -262,9 +274,11 @@ def create_app() -> FastAPI:
     def receive_push(token: str, body: bytes) -> JSONResponse:
         try:
             with transaction(svc().Session) as session:
-                api_tokens.authenticate(session, token)
+                api_tokens.authenticate(session, token, "articles:push")
         except NotAuthenticated as e:
             return unauthorized(e, True)
+        except OutOfScope as e:
+            return out_of_scope(e)
         try:
             story = push.parse(body)  # only after the token: strangers learn nothing from our answers
         except InvalidInput as e:
@@ -285,12 +299,13 @@ def create_app() -> FastAPI:
         return response
 
     # Bounces and complaints from the mail provider: Amazon SES through SNS, or any service posting the
-    # generic JSON shape. The API token is the authentication, as a bearer token or as the HTTP Basic
-    # password (SNS can only send Basic: https://sns:TOKEN@host/api/events/bounces). SNS message
-    # signatures are not verified: that needs fetching and caching AWS's signing certificate.
+    # generic JSON shape. A token with events:bounces is the authentication, as a bearer token or as the
+    # HTTP Basic password (SNS can only send Basic: https://sns:TOKEN@host/api/events/bounces); an SNS
+    # message must also carry Amazon SNS's signature.
     @app.post("/api/events/bounces", summary="Bounces and complaints from the mail provider")
     async def bounce_events(request: Request):
-        """Record bounces and complaints; the same notification again changes nothing."""
+        """Record bounces and complaints; the same notification again changes nothing. Needs a token with the
+        scope events:bounces; an Amazon SNS message must carry a good SNS signature (403 if not)."""
         token = bounces.webhook_token(request.headers.get("authorization", ""))
         if token is None:
             return bounces_unauthorized(NotAuthenticated(
@@ -305,12 +320,22 @@ def create_app() -> FastAPI:
     def receive_bounces(token: str, body: bytes, headers) -> JSONResponse:
         try:
             with transaction(svc().Session) as session:
-                api_tokens.authenticate(session, token)
+                sender = api_tokens.authenticate(session, token, "events:bounces").id
         except NotAuthenticated as e:
             return bounces_unauthorized(e, True)
+        except OutOfScope as e:
+            return out_of_scope(e)
         try:
             with transaction(svc().Session) as session:
-                result = bounces.handle(session, svc().settings, body, headers)
+                result = bounces.handle(session, svc().settings, body, headers, sender=f"token:{sender}")
+        except sns.BadSignature as e:
+            return api_error(str(e), 403)
+        except sns.CertificateUnavailable as e:
+            return api_error(str(e), 502)  # SNS delivers again later; by then the certificate may come
+        except bounces.RateLimited as e:
+            return api_error(str(e), 429)
+        except bounces.TooManyEvents as e:
+            return api_error(str(e), 413)
         except InvalidInput as e:
             return api_error(str(e), 422)
         return JSONResponse(result.as_json(), status_code=502 if result.error else 200)
@@ -326,13 +351,16 @@ def create_app() -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus(request: Request):
-        """Prometheus text format; send an API token (`syndicate token create prometheus`) as a Bearer."""
+        """Prometheus text format; send a token with metrics:read
+        (`syndicate token create prometheus --scope metrics:read`) as a Bearer."""
         try:
             with transaction(svc().Session) as session:
-                api_tokens.authenticate(session, bearer_token(request))
+                api_tokens.authenticate(session, bearer_token(request), "metrics:read")
                 body = metrics.render(session, svc().settings)
         except NotAuthenticated as e:
             return unauthorized(e, bearer_token(request) is not None)
+        except OutOfScope as e:
+            return out_of_scope(e)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

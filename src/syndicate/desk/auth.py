@@ -12,8 +12,7 @@ from pydantic import BaseModel
 
 from syndicate import api_tokens, editors, services
 from syndicate.db import transaction
-from syndicate.desk.core import (SignInRequired, api, api_editor, back, client_address, csrf_checked, editor, page,
-                                  pages)
+from syndicate.desk.core import SignInRequired, api, api_editor, back, client_address, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput
 
 
@@ -58,8 +57,9 @@ def _safe_next(target: str) -> str:
 
 
 def _tokens(session, name: str) -> list[dict]:
-    return [dict(name=t.name, status="revoked" if t.revoked_at else "active", created_at=t.created_at,
-                 last_used_at=t.last_used_at) for t in api_tokens.list_tokens(session, editors.get(session, name))]
+    return [dict(name=t.name, scopes=" ".join(api_tokens.scopes_of(t)), status="revoked" if t.revoked_at else "active",
+                 created_at=t.created_at, last_used_at=t.last_used_at)
+            for t in api_tokens.list_tokens(session, editors.get(session, name))]
 
 
 def _account(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
@@ -93,12 +93,13 @@ def change_password(request: Request, current: str = Form(""), password: str = F
 
 @pages.post("/account/tokens", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
 def create_token(request: Request, label: str = Form(""), name: str = Depends(editor)):
-    """A new token, shown on this one answer only (it is stored as a hash)."""
+    """A new token, shown on this one answer only (it is stored as a hash). Its scope is desk:api, the only
+    one an editor's token can have: a token made here can never push a story or post bounces."""
     created, error = None, None
     try:
         with transaction(services.current().Session) as session:
             row, secret = api_tokens.create_token(session, f"{name}:{label.strip()}" if label.strip() else "",
-                                                  editor=editors.get(session, name))
+                                                  editor=editors.get(session, name), scopes=[api_tokens.EDITOR_SCOPE])
             created = dict(name=row.name, token=secret)
     except InvalidInput as e:
         error = str(e)
