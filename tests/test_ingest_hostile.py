@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import ipaddress
 import socket
 import time
 import tracemalloc
@@ -17,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpcore
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from syndicate import feeds, fetch
@@ -397,12 +400,63 @@ def answer_getaddrinfo(monkeypatch, *addresses: str) -> None:
     "169.254.169.254", "169.254.0.1", "127.0.0.1", "127.8.9.10", "0.0.0.0", "100.64.0.1",
     "::1", "::", "fc00::1", "fd12:3456:789a::1", "fe80::1", "fe80::1%eth0",
     "::ffff:10.0.0.1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:192.168.1.1",
+    # Translated, tunnelled, multicast and reserved: each reaches inside, or nowhere a feed is served.
+    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "64:ff9b:1::a00:1", "64:ff9b:1::808:808",
+    "2002:7f00:1::1", "2002:808:808::1", "2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "::127.0.0.1", "fec0::1", "ff02::1", "ff0e::1", "224.0.0.1", "239.255.255.250", "240.0.0.1",
+    "255.255.255.255", "192.0.0.8", "2001:db8::1", "3fff::1", "5f00::1",
 ])
 def test_it_refuses_a_host_that_resolves_to_a_private_or_local_address(monkeypatch, address):
     answer_getaddrinfo(monkeypatch, address)
 
     with pytest.raises(fetch.Refused, match="SYNDICATE_ALLOW_PRIVATE_FEEDS"):
         fetch.public_addresses("feeds.example", 443)
+
+
+def test_it_accepts_a_public_site_reached_through_nat64_on_an_ipv6_only_host(monkeypatch):
+    # DNS64 writes 8.8.8.8 as 64:ff9b::808:808: refusing the whole prefix would cut off every IPv4-only site.
+    answer_getaddrinfo(monkeypatch, "64:ff9b::808:808")
+
+    assert fetch.public_addresses("feeds.example", 443) == ["64:ff9b::808:808"]
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_a_nat64_address_is_as_public_as_the_ipv4_address_it_carries(n):
+    embedded = ipaddress.IPv4Address(n)
+    assert fetch.is_public(ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) + n)) == \
+        fetch.is_public(embedded)
+
+
+@given(st.integers(0, 2**128 - 1))
+def test_no_6to4_teredo_multicast_or_reserved_address_is_public(n):
+    address = ipaddress.IPv6Address(n)
+    if address in ipaddress.ip_network("2002::/16") or address in ipaddress.ip_network("2001::/32") \
+            or address.is_multicast or address.is_reserved and address not in ipaddress.ip_network("64:ff9b::/96"):
+        assert not fetch.is_public(address)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "ff02::1",
+                                     "224.0.0.251", "::127.0.0.1"])
+def test_a_feed_whose_host_resolves_to_a_translated_or_multicast_address_is_refused_unconnected(
+        svc, make_settings, monkeypatch, address):
+    answer_getaddrinfo(monkeypatch, address)
+    connected = []
+
+    def connect_tcp(self, host, port, *args, **kwargs):  # nothing leaves this machine, on main or not
+        connected.append(host)
+        raise httpcore.ConnectError("the test refuses every connection")
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect_tcp)
+    feed_id = add(svc, "https://feeds.example/rss")
+    healthy = add(svc, "https://other.example/rss")
+
+    result = poll(svc, feed_id, make_settings(allow_private_feeds=0))
+
+    assert result.status == "error"
+    assert connected == []
+    assert f"resolves to {ipaddress.ip_address(address)}, a private or local address" in feed_row(svc, feed_id).last_error
+    assert "SYNDICATE_ALLOW_PRIVATE_FEEDS" in feed_row(svc, feed_id).last_error
+    assert feed_row(svc, healthy).last_error is None  # the other feed is untouched
 
 
 def test_it_refuses_a_host_when_any_one_of_its_addresses_is_private(monkeypatch):

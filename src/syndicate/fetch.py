@@ -40,6 +40,35 @@ def check_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", parts.query, ""))
 
 
+# Ranges that reach this machine or its network, or that no public server has, which `is_global` calls
+# global on some interpreters (its tables changed in 3.11.10, 3.12.4 and 3.13): named here, never left to it.
+_NEVER_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "192.0.0.0/24", "192.88.99.0/24",  # "this network"; IETF assignments; the 6to4 relay anycast
+    "::/96",  # IPv4-compatible IPv6 (deprecated): ::127.0.0.1 is the loopback by another name
+    "64:ff9b:1::/48",  # NAT64 for local use (RFC 8215): the translator and what it reaches are the operator's
+    "2001::/23",  # IETF protocol assignments, Teredo (2001::/32) among them: a tunnel, not a server
+    "2002::/16",  # 6to4 (RFC 7526 deprecated it): any relay, or our own router, unwraps the embedded IPv4
+    "2001:db8::/32", "3fff::/20",  # documentation
+    "fec0::/10",  # site-local (deprecated), still routed inside some networks
+))
+# NAT64's well-known prefix (RFC 6052): an IPv6-only host with DNS64 reaches every IPv4-only site through it,
+# so it is judged by the IPv4 address in its last 32 bits, as that address itself would be.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether `address` is a unicast address of the public internet, on every interpreter."""
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return is_public(address.ipv4_mapped)
+        if address in _NAT64:
+            return is_public(ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF))
+    if any(address in network for network in _NEVER_PUBLIC if network.version == address.version):
+        return False
+    return address.is_global and not (address.is_multicast or address.is_reserved or address.is_unspecified
+                                      or address.is_loopback or address.is_link_local or address.is_private)
+
+
 def public_addresses(host: str, port: int) -> list[str]:
     """The host's addresses, if every one of them is on the public internet."""
     try:
@@ -49,8 +78,7 @@ def public_addresses(host: str, port: int) -> list[str]:
     addresses = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        if not (mapped or address).is_global:
+        if not is_public(address):
             raise Refused(f"{host} resolves to {address}, a private or local address; {PRIVATE_HINT}")
         addresses.append(str(address))
     return addresses
