@@ -197,6 +197,20 @@ def test_it_refuses_a_feed_that_is_not_http(syndicate, console):
     assert json.loads(syndicate("feed", "list", "--json").stdout) == []
 
 
+@pytest.mark.parametrize("url", ["http://0177.0.0.1/", "http://2130706433/", "http://0x7f.1/feed", "http://127.1/"])
+def test_it_refuses_a_feed_whose_host_is_an_ip_address_in_an_odd_form(syndicate, console, url):
+    # Octal, a single number, hex, a short form: programs disagree on what these are (0177 is 127 or 177).
+    assert syndicate("db", "upgrade").exit_code == 0
+
+    code, out, err = console("feed", "add", url)
+
+    assert code != 0
+    assert "IPv4 address written in a short, octal or hexadecimal form" in err
+    assert "write it as four decimal numbers" in err
+    assert "Traceback" not in err
+    assert json.loads(syndicate("feed", "list", "--json").stdout) == []
+
+
 def test_it_names_a_malformed_setting_in_one_line_without_a_traceback(tmp_path):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
     environment.update(SYNDICATE_DATA_DIR=str(tmp_path / "data"), SYNDICATE_SECRET_KEY="s",

@@ -358,6 +358,32 @@ def test_it_follows_a_redirect_between_public_addresses_with_private_feeds_off(
     assert feed_row(svc, feed_id).url == f"http://localhost:{port}/new.xml"
 
 
+@pytest.mark.parametrize("url", ["http://0177.0.0.1/", "http://2130706433/feed", "http://0x7f.1/"])
+def test_a_stored_feed_on_an_odd_ip_address_fails_its_poll_with_the_reason_and_spares_the_others(
+        svc, feed_server, url):
+    with transaction(svc.Session) as session:  # stored before feed add refused such hosts
+        session.add(odd := Feed(url=url))
+        session.flush()
+        odd_id = odd.id
+    healthy = add(svc, feed_server.serve("/healthy.xml", one_story(1)))
+
+    results = feeds.poll_many(svc.Session, svc.settings, [odd_id, healthy])
+
+    assert [r.status for r in results] == ["error", "ok"]
+    assert "IPv4 address written in a short, octal or hexadecimal form" in feed_row(svc, odd_id).last_error
+    assert feed_server.requests == [("/healthy.xml", feed_server.requests[0][1])]
+
+
+def test_a_redirect_to_an_odd_ip_address_is_refused_with_the_reason(svc, feed_server):
+    feed_id = add(svc, feed_server.serve("/feed.xml", b"", status=302, Location="http://0x7f.1/feed.xml"))
+
+    result = poll(svc, feed_id)
+
+    assert result.status == "error"
+    assert "redirected to 'http://0x7f.1/feed.xml'" in feed_row(svc, feed_id).last_error
+    assert "hexadecimal form" in feed_row(svc, feed_id).last_error
+
+
 def test_it_gives_up_on_a_redirect_loop(svc, feed_server):
     feed_id = add(svc, feed_server.serve("/loop.xml", b"", status=302, Location="/loop.xml"))
 

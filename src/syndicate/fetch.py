@@ -37,6 +37,10 @@ def check_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"{url!r} is not a web address we can fetch: give a full http:// or https:// URL")
+    if _odd_ipv4(parts.hostname):
+        raise InvalidInput(f"{parts.hostname!r} in {url!r} is an IPv4 address written in a short, octal or "
+                           "hexadecimal form, which programs read differently: write it as four decimal numbers "
+                           "(like 192.0.2.10), or give the site's name")
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", parts.query, ""))
 
 
@@ -67,6 +71,19 @@ def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return False
     return address.is_global and not (address.is_multicast or address.is_reserved or address.is_unspecified
                                       or address.is_loopback or address.is_link_local or address.is_private)
+
+
+def _odd_ipv4(host: str) -> bool:
+    """A host browsers read as an IPv4 address (its last label is a number, as the WHATWG URL standard
+    says) that isn't written as four plain decimal numbers: 0177.0.0.1, 2130706433, 0x7f.1, 127.1."""
+    labels = host.split(".")
+    last = labels[-1] or (labels[-2] if len(labels) > 1 else "")
+    numeric = last.isascii() and (last.isdigit() or last.lower().startswith("0x") and
+                                  all(c in "0123456789abcdef" for c in last[2:].lower()))
+    if not numeric:
+        return False
+    return not (len(labels) == 4 and all(
+        label.isascii() and label.isdigit() and str(int(label)) == label and int(label) <= 255 for label in labels))
 
 
 def public_addresses(host: str, port: int) -> list[str]:
@@ -174,6 +191,10 @@ def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: floa
     """GET `url`, following up to five redirects; the whole exchange ends by `deadline` (monotonic)."""
     permanent = url
     headers = {**headers, "Accept-Encoding": "gzip, deflate"}  # the ones _read can inflate within the cap
+    try:
+        check_url(url)  # a URL stored before today's rules gets today's reason, not httpx's exception
+    except InvalidInput as e:
+        raise FeedError(str(e)) from e
     _deadline.at = deadline
     try:
         for _ in range(MAX_REDIRECTS + 1):
@@ -182,8 +203,8 @@ def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: floa
                     try:
                         target = check_url(urljoin(url, response.headers["location"]))
                     except InvalidInput as e:
-                        raise FeedError(f"redirected to {response.headers['location']!r}, which is not "
-                                        "an http(s) address") from e
+                        raise FeedError(f"redirected to {response.headers['location']!r}, which we don't "
+                                        f"fetch: {e}") from e
                     if response.status_code in (301, 308) and url == permanent:
                         permanent = target
                     url = target
@@ -198,7 +219,7 @@ def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: floa
                                _retry_after(response.headers.get("retry-after"), now), final_url=url)
     except httpx.TimeoutException as e:
         raise FeedError(f"no complete answer within the deadline ({type(e).__name__})") from e
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, httpx.InvalidURL) as e:  # InvalidURL is no HTTPError
         raise FeedError(f"cannot fetch: {e}") from e
     finally:
         _deadline.at = None
