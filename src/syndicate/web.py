@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from syndicate import (
@@ -355,11 +356,22 @@ def create_app() -> FastAPI:
     health_report = health.Cached()
 
     @app.get("/healthz", summary="Database, broker and mail server reachable?")
-    def healthz():
+    def healthz(request: Request):
         """Database, broker and mail server, checked side by side: 200 when all answer, 503 naming those
-        that don't; within a few seconds either way."""
+        that don't; within a few seconds either way. What each check saw (hosts, ports, errors) comes only
+        with an API token as a Bearer (`syndicate token create NAME`); a failure's detail is also logged."""
+        token, detailed = bearer_token(request), False
+        if token is not None:  # any valid API token, as for /metrics
+            try:
+                with transaction(svc().Session) as session:
+                    api_tokens.authenticate(session, token)
+                detailed = True
+            except NotAuthenticated as e:
+                return unauthorized(e, True)
+            except SQLAlchemyError:  # the database is down: no token can be checked; the log has the details
+                pass
         healthy, body = health_report(svc().settings, svc().engine)
-        return JSONResponse(body, status_code=200 if healthy else 503)
+        return JSONResponse(body if detailed else health.public(body), status_code=200 if healthy else 503)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus(request: Request):
