@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from syndicate import private_files
 from syndicate.errors import SettingsError
 
 if TYPE_CHECKING:
@@ -300,13 +301,10 @@ def _local_secret_key(data_dir: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
     # Write aside, then link into place: readers never see a half-written key,
     # and if two processes start at once the first link wins for both.
     tmp = data_dir / f".secret_key.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32))
+    private_files.write(tmp, secrets.token_urlsafe(32).encode())
     try:
         os.link(tmp, path)
     except FileExistsError:
