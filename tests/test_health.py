@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from conftest import configured
 from syndicate import api_tokens, health
-from syndicate.db import transaction
 from syndicate.config import parse_smtp_url
+from syndicate.db import transaction
 from syndicate.tasks import configure
 from syndicate.web import create_app
 
@@ -200,9 +200,9 @@ def test_a_second_probe_within_seconds_gets_the_same_answer_without_asking_the_s
 
 def test_the_public_healthz_says_ok_or_not_per_part_and_nothing_of_our_hosts(make_settings, tmp_path, closed_port,
                                                                             caplog):
-    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'h.db'}",
-                                   broker_url=f"redis://127.0.0.1:{closed_port}/0",
-                                   smtp_url=f"smtp+starttls://127.0.0.1:{closed_port}"))
+    configured(make_settings(database_url=f"sqlite:///{tmp_path / 'h.db'}",
+                             broker_url=f"redis://127.0.0.1:{closed_port}/0",
+                             smtp_url=f"smtp+starttls://127.0.0.1:{closed_port}"))
     with caplog.at_level("WARNING", logger="syndicate.health"):
         response = TestClient(create_app()).get("/healthz")
 

@@ -480,8 +480,9 @@ def test_a_feed_whose_host_resolves_to_a_translated_or_multicast_address_is_refu
 
     assert result.status == "error"
     assert connected == []
-    assert f"resolves to {ipaddress.ip_address(address)}, a private or local address" in feed_row(svc, feed_id).last_error
-    assert "SYNDICATE_ALLOW_PRIVATE_FEEDS" in feed_row(svc, feed_id).last_error
+    error = feed_row(svc, feed_id).last_error
+    assert f"resolves to {ipaddress.ip_address(address)}, a private or local address" in error
+    assert "SYNDICATE_ALLOW_PRIVATE_FEEDS" in error
     assert feed_row(svc, healthy).last_error is None  # the other feed is untouched
 
 

@@ -18,7 +18,6 @@ from syndicate.mail import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
 from syndicate.templating import render
 
-
 LOCAL_PART_MAX = 64  # RFC 5321 4.5.3.1.1
 
 
