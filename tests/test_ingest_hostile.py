@@ -374,6 +374,27 @@ def test_a_stored_feed_on_an_odd_ip_address_fails_its_poll_with_the_reason_and_s
     assert feed_server.requests == [("/healthy.xml", feed_server.requests[0][1])]
 
 
+def test_a_bug_while_polling_one_feed_is_recorded_on_that_feed_and_spares_the_others(svc, feed_server,
+                                                                                     monkeypatch):
+    real = feeds.read
+
+    def read(body, url, content_type):
+        if "broken" in url:
+            raise RuntimeError("a parser bug")
+        return real(body, url, content_type)
+
+    monkeypatch.setattr(feeds, "read", read)
+    broken = add(svc, feed_server.serve("/broken.xml", one_story(1)))
+    healthy = add(svc, feed_server.serve("/healthy.xml", one_story(2)))
+
+    results = feeds.poll_many(svc.Session, svc.settings, [broken, healthy])
+
+    assert [r.status for r in results] == ["error", "ok"]
+    feed = feed_row(svc, broken)
+    assert feed.last_error == "internal error: RuntimeError: a parser bug"
+    assert feed.error_count == 1 and feed.next_fetch_at > feed.last_fetched_at  # backed off like any failure
+
+
 def test_a_redirect_to_an_odd_ip_address_is_refused_with_the_reason(svc, feed_server):
     feed_id = add(svc, feed_server.serve("/feed.xml", b"", status=302, Location="http://0x7f.1/feed.xml"))
 
