@@ -7,7 +7,9 @@ SYNDICATE_REQUIRE_SERVICES=1 (as in CI) a missing service fails instead.
 
 from __future__ import annotations
 
+import html as html_lib
 import os
+import re
 import socket
 import threading
 import time
@@ -50,6 +52,26 @@ def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    """The hidden fields of a page's form (the form token), as a browser sends them back."""
+    return {html_lib.unescape(name): html_lib.unescape(value)
+            for name, value in re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)"', html)}
+
+
+def form_fields(client, path: str) -> dict[str, str]:
+    """Open the page at `path` as a reader would and take its form's hidden fields."""
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    return hidden_fields(page.text)
+
+
+def submit(client, path: str, data: dict | None = None, **kwargs):
+    """POST a reader's form as a browser does: open its page (the subscribe form is the home page), then
+    send its hidden fields back with `data`."""
+    fields = form_fields(client, "/" if path == "/subscribe" else path)
+    return client.post(path, data={**fields, **(data or {})}, **kwargs)
 
 
 def missing(service: str, variable: str, example: str):

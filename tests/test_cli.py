@@ -44,6 +44,29 @@ def parse(path: Path) -> email.message.EmailMessage:
 # ── the demo ─────────────────────────────────────────────────────────────────
 
 
+@pytest.fixture(params=[0o022, 0o000], ids=["umask 022", "umask 000"])
+def umask(request):
+    """The process's umask for one test: a shared host's default, and the most careless."""
+    before = os.umask(request.param)
+    yield request.param
+    os.umask(before)
+
+
+def test_the_demo_leaves_its_database_key_and_outbox_to_the_owner_alone(syndicate, tmp_path, umask):
+    result = CliRunner().invoke(  # no SYNDICATE_SECRET_KEY: the demo makes and keeps its own
+        main, ["demo"], env={"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_SECRET_KEY": ""})
+
+    assert result.exit_code == 0, result.output
+    data = tmp_path / "data"
+    made = {data / "syndicate.db", data / "secret_key"}
+    made |= set((data / "outbox" / "mail").glob("*.eml")) | set((data / "outbox" / "posts").glob("*.json"))
+    assert len(made) == 2 + 3 + 4
+    everything = [data, *data.rglob("*")]
+    assert made <= set(everything)
+    modes = {path.relative_to(tmp_path).as_posix(): oct(path.stat().st_mode & 0o777) for path in everything}
+    assert modes == {name: oct(0o700 if (tmp_path / name).is_dir() else 0o600) for name in modes}
+
+
 def test_it_runs_the_demo_into_the_outbox_in_dry_run(syndicate, tmp_path):
     result = syndicate("demo")
 
@@ -193,6 +216,20 @@ def test_it_refuses_a_feed_that_is_not_http(syndicate, console):
     code, out, err = console("feed", "add", "ftp://x")
     assert code != 0
     assert "'ftp://x' is not a web address we can fetch: give a full http:// or https:// URL" in err
+    assert "Traceback" not in err
+    assert json.loads(syndicate("feed", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("url", ["http://0177.0.0.1/", "http://2130706433/", "http://0x7f.1/feed", "http://127.1/"])
+def test_it_refuses_a_feed_whose_host_is_an_ip_address_in_an_odd_form(syndicate, console, url):
+    # Octal, a single number, hex, a short form: programs disagree on what these are (0177 is 127 or 177).
+    assert syndicate("db", "upgrade").exit_code == 0
+
+    code, out, err = console("feed", "add", url)
+
+    assert code != 0
+    assert "IPv4 address written in a short, octal or hexadecimal form" in err
+    assert "write it as four decimal numbers" in err
     assert "Traceback" not in err
     assert json.loads(syndicate("feed", "list", "--json").stdout) == []
 

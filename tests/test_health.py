@@ -13,8 +13,9 @@ from sqlalchemy import create_engine
 from starlette.testclient import TestClient
 
 from conftest import configured
-from syndicate import health
+from syndicate import api_tokens, health
 from syndicate.config import parse_smtp_url
+from syndicate.db import transaction
 from syndicate.tasks import configure
 from syndicate.web import create_app
 
@@ -143,10 +144,17 @@ def test_a_failing_check_becomes_an_error_with_its_reason_and_the_secret_hidden(
 # ── /healthz ─────────────────────────────────────────────────────────────────
 
 
+def bearer(svc) -> dict[str, str]:
+    """The header of a fresh metrics:read token: what an operator's monitoring sends for the details."""
+    with transaction(svc.Session) as session:
+        _, token = api_tokens.create_token(session, "monitoring", scopes=["metrics:read"])
+    return {"Authorization": f"Bearer {token}"}
+
+
 def test_healthz_answers_200_with_every_check_when_all_are_up(make_settings, tmp_path, smtp_server, redis_url):
-    configured(make_settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", smtp_url=smtp_server.url,
-                             broker_url=redis_url))
-    response = TestClient(create_app()).get("/healthz")
+    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", smtp_url=smtp_server.url,
+                                   broker_url=redis_url))
+    response = TestClient(create_app()).get("/healthz", headers=bearer(svc))
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok" and set(body["checks"]) == {"database", "broker", "smtp"}
@@ -155,24 +163,28 @@ def test_healthz_answers_200_with_every_check_when_all_are_up(make_settings, tmp
 
 
 def test_healthz_answers_200_on_one_machine_with_nothing_installed(svc):
-    body = TestClient(create_app()).get("/healthz").json()
+    body = TestClient(create_app()).get("/healthz", headers=bearer(svc)).json()
     assert body["checks"]["smtp"]["detail"] == "outbox (no SMTP configured)"
     assert body["checks"]["broker"]["detail"].startswith("embedded (sqla+sqlite)")
     assert body["status"] == "ok"
 
 
-def test_healthz_answers_503_naming_what_is_down_within_seconds_and_without_passwords(make_settings, closed_port):
+def test_healthz_answers_503_naming_what_is_down_within_seconds_and_without_passwords(make_settings, closed_port,
+                                                                                     caplog):
     configure(make_settings(database_url=f"postgresql://syndicate:{SECRET}@127.0.0.1:{closed_port}/news",
                             broker_url=f"redis://:{SECRET}@127.0.0.1:{closed_port}/0",
                             smtp_url=f"smtp+starttls://news:{SECRET}@127.0.0.1:{closed_port}"))
     started = time.monotonic()
-    response = TestClient(create_app()).get("/healthz")
+    # With the database down no token can be checked: even a token's holder gets the public answer.
+    with caplog.at_level("WARNING", logger="syndicate.health"):
+        response = TestClient(create_app()).get("/healthz", headers={"Authorization": "Bearer syn_anything"})
     assert time.monotonic() - started < health.DEADLINE + 1
     assert response.status_code == 503 and SECRET not in response.text
     body = response.json()
     assert body["status"] == "error" and body["failing"] == ["database", "broker", "smtp"]
-    assert all(body["checks"][name]["status"] == "error" and body["checks"][name]["detail"]
-               for name in body["failing"])
+    assert all(body["checks"][name] == "error" for name in body["failing"])
+    assert all(f"health check {name} failed" in caplog.text for name in body["failing"])
+    assert SECRET not in caplog.text
 
 
 def test_a_second_probe_within_seconds_gets_the_same_answer_without_asking_the_services_again(svc, monkeypatch):
@@ -185,3 +197,36 @@ def test_a_second_probe_within_seconds_gets_the_same_answer_without_asking_the_s
     cached.at -= 61  # a minute later it asks again
     cached(svc.settings, svc.engine)
     assert len(calls) == 2
+
+
+def test_the_public_healthz_says_ok_or_not_per_part_and_nothing_of_our_hosts(make_settings, tmp_path, closed_port,
+                                                                            caplog):
+    configured(make_settings(database_url=f"sqlite:///{tmp_path / 'h.db'}",
+                             broker_url=f"redis://127.0.0.1:{closed_port}/0",
+                             smtp_url=f"smtp+starttls://127.0.0.1:{closed_port}"))
+    with caplog.at_level("WARNING", logger="syndicate.health"):
+        response = TestClient(create_app()).get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "error", "checks": {"database": "ok", "broker": "error", "smtp": "error"},
+                               "failing": ["broker", "smtp"]}
+    assert str(closed_port) not in response.text
+    assert "127.0.0.1" not in response.text and "sqlite" not in response.text
+    # What went wrong, and where, is for the operator: in the log.
+    assert f"127.0.0.1:{closed_port}" in caplog.text
+
+
+def test_healthz_gives_what_each_check_saw_only_for_a_metrics_token(svc):
+    client = TestClient(create_app())
+
+    detailed = client.get("/healthz", headers=bearer(svc)).json()
+    refused = client.get("/healthz", headers={"Authorization": "Bearer syn_guessed"})
+
+    assert detailed["checks"]["database"] == {"status": "ok", "detail": "sqlite: SELECT 1 answered",
+                                              "ms": detailed["checks"]["database"]["ms"]}
+    assert refused.status_code == 401 and "detail" not in refused.text
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    with transaction(svc.Session) as session:
+        _, push_only = api_tokens.create_token(session, "cms", scopes=["articles:push"])
+    other_scope = client.get("/healthz", headers={"Authorization": f"Bearer {push_only}"})
+    assert other_scope.status_code == 403 and "metrics:read" in other_scope.text and "sqlite" not in other_scope.text

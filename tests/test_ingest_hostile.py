@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import ipaddress
 import socket
 import time
 import tracemalloc
@@ -17,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpcore
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from syndicate import feeds, fetch
@@ -355,6 +358,53 @@ def test_it_follows_a_redirect_between_public_addresses_with_private_feeds_off(
     assert feed_row(svc, feed_id).url == f"http://localhost:{port}/new.xml"
 
 
+@pytest.mark.parametrize("url", ["http://0177.0.0.1/", "http://2130706433/feed", "http://0x7f.1/"])
+def test_a_stored_feed_on_an_odd_ip_address_fails_its_poll_with_the_reason_and_spares_the_others(
+        svc, feed_server, url):
+    with transaction(svc.Session) as session:  # stored before feed add refused such hosts
+        session.add(odd := Feed(url=url))
+        session.flush()
+        odd_id = odd.id
+    healthy = add(svc, feed_server.serve("/healthy.xml", one_story(1)))
+
+    results = feeds.poll_many(svc.Session, svc.settings, [odd_id, healthy])
+
+    assert [r.status for r in results] == ["error", "ok"]
+    assert "IPv4 address written in a short, octal or hexadecimal form" in feed_row(svc, odd_id).last_error
+    assert feed_server.requests == [("/healthy.xml", feed_server.requests[0][1])]
+
+
+def test_a_bug_while_polling_one_feed_is_recorded_on_that_feed_and_spares_the_others(svc, feed_server,
+                                                                                     monkeypatch):
+    real = feeds.read
+
+    def read(body, url, content_type):
+        if "broken" in url:
+            raise RuntimeError("a parser bug")
+        return real(body, url, content_type)
+
+    monkeypatch.setattr(feeds, "read", read)
+    broken = add(svc, feed_server.serve("/broken.xml", one_story(1)))
+    healthy = add(svc, feed_server.serve("/healthy.xml", one_story(2)))
+
+    results = feeds.poll_many(svc.Session, svc.settings, [broken, healthy])
+
+    assert [r.status for r in results] == ["error", "ok"]
+    feed = feed_row(svc, broken)
+    assert feed.last_error == "internal error: RuntimeError: a parser bug"
+    assert feed.error_count == 1 and feed.next_fetch_at > feed.last_fetched_at  # backed off like any failure
+
+
+def test_a_redirect_to_an_odd_ip_address_is_refused_with_the_reason(svc, feed_server):
+    feed_id = add(svc, feed_server.serve("/feed.xml", b"", status=302, Location="http://0x7f.1/feed.xml"))
+
+    result = poll(svc, feed_id)
+
+    assert result.status == "error"
+    assert "redirected to 'http://0x7f.1/feed.xml'" in feed_row(svc, feed_id).last_error
+    assert "hexadecimal form" in feed_row(svc, feed_id).last_error
+
+
 def test_it_gives_up_on_a_redirect_loop(svc, feed_server):
     feed_id = add(svc, feed_server.serve("/loop.xml", b"", status=302, Location="/loop.xml"))
 
@@ -397,12 +447,64 @@ def answer_getaddrinfo(monkeypatch, *addresses: str) -> None:
     "169.254.169.254", "169.254.0.1", "127.0.0.1", "127.8.9.10", "0.0.0.0", "100.64.0.1",
     "::1", "::", "fc00::1", "fd12:3456:789a::1", "fe80::1", "fe80::1%eth0",
     "::ffff:10.0.0.1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:192.168.1.1",
+    # Translated, tunnelled, multicast and reserved: each reaches inside, or nowhere a feed is served.
+    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "64:ff9b:1::a00:1", "64:ff9b:1::808:808",
+    "2002:7f00:1::1", "2002:808:808::1", "2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "::127.0.0.1", "fec0::1", "ff02::1", "ff0e::1", "224.0.0.1", "239.255.255.250", "240.0.0.1",
+    "255.255.255.255", "192.0.0.8", "2001:db8::1", "3fff::1", "5f00::1",
 ])
 def test_it_refuses_a_host_that_resolves_to_a_private_or_local_address(monkeypatch, address):
     answer_getaddrinfo(monkeypatch, address)
 
     with pytest.raises(fetch.Refused, match="SYNDICATE_ALLOW_PRIVATE_FEEDS"):
         fetch.public_addresses("feeds.example", 443)
+
+
+def test_it_accepts_a_public_site_reached_through_nat64_on_an_ipv6_only_host(monkeypatch):
+    # DNS64 writes 8.8.8.8 as 64:ff9b::808:808: refusing the whole prefix would cut off every IPv4-only site.
+    answer_getaddrinfo(monkeypatch, "64:ff9b::808:808")
+
+    assert fetch.public_addresses("feeds.example", 443) == ["64:ff9b::808:808"]
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_a_nat64_address_is_as_public_as_the_ipv4_address_it_carries(n):
+    embedded = ipaddress.IPv4Address(n)
+    assert fetch.is_public(ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) + n)) == \
+        fetch.is_public(embedded)
+
+
+@given(st.integers(0, 2**128 - 1))
+def test_no_6to4_teredo_multicast_or_reserved_address_is_public(n):
+    address = ipaddress.IPv6Address(n)
+    if address in ipaddress.ip_network("2002::/16") or address in ipaddress.ip_network("2001::/32") \
+            or address.is_multicast or address.is_reserved and address not in ipaddress.ip_network("64:ff9b::/96"):
+        assert not fetch.is_public(address)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "ff02::1",
+                                     "224.0.0.251", "::127.0.0.1"])
+def test_a_feed_whose_host_resolves_to_a_translated_or_multicast_address_is_refused_unconnected(
+        svc, make_settings, monkeypatch, address):
+    answer_getaddrinfo(monkeypatch, address)
+    connected = []
+
+    def connect_tcp(self, host, port, *args, **kwargs):  # nothing leaves this machine, on main or not
+        connected.append(host)
+        raise httpcore.ConnectError("the test refuses every connection")
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect_tcp)
+    feed_id = add(svc, "https://feeds.example/rss")
+    healthy = add(svc, "https://other.example/rss")
+
+    result = poll(svc, feed_id, make_settings(allow_private_feeds=0))
+
+    assert result.status == "error"
+    assert connected == []
+    error = feed_row(svc, feed_id).last_error
+    assert f"resolves to {ipaddress.ip_address(address)}, a private or local address" in error
+    assert "SYNDICATE_ALLOW_PRIVATE_FEEDS" in error
+    assert feed_row(svc, healthy).last_error is None  # the other feed is untouched
 
 
 def test_it_refuses_a_host_when_any_one_of_its_addresses_is_private(monkeypatch):

@@ -21,7 +21,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from conftest import configured
+from conftest import configured, submit
 from desk_client import add_editor, api_headers, desk_client
 from syndicate import editions, feeds, subscribers, tasks
 from syndicate.cli import main
@@ -177,8 +177,8 @@ def test_a_hostile_feed_title_and_reader_name_reach_every_inbox_as_text_not_head
         newsroom, smtp_server, feed_server, attack):
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         # The public form, unauthenticated: the name goes into the confirmation mail's To.
-        assert client.post("/subscribe", data={"email": "reader@example.org", "name": attack,
-                                               "newsletter": "daily"}).status_code == 200
+        assert submit(client, "/subscribe", {"email": "reader@example.org", "name": attack,
+                                             "newsletter": "daily"}).status_code == 200
         [confirmation] = smtp_server.messages
         message = parsed(confirmation.data)
         assert_headers_are_ours(message, {"From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted",
@@ -186,7 +186,7 @@ def test_a_hostile_feed_title_and_reader_name_reach_every_inbox_as_text_not_head
         raw = email.message_from_bytes(confirmation.data, policy=email.policy.compat32)
         assert unquoted(display_name(raw["To"])) == one_line(attack)
         [link] = re.findall(r"http://testserver(/confirm/\S+)", message.get_body(("plain",)).get_content())
-        assert client.post(link).status_code == 200
+        assert submit(client, link).status_code == 200
 
     with transaction(newsroom.Session) as session:
         feeds.add_feed(session, feed_server.serve("/feed", hostile_feed(attack)))

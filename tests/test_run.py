@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import free_port, wait_for
+from conftest import free_port, hidden_fields, wait_for
 
 
 def answers(url: str) -> bool:
@@ -67,13 +67,15 @@ def test_syndicate_run_serves_the_whole_pipeline_on_one_machine(running, smtp_se
               "--max-age", "0")
 
     # A reader signs up on the web; the worker mails the confirmation; the reader confirms by POST.
-    response = httpx.post(base + "/subscribe", data={"email": "reader@example.org", "newsletter": "daily"})
+    form = hidden_fields(httpx.get(base + "/").text)  # the form's token, as a browser sends it back
+    response = httpx.post(base + "/subscribe", data={**form, "email": "reader@example.org", "newsletter": "daily"})
     assert response.status_code == 200 and "Check your inbox" in response.text
     wait_for(lambda: smtp_server.messages, 30, "the confirmation mail")
     confirmation = email.message_from_bytes(smtp_server.messages[0].data, policy=email.policy.default)
     link = re.search(r"http://\S+/confirm/\S+", confirmation.get_body(("plain",)).get_content()).group(0)
-    assert httpx.get(link).status_code == 200  # a scanner's GET changes nothing
-    assert httpx.post(link).status_code == 200
+    page = httpx.get(link)
+    assert page.status_code == 200  # a scanner's GET changes nothing
+    assert httpx.post(link, data=hidden_fields(page.text)).status_code == 200
 
     # A feed is added; beat's tick polls it; the edition is due now; the worker delivers it.
     syndicate(env, "feed", "add", feed_server.serve("/feed/", sample_feed))

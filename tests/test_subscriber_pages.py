@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from sqlalchemy import delete, func, select
 from starlette.testclient import TestClient
 
-from conftest import configured
+from conftest import configured, submit
 from syndicate import archive, editions, subscribers, throttle, tokens
 from syndicate.cli import main
 from syndicate.db import transaction
@@ -217,14 +217,14 @@ def test_a_throttle_loses_no_count_under_concurrent_hits(database_url, make_sett
 def test_one_address_gets_at_most_its_hourly_confirmations_and_more_the_next_hour(client, site, smtp_server):
     form = {"email": "reader@example.com", "newsletter": "daily"}
     with time_machine.travel(T0, tick=True):
-        pages = [client.post("/subscribe", data=form) for _ in range(3)]
+        pages = [submit(client, "/subscribe", data=form) for _ in range(3)]
     assert [p.status_code for p in pages] == [200, 200, 200]
     assert "sent you an email" in pages[0].text
     assert "already sent several confirmation emails to this address" in pages[2].text
     assert len(mails_to(smtp_server, "reader@example.com")) == 2
 
     with time_machine.travel(T0 + timedelta(minutes=61), tick=True):
-        later = client.post("/subscribe", data=form)
+        later = submit(client, "/subscribe", data=form)
     assert "sent you an email" in later.text
     sent = mails_to(smtp_server, "reader@example.com")
     assert len(sent) == 3
@@ -234,8 +234,8 @@ def test_one_address_gets_at_most_its_hourly_confirmations_and_more_the_next_hou
 def test_a_signup_over_the_limit_is_still_recorded_with_why_no_mail_went(client, site, smtp_server):
     form = {"email": "reader@example.com", "newsletter": "daily"}
     for _ in range(2):
-        client.post("/subscribe", data=form)
-    client.post("/subscribe", data={"email": "reader@example.com", "newsletter": "weekly"})
+        submit(client, "/subscribe", data=form)
+    submit(client, "/subscribe", data={"email": "reader@example.com", "newsletter": "weekly"})
 
     subscriber_id = subscriber_id_of(site, "reader@example.com")
     assert statuses(site, subscriber_id) == ("pending", {"daily": "pending", "weekly": "pending"})
@@ -248,7 +248,7 @@ def test_a_signup_over_the_limit_is_still_recorded_with_why_no_mail_went(client,
 
 def test_one_client_gets_at_most_its_hourly_confirmations_across_addresses(site, smtp_server):
     with visitor("203.0.113.7") as sender:
-        pages = [sender.post("/subscribe", data={"email": f"r{i}@example.com", "newsletter": "daily"})
+        pages = [submit(sender, "/subscribe", data={"email": f"r{i}@example.com", "newsletter": "daily"})
                  for i in range(4)]
 
     assert [p.status_code for p in pages] == [200] * 4
@@ -263,7 +263,7 @@ def test_one_client_gets_at_most_its_hourly_confirmations_across_addresses(site,
     assert throttle_count(site, "confirm:address:r3@example.com") is None
 
     with visitor("198.51.100.2") as elsewhere:
-        page = elsewhere.post("/subscribe", data={"email": "r3@example.com", "newsletter": "daily"})
+        page = submit(elsewhere, "/subscribe", data={"email": "r3@example.com", "newsletter": "daily"})
     assert "sent you an email" in page.text
     assert len(mails_to(smtp_server, "r3@example.com")) == 1
     assert throttle_count(site, "confirm:client:203.0.113.7") == 3
@@ -316,11 +316,11 @@ def test_a_signup_without_settings_uses_the_default_limits(site):
 
 
 def test_the_timeline_records_subscribed_confirmed_and_one_click_unsubscribed(client, site, smtp_server):
-    client.post("/subscribe", data={"email": "reader@example.com", "newsletter": ["daily", "weekly"]})
+    submit(client, "/subscribe", data={"email": "reader@example.com", "newsletter": ["daily", "weekly"]})
     link = re.search(r"http://testserver(/confirm/[A-Za-z0-9._-]+)", mails_to(smtp_server, "reader@example.com")[0]
                      .get_body(("plain",)).get_content()).group(1)
-    assert client.post(link).status_code == 200
-    assert client.post(link).status_code == 200  # pressed twice: confirmed once
+    assert submit(client, link).status_code == 200
+    assert submit(client, link).status_code == 200  # pressed twice: confirmed once
     subscriber_id = subscriber_id_of(site, "reader@example.com")
     token = tokens.unsubscribe_token(site.settings.secret_key, subscriber_id, newsletter_id(site, "daily"))
     unsubscribe = f"/u/{token}"
@@ -340,10 +340,10 @@ def test_a_reader_who_left_everything_and_signs_up_again_is_back_once_they_confi
     with transaction(site.Session) as session:
         subscribers.leave_all(session, subscriber_id)
 
-    client.post("/subscribe", data={"email": "reader@example.com", "newsletter": "weekly"})
+    submit(client, "/subscribe", data={"email": "reader@example.com", "newsletter": "weekly"})
     link = re.search(r"http://testserver(/confirm/[A-Za-z0-9._-]+)", mails_to(smtp_server, "reader@example.com")[0]
                      .get_body(("plain",)).get_content()).group(1)
-    page = client.post(link)
+    page = submit(client, link)
 
     assert "confirmed" in page.text
     assert statuses(site, subscriber_id) == ("confirmed", {"daily": "unsubscribed", "weekly": "active"})
@@ -356,7 +356,7 @@ def test_a_bounced_address_that_confirms_is_told_its_mail_is_suspended(client, s
         subscribers.suppress(session, session.get(Subscriber, subscriber_id), "bounced", "smtp", "550 no such user")
         subscribers.subscribe(session, "reader@example.com", [editions.get_newsletter(session, "weekly").id])
 
-    page = client.post(f"/confirm/{tokens.confirm_token(site.settings.secret_key, subscriber_id)}")
+    page = submit(client, f"/confirm/{tokens.confirm_token(site.settings.secret_key, subscriber_id)}")
 
     assert page.status_code == 200
     assert "suspended" in page.text and "bounced" in page.text
@@ -433,7 +433,7 @@ def test_saving_preferences_starts_one_newsletter_and_stops_another_at_once(clie
     subscriber_id = reader(site)
     waiting = pending_delivery(site, add_edition(site, "daily", 1, "sending"), subscriber_id)
 
-    page = client.post(preferences_path(site, subscriber_id), data={"action": "save", "newsletter": "weekly"},
+    page = submit(client, preferences_path(site, subscriber_id), data={"action": "save", "newsletter": "weekly"},
                        follow_redirects=False)
 
     assert page.status_code == 200
@@ -451,10 +451,10 @@ def test_saving_preferences_starts_one_newsletter_and_stops_another_at_once(clie
 def test_saving_the_same_preferences_again_changes_nothing(client, site):
     subscriber_id = reader(site)
     path = preferences_path(site, subscriber_id)
-    client.post(path, data={"action": "save", "newsletter": ["daily", "weekly"]})
+    submit(client, path, data={"action": "save", "newsletter": ["daily", "weekly"]})
     timeline = events(site, subscriber_id)
 
-    page = client.post(path, data={"action": "save", "newsletter": ["daily", "weekly"]})
+    page = submit(client, path, data={"action": "save", "newsletter": ["daily", "weekly"]})
 
     assert "Nothing needed to change" in page.text
     assert events(site, subscriber_id) == timeline
@@ -465,8 +465,8 @@ def test_leaving_all_newsletters_suppresses_the_address(client, site):
     waiting = pending_delivery(site, add_edition(site, "weekly", 1, "sending"), subscriber_id)
     path = preferences_path(site, subscriber_id)
 
-    page = client.post(path, data={"action": "leave"}, follow_redirects=False)
-    again = client.post(path, data={"action": "leave"})
+    page = submit(client, path, data={"action": "leave"}, follow_redirects=False)
+    again = submit(client, path, data={"action": "leave"})
 
     assert page.status_code == again.status_code == 200
     assert "you have left every newsletter" in page.text
@@ -480,9 +480,9 @@ def test_leaving_all_newsletters_suppresses_the_address(client, site):
 def test_a_reader_who_left_everything_can_come_back_from_their_preferences_link(client, site):
     subscriber_id = reader(site)
     path = preferences_path(site, subscriber_id)
-    client.post(path, data={"action": "leave"})
+    submit(client, path, data={"action": "leave"})
 
-    page = client.post(path, data={"action": "save", "newsletter": "daily"})
+    page = submit(client, path, data={"action": "save", "newsletter": "daily"})
 
     assert "Starting now: Daily" in page.text
     assert statuses(site, subscriber_id) == ("confirmed", {"daily": "active"})
@@ -494,7 +494,7 @@ def test_a_one_click_unsubscribe_can_be_undone_on_the_preferences_page(client, s
     token = tokens.unsubscribe_token(site.settings.secret_key, subscriber_id, newsletter_id(site, "daily"))
     client.post(f"/u/{token}", **ONE_CLICK)
 
-    client.post(preferences_path(site, subscriber_id), data={"action": "save", "newsletter": "daily"})
+    submit(client, preferences_path(site, subscriber_id), data={"action": "save", "newsletter": "daily"})
 
     assert statuses(site, subscriber_id) == ("confirmed", {"daily": "active"})
 
@@ -509,7 +509,7 @@ def test_a_suspended_address_is_told_why_and_not_mailed_again(client, site, stat
     path = preferences_path(site, subscriber_id)
 
     shown = client.get(path)
-    page = client.post(path, data={"action": "save", "newsletter": ["daily", "weekly"]})
+    page = submit(client, path, data={"action": "save", "newsletter": ["daily", "weekly"]})
 
     assert "Mail to reader@example.com is suspended. On March 2, 2026" in shown.text
     assert why in shown.text
@@ -526,12 +526,12 @@ def test_a_bounced_reader_can_still_leave_and_stays_bounced(client, site):
         subscribers.suppress(session, session.get(Subscriber, subscriber_id), "bounced", "smtp", "550")
     path = preferences_path(site, subscriber_id)
 
-    client.post(path, data={"action": "save", "newsletter": "weekly"})
+    submit(client, path, data={"action": "save", "newsletter": "weekly"})
     assert statuses(site, subscriber_id) == ("bounced", {"daily": "unsubscribed", "weekly": "active"})
-    client.post(path, data={"action": "leave"})
+    submit(client, path, data={"action": "leave"})
     assert statuses(site, subscriber_id) == ("bounced", {"daily": "unsubscribed", "weekly": "unsubscribed"})
     # Having "left", re-ticking a box must not make a bouncing address look deliverable.
-    client.post(path, data={"action": "save", "newsletter": "weekly"})
+    submit(client, path, data={"action": "save", "newsletter": "weekly"})
     assert statuses(site, subscriber_id) == ("bounced", {"daily": "unsubscribed", "weekly": "unsubscribed"})
 
 
@@ -549,7 +549,7 @@ def test_a_damaged_preferences_link_gets_a_helpful_400_and_changes_nothing(clien
 def test_a_post_without_a_button_saves_nothing(client, site):
     subscriber_id = reader(site)
 
-    response = client.post(preferences_path(site, subscriber_id), data={})
+    response = submit(client, preferences_path(site, subscriber_id), data={})
 
     assert response.status_code == 400
     assert "nothing was saved" in response.text

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from conftest import configured
+from conftest import configured, submit
 from syndicate import editions, feeds, subscribers, tokens
 from syndicate.db import transaction
 from syndicate.deliveries import UNSUBSCRIBE_URL
@@ -104,7 +104,7 @@ def test_it_shows_the_signup_form_with_the_newsletters(client):
 
 
 def test_it_records_a_signup_as_pending_and_asks_the_reader_to_check_their_inbox(client, web):
-    response = client.post("/subscribe", data={"email": "Reader@Example.com", "newsletter": "daily"})
+    response = submit(client, "/subscribe", data={"email": "Reader@Example.com", "newsletter": "daily"})
 
     assert response.status_code == 200
     assert "Check your inbox" in response.text
@@ -114,19 +114,19 @@ def test_it_records_a_signup_as_pending_and_asks_the_reader_to_check_their_inbox
 
 
 def test_it_mails_one_confirmation_link_that_confirms_the_reader(client, web, smtp_server):
-    client.post("/subscribe", data={"email": "reader@example.com", "newsletter": "daily"})
+    submit(client, "/subscribe", data={"email": "reader@example.com", "newsletter": "daily"})
 
     assert len(smtp_server.messages) == 1
     assert smtp_server.messages[0].recipients == ["reader@example.com"]
     links = confirm_links(smtp_server)
     assert links and all(link.startswith("http://testserver/confirm/") for link in links)
-    client.post(links[0].removeprefix("http://testserver"))
+    submit(client, links[0].removeprefix("http://testserver"))
     assert subscriber_named(web, "reader@example.com").status == "confirmed"
 
 
 def test_it_sends_at_most_three_confirmations_an_hour_to_one_address(client, web, smtp_server):
     for _ in range(4):
-        response = client.post("/subscribe", data={"email": "reader@example.com", "newsletter": "daily"})
+        response = submit(client, "/subscribe", data={"email": "reader@example.com", "newsletter": "daily"})
         assert response.status_code == 200
 
     assert len(smtp_server.messages) <= 3
@@ -137,13 +137,13 @@ def test_it_sends_at_most_three_confirmations_an_hour_to_one_address(client, web
 
 def test_it_delivers_three_confirmations_when_a_signup_is_repeated_four_times(client, web, smtp_server):
     for _ in range(4):
-        client.post("/subscribe", data={"email": "reader@example.com", "newsletter": "daily"})
+        submit(client, "/subscribe", data={"email": "reader@example.com", "newsletter": "daily"})
 
     assert len(smtp_server.messages) == 3
 
 
 def test_it_refuses_a_bad_address_and_keeps_the_form_filled(client, web, smtp_server):
-    response = client.post("/subscribe", data={"email": "not-an-address", "name": "Ada", "newsletter": "daily"})
+    response = submit(client, "/subscribe", data={"email": "not-an-address", "name": "Ada", "newsletter": "daily"})
 
     assert response.status_code == 400
     assert "not an email address we can send to" in response.text
@@ -155,7 +155,7 @@ def test_it_refuses_a_bad_address_and_keeps_the_form_filled(client, web, smtp_se
 
 
 def test_it_refuses_a_signup_with_no_newsletter_chosen(client, web, smtp_server):
-    response = client.post("/subscribe", data={"email": "reader@example.com"})
+    response = submit(client, "/subscribe", data={"email": "reader@example.com"})
 
     assert response.status_code == 400
     assert "choose at least one newsletter" in response.text
@@ -166,7 +166,7 @@ def test_it_refuses_a_signup_with_no_newsletter_chosen(client, web, smtp_server)
 
 def test_it_stores_nothing_and_mails_nothing_for_a_refused_signup(client, web, smtp_server):
     for form in ({"email": "not-an-address", "newsletter": "daily"}, {"email": "reader@example.com"}):
-        assert client.post("/subscribe", data=form).status_code != 200
+        assert submit(client, "/subscribe", data=form).status_code != 200
     assert subscriber_named(web, "reader@example.com") is None
     assert smtp_server.messages == []
 
@@ -185,7 +185,7 @@ def test_it_confirms_only_when_the_button_is_pressed_not_when_the_link_is_opened
     assert '<form method="post">' in opened.text
     assert subscriber_named(web, "reader@example.com").status == "pending"  # a link scanner confirms nobody
 
-    pressed = client.post(path)
+    pressed = submit(client, path)
     assert pressed.status_code == 200
     assert "confirmed" in pressed.text
     assert subscriber_named(web, "reader@example.com").status == "confirmed"
@@ -239,7 +239,7 @@ def test_it_does_not_tell_a_returning_reader_they_are_subscribed_while_they_are_
     subscriber_id, newsletter_id, token = confirmed_subscriber(web)
     assert client.post(f"/u/{token}", follow_redirects=False, **ONE_CLICK).status_code == 200
 
-    response = client.post("/subscribe", data={"email": "reader@example.com", "newsletter": "daily"})
+    response = submit(client, "/subscribe", data={"email": "reader@example.com", "newsletter": "daily"})
 
     assert response.status_code == 200
     back = subscription_status(web, subscriber_id, newsletter_id) == "active"

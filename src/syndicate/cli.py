@@ -17,7 +17,7 @@ import click
 from sqlalchemy import func, select
 
 from syndicate import __version__, api_tokens, db, deliveries, editions, editors, feeds, posts, subscribers
-from syndicate.config import Settings
+from syndicate.config import Settings, check_trusted_proxies
 from syndicate.errors import NotFound, SyndicateError, TransportError
 from syndicate.models import Article, Edition, Editor, Feed, Newsletter, Post, Subscriber, utcnow
 from syndicate.services import Services
@@ -174,14 +174,22 @@ def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
 @main.command()
 @click.option("--host", default=None, help="Address to listen on.")
 @click.option("--port", type=int, default=None, help="Port to listen on.")
+@click.option("--forwarded-allow-ips", "trusted", default=None, metavar="ADDRESSES",
+              help="The reverse proxies (addresses or networks, comma-separated, * for any) whose "
+                   "X-Forwarded-For names the visitor (default: SYNDICATE_TRUSTED_PROXIES, else none).")
 @click.pass_context
-def web(ctx, host: str | None, port: int | None) -> None:
+def web(ctx, host: str | None, port: int | None, trusted: str | None) -> None:
     """Serve only the web app (workers and beat run elsewhere)."""
     import uvicorn
 
+    if trusted is not None:
+        trusted = check_trusted_proxies(trusted, "--forwarded-allow-ips")
     settings = services(ctx).settings
+    trusted = settings.trusted_proxies if trusted is None else trusted
+    # X-Forwarded-For is believed only from the listed proxies, and from nobody unless some are listed:
+    # else any visitor could send one and get a fresh sign-up limit each time.
     uvicorn.run("syndicate.web:app", host=host or settings.web_host, port=port or settings.web_port,
-                log_level="info", proxy_headers=True)
+                log_level="info", proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
 
 
 # ── database ─────────────────────────────────────────────────────────────────

@@ -7,6 +7,7 @@ an SMTP server and dry-run instead of X.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from syndicate import private_files
 from syndicate.errors import SettingsError
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ class Settings:
     give_up_after: int = 4 * 24 * 3600  # a deferred delivery fails, a confirmation mail stops, after this
     web_host: str = "127.0.0.1"
     web_port: int = 8000
+    trusted_proxies: str = ""  # addresses whose X-Forwarded-For names the visitor; none by default
     template_dir: Path | None = None  # editors' templates, looked up before the bundled ones
     postal_address: str = ""  # the sender's physical address, printed in every mail's footer
     soft_bounce_limit: int = 3  # deliveries given up on (4xx) within the window before an address is suppressed
@@ -129,6 +132,7 @@ class Settings:
         ):
             values[name] = _number(get, name.upper(), type(default), default)
         values["web_host"] = get("WEB_HOST") or cls.web_host
+        values["trusted_proxies"] = check_trusted_proxies(get("TRUSTED_PROXIES") or "", f"{PREFIX}TRUSTED_PROXIES")
         values["send_rate"] = _number(get, "SEND_RATE", float, None)
         values["send_hourly"] = _number(get, "SEND_HOURLY", int, None)
         values["postal_address"] = " ".join((get("POSTAL_ADDRESS") or "").split())
@@ -204,6 +208,21 @@ def _check_broker_url(url: str) -> None:
             f"{PREFIX}BROKER_URL={_redact(url)!r} is not supported; use redis://HOST:6379/0 "
             "(or leave it unset for the embedded broker)"
         )
+
+
+def check_trusted_proxies(value: str, where: str) -> str:
+    """Comma-separated addresses or networks (10.0.0.5, 172.16.0.0/12, ::1), or * for any: the proxies
+    whose X-Forwarded-For is believed. A typo must not quietly trust nobody, or everybody."""
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(f"{where}={value!r}: {entry!r} is not an IP address or network; list the "
+                                "reverse proxy's addresses, e.g. 127.0.0.1,172.16.0.0/12") from None
+    return ",".join(entries)
 
 
 def _check_base_url(url: str) -> None:
@@ -302,13 +321,10 @@ def _local_secret_key(data_dir: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
     # Write aside, then link into place: readers never see a half-written key,
     # and if two processes start at once the first link wins for both.
     tmp = data_dir / f".secret_key.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32))
+    private_files.write(tmp, secrets.token_urlsafe(32).encode())
     try:
         os.link(tmp, path)
     except FileExistsError:

@@ -13,6 +13,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from syndicate import private_files
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -22,8 +24,8 @@ def make_engine(url: str) -> Engine:
     pool = dict(pool_size=20, max_overflow=10)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, **pool)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        private_files.create(Path(parsed.database))  # before SQLite makes it with the umask's mode
     # SQLAlchemy's AUTOCOMMIT leaves the driver out of transactions: they are begun below, and
     # committed or rolled back as usual. (Set per connection instead, SQLite's would be undone
     # as the connection went back to the pool, and pysqlite would begin transactions itself.)

@@ -17,7 +17,7 @@ from premailer import Premailer
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import deliveries, templating
+from syndicate import deliveries, private_files, templating
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL
@@ -659,7 +659,7 @@ def write_preview(settings: Settings, edition: Edition, folder: Path | None = No
     """The HTML and text parts as a recipient will see them, as files (the personal links point to the
     archive instead of anyone's unsubscribe page). Returns their paths."""
     folder = folder or settings.outbox / "editions"
-    folder.mkdir(parents=True, exist_ok=True)
+    private_files.make_dir(folder)
     newsletter = edition.newsletter
     archive = f"{settings.base_url}/n/{newsletter.slug}"
     stem = f"{newsletter.slug}-{edition.number}"
@@ -667,7 +667,7 @@ def write_preview(settings: Settings, edition: Edition, folder: Path | None = No
     for path, body in zip(paths, (deliveries.mail_html(edition.html), edition.text), strict=True):
         body = body.replace(UNSUBSCRIBE_URL, archive).replace(PREFERENCES_URL, archive)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(body, encoding="utf-8")
+        private_files.write(tmp, body.encode())
         tmp.replace(path)
     return paths
 

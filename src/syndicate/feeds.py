@@ -464,7 +464,18 @@ def poll_many(Session: sessionmaker, settings: Settings, feed_ids: list[int], co
             return poll_one(http, feed_id)
         except Exception as e:  # noqa: BLE001 - a bug or a database hiccup on one feed spares the others
             log.exception("polling feed %d failed", feed_id)
-            return PollResult(feed_id, "", "error", error=f"internal error: {type(e).__name__}: {e}")
+            error = f"internal error: {type(e).__name__}: {e}"
+            note_failure(feed_id, error)
+            return PollResult(feed_id, "", "error", error=error)
+
+    def note_failure(feed_id: int, error: str) -> None:
+        # On the feed too, as any failure is, and backed off like one: not only in a log nobody reads.
+        try:
+            with Session() as session, session.begin():
+                if (feed := session.get(Feed, feed_id)) is not None:
+                    record(session, feed, Download(error=FeedError(error)), settings, utcnow())
+        except Exception:  # noqa: BLE001 - the database itself is away: the log above has it
+            log.exception("could not note the failure on feed %d", feed_id)
 
     def poll_one(http: httpx.Client, feed_id: int) -> PollResult:
         with Session() as session:

@@ -37,7 +37,53 @@ def check_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"{url!r} is not a web address we can fetch: give a full http:// or https:// URL")
+    if _odd_ipv4(parts.hostname):
+        raise InvalidInput(f"{parts.hostname!r} in {url!r} is an IPv4 address written in a short, octal or "
+                           "hexadecimal form, which programs read differently: write it as four decimal numbers "
+                           "(like 192.0.2.10), or give the site's name")
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", parts.query, ""))
+
+
+# Ranges that reach this machine or its network, or that no public server has, which `is_global` calls
+# global on some interpreters (its tables changed in 3.11.10, 3.12.4 and 3.13): named here, never left to it.
+_NEVER_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "192.0.0.0/24", "192.88.99.0/24",  # "this network"; IETF assignments; the 6to4 relay anycast
+    "::/96",  # IPv4-compatible IPv6 (deprecated): ::127.0.0.1 is the loopback by another name
+    "64:ff9b:1::/48",  # NAT64 for local use (RFC 8215): the translator and what it reaches are the operator's
+    "2001::/23",  # IETF protocol assignments, Teredo (2001::/32) among them: a tunnel, not a server
+    "2002::/16",  # 6to4 (RFC 7526 deprecated it): any relay, or our own router, unwraps the embedded IPv4
+    "2001:db8::/32", "3fff::/20",  # documentation
+    "fec0::/10",  # site-local (deprecated), still routed inside some networks
+))
+# NAT64's well-known prefix (RFC 6052): an IPv6-only host with DNS64 reaches every IPv4-only site through it,
+# so it is judged by the IPv4 address in its last 32 bits, as that address itself would be.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether `address` is a unicast address of the public internet, on every interpreter."""
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return is_public(address.ipv4_mapped)
+        if address in _NAT64:
+            return is_public(ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF))
+    if any(address in network for network in _NEVER_PUBLIC if network.version == address.version):
+        return False
+    return address.is_global and not (address.is_multicast or address.is_reserved or address.is_unspecified
+                                      or address.is_loopback or address.is_link_local or address.is_private)
+
+
+def _odd_ipv4(host: str) -> bool:
+    """A host browsers read as an IPv4 address (its last label is a number, as the WHATWG URL standard
+    says) that isn't written as four plain decimal numbers: 0177.0.0.1, 2130706433, 0x7f.1, 127.1."""
+    labels = host.split(".")
+    last = labels[-1] or (labels[-2] if len(labels) > 1 else "")
+    numeric = last.isascii() and (last.isdigit() or last.lower().startswith("0x") and
+                                  all(c in "0123456789abcdef" for c in last[2:].lower()))
+    if not numeric:
+        return False
+    return not (len(labels) == 4 and all(
+        label.isascii() and label.isdigit() and str(int(label)) == label and int(label) <= 255 for label in labels))
 
 
 def public_addresses(host: str, port: int) -> list[str]:
@@ -49,8 +95,7 @@ def public_addresses(host: str, port: int) -> list[str]:
     addresses = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        if not (mapped or address).is_global:
+        if not is_public(address):
             raise Refused(f"{host} resolves to {address}, a private or local address; {PRIVATE_HINT}")
         addresses.append(str(address))
     return addresses
@@ -146,6 +191,10 @@ def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: floa
     """GET `url`, following up to `max_redirects` redirects; the whole exchange ends by `deadline` (monotonic)."""
     permanent = url
     headers = {**headers, "Accept-Encoding": "gzip, deflate"}  # the ones _read can inflate within the cap
+    try:
+        check_url(url)  # a URL stored before today's rules gets today's reason, not httpx's exception
+    except InvalidInput as e:
+        raise FeedError(str(e)) from e
     _deadline.at = deadline
     try:
         for _ in range(max_redirects + 1):
@@ -154,8 +203,8 @@ def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: floa
                     try:
                         target = check_url(urljoin(url, response.headers["location"]))
                     except InvalidInput as e:
-                        raise FeedError(f"redirected to {response.headers['location']!r}, which is not "
-                                        "an http(s) address") from e
+                        raise FeedError(f"redirected to {response.headers['location']!r}, which we don't "
+                                        f"fetch: {e}") from e
                     if response.status_code in (301, 308) and url == permanent:
                         permanent = target
                     url = target
@@ -170,7 +219,7 @@ def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: floa
                                _retry_after(response.headers.get("retry-after"), now), final_url=url)
     except httpx.TimeoutException as e:
         raise FeedError(f"no complete answer within the deadline ({type(e).__name__})") from e
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, httpx.InvalidURL) as e:  # InvalidURL is no HTTPError
         raise FeedError(f"cannot fetch: {e}") from e
     finally:
         _deadline.at = None

@@ -2,11 +2,13 @@
 
 Each check has a short deadline of its own and they run side by side, so /healthz answers within a few
 seconds even when everything is down. What a check says never carries a password: operators paste
-these bodies into tickets.
+these bodies into tickets. Anyone may ask whether each part is ok (`public`); what each check saw, with
+the hosts and ports of our own services, goes only to a request with an API token, and to the log.
 """
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import ssl
 import threading
@@ -21,6 +23,7 @@ from sqlalchemy import Engine, text
 
 from syndicate.config import Settings, SmtpSettings
 
+log = logging.getLogger(__name__)
 DEADLINE = 4.5  # seconds for all checks together: a load balancer's probe gives up at 5 or 10
 CONNECT_TIMEOUT = 3.0  # one network service's own limit (broker, mail server)
 
@@ -137,7 +140,14 @@ def report(settings: Settings, engine: Engine, deadline: float = DEADLINE) -> tu
     body = {"status": "ok" if healthy else "error", "checks": {name: c.as_json() for name, c in checks.items()}}
     if not healthy:
         body["failing"] = [name for name, c in checks.items() if not c.ok]
+        for name in body["failing"]:  # the operator reads what went wrong here; the public only "error"
+            log.warning("health check %s failed: %s", name, checks[name].detail)
     return healthy, body
+
+
+def public(body: dict) -> dict:
+    """The report as anyone may see it: ok or not per part, nothing about where our services are."""
+    return {**body, "checks": {name: check["status"] for name, check in body["checks"].items()}}
 
 
 class Cached:

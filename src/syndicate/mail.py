@@ -24,6 +24,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from syndicate import private_files
 from syndicate.config import SmtpSettings
 from syndicate.errors import ConnectionLost, TransportError
 from syndicate.templating import one_line
@@ -517,7 +518,7 @@ class OutboxConnection:
         name = re.sub(r"[^A-Za-z0-9._@-]+", "_", message.message_id.strip("<>"))
         path = self.folder / f"{name}.eml"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(message.data)
+        private_files.write(tmp, message.data)  # readers' addresses and their unsubscribe links
         if before_end is not None:
             try:
                 before_end()
@@ -536,5 +537,5 @@ class OutboxTransport:
 
     @contextmanager
     def connect(self) -> Iterator[OutboxConnection]:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_files.make_dir(self.folder)
         yield OutboxConnection(self.folder)

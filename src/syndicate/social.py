@@ -29,6 +29,7 @@ import tweepy
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from syndicate import private_files
 from syndicate.errors import AccountProblem, DuplicatePost, TransportError
 from syndicate.teaser import BLUESKY, MASTODON, Network, X
 
@@ -652,9 +653,8 @@ class DryRunClient:
     def publish(self, request: PostRequest) -> Published:
         payload = {"account": self.account_name, "network": self.network, "key": request.key,
                    **self.requests_for(request)}
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{request.key}.json"
-        path.write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        private_files.write(path, (json.dumps(payload, ensure_ascii=False, indent=2) + "\n").encode())
         return Published(f"dry-run:{request.key}", path.as_uri())
 
     def requests_for(self, request: PostRequest) -> dict:

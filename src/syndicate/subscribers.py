@@ -17,6 +17,8 @@ from syndicate.mail import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
 from syndicate.templating import render
 
+LOCAL_PART_MAX = 64  # RFC 5321 4.5.3.1.1
+
 
 def normalise_email(email: str) -> str:
     """Lower-case, with an internationalised domain in its ASCII (punycode) form.
@@ -28,6 +30,11 @@ def normalise_email(email: str) -> str:
         valid = validate_email(email.strip(), check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as e:
         raise InvalidInput(f"{email!r} is not an email address we can send to: {e}") from e
+    # email-validator lets a longer one through unless strict; mail servers may refuse it (RFC 5321 4.5.3.1.1).
+    if len(valid.local_part) > LOCAL_PART_MAX:
+        raise InvalidInput(f"{email!r} is not an email address we can send to: the part before the @ is "
+                           f"{len(valid.local_part)} characters long, and mail servers take at most "
+                           f"{LOCAL_PART_MAX}; check the address")
     return (valid.ascii_email or valid.normalized).lower()
 
 

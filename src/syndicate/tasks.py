@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import kombu.pools
 from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
+from sqlalchemy.engine import make_url
 
-from syndicate import broker, deliveries, editions, feeds, posts, services, subscriber_csv, subscribers
+from syndicate import (
+    broker,
+    deliveries,
+    editions,
+    feeds,
+    posts,
+    private_files,
+    services,
+    subscriber_csv,
+    subscribers,
+)
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import SettingsError, TransportError
@@ -26,7 +38,11 @@ QUEUES = ("ingest", "mail", "social")
 
 
 def celery_config(settings: Settings) -> dict:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_files.make_dir(settings.data_dir)
+    if settings.broker_url.startswith("sqla+sqlite:"):  # the embedded broker's queue: 0600 like the rest
+        broker_file = make_url(settings.broker_url.removeprefix("sqla+")).database
+        if broker_file and broker_file != ":memory:":
+            private_files.create(Path(broker_file))
     config = dict(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,

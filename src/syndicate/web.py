@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from syndicate import (
@@ -18,6 +19,7 @@ from syndicate import (
     csp,
     desk,
     editions,
+    forms,
     health,
     metrics,
     push,
@@ -36,11 +38,12 @@ from syndicate.templating import render
 
 
 def page(template: str, status: int = 200, /, **context) -> HTMLResponse:
+    context.setdefault("form_hours", forms.FORM_HOURS)  # said when a form comes back expired
     return HTMLResponse(render(f"web/{template}.html", **context), status_code=status)
 
 
-def message(title: str, text: str, status: int = 200) -> HTMLResponse:
-    return page("message", status, title=title, message=text)
+def message(title: str, text: str, status: int = 200, link: tuple[str, str] | None = None) -> HTMLResponse:
+    return page("message", status, title=title, message=text, link=link)
 
 
 def api_error(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -123,6 +126,23 @@ def create_app() -> FastAPI:
         return message("Refused", "This form is out of date or came from another site: go back, reload the "
                        "page and try again.", 403)
 
+    @app.exception_handler(forms.FormRefused)
+    async def form_refused(request: Request, e: forms.FormRefused):
+        # The form itself is one GET away: the subscribe form is the home page, the others are their URL.
+        again = "/" if request.url.path == "/subscribe" else request.url.path
+        return message("Refused", "This form was sent from another site, or from a copy of our page we can't "
+                       "vouch for, so nothing was done. Open the form again, reload the page and try once more.",
+                       403, link=(again, "Open the form again"))
+
+    def form_checked(request: Request, given: str, purpose: str, bound_to: str = "") -> None:
+        """A reader's form POST came from our own page, recently: FormRefused or FormExpired otherwise."""
+        settings = svc().settings
+        forms.check_origin(settings.base_url, request.headers.get("origin"), request.headers.get("referer"))
+        forms.check_token(settings.secret_key, given, purpose, bound_to)
+
+    def new_form_token(purpose: str, bound_to: str = "") -> str:
+        return forms.token(svc().settings.secret_key, purpose, bound_to)
+
     def wants_json(request: Request) -> bool:
         return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
 
@@ -142,29 +162,36 @@ def create_app() -> FastAPI:
     async def insufficient_scope(request: Request, e: OutOfScope):  # the desk's API, with another kind of token
         return out_of_scope(e)
 
+    def subscribe_page(status: int = 200, /, *, error: str | None = None, expired: bool = False,
+                       **context) -> HTMLResponse:
+        return page("subscribe", status, form_token=new_form_token("subscribe"), error=error, expired=expired,
+                    **context)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def subscribe_form():
         with transaction(svc().Session) as session:
             newsletters = session.scalars(select(Newsletter).where(Newsletter.status == "active")
                                           .order_by(Newsletter.name)).all()
-            return page("subscribe", newsletters=newsletters, chosen=[n.slug for n in newsletters][:1],
-                        error=None, email="", name="")
+            return subscribe_page(newsletters=newsletters, chosen=[n.slug for n in newsletters][:1],
+                                  email="", name="")
 
     @app.post("/subscribe", response_class=HTMLResponse, include_in_schema=False)
     def subscribe(request: Request, email: str = Form(""), name: str = Form(""),
-                  newsletter: list[str] = Form(default=[])):
+                  newsletter: list[str] = Form(default=[]), form_token: str = Form("")):
         with transaction(svc().Session) as session:
             chosen = session.scalars(select(Newsletter).where(Newsletter.slug.in_(newsletter))).all()
             try:
+                form_checked(request, form_token, "subscribe")
                 # The client's address limits confirmation mails per sender too (behind a proxy,
                 # `syndicate web` reads it from X-Forwarded-For: uvicorn's proxy_headers).
                 signup = subscribers.subscribe(session, email, [n.id for n in chosen], name=name or None,
                                                source="web", client=request.client.host if request.client else None,
                                                settings=svc().settings)
-            except InvalidInput as e:
+            except (InvalidInput, forms.FormExpired) as e:
                 everything = session.scalars(select(Newsletter).order_by(Newsletter.name)).all()
-                return page("subscribe", 400, newsletters=everything, chosen=newsletter, error=str(e),
-                            email=email, name=name)
+                expired = isinstance(e, forms.FormExpired)
+                return subscribe_page(400, newsletters=everything, chosen=newsletter, email=email, name=name,
+                                      expired=expired, error=None if expired else str(e))
             subscriber_id, send, awaiting = signup.subscriber.id, signup.send_confirmation, signup.awaiting_confirmation
         if send:
             send_confirmation.delay(subscriber_id)  # after commit: the task finds the row
@@ -182,10 +209,15 @@ def create_app() -> FastAPI:
     @app.get("/confirm/{token}", response_class=HTMLResponse, include_in_schema=False)
     def confirm_page(token: str):
         tokens.read_confirm_token(svc().settings.secret_key, token)
-        return page("confirm")
+        return page("confirm", form_token=new_form_token("confirm", token), expired=False)
 
     @app.post("/confirm/{token}", response_class=HTMLResponse, include_in_schema=False)
-    def confirm(token: str):
+    def confirm(request: Request, token: str, form_token: str = Form("")):
+        tokens.read_confirm_token(svc().settings.secret_key, token)  # a damaged link says so first
+        try:
+            form_checked(request, form_token, "confirm", token)
+        except forms.FormExpired:
+            return page("confirm", 400, form_token=new_form_token("confirm", token), expired=True)
         with transaction(svc().Session) as session:
             subscriber = subscribers.confirm(session, svc().settings, token)
             suspended = subscribers.suspension(session, subscriber)
@@ -212,17 +244,27 @@ def create_app() -> FastAPI:
         return message("You're unsubscribed", f"You will not receive {name} any more.")
 
     # The reader's preferences. The signed token in the URL comes only in mail to their address and is
-    # the credential, so the form carries no CSRF token. GET changes nothing: link scanners prefetch.
+    # the credential; the form's own token, bound to it, and the Origin check keep other sites from
+    # pressing the buttons for a reader whose link they learnt. GET changes nothing: link scanners prefetch.
+    def preferences_page_of(session, token: str, subscriber_id: int, status: int = 200, /, **context):
+        return page("preferences", status, prefs=subscribers.preferences(session, subscriber_id),
+                    form_token=new_form_token("preferences", token), **context)
+
     @app.get("/p/{token}", response_class=HTMLResponse, include_in_schema=False)
     def preferences_page(token: str):
         subscriber_id = tokens.read_preferences_token(svc().settings.secret_key, token)
         with transaction(svc().Session) as session:
-            return page("preferences", prefs=subscribers.preferences(session, subscriber_id), saved=None)
+            return preferences_page_of(session, token, subscriber_id, saved=None, expired=False)
 
     @app.post("/p/{token}", response_class=HTMLResponse, include_in_schema=False)
-    def save_preferences(token: str, action: str = Form(""), newsletter: list[str] = Form(default=[])):
+    def save_preferences(request: Request, token: str, action: str = Form(""),
+                         newsletter: list[str] = Form(default=[]), form_token: str = Form("")):
         subscriber_id = tokens.read_preferences_token(svc().settings.secret_key, token)
         with transaction(svc().Session) as session:
+            try:
+                form_checked(request, form_token, "preferences", token)
+            except forms.FormExpired:
+                return preferences_page_of(session, token, subscriber_id, 400, saved=None, expired=True)
             if action == "leave":
                 subscribers.leave_all(session, subscriber_id)
                 saved = "left"
@@ -231,7 +273,7 @@ def create_app() -> FastAPI:
                 saved = subscribers.set_preferences(session, subscriber_id, list(ids))
             else:
                 raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
-            return page("preferences", prefs=subscribers.preferences(session, subscriber_id), saved=saved)
+            return preferences_page_of(session, token, subscriber_id, saved=saved, expired=False)
 
     @app.get("/n/{slug}", response_class=HTMLResponse, include_in_schema=False)
     def archive_page(slug: str):
@@ -343,11 +385,25 @@ def create_app() -> FastAPI:
     health_report = health.Cached()
 
     @app.get("/healthz", summary="Database, broker and mail server reachable?")
-    def healthz():
+    def healthz(request: Request):
         """Database, broker and mail server, checked side by side: 200 when all answer, 503 naming those
-        that don't; within a few seconds either way."""
+        that don't; within a few seconds either way. What each check saw (hosts, ports, errors) comes only
+        with a metrics:read token as a Bearer (`syndicate token create NAME --scope metrics:read`); a failure's
+        detail is also logged."""
+        token, detailed = bearer_token(request), False
+        if token is not None:  # the scraper's token, as for /metrics
+            try:
+                with transaction(svc().Session) as session:
+                    api_tokens.authenticate(session, token, "metrics:read")
+                detailed = True
+            except NotAuthenticated as e:
+                return unauthorized(e, True)
+            except OutOfScope as e:
+                return out_of_scope(e)
+            except SQLAlchemyError:  # the database is down: no token can be checked; the log has the details
+                pass
         healthy, body = health_report(svc().settings, svc().engine)
-        return JSONResponse(body, status_code=200 if healthy else 503)
+        return JSONResponse(body if detailed else health.public(body), status_code=200 if healthy else 503)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus(request: Request):
