@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from desk_client import add_editor, api_headers, desk_client
+from desk_client import add_editor, api_headers, desk_client, signed_in
 from syndicate.web import create_app
 
 TOKEN_ROUTES = ("/api/", "/metrics")
@@ -52,3 +52,24 @@ def test_a_body_that_is_not_utf8_json_is_answered_400_in_the_error_shape(client,
 
     assert answer.status_code == 400
     assert "error" in answer.json()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/articles/{id}", "/api/v1/editions/{id}", "/api/v1/posts/{id}",
+                                  "/api/v1/subscribers/{id}", "/api/v1/articles?feed={id}"])
+def test_an_id_too_large_for_the_database_is_refused_as_bad_input_not_a_server_error(client, headers, path):
+    for too_large in (145589929071302400765436362752, 2**31):  # past SQLite's integers; past PostgreSQL's
+        answer = client.get(path.format(id=too_large), headers=headers)
+
+        assert answer.status_code == 422, (too_large, answer.text)
+        assert "less than or equal to 2147483647" in answer.text
+
+
+def test_the_articles_page_refuses_a_feed_filter_that_is_no_feed_id(client, svc):
+    add_editor(svc)
+    signed_in(client)
+
+    for feed in ("99999999999999999999", "²"):
+        answer = client.get("/desk/articles", params={"feed": feed})
+
+        assert answer.status_code == 400, (feed, answer.status_code)
+        assert "is not a feed id" in answer.text

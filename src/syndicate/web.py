@@ -34,7 +34,7 @@ from syndicate.api_tokens import NotAuthenticated, OutOfScope
 from syndicate.csp import SecurityHeaders
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
-from syndicate.models import Newsletter, Subscriber
+from syndicate.models import Newsletter, RowId, Subscriber
 from syndicate.tasks import send_confirmation, social_tick, tick
 from syndicate.templating import render
 
@@ -264,7 +264,7 @@ def create_app() -> FastAPI:
             return Response(archive.atom(newsletter, sent, svc().settings), media_type="application/atom+xml")
 
     @app.get("/n/{slug}/{number}", response_class=HTMLResponse, include_in_schema=False)
-    def web_view(slug: str, number: int):
+    def web_view(slug: str, number: RowId):
         with transaction(svc().Session) as session:
             edition = editions.get_edition(session, slug, number)
             # The newsletter's HTML, sandboxed: an opaque origin with no script, whatever got into it.
