@@ -73,3 +73,12 @@ def test_the_articles_page_refuses_a_feed_filter_that_is_no_feed_id(client, svc)
 
         assert answer.status_code == 400, (feed, answer.status_code)
         assert "is not a feed id" in answer.text
+
+
+def test_a_newsletter_without_a_short_name_is_refused_saying_what_is_missing(client, headers):
+    answer = client.post("/api/v1/newsletters", headers=headers,
+                         json={"slug": " ", "name": "Daily", "from_address": "news@example.com"})
+
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "The short name can't be left blank"}
+    assert client.get("/api/v1/newsletters", headers=headers).json() == []
