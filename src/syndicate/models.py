@@ -10,7 +10,9 @@ so a retry or a second worker finds the row and never acts twice.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
+from annotated_types import Interval
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -57,6 +59,13 @@ naming = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# Every id column is an `integer`, which on PostgreSQL ends at 2**31 - 1 (SQLite's at 2**63 - 1): an id a
+# request names is checked against that where it comes in, since one past it makes the database raise
+# instead of finding nothing.
+MAX_ID = 2**31 - 1
+RowId = Annotated[int, Interval(ge=1, le=MAX_ID)]
 
 
 class Base(DeclarativeBase):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
@@ -117,6 +118,13 @@ def entry_from_push(story: PushedStory) -> feeds.Entry:
         summary=story.summary or "", published_at=story.published_at, author=story.author,
         image_url=story.image_url, categories=story.categories,
     )
+
+
+class Pushed(BaseModel):
+    """The answer to a push, as /openapi.json documents it."""
+
+    id: int = Field(description="The article's id.")
+    status: Literal["created", "updated", "unchanged"]
 
 
 @dataclass

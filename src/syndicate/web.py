@@ -6,13 +6,16 @@ the push API a CMS calls when it publishes (POST /api/articles); the editors' de
 from __future__ import annotations
 
 from fastapi import FastAPI, Form, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from syndicate import (
     __version__,
+    api_answers,
     api_tokens,
     archive,
     bounces,
@@ -28,11 +31,12 @@ from syndicate import (
     subscribers,
     tokens,
 )
+from syndicate.api_answers import INVALID, OUT_OF_SCOPE, TOO_LARGE, UNAUTHENTICATED, ApiError, answer
 from syndicate.api_tokens import NotAuthenticated, OutOfScope
 from syndicate.csp import SecurityHeaders
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
-from syndicate.models import Newsletter, Subscriber
+from syndicate.models import Newsletter, RowId, Subscriber
 from syndicate.tasks import send_confirmation, social_tick, tick
 from syndicate.templating import render
 
@@ -145,6 +149,17 @@ def create_app() -> FastAPI:
 
     def wants_json(request: Request) -> bool:
         return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_refusal(request: Request, e: StarletteHTTPException):
+        # Starlette's and FastAPI's own refusals (no such route, a body that can't be read) in the API's one
+        # error shape, as /openapi.json documents it; pages keep the default.
+        if not request.url.path.startswith("/api/"):
+            return await http_exception_handler(request, e)
+        said = str(e.detail)
+        if e.status_code == 404:
+            said = f"this API has no {request.url.path}: /docs (and /openapi.json) list its routes"
+        return api_error(said, e.status_code, e.headers)
 
     @app.exception_handler(InvalidInput)
     async def invalid(request: Request, e: InvalidInput):
@@ -291,7 +306,7 @@ def create_app() -> FastAPI:
             return Response(archive.atom(newsletter, sent, svc().settings), media_type="application/atom+xml")
 
     @app.get("/n/{slug}/{number}", response_class=HTMLResponse, include_in_schema=False)
-    def web_view(slug: str, number: int):
+    def web_view(slug: str, number: RowId):
         with transaction(svc().Session) as session:
             edition = editions.get_edition(session, slug, number)
             # The newsletter's HTML, sandboxed: an opaque origin with no script, whatever got into it.
@@ -299,6 +314,9 @@ def create_app() -> FastAPI:
 
     # A CMS authenticates with a bearer token it sends itself: no cookie, so no CSRF to guard against.
     @app.post("/api/articles", status_code=201, summary="Push a story the moment the CMS publishes it",
+              response_model=push.Pushed, responses={
+                  200: answer("The story was here already: updated, or unchanged.", push.Pushed),
+                  **UNAUTHENTICATED, **OUT_OF_SCOPE, **TOO_LARGE, **INVALID},
               openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": push.PushedStory.model_json_schema()}}}})
     async def push_article(request: Request):
@@ -344,7 +362,14 @@ def create_app() -> FastAPI:
     # generic JSON shape. A token with events:bounces is the authentication, as a bearer token or as the
     # HTTP Basic password (SNS can only send Basic: https://sns:TOKEN@host/api/events/bounces); an SNS
     # message must also carry Amazon SNS's signature.
-    @app.post("/api/events/bounces", summary="Bounces and complaints from the mail provider")
+    @app.post("/api/events/bounces", summary="Bounces and complaints from the mail provider", responses={
+        200: {"description": "The events, and what was done with each."}, **UNAUTHENTICATED,
+        403: answer("The token hasn't the scope events:bounces (`scope` names it), or an SNS message's signature "
+                    "doesn't check out.", api_answers.ScopeMissing | ApiError),
+        **TOO_LARGE, **INVALID, 429: answer("This token reported too many events lately: the error says when to "
+                                            "send again."),
+        502: answer("Amazon SNS couldn't be reached (its signing certificate, or to confirm the subscription): "
+                    "SNS delivers again later.")})
     async def bounce_events(request: Request):
         """Record bounces and complaints; the same notification again changes nothing. Needs a token with the
         scope events:bounces; an Amazon SNS message must carry a good SNS signature (403 if not)."""
@@ -384,7 +409,9 @@ def create_app() -> FastAPI:
 
     health_report = health.Cached()
 
-    @app.get("/healthz", summary="Database, broker and mail server reachable?")
+    @app.get("/healthz", summary="Database, broker and mail server reachable?", responses={
+        200: {"description": "All of them answer."}, 503: {"description": "Some don't: the body names them."},
+        **UNAUTHENTICATED, **OUT_OF_SCOPE})
     def healthz(request: Request):
         """Database, broker and mail server, checked side by side: 200 when all answer, 503 naming those
         that don't; within a few seconds either way. What each check saw (hosts, ports, errors) comes only
@@ -405,7 +432,9 @@ def create_app() -> FastAPI:
         healthy, body = health_report(svc().settings, svc().engine)
         return JSONResponse(body if detailed else health.public(body), status_code=200 if healthy else 503)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response, responses={
+        200: {"content": {"text/plain": {}}, "description": "The Prometheus text format."},
+        **UNAUTHENTICATED, **OUT_OF_SCOPE})
     def prometheus(request: Request):
         """Prometheus text format; send a token with metrics:read
         (`syndicate token create prometheus --scope metrics:read`) as a Bearer."""

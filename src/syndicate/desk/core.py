@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
-from syndicate import api_tokens, services
+from syndicate import api_answers, api_tokens, services
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import Editor
@@ -31,7 +31,7 @@ from syndicate.templating import render
 SESSION_HOURS = 12  # then sign in again, however active the session was
 COOKIE = "syndicate_desk"
 pages = APIRouter(prefix="/desk", include_in_schema=False)
-api = APIRouter(prefix="/api/v1")
+api = APIRouter(prefix="/api/v1", responses=api_answers.EDITOR_API)  # documented in /openapi.json
 _bearer = HTTPBearer(auto_error=False, description="an editor's own API token (the desk's API tokens page, or "
                                                    "`syndicate token create NAME --editor USER`)")
 

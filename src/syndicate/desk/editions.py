@@ -27,7 +27,7 @@ from syndicate.desk.core import (
 )
 from syndicate.edition_qa import parts
 from syndicate.errors import InvalidInput, NotFound, TransportError
-from syndicate.models import Edition, Newsletter
+from syndicate.models import Edition, Newsletter, RowId
 from syndicate.tasks import deliver_batch
 
 RECENT = 50  # editions on the list page
@@ -185,7 +185,7 @@ def editions_page(request: Request, name: str = Depends(editor)):
 
 
 @pages.get("/editions/{edition_id}", response_class=HTMLResponse)
-def edition_page(request: Request, edition_id: int, name: str = Depends(editor)):
+def edition_page(request: Request, edition_id: RowId, name: str = Depends(editor)):
     # What a test-send answered, handed over from its POST: a reload of this page sends nothing again.
     handed, sent = request.session.pop("test_sent", None), None
     if handed and handed[0] == edition_id:
@@ -204,27 +204,27 @@ def _page(request: Request, edition_id: int, name: str, status: int = 200, error
 
 
 @pages.get("/editions/{edition_id}/preview.html")
-def preview_html(edition_id: int, name: str = Depends(editor)):
+def preview_html(edition_id: RowId, name: str = Depends(editor)):
     """The HTML part as a recipient gets it, for the desk's frames."""
     return Response(_preview(edition_id)[1], media_type="text/html; charset=utf-8", headers=PREVIEW_HEADERS)
 
 
 @pages.get("/editions/{edition_id}/preview.txt")
-def preview_text(edition_id: int, name: str = Depends(editor)):
+def preview_text(edition_id: RowId, name: str = Depends(editor)):
     """The text part as a recipient gets it."""
     return Response(_preview(edition_id)[2], media_type="text/plain; charset=utf-8", headers=PREVIEW_HEADERS)
 
 
 @pages.get("/editions/{edition_id}/counts")
-def counts(edition_id: int, name: str = Depends(editor)) -> dict:
+def counts(edition_id: RowId, name: str = Depends(editor)) -> dict:
     """Deliveries by status, for the page's live counts while it goes out."""
     return _counts(edition_id)
 
 
 @pages.post("/editions/{edition_id}/{action}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
-def edition_action(request: Request, edition_id: int, action: str, name: str = Depends(editor),
-                   subject: str = Form(""), up: int | None = Form(None), down: int | None = Form(None),
-                   remove: int | None = Form(None), at: str = Form(""), addresses: str = Form(""),
+def edition_action(request: Request, edition_id: RowId, action: str, name: str = Depends(editor),
+                   subject: str = Form(""), up: RowId | None = Form(None), down: RowId | None = Form(None),
+                   remove: RowId | None = Form(None), at: str = Form(""), addresses: str = Form(""),
                    next: str = Form("")):
     """Every button of the edition page (and the Today page's pause and resume)."""
     try:
@@ -271,8 +271,8 @@ def _landing(request: Request, next: str, default: str) -> str:
 class EditionChanges(BaseModel):
     subject: str | None = Field(None, description="a subject of your own; \"\" goes back to the newsletter's "
                                                   "subject template; left out: unchanged")
-    order: list[int] | None = Field(None, description="article ids in the order wanted; the rest follow")
-    remove: list[int] = Field([], description="article ids to take out (free for the next edition)")
+    order: list[RowId] | None = Field(None, description="article ids in the order wanted; the rest follow")
+    remove: list[RowId] = Field([], description="article ids to take out (free for the next edition)")
 
 
 class When(BaseModel):
@@ -293,7 +293,7 @@ def editions_json(newsletter: str | None = None, status: str | None = None,
 
 
 @api.get("/editions/{edition_id}", tags=["editions"])
-def edition_json(edition_id: int, name: str = Depends(api_editor)) -> dict:
+def edition_json(edition_id: RowId, name: str = Depends(api_editor)) -> dict:
     """One edition: status, schedule, subject, stories, deliveries by status, and the checks' warnings
     (Gmail's 102 KB clip, the unsubscribe link and header)."""
     with transaction(services.current().Session) as session:
@@ -301,33 +301,33 @@ def edition_json(edition_id: int, name: str = Depends(api_editor)) -> dict:
 
 
 @api.get("/editions/{edition_id}/counts", tags=["editions"])
-def counts_json(edition_id: int, name: str = Depends(api_editor)) -> dict:
+def counts_json(edition_id: RowId, name: str = Depends(api_editor)) -> dict:
     """The edition's status and its deliveries by status: cheap enough to poll during a send."""
     return _counts(edition_id)
 
 
 @api.get("/editions/{edition_id}/preview", tags=["editions"])
-def preview_json(edition_id: int, name: str = Depends(api_editor)) -> dict:
+def preview_json(edition_id: RowId, name: str = Depends(api_editor)) -> dict:
     """Subject, HTML and text exactly as a recipient gets them (their own links those of nobody)."""
     subject, html, text = _preview(edition_id)
     return dict(subject=subject, html=html, text=text)
 
 
 @api.patch("/editions/{edition_id}", tags=["editions"])
-def edit_json(edition_id: int, body: EditionChanges, name: str = Depends(api_editor)) -> dict:
+def edit_json(edition_id: RowId, body: EditionChanges, name: str = Depends(api_editor)) -> dict:
     """Change an edition that hasn't started going out: subject, order of the stories, stories taken out.
     It is rendered again; a sent edition answers 422."""
     return _edit(edition_id, body.subject, body.order, body.remove)
 
 
 @api.post("/editions/{edition_id}/schedule", tags=["editions"])
-def schedule_json(edition_id: int, body: When, name: str = Depends(api_editor)) -> dict:
+def schedule_json(edition_id: RowId, body: When, name: str = Depends(api_editor)) -> dict:
     """Schedule or reschedule an edition that hasn't started; a time past means at the next tick."""
     return _schedule(edition_id, body.at)
 
 
 @api.post("/editions/{edition_id}/test-send", tags=["editions"])
-def test_send_json(edition_id: int, body: TestSend, name: str = Depends(api_editor)):
+def test_send_json(edition_id: RowId, body: TestSend, name: str = Depends(api_editor)):
     """Send the edition now to these addresses, marked [Test]; nobody is counted. Per address, whether
     the mail server took it and its reply; 502 if the server can't be reached."""
     try:
@@ -337,14 +337,14 @@ def test_send_json(edition_id: int, body: TestSend, name: str = Depends(api_edit
 
 
 @api.post("/editions/{edition_id}/check-links", tags=["editions"])
-def check_links_json(edition_id: int, name: str = Depends(api_editor)) -> dict:
+def check_links_json(edition_id: RowId, name: str = Depends(api_editor)) -> dict:
     """Ask every link of the edition (up to 100, within 10 s): those that answer 4xx/5xx, can't be reached
     or don't answer in time."""
     return _check_links(edition_id)
 
 
 @api.post("/editions/{edition_id}/{action}", tags=["editions"])
-def action_json(edition_id: int, action: str, name: str = Depends(api_editor)) -> dict:
+def action_json(edition_id: RowId, action: str, name: str = Depends(api_editor)) -> dict:
     """Pause, resume, cancel or resend to failed.
 
     `pause` (stops before the next recipient), `resume`, `cancel` (nothing more goes out), or

@@ -11,7 +11,7 @@ from syndicate import feeds, services, trail
 from syndicate.db import transaction
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput
-from syndicate.models import utcnow
+from syndicate.models import MAX_ID, RowId, utcnow
 from syndicate.tasks import poll_feed_batch
 
 
@@ -43,7 +43,7 @@ def _feed_filter(feed: str) -> int | None:
     """The articles page's feed filter: empty is every feed (a <select>'s "all" sends feed=)."""
     if not feed.strip():
         return None
-    if not feed.strip().isdigit():
+    if not feed.strip().isdecimal() or not 0 < int(feed) <= MAX_ID:
         raise InvalidInput(f"{feed!r} is not a feed id")
     return int(feed)
 
@@ -76,7 +76,7 @@ def add_feed(request: Request, url: str = Form(""), name: str = Depends(editor))
 
 
 @pages.post("/feeds/{feed_id}/poll", dependencies=[Depends(csrf_checked)])
-def poll_feed(feed_id: int, name: str = Depends(editor)):
+def poll_feed(feed_id: RowId, name: str = Depends(editor)):
     _poll(feed_id)
     return back(f"/desk/feeds#feed-{feed_id}")
 
@@ -89,7 +89,7 @@ def articles_page(request: Request, q: str = "", feed: str = "", page_number: in
 
 
 @pages.get("/articles/{article_id}", response_class=HTMLResponse)
-def article_page(request: Request, article_id: int, name: str = Depends(editor)):
+def article_page(request: Request, article_id: RowId, name: str = Depends(editor)):
     return page("article", request, editor=name, article=_trail(article_id))
 
 
@@ -114,13 +114,13 @@ def add_feed_json(body: NewFeed, name: str = Depends(api_editor)) -> dict:
 
 
 @api.post("/feeds/{feed_id}/poll", tags=["feeds"])
-def poll_feed_json(feed_id: int, name: str = Depends(api_editor)) -> dict:
+def poll_feed_json(feed_id: RowId, name: str = Depends(api_editor)) -> dict:
     """Queue a fetch of one feed now, instead of at its next turn; answers its health before the fetch."""
     return _poll(feed_id)
 
 
 @api.get("/articles", tags=["articles"])
-def articles_json(q: str = "", feed: int | None = None, page_number: int = Query(1, alias="page", ge=1),
+def articles_json(q: str = "", feed: RowId | None = None, page_number: int = Query(1, alias="page", ge=1),
                   name: str = Depends(api_editor)) -> dict:
     """The newest articles, 50 a page, with how many editions and posts each went into (by status);
     `q` searches titles and links, `feed` keeps one feed's."""
@@ -128,6 +128,6 @@ def articles_json(q: str = "", feed: int | None = None, page_number: int = Query
 
 
 @api.get("/articles/{article_id}", tags=["articles"])
-def article_json(article_id: int, name: str = Depends(api_editor)) -> dict:
+def article_json(article_id: RowId, name: str = Depends(api_editor)) -> dict:
     """One article and its trail: the editions that carried it and the posts that teased it."""
     return _trail(article_id)

@@ -22,8 +22,8 @@ from syndicate.models import Edition, Feed, Newsletter
 RECENT = 10  # editions listed on a newsletter's page
 # Left blank in a form, these are refused (saying which); any other blank field means "none": no reply-to,
 # no schedule, every feed, every category, no breaking lane.
-REQUIRED = {"name": "The name", "from_address": "The From: address", "timezone": "The time zone",
-            "subject_template": "The subject template", "template": "The template",
+REQUIRED = {"slug": "The short name", "name": "The name", "from_address": "The From: address",
+            "timezone": "The time zone", "subject_template": "The subject template", "template": "The template",
             "max_items": "Most stories per edition"}
 LISTS = ("categories_include", "categories_exclude", "breaking_categories")
 

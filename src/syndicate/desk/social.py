@@ -10,10 +10,11 @@ from syndicate import accounts, posts, services, teaser
 from syndicate.db import transaction
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, local_time, page, pages
 from syndicate.errors import InvalidInput
+from syndicate.models import RowId
 
 
 @pages.get("/posts/{post_id}", response_class=HTMLResponse)
-def post_page(request: Request, post_id: int, name: str = Depends(editor), error: str | None = None):
+def post_page(request: Request, post_id: RowId, name: str = Depends(editor), error: str | None = None):
     with transaction(services.current().Session) as session:
         post = posts.get(session, post_id)
         record = posts.describe(post)
@@ -35,7 +36,7 @@ def _measure(session, post_id: int, text: str) -> dict:
 
 
 @pages.get("/posts/{post_id}/measure")
-def measure(post_id: int, text: str = "", name: str = Depends(editor)) -> dict:
+def measure(post_id: RowId, text: str = "", name: str = Depends(editor)) -> dict:
     """The teaser's length by its network's own rules, for the counter under the text box."""
     with transaction(services.current().Session) as session:
         return _measure(session, post_id, text)
@@ -62,7 +63,7 @@ def _act(session, post_id: int, action: str, text: str = "", at: str = "") -> di
 
 
 @pages.post("/posts/{post_id}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
-def post_action(request: Request, post_id: int, action: str = Form(...), text: str = Form(""),
+def post_action(request: Request, post_id: RowId, action: str = Form(...), text: str = Form(""),
                 at: str = Form(""), name: str = Depends(editor)):
     try:
         with transaction(services.current().Session) as session:
@@ -82,21 +83,21 @@ class PostAction(BaseModel):
 
 
 @api.get("/posts/{post_id}", tags=["social"])
-def post_json(post_id: int, name: str = Depends(api_editor)) -> dict:
+def post_json(post_id: RowId, name: str = Depends(api_editor)) -> dict:
     """One teaser: its text, length by its network's rules, status, schedule, link card."""
     with transaction(services.current().Session) as session:
         return posts.describe(posts.get(session, post_id))
 
 
 @api.get("/posts/{post_id}/measure", tags=["social"])
-def measure_json(post_id: int, text: str = "", name: str = Depends(api_editor)) -> dict:
+def measure_json(post_id: RowId, text: str = "", name: str = Depends(api_editor)) -> dict:
     """How long `text` would be on this teaser's network, and whether it may go as it is."""
     with transaction(services.current().Session) as session:
         return _measure(session, post_id, text)
 
 
 @api.post("/posts/{post_id}", tags=["social"])
-def post_action_json(post_id: int, body: PostAction, name: str = Depends(api_editor)) -> dict:
+def post_action_json(post_id: RowId, body: PostAction, name: str = Depends(api_editor)) -> dict:
     """Edit, schedule, hold, release, cancel, make breaking, or re-share (answers the new post) a teaser."""
     with transaction(services.current().Session) as session:
         return _act(session, post_id, body.action, body.text, body.at)

@@ -19,7 +19,7 @@ from syndicate import editions, services, subscriber_csv, subscribers, timeline
 from syndicate.db import transaction
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput, NotFound
-from syndicate.models import Newsletter, SubscriberImport, utcnow
+from syndicate.models import Newsletter, RowId, SubscriberImport, utcnow
 
 PROBLEMS_SHOWN = 200  # rows not imported listed on the page; the report's CSV has every one
 # A request body is refused on its declared size before any of it is read: room for a file at the limit
@@ -164,7 +164,7 @@ def _import(session, import_id: int) -> SubscriberImport:
 
 
 @pages.get("/subscribers/imports/{import_id:int}", response_class=HTMLResponse)
-def import_progress_page(request: Request, import_id: int, name: str = Depends(editor)):
+def import_progress_page(request: Request, import_id: RowId, name: str = Depends(editor)):
     with transaction(services.current().Session) as session:
         row = _import(session, import_id)
         names = dict(session.execute(select(Newsletter.id, Newsletter.name)).all())
@@ -175,7 +175,7 @@ def import_progress_page(request: Request, import_id: int, name: str = Depends(e
 
 
 @pages.get("/subscribers/imports/{import_id:int}/progress")
-def import_progress(import_id: int, name: str = Depends(editor)) -> dict:
+def import_progress(import_id: RowId, name: str = Depends(editor)) -> dict:
     """For the page's progress bar (fetched with Accept: application/json: signed out, it gets a 401)."""
     with transaction(services.current().Session) as session:
         job = _progress(_import(session, import_id))
@@ -184,7 +184,7 @@ def import_progress(import_id: int, name: str = Depends(editor)) -> dict:
 
 
 @pages.get("/subscribers/imports/{import_id:int}/report.csv")
-def import_report_page(import_id: int, name: str = Depends(editor)):
+def import_report_page(import_id: RowId, name: str = Depends(editor)):
     return _report_csv(import_id)
 
 
@@ -234,7 +234,7 @@ def _export(newsletter: str) -> StreamingResponse:
 
 
 @pages.get("/subscribers/{subscriber_id:int}", response_class=HTMLResponse)
-def subscriber_page(request: Request, subscriber_id: int, name: str = Depends(editor)):
+def subscriber_page(request: Request, subscriber_id: RowId, name: str = Depends(editor)):
     return _subscriber_view(request, subscriber_id, name)
 
 
@@ -247,7 +247,7 @@ def _subscriber_view(request: Request, subscriber_id: int, name: str, error: str
 
 @pages.post("/subscribers/{subscriber_id:int}/{action}", response_class=HTMLResponse,
             dependencies=[Depends(csrf_checked)])
-def subscriber_action(request: Request, subscriber_id: int, action: str, reason: str = Form(""),
+def subscriber_action(request: Request, subscriber_id: RowId, action: str, reason: str = Form(""),
                       name: str = Depends(editor)):
     try:
         with transaction(services.current().Session) as session:
@@ -328,7 +328,7 @@ def _import_json(import_id: int) -> dict:
 
 
 @api.get("/subscribers/imports/{import_id:int}", tags=["subscribers"])
-def import_progress_json(import_id: int, name: str = Depends(api_editor)) -> dict:
+def import_progress_json(import_id: RowId, name: str = Depends(api_editor)) -> dict:
     """An import's progress (`done` of `total` rows of the file; status queued, running, done or failed, with
     `error`), and once done its report: counts, and every row not imported with its line and why."""
     return _import_json(import_id)
@@ -336,13 +336,13 @@ def import_progress_json(import_id: int, name: str = Depends(api_editor)) -> dic
 
 @api.get("/subscribers/imports/{import_id:int}/report.csv", tags=["subscribers"], response_class=Response,
          responses={200: {"content": {"text/csv": {}}}})
-def import_report_json(import_id: int, name: str = Depends(api_editor)):
+def import_report_json(import_id: RowId, name: str = Depends(api_editor)):
     """The rows a finished import left out, as CSV: line,email,reason."""
     return _report_csv(import_id)
 
 
 @api.get("/subscribers/{subscriber_id:int}", tags=["subscribers"])
-def subscriber_json(subscriber_id: int, name: str = Depends(api_editor)) -> dict:
+def subscriber_json(subscriber_id: RowId, name: str = Depends(api_editor)) -> dict:
     """One subscriber: status, subscriptions, and the timeline — every edition delivered, skipped (why) or
     failed (the server's reply), bounces, complaints, and what they and the editors did."""
     with transaction(services.current().Session) as session:
@@ -350,14 +350,14 @@ def subscriber_json(subscriber_id: int, name: str = Depends(api_editor)) -> dict
 
 
 @api.post("/subscribers/{subscriber_id:int}/leave", tags=["subscribers"])
-def leave_json(subscriber_id: int, name: str = Depends(api_editor)) -> dict:
+def leave_json(subscriber_id: RowId, name: str = Depends(api_editor)) -> dict:
     """Stop every newsletter to this address: suppressed as unsubscribed, so no import adds it back unforced."""
     with transaction(services.current().Session) as session:
         return _act(session, subscriber_id, "leave", "", name)
 
 
 @api.post("/subscribers/{subscriber_id:int}/restore", tags=["subscribers"])
-def restore_json(subscriber_id: int, body: Restore, name: str = Depends(api_editor)) -> dict:
+def restore_json(subscriber_id: RowId, body: Restore, name: str = Depends(api_editor)) -> dict:
     """Let mail go again to an address that bounced, complained or left everything — only with the reader's
     say-so. The newsletters they left stay left."""
     with transaction(services.current().Session) as session:
