@@ -51,6 +51,24 @@ SHAPES = (
 )
 
 
+# The generic shape as a JSON Schema, for the API's spec: a script (or the fuzzer) knows what to send.
+# SNS and SES messages are Amazon's own documented shapes and are not repeated here.
+_EVENT = {
+    "type": "object", "required": ["type", "email"],
+    "properties": {
+        "type": {"enum": list(GENERIC_TYPES)},
+        "email": {"type": "string", "description": "The address the event is about."},
+        "reason": {"type": "string", "description": "What the provider said, kept on the reader's timeline."},
+        "id": {"type": ["string", "integer"], "description": "The provider's id: the same id twice counts once."},
+        "message_id": {"type": "string", "description": "The Message-ID of our mail it is about."},
+    },
+}
+GENERIC_SCHEMA = {"oneOf": [_EVENT, {
+    "type": "object", "required": ["events"],
+    "properties": {"events": {"type": "array", "items": _EVENT, "maxItems": MAX_EVENTS}},
+}]}
+
+
 # ── what the mail server said at send time ───────────────────────────────────
 
 

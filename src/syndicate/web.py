@@ -369,7 +369,9 @@ def create_app() -> FastAPI:
         **TOO_LARGE, **INVALID, 429: answer("This token reported too many events lately: the error says when to "
                                             "send again."),
         502: answer("Amazon SNS couldn't be reached (its signing certificate, or to confirm the subscription): "
-                    "SNS delivers again later.")})
+                    "SNS delivers again later.")},
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": bounces.GENERIC_SCHEMA}}}})
     async def bounce_events(request: Request):
         """Record bounces and complaints; the same notification again changes nothing. Needs a token with the
         scope events:bounces; an Amazon SNS message must carry a good SNS signature (403 if not)."""
