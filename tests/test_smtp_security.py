@@ -4,6 +4,7 @@ in an error that says what to change, never in mail sent in the clear or marked 
 
 from __future__ import annotations
 
+import socket
 import ssl
 from dataclasses import dataclass, field
 
@@ -156,3 +157,24 @@ def test_the_server_tells_an_encrypted_session_from_a_plain_one(servers):
 
     assert send(f"smtp://127.0.0.1:{server.port}").startswith("250")
     assert server.sessions == [dict(tls=False, login=None)]
+
+
+@pytest.mark.parametrize("scheme, options", [
+    ("smtp", {}), ("smtp+starttls", {"require_starttls": True}), ("smtps", {"implicit_tls": True}),
+])
+def test_every_connection_plain_or_tls_sends_each_write_at_once(servers, trusted, scheme, options):
+    """TCP_NODELAY on the socket, set before STARTTLS or the implicit TLS handshake: `ssl` writes through the
+    same file descriptor, so a TLS record's last partial segment doesn't wait for the server's delayed ACK."""
+    server = servers(**options)
+    transport = SmtpTransport(parse_smtp_url(f"{scheme}://127.0.0.1:{server.port}"))
+    try:
+        with transport.connect() as connection:
+            sock = connection.smtp.sock
+            assert isinstance(sock, ssl.SSLSocket) == (scheme != "smtp")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+            body = ("x" * 70 + "\r\n") * 70  # 5 KB: a breaking alert's size, where segments don't fill
+            data = f"From: {USER}\r\nTo: r@example.org\r\nSubject: hi\r\n\r\n{body}".encode()
+            assert connection.send(Outgoing(USER, "r@example.org", data, "<1@example.com>")).startswith("250")
+    finally:
+        transport.close()
+    assert len(server.messages) == 1

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -417,6 +418,7 @@ class SmtpTransport:
             else:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
             try:
+                no_delay(smtp.sock)  # before STARTTLS too: the TLS socket that replaces it shares this one's fd
                 self._start(smtp)
             except BaseException:
                 smtp.close()
@@ -482,6 +484,15 @@ class SmtpTransport:
             idle, self._idle = self._idle, []
         for _, smtp in idle:
             _close(smtp)
+
+
+def no_delay(sock: socket.socket) -> None:
+    """Send each write at once (TCP_NODELAY). A message goes as two or three writes (the pipelined commands,
+    the body, and after the ledger's commit its final dot), each followed by a wait for the server's reply.
+    With Nagle's algorithm on, the last partial segment of a write waits for the ACK of the ones before it,
+    and servers delay that ACK (~40 ms on Linux): a 15 KB digest went out at 20 messages a second instead of
+    thousands. Large messages hid it: their segments fill."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
