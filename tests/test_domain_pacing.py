@@ -214,3 +214,45 @@ def test_a_domain_deferring_at_rcpt_is_slowed_alone_and_recovers_after_it_relent
     assert pacer.domains.snapshot()[SLOWED].cap == pacing.UNMEASURED / 2 + pacing.UNMEASURED / 10
     clock.sleep(14 * pacing.INCREASE_EVERY)
     assert pacer.domains.snapshot() == {}
+
+
+# ── what an operator sees ────────────────────────────────────────────────────
+
+
+def test_syndicate_pace_shows_all_mail_and_each_slowed_domain(tmp_path):
+    from click.testing import CliRunner
+
+    from syndicate.cli import main
+    from syndicate.config import Settings
+    from syndicate.services import Services
+
+    env = {"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_SECRET_KEY": "s", "SYNDICATE_SEND_RATE": "40"}
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade"], env=env).exit_code == 0
+    worker = Services(Settings.from_env(env))  # a worker that was told to slow down, in another process
+    worker.pacer.domains.slow_down(SLOWED)
+    shown = runner.invoke(main, ["pace", "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    stream, domain = json.loads(shown.output)
+    assert stream["to"] == "all mail (outbox)" and stream["per_second"] == 40 and stream["slowed_since"] is None
+    assert domain["to"] == SLOWED and domain["per_second"] == pacing.UNMEASURED / 2 and domain["deferrals"] == 1
+    assert datetime.fromisoformat(domain["full_at"]) - datetime.fromisoformat(domain["slowed_since"]) == timedelta(
+        seconds=15 * pacing.INCREASE_EVERY)  # from half of 50 a second to 100, 5 a second per step
+    table = runner.invoke(main, ["pace"], env=env).output
+    assert SLOWED in table.splitlines()[2] and "25.0" in table
+
+
+def test_metrics_give_each_slowed_domains_pace(svc):
+    from starlette.testclient import TestClient
+
+    from syndicate import api_tokens
+    from syndicate.web import create_app
+
+    svc.pacer.domains.slow_down(SLOWED)
+    with transaction(svc.Session) as session:
+        _, token = api_tokens.create_token(session, "prometheus", scopes=["metrics:read"])
+    body = TestClient(create_app()).get("/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    assert f'syndicate_domain_pace_per_second{{domain="{SLOWED}"}} 25\n' in body
+    assert "syndicate_domains_slowed 1\n" in body
+    # No SYNDICATE_SEND_RATE and no 421 for the session: all mail goes as fast as it goes, no sample.
+    assert not [line for line in body.splitlines() if line.startswith("syndicate_send_pace_per_second")]

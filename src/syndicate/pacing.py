@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from redis.exceptions import RedisError
@@ -282,6 +283,21 @@ class Pacer:
     def state(self) -> State:
         return self._update(lambda s: State(**asdict(s)))
 
+    def paces(self) -> list[dict]:
+        """The pace now, for people (`syndicate pace`, /metrics): the stream's first, then each slowed
+        domain's. `per_second` None: as fast as the server takes; `full_at`: when a slowed domain's cap,
+        growing step by step without another deferral, will be lifted."""
+        stream = self.state()
+        rates = [r for r in (self.limits.per_second, stream.cap) if r is not None]
+        rows = [dict(to=f"all mail ({self.name})", per_second=min(rates) if rates else None,
+                     slowed_since=_when(stream.slowed_at) if stream.cap is not None else None,
+                     deferrals=None, full_at=None)]
+        for domain, d in sorted(self.domains.snapshot().items()):
+            steps = math.ceil((d.ceiling - d.cap) / d.step)
+            rows.append(dict(to=domain, per_second=round(d.cap, 3), slowed_since=_when(d.slowed_at),
+                             deferrals=d.deferrals, full_at=_when(d.grown_at + steps * INCREASE_EVERY)))
+        return rows
+
     def _update(self, change):
         try:
             return self.store.update(self.name, change)
@@ -388,6 +404,10 @@ class DomainPacer:
         except (RedisError, SQLAlchemyError, OSError) as e:
             raise PacingUnavailable(f"the pacing store is unreachable ({type(e).__name__}: {e}); "
                                     "the rest of the batch is deferred") from e
+
+
+def _when(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 class PacingUnavailable(ConnectionLost):
