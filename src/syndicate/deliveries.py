@@ -263,7 +263,7 @@ def _attempt(connection, message_for, delivery: Delivery, subscriber: Subscriber
     if pacer is not None:
         wait = pacer.domains.ready(domain)  # before the stream's turn: a held row takes none of its tokens
         if wait:
-            held = Held(domain, wait, pacer.domains.slowed[domain].cap)
+            held = Held(domain, wait, pacer.domains.pace_of(domain))
             return "held", str(held), held
         pacer.wait_turn()
     try:
@@ -296,9 +296,9 @@ def _record(connection: Connection, delivery: Delivery, token: str, status: str,
 class Held(TransportError):
     """Not tried: the recipient's domain is slowed and has no token now; the row waits for its turn."""
 
-    def __init__(self, domain: str, wait: float, cap: float):
-        super().__init__(f"held back: {domain} deferred our mail, so it is sent {cap:.3g} messages a second "
-                         f"for now; this one in {wait:.1f} s", permanent=False)
+    def __init__(self, domain: str, wait: float, cap: float | None):
+        pace = f", so it is sent {cap:.3g} messages a second for now" if cap else ""
+        super().__init__(f"held back: {domain} deferred our mail{pace}; this one in {wait:.1f} s", permanent=False)
         self.wait = wait
 
 

@@ -361,6 +361,11 @@ class DomainPacer:
             self.slowed[domain] = slowed
             self.next_ask[domain] = now + (1 - slowed.tokens) / slowed.cap
 
+    def pace_of(self, domain: str) -> float | None:
+        """The domain's cap as last seen here (None: full pace)."""
+        slowed = self.slowed.get(domain)
+        return slowed.cap if slowed is not None else None
+
     def snapshot(self) -> dict[str, Domain]:
         """The slowed domains as they are now, for all workers (`syndicate pace`, /metrics)."""
         now = self.clock()
