@@ -29,15 +29,20 @@ def test_a_deferral_halves_the_domains_rate_and_it_grows_back_a_step_at_a_time()
     domains = Domains()
     d = pacing.slow_domain(domains, SLOWED, observed=40.0, now=100.0)
     assert (d.cap, d.ceiling, d.step) == (20.0, 80.0, 4.0)  # half of what we sent it; back up by 80/20
-    pacing.slow_domain(domains, SLOWED, observed=40.0, now=100.5)  # the next recipient, same moment: one episode
+    # Another worker's message, sent at full pace before it heard of the cap: counted, no news about the cap.
+    pacing.slow_domain(domains, SLOWED, observed=40.0, now=100.5, sent_under=None)
     assert domains.slowed[SLOWED].cap == 20.0 and domains.slowed[SLOWED].deferrals == 2
-    pacing.slow_domain(domains, SLOWED, observed=40.0, now=105.0)  # deferred again later: halved again
+    # A message sent under the cap and deferred too: halved again, however soon.
+    pacing.slow_domain(domains, SLOWED, observed=40.0, now=100.6, sent_under=100.0)
+    assert domains.slowed[SLOWED].cap == 10.0 and domains.slowed[SLOWED].slowed_at == 100.6
+    pacing.slow_domain(domains, SLOWED, observed=40.0, now=100.7, sent_under=100.0)  # under the previous cap
     assert domains.slowed[SLOWED].cap == 10.0
-    pacing.grow(domains, 105.0 + 3 * pacing.INCREASE_EVERY)
+    start = 100.6
+    pacing.grow(domains, start + 3 * pacing.INCREASE_EVERY)
     assert domains.slowed[SLOWED].cap == 10.0 + 3 * 4.0  # additive: one step per quiet INCREASE_EVERY
-    pacing.grow(domains, 105.0 + 17 * pacing.INCREASE_EVERY)
+    pacing.grow(domains, start + 17 * pacing.INCREASE_EVERY)
     assert domains.slowed[SLOWED].cap == 78.0
-    pacing.grow(domains, 105.0 + 18 * pacing.INCREASE_EVERY)
+    pacing.grow(domains, start + 18 * pacing.INCREASE_EVERY)
     assert SLOWED not in domains.slowed  # at its ceiling: the cap is lifted, full pace again
 
 
@@ -45,7 +50,7 @@ def test_a_domain_never_measured_starts_from_the_unmeasured_rate_and_never_stops
     domains = Domains()
     assert pacing.slow_domain(domains, SLOWED, observed=None, now=0.0).cap == pacing.UNMEASURED / 2
     for i in range(1, 20):
-        pacing.slow_domain(domains, SLOWED, observed=None, now=i * 2.0)
+        pacing.slow_domain(domains, SLOWED, observed=None, now=i * 0.1, sent_under=domains.slowed[SLOWED].slowed_at)
     assert domains.slowed[SLOWED].cap == pacing.MIN_RATE
 
 

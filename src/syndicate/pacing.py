@@ -160,12 +160,18 @@ def grow(domains: Domains, now: float) -> None:
             del domains.slowed[name]
 
 
-def slow_domain(domains: Domains, name: str, observed: float | None, now: float) -> Domain:
+def slow_domain(domains: Domains, name: str, observed: float | None, now: float,
+                sent_under: float | None = None) -> Domain:
     """Multiplicative decrease: the domain deferred a recipient, so its cap is halved (a domain not yet
-    slowed: half the rate we were sending to it, `observed`). Deferrals within SAME_EPISODE are one."""
+    slowed: half the rate we were sending to it, `observed`).
+
+    Only a message sent under the cap in force is news about that cap: `sent_under` is the `slowed_at`
+    of the cap the sending worker knew when it sent. The messages other workers (or this one) had on
+    the wire at full pace before they heard of the cap are counted, not halved for again; the probes
+    sent at the new pace that are deferred too halve it again, each, however soon."""
     grow(domains, now)
     d = domains.slowed.get(name)
-    if d is not None and now - d.slowed_at < SAME_EPISODE:
+    if d is not None and (sent_under is None or sent_under < d.slowed_at):
         d.deferrals += 1
         return d
     if d is None:
@@ -319,6 +325,7 @@ class DomainPacer:
         self.held: dict[str, int] = {}  # tokens of a slowed domain taken and not used yet
         self.next_ask: dict[str, float] = {}  # a slowed domain had no token: not asked again before this
         self.turns: dict[str, float] = {}  # the last turn handed to a row held back, per domain
+        self.sent_under: dict[str, float] = {}  # the cap (its slowed_at) the last message to a slowed domain went under
         self.window_start, self.counts, self.rates = 0.0, {}, {}  # messages per domain, this process
 
     def ready(self, domain: str) -> float:
@@ -344,6 +351,7 @@ class DomainPacer:
                     self.held[domain] = grant
             if domain in self.slowed:
                 self.held[domain] -= 1
+                self.sent_under[domain] = self.slowed[domain].slowed_at
             self._count(domain, now)
             return 0.0
 
@@ -351,10 +359,10 @@ class DomainPacer:
         """`domain` deferred a recipient with a 4.7.x (or 421): slow it, for every worker."""
         with self.lock:
             now = self.clock()
-            observed = self._observed(domain, now)
+            observed, sent_under = self._observed(domain, now), self.sent_under.get(domain)
             self.held.pop(domain, None)
             try:
-                slowed = self._update(lambda ds: Domain(**asdict(slow_domain(ds, domain, observed, now))))
+                slowed = self._update(lambda ds: Domain(**asdict(slow_domain(ds, domain, observed, now, sent_under))))
             except PacingUnavailable as e:
                 log.warning("could not slow %s down for the other workers: %s", domain, e)
                 return
@@ -380,7 +388,7 @@ class DomainPacer:
 
     def _forget(self, domain: str) -> None:
         self.slowed.pop(domain, None)
-        for kept in (self.held, self.next_ask, self.turns):
+        for kept in (self.held, self.next_ask, self.turns, self.sent_under):
             kept.pop(domain, None)
 
     def _turn(self, domain: str, now: float) -> float:
