@@ -392,6 +392,8 @@ class DomainPacer:
             kept.pop(domain, None)
 
     def _turn(self, domain: str, now: float) -> float:
+        # Booked by this process only: with several workers the turns they hand out overlap, and a row
+        # that comes back before the domain has a token for it is simply held back again, a little later.
         turn = max(self.next_ask.get(domain, now), self.turns.get(domain, now) + 1 / self.slowed[domain].cap)
         self.turns[domain] = turn
         return max(turn - now, 1 / self.slowed[domain].cap)
