@@ -168,7 +168,15 @@ class SmtpHandler:
     messages: list[Received] = field(default_factory=list)
     replies: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None  # answer DATA with this instead of 250
+    mail_reply: str | None = None  # answer MAIL with this (the whole session's refusal) ...
+    mail_reply_after: int = 0  # ... once this many messages were accepted
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_MAIL(self, server, session, envelope: Envelope, address, mail_options):
+        if self.mail_reply and len(self.messages) >= self.mail_reply_after:
+            return self.mail_reply
+        envelope.mail_from, envelope.mail_options = address, mail_options
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope: Envelope, address, rcpt_options):
         reply = self.replies.get(address)

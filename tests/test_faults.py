@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import redis
 from aiosmtpd.smtp import MISSING
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from conftest import FIGURES, REQUIRED, Received, configured, free_port, serve_smtp, wait_for
 from syndicate import deliveries, editions, feeds, tasks
@@ -60,6 +60,8 @@ class Mailbox:
     drops: dict[int, str] = field(default_factory=dict)  # message number → "before the reply" | "after the reply"
     refuse: dict[str, str] = field(default_factory=dict)  # recipient → reply at RCPT, every time
     refuse_once: dict[str, str] = field(default_factory=dict)  # recipient → reply at its first RCPT only
+    defer_domain: tuple[str, str, int] | None = None  # (domain, reply, n): the reply to its first n RCPTs
+    deferred: list[str] = field(default_factory=list)  # the recipients defer_domain answered
     max_recipients: int = 1  # RCPTs taken per transaction; beyond that, 452 4.5.3
     extra_recipients: int = 0  # RCPTs refused for that
     on_message: Callable[[int], None] | None = None  # called once a message is in, before the reply
@@ -88,6 +90,10 @@ class Mailbox:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             self.extra_recipients += 1
             return "452 4.5.3 Too many recipients"
+        if self.defer_domain and address.endswith("@" + self.defer_domain[0]) \
+                and len(self.deferred) < self.defer_domain[2]:
+            self.deferred.append(address)
+            return self.defer_domain[1]
         if address in self.refuse:
             return self.refuse[address]
         if address in self.refuse_once:
@@ -562,6 +568,44 @@ def test_a_server_answering_421_defers_the_stream_and_a_later_tick_delivers_each
     figure(f"421 for the first 2 connections, {readers} readers: 20 deferred, delivered by {ticks} later tick(s); "
            f"{len(tally.lost)} lost, {tally.duplicates} duplicates; the shared send rate was capped at "
            f"{pace.get('cap')} msg/s after the two 421s")
+    assert tally.lost == [] and tally.duplicates == 0
+    assert room.statuses() == {"sent": readers}
+
+
+def test_a_domain_deferring_at_rcpt_is_slowed_for_every_worker_while_the_others_go_on(
+    newsroom, mailbox, workers, tmp_path
+):
+    readers = 60
+    room = newsroom(readers, f"sqlite:///{tmp_path / 'faults.db'}", mailbox.url, batch_size=10)
+    with transaction(room.svc.Session) as session:  # every third reader at the domain that will defer
+        session.execute(update(Subscriber).where(Subscriber.id % 3 == 0)
+                        .values(email=func.replace(Subscriber.email, "@example.org", "@gmail.example")))
+    # Its first three RCPTs are deferred (the workers' first messages there), then it takes mail again.
+    mailbox.defer_domain = ("gmail.example", "450 4.7.28 rate limited, try again later", 3)
+    workers(room.env, concurrency=2)
+    room.cut()
+    room.wait_idle()
+
+    # The other domain's 40 readers all got theirs in the first pass, whatever happened at gmail.example;
+    # there, nothing failed: the refused and the held back wait as deferred.
+    ledger = room.ledger()
+    gmail = {email for email in ledger if email.endswith("@gmail.example")}
+    assert {email for email in ledger if email not in gmail} <= {r for m in mailbox.accepted for r in m.recipients}
+    assert {status for email, (status, _) in ledger.items() if email in gmail} <= {"sent", "deferred"}
+    assert len(mailbox.deferred) == 3 and events(room, "bounce", "soft_bounce") == []
+    held = sum(reply.startswith("held back: gmail.example") for email, (_, reply) in ledger.items() if email in gmail)
+    port = mailbox.url.rpartition(":")[2]
+    slowed = json.loads(room.broker.get(f"syndicate:pacing:smtp:127.0.0.1:{port}:domains"))["slowed"]
+    assert list(slowed) == ["gmail.example"]  # in Redis, for every worker; the stream itself not slowed:
+    assert json.loads(room.broker.get(f"syndicate:pacing:smtp:127.0.0.1:{port}") or "{}").get("cap") is None
+
+    ticks = room.tick_until_done(rounds=30)  # each tick hands out what is due; the domain's pace says how much
+    tally = reconcile(room, mailbox, readers)
+    figure(f"4.7.28 at RCPT for gmail.example's first 3 recipients, {readers} readers, 2 worker processes: the 40 at "
+           f"example.org sent in the first pass; gmail.example capped at {slowed['gmail.example']['cap']:g} msg/s "
+           f"for all workers ({slowed['gmail.example']['deferrals']} deferral(s) counted), {held} of its 20 held "
+           f"back untried, all delivered by {ticks} later tick(s); {len(tally.lost)} lost, {tally.duplicates} "
+           f"duplicates")
     assert tally.lost == [] and tally.duplicates == 0
     assert room.statuses() == {"sent": readers}
 

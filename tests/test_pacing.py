@@ -165,17 +165,19 @@ def test_the_send_loop_waits_its_turn_under_the_configured_rate(desk, smtp_serve
     assert clock.now - started == pytest.approx(1.0, abs=0.1)
 
 
-def test_a_421_defers_the_rest_and_slows_every_worker_down(desk, smtp_server):
+def test_a_421_for_the_session_defers_the_rest_and_slows_every_worker_down(desk, smtp_server):
     clock = Clock()
     pacer = Pacer(pacing.DatabaseStore(desk.engine), "smtp", Limits(desk.settings.send_rate), clock=clock,
                   sleep=clock.sleep)
-    smtp_server.replies["reader10@example.com"] = "421 4.7.0 Try again later, you are sending too fast"
+    # At MAIL, before any recipient: the relay's word about the whole stream, not one domain's.
+    smtp_server.mail_reply, smtp_server.mail_reply_after = "421 4.7.0 Try again later, you are sending too fast", 10
     made = cut(desk)
     for edition_id, lo, hi in made.batches:
         deliveries.send_batch(desk.Session, desk.settings, desk.transport, edition_id, lo, hi, "t", pacer=pacer)
     with transaction(desk.Session) as session:
         assert deliveries.counts(session, made.edition.id) == {"sent": 10, "deferred": 30}  # deferred, not failed
     assert pacer.state().cap == pytest.approx(10, rel=0.01)  # half the allowed 20/s
+    assert pacer.domains.snapshot() == {}  # no receiving domain is blamed for it
     assert len(smtp_server.messages) == 10
 
 

@@ -134,6 +134,29 @@ def test_a_421_throttle_is_a_lost_connection_with_its_code(server, transport):
     assert server.messages == []
 
 
+@pytest.mark.parametrize("where, reply, throttled", [
+    ("rcpt", "450 4.7.28 rate limited, try again later", True),  # the recipient's domain: pacing.Domain
+    ("rcpt", "421 4.7.0 Try again later", True),
+    ("data", "451 4.7.1 too much mail from you, try later", True),  # after the message, one recipient
+    ("rcpt", "452 4.2.2 mailbox full", False),  # a busy mailbox is no word about our pace
+    ("rcpt", "421 4.3.2 shutting down", False),  # the server going away: the stream's
+    ("mail", "421 4.7.0 too many messages, slow down", False),  # before any recipient: the stream's
+    ("mail", "451 4.7.1 sender rate limited", False),
+])
+def test_a_rate_deferral_is_the_recipients_domains_only_in_reply_to_that_recipient(
+        server, transport, where, reply, throttled):
+    if where == "rcpt":
+        server.replies["ana@gmail.example"] = reply
+    elif where == "data":
+        server.data_reply = reply
+    else:
+        server.mail_reply = reply
+    with transport.connect() as connection, pytest.raises(TransportError) as refused:
+        connection.send(message("ana@gmail.example"))
+    assert refused.value.throttled is throttled and str(refused.value) == reply
+    assert isinstance(refused.value, ConnectionLost) is reply.startswith("421")  # a 421 closes the session
+
+
 def test_a_server_that_takes_data_without_a_recipient_gets_an_empty_message_only(server, transport):
     server.replies["gone@example.com"] = "550 5.1.1 no such user"
     server.accept_data_anyway.add("gone@example.com")

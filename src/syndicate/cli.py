@@ -745,6 +745,16 @@ def deliver(ctx) -> None:
     click.echo(", ".join(f"{n} {status}" for status, n in sorted(totals.items())) or "nothing to send")
 
 
+@main.command()
+@json_option
+@click.pass_context
+def pace(ctx, as_json: bool) -> None:
+    """The sending pace now, shared by every worker: all mail's (SYNDICATE_SEND_RATE, halved by a 421 for
+    the whole session), and each receiving domain slowed by its own 4.7.x deferrals. A domain not
+    listed goes at the pace of all mail."""
+    emit(services(ctx).pacer.paces(), as_json, ["to", "per_second", "slowed_since", "deferrals", "full_at"])
+
+
 @main.group()
 def subscriber() -> None:
     """Subscribers."""

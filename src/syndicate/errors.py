@@ -27,12 +27,15 @@ class TransportError(SyndicateError):
     """Sending (mail or post) failed; `permanent` decides between retry and give up."""
 
     def __init__(self, message: str, *, permanent: bool, code: int | None = None,
-                 retry_at: datetime | None = None, recipient: bool = False, uncertain: bool = False):
+                 retry_at: datetime | None = None, recipient: bool = False, uncertain: bool = False,
+                 throttled: bool = False):
         super().__init__(message)
         self.permanent = permanent
         self.code = code
         self.retry_at = retry_at  # the earliest time the other side said to try again
         self.recipient = recipient  # refused the address itself (SMTP RCPT), not the message
+        # The recipient's domain asks us to slow down (a 4.7.x in reply to this one recipient): pacing.Domain
+        self.throttled = throttled
         # The request may have reached the other side before it failed (no answer, or the line dropped
         # mid-answer): a later "duplicate" refusal may be this attempt having worked.
         self.uncertain = uncertain
@@ -62,5 +65,5 @@ class AccountProblem(TransportError):
 class ConnectionLost(TransportError):
     """The mail server went away or asked us to slow down (421): the rest of the batch waits."""
 
-    def __init__(self, message: str, code: int | None = None):
-        super().__init__(message, permanent=False, code=code)
+    def __init__(self, message: str, code: int | None = None, throttled: bool = False):
+        super().__init__(message, permanent=False, code=code, throttled=throttled)

@@ -340,7 +340,7 @@ class SmtpConnection:
             smtp.send(END)
         code, reply = smtp.getreply()
         if code != 250:
-            self._refused(_refusal(code, reply))
+            self._refused(_refusal(code, reply, about_recipient=True))
         return f"{code} {reply.decode('utf-8', 'replace')}"
 
     def _refused(self, error: TransportError, unread: int = 0):
@@ -386,16 +386,28 @@ def wire(data: bytes) -> bytes:
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
-def _refusal(code: int | None, reply: bytes | str, recipient: bool = False) -> TransportError:
+def _refusal(code: int | None, reply: bytes | str, recipient: bool = False,
+             about_recipient: bool = False) -> TransportError:
+    """The error for a refusal. `recipient`: the reply to RCPT; `about_recipient`: the reply at the end
+    of DATA, which in our one-recipient transactions also concerns that recipient alone. Either with a
+    4.7.x status (RFC 3463's security or policy class: "450 4.7.28 rate limited", "421 4.7.0 try again
+    later") is the recipient's domain asking us to slow down: `throttled`, for pacing.Domain. At the
+    greeting or at MAIL it is the server's, and paces the whole stream (pacing.slow_down)."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    throttled = (recipient or about_recipient) and code is not None and 400 <= code < 500 and code != 454 \
+        and _SLOW_DOWN.match(text) is not None
     text = f"{code} {text}".strip()
     if code == 530:  # authentication or STARTTLS required (RFC 4954, RFC 3207): our session, not this message
         return ConnectionLost(f"{text}; the mail server wants a login or TLS first: check SYNDICATE_SMTP_URL",
                               code=code)
     if code in (421, 454) or code is None or code < 400:
-        # The server is closing or throttling the whole stream, not refusing this recipient.
-        return ConnectionLost(text, code=code)
-    return TransportError(text, permanent=code >= 500, code=code, recipient=recipient)
+        # The server is closing or throttling the stream, not refusing this recipient; a 421 4.7.x at
+        # RCPT throttles the recipient's domain, but the server closes this stream all the same.
+        return ConnectionLost(text, code=code, throttled=throttled)
+    return TransportError(text, permanent=code >= 500, code=code, recipient=recipient, throttled=throttled)
+
+
+_SLOW_DOWN = re.compile(r"4\.7\.\d{1,3}\b")
 
 
 class SmtpTransport:

@@ -1,4 +1,5 @@
-"""/metrics in Prometheus's text format: queue depths, deliveries, posts, editions, feeds, the kill switch.
+"""/metrics in Prometheus's text format: queue depths, deliveries, posts, editions, feeds, the kill switch,
+and the sending pace (all mail's and each slowed receiving domain's, from the shared pacing store).
 
 Counts are read from the ledger when scraped (one GROUP BY per table), so every process reports the same
 truth and nothing has to be kept in memory between scrapes.
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from syndicate import accounts
 from syndicate.config import Settings
 from syndicate.models import Delivery, Edition, Feed, Post, SocialAccount
+from syndicate.pacing import Pacer, PacingUnavailable
 
 log = logging.getLogger(__name__)
 QUEUES = ("ingest", "mail", "social")
@@ -21,13 +23,7 @@ QUEUES = ("ingest", "mail", "social")
 
 def render(session: Session, settings: Settings) -> str:
     lines: list[str] = []
-
-    def family(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            shown = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
-            lines.append(f"{name}{{{shown}}} {value:g}" if shown else f"{name} {value:g}")
+    family = _writer(lines)
 
     depths = queue_depths()
     family("syndicate_broker_up", "gauge", "1 if the broker answered the scrape.", [({}, 1.0 if depths else 0.0)])
@@ -48,6 +44,39 @@ def render(session: Session, settings: Settings) -> str:
     family("syndicate_feeds_failing", "gauge", "Feeds whose last fetch failed.",
            [({}, float(session.scalar(select(func.count()).where(Feed.last_error.is_not(None))) or 0))])
     return "\n".join(lines) + "\n"
+
+
+def render_pace(pacer: Pacer) -> str:
+    """The sending pace, from the shared pacing store: all mail's and each slowed receiving domain's.
+    Apart from `render` and after it: on SQLite the store takes the write lock of a transaction of its own."""
+    lines: list[str] = []
+    family = _writer(lines)
+    try:
+        stream, *domains = pacer.paces()
+    except PacingUnavailable as e:
+        log.warning("metrics: %s", e)
+        return ""
+    family("syndicate_send_pace_per_second", "gauge",
+           "Messages a second all mail may go at (the configured rate, or less after a 421 for the session); "
+           "absent: as fast as the server takes.",
+           [({}, stream["per_second"])] if stream["per_second"] is not None else [])
+    family("syndicate_domain_pace_per_second", "gauge",
+           "Messages a second a receiving domain is sent at, slowed by its own 4.7.x deferrals; "
+           "a domain not listed goes at the pace of all mail.",
+           [({"domain": d["to"]}, d["per_second"]) for d in domains])
+    family("syndicate_domains_slowed", "gauge", "Receiving domains sent at a pace of their own.",
+           [({}, float(len(domains)))])
+    return "\n".join(lines) + "\n"
+
+
+def _writer(lines: list[str]):
+    def family(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            shown = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+            lines.append(f"{name}{{{shown}}} {value:g}" if shown else f"{name} {value:g}")
+    return family
 
 
 def _grouped(session: Session, column) -> list[tuple[dict, float]]:

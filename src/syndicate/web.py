@@ -448,6 +448,7 @@ def create_app() -> FastAPI:
             return unauthorized(e, bearer_token(request) is not None)
         except OutOfScope as e:
             return out_of_scope(e)
+        body += metrics.render_pace(svc().pacer)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
