@@ -1,27 +1,31 @@
 """Benchmark edition → delivery: one edition cut for N subscribers, sent by real Celery workers on Redis.
 
-    python bench/fanout.py                              # 100,000 subscribers, SQLite, 2 worker processes
-    python bench/fanout.py --subscribers 5000           # a quick run
-    python bench/fanout.py --database postgres          # a fresh schema on the local PostgreSQL, dropped after
+    python bench/fanout.py                              # 100,000 subscribers, the three sizes, SQLite, 2 workers
+    python bench/fanout.py --subscribers 20000 --naive-sample 300        # a quick run of the matrix
+    python bench/fanout.py --database sqlite,postgres --sizes 5,15       # fresh PostgreSQL schemas, dropped after
 
-Four measurements in one run, on the same machine, to the same local SMTP sink (Postfix's
-`smtp-sink`, which accepts and discards; a small asyncio sink of this file when it is missing):
+The matrix (`--sizes`, nominal KB as mailed): 5, a breaking alert (1 story, the slim template in
+bench/templates); 15, the bundled sample digest (4 stories); 64, a big digest (20 stories). Each size on
+each database is a run of its own, with a fresh database. Four measurements in a run, on the same machine,
+with the same bytes, to the same local SMTP sink (Postfix's `smtp-sink`, which accepts and discards; a
+small asyncio sink of this file when it is missing):
 
   syndicate   `editions.cut` (render once + fan-out) in this process, one `deliver_batch` task per
               batch published after the commit, worker processes started with
               `celery -A syndicate.tasks worker -Q mail`; timed from the cut until every delivery
               row is `sent` (the last row's `sent_at`). A beat-like `deliveries.requeue` runs every
               tick interval meanwhile, as in production, and what it publishes is counted too.
-  wire limit  as many smtplib connections as there are sending worker processes, each in its own
-              process, sending the pre-built bytes of the same message, N messages in all.
-  pipelined   the same over syndicate's own SmtpConnection (PIPELINING, no dot scan): what the workers'
-   wire       client does with no ledger. No target; syndicate / this is what the ledger costs.
+  wire limit  as many smtplib connections (TCP_NODELAY) as there are sending worker processes, each in
+              its own process, sending the pre-built bytes of the same message, N messages in all.
+  pipelined   the same over connections of syndicate's own SmtpTransport (TCP_NODELAY, PIPELINING, no
+   wire       dot scan): what the workers' client does with no ledger. No target; syndicate / this is
+              what the ledger and the per-recipient work cost.
   naive       per recipient one Celery task that renders the edition with Jinja2, inlines the CSS
               with premailer, builds an `EmailMessage` (`mail.build_message`), sends it through
               syndicate's SMTP transport (whose pool, if it has one, reuses the connection) and
               records the row; on a sample (`--naive-sample`), with the same number of processes.
 
-Prints a table, then one JSON line with the figures and whether each target was met.
+Prints a table and a JSON record per run, then the matrix and one JSON line with every record.
 Figures are printed, never asserted (shared/STYLE.md): the exit status is 0 whether targets are met or not.
 The worker's own logs, the SQLite file and the sink's counter are in a temp folder, removed at
 the end unless `--keep`.
@@ -381,7 +385,8 @@ class Workers:
 # ── the edition and its subscribers ──────────────────────────────────────────
 
 
-def seed(svc, settings, subscribers: int, naive_sample: int, stories: int, template: str = "edition") -> tuple[int, int]:
+def seed(svc, settings, subscribers: int, naive_sample: int, stories: int,
+         template: str = "edition") -> tuple[int, int]:
     """Two newsletters of the same stories: the measured one for everyone, a naive one for the first sample."""
     from sqlalchemy import insert, select
 
@@ -771,7 +776,8 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         row("sink received / its CPU per message (ms)",
             f"{main['sink_received']:,} / {ms(main['sink_cpu_s'], main['sink_received'])}"),
         "",
-        *wire_rows(f"wire limit: {wire['connections']} smtplib connections (TCP_NODELAY), each in its own process, pre-built "
+        *wire_rows(f"wire limit: {wire['connections']} smtplib connections (TCP_NODELAY), each in its own process, "
+                   "pre-built "
                    f"bytes, all {wire['messages']:,} messages", wire),
         *wire_rows(f"pipelined wire: {pipelined['connections']} connections of syndicate's SmtpTransport "
                    "(TCP_NODELAY, PIPELINING, no dot scan), each in its own process, pre-built bytes, no ledger, all "
@@ -808,7 +814,8 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         "speedup_vs_naive": round(speedup, 2), "peak_worker_rss_mb": round(main["peak_rss_one_mb"], 1),
         "peak_worker_rss_sum_mb": round(main["peak_rss_sum_mb"], 1), "broker_messages": main["broker_messages"],
         "broker_messages_received": main["received_by_workers"], "batch_size": args.batch_size,
-        "workers": args.workers, "synchronous_commit": main.get("synchronous_commit"), "stories": args.stories, "template": args.template, "message_bytes": message_bytes,
+        "workers": args.workers, "synchronous_commit": main.get("synchronous_commit"), "stories": args.stories,
+        "template": args.template, "message_bytes": message_bytes,
         "wall_s": round(main["wall_s"], 2), "cut_s": round(main["cut_s"], 3),
         "worker_cpu_ms_per_msg": round(1000 * main["cpu_s"] / main["sent"], 3) if main["sent"] else None,
         "naive_sample": naive["sent"], "naive_cpu_ms_per_msg": round(1000 * naive["cpu_s"] / naive["sent"], 2)
