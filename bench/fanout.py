@@ -1,27 +1,31 @@
 """Benchmark edition → delivery: one edition cut for N subscribers, sent by real Celery workers on Redis.
 
-    python bench/fanout.py                              # 100,000 subscribers, SQLite, 2 worker processes
-    python bench/fanout.py --subscribers 5000           # a quick run
-    python bench/fanout.py --database postgres          # a fresh schema on the local PostgreSQL, dropped after
+    python bench/fanout.py                              # 100,000 subscribers, the three sizes, SQLite, 2 workers
+    python bench/fanout.py --subscribers 20000 --naive-sample 300        # a quick run of the matrix
+    python bench/fanout.py --database sqlite,postgres --sizes 5,15       # fresh PostgreSQL schemas, dropped after
 
-Four measurements in one run, on the same machine, to the same local SMTP sink (Postfix's
-`smtp-sink`, which accepts and discards; a small asyncio sink of this file when it is missing):
+The matrix (`--sizes`, nominal KB as mailed): 5, a breaking alert (1 story, the slim template in
+bench/templates); 15, the bundled sample digest (4 stories); 64, a big digest (20 stories). Each size on
+each database is a run of its own, with a fresh database. Four measurements in a run, on the same machine,
+with the same bytes, to the same local SMTP sink (Postfix's `smtp-sink`, which accepts and discards; a
+small asyncio sink of this file when it is missing):
 
   syndicate   `editions.cut` (render once + fan-out) in this process, one `deliver_batch` task per
               batch published after the commit, worker processes started with
               `celery -A syndicate.tasks worker -Q mail`; timed from the cut until every delivery
               row is `sent` (the last row's `sent_at`). A beat-like `deliveries.requeue` runs every
               tick interval meanwhile, as in production, and what it publishes is counted too.
-  wire limit  as many smtplib connections as there are sending worker processes, each in its own
-              process, sending the pre-built bytes of the same message, N messages in all.
-  pipelined   the same over syndicate's own SmtpConnection (PIPELINING, no dot scan): what the workers'
-   wire       client does with no ledger. No target; syndicate / this is what the ledger costs.
+  wire limit  as many smtplib connections (TCP_NODELAY) as there are sending worker processes, each in
+              its own process, sending the pre-built bytes of the same message, N messages in all.
+  pipelined   the same over connections of syndicate's own SmtpTransport (TCP_NODELAY, PIPELINING, no
+   wire       dot scan): what the workers' client does with no ledger. No target; syndicate / this is
+              what the ledger and the per-recipient work cost.
   naive       per recipient one Celery task that renders the edition with Jinja2, inlines the CSS
               with premailer, builds an `EmailMessage` (`mail.build_message`), sends it through
               syndicate's SMTP transport (whose pool, if it has one, reuses the connection) and
               records the row; on a sample (`--naive-sample`), with the same number of processes.
 
-Prints a table, then one JSON line with the figures and whether each target was met.
+Prints a table and a JSON record per run, then the matrix and one JSON line with every record.
 Figures are printed, never asserted (shared/STYLE.md): the exit status is 0 whether targets are met or not.
 The worker's own logs, the SQLite file and the sink's counter are in a temp folder, removed at
 the end unless `--keep`.
@@ -381,7 +385,8 @@ class Workers:
 # ── the edition and its subscribers ──────────────────────────────────────────
 
 
-def seed(svc, settings, subscribers: int, naive_sample: int, stories: int) -> tuple[int, int]:
+def seed(svc, settings, subscribers: int, naive_sample: int, stories: int,
+         template: str = "edition") -> tuple[int, int]:
     """Two newsletters of the same stories: the measured one for everyone, a naive one for the first sample."""
     from sqlalchemy import insert, select
 
@@ -393,7 +398,7 @@ def seed(svc, settings, subscribers: int, naive_sample: int, stories: int) -> tu
         measured, naive = (
             editions.add_newsletter(session, slug=slug, name="The Morning Briefing", from_name="The Morning Briefing",
                                     from_address="briefing@news.example", cron=None, timezone="Europe/Berlin",
-                                    max_items=stories)
+                                    max_items=stories, template=template)
             for slug in ("morning-briefing", "morning-briefing-naive"))
         newsletter_ids = measured.id, naive.id
     with transaction(svc.Session) as session:  # after the newsletters: their first edition takes these stories
@@ -562,29 +567,47 @@ def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: di
     }
 
 
-def wire_sender(port: int, data: bytes, count: int, index: int, gate, results, pipelined: bool) -> None:
+def wire_sender(url: str, data: bytes, count: int, index: int, gate, results, pipelined: bool) -> None:
     """One connection, pre-built bytes, one message after the other: what the wire takes.
 
     smtplib's `sendmail` (the issue's wire limit): MAIL, RCPT, DATA and the message, each waiting for
-    its reply, and the message scanned for dots. Pipelined: syndicate's own SmtpConnection, as the
-    workers send (MAIL, RCPT and DATA in one write; the message as it is), but with no ledger."""
+    its reply, and the message scanned for dots; TCP_NODELAY set as syndicate sets it (sendmail writes
+    each command and the whole DATA in one `sendall`, so it makes little odds here, but the limit is
+    the best the wire does). Pipelined: a connection of syndicate's own `SmtpTransport`, opened as the
+    workers open theirs (TCP_NODELAY included), sending as they send (MAIL, RCPT and DATA in one
+    write; the message as it is), but with no ledger."""
     import smtplib
+    from contextlib import nullcontext
 
-    from syndicate.mail import Outgoing, SmtpConnection
+    from syndicate.config import parse_smtp_url
+    from syndicate.mail import Outgoing, SmtpTransport, no_delay
 
-    smtp = smtplib.SMTP("127.0.0.1", port, timeout=60)
-    smtp.ehlo()
-    connection = SmtpConnection(smtp)
-    gate.wait()
-    t0 = time.monotonic()
-    for i in range(count):
-        recipient = f"wire{index}-{i}@example.org"
+    settings = parse_smtp_url(url)
+    if pipelined:
+        transport = SmtpTransport(settings)
+        session = transport.connect()
+    else:
+        transport, smtp = None, smtplib.SMTP(settings.host, settings.port, timeout=60)
+        no_delay(smtp.sock)
+        smtp.ehlo()
+        session = nullcontext()
+    with session as connection:
         if pipelined:
-            connection.send(Outgoing("briefing@news.example", recipient, data, "<wire@example.org>", transparent=True))
-        else:
-            smtp.sendmail("briefing@news.example", [recipient], data)
-    t1 = time.monotonic()
-    smtp.quit()
+            connection.smtp.ehlo_or_helo_if_needed()  # greeted before the clock starts, as smtplib's is
+        gate.wait()
+        t0 = time.monotonic()
+        for i in range(count):
+            recipient = f"wire{index}-{i}@example.org"
+            if pipelined:
+                connection.send(Outgoing("briefing@news.example", recipient, data, "<wire@example.org>",
+                                         transparent=True))
+            else:
+                smtp.sendmail("briefing@news.example", [recipient], data)
+        t1 = time.monotonic()
+    if transport is not None:
+        transport.close()
+    else:
+        smtp.quit()
     results.put((t0, t1, count))
 
 
@@ -592,7 +615,7 @@ def run_wire(sink: Sink, data: bytes, messages: int, connections: int, pipelined
     context = multiprocessing.get_context("spawn")
     gate, results = context.Event(), context.Queue()
     shares = [messages // connections + (1 if i < messages % connections else 0) for i in range(connections)]
-    senders = [context.Process(target=wire_sender, args=(sink.port, data, share, i, gate, results, pipelined))
+    senders = [context.Process(target=wire_sender, args=(sink.url, data, share, i, gate, results, pipelined))
                for i, share in enumerate(shares)]
     sink_before, sink_cpu = sink.received(), sink.cpu_seconds()
     for sender in senders:
@@ -616,6 +639,11 @@ def run_naive(svc, settings, probe: Probe, newsletter_id: int, args, env: dict, 
     from syndicate.db import transaction
     from syndicate.models import Delivery, Newsletter, utcnow
 
+    if naive_app._pool is not None:  # tasks.configure, for this run's database, closed kombu's pools
+        naive_app._pool.force_close_all()
+        naive_app._pool = None
+    if "amqp" in naive_app.__dict__:
+        naive_app.amqp._producer_pool = None
     naive_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR), env.get("PYTHONPATH")]))}
     workers = Workers("fanout:naive_app", NAIVE_QUEUE, args.workers, naive_env, data_dir / "worker-naive.log",
                       "bench-naive")
@@ -709,9 +737,11 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         f"fanout: {args.subscribers:,} confirmed subscribers, {args.database}, batch {args.batch_size}, "
         f"{args.workers} worker processes, {os.cpu_count()} CPUs",
         f"code: {code}; load average at start / end: " + " / ".join(f"{a:.1f}" for a in loads),
-        f"message: {args.stories} stories, {message_bytes / 1024:.1f} KB on the wire "
+        f"message: {args.stories} stories, template {args.template}, {message_bytes / 1024:.1f} KB on the wire "
         f"(edition HTML {main['html_bytes'] / 1024:.1f} KB, text {main['text_bytes'] / 1024:.1f} KB, "
         "quoted-printable)",
+        *([f"PostgreSQL: synchronous_commit = {main['synchronous_commit']} for the workers' connections"]
+          if main.get("synchronous_commit") else []),
         f"syndicate imported from {Path(syndicate.__file__).parent}; other clients on the Redis database at the start: "
         f"{main['strangers_on_redis']}",
         f"sink: {sink.description}",
@@ -746,10 +776,11 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         row("sink received / its CPU per message (ms)",
             f"{main['sink_received']:,} / {ms(main['sink_cpu_s'], main['sink_received'])}"),
         "",
-        *wire_rows(f"wire limit: {wire['connections']} smtplib connections, each in its own process, pre-built "
+        *wire_rows(f"wire limit: {wire['connections']} smtplib connections (TCP_NODELAY), each in its own process, "
+                   "pre-built "
                    f"bytes, all {wire['messages']:,} messages", wire),
-        *wire_rows(f"pipelined wire: {pipelined['connections']} connections of syndicate's SmtpConnection "
-                   "(PIPELINING, no dot scan), each in its own process, pre-built bytes, no ledger, all "
+        *wire_rows(f"pipelined wire: {pipelined['connections']} connections of syndicate's SmtpTransport "
+                   "(TCP_NODELAY, PIPELINING, no dot scan), each in its own process, pre-built bytes, no ledger, all "
                    f"{pipelined['messages']:,} messages", pipelined),
         f"naive: one task per mail (Jinja2 + premailer + build_message + transport send + record), "
         f"{naive['sent']:,} recipients",
@@ -783,7 +814,8 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         "speedup_vs_naive": round(speedup, 2), "peak_worker_rss_mb": round(main["peak_rss_one_mb"], 1),
         "peak_worker_rss_sum_mb": round(main["peak_rss_sum_mb"], 1), "broker_messages": main["broker_messages"],
         "broker_messages_received": main["received_by_workers"], "batch_size": args.batch_size,
-        "workers": args.workers, "stories": args.stories, "message_bytes": message_bytes,
+        "workers": args.workers, "synchronous_commit": main.get("synchronous_commit"), "stories": args.stories,
+        "template": args.template, "message_bytes": message_bytes,
         "wall_s": round(main["wall_s"], 2), "cut_s": round(main["cut_s"], 3),
         "worker_cpu_ms_per_msg": round(1000 * main["cpu_s"] / main["sent"], 3) if main["sent"] else None,
         "naive_sample": naive["sent"], "naive_cpu_ms_per_msg": round(1000 * naive["cpu_s"] / naive["sent"], 2)
@@ -795,90 +827,73 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subscribers", type=int, default=100_000)
-    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--database-url",
-                        default=os.environ.get("SYNDICATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-                        help="PostgreSQL server for --database postgres (default: $SYNDICATE_TEST_DATABASE_URL or the "
-                             "local server); a fresh schema is made there and dropped at the end")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14",
-                        help="the broker; this Redis database is FLUSHED before and after the run")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (celery --concurrency); also the "
-                                                               "number of connections of the wire limit")
-    parser.add_argument("--batch-size", type=int, default=200, help="recipients per deliver_batch task")
-    parser.add_argument("--naive-sample", type=int, default=2000, help="recipients sent the naive way")
-    parser.add_argument("--stories", type=int, default=20, help="stories in the edition (4 from the bundled sample "
-                                                                "feed, the rest WordPress-like synthetic ones)")
-    parser.add_argument("--sink", choices=("auto", "smtp-sink", "asyncio"), default="auto",
-                        help="auto: Postfix's smtp-sink if installed, else the asyncio sink in this file")
-    parser.add_argument("--timeout", type=float, default=3600, help="give up a phase after this many seconds")
-    parser.add_argument("--stall", type=float, default=120, help="give up a phase when nothing was sent for this long")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folder (worker logs, SQLite file) and the "
-                                                            "PostgreSQL schema for inspection")
-    args = parser.parse_args(argv)
-    if args.subscribers < 1 or args.workers < 1 or args.batch_size < 1 or args.stories < 1:
-        parser.error("--subscribers, --workers, --batch-size and --stories must be at least 1")
-    args.naive_sample = max(1, min(args.naive_sample, args.subscribers))
+# The matrix: the sizes readers get. Nominal KB as mailed → stories in the edition (the bundled sample
+# feed's first, then WordPress-like synthetic ones) and the template: a breaking alert in a slim frame
+# (bench/templates), the sample digest and a big digest in the bundled one.
+SIZES = {"5": ("breaking alert", 1, "alert"), "15": ("normal digest", SAMPLE_STORIES, "edition"),
+         "64": ("big digest", 20, "edition")}
+TEMPLATE_DIR = BENCH_DIR / "templates"  # the alert's slim template ('alert'); the bundled 'edition' for the rest
 
-    import redis
 
+def run_case(args, kind: str, stories: int, template: str, sink: Sink, broker) -> dict:
+    """One edition size on one database: seed, syndicate, both wires and naive, each to the same sink."""
+    from syndicate import db, tasks
+    from syndicate.config import Settings
+
+    case = argparse.Namespace(**{**vars(args), "database": kind, "stories": stories, "template": template})
     load_at_start, version_at_start = os.getloadavg()[0], code_version()
-    broker = redis.Redis.from_url(args.redis_url)
-    try:
-        broker.ping()
-    except redis.RedisError as e:
-        raise SystemExit(f"Redis at {args.redis_url} is not reachable: {e}") from None
     broker.flushdb()
     data_dir = Path(tempfile.mkdtemp(prefix="syndicate-fanout-"))
-    database = sink = probe = svc = None
+    database = probe = svc = None
     try:
-        from syndicate import db, tasks
-        from syndicate.config import Settings
-
-        database = Database(args.database, str(data_dir), args.database_url)
-        sink = Sink(data_dir, args.sink)
+        database = Database(kind, str(data_dir), args.database_url)
+        if kind == "postgres":
+            # PostgreSQL's own default, which a server tuned for tests may have turned off: each "sent" is on
+            # disk before the next message's final dot, as in production.
+            database.url += "%20-csynchronous_commit%3Don"
         variables = {
             "SYNDICATE_DATA_DIR": str(data_dir), "SYNDICATE_DATABASE_URL": database.url,
             "SYNDICATE_BROKER_URL": args.redis_url, "SYNDICATE_SMTP_URL": sink.url,
             "SYNDICATE_BATCH_SIZE": str(args.batch_size), "SYNDICATE_SECRET_KEY": "bench-fanout",
-            "SYNDICATE_BASE_URL": "https://news.example",
+            "SYNDICATE_BASE_URL": "https://news.example", "SYNDICATE_TEMPLATE_DIR": str(TEMPLATE_DIR),
         }
         env = {**os.environ, **variables}
         settings = Settings.from_env(env)
         svc = tasks.configure(settings)
         db.upgrade(svc.engine)
-        print(f"seeding {args.subscribers:,} subscribers, {args.stories} stories ({args.database}) …", file=sys.stderr)
-        measured_id, naive_id = seed(svc, settings, args.subscribers, args.naive_sample, args.stories)
+        print(f"seeding {args.subscribers:,} subscribers, {stories} stories, template {template} ({kind}) …",
+              file=sys.stderr)
+        measured_id, naive_id = seed(svc, settings, args.subscribers, args.naive_sample, stories, template)
         probe = Probe(database.url)
 
         print(f"syndicate: cut and send to {args.subscribers:,} …", file=sys.stderr)
         if others := strangers(broker):
             print(f"warning: {others} other client(s) on {args.redis_url}: a worker among them would take the "
                   "bench's tasks", file=sys.stderr)
-        main_figures = run_syndicate(svc, settings, probe, measured_id, args, env, data_dir, sink, broker)
+        main_figures = run_syndicate(svc, settings, probe, measured_id, case, env, data_dir, sink, broker)
         main_figures["strangers_on_redis"] = others
+        if kind == "postgres":
+            with svc.engine.connect() as connection:
+                main_figures["synchronous_commit"] = connection.exec_driver_sql("SHOW synchronous_commit").scalar()
         message = sample_message(svc, settings, main_figures["edition_id"])
         print(f"wire limit: {args.subscribers:,} messages over {args.workers} connections …", file=sys.stderr)
         wire = run_wire(sink, message, args.subscribers, args.workers)
         print(f"pipelined wire: {args.subscribers:,} messages over {args.workers} connections …", file=sys.stderr)
         pipelined = run_wire(sink, message, args.subscribers, args.workers, pipelined=True)
-        print(f"naive: {args.naive_sample:,} recipients, one task each …", file=sys.stderr)
-        naive = run_naive(svc, settings, probe, naive_id, args, env, data_dir, sink)
+        if args.naive_sample:
+            print(f"naive: {args.naive_sample:,} recipients, one task each …", file=sys.stderr)
+            naive = run_naive(svc, settings, probe, naive_id, case, env, data_dir, sink)
+        else:
+            naive = NO_NAIVE
         loads = (load_at_start, os.getloadavg()[0])
-        figures = report(args, main_figures, wire, pipelined, naive, len(message), sink, loads,
-                         (version_at_start, code_version()))
+        return report(case, main_figures, wire, pipelined, naive, len(message), sink, loads,
+                      (version_at_start, code_version()))
     finally:
         if probe is not None:
             probe.close()
         if svc is not None:
             svc.close()
-        if sink is not None:
-            sink.close()
         broker.flushdb()
-        broker.close()
         if args.keep:
             print(f"kept {data_dir}" + (f" and schema {database.schema} (DROP SCHEMA {database.schema} CASCADE)"
                                         if database is not None and database.schema else ""), file=sys.stderr)
@@ -886,7 +901,102 @@ def main(argv=None) -> int:
             if database is not None:
                 database.drop()
             shutil.rmtree(data_dir, ignore_errors=True)
-    print(json.dumps(figures, default=str))
+
+
+NO_NAIVE = {"outcome": "not run (--naive-sample 0)", "counts": {}, "sent": 0, "wall_s": 0.0, "msgs_per_s": 0.0,
+            "publish_s": 0.0, "received_by_workers": 0, "cpu_s": 0.0, "peak_rss_one_mb": 0.0,
+            "peak_rss_sum_mb": 0.0, "worker_errors": []}
+
+
+def summary(records: list[dict]) -> str:
+    """The matrix, one line per size and database."""
+    def mark(record, target):
+        return "✓" if record["targets_met"][target] else "✗"
+
+    head = ("size", "db", "readers", "KB", "msgs/s", "wire", "pipelined", "÷wire", "÷pipe", "×naive", "RSS one/all",
+            "broker", "CPU/msg", "load")
+    lines = ["", "matrix (" + ", ".join(f"{k} KB: {name}, {n} stor{'y' if n == 1 else 'ies'}, template {t}"
+                                        for k, (name, n, t) in SIZES.items()) + ")",
+             "  " + "".join(f"{h:>12}" for h in head)]
+    for r in records:
+        cells = (r["size"], r["database"], f"{r['recipients']:,}", f"{r['message_bytes'] / 1024:.1f}",
+                 f"{r['msgs_per_s']:,.0f}", f"{r['wire_msgs_per_s']:,.0f}", f"{r['wire_pipelined_msgs_per_s']:,.0f}",
+                 f"{r['ratio_to_wire']:.2f} {mark(r, 'ratio_to_wire')}", f"{r['ratio_to_pipelined_wire']:.2f}",
+                 f"{r['speedup_vs_naive']:.1f} {mark(r, 'speedup_vs_naive')}",
+                 f"{r['peak_worker_rss_mb']:.0f}/{r['peak_worker_rss_sum_mb']:.0f} {mark(r, 'peak_worker_rss')}",
+                 f"{r['broker_messages']} {mark(r, 'broker_messages')}",
+                 f"{r['worker_cpu_ms_per_msg'] or 0:.2f} ms", "/".join(f"{a:.1f}" for a in r["load_average"]))
+        lines.append("  " + "".join(f"{c:>12}" for c in cells))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--sizes", default="5,15,64",
+                        help="edition sizes to measure, nominal KB as mailed: " + ", ".join(
+                            f"{k} ({name}, {n} stor{'y' if n == 1 else 'ies'})" for k, (name, n, _) in SIZES.items()))
+    parser.add_argument("--stories", type=int, help="one edition of this many stories instead of --sizes")
+    parser.add_argument("--database", default="sqlite",
+                        help="sqlite, postgres, or both as sqlite,postgres (every size on each)")
+    parser.add_argument("--database-url",
+                        default=os.environ.get("SYNDICATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+                        help="PostgreSQL server for --database postgres (default: $SYNDICATE_TEST_DATABASE_URL or the "
+                             "local server); a fresh schema is made there for each run and dropped after it")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14",
+                        help="the broker; this Redis database is FLUSHED before and after each run")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (celery --concurrency); also the "
+                                                               "number of connections of the wire limit")
+    parser.add_argument("--batch-size", type=int, default=200, help="recipients per deliver_batch task")
+    parser.add_argument("--naive-sample", type=int, default=2000, help="recipients sent the naive way (0: none)")
+    parser.add_argument("--sink", choices=("auto", "smtp-sink", "asyncio"), default="auto",
+                        help="auto: Postfix's smtp-sink if installed, else the asyncio sink in this file")
+    parser.add_argument("--timeout", type=float, default=3600, help="give up a phase after this many seconds")
+    parser.add_argument("--stall", type=float, default=120, help="give up a phase when nothing was sent for this long")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folders (worker logs, SQLite file) and the "
+                                                            "PostgreSQL schemas for inspection")
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.database.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"sqlite", "postgres"}:
+        parser.error("--database: sqlite, postgres or sqlite,postgres")
+    if args.stories is not None:
+        cases = [(f"{args.stories}st", args.stories, "edition")]
+    else:
+        sizes = [k.strip().removesuffix("KB").removesuffix("kb") for k in args.sizes.split(",") if k.strip()]
+        if not sizes or set(sizes) - set(SIZES):
+            parser.error(f"--sizes: a comma list of {', '.join(SIZES)}")
+        cases = [(size, *SIZES[size][1:]) for size in sizes]
+    if args.subscribers < 1 or args.workers < 1 or args.batch_size < 1 or any(n < 1 for _, n, _ in cases):
+        parser.error("--subscribers, --workers, --batch-size and --stories must be at least 1")
+    args.naive_sample = max(0, min(args.naive_sample, args.subscribers))
+
+    import redis
+
+    broker = redis.Redis.from_url(args.redis_url)
+    try:
+        broker.ping()
+    except redis.RedisError as e:
+        raise SystemExit(f"Redis at {args.redis_url} is not reachable: {e}") from None
+    sink_dir = Path(tempfile.mkdtemp(prefix="syndicate-fanout-sink-"))
+    records = []
+    sink = None
+    try:
+        sink = Sink(sink_dir, args.sink)
+        for kind in kinds:
+            for size, stories, template in cases:
+                print(f"── {size} KB ({stories} stories, template {template}), {kind} ──", file=sys.stderr)
+                record = {"size": size, **run_case(args, kind, stories, template, sink, broker)}
+                print(json.dumps(record, default=str), flush=True)  # each run's record as soon as it is measured
+                records.append(record)
+    finally:
+        if sink is not None:
+            sink.close()
+        broker.flushdb()
+        broker.close()
+        shutil.rmtree(sink_dir, ignore_errors=True)
+    print(summary(records))
+    print(json.dumps({"bench": "fanout", "records": records}, default=str))
     return 0
 
 

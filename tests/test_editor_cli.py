@@ -100,3 +100,29 @@ def test_editor_mistakes_get_clear_errors(syndicate):
     assert "no edition 9" in str(missing.exception or missing.output)
     when = syndicate("edition", "cut", "morning", "--at", "tomorrow morning", ok=False)
     assert "is not a time" in when.output
+
+
+def test_deliver_sends_an_edition_without_a_worker_on_either_database(database_url, tmp_path, smtp_server,
+                                                                       feed_server, sample_feed):
+    # No Redis and no SYNDICATE_SEND_RATE: the pacing bucket lives in the database, where PostgreSQL's json
+    # type once refused the unlimited rate and every message was deferred.
+    env = {"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_SECRET_KEY": "s",
+           "SYNDICATE_SMTP_URL": smtp_server.url, "SYNDICATE_ALLOW_PRIVATE_FEEDS": "1",
+           "SYNDICATE_BASE_URL": "https://news.example", "SYNDICATE_DATABASE_URL": database_url}
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(main, list(args), env=env)
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.output
+
+    run("db", "upgrade")
+    run("feed", "add", feed_server.serve("/feed/", sample_feed, **{"Content-Type": "application/rss+xml"}))
+    run("newsletter", "add", "morning", "--name", "Morning Briefing", "--from-address", "news@example.com",
+        "--first-fill", "last:10")
+    run("feed", "poll", "--all")
+    for i in range(3):
+        run("subscriber", "add", f"reader{i}@example.com", "--newsletter", "morning", "--confirmed")
+    run("edition", "cut", "morning")
+    assert run("deliver").strip().endswith("3 sent")
+    assert sorted(r for m in smtp_server.messages for r in m.recipients) == [f"reader{i}@example.com" for i in range(3)]

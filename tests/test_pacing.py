@@ -3,7 +3,9 @@ and speeding up again; on the database (embedded default) and on Redis. Time is 
 
 from __future__ import annotations
 
+import math
 import threading
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import pytest
@@ -121,6 +123,16 @@ def test_a_slow_down_reported_by_one_worker_slows_the_others(store):
     first.slow_down()
     assert second.state().cap == pytest.approx(50, rel=0.1)
     assert sent_in(second, clock, 10) == pytest.approx(500, rel=0.15)
+
+
+def test_an_unlimited_rate_is_stored_by_every_store(store):
+    # No SYNDICATE_SEND_RATE, the default: `syndicate deliver` and `syndicate run` on PostgreSQL keep their
+    # bucket in the database, whose json type refused the infinite rate, and every message was deferred.
+    clock = Clock()
+    pacer = Pacer(store, "smtp:mx:25", Limits(), clock=clock, sleep=clock.sleep)
+    for _ in range(3 * pacing.CHUNK):
+        assert pacer.wait_turn() == 0.0
+    assert all(math.isfinite(value) for value in asdict(pacer.state()).values() if value is not None)
 
 
 def test_transports_are_paced_apart(store):

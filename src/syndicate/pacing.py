@@ -79,8 +79,10 @@ def take(state: State, limits: Limits, want: int, now: float) -> tuple[int, floa
             state.cap = None
     rate = min(limits.per_second or math.inf, state.cap or math.inf)
     hourly = limits.per_hour / 3600 if limits.per_hour else math.inf
-    if state.updated == 0.0:  # a fresh bucket starts full
-        state.tokens_second, state.tokens_hour = max(1.0, rate), float(limits.per_hour or 0)
+    if state.updated == 0.0:  # a fresh bucket starts full (with no rate it has no tokens to count)
+        # Never infinity: the state is stored as JSON, and PostgreSQL's json type refuses "Infinity".
+        state.tokens_second = max(1.0, rate) if rate < math.inf else 0.0
+        state.tokens_hour = float(limits.per_hour or 0)
     elapsed = max(0.0, now - state.updated) if state.updated else 0.0
     state.updated = now
     if rate < math.inf:
