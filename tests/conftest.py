@@ -22,8 +22,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 
-from syndicate import db, tasks
+from syndicate import db, editions, tasks
 from syndicate.config import Settings
+from syndicate.db import transaction
 from syndicate.services import Services
 
 REDIS_URL = os.environ.get("SYNDICATE_TEST_REDIS_URL")
@@ -136,6 +137,16 @@ def database_url(request, tmp_path):
 def svc(make_settings, tmp_path) -> Services:
     """Services on a migrated SQLite database, Celery tasks run inline."""
     return configured(make_settings(database_url=f"sqlite:///{tmp_path / 'test.db'}"), eager=True)
+
+
+@pytest.fixture
+def site(make_settings, tmp_path, smtp_server) -> Services:
+    """The public pages' newsroom: tasks inline, mail to the test SMTP server, one newsletter, "daily"."""
+    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'site.db'}", smtp_url=smtp_server.url),
+                     eager=True)
+    with transaction(svc.Session) as session:
+        editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+    return svc
 
 
 def configured(settings: Settings, eager: bool = False) -> Services:

@@ -34,13 +34,11 @@ CROSS_SITE = {
 
 
 @pytest.fixture
-def site(make_settings, tmp_path, smtp_server):
-    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'forms.db'}", smtp_url=smtp_server.url),
-                     eager=True)
-    with transaction(svc.Session) as session:
-        editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+def site(site):
+    """The newsroom of the public pages, with a second newsletter."""
+    with transaction(site.Session) as session:
         editions.add_newsletter(session, slug="weekly", name="Weekly", from_address="news@example.com")
-    return svc
+    return site
 
 
 @pytest.fixture

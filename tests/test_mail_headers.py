@@ -21,7 +21,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from conftest import configured, submit
+from conftest import submit
 from desk_client import add_editor, api_headers, desk_client
 from syndicate import editions, feeds, subscribers, tasks
 from syndicate.cli import main
@@ -163,18 +163,9 @@ def hostile_feed(title: str) -> bytes:
     ).encode()
 
 
-@pytest.fixture
-def newsroom(make_settings, tmp_path, smtp_server):
-    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", smtp_url=smtp_server.url),
-                     eager=True)
-    with transaction(svc.Session) as session:
-        editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
-    return svc
-
-
 @pytest.mark.parametrize("attack", [INJECTION, BODY_INJECTION])
 def test_a_hostile_feed_title_and_reader_name_reach_every_inbox_as_text_not_headers(
-        newsroom, smtp_server, feed_server, attack):
+        site, smtp_server, feed_server, attack):
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         # The public form, unauthenticated: the name goes into the confirmation mail's To.
         assert submit(client, "/subscribe", {"email": "reader@example.org", "name": attack,
@@ -188,7 +179,7 @@ def test_a_hostile_feed_title_and_reader_name_reach_every_inbox_as_text_not_head
         [link] = re.findall(r"http://testserver(/confirm/\S+)", message.get_body(("plain",)).get_content())
         assert submit(client, link).status_code == 200
 
-    with transaction(newsroom.Session) as session:
+    with transaction(site.Session) as session:
         feeds.add_feed(session, feed_server.serve("/feed", hostile_feed(attack)))
         editions.get_newsletter(session, "daily").next_run_at = utcnow() - timedelta(seconds=1)
     tasks.poll_feeds()  # polls, then ticks: the edition is cut and sent to the SMTP server
@@ -208,13 +199,13 @@ def assert_headers_are_ours(message, expected: set[str]) -> None:
 
 
 def test_a_from_name_stored_with_a_line_break_before_it_was_refused_still_sends_cleanly(
-        newsroom, smtp_server, sample_feed):
-    with transaction(newsroom.Session) as session:
+        site, smtp_server, sample_feed):
+    with transaction(site.Session) as session:
         newsletter = editions.get_newsletter(session, "daily")
         newsletter.from_name = "Daily\r\nBcc: everyone@evil.example"  # as a row from before the check may be
         subscribers.subscribe(session, "reader@example.org", [newsletter.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
-        cut = editions.cut(session, newsletter, newsroom.settings)
+        cut = editions.cut(session, newsletter, site.settings)
         edition_id, batches = cut.edition.id, cut.batches
     for edition, lo, hi in batches:
         tasks.deliver_batch(edition, lo, hi)
@@ -223,7 +214,7 @@ def test_a_from_name_stored_with_a_line_break_before_it_was_refused_still_sends_
     assert parsed(digest.data)["From"].addresses[0].display_name == "Daily Bcc: everyone@evil.example"
     assert "Bcc" not in parsed(digest.data)
     tasks.tick()  # closes finished editions
-    with transaction(newsroom.Session) as session:
+    with transaction(site.Session) as session:
         assert session.get(Edition, edition_id).status == "sent"
 
 
@@ -242,10 +233,10 @@ def test_the_cli_refuses_a_newsletter_name_with_a_line_break_and_says_what_to_do
     assert json.loads(runner.invoke(main, ["newsletter", "list", "--json"], env=env).stdout) == []
 
 
-def test_the_desk_api_refuses_a_from_name_with_a_line_break(newsroom):
-    add_editor(newsroom)
+def test_the_desk_api_refuses_a_from_name_with_a_line_break(site):
+    add_editor(site)
     with desk_client() as client:
-        token = api_headers(newsroom)
+        token = api_headers(site)
         refused = client.patch("/api/v1/newsletters/daily", headers=token,
                                json={"from_name": "Daily\nReply-To: payments@evil.example"})
         made = client.post("/api/v1/newsletters", headers=token, json=dict(
@@ -253,5 +244,5 @@ def test_the_desk_api_refuses_a_from_name_with_a_line_break(newsroom):
 
     assert refused.status_code == 422 and "must be one line of text" in refused.json()["error"]
     assert made.status_code == 422 and "type it again on one line" in made.json()["error"]
-    with transaction(newsroom.Session) as session:
+    with transaction(site.Session) as session:
         assert editions.get_newsletter(session, "daily").from_name == "Daily"

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from conftest import configured, submit
+from conftest import submit
 from syndicate import editions, feeds, subscribers, tokens
 from syndicate.db import transaction
 from syndicate.deliveries import UNSUBSCRIBE_URL
@@ -38,12 +38,8 @@ CONFIRM_SUBJECT_BUG = (
 
 
 @pytest.fixture
-def web(make_settings, tmp_path, smtp_server):
-    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'w.db'}", smtp_url=smtp_server.url),
-                     eager=True)
-    with transaction(svc.Session) as session:
-        editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
-    return svc
+def web(site):
+    return site
 
 
 @pytest.fixture
