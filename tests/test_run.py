@@ -15,14 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import free_port, hidden_fields, wait_for
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+from conftest import answers, free_port, hidden_fields, wait_for
 
 
 @pytest.fixture

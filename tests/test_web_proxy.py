@@ -13,20 +13,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from conftest import free_port, hidden_fields, wait_for
+from conftest import answers, free_port, hidden_fields, wait_for
 from syndicate.cli import main
 from syndicate.config import Settings
 from syndicate.errors import SettingsError
 
 HELD_BACK = "holding this one back"
 SENT = "sent you an email"
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture
