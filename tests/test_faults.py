@@ -592,7 +592,9 @@ def test_a_domain_deferring_at_rcpt_is_slowed_for_every_worker_while_the_others_
     gmail = {email for email in ledger if email.endswith("@gmail.example")}
     assert {email for email in ledger if email not in gmail} <= {r for m in mailbox.accepted for r in m.recipients}
     assert {status for email, (status, _) in ledger.items() if email in gmail} <= {"sent", "deferred"}
-    assert len(mailbox.deferred) == 3 and events(room, "bounce", "soft_bounce") == []
+    # At least the first message there was deferred; how many more were tried before both workers had heard
+    # of the slowed domain depends on their timing (the rest wait untried: held back).
+    assert 1 <= len(mailbox.deferred) <= 3 and events(room, "bounce", "soft_bounce") == []
     held = sum(reply.startswith("held back: gmail.example") for email, (_, reply) in ledger.items() if email in gmail)
     port = mailbox.url.rpartition(":")[2]
     slowed = json.loads(room.broker.get(f"syndicate:pacing:smtp:127.0.0.1:{port}:domains"))["slowed"]
