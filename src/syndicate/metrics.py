@@ -41,8 +41,9 @@ def render(session: Session, settings: Settings) -> str:
     family("syndicate_social_kill_switch", "gauge", "1 while all social posting is paused.",
            [({}, 1.0 if accounts.social_paused(session) else 0.0)])
     family("syndicate_feeds", "gauge", "Feeds by status.", _grouped(session, Feed.status))
+    # By the failure count, not last_error: a feed read fine whose item had a bad link keeps a note there.
     family("syndicate_feeds_failing", "gauge", "Feeds whose last fetch failed.",
-           [({}, float(session.scalar(select(func.count()).where(Feed.last_error.is_not(None))) or 0))])
+           [({}, float(session.scalar(select(func.count()).where(Feed.error_count > 0)) or 0))])
     return "\n".join(lines) + "\n"
 
 
