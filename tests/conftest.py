@@ -22,8 +22,10 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
+from click.testing import CliRunner
 
-from syndicate import db, editions, tasks
+from syndicate import db, editions, pacing, tasks
+from syndicate.cli import main
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.services import Services
@@ -74,6 +76,18 @@ def submit(client, path: str, data: dict | None = None, **kwargs):
     send its hidden fields back with `data`."""
     fields = form_fields(client, "/" if path == "/subscribe" else path)
     return client.post(path, data={**fields, **(data or {})}, **kwargs)
+
+
+def cli_in(env: dict[str, str]):
+    """`syndicate …` run in this process with `env` as its whole environment; its output. It must succeed."""
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(main, list(args), env=env)
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.output
+
+    return run
 
 
 def missing(service: str, variable: str, example: str):
@@ -148,6 +162,15 @@ def site(make_settings, tmp_path, smtp_server) -> Services:
     with transaction(svc.Session) as session:
         editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
     return svc
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def pacing_store(request, make_settings, tmp_path):
+    """Each store the send pacing can share its state in: the database (SQLite, PostgreSQL) and Redis."""
+    if request.param == "redis":
+        return pacing.RedisStore(request.getfixturevalue("redis_url"))
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else f"sqlite:///{tmp_path}/s.db"
+    return pacing.DatabaseStore(configured(make_settings(database_url=url)).engine)
 
 
 def configured(settings: Settings, eager: bool = False) -> Services:

@@ -74,14 +74,6 @@ def test_the_state_survives_its_trip_through_json():
 # ── shared by workers ────────────────────────────────────────────────────────
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
-def store(request, make_settings, tmp_path):
-    if request.param == "redis":
-        return pacing.RedisStore(request.getfixturevalue("redis_url"))
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else f"sqlite:///{tmp_path}/s.db"
-    return pacing.DatabaseStore(configured(make_settings(database_url=url)).engine)
-
-
 class Counting:
     """A real store, counting the round trips asked of it."""
 
@@ -93,9 +85,9 @@ class Counting:
         return self.store.update(name, change, kind)
 
 
-def test_a_domain_slowed_by_one_worker_is_slowed_for_all_and_only_that_domain(store):
+def test_a_domain_slowed_by_one_worker_is_slowed_for_all_and_only_that_domain(pacing_store):
     clock = Clock()
-    first, second = (Pacer(store, "smtp:mx:25", Limits(), clock=clock, sleep=clock.sleep) for _ in range(2))
+    first, second = (Pacer(pacing_store, "smtp:mx:25", Limits(), clock=clock, sleep=clock.sleep) for _ in range(2))
     first.domains.slow_down(SLOWED)
     assert second.domains.ready(SLOWED) > 0  # no token yet: the caller defers the row, nobody sleeps
     assert all(second.domains.ready(other) == 0 for other in OTHERS)
@@ -106,12 +98,12 @@ def test_a_domain_slowed_by_one_worker_is_slowed_for_all_and_only_that_domain(st
         sent += first.domains.ready(SLOWED) == 0
         sent += second.domains.ready(SLOWED) == 0
     assert sent == pacing.UNMEASURED / 2
-    assert Pacer(store, "smtp:other:25", Limits(), clock=clock).domains.snapshot() == {}  # per transport
+    assert Pacer(pacing_store, "smtp:other:25", Limits(), clock=clock).domains.snapshot() == {}  # per transport
 
 
-def test_messages_to_domains_not_slowed_ask_the_store_once_a_second_not_once_each(store):
+def test_messages_to_domains_not_slowed_ask_the_store_once_a_second_not_once_each(pacing_store):
     clock = Clock()
-    counting = Counting(store)
+    counting = Counting(pacing_store)
     pacer = Pacer(counting, "smtp:mx:25", Limits(), clock=clock, sleep=clock.sleep)
     for i in range(3000):
         assert pacer.domains.ready(f"d{i % 300}.example") == 0

@@ -10,6 +10,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from conftest import cli_in
 from syndicate.cli import main
 
 
@@ -109,12 +110,7 @@ def test_deliver_sends_an_edition_without_a_worker_on_either_database(database_u
     env = {"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_SECRET_KEY": "s",
            "SYNDICATE_SMTP_URL": smtp_server.url, "SYNDICATE_ALLOW_PRIVATE_FEEDS": "1",
            "SYNDICATE_BASE_URL": "https://news.example", "SYNDICATE_DATABASE_URL": database_url}
-    runner = CliRunner()
-
-    def run(*args: str) -> str:
-        result = runner.invoke(main, list(args), env=env)
-        assert result.exit_code == 0, (result.output, result.exception)
-        return result.output
+    run = cli_in(env)
 
     run("db", "upgrade")
     run("feed", "add", feed_server.serve("/feed/", sample_feed, **{"Content-Type": "application/rss+xml"}))

@@ -94,18 +94,10 @@ def test_a_slow_down_never_stops_the_stream():
 # ── shared by workers ────────────────────────────────────────────────────────
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
-def store(request, make_settings, tmp_path):
-    if request.param == "redis":
-        return pacing.RedisStore(request.getfixturevalue("redis_url"))
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else f"sqlite:///{tmp_path}/s.db"
-    return pacing.DatabaseStore(configured(make_settings(database_url=url)).engine)
-
-
-def test_workers_share_one_rate(store):
+def test_workers_share_one_rate(pacing_store):
     clock = Clock()
     limits = Limits(per_second=50)
-    workers = [Pacer(store, "smtp:mx:25", limits, clock=clock, sleep=clock.sleep) for _ in range(3)]
+    workers = [Pacer(pacing_store, "smtp:mx:25", limits, clock=clock, sleep=clock.sleep) for _ in range(3)]
     sent, end = 0, clock.now + 10
     while clock.now <= end:
         for worker in workers:
@@ -115,9 +107,9 @@ def test_workers_share_one_rate(store):
     assert 500 <= sent <= 550 + 3 * pacing.CHUNK
 
 
-def test_a_slow_down_reported_by_one_worker_slows_the_others(store):
+def test_a_slow_down_reported_by_one_worker_slows_the_others(pacing_store):
     clock = Clock()
-    first, second = (Pacer(store, "smtp:mx:25", Limits(per_second=100), clock=clock, sleep=clock.sleep)
+    first, second = (Pacer(pacing_store, "smtp:mx:25", Limits(per_second=100), clock=clock, sleep=clock.sleep)
                      for _ in range(2))
     assert sent_in(first, clock, 10) == pytest.approx(1000, rel=0.1)
     first.slow_down()
@@ -125,20 +117,20 @@ def test_a_slow_down_reported_by_one_worker_slows_the_others(store):
     assert sent_in(second, clock, 10) == pytest.approx(500, rel=0.15)
 
 
-def test_an_unlimited_rate_is_stored_by_every_store(store):
+def test_an_unlimited_rate_is_stored_by_every_store(pacing_store):
     # No SYNDICATE_SEND_RATE, the default: `syndicate deliver` and `syndicate run` on PostgreSQL keep their
     # bucket in the database, whose json type refused the infinite rate, and every message was deferred.
     clock = Clock()
-    pacer = Pacer(store, "smtp:mx:25", Limits(), clock=clock, sleep=clock.sleep)
+    pacer = Pacer(pacing_store, "smtp:mx:25", Limits(), clock=clock, sleep=clock.sleep)
     for _ in range(3 * pacing.CHUNK):
         assert pacer.wait_turn() == 0.0
     assert all(math.isfinite(value) for value in asdict(pacer.state()).values() if value is not None)
 
 
-def test_transports_are_paced_apart(store):
+def test_transports_are_paced_apart(pacing_store):
     clock = Clock()
     limits = Limits(per_second=10)
-    one, other = (Pacer(store, name, limits, clock=clock, sleep=clock.sleep) for name in ("a", "b"))
+    one, other = (Pacer(pacing_store, name, limits, clock=clock, sleep=clock.sleep) for name in ("a", "b"))
     one.slow_down()
     assert other.state().cap is None
 

@@ -14,13 +14,11 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 import time_machine
-from click.testing import CliRunner
 from sqlalchemy import delete, func, select
 from starlette.testclient import TestClient
 
-from conftest import configured, submit
+from conftest import cli_in, configured, submit
 from syndicate import archive, editions, subscribers, throttle, tokens
-from syndicate.cli import main
 from syndicate.db import transaction
 from syndicate.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL
 from syndicate.errors import InvalidInput, NotFound
@@ -289,12 +287,7 @@ def test_a_signup_without_a_client_is_limited_by_address_only(site):
 def test_the_cli_signup_is_on_the_timeline_and_obeys_the_configured_address_limit(tmp_path):
     env = {"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_SECRET_KEY": "s",
            "SYNDICATE_CONFIRMATIONS_PER_ADDRESS": "1"}
-    runner = CliRunner()
-
-    def run(*args: str) -> str:
-        result = runner.invoke(main, list(args), env=env)
-        assert result.exit_code == 0, (result.output, result.exception)
-        return result.output
+    run = cli_in(env)
 
     run("db", "upgrade")
     run("newsletter", "add", "daily", "--name", "Daily", "--from-address", "news@example.com")

@@ -436,6 +436,11 @@ def mail_html(html: str) -> str:
 
 
 
+def list_id(newsletter: Newsletter) -> str:
+    """RFC 2919: the newsletter's name (as a phrase: it is an editor's text) and an id under the sender's domain."""
+    return f"{phrase(newsletter.name)} <{newsletter.slug}.{newsletter.from_address.rpartition('@')[2]}>"
+
+
 class MessageFactory:
     """The edition's message is rendered once (mail.Template); per recipient only their tokens."""
 
@@ -447,7 +452,7 @@ class MessageFactory:
             sender=Mailbox(newsletter.from_name, newsletter.from_address),
             subject=edition.subject, text=edition.text, html=mail_html(edition.html), reply_to=newsletter.reply_to,
             headers={
-                "List-Id": f"{phrase(newsletter.name)} <{newsletter.slug}.{self.domain}>",
+                "List-Id": list_id(newsletter),
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 "Auto-Submitted": "auto-generated",
             },
@@ -477,7 +482,7 @@ def test_messages(settings: Settings, newsletter: Newsletter, edition: Edition, 
         sender=Mailbox(newsletter.from_name, newsletter.from_address),
         subject=f"[Test] {edition.subject}", text=edition.text, html=mail_html(edition.html),
         reply_to=newsletter.reply_to,
-        headers={"List-Id": f"{phrase(newsletter.name)} <{newsletter.slug}.{domain}>",
+        headers={"List-Id": list_id(newsletter),
                  "Auto-Submitted": "auto-generated",
                  "X-Syndicate-Test": f"edition {edition.number} of {newsletter.slug}; not counted"},
         dkim=settings.dkim,
