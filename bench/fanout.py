@@ -690,7 +690,8 @@ def sample_message(svc, settings, edition_id: int) -> bytes:
         delivery = session.scalars(select(Delivery).where(Delivery.edition_id == edition_id)
                                    .order_by(Delivery.id).limit(1)).one()
         factory = MessageFactory(settings, session.get(Newsletter, edition.newsletter_id), edition)
-        return factory(delivery, delivery.subscriber).data
+        subscriber = delivery.subscriber
+        return factory(delivery.id, subscriber.id, subscriber.email, subscriber.name).data
 
 
 # ── report ───────────────────────────────────────────────────────────────────

@@ -190,7 +190,7 @@ def newsroom(svc, sample_feed) -> Newsroom:
             by_edition[slug] = {subscriber.email: delivery.id for delivery, subscriber in rows}
             if slug == "daily":
                 make = deliveries.MessageFactory(svc.settings, daily, cut.edition)
-                message_ids = {subscriber.email: make(delivery, subscriber).message_id for delivery, subscriber in rows}
+                message_ids = {s.email: make(d.id, s.id, s.email, s.name).message_id for d, s in rows}
         return Newsroom(readers, by_edition["daily"], by_edition["weekly"], message_ids, daily.id)
 
 

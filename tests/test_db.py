@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from syndicate.db import _wait_for_write_lock, make_engine
+from syndicate.db import begin_immediate, make_engine
 
 
 def test_a_writer_waits_for_the_lock_and_gets_it_once_it_is_free(tmp_path):
@@ -45,8 +45,8 @@ def test_a_lock_never_released_gives_up_with_sqlites_own_error(tmp_path):
     waiter = sqlite3.connect(path, isolation_level=None, timeout=0)
     started = time.monotonic()
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        _wait_for_write_lock(waiter, timeout=0.2)
+        begin_immediate(waiter, timeout=0.2)
     assert 0.2 <= time.monotonic() - started < 1
     holder.rollback()
-    _wait_for_write_lock(waiter)  # free again: taken at once
+    begin_immediate(waiter)  # free again: taken at once
     waiter.rollback()

@@ -208,6 +208,7 @@ class Newsroom:
     env: dict[str, str]  # SYNDICATE_* for the worker processes: the same settings as this process
     broker: redis.Redis
     edition_id: int = 0
+    dead_tasks: set = field(default_factory=set)  # taken by a worker killed whole: "unacked" for an hour
 
     @property
     def settings(self):
@@ -218,6 +219,11 @@ class Newsroom:
         batches = editions.run_due(self.svc.Session, self.settings, utcnow())
         self.edition_id = batches[0][0]
         self.hand_out(batches)
+
+    def worker_died(self) -> None:
+        """A worker was killed whole: the tasks it had taken, prefetched ones too, are nobody's now. Their
+        rows still pending are the tick's to hand out again (REQUEUE_AFTER), as in production."""
+        self.dead_tasks |= set(self.broker.hkeys("unacked"))
 
     def hand_out(self, batches) -> None:
         for edition_id, lo, hi in batches:
@@ -250,7 +256,7 @@ class Newsroom:
         """No task queued or running and no row claimed: whatever is still open is the tick's to hand out.
         (A task taken by a worker waits in "unacked" until it is done; one whose worker was killed stays.)"""
         counts, queued = self.statuses(), self.queued()
-        running = self.broker.hlen("unacked") if queued == 0 else 0
+        running = len(set(self.broker.hkeys("unacked")) - self.dead_tasks) if queued == 0 else 0
         return queued == 0 and not counts.get("sending") and (not running or not counts.get("pending"))
 
     def wait_idle(self, timeout: float = 60) -> None:
@@ -392,6 +398,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_at_most_one_message
             current[-1].kill_pool_process()  # the main process puts the task back: acks_late, reject_on_worker_lost
         else:
             current[-1].kill()
+            room.worker_died()
 
     def in_the_window(number: int) -> None:
         # The server holds message 35 whole and the worker has not read the 250 yet: the worst moment.

@@ -20,7 +20,7 @@ from conftest import FIGURES
 from syndicate import editions, links, templating, tokens
 from syndicate.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL, MessageFactory
 from syndicate.errors import InvalidInput
-from syndicate.models import DEFAULT_SUBJECT, Article, Delivery, Edition, Newsletter, Subscriber
+from syndicate.models import DEFAULT_SUBJECT, Article, Edition, Newsletter
 
 GOLDEN = Path(__file__).parent / "golden"
 BASE_URL = "https://news.example"
@@ -302,10 +302,9 @@ def test_the_public_web_view_has_no_ones_personal_links(rendered, settings):
 
 def test_each_recipient_gets_their_own_links_and_the_postal_address_in_both_parts(rendered, settings):
     made, _, _ = rendered
-    reader = Subscriber(id=7, email="reader@example.org", name="Ada Lovelace", status="confirmed")
     factory = MessageFactory(settings, newsletter(), made)
 
-    message = email.message_from_bytes(factory(Delivery(id=501, edition_id=41), reader).data,
+    message = email.message_from_bytes(factory(501, 7, "reader@example.org", "Ada Lovelace").data,
                                        policy=email.policy.default)
 
     unsubscribe = f"{BASE_URL}/u/{tokens.unsubscribe_token(settings.secret_key, 7, 3)}"

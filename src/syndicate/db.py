@@ -48,12 +48,12 @@ def make_engine(url: str) -> Engine:
         # A deferred transaction that reads, then writes after another process wrote,
         # fails at once with SQLITE_BUSY (no waiting helps it). Taking the write lock
         # at BEGIN makes every transaction wait its turn instead. Keep them short.
-        _wait_for_write_lock(connection.connection.dbapi_connection)
+        begin_immediate(connection.connection.dbapi_connection)
 
     return engine
 
 
-def _wait_for_write_lock(dbapi_connection, timeout: float = 30.0) -> None:
+def begin_immediate(dbapi_connection, timeout: float = 30.0) -> None:
     """BEGIN IMMEDIATE, retried every 0.1 ms at first, then less often, for up to `timeout` seconds.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10… ms between tries: two workers each committing one

@@ -67,12 +67,14 @@ class Outgoing:
 
 
 class Connection(Protocol):
-    def send(self, message: Outgoing, before_end: Callable[[], None] | None = None) -> str:
+    def send(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None = None) -> str:
         """Hand one message over; return the server's reply, raise TransportError if refused.
 
         `before_end` runs when everything but the end of the message has gone: the last moment
         to hold it back. If it raises, the message is abandoned, never delivered, and the
-        exception goes up (the connection is not used again)."""
+        exception goes up (the connection is not used again). It may return the message that will
+        be sent next: a connection that pipelines announces it with this one's end, and then the
+        next `send` on it must be that message."""
 
 
 class Transport(Protocol):
@@ -289,18 +291,30 @@ def _no_leading_dot(line: bytes) -> bytes:
 class SmtpConnection:
     """One SMTP session; `send` runs one mail transaction (RFC 5321 §3.3) for one recipient.
 
-    Written out rather than `smtplib.sendmail` for two costs measured per message of a 64 KB edition:
-    with PIPELINING (RFC 2920, offered by Postfix, Exim and the big providers) MAIL, RCPT and DATA go
-    as one write and one round trip instead of three; and the body, already CRLF and 7-bit from
-    `Template`, is dot-stuffed with one `bytes.replace` instead of two regular expressions (0.5 ms).
-    The returned reply is the server's own ("250 2.0.0 Ok: queued as 4ZxY…"), kept on the delivery.
+    Written out rather than `smtplib.sendmail` for what each message costs at wire speed. With
+    PIPELINING (RFC 2920, offered by Postfix, Exim and the big providers) a message is two writes and
+    one round trip: the body, then its final dot together with the next message's MAIL, RCPT and DATA
+    (content is allowed first in a group, DATA last), whose replies come back with the dot's. smtplib
+    takes four writes and four round trips. The body, already CRLF and 7-bit from `Template`, is
+    dot-stuffed with one `bytes.replace` instead of two regular expressions, or not at all when
+    the message says it is transparent. The reply returned is the server's own ("250 2.0.0 Ok:
+    queued as 4ZxY…"), kept on the delivery.
+
+    A next message announced (its DATA sent with the dot before it) must be the next one sent here:
+    after the server's 354 nothing but its body may follow. A connection left with one announced
+    is closed, never pooled: the server drops a message whose connection ends before its dot.
     """
 
     def __init__(self, smtp: smtplib.SMTP):
         self.smtp = smtp
         self.healthy = True  # False once the stream failed: the pool drops it
+        self.announced: Outgoing | None = None  # sent ahead with the last message's end, replies unread
 
-    def send(self, message: Outgoing, before_end: Callable[[], None] | None = None) -> str:
+    @property
+    def reusable(self) -> bool:
+        return self.healthy and self.announced is None
+
+    def send(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None = None) -> str:
         try:
             return self._transaction(message, before_end)
         except ConnectionLost:
@@ -310,14 +324,16 @@ class SmtpConnection:
             self.healthy = False
             raise ConnectionLost(f"connection to the mail server lost: {e}") from e
 
-    def _transaction(self, message: Outgoing, before_end: Callable[[], None] | None) -> str:
+    def _transaction(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None) -> str:
         smtp = self.smtp
         smtp.ehlo_or_helo_if_needed()
-        size = f" SIZE={len(message.data)}" if smtp.has_extn("size") else ""
-        commands = [f"MAIL FROM:{_path(message.sender)}{size}\r\n", f"RCPT TO:{_path(message.recipient)}\r\n",
-                    "DATA\r\n"]
         pipelined = smtp.has_extn("pipelining")
-        if pipelined:
+        announced, self.announced = self.announced, None
+        if announced is not None and announced is not message:
+            self._abandon()  # the server waits for the announced message's body: nothing else may follow
+            raise ConnectionLost(f"{message.recipient} was sent on a connection that waits for another message")
+        commands = self._envelope(message)
+        if pipelined and announced is None:
             smtp.send("".join(commands))
         for step, (command, expected) in enumerate(zip(commands, _EXPECTED, strict=True)):
             if not pipelined:
@@ -332,16 +348,33 @@ class SmtpConnection:
         else:
             smtp.send(data)
             try:
-                before_end()
+                following = before_end()
             except BaseException:
-                self.healthy = False
-                smtp.close()  # without its final "." the server drops the message
+                self._abandon()  # without its final "." the server drops the message
                 raise
-            smtp.send(END)
+            if following is not None and pipelined:
+                smtp.send(END + "".join(self._envelope(following)).encode())
+                self.announced = following
+            else:
+                smtp.send(END)
         code, reply = smtp.getreply()
         if code != 250:
-            self._refused(_refusal(code, reply, about_recipient=True))
+            # The transaction is over whatever the reply (RFC 5321 §4.1.1.4): no RSET, which would
+            # reach an announced message as its first line.
+            error = _refusal(code, reply, about_recipient=True)
+            if isinstance(error, ConnectionLost):
+                self.announced = None
+            raise error
         return f"{code} {reply.decode('utf-8', 'replace')}"
+
+    def _envelope(self, message: Outgoing) -> list[str]:
+        size = f" SIZE={len(message.data)}" if self.smtp.has_extn("size") else ""
+        return [f"MAIL FROM:{_path(message.sender)}{size}\r\n", f"RCPT TO:{_path(message.recipient)}\r\n",
+                "DATA\r\n"]
+
+    def _abandon(self) -> None:
+        self.healthy, self.announced = False, None
+        self.smtp.close()
 
     def _refused(self, error: TransportError, unread: int = 0):
         """Raise `error`, leaving the session ready for the next transaction if it is still up: the
@@ -483,13 +516,13 @@ class SmtpTransport:
         try:
             yield connection
         except BaseException:
-            _close(smtp)  # a connection that saw an error is not trusted again
+            _close(connection)  # a connection that saw an error is not trusted again
             raise
         with self._lock:
-            if connection.healthy and len(self._idle) < self.pool_size:
+            if connection.reusable and len(self._idle) < self.pool_size:
                 self._idle.append((time.monotonic(), smtp))
                 return
-        _close(smtp)
+        _close(connection)
 
     def close(self) -> None:
         with self._lock:
@@ -499,8 +532,8 @@ class SmtpTransport:
 
 
 def no_delay(sock: socket.socket) -> None:
-    """Send each write at once (TCP_NODELAY). A message goes as two or three writes (the pipelined commands,
-    the body, and after the ledger's commit its final dot), each followed by a wait for the server's reply.
+    """Send each write at once (TCP_NODELAY). A message goes as two writes (the body, and after the ledger's
+    commit its final dot with the next message's commands), the second followed by a wait for the replies.
     With Nagle's algorithm on, the last partial segment of a write waits for the ACK of the ones before it,
     and servers delay that ACK (~40 ms on Linux): a 15 KB digest went out at 20 messages a second instead of
     thousands. Large messages hid it: their segments fill."""
@@ -523,7 +556,12 @@ def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
         raise smtplib.SMTPAuthenticationError(code, reply)
 
 
-def _close(smtp: smtplib.SMTP) -> None:
+def _close(connection: SmtpConnection | smtplib.SMTP) -> None:
+    """QUIT and close; only close when a message was announced: after its 354, QUIT would be its text."""
+    smtp = connection.smtp if isinstance(connection, SmtpConnection) else connection
+    if isinstance(connection, SmtpConnection) and connection.announced is not None:
+        smtp.close()
+        return
     try:
         smtp.quit()
     except (smtplib.SMTPException, OSError):
@@ -537,7 +575,7 @@ class OutboxConnection:
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def send(self, message: Outgoing, before_end: Callable[[], None] | None = None) -> str:
+    def send(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None = None) -> str:
         name = re.sub(r"[^A-Za-z0-9._@-]+", "_", message.message_id.strip("<>"))
         path = self.folder / f"{name}.eml"
         tmp = path.with_suffix(".tmp")

@@ -280,6 +280,15 @@ class Pacer:
             self.granted -= 1
         return waited
 
+    def has_turn(self) -> bool:
+        """Whether `wait_turn` would return at once now (a chunk is asked for if none is held here).
+        Raises PacingUnavailable as `wait_turn` does."""
+        with self.lock:
+            if self.granted < 1:
+                grant, _wait = self._update(lambda s: take(s, self.limits, CHUNK, self.clock()))
+                self.granted += grant
+            return self.granted >= 1
+
     def slow_down(self) -> None:
         with self.lock:
             self.granted = 0  # what this process holds was granted at the old rate
