@@ -44,8 +44,10 @@ def sent_in(pacer: Pacer, clock: Clock, seconds: float) -> int:
 # ── the rule itself ──────────────────────────────────────────────────────────
 
 
-def test_without_limits_everything_is_granted_at_once():
-    assert pacing.take(State(), Limits(), 20, 100.0) == (20, 0.0)
+def test_without_limits_everything_is_granted_at_once_in_a_bigger_chunk():
+    assert pacing.take(State(), Limits(), 20, 100.0) == (pacing.UNLIMITED_CHUNK, 0.0)
+    slowed = State(cap=50.0, slowed_at=100.0, updated=100.0, tokens_second=50.0)
+    assert pacing.take(slowed, Limits(), 20, 100.0) == (20, 0.0)  # a rate applies again: small chunks
 
 
 def test_a_per_second_limit_lets_a_one_second_burst_then_that_rate():

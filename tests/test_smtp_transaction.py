@@ -184,7 +184,7 @@ class HoldBack(Exception):
     pass
 
 
-def test_before_end_runs_with_all_but_the_end_sent_and_can_still_hold_the_message_back(server, transport):
+def test_before_end_runs_once_the_server_is_ready_for_the_message_and_can_still_hold_it_back(server, transport):
     seen = []
     with transport.connect() as connection:
         assert connection.send(message("ana@example.com"), before_end=lambda: seen.append(len(server.messages)))

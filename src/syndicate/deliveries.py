@@ -163,9 +163,10 @@ class _Stopped(Exception):
 class _Batch:
     """One batch's rows, in order, over one connection.
 
-    Message by message: the body is written, then the outcome of the message before it is committed
-    (the ledger's `flush`), then the next row is decided (skipped, held back, or sent) and its
-    MAIL, RCPT and DATA go with this message's final dot. So at any moment at most one message is
+    Message by message: once the server has said yes to its MAIL, RCPT and DATA, the outcome of the
+    message before it is committed (the ledger's `flush`), the next row is decided (skipped, held
+    back, or sent), and this message's body and final dot go in one write with the next one's MAIL,
+    RCPT and DATA, whose replies come back with the dot's. So at any moment at most one message is
     accepted by the server and not yet marked sent: a killed worker leaves at most one duplicate.
     """
 
@@ -264,10 +265,13 @@ class _Batch:
         return None
 
     def look_again(self) -> None:
-        """Every few messages: is the edition still sending, and who of the rest left meanwhile?"""
+        """Every CHECK_EVERY rows: is the edition still sending, and who of the rows up to the next look
+        left meanwhile? (The rows after those are looked at then: the look costs the same whatever the
+        batch's size.)"""
         self.looked_at = self.next_row
-        status, left = self.ledger.run(lambda c: _look_again(c, self.edition.id, self.newsletter.id, self.lo,
-                                                             self.hi, self.token))
+        window = self.rows[self.next_row:self.next_row + CHECK_EVERY]
+        status, left = self.ledger.run(lambda c: _look_again(c, self.edition.id, self.newsletter.id, window[0].id,
+                                                             window[-1].id, self.token))
         if status == "sending":
             self.left = left
         else:
@@ -331,11 +335,11 @@ class _Batch:
 
 def _look_again(connection: Connection, edition_id: int, newsletter_id: int, lo: int, hi: int,
                 token: str) -> tuple[str, set[int]]:
-    """The edition's status, and if it is still sending, the subscribers of the batch's rest who
-    unsubscribed or were suppressed since the batch began: an unsubscribe is honoured even mid-batch.
+    """The edition's status, and if it is still sending, the subscribers of the batch's rows `lo`…`hi`
+    who unsubscribed or were suppressed since the batch began: an unsubscribe is honoured even mid-batch.
 
-    The rest are the batch's rows still "sending" under this task's claim. Statements of a fixed
-    shape, compiled and (by psycopg) prepared once, on the ledger's connection.
+    Rows still "sending" under this task's claim only. Statements of a fixed shape, compiled and (by
+    psycopg) prepared once, on the ledger's connection.
     """
     status = connection.execute(_EDITION_STATUS, dict(edition=edition_id)).scalar()
     if status != "sending":
@@ -409,9 +413,9 @@ class TakenOver(Exception):
 class _Ledger:
     """The batch's outcomes, written on a connection of the batch's own, each in a commit of its own.
 
-    A message's "sent" is held (`hold`) until the next message's body has gone and written then
-    (`flush`, the next message's `before_end`): the commit overlaps the server taking that body in.
-    A row found no longer ours (another worker took the batch over) raises TakenOver.
+    A message's "sent" is held (`hold`) and written just before the next message is ended (`flush`,
+    the next message's `before_end`), or before anything that needs every outcome written. A row
+    found no longer ours (another worker took the batch over) raises TakenOver.
 
     The outcome is written through the driver: the statement is compiled once per kind of outcome, and
     each write is the driver's execute and commit, with nothing around them (SQLAlchemy's execute path
@@ -433,13 +437,15 @@ class _Ledger:
         self.connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         self.driver = self.connection.connection.dbapi_connection
         if not self.sqlite:
-            self.driver.execute("SET synchronous_commit TO off")
+            self.cursor = self.driver.cursor()
+            self.cursor.execute("SET synchronous_commit TO off")
         return self
 
     def __exit__(self, *exc) -> None:
         try:
             if not self.sqlite:
-                self.driver.execute("RESET synchronous_commit")  # before it goes back to the pool
+                self.cursor.execute("RESET synchronous_commit")  # before it goes back to the pool
+                self.cursor.close()
         except Exception:
             self.connection.invalidate()
         finally:
@@ -472,9 +478,8 @@ class _Ledger:
                 self.driver.rollback()
                 raise
         else:
-            with self.driver.cursor() as cursor:
-                cursor.execute(sql, values, prepare=True)
-                ours = cursor.rowcount == 1
+            self.cursor.execute(sql, values, prepare=True)
+            ours = self.cursor.rowcount == 1
         if not ours:
             raise TakenOver
         self.result.add(status)

@@ -70,11 +70,11 @@ class Connection(Protocol):
     def send(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None = None) -> str:
         """Hand one message over; return the server's reply, raise TransportError if refused.
 
-        `before_end` runs when everything but the end of the message has gone: the last moment
-        to hold it back. If it raises, the message is abandoned, never delivered, and the
-        exception goes up (the connection is not used again). It may return the message that will
-        be sent next: a connection that pipelines announces it with this one's end, and then the
-        next `send` on it must be that message."""
+        `before_end` runs once the server has taken the recipient and is ready for the message, and
+        before the message is ended: the last moment to hold it back. If it raises, the message is
+        abandoned, never delivered, and the exception goes up (the connection is not used again).
+        It may return the message that will be sent next: a connection that pipelines announces it
+        with this one's end, and then the next `send` on it must be that message."""
 
 
 class Transport(Protocol):
@@ -202,23 +202,25 @@ class Template:
         self.text, self.html = _lines(text), _lines(html)
         self.sender = sender.address
         self._prepared: dict[tuple, list[bytes | str]] = {}
-        self.part = (f"--{self.boundary}\r\nContent-Type: text/%s; charset=\"utf-8\"\r\n"
-                     "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+        part = (f"--{self.boundary}\r\nContent-Type: text/%s; charset=\"utf-8\"\r\n"
+                "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+        self.parts = ((part % "plain").encode(), (part % "html").encode(), f"--{self.boundary}--\r\n".encode())
+        self._dated: tuple[datetime | None, str] = (None, "")  # the Date header of the second last asked for
 
     def render(self, *, to: str, name: str = "", message_id: str, date: datetime, per_recipient: dict[str, str],
                replace: dict[str, str]) -> bytes:
         """The message's bytes for the mailbox `to` (an address already checked, as a subscriber's
         is when they sign up) and its display `name`."""
         text, html = (self._encoded(body, replace) for body in (self.text, self.html))
-        fields = [("To", mailbox(name, to)), ("Message-ID", message_id), ("Date", format_datetime(date))]
+        fields = [("To", mailbox(name, to)), ("Message-ID", message_id), ("Date", self._date(date))]
         fields += list(per_recipient.items())
         data = b"".join([
             self.head,
             header_block(fields),
             b"\r\n",
-            (self.part % "plain").encode(), text, b"\r\n",
-            (self.part % "html").encode(), html, b"\r\n",
-            f"--{self.boundary}--\r\n".encode(),
+            self.parts[0], text, b"\r\n",
+            self.parts[1], html, b"\r\n",
+            self.parts[2],
         ])
         return self.signer.sign(data) if self.signer else data
 
@@ -227,6 +229,12 @@ class Template:
         data = self.render(to=to, name=name, message_id=message_id, date=date, per_recipient=per_recipient,
                            replace=replace)
         return Outgoing(self.sender, to, data, message_id, transparent=True)
+
+    def _date(self, date: datetime) -> str:
+        second = date.replace(microsecond=0)
+        if self._dated[0] != second:
+            self._dated = (second, format_datetime(second))
+        return self._dated[1]
 
     def _encoded(self, body: str, replace: dict[str, str]) -> bytes:
         """The body quoted-printable encoded, placeholders filled in. Quoted-printable works line by
@@ -292,8 +300,8 @@ class SmtpConnection:
     """One SMTP session; `send` runs one mail transaction (RFC 5321 §3.3) for one recipient.
 
     Written out rather than `smtplib.sendmail` for what each message costs at wire speed. With
-    PIPELINING (RFC 2920, offered by Postfix, Exim and the big providers) a message is two writes and
-    one round trip: the body, then its final dot together with the next message's MAIL, RCPT and DATA
+    PIPELINING (RFC 2920, offered by Postfix, Exim and the big providers) a message is one write and
+    one round trip: its body and final dot together with the next message's MAIL, RCPT and DATA
     (content is allowed first in a group, DATA last), whose replies come back with the dot's. smtplib
     takes four writes and four round trips. The body, already CRLF and 7-bit from `Template`, is
     dot-stuffed with one `bytes.replace` instead of two regular expressions, or not at all when
@@ -343,20 +351,18 @@ class SmtpConnection:
                 self._refused(_refusal(code, reply, recipient=step == 1),
                               unread=len(commands) - step - 1 if pipelined else 0)
         data = message.data if message.transparent else wire(message.data)
-        if before_end is None:
-            smtp.send(data + END)
-        else:
-            smtp.send(data)
+        following = None
+        if before_end is not None:
             try:
                 following = before_end()
             except BaseException:
-                self._abandon()  # without its final "." the server drops the message
+                self._abandon()  # the server, told DATA and given no final ".", drops the message
                 raise
-            if following is not None and pipelined:
-                smtp.send(END + "".join(self._envelope(following)).encode())
-                self.announced = following
-            else:
-                smtp.send(END)
+        if following is not None and pipelined:
+            smtp.send(data + END + "".join(self._envelope(following)).encode())
+            self.announced = following
+        else:
+            smtp.send(data + END)
         code, reply = smtp.getreply()
         if code != 250:
             # The transaction is over whatever the reply (RFC 5321 §4.1.1.4): no RSET, which would
@@ -532,8 +538,8 @@ class SmtpTransport:
 
 
 def no_delay(sock: socket.socket) -> None:
-    """Send each write at once (TCP_NODELAY). A message goes as two writes (the body, and after the ledger's
-    commit its final dot with the next message's commands), the second followed by a wait for the replies.
+    """Send each write at once (TCP_NODELAY). A message goes as one write (its body and final dot, with the
+    next message's commands), followed by a wait for the replies.
     With Nagle's algorithm on, the last partial segment of a write waits for the ACK of the ones before it,
     and servers delay that ACK (~40 ms on Linux): a 15 KB digest went out at 20 messages a second instead of
     thousands. Large messages hid it: their segments fill."""

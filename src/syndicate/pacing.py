@@ -19,7 +19,8 @@ and so, as every domain it refuses halves, the stream slows as a whole: per doma
 first and adds up to the stream's rule for the second; the stream's rule would be wrong for the first.
 
 The state lives where all workers see it: in Redis when the broker is Redis, else in the database.
-Workers take tokens in small chunks (CHUNK), so the shared store is asked once per few messages,
+Workers take tokens in small chunks (CHUNK; UNLIMITED_CHUNK when no rate applies, so a slow-down by
+another worker is seen within a tenth of a second), so the shared store is asked once per few messages,
 not once per message; the list of slowed domains is read once a second (LOOK_EVERY), and only a
 slowed domain's tokens are asked for.
 """
@@ -46,6 +47,7 @@ from syndicate.models import SendRate
 log = logging.getLogger(__name__)
 
 CHUNK = 20  # tokens a worker takes at a time
+UNLIMITED_CHUNK = 100  # when no rate applies: at a worker's full pace, a tenth of a second's worth or less
 RECOVER_AFTER = 30.0  # seconds without a slow-down reply before the rate doubles again
 MIN_RATE = 0.5  # messages per second: the slowest a provider can push us
 UNMEASURED = 50.0  # messages per second assumed when a 421 comes before any rate was measured
@@ -89,7 +91,7 @@ def take(state: State, limits: Limits, want: int, now: float) -> tuple[int, floa
         state.tokens_second = min(max(1.0, rate), state.tokens_second + elapsed * rate)
     if hourly < math.inf:
         state.tokens_hour = min(float(limits.per_hour), state.tokens_hour + elapsed * hourly)
-    grant = want
+    grant = want if rate < math.inf or hourly < math.inf else max(want, UNLIMITED_CHUNK)
     if rate < math.inf:
         grant = min(grant, int(state.tokens_second))
     if hourly < math.inf:
