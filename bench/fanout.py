@@ -741,7 +741,9 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         f"message: {args.stories} stories, template {args.template}, {message_bytes / 1024:.1f} KB on the wire "
         f"(edition HTML {main['html_bytes'] / 1024:.1f} KB, text {main['text_bytes'] / 1024:.1f} KB, "
         "quoted-printable)",
-        *([f"PostgreSQL: synchronous_commit = {main['synchronous_commit']} for the workers' connections"]
+        *([f"PostgreSQL: synchronous_commit = {main['synchronous_commit']} for the workers' connections, "
+           + ("and for each sent mark too (--durable-sent)" if args.durable_sent else
+              "off for the sent marks (the ledger's own, SYNDICATE_DURABLE_SENT unset)")]
           if main.get("synchronous_commit") else []),
         f"syndicate imported from {Path(syndicate.__file__).parent}; other clients on the Redis database at the start: "
         f"{main['strangers_on_redis']}",
@@ -815,7 +817,8 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         "speedup_vs_naive": round(speedup, 2), "peak_worker_rss_mb": round(main["peak_rss_one_mb"], 1),
         "peak_worker_rss_sum_mb": round(main["peak_rss_sum_mb"], 1), "broker_messages": main["broker_messages"],
         "broker_messages_received": main["received_by_workers"], "batch_size": args.batch_size,
-        "workers": args.workers, "synchronous_commit": main.get("synchronous_commit"), "stories": args.stories,
+        "workers": args.workers, "synchronous_commit": main.get("synchronous_commit"),
+        "durable_sent": args.durable_sent, "stories": args.stories,
         "template": args.template, "message_bytes": message_bytes,
         "wall_s": round(main["wall_s"], 2), "cut_s": round(main["cut_s"], 3),
         "worker_cpu_ms_per_msg": round(1000 * main["cpu_s"] / main["sent"], 3) if main["sent"] else None,
@@ -849,14 +852,15 @@ def run_case(args, kind: str, stories: int, template: str, sink: Sink, broker) -
     try:
         database = Database(kind, str(data_dir), args.database_url)
         if kind == "postgres":
-            # PostgreSQL's own default, which a server tuned for tests may have turned off: each "sent" is on
-            # disk before the next message's final dot, as in production.
+            # PostgreSQL's own default, which a server tuned for tests may have turned off: every commit but the
+            # sent marks is on disk before it returns, as in production; the marks are too with --durable-sent.
             database.url += "%20-csynchronous_commit%3Don"
         variables = {
             "SYNDICATE_DATA_DIR": str(data_dir), "SYNDICATE_DATABASE_URL": database.url,
             "SYNDICATE_BROKER_URL": args.redis_url, "SYNDICATE_SMTP_URL": sink.url,
             "SYNDICATE_BATCH_SIZE": str(args.batch_size), "SYNDICATE_SECRET_KEY": "bench-fanout",
             "SYNDICATE_BASE_URL": "https://news.example", "SYNDICATE_TEMPLATE_DIR": str(TEMPLATE_DIR),
+            "SYNDICATE_DURABLE_SENT": "1" if args.durable_sent else "0",
         }
         env = {**os.environ, **variables}
         settings = Settings.from_env(env)
@@ -950,6 +954,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (celery --concurrency); also the "
                                                                "number of connections of the wire limit")
     parser.add_argument("--batch-size", type=int, default=200, help="recipients per deliver_batch task")
+    parser.add_argument("--durable-sent", action="store_true",
+                        help="SYNDICATE_DURABLE_SENT=1: on PostgreSQL, each sent mark waits for the server's disk")
     parser.add_argument("--naive-sample", type=int, default=2000, help="recipients sent the naive way (0: none)")
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "asyncio"), default="auto",
                         help="auto: Postfix's smtp-sink if installed, else the asyncio sink in this file")

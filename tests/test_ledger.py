@@ -353,3 +353,23 @@ def test_the_outbox_transport_writes_the_bytes_smtp_would_carry(ledger, sample_f
     assert b"\r\n" in data and all(byte < 128 for byte in data)  # CRLF, 7-bit clean
     message = email.message_from_bytes(data, policy=email.policy.default)
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+
+def test_on_postgresql_a_sent_mark_waits_for_the_server_and_for_its_disk_only_when_asked(postgres_url, make_settings):
+    """synchronous_commit off on the ledger's own connection (a killed worker loses nothing the server has),
+    on with SYNDICATE_DURABLE_SENT; and its connection goes back to the pool with the server's own setting."""
+    from sqlalchemy import text
+
+    seen = {}
+    for durable in (False, True):
+        svc = configured(make_settings(database_url=postgres_url, durable_sent=durable))
+        with svc.engine.connect() as connection:
+            server_default = connection.execute(text("SHOW synchronous_commit")).scalar()
+        with svc.Session() as session, deliveries._Ledger(session, svc.settings, deliveries.BatchResult()) as marks:
+            seen[durable] = marks.cursor.execute("SHOW synchronous_commit").fetchone()[0]
+        assert svc.engine.pool.checkedin() == 1  # the ledger's, the one the next user gets
+        with svc.engine.connect() as connection:
+            assert connection.execute(text("SHOW synchronous_commit")).scalar() == server_default
+        svc.engine.dispose()
+    assert seen == {False: "off", True: "on"}

@@ -56,6 +56,7 @@ class Settings:
     secret_key: str = field(repr=False)
     x: XCredentials | None = None
     allow_private_feeds: bool = False
+    durable_sent: bool = False  # PostgreSQL: each "sent" on the server's disk before the next message ends
     feed_timeout: float = 20.0
     feed_max_bytes: int = 10_000_000
     poll_interval: int = 900  # seconds between polls of one feed
@@ -112,6 +113,7 @@ class Settings:
             secret_key=get("SECRET_KEY") or _local_secret_key(data_dir),
             x=_x_credentials(get),
             allow_private_feeds=_bool(get, "ALLOW_PRIVATE_FEEDS", False),
+            durable_sent=_bool(get, "DURABLE_SENT", False),
             dkim=_dkim(get),
         )
         for name, default in (
