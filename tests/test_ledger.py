@@ -373,3 +373,48 @@ def test_on_postgresql_a_sent_mark_waits_for_the_server_and_for_its_disk_only_wh
             assert connection.execute(text("SHOW synchronous_commit")).scalar() == server_default
         svc.engine.dispose()
     assert seen == {False: "off", True: "on"}
+
+
+def test_a_database_connection_lost_mid_batch_retries_the_batch_in_seconds_not_after_the_sweep(
+        postgres_url, make_settings, smtp_server, sample_feed):
+    """The ledger's PostgreSQL connection is killed after the third message: the task runs again at once
+    (eagerly here; in a worker after 5 s, then 10, 20 …) under the same claim, and sends the rest. The
+    third message, accepted and not yet marked, goes twice: the documented window, once."""
+    from sqlalchemy import create_engine, text
+
+    from syndicate import tasks
+
+    name = f"ledger-{id(smtp_server)}"
+    url = f"{postgres_url}&application_name={name}"
+    svc = configured(make_settings(database_url=url, smtp_url=smtp_server.url, batch_size=20), eager=True)
+    admin = create_engine(postgres_url)
+    newsletter_id = newsroom(svc, sample_feed, readers=8)
+    cut = cut_now(svc, newsletter_id)
+    real, killed = svc.transport, []
+
+    class KillingTheDatabaseAfterTheThird:
+        @contextmanager
+        def connect(self):
+            with real.connect() as connection:
+                class Connection:
+                    def send(self, message, before_end=None):
+                        reply = connection.send(message, before_end)
+                        if len(smtp_server.messages) == 3 and not killed:
+                            with admin.begin() as c:
+                                killed.append(c.execute(text(
+                                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE application_name = :name"), {"name": name}).scalar())
+                        return reply
+                yield Connection()
+
+    svc.__dict__["transport"] = KillingTheDatabaseAfterTheThird()
+    try:
+        (edition_id, lo, hi), = cut.batches
+        tasks.deliver_batch.apply(args=(edition_id, lo, hi))
+    finally:
+        del svc.__dict__["transport"]
+        admin.dispose()
+    assert killed and killed[0] >= 1
+    assert statuses(svc, edition_id) == {"sent": 8}
+    received = sorted(r for m in smtp_server.messages for r in m.recipients)
+    assert len(received) == 9 and len(set(received)) == 8  # one reader twice: the third

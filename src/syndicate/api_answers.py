@@ -39,6 +39,8 @@ NOT_FOUND = {404: answer("Something the request names (an id, a slug) doesn't ex
 INVALID = {422: answer("The request was refused as it is: the error says what to change.",
                        ApiError | RequestInvalid)}
 TOO_LARGE = {413: answer("The body is over the size this route takes.")}
+UNAVAILABLE = {503: answer("The database can't be reached: nothing was stored. Retry-After says when to try again; "
+                           "any other answer means what was sent is stored.")}
 
 # Every route of the desk's API (/api/v1) may answer these.
 EDITOR_API = {**UNREADABLE, **UNAUTHENTICATED, **OUT_OF_SCOPE, **NOT_FOUND, **INVALID}

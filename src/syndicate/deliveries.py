@@ -23,6 +23,7 @@ from email.message import EmailMessage
 from functools import cache
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from syndicate import bounces, tokens
@@ -465,6 +466,13 @@ class _Ledger:
 
     def write(self, row: Row, token: str, status: str, reply: str, now: datetime, tried: bool = True,
               retry_at: datetime | None = None) -> None:
+        try:
+            self._write(row, token, status, reply, now, tried, retry_at)
+        except self.engine.dialect.loaded_dbapi.OperationalError as e:  # away, locked: as SQLAlchemy says it
+            raise OperationalError("a delivery's outcome", None, e) from e
+
+    def _write(self, row: Row, token: str, status: str, reply: str, now: datetime, tried: bool,
+               retry_at: datetime | None) -> None:
         sql, names, positional, at = _driver_statement(self.engine.dialect, status, tried)
         values = _outcome_values(row, token, status, reply, now, self.settings, retry_at)
         if "at" in values:

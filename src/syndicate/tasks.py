@@ -15,6 +15,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from syndicate import (
     broker,
@@ -35,6 +36,23 @@ from syndicate.models import Post, utcnow
 log = logging.getLogger(__name__)
 assert broker.EmbeddedTransport  # registered for sqla+ URLs on import
 QUEUES = ("ingest", "mail", "social")
+DB_RETRY_FIRST, DB_RETRY_MAX, DB_RETRIES = 5, 300, 8  # a batch the database failed: 5, 10, 20 … 300 s, ~17 min
+# A request that stored its work asks the broker once more after a short pause, then answers all the same.
+HAND_OVER_RETRY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0, "interval_max": 0.2}
+
+
+def hand_over(task, *args) -> bool:
+    """Queue `task(*args)` after the commit that stored its work; False, logged, if the broker can't be
+    reached. For the web's requests: what they accepted is stored, and the beat's ticks hand it out
+    later (lost confirmations, the social tick, the edition tick), so a broker outage delays the work
+    and is no reason to tell the reader or the CMS it failed."""
+    try:
+        task.apply_async(args, retry=True, retry_policy=HAND_OVER_RETRY)
+        return True
+    except Exception as e:  # kombu's OperationalError, the transport's own: nothing the caller can do now
+        log.warning("could not queue %s%r, the tick hands it out later: %s: %s", task.name, args,
+                    type(e).__name__, e)
+        return False
 
 
 def celery_config(settings: Settings) -> dict:
@@ -183,9 +201,18 @@ def tick() -> int:
 
 @app.task(name="syndicate.deliver_batch", bind=True, **limited(3000))  # a paced batch may wait its turn
 def deliver_batch(self, edition_id: int, lo: int, hi: int) -> dict:
+    """One batch. If the database goes away or stays locked mid-batch, the same task (the same id, so the
+    same claim) runs again in seconds, with backoff, and takes back the rows it holds: they don't wait
+    for the stale-claim sweep (STALE_CLAIM). After DB_RETRIES the sweep is what is left."""
     svc = services.current()
-    result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
-                                   token=self.request.id or f"local-{edition_id}-{lo}", pacer=svc.pacer)
+    try:
+        result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
+                                       token=self.request.id or f"local-{edition_id}-{lo}", pacer=svc.pacer)
+    except OperationalError as e:
+        delay = min(DB_RETRY_FIRST * 2 ** self.request.retries, DB_RETRY_MAX)
+        log.warning("batch %d:%d-%d: the database failed mid-batch (%s); trying again in %d s",
+                    edition_id, lo, hi, e.orig if e.orig is not None else e, delay)
+        raise self.retry(exc=e, countdown=delay, max_retries=DB_RETRIES) from e
     return result.counts
 
 

@@ -5,11 +5,13 @@ the push API a CMS calls when it publishes (POST /api/articles); the editors' de
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Form, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -31,14 +33,17 @@ from syndicate import (
     subscribers,
     tokens,
 )
-from syndicate.api_answers import INVALID, OUT_OF_SCOPE, TOO_LARGE, UNAUTHENTICATED, ApiError, answer
+from syndicate.api_answers import INVALID, OUT_OF_SCOPE, TOO_LARGE, UNAUTHENTICATED, UNAVAILABLE, ApiError, answer
 from syndicate.api_tokens import NotAuthenticated, OutOfScope
 from syndicate.csp import SecurityHeaders
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, RowId, Subscriber
-from syndicate.tasks import send_confirmation, social_tick, tick
+from syndicate.tasks import hand_over, send_confirmation, social_tick, tick
 from syndicate.templating import render
+
+log = logging.getLogger(__name__)
+RETRY_AFTER = 60  # seconds, said with a 503 when the database is away
 
 
 def page(template: str, status: int = 200, /, **context) -> HTMLResponse:
@@ -161,6 +166,17 @@ def create_app() -> FastAPI:
             said = f"this API has no {request.url.path}: /docs (and /openapi.json) list its routes"
         return api_error(said, e.status_code, e.headers)
 
+    @app.exception_handler(OperationalError)
+    async def database_away(request: Request, e: OperationalError):
+        # Nothing was stored (the transaction did not commit): say so, and when to try again.
+        log.error("database unavailable for %s %s: %s", request.method, request.url.path, e.orig)
+        said = "the database can't be reached just now, so nothing was stored; try again in a minute"
+        if wants_json(request):
+            return api_error(said, 503, {"Retry-After": str(RETRY_AFTER)})
+        response = message("Please try again in a minute", f"Sorry: {said}.", 503)
+        response.headers["Retry-After"] = str(RETRY_AFTER)
+        return response
+
     @app.exception_handler(InvalidInput)
     async def invalid(request: Request, e: InvalidInput):
         return api_error(str(e), 422) if wants_json(request) else message("That didn't work", str(e), 400)
@@ -209,7 +225,7 @@ def create_app() -> FastAPI:
                                       expired=expired, error=None if expired else str(e))
             subscriber_id, send, awaiting = signup.subscriber.id, signup.send_confirmation, signup.awaiting_confirmation
         if send:
-            send_confirmation.delay(subscriber_id)  # after commit: the task finds the row
+            hand_over(send_confirmation, subscriber_id)  # after commit: the task finds the row
         if not awaiting:
             return message("You're subscribed", "This address already receives the newsletters you chose.")
         if signup.held_back == "client":
@@ -316,7 +332,7 @@ def create_app() -> FastAPI:
     @app.post("/api/articles", status_code=201, summary="Push a story the moment the CMS publishes it",
               response_model=push.Pushed, responses={
                   200: answer("The story was here already: updated, or unchanged.", push.Pushed),
-                  **UNAUTHENTICATED, **OUT_OF_SCOPE, **TOO_LARGE, **INVALID},
+                  **UNAUTHENTICATED, **OUT_OF_SCOPE, **TOO_LARGE, **INVALID, **UNAVAILABLE},
               openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": push.PushedStory.model_json_schema()}}}})
     async def push_article(request: Request):
@@ -344,8 +360,8 @@ def create_app() -> FastAPI:
         with transaction(svc().Session) as session:
             received = push.receive(session, story)
         if received.status == "created":
-            social_tick.delay()  # after commit: the teaser goes out now, not at the next tick
-            tick.delay()  # and a breaking story's edition
+            hand_over(social_tick)  # after commit: the teaser goes out now, not at the next tick
+            hand_over(tick)  # and a breaking story's edition
         return JSONResponse({"id": received.article_id, "status": received.status},
                             status_code=201 if received.status == "created" else 200)
 
