@@ -12,6 +12,7 @@ when its turn comes is skipped, with the reason recorded.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +25,8 @@ from syndicate.config import Settings
 from syndicate.errors import AccountProblem, DuplicatePost, InvalidInput, NotFound, TransportError
 from syndicate.models import Article, Post, SocialAccount, utcnow
 from syndicate.social import PostRequest, SocialClient
+
+log = logging.getLogger(__name__)
 
 STALE_CLAIM = timedelta(minutes=15)  # a claim nobody finished: its worker died
 REQUEUE_AFTER = timedelta(minutes=5)  # a dispatched post whose task was lost goes again after this
@@ -89,11 +92,18 @@ def plan(session: Session, settings: Settings, now: datetime | None = None) -> l
             .order_by(Article.published_at)
         ).all()
         for article in articles:
-            composed = compose(account, article)
             lane = "breaking" if breaking & {c.casefold() for c in article.categories or ()} else "regular"
-            post = Post(article_id=article.id, account_id=account.id, share=0, text=composed.text,
-                        payload=payload_of(composed), lane=lane, created_at=now, next_attempt_at=now,
-                        dry_run=accounts.is_dry_run(account, settings.x is not None))
+            post = Post(article_id=article.id, account_id=account.id, share=0, lane=lane, created_at=now,
+                        next_attempt_at=now, dry_run=accounts.is_dry_run(account, settings.x is not None))
+            try:
+                composed = compose(account, article)
+            except Exception as e:  # one story that can't be teased never holds up the others
+                log.warning("no teaser for article %d on %s: %s", article.id, account.name, e)
+                post.text, post.payload, post.status = "", {}, "failed"
+                post.error = f"no teaser could be made: {e}. Fix the story (or its link) and re-share it."
+                session.add(post)
+                continue
+            post.text, post.payload = composed.text, payload_of(composed)
             session.add(post)
             session.flush()
             new_ids.append(post.id)
@@ -118,6 +128,9 @@ def check_cards(Session: sessionmaker, settings: Settings, post_ids: list[int]) 
                 card = linkcard.preflight(http, url, deadline=time.monotonic() + CARD_DEADLINE, fetch_image=False)
             except linkcard.PageUnreachable as e:
                 found[url] = {"card_error": str(e)}
+            except Exception as e:  # a page, or a link, nobody foresaw: this card only, the others go on
+                log.warning("link card of %s: %s: %s", url, type(e).__name__, e)
+                found[url] = {"card_error": f"the page could not be read for its card ({type(e).__name__}: {e})"}
             else:
                 found[url] = {"card": dict(url=card.url, title=card.title, description=card.description,
                                            image_url=card.image_url, card_type=card.card_type)}
@@ -138,6 +151,8 @@ def card_for(payload: dict, settings: Settings, with_image: bool) -> linkcard.Ca
                 return linkcard.preflight(http, stored["url"], deadline=time.monotonic() + CARD_DEADLINE)
             except linkcard.PageUnreachable:
                 pass  # the card as checked, without its picture
+            except Exception as e:  # the post goes without the picture rather than not at all
+                log.warning("link card image of %s: %s: %s", stored["url"], type(e).__name__, e)
     return linkcard.Card(**stored, image=None, image_type=None)
 
 
@@ -334,6 +349,18 @@ def publish(Session: sessionmaker, settings: Settings, client: SocialClient, pos
                 delay = timedelta(seconds=min(RETRY_BASE * 2 ** (post.attempts - 1), RETRY_MAX))
                 post.status, post.claimed_by, post.error = "pending", None, str(e)
                 post.next_attempt_at = clock() + delay
+            return post
+        except Exception as e:  # a bug, a link or an answer nobody foresaw: this post's failure, not the lane's
+            log.exception("post %d: unexpected %s", post_id, type(e).__name__)
+            with session.begin():
+                post.attempts += 1
+                post.uncertain = True  # it may have reached the network before it failed
+                said = f"{type(e).__name__}: {e}"
+                if post.attempts >= MAX_ATTEMPTS:
+                    return _settle(post, "failed", clock, f"gave up after {post.attempts} attempts: {said}")
+                post.status, post.claimed_by, post.error = "pending", None, said
+                post.next_attempt_at = clock() + timedelta(seconds=min(RETRY_BASE * 2 ** (post.attempts - 1),
+                                                                       RETRY_MAX))
             return post
         with session.begin():
             _settle(post, "posted", clock, None)

@@ -1,0 +1,101 @@
+"""One bad item never stops the rest (issue 17): each lane fed a poisoned item, then a good one.
+
+The social lane runs as the beat runs it (the social tick task, its publish tasks eager); stories whose
+link can't be posted are rows stored before links were checked on the way in (issue 15), as an upgraded
+newsroom has them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from conftest import configured
+from syndicate import posts, tasks
+from syndicate.db import transaction
+from syndicate.errors import TransportError
+from syndicate.models import Article, Post, SocialAccount, utcnow
+from syndicate.social import Published
+
+POISON = ["https://news.example/a story with spaces", "javascript:alert(document.cookie)"]
+GOOD = "https://news.example/2026/12/06/the-harbour-reopens/"
+
+
+def newsroom(make_settings, tmp_path, urls: list[str]):
+    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'p.db'}"), eager=True)
+    with transaction(svc.Session) as session:
+        posts.ensure_default_account(session)
+        account = session.scalar(select(SocialAccount))
+        account.settings = dict(window="always", min_gap=0, max_age=0)
+        now = utcnow() + timedelta(seconds=1)
+        for i, url in enumerate(urls):
+            session.add(Article(identity=f"story-{i}", url=url, title=f"Story {i}", content_hash=f"h{i}",
+                                published_at=now + timedelta(seconds=i), first_seen_at=now))
+    return svc
+
+
+def by_url(svc) -> dict[str, Post]:
+    with transaction(svc.Session) as session:
+        found = {}
+        for post in session.scalars(select(Post)):
+            _ = post.article.url
+            found[post.article.url] = post
+        return found
+
+
+def test_a_story_whose_link_cannot_be_posted_fails_alone_and_the_next_story_goes_out(make_settings, tmp_path):
+    svc = newsroom(make_settings, tmp_path, [*POISON, GOOD])
+    for _ in range(3):
+        tasks.social_tick.apply().get()  # raised on every tick before: no post for anyone, ever
+    found = by_url(svc)
+    assert found[GOOD].status == "posted"
+    for url in POISON:
+        assert found[url].status == "failed"
+        assert "no teaser could be made" in found[url].error and "re-share" in found[url].error
+    assert posts.plan(svc.Session(), svc.settings) == []  # recorded: never planned (or failed) again
+
+
+class Flaky:
+    """A network client whose publish breaks in a way nobody foresaw for one story, and works for the rest."""
+
+    network, dry_run = "x", False
+
+    def __init__(self, broken: str):
+        self.broken, self.published = broken, []
+
+    def publish(self, request):
+        if self.broken in request.teaser.text:
+            raise UnicodeEncodeError("ascii", "東京", 0, 1, "ordinal not in range(128)")
+        self.published.append(request.post_id)
+        return Published(remote_id=str(request.post_id), remote_url=None)
+
+
+def test_a_post_that_breaks_unexpectedly_is_retried_with_backoff_then_failed_and_never_blocks_the_next(
+        make_settings, tmp_path):
+    svc = newsroom(make_settings, tmp_path, ["https://news.example/a/", GOOD])
+    with transaction(svc.Session) as session:
+        bad, good = posts.plan(session, svc.settings)
+    client, clock = Flaky("Story 0"), [utcnow()]
+    for attempt in range(1, posts.MAX_ATTEMPTS + 1):
+        post = posts.publish(svc.Session, svc.settings, client, bad, token=f"t{attempt}", clock=lambda: clock[0])
+        assert post.attempts == attempt and "UnicodeEncodeError" in post.error
+        if attempt < posts.MAX_ATTEMPTS:
+            assert post.status == "pending" and post.next_attempt_at > clock[0]  # backoff, not the next tick
+            clock[0] = post.next_attempt_at
+    assert post.status == "failed" and post.error.startswith(f"gave up after {posts.MAX_ATTEMPTS} attempts")
+    assert posts.publish(svc.Session, svc.settings, client, good, token="g").status == "posted"
+    assert client.published == [good]
+
+
+def test_a_transport_error_is_still_the_network_s_word_not_an_unexpected_one(make_settings, tmp_path):
+    svc = newsroom(make_settings, tmp_path, [GOOD])
+
+    class Refusing(Flaky):
+        def publish(self, request):
+            raise TransportError("403 forbidden: this account may not post links", permanent=True, code=403)
+
+    with transaction(svc.Session) as session:
+        (post_id,) = posts.plan(session, svc.settings)
+    post = posts.publish(svc.Session, svc.settings, Refusing(""), post_id, token="t")
+    assert post.status == "failed" and post.attempts == 1 and not post.uncertain
