@@ -217,6 +217,38 @@ def test_an_import_cut_short_by_a_dying_worker_ends_as_one_uninterrupted_run(mak
     assert subscriber_csv.run_import(cut.Session, import_id).report == once.report  # finished: left as it is
 
 
+def test_an_import_whose_task_was_lost_is_handed_out_again_by_the_tick_and_finishes(svc, monkeypatch):
+    """A worker killed between chunks (its task unacknowledged for an hour, or the broker restarted empty):
+    the import stayed "running" for ever. The tick finds it not moved on for IMPORT_REQUEUE_AFTER and
+    hands it out; the run goes on from where the dead one stopped."""
+    from syndicate import tasks
+
+    newsletters(svc)
+    import_id = start(svc, "email\n" + "".join(f"reader{i}@example.org\n" for i in range(5)))
+    real, calls = subscriber_csv._import_chunk, []
+
+    def dies_on_the_second_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise WorkerDied
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subscriber_csv, "_import_chunk", dies_on_the_second_chunk)
+    with pytest.raises(WorkerDied):
+        subscriber_csv.run_import(svc.Session, import_id, chunk=2)
+    monkeypatch.undo()
+    assert (job(svc, import_id).status, job(svc, import_id).done) == ("running", 2)
+
+    tasks.tick.apply()  # a minute later: it is moving, as far as anyone can tell
+    assert job(svc, import_id).status == "running"
+    with transaction(svc.Session) as session:  # the clock moves on past IMPORT_REQUEUE_AFTER
+        session.get(SubscriberImport, import_id).progressed_at -= subscriber_csv.IMPORT_REQUEUE_AFTER
+    tasks.tick.apply()  # the tick, as the beat runs it; its tasks run here (eager)
+    finished = job(svc, import_id)
+    assert (finished.status, finished.done) == ("done", 5)
+    assert sorted(e for e in people(svc) if e.startswith("reader")) == [f"reader{i}@example.org" for i in range(5)]
+
+
 def test_an_import_that_cannot_go_on_is_marked_failed_with_why(svc, monkeypatch):
     ids = newsletters(svc)
     import_id = start(svc, "email\nada@example.org\n", slugs=("weekly",))

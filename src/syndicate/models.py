@@ -363,6 +363,7 @@ class SubscriberImport(Base):
     report: Mapped[dict | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    progressed_at: Mapped[datetime | None]  # queued, or last moved on: one not moved on for long lost its task
     finished_at: Mapped[datetime | None]
 
 

@@ -15,10 +15,10 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TextIO
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from syndicate import subscribers
@@ -489,7 +489,7 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
                     job.status, job.done, job.data, job.finished_at = "done", job.total, None, utcnow()
                 else:
                     job.done = ends[start + chunk - 1]
-                job.report = report.as_dict()
+                job.report, job.progressed_at = report.as_dict(), utcnow()
             if confirm is not None and step.to_confirm:
                 # After the commit, so the task finds the rows. A worker dying right here loses these
                 # mails: the readers stay waiting, and a signup on the site sends them one.
@@ -501,6 +501,24 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
     except Exception:
         _failed(Session, import_id, None)
         raise  # a bug: logged by the worker, never retried
+
+
+IMPORT_REQUEUE_AFTER = timedelta(minutes=5)  # an import not moved on for this long: its task was lost
+
+
+def lost_imports(session: Session, now: datetime) -> list[int]:
+    """Imports queued or running that have not moved on for IMPORT_REQUEUE_AFTER: their task was lost (a
+    broker restart, a worker killed with the task unacknowledged for an hour). Stamped now, for the caller
+    to hand out again after commit; run_import goes on from `done`. A chunk takes seconds, so a live
+    import is never taken for lost; if it were, the two runs would take turns on its row lock."""
+    stalled = and_(SubscriberImport.status.in_(("queued", "running")),
+                   func.coalesce(SubscriberImport.progressed_at, SubscriberImport.created_at)
+                   <= now - IMPORT_REQUEUE_AFTER)
+    ids = list(session.scalars(select(SubscriberImport.id).where(stalled)))
+    if ids:
+        session.execute(update(SubscriberImport).where(SubscriberImport.id.in_(ids), stalled)
+                        .values(progressed_at=now).execution_options(synchronize_session=False))
+    return ids
 
 
 def _added_up(report: ImportReport, step: ImportReport) -> ImportReport:

@@ -187,15 +187,18 @@ def poll_feed_batch(feed_ids: list[int]) -> dict:
 @app.task(name="syndicate.tick", **limited(300))  # renders and fans out the editions due
 def tick() -> int:
     """Start the editions that are due (regular, one-off, breaking) and hand every delivery that needs
-    it to a worker; and every confirmation mail whose task was lost."""
+    it to a worker; and every confirmation mail and subscriber import whose task was lost."""
     svc = services.current()
     batches = editions.run_due(svc.Session, svc.settings, utcnow())
     for edition_id, lo, hi in batches:
         deliver_batch.delay(edition_id, lo, hi)
     with transaction(svc.Session) as session:
         lost = subscribers.lost_confirmations(session, svc.settings, utcnow())
+        imports = subscriber_csv.lost_imports(session, utcnow())
     for subscriber_id in lost:
         send_confirmation.delay(subscriber_id)
+    for import_id in imports:
+        import_subscribers.delay(import_id)
     return len(batches)
 
 
