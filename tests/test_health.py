@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, func, select
 from starlette.testclient import TestClient
 
 from conftest import configured
@@ -230,3 +230,42 @@ def test_healthz_gives_what_each_check_saw_only_for_a_metrics_token(svc):
         _, push_only = api_tokens.create_token(session, "cms", scopes=["articles:push"])
     other_scope = client.get("/healthz", headers={"Authorization": f"Bearer {push_only}"})
     assert other_scope.status_code == 403 and "metrics:read" in other_scope.text and "sqlite" not in other_scope.text
+
+
+def test_a_lane_with_work_due_and_nothing_done_for_a_while_makes_healthz_degraded_naming_it(svc, sample_feed,
+                                                                                           monkeypatch):
+    """An edition cut with no worker on the mail queue (or one failing on every try): the services all answer,
+    so 200, but "degraded", naming the lane; why, with a metrics token. A claim by a worker clears it."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from syndicate import editions, feeds, subscribers
+    from syndicate.models import Delivery
+
+    with transaction(svc.Session) as session:
+        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        for i in range(3):
+            subscribers.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)
+        feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
+        editions.cut(session, newsletter, svc.settings)  # queued nowhere: no worker will take it
+    monkeypatch.setattr(health.Cached.__init__, "__defaults__", (0.0,))  # every probe looks again
+    client = TestClient(create_app())
+    assert client.get("/healthz").json()["status"] == "ok"  # just cut: nothing is late yet
+
+    long_ago = datetime.now(UTC) - health.STUCK_AFTER - timedelta(minutes=1)
+    with transaction(svc.Session) as session:
+        session.execute(update(Delivery).values(next_attempt_at=long_ago))
+    public = client.get("/healthz")
+    detailed = client.get("/healthz", headers=bearer(svc)).json()
+    assert public.status_code == 200
+    assert public.json()["status"] == "degraded" and public.json()["lanes"]["mail"] == "stuck"
+    assert public.json()["stuck"] == [{"lane": "mail"}]  # the public learns which lane, not our counts
+    assert detailed["stuck"][0]["lane"] == "mail"
+    assert "3 deliveries due" in detailed["stuck"][0]["reason"]
+    assert "worker consuming the mail queue" in detailed["stuck"][0]["reason"]
+
+    with transaction(svc.Session) as session:  # a worker takes one: the lane moves
+        session.execute(update(Delivery).where(Delivery.id == session.scalar(select(func.min(Delivery.id))))
+                        .values(status="sending", claimed_by="w", claimed_at=datetime.now(UTC)))
+    assert client.get("/healthz").json()["status"] == "ok"

@@ -15,13 +15,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, urlsplit
 
 import redis
 from kombu import Connection
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, and_, func, or_, select, text
 
 from syndicate.config import Settings, SmtpSettings
+from syndicate.models import Delivery, Edition, Feed, Post, SocialAccount
 
 log = logging.getLogger(__name__)
 DEADLINE = 4.5  # seconds for all checks together: a load balancer's probe gives up at 5 or 10
@@ -134,7 +136,9 @@ def timed(check: Callable[[], str], secrets: tuple[str, ...] = ()) -> Check:
 
 
 def report(settings: Settings, engine: Engine, deadline: float = DEADLINE) -> tuple[bool, dict]:
-    """(all ok, the body for /healthz): every check with its status, detail and time; the failing ones named."""
+    """(all ok, the body for /healthz): every check with its status, detail and time; the failing ones named.
+    With every service up, a lane that has work due and has done nothing for STUCK_AFTER makes the status
+    "degraded" (still 200: the web app itself is fine), with the lane and why under "stuck"."""
     checks = run(checks_for(settings, engine), deadline, secrets_of(settings))
     healthy = all(c.ok for c in checks.values())
     body = {"status": "ok" if healthy else "error", "checks": {name: c.as_json() for name, c in checks.items()}}
@@ -142,12 +146,88 @@ def report(settings: Settings, engine: Engine, deadline: float = DEADLINE) -> tu
         body["failing"] = [name for name, c in checks.items() if not c.ok]
         for name in body["failing"]:  # the operator reads what went wrong here; the public only "error"
             log.warning("health check %s failed: %s", name, checks[name].detail)
+        return healthy, body
+    try:
+        stuck = stuck_lanes(engine, datetime.now(UTC))
+    except Exception as e:  # noqa: BLE001 - the probe answers whatever this query meets
+        log.warning("could not look at the lanes: %s", _problem(e))
+        return healthy, body
+    body["lanes"] = {lane: "stuck" if lane in stuck else "ok" for lane in LANES}
+    if stuck:
+        body["status"], body["stuck"] = "degraded", [{"lane": lane, "reason": why} for lane, why in stuck.items()]
+        for lane, why in stuck.items():
+            log.warning("the %s lane is stuck: %s", lane, why)
     return healthy, body
 
 
 def public(body: dict) -> dict:
-    """The report as anyone may see it: ok or not per part, nothing about where our services are."""
-    return {**body, "checks": {name: check["status"] for name, check in body["checks"].items()}}
+    """The report as anyone may see it: ok or not per part, nothing about where our services are; a stuck
+    lane is named, not why (the counts are the newsroom's business)."""
+    shown = {**body, "checks": {name: check["status"] for name, check in body["checks"].items()}}
+    if "stuck" in shown:
+        shown["stuck"] = [{"lane": item["lane"]} for item in shown["stuck"]]
+    return shown
+
+
+# ── lanes: work due, and nothing done ────────────────────────────────────────
+
+STUCK_AFTER = timedelta(minutes=15)  # the stale-claim sweep's period: longer than any healthy pause
+LANES = ("ingest", "mail", "social")
+
+
+def stuck_lanes(engine: Engine, now: datetime) -> dict[str, str]:
+    """The lanes that have had work due for STUCK_AFTER and have not moved in that time, with why.
+
+    Moving is any claim or outcome in the lane: a paced stream sending ten a second still claims a batch
+    every 20 s, so it is never taken for stuck; a lane whose worker is gone, whose beat stopped, or that
+    fails on one item at every try, is."""
+    since = now - STUCK_AFTER
+    found = {}
+    with engine.connect() as connection:
+        def one(query):
+            return connection.execute(query).one()
+
+        due, moved = one(select(
+            select(func.count()).select_from(Delivery).join(Edition, Edition.id == Delivery.edition_id).where(
+                Edition.status == "sending",
+                or_(and_(Delivery.status.in_(("pending", "deferred")), Delivery.next_attempt_at <= since),
+                    and_(Delivery.status == "sending", Delivery.claimed_at <= since))).scalar_subquery(),
+            select(func.max(Delivery.claimed_at)).join(Edition, Edition.id == Delivery.edition_id)
+            .where(Edition.status == "sending").scalar_subquery()))
+        if due and (moved is None or _aware(moved) <= since):
+            found["mail"] = (f"{due:,} deliveries due for over {_minutes(STUCK_AFTER)} and none taken by a worker "
+                             f"since {_when(moved)}: is a worker consuming the mail queue, and is beat running?")
+        due, moved = one(select(
+            select(func.count()).select_from(Post).join(SocialAccount, SocialAccount.id == Post.account_id).where(
+                SocialAccount.status == "active",
+                or_(SocialAccount.parked_until.is_(None), SocialAccount.parked_until <= since),
+                # handed to a worker by the tick (planned_at), and never tried, for a story planned long ago
+                Post.status.in_(("pending", "sending")), Post.planned_at.is_not(None), Post.attempts == 0,
+                Post.created_at <= since).scalar_subquery(),
+            select(func.max(Post.claimed_at)).scalar_subquery()))
+        if due and (moved is None or _aware(moved) <= since):
+            found["social"] = (f"{due:,} posts due for over {_minutes(STUCK_AFTER)} and none taken by a worker since "
+                               f"{_when(moved)}: is a worker consuming the social queue, and is beat running?")
+        due, moved = one(select(
+            select(func.count()).select_from(Feed).where(Feed.status == "active", Feed.next_fetch_at <= since)
+            .scalar_subquery(),
+            select(func.max(Feed.last_fetched_at)).scalar_subquery()))
+        if due and (moved is None or _aware(moved) <= since):
+            found["ingest"] = (f"{due:,} feeds due for over {_minutes(STUCK_AFTER)} and none fetched since "
+                               f"{_when(moved)}: is a worker consuming the ingest queue, and is beat running?")
+    return found
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def _when(at: datetime | None) -> str:
+    return "ever" if at is None else f"{_aware(at):%Y-%m-%d %H:%M} UTC"
+
+
+def _minutes(span: timedelta) -> str:
+    return f"{span.total_seconds() / 60:g} minutes"
 
 
 class Cached:
