@@ -255,8 +255,8 @@ def test_live_counts_follow_a_send_and_failed_recipients_are_sent_again(client, 
     send_now(svc, edition_id)
     sign_in(client)
     answer = client.get(f"/desk/editions/{edition_id}/counts", headers={"Accept": "application/json"}).json()
-    assert answer == {"status": "sent", "counts": {"pending": 0, "sending": 0, "sent": 0, "deferred": 0,
-                                                   "failed": 3, "skipped": 0}}
+    assert answer == {"status": "failed", "counts": {"pending": 0, "sending": 0, "sent": 0, "deferred": 0,
+                                                     "failed": 3, "skipped": 0}}  # no reader got it
     page = client.get(f"/desk/editions/{edition_id}").text
     assert '<td data-count="failed">3</td>' in page and "Resend to the 3 failed" in page
 
@@ -469,3 +469,18 @@ def test_the_api_resends_to_the_failed_and_queues_the_batches(api, svc):
     with transaction(svc.Session) as session:  # the inline task ran after the commit
         assert {d.status for d in session.scalars(select(Delivery))} == {"sent"}
         assert session.scalar(select(Newsletter.slug)) == "morning"
+
+
+def test_an_edition_no_reader_got_is_first_on_today_with_why(svc, client):
+    """The relay refused every message: Today shows the edition as failed, with the server's words."""
+    edition_id, _ = edition(svc, readers=2)
+    svc.smtp.data_reply = "554 5.7.1 Sender address rejected: not owned by this account"
+    send_now(svc, edition_id)
+    with transaction(svc.Session) as session:
+        deliveries.requeue(session, svc.settings, utcnow())
+    sign_in(client)
+    today = client.get("/desk").text
+    row = today[today.index('<table id="editions">'):today.index("</table>", today.index('<table id="editions">'))]
+    assert '<span class="status failed">failed</span>' in row
+    assert "no reader got it: all 2 deliveries failed" in row and "Sender address rejected" in row
+    assert f'href="/desk/editions/{edition_id}"' in row

@@ -418,3 +418,41 @@ def test_a_database_connection_lost_mid_batch_retries_the_batch_in_seconds_not_a
     assert statuses(svc, edition_id) == {"sent": 8}
     received = sorted(r for m in smtp_server.messages for r in m.recipients)
     assert len(received) == 9 and len(set(received)) == 8  # one reader twice: the third
+
+
+def test_an_edition_no_reader_got_ends_failed_saying_why_and_can_be_resent_once_fixed(ledger, sample_feed,
+                                                                                        smtp_server):
+    """The relay refuses every message (a sender it won't take): the edition does not end "sent"."""
+    newsletter_id = newsroom(ledger, sample_feed, readers=4)
+    cut = cut_now(ledger, newsletter_id)
+    smtp_server.data_reply = "554 5.7.1 Sender address rejected: not owned by this account"
+    send_all(ledger, cut)
+    with transaction(ledger.Session) as session:
+        deliveries.requeue(session, ledger.settings, datetime.now(UTC))
+        edition = session.get(Edition, cut.edition.id)
+        assert edition.status == "failed"
+        assert "no reader got it: all 4 deliveries failed" in edition.note
+        assert "Sender address rejected" in edition.note and "resend" in edition.note
+
+    smtp_server.data_reply = None  # the editor fixed the sender with the provider
+    with transaction(ledger.Session) as session:
+        batches, left_out = editions.resend_failed(session, session.get(Edition, cut.edition.id), ledger.settings)
+    assert left_out == 0
+    for edition_id, lo, hi in batches:
+        deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "again")
+    with transaction(ledger.Session) as session:
+        deliveries.requeue(session, ledger.settings, datetime.now(UTC))
+        edition = session.get(Edition, cut.edition.id)
+        assert (edition.status, edition.note) == ("sent", None)
+    assert len(smtp_server.messages) == 4
+
+
+def test_an_edition_some_readers_got_is_sent_with_its_failures_counted(ledger, sample_feed, smtp_server):
+    newsletter_id = newsroom(ledger, sample_feed, readers=3)
+    cut = cut_now(ledger, newsletter_id)
+    smtp_server.replies["reader0@example.com"] = "550 5.1.1 no such user"
+    send_all(ledger, cut)
+    with transaction(ledger.Session) as session:
+        deliveries.requeue(session, ledger.settings, datetime.now(UTC))
+        assert session.get(Edition, cut.edition.id).status == "sent"
+        assert deliveries.counts(session, cut.edition.id) == {"sent": 2, "failed": 1}

@@ -11,6 +11,7 @@ it arrived, so it is sent again rather than perhaps lost.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
@@ -45,6 +46,7 @@ from syndicate.models import (
 from syndicate.pacing import Pacer, PacingUnavailable
 from syndicate.subscribers import normalise_email
 
+log = logging.getLogger(__name__)
 OPEN = ("pending", "sending", "deferred")
 # Rendered into every edition once; replaced per recipient by their own signed links.
 UNSUBSCRIBE_URL = "https://syndicate.invalid/unsubscribe-url"
@@ -666,11 +668,28 @@ def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[i
 
     batches = _batches(revived, settings.batch_size)
     still_open = select(Delivery.id).where(Delivery.edition_id == Edition.id, Delivery.status.in_(OPEN)).exists()
-    session.execute(
-        update(Edition).where(Edition.status == "sending", ~still_open).values(status="sent", sent_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    for edition in session.scalars(select(Edition).where(Edition.status == "sending", ~still_open)):
+        _close(session, edition, now)
     return batches
+
+
+def _close(session: Session, edition: Edition, now: datetime) -> None:
+    """Every row has its outcome: the edition is sent; or failed, saying why, when it reached no one and
+    the server refused it (a sender the relay won't take, a DMARC policy): an editor sees it and can
+    resend once that is fixed (editions.resend_failed)."""
+    done = dict(session.execute(select(Delivery.status, func.count()).where(Delivery.edition_id == edition.id)
+                                .group_by(Delivery.status)).all())
+    edition.status, edition.sent_at = "sent", now
+    if done.get("failed") and not done.get("sent"):
+        reply, times = session.execute(
+            select(Delivery.last_reply, func.count()).where(Delivery.edition_id == edition.id,
+                                                            Delivery.status == "failed")
+            .group_by(Delivery.last_reply).order_by(func.count().desc()).limit(1)).one()
+        edition.status = "failed"
+        edition.note = (f"no reader got it: all {done['failed']:,} deliveries failed"
+                        + (f"; {times:,} of them with \"{(reply or '')[:300]}\"" if reply else "")
+                        + ". Fix what the mail server says, then resend to the failed recipients.")
+        log.warning("edition %d failed: %s", edition.id, edition.note)
 
 
 def pending_batches(session: Session, batch_size: int, edition_id: int | None = None) -> list[tuple[int, int, int]]:

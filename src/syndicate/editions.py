@@ -418,8 +418,8 @@ def resend_failed(session: Session, edition: Edition, settings: Settings, now: d
     """Try again for the recipients that failed, only them — and only those still subscribed and not
     suppressed (a hard bounce stays suppressed). Returns the batches and how many were left out."""
     now = now or utcnow()
-    if edition.status not in ("sending", "sent"):
-        raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a sent (or sending) "
+    if edition.status not in ("sending", "sent", "failed"):
+        raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a sent (or sending, or failed) "
                            "edition has failed recipients to resend to")
     failed = select(Delivery.id).where(Delivery.edition_id == edition.id, Delivery.status == "failed")
     eligible = (failed.join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -435,7 +435,7 @@ def resend_failed(session: Session, edition: Edition, settings: Settings, now: d
             .execution_options(synchronize_session=False)
         )
         session.execute(update(Edition).where(Edition.id == edition.id)
-                        .values(status="sending", sent_at=None).execution_options(synchronize_session=False))
+                        .values(status="sending", sent_at=None, note=None).execution_options(synchronize_session=False))
         session.refresh(edition)
     return [(edition.id, lo, hi) for lo, hi in deliveries.ranges(ids, settings.batch_size)], left_out
 

@@ -21,8 +21,13 @@ from syndicate.models import Edition, Post, SocialAccount, utcnow
 def _today(session, now) -> dict:
     upcoming = session.scalars(select(Edition).where(Edition.status.in_(("scheduled", "sending", "paused")))
                                .order_by(Edition.scheduled_for)).all()
+    # An edition no reader got, this past week: first, with why (deliveries._close), until an editor resends.
+    failed = session.scalars(select(Edition).where(Edition.status == "failed",
+                                                   Edition.sent_at > now - timedelta(days=7))
+                             .order_by(Edition.sent_at.desc())).all()
     edition_rows = [dict(id=e.id, newsletter=e.newsletter.name, number=e.number, status=e.status,
-                         subject=e.subject, at=e.scheduled_for) for e in upcoming]
+                         subject=e.subject, at=e.sent_at if e.status == "failed" else e.scheduled_for, note=e.note)
+                    for e in [*failed, *upcoming]]
     account_rows, queue = [], []
     for account in session.scalars(select(SocialAccount).order_by(SocialAccount.name)):
         account_rows.append(accounts.describe(account, services.current().settings.x is not None))
