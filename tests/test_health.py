@@ -250,6 +250,7 @@ def test_a_lane_with_work_due_and_nothing_done_for_a_while_makes_healthz_degrade
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         editions.cut(session, newsletter, svc.settings)  # queued nowhere: no worker will take it
     monkeypatch.setattr(health.Cached.__init__, "__defaults__", (0.0,))  # every probe looks again
+    monitoring = bearer(svc)
     client = TestClient(create_app())
     assert client.get("/healthz").json()["status"] == "ok"  # just cut: nothing is late yet
 
@@ -257,15 +258,18 @@ def test_a_lane_with_work_due_and_nothing_done_for_a_while_makes_healthz_degrade
     with transaction(svc.Session) as session:
         session.execute(update(Delivery).values(next_attempt_at=long_ago))
     public = client.get("/healthz")
-    detailed = client.get("/healthz", headers=bearer(svc)).json()
+    detailed = client.get("/healthz", headers=monitoring).json()
     assert public.status_code == 200
     assert public.json()["status"] == "degraded" and public.json()["lanes"]["mail"] == "stuck"
     assert public.json()["stuck"] == [{"lane": "mail"}]  # the public learns which lane, not our counts
     assert detailed["stuck"][0]["lane"] == "mail"
     assert "3 deliveries due" in detailed["stuck"][0]["reason"]
     assert "worker consuming the mail queue" in detailed["stuck"][0]["reason"]
+    metrics = client.get("/metrics", headers=monitoring).text  # for an alert rule
+    assert 'syndicate_lane_stuck{lane="mail"} 1' in metrics and 'syndicate_lane_stuck{lane="social"} 0' in metrics
 
     with transaction(svc.Session) as session:  # a worker takes one: the lane moves
         session.execute(update(Delivery).where(Delivery.id == session.scalar(select(func.min(Delivery.id))))
                         .values(status="sending", claimed_by="w", claimed_at=datetime.now(UTC)))
     assert client.get("/healthz").json()["status"] == "ok"
+    assert 'syndicate_lane_stuck{lane="mail"} 0' in client.get("/metrics", headers=monitoring).text

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 from kombu import Connection
+from sqlalchemy import Connection as Database
 from sqlalchemy import Engine, and_, func, or_, select, text
 
 from syndicate.config import Settings, SmtpSettings
@@ -148,7 +149,8 @@ def report(settings: Settings, engine: Engine, deadline: float = DEADLINE) -> tu
             log.warning("health check %s failed: %s", name, checks[name].detail)
         return healthy, body
     try:
-        stuck = stuck_lanes(engine, datetime.now(UTC))
+        with engine.connect() as connection:
+            stuck = stuck_lanes(connection, datetime.now(UTC))
     except Exception as e:  # noqa: BLE001 - the probe answers whatever this query meets
         log.warning("could not look at the lanes: %s", _problem(e))
         return healthy, body
@@ -175,7 +177,7 @@ STUCK_AFTER = timedelta(minutes=15)  # the stale-claim sweep's period: longer th
 LANES = ("ingest", "mail", "social")
 
 
-def stuck_lanes(engine: Engine, now: datetime) -> dict[str, str]:
+def stuck_lanes(connection: Database, now: datetime) -> dict[str, str]:
     """The lanes that have had work due for STUCK_AFTER and have not moved in that time, with why.
 
     Moving is any claim or outcome in the lane: a paced stream sending ten a second still claims a batch
@@ -183,38 +185,34 @@ def stuck_lanes(engine: Engine, now: datetime) -> dict[str, str]:
     fails on one item at every try, is."""
     since = now - STUCK_AFTER
     found = {}
-    with engine.connect() as connection:
-        def one(query):
-            return connection.execute(query).one()
-
-        due, moved = one(select(
-            select(func.count()).select_from(Delivery).join(Edition, Edition.id == Delivery.edition_id).where(
-                Edition.status == "sending",
-                or_(and_(Delivery.status.in_(("pending", "deferred")), Delivery.next_attempt_at <= since),
-                    and_(Delivery.status == "sending", Delivery.claimed_at <= since))).scalar_subquery(),
-            select(func.max(Delivery.claimed_at)).join(Edition, Edition.id == Delivery.edition_id)
-            .where(Edition.status == "sending").scalar_subquery()))
-        if due and (moved is None or _aware(moved) <= since):
-            found["mail"] = (f"{due:,} deliveries due for over {_minutes(STUCK_AFTER)} and none taken by a worker "
-                             f"since {_when(moved)}: is a worker consuming the mail queue, and is beat running?")
-        due, moved = one(select(
-            select(func.count()).select_from(Post).join(SocialAccount, SocialAccount.id == Post.account_id).where(
-                SocialAccount.status == "active",
-                or_(SocialAccount.parked_until.is_(None), SocialAccount.parked_until <= since),
-                # handed to a worker by the tick (planned_at), and never tried, for a story planned long ago
-                Post.status.in_(("pending", "sending")), Post.planned_at.is_not(None), Post.attempts == 0,
-                Post.created_at <= since).scalar_subquery(),
-            select(func.max(Post.claimed_at)).scalar_subquery()))
-        if due and (moved is None or _aware(moved) <= since):
-            found["social"] = (f"{due:,} posts due for over {_minutes(STUCK_AFTER)} and none taken by a worker since "
-                               f"{_when(moved)}: is a worker consuming the social queue, and is beat running?")
-        due, moved = one(select(
-            select(func.count()).select_from(Feed).where(Feed.status == "active", Feed.next_fetch_at <= since)
-            .scalar_subquery(),
-            select(func.max(Feed.last_fetched_at)).scalar_subquery()))
-        if due and (moved is None or _aware(moved) <= since):
-            found["ingest"] = (f"{due:,} feeds due for over {_minutes(STUCK_AFTER)} and none fetched since "
-                               f"{_when(moved)}: is a worker consuming the ingest queue, and is beat running?")
+    due, moved = connection.execute(select(
+        select(func.count()).select_from(Delivery).join(Edition, Edition.id == Delivery.edition_id).where(
+            Edition.status == "sending",
+            or_(and_(Delivery.status.in_(("pending", "deferred")), Delivery.next_attempt_at <= since),
+                and_(Delivery.status == "sending", Delivery.claimed_at <= since))).scalar_subquery(),
+        select(func.max(Delivery.claimed_at)).join(Edition, Edition.id == Delivery.edition_id)
+        .where(Edition.status == "sending").scalar_subquery())).one()
+    if due and (moved is None or _aware(moved) <= since):
+        found["mail"] = (f"{due:,} deliveries due for over {_minutes(STUCK_AFTER)} and none taken by a worker "
+                         f"since {_when(moved)}: is a worker consuming the mail queue, and is beat running?")
+    due, moved = connection.execute(select(
+        select(func.count()).select_from(Post).join(SocialAccount, SocialAccount.id == Post.account_id).where(
+            SocialAccount.status == "active",
+            or_(SocialAccount.parked_until.is_(None), SocialAccount.parked_until <= since),
+            # handed to a worker by the tick (planned_at), and never tried, for a story planned long ago
+            Post.status.in_(("pending", "sending")), Post.planned_at.is_not(None), Post.attempts == 0,
+            Post.created_at <= since).scalar_subquery(),
+        select(func.max(Post.claimed_at)).scalar_subquery())).one()
+    if due and (moved is None or _aware(moved) <= since):
+        found["social"] = (f"{due:,} posts due for over {_minutes(STUCK_AFTER)} and none taken by a worker since "
+                           f"{_when(moved)}: is a worker consuming the social queue, and is beat running?")
+    due, moved = connection.execute(select(
+        select(func.count()).select_from(Feed).where(Feed.status == "active", Feed.next_fetch_at <= since)
+        .scalar_subquery(),
+        select(func.max(Feed.last_fetched_at)).scalar_subquery())).one()
+    if due and (moved is None or _aware(moved) <= since):
+        found["ingest"] = (f"{due:,} feeds due for over {_minutes(STUCK_AFTER)} and none fetched since "
+                           f"{_when(moved)}: is a worker consuming the ingest queue, and is beat running?")
     return found
 
 
