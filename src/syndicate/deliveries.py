@@ -206,8 +206,6 @@ class _Batch:
                 # The recipient's domain said 421 4.7.x: this row waits, the domain is slowed below,
                 # and the rest go on over a new connection (_lazy opens one).
                 status, reply, error = "deferred", str(e), e
-            except TakenOver:
-                raise
             except TransportError as e:
                 status, reply, error = ("failed" if e.permanent else "deferred"), str(e), e
             self.outcome(current, status, reply, error)
