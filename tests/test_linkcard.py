@@ -459,3 +459,19 @@ def test_parse_always_gives_a_card_of_clean_bounded_lines(text):
 @given(st.binary(max_size=2000))
 def test_parse_survives_any_bytes(body):
     assert isinstance(linkcard.parse(body, PAGE_URL), Card)
+
+
+def test_a_story_address_with_non_ascii_in_it_still_gets_its_picture_with_a_referer_a_header_can_carry(
+        http, feed_server):
+    """Issue 17: the raw address (an IRI, as stories stored before links were normalised have) went into the
+    image request's Referer; httpx raised UnicodeEncodeError, nothing caught it, and the Bluesky post stayed
+    pending, holding its account's turn at every tick."""
+    encoded = "/2026/05/%E6%9D%B1%E4%BA%AC-%E7%8C%9B%E6%9A%91/"
+    feed_server.serve("/t.png", PNG, **{"Content-Type": "image/png"})
+    feed_server.serve(encoded, page(f'<meta property="og:image" content="{feed_server.base}/t.png">'), **HTML)
+
+    card = preflight(http, f"{feed_server.base}/2026/05/東京-猛暑/")
+
+    assert (card.image, card.image_type) == (PNG, "image/png")
+    (_, headers), = [(path, headers) for path, headers in feed_server.requests if path == "/t.png"]
+    assert headers["Referer"] == f"{feed_server.base}{encoded}"

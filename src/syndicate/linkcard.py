@@ -20,6 +20,7 @@ from lxml import etree
 
 from syndicate import fetch
 from syndicate.errors import FeedError, InvalidInput, SyndicateError
+from syndicate.links import NotAWebLink, web_link
 
 MAX_TITLE = 300
 MAX_DESCRIPTION = 1000
@@ -285,10 +286,15 @@ def image_type(data: bytes) -> str | None:
 def _fetch_image(http: httpx.Client, url: str, *, referer: str, deadline: float, max_bytes: int,
                  now: datetime) -> tuple[bytes | None, str | None]:
     """The picture and its type, or (None, None) — never an error: the card stands without it."""
+    headers = {"Accept": IMAGE_ACCEPT}
     try:
-        # Referer: image CDNs that refuse hotlinking accept their own site's pages.
-        answer = fetch.get(http, url, headers={"Accept": IMAGE_ACCEPT, "Referer": referer}, deadline=deadline,
-                           max_bytes=max_bytes, now=now)
+        # Referer: image CDNs that refuse hotlinking accept their own site's pages. As a URI: a page address
+        # with non-ASCII in it (an IRI, as stories stored before issue 15 have) can't go in a header.
+        headers["Referer"] = web_link(referer)
+    except NotAWebLink:
+        pass
+    try:
+        answer = fetch.get(http, url, headers=headers, deadline=deadline, max_bytes=max_bytes, now=now)
     except FeedError:  # too large, too slow, refused address, unreachable
         return None, None
     declared, _ = content_type(answer.headers.get("content-type", "") if answer.headers else "")
