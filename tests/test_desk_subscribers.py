@@ -171,6 +171,22 @@ class WorkerDied(BaseException):
     """What a killed worker looks like from inside: nothing catches it, nothing after it runs."""
 
 
+def killed_after_the_first_chunk(svc, import_id: int, monkeypatch) -> None:
+    """Run the import two rows a chunk, its worker killed as the second chunk begins."""
+    real, calls = subscriber_csv._import_chunk, []
+
+    def dies_on_the_second_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise WorkerDied
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subscriber_csv, "_import_chunk", dies_on_the_second_chunk)
+    with pytest.raises(WorkerDied):
+        subscriber_csv.run_import(svc.Session, import_id, chunk=2)
+    monkeypatch.undo()
+
+
 def test_an_import_cut_short_by_a_dying_worker_ends_as_one_uninterrupted_run(make_settings, tmp_path, monkeypatch):
     lines = ["email,name", "a@example.org,A", "left@example.org,Left", "b@example.org,B", "nobody", "c@example.org,C",
              "a@example.org,A again", "known@example.org,Known", "d@example.org,D"]
@@ -190,21 +206,10 @@ def test_an_import_cut_short_by_a_dying_worker_ends_as_one_uninterrupted_run(mak
 
     cut = newsroom("cut.db")
     import_id = start(cut, data)
-    real, calls = subscriber_csv._import_chunk, []
-
-    def dies_on_the_second_chunk(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise WorkerDied
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(subscriber_csv, "_import_chunk", dies_on_the_second_chunk)
-    with pytest.raises(WorkerDied):
-        subscriber_csv.run_import(cut.Session, import_id, chunk=2)
+    killed_after_the_first_chunk(cut, import_id, monkeypatch)
     halfway = job(cut, import_id)
     assert (halfway.status, halfway.done) == ("running", 2)  # the first chunk is in, with its progress
     assert "a@example.org" in people(cut) and "b@example.org" not in people(cut)
-    monkeypatch.undo()
     again = subscriber_csv.run_import(cut.Session, import_id, chunk=2)
 
     assert again.status == once.status == "done"
@@ -225,18 +230,7 @@ def test_an_import_whose_task_was_lost_is_handed_out_again_by_the_tick_and_finis
 
     newsletters(svc)
     import_id = start(svc, "email\n" + "".join(f"reader{i}@example.org\n" for i in range(5)))
-    real, calls = subscriber_csv._import_chunk, []
-
-    def dies_on_the_second_chunk(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise WorkerDied
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(subscriber_csv, "_import_chunk", dies_on_the_second_chunk)
-    with pytest.raises(WorkerDied):
-        subscriber_csv.run_import(svc.Session, import_id, chunk=2)
-    monkeypatch.undo()
+    killed_after_the_first_chunk(svc, import_id, monkeypatch)
     assert (job(svc, import_id).status, job(svc, import_id).done) == ("running", 2)
 
     tasks.tick.apply()  # a minute later: it is moving, as far as anyone can tell
