@@ -36,7 +36,7 @@ from syndicate.models import Post, utcnow
 log = logging.getLogger(__name__)
 assert broker.EmbeddedTransport  # registered for sqla+ URLs on import
 QUEUES = ("ingest", "mail", "social")
-DB_RETRY_FIRST, DB_RETRY_MAX, DB_RETRIES = 5, 300, 8  # a batch the database failed: 5, 10, 20 … 300 s, ~17 min
+DB_RETRY_FIRST, DB_RETRY_MAX, DB_RETRIES = 5, 300, 8  # a batch the database failed: 5, 10, 20 … 300 s, ~15 min
 # A request that stored its work asks the broker once more after a short pause, then answers all the same.
 HAND_OVER_RETRY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0, "interval_max": 0.2}
 
