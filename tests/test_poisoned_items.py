@@ -99,3 +99,44 @@ def test_a_transport_error_is_still_the_network_s_word_not_an_unexpected_one(mak
         (post_id,) = posts.plan(session, svc.settings)
     post = posts.publish(svc.Session, svc.settings, Refusing(""), post_id, token="t")
     assert post.status == "failed" and post.attempts == 1 and not post.uncertain
+
+
+# ── the ingest lane ──────────────────────────────────────────────────────────
+
+
+RSS = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>The Newsroom</title><link>https://news.example/</link>
+{items}
+</channel></rss>"""
+ITEM = ("<item><title>{title}</title><link>https://news.example/{slug}/</link><guid>https://news.example/{slug}/</guid>"
+        "<description>&lt;p&gt;{title} happened today.&lt;/p&gt;</description></item>")
+
+
+def test_one_item_the_reader_breaks_on_is_skipped_and_said_on_the_feed_and_the_others_are_stored(
+        make_settings, tmp_path, feed_server, monkeypatch):
+    """A bug nobody foresaw in reading one item (here: made to happen) used to fail the whole feed at every
+    poll: no story of it, ever. Now that item alone is skipped, and the feed says which and why."""
+    from syndicate import feeds
+    from syndicate.models import Feed
+
+    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}"))
+    items = "\n".join(ITEM.format(title=title, slug=title.lower().replace(" ", "-"))
+                      for title in ("Harbour reopens", "Poisoned item", "Council votes"))
+    url = feed_server.serve("/feed/", RSS.format(items=items).encode())
+    real = feeds._entry
+
+    def breaks_on_one(entry, base_url):
+        if entry.get("title") == "Poisoned item":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(entry, base_url)
+
+    monkeypatch.setattr(feeds, "_entry", breaks_on_one)
+    with transaction(svc.Session) as session:
+        feed = feeds.add_feed(session, url)
+        result = feeds.poll(session, feed, svc.settings)
+        assert result.status == "ok" and len(result.new_article_ids) == 2
+        stored = sorted(session.scalars(select(Article.title)))
+        polled = session.get(Feed, feed.id)
+        assert stored == ["Council votes", "Harbour reopens"]
+        assert polled.error_count == 0  # the poll was fine: the feed is not counted as failing
+        assert "1 item(s) could not be read and were skipped: 'Poisoned item': RecursionError" in polled.last_error

@@ -115,14 +115,25 @@ def _trimmed(url: str) -> str:
 
 def parse(body: bytes, base_url: str, content_type: str | None = None) -> list[Entry]:
     """The entries feedparser could read; a feed that is not a feed at all is an error."""
-    return read(body, base_url, content_type)[0]
+    return read(body, base_url, content_type).entries
 
 
-def read(body: bytes, base_url: str, content_type: str | None = None) -> tuple[list[Entry], str | None]:
-    """The entries feedparser could read, and the feed's own title (one line, or None).
+@dataclass
+class Document:
+    """A feed as read: its entries, its own title (one line, or None), and the items that could not be
+    read, each as "its title or link: why" (the others are stored all the same)."""
+
+    entries: list[Entry]
+    title: str | None
+    skipped: list[str] = field(default_factory=list)
+
+
+def read(body: bytes, base_url: str, content_type: str | None = None) -> Document:
+    """The entries feedparser could read, and the feed's own title.
 
     Whatever the document does to the parser, the outcome is a FeedError on this feed, never
-    a crash of the poll: the web holds documents nobody has seen yet.
+    a crash of the poll: the web holds documents nobody has seen yet. One item that breaks in a way
+    nobody foresaw is skipped and said on the feed; the others are read.
     """
     try:
         return _parse(body, base_url, content_type)
@@ -132,7 +143,7 @@ def read(body: bytes, base_url: str, content_type: str | None = None) -> tuple[l
         raise FeedError(f"the feed could not be read ({type(e).__name__}: {e})") from e
 
 
-def _parse(body: bytes, base_url: str, content_type: str | None) -> tuple[list[Entry], str | None]:
+def _parse(body: bytes, base_url: str, content_type: str | None) -> Document:
     refuse_entity_declarations(body)
     # No base address for feedparser: it would resolve relative links in a story against the
     # feed's address. It still applies xml:base; the rest is resolved against each item's link.
@@ -154,7 +165,14 @@ def _parse(body: bytes, base_url: str, content_type: str | None) -> tuple[list[E
         # most likely half an item: storing it would give a story without a home.
         entries = [e for e in entries if e.get("id") or e.get("link")]
     title = one_line(content.plain_text(str(parsed.feed.get("title") or "")))[:500] or None  # Feed.title's size
-    return [_entry(e, base_url) for e in entries], title
+    document = Document([], title)
+    for e in entries:
+        try:
+            document.entries.append(_entry(e, base_url))
+        except Exception as problem:  # noqa: BLE001 - this item only: the rest of the feed is read
+            name = one_line(str(e.get("title") or e.get("link") or e.get("id") or "an item"))[:80]
+            document.skipped.append(f"{name!r}: {type(problem).__name__}: {str(problem)[:200]}")
+    return document
 
 
 class _PrologRead(Exception):
@@ -360,20 +378,24 @@ def _insert(session: Session, feed: Feed | None, fresh: list[tuple[str, Entry]],
 def ingest(session: Session, feed: Feed, body: bytes, now: datetime | None = None) -> PollResult:
     """Parse a feed document already in hand and store its entries."""
     now = now or utcnow()
-    entries, title = read(body, feed.url)
-    new_ids, updated = store(session, feed, entries, now)
-    feed.title = title or feed.title
-    feed.last_error = passed_over(entries)
+    document = read(body, feed.url)
+    new_ids, updated = store(session, feed, document.entries, now)
+    feed.title = document.title or feed.title
+    feed.last_error = passed_over(document)
     return PollResult(feed.id, feed.url, "ok", new_ids, updated)
 
 
-def passed_over(entries: list[Entry]) -> str | None:
-    """What the feed's editor should hear of items whose link was refused, on the feed: the poll was fine."""
-    problems = [f"{entry.title!r}: {entry.link_problem}" for entry in entries if entry.link_problem]
-    if not problems:
-        return None
-    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-    return f"read, but {len(problems)} item(s) had a link that is not a web address: " + "; ".join(problems[:3]) + more
+def passed_over(document: Document) -> str | None:
+    """What the feed's editor should hear of items passed over, on the feed: the poll was fine. Items whose
+    link was refused (stored with another), and items that could not be read at all (not stored)."""
+    said = []
+    for problems, what in (([f"{entry.title!r}: {entry.link_problem}" for entry in document.entries
+                             if entry.link_problem], "had a link that is not a web address"),
+                           (document.skipped, "could not be read and were skipped")):
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            said.append(f"{len(problems)} item(s) {what}: " + "; ".join(problems[:3]) + more)
+    return "read, but " + "; ".join(said) if said else None
 
 
 @dataclass
@@ -381,9 +403,8 @@ class Download:
     """What the network gave for a feed, parsed: fetched and done before any transaction opens."""
 
     fetched: fetch.Fetched | None = None
-    entries: list[Entry] | None = None
+    document: Document | None = None
     error: FeedError | None = None
-    title: str | None = None  # the feed's own, as it names itself
 
 
 def download(feed: Feed, settings: Settings, now: datetime, http: httpx.Client | None = None,
@@ -395,11 +416,11 @@ def download(feed: Feed, settings: Settings, now: datetime, http: httpx.Client |
                 fetched = _get(own, feed, settings, now)
         else:
             fetched = _get(http, feed, settings, now)
-        entries, title = None, None
+        document = None
         if fetched.status == 200:
             arguments = (fetched.body, feed.url, fetched.headers.get("content-type"))
-            entries, title = parsing.submit(read, *arguments).result() if parsing else read(*arguments)
-        return Download(fetched, entries, title=title)
+            document = parsing.submit(read, *arguments).result() if parsing else read(*arguments)
+        return Download(fetched, document)
     except FeedError as e:
         return Download(error=e)
 
@@ -428,9 +449,9 @@ def record(session: Session, feed: Feed, got: Download, settings: Settings, now:
                 feed.next_fetch_at = max(fetched.retry_after, now)
             raise FeedError(f"HTTP {fetched.status}")
         else:
-            new_ids, updated = store(session, feed, got.entries, now)
+            new_ids, updated = store(session, feed, got.document.entries, now)
             result = PollResult(feed.id, feed.url, "ok", new_ids, updated)
-            feed.title = got.title or feed.title
+            feed.title = got.document.title or feed.title
             feed.etag, feed.last_modified = fetched.headers.get("etag"), fetched.headers.get("last-modified")
     except FeedError as e:
         feed.last_error = str(e)
@@ -440,7 +461,7 @@ def record(session: Session, feed: Feed, got: Download, settings: Settings, now:
             feed.next_fetch_at = now + backoff
         return PollResult(feed.id, feed.url, "gone" if feed.status == "disabled" else "error", error=str(e))
     feed.last_success_at, feed.error_count = now, 0
-    feed.last_error = passed_over(got.entries) if got.entries else None
+    feed.last_error = passed_over(got.document) if got.document else None
     feed.next_fetch_at = now + timedelta(seconds=settings.poll_interval)
     return result
 
