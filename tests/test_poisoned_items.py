@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from conftest import configured
 from syndicate import posts, tasks
@@ -140,3 +141,57 @@ def test_one_item_the_reader_breaks_on_is_skipped_and_said_on_the_feed_and_the_o
         assert stored == ["Council votes", "Harbour reopens"]
         assert polled.error_count == 0  # the poll was fine: the feed is not counted as failing
         assert "1 item(s) could not be read and were skipped: 'Poisoned item': RecursionError" in polled.last_error
+
+
+# ── a database that fails mid-task: the same task again, not the 15-minute sweep ──
+
+
+class DatabaseAway:
+    """Raises the OperationalError a lost connection gives, the first `times` calls; then calls through."""
+
+    def __init__(self, real, times: int = 1):
+        self.real, self.times = real, times
+
+    def __call__(self, *args, **kwargs):
+        if self.times:
+            self.times -= 1
+            raise OperationalError("UPDATE …", None, Exception("server closed the connection unexpectedly"))
+        return self.real(*args, **kwargs)
+
+
+def test_a_post_whose_database_fails_mid_publish_is_published_by_the_same_task_again(make_settings, tmp_path,
+                                                                                    monkeypatch):
+    svc = newsroom(make_settings, tmp_path, [GOOD])
+    with transaction(svc.Session) as session:
+        (post_id,) = posts.plan(session, svc.settings)
+    monkeypatch.setattr(posts, "publish", DatabaseAway(posts.publish))
+    assert tasks.publish_post.apply(args=(post_id,)).get() == "posted"  # eager: the retry runs at once
+    assert by_url(svc)[GOOD].status == "posted"
+
+
+def test_an_import_whose_database_fails_mid_way_is_not_marked_failed_and_goes_on(make_settings, tmp_path,
+                                                                                  monkeypatch):
+    from syndicate import editions, subscriber_csv
+    from syndicate.models import SubscriberImport
+
+    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}"), eager=True)
+    with transaction(svc.Session) as session:
+        daily = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        data = "email\n" + "".join(f"reader{i}@example.org\n" for i in range(1200))  # three chunks of 500
+        import_id = subscriber_csv.start_import(session, "ada", "list.csv", data, [daily.id], confirmed=True,
+                                                force=False).id
+    real = subscriber_csv._import_chunk
+    calls = []
+
+    def away_on_the_second_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("INSERT …", None, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subscriber_csv, "_import_chunk", away_on_the_second_chunk)
+    assert tasks.import_subscribers.apply(args=(import_id,)).get() == "done"
+    with transaction(svc.Session) as session:
+        job = session.get(SubscriberImport, import_id)
+        assert (job.status, job.done, job.error) == ("done", 1200, None)
+    assert len(calls) == 4  # the second chunk failed once, and went again

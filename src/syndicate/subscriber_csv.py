@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import TextIO
 
 from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from syndicate import subscribers
@@ -498,6 +499,8 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
                 return job
     except SyndicateError as e:
         return _failed(Session, import_id, str(e))
+    except OperationalError:
+        raise  # the database, not the file: the task runs again and goes on from `done`
     except Exception:
         _failed(Session, import_id, None)
         raise  # a bug: logged by the worker, never retried

@@ -204,19 +204,24 @@ def tick() -> int:
 
 @app.task(name="syndicate.deliver_batch", bind=True, **limited(3000))  # a paced batch may wait its turn
 def deliver_batch(self, edition_id: int, lo: int, hi: int) -> dict:
-    """One batch. If the database goes away or stays locked mid-batch, the same task (the same id, so the
-    same claim) runs again in seconds, with backoff, and takes back the rows it holds: they don't wait
-    for the stale-claim sweep (STALE_CLAIM). After DB_RETRIES the sweep is what is left."""
+    """One batch. If the database goes away or stays locked mid-batch, the batch runs again in seconds
+    (_again_later); after DB_RETRIES the stale-claim sweep is what is left."""
     svc = services.current()
     try:
         result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
                                        token=self.request.id or f"local-{edition_id}-{lo}", pacer=svc.pacer)
     except OperationalError as e:
-        delay = min(DB_RETRY_FIRST * 2 ** self.request.retries, DB_RETRY_MAX)
-        log.warning("batch %d:%d-%d: the database failed mid-batch (%s); trying again in %d s",
-                    edition_id, lo, hi, e.orig if e.orig is not None else e, delay)
-        raise self.retry(exc=e, countdown=delay, max_retries=DB_RETRIES) from e
+        raise _again_later(self, e, f"batch {edition_id}:{lo}-{hi}") from e
     return result.counts
+
+
+def _again_later(task, e: OperationalError, what: str):
+    """The same task (the same id: the same claim) again in a few seconds, with backoff, after the database
+    went away or stayed locked: what it held is taken back at once, not after the stale-claim sweep."""
+    delay = min(DB_RETRY_FIRST * 2 ** task.request.retries, DB_RETRY_MAX)
+    log.warning("%s: the database failed (%s); trying again in %d s", what, e.orig if e.orig is not None else e,
+                delay)
+    return task.retry(exc=e, countdown=delay, max_retries=DB_RETRIES)
 
 
 @app.task(name="syndicate.send_confirmation", **limited(120))
@@ -243,18 +248,21 @@ def send_confirmation(subscriber_id: int) -> str:
     return reply
 
 
-@app.task(name="syndicate.import_subscribers", **limited(3000))  # a big file, chunk by chunk
-def import_subscribers(import_id: int) -> str:
+@app.task(name="syndicate.import_subscribers", bind=True, **limited(3000))  # a big file, chunk by chunk
+def import_subscribers(self, import_id: int) -> str:
     """A CSV file uploaded on the desk, imported chunk by chunk; a confirmation mail queued for each new
-    address that waits for one, once its chunk is committed. Delivered again after a worker died, it goes
-    on where that one stopped."""
+    address that waits for one, once its chunk is committed. Delivered again after a worker died, or
+    after the database failed mid-way, it goes on where that run stopped."""
     svc = services.current()
 
     def confirm(subscriber_ids: list[int]) -> None:
         for subscriber_id in subscriber_ids:
             send_confirmation.delay(subscriber_id)
 
-    return subscriber_csv.run_import(svc.Session, import_id, utcnow(), confirm=confirm).status
+    try:
+        return subscriber_csv.run_import(svc.Session, import_id, utcnow(), confirm=confirm).status
+    except OperationalError as e:
+        raise _again_later(self, e, f"subscriber import {import_id}") from e
 
 
 # ── social ───────────────────────────────────────────────────────────────────
@@ -278,14 +286,20 @@ def social_tick() -> int:
 
 @app.task(name="syndicate.publish_post", bind=True, **limited(120))
 def publish_post(self, post_id: int) -> str:
+    """One post. The database failing meanwhile runs it again in seconds under the same claim; what the
+    network got the first time it recognises again (Mastodon's idempotency key, Bluesky's record key),
+    and X refuses as a duplicate."""
     svc = services.current()
-    with transaction(svc.Session) as session:
-        post = session.get(Post, post_id)
-        if post is None:
-            return "gone"
-        client = svc.social_client(post.account)
-        payload = post.payload
-    card = posts.card_for(payload, svc.settings, with_image=client.network == "bluesky")  # outside: network
-    post = posts.publish(svc.Session, svc.settings, client, post_id, token=self.request.id or f"local-{post_id}",
-                         card=card)
+    try:
+        with transaction(svc.Session) as session:
+            post = session.get(Post, post_id)
+            if post is None:
+                return "gone"
+            client = svc.social_client(post.account)
+            payload = post.payload
+        card = posts.card_for(payload, svc.settings, with_image=client.network == "bluesky")  # outside: network
+        post = posts.publish(svc.Session, svc.settings, client, post_id,
+                             token=self.request.id or f"local-{post_id}", card=card)
+    except OperationalError as e:
+        raise _again_later(self, e, f"post {post_id}") from e
     return post.status
