@@ -28,7 +28,7 @@ from syndicate.desk.core import (
 from syndicate.edition_qa import parts
 from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.models import Edition, Newsletter, RowId
-from syndicate.tasks import deliver_batch
+from syndicate.tasks import deliver_batch, hand_over
 
 RECENT = 50  # editions on the list page
 # The preview is the newsletter's own HTML, shown inside the desk: no script, nothing sent anywhere but
@@ -144,7 +144,7 @@ def _act(edition_id: int, action: str) -> dict:
             raise InvalidInput(f"no edition action {action!r}: {', '.join(ACTIONS)}")
         described = _describe(session, edition)
     for batch in batches:  # after the commit: a worker must find the rows sending
-        deliver_batch.delay(*batch)
+        hand_over(deliver_batch, *batch)  # the broker away: the tick hands out rows left pending
     return described | result | dict(batches_queued=len(batches))
 
 

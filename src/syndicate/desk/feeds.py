@@ -12,7 +12,7 @@ from syndicate.db import transaction
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import MAX_ID, RowId, utcnow
-from syndicate.tasks import poll_feed_batch
+from syndicate.tasks import hand_over, poll_feed_batch
 
 
 def _overview() -> list[dict]:
@@ -25,7 +25,7 @@ def _add(url: str) -> dict:
         feed = feeds.add_feed(session, url)
         record = feeds.health(feed, utcnow())
     # After the commit, so the task finds the row; the editor sees its health without waiting for the beat.
-    poll_feed_batch.delay([record["id"]])
+    hand_over(poll_feed_batch, [record["id"]])  # the broker away: the beat polls it when due
     return record
 
 

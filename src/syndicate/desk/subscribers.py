@@ -114,14 +114,14 @@ def _refused_size(request: Request) -> tuple[int, str] | None:
 
 def _start(name: str, filename: str, data: str | bytes, slugs: list[str], confirmed: bool, force: bool) -> int:
     """Keep the upload as an import and hand it to a worker; its id."""
-    from syndicate.tasks import import_subscribers
+    from syndicate.tasks import hand_over, import_subscribers
 
     with transaction(services.current().Session) as session:
         newsletter_ids = [editions.get_newsletter(session, slug).id for slug in dict.fromkeys(slugs) if slug]
         job = subscriber_csv.start_import(session, name, filename, data, newsletter_ids, confirmed=confirmed,
                                           force=force)
         import_id = job.id
-    import_subscribers.delay(import_id)  # after the commit: the worker must find the row
+    hand_over(import_subscribers, import_id)  # after the commit; the broker away: the tick hands it out
     return import_id
 
 
