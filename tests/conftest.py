@@ -236,6 +236,29 @@ def answers(url: str) -> bool:
         return False
 
 
+def terminate(process, timeout: float) -> None:
+    """SIGTERM to a command a test started in its own process group; the whole group killed if it
+    hasn't stopped by `timeout`."""
+    import signal
+    import subprocess
+
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def subscriber_by_email(svc, address: str):
+    """The Subscriber row of `address`, or None."""
+    from sqlalchemy import select
+
+    from syndicate.models import Subscriber
+
+    with transaction(svc.Session) as session:
+        return session.scalar(select(Subscriber).where(Subscriber.email == address))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from conftest import configured, form_fields, hidden_fields
+from conftest import configured, form_fields, hidden_fields, subscriber_by_email
 from syndicate import editions, forms, subscribers, tokens
 from syndicate.db import transaction
-from syndicate.models import Subscriber, Subscription
+from syndicate.models import Subscription
 from syndicate.web import create_app
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -45,11 +45,6 @@ def site(site):
 def client(site):
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         yield client
-
-
-def subscriber(svc, address: str) -> Subscriber | None:
-    with transaction(svc.Session) as session:
-        return session.scalar(select(Subscriber).where(Subscriber.email == address))
 
 
 def pending_reader(svc, address: str = "reader@example.com") -> int:
@@ -83,7 +78,7 @@ def test_a_cross_site_subscribe_post_signs_nobody_up_and_sends_no_mail(client, s
     assert response.status_code == 403
     assert "reload the page and try once more" in response.text
     assert 'href="/"' in response.text  # the way back to a fresh form
-    assert subscriber(site, "victim@example.com") is None
+    assert subscriber_by_email(site, "victim@example.com") is None
     assert smtp_server.messages == []
 
 
@@ -92,7 +87,7 @@ def test_a_forged_subscribe_post_without_our_form_token_signs_nobody_up(client, 
     for form in ({}, {"form_token": "forged"}, {"form_token": forms.token("another-secret", "subscribe")}):
         response = client.post("/subscribe", data={**form, "email": "victim@example.com", "newsletter": "daily"})
         assert response.status_code == 403
-    assert subscriber(site, "victim@example.com") is None
+    assert subscriber_by_email(site, "victim@example.com") is None
     assert smtp_server.messages == []
 
 
@@ -104,7 +99,7 @@ def test_a_token_for_one_form_does_not_pass_for_another(client, site):
 
     assert client.post(confirm, data=form_fields(client, "/")).status_code == 403
     assert client.post(confirm, data=others_preferences).status_code == 403
-    assert subscriber(site, "reader@example.com").status == "pending"
+    assert subscriber_by_email(site, "reader@example.com").status == "pending"
 
 
 def test_the_subscribe_form_posted_from_our_own_page_signs_the_reader_up(client, site, smtp_server):
@@ -115,7 +110,7 @@ def test_the_subscribe_form_posted_from_our_own_page_signs_the_reader_up(client,
 
     assert response.status_code == 200
     assert "Check your inbox" in response.text
-    assert subscriber(site, "reader@example.com").status == "pending"
+    assert subscriber_by_email(site, "reader@example.com").status == "pending"
     assert len(smtp_server.messages) == 1
 
 
@@ -129,7 +124,7 @@ def test_a_subscribe_form_left_open_too_long_comes_back_filled_in_and_does_nothi
         assert "Here it is again" in again.text
         assert 'value="reader@example.com"' in again.text and 'value="Ada"' in again.text
         assert 'value="weekly" id="n-weekly" checked' in again.text
-        assert subscriber(site, "reader@example.com") is None and smtp_server.messages == []
+        assert subscriber_by_email(site, "reader@example.com") is None and smtp_server.messages == []
 
         # The page it hands back carries a fresh token: pressing the button again works.
         resent = client.post("/subscribe", data={**form, "form_token": hidden_fields(again.text)["form_token"]})
@@ -148,7 +143,7 @@ def test_a_cross_site_confirm_post_confirms_nobody(client, site, smtp_server, he
 
     assert response.status_code == 403
     assert f'href="{path}"' in response.text
-    assert subscriber(site, "reader@example.com").status == "pending"
+    assert subscriber_by_email(site, "reader@example.com").status == "pending"
 
 
 def test_a_confirm_button_pressed_after_the_form_expired_is_shown_again(client, site):
@@ -158,9 +153,9 @@ def test_a_confirm_button_pressed_after_the_form_expired_is_shown_again(client, 
     with time_machine.travel(T0 + timedelta(hours=forms.FORM_HOURS + 1), tick=False):
         again = client.post(path, data=form)
         assert again.status_code == 400 and "Here it is again" in again.text
-        assert subscriber(site, "reader@example.com").status == "pending"
+        assert subscriber_by_email(site, "reader@example.com").status == "pending"
         assert "confirmed" in client.post(path, data=hidden_fields(again.text)).text
-    assert subscriber(site, "reader@example.com").status == "confirmed"
+    assert subscriber_by_email(site, "reader@example.com").status == "confirmed"
 
 
 @pytest.mark.parametrize("headers", CROSS_SITE.values(), ids=CROSS_SITE.keys())
@@ -173,7 +168,7 @@ def test_a_cross_site_preferences_post_changes_nothing(client, site, headers):
 
     assert response.status_code == 403
     assert subscriptions(site, subscriber_id) == before
-    assert subscriber(site, "reader@example.com").status == "confirmed"
+    assert subscriber_by_email(site, "reader@example.com").status == "confirmed"
 
 
 def test_a_preferences_form_left_open_too_long_saves_nothing_and_comes_back(client, site):
@@ -260,7 +255,7 @@ def test_a_reader_signs_up_in_a_browser_and_another_sites_page_cannot(browser, s
     page.fill("input[name=email]", "reader@example.com")
     page.click("button[type=submit]")
     assert "Check your inbox" in page.content()
-    assert subscriber(svc, "reader@example.com").status == "pending"
+    assert subscriber_by_email(svc, "reader@example.com").status == "pending"
 
     # Another site's page that posts our form the moment it loads, with a token its server fetched from us.
     harvested = form_fields(TestClient(create_app()), "/")["form_token"]
@@ -272,5 +267,5 @@ def test_a_reader_signs_up_in_a_browser_and_another_sites_page_cannot(browser, s
     with page.expect_navigation(url=base + "/subscribe"):
         page.goto(attack)
     assert "Refused" in page.content()
-    assert subscriber(svc, "victim@example.com") is None
+    assert subscriber_by_email(svc, "victim@example.com") is None
     assert [m.recipients for m in smtp_server.messages] == [["reader@example.com"]]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import answers, free_port, hidden_fields, wait_for
+from conftest import answers, free_port, hidden_fields, terminate, wait_for
 
 
 @pytest.fixture
@@ -36,11 +36,7 @@ def running(tmp_path, smtp_server):
         yield process, base, env
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            terminate(process, 40)
         log.close()
 
 

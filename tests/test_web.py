@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from conftest import submit
+from conftest import submit, subscriber_by_email
 from syndicate import editions, feeds, subscribers, tokens
 from syndicate.db import transaction
 from syndicate.deliveries import UNSUBSCRIBE_URL
-from syndicate.models import Delivery, Subscriber, SubscriberEvent, Subscription
+from syndicate.models import Delivery, SubscriberEvent, Subscription
 from syndicate.web import create_app
 
 FEED_URL = "https://truthusa.example/feed/"
@@ -47,11 +47,6 @@ def client(web):
     # As a browser sees it: a server error is a 500 page, not an exception in the test.
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         yield client
-
-
-def subscriber_named(svc, address: str) -> Subscriber | None:
-    with transaction(svc.Session) as session:
-        return session.scalar(select(Subscriber).where(Subscriber.email == address))
 
 
 def confirm_links(smtp_server) -> list[str]:
@@ -104,7 +99,7 @@ def test_it_records_a_signup_as_pending_and_asks_the_reader_to_check_their_inbox
 
     assert response.status_code == 200
     assert "Check your inbox" in response.text
-    reader = subscriber_named(web, "reader@example.com")
+    reader = subscriber_by_email(web, "reader@example.com")
     assert reader.status == "pending"
     assert reader.confirmations_sent == 1
 
@@ -117,7 +112,7 @@ def test_it_mails_one_confirmation_link_that_confirms_the_reader(client, web, sm
     links = confirm_links(smtp_server)
     assert links and all(link.startswith("http://testserver/confirm/") for link in links)
     submit(client, links[0].removeprefix("http://testserver"))
-    assert subscriber_named(web, "reader@example.com").status == "confirmed"
+    assert subscriber_by_email(web, "reader@example.com").status == "confirmed"
 
 
 def test_it_sends_at_most_three_confirmations_an_hour_to_one_address(client, web, smtp_server):
@@ -126,7 +121,7 @@ def test_it_sends_at_most_three_confirmations_an_hour_to_one_address(client, web
         assert response.status_code == 200
 
     assert len(smtp_server.messages) <= 3
-    reader = subscriber_named(web, "reader@example.com")
+    reader = subscriber_by_email(web, "reader@example.com")
     assert reader.confirmations_sent == web.settings.confirmations_per_address == 3
     assert reader.status == "pending"
 
@@ -147,7 +142,7 @@ def test_it_refuses_a_bad_address_and_keeps_the_form_filled(client, web, smtp_se
     assert 'value="Ada"' in response.text
     assert 'value="daily" id="n-daily" checked' in response.text
     assert smtp_server.messages == []
-    assert subscriber_named(web, "not-an-address") is None
+    assert subscriber_by_email(web, "not-an-address") is None
 
 
 def test_it_refuses_a_signup_with_no_newsletter_chosen(client, web, smtp_server):
@@ -157,13 +152,13 @@ def test_it_refuses_a_signup_with_no_newsletter_chosen(client, web, smtp_server)
     assert "choose at least one newsletter" in response.text
     assert 'value="reader@example.com"' in response.text
     assert smtp_server.messages == []
-    assert subscriber_named(web, "reader@example.com") is None
+    assert subscriber_by_email(web, "reader@example.com") is None
 
 
 def test_it_stores_nothing_and_mails_nothing_for_a_refused_signup(client, web, smtp_server):
     for form in ({"email": "not-an-address", "newsletter": "daily"}, {"email": "reader@example.com"}):
         assert submit(client, "/subscribe", data=form).status_code != 200
-    assert subscriber_named(web, "reader@example.com") is None
+    assert subscriber_by_email(web, "reader@example.com") is None
     assert smtp_server.messages == []
 
 
@@ -179,12 +174,12 @@ def test_it_confirms_only_when_the_button_is_pressed_not_when_the_link_is_opened
     opened = client.get(path)
     assert opened.status_code == 200
     assert '<form method="post">' in opened.text
-    assert subscriber_named(web, "reader@example.com").status == "pending"  # a link scanner confirms nobody
+    assert subscriber_by_email(web, "reader@example.com").status == "pending"  # a link scanner confirms nobody
 
     pressed = submit(client, path)
     assert pressed.status_code == 200
     assert "confirmed" in pressed.text
-    assert subscriber_named(web, "reader@example.com").status == "confirmed"
+    assert subscriber_by_email(web, "reader@example.com").status == "confirmed"
 
 
 def test_it_answers_a_tampered_confirmation_link_with_a_message(client, web):
@@ -197,7 +192,7 @@ def test_it_answers_a_tampered_confirmation_link_with_a_message(client, web):
     for response in (client.get(f"/confirm/{tampered}"), client.post(f"/confirm/{tampered}")):
         assert response.status_code == 400
         assert "confirmation link is damaged" in response.text
-    assert subscriber_named(web, "reader@example.com").status == "pending"
+    assert subscriber_by_email(web, "reader@example.com").status == "pending"
 
 
 # ── unsubscribe (RFC 8058) ───────────────────────────────────────────────────
@@ -239,7 +234,7 @@ def test_it_does_not_tell_a_returning_reader_they_are_subscribed_while_they_are_
 
     assert response.status_code == 200
     back = subscription_status(web, subscriber_id, newsletter_id) == "active"
-    confirmations = subscriber_named(web, "reader@example.com").confirmations_sent
+    confirmations = subscriber_by_email(web, "reader@example.com").confirmations_sent
     asked_to_confirm = "Check your inbox" in response.text and confirmations > 0
     assert back or asked_to_confirm
 

@@ -5,7 +5,6 @@ limit and nobody can dodge it by sending the header themselves. The real command
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from conftest import answers, free_port, hidden_fields, wait_for
+from conftest import answers, free_port, hidden_fields, terminate, wait_for
 from syndicate.cli import main
 from syndicate.config import Settings
 from syndicate.errors import SettingsError
@@ -51,11 +50,7 @@ def serve_web(tmp_path):
 
     yield start
     for process, log in started:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        terminate(process, 30)
         log.close()
 
 
