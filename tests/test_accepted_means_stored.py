@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, select
 from conftest import configured, free_port, hidden_fields, wait_for
 from syndicate import api_tokens, editions, posts, subscribers
 from syndicate.db import transaction
+from syndicate.ledger import Leases
 from syndicate.models import Article, Subscriber, utcnow
 
 STORY = {"url": "https://news.example/2026/12/harbour", "title": "The harbour reopens",
@@ -65,7 +66,7 @@ def test_with_the_broker_away_a_sign_up_is_stored_answered_and_its_mail_handed_o
         reader = session.scalar(select(Subscriber).where(Subscriber.email == "ana@example.org"))
         assert reader.status == "pending" and reader.confirmations_sent == 1 and reader.confirmations_mailed == 0
         # The tick (once the broker is back) finds the mail no task sent, and hands it out.
-        later = utcnow() + subscribers.CONFIRMATION_REQUEUE_AFTER + timedelta(seconds=1)
+        later = utcnow() + Leases().requeue + timedelta(seconds=1)
         assert subscribers.lost_confirmations(session, svc.settings, later) == [reader.id]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from datetime import timedelta
 
 import pytest
 
@@ -226,3 +227,10 @@ def test_it_accepts_a_retry_cap_below_the_redis_visibility_timeout(make_settings
 
 def test_it_strips_a_trailing_slash_from_the_base_url(make_settings):
     assert make_settings(base_url="https://news.example.com/").base_url == "https://news.example.com"
+
+
+def test_a_claim_timeout_too_short_for_a_slow_server_is_refused_with_the_shortest_allowed(make_settings):
+    assert make_settings().leases.claim == timedelta(minutes=15)
+    assert make_settings(claim_timeout=60).leases.requeue == timedelta(seconds=20)
+    with pytest.raises(SettingsError, match="CLAIM_TIMEOUT=30 is too short.*use 60 or more"):
+        make_settings(claim_timeout=30)

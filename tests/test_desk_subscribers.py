@@ -19,6 +19,7 @@ from desk_client import signed_in as sign_in
 from syndicate import editions, subscriber_csv, subscribers
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
+from syndicate.ledger import Leases
 from syndicate.models import (
     Delivery,
     Newsletter,
@@ -224,7 +225,7 @@ def test_an_import_cut_short_by_a_dying_worker_ends_as_one_uninterrupted_run(mak
 
 def test_an_import_whose_task_was_lost_is_handed_out_again_by_the_tick_and_finishes(svc, monkeypatch):
     """A worker killed between chunks (its task unacknowledged for an hour, or the broker restarted empty):
-    the import stayed "running" for ever. The tick finds it not moved on for IMPORT_REQUEUE_AFTER and
+    the import stayed "running" for ever. The tick finds it not moved on for Leases().requeue and
     hands it out; the run goes on from where the dead one stopped."""
     from syndicate import tasks
 
@@ -235,8 +236,8 @@ def test_an_import_whose_task_was_lost_is_handed_out_again_by_the_tick_and_finis
 
     tasks.tick.apply()  # a minute later: it is moving, as far as anyone can tell
     assert job(svc, import_id).status == "running"
-    with transaction(svc.Session) as session:  # the clock moves on past IMPORT_REQUEUE_AFTER
-        session.get(SubscriberImport, import_id).progressed_at -= subscriber_csv.IMPORT_REQUEUE_AFTER
+    with transaction(svc.Session) as session:  # the clock moves on past Leases().requeue
+        session.get(SubscriberImport, import_id).progressed_at -= Leases().requeue
     tasks.tick.apply()  # the tick, as the beat runs it; its tasks run here (eager)
     finished = job(svc, import_id)
     assert (finished.status, finished.done) == ("done", 5)

@@ -17,6 +17,7 @@ from conftest import configured
 from syndicate import deliveries, editions, subscribers
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
+from syndicate.ledger import Leases
 from syndicate.models import Article, Delivery, Edition, EditionArticle, Newsletter, Subscriber
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -482,12 +483,12 @@ def test_a_long_send_is_not_queued_again_while_it_moves_but_a_stalled_one_is(des
         cut = editions.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
     (edition_id, lo, hi), *queued = cut.batches
     deliveries.send_batch(desk.Session, desk.settings, desk.transport, edition_id, lo, hi, token="first")
-    later = datetime.now(UTC) + deliveries.REQUEUE_AFTER + timedelta(seconds=1)
+    later = datetime.now(UTC) + Leases().requeue + timedelta(seconds=1)
     with transaction(desk.Session) as session:
         # A worker claimed a batch a minute ago: the edition moves, its other batches are only waiting.
         session.query(Delivery).filter(Delivery.id == lo).update({"claimed_at": later - timedelta(minutes=1)})
         assert deliveries.requeue(session, desk.settings, later) == []
-    much_later = later + deliveries.REQUEUE_AFTER
+    much_later = later + Leases().requeue
     with transaction(desk.Session) as session:
         # Nothing claimed for REQUEUE_AFTER: those tasks were lost; their rows get new ones.
         assert deliveries.requeue(session, desk.settings, much_later) == queued

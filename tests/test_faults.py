@@ -35,6 +35,7 @@ from sqlalchemy import func, insert, select, update
 from conftest import FIGURES, REQUIRED, Received, configured, free_port, serve_smtp, wait_for
 from syndicate import deliveries, editions, feeds, tasks
 from syndicate.db import transaction
+from syndicate.ledger import Leases
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
 
 SMTP_TIMEOUT = 2  # seconds, for the stalling server
@@ -298,9 +299,9 @@ class Newsroom:
             pending = [at for status, at in rows if status == "pending"]
             stalled = max(filter(None, [last_claim, *pending])) if pending else None
             later = max([at for status, at in rows if status == "deferred"]
-                        + ([stalled + deliveries.REQUEUE_AFTER] if stalled else []) + [utcnow()]) + timedelta(seconds=1)
+                        + ([stalled + Leases().requeue] if stalled else []) + [utcnow()]) + timedelta(seconds=1)
             # Never as far as STALE_CLAIM: that would take the rows of a worker still sending them.
-            assert later < utcnow() + deliveries.STALE_CLAIM
+            assert later < utcnow() + Leases().claim
             batches = self.requeue(later)
             assert batches, f"open rows, but nothing handed out at {later}: {self.statuses()}"
             self.hand_out(batches)
@@ -410,7 +411,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_at_most_one_message
         if victim == "whole worker":
             # Nobody puts the task back (it waits in "unacked" for Redis's hour-long visibility timeout):
             # the tick finds the dead worker's claim stale and hands its rows to a new task.
-            room.hand_out(room.requeue(utcnow() + deliveries.STALE_CLAIM + timedelta(seconds=1)))
+            room.hand_out(room.requeue(utcnow() + Leases().claim + timedelta(seconds=1)))
             current.append(workers(room.env))
 
     mailbox.on_message = in_the_window
@@ -517,7 +518,7 @@ def test_a_broker_that_restarts_empty_loses_tasks_not_mail(down, private_redis, 
     left, stuck = room.statuses().get("pending", 0), room.statuses().get("sending", 0)
     if stuck:
         # Only the tick's stale-claim rule hands these on: a quarter of an hour later in production.
-        room.hand_out(room.requeue(utcnow() + deliveries.STALE_CLAIM + timedelta(seconds=1)))
+        room.hand_out(room.requeue(utcnow() + Leases().claim + timedelta(seconds=1)))
     ticks = room.tick_until_done() + bool(stuck)  # the tick finds rows nobody claimed for REQUEUE_AFTER
 
     tally = reconcile(room, mailbox, readers)

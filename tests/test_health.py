@@ -16,6 +16,7 @@ from conftest import configured
 from syndicate import api_tokens, health
 from syndicate.config import parse_smtp_url
 from syndicate.db import transaction
+from syndicate.ledger import Leases
 from syndicate.tasks import configure
 from syndicate.web import create_app
 
@@ -254,7 +255,7 @@ def test_a_lane_with_work_due_and_nothing_done_for_a_while_makes_healthz_degrade
     client = TestClient(create_app())
     assert client.get("/healthz").json()["status"] == "ok"  # just cut: nothing is late yet
 
-    long_ago = datetime.now(UTC) - health.STUCK_AFTER - timedelta(minutes=1)
+    long_ago = datetime.now(UTC) - Leases().stuck - timedelta(minutes=1)
     with transaction(svc.Session) as session:
         session.execute(update(Delivery).values(next_attempt_at=long_ago))
     public = client.get("/healthz")

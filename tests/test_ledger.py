@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from conftest import configured
 from syndicate import db, deliveries, editions, feeds, subscribers
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
+from syndicate.ledger import Leases
 from syndicate.mail import OutboxTransport
 from syndicate.models import Delivery, Edition, EditionArticle, Newsletter, Subscription
 
@@ -285,16 +287,19 @@ def test_a_redelivered_task_takes_back_the_rows_its_killed_run_held(ledger, samp
     assert len(smtp_server.messages) == 4
 
 
-def test_a_claim_whose_worker_died_is_handed_on_after_a_while(ledger, sample_feed, smtp_server):
+@pytest.mark.parametrize("claim_timeout", [900, 60])  # the default, and the shortest SYNDICATE_CLAIM_TIMEOUT
+def test_a_claim_whose_worker_died_is_handed_on_after_the_claim_timeout(ledger, sample_feed, smtp_server,
+                                                                        claim_timeout):
+    settings = replace(ledger.settings, claim_timeout=claim_timeout)
     newsletter_id = newsroom(ledger, sample_feed, readers=3)
     cut = cut_now(ledger, newsletter_id)
     (edition_id, lo, hi), = cut.batches
     then = datetime.now(UTC)
     with transaction(ledger.Session) as session:
         deliveries.claim(session, edition_id, lo, hi, "lost-task", then)
-        assert deliveries.requeue(session, ledger.settings, then + timedelta(minutes=1)) == []
+        assert deliveries.requeue(session, settings, then + timedelta(seconds=claim_timeout - 1)) == []
     with transaction(ledger.Session) as session:
-        batches = deliveries.requeue(session, ledger.settings, then + deliveries.STALE_CLAIM)
+        batches = deliveries.requeue(session, settings, then + timedelta(seconds=claim_timeout))
     assert batches == [(edition_id, lo, hi)]
     send_all(ledger, cut, token="rescuer")
     assert statuses(ledger, edition_id) == {"sent": 3}
@@ -338,9 +343,9 @@ def test_a_pending_row_whose_task_was_lost_is_requeued(ledger, sample_feed):
     now = cut.edition.cut_at
     with transaction(ledger.Session) as session:
         assert deliveries.requeue(session, ledger.settings, now + timedelta(minutes=1)) == []
-        assert deliveries.requeue(session, ledger.settings, now + deliveries.REQUEUE_AFTER) == cut.batches
+        assert deliveries.requeue(session, ledger.settings, now + Leases().requeue) == cut.batches
         # ...and not again on the very next tick: the lease restarted.
-        assert deliveries.requeue(session, ledger.settings, now + deliveries.REQUEUE_AFTER) == []
+        assert deliveries.requeue(session, ledger.settings, now + Leases().requeue) == []
 
 
 def test_the_outbox_transport_writes_the_bytes_smtp_would_carry(ledger, sample_feed, smtp_server, tmp_path):

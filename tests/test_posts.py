@@ -15,6 +15,7 @@ from twitter_text import parse_tweet
 from conftest import configured
 from syndicate import accounts, feeds, posts
 from syndicate.db import transaction
+from syndicate.ledger import Leases
 from syndicate.models import Article, Post, SocialAccount, utcnow
 
 FEED_URL = "https://truthusa.example/feed/"
@@ -123,7 +124,7 @@ def test_it_leases_a_dispatched_post_so_the_next_tick_does_not_queue_it_again(sv
     first = dispatched(svc, now)
     second = dispatched(svc, now + timedelta(seconds=1))
     assert len(first) == len(second) == 1 and first != second  # one per tick, each post once
-    later = dispatched(svc, now + posts.REQUEUE_AFTER + timedelta(seconds=2))
+    later = dispatched(svc, now + Leases().requeue + timedelta(seconds=2))
     assert later and later[0] in first + second  # a task lost in the queue is not lost for good
 
 
@@ -136,7 +137,7 @@ def test_it_returns_a_post_held_by_a_dead_worker_after_the_claim_goes_stale(svc,
         post.status, post.claimed_by, post.claimed_at = "sending", "dead-worker", utcnow()
 
     assert dispatched(svc, utcnow() + timedelta(minutes=1)) == []
-    assert dispatched(svc, utcnow() + posts.STALE_CLAIM + timedelta(seconds=1)) == [planned[0]]
+    assert dispatched(svc, utcnow() + Leases().claim + timedelta(seconds=1)) == [planned[0]]
 
 
 # ── publishing for real: tweepy → responses ──────────────────────────────────

@@ -13,12 +13,14 @@ import os
 import re
 import secrets
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from syndicate import private_files
 from syndicate.errors import SettingsError
+from syndicate.ledger import DEFAULT_CLAIM, SHORTEST_CLAIM, Leases
 
 if TYPE_CHECKING:
     from syndicate.dkim import DkimSettings
@@ -78,6 +80,11 @@ class Settings:
     dkim: DkimSettings | None = None  # None: mail goes out unsigned
     send_rate: float | None = None  # messages per second to the mail transport, all workers together
     send_hourly: int | None = None  # messages per hour, all workers together
+    claim_timeout: int = DEFAULT_CLAIM  # seconds a claimed row may go without word from its worker (ledger)
+
+    @property
+    def leases(self) -> Leases:
+        return Leases(timedelta(seconds=self.claim_timeout))
 
     @property
     def embedded_broker(self) -> bool:
@@ -131,10 +138,14 @@ class Settings:
             ("confirmations_per_address", cls.confirmations_per_address),
             ("confirmations_per_client", cls.confirmations_per_client),
             ("bounce_events_per_hour", cls.bounce_events_per_hour),
+            ("claim_timeout", cls.claim_timeout),
         ):
             values[name] = _number(get, name.upper(), type(default), default)
         values["web_host"] = get("WEB_HOST") or cls.web_host
         values["trusted_proxies"] = check_trusted_proxies(get("TRUSTED_PROXIES") or "", f"{PREFIX}TRUSTED_PROXIES")
+        if values["claim_timeout"] < SHORTEST_CLAIM:
+            raise SettingsError(f"{PREFIX}CLAIM_TIMEOUT={values['claim_timeout']} is too short: a worker waiting "
+                                f"on a slow server would lose its claim to another; use {SHORTEST_CLAIM} or more")
         values["send_rate"] = _number(get, "SEND_RATE", float, None)
         values["send_hourly"] = _number(get, "SEND_HOURLY", int, None)
         values["postal_address"] = " ".join((get("POSTAL_ADDRESS") or "").split())

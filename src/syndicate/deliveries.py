@@ -52,9 +52,6 @@ OPEN = ("pending", "sending", "deferred")
 UNSUBSCRIBE_URL = "https://syndicate.invalid/unsubscribe-url"
 PREFERENCES_URL = "https://syndicate.invalid/preferences-url"
 PUBLIC_ONLY = re.compile(r"<!--public-->.*?<!--/public-->", re.S)  # lines only the public web view shows
-REQUEUE_AFTER = timedelta(minutes=5)  # a due row nobody claimed: its task was lost
-STALE_CLAIM = timedelta(minutes=15)  # a claim nobody refreshed: its worker died
-REFRESH_EVERY = 60.0  # seconds between claim refreshes during a long batch
 CHECK_EVERY = 25  # messages between looks at the edition's status (an editor may pause it)
 
 
@@ -308,7 +305,7 @@ class _Batch:
             self.result.add(status)
         else:
             self.ledger.hold(current.row, self.token, status, reply, now)
-        if time.monotonic() - self.refreshed > REFRESH_EVERY:
+        if time.monotonic() - self.refreshed > self.settings.leases.refresh:
             self.ledger.flush()
             self.ledger.run(lambda c: _refresh(c, self.edition.id, self.lo, self.hi, self.token, now))
             self.refreshed = time.monotonic()
@@ -651,18 +648,19 @@ def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[i
             )
             revived.extend((r.edition_id, r.id) for r in rows)
 
+    leases = settings.leases
     live = select(Edition.id).where(Edition.status == "sending")
     fresh = dict(status="pending", next_attempt_at=now, claimed_by=None)
     take(and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now, Delivery.edition_id.in_(live)), fresh)
     # Pending rows whose task was lost: only in an edition no worker has claimed anything of for
-    # REQUEUE_AFTER. While an edition moves, its pending rows are queued, just not reached yet
-    # (a 100,000-reader send outlasts REQUEUE_AFTER), and publishing them again only fills the queue.
+    # leases.requeue. While an edition moves, its pending rows are queued, just not reached yet
+    # (a 100,000-reader send outlasts that), and publishing them again only fills the queue.
     recent = aliased(Delivery)
     moving = select(recent.id).where(recent.edition_id == Delivery.edition_id,
-                                     recent.claimed_at > now - REQUEUE_AFTER).exists()
-    take(and_(Delivery.status == "pending", Delivery.next_attempt_at <= now - REQUEUE_AFTER,
+                                     recent.claimed_at > now - leases.requeue).exists()
+    take(and_(Delivery.status == "pending", Delivery.next_attempt_at <= now - leases.requeue,
               Delivery.edition_id.in_(live), ~moving), fresh)
-    take(and_(Delivery.status == "sending", Delivery.claimed_at <= now - STALE_CLAIM), fresh)
+    take(and_(Delivery.status == "sending", Delivery.claimed_at <= now - leases.claim), fresh)
 
     batches = _batches(revived, settings.batch_size)
     still_open = select(Delivery.id).where(Delivery.edition_id == Edition.id, Delivery.status.in_(OPEN)).exists()

@@ -138,7 +138,7 @@ def timed(check: Callable[[], str], secrets: tuple[str, ...] = ()) -> Check:
 
 def report(settings: Settings, engine: Engine, deadline: float = DEADLINE) -> tuple[bool, dict]:
     """(all ok, the body for /healthz): every check with its status, detail and time; the failing ones named.
-    With every service up, a lane that has work due and has done nothing for STUCK_AFTER makes the status
+    With every service up, a lane that has work due and has done nothing for settings.leases.stuck makes the status
     "degraded" (still 200: the web app itself is fine), with the lane and why under "stuck"."""
     checks = run(checks_for(settings, engine), deadline, secrets_of(settings))
     healthy = all(c.ok for c in checks.values())
@@ -150,7 +150,7 @@ def report(settings: Settings, engine: Engine, deadline: float = DEADLINE) -> tu
         return healthy, body
     try:
         with engine.connect() as connection:
-            stuck = stuck_lanes(connection, datetime.now(UTC))
+            stuck = stuck_lanes(connection, datetime.now(UTC), settings.leases.stuck)
     except Exception as e:  # noqa: BLE001 - the probe answers whatever this query meets
         log.warning("could not look at the lanes: %s", _problem(e))
         return healthy, body
@@ -173,17 +173,16 @@ def public(body: dict) -> dict:
 
 # ── lanes: work due, and nothing done ────────────────────────────────────────
 
-STUCK_AFTER = timedelta(minutes=15)  # the stale-claim sweep's period: longer than any healthy pause
 LANES = ("ingest", "mail", "social")
 
 
-def stuck_lanes(connection: Database, now: datetime) -> dict[str, str]:
-    """The lanes that have had work due for STUCK_AFTER and have not moved in that time, with why.
+def stuck_lanes(connection: Database, now: datetime, after: timedelta) -> dict[str, str]:
+    """The lanes that have had work due for `after` (Leases.stuck) and have not moved in that time, with why.
 
     Moving is any claim or outcome in the lane: a paced stream sending ten a second still claims a batch
     every 20 s, so it is never taken for stuck; a lane whose worker is gone, whose beat stopped, or that
     fails on one item at every try, is."""
-    since = now - STUCK_AFTER
+    since = now - after
     found = {}
     due, moved = connection.execute(select(
         select(func.count()).select_from(Delivery).join(Edition, Edition.id == Delivery.edition_id).where(
@@ -193,7 +192,7 @@ def stuck_lanes(connection: Database, now: datetime) -> dict[str, str]:
         select(func.max(Delivery.claimed_at)).join(Edition, Edition.id == Delivery.edition_id)
         .where(Edition.status == "sending").scalar_subquery())).one()
     if due and (moved is None or _aware(moved) <= since):
-        found["mail"] = (f"{due:,} deliveries due for over {_minutes(STUCK_AFTER)} and none taken by a worker "
+        found["mail"] = (f"{due:,} deliveries due for over {_minutes(after)} and none taken by a worker "
                          f"since {_when(moved)}: is a worker consuming the mail queue, and is beat running?")
     due, moved = connection.execute(select(
         select(func.count()).select_from(Post).join(SocialAccount, SocialAccount.id == Post.account_id).where(
@@ -204,14 +203,14 @@ def stuck_lanes(connection: Database, now: datetime) -> dict[str, str]:
             Post.created_at <= since).scalar_subquery(),
         select(func.max(Post.claimed_at)).scalar_subquery())).one()
     if due and (moved is None or _aware(moved) <= since):
-        found["social"] = (f"{due:,} posts due for over {_minutes(STUCK_AFTER)} and none taken by a worker since "
+        found["social"] = (f"{due:,} posts due for over {_minutes(after)} and none taken by a worker since "
                            f"{_when(moved)}: is a worker consuming the social queue, and is beat running?")
     due, moved = connection.execute(select(
         select(func.count()).select_from(Feed).where(Feed.status == "active", Feed.next_fetch_at <= since)
         .scalar_subquery(),
         select(func.max(Feed.last_fetched_at)).scalar_subquery())).one()
     if due and (moved is None or _aware(moved) <= since):
-        found["ingest"] = (f"{due:,} feeds due for over {_minutes(STUCK_AFTER)} and none fetched since "
+        found["ingest"] = (f"{due:,} feeds due for over {_minutes(after)} and none fetched since "
                            f"{_when(moved)}: is a worker consuming the ingest queue, and is beat running?")
     return found
 

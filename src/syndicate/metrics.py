@@ -44,9 +44,10 @@ def render(session: Session, settings: Settings) -> str:
     # By the failure count, not last_error: a feed read fine whose item had a bad link keeps a note there.
     family("syndicate_feeds_failing", "gauge", "Feeds whose last fetch failed.",
            [({}, float(session.scalar(select(func.count()).where(Feed.error_count > 0)) or 0))])
-    stuck = health.stuck_lanes(session.connection(), utcnow())
+    after = settings.leases.stuck
+    stuck = health.stuck_lanes(session.connection(), utcnow(), after)
     family("syndicate_lane_stuck", "gauge",
-           f"1 for a lane with work due for {health.STUCK_AFTER.total_seconds() / 60:g} minutes and nothing done "
+           f"1 for a lane with work due for {after.total_seconds() / 60:g} minutes and nothing done "
            "in that time (/healthz says why).",
            [({"lane": lane}, 1.0 if lane in stuck else 0.0) for lane in health.LANES])
     return "\n".join(lines) + "\n"

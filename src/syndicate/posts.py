@@ -28,8 +28,6 @@ from syndicate.social import PostRequest, SocialClient
 
 log = logging.getLogger(__name__)
 
-STALE_CLAIM = timedelta(minutes=15)  # a claim nobody finished: its worker died
-REQUEUE_AFTER = timedelta(minutes=5)  # a dispatched post whose task was lost goes again after this
 RETRY_BASE, RETRY_MAX, MAX_ATTEMPTS = 60, 1800, 8  # RETRY_MAX stays below the broker's visibility timeout
 PARK_DEFAULT = timedelta(minutes=15)  # a 429 that didn't say until when
 OPEN = ("pending", "held", "sending")
@@ -230,10 +228,10 @@ def too_old(post: Post, settings: AccountSettings, now: datetime) -> bool:
 
 def dispatch(session: Session, settings: Settings, now: datetime | None = None) -> list[int]:
     """The tick: posts whose worker died go back; then at most one post per account, when its pace
-    allows. Each one returned is leased (REQUEUE_AFTER) so the next tick doesn't queue it again."""
-    now = now or utcnow()
+    allows. Each one returned is leased (settings.leases.requeue) so the next tick doesn't queue it again."""
+    now, leases = now or utcnow(), settings.leases
     session.execute(
-        update(Post).where(Post.status == "sending", Post.claimed_at <= now - STALE_CLAIM)
+        update(Post).where(Post.status == "sending", Post.claimed_at <= now - leases.claim)
         .values(status="pending", claimed_by=None, next_attempt_at=now)
         .execution_options(synchronize_session=False))
     if accounts.social_paused(session):
@@ -242,7 +240,7 @@ def dispatch(session: Session, settings: Settings, now: datetime | None = None) 
     for account in session.scalars(select(SocialAccount).where(SocialAccount.status == "active")).all():
         post = _next_for(session, account, now)
         if post is not None:
-            post.next_attempt_at, post.planned_at = now + REQUEUE_AFTER, now
+            post.next_attempt_at, post.planned_at = now + leases.requeue, now
             account.last_dispatched_at = now
             ids.append(post.id)
     return ids

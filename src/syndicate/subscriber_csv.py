@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TextIO
 
 from sqlalchemy import and_, func, insert, select, update
@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from syndicate import subscribers
+from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound, SyndicateError
 from syndicate.models import Newsletter, Subscriber, SubscriberEvent, SubscriberImport, Subscription, utcnow
@@ -506,17 +507,14 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
         raise  # a bug: logged by the worker, never retried
 
 
-IMPORT_REQUEUE_AFTER = timedelta(minutes=5)  # an import not moved on for this long: its task was lost
-
-
-def lost_imports(session: Session, now: datetime) -> list[int]:
-    """Imports queued or running that have not moved on for IMPORT_REQUEUE_AFTER: their task was lost (a
+def lost_imports(session: Session, settings: Settings, now: datetime) -> list[int]:
+    """Imports queued or running that have not moved on for settings.leases.requeue: their task was lost (a
     broker restart, a worker killed with the task unacknowledged for an hour). Stamped now, for the caller
     to hand out again after commit; run_import goes on from `done`. A chunk takes seconds, so a live
     import is never taken for lost; if it were, the two runs would take turns on its row lock."""
     stalled = and_(SubscriberImport.status.in_(("queued", "running")),
                    func.coalesce(SubscriberImport.progressed_at, SubscriberImport.created_at)
-                   <= now - IMPORT_REQUEUE_AFTER)
+                   <= now - settings.leases.requeue)
     ids = list(session.scalars(select(SubscriberImport.id).where(stalled)))
     if ids:
         session.execute(update(SubscriberImport).where(SubscriberImport.id.in_(ids), stalled)

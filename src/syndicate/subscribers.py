@@ -39,7 +39,6 @@ def normalise_email(email: str) -> str:
 
 
 CONFIRMATION_WINDOW = 3600  # seconds: the confirmation limits are per hour
-CONFIRMATION_REQUEUE_AFTER = timedelta(minutes=5)  # a confirmation mail not sent by then: its task is handed out again
 
 
 @dataclass
@@ -180,13 +179,13 @@ def confirmation_mailed(session: Session, subscriber_id: int, number: int) -> No
 
 
 def lost_confirmations(session: Session, settings: Settings, now: datetime) -> list[int]:
-    """Subscribers whose confirmation mail was asked for, handed to a worker REQUEUE_AFTER ago and still
+    """Subscribers whose confirmation mail was asked for, handed to a worker settings.leases.requeue ago and still
     not sent: its task was lost (a worker or the broker died before it ran), or the server put it off.
     They are marked queued again now, for the caller to queue after commit; given up on once older than
     the give-up period, as deliveries are."""
     ids = session.scalars(select(Subscriber.id).where(
         Subscriber.status == "pending", Subscriber.confirmations_mailed < Subscriber.confirmations_sent,
-        Subscriber.confirmation_queued_at <= now - CONFIRMATION_REQUEUE_AFTER,
+        Subscriber.confirmation_queued_at <= now - settings.leases.requeue,
         Subscriber.confirmation_sent_at > now - timedelta(seconds=settings.give_up_after))).all()
     if ids:
         session.execute(update(Subscriber).where(Subscriber.id.in_(ids)).values(confirmation_queued_at=now)

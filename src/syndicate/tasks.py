@@ -194,7 +194,7 @@ def tick() -> int:
         deliver_batch.delay(edition_id, lo, hi)
     with transaction(svc.Session) as session:
         lost = subscribers.lost_confirmations(session, svc.settings, utcnow())
-        imports = subscriber_csv.lost_imports(session, utcnow())
+        imports = subscriber_csv.lost_imports(session, svc.settings, utcnow())
     for subscriber_id in lost:
         send_confirmation.delay(subscriber_id)
     for import_id in imports:
