@@ -24,8 +24,9 @@ TRANSPORT_ALIASES["sqla"] = "syndicate.broker:EmbeddedTransport"
 
 @worker_process_init.connect
 def _own_connections_after_fork(**_) -> None:
-    """kombu caches its engines on the class: a forked pool child inherits the parent's SQLite
-    connections, and two processes on one connection lose messages. Each child opens its own."""
-    for engine in Channel._engines.values():
-        engine.dispose(close=False)
+    """kombu caches its engines on the class, as (engine, sessionmaker): a pool child forked after the
+    worker connected (any child that replaces one that died) inherits the parent's SQLite connections,
+    and two processes on one connection lose messages. Each child opens its own."""
+    for engine, _ in Channel._engines.values():
+        engine.dispose(close=False)  # forget the parent's connections without closing them under it
     Channel._engines.clear()
