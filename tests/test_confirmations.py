@@ -14,7 +14,7 @@ from sqlalchemy import select
 from conftest import configured
 from syndicate import db, editions, subscribers, tasks, tokens
 from syndicate.db import transaction
-from syndicate.models import Subscriber
+from syndicate.models import ConfirmationMail, Subscriber
 
 T0 = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
 ADDRESS = "ana@example.org"
@@ -65,7 +65,7 @@ def test_a_confirmation_task_handed_out_twice_sends_one_mail(svc, smtp_server):
 
     first, second = tasks.send_confirmation(subscriber_id), tasks.send_confirmation(subscriber_id)
 
-    assert first.startswith("250") and second == "not needed"
+    assert first.startswith("sent: 250") and second == "not needed"
     assert mailed_to(smtp_server) == [ADDRESS]
 
 
@@ -85,7 +85,8 @@ def test_a_confirmation_the_server_put_off_is_sent_by_a_later_tick(svc, smtp_ser
     subscriber_id = sign_up(svc)
     smtp_server.replies[ADDRESS] = "451 4.3.0 try again later"
 
-    assert tasks.send_confirmation(subscriber_id).startswith("deferred: 451")
+    with time_machine.travel(T0, tick=False):
+        assert tasks.send_confirmation(subscriber_id).startswith("deferred: 451")
     assert mailed_to(smtp_server) == []
     del smtp_server.replies[ADDRESS]
     tick_at(T0 + timedelta(minutes=6))
@@ -107,9 +108,10 @@ def test_a_refused_confirmation_is_not_tried_again(svc, smtp_server):
     subscriber_id = sign_up(svc)
     smtp_server.replies[ADDRESS] = "550 5.1.1 no such mailbox"
 
-    assert tasks.send_confirmation(subscriber_id).startswith("550")
+    assert tasks.send_confirmation(subscriber_id).startswith("failed: 550")
 
     with transaction(svc.Session) as session:
+        assert mail_of(session, subscriber_id).last_reply.startswith("550 5.1.1")
         assert subscribers.lost_confirmations(session, svc.settings, T0 + timedelta(hours=1)) == []
 
 
@@ -137,21 +139,104 @@ def test_a_reader_who_left_before_the_mail_went_is_not_handed_out_again(svc, smt
     assert mailed_to(smtp_server) == []
 
 
-def test_upgrading_takes_every_confirmation_asked_for_before_as_sent(make_settings, tmp_path):
+def test_upgrading_turns_each_confirmation_asked_for_and_not_sent_into_a_pending_mail(make_settings, tmp_path):
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'old.db'}")
     engine = db.make_engine(settings.database_url)
     config = db.alembic_config(engine)
-    command.upgrade(config, "0007")
+    command.upgrade(config, "0011")
     with engine.begin() as connection:
         connection.execute(sa.text(
-            "INSERT INTO subscribers (email, status, created_at, confirmation_sent_at, confirmations_sent) "
-            "VALUES ('zoe@example.org', 'pending', :t, :t, 2)"), dict(t=T0))
+            "INSERT INTO subscribers (email, status, created_at, confirmation_sent_at, confirmations_sent, "
+            "confirmations_mailed, confirmation_queued_at) VALUES "
+            "('zoe@example.org', 'pending', :t, :t, 2, 2, :t), ('yan@example.org', 'pending', :t, :t, 2, 1, :t)"),
+            dict(t=T0))
 
     command.upgrade(config, "head")
 
     with db.make_sessionmaker(engine)() as session:
-        zoe = session.scalar(select(Subscriber))
-        assert (zoe.confirmations_sent, zoe.confirmations_mailed) == (2, 2)
-        assert zoe.confirmation_queued_at == zoe.confirmation_sent_at == T0
-        assert subscribers.lost_confirmations(session, settings, T0 + timedelta(hours=1)) == []
+        mail, = session.scalars(select(ConfirmationMail)).all()  # yan's second mail never went
+        yan = session.scalar(select(Subscriber).where(Subscriber.email == "yan@example.org"))
+        assert (mail.subscriber_id, mail.status, mail.created_at) == (yan.id, "pending", T0)
+        assert subscribers.lost_confirmations(session, settings, T0 + timedelta(hours=1)) == [yan.id]
+    command.downgrade(config, "0011")  # and back: yan's mail is again one of two not mailed
+    with engine.begin() as connection:
+        assert connection.execute(sa.text("SELECT email, confirmations_mailed FROM subscribers ORDER BY email")
+                                  ).all() == [("yan@example.org", 1), ("zoe@example.org", 2)]
+    engine.dispose()
+
+
+def mail_of(session, subscriber_id: int) -> ConfirmationMail:
+    return session.scalars(select(ConfirmationMail).where(ConfirmationMail.subscriber_id == subscriber_id)
+                           .order_by(ConfirmationMail.id.desc())).first()
+
+
+def test_two_tasks_racing_for_one_mail_send_it_once_and_a_stale_claim_is_sent_by_a_later_tick(svc, smtp_server):
+    """Two copies of the task (the tick's and the sign-up's) claim with their own tokens: one wins; a
+    worker that died holding the claim leaves it to the tick once the claim timeout has passed."""
+    subscriber_id = sign_up(svc)
+    with transaction(svc.Session) as session:
+        mine = subscribers.confirmation_to_mail(session, svc.settings, subscriber_id, "task-1", T0)
+        theirs = subscribers.confirmation_to_mail(session, svc.settings, subscriber_id, "task-2", T0)
+        assert mine is not None and theirs is None
+        # task-1's worker dies here, with the claim
+        assert subscribers.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=14)) == []
+        assert subscribers.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=15)) == [subscriber_id]
+        assert subscribers.confirmation_sent(session, svc.settings, mine[0], "task-1", T0 + timedelta(minutes=15),
+                                             reply="250 ok") == "taken over by another task"
+    tick_at(T0 + timedelta(minutes=21))  # the revived mail was handed out at 15 and its task lost: again
+    assert mailed_to(smtp_server) == [ADDRESS]
+    with transaction(svc.Session) as session:
+        assert mail_of(session, subscriber_id).status == "sent"
+
+
+def test_a_mail_put_off_waits_longer_each_time_and_is_given_up_after_the_give_up_period(svc, smtp_server):
+    subscriber_id = sign_up(svc)
+    smtp_server.replies[ADDRESS] = "451 4.3.0 try again later"
+    waits = []
+    moment = T0
+    for _ in range(4):
+        with time_machine.travel(moment, tick=False):
+            assert tasks.send_confirmation(subscriber_id).startswith("deferred: 451")
+        with transaction(svc.Session) as session:
+            mail = mail_of(session, subscriber_id)
+            waits.append((mail.next_attempt_at - moment).total_seconds())
+            moment = mail.next_attempt_at
+            assert subscribers.lost_confirmations(session, svc.settings, moment) == [subscriber_id]
+    assert waits == [60, 120, 240, 480]
+    late = T0 + timedelta(seconds=svc.settings.give_up_after + 1)
+    with transaction(svc.Session) as session:
+        assert subscribers.lost_confirmations(session, svc.settings, late) == []
+        assert mail_of(session, subscriber_id).status == "failed"
+    assert mailed_to(smtp_server) == []
+
+
+def test_upgrading_an_install_keeps_every_subscription_delivery_and_event_of_its_subscribers(make_settings,
+                                                                                           tmp_path):
+    """0012 rebuilds the subscribers table on SQLite (batch mode: copy, drop, rename). With foreign keys
+    on, the drop cascaded and took every row pointing at a subscriber; migrations now run with them off."""
+    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'old.db'}")
+    engine = db.make_engine(settings.database_url)
+    config = db.alembic_config(engine)
+    command.upgrade(config, "0011")
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO newsletters (slug, name, from_address, from_name, status, created_at, subject_template, "
+            "template, first_fill, timezone, max_items, articles_since) VALUES "
+            "('daily', 'Daily', 'news@example.com', 'Daily', 'active', :t, 's', 'edition', 'none', 'UTC', 20, :t)"),
+            dict(t=T0))
+        connection.execute(sa.text(
+            "INSERT INTO subscribers (email, status, created_at, confirmations_sent, confirmations_mailed) "
+            "VALUES ('zoe@example.org', 'confirmed', :t, 1, 1)"), dict(t=T0))
+        connection.execute(sa.text("INSERT INTO subscriptions (subscriber_id, newsletter_id, status, created_at) "
+                                   "VALUES (1, 1, 'active', :t)"), dict(t=T0))
+        connection.execute(sa.text("INSERT INTO subscriber_events (subscriber_id, kind, source, at) "
+                                   "VALUES (1, 'confirmed', 'web', :t)"), dict(t=T0))
+
+    command.upgrade(config, "head")
+
+    with engine.begin() as connection:
+        counts = [connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
+                  for table in ("subscribers", "subscriptions", "subscriber_events")]
+        assert counts == [1, 1, 1]
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again for the app
     engine.dispose()

@@ -1,18 +1,70 @@
-"""The ledger's clock, shared by every lane that claims rows (deliveries, posts, confirmation mails,
-subscriber imports): how long a claim lives without word from its worker, when a row handed to a task
-that never ran is handed out again, and how often a long task says it is still alive.
+"""The ledger: how every lane that sends something (deliveries, confirmation mails, posts) keeps it
+exactly once. One idiom for all of them:
 
-One setting (SYNDICATE_CLAIM_TIMEOUT, seconds) sets them all, in fixed proportions: a worker refreshes
+- a row per thing to send, with a status from one of the enums below;
+- a task **claims** its rows with one conditional UPDATE carrying its token (the Celery task id): open rows,
+  or rows this token holds already, so a task delivered again after its worker died resumes its own claim;
+- it writes an outcome **only while its claim holds** (`settle`): a worker whose claim was taken over
+  writes nothing;
+- a row that failed for now gets attempts and a next try (`backoff`); past a limit, a terminal `failed`;
+- the tick **revives** claims nobody refreshed (the worker died) and hands out rows whose task was lost.
+
+The clock of it (Leases) is one setting, SYNDICATE_CLAIM_TIMEOUT, in fixed proportions: a worker refreshes
 its claim 15 times per timeout, so only a dead one loses it, and a lost task is noticed in a third of it.
+Subscriber imports (ImportStatus) are resumable jobs rather than claimed rows: a lost one goes on from
+where it stopped (subscriber_csv.lost_imports), on the same clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
 
 DEFAULT_CLAIM = 900  # seconds: longer than any SMTP or HTTP deadline a worker may block on between refreshes
 SHORTEST_CLAIM = 60  # below this, a worker blocked on one slow server (30 s) could lose a live claim
+
+
+class MailStatus(StrEnum):
+    """A delivery's or a confirmation mail's way:
+    pending ──claim──▶ sending ──▶ sent | deferred (4xx: due again later) | failed (5xx, given up) | skipped"""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+MAIL_OPEN = (MailStatus.PENDING, MailStatus.SENDING, MailStatus.DEFERRED)
+
+
+class PostStatus(StrEnum):
+    """A post's way: pending ──claim──▶ sending ──▶ posted | ambiguous (an attempt went unanswered and
+    the network can't say) | failed | skipped; held by an editor, cancelled by an editor."""
+
+    PENDING = "pending"
+    HELD = "held"
+    SENDING = "sending"
+    POSTED = "posted"
+    AMBIGUOUS = "ambiguous"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+POST_OPEN = (PostStatus.PENDING, PostStatus.HELD, PostStatus.SENDING)
+
+
+class ImportStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -35,3 +87,37 @@ class Leases:
         """A lane with work due and nothing done for this long is stuck (/healthz): longer than any healthy
         pause, since a dead worker's rows come back only after `claim`."""
         return self.claim
+
+
+def claim(session: Session, table, where, token: str, now: datetime) -> int:
+    """Take the rows `where` for `token`: pending ones, and those `token` holds already. How many it took."""
+    return session.execute(
+        update(table)
+        .where(where, or_(table.status == "pending", and_(table.status == "sending", table.claimed_by == token)))
+        .values(status="sending", claimed_by=token, claimed_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def settle(session: Session, table, row_id: int, token: str, **values) -> bool:
+    """Write a row's outcome, only while `token`'s claim holds; False if another task took it over."""
+    return session.execute(
+        update(table).where(table.id == row_id, table.status == "sending", table.claimed_by == token)
+        .values(claimed_by=None, **values).execution_options(synchronize_session=False)
+    ).rowcount == 1
+
+
+def revive(session: Session, table, now: datetime, leases: Leases, **values) -> list[int]:
+    """Claims nobody refreshed for `leases.claim` (their worker died) are open again; their ids."""
+    stale = and_(table.status == "sending", table.claimed_at <= now - leases.claim)
+    ids = list(session.scalars(select(table.id).where(stale)))
+    if ids:
+        session.execute(update(table).where(table.id.in_(ids), stale)
+                        .values(status="pending", claimed_by=None, **values)
+                        .execution_options(synchronize_session=False))
+    return ids
+
+
+def backoff(attempts: int, base: float, most: float) -> timedelta:
+    """The wait before try `attempts` + 1: base, 2 × base, 4 × base … at most `most` (seconds)."""
+    return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), most))

@@ -172,18 +172,31 @@ class Subscriber(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str | None] = mapped_column(String(200))
     # pending | confirmed | unsubscribed | bounced | complained
-    # Indexed for the tick's look for lost confirmation mails: few subscribers are ever pending.
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
     confirmation_sent_at: Mapped[datetime | None]  # when the last confirmation mail was asked for
     confirmations_sent: Mapped[int] = mapped_column(Integer, default=0)  # confirmation mails asked for
-    # The ledger of those mails: how many went to the server (or were refused for good), and when the
-    # last was handed to a worker. Fewer mailed than asked for, and queued a while ago: its task was lost.
-    confirmations_mailed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    confirmation_queued_at: Mapped[datetime | None]
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber")
+
+
+class ConfirmationMail(Base):
+    """One confirmation mail asked for: a ledger row (syndicate.ledger), claimed by the task that sends it."""
+
+    __tablename__ = "confirmation_mails"
+    __table_args__ = (Index("ix_confirmation_mails_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # ledger.MailStatus
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime | None]  # deferred: when it is due again; pending: when it was handed out
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_reply: Mapped[str | None] = mapped_column(Text)
 
 
 class Subscription(Base):

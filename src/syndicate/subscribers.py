@@ -6,15 +6,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from syndicate import throttle, tokens
+from syndicate import ledger, throttle, tokens
 from syndicate.config import Settings
-from syndicate.errors import InvalidInput, NotFound
+from syndicate.errors import InvalidInput, NotFound, TransportError
+from syndicate.ledger import MailStatus
 from syndicate.mail import Mailbox, Outgoing, build_message
 from syndicate.mail import message_id as make_message_id
-from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
+from syndicate.models import (
+    ConfirmationMail,
+    Delivery,
+    Edition,
+    Newsletter,
+    Subscriber,
+    SubscriberEvent,
+    Subscription,
+    utcnow,
+)
 from syndicate.templating import render
 
 LOCAL_PART_MAX = 64  # RFC 5321 4.5.3.1.1
@@ -91,8 +101,16 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
     held_back = _may_send_confirmation(session, email, client, settings, now) if awaiting else None
     send = awaiting and held_back is None
     if send:
-        subscriber.confirmations_sent += 1  # never reset: it numbers the mails, for a unique Message-ID
-        subscriber.confirmation_sent_at = subscriber.confirmation_queued_at = now
+        subscriber.confirmations_sent += 1
+        subscriber.confirmation_sent_at = now
+        # One mail waits at a time: its link is the same, so an older one still waiting goes as this one.
+        session.execute(update(ConfirmationMail).where(
+            ConfirmationMail.subscriber_id == subscriber.id,
+            ConfirmationMail.status.in_((MailStatus.PENDING, MailStatus.DEFERRED)))
+            .values(status=MailStatus.SKIPPED, claimed_by=None, last_reply="a newer confirmation mail was asked for")
+            .execution_options(synchronize_session=False))
+        session.add(ConfirmationMail(subscriber_id=subscriber.id, status=MailStatus.PENDING, created_at=now,
+                                     next_attempt_at=now))
     detail = ", ".join(n.name for n in chosen) + (" (consent vouched for by the editor)" if confirmed else "")
     if held_back:
         whose = "this address" if held_back == "address" else "sign-ups from one IP address"  # no IP kept
@@ -136,6 +154,11 @@ def confirm(session: Session, settings: Settings, token: str, now: datetime | No
         subscriber.status, subscriber.confirmed_at = "confirmed", now
     for subscription in chosen:
         subscription.status = "active"
+    session.execute(update(ConfirmationMail).where(  # the reader was quicker than the mail: it needn't go
+        ConfirmationMail.subscriber_id == subscriber.id,
+        ConfirmationMail.status.in_((MailStatus.PENDING, MailStatus.DEFERRED)))
+        .values(status=MailStatus.SKIPPED, last_reply="confirmed before it went out")
+        .execution_options(synchronize_session=False))
     if chosen or subscriber.status != was:  # pressing the button twice adds nothing to the timeline
         record_event(session, subscriber.id, "resubscribed" if was == "unsubscribed" else "confirmed", "web",
                      detail=", ".join(sorted(s.newsletter.name for s in chosen)), now=now)
@@ -158,43 +181,75 @@ def unsubscribe(session: Session, settings: Settings, token: str, now: datetime 
     return subscription
 
 
-def confirmation_to_mail(session: Session, settings: Settings, subscriber_id: int) -> tuple[Outgoing, int] | None:
-    """The confirmation mail a worker should send now, and its number (for `confirmation_mailed`); None
-    if it went out already (a task handed out twice), or nothing waits for confirmation any more (then
-    it is marked done, and the tick stops handing it out)."""
+def confirmation_to_mail(session: Session, settings: Settings, subscriber_id: int, token: str,
+                         now: datetime) -> tuple[int, Outgoing] | None:
+    """Claim the subscriber's confirmation mail for the task `token` (ledger.claim): the mail row and the
+    message to send now; None if there is none to send (another task has it, it went out, or nothing waits
+    for confirmation any more: then it is skipped, and the tick stops handing it out)."""
+    if not ledger.claim(session, ConfirmationMail, ConfirmationMail.subscriber_id == subscriber_id, token, now):
+        return None
+    claimed = session.scalars(select(ConfirmationMail.id).where(
+        ConfirmationMail.subscriber_id == subscriber_id, ConfirmationMail.claimed_by == token)
+        .order_by(ConfirmationMail.id)).all()
+    *older, mail_id = claimed
+    for old in older:  # the same link: the newest goes for all of them
+        ledger.settle(session, ConfirmationMail, old, token, status=MailStatus.SKIPPED,
+                      last_reply="a newer confirmation mail was asked for")
     subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None or subscriber.confirmations_mailed >= subscriber.confirmations_sent:
-        return None
-    message = confirmation_message(session, settings, subscriber)
+    message = confirmation_message(session, settings, subscriber, mail_id)
     if message is None:
-        confirmation_mailed(session, subscriber.id, subscriber.confirmations_sent)
+        ledger.settle(session, ConfirmationMail, mail_id, token, status=MailStatus.SKIPPED,
+                      last_reply="nothing waits for confirmation any more")
         return None
-    return message, subscriber.confirmations_sent
+    return mail_id, message
 
 
-def confirmation_mailed(session: Session, subscriber_id: int, number: int) -> None:
-    """Confirmation mail `number` went to the server (or was refused for good): never send it again."""
-    session.execute(update(Subscriber).where(Subscriber.id == subscriber_id, Subscriber.confirmations_mailed < number)
-                    .values(confirmations_mailed=number).execution_options(synchronize_session=False))
+def confirmation_sent(session: Session, settings: Settings, mail_id: int, token: str, now: datetime, *,
+                      reply: str, error: TransportError | None = None) -> str:
+    """Record what the server said to a confirmation mail, while `token` holds it: sent; refused for good
+    (failed); or put off: due again after a backoff, and failed once older than the give-up period."""
+    mail = session.get(ConfirmationMail, mail_id)
+    if error is None:
+        outcome = dict(status=MailStatus.SENT, sent_at=now, last_reply=reply)
+    elif error.permanent:
+        outcome = dict(status=MailStatus.FAILED, last_reply=reply)
+    elif mail.created_at <= now - timedelta(seconds=settings.give_up_after):
+        outcome = dict(status=MailStatus.FAILED, last_reply=f"given up, the server kept putting it off: {reply}")
+    else:
+        outcome = dict(status=MailStatus.DEFERRED, last_reply=reply, attempts=mail.attempts + 1,
+                       next_attempt_at=now + ledger.backoff(mail.attempts + 1, settings.retry_base,
+                                                            settings.retry_max))
+    if not ledger.settle(session, ConfirmationMail, mail_id, token, **outcome):
+        return "taken over by another task"
+    return f"{outcome['status']}: {reply}"
 
 
 def lost_confirmations(session: Session, settings: Settings, now: datetime) -> list[int]:
-    """Subscribers whose confirmation mail was asked for, handed to a worker settings.leases.requeue ago and still
-    not sent: its task was lost (a worker or the broker died before it ran), or the server put it off.
-    They are marked queued again now, for the caller to queue after commit; given up on once older than
-    the give-up period, as deliveries are."""
-    ids = session.scalars(select(Subscriber.id).where(
-        Subscriber.status == "pending", Subscriber.confirmations_mailed < Subscriber.confirmations_sent,
-        Subscriber.confirmation_queued_at <= now - settings.leases.requeue,
-        Subscriber.confirmation_sent_at > now - timedelta(seconds=settings.give_up_after))).all()
-    if ids:
-        session.execute(update(Subscriber).where(Subscriber.id.in_(ids)).values(confirmation_queued_at=now)
+    """The subscribers whose confirmation mail needs a task now, marked handed out (for the caller to queue
+    after commit): claims whose worker died, mails put off and due again, and mails whose task was lost
+    (handed out settings.leases.requeue ago and never claimed)."""
+    leases = settings.leases
+    revived = ledger.revive(session, ConfirmationMail, now, leases, next_attempt_at=now)
+    session.execute(update(ConfirmationMail).where(  # a link that old is no invitation any more
+        ConfirmationMail.status.in_((MailStatus.PENDING, MailStatus.DEFERRED)),
+        ConfirmationMail.created_at <= now - timedelta(seconds=settings.give_up_after))
+        .values(status=MailStatus.FAILED, last_reply="given up: not sent within the give-up period")
+        .execution_options(synchronize_session=False))
+    due = or_(and_(ConfirmationMail.status == MailStatus.DEFERRED, ConfirmationMail.next_attempt_at <= now),
+              and_(ConfirmationMail.status == MailStatus.PENDING,
+                   ConfirmationMail.next_attempt_at <= now - leases.requeue))
+    rows = session.execute(select(ConfirmationMail.id, ConfirmationMail.subscriber_id).where(due)).all()
+    if rows:
+        session.execute(update(ConfirmationMail).where(ConfirmationMail.id.in_([r.id for r in rows]), due)
+                        .values(status=MailStatus.PENDING, next_attempt_at=now)
                         .execution_options(synchronize_session=False))
-    return list(ids)
+    revived_for = session.scalars(select(ConfirmationMail.subscriber_id).where(ConfirmationMail.id.in_(revived)))
+    return sorted({r.subscriber_id for r in rows} | set(revived_for))
 
 
-def confirmation_message(session: Session, settings: Settings, subscriber: Subscriber) -> Outgoing | None:
-    """The mail with the confirmation link; None when nothing waits for confirmation any more."""
+def confirmation_message(session: Session, settings: Settings, subscriber: Subscriber,
+                         mail_id: int) -> Outgoing | None:
+    """Confirmation mail `mail_id`, with the link; None when nothing waits for confirmation any more."""
     newsletters = session.scalars(
         select(Newsletter).join(Subscription)
         .where(Subscription.subscriber_id == subscriber.id, Subscription.status == "pending")
@@ -207,7 +262,7 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
     context = dict(subscriber=subscriber, newsletters=newsletters, confirm_url=url)
     context["subject"] = render("email/confirm/subject.txt", **context).strip()
     domain = sender.from_address.rpartition("@")[2]
-    message_id = make_message_id(domain, settings.secret_key, "confirm", subscriber.id, subscriber.confirmations_sent)
+    message_id = make_message_id(domain, settings.secret_key, "confirm", subscriber.id, mail_id)
     data = build_message(
         sender=Mailbox(sender.from_name, sender.from_address),
         to=Mailbox(subscriber.name or "", subscriber.email),

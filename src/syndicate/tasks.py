@@ -224,28 +224,29 @@ def _again_later(task, e: OperationalError, what: str):
     return task.retry(exc=e, countdown=delay, max_retries=DB_RETRIES)
 
 
-@app.task(name="syndicate.send_confirmation", **limited(120))
-def send_confirmation(subscriber_id: int) -> str:
-    """Send a subscriber's confirmation mail unless it went out already. If the server puts it off, or
-    this task is lost, the tick hands it out again (subscribers.lost_confirmations): one way to retry."""
+@app.task(name="syndicate.send_confirmation", bind=True, **limited(120))
+def send_confirmation(self, subscriber_id: int) -> str:
+    """Send a subscriber's confirmation mail under this task's claim (ledger): a copy of this task finds it
+    claimed and sends nothing. If the server puts it off, or this task is lost, the tick hands it out again
+    (subscribers.lost_confirmations)."""
     svc = services.current()
+    token = self.request.id or f"local-confirm-{subscriber_id}"
     with transaction(svc.Session) as session:
-        due = subscribers.confirmation_to_mail(session, svc.settings, subscriber_id)
+        due = subscribers.confirmation_to_mail(session, svc.settings, subscriber_id, token, utcnow())
     if due is None:
         return "not needed"
-    message, number = due
+    mail_id, message = due
+    error = None
     try:
         with svc.transport.connect() as connection:
             reply = connection.send(message)
     except TransportError as e:
-        if not e.permanent:
-            log.info("confirmation to subscriber %d put off, the tick tries again: %s", subscriber_id, e)
-            return f"deferred: {e}"
-        log.warning("confirmation to subscriber %d refused: %s", subscriber_id, e)
-        reply = str(e)
+        log.log(logging.INFO if not e.permanent else logging.WARNING, "confirmation to subscriber %d %s: %s",
+                subscriber_id, "refused" if e.permanent else "put off, the tick tries again", e)
+        reply, error = str(e), e
     with transaction(svc.Session) as session:
-        subscribers.confirmation_mailed(session, subscriber_id, number)
-    return reply
+        return subscribers.confirmation_sent(session, svc.settings, mail_id, token, utcnow(), reply=reply,
+                                             error=error)
 
 
 @app.task(name="syndicate.import_subscribers", bind=True, **limited(3000))  # a big file, chunk by chunk
