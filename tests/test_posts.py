@@ -15,8 +15,10 @@ from twitter_text import parse_tweet
 from conftest import configured
 from syndicate import accounts, feeds, posts
 from syndicate.db import transaction
+from syndicate.errors import TransportError
 from syndicate.ledger import Leases
 from syndicate.models import Article, Post, SocialAccount, utcnow
+from syndicate.social import Published
 
 FEED_URL = "https://truthusa.example/feed/"
 TWEETS = "https://api.twitter.com/2/tweets"
@@ -332,3 +334,33 @@ def test_it_reads_each_article_page_once_for_its_card_and_notes_an_unreachable_o
         card = posts.card_for(good.payload, svc.settings, with_image=True)  # Bluesky's thumbnail, fetched when posting
         assert (card.image, card.image_type) == (PNG, "image/png")
         assert posts.card_for(bad.payload, svc.settings, with_image=True) is None
+
+
+class TakenOverMeanwhile:
+    """A network call so slow that the claim went stale and another task took the post (revived by the
+    tick, claimed as task-2), and then answers `outcome`."""
+
+    network, dry_run = "x", False
+
+    def __init__(self, svc, post_id: int, outcome):
+        self.svc, self.post_id, self.outcome = svc, post_id, outcome
+
+    def publish(self, request):
+        with transaction(self.svc.Session) as session:
+            session.get(Post, self.post_id).claimed_by = "task-2"
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+@pytest.mark.parametrize("outcome", [TransportError("x server error 503", permanent=False, code=503),
+                                     TransportError("x refused the post", permanent=True, code=403),
+                                     Published("99", "https://x.com/i/web/status/99")],
+                         ids=["retry", "refused", "posted"])
+def test_a_task_whose_claim_was_taken_over_writes_no_outcome(svc, sample_feed, outcome):
+    account, planned = plan_posts(svc, sample_feed)
+
+    posts.publish(svc.Session, svc.settings, TakenOverMeanwhile(svc, planned[0], outcome), planned[0], token="task-1")
+
+    stored = reload(svc, planned[0])
+    assert (stored.status, stored.claimed_by, stored.attempts, stored.remote_id) == ("sending", "task-2", 0, None)

@@ -23,14 +23,15 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from functools import cache
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, literal, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from syndicate import bounces, tokens
+from syndicate import bounces, ledger, tokens
 from syndicate.config import Settings
 from syndicate.db import begin_immediate
 from syndicate.errors import ConnectionLost, InvalidInput, TransportError
+from syndicate.ledger import MAIL_OPEN, MailStatus
 from syndicate.mail import Mailbox, Outgoing, Template, Transport, phrase
 from syndicate.mail import message_id as make_message_id
 from syndicate.models import (
@@ -47,7 +48,7 @@ from syndicate.pacing import Pacer, PacingUnavailable
 from syndicate.subscribers import normalise_email
 
 log = logging.getLogger(__name__)
-OPEN = ("pending", "sending", "deferred")
+OPEN = MAIL_OPEN
 # Rendered into every edition once; replaced per recipient by their own signed links.
 UNSUBSCRIBE_URL = "https://syndicate.invalid/unsubscribe-url"
 PREFERENCES_URL = "https://syndicate.invalid/preferences-url"
@@ -93,19 +94,11 @@ class BatchResult:
 
 
 def claim(session: Session, edition_id: int, lo: int, hi: int, token: str, now: datetime) -> int:
-    """Take the batch's pending rows (and back the ones this same task held before a crash)."""
-    result = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.edition_id == edition_id,
-            Delivery.id.between(lo, hi),
-            or_(Delivery.status == "pending", and_(Delivery.status == "sending", Delivery.claimed_by == token)),
-            select(Edition.id).where(Edition.id == edition_id, Edition.status == "sending").exists(),
-        )
-        .values(status="sending", claimed_by=token, claimed_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount
+    """Take the batch's pending rows (and back the ones this same task held before a crash), while the
+    edition is being sent."""
+    return ledger.claim(session, Delivery, and_(
+        Delivery.edition_id == edition_id, Delivery.id.between(lo, hi),
+        select(Edition.id).where(Edition.id == edition_id, Edition.status == "sending").exists()), token, now)
 
 
 def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, edition_id: int,
@@ -660,7 +653,9 @@ def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[i
                                      recent.claimed_at > now - leases.requeue).exists()
     take(and_(Delivery.status == "pending", Delivery.next_attempt_at <= now - leases.requeue,
               Delivery.edition_id.in_(live), ~moving), fresh)
-    take(and_(Delivery.status == "sending", Delivery.claimed_at <= now - leases.claim), fresh)
+    revived.extend((edition_id, row_id) for row_id, edition_id in session.execute(
+        select(Delivery.id, Delivery.edition_id).where(Delivery.id.in_(
+            ledger.revive(session, Delivery, now, leases, next_attempt_at=now)))).all())
 
     batches = _batches(revived, settings.batch_size)
     still_open = select(Delivery.id).where(Delivery.edition_id == Edition.id, Delivery.status.in_(OPEN)).exists()
@@ -733,7 +728,7 @@ def report(session: Session, edition: Edition) -> dict[str, int]:
 # ── an edition as one recipient sees it: the desk's preview and the editor's own test ──
 
 MAX_TEST_ADDRESSES = 20  # a test goes to a few colleagues, not to a list
-STATUSES = ("pending", "sending", "sent", "deferred", "failed", "skipped")
+STATUSES = tuple(MailStatus)
 
 
 def preview(settings: Settings, newsletter: Newsletter, edition: Edition) -> EmailMessage:

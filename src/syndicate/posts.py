@@ -16,13 +16,14 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import accounts, fetch, linkcard, teaser
+from syndicate import accounts, fetch, ledger, linkcard, teaser
 from syndicate.accounts import AccountSettings
 from syndicate.config import Settings
 from syndicate.errors import AccountProblem, DuplicatePost, InvalidInput, NotFound, TransportError
+from syndicate.ledger import POST_OPEN, PostStatus
 from syndicate.models import Article, Post, SocialAccount, utcnow
 from syndicate.social import PostRequest, SocialClient
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 RETRY_BASE, RETRY_MAX, MAX_ATTEMPTS = 60, 1800, 8  # RETRY_MAX stays below the broker's visibility timeout
 PARK_DEFAULT = timedelta(minutes=15)  # a 429 that didn't say until when
-OPEN = ("pending", "held", "sending")
+OPEN = POST_OPEN
 
 
 # ── the teaser ───────────────────────────────────────────────────────────────
@@ -230,10 +231,7 @@ def dispatch(session: Session, settings: Settings, now: datetime | None = None) 
     """The tick: posts whose worker died go back; then at most one post per account, when its pace
     allows. Each one returned is leased (settings.leases.requeue) so the next tick doesn't queue it again."""
     now, leases = now or utcnow(), settings.leases
-    session.execute(
-        update(Post).where(Post.status == "sending", Post.claimed_at <= now - leases.claim)
-        .values(status="pending", claimed_by=None, next_attempt_at=now)
-        .execution_options(synchronize_session=False))
+    ledger.revive(session, Post, now, leases, next_attempt_at=now)
     if accounts.social_paused(session):
         return []
     ids = []
@@ -304,13 +302,7 @@ def publish(Session: sessionmaker, settings: Settings, client: SocialClient, pos
     """Claim → publish → record. A post already published (or held, cancelled) is never touched again."""
     with Session() as session:
         with session.begin():
-            claimed = session.execute(
-                update(Post)
-                .where(Post.id == post_id,
-                       or_(Post.status == "pending", and_(Post.status == "sending", Post.claimed_by == token)))
-                .values(status="sending", claimed_by=token, claimed_at=clock())
-                .execution_options(synchronize_session=False)
-            ).rowcount
+            claimed = ledger.claim(session, Post, Post.id == post_id, token, clock())
             post = session.get(Post, post_id)
             if claimed:
                 request = PostRequest(teaser=teaser_of(post), card=card, post_id=post.id, created_at=post.created_at)
@@ -320,6 +312,8 @@ def publish(Session: sessionmaker, settings: Settings, client: SocialClient, pos
             published = client.publish(request)
         except DuplicatePost as e:
             with session.begin():
+                if not _held(session, post, token):
+                    return post  # its claim went stale and another task took it: that one records
                 if post.uncertain:
                     # An earlier attempt had no answer and X had taken it: it is out there, probably.
                     return _settle(post, "ambiguous", clock, f"{e} — an earlier attempt had no answer, so it was "
@@ -327,12 +321,16 @@ def publish(Session: sessionmaker, settings: Settings, client: SocialClient, pos
                 return _settle(post, "skipped", clock, f"{e}; not retried")
         except AccountProblem as e:
             with session.begin():
+                if not _held(session, post, token):
+                    return post  # its claim went stale and another task took it: that one records
                 accounts.pause(post.account, str(e))
                 post.status, post.claimed_by, post.error = "pending", None, str(e)
                 post.next_attempt_at = clock()
             return post
         except TransportError as e:
             with session.begin():
+                if not _held(session, post, token):
+                    return post  # its claim went stale and another task took it: that one records
                 if e.code == 429 or e.retry_at is not None:
                     # Waiting out a limit the network announced is not a failed attempt.
                     post.account.parked_until = max(e.retry_at or clock() + PARK_DEFAULT, clock())
@@ -344,23 +342,25 @@ def publish(Session: sessionmaker, settings: Settings, client: SocialClient, pos
                 if e.permanent or post.attempts >= MAX_ATTEMPTS:
                     return _settle(post, "failed", clock, str(e) if e.permanent
                                    else f"gave up after {post.attempts} attempts: {e}")
-                delay = timedelta(seconds=min(RETRY_BASE * 2 ** (post.attempts - 1), RETRY_MAX))
                 post.status, post.claimed_by, post.error = "pending", None, str(e)
-                post.next_attempt_at = clock() + delay
+                post.next_attempt_at = clock() + ledger.backoff(post.attempts, RETRY_BASE, RETRY_MAX)
             return post
         except Exception as e:  # a bug, a link or an answer nobody foresaw: this post's failure, not the lane's
             log.exception("post %d: unexpected %s", post_id, type(e).__name__)
             with session.begin():
+                if not _held(session, post, token):
+                    return post  # its claim went stale and another task took it: that one records
                 post.attempts += 1
                 post.uncertain = True  # it may have reached the network before it failed
                 said = f"{type(e).__name__}: {e}"
                 if post.attempts >= MAX_ATTEMPTS:
                     return _settle(post, "failed", clock, f"gave up after {post.attempts} attempts: {said}")
                 post.status, post.claimed_by, post.error = "pending", None, said
-                post.next_attempt_at = clock() + timedelta(seconds=min(RETRY_BASE * 2 ** (post.attempts - 1),
-                                                                       RETRY_MAX))
+                post.next_attempt_at = clock() + ledger.backoff(post.attempts, RETRY_BASE, RETRY_MAX)
             return post
         with session.begin():
+            if not _held(session, post, token):
+                return post  # its claim went stale and another task took it: that one records
             _settle(post, "posted", clock, None)
             post.posted_at, post.dry_run = clock(), client.dry_run
             post.remote_id, post.remote_url = published.remote_id, published.remote_url
@@ -369,6 +369,13 @@ def publish(Session: sessionmaker, settings: Settings, client: SocialClient, pos
             if getattr(published, "limit_reset", None) is not None:  # the live 24-hour limit is used up
                 post.account.parked_until = published.limit_reset
         return post
+
+
+def _held(session: Session, post: Post, token: str) -> bool:
+    """Whether this task's claim on the post still holds: read again, and locked, before its outcome is
+    written (ledger: an outcome only while the claim holds)."""
+    session.refresh(post, with_for_update=True)
+    return post.status == PostStatus.SENDING and post.claimed_by == token
 
 
 def _settle(post: Post, status: str, clock, error: str | None) -> Post:
