@@ -593,7 +593,7 @@ def test_it_disables_a_gone_feed_and_never_asks_for_it_again(svc, feed_server):
     assert [path for path, _ in feed_server.requests].count("/gone.xml") == 1
     assert feed_row(svc, gone).status == "disabled"
     with transaction(svc.Session) as session:
-        assert gone not in feeds.claim_due(session, T0 + timedelta(days=365))
+        assert gone not in feeds.claim_due(session, svc.settings, T0 + timedelta(days=365))
 
 
 @pytest.mark.parametrize("status, retry_after, not_before", [
@@ -612,8 +612,8 @@ def test_it_does_not_fetch_again_before_retry_after(svc, feed_server, status, re
     assert feed.next_fetch_at == not_before
     assert feed.status == "active"
     with transaction(svc.Session) as session:
-        assert feeds.claim_due(session, not_before - timedelta(seconds=1)) == []
-        assert feeds.claim_due(session, not_before) == [feed_id]
+        assert feeds.claim_due(session, svc.settings, not_before - timedelta(seconds=1)) == []
+        assert feeds.claim_due(session, svc.settings, not_before) == [feed_id]
 
 
 def test_it_backs_off_as_usual_when_retry_after_is_in_the_past(svc, feed_server):

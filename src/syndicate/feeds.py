@@ -30,7 +30,6 @@ from syndicate.templating import one_line
 
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 log = logging.getLogger(__name__)
-LEASE = timedelta(minutes=5)  # a claimed feed isn't queued again for this long
 MAX_BACKOFF = timedelta(hours=24)
 ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.8"
 
@@ -543,12 +542,14 @@ def due_feed_ids(session: Session, now: datetime) -> list[int]:
     ))
 
 
-def claim_due(session: Session, now: datetime) -> list[int]:
-    """Due feeds, each leased for a few minutes so the next tick doesn't queue it again meanwhile."""
+def claim_due(session: Session, settings: Settings, now: datetime) -> list[int]:
+    """Due feeds, each leased (settings.leases.requeue) so the next tick doesn't queue it again meanwhile;
+    a feed whose task was lost is due again once the lease ends."""
     ids = due_feed_ids(session, now)
     if ids:
         session.execute(update(Feed).where(Feed.id.in_(ids), Feed.next_fetch_at <= now)
-                        .values(next_fetch_at=now + LEASE).execution_options(synchronize_session=False))
+                        .values(next_fetch_at=now + settings.leases.requeue)
+                        .execution_options(synchronize_session=False))
     return ids
 
 

@@ -161,7 +161,7 @@ def poll_feeds() -> int:
     """Claim the feeds that are due and hand them out in batches."""
     svc = services.current()
     with transaction(svc.Session) as session:
-        due = feeds.claim_due(session, utcnow())
+        due = feeds.claim_due(session, svc.settings, utcnow())
     for i in range(0, len(due), FEEDS_PER_TASK):
         poll_feed_batch.delay(due[i:i + FEEDS_PER_TASK])
     return len(due)
