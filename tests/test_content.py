@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from syndicate import content
+from syndicate.ingest import content
 
-SEED = Path("/work/shared/samples/seed-article.txt")
+SEED = Path(__file__).resolve().parent / "data" / "seed-article.txt"  # a copy of shared/samples' story
 
 FIRST_TWO_SENTENCES = (
     "The Joint U.S.-Armenian military exercises began this week in Yerevan, Armenia’s capital, "
