@@ -101,10 +101,11 @@ sys.path.insert(0, str(HERE))
 from chaos_peers import SocialPeers  # noqa: E402
 from ingest import code_version  # noqa: E402
 
-from syndicate import accounts, db, editions, feeds, tasks  # noqa: E402
+from syndicate import db, tasks  # noqa: E402
 from syndicate.config import Settings  # noqa: E402
 from syndicate.db import transaction  # noqa: E402
-from syndicate.mail import message_id  # noqa: E402
+from syndicate.ingest import feeds  # noqa: E402
+from syndicate.mail.transport import message_id  # noqa: E402
 from syndicate.models import (  # noqa: E402
     Article,
     Delivery,
@@ -118,6 +119,8 @@ from syndicate.models import (  # noqa: E402
     Subscription,
     utcnow,
 )
+from syndicate.newsletters import editions  # noqa: E402
+from syndicate.social import accounts  # noqa: E402
 
 POISONS = ("javascript-link", "space-in-link", "non-ascii-link", "encoded-word-title", "broken-item")
 NETWORKS = ("x", "mastodon", "bluesky")

@@ -73,10 +73,11 @@ def main(argv=None) -> int:
     if args.readers < 1:
         parser.error("--readers must be at least 1")
 
-    from syndicate import db, editions, tasks
+    from syndicate import db, tasks
     from syndicate.config import Settings
     from syndicate.db import transaction
     from syndicate.models import Newsletter, utcnow
+    from syndicate.newsletters import editions
 
     load_at_start, version = os.getloadavg()[0], code_version()
     data_dir = Path(tempfile.mkdtemp(prefix="syndicate-deliver-"))

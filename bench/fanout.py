@@ -94,11 +94,12 @@ def naive_delivery(delivery_id: int) -> str:
     from premailer import Premailer
     from sqlalchemy import update
 
-    from syndicate import editions, services, templating, tokens
+    from syndicate import services, templating, tokens
     from syndicate.db import transaction
-    from syndicate.deliveries import mail_html
-    from syndicate.mail import Mailbox, Outgoing, build_message, message_id
+    from syndicate.delivery.deliveries import mail_html
+    from syndicate.mail.transport import Mailbox, Outgoing, build_message, message_id
     from syndicate.models import Delivery, Newsletter, utcnow
+    from syndicate.newsletters import editions
 
     svc = services.current()
     settings = svc.settings
@@ -390,9 +391,11 @@ def seed(svc, settings, subscribers: int, naive_sample: int, stories: int,
     """Two newsletters of the same stories: the measured one for everyone, a naive one for the first sample."""
     from sqlalchemy import insert, select
 
-    from syndicate import demo, editions, feeds
+    from syndicate.cli import demo
     from syndicate.db import transaction
+    from syndicate.ingest import feeds
     from syndicate.models import Subscriber, Subscription, utcnow
+    from syndicate.newsletters import editions
 
     with transaction(svc.Session) as session:
         measured, naive = (
@@ -462,7 +465,7 @@ class Probe:
 def wait_for_deliveries(probe: Probe, edition_id: int, expected: int, workers: Workers, timeout: float,
                         stall: float, tick=None, tick_every: float = 30.0, label: str = "") -> dict:
     """Poll until no row of the edition is open any more; `tick()` every `tick_every` s, as beat would."""
-    from syndicate.deliveries import OPEN
+    from syndicate.delivery.deliveries import OPEN
 
     started = last_tick = last_move = time.monotonic()
     last_sent, next_report, outcome = -1, 0.1, "done"
@@ -509,9 +512,11 @@ def strangers(broker) -> int:
 
 def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: dict, data_dir: Path,
                   sink: Sink, broker) -> dict:
-    from syndicate import deliveries, editions, tasks
+    from syndicate import tasks
     from syndicate.db import transaction
+    from syndicate.delivery import deliveries
     from syndicate.models import Newsletter, utcnow
+    from syndicate.newsletters import editions
 
     workers = Workers("syndicate.tasks", "mail", args.workers, env, data_dir / "worker-mail.log", "bench-mail")
     published = {"cut": 0, "requeue": 0}
@@ -580,7 +585,7 @@ def wire_sender(url: str, data: bytes, count: int, index: int, gate, results, pi
     from contextlib import nullcontext
 
     from syndicate.config import parse_smtp_url
-    from syndicate.mail import Outgoing, SmtpTransport, no_delay
+    from syndicate.mail.transport import Outgoing, SmtpTransport, no_delay
 
     settings = parse_smtp_url(url)
     if pipelined:
@@ -635,9 +640,9 @@ def run_wire(sink: Sink, data: bytes, messages: int, connections: int, pipelined
 def run_naive(svc, settings, probe: Probe, newsletter_id: int, args, env: dict, data_dir: Path, sink: Sink) -> dict:
     from sqlalchemy import select
 
-    from syndicate import editions
     from syndicate.db import transaction
     from syndicate.models import Delivery, Newsletter, utcnow
+    from syndicate.newsletters import editions
 
     if naive_app._pool is not None:  # tasks.configure, for this run's database, closed kombu's pools
         naive_app._pool.force_close_all()
@@ -682,7 +687,7 @@ def sample_message(svc, settings, edition_id: int) -> bytes:
     from sqlalchemy import select
 
     from syndicate.db import transaction
-    from syndicate.deliveries import MessageFactory
+    from syndicate.delivery.deliveries import MessageFactory
     from syndicate.models import Delivery, Edition, Newsletter
 
     with transaction(svc.Session) as session:

@@ -296,7 +296,7 @@ def baseline(sample: list[str]) -> dict:
     import feedparser
     import httpx
 
-    from syndicate import feeds
+    from syndicate.ingest import feeds
 
     out = {}
     bodies, etags = [], []
@@ -343,8 +343,8 @@ def run_cycle(svc, settings, feed_ids: list[int], concurrency: int, server: Serv
 
     from sqlalchemy import event, func, select
 
-    from syndicate import feeds
     from syndicate.db import transaction
+    from syndicate.ingest import feeds
     from syndicate.models import Article, Feed, utcnow
 
     with transaction(svc.Session) as session:
@@ -535,8 +535,9 @@ def main(argv=None) -> int:
     database = None
     try:
         with tempfile.TemporaryDirectory(prefix="syndicate-bench-") as data_dir:
-            from syndicate import db, feeds, tasks
+            from syndicate import db, tasks
             from syndicate.config import Settings
+            from syndicate.ingest import feeds
 
             database = Database(args.database, data_dir, args.database_url)
             settings = Settings.from_env({

@@ -24,10 +24,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 from click.testing import CliRunner
 
-from syndicate import db, editions, pacing, tasks
-from syndicate.cli import main
+from syndicate import db, tasks
+from syndicate.cli.main import main
 from syndicate.config import Settings
 from syndicate.db import transaction
+from syndicate.mail import pacing
+from syndicate.newsletters import editions
 from syndicate.services import Services
 
 REDIS_URL = os.environ.get("SYNDICATE_TEST_REDIS_URL")
@@ -407,7 +409,7 @@ def served(svc):
     """The web app on a real port, in this process (it shares the test's services)."""
     import uvicorn
 
-    from syndicate.web import create_app
+    from syndicate.web.app import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))

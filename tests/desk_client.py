@@ -8,10 +8,12 @@ from datetime import datetime, timedelta
 
 from starlette.testclient import TestClient
 
-from syndicate import accounts, api_tokens, editors
 from syndicate.db import transaction
+from syndicate.desk import editors
+from syndicate.http import api_tokens
 from syndicate.models import Article, SocialAccount
-from syndicate.web import create_app
+from syndicate.social import accounts
+from syndicate.web.app import create_app
 
 PASSWORD = "correct horse battery"
 

@@ -15,10 +15,13 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from conftest import configured, free_port, hidden_fields, wait_for
-from syndicate import api_tokens, editions, posts, subscribers
 from syndicate.db import transaction
+from syndicate.http import api_tokens
 from syndicate.ledger import Leases
 from syndicate.models import Article, ConfirmationMail, Subscriber, utcnow
+from syndicate.newsletters import editions
+from syndicate.social import posts
+from syndicate.subscribers import consent
 
 STORY = {"url": "https://news.example/2026/12/harbour", "title": "The harbour reopens",
          "content_html": "<p>The harbour reopened on Monday after a week of repairs.</p>"}
@@ -29,7 +32,7 @@ def newsroom(make_settings, tmp_path, smtp_server):
     """Services whose broker is a Redis port nobody listens on, and the web app serving them."""
     import uvicorn
 
-    from syndicate.web import create_app
+    from syndicate.web.app import create_app
 
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'n.db'}", smtp_url=smtp_server.url,
                                    broker_url=f"redis://127.0.0.1:{free_port()}/0"))
@@ -68,7 +71,7 @@ def test_with_the_broker_away_a_sign_up_is_stored_answered_and_its_mail_handed_o
         assert reader.status == "pending" and mail.status == "pending" and mail.attempts == 0
         # The tick (once the broker is back) finds the mail no task sent, and hands it out.
         later = utcnow() + Leases().requeue + timedelta(seconds=1)
-        assert subscribers.lost_confirmations(session, svc.settings, later) == [reader.id]
+        assert consent.lost_confirmations(session, svc.settings, later) == [reader.id]
 
 
 def test_with_the_broker_away_a_pushed_story_is_stored_and_the_next_social_tick_plans_its_posts(newsroom):

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from conftest import configured, submit
-from syndicate import editions, subscribers
-from syndicate.cli import main
+from syndicate.cli.main import main
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
-from syndicate.web import create_app
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
+from syndicate.web.app import create_app
 
 TOO_LONG = "a" * 65 + "@example.com"
 LONGEST = "a" * 64 + "@example.com"
@@ -80,7 +81,7 @@ def test_subscriber_import_lists_a_65_character_local_part_as_a_bad_row_and_impo
 def test_a_local_part_is_accepted_exactly_when_it_is_at_most_64_characters(length):
     address = "x" * length + "@example.com"
     if length <= 64:
-        assert subscribers.normalise_email(address) == address
+        assert consent.normalise_email(address) == address
     else:
         with pytest.raises(InvalidInput, match=f"{length} characters long"):
-            subscribers.normalise_email(address)
+            consent.normalise_email(address)

@@ -9,10 +9,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import configured
-from syndicate import accounts, agenda, editions, posts
 from syndicate.db import transaction
+from syndicate.desk import agenda
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Edition, Post
+from syndicate.newsletters import editions
+from syndicate.social import accounts, posts
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -174,9 +176,9 @@ def test_a_schedule_in_plain_words_and_whom_a_newsletter_reaches(svc):
     assert editions.explain_schedule(None, "UTC").startswith("No regular editions")
     with pytest.raises(InvalidInput, match="e.g. '0 7 \\* \\* \\*'"):
         editions.explain_schedule("0 25 * * *", "UTC")
-    from syndicate import subscribers
+    from syndicate.subscribers import consent
     with transaction(svc.Session) as session:
         newsletter = morning(session, datetime(2026, 3, 26, tzinfo=UTC))
         for email in ("a@example.com", "b@example.com"):
-            subscribers.subscribe(session, email, [newsletter.id], confirmed=email.startswith("a"))
+            consent.subscribe(session, email, [newsletter.id], confirmed=email.startswith("a"))
         assert editions.audience(session) == {newsletter.id: 1}

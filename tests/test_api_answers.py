@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from desk_client import add_editor, api_headers, desk_client, signed_in
-from syndicate.web import create_app
+from syndicate.web.app import create_app
 
 TOKEN_ROUTES = ("/api/", "/metrics")
 

@@ -26,10 +26,14 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from conftest import FIGURES
-from syndicate import api_tokens, editions, editors, push, subscribers
 from syndicate.db import transaction
+from syndicate.desk import editors
+from syndicate.http import api_tokens
+from syndicate.ingest import push
 from syndicate.models import Feed
-from syndicate.web import create_app
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
+from syndicate.web.app import create_app
 
 FUZZ_EXAMPLES = 25  # per operation: about 40 operations in well under a minute on two cores
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
@@ -56,7 +60,7 @@ def newsroom(svc, closed_port):
             push.receive(session, push.PushedStory(url=f"{down}/story-{n}", title=f"Story {n}",
                                                    content_html=f"<p>Story {n}.</p>"))
         for n in range(3):
-            subscribers.subscribe(session, f"reader{n}@example.com", [daily.id], confirmed=True)
+            consent.subscribe(session, f"reader{n}@example.com", [daily.id], confirmed=True)
 
 
 @pytest.fixture

@@ -23,13 +23,18 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from conftest import configured
-from syndicate import api_tokens, bounces, deliveries, editions, feeds, subscribers, throttle
-from syndicate import sns as sns_signature
+from syndicate import throttle
 from syndicate.db import transaction
+from syndicate.delivery import deliveries
 from syndicate.errors import InvalidInput
-from syndicate.mail import message_id as make_message_id
+from syndicate.http import api_tokens
+from syndicate.ingest import feeds
+from syndicate.mail.transport import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription
-from syndicate.web import create_app
+from syndicate.newsletters import editions
+from syndicate.subscribers import bounces, consent
+from syndicate.subscribers import sns as sns_signature
+from syndicate.web.app import create_app
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:syndicate-feedback"
 SUBSCRIBE_URL = ("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=" + TOPIC +
@@ -178,7 +183,7 @@ def newsroom(svc, sample_feed) -> Newsroom:
         weekly = editions.add_newsletter(session, slug="weekly", name="Weekly", from_address="news@example.com")
         readers = {}
         for name in ("ana", "ben", "cleo"):
-            signup = subscribers.subscribe(session, f"{name}@example.com", [daily.id, weekly.id], confirmed=True)
+            signup = consent.subscribe(session, f"{name}@example.com", [daily.id, weekly.id], confirmed=True)
             readers[signup.subscriber.email] = signup.subscriber.id
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         cuts = {n.slug: editions.cut(session, n, svc.settings) for n in (daily, weekly)}
@@ -713,7 +718,7 @@ def test_a_token_that_reports_more_addresses_an_hour_than_allowed_is_stopped(mak
     with transaction(svc.Session) as session:
         daily = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         for n in range(12):
-            subscribers.subscribe(session, f"reader{n}@example.com", [daily.id], confirmed=True)
+            consent.subscribe(session, f"reader{n}@example.com", [daily.id], confirmed=True)
         flooder = api_tokens.create_token(session, "flooder", scopes=["events:bounces"])[1]
         other = api_tokens.create_token(session, "ses", scopes=["events:bounces"])[1]
 
@@ -788,7 +793,7 @@ def test_the_limit_and_window_come_from_settings(make_settings, tmp_path):
                                    soft_bounce_window=3600))
     with transaction(svc.Session) as session:
         newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
-        subscriber = subscribers.subscribe(session, "dan@example.com", [newsletter.id], confirmed=True).subscriber
+        subscriber = consent.subscribe(session, "dan@example.com", [newsletter.id], confirmed=True).subscriber
 
     def soft(at: datetime) -> str | None:
         with transaction(svc.Session) as session:

@@ -11,6 +11,8 @@ from syndicate import broker
 def test_a_pool_child_forked_after_the_worker_connected_opens_its_own_broker_connections(tmp_path):
     """A worker's pool process that dies is replaced by a fork of the main process, which by then holds
     the broker's engine: the child must not go on with the parent's SQLite connections."""
+    others = dict(Channel._engines)  # other tests' embedded brokers: out of the way, and back afterwards
+    Channel._engines.clear()
     with Connection(f"sqla+sqlite:///{tmp_path / 'broker.db'}") as connection:
         connection.SimpleQueue("mail").put({"task": 1})  # the engine is open and pooled now
         (engine, _), = Channel._engines.values()
@@ -24,3 +26,4 @@ def test_a_pool_child_forked_after_the_worker_connected_opens_its_own_broker_con
             for engine, _ in Channel._engines.values():
                 engine.dispose()
             Channel._engines.clear()
+            Channel._engines.update(others)

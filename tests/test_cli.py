@@ -14,7 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from syndicate.cli import main
+from syndicate.cli.main import main
 
 
 @pytest.fixture
@@ -165,7 +165,7 @@ def test_it_prints_valid_json_from_every_list_command(syndicate, group, expected
 @pytest.fixture
 def console(env, monkeypatch, capsys):
     """Run `syndicate …` through the console script's entry point, in this process."""
-    from syndicate.cli import cli
+    from syndicate.cli.main import cli
 
     for name in list(os.environ):
         if name.startswith("SYNDICATE_"):

@@ -101,7 +101,7 @@ def _option_value(words: list[str], names: tuple[str, ...]) -> list[str]:
 def _assert_syndicate_command_exists(argv: list[str]) -> None:
     from click.testing import CliRunner
 
-    from syndicate.cli import main
+    from syndicate.cli.main import main
 
     assert argv[0] == "syndicate"
     words = argv[1:]

@@ -12,9 +12,11 @@ from alembic import command
 from sqlalchemy import select
 
 from conftest import configured
-from syndicate import db, editions, subscribers, tasks, tokens
+from syndicate import db, tasks, tokens
 from syndicate.db import transaction
 from syndicate.models import ConfirmationMail, Subscriber
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
 
 T0 = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
 ADDRESS = "ana@example.org"
@@ -33,7 +35,7 @@ def svc(make_settings, tmp_path, smtp_server):
 def sign_up(svc, address: str = ADDRESS, at: datetime = T0) -> int:
     """A sign-up committed, its confirmation task never queued: as if the process died right after."""
     with transaction(svc.Session) as session:
-        signup = subscribers.subscribe(session, address, [svc.newsletter_id], now=at)
+        signup = consent.subscribe(session, address, [svc.newsletter_id], now=at)
         assert signup.send_confirmation
         return signup.subscriber.id
 
@@ -99,7 +101,7 @@ def test_while_the_server_keeps_putting_it_off_it_is_handed_out_once_every_few_m
     later = [T0 + timedelta(minutes=m) for m in (6, 6.5, 10, 11.5)]
 
     with transaction(svc.Session) as session:
-        handed_out = [subscribers.lost_confirmations(session, svc.settings, moment) for moment in later]
+        handed_out = [consent.lost_confirmations(session, svc.settings, moment) for moment in later]
 
     assert handed_out == [[subscriber_id], [], [], [subscriber_id]]
 
@@ -112,30 +114,30 @@ def test_a_refused_confirmation_is_not_tried_again(svc, smtp_server):
 
     with transaction(svc.Session) as session:
         assert mail_of(session, subscriber_id).last_reply.startswith("550 5.1.1")
-        assert subscribers.lost_confirmations(session, svc.settings, T0 + timedelta(hours=1)) == []
+        assert consent.lost_confirmations(session, svc.settings, T0 + timedelta(hours=1)) == []
 
 
 def test_nobody_confirmed_and_no_request_older_than_the_give_up_period_is_mailed_again(svc, smtp_server):
     confirmed = sign_up(svc, "bo@example.org")
     sign_up(svc, "old@example.org", at=T0 - timedelta(seconds=svc.settings.give_up_after))
     with transaction(svc.Session) as session:
-        subscribers.confirm(session, svc.settings, tokens.confirm_token(svc.settings.secret_key, confirmed),
+        consent.confirm(session, svc.settings, tokens.confirm_token(svc.settings.secret_key, confirmed),
                             now=T0 + timedelta(minutes=1))
 
     with transaction(svc.Session) as session:
-        assert subscribers.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=6)) == []
+        assert consent.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=6)) == []
 
 
 def test_a_reader_who_left_before_the_mail_went_is_not_handed_out_again(svc, smtp_server):
     subscriber_id = sign_up(svc)
     with transaction(svc.Session) as session:
         token = tokens.unsubscribe_token(svc.settings.secret_key, subscriber_id, svc.newsletter_id)
-        subscribers.unsubscribe(session, svc.settings, token, now=T0 + timedelta(minutes=1))
+        consent.unsubscribe(session, svc.settings, token, now=T0 + timedelta(minutes=1))
 
     assert tasks.send_confirmation(subscriber_id) == "not needed"
 
     with transaction(svc.Session) as session:
-        assert subscribers.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=30)) == []
+        assert consent.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=30)) == []
     assert mailed_to(smtp_server) == []
 
 
@@ -157,7 +159,7 @@ def test_upgrading_turns_each_confirmation_asked_for_and_not_sent_into_a_pending
         mail, = session.scalars(select(ConfirmationMail)).all()  # yan's second mail never went
         yan = session.scalar(select(Subscriber).where(Subscriber.email == "yan@example.org"))
         assert (mail.subscriber_id, mail.status, mail.created_at) == (yan.id, "pending", T0)
-        assert subscribers.lost_confirmations(session, settings, T0 + timedelta(hours=1)) == [yan.id]
+        assert consent.lost_confirmations(session, settings, T0 + timedelta(hours=1)) == [yan.id]
     command.downgrade(config, "0011")  # and back: yan's mail is again one of two not mailed
     with engine.begin() as connection:
         assert connection.execute(sa.text("SELECT email, confirmations_mailed FROM subscribers ORDER BY email")
@@ -175,13 +177,13 @@ def test_two_tasks_racing_for_one_mail_send_it_once_and_a_stale_claim_is_sent_by
     worker that died holding the claim leaves it to the tick once the claim timeout has passed."""
     subscriber_id = sign_up(svc)
     with transaction(svc.Session) as session:
-        mine = subscribers.confirmation_to_mail(session, svc.settings, subscriber_id, "task-1", T0)
-        theirs = subscribers.confirmation_to_mail(session, svc.settings, subscriber_id, "task-2", T0)
+        mine = consent.confirmation_to_mail(session, svc.settings, subscriber_id, "task-1", T0)
+        theirs = consent.confirmation_to_mail(session, svc.settings, subscriber_id, "task-2", T0)
         assert mine is not None and theirs is None
         # task-1's worker dies here, with the claim
-        assert subscribers.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=14)) == []
-        assert subscribers.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=15)) == [subscriber_id]
-        assert subscribers.confirmation_sent(session, svc.settings, mine[0], "task-1", T0 + timedelta(minutes=15),
+        assert consent.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=14)) == []
+        assert consent.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=15)) == [subscriber_id]
+        assert consent.confirmation_sent(session, svc.settings, mine[0], "task-1", T0 + timedelta(minutes=15),
                                              reply="250 ok") == "taken over by another task"
     tick_at(T0 + timedelta(minutes=21))  # the revived mail was handed out at 15 and its task lost: again
     assert mailed_to(smtp_server) == [ADDRESS]
@@ -201,11 +203,11 @@ def test_a_mail_put_off_waits_longer_each_time_and_is_given_up_after_the_give_up
             mail = mail_of(session, subscriber_id)
             waits.append((mail.next_attempt_at - moment).total_seconds())
             moment = mail.next_attempt_at
-            assert subscribers.lost_confirmations(session, svc.settings, moment) == [subscriber_id]
+            assert consent.lost_confirmations(session, svc.settings, moment) == [subscriber_id]
     assert waits == [60, 120, 240, 480]
     late = T0 + timedelta(seconds=svc.settings.give_up_after + 1)
     with transaction(svc.Session) as session:
-        assert subscribers.lost_confirmations(session, svc.settings, late) == []
+        assert consent.lost_confirmations(session, svc.settings, late) == []
         assert mail_of(session, subscriber_id).status == "failed"
     assert mailed_to(smtp_server) == []
 

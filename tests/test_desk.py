@@ -11,10 +11,13 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from desk_client import PASSWORD, add_editor, csrf, desk_client, sign_in
-from syndicate import accounts, api_tokens, desk, editors, posts
+from syndicate import desk
 from syndicate.db import transaction
+from syndicate.desk import editors
+from syndicate.http import api_tokens
 from syndicate.models import Article, Editor, Post, SocialAccount, utcnow
-from syndicate.web import create_app
+from syndicate.social import accounts, posts
+from syndicate.web.app import create_app
 
 
 @pytest.fixture

@@ -8,9 +8,12 @@ from datetime import timedelta
 
 from conftest import SHOTS, sign_in_browser, wait_in_page
 from desk_client import dry_run_x_account, fresh_story
-from syndicate import editions, editors, feeds, posts
 from syndicate.db import transaction
+from syndicate.desk import editors
+from syndicate.ingest import feeds
 from syndicate.models import utcnow
+from syndicate.newsletters import editions
+from syndicate.social import posts
 
 PASSWORD = "correct horse battery"
 

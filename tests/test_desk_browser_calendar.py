@@ -11,9 +11,12 @@ import pytest
 
 from conftest import SHOTS, sign_in_browser
 from desk_client import dry_run_x_account, fresh_story
-from syndicate import editions, editors, feeds, posts
 from syndicate.db import transaction
+from syndicate.desk import editors
+from syndicate.ingest import feeds
 from syndicate.models import Edition, utcnow
+from syndicate.newsletters import editions
+from syndicate.social import posts
 
 expect = pytest.importorskip("playwright.sync_api").expect  # the `browser` fixture says how to install it
 PASSWORD = "correct horse battery"

@@ -7,9 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from conftest import SHOTS, sign_in_browser, wait_in_page
-from syndicate import deliveries, editions, editors, subscribers
 from syndicate.db import transaction
+from syndicate.delivery import deliveries
+from syndicate.desk import editors
 from syndicate.models import Article, Edition, utcnow
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
 
 PASSWORD = "correct horse battery"
 
@@ -21,7 +24,7 @@ def draft(svc) -> int:
         newsletter = editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
                                              from_address="news@example.com", cron=None, timezone="Europe/Berlin",
                                              now=now - timedelta(hours=1))
-        subscribers.subscribe(session, "reader@example.com", [newsletter.id], confirmed=True)
+        consent.subscribe(session, "reader@example.com", [newsletter.id], confirmed=True)
         for i, title in enumerate(("Council approves the riverside library", "Tram line 4 reopens on Monday",
                                    "The harbour festival returns")):
             session.add(Article(identity=f"s{i}", url=f"https://news.example.com/{i}/", title=title,

@@ -9,9 +9,10 @@ from email.utils import format_datetime
 
 from conftest import SHOTS, sign_in_browser
 from desk_client import dry_run_x_account
-from syndicate import editions, editors
 from syndicate.db import transaction
+from syndicate.desk import editors
 from syndicate.models import utcnow
+from syndicate.newsletters import editions
 
 PASSWORD = "correct horse battery"
 

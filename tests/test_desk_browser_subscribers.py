@@ -7,9 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from conftest import SHOTS, sign_in_browser, wait_in_page
-from syndicate import editions, editors, subscriber_csv, subscribers, tasks
+from syndicate import tasks
 from syndicate.db import transaction
+from syndicate.desk import editors
 from syndicate.models import Delivery, Subscriber, SubscriberImport, utcnow
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent, csv_files
 
 PASSWORD = "correct horse battery"
 UPLOAD = "email,name\nzoe@example.org,Zoë\nnot-an-address,Nobody\nyan@example.org,Yan\n".encode()
@@ -22,14 +25,14 @@ def newsroom(svc) -> int:
         editors.add(session, "ada", PASSWORD)
         daily = editions.add_newsletter(session, slug="daily", name="The Daily", from_address="news@example.com")
         editions.add_newsletter(session, slug="weekly", name="The Weekly", from_address="news@example.com")
-        ann = subscribers.subscribe(session, "ann@example.org", [daily.id], name="Ann Lovelace", confirmed=True,
+        ann = consent.subscribe(session, "ann@example.org", [daily.id], name="Ann Lovelace", confirmed=True,
                                     source="web", now=now - timedelta(days=30)).subscriber
         sent = editions.create_edition(session, daily, svc.settings, now=now - timedelta(days=2))
         sent.subject = "Council approves the riverside library"
         later = editions.create_edition(session, daily, svc.settings, now=now - timedelta(days=1))
         session.flush()
         session.add(Delivery(edition_id=sent.id, subscriber_id=ann.id, status="sent", sent_at=now - timedelta(days=2)))
-        subscribers.suppress(session, ann, "bounced", "smtp", "550 5.1.1 no such mailbox",
+        consent.suppress(session, ann, "bounced", "smtp", "550 5.1.1 no such mailbox",
                              now=now - timedelta(days=1, hours=2))
         session.add(Delivery(edition_id=later.id, subscriber_id=ann.id, status="skipped",
                              created_at=now - timedelta(days=1), last_reply="bounced before sending"))
@@ -64,7 +67,7 @@ def test_an_editor_imports_a_csv_with_a_bad_row_and_reads_the_report(browser, se
             assert page.locator("#job-status").inner_text() == "running"
             page.screenshot(path=str(SHOTS / "import-progress.png"), full_page=True)
 
-    finished = subscriber_csv.run_import(svc.Session, import_id, chunk=1, confirm=the_bar_follows)
+    finished = csv_files.run_import(svc.Session, import_id, chunk=1, confirm=the_bar_follows)
     assert finished.status == "done"
 
     page.wait_for_selector("#problems")  # done: the page shows the report

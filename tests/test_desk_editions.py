@@ -17,11 +17,13 @@ from starlette.testclient import TestClient
 from conftest import configured
 from desk_client import add_editor, api_headers, csrf, desk_client
 from desk_client import signed_in as sign_in
-from syndicate import deliveries, edition_qa, editions, subscribers
 from syndicate.db import transaction
+from syndicate.delivery import deliveries
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Delivery, Edition, Newsletter, utcnow
-from syndicate.web import create_app
+from syndicate.newsletters import editions, qa
+from syndicate.subscribers import consent
+from syndicate.web.app import create_app
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def edition(svc, urls: list[str] | None = None, readers: int = 3, lead: str = ""
                                        from_address="news@example.com", cron=None, timezone="Europe/Berlin",
                                        now=now - timedelta(hours=1), **newsletter)
         for i in range(readers):
-            subscribers.subscribe(session, f"reader{i}@example.com", [made.id], confirmed=True)
+            consent.subscribe(session, f"reader{i}@example.com", [made.id], confirmed=True)
         for i, url in enumerate(urls):
             session.add(Article(identity=f"story-{i}", url=url, title=f"Story number {i}", lead=lead or f"Lead {i}.",
                                 content_hash=str(i), categories=[], published_at=now - timedelta(minutes=i),
@@ -384,16 +386,16 @@ def test_check_links_reports_the_links_that_dont_answer(client, svc, api, feed_s
 def test_links_on_our_own_network_are_refused_unless_allowed(svc):
     edition_id, _ = edition(svc, urls=["http://127.0.0.1:9/story"])
     strict = dataclasses.replace(svc.settings, allow_private_feeds=False)
-    report = edition_qa.check_links(strict, stored(svc, edition_id))
+    report = qa.check_links(strict, stored(svc, edition_id))
     [refused] = report.broken
     assert "private or local address" in refused["error"]
 
 
 def test_only_the_editions_own_links_are_asked_not_the_readers_or_ours(svc):
     edition_id, _ = edition(svc, urls=["https://news.example/a#top", "https://news.example/a", "mailto:x@y.z"])
-    html = edition_qa.parts(deliveries.preview(svc.settings, stored(svc, edition_id).newsletter,
+    html = qa.parts(deliveries.preview(svc.settings, stored(svc, edition_id).newsletter,
                                                stored(svc, edition_id)))[0]
-    assert edition_qa.links(html, svc.settings) == ["https://news.example/a"]
+    assert qa.links(html, svc.settings) == ["https://news.example/a"]
 
 
 # ── the domain functions the desk calls ──────────────────────────────────────

@@ -13,10 +13,13 @@ from sqlalchemy import func, select
 
 from desk_client import add_editor, api_headers, desk_client, dry_run_x_account
 from desk_client import signed_in as sign_in
-from syndicate import accounts, editions, feeds, posts, trail
 from syndicate.db import transaction
+from syndicate.desk import trail
 from syndicate.errors import NotFound
+from syndicate.ingest import feeds
 from syndicate.models import Article, Feed, Post, utcnow
+from syndicate.newsletters import editions
+from syndicate.social import accounts, posts
 
 
 @pytest.fixture

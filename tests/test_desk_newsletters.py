@@ -11,9 +11,10 @@ import pytest
 
 from desk_client import add_editor, api_headers, desk_client
 from desk_client import signed_in as sign_in
-from syndicate import editions, feeds
 from syndicate.db import transaction
+from syndicate.ingest import feeds
 from syndicate.models import Article, Edition, Newsletter, utcnow
+from syndicate.newsletters import editions
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from starlette.testclient import TestClient
 
 from desk_client import PASSWORD, add_editor, desk_client
 from desk_client import signed_in as sign_in
-from syndicate import api_tokens, editors
 from syndicate.db import transaction
+from syndicate.desk import editors
+from syndicate.http import api_tokens
 from syndicate.models import Editor, utcnow
-from syndicate.web import create_app
+from syndicate.web.app import create_app
 
 # Reachable by anyone, on purpose: a reader's pages (their signed token is the credential), the CMS push
 # and bounce webhooks and /metrics (which check their own tokens), health, and the API's documentation.

@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from desk_client import PASSWORD, add_editor, desk_client, sign_in, signed_in
-from syndicate import desk, editors
-from syndicate.cli import main
+from syndicate import desk
+from syndicate.cli.main import main
+from syndicate.desk import editors
 
 NEW_PASSWORD = "a whole new password"
 

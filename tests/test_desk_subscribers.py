@@ -16,7 +16,6 @@ from starlette.testclient import TestClient
 from conftest import configured, wait_for
 from desk_client import add_editor, api_headers, desk_client
 from desk_client import signed_in as sign_in
-from syndicate import editions, subscriber_csv, subscribers
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.ledger import Leases
@@ -29,6 +28,8 @@ from syndicate.models import (
     Subscription,
     utcnow,
 )
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent, csv_files
 
 GOOD_AND_BAD = b"email,name\r\nzoe@example.org,Zo\xc3\xab\r\nnot-an-address,Nobody\r\n"
 
@@ -42,7 +43,7 @@ def newsletters(svc) -> dict[str, int]:
 def add(svc, email: str, slugs=("daily",), confirmed=True, name=None) -> int:
     with transaction(svc.Session) as session:
         ids = [editions.get_newsletter(session, slug).id for slug in slugs]
-        return subscribers.subscribe(session, email, ids, name=name, confirmed=confirmed).subscriber.id
+        return consent.subscribe(session, email, ids, name=name, confirmed=confirmed).subscriber.id
 
 
 def imports(svc) -> int:
@@ -63,7 +64,7 @@ def people(svc) -> dict[str, tuple]:
 def start(svc, data: str | bytes, slugs=("daily",), confirmed=True, force=False) -> int:
     with transaction(svc.Session) as session:
         ids = [editions.get_newsletter(session, slug).id for slug in slugs]
-        return subscriber_csv.start_import(session, "ada", "list.csv", data, ids, confirmed=confirmed, force=force).id
+        return csv_files.start_import(session, "ada", "list.csv", data, ids, confirmed=confirmed, force=force).id
 
 
 def job(svc, import_id: int) -> SubscriberImport:
@@ -79,26 +80,26 @@ def test_search_finds_part_of_an_address_or_a_name_in_any_case_fifty_a_page(data
     ids = newsletters(svc)
     rows = "".join(f"reader{i:03}@example.org,Reader {i}\n" for i in range(120))
     with transaction(svc.Session) as session:
-        subscriber_csv.import_csv(session, "email,name\n" + rows + "ann@other.example,Ann Lovelace\n", [ids["daily"]])
+        csv_files.import_csv(session, "email,name\n" + rows + "ann@other.example,Ann Lovelace\n", [ids["daily"]])
     add(svc, "bob@other.example", ("weekly",), confirmed=False)
     with transaction(svc.Session) as session:
-        everyone = subscribers.search(session)
+        everyone = consent.search(session)
         assert (everyone.total, everyone.pages, len(everyone.subscribers)) == (122, 3, 50)
         assert everyone.by_status == {"confirmed": 121, "pending": 1}
-        last = subscribers.search(session, page=3)
+        last = consent.search(session, page=3)
         assert [s.email for s in last.subscribers][-1] == "reader119@example.org" and len(last.subscribers) == 22
-        assert subscribers.search(session, page=99).page == 3
-        assert [s.email for s in subscribers.search(session, "LOVELACE").subscribers] == ["ann@other.example"]
-        assert subscribers.search(session, "@other.example").total == 2  # a domain: part of the address
-        assert subscribers.search(session, "reader11").total == 10
-        typed = subscribers.search(session, "Reader011@Ex")  # the start of an address
+        assert consent.search(session, page=99).page == 3
+        assert [s.email for s in consent.search(session, "LOVELACE").subscribers] == ["ann@other.example"]
+        assert consent.search(session, "@other.example").total == 2  # a domain: part of the address
+        assert consent.search(session, "reader11").total == 10
+        typed = consent.search(session, "Reader011@Ex")  # the start of an address
         assert [s.email for s in typed.subscribers] == ["reader011@example.org"]
-        weekly = subscribers.search(session, newsletter_id=ids["weekly"])
+        weekly = consent.search(session, newsletter_id=ids["weekly"])
         assert [(s.email, weekly.newsletters[s.id]) for s in weekly.subscribers] == [("bob@other.example", ["weekly"])]
-        assert subscribers.search(session, "other", status="pending").total == 1
-        assert subscribers.search(session, "reader_1").total == 0  # LIKE's wildcards are plain characters
+        assert consent.search(session, "other", status="pending").total == 1
+        assert consent.search(session, "reader_1").total == 0  # LIKE's wildcards are plain characters
         with pytest.raises(InvalidInput, match="no subscriber status 'gone'"):
-            subscribers.search(session, status="gone")
+            consent.search(session, status="gone")
 
 
 def test_the_start_of_an_address_is_found_through_the_email_index(postgres_url, make_settings):
@@ -112,7 +113,7 @@ def test_the_start_of_an_address_is_found_through_the_email_index(postgres_url, 
 
     event.listen(svc.engine, "before_cursor_execute", record)
     with transaction(svc.Session) as session:
-        assert [s.email for s in subscribers.search(session, "ada@ex").subscribers] == ["ada@example.org"]
+        assert [s.email for s in consent.search(session, "ada@ex").subscribers] == ["ada@example.org"]
     event.remove(svc.engine, "before_cursor_execute", record)
     statement, parameters = next((s, p) for s, p in seen if "ORDER BY subscribers.email" in s)
     with svc.engine.connect() as connection:
@@ -138,7 +139,7 @@ def test_a_file_that_cannot_be_imported_is_refused_at_once_and_nothing_is_kept(s
             start(svc, data)
     with pytest.raises(InvalidInput, match="choose the newsletters"):
         start(svc, "email\nada@example.org\n", slugs=())
-    monkeypatch.setattr(subscriber_csv, "UPLOAD_LIMIT", 10)
+    monkeypatch.setattr(csv_files, "UPLOAD_LIMIT", 10)
     with pytest.raises(InvalidInput, match="over the 0 MB an upload may be"):
         start(svc, "email\nada@example.org\n")
     assert imports(svc) == 0
@@ -157,11 +158,11 @@ def test_another_session_sees_the_progress_chunk_by_chunk_and_mail_waits_for_eac
             found = [session.get(Subscriber, i).email for i in subscriber_ids]
             seen.append((running.status, running.done, found))
 
-    done = subscriber_csv.run_import(svc.Session, import_id, chunk=1, confirm=confirm)
+    done = csv_files.run_import(svc.Session, import_id, chunk=1, confirm=confirm)
     assert seen == [("running", 1, ["carol@example.org"]), ("running", 3, ["dave@example.org"]),
                     ("done", 5, ["erin@example.org"])]
     assert (done.status, done.done, done.data) == ("done", 5, None)
-    report = subscriber_csv.report_from_dict(done.report)
+    report = csv_files.report_from_dict(done.report)
     assert (report.added, len(report.to_confirm)) == (3, 3)
     assert [(line, reason.split(":")[0]) for line, _, reason in report.problems] == [
         (3, "not an email address we can send to"), (5, "duplicate of line 2")]
@@ -174,7 +175,7 @@ class WorkerDied(BaseException):
 
 def killed_after_the_first_chunk(svc, import_id: int, monkeypatch) -> None:
     """Run the import two rows a chunk, its worker killed as the second chunk begins."""
-    real, calls = subscriber_csv._import_chunk, []
+    real, calls = csv_files._import_chunk, []
 
     def dies_on_the_second_chunk(*args, **kwargs):
         calls.append(1)
@@ -182,9 +183,9 @@ def killed_after_the_first_chunk(svc, import_id: int, monkeypatch) -> None:
             raise WorkerDied
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(subscriber_csv, "_import_chunk", dies_on_the_second_chunk)
+    monkeypatch.setattr(csv_files, "_import_chunk", dies_on_the_second_chunk)
     with pytest.raises(WorkerDied):
-        subscriber_csv.run_import(svc.Session, import_id, chunk=2)
+        csv_files.run_import(svc.Session, import_id, chunk=2)
     monkeypatch.undo()
 
 
@@ -199,11 +200,11 @@ def test_an_import_cut_short_by_a_dying_worker_ends_as_one_uninterrupted_run(mak
         add(svc, "known@example.org", ("weekly",))
         left = add(svc, "left@example.org")
         with transaction(svc.Session) as session:
-            subscribers.leave_all(session, left)
+            consent.leave_all(session, left)
         return svc
 
     whole = newsroom("whole.db")
-    once = subscriber_csv.run_import(whole.Session, start(whole, data), chunk=2)
+    once = csv_files.run_import(whole.Session, start(whole, data), chunk=2)
 
     cut = newsroom("cut.db")
     import_id = start(cut, data)
@@ -211,16 +212,16 @@ def test_an_import_cut_short_by_a_dying_worker_ends_as_one_uninterrupted_run(mak
     halfway = job(cut, import_id)
     assert (halfway.status, halfway.done) == ("running", 2)  # the first chunk is in, with its progress
     assert "a@example.org" in people(cut) and "b@example.org" not in people(cut)
-    again = subscriber_csv.run_import(cut.Session, import_id, chunk=2)
+    again = csv_files.run_import(cut.Session, import_id, chunk=2)
 
     assert again.status == once.status == "done"
     assert again.report == once.report
     assert people(cut) == people(whole)
-    report = subscriber_csv.report_from_dict(again.report)
+    report = csv_files.report_from_dict(again.report)
     assert (report.added, report.updated, report.resubscribed) == (4, 1, 0)
     assert [line for line, _, _ in report.problems] == [3, 5, 7]
     assert "choose “add back people who left”" in report.skipped[0][2]  # the desk's words, not the CLI's
-    assert subscriber_csv.run_import(cut.Session, import_id).report == once.report  # finished: left as it is
+    assert csv_files.run_import(cut.Session, import_id).report == once.report  # finished: left as it is
 
 
 def test_an_import_whose_task_was_lost_is_handed_out_again_by_the_tick_and_finishes(svc, monkeypatch):
@@ -249,17 +250,17 @@ def test_an_import_that_cannot_go_on_is_marked_failed_with_why(svc, monkeypatch)
     import_id = start(svc, "email\nada@example.org\n", slugs=("weekly",))
     with transaction(svc.Session) as session:
         session.delete(session.get(Newsletter, ids["weekly"]))  # deleted while the file waited for a worker
-    failed = subscriber_csv.run_import(svc.Session, import_id)
+    failed = csv_files.run_import(svc.Session, import_id)
     assert failed.status == "failed" and "no newsletter with id" in failed.error
     assert "ada@example.org" not in people(svc)
 
     def bug(*args, **kwargs):
         raise ZeroDivisionError
 
-    monkeypatch.setattr(subscriber_csv, "_import_chunk", bug)
+    monkeypatch.setattr(csv_files, "_import_chunk", bug)
     import_id = start(svc, "email\nada@example.org\nbob@example.org\n")
     with pytest.raises(ZeroDivisionError):  # for the worker's log
-        subscriber_csv.run_import(svc.Session, import_id)
+        csv_files.run_import(svc.Session, import_id)
     assert job(svc, import_id).error.startswith("the import stopped on an error (the worker's log has it) after 0 of "
                                                 "2 rows")
 
@@ -305,7 +306,7 @@ def test_an_editor_searches_and_reads_a_subscribers_timeline(client, svc):
             Delivery(edition_id=sent.id, subscriber_id=ann, status="sent", sent_at=now - timedelta(days=2)),
             Delivery(edition_id=skipped.id, subscriber_id=ann, status="skipped", created_at=now - timedelta(days=1),
                      last_reply="bounced before sending: 550 no such mailbox")])
-        subscribers.suppress(session, session.get(Subscriber, ann), "bounced", "smtp", "550 no such mailbox", now=now)
+        consent.suppress(session, session.get(Subscriber, ann), "bounced", "smtp", "550 no such mailbox", now=now)
     sign_in(client)
     found = client.get("/desk/subscribers", params={"q": "lovelace"})
     assert found.status_code == 200 and f'href="/desk/subscribers/{ann}"' in found.text
@@ -480,7 +481,7 @@ def test_a_real_worker_on_redis_imports_an_upload_and_sends_the_confirmations(
     client = desk_client()
     token = sign_in(client)
     celery_worker_for()
-    addresses = [f"reader{i}@example.org" for i in range(subscriber_csv.CHUNK + 20)]  # two chunks
+    addresses = [f"reader{i}@example.org" for i in range(csv_files.CHUNK + 20)]  # two chunks
     data = ("email\n" + "\n".join(addresses) + "\nnot-an-address\n").encode()
     sent = upload(client, token, data)
     assert sent.status_code == 303

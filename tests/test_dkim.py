@@ -25,13 +25,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import FIGURES, configured
-from syndicate import deliveries, editions, feeds, subscribers
-from syndicate import dkim as signing
 from syndicate.db import transaction
-from syndicate.deliveries import MessageFactory
+from syndicate.delivery import deliveries
+from syndicate.delivery.deliveries import MessageFactory
 from syndicate.errors import SettingsError
-from syndicate.mail import Mailbox, Template, build_message
+from syndicate.ingest import feeds
+from syndicate.mail import dkim as signing
+from syndicate.mail.transport import Mailbox, Template, build_message
 from syndicate.models import DEFAULT_SUBJECT, Edition, Newsletter
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
 
 GOLDEN = Path(__file__).parent / "golden"
 # In every edition's signature: what a reader sees and what identifies the message, and the two
@@ -118,7 +121,7 @@ def newsroom(svc, sample_feed, readers: int = 3) -> int:
         newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
                                              reply_to="desk@example.com", cron="0 7 * * *", timezone="Europe/Berlin")
         for i in range(readers):
-            subscribers.subscribe(session, f"reader{i}@example.com", [newsletter.id], confirmed=True,
+            consent.subscribe(session, f"reader{i}@example.com", [newsletter.id], confirmed=True,
                                   name="Zoë Ødegård" if i == 0 else None)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         return newsletter.id
@@ -179,8 +182,8 @@ def test_a_test_send_and_a_confirmation_mail_are_signed_too(signed_svc, sample_f
         cut = editions.cut(session, session.get(Newsletter, newsletter_id), signed_svc.settings)
         tests = deliveries.test_messages(signed_svc.settings, session.get(Newsletter, newsletter_id), cut.edition,
                                          ["editor@example.com", "desk@example.com"])
-        signup = subscribers.subscribe(session, "new@example.com", [newsletter_id])
-        confirmation = subscribers.confirmation_message(session, signed_svc.settings, signup.subscriber)
+        signup = consent.subscribe(session, "new@example.com", [newsletter_id])
+        confirmation = consent.confirmation_message(session, signed_svc.settings, signup.subscriber, mail_id=1)
 
     for message in [*tests, confirmation]:
         assert verified(message.data, signed_svc.key_file), message.message_id
@@ -194,8 +197,8 @@ def test_without_dkim_settings_nothing_is_signed(make_settings, sample_feed, smt
     newsletter_id = newsroom(svc, sample_feed, readers=2)
     send_edition(svc, newsletter_id)
     with transaction(svc.Session) as session:
-        signup = subscribers.subscribe(session, "new@example.com", [newsletter_id])
-        confirmation = subscribers.confirmation_message(session, svc.settings, signup.subscriber)
+        signup = consent.subscribe(session, "new@example.com", [newsletter_id])
+        confirmation = consent.confirmation_message(session, svc.settings, signup.subscriber, mail_id=1)
 
     for data in [m.data for m in smtp_server.messages] + [confirmation.data]:
         assert data.startswith(b"From: ") and b"DKIM-Signature" not in data
@@ -290,7 +293,7 @@ def test_the_signing_domain_defaults_to_the_from_domain_and_a_misaligned_one_is_
     message = b"From: news@mail.example.org\r\nTo: r@example.com\r\nSubject: Hi\r\n\r\nHello\r\n"
 
     assert own.signer("News@Mail.Example.org").domain == b"mail.example.org"
-    with caplog.at_level(logging.WARNING, logger="syndicate.dkim"):
+    with caplog.at_level(logging.WARNING, logger="syndicate.mail.dkim"):
         aligned = shared.signer("news@mail.example.org").sign(message)
         assert caplog.records == []
         for _ in range(3):

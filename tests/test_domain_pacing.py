@@ -14,10 +14,13 @@ import pytest
 from aiosmtpd.smtp import Envelope
 
 from conftest import FIGURES, SmtpHandler, configured, serve_smtp
-from syndicate import deliveries, editions, pacing, subscribers
 from syndicate.db import transaction
+from syndicate.delivery import deliveries
+from syndicate.mail import pacing
+from syndicate.mail.pacing import Domains, Limits, Pacer
 from syndicate.models import Article, Delivery, Subscriber
-from syndicate.pacing import Domains, Limits, Pacer
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
 from test_pacing import Clock
 
 SLOWED, OTHERS = "gmail.example", ("yahoo.example", "example.org")
@@ -156,7 +159,7 @@ def test_a_domain_deferring_at_rcpt_is_slowed_alone_and_recovers_after_it_relent
         newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         for i in range(10):
             for domain in (SLOWED, *OTHERS):
-                subscribers.subscribe(session, f"reader{i:02}@{domain}", [newsletter.id], confirmed=True)
+                consent.subscribe(session, f"reader{i:02}@{domain}", [newsletter.id], confirmed=True)
         now = datetime.now(UTC)
         session.add(Article(identity="a", url="https://news.example/a", title="Story", content_hash="x",
                             published_at=now, first_seen_at=now))
@@ -225,7 +228,7 @@ def test_a_domain_deferring_at_rcpt_is_slowed_alone_and_recovers_after_it_relent
 def test_syndicate_pace_shows_all_mail_and_each_slowed_domain(tmp_path):
     from click.testing import CliRunner
 
-    from syndicate.cli import main
+    from syndicate.cli.main import main
     from syndicate.config import Settings
     from syndicate.services import Services
 
@@ -248,8 +251,8 @@ def test_syndicate_pace_shows_all_mail_and_each_slowed_domain(tmp_path):
 def test_metrics_give_each_slowed_domains_pace(svc):
     from starlette.testclient import TestClient
 
-    from syndicate import api_tokens
-    from syndicate.web import create_app
+    from syndicate.http import api_tokens
+    from syndicate.web.app import create_app
 
     svc.pacer.domains.slow_down(SLOWED)
     with transaction(svc.Session) as session:

@@ -14,11 +14,13 @@ import time_machine
 from sqlalchemy import func, select
 
 from conftest import configured
-from syndicate import deliveries, editions, subscribers
 from syndicate.db import transaction
+from syndicate.delivery import deliveries
 from syndicate.errors import InvalidInput
 from syndicate.ledger import Leases
 from syndicate.models import Article, Delivery, Edition, EditionArticle, Newsletter, Subscriber
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -46,7 +48,7 @@ def newsletter(svc, readers: int = 3, now: datetime | None = None, **options) ->
                                        from_address="news@example.com", now=now,
                                        **{"cron": "0 7 * * *", "timezone": "Europe/Berlin", **options})
         for i in range(readers):
-            subscribers.subscribe(session, f"reader{i}@example.com", [made.id], confirmed=True, now=now)
+            consent.subscribe(session, f"reader{i}@example.com", [made.id], confirmed=True, now=now)
         return made.id
 
 
@@ -445,7 +447,7 @@ def test_an_unsubscribe_during_the_batch_in_hand_is_honoured(desk):
 
     def leave():
         with transaction(desk.Session) as session:
-            subscribers.unsubscribe(session, desk.settings, token)
+            consent.unsubscribe(session, desk.settings, token)
 
     ids = [b[1] for b in cut.batches] + [b[2] for b in cut.batches]
     deliveries.send_batch(desk.Session, desk.settings, PausingTransport(desk.transport, 3, leave),

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import cli_in
-from syndicate.cli import main
+from syndicate.cli.main import main
 
 
 @pytest.fixture

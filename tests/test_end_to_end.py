@@ -21,9 +21,13 @@ from starlette.testclient import TestClient
 from twitter_text import parse_tweet
 
 from conftest import FIGURES, configured, wait_for
-from syndicate import editions, feeds, posts, subscribers, tasks
+from syndicate import tasks
 from syndicate.db import transaction
+from syndicate.ingest import feeds
 from syndicate.models import Delivery, Edition, Newsletter, Post, Subscription, utcnow
+from syndicate.newsletters import editions
+from syndicate.social import posts
+from syndicate.subscribers import consent
 
 SUBSCRIBERS = 150
 X_CREDENTIALS = dict(x_consumer_key="ck", x_consumer_secret="cs", x_access_token="at", x_access_token_secret="ats")
@@ -50,8 +54,8 @@ def test_a_published_story_reaches_inboxes_and_x_exactly_once(
                                              timezone="Europe/Berlin")
         for i in range(SUBSCRIBERS):
             name = "Zoë Ødegård" if i % 3 == 0 else f"Reader {i}"
-            subscribers.subscribe(session, f"reader{i}@example.org", [newsletter.id], name=name, confirmed=True)
-        subscribers.subscribe(session, "pending@example.org", [newsletter.id])  # never confirmed: gets nothing
+            consent.subscribe(session, f"reader{i}@example.org", [newsletter.id], name=name, confirmed=True)
+        consent.subscribe(session, "pending@example.org", [newsletter.id])  # never confirmed: gets nothing
         # Any hour, no gap, no age limit (the sample's stories are years old): one post per tick.
         posts.ensure_default_account(session).settings = dict(window="always", min_gap=0, max_age=0)
         newsletter_id = newsletter.id
@@ -125,7 +129,7 @@ def test_a_published_story_reaches_inboxes_and_x_exactly_once(
     assert len(set(ids)) == len(ids)
 
     # The unsubscribe link works against the web app, by RFC 8058 one-click POST.
-    from syndicate.web import create_app
+    from syndicate.web.app import create_app
 
     client = TestClient(create_app(), base_url="http://testserver")
     path = unsubscribe_url.removeprefix("http://testserver")

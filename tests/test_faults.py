@@ -33,10 +33,13 @@ from aiosmtpd.smtp import MISSING
 from sqlalchemy import func, insert, select, update
 
 from conftest import FIGURES, REQUIRED, Received, configured, free_port, serve_smtp, wait_for
-from syndicate import deliveries, editions, feeds, tasks
+from syndicate import tasks
 from syndicate.db import transaction
+from syndicate.delivery import deliveries
+from syndicate.ingest import feeds
 from syndicate.ledger import Leases
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
+from syndicate.newsletters import editions
 
 SMTP_TIMEOUT = 2  # seconds, for the stalling server
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from syndicate import feeds
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
-from syndicate.feeds import PollResult
+from syndicate.ingest import feeds
+from syndicate.ingest.feeds import PollResult
 from syndicate.models import Article, Feed
 
 ARMENIA_URL = "https://truthusa.example/armenia-conducts-joint-military-exercises-with-us/"

@@ -14,10 +14,13 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from conftest import configured, form_fields, hidden_fields, subscriber_by_email
-from syndicate import editions, forms, subscribers, tokens
+from syndicate import tokens
 from syndicate.db import transaction
 from syndicate.models import Subscription
-from syndicate.web import create_app
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
+from syndicate.web import forms
+from syndicate.web.app import create_app
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ONE_CLICK = {"content": "List-Unsubscribe=One-Click",
@@ -50,13 +53,13 @@ def client(site):
 def pending_reader(svc, address: str = "reader@example.com") -> int:
     with transaction(svc.Session) as session:
         daily = editions.get_newsletter(session, "daily").id
-        return subscribers.subscribe(session, address, [daily]).subscriber.id
+        return consent.subscribe(session, address, [daily]).subscriber.id
 
 
 def confirmed_reader(svc, address: str = "reader@example.com") -> int:
     with transaction(svc.Session) as session:
         daily = editions.get_newsletter(session, "daily").id
-        return subscribers.subscribe(session, address, [daily], confirmed=True).subscriber.id
+        return consent.subscribe(session, address, [daily], confirmed=True).subscriber.id
 
 
 def subscriptions(svc, subscriber_id: int) -> dict[int, str]:

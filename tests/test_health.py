@@ -13,12 +13,13 @@ from sqlalchemy import create_engine, func, select
 from starlette.testclient import TestClient
 
 from conftest import configured
-from syndicate import api_tokens, health
 from syndicate.config import parse_smtp_url
 from syndicate.db import transaction
+from syndicate.http import api_tokens
 from syndicate.ledger import Leases
 from syndicate.tasks import configure
-from syndicate.web import create_app
+from syndicate.web import health
+from syndicate.web.app import create_app
 
 SECRET = "hunter2-not-for-tickets"
 
@@ -177,7 +178,7 @@ def test_healthz_answers_503_naming_what_is_down_within_seconds_and_without_pass
                             smtp_url=f"smtp+starttls://news:{SECRET}@127.0.0.1:{closed_port}"))
     started = time.monotonic()
     # With the database down no token can be checked: even a token's holder gets the public answer.
-    with caplog.at_level("WARNING", logger="syndicate.health"):
+    with caplog.at_level("WARNING", logger="syndicate.web.health"):
         response = TestClient(create_app()).get("/healthz", headers={"Authorization": "Bearer syn_anything"})
     assert time.monotonic() - started < health.DEADLINE + 1
     assert response.status_code == 503 and SECRET not in response.text
@@ -205,7 +206,7 @@ def test_the_public_healthz_says_ok_or_not_per_part_and_nothing_of_our_hosts(mak
     configured(make_settings(database_url=f"sqlite:///{tmp_path / 'h.db'}",
                              broker_url=f"redis://127.0.0.1:{closed_port}/0",
                              smtp_url=f"smtp+starttls://127.0.0.1:{closed_port}"))
-    with caplog.at_level("WARNING", logger="syndicate.health"):
+    with caplog.at_level("WARNING", logger="syndicate.web.health"):
         response = TestClient(create_app()).get("/healthz")
 
     assert response.status_code == 503
@@ -241,13 +242,15 @@ def test_a_lane_with_work_due_and_nothing_done_for_a_while_makes_healthz_degrade
 
     from sqlalchemy import update
 
-    from syndicate import editions, feeds, subscribers
+    from syndicate.ingest import feeds
     from syndicate.models import Delivery
+    from syndicate.newsletters import editions
+    from syndicate.subscribers import consent
 
     with transaction(svc.Session) as session:
         newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         for i in range(3):
-            subscribers.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)
+            consent.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         editions.cut(session, newsletter, svc.settings)  # queued nowhere: no worker will take it
     monkeypatch.setattr(health.Cached.__init__, "__defaults__", (0.0,))  # every probe looks again

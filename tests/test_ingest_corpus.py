@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
-from syndicate import feeds
 from syndicate.db import transaction
+from syndicate.ingest import feeds
 from syndicate.models import Article, Feed
 
 CORPUS = Path(__file__).parent / "corpus"

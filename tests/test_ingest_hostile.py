@@ -22,9 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from syndicate import feeds, fetch
 from syndicate.db import transaction
 from syndicate.errors import FeedError
+from syndicate.ingest import feeds, fetch
 from syndicate.models import Article, Feed
 
 T0 = datetime(2030, 1, 6, 7, 0, tzinfo=UTC)

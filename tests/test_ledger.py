@@ -13,12 +13,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from conftest import configured
-from syndicate import db, deliveries, editions, feeds, subscribers
+from syndicate import db
 from syndicate.db import transaction
+from syndicate.delivery import deliveries
 from syndicate.errors import InvalidInput
+from syndicate.ingest import feeds
 from syndicate.ledger import Leases
-from syndicate.mail import OutboxTransport
+from syndicate.mail.transport import OutboxTransport
 from syndicate.models import Delivery, Edition, EditionArticle, Newsletter, Subscription
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
 
 
 @pytest.fixture
@@ -32,7 +36,7 @@ def newsroom(svc, sample_feed, readers=5, names=None):
         newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
                                              cron="0 7 * * *", timezone="Europe/Berlin")
         for i in range(readers):
-            subscribers.subscribe(session, f"reader{i}@example.com", [newsletter.id],
+            consent.subscribe(session, f"reader{i}@example.com", [newsletter.id],
                                   name=(names or {}).get(i), confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         return newsletter.id
@@ -134,8 +138,8 @@ def test_it_freezes_an_edition_and_never_puts_an_article_in_two_editions(ledger,
 def test_it_fans_out_to_readers_confirmed_at_the_cut_only(ledger, sample_feed):
     newsletter_id = newsroom(ledger, sample_feed, readers=3)
     with transaction(ledger.Session) as session:
-        subscribers.subscribe(session, "unconfirmed@example.com", [newsletter_id])
-        gone = subscribers.subscribe(session, "gone@example.com", [newsletter_id], confirmed=True).subscriber
+        consent.subscribe(session, "unconfirmed@example.com", [newsletter_id])
+        gone = consent.subscribe(session, "gone@example.com", [newsletter_id], confirmed=True).subscriber
         session.execute(update(Subscription).where(Subscription.subscriber_id == gone.id)
                         .values(status="unsubscribed"))
     cut = cut_now(ledger, newsletter_id)

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syndicate import fetch, linkcard
-from syndicate.linkcard import Card, PageUnreachable
+from syndicate.ingest import fetch
+from syndicate.social import linkcard
+from syndicate.social.linkcard import Card, PageUnreachable
 
 T0 = datetime(2030, 1, 6, 7, 0, tzinfo=UTC)
 HTML = {"Content-Type": "text/html; charset=UTF-8"}

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syndicate import subscribers
 from syndicate.errors import InvalidInput
-from syndicate.mail import Mailbox, Template, build_message
+from syndicate.mail.transport import Mailbox, Template, build_message
+from syndicate.subscribers import consent
 
 PLACEHOLDER = "https://syndicate.invalid/unsubscribe-url"
 TEXT = "The Morning Briefing — Zoë's picks\n\n1. Crème brûlée in 東京\n" + "A line of text. " * 40 + \
@@ -81,12 +81,12 @@ def test_an_assembled_message_parses_to_what_the_slow_build_gives(template, name
 
 def test_a_non_ascii_mailbox_name_is_refused_but_an_international_domain_is_kept_in_ascii():
     with pytest.raises(InvalidInput, match="not an email address we can send to"):
-        subscribers.normalise_email("zoë@example.org")
-    assert subscribers.normalise_email("Reader@Bücher.example") == "reader@xn--bcher-kva.example"
+        consent.normalise_email("zoë@example.org")
+    assert consent.normalise_email("Reader@Bücher.example") == "reader@xn--bcher-kva.example"
 
 
 def test_encoding_line_by_line_gives_the_same_bytes_as_encoding_the_whole_body():
-    from syndicate.mail import Template, _qp
+    from syndicate.mail.transport import Template, _qp
 
     marker = "https://syndicate.invalid/unsubscribe-url"
     body = ("Ünïcode line with trailing space \n" + "x" * 300 + f" {marker} tail\n"
@@ -123,7 +123,7 @@ def test_no_line_of_a_message_starts_with_a_dot_so_smtp_sends_it_as_it_is(text, 
 
 @given(st.text(st.characters(codec="utf-8"), max_size=400).map(lambda t: t.replace("\r", "")))
 def test_quoted_printable_keeps_the_text_and_its_rules_whatever_the_dots(text):
-    from syndicate.mail import QP_LINE, _qp
+    from syndicate.mail.transport import QP_LINE, _qp
 
     text = "." + text.replace(" ", ". .")  # many dots, many places for a soft break to put one first
     encoded = _qp(text)

@@ -23,13 +23,16 @@ from starlette.testclient import TestClient
 
 from conftest import submit
 from desk_client import add_editor, api_headers, desk_client
-from syndicate import editions, feeds, subscribers, tasks
-from syndicate.cli import main
+from syndicate import tasks
+from syndicate.cli.main import main
 from syndicate.db import transaction
-from syndicate.mail import Mailbox, Template, build_message, header_text, mailbox, phrase
+from syndicate.ingest import feeds
+from syndicate.mail.transport import Mailbox, Template, build_message, header_text, mailbox, phrase
 from syndicate.models import Edition, utcnow
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
 from syndicate.templating import one_line
-from syndicate.web import create_app
+from syndicate.web.app import create_app
 
 DATE = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
 INJECTION = "Vote =?UTF-8?Q?=0D=0AReply-To:_payments@evil.example=0D=0A?="
@@ -203,7 +206,7 @@ def test_a_from_name_stored_with_a_line_break_before_it_was_refused_still_sends_
     with transaction(site.Session) as session:
         newsletter = editions.get_newsletter(session, "daily")
         newsletter.from_name = "Daily\r\nBcc: everyone@evil.example"  # as a row from before the check may be
-        subscribers.subscribe(session, "reader@example.org", [newsletter.id], confirmed=True)
+        consent.subscribe(session, "reader@example.org", [newsletter.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         cut = editions.cut(session, newsletter, site.settings)
         edition_id, batches = cut.edition.id, cut.batches

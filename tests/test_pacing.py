@@ -11,10 +11,13 @@ from datetime import UTC, datetime
 import pytest
 
 from conftest import configured
-from syndicate import deliveries, editions, pacing, subscribers
 from syndicate.db import transaction
+from syndicate.delivery import deliveries
+from syndicate.mail import pacing
+from syndicate.mail.pacing import Limits, Pacer, State
 from syndicate.models import Article
-from syndicate.pacing import Limits, Pacer, State
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
 
 
 class Clock:
@@ -147,7 +150,7 @@ def desk(make_settings, smtp_server, tmp_path):
     with transaction(svc.Session) as session:
         newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         for i in range(40):
-            subscribers.subscribe(session, f"reader{i:02}@example.com", [newsletter.id], confirmed=True)
+            consent.subscribe(session, f"reader{i:02}@example.com", [newsletter.id], confirmed=True)
         now = datetime.now(UTC)
         session.add(Article(identity="a", url="https://news.example/a", title="Story", content_hash="x",
                             published_at=now, first_seen_at=now))

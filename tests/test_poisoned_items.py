@@ -13,11 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from conftest import configured
-from syndicate import posts, tasks
+from syndicate import tasks
 from syndicate.db import transaction
 from syndicate.errors import TransportError
 from syndicate.models import Article, Post, SocialAccount, utcnow
-from syndicate.social import Published
+from syndicate.social import posts
+from syndicate.social.clients import Published
 
 POISON = ["https://news.example/a story with spaces", "javascript:alert(document.cookie)"]
 GOOD = "https://news.example/2026/12/06/the-harbour-reopens/"
@@ -117,7 +118,7 @@ def test_one_item_the_reader_breaks_on_is_skipped_and_said_on_the_feed_and_the_o
         make_settings, tmp_path, feed_server, monkeypatch):
     """A bug nobody foresaw in reading one item (here: made to happen) used to fail the whole feed at every
     poll: no story of it, ever. Now that item alone is skipped, and the feed says which and why."""
-    from syndicate import feeds
+    from syndicate.ingest import feeds
     from syndicate.models import Feed
 
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}"))
@@ -171,16 +172,17 @@ def test_a_post_whose_database_fails_mid_publish_is_published_by_the_same_task_a
 
 def test_an_import_whose_database_fails_mid_way_is_not_marked_failed_and_goes_on(make_settings, tmp_path,
                                                                                   monkeypatch):
-    from syndicate import editions, subscriber_csv
     from syndicate.models import SubscriberImport
+    from syndicate.newsletters import editions
+    from syndicate.subscribers import csv_files
 
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}"), eager=True)
     with transaction(svc.Session) as session:
         daily = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         data = "email\n" + "".join(f"reader{i}@example.org\n" for i in range(1200))  # three chunks of 500
-        import_id = subscriber_csv.start_import(session, "ada", "list.csv", data, [daily.id], confirmed=True,
+        import_id = csv_files.start_import(session, "ada", "list.csv", data, [daily.id], confirmed=True,
                                                 force=False).id
-    real = subscriber_csv._import_chunk
+    real = csv_files._import_chunk
     calls = []
 
     def away_on_the_second_chunk(*args, **kwargs):
@@ -189,7 +191,7 @@ def test_an_import_whose_database_fails_mid_way_is_not_marked_failed_and_goes_on
             raise OperationalError("INSERT …", None, Exception("database is locked"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(subscriber_csv, "_import_chunk", away_on_the_second_chunk)
+    monkeypatch.setattr(csv_files, "_import_chunk", away_on_the_second_chunk)
     assert tasks.import_subscribers.apply(args=(import_id,)).get() == "done"
     with transaction(svc.Session) as session:
         job = session.get(SubscriberImport, import_id)

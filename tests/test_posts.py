@@ -13,12 +13,13 @@ from sqlalchemy import func, select
 from twitter_text import parse_tweet
 
 from conftest import configured
-from syndicate import accounts, feeds, posts
 from syndicate.db import transaction
 from syndicate.errors import TransportError
+from syndicate.ingest import feeds
 from syndicate.ledger import Leases
 from syndicate.models import Article, Post, SocialAccount, utcnow
-from syndicate.social import Published
+from syndicate.social import accounts, posts
+from syndicate.social.clients import Published
 
 FEED_URL = "https://truthusa.example/feed/"
 TWEETS = "https://api.twitter.com/2/tweets"

@@ -16,13 +16,16 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from conftest import configured
-from syndicate import api_tokens, editions, feeds, posts, push
-from syndicate.api_tokens import NotAuthenticated
-from syndicate.cli import main
+from syndicate.cli.main import main
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
+from syndicate.http import api_tokens
+from syndicate.http.api_tokens import NotAuthenticated
+from syndicate.ingest import feeds, push
 from syndicate.models import ApiToken, Article, Post
-from syndicate.web import create_app
+from syndicate.newsletters import editions
+from syndicate.social import posts
+from syndicate.web.app import create_app
 
 STORY = {
     "url": "https://news.example/2026/05/harbour-reopens",

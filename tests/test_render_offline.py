@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from conftest import FeedServer
 from syndicate import templating
-from syndicate.cli import main
+from syndicate.cli.main import main
 
 CSS = b"p.lead { color: #ff0000; }"
 BODY_TXT = "{% for a in articles %}* {{ a.title }}\n{% endfor %}"

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import SmtpHandler, serve_smtp
-from syndicate import deliveries, editions, feeds, subscribers
 from syndicate.config import parse_smtp_url
 from syndicate.db import transaction
-from syndicate.mail import SmtpTransport
+from syndicate.delivery import deliveries
+from syndicate.ingest import feeds
+from syndicate.mail.transport import SmtpTransport
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
 
 READERS = 300
 
@@ -74,7 +77,7 @@ def test_a_few_hundred_small_messages_go_out_in_one_write_each_on_sockets_that_h
         newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
                                              cron=None, first_fill=f"last:{stories}")
         for i in range(READERS):
-            subscribers.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)
+            consent.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)
         cut = editions.cut(session, newsletter, svc.settings)
         size, batches = len(cut.edition.html.encode()), cut.batches
     transport = CountingTransport(parse_smtp_url(server.url))

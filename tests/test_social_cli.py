@@ -9,7 +9,7 @@ import pytest
 import responses
 from click.testing import CliRunner
 
-from syndicate.cli import main
+from syndicate.cli.main import main
 from syndicate.errors import InvalidInput
 
 INSTANCE = "https://social.example"

@@ -12,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import configured, wait_for
-from syndicate import accounts, posts, tasks
+from syndicate import tasks
 from syndicate.db import transaction
 from syndicate.models import Article, Post, utcnow
+from syndicate.social import accounts, posts
 from test_faults import workers  # noqa: F401 — the fixture
 
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from syndicate import accounts, posts
-from syndicate.accounts import AccountSettings
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Post, SocialAccount
+from syndicate.social import accounts, posts
+from syndicate.social.accounts import AccountSettings
 
 T0 = datetime(2030, 6, 3, 10, 0, tzinfo=UTC)  # a Monday, 12:00 in Berlin (CEST)
 BERLIN = dict(timezone="Europe/Berlin", window="07:00-22:00")

@@ -14,12 +14,14 @@ from click.testing import CliRunner
 from sqlalchemy import delete, event, func, select
 
 from conftest import FIGURES, configured
-from syndicate import editions, subscriber_csv, subscribers, tasks
-from syndicate.cli import main
+from syndicate import tasks
+from syndicate.cli.main import main
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import Newsletter, Subscriber, SubscriberEvent, Subscription
-from syndicate.subscriber_csv import import_csv
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent, csv_files
+from syndicate.subscribers.csv_files import import_csv
 
 NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 FORCE_HINT = "skipped (use --force to add back)"
@@ -43,7 +45,7 @@ def sqlite_store(svc):
     return svc
 
 
-def run_import(svc, data: str | bytes, slugs=("daily",), **options) -> subscriber_csv.ImportReport:
+def run_import(svc, data: str | bytes, slugs=("daily",), **options) -> csv_files.ImportReport:
     with transaction(svc.Session) as session:
         ids = [editions.get_newsletter(session, slug).id for slug in slugs]
         return import_csv(session, data, ids, now=NOW, **options)
@@ -72,13 +74,13 @@ def events(svc, email: str | None = None) -> list[tuple[str, str, str | None]]:
 def add(svc, email: str, slugs=("daily",), confirmed=True, name=None) -> int:
     with transaction(svc.Session) as session:
         ids = [editions.get_newsletter(session, slug).id for slug in slugs]
-        return subscribers.subscribe(session, email, ids, name=name, confirmed=confirmed).subscriber.id
+        return consent.subscribe(session, email, ids, name=name, confirmed=confirmed).subscriber.id
 
 
 def suppress(svc, email: str, status: str) -> None:
     with transaction(svc.Session) as session:
         found = session.scalar(select(Subscriber).where(Subscriber.email == email))
-        subscribers.suppress(session, found, status, "test", f"{status} in a test")
+        consent.suppress(session, found, status, "test", f"{status} in a test")
 
 
 # ── new addresses ────────────────────────────────────────────────────────────
@@ -333,7 +335,7 @@ def mixed_list(svc) -> None:
 def export(svc, **options) -> str:
     out = io.StringIO(newline="")
     with transaction(svc.Session) as session:
-        subscriber_csv.export_csv(session, out, **options)
+        csv_files.export_csv(session, out, **options)
     return out.getvalue()
 
 

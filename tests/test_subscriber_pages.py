@@ -18,12 +18,14 @@ from sqlalchemy import delete, func, select
 from starlette.testclient import TestClient
 
 from conftest import cli_in, configured, submit
-from syndicate import archive, editions, subscribers, throttle, tokens
+from syndicate import throttle, tokens
 from syndicate.db import transaction
-from syndicate.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL
+from syndicate.delivery.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, Throttle
-from syndicate.web import create_app
+from syndicate.newsletters import archive, editions
+from syndicate.subscribers import consent
+from syndicate.web.app import create_app
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -66,7 +68,7 @@ def reader(svc, address: str = "reader@example.com", slugs: tuple[str, ...] = ("
     """A confirmed subscriber of `slugs`; their id."""
     with transaction(svc.Session) as session:
         ids = [editions.get_newsletter(session, slug).id for slug in slugs]
-        return subscribers.subscribe(session, address, ids, confirmed=True).subscriber.id
+        return consent.subscribe(session, address, ids, confirmed=True).subscriber.id
 
 
 def preferences_path(svc, subscriber_id: int) -> str:
@@ -274,10 +276,10 @@ def test_a_signup_without_a_client_is_limited_by_address_only(site):
     with transaction(site.Session) as session:
         daily = editions.get_newsletter(session, "daily").id
         for i in range(5):
-            signup = subscribers.subscribe(session, f"r{i}@example.com", [daily], source="cli",
+            signup = consent.subscribe(session, f"r{i}@example.com", [daily], source="cli",
                                            settings=site.settings, now=T0)
             sends.append(signup.send_confirmation)
-        again = [subscribers.subscribe(session, "r0@example.com", [daily], source="cli", settings=site.settings,
+        again = [consent.subscribe(session, "r0@example.com", [daily], source="cli", settings=site.settings,
                                        now=T0) for _ in range(2)]
     assert sends == [True] * 5  # more than confirmations_per_client (3)
     assert [(s.send_confirmation, s.held_back) for s in again] == [(True, None), (False, "address")]
@@ -303,7 +305,7 @@ def test_the_cli_signup_is_on_the_timeline_and_obeys_the_configured_address_limi
 def test_a_signup_without_settings_uses_the_default_limits(site):
     with transaction(site.Session) as session:
         daily = editions.get_newsletter(session, "daily").id
-        sends = [subscribers.subscribe(session, "r@example.com", [daily], now=T0).send_confirmation
+        sends = [consent.subscribe(session, "r@example.com", [daily], now=T0).send_confirmation
                  for _ in range(4)]
     assert sends == [True, True, True, False]  # Settings.confirmations_per_address defaults to 3
 
@@ -331,7 +333,7 @@ def test_the_timeline_records_subscribed_confirmed_and_one_click_unsubscribed(cl
 def test_a_reader_who_left_everything_and_signs_up_again_is_back_once_they_confirm(client, site, smtp_server):
     subscriber_id = reader(site)
     with transaction(site.Session) as session:
-        subscribers.leave_all(session, subscriber_id)
+        consent.leave_all(session, subscriber_id)
 
     submit(client, "/subscribe", data={"email": "reader@example.com", "newsletter": "weekly"})
     link = re.search(r"http://testserver(/confirm/[A-Za-z0-9._-]+)", mails_to(smtp_server, "reader@example.com")[0]
@@ -346,8 +348,8 @@ def test_a_reader_who_left_everything_and_signs_up_again_is_back_once_they_confi
 def test_a_bounced_address_that_confirms_is_told_its_mail_is_suspended(client, site):
     subscriber_id = reader(site)
     with transaction(site.Session) as session:
-        subscribers.suppress(session, session.get(Subscriber, subscriber_id), "bounced", "smtp", "550 no such user")
-        subscribers.subscribe(session, "reader@example.com", [editions.get_newsletter(session, "weekly").id])
+        consent.suppress(session, session.get(Subscriber, subscriber_id), "bounced", "smtp", "550 no such user")
+        consent.subscribe(session, "reader@example.com", [editions.get_newsletter(session, "weekly").id])
 
     page = submit(client, f"/confirm/{tokens.confirm_token(site.settings.secret_key, subscriber_id)}")
 
@@ -373,7 +375,7 @@ def test_a_link_scanner_opening_every_link_in_a_mail_changes_nothing(site):
     confirmed = reader(site, "reader@example.com", ("daily", "weekly"))
     daily = newsletter_id(site, "daily")
     with transaction(site.Session) as session:
-        waiting = subscribers.subscribe(session, "new@example.com", [daily]).subscriber.id
+        waiting = consent.subscribe(session, "new@example.com", [daily]).subscriber.id
     add_edition(site, "daily", 1, "sent")
     open_delivery = pending_delivery(site, add_edition(site, "daily", 2, "sending"), confirmed)
     secret = site.settings.secret_key
@@ -496,7 +498,7 @@ def test_a_one_click_unsubscribe_can_be_undone_on_the_preferences_page(client, s
 def test_a_suspended_address_is_told_why_and_not_mailed_again(client, site, status, why):
     subscriber_id = reader(site)
     with transaction(site.Session) as session:
-        subscribers.suppress(session, session.get(Subscriber, subscriber_id), status, "smtp", "550 no such user",
+        consent.suppress(session, session.get(Subscriber, subscriber_id), status, "smtp", "550 no such user",
                              now=T0)
     before = statuses(site, subscriber_id)
     path = preferences_path(site, subscriber_id)
@@ -516,7 +518,7 @@ def test_a_suspended_address_is_told_why_and_not_mailed_again(client, site, stat
 def test_a_bounced_reader_can_still_leave_and_stays_bounced(client, site):
     subscriber_id = reader(site, slugs=("daily", "weekly"))
     with transaction(site.Session) as session:
-        subscribers.suppress(session, session.get(Subscriber, subscriber_id), "bounced", "smtp", "550")
+        consent.suppress(session, session.get(Subscriber, subscriber_id), "bounced", "smtp", "550")
     path = preferences_path(site, subscriber_id)
 
     submit(client, path, data={"action": "save", "newsletter": "weekly"})
@@ -567,24 +569,24 @@ def test_preferences_offer_active_newsletters_and_paused_ones_the_reader_gets(si
                                status="paused"))
         editions.pause_newsletter(session, editions.get_newsletter(session, "weekly"))
     with transaction(site.Session) as session:
-        prefs = subscribers.preferences(session, subscriber_id)
+        prefs = consent.preferences(session, subscriber_id)
         offered = [(c.newsletter.slug, c.subscribed) for c in prefs.choices]
         assert offered == [("daily", False), ("weekly", True)]
         assert prefs.suspended is None
         gone = editions.get_newsletter(session, "gone").id
         with pytest.raises(InvalidInput, match="no newsletter with id"):
-            subscribers.set_preferences(session, subscriber_id, [gone])
+            consent.set_preferences(session, subscriber_id, [gone])
         with pytest.raises(NotFound):
-            subscribers.preferences(session, 10_000)
+            consent.preferences(session, 10_000)
 
 
 def test_set_preferences_confirms_a_waiting_subscription(site):
     daily = newsletter_id(site, "daily")
     with transaction(site.Session) as session:
-        subscriber_id = subscribers.subscribe(session, "new@example.com", [daily]).subscriber.id
-        assert subscribers.preferences(session, subscriber_id).choices[0].waiting
+        subscriber_id = consent.subscribe(session, "new@example.com", [daily]).subscriber.id
+        assert consent.preferences(session, subscriber_id).choices[0].waiting
 
-        saved = subscribers.set_preferences(session, subscriber_id, [daily], now=T0)
+        saved = consent.set_preferences(session, subscriber_id, [daily], now=T0)
 
         assert [n.slug for n in saved.joined] == ["daily"] and not saved.left and not saved.refused
     assert statuses(site, subscriber_id) == ("confirmed", {"daily": "active"})

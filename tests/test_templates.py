@@ -17,10 +17,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from conftest import FIGURES
-from syndicate import editions, links, templating, tokens
-from syndicate.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL, MessageFactory
+from syndicate import links, templating, tokens
+from syndicate.delivery.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL, MessageFactory
 from syndicate.errors import InvalidInput
 from syndicate.models import DEFAULT_SUBJECT, Article, Edition, Newsletter
+from syndicate.newsletters import editions
 
 GOLDEN = Path(__file__).parent / "golden"
 BASE_URL = "https://news.example"

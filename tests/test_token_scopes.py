@@ -12,11 +12,15 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from syndicate import api_tokens, db, editions, editors, subscribers
-from syndicate.cli import main
+from syndicate import db
+from syndicate.cli.main import main
 from syndicate.db import transaction
+from syndicate.desk import editors
+from syndicate.http import api_tokens
 from syndicate.models import ApiToken, Article, Subscriber
-from syndicate.web import create_app
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
+from syndicate.web.app import create_app
 
 BREAKING = {"url": "https://news.example/2026/05/breaking", "title": "BREAKING: the harbour is on fire",
             "guid": "https://news.example/?p=666", "categories": ["Breaking"],
@@ -57,7 +61,7 @@ def client(svc):
 def reader(svc) -> None:
     with transaction(svc.Session) as session:
         daily = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
-        subscribers.subscribe(session, "ana@example.com", [daily.id], confirmed=True)
+        consent.subscribe(session, "ana@example.com", [daily.id], confirmed=True)
 
 
 def bearer(token: str) -> dict:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from syndicate.cli import main
+from syndicate.cli.main import main
 
 PASSWORD = "correct horse battery"
 
@@ -36,7 +36,7 @@ def test_an_operator_adds_an_editor_who_gets_a_token_for_the_api(syndicate):
     made = syndicate("token", "create", "ada:script", "--editor", "ada")
     assert made.exit_code == 0 and "/api/v1" in made.stderr
     token = made.stdout.strip()
-    from syndicate.web import create_app  # the CLI configured this process's services: same database
+    from syndicate.web.app import create_app  # the CLI configured this process's services: same database
 
     client = TestClient(create_app())
     me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
@@ -62,8 +62,9 @@ def test_it_refuses_a_short_password_a_bad_name_and_an_unknown_editor_clearly(sy
 def test_a_new_password_replaces_the_old_one(syndicate, tmp_path):
     syndicate("user", "add", "ada", SYNDICATE_USER_PASSWORD=PASSWORD)
     assert syndicate("user", "password", "ada", SYNDICATE_USER_PASSWORD="another long one").exit_code == 0
-    from syndicate import editors, services
+    from syndicate import services
     from syndicate.db import transaction
+    from syndicate.desk import editors
 
     with transaction(services.current().Session) as session:
         assert editors.sign_in(session, "ada", "another long one", "test")[0] is not None

@@ -11,11 +11,14 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from conftest import submit, subscriber_by_email
-from syndicate import editions, feeds, subscribers, tokens
+from syndicate import tokens
 from syndicate.db import transaction
-from syndicate.deliveries import UNSUBSCRIBE_URL
+from syndicate.delivery.deliveries import UNSUBSCRIBE_URL
+from syndicate.ingest import feeds
 from syndicate.models import Delivery, SubscriberEvent, Subscription
-from syndicate.web import create_app
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent
+from syndicate.web.app import create_app
 
 FEED_URL = "https://truthusa.example/feed/"
 ONE_CLICK = {"content": "List-Unsubscribe=One-Click",
@@ -62,7 +65,7 @@ def confirmed_subscriber(svc, address: str = "reader@example.com") -> tuple[int,
     """A confirmed subscriber of "daily": (subscriber id, newsletter id, their unsubscribe token)."""
     with transaction(svc.Session) as session:
         newsletter = editions.get_newsletter(session, "daily")
-        signup = subscribers.subscribe(session, address, [newsletter.id], confirmed=True)
+        signup = consent.subscribe(session, address, [newsletter.id], confirmed=True)
         ids = signup.subscriber.id, newsletter.id
     return (*ids, tokens.unsubscribe_token(svc.settings.secret_key, *ids))
 
@@ -168,7 +171,7 @@ def test_it_stores_nothing_and_mails_nothing_for_a_refused_signup(client, web, s
 def test_it_confirms_only_when_the_button_is_pressed_not_when_the_link_is_opened(client, web):
     with transaction(web.Session) as session:
         newsletter = editions.get_newsletter(session, "daily")
-        subscriber_id = subscribers.subscribe(session, "reader@example.com", [newsletter.id]).subscriber.id
+        subscriber_id = consent.subscribe(session, "reader@example.com", [newsletter.id]).subscriber.id
     path = f"/confirm/{tokens.confirm_token(web.settings.secret_key, subscriber_id)}"
 
     opened = client.get(path)
@@ -185,7 +188,7 @@ def test_it_confirms_only_when_the_button_is_pressed_not_when_the_link_is_opened
 def test_it_answers_a_tampered_confirmation_link_with_a_message(client, web):
     with transaction(web.Session) as session:
         newsletter = editions.get_newsletter(session, "daily")
-        subscriber_id = subscribers.subscribe(session, "reader@example.com", [newsletter.id]).subscriber.id
+        subscriber_id = consent.subscribe(session, "reader@example.com", [newsletter.id]).subscriber.id
     token = tokens.confirm_token(web.settings.secret_key, subscriber_id)
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
 

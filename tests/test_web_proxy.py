@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import answers, free_port, hidden_fields, terminate, wait_for
-from syndicate.cli import main
+from syndicate.cli.main import main
 from syndicate.config import Settings
 from syndicate.errors import SettingsError
 

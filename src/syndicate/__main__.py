@@ -1,3 +1,3 @@
-from syndicate.cli import cli
+from syndicate.cli.main import cli
 
 cli()

@@ -23,7 +23,7 @@ from syndicate.errors import SettingsError
 from syndicate.ledger import DEFAULT_CLAIM, SHORTEST_CLAIM, Leases
 
 if TYPE_CHECKING:
-    from syndicate.dkim import DkimSettings
+    from syndicate.mail.dkim import DkimSettings
 
 PREFIX = "SYNDICATE_"
 X_KEYS = ("X_CONSUMER_KEY", "X_CONSUMER_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET")
@@ -311,7 +311,7 @@ def _dkim(get) -> DkimSettings | None:
                                 "(an internationalised name in its xn-- form), or unset it to sign as each "
                                 "newsletter's From domain")
     # dkimpy imports dnspython (0.15 s at every start): only where mail is signed.
-    from syndicate.dkim import DkimSettings, load_key
+    from syndicate.mail.dkim import DkimSettings, load_key
 
     path = Path(key_file).expanduser().absolute()
     try:

@@ -12,7 +12,7 @@ exactly once. One idiom for all of them:
 The clock of it (Leases) is one setting, SYNDICATE_CLAIM_TIMEOUT, in fixed proportions: a worker refreshes
 its claim 15 times per timeout, so only a dead one loses it, and a lost task is noticed in a third of it.
 Subscriber imports (ImportStatus) are resumable jobs rather than claimed rows: a lost one goes on from
-where it stopped (subscriber_csv.lost_imports), on the same clock.
+where it stopped (subscribers/csv_files.lost_imports), on the same clock.
 """
 
 from __future__ import annotations

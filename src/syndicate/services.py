@@ -9,10 +9,12 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from syndicate import db, pacing, social, templating
+from syndicate import db, templating
 from syndicate.config import Settings
-from syndicate.mail import OutboxTransport, SmtpTransport, Transport
+from syndicate.mail import pacing
+from syndicate.mail.transport import OutboxTransport, SmtpTransport, Transport
 from syndicate.models import SocialAccount
+from syndicate.social import clients
 
 
 @dataclass
@@ -42,10 +44,10 @@ class Services:
         name = f"smtp:{s.smtp.host}:{s.smtp.port}" if s.smtp else "outbox"
         return pacing.Pacer(store, name, pacing.Limits(s.send_rate, s.send_hourly))
 
-    def social_client(self, account: SocialAccount, dry_run: bool = False) -> social.SocialClient:
+    def social_client(self, account: SocialAccount, dry_run: bool = False) -> clients.SocialClient:
         """The account's network client: its own credentials; the SYNDICATE_X_* ones for an X account
         that has none; a recording client for a dry-run account (or one with no credentials)."""
-        from syndicate import accounts
+        from syndicate.social import accounts
 
         settings = accounts.settings_of(account)
         credentials = None if dry_run or settings.dry_run else accounts.unseal(self.settings.secret_key,
@@ -56,22 +58,23 @@ class Services:
             credentials = dict(consumer_key=x.consumer_key, consumer_secret=x.consumer_secret,
                                access_token=x.access_token, access_token_secret=x.access_token_secret)
         if credentials is None:
-            return social.DryRunClient(account.network, account.name, self.settings.outbox / "posts",
+            return clients.DryRunClient(account.network, account.name, self.settings.outbox / "posts",
                                        settings.rules(account.network), instance=settings.instance,
                                        handle=settings.handle, service=settings.service,
                                        visibility=settings.visibility, language=settings.language)
         if account.network == "x":
-            return social.XClient(**credentials)
+            return clients.XClient(**credentials)
         if account.network == "mastodon":
-            return social.MastodonClient(settings.instance, credentials["access_token"],
+            return clients.MastodonClient(settings.instance, credentials["access_token"],
                                          visibility=settings.visibility, language=settings.language)
-        return social.BlueskyClient(settings.handle, credentials["app_password"], service=settings.service,
+        return clients.BlueskyClient(settings.handle, credentials["app_password"], service=settings.service,
                                     session=accounts.unseal(self.settings.secret_key, account.session, "session"),
                                     on_session=self._keeper(account.id), language=settings.language)
 
     def _keeper(self, account_id: int):
         """Store a Bluesky session string as soon as it changes: the next post reuses it, not a login."""
-        from syndicate import accounts, db
+        from syndicate import db
+        from syndicate.social import accounts
 
         def keep(session_string: str) -> None:
             with db.transaction(self.Session) as session:

@@ -17,21 +17,16 @@ from kombu import Queue
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from syndicate import (
-    broker,
-    deliveries,
-    editions,
-    feeds,
-    posts,
-    private_files,
-    services,
-    subscriber_csv,
-    subscribers,
-)
+from syndicate import broker, private_files, services
 from syndicate.config import Settings
 from syndicate.db import transaction
+from syndicate.delivery import deliveries
 from syndicate.errors import SettingsError, TransportError
+from syndicate.ingest import feeds
 from syndicate.models import Post, utcnow
+from syndicate.newsletters import editions
+from syndicate.social import posts
+from syndicate.subscribers import consent, csv_files
 
 log = logging.getLogger(__name__)
 assert broker.EmbeddedTransport  # registered for sqla+ URLs on import
@@ -193,8 +188,8 @@ def tick() -> int:
     for edition_id, lo, hi in batches:
         deliver_batch.delay(edition_id, lo, hi)
     with transaction(svc.Session) as session:
-        lost = subscribers.lost_confirmations(session, svc.settings, utcnow())
-        imports = subscriber_csv.lost_imports(session, svc.settings, utcnow())
+        lost = consent.lost_confirmations(session, svc.settings, utcnow())
+        imports = csv_files.lost_imports(session, svc.settings, utcnow())
     for subscriber_id in lost:
         send_confirmation.delay(subscriber_id)
     for import_id in imports:
@@ -228,11 +223,11 @@ def _again_later(task, e: OperationalError, what: str):
 def send_confirmation(self, subscriber_id: int) -> str:
     """Send a subscriber's confirmation mail under this task's claim (ledger): a copy of this task finds it
     claimed and sends nothing. If the server puts it off, or this task is lost, the tick hands it out again
-    (subscribers.lost_confirmations)."""
+    (consent.lost_confirmations)."""
     svc = services.current()
     token = self.request.id or f"local-confirm-{subscriber_id}"
     with transaction(svc.Session) as session:
-        due = subscribers.confirmation_to_mail(session, svc.settings, subscriber_id, token, utcnow())
+        due = consent.confirmation_to_mail(session, svc.settings, subscriber_id, token, utcnow())
     if due is None:
         return "not needed"
     mail_id, message = due
@@ -245,7 +240,7 @@ def send_confirmation(self, subscriber_id: int) -> str:
                 subscriber_id, "refused" if e.permanent else "put off, the tick tries again", e)
         reply, error = str(e), e
     with transaction(svc.Session) as session:
-        return subscribers.confirmation_sent(session, svc.settings, mail_id, token, utcnow(), reply=reply,
+        return consent.confirmation_sent(session, svc.settings, mail_id, token, utcnow(), reply=reply,
                                              error=error)
 
 
@@ -261,7 +256,7 @@ def import_subscribers(self, import_id: int) -> str:
             send_confirmation.delay(subscriber_id)
 
     try:
-        return subscriber_csv.run_import(svc.Session, import_id, utcnow(), confirm=confirm).status
+        return csv_files.run_import(svc.Session, import_id, utcnow(), confirm=confirm).status
     except OperationalError as e:
         raise _again_later(self, e, f"subscriber import {import_id}") from e
 

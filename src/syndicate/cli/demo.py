@@ -8,11 +8,15 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from syndicate import deliveries, editions, feeds, posts, subscribers
 from syndicate.db import transaction, upgrade
-from syndicate.mail import OutboxTransport
+from syndicate.delivery import deliveries
+from syndicate.ingest import feeds
+from syndicate.mail.transport import OutboxTransport
 from syndicate.models import Delivery, Edition, Post, SocialAccount, utcnow
+from syndicate.newsletters import editions
 from syndicate.services import Services
+from syndicate.social import posts
+from syndicate.subscribers import consent
 
 FEED_URL = "https://truthusa.example/feed/"
 NEWSLETTER = dict(slug="morning-briefing", name="The Morning Briefing", from_address="briefing@truthusa.example",
@@ -47,7 +51,7 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
         if newsletter is None:
             newsletter = editions.add_newsletter(session, **NEWSLETTER)
             for email, name in SUBSCRIBERS:
-                subscribers.subscribe(session, email, [newsletter.id], name=name, confirmed=True)
+                consent.subscribe(session, email, [newsletter.id], name=name, confirmed=True)
         posts.ensure_default_account(session)
         report.mails_already = count(session, Delivery, Delivery.status == "sent")
         report.posts_already = count(session, Post, Post.status == "posted")

@@ -16,11 +16,18 @@ from zoneinfo import ZoneInfo
 import click
 from sqlalchemy import func, select
 
-from syndicate import __version__, api_tokens, db, deliveries, editions, editors, feeds, posts, subscribers
+from syndicate import __version__, db
 from syndicate.config import Settings, check_trusted_proxies
+from syndicate.delivery import deliveries
+from syndicate.desk import editors
 from syndicate.errors import NotFound, SyndicateError, TransportError
+from syndicate.http import api_tokens
+from syndicate.ingest import feeds
 from syndicate.models import Article, Edition, Editor, Feed, Newsletter, Post, Subscriber, utcnow
+from syndicate.newsletters import editions
 from syndicate.services import Services
+from syndicate.social import posts
+from syndicate.subscribers import consent
 
 
 def services(ctx: click.Context, migrate: bool = False, check: bool = True) -> Services:
@@ -88,7 +95,7 @@ def main() -> None:
 @click.pass_context
 def demo(ctx, outbox: Path | None) -> None:
     """Run the whole pipeline once on a bundled sample feed, with no services at all."""
-    from syndicate import demo as demo_run
+    from syndicate.cli import demo as demo_run
 
     started = time.monotonic()
     if outbox is not None:
@@ -188,7 +195,7 @@ def web(ctx, host: str | None, port: int | None, trusted: str | None) -> None:
     trusted = settings.trusted_proxies if trusted is None else trusted
     # X-Forwarded-For is believed only from the listed proxies, and from nobody unless some are listed:
     # else any visitor could send one and get a fresh sign-up limit each time.
-    uvicorn.run("syndicate.web:app", host=host or settings.web_host, port=port or settings.web_port,
+    uvicorn.run("syndicate.web.app:app", host=host or settings.web_host, port=port or settings.web_port,
                 log_level="info", proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
 
 
@@ -772,7 +779,7 @@ def subscriber_add(ctx, email, slugs, name, confirmed) -> None:
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
         ids = [editions.get_newsletter(session, slug).id for slug in slugs]
-        signup = subscribers.subscribe(session, email, ids, name=name, confirmed=confirmed, source="cli",
+        signup = consent.subscribe(session, email, ids, name=name, confirmed=confirmed, source="cli",
                                        settings=svc.settings)
         subscriber_id, status, send = signup.subscriber.id, signup.subscriber.status, signup.send_confirmation
     if send:
@@ -787,11 +794,11 @@ def subscriber_add(ctx, email, slugs, name, confirmed) -> None:
 def subscriber_show(ctx, email: str, as_json: bool) -> None:
     """A subscriber's status, subscriptions and timeline: every edition delivered, skipped (why) or
     failed (the server's reply), and what happened to the address."""
-    from syndicate import timeline
+    from syndicate.subscribers import timeline
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
-        found = session.scalar(select(Subscriber).where(Subscriber.email == subscribers.normalise_email(email)))
+        found = session.scalar(select(Subscriber).where(Subscriber.email == consent.normalise_email(email)))
         if found is None:
             raise NotFound(f"no subscriber {email!r}; `syndicate subscriber list` shows them")
         record = dict(email=found.email, name=found.name, status=found.status, since=found.created_at,
@@ -819,10 +826,10 @@ def subscriber_restore(ctx, email: str, reason: str) -> None:
     reader's say-so. The newsletters they left stay left; they rejoin from their preferences page."""
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
-        found = session.scalar(select(Subscriber).where(Subscriber.email == subscribers.normalise_email(email)))
+        found = session.scalar(select(Subscriber).where(Subscriber.email == consent.normalise_email(email)))
         if found is None:
             raise NotFound(f"no subscriber {email!r}; `syndicate subscriber list` shows them")
-        subscribers.restore(session, found, reason)
+        consent.restore(session, found, reason)
         active = [s.newsletter.slug for s in found.subscriptions if s.status == "active"]
     click.echo(f"{found.email}: confirmed again; gets {', '.join(active) or 'no newsletter yet'}")
 
@@ -868,14 +875,14 @@ def subscriber_import(ctx, file, slugs: tuple[str, ...], force: bool, double_opt
     the same file twice changes nothing. Bad rows are listed by line and the rest is imported;
     the exit code is then 1.
     """
-    from syndicate import subscriber_csv
+    from syndicate.subscribers import csv_files
     from syndicate.tasks import send_confirmation
 
     svc = services(ctx)
     data = file.read()
     with db.transaction(svc.Session) as session:
         ids = [editions.get_newsletter(session, slug).id for slug in slugs]
-        report = subscriber_csv.import_csv(session, data, ids, force=force, confirmed=not double_opt_in)
+        report = csv_files.import_csv(session, data, ids, force=force, confirmed=not double_opt_in)
     for subscriber_id in report.to_confirm:  # queued after the commit, so the task finds the row
         send_confirmation.delay(subscriber_id)
     problems = report.problems
@@ -907,7 +914,7 @@ def subscriber_import(ctx, file, slugs: tuple[str, ...], force: bool, double_opt
 @subscriber.command("export")
 @click.option("--newsletter", "slug", help="Only people subscribed to this newsletter (or waiting to confirm).")
 @click.option("--status", "statuses", multiple=True,
-              type=click.Choice(["pending", "confirmed", *subscribers.SUPPRESSED]),
+              type=click.Choice(["pending", "confirmed", *consent.SUPPRESSED]),
               help="Only subscribers with this status (repeatable).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (UTF-8 with a byte order mark, so Excel reads accents) instead of stdout.")
@@ -917,16 +924,16 @@ def subscriber_export(ctx, slug: str | None, statuses: tuple[str, ...], output: 
 
     The file imports back unchanged: nobody in it who left, bounced or complained is added back.
     """
-    from syndicate import subscriber_csv
+    from syndicate.subscribers import csv_files
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
         newsletter_id = editions.get_newsletter(session, slug).id if slug else None
         if output is None:
-            subscriber_csv.export_csv(session, sys.stdout, newsletter_id, list(statuses))
+            csv_files.export_csv(session, sys.stdout, newsletter_id, list(statuses))
             return
         with output.open("w", encoding="utf-8-sig", newline="") as out:
-            count = subscriber_csv.export_csv(session, out, newsletter_id, list(statuses))
+            count = csv_files.export_csv(session, out, newsletter_id, list(statuses))
     click.echo(f"{count} subscribers written to {output}", err=True)
 
 
@@ -972,7 +979,7 @@ def account_options(adding: bool):
 
 
 def _account_settings(values: dict, current: dict | None = None) -> dict:
-    from syndicate.accounts import parse_duration
+    from syndicate.social.accounts import parse_duration
 
     changes: dict = {}
     for key in ("timezone", "window", "instance", "handle", "service", "visibility", "language"):
@@ -1011,7 +1018,7 @@ def _account_settings(values: dict, current: dict | None = None) -> dict:
 
 
 def _ask_credentials(network: str) -> dict:
-    from syndicate.accounts import OPTIONAL_SECRETS, SECRETS
+    from syndicate.social.accounts import OPTIONAL_SECRETS, SECRETS
 
     click.echo(f"{network} credentials (input hidden; from SYNDICATE_ACCOUNT_<NAME> variables when set):", err=True)
     values = {}
@@ -1032,7 +1039,7 @@ def account_add(ctx, name: str, network: str, ask_credentials: bool, **values) -
     """Connect an account called NAME. Credentials are asked for (hidden) and stored encrypted.
 
     Stories first seen from now on get a teaser on it; `syndicate account test NAME` checks it."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     settings = _account_settings(values)
@@ -1049,7 +1056,7 @@ def account_add(ctx, name: str, network: str, ask_credentials: bool, **values) -
 @click.pass_context
 def account_edit(ctx, name: str, ask_credentials: bool, **values) -> None:
     """Change an account's settings (only the options given) or, with --credentials, its credentials."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1064,8 +1071,8 @@ def account_edit(ctx, name: str, ask_credentials: bool, **values) -> None:
 @click.pass_context
 def account_list(ctx, as_json: bool) -> None:
     """Accounts, their mode and status (paused, and why)."""
-    from syndicate import accounts
     from syndicate.models import SocialAccount
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1080,7 +1087,7 @@ def account_list(ctx, as_json: bool) -> None:
 @click.pass_context
 def account_show(ctx, name: str, as_json: bool) -> None:
     """One account's settings and state (never its credentials)."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1096,7 +1103,7 @@ def account_test(ctx, name: str) -> None:
     """Check the credentials with a harmless call, and read the instance's limits (Mastodon).
 
     Says exactly what is wrong when it fails; exit status 1 then."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1125,7 +1132,7 @@ def account_test(ctx, name: str) -> None:
 @click.pass_context
 def account_pause(ctx, name: str, reason: str) -> None:
     """Stop posting on one account (its queue waits)."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1138,7 +1145,7 @@ def account_pause(ctx, name: str, reason: str) -> None:
 @click.pass_context
 def account_resume(ctx, name: str) -> None:
     """Post again; the waiting queue drains at the account's pace, never in a burst."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1164,7 +1171,7 @@ def post() -> None:
 @click.pass_context
 def post_list(ctx, statuses, account_name, limit: int, as_json: bool) -> None:
     """Posts, newest first; waiting ones with the time pacing expects them to go."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1187,8 +1194,8 @@ def post_list(ctx, statuses, account_name, limit: int, as_json: bool) -> None:
 @click.pass_context
 def post_preview(ctx, article_id: int, network: str | None, account_name: str | None, as_json: bool) -> None:
     """The teaser ARTICLE would get, and its length by the network's own count."""
-    from syndicate import accounts
     from syndicate.models import SocialAccount
+    from syndicate.social import accounts
 
     if not (network or account_name):
         raise click.UsageError("give --network or --account")
@@ -1249,7 +1256,7 @@ def post_edit(ctx, post_id: int, text: str) -> None:
 @click.pass_context
 def post_schedule(ctx, post_id: int, at_text: str) -> None:
     """Post not before a given time (the account's gap and cap still apply, its window doesn't)."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1266,7 +1273,7 @@ def post_schedule(ctx, post_id: int, at_text: str) -> None:
 @click.pass_context
 def post_reshare(ctx, article_id: int, account_name: str, at_text: str | None) -> None:
     """Post a story again on an account: a new post, on purpose (edits never re-post by themselves)."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1293,7 +1300,7 @@ def social() -> None:
 @click.pass_context
 def social_pause(ctx, reason: str) -> None:
     """Stop all posting on every account now (queues keep filling; nothing goes out)."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1305,7 +1312,7 @@ def social_pause(ctx, reason: str) -> None:
 @click.pass_context
 def social_resume(ctx) -> None:
     """Post again; each account's backlog drains at its own pace (old stories skipped), never in a flood."""
-    from syndicate import accounts
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
@@ -1318,8 +1325,8 @@ def social_resume(ctx) -> None:
 @click.pass_context
 def social_status(ctx, as_json: bool) -> None:
     """The kill switch, and each account's queue."""
-    from syndicate import accounts
     from syndicate.models import SocialAccount
+    from syndicate.social import accounts
 
     svc = services(ctx)
     with db.transaction(svc.Session) as session:

@@ -27,13 +27,14 @@ from sqlalchemy import Connection, Row, and_, bindparam, func, insert, literal, 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from syndicate import bounces, ledger, tokens
+from syndicate import ledger, tokens
 from syndicate.config import Settings
 from syndicate.db import begin_immediate
 from syndicate.errors import ConnectionLost, InvalidInput, TransportError
 from syndicate.ledger import MAIL_OPEN, MailStatus
-from syndicate.mail import Mailbox, Outgoing, Template, Transport, phrase
-from syndicate.mail import message_id as make_message_id
+from syndicate.mail.pacing import Pacer, PacingUnavailable
+from syndicate.mail.transport import Mailbox, Outgoing, Template, Transport, phrase
+from syndicate.mail.transport import message_id as make_message_id
 from syndicate.models import (
     Delivery,
     Edition,
@@ -44,8 +45,8 @@ from syndicate.models import (
     UTCDateTime,
     utcnow,
 )
-from syndicate.pacing import Pacer, PacingUnavailable
-from syndicate.subscribers import normalise_email
+from syndicate.subscribers import bounces
+from syndicate.subscribers.consent import normalise_email
 
 log = logging.getLogger(__name__)
 OPEN = MAIL_OPEN

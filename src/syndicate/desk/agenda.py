@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from syndicate import accounts, posts
-from syndicate.editions import next_run
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Newsletter, Post, SocialAccount, utcnow
+from syndicate.newsletters.editions import next_run
+from syndicate.social import accounts, posts
 
 MAX_DAYS = 31
 # A schedule every few minutes would otherwise fill the calendar with thousands of projections.

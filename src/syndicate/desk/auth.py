@@ -10,10 +10,12 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from syndicate import api_tokens, editors, services
+from syndicate import services
 from syndicate.db import transaction
+from syndicate.desk import editors
 from syndicate.desk.core import SignInRequired, api, api_editor, back, client_address, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput
+from syndicate.http import api_tokens
 
 
 @pages.get("/login", response_class=HTMLResponse)

@@ -22,16 +22,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
-from syndicate import api_answers, api_tokens, services
+from syndicate import services
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
+from syndicate.http import answers, api_tokens
 from syndicate.models import Editor
 from syndicate.templating import render
 
 SESSION_HOURS = 12  # then sign in again, however active the session was
 COOKIE = "syndicate_desk"
 pages = APIRouter(prefix="/desk", include_in_schema=False)
-api = APIRouter(prefix="/api/v1", responses=api_answers.EDITOR_API)  # documented in /openapi.json
+api = APIRouter(prefix="/api/v1", responses=answers.EDITOR_API)  # documented in /openapi.json
 _bearer = HTTPBearer(auto_error=False, description="an editor's own API token (the desk's API tokens page, or "
                                                    "`syndicate token create NAME --editor USER`)")
 

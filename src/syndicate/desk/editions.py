@@ -12,8 +12,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from syndicate import csp, deliveries, edition_qa, editions, services
+from syndicate import services
 from syndicate.db import transaction
+from syndicate.delivery import deliveries
 from syndicate.desk.core import (
     api,
     api_editor,
@@ -25,9 +26,11 @@ from syndicate.desk.core import (
     page,
     pages,
 )
-from syndicate.edition_qa import parts
 from syndicate.errors import InvalidInput, NotFound, TransportError
+from syndicate.http import csp
 from syndicate.models import Edition, Newsletter, RowId
+from syndicate.newsletters import editions, qa
+from syndicate.newsletters.qa import parts
 from syndicate.tasks import deliver_batch, hand_over
 
 RECENT = 50  # editions on the list page
@@ -66,7 +69,7 @@ def _describe(session, edition: Edition) -> dict:
         html_bytes=len(edition.html.encode()), web_url=editions.web_url(settings, newsletter, edition),
         stories=[dict(id=item.article_id, title=item.article.title, url=item.article.url)
                  for item in edition.items],
-        warnings=edition_qa.warnings(settings, edition))
+        warnings=qa.warnings(settings, edition))
 
 
 def _recent(session, slug: str | None = None, status: str | None = None, limit: int = RECENT) -> list[dict]:
@@ -165,7 +168,7 @@ def _test_send(edition_id: int, addresses: list[str]) -> list[dict]:
 
 
 def _check_links(edition_id: int) -> dict:
-    report = edition_qa.check_links(services.current().settings, _loaded(edition_id))
+    report = qa.check_links(services.current().settings, _loaded(edition_id))
     return dict(checked=report.checked, broken=report.broken, left_out=report.left_out)
 
 

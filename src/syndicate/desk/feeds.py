@@ -7,10 +7,12 @@ from fastapi import Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from syndicate import feeds, services, trail
+from syndicate import services
 from syndicate.db import transaction
+from syndicate.desk import trail
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput
+from syndicate.ingest import feeds
 from syndicate.models import MAX_ID, RowId, utcnow
 from syndicate.tasks import hand_over, poll_feed_batch
 

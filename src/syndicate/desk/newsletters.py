@@ -13,11 +13,12 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from syndicate import editions, services
+from syndicate import services
 from syndicate.db import transaction
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Feed, Newsletter
+from syndicate.newsletters import editions
 
 RECENT = 10  # editions listed on a newsletter's page
 # Left blank in a form, these are refused (saying which); any other blank field means "none": no reply-to,

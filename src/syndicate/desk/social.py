@@ -6,11 +6,12 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from syndicate import accounts, posts, services, teaser
+from syndicate import services
 from syndicate.db import transaction
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, local_time, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import RowId
+from syndicate.social import accounts, posts, teaser
 
 
 @pages.get("/posts/{post_id}", response_class=HTMLResponse)

@@ -15,16 +15,18 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from syndicate import editions, services, subscriber_csv, subscribers, timeline
+from syndicate import services
 from syndicate.db import transaction
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, RowId, SubscriberImport, utcnow
+from syndicate.newsletters import editions
+from syndicate.subscribers import consent, csv_files, timeline
 
 PROBLEMS_SHOWN = 200  # rows not imported listed on the page; the report's CSV has every one
 # A request body is refused on its declared size before any of it is read: room for a file at the limit
 # in a form, or escaped inside JSON. The file itself is held to UPLOAD_LIMIT by start_import.
-BODY_LIMIT = 2 * subscriber_csv.UPLOAD_LIMIT
+BODY_LIMIT = 2 * csv_files.UPLOAD_LIMIT
 
 
 # ── finding subscribers ──────────────────────────────────────────────────────
@@ -32,7 +34,7 @@ BODY_LIMIT = 2 * subscriber_csv.UPLOAD_LIMIT
 
 def _search(session, q: str, newsletter: str, status: str, page_number: int) -> dict:
     newsletter_id = editions.get_newsletter(session, newsletter).id if newsletter else None
-    found = subscribers.search(session, q, newsletter_id, status or None, page_number)
+    found = consent.search(session, q, newsletter_id, status or None, page_number)
     rows = [dict(id=s.id, email=s.email, name=s.name, status=s.status, created_at=s.created_at,
                  newsletters=found.newsletters[s.id]) for s in found.subscribers]
     return dict(q=q, newsletter=newsletter, status=status, subscribers=rows, total=found.total,
@@ -51,19 +53,19 @@ def subscribers_page(request: Request, q: str = "", newsletter: str = "", status
         found = _search(session, q, newsletter, status, page_number)
         newsletters = _newsletters(session)
     found["chosen"] = found.pop("status")  # page() takes `status` for the answer's own
-    return page("subscribers", request, editor=name, newsletters=newsletters, statuses=subscribers.STATUSES,
+    return page("subscribers", request, editor=name, newsletters=newsletters, statuses=consent.STATUSES,
                 **found)
 
 
 def _subscriber(session, subscriber_id: int) -> dict:
-    found = subscribers.get(session, subscriber_id)
+    found = consent.get(session, subscriber_id)
     mine = timeline.subscriptions(session, found.id)
     return dict(id=found.id, email=found.email, name=found.name, status=found.status, since=found.created_at,
                 confirmed_at=found.confirmed_at, subscriptions=mine,
                 timeline=[entry.as_dict() for entry in timeline.timeline(session, found.id)],
-                may_leave=found.status not in subscribers.SUPPRESSED or any(
+                may_leave=found.status not in consent.SUPPRESSED or any(
                     s["status"] != "unsubscribed" for s in mine),
-                may_restore=found.status in subscribers.SUPPRESSED)
+                may_restore=found.status in consent.SUPPRESSED)
 
 
 @pages.get("/subscribers/export.csv")
@@ -72,12 +74,12 @@ def export_page(newsletter: str = "", name: str = Depends(editor)):
 
 
 def _act(session, subscriber_id: int, action: str, reason: str, name: str) -> dict:
-    subscriber = subscribers.get(session, subscriber_id)
+    subscriber = consent.get(session, subscriber_id)
     if action == "leave":
-        subscribers.leave_all(session, subscriber.id, source="desk",
+        consent.leave_all(session, subscriber.id, source="desk",
                               detail=f"taken off every newsletter by {name} on the desk")
     elif action == "restore":
-        subscribers.restore(session, subscriber, reason, source=f"desk ({name})")
+        consent.restore(session, subscriber, reason, source=f"desk ({name})")
     else:
         raise InvalidInput(f"no subscriber action {action!r}: leave or restore")
     return _subscriber(session, subscriber.id)
@@ -92,7 +94,7 @@ def _import_form(request: Request, name: str, error: str | None = None, status: 
         recent = [_progress(job) for job in session.scalars(
             select(SubscriberImport).order_by(SubscriberImport.id.desc()).limit(10))]
     return page("import", request, status, editor=name, newsletters=newsletters, recent=recent, error=error,
-                limit_mb=subscriber_csv.UPLOAD_LIMIT // 1024 // 1024)
+                limit_mb=csv_files.UPLOAD_LIMIT // 1024 // 1024)
 
 
 @pages.get("/subscribers/import", response_class=HTMLResponse)
@@ -107,7 +109,7 @@ def _refused_size(request: Request) -> tuple[int, str] | None:
     if not declared.isdigit():
         return 411, "send the file with a Content-Length header; nothing was imported"
     if int(declared) > BODY_LIMIT:
-        return 413, (f"the file is over the {subscriber_csv.UPLOAD_LIMIT // 1024 // 1024} MB an upload may be: "
+        return 413, (f"the file is over the {csv_files.UPLOAD_LIMIT // 1024 // 1024} MB an upload may be: "
                      "split it and upload the parts; nothing was imported")
     return None
 
@@ -118,7 +120,7 @@ def _start(name: str, filename: str, data: str | bytes, slugs: list[str], confir
 
     with transaction(services.current().Session) as session:
         newsletter_ids = [editions.get_newsletter(session, slug).id for slug in dict.fromkeys(slugs) if slug]
-        job = subscriber_csv.start_import(session, name, filename, data, newsletter_ids, confirmed=confirmed,
+        job = csv_files.start_import(session, name, filename, data, newsletter_ids, confirmed=confirmed,
                                           force=force)
         import_id = job.id
     hand_over(import_subscribers, import_id)  # after the commit; the broker away: the tick hands it out
@@ -169,7 +171,7 @@ def import_progress_page(request: Request, import_id: RowId, name: str = Depends
         row = _import(session, import_id)
         names = dict(session.execute(select(Newsletter.id, Newsletter.name)).all())
         job, into = _progress(row), [names.get(i, f"#{i}") for i in row.newsletter_ids]
-    problems = subscriber_csv.report_from_dict(job["report"]).problems if job["report"] else []
+    problems = csv_files.report_from_dict(job["report"]).problems if job["report"] else []
     return page("subscriber_import", request, editor=name, job=job, into=into, problems=problems[:PROBLEMS_SHOWN],
                 more=max(0, len(problems) - PROBLEMS_SHOWN))
 
@@ -193,7 +195,7 @@ def _report_csv(import_id: int) -> Response:
         job = _import(session, import_id)
         if job.status != "done":
             raise NotFound(f"import {import_id} has no report yet: it is {job.status} ({job.done} of {job.total} rows)")
-        report = subscriber_csv.report_from_dict(job.report)
+        report = csv_files.report_from_dict(job.report)
     out = io.StringIO(newline="")
     report.write_problems_csv(out)
     # With a byte order mark, so that a spreadsheet reads accents in addresses and names right.
@@ -213,7 +215,7 @@ def _export(newsletter: str) -> StreamingResponse:
     try:
         with transaction(services.current().Session) as session:
             newsletter_id = editions.get_newsletter(session, newsletter).id if newsletter else None
-            subscriber_csv.export_csv(session, out, newsletter_id)
+            csv_files.export_csv(session, out, newsletter_id)
     except BaseException:
         out.close()
         raise

@@ -11,11 +11,13 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
-from syndicate import accounts, agenda, editors, posts, services
+from syndicate import services
 from syndicate.db import transaction
+from syndicate.desk import agenda, editors
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Post, SocialAccount, utcnow
+from syndicate.social import accounts, posts
 
 
 def _today(session, now) -> dict:

@@ -11,9 +11,9 @@ from collections import defaultdict
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from syndicate import posts
 from syndicate.errors import NotFound
 from syndicate.models import Article, Edition, EditionArticle, Newsletter, Post
+from syndicate.social import posts
 
 PAGE = 50  # articles per page
 

@@ -22,9 +22,10 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import content, fetch, links
+from syndicate import links
 from syndicate.config import Settings
 from syndicate.errors import FeedError, NotFound
+from syndicate.ingest import content, fetch
 from syndicate.models import Article, Feed, utcnow
 from syndicate.templating import one_line
 

@@ -15,8 +15,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
-from syndicate import content, feeds, links
+from syndicate import links
 from syndicate.errors import InvalidInput
+from syndicate.ingest import content, feeds
 from syndicate.models import utcnow
 from syndicate.templating import one_line
 

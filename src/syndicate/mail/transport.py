@@ -31,7 +31,7 @@ from syndicate.errors import ConnectionLost, TransportError
 from syndicate.templating import one_line
 
 if TYPE_CHECKING:
-    from syndicate.dkim import DkimSettings
+    from syndicate.mail.dkim import DkimSettings
 
 # RFC 5322's hard limit. At 78 the stdlib folds a long List-Unsubscribe URL into
 # RFC 2047 encoded words, which no mail client reads back as a URL.

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from syndicate import editions
 from syndicate.config import Settings
 from syndicate.errors import NotFound
 from syndicate.models import Edition, Newsletter
+from syndicate.newsletters import editions
 
 ATOM = "http://www.w3.org/2005/Atom"
 FEED_ENTRIES = 20  # a feed reader needs the recent editions, not years of full HTML

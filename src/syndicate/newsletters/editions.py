@@ -17,10 +17,11 @@ from premailer import Premailer
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import deliveries, private_files, templating
+from syndicate import private_files, templating
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL
+from syndicate.delivery import deliveries
+from syndicate.delivery.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL
 from syndicate.errors import InvalidInput, NotFound, SyndicateError
 from syndicate.models import (
     DEFAULT_SUBJECT,
@@ -34,7 +35,7 @@ from syndicate.models import (
     Subscription,
     utcnow,
 )
-from syndicate.subscribers import normalise_email
+from syndicate.subscribers.consent import normalise_email
 from syndicate.templating import one_line, render, sandbox
 
 log = logging.getLogger(__name__)

@@ -14,11 +14,12 @@ from urllib.parse import urldefrag, urlsplit
 
 import httpx
 
-from syndicate import deliveries, fetch
 from syndicate.config import Settings
-from syndicate.editions import GMAIL_CLIPS_AT
+from syndicate.delivery import deliveries
 from syndicate.errors import FeedError
+from syndicate.ingest import fetch
 from syndicate.models import Edition
+from syndicate.newsletters.editions import GMAIL_CLIPS_AT
 
 MAX_LINKS = 100  # checked per request; an edition with more says how many were left out
 WORKERS = 8  # links asked at once

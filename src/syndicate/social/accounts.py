@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from syndicate import teaser
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import SocialAccount, Switch, utcnow
+from syndicate.social import teaser
 
 NETWORKS = ("x", "mastodon", "bluesky")
 # What each network needs to post; the optional ones may be left out.

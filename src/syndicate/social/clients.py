@@ -31,11 +31,11 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from syndicate import private_files
 from syndicate.errors import AccountProblem, DuplicatePost, TransportError
-from syndicate.teaser import BLUESKY, MASTODON, Network, X
+from syndicate.social.teaser import BLUESKY, MASTODON, Network, X
 
 if TYPE_CHECKING:
-    from syndicate.linkcard import Card
-    from syndicate.teaser import Teaser
+    from syndicate.social.linkcard import Card
+    from syndicate.social.teaser import Teaser
 
 log = logging.getLogger(__name__)
 

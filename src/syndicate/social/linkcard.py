@@ -18,8 +18,8 @@ from urllib.parse import urljoin
 import httpx
 from lxml import etree
 
-from syndicate import fetch
 from syndicate.errors import FeedError, InvalidInput, SyndicateError
+from syndicate.ingest import fetch
 from syndicate.links import NotAWebLink, web_link
 
 MAX_TITLE = 300

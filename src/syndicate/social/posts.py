@@ -19,13 +19,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import accounts, fetch, ledger, linkcard, teaser
-from syndicate.accounts import AccountSettings
+from syndicate import ledger
 from syndicate.config import Settings
 from syndicate.errors import AccountProblem, DuplicatePost, InvalidInput, NotFound, TransportError
+from syndicate.ingest import fetch
 from syndicate.ledger import POST_OPEN, PostStatus
 from syndicate.models import Article, Post, SocialAccount, utcnow
-from syndicate.social import PostRequest, SocialClient
+from syndicate.social import accounts, linkcard, teaser
+from syndicate.social.accounts import AccountSettings
+from syndicate.social.clients import PostRequest, SocialClient
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,12 @@ import requests
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from syndicate import sns, subscribers, throttle
+from syndicate import throttle
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, SyndicateError
-from syndicate.mail import message_id as make_message_id
+from syndicate.mail.transport import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Subscriber, SubscriberEvent, utcnow
+from syndicate.subscribers import consent, sns
 
 MAX_BYTES = 256 * 1024  # an SNS message is at most 256 KB
 MAX_EVENTS = 100  # addresses one call may report; SES names at most 50 recipients per message
@@ -80,7 +81,7 @@ def record_delivery_failure(session: Session, settings: Settings, *, subscriber_
     if subscriber is None:
         return None
     if hard:
-        suppressed = subscribers.suppress(session, subscriber, "bounced", "smtp", reply, delivery_id=delivery_id,
+        suppressed = consent.suppress(session, subscriber, "bounced", "smtp", reply, delivery_id=delivery_id,
                                           now=now)
     else:
         _, suppressed = soft_bounce(session, settings, subscriber, "smtp", reply, delivery_id=delivery_id,
@@ -94,11 +95,11 @@ def soft_bounce(session: Session, settings: Settings, subscriber: Subscriber, so
     """Record one soft bounce; at `soft_bounce_limit` within the window the address counts as bounced.
     (recorded, suppressed): recorded is False for a notification seen before."""
     now = now or utcnow()
-    if not subscribers.record_event(session, subscriber.id, "soft_bounce", source, detail=detail,
+    if not consent.record_event(session, subscriber.id, "soft_bounce", source, detail=detail,
                                     newsletter_id=newsletter_id, delivery_id=delivery_id, source_id=source_id,
                                     now=now):
         return False, False
-    if subscriber.status in subscribers.SUPPRESSED:
+    if subscriber.status in consent.SUPPRESSED:
         return True, False  # no mail goes there already; a late notification changes nothing
     since = now - timedelta(seconds=settings.soft_bounce_window)
     # An address an editor restored after it bounced starts counting afresh.
@@ -112,7 +113,7 @@ def soft_bounce(session: Session, settings: Settings, subscriber: Subscriber, so
     if count < settings.soft_bounce_limit:
         return True, False
     why = f"{count} soft bounces in {_span(settings.soft_bounce_window)}; last: {detail}"
-    return True, subscribers.suppress(session, subscriber, "bounced", source, why, delivery_id=delivery_id, now=now)
+    return True, consent.suppress(session, subscriber, "bounced", source, why, delivery_id=delivery_id, now=now)
 
 
 def _span(seconds: int) -> str:
@@ -395,7 +396,7 @@ def _apply(session: Session, settings: Settings, result: Result, kind: str, emai
         recorded, suppressed = soft_bounce(session, settings, subscriber, source, detail, delivery_id=delivery_id,
                                            newsletter_id=newsletter_id, source_id=source_id, now=now)
     else:
-        recorded = suppressed = subscribers.suppress(session, subscriber, SUPPRESSING[kind], source, detail,
+        recorded = suppressed = consent.suppress(session, subscriber, SUPPRESSING[kind], source, detail,
                                                      delivery_id=delivery_id, source_id=source_id, now=now)
     if not recorded:
         result.duplicates += 1
@@ -409,7 +410,7 @@ def _subscriber(session: Session, email) -> Subscriber | None:
         return None
     address = parseaddr(email)[1] or email
     try:
-        address = subscribers.normalise_email(address)
+        address = consent.normalise_email(address)
     except InvalidInput:
         return None  # not an address we could have sent to
     return session.scalar(select(Subscriber).where(Subscriber.email == address))

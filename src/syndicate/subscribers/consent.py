@@ -13,8 +13,8 @@ from syndicate import ledger, throttle, tokens
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.ledger import MailStatus
-from syndicate.mail import Mailbox, Outgoing, build_message
-from syndicate.mail import message_id as make_message_id
+from syndicate.mail.transport import Mailbox, Outgoing, build_message
+from syndicate.mail.transport import message_id as make_message_id
 from syndicate.models import (
     ConfirmationMail,
     Delivery,

@@ -22,11 +22,11 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import subscribers
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound, SyndicateError
 from syndicate.models import Newsletter, Subscriber, SubscriberEvent, SubscriberImport, Subscription, utcnow
+from syndicate.subscribers import consent
 
 CHUNK = 500  # addresses per IN (…) query: one round trip per 500 rows, well under any parameter limit
 DELIMITERS = (",", ";", "\t")  # Excel writes ";" where the decimal separator is a comma
@@ -36,7 +36,7 @@ COLUMNS = {  # header cell (case-folded, spaces collapsed) → what it holds
     "newsletters": "newsletters", "newsletter": "newsletters",
     "status": "status",
 }
-STATUSES = ("pending", "confirmed", *subscribers.SUPPRESSED)
+STATUSES = ("pending", "confirmed", *consent.SUPPRESSED)
 EXPORT_COLUMNS = ["email", "name", "status", "newsletters", "created_at", "confirmed_at"]
 FORCE_HINT = "skipped (use --force to add back)"
 # A cell starting with one of these is a formula to a spreadsheet: names come from a public signup form.
@@ -190,7 +190,7 @@ def _rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slugs: 
             report.bad.append((line, raw, "no email address"))
             continue
         try:
-            email = subscribers.normalise_email(value)
+            email = consent.normalise_email(value)
         except InvalidInput as e:
             report.bad.append((line, raw, f"not an email address we can send to: {e.__cause__ or e}"))
             continue
@@ -229,7 +229,7 @@ def _import_chunk(session: Session, rows: list[_Row], names: dict[int, str], rep
             current[subscription.subscriber_id][subscription.newsletter_id] = subscription
     new: list[_Row] = []
     for row in rows:
-        if row.file_status in subscribers.SUPPRESSED:
+        if row.file_status in consent.SUPPRESSED:
             # The file itself says they left (an export from here or elsewhere): never a signup, even forced.
             report.skipped.append((row.line, row.email, f"marked {row.file_status} in the file, skipped"))
         elif row.file_status == "pending" and confirmed:
@@ -246,9 +246,9 @@ def _import_chunk(session: Session, rows: list[_Row], names: dict[int, str], rep
         _add_confirmed(session, new, names, report, now)
     else:
         for row in new:
-            signup = subscribers.subscribe(session, row.email, row.newsletter_ids, name=row.name, confirmed=False,
+            signup = consent.subscribe(session, row.email, row.newsletter_ids, name=row.name, confirmed=False,
                                            now=now)
-            subscribers.record_event(session, signup.subscriber.id, "imported", "import", now=now,
+            consent.record_event(session, signup.subscriber.id, "imported", "import", now=now,
                                      detail=f"{_into(row.newsletter_ids, names)}, waiting for the reader to confirm",
                                      newsletter_id=_single(row.newsletter_ids))
             if signup.send_confirmation:
@@ -259,7 +259,7 @@ def _import_chunk(session: Session, rows: list[_Row], names: dict[int, str], rep
 def _add_confirmed(session: Session, rows: list[_Row], names: dict[int, str], report: ImportReport,
                    now: datetime) -> None:
     """The chunk's new addresses in three multi-row INSERTs. Their "imported" events are written here, not
-    by subscribers.record_event: it flushes once per event (~1 ms), which was most of a 20,000-row import."""
+    by consent.record_event: it flushes once per event (~1 ms), which was most of a 20,000-row import."""
     if not rows:
         return
     ids = dict(session.execute(insert(Subscriber).returning(Subscriber.email, Subscriber.id), [
@@ -277,9 +277,9 @@ def _add_confirmed(session: Session, rows: list[_Row], names: dict[int, str], re
 def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int, Subscription], row: _Row,
               names: dict[int, str], report: ImportReport, *, force: bool, confirmed: bool, now: datetime) -> None:
     left = [n for n in row.newsletter_ids if n in subscriptions and subscriptions[n].status == "unsubscribed"]
-    if subscriber.status in subscribers.SUPPRESSED or left:
+    if subscriber.status in consent.SUPPRESSED or left:
         if not force:
-            what = subscriber.status if subscriber.status in subscribers.SUPPRESSED else (
+            what = subscriber.status if subscriber.status in consent.SUPPRESSED else (
                 "unsubscribed from " + ", ".join(names[n] for n in left))
             report.skipped.append((row.line, row.email, f"previously {what}, {FORCE_HINT}"))
             return
@@ -295,11 +295,11 @@ def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int,
                 if newsletter_id in subscriptions:  # a bounced address kept its subscriptions active
                     subscriptions[newsletter_id].status = "pending"
                     subscriptions[newsletter_id].unsubscribed_at = None
-            signup = subscribers.subscribe(session, row.email, row.newsletter_ids, confirmed=False, now=now)
+            signup = consent.subscribe(session, row.email, row.newsletter_ids, confirmed=False, now=now)
             if signup.send_confirmation:
                 report.to_confirm.append(subscriber.id)
             detail = "forced by an import, waiting for the reader to confirm"
-        subscribers.record_event(session, subscriber.id, "resubscribed", "import", detail=detail, now=now,
+        consent.record_event(session, subscriber.id, "resubscribed", "import", detail=detail, now=now,
                                  newsletter_id=_single(row.newsletter_ids))
         report.resubscribed += 1
         return
@@ -313,11 +313,11 @@ def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int,
             _activate(session, subscriber, subscriptions, missing, now)
             detail = _into(missing, names)
         else:
-            signup = subscribers.subscribe(session, row.email, missing, confirmed=False, now=now)
+            signup = consent.subscribe(session, row.email, missing, confirmed=False, now=now)
             if signup.send_confirmation:
                 report.to_confirm.append(subscriber.id)
             detail = f"{_into(missing, names)}, waiting for the reader to confirm"
-        subscribers.record_event(session, subscriber.id, "imported", "import", detail=detail, now=now,
+        consent.record_event(session, subscriber.id, "imported", "import", detail=detail, now=now,
                                  newsletter_id=_single(missing))
     if changed:
         report.updated += 1

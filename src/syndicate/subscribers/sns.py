@@ -23,8 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from syndicate import fetch
 from syndicate.errors import FeedError, SyndicateError
+from syndicate.ingest import fetch
 from syndicate.models import utcnow
 
 # Only Amazon SNS's own endpoints, e.g. sns.eu-west-1.amazonaws.com (or .amazonaws.com.cn in China):

@@ -15,32 +15,20 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from syndicate import (
-    __version__,
-    api_answers,
-    api_tokens,
-    archive,
-    bounces,
-    csp,
-    desk,
-    editions,
-    forms,
-    health,
-    metrics,
-    push,
-    services,
-    sns,
-    subscribers,
-    tokens,
-)
-from syndicate.api_answers import INVALID, OUT_OF_SCOPE, TOO_LARGE, UNAUTHENTICATED, UNAVAILABLE, ApiError, answer
-from syndicate.api_tokens import NotAuthenticated, OutOfScope
-from syndicate.csp import SecurityHeaders
+from syndicate import __version__, desk, services, tokens
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
+from syndicate.http import answers, api_tokens, csp
+from syndicate.http.answers import INVALID, OUT_OF_SCOPE, TOO_LARGE, UNAUTHENTICATED, UNAVAILABLE, ApiError, answer
+from syndicate.http.api_tokens import NotAuthenticated, OutOfScope
+from syndicate.http.csp import SecurityHeaders
+from syndicate.ingest import push
 from syndicate.models import Newsletter, RowId, Subscriber
+from syndicate.newsletters import archive, editions
+from syndicate.subscribers import bounces, consent, sns
 from syndicate.tasks import hand_over, send_confirmation, social_tick, tick
 from syndicate.templating import render
+from syndicate.web import forms, health, metrics
 
 log = logging.getLogger(__name__)
 RETRY_AFTER = 60  # seconds, said with a 503 when the database is away
@@ -215,7 +203,7 @@ def create_app() -> FastAPI:
                 form_checked(request, form_token, "subscribe")
                 # The client's address limits confirmation mails per sender too (behind a proxy,
                 # `syndicate web` reads it from X-Forwarded-For: uvicorn's proxy_headers).
-                signup = subscribers.subscribe(session, email, [n.id for n in chosen], name=name or None,
+                signup = consent.subscribe(session, email, [n.id for n in chosen], name=name or None,
                                                source="web", client=request.client.host if request.client else None,
                                                settings=svc().settings)
             except (InvalidInput, forms.FormExpired) as e:
@@ -250,8 +238,8 @@ def create_app() -> FastAPI:
         except forms.FormExpired:
             return page("confirm", 400, form_token=new_form_token("confirm", token), expired=True)
         with transaction(svc().Session) as session:
-            subscriber = subscribers.confirm(session, svc().settings, token)
-            suspended = subscribers.suspension(session, subscriber)
+            subscriber = consent.confirm(session, svc().settings, token)
+            suspended = consent.suspension(session, subscriber)
         if suspended:  # the choice is kept; an editor restores the address
             return message("Your choice is saved", suspended)
         return message("You're subscribed", "Thank you: your subscription is confirmed.")
@@ -270,7 +258,7 @@ def create_app() -> FastAPI:
         # RFC 8058: the mailbox provider POSTs List-Unsubscribe=One-Click with no cookies.
         # The signed token is the authentication; the answer is 200, never a redirect.
         with transaction(svc().Session) as session:
-            subscription = subscribers.unsubscribe(session, svc().settings, token)
+            subscription = consent.unsubscribe(session, svc().settings, token)
             name = subscription.newsletter.name
         return message("You're unsubscribed", f"You will not receive {name} any more.")
 
@@ -278,7 +266,7 @@ def create_app() -> FastAPI:
     # the credential; the form's own token, bound to it, and the Origin check keep other sites from
     # pressing the buttons for a reader whose link they learnt. GET changes nothing: link scanners prefetch.
     def preferences_page_of(session, token: str, subscriber_id: int, status: int = 200, /, **context):
-        return page("preferences", status, prefs=subscribers.preferences(session, subscriber_id),
+        return page("preferences", status, prefs=consent.preferences(session, subscriber_id),
                     form_token=new_form_token("preferences", token), **context)
 
     @app.get("/p/{token}", response_class=HTMLResponse, include_in_schema=False)
@@ -297,11 +285,11 @@ def create_app() -> FastAPI:
             except forms.FormExpired:
                 return preferences_page_of(session, token, subscriber_id, 400, saved=None, expired=True)
             if action == "leave":
-                subscribers.leave_all(session, subscriber_id)
+                consent.leave_all(session, subscriber_id)
                 saved = "left"
             elif action == "save":  # required: a bare POST must not read as "untick everything"
                 ids = session.scalars(select(Newsletter.id).where(Newsletter.slug.in_(newsletter))).all()
-                saved = subscribers.set_preferences(session, subscriber_id, list(ids))
+                saved = consent.set_preferences(session, subscriber_id, list(ids))
             else:
                 raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
             return preferences_page_of(session, token, subscriber_id, saved=saved, expired=False)
@@ -379,7 +367,7 @@ def create_app() -> FastAPI:
     @app.post("/api/events/bounces", summary="Bounces and complaints from the mail provider", responses={
         200: {"description": "The events, and what was done with each."}, **UNAUTHENTICATED,
         403: answer("The token hasn't the scope events:bounces (`scope` names it), or an SNS message's signature "
-                    "doesn't check out.", api_answers.ScopeMissing | ApiError),
+                    "doesn't check out.", answers.ScopeMissing | ApiError),
         **TOO_LARGE, **INVALID, 429: answer("This token reported too many events lately: the error says when to "
                                             "send again."),
         502: answer("Amazon SNS couldn't be reached (its signing certificate, or to confirm the subscription): "

@@ -12,10 +12,11 @@ import logging
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from syndicate import accounts, health
 from syndicate.config import Settings
+from syndicate.mail.pacing import Pacer, PacingUnavailable
 from syndicate.models import Delivery, Edition, Feed, Post, SocialAccount, utcnow
-from syndicate.pacing import Pacer, PacingUnavailable
+from syndicate.social import accounts
+from syndicate.web import health
 
 log = logging.getLogger(__name__)
 QUEUES = ("ingest", "mail", "social")

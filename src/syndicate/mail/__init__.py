@@ -1,0 +1,1 @@
+"""Mail on the wire: message bytes, the SMTP and outbox transports, DKIM signatures, and the pace of sending."""

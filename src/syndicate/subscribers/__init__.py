@@ -1,0 +1,2 @@
+"""Readers: consent (sign-up, confirmation, unsubscribe, preferences), bounces and complaints, CSV
+lists, the timeline."""
