@@ -76,8 +76,8 @@ def main(argv=None) -> int:
     from syndicate import db, tasks
     from syndicate.config import Settings
     from syndicate.db import transaction
+    from syndicate.delivery import sending
     from syndicate.models import Newsletter, utcnow
-    from syndicate.newsletters import editions
 
     load_at_start, version = os.getloadavg()[0], code_version()
     data_dir = Path(tempfile.mkdtemp(prefix="syndicate-deliver-"))
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         print("syndicate deliver, nothing to send: start-up …", file=sys.stderr)
         idle = run_cli(env, data_dir / "deliver-idle.out")
         with transaction(svc.Session) as session:  # cut, nothing queued: the CLI finds the pending rows itself
-            cut = editions.cut(session, session.get(Newsletter, newsletter_id), settings, now=utcnow())
+            cut = sending.cut(session, session.get(Newsletter, newsletter_id), settings, now=utcnow())
             edition_id = cut.edition.id
         message = sample_message(svc, settings, edition_id)
         sink_before, sink_cpu = sink.received(), sink.cpu_seconds()

@@ -10,7 +10,7 @@ each database is a run of its own, with a fresh database. Four measurements in a
 with the same bytes, to the same local SMTP sink (Postfix's `smtp-sink`, which accepts and discards; a
 small asyncio sink of this file when it is missing):
 
-  syndicate   `editions.cut` (render once + fan-out) in this process, one `deliver_batch` task per
+  syndicate   `sending.cut` (render once + fan-out) in this process, one `deliver_batch` task per
               batch published after the commit, worker processes started with
               `celery -A syndicate.tasks worker -Q mail`; timed from the cut until every delivery
               row is `sent` (the last row's `sent_at`). A beat-like `deliveries.requeue` runs every
@@ -96,10 +96,10 @@ def naive_delivery(delivery_id: int) -> str:
 
     from syndicate import services, templating, tokens
     from syndicate.db import transaction
-    from syndicate.delivery.deliveries import mail_html
     from syndicate.mail.transport import Mailbox, Outgoing, build_message, message_id
     from syndicate.models import Delivery, Newsletter, utcnow
     from syndicate.newsletters import editions
+    from syndicate.newsletters.editions import mail_html
 
     svc = services.current()
     settings = svc.settings
@@ -514,9 +514,8 @@ def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: di
                   sink: Sink, broker) -> dict:
     from syndicate import tasks
     from syndicate.db import transaction
-    from syndicate.delivery import deliveries
-    from syndicate.models import Newsletter, utcnow
-    from syndicate.newsletters import editions
+    from syndicate.delivery import deliveries, sending
+    from syndicate.models import Edition, Newsletter, utcnow
 
     workers = Workers("syndicate.tasks", "mail", args.workers, env, data_dir / "worker-mail.log", "bench-mail")
     published = {"cut": 0, "requeue": 0}
@@ -534,7 +533,7 @@ def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: di
     try:
         started, t0 = utcnow(), time.perf_counter()
         with transaction(svc.Session) as session:
-            cut = editions.cut(session, session.get(Newsletter, newsletter_id), settings, now=started)
+            cut = sending.cut(session, session.get(Newsletter, newsletter_id), settings, now=started)
             edition_id, batches = cut.edition.id, cut.batches
         cut_s = time.perf_counter() - t0
         for batch in batches:  # queue after commit, as tasks.tick does
@@ -552,7 +551,7 @@ def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: di
     first, last = probe.sent_span(edition_id)
     tick()  # closes the finished edition (and would hand out anything left open)
     with transaction(svc.Session) as session:
-        edition = session.get(editions.Edition, edition_id)
+        edition = session.get(Edition, edition_id)
         edition_status, html_bytes, text_bytes = edition.status, len(edition.html.encode()), len(edition.text.encode())
     sent = done["counts"].get("sent", 0)
     elapsed = (last - started).total_seconds() if last else time.perf_counter() - t0
@@ -641,8 +640,8 @@ def run_naive(svc, settings, probe: Probe, newsletter_id: int, args, env: dict, 
     from sqlalchemy import select
 
     from syndicate.db import transaction
+    from syndicate.delivery import sending
     from syndicate.models import Delivery, Newsletter, utcnow
-    from syndicate.newsletters import editions
 
     if naive_app._pool is not None:  # tasks.configure, for this run's database, closed kombu's pools
         naive_app._pool.force_close_all()
@@ -658,7 +657,7 @@ def run_naive(svc, settings, probe: Probe, newsletter_id: int, args, env: dict, 
     try:
         started, t0 = utcnow(), time.perf_counter()
         with transaction(svc.Session) as session:
-            cut = editions.cut(session, session.get(Newsletter, newsletter_id), settings, now=started)
+            cut = sending.cut(session, session.get(Newsletter, newsletter_id), settings, now=started)
             edition_id = cut.edition.id
             ids = session.scalars(select(Delivery.id).where(Delivery.edition_id == edition_id)
                                   .order_by(Delivery.id)).all()

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from conftest import configured
 from syndicate import throttle
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.errors import InvalidInput
 from syndicate.http import api_tokens
 from syndicate.ingest import feeds
@@ -186,7 +186,7 @@ def newsroom(svc, sample_feed) -> Newsroom:
             signup = consent.subscribe(session, f"{name}@example.com", [daily.id, weekly.id], confirmed=True)
             readers[signup.subscriber.email] = signup.subscriber.id
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
-        cuts = {n.slug: editions.cut(session, n, svc.settings) for n in (daily, weekly)}
+        cuts = {n.slug: sending.cut(session, n, svc.settings) for n in (daily, weekly)}
         by_edition = {}
         message_ids = {}
         for slug, cut in cuts.items():

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from conftest import SHOTS, sign_in_browser, wait_in_page
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.desk import editors
 from syndicate.models import Article, Edition, utcnow
 from syndicate.newsletters import editions
@@ -92,7 +92,7 @@ def test_an_editor_previews_edits_schedules_pauses_and_resumes_an_edition(browse
 
     # It starts going out: the counts follow the send without a reload.
     with transaction(svc.Session) as session:
-        batches = editions.start(session, session.get(Edition, edition_id), svc.settings, utcnow())
+        batches = sending.start(session, session.get(Edition, edition_id), svc.settings, utcnow())
     page.reload()
     assert page.locator("[data-count=pending]").inner_text() == "1"
     for edition_, lo, hi in batches:

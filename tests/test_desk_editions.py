@@ -18,10 +18,10 @@ from conftest import configured
 from desk_client import add_editor, api_headers, csrf, desk_client
 from desk_client import signed_in as sign_in
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, qa, sending
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Delivery, Edition, Newsletter, utcnow
-from syndicate.newsletters import editions, qa
+from syndicate.newsletters import editions
 from syndicate.subscribers import consent
 from syndicate.web.app import create_app
 
@@ -79,7 +79,7 @@ def send_now(svc, edition_id: int) -> None:
     with transaction(svc.Session) as session:
         found = session.get(Edition, edition_id)
         editions.schedule(session, found, utcnow() - timedelta(minutes=1))
-        batches = editions.start(session, found, svc.settings, utcnow())
+        batches = sending.start(session, found, svc.settings, utcnow())
     for edition_id_, lo, hi in batches:
         deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id_, lo, hi, token=f"t-{lo}")
     with transaction(svc.Session) as session:
@@ -278,7 +278,7 @@ def test_counts_while_sending_and_a_signed_out_script_gets_401(client, svc):
     with transaction(svc.Session) as session:
         found = session.get(Edition, edition_id)
         editions.schedule(session, found, utcnow())
-        editions.start(session, found, svc.settings, utcnow())  # fanned out, no worker yet
+        sending.start(session, found, svc.settings, utcnow())  # fanned out, no worker yet
     assert client.get(f"/desk/editions/{edition_id}/counts",
                       headers={"Accept": "application/json"}).status_code == 401
     sign_in(client)

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from conftest import FIGURES, configured
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.delivery.deliveries import MessageFactory
 from syndicate.errors import SettingsError
 from syndicate.ingest import feeds
@@ -129,7 +129,7 @@ def newsroom(svc, sample_feed, readers: int = 3) -> int:
 
 def send_edition(svc, newsletter_id: int):
     with transaction(svc.Session) as session:
-        cut = editions.cut(session, session.get(Newsletter, newsletter_id), svc.settings)
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), svc.settings)
     for edition_id, lo, hi in cut.batches:
         deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, "t")
     return cut
@@ -179,7 +179,7 @@ def test_changing_the_unsubscribe_headers_or_adding_a_from_breaks_the_signature(
 def test_a_test_send_and_a_confirmation_mail_are_signed_too(signed_svc, sample_feed):
     newsletter_id = newsroom(signed_svc, sample_feed, readers=1)
     with transaction(signed_svc.Session) as session:
-        cut = editions.cut(session, session.get(Newsletter, newsletter_id), signed_svc.settings)
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), signed_svc.settings)
         tests = deliveries.test_messages(signed_svc.settings, session.get(Newsletter, newsletter_id), cut.edition,
                                          ["editor@example.com", "desk@example.com"])
         signup = consent.subscribe(session, "new@example.com", [newsletter_id])

@@ -15,7 +15,7 @@ from aiosmtpd.smtp import Envelope
 
 from conftest import FIGURES, SmtpHandler, configured, serve_smtp
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.mail import pacing
 from syndicate.mail.pacing import Domains, Limits, Pacer
 from syndicate.models import Article, Delivery, Subscriber
@@ -164,7 +164,7 @@ def test_a_domain_deferring_at_rcpt_is_slowed_alone_and_recovers_after_it_relent
         session.add(Article(identity="a", url="https://news.example/a", title="Story", content_hash="x",
                             published_at=now, first_seen_at=now))
     with transaction(svc.Session) as session:
-        made = editions.cut(session, editions.get_newsletter(session, "daily"), svc.settings)
+        made = sending.cut(session, editions.get_newsletter(session, "daily"), svc.settings)
     clock = Clock()
     started = clock.now
     pacer = Pacer(pacing.DatabaseStore(svc.engine), "smtp", Limits(), clock=clock, sleep=clock.sleep)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from conftest import configured
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.errors import InvalidInput
 from syndicate.ledger import Leases
 from syndicate.models import Article, Delivery, Edition, EditionArticle, Newsletter, Subscriber
@@ -111,7 +111,7 @@ def test_after_downtime_it_catches_up_once_then_keeps_the_schedule(desk):
     back = datetime(2026, 12, 1, 10, tzinfo=UTC)
     for minutes in range(0, 120, 30):
         with time_machine.travel(back + timedelta(minutes=minutes), tick=False):
-            send(desk, editions.run_due(desk.Session, desk.settings, back + timedelta(minutes=minutes)))
+            send(desk, sending.run_due(desk.Session, desk.settings, back + timedelta(minutes=minutes)))
     sent = [e for e in all_editions(desk) if e.status == "sent"]
     assert len(sent) == 1 and received_by(desk) == [f"reader{i}@example.com" for i in range(3)]
     with transaction(desk.Session) as session:
@@ -130,7 +130,7 @@ def test_two_ticks_at_once_send_one_edition_once(desk):
 
     def tick():
         barrier.wait()
-        results.append(editions.run_due(desk.Session, desk.settings, now))
+        results.append(sending.run_due(desk.Session, desk.settings, now))
 
     threads = [threading.Thread(target=tick) for _ in range(2)]
     for thread in threads:
@@ -198,7 +198,7 @@ def test_a_breaking_story_goes_out_alone_at_once_and_never_again_in_the_digest(d
         story(session, "Dam breaks", categories=["breaking", "Local"])
     now = datetime.now(UTC)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(editions.run_due(desk.Session, desk.settings, now)))
+    threads = [threading.Thread(target=lambda: results.append(sending.run_due(desk.Session, desk.settings, now)))
                for _ in range(2)]
     for thread in threads:
         thread.start()
@@ -209,7 +209,7 @@ def test_a_breaking_story_goes_out_alone_at_once_and_never_again_in_the_digest(d
         breaking = session.scalars(select(Edition).where(Edition.kind == "breaking")).all()
         assert len(breaking) == 1 and [i.article.title for i in breaking[0].items] == ["Dam breaks"]
         assert breaking[0].status == "sent" and breaking[0].subject == "Dam breaks"
-        digest = editions.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
+        digest = sending.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
         assert [i.article.title for i in digest.edition.items] == ["Ordinary news"]
     assert len(received_by(desk)) == 3
 
@@ -217,7 +217,7 @@ def test_a_breaking_story_goes_out_alone_at_once_and_never_again_in_the_digest(d
 def test_an_empty_cut_is_skipped_and_recorded(desk):
     newsletter_id = newsletter(desk)
     with transaction(desk.Session) as session:
-        cut = editions.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
         assert cut.edition.status == "skipped" and cut.batches == []
         assert cut.edition.note == "no new articles since the last edition"
 
@@ -253,8 +253,8 @@ def test_a_draft_is_edited_previewed_scheduled_and_sent_as_edited(desk, tmp_path
         editions.schedule(session, draft, at)
         assert draft.status == "scheduled" and draft.kind == "one-off"
 
-    assert editions.run_due(desk.Session, desk.settings, datetime.now(UTC)) == []  # not yet
-    send(desk, editions.run_due(desk.Session, desk.settings, at + timedelta(seconds=1)))
+    assert sending.run_due(desk.Session, desk.settings, datetime.now(UTC)) == []  # not yet
+    send(desk, sending.run_due(desk.Session, desk.settings, at + timedelta(seconds=1)))
     with transaction(desk.Session) as session:
         sent = session.get(Edition, draft_id)
         assert sent.status == "sent"
@@ -277,13 +277,13 @@ def test_a_prepared_regular_edition_goes_out_in_its_slot_as_the_editor_left_it(d
         editions.edit(session, prepared, desk.settings, remove=[drop])
         story(session, "Arrived later", seen=now + timedelta(hours=1))
     slot = datetime(2026, 12, 2, 6, tzinfo=UTC)
-    send(desk, editions.run_due(desk.Session, desk.settings, slot))
+    send(desk, sending.run_due(desk.Session, desk.settings, slot))
     with transaction(desk.Session) as session:
         made = session.scalars(select(Edition).where(Edition.status != "skipped")).all()
         assert len(made) == 1 and [i.article_id for i in made[0].items] == [keep]
         assert made[0].status == "sent"
     # The story that arrived after the preparation and the removed one wait for the next run.
-    send(desk, editions.run_due(desk.Session, desk.settings, slot + timedelta(days=1)))
+    send(desk, sending.run_due(desk.Session, desk.settings, slot + timedelta(days=1)))
     with transaction(desk.Session) as session:
         last = session.scalars(select(Edition).order_by(Edition.id.desc())).first()
         assert sorted(i.article.title for i in last.items) == ["Arrived later", "Drop"]
@@ -324,7 +324,7 @@ def test_pausing_mid_send_stops_within_a_few_messages_and_resume_sends_the_rest_
     newsletter_id = newsletter(desk, readers=60)
     with transaction(desk.Session) as session:
         story(session, "Big news")
-        cut = editions.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
     edition_id = cut.edition.id
 
     def pause():
@@ -339,7 +339,7 @@ def test_pausing_mid_send_stops_within_a_few_messages_and_resume_sends_the_rest_
     assert got < 60 and got <= 10 + deliveries.CHECK_EVERY
     with transaction(desk.Session) as session:
         assert deliveries.counts(session, edition_id) == {"sent": got, "pending": 60 - got}
-        batches = editions.resume(session, session.get(Edition, edition_id), desk.settings)
+        batches = sending.resume(session, session.get(Edition, edition_id), desk.settings)
     send(desk, batches)
     assert received_by(desk) == sorted(f"reader{i}@example.com" for i in range(60))  # each exactly once
     with transaction(desk.Session) as session:
@@ -353,11 +353,11 @@ def test_a_paused_scheduled_edition_waits_past_its_time_until_resumed(desk):
         made = editions.create_edition(session, session.get(Newsletter, newsletter_id), desk.settings)
         editions.schedule(session, made, datetime.now(UTC) - timedelta(minutes=1))
         editions.pause(session, made)
-    assert editions.run_due(desk.Session, desk.settings, datetime.now(UTC)) == []
+    assert sending.run_due(desk.Session, desk.settings, datetime.now(UTC)) == []
     with transaction(desk.Session) as session:
-        editions.resume(session, session.get(Edition, made.id), desk.settings)
+        sending.resume(session, session.get(Edition, made.id), desk.settings)
         assert session.get(Edition, made.id).status == "scheduled"
-    send(desk, editions.run_due(desk.Session, desk.settings, datetime.now(UTC)))
+    send(desk, sending.run_due(desk.Session, desk.settings, datetime.now(UTC)))
     assert len(received_by(desk)) == 3
 
 
@@ -371,7 +371,7 @@ def test_cancelling_frees_unsent_stories_and_mid_send_skips_the_rest(desk):
         assert not session.scalar(select(func.count()).select_from(EditionArticle))
         with pytest.raises(InvalidInput, match="cancelled"):
             editions.schedule(session, made, datetime.now(UTC))
-        cut = editions.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
         assert [i.article.title for i in cut.edition.items] == ["Never mind"]
     edition_id = cut.edition.id
 
@@ -393,7 +393,7 @@ def test_resend_failed_goes_to_the_failed_recipients_only(desk):
     newsletter_id = newsletter(desk, readers=4)
     with transaction(desk.Session) as session:
         story(session, "Story")
-        cut = editions.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
     desk.smtp.replies["reader1@example.com"] = "550 5.1.1 no such user"  # a hard bounce
     desk.smtp.data_reply = None
     flaky = {"reader2@example.com", "reader3@example.com"}
@@ -427,7 +427,7 @@ def test_resend_failed_goes_to_the_failed_recipients_only(desk):
         assert deliveries.counts(session, cut.edition.id) == {"sent": 1, "failed": 3}
         bounced = session.scalar(select(Subscriber).where(Subscriber.email == "reader1@example.com"))
         assert bounced.status == "bounced"  # the 5xx to the address itself suppressed it
-        batches, left_out = editions.resend_failed(session, session.get(Edition, cut.edition.id), desk.settings)
+        batches, left_out = sending.resend_failed(session, session.get(Edition, cut.edition.id), desk.settings)
         assert left_out == 1
     send(desk, batches)
     assert received_by(desk) == ["reader0@example.com", "reader2@example.com", "reader3@example.com"]
@@ -440,7 +440,7 @@ def test_an_unsubscribe_during_the_batch_in_hand_is_honoured(desk):
     newsletter_id = newsletter(desk, readers=60)
     with transaction(desk.Session) as session:
         story(session, "Story")
-        cut = editions.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
         leaver = session.scalar(select(Subscriber).where(Subscriber.email == "reader50@example.com"))
         token = __import__("syndicate.tokens").tokens.unsubscribe_token(desk.settings.secret_key, leaver.id,
                                                                         newsletter_id)
@@ -482,7 +482,7 @@ def test_a_long_send_is_not_queued_again_while_it_moves_but_a_stalled_one_is(des
     newsletter_id = newsletter(desk, readers=30)
     with transaction(desk.Session) as session:
         story(session, "Story")
-        cut = editions.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
     (edition_id, lo, hi), *queued = cut.batches
     deliveries.send_batch(desk.Session, desk.settings, desk.transport, edition_id, lo, hi, token="first")
     later = datetime.now(UTC) + Leases().requeue + timedelta(seconds=1)

@@ -3,7 +3,7 @@ throttles, drops the line, stalls, refuses an address or a recipient.
 
 Each test runs `celery -A syndicate.tasks worker` as its own process (prefork pool, as in production) on a
 real Redis, against an aiosmtpd server told to misbehave. The test does the beat tick's work itself
-(`editions.run_due`, then `deliveries.requeue` with the clock moved forward instead of waiting minutes) and
+(`sending.run_due`, then `deliveries.requeue` with the clock moved forward instead of waiting minutes) and
 then holds the ledger against what the server received: nothing lost, and a second copy only inside a
 documented window. The copies counted go to FIGURES.
 """
@@ -35,7 +35,7 @@ from sqlalchemy import func, insert, select, update
 from conftest import FIGURES, REQUIRED, Received, configured, free_port, serve_smtp, wait_for
 from syndicate import tasks
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.ingest import feeds
 from syndicate.ledger import Leases
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
@@ -220,7 +220,7 @@ class Newsroom:
 
     def cut(self) -> None:
         """What the beat tick does for a newsletter that is due: cut, fan out, queue the batches."""
-        batches = editions.run_due(self.svc.Session, self.settings, utcnow())
+        batches = sending.run_due(self.svc.Session, self.settings, utcnow())
         self.edition_id = batches[0][0]
         self.hand_out(batches)
 

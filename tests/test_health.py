@@ -242,6 +242,7 @@ def test_a_lane_with_work_due_and_nothing_done_for_a_while_makes_healthz_degrade
 
     from sqlalchemy import update
 
+    from syndicate.delivery import sending
     from syndicate.ingest import feeds
     from syndicate.models import Delivery
     from syndicate.newsletters import editions
@@ -252,7 +253,7 @@ def test_a_lane_with_work_due_and_nothing_done_for_a_while_makes_healthz_degrade
         for i in range(3):
             consent.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
-        editions.cut(session, newsletter, svc.settings)  # queued nowhere: no worker will take it
+        sending.cut(session, newsletter, svc.settings)  # queued nowhere: no worker will take it
     monkeypatch.setattr(health.Cached.__init__, "__defaults__", (0.0,))  # every probe looks again
     monitoring = bearer(svc)
     client = TestClient(create_app())

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from desk_client import add_editor, api_headers, desk_client, signed_in
 from syndicate import links
 from syndicate.db import transaction
+from syndicate.delivery import sending
 from syndicate.errors import InvalidInput
 from syndicate.http import api_tokens
 from syndicate.ingest import feeds
@@ -56,7 +57,7 @@ def polled(svc, feed_server):
         newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
                                              first_fill="last:10")
         consent.subscribe(session, "reader@example.org", [newsletter.id], confirmed=True)
-        editions.cut(session, newsletter, svc.settings)
+        sending.cut(session, newsletter, svc.settings)
         return feed.id
 
 

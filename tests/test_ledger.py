@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from conftest import configured
 from syndicate import db
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.errors import InvalidInput
 from syndicate.ingest import feeds
 from syndicate.ledger import Leases
@@ -44,7 +44,7 @@ def newsroom(svc, sample_feed, readers=5, names=None):
 
 def cut_now(svc, newsletter_id):
     with transaction(svc.Session) as session:
-        return editions.cut(session, session.get(Newsletter, newsletter_id), svc.settings)
+        return sending.cut(session, session.get(Newsletter, newsletter_id), svc.settings)
 
 
 def statuses(svc, edition_id) -> dict[str, int]:
@@ -445,7 +445,7 @@ def test_an_edition_no_reader_got_ends_failed_saying_why_and_can_be_resent_once_
 
     smtp_server.data_reply = None  # the editor fixed the sender with the provider
     with transaction(ledger.Session) as session:
-        batches, left_out = editions.resend_failed(session, session.get(Edition, cut.edition.id), ledger.settings)
+        batches, left_out = sending.resend_failed(session, session.get(Edition, cut.edition.id), ledger.settings)
     assert left_out == 0
     for edition_id, lo, hi in batches:
         deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "again")

@@ -26,6 +26,7 @@ from desk_client import add_editor, api_headers, desk_client
 from syndicate import tasks
 from syndicate.cli.main import main
 from syndicate.db import transaction
+from syndicate.delivery import sending
 from syndicate.ingest import feeds
 from syndicate.mail.transport import Mailbox, Template, build_message, header_text, mailbox, phrase
 from syndicate.models import Edition, utcnow
@@ -208,7 +209,7 @@ def test_a_from_name_stored_with_a_line_break_before_it_was_refused_still_sends_
         newsletter.from_name = "Daily\r\nBcc: everyone@evil.example"  # as a row from before the check may be
         consent.subscribe(session, "reader@example.org", [newsletter.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
-        cut = editions.cut(session, newsletter, site.settings)
+        cut = sending.cut(session, newsletter, site.settings)
         edition_id, batches = cut.edition.id, cut.batches
     for edition, lo, hi in batches:
         tasks.deliver_batch(edition, lo, hi)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import configured
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.mail import pacing
 from syndicate.mail.pacing import Limits, Pacer, State
 from syndicate.models import Article
@@ -159,7 +159,7 @@ def desk(make_settings, smtp_server, tmp_path):
 
 def cut(svc):
     with transaction(svc.Session) as session:
-        return editions.cut(session, editions.get_newsletter(session, "daily"), svc.settings)
+        return sending.cut(session, editions.get_newsletter(session, "daily"), svc.settings)
 
 
 def test_the_send_loop_waits_its_turn_under_the_configured_rate(desk, smtp_server):

@@ -19,7 +19,7 @@ import pytest
 from conftest import SmtpHandler, serve_smtp
 from syndicate.config import parse_smtp_url
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.ingest import feeds
 from syndicate.mail.transport import SmtpTransport
 from syndicate.newsletters import editions
@@ -78,7 +78,7 @@ def test_a_few_hundred_small_messages_go_out_in_one_write_each_on_sockets_that_h
                                              cron=None, first_fill=f"last:{stories}")
         for i in range(READERS):
             consent.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)
-        cut = editions.cut(session, newsletter, svc.settings)
+        cut = sending.cut(session, newsletter, svc.settings)
         size, batches = len(cut.edition.html.encode()), cut.batches
     transport = CountingTransport(parse_smtp_url(server.url))
     try:

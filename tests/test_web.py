@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from conftest import submit, subscriber_by_email
 from syndicate import tokens
 from syndicate.db import transaction
+from syndicate.delivery import sending
 from syndicate.delivery.deliveries import UNSUBSCRIBE_URL
 from syndicate.ingest import feeds
 from syndicate.models import Delivery, SubscriberEvent, Subscription
@@ -80,7 +81,7 @@ def cut_edition(svc, sample_feed) -> int:
     """Ingest the sample feed and cut edition 1 of "daily": its deliveries are pending, none sent."""
     with transaction(svc.Session) as session:
         feeds.ingest(session, feeds.add_feed(session, FEED_URL), sample_feed)
-        cut = editions.cut(session, editions.get_newsletter(session, "daily"), svc.settings)
+        cut = sending.cut(session, editions.get_newsletter(session, "daily"), svc.settings)
         assert cut.edition.status == "sending"
         return cut.edition.id
 

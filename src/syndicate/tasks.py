@@ -20,11 +20,10 @@ from sqlalchemy.exc import OperationalError
 from syndicate import broker, private_files, services
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.errors import SettingsError, TransportError
 from syndicate.ingest import feeds
 from syndicate.models import Post, utcnow
-from syndicate.newsletters import editions
 from syndicate.social import posts
 from syndicate.subscribers import consent, csv_files
 
@@ -184,7 +183,7 @@ def tick() -> int:
     """Start the editions that are due (regular, one-off, breaking) and hand every delivery that needs
     it to a worker; and every confirmation mail and subscriber import whose task was lost."""
     svc = services.current()
-    batches = editions.run_due(svc.Session, svc.settings, utcnow())
+    batches = sending.run_due(svc.Session, svc.settings, utcnow())
     for edition_id, lo, hi in batches:
         deliver_batch.delay(edition_id, lo, hi)
     with transaction(svc.Session) as session:

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from syndicate.db import transaction, upgrade
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.ingest import feeds
 from syndicate.mail.transport import OutboxTransport
 from syndicate.models import Delivery, Edition, Post, SocialAccount, utcnow
@@ -68,7 +68,7 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
         newsletter = session.merge(newsletter)
         edition_id = None
         if editions.new_articles(session, newsletter):
-            cut = editions.cut(session, newsletter, settings)
+            cut = sending.cut(session, newsletter, settings)
             edition_id, batches = cut.edition.id, cut.batches
         else:
             last = session.scalar(select(func.max(Edition.number)).where(Edition.newsletter_id == newsletter.id))

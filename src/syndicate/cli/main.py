@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from syndicate import __version__, db
 from syndicate.config import Settings, check_trusted_proxies
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, sending
 from syndicate.desk import editors
 from syndicate.errors import NotFound, SyndicateError, TransportError
 from syndicate.http import api_tokens
@@ -550,7 +550,7 @@ def edition_cut(ctx, slug: str, draft: bool, at: str | None, next_run: bool) -> 
             if when and made.status == "draft":
                 editions.schedule(session, made, when)
         else:
-            cut = editions.cut(session, newsletter, svc.settings, kind="one-off")
+            cut = sending.cut(session, newsletter, svc.settings, kind="one-off")
             made, batches = cut.edition, cut.batches
         summary = _summary(made)
     _queue(batches)
@@ -697,7 +697,7 @@ def edition_resume(ctx, ref: str) -> None:
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
         found = _edition(session, ref)
-        batches = editions.resume(session, found, svc.settings)
+        batches = sending.resume(session, found, svc.settings)
         summary = _summary(found)
     _queue(batches)
     click.echo(summary + (f", {len(batches)} batches queued" if batches else ""))
@@ -723,7 +723,7 @@ def edition_resend_failed(ctx, ref: str) -> None:
     svc = services(ctx)
     with db.transaction(svc.Session) as session:
         found = _edition(session, ref)
-        batches, left_out = editions.resend_failed(session, found, svc.settings)
+        batches, left_out = sending.resend_failed(session, found, svc.settings)
         summary = _summary(found)
     _queue(batches)
     click.echo(f"{summary}: {len(batches)} batches queued"
@@ -736,7 +736,7 @@ def edition_resend_failed(ctx, ref: str) -> None:
 def deliver(ctx) -> None:
     """Start what is due and send it, in this process (no worker needed)."""
     svc = services(ctx)
-    editions.run_due(svc.Session, svc.settings, utcnow())  # starts what is due, revives what is stuck
+    sending.run_due(svc.Session, svc.settings, utcnow())  # starts what is due, revives what is stuck
     with db.transaction(svc.Session) as session:
         # Every pending row, including batches queued for workers that haven't run: claims are
         # conditional, so whichever of us and a worker comes second finds nothing to send.

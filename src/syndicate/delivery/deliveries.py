@@ -12,7 +12,6 @@ it arrived, so it is sent again rather than perhaps lost.
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -45,15 +44,12 @@ from syndicate.models import (
     UTCDateTime,
     utcnow,
 )
+from syndicate.newsletters.editions import PREFERENCES_URL, UNSUBSCRIBE_URL, mail_html
 from syndicate.subscribers import bounces
 from syndicate.subscribers.consent import normalise_email
 
 log = logging.getLogger(__name__)
 OPEN = MAIL_OPEN
-# Rendered into every edition once; replaced per recipient by their own signed links.
-UNSUBSCRIBE_URL = "https://syndicate.invalid/unsubscribe-url"
-PREFERENCES_URL = "https://syndicate.invalid/preferences-url"
-PUBLIC_ONLY = re.compile(r"<!--public-->.*?<!--/public-->", re.S)  # lines only the public web view shows
 CHECK_EVERY = 25  # messages between looks at the edition's status (an editor may pause it)
 
 
@@ -560,11 +556,6 @@ class _lazy:
 # ── the message for one recipient ────────────────────────────────────────────
 
 
-def mail_html(html: str) -> str:
-    """The edition's HTML as mailed: without the lines meant for the public web view."""
-    return PUBLIC_ONLY.sub("", html)
-
-
 
 def list_id(newsletter: Newsletter) -> str:
     """RFC 2919: the newsletter's name (as a phrase: it is an editor's text) and an id under the sender's domain."""
@@ -668,7 +659,7 @@ def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[i
 def _close(session: Session, edition: Edition, now: datetime) -> None:
     """Every row has its outcome: the edition is sent; or failed, saying why, when it reached no one and
     the server refused it (a sender the relay won't take, a DMARC policy): an editor sees it and can
-    resend once that is fixed (editions.resend_failed)."""
+    resend once that is fixed (sending.resend_failed)."""
     done = dict(session.execute(select(Delivery.status, func.count()).where(Delivery.edition_id == edition.id)
                                 .group_by(Delivery.status)).all())
     edition.status, edition.sent_at = "sent", now

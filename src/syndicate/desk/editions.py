@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from syndicate import services
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, qa, sending
+from syndicate.delivery.qa import parts
 from syndicate.desk.core import (
     api,
     api_editor,
@@ -29,8 +30,7 @@ from syndicate.desk.core import (
 from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.http import csp
 from syndicate.models import Edition, Newsletter, RowId
-from syndicate.newsletters import editions, qa
-from syndicate.newsletters.qa import parts
+from syndicate.newsletters import editions
 from syndicate.tasks import deliver_batch, hand_over
 
 RECENT = 50  # editions on the list page
@@ -138,11 +138,11 @@ def _act(edition_id: int, action: str) -> dict:
         if action == "pause":
             editions.pause(session, edition)
         elif action == "resume":
-            batches = editions.resume(session, edition, svc.settings)
+            batches = sending.resume(session, edition, svc.settings)
         elif action == "cancel":
             result["skipped"] = editions.cancel(session, edition)
         elif action == "resend-failed":
-            batches, result["left_out"] = editions.resend_failed(session, edition, svc.settings)
+            batches, result["left_out"] = sending.resend_failed(session, edition, svc.settings)
         else:
             raise InvalidInput(f"no edition action {action!r}: {', '.join(ACTIONS)}")
         described = _describe(session, edition)

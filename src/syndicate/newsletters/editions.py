@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,15 +13,12 @@ from cronsim import CronSim, CronSimError
 from jinja2 import TemplateError
 from lxml import html as lxml_html
 from premailer import Premailer
-from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from syndicate import private_files, templating
 from syndicate.config import Settings
-from syndicate.db import transaction
-from syndicate.delivery import deliveries
-from syndicate.delivery.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL
-from syndicate.errors import InvalidInput, NotFound, SyndicateError
+from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import (
     DEFAULT_SUBJECT,
     Article,
@@ -249,12 +245,6 @@ def new_articles(session: Session, newsletter: Newsletter) -> list[Article]:
 # ── editions: create, schedule, start, pause, resume, cancel ────────────────
 
 
-@dataclass
-class Cut:
-    edition: Edition
-    batches: list[tuple[int, int, int]]  # (edition id, first and last delivery id) to hand to workers
-
-
 def _lock(session: Session, newsletter: Newsletter) -> None:
     """One edition is made at a time per newsletter: the second maker waits, then sees the first's stories."""
     # PostgreSQL: a row lock until commit (each later statement sees the first maker's rows).
@@ -297,28 +287,11 @@ def _render_into(edition: Edition, newsletter: Newsletter, articles: list[Articl
         log.warning("%s edition %d: %s", newsletter.slug, edition.number, warning)
 
 
-def cut(session: Session, newsletter: Newsletter, settings: Settings, now: datetime | None = None,
-        kind: str = "regular") -> Cut:
-    """Make the next edition and send it now."""
+def make_now(session: Session, newsletter: Newsletter, settings: Settings, now: datetime | None = None,
+             kind: str = "regular") -> Edition:
+    """The next edition, scheduled for now (delivery.sending.cut starts it)."""
     now = now or utcnow()
-    edition = create_edition(session, newsletter, settings, now=now, status="scheduled", kind=kind,
-                             scheduled_for=now)
-    return Cut(edition, start(session, edition, settings, now) if edition.status == "scheduled" else [])
-
-
-def start(session: Session, edition: Edition, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
-    """scheduled → sending: the recipients are fixed (those confirmed now) and the content is frozen.
-
-    A conditional UPDATE: two ticks starting the same edition fan it out once.
-    """
-    started = session.execute(
-        update(Edition).where(Edition.id == edition.id, Edition.status == "scheduled")
-        .values(status="sending", started_at=now).execution_options(synchronize_session=False)
-    )
-    if started.rowcount != 1:
-        return []
-    session.refresh(edition)
-    return deliveries.fan_out(session, edition, settings.batch_size, now)
+    return create_edition(session, newsletter, settings, now=now, status="scheduled", kind=kind, scheduled_for=now)
 
 
 EDITABLE = ("draft", "scheduled")  # before the fan-out; a paused edition that never started counts too
@@ -328,7 +301,7 @@ def _editable(edition: Edition) -> bool:
     return edition.status in EDITABLE or (edition.status == "paused" and edition.started_at is None)
 
 
-def _move(session: Session, edition: Edition, to: str, allowed: tuple[str, ...], **values) -> None:
+def move(session: Session, edition: Edition, to: str, allowed: tuple[str, ...], **values) -> None:
     """A conditional status change: it fails with a clear word if someone else changed the edition first."""
     moved = session.execute(
         update(Edition).where(Edition.id == edition.id, Edition.status.in_(allowed))
@@ -349,28 +322,19 @@ def schedule(session: Session, edition: Edition, at: datetime) -> None:
     if at.tzinfo is None:
         raise InvalidInput("give the time with its zone, e.g. 2026-12-01T07:00+01:00")
     kind = edition.kind if edition.kind == "breaking" else "one-off"
-    _move(session, edition, "scheduled", ("draft", "scheduled", "paused"), scheduled_for=at.astimezone(UTC),
+    move(session, edition, "scheduled", ("draft", "scheduled", "paused"), scheduled_for=at.astimezone(UTC),
           kind=kind)
 
 
 def pause(session: Session, edition: Edition) -> None:
     """Stop before the next recipient: workers claim nothing of a paused edition, and a batch in hand
     stops within a few messages and puts the rest back."""
-    _move(session, edition, "paused", ("scheduled", "sending"))
-
-
-def resume(session: Session, edition: Edition, settings: Settings) -> list[tuple[int, int, int]]:
-    """Carry on where it stopped: back to sending (its pending recipients get workers now) or scheduled."""
-    if edition.started_at is None:
-        _move(session, edition, "scheduled", ("paused",))
-        return []
-    _move(session, edition, "sending", ("paused",))
-    return deliveries.pending_batches(session, settings.batch_size, edition_id=edition.id)
+    move(session, edition, "paused", ("scheduled", "sending"))
 
 
 def cancel(session: Session, edition: Edition) -> int:
     """Nothing more goes out. Stories never sent to anyone are released for the next edition."""
-    _move(session, edition, "cancelled", ("draft", "scheduled", "paused", "sending"))
+    move(session, edition, "cancelled", ("draft", "scheduled", "paused", "sending"))
     skipped = session.execute(
         update(Delivery).where(Delivery.edition_id == edition.id, Delivery.status.in_(("pending", "deferred")))
         .values(status="skipped", last_reply="edition cancelled").execution_options(synchronize_session=False)
@@ -412,33 +376,6 @@ def edit(session: Session, edition: Edition, settings: Settings, *, remove: list
     _render_into(edition, newsletter, [items[a].article for a in kept], settings)
     session.flush()
     return edition
-
-
-def resend_failed(session: Session, edition: Edition, settings: Settings, now: datetime | None = None
-                  ) -> tuple[list[tuple[int, int, int]], int]:
-    """Try again for the recipients that failed, only them — and only those still subscribed and not
-    suppressed (a hard bounce stays suppressed). Returns the batches and how many were left out."""
-    now = now or utcnow()
-    if edition.status not in ("sending", "sent", "failed"):
-        raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a sent (or sending, or failed) "
-                           "edition has failed recipients to resend to")
-    failed = select(Delivery.id).where(Delivery.edition_id == edition.id, Delivery.status == "failed")
-    eligible = (failed.join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                .join(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
-                                         Subscription.newsletter_id == edition.newsletter_id))
-                .where(Subscriber.status == "confirmed", Subscription.status == "active"))
-    ids = list(session.scalars(eligible))
-    left_out = session.scalar(select(func.count()).select_from(failed.subquery())) - len(ids)
-    if ids:
-        session.execute(
-            update(Delivery).where(Delivery.id.in_(ids), Delivery.status == "failed")
-            .values(status="pending", attempts=0, next_attempt_at=now, claimed_by=None)
-            .execution_options(synchronize_session=False)
-        )
-        session.execute(update(Edition).where(Edition.id == edition.id)
-                        .values(status="sending", sent_at=None, note=None).execution_options(synchronize_session=False))
-        session.refresh(edition)
-    return [(edition.id, lo, hi) for lo, hi in deliveries.ranges(ids, settings.batch_size)], left_out
 
 
 def prepare_next(session: Session, newsletter: Newsletter, settings: Settings, now: datetime | None = None
@@ -491,29 +428,28 @@ def claim(session: Session, newsletter_id: int, now: datetime) -> datetime | Non
     return slot
 
 
-def run_regular(session: Session, newsletter_id: int, settings: Settings, now: datetime) -> Cut | None:
-    """A due run: the edition an editor prepared for this slot, or a new cut; then it starts."""
+def regular_edition(session: Session, newsletter_id: int, settings: Settings, now: datetime
+                    ) -> tuple[Edition, bool] | None:
+    """A due run, claimed: the edition an editor prepared for this slot (it starts with the other
+    scheduled editions, or was paused or cancelled by its editor), or a new cut to start now; None when
+    the run isn't due or another tick claimed it. The edition, and whether to start it now."""
     slot = claim(session, newsletter_id, now)
     if slot is None:
         return None
-    newsletter = session.get(Newsletter, newsletter_id)
     prepared = session.scalar(select(Edition).where(
         Edition.newsletter_id == newsletter_id, Edition.kind == "regular", Edition.scheduled_for == slot,
         Edition.status != "skipped").order_by(Edition.id.desc()).limit(1))
-    if prepared is not None:  # started with the other due editions; or paused or cancelled by its editor
-        return Cut(prepared, [])
-    return cut(session, newsletter, settings, now)
+    if prepared is not None:
+        return prepared, False
+    return make_now(session, session.get(Newsletter, newsletter_id), settings, now), True
 
 
-def run_breaking(session: Session, newsletter: Newsletter, settings: Settings, now: datetime) -> list[Cut]:
-    """Each new story in a breaking category goes out on its own, at once."""
+def breaking_editions(session: Session, newsletter: Newsletter, settings: Settings, now: datetime) -> list[Edition]:
+    """Each new story in a breaking category, an edition of its own, to start at once."""
     _lock(session, newsletter)
-    cuts = []
-    for article in reversed([a for a in candidates(session, newsletter) if is_breaking(newsletter, a)]):
-        edition = create_edition(session, newsletter, settings, now=now, status="scheduled", kind="breaking",
-                                 scheduled_for=now, articles=[article])
-        cuts.append(Cut(edition, start(session, edition, settings, now)))
-    return cuts
+    return [create_edition(session, newsletter, settings, now=now, status="scheduled", kind="breaking",
+                           scheduled_for=now, articles=[article])
+            for article in reversed([a for a in candidates(session, newsletter) if is_breaking(newsletter, a)])]
 
 
 def breaking_newsletter_ids(session: Session) -> list[int]:
@@ -524,44 +460,6 @@ def breaking_newsletter_ids(session: Session) -> list[int]:
 def due_edition_ids(session: Session, now: datetime) -> list[int]:
     return list(session.scalars(select(Edition.id).where(Edition.status == "scheduled",
                                                          Edition.scheduled_for <= now).order_by(Edition.id)))
-
-
-def run_due(Session: sessionmaker, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
-    """Everything a tick does for mail: regular runs, breaking stories, scheduled editions, and the
-    deliveries that need a worker again. Each newsletter in its own transaction: one broken template
-    doesn't hold the others back. Returns the batches to hand to workers."""
-    batches: list[tuple[int, int, int]] = []
-
-    def each(ids, work) -> None:
-        for item_id in ids:
-            try:
-                with transaction(Session) as session:
-                    work(session, item_id)
-            except SyndicateError as e:
-                log.error("%s %d: %s", work.__name__, item_id, e)
-
-    def regular(session, newsletter_id):
-        if (done := run_regular(session, newsletter_id, settings, now)) is not None:
-            batches.extend(done.batches)
-            log.info("%s edition %d: %s", done.edition.newsletter.slug, done.edition.number, done.edition.status)
-
-    def breaking(session, newsletter_id):
-        for done in run_breaking(session, session.get(Newsletter, newsletter_id), settings, now):
-            batches.extend(done.batches)
-
-    def scheduled(session, edition_id):
-        batches.extend(start(session, session.get(Edition, edition_id), settings, now))
-
-    with transaction(Session) as session:
-        due, lanes = due_newsletter_ids(session, now), breaking_newsletter_ids(session)
-    each(due, regular)
-    each(lanes, breaking)
-    with transaction(Session) as session:
-        ready = due_edition_ids(session, now)
-    each(ready, scheduled)
-    with transaction(Session) as session:
-        batches.extend(deliveries.requeue(session, settings, now))
-    return batches
 
 
 # ── the render, once per edition ─────────────────────────────────────────────
@@ -581,6 +479,10 @@ def render_subject(newsletter: Newsletter, edition: Edition, articles: list[Arti
     return one_line(subject)[:300] or newsletter.name
 
 
+# Rendered into every edition once; replaced per recipient by their own signed links (delivery).
+UNSUBSCRIBE_URL = "https://syndicate.invalid/unsubscribe-url"
+PREFERENCES_URL = "https://syndicate.invalid/preferences-url"
+PUBLIC_ONLY = re.compile(r"<!--public-->.*?<!--/public-->", re.S)  # lines only the public web view shows
 GMAIL_CLIPS_AT = 102 * 1024  # bytes of HTML; Gmail shows "[Message clipped]" beyond this
 PERSONAL = re.compile(r"<!--personal-->.*?<!--/personal-->", re.S)  # the recipient's own links
 
@@ -656,6 +558,11 @@ def public_html(edition: Edition, settings: Settings) -> str:
     return html.replace(UNSUBSCRIBE_URL, f"{settings.base_url}/").replace(PREFERENCES_URL, f"{settings.base_url}/")
 
 
+def mail_html(html: str) -> str:
+    """The edition's HTML as mailed: without the lines meant for the public web view."""
+    return PUBLIC_ONLY.sub("", html)
+
+
 def write_preview(settings: Settings, edition: Edition, folder: Path | None = None) -> tuple[Path, Path]:
     """The HTML and text parts as a recipient will see them, as files (the personal links point to the
     archive instead of anyone's unsubscribe page). Returns their paths."""
@@ -665,7 +572,7 @@ def write_preview(settings: Settings, edition: Edition, folder: Path | None = No
     archive = f"{settings.base_url}/n/{newsletter.slug}"
     stem = f"{newsletter.slug}-{edition.number}"
     paths = folder / f"{stem}.html", folder / f"{stem}.txt"
-    for path, body in zip(paths, (deliveries.mail_html(edition.html), edition.text), strict=True):
+    for path, body in zip(paths, (mail_html(edition.html), edition.text), strict=True):
         body = body.replace(UNSUBSCRIBE_URL, archive).replace(PREFERENCES_URL, archive)
         tmp = path.with_suffix(".tmp")
         private_files.write(tmp, body.encode())

@@ -1,0 +1,139 @@
+"""edition → delivery: an edition goes out. Its start fixes the recipients (the fan-out into one delivery
+row each); it can be resumed after a pause, and its failed recipients tried again; and the mail lane's
+tick starts what is due and hands every batch that needs a worker to one."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from syndicate.config import Settings
+from syndicate.db import transaction
+from syndicate.delivery import deliveries
+from syndicate.errors import InvalidInput, SyndicateError
+from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, utcnow
+from syndicate.newsletters import editions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cut:
+    edition: Edition
+    batches: list[tuple[int, int, int]]  # (edition id, first and last delivery id) to hand to workers
+
+
+def cut(session: Session, newsletter: Newsletter, settings: Settings, now: datetime | None = None,
+        kind: str = "regular") -> Cut:
+    """Make the next edition and send it now."""
+    now = now or utcnow()
+    edition = editions.make_now(session, newsletter, settings, now, kind)
+    return Cut(edition, start(session, edition, settings, now) if edition.status == "scheduled" else [])
+
+
+def start(session: Session, edition: Edition, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
+    """scheduled → sending: the recipients are fixed (those confirmed now) and the content is frozen.
+
+    A conditional UPDATE: two ticks starting the same edition fan it out once.
+    """
+    started = session.execute(
+        update(Edition).where(Edition.id == edition.id, Edition.status == "scheduled")
+        .values(status="sending", started_at=now).execution_options(synchronize_session=False)
+    )
+    if started.rowcount != 1:
+        return []
+    session.refresh(edition)
+    return deliveries.fan_out(session, edition, settings.batch_size, now)
+
+
+def resume(session: Session, edition: Edition, settings: Settings) -> list[tuple[int, int, int]]:
+    """Carry on where it stopped: back to sending (its pending recipients get workers now) or scheduled."""
+    if edition.started_at is None:
+        editions.move(session, edition, "scheduled", ("paused",))
+        return []
+    editions.move(session, edition, "sending", ("paused",))
+    return deliveries.pending_batches(session, settings.batch_size, edition_id=edition.id)
+
+
+def resend_failed(session: Session, edition: Edition, settings: Settings, now: datetime | None = None
+                  ) -> tuple[list[tuple[int, int, int]], int]:
+    """Try again for the recipients that failed, only them — and only those still subscribed and not
+    suppressed (a hard bounce stays suppressed). Returns the batches and how many were left out."""
+    now = now or utcnow()
+    if edition.status not in ("sending", "sent", "failed"):
+        raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a sent (or sending, or failed) "
+                           "edition has failed recipients to resend to")
+    failed = select(Delivery.id).where(Delivery.edition_id == edition.id, Delivery.status == "failed")
+    eligible = (failed.join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .join(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
+                                         Subscription.newsletter_id == edition.newsletter_id))
+                .where(Subscriber.status == "confirmed", Subscription.status == "active"))
+    ids = list(session.scalars(eligible))
+    left_out = session.scalar(select(func.count()).select_from(failed.subquery())) - len(ids)
+    if ids:
+        session.execute(
+            update(Delivery).where(Delivery.id.in_(ids), Delivery.status == "failed")
+            .values(status="pending", attempts=0, next_attempt_at=now, claimed_by=None)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(update(Edition).where(Edition.id == edition.id)
+                        .values(status="sending", sent_at=None, note=None).execution_options(synchronize_session=False))
+        session.refresh(edition)
+    return [(edition.id, lo, hi) for lo, hi in deliveries.ranges(ids, settings.batch_size)], left_out
+
+
+def run_regular(session: Session, newsletter_id: int, settings: Settings, now: datetime) -> Cut | None:
+    """A due run: the edition an editor prepared for this slot, or a new cut; then it starts."""
+    made = editions.regular_edition(session, newsletter_id, settings, now)
+    if made is None:
+        return None
+    edition, now_please = made
+    return Cut(edition, start(session, edition, settings, now) if now_please and edition.status == "scheduled" else [])
+
+
+def run_breaking(session: Session, newsletter: Newsletter, settings: Settings, now: datetime) -> list[Cut]:
+    """Each new story in a breaking category goes out on its own, at once."""
+    return [Cut(edition, start(session, edition, settings, now))
+            for edition in editions.breaking_editions(session, newsletter, settings, now)]
+
+
+def run_due(Session: sessionmaker, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
+    """Everything a tick does for mail: regular runs, breaking stories, scheduled editions, and the
+    deliveries that need a worker again. Each newsletter in its own transaction: one broken template
+    doesn't hold the others back. Returns the batches to hand to workers."""
+    batches: list[tuple[int, int, int]] = []
+
+    def each(ids, work) -> None:
+        for item_id in ids:
+            try:
+                with transaction(Session) as session:
+                    work(session, item_id)
+            except SyndicateError as e:
+                log.error("%s %d: %s", work.__name__, item_id, e)
+
+    def regular(session, newsletter_id):
+        if (done := run_regular(session, newsletter_id, settings, now)) is not None:
+            batches.extend(done.batches)
+            log.info("%s edition %d: %s", done.edition.newsletter.slug, done.edition.number, done.edition.status)
+
+    def breaking(session, newsletter_id):
+        for done in run_breaking(session, session.get(Newsletter, newsletter_id), settings, now):
+            batches.extend(done.batches)
+
+    def scheduled(session, edition_id):
+        batches.extend(start(session, session.get(Edition, edition_id), settings, now))
+
+    with transaction(Session) as session:
+        due, lanes = editions.due_newsletter_ids(session, now), editions.breaking_newsletter_ids(session)
+    each(due, regular)
+    each(lanes, breaking)
+    with transaction(Session) as session:
+        ready = editions.due_edition_ids(session, now)
+    each(ready, scheduled)
+    with transaction(Session) as session:
+        batches.extend(deliveries.requeue(session, settings, now))
+    return batches
