@@ -11,9 +11,10 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from desk_client import PASSWORD, add_editor, csrf, desk_client, sign_in
-from syndicate import desk
 from syndicate.db import transaction
+from syndicate.desk import core as desk_core
 from syndicate.desk import editors
+from syndicate.desk import routes as desk
 from syndicate.http import api_tokens
 from syndicate.models import Article, Editor, Post, SocialAccount, utcnow
 from syndicate.social import accounts, posts
@@ -87,7 +88,7 @@ def test_a_session_ends_after_its_lifetime_and_when_the_editor_is_disabled(clien
     sign_in(client)
     assert client.get("/desk").status_code == 200
     later = time.time() + desk.SESSION_HOURS * 3600 + 1
-    monkeypatch.setattr(desk.core.time, "time", lambda: later)
+    monkeypatch.setattr(desk_core.time, "time", lambda: later)
     assert client.get("/desk").status_code == 303
     monkeypatch.undo()
     sign_in(client)

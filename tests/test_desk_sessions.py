@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from desk_client import PASSWORD, add_editor, desk_client, sign_in, signed_in
-from syndicate import desk
 from syndicate.cli.main import main
 from syndicate.desk import editors
+from syndicate.desk import routes as desk
 
 NEW_PASSWORD = "a whole new password"
 

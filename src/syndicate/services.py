@@ -5,16 +5,21 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from syndicate import db, templating
 from syndicate.config import Settings
-from syndicate.mail import pacing
-from syndicate.mail.transport import OutboxTransport, SmtpTransport, Transport
 from syndicate.models import SocialAccount
-from syndicate.social import clients
+
+# Each part is imported where it is first made: a CLI listing needs the database, not the network clients
+# (twitter-text's regexes alone cost 0.2 s) or the SMTP transport.
+if TYPE_CHECKING:
+    from syndicate.mail import pacing
+    from syndicate.mail.transport import Transport
+    from syndicate.social import clients
 
 
 @dataclass
@@ -31,6 +36,8 @@ class Services:
 
     @cached_property
     def transport(self) -> Transport:
+        from syndicate.mail.transport import OutboxTransport, SmtpTransport
+
         if self.settings.smtp is None:
             return OutboxTransport(self.settings.outbox / "mail")
         return SmtpTransport(self.settings.smtp)
@@ -38,6 +45,8 @@ class Services:
     @cached_property
     def pacer(self) -> pacing.Pacer:
         """Paces sending across all workers: in Redis when that is the broker, else in the database."""
+        from syndicate.mail import pacing
+
         s = self.settings
         store = pacing.RedisStore(s.broker_url) if s.broker_url.startswith("redis") else pacing.DatabaseStore(
             self.engine)
@@ -47,7 +56,7 @@ class Services:
     def social_client(self, account: SocialAccount, dry_run: bool = False) -> clients.SocialClient:
         """The account's network client: its own credentials; the SYNDICATE_X_* ones for an X account
         that has none; a recording client for a dry-run account (or one with no credentials)."""
-        from syndicate.social import accounts
+        from syndicate.social import accounts, clients
 
         settings = accounts.settings_of(account)
         credentials = None if dry_run or settings.dry_run else accounts.unseal(self.settings.secret_key,

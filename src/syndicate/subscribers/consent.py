@@ -16,6 +16,7 @@ from syndicate.ledger import MailStatus
 from syndicate.mail.transport import Mailbox, Outgoing, build_message
 from syndicate.mail.transport import message_id as make_message_id
 from syndicate.models import (
+    SUBSCRIBER_SUPPRESSED,
     ConfirmationMail,
     Delivery,
     Edition,
@@ -393,7 +394,7 @@ def leave_all(session: Session, subscriber_id: int, now: datetime | None = None,
 
 # ── events and suppression ───────────────────────────────────────────────────
 
-SUPPRESSED = ("unsubscribed", "bounced", "complained")  # statuses no mail goes to
+SUPPRESSED = SUBSCRIBER_SUPPRESSED  # statuses no mail goes to
 
 
 def record_event(session: Session, subscriber_id: int, kind: str, source: str, *, detail: str | None = None,

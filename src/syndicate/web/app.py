@@ -15,8 +15,9 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from syndicate import __version__, desk, services, tokens
+from syndicate import __version__, services, tokens
 from syndicate.db import transaction
+from syndicate.desk import routes as desk
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import answers, api_tokens, csp
 from syndicate.http.answers import INVALID, OUT_OF_SCOPE, TOO_LARGE, UNAUTHENTICATED, UNAVAILABLE, ApiError, answer

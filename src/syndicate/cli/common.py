@@ -1,0 +1,111 @@
+"""What every command group shares: the services, opened once a command needs them; one way to print
+rows (a table, or --json); and lazy imports, so each command pays only for the libraries it uses."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import click
+
+from syndicate.config import Settings
+from syndicate.errors import SyndicateError
+
+if TYPE_CHECKING:
+    from syndicate.services import Services
+
+
+def lazy(name: str) -> ModuleType:
+    """Module `name`, loaded at its first attribute lookup (importlib's LazyLoader). `syndicate --help`
+    builds every command group; with the stages behind this, it loads none of their libraries."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+def services(ctx: click.Context, migrate: bool = False, check: bool = True) -> Services:
+    """Settings are read when a command needs them, so `--help` works with any environment."""
+    from syndicate import db
+    from syndicate import services as wiring
+
+    root = ctx.find_root()
+    svc = root.meta.get("services")
+    if svc is None:
+        settings = Settings.from_env(root.meta.get("env"))
+        # Celery and the broker's libraries only if this process has them loaded already: a command that
+        # queues work imports the tasks, which then read these settings (services.current()).
+        tasks = sys.modules.get("syndicate.tasks")
+        svc = tasks.configure(settings) if tasks else wiring.use(settings)
+        root.meta["services"] = svc
+    if migrate:
+        db.upgrade(svc.engine)
+    elif check and not db.migrated(svc.engine):
+        raise SyndicateError("the database has no tables yet: run `syndicate db upgrade` first")
+    return svc
+
+
+def emit(rows: list[dict], as_json: bool, columns: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, default=json_default, ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = {c: min(60, max(len(c), *(len(cell(r[c])) for r in rows))) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for row in rows:
+        click.echo("  ".join(cell(row[c])[: widths[c]].ljust(widths[c]) for c in columns))
+
+
+def cell(value) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return "" if value is None else str(value)
+
+
+def json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(type(value))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def progress(items, label):
+    with click.progressbar(items, label=label, file=sys.stderr) as bar:
+        yield from bar
+
+def show(record: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(record, default=json_default, ensure_ascii=False, indent=2))
+        return
+    width = max(map(len, record))
+    for key, value in record.items():
+        if isinstance(value, list):
+            value = ", ".join(map(cell, value)) or "—"
+        click.echo(f"{key.replace('_', ' ') + ':':<{width + 2}}{cell(value)}")
+
+
+def local_time(text: str, zone: str) -> datetime:
+    """ISO 8601; without an offset, the time is read in the newsletter's own zone."""
+    try:
+        at = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a time; use e.g. '2026-12-01 07:00' (in the newsletter's "
+                                 "zone) or 2026-12-01T07:00+01:00") from None
+    return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(zone))

@@ -1,0 +1,96 @@
+"""`syndicate feed` and `syndicate article`: the feeds read, and the stories they gave."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from sqlalchemy import func, select
+
+from syndicate.cli.common import emit, json_option, lazy, services
+from syndicate.models import Article, Feed, utcnow
+
+db = lazy("syndicate.db")
+feeds = lazy("syndicate.ingest.feeds")
+posts = lazy("syndicate.social.posts")
+
+
+# ── feeds and articles ───────────────────────────────────────────────────────
+
+
+@click.group()
+def feed() -> None:
+    """Feeds to poll."""
+
+
+@feed.command("add")
+@click.argument("url")
+@click.pass_context
+def feed_add(ctx, url: str) -> None:
+    """Add a feed by its URL (RSS or Atom)."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        added = feeds.add_feed(session, url)
+        click.echo(f"feed {added.id}: {added.url}")
+
+
+@feed.command("list")
+@json_option
+@click.pass_context
+def feed_list(ctx, as_json: bool) -> None:
+    """Feeds and how their last fetch went."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        # One count per feed in one query: loading each feed's articles only to count them was slow.
+        counts = dict(session.execute(select(Article.feed_id, func.count()).group_by(Article.feed_id)).all())
+        rows = [dict(id=f.id, url=f.url, status=f.status, last_fetched_at=f.last_fetched_at,
+                     last_success_at=f.last_success_at, last_error=f.last_error, next_fetch_at=f.next_fetch_at,
+                     articles=counts.get(f.id, 0))
+                for f in session.scalars(select(Feed).order_by(Feed.id))]
+    emit(rows, as_json, ["id", "url", "status", "last_success_at", "articles", "last_error"])
+
+
+@feed.command("poll")
+@click.option("--all", "everything", is_flag=True, help="Poll every active feed, not only those due.")
+@json_option
+@click.pass_context
+def feed_poll(ctx, everything: bool, as_json: bool) -> None:
+    """Poll feeds now, in this process."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        query = select(Feed.id).where(Feed.status == "active")
+        ids = list(session.scalars(query)) if everything else feeds.due_feed_ids(session, utcnow())
+    if as_json:
+        results = feeds.poll_many(svc.Session, svc.settings, ids)
+    else:
+        with click.progressbar(length=len(ids), label="Polling", file=sys.stderr) as bar:
+            results = feeds.poll_many(svc.Session, svc.settings, ids, progress=lambda _: bar.update(1))
+    with db.transaction(svc.Session) as session:
+        posts.ensure_default_account(session)
+        posts.plan(session, svc.settings)
+    rows = [dict(id=r.feed_id, url=r.url, status=r.status, new=len(r.new_article_ids), updated=r.updated,
+                 error=r.error) for r in results]
+    emit(rows, as_json, ["id", "url", "status", "new", "updated", "error"])
+    if any(r.error for r in results):
+        ctx.exit(1)
+
+
+@click.group()
+def article() -> None:
+    """Stored articles."""
+
+
+@article.command("list")
+@click.option("--limit", type=int, default=50, show_default=True)
+@json_option
+@click.pass_context
+def article_list(ctx, limit: int, as_json: bool) -> None:
+    """The newest articles."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        rows = [dict(id=a.id, feed_id=a.feed_id, title=a.title, url=a.url, lead=a.lead, author=a.author,
+                     categories=a.categories, image_url=a.image_url, published_at=a.published_at,
+                     first_seen_at=a.first_seen_at, updated_at=a.updated_at)
+                for a in session.scalars(select(Article).order_by(Article.first_seen_at.desc(), Article.id.desc())
+                                         .limit(limit))]
+    emit(rows, as_json, ["id", "published_at", "title", "url"])

@@ -1,0 +1,186 @@
+"""The main jobs: the demo, everything on one machine (`run`), the web app, the database, a delivery run
+in this process, and the send pace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from syndicate.cli.common import emit, json_option, lazy, progress, services
+from syndicate.config import check_trusted_proxies
+from syndicate.errors import SyndicateError
+from syndicate.models import utcnow
+
+db = lazy("syndicate.db")
+deliveries = lazy("syndicate.delivery.deliveries")
+sending = lazy("syndicate.delivery.sending")
+
+
+# ── the main jobs ────────────────────────────────────────────────────────────
+
+
+@click.command()
+@click.option("--outbox", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the mails, post payloads and previews (default: syndicate-data/outbox).")
+@click.pass_context
+def demo(ctx, outbox: Path | None) -> None:
+    """Run the whole pipeline once on a bundled sample feed, with no services at all."""
+    from syndicate.cli import demo as demo_run
+
+    started = time.monotonic()
+    if outbox is not None:
+        env = dict(os.environ, SYNDICATE_OUTBOX=str(outbox.absolute()))
+        ctx.find_root().meta["env"] = env
+    svc = services(ctx, migrate=True)
+    report = demo_run.run(svc, progress=progress)
+    out = svc.settings.outbox
+    click.echo(f"Feed:       {demo_run.FEED_URL} (bundled sample): "
+               f"{report.articles_new} new articles, {report.articles_known} already known")
+    click.echo(f"Edition:    {report.edition}")
+    earlier_mails = f" ({report.mails_already} delivered by earlier runs, not sent again)"
+    earlier_posts = f"; {report.posts_already} made by earlier runs, not made again"
+    click.echo(f"Mail:       {len(report.mails)} sent to {out / 'mail'}"
+               + (earlier_mails if report.mails_already else ""))
+    click.echo(f"Posts:      {len(report.posts)} teasers written to {out / 'posts'} (dry-run: the demo never posts)"
+               + (earlier_posts if report.posts_already else ""))
+    for post in report.posts[:2]:
+        click.echo("            ┆ " + post.text.replace("\n", "\n            ┆ "))
+    if report.posts:
+        times = ", ".join(f"{p.planned_at:%H:%M}" for p in report.posts if p.planned_at)
+        click.echo(f"            at the account's pace they would go at {times} UTC "
+                   "(`syndicate account show x` shows the window and gap)")
+    if report.preview:
+        click.echo(f"Preview:    {report.preview.as_uri()}")
+    if not report.mails and not report.posts:
+        click.echo("Nothing new, so nothing was sent: every mail and post went out exactly once.")
+    click.echo(f"Done in {time.monotonic() - started:.1f} s. Data: {svc.settings.data_dir}")
+
+
+@click.command()
+@click.option("--host", default=None, help="Web app address (default: SYNDICATE_WEB_HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Web app port (default: SYNDICATE_WEB_PORT or 8000).")
+@click.option("--concurrency", type=int, default=2, show_default=True, help="Worker processes.")
+@click.pass_context
+def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
+    """Serve everything on this machine: Celery worker, beat scheduler and the web app.
+
+    The same processes as a distributed install, supervised here: if one dies the
+    others are stopped too; SIGTERM or Ctrl-C stops them all.
+    """
+    svc = services(ctx, migrate=True)
+    settings = svc.settings
+    celery = [sys.executable, "-m", "celery", "-A", "syndicate.tasks"]
+    commands = {
+        "worker": celery + ["worker", "-Q", "ingest,mail,social", "--concurrency", str(concurrency),
+                            "--loglevel", "INFO", "-n", "syndicate@%h"],
+        "beat": celery + ["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")],
+        "web": [sys.executable, "-m", "syndicate", "web", "--host", host or settings.web_host,
+                "--port", str(port or settings.web_port)],
+    }
+    click.echo(f"broker: {'embedded, ' if settings.embedded_broker else ''}{settings.broker_url}")
+    click.echo(f"mail:   {'outbox ' + str(settings.outbox / 'mail') if settings.smtp is None else settings.smtp.host}")
+    click.echo(f"X:      {'dry-run (no SYNDICATE_X_* credentials)' if settings.dry_run_social else 'live'}")
+    click.echo(f"web:    http://{host or settings.web_host}:{port or settings.web_port}/")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    children = {name: subprocess.Popen(command) for name, command in commands.items()}
+    died = None
+    while not stop.wait(0.5):
+        died = next((name for name, child in children.items() if child.poll() is not None), None)
+        if died:
+            break
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children.values():
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if died:
+        raise SyndicateError(f"the {died} process exited with code {children[died].returncode}; "
+                             "everything was stopped (its log is above)")
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on.")
+@click.option("--port", type=int, default=None, help="Port to listen on.")
+@click.option("--forwarded-allow-ips", "trusted", default=None, metavar="ADDRESSES",
+              help="The reverse proxies (addresses or networks, comma-separated, * for any) whose "
+                   "X-Forwarded-For names the visitor (default: SYNDICATE_TRUSTED_PROXIES, else none).")
+@click.pass_context
+def web(ctx, host: str | None, port: int | None, trusted: str | None) -> None:
+    """Serve only the web app (workers and beat run elsewhere)."""
+    import uvicorn
+
+    if trusted is not None:
+        trusted = check_trusted_proxies(trusted, "--forwarded-allow-ips")
+    settings = services(ctx).settings
+    trusted = settings.trusted_proxies if trusted is None else trusted
+    # X-Forwarded-For is believed only from the listed proxies, and from nobody unless some are listed:
+    # else any visitor could send one and get a fresh sign-up limit each time.
+    uvicorn.run("syndicate.web.app:app", host=host or settings.web_host, port=port or settings.web_port,
+                log_level="info", proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
+
+
+# ── database ─────────────────────────────────────────────────────────────────
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx) -> None:
+    """Apply every migration not yet applied."""
+    svc = services(ctx, migrate=True)
+    click.echo(f"database at revision {db.current_revision(svc.engine)}")
+
+
+@db_group.command("current")
+@click.pass_context
+def db_current(ctx) -> None:
+    """Print the applied revision."""
+    svc = services(ctx, check=False)
+    click.echo(db.current_revision(svc.engine) or "empty (run `syndicate db upgrade`)")
+
+
+@click.command()
+@click.pass_context
+def deliver(ctx) -> None:
+    """Start what is due and send it, in this process (no worker needed)."""
+    svc = services(ctx)
+    sending.run_due(svc.Session, svc.settings, utcnow())  # starts what is due, revives what is stuck
+    with db.transaction(svc.Session) as session:
+        # Every pending row, including batches queued for workers that haven't run: claims are
+        # conditional, so whichever of us and a worker comes second finds nothing to send.
+        batches = deliveries.pending_batches(session, svc.settings.batch_size)
+    totals: dict[str, int] = {}
+    for edition_id, lo, hi in progress(batches, "Delivering"):
+        result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
+                                       token=f"cli-{os.getpid()}-{edition_id}-{lo}", pacer=svc.pacer)
+        for status, n in result.counts.items():
+            totals[status] = totals.get(status, 0) + n
+    with db.transaction(svc.Session) as session:
+        deliveries.requeue(session, svc.settings, utcnow())
+    click.echo(", ".join(f"{n} {status}" for status, n in sorted(totals.items())) or "nothing to send")
+
+
+@click.command()
+@json_option
+@click.pass_context
+def pace(ctx, as_json: bool) -> None:
+    """The sending pace now, shared by every worker: all mail's (SYNDICATE_SEND_RATE, halved by a 421 for
+    the whole session), and each receiving domain slowed by its own 4.7.x deferrals. A domain not
+    listed goes at the pace of all mail."""
+    emit(services(ctx).pacer.paces(), as_json, ["to", "per_second", "slowed_since", "deferrals", "full_at"])

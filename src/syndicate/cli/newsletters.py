@@ -1,0 +1,426 @@
+"""`syndicate newsletter` and `syndicate edition`: what goes out, and when."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import click
+from sqlalchemy import select
+
+from syndicate.cli.common import emit, json_option, lazy, local_time, services, show
+from syndicate.errors import NotFound, SyndicateError
+from syndicate.models import Edition, Newsletter
+
+db = lazy("syndicate.db")
+deliveries = lazy("syndicate.delivery.deliveries")
+sending = lazy("syndicate.delivery.sending")
+editions = lazy("syndicate.newsletters.editions")
+
+
+# ── newsletters, editions, subscribers ───────────────────────────────────────
+
+
+@click.group()
+def newsletter() -> None:
+    """Newsletters: settings, schedules, filters."""
+
+
+def newsletter_options(adding: bool):
+    """The settings `add` and `edit` share; on `edit` every one is optional and only those given change."""
+    def wrap(f):
+        options = [
+            click.option("--name", required=adding, help="What readers see, e.g. 'Morning Briefing'."),
+            click.option("--from-address", required=adding, help="The From: address, e.g. news@example.com."),
+            click.option("--from-name", help="The From: name (default: the newsletter's name)."),
+            click.option("--reply-to", help="Where replies go, if not the From: address."),
+            click.option("--cron", help="When it goes out, in --timezone, e.g. '0 7 * * *' (07:00 daily)"
+                         + (" [default: 0 7 * * *]" if adding else "")),
+            click.option("--no-schedule", is_flag=True,
+                         help="No recurring edition: only one-off and breaking editions."),
+            click.option("--timezone", help="IANA time zone of the schedule, e.g. Europe/Berlin [default: UTC]."),
+            click.option("--subject", "subject_template",
+                         help="Subject template, e.g. '{{ top.title }} and {{ rest }} more stories'."),
+            click.option("--template", help="Template folder under email/ (yours in SYNDICATE_TEMPLATE_DIR)."),
+            click.option("--max-items", type=click.IntRange(1, 200), help="Most stories per edition [default: 20]."),
+            click.option("--feed", "feeds_", type=int, multiple=True, help="Only stories of this feed id (repeat)."),
+            click.option("--include-category", multiple=True, help="Only stories in this category (repeat)."),
+            click.option("--exclude-category", multiple=True, help="Never stories in this category (repeat)."),
+            click.option("--breaking-category", multiple=True,
+                         help="A story in this category goes out at once, on its own (repeat)."),
+        ]
+        if adding:
+            options.append(click.option(
+                "--first-fill", default="none", show_default=True,
+                help="What the first edition holds: none (stories from now on), last:N or hours:N."))
+        else:
+            options += [
+                click.option("--all-feeds", is_flag=True, help="Drop the feed filter."),
+                click.option("--all-categories", is_flag=True, help="Drop the category filters."),
+                click.option("--no-breaking", is_flag=True, help="Drop the breaking lane."),
+            ]
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return wrap
+
+
+def _newsletter_changes(values: dict) -> dict:
+    changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
+                                       "subject_template", "template", "max_items") if values.get(k) is not None}
+    if values.get("no_schedule"):
+        if values.get("cron"):
+            raise click.UsageError("--cron and --no-schedule contradict each other; give one")
+        changes["cron"] = None
+    if values.get("feeds_"):
+        changes["feed_ids"] = list(values["feeds_"])
+    for key in ("include_category", "exclude_category", "breaking_category"):
+        if values.get(key):
+            changes[{"include_category": "categories_include", "exclude_category": "categories_exclude",
+                     "breaking_category": "breaking_categories"}[key]] = list(values[key])
+    if values.get("all_feeds"):
+        changes["feed_ids"] = None
+    if values.get("all_categories"):
+        changes["categories_include"] = changes["categories_exclude"] = None
+    if values.get("no_breaking"):
+        changes["breaking_categories"] = None
+    return changes
+
+
+def _describe(newsletter: Newsletter) -> dict:
+    zone = ZoneInfo(newsletter.timezone)
+    return dict(
+        slug=newsletter.slug, name=newsletter.name, status=newsletter.status,
+        sender=f"{newsletter.from_name} <{newsletter.from_address}>", reply_to=newsletter.reply_to,
+        schedule=(f"{newsletter.cron} ({newsletter.timezone})" if newsletter.cron
+                  else "none (one-off and breaking only)"),
+        next_runs=[t.astimezone(zone).isoformat() for t in editions.upcoming(newsletter)]
+        if newsletter.status == "active" else [],
+        subject_template=newsletter.subject_template, template=newsletter.template, max_items=newsletter.max_items,
+        feeds=newsletter.feed_ids or "all", include_categories=newsletter.categories_include or "all",
+        exclude_categories=newsletter.categories_exclude or [],
+        breaking_categories=newsletter.breaking_categories or [],
+        first_fill=newsletter.first_fill,
+    )
+
+
+
+
+@newsletter.command("add")
+@click.argument("slug")
+@newsletter_options(adding=True)
+@click.pass_context
+def newsletter_add(ctx, slug, first_fill, **values) -> None:
+    """Create a newsletter called SLUG (lower-case letters, digits, dashes)."""
+    svc = services(ctx)
+    changes = _newsletter_changes(values)
+    changes.setdefault("cron", "0 7 * * *")
+    changes.setdefault("timezone", "UTC")
+    with db.transaction(svc.Session) as session:
+        created = editions.add_newsletter(session, slug=slug, first_fill=first_fill, **changes)
+        runs = editions.upcoming(created, 1)
+        click.echo(f"newsletter {created.slug}: "
+                   + (f"next edition at {runs[0].astimezone(ZoneInfo(created.timezone)).isoformat()}" if runs
+                      else "no schedule; cut editions with `syndicate edition cut`"))
+
+
+@newsletter.command("edit")
+@click.argument("slug")
+@newsletter_options(adding=False)
+@click.pass_context
+def newsletter_edit(ctx, slug, **values) -> None:
+    """Change a newsletter's settings; only the options given change."""
+    svc = services(ctx)
+    changes = _newsletter_changes(values)
+    if not changes:
+        raise click.UsageError("nothing to change; see `syndicate newsletter edit --help`")
+    with db.transaction(svc.Session) as session:
+        editions.update_newsletter(session, editions.get_newsletter(session, slug), **changes)
+        show(_describe(editions.get_newsletter(session, slug)), False)
+
+
+@newsletter.command("show")
+@click.argument("slug")
+@json_option
+@click.pass_context
+def newslettershow(ctx, slug, as_json) -> None:
+    """A newsletter's settings and its next five send times, in its time zone."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        record = _describe(editions.get_newsletter(session, slug))
+    show(record, as_json)
+
+
+@newsletter.command("list")
+@json_option
+@click.pass_context
+def newsletter_list(ctx, as_json: bool) -> None:
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        rows = [dict(slug=n.slug, name=n.name, cron=n.cron, timezone=n.timezone, status=n.status,
+                     next_run_at=n.next_run_at, from_address=n.from_address)
+                for n in session.scalars(select(Newsletter).order_by(Newsletter.slug))]
+    emit(rows, as_json, ["slug", "name", "cron", "timezone", "status", "next_run_at"])
+
+
+@newsletter.command("pause")
+@click.argument("slug")
+@click.pass_context
+def newsletter_pause(ctx, slug) -> None:
+    """No regular or breaking editions until resumed (editions already scheduled keep their time)."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        editions.pause_newsletter(session, editions.get_newsletter(session, slug))
+    click.echo(f"newsletter {slug}: paused")
+
+
+@newsletter.command("resume")
+@click.argument("slug")
+@click.pass_context
+def newsletter_resume(ctx, slug) -> None:
+    """Run again from the next scheduled time; what was missed while paused is not sent in a rush."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        found = editions.get_newsletter(session, slug)
+        editions.resume_newsletter(session, found)
+        runs = editions.upcoming(found, 1)
+    click.echo(f"newsletter {slug}: active" + (f", next edition at {runs[0].isoformat()}" if runs else ""))
+
+
+@click.group()
+def edition() -> None:
+    """Editions: cut, preview, test, edit, schedule, pause, resume, cancel, resend.
+
+    An edition is named by its id or as SLUG/NUMBER (e.g. morning/12).
+    """
+
+
+def _edition(session, ref: str) -> Edition:
+    slug, _, number = ref.rpartition("/")
+    if slug and number.isdigit():
+        return editions.get_edition(session, slug, int(number), public=False)
+    found = session.get(Edition, int(ref)) if ref.isdigit() else None
+    if found is None:
+        raise NotFound(f"no edition {ref!r}; name it by id or as SLUG/NUMBER (`syndicate edition list`)")
+    return found
+
+
+def _queue(batches) -> None:
+    from syndicate.tasks import deliver_batch
+
+    for edition_id, lo, hi in batches:
+        deliver_batch.delay(edition_id, lo, hi)
+
+
+def _summary(edition: Edition) -> str:
+    when = edition.scheduled_for.astimezone(ZoneInfo(edition.newsletter.timezone)) if edition.scheduled_for else None
+    text = f"edition {edition.newsletter.slug}/{edition.number} (id {edition.id}): {edition.status}"
+    if edition.status == "scheduled" and when:
+        text += f" for {when.isoformat()}"
+    if edition.note:
+        text += f" ({edition.note})"
+    return text + "".join(f"\nwarning: {w}" for w in edition.warnings or [])
+
+
+@edition.command("cut")
+@click.argument("slug")
+@click.option("--draft", is_flag=True, help="Keep it as a draft to preview and edit; schedule it later.")
+@click.option("--at", "at", help="Send it at this time (one-off), e.g. '2026-12-01 07:00' in the newsletter's zone.")
+@click.option("--next", "next_run", is_flag=True,
+              help="Make the next regular edition now, to preview and edit before its scheduled time.")
+@click.pass_context
+def edition_cut(ctx, slug: str, draft: bool, at: str | None, next_run: bool) -> None:
+    """Make an edition of SLUG from the stories not sent yet; without options it goes out now."""
+    if sum(map(bool, (draft, at, next_run))) > 1:
+        raise click.UsageError("give at most one of --draft, --at and --next")
+    svc = services(ctx)
+    batches = []
+    with db.transaction(svc.Session) as session:
+        newsletter = editions.get_newsletter(session, slug)
+        when = local_time(at, newsletter.timezone) if at else None  # a typo is refused before anything is made
+        if next_run:
+            made = editions.prepare_next(session, newsletter, svc.settings)
+        elif draft or at:
+            made = editions.create_edition(session, newsletter, svc.settings, kind="one-off", status="draft")
+            if when and made.status == "draft":
+                editions.schedule(session, made, when)
+        else:
+            cut = sending.cut(session, newsletter, svc.settings, kind="one-off")
+            made, batches = cut.edition, cut.batches
+        summary = _summary(made)
+    _queue(batches)
+    click.echo(summary + (f", {len(batches)} batches queued" if batches else ""))
+
+
+@edition.command("list")
+@click.option("--newsletter", "slug", help="Only this newsletter.")
+@click.option("--status", multiple=True, help="Only editions with this status (repeat).")
+@json_option
+@click.pass_context
+def edition_list(ctx, slug: str | None, status: tuple[str, ...], as_json: bool) -> None:
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        query = select(Edition).join(Newsletter).order_by(Edition.id.desc())
+        if slug:
+            query = query.where(Newsletter.slug == slug)
+        if status:
+            query = query.where(Edition.status.in_(status))
+        rows = [dict(id=e.id, newsletter=e.newsletter.slug, number=e.number, kind=e.kind, status=e.status,
+                     scheduled_for=e.scheduled_for, subject=e.subject, cut_at=e.cut_at, note=e.note,
+                     deliveries=deliveries.counts(session, e.id))
+                for e in session.scalars(query)]
+    emit(rows, as_json, ["id", "newsletter", "number", "kind", "status", "scheduled_for", "subject", "deliveries"])
+
+
+@edition.command("show")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def editionshow(ctx, ref: str, as_json: bool) -> None:
+    """An edition's stories, status, warnings, and what happened: counts by outcome."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        found = _edition(session, ref)
+        record = dict(
+            id=found.id, newsletter=found.newsletter.slug, number=found.number, kind=found.kind,
+            status=found.status, subject=found.subject, scheduled_for=found.scheduled_for,
+            started_at=found.started_at, sent_at=found.sent_at, note=found.note, warnings=found.warnings,
+            html_bytes=len(found.html.encode()),
+            stories=[f"{item.article_id}: {item.article.title}" for item in found.items],
+            counts=deliveries.report(session, found),
+        )
+    if as_json:
+        show(record, True)
+        return
+    counts = record.pop("counts")
+    show(record, False)
+    click.echo("counts:       " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+
+
+@edition.command("preview")
+@click.argument("ref")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the files.")
+@click.option("--open", "open_", is_flag=True, help="Open the HTML in a browser.")
+@click.pass_context
+def edition_preview(ctx, ref: str, out: Path | None, open_: bool) -> None:
+    """Write the edition's HTML and text as a recipient gets them, and print the paths."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        found = _edition(session, ref)
+        if not found.html:
+            raise SyndicateError(f"edition {ref} has no content ({found.status}: {found.note})")
+        html, text = editions.write_preview(svc.settings, found, out)
+        warnings = found.warnings
+    click.echo(html)
+    click.echo(text)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if open_:
+        click.launch(str(html))
+
+
+@edition.command("test-send")
+@click.argument("ref")
+@click.option("--to", "addresses", multiple=True, required=True, help="An address to send the test to (repeat).")
+@click.pass_context
+def edition_test_send(ctx, ref: str, addresses: tuple[str, ...]) -> None:
+    """Send the edition to these addresses now, marked [Test]; no subscriber is counted or changed."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        found = _edition(session, ref)
+        newsletter = found.newsletter  # loaded now: the sending happens after the transaction
+    results = deliveries.send_tests(svc.settings, svc.transport, newsletter, found, list(addresses))
+    for result in results:
+        click.echo(f"{result['address']}: {result['reply']}" if result["accepted"]
+                   else f"{result['address']}: refused: {result['reply']}", err=not result["accepted"])
+    if not all(result["accepted"] for result in results):
+        ctx.exit(1)
+
+
+@edition.command("edit")
+@click.argument("ref")
+@click.option("--remove", type=int, multiple=True, help="Take this article id out (repeat).")
+@click.option("--order", help="Article ids in the order wanted, comma-separated; the rest follow.")
+@click.option("--subject", help="A subject of your own ('' goes back to the newsletter's subject template).")
+@click.pass_context
+def edition_edit(ctx, ref: str, remove: tuple[int, ...], order: str | None, subject: str | None) -> None:
+    """Change an edition that hasn't started sending; the render is redone."""
+    try:
+        ordered = [int(x) for x in order.replace(" ", "").split(",") if x] if order else None
+    except ValueError:
+        raise click.BadParameter(f"{order!r}: give article ids separated by commas, e.g. 12,9,15") from None
+    if not remove and ordered is None and subject is None:
+        raise click.UsageError("nothing to change: give --remove, --order or --subject")
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        found = editions.edit(session, _edition(session, ref), svc.settings, remove=list(remove), order=ordered,
+                              subject=subject)
+        click.echo(_summary(found) + f"\nsubject: {found.subject}")
+        for item in found.items:
+            click.echo(f"  {item.article_id}: {item.article.title}")
+
+
+@edition.command("schedule")
+@click.argument("ref")
+@click.option("--at", "at", required=True, help="e.g. '2026-12-01 07:00' (the newsletter's zone) or with an offset.")
+@click.pass_context
+def edition_schedule(ctx, ref: str, at: str) -> None:
+    """Schedule or reschedule an edition that hasn't started sending."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        found = _edition(session, ref)
+        editions.schedule(session, found, local_time(at, found.newsletter.timezone))
+        click.echo(_summary(found))
+
+
+@edition.command("pause")
+@click.argument("ref")
+@click.pass_context
+def edition_pause(ctx, ref: str) -> None:
+    """Stop sending (or hold a scheduled edition); `resume` carries on with whoever hasn't got it."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        found = _edition(session, ref)
+        editions.pause(session, found)
+        click.echo(_summary(found))
+
+
+@edition.command("resume")
+@click.argument("ref")
+@click.pass_context
+def edition_resume(ctx, ref: str) -> None:
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        found = _edition(session, ref)
+        batches = sending.resume(session, found, svc.settings)
+        summary = _summary(found)
+    _queue(batches)
+    click.echo(summary + (f", {len(batches)} batches queued" if batches else ""))
+
+
+@edition.command("cancel")
+@click.argument("ref")
+@click.pass_context
+def edition_cancel(ctx, ref: str) -> None:
+    """Nothing more of it goes out; stories nobody got are freed for the next edition."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        found = _edition(session, ref)
+        skipped = editions.cancel(session, found)
+        click.echo(_summary(found) + (f"; {skipped} recipients won't get it" if skipped else ""))
+
+
+@edition.command("resend-failed")
+@click.argument("ref")
+@click.pass_context
+def edition_resend_failed(ctx, ref: str) -> None:
+    """Send again to the recipients it failed for — only them, and only those still subscribed."""
+    svc = services(ctx)
+    with db.transaction(svc.Session) as session:
+        found = _edition(session, ref)
+        batches, left_out = sending.resend_failed(session, found, svc.settings)
+        summary = _summary(found)
+    _queue(batches)
+    click.echo(f"{summary}: {len(batches)} batches queued"
+               + (f"; {left_out} failed recipients left out (unsubscribed, bounced or complained since)"
+                  if left_out else ""))
