@@ -1,0 +1,61 @@
+"""What every route of the web app answers with: pages, the API's one error shape (RFC 6750 challenges
+for tokens), a capped body, and the process's services as a FastAPI dependency (`svc: Svc`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from syndicate import services
+from syndicate.http.api_tokens import NotAuthenticated, OutOfScope
+from syndicate.templating import render
+from syndicate.web import forms
+
+# The process's services (settings, database, transport), as each route's dependency: visible in its
+# signature, and replaceable in a test with app.dependency_overrides.
+Svc = Annotated[services.Services, Depends(services.current)]
+
+
+def page(template: str, status: int = 200, /, **context) -> HTMLResponse:
+    context.setdefault("form_hours", forms.FORM_HOURS)  # said when a form comes back expired
+    return HTMLResponse(render(f"web/{template}.html", **context), status_code=status)
+
+
+def message(title: str, text: str, status: int = 200, link: tuple[str, str] | None = None) -> HTMLResponse:
+    return page("message", status, title=title, message=text, link=link)
+
+
+def api_error(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def unauthorized(e: NotAuthenticated, token_given: bool) -> JSONResponse:
+    # RFC 6750: say the scheme, and whether the token itself was the problem.
+    challenge = 'Bearer realm="syndicate"' + (', error="invalid_token"' if token_given else "")
+    return api_error(str(e), 401, {"WWW-Authenticate": challenge})
+
+
+def out_of_scope(e: OutOfScope) -> JSONResponse:
+    # RFC 6750 section 3.1: a good token without the scope this needs, and which scope that is.
+    return JSONResponse({"error": str(e), "scope": e.scope}, status_code=403, headers={
+        "WWW-Authenticate": f'Bearer realm="syndicate", error="insufficient_scope", scope="{e.scope}"'})
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to be over `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():  # a body without Content-Length is counted as it arrives
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
