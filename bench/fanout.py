@@ -686,7 +686,7 @@ def sample_message(svc, settings, edition_id: int) -> bytes:
     from sqlalchemy import select
 
     from syndicate.db import transaction
-    from syndicate.delivery.deliveries import MessageFactory
+    from syndicate.delivery.messages import MessageFactory
     from syndicate.models import Delivery, Edition, Newsletter
 
     with transaction(svc.Session) as session:

@@ -25,7 +25,8 @@ from sqlalchemy import select, update
 from conftest import configured
 from syndicate import throttle
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, sending
+from syndicate.delivery import sending
+from syndicate.delivery.messages import MessageFactory
 from syndicate.errors import InvalidInput
 from syndicate.http import api_tokens
 from syndicate.ingest import feeds
@@ -194,7 +195,7 @@ def newsroom(svc, sample_feed) -> Newsroom:
                                    .where(Delivery.edition_id == cut.edition.id)).all()
             by_edition[slug] = {subscriber.email: delivery.id for delivery, subscriber in rows}
             if slug == "daily":
-                make = deliveries.MessageFactory(svc.settings, daily, cut.edition)
+                make = MessageFactory(svc.settings, daily, cut.edition)
                 message_ids = {s.email: make(d.id, s.id, s.email, s.name).message_id for d, s in rows}
         return Newsroom(readers, by_edition["daily"], by_edition["weekly"], message_ids, daily.id)
 

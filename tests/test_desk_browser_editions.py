@@ -9,6 +9,7 @@ from datetime import timedelta
 from conftest import SHOTS, sign_in_browser, wait_in_page
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, sending
+from syndicate.delivery.batches import send_batch
 from syndicate.desk import editors
 from syndicate.models import Article, Edition, utcnow
 from syndicate.newsletters import editions
@@ -96,7 +97,7 @@ def test_an_editor_previews_edits_schedules_pauses_and_resumes_an_edition(browse
     page.reload()
     assert page.locator("[data-count=pending]").inner_text() == "1"
     for edition_, lo, hi in batches:
-        deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_, lo, hi, token="browser-test")
+        send_batch(svc.Session, svc.settings, svc.transport, edition_, lo, hi, token="browser-test")
     with transaction(svc.Session) as session:
         deliveries.requeue(session, svc.settings, utcnow())
     wait_in_page(page, "document.querySelector('[data-count=sent]').textContent === '1'")

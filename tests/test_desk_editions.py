@@ -19,6 +19,8 @@ from desk_client import add_editor, api_headers, csrf, desk_client
 from desk_client import signed_in as sign_in
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, qa, sending
+from syndicate.delivery.batches import send_batch
+from syndicate.delivery.messages import preview, send_tests
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Delivery, Edition, Newsletter, utcnow
 from syndicate.newsletters import editions
@@ -81,7 +83,7 @@ def send_now(svc, edition_id: int) -> None:
         editions.schedule(session, found, utcnow() - timedelta(minutes=1))
         batches = sending.start(session, found, svc.settings, utcnow())
     for edition_id_, lo, hi in batches:
-        deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id_, lo, hi, token=f"t-{lo}")
+        send_batch(svc.Session, svc.settings, svc.transport, edition_id_, lo, hi, token=f"t-{lo}")
     with transaction(svc.Session) as session:
         deliveries.requeue(session, svc.settings, utcnow())
 
@@ -393,7 +395,7 @@ def test_links_on_our_own_network_are_refused_unless_allowed(svc):
 
 def test_only_the_editions_own_links_are_asked_not_the_readers_or_ours(svc):
     edition_id, _ = edition(svc, urls=["https://news.example/a#top", "https://news.example/a", "mailto:x@y.z"])
-    html = qa.parts(deliveries.preview(svc.settings, stored(svc, edition_id).newsletter,
+    html = qa.parts(preview(svc.settings, stored(svc, edition_id).newsletter,
                                                stored(svc, edition_id)))[0]
     assert qa.links(html, svc.settings) == ["https://news.example/a"]
 
@@ -406,8 +408,8 @@ def test_send_tests_refuses_too_many_or_no_addresses(svc):
     found = stored(svc, edition_id)
     for addresses, why in (([], "at least one"), ([f"a{i}@example.com" for i in range(21)], "at most 20")):
         with pytest.raises(InvalidInput, match=why):
-            deliveries.send_tests(svc.settings, svc.transport, found.newsletter, found, addresses)
-    [result] = deliveries.send_tests(svc.settings, svc.transport, found.newsletter, found,
+            send_tests(svc.settings, svc.transport, found.newsletter, found, addresses)
+    [result] = send_tests(svc.settings, svc.transport, found.newsletter, found,
                                      ["Editor@Example.com", "editor@example.com"])  # one address, once
     assert result["address"] == "editor@example.com" and result["accepted"]
 

@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 
 from conftest import FIGURES, configured
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, sending
-from syndicate.delivery.deliveries import MessageFactory
+from syndicate.delivery import sending
+from syndicate.delivery.batches import send_batch
+from syndicate.delivery.messages import MessageFactory, proofs
 from syndicate.errors import SettingsError
 from syndicate.ingest import feeds
 from syndicate.mail import dkim as signing
@@ -131,7 +132,7 @@ def send_edition(svc, newsletter_id: int):
     with transaction(svc.Session) as session:
         cut = sending.cut(session, session.get(Newsletter, newsletter_id), svc.settings)
     for edition_id, lo, hi in cut.batches:
-        deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, "t")
+        send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, "t")
     return cut
 
 
@@ -180,7 +181,7 @@ def test_a_test_send_and_a_confirmation_mail_are_signed_too(signed_svc, sample_f
     newsletter_id = newsroom(signed_svc, sample_feed, readers=1)
     with transaction(signed_svc.Session) as session:
         cut = sending.cut(session, session.get(Newsletter, newsletter_id), signed_svc.settings)
-        tests = deliveries.test_messages(signed_svc.settings, session.get(Newsletter, newsletter_id), cut.edition,
+        tests = proofs(signed_svc.settings, session.get(Newsletter, newsletter_id), cut.edition,
                                          ["editor@example.com", "desk@example.com"])
         signup = consent.subscribe(session, "new@example.com", [newsletter_id])
         confirmation = consent.confirmation_message(session, signed_svc.settings, signup.subscriber, mail_id=1)

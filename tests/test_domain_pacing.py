@@ -16,6 +16,7 @@ from aiosmtpd.smtp import Envelope
 from conftest import FIGURES, SmtpHandler, configured, serve_smtp
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, sending
+from syndicate.delivery.batches import send_batch
 from syndicate.mail import pacing
 from syndicate.mail.pacing import Domains, Limits, Pacer
 from syndicate.models import Article, Delivery, Subscriber
@@ -170,7 +171,7 @@ def test_a_domain_deferring_at_rcpt_is_slowed_alone_and_recovers_after_it_relent
     pacer = Pacer(pacing.DatabaseStore(svc.engine), "smtp", Limits(), clock=clock, sleep=clock.sleep)
     first_pass = datetime.now(UTC)
     for edition_id, lo, hi in made.batches:
-        deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, "t1",
+        send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, "t1",
                               clock=lambda: first_pass, pacer=pacer)
 
     # The other two domains went at once, in order, none of them waiting; gmail.example's rows are
@@ -200,7 +201,7 @@ def test_a_domain_deferring_at_rcpt_is_slowed_alone_and_recovers_after_it_relent
     later = first_pass + timedelta(seconds=svc.settings.retry_base)
     with transaction(svc.Session) as session:
         batches = deliveries.requeue(session, svc.settings, later)
-    results = [deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, "t2",
+    results = [send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, "t2",
                                      clock=lambda: later, pacer=pacer) for edition_id, lo, hi in batches]
     assert sum(r.claimed for r in results) == 10 and sum(r.counts.get("sent", 0) for r in results) == 10
     received = Counter(m.recipients[0] for m in server.messages)

@@ -16,6 +16,8 @@ from sqlalchemy import func, select
 from conftest import configured
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, sending
+from syndicate.delivery.batches import CHECK_EVERY, send_batch
+from syndicate.delivery.messages import proofs
 from syndicate.errors import InvalidInput
 from syndicate.ledger import Leases
 from syndicate.models import Article, Delivery, Edition, EditionArticle, Newsletter, Subscriber
@@ -54,7 +56,7 @@ def newsletter(svc, readers: int = 3, now: datetime | None = None, **options) ->
 
 def send(svc, batches) -> None:
     for edition_id, lo, hi in batches:
-        deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, token=f"t-{lo}")
+        send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, token=f"t-{lo}")
     with transaction(svc.Session) as session:
         deliveries.requeue(session, svc.settings, datetime.now(UTC))
 
@@ -334,9 +336,9 @@ def test_pausing_mid_send_stops_within_a_few_messages_and_resume_sends_the_rest_
     # One batch of all 60, so the pause lands in the middle of a batch in hand.
     transport = PausingTransport(desk.transport, after=10, then=pause)
     ids = [lo for _, lo, _ in cut.batches] + [hi for _, _, hi in cut.batches]
-    deliveries.send_batch(desk.Session, desk.settings, transport, edition_id, min(ids), max(ids), token="w1")
+    send_batch(desk.Session, desk.settings, transport, edition_id, min(ids), max(ids), token="w1")
     got = len(desk.smtp.messages)
-    assert got < 60 and got <= 10 + deliveries.CHECK_EVERY
+    assert got < 60 and got <= 10 + CHECK_EVERY
     with transaction(desk.Session) as session:
         assert deliveries.counts(session, edition_id) == {"sent": got, "pending": 60 - got}
         batches = sending.resume(session, session.get(Edition, edition_id), desk.settings)
@@ -381,7 +383,7 @@ def test_cancelling_frees_unsent_stories_and_mid_send_skips_the_rest(desk):
 
     transport = PausingTransport(desk.transport, after=5, then=cancel)
     for _, lo, hi in cut.batches:
-        deliveries.send_batch(desk.Session, desk.settings, transport, edition_id, lo, hi, token=f"c{lo}")
+        send_batch(desk.Session, desk.settings, transport, edition_id, lo, hi, token=f"c{lo}")
     with transaction(desk.Session) as session:
         counts = deliveries.counts(session, edition_id)
         assert counts["sent"] == len(desk.smtp.messages) < 30
@@ -421,7 +423,7 @@ def test_resend_failed_goes_to_the_failed_recipients_only(desk):
             return wrapped()
 
     for edition_id, lo, hi in cut.batches:
-        deliveries.send_batch(desk.Session, desk.settings, Refusing(desk.transport), edition_id, lo, hi, "a")
+        send_batch(desk.Session, desk.settings, Refusing(desk.transport), edition_id, lo, hi, "a")
     with transaction(desk.Session) as session:
         deliveries.requeue(session, desk.settings, datetime.now(UTC))
         assert deliveries.counts(session, cut.edition.id) == {"sent": 1, "failed": 3}
@@ -450,7 +452,7 @@ def test_an_unsubscribe_during_the_batch_in_hand_is_honoured(desk):
             consent.unsubscribe(session, desk.settings, token)
 
     ids = [b[1] for b in cut.batches] + [b[2] for b in cut.batches]
-    deliveries.send_batch(desk.Session, desk.settings, PausingTransport(desk.transport, 3, leave),
+    send_batch(desk.Session, desk.settings, PausingTransport(desk.transport, 3, leave),
                           cut.edition.id, min(ids), max(ids), token="w")
     assert "reader50@example.com" not in received_by(desk) and len(received_by(desk)) == 59
     with transaction(desk.Session) as session:
@@ -462,7 +464,7 @@ def test_a_test_send_reaches_the_given_addresses_marked_and_uncounted(desk):
     with transaction(desk.Session) as session:
         story(session, "Check me")
         made = editions.create_edition(session, session.get(Newsletter, newsletter_id), desk.settings)
-        messages = deliveries.test_messages(desk.settings, made.newsletter, made, ["editor@example.com"])
+        messages = proofs(desk.settings, made.newsletter, made, ["editor@example.com"])
     with desk.transport.connect() as connection:
         for message in messages:
             connection.send(message)
@@ -484,7 +486,7 @@ def test_a_long_send_is_not_queued_again_while_it_moves_but_a_stalled_one_is(des
         story(session, "Story")
         cut = sending.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
     (edition_id, lo, hi), *queued = cut.batches
-    deliveries.send_batch(desk.Session, desk.settings, desk.transport, edition_id, lo, hi, token="first")
+    send_batch(desk.Session, desk.settings, desk.transport, edition_id, lo, hi, token="first")
     later = datetime.now(UTC) + Leases().requeue + timedelta(seconds=1)
     with transaction(desk.Session) as session:
         # A worker claimed a batch a minute ago: the edition moves, its other batches are only waiting.

@@ -16,6 +16,7 @@ from conftest import configured
 from syndicate import db
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, sending
+from syndicate.delivery.batches import BatchResult, _Ledger, claim, send_batch
 from syndicate.errors import InvalidInput
 from syndicate.ingest import feeds
 from syndicate.ledger import Leases
@@ -54,7 +55,7 @@ def statuses(svc, edition_id) -> dict[str, int]:
 
 def send_all(svc, cut, transport=None, token="t"):
     for edition_id, lo, hi in cut.batches:
-        deliveries.send_batch(svc.Session, svc.settings, transport or svc.transport, edition_id, lo, hi, token)
+        send_batch(svc.Session, svc.settings, transport or svc.transport, edition_id, lo, hi, token)
 
 
 # ── schema ───────────────────────────────────────────────────────────────────
@@ -200,7 +201,7 @@ def test_a_4xx_defers_with_the_reply_and_a_later_tick_retries(ledger, sample_fee
         batches = deliveries.requeue(session, ledger.settings, retry_at)
     assert batches == [(cut.edition.id, deferred.id, deferred.id)]
     for edition_id, lo, hi in batches:
-        deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "retry")
+        send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "retry")
     assert statuses(ledger, cut.edition.id) == {"sent": 3}
     assert sorted(r for m in smtp_server.messages for r in m.recipients).count("reader1@example.com") == 1
 
@@ -237,7 +238,7 @@ def test_when_the_mail_server_is_down_nothing_is_marked_sent_and_all_is_retried(
     with transaction(up.Session) as session:
         batches = deliveries.requeue(session, up.settings, retry_at)
     for edition_id, lo, hi in batches:
-        deliveries.send_batch(up.Session, up.settings, up.transport, edition_id, lo, hi, "after-outage")
+        send_batch(up.Session, up.settings, up.transport, edition_id, lo, hi, "after-outage")
     assert statuses(up, cut.edition.id) == {"sent": 4}
     assert len(smtp_server.messages) == 4
 
@@ -254,7 +255,7 @@ def test_a_deferred_delivery_fails_after_the_give_up_period(ledger, sample_feed,
     with transaction(ledger.Session) as session:
         batches = deliveries.requeue(session, ledger.settings, late)
     for edition_id, lo, hi in batches:
-        deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "late",
+        send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "late",
                               clock=lambda: late)
     assert statuses(ledger, cut.edition.id) == {"failed": 1}
 
@@ -279,13 +280,13 @@ def test_a_redelivered_task_takes_back_the_rows_its_killed_run_held(ledger, samp
     (edition_id, lo, hi), = cut.batches
     # A worker claimed the batch, sent reader0's mail and recorded it, then was killed.
     with transaction(ledger.Session) as session:
-        deliveries.claim(session, edition_id, lo, hi, "task-1", datetime.now(UTC))
+        claim(session, edition_id, lo, hi, "task-1", datetime.now(UTC))
         session.execute(update(Delivery).where(Delivery.id == lo).values(status="sent", claimed_by=None))
     # Another task for the same range finds nothing to claim while task-1's claim is fresh...
-    assert deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi,
+    assert send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi,
                                  "task-2").claimed == 0
     # ...and the broker's redelivery of task-1 (same task id) finishes the job.
-    result = deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "task-1")
+    result = send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "task-1")
     assert result.counts == {"sent": 4}
     assert statuses(ledger, edition_id) == {"sent": 5}
     assert len(smtp_server.messages) == 4
@@ -300,7 +301,7 @@ def test_a_claim_whose_worker_died_is_handed_on_after_the_claim_timeout(ledger, 
     (edition_id, lo, hi), = cut.batches
     then = datetime.now(UTC)
     with transaction(ledger.Session) as session:
-        deliveries.claim(session, edition_id, lo, hi, "lost-task", then)
+        claim(session, edition_id, lo, hi, "lost-task", then)
         assert deliveries.requeue(session, settings, then + timedelta(seconds=claim_timeout - 1)) == []
     with transaction(ledger.Session) as session:
         batches = deliveries.requeue(session, settings, then + timedelta(seconds=claim_timeout))
@@ -333,7 +334,7 @@ def test_a_batch_taken_over_mid_send_stops_and_never_finishes_the_message_in_fli
                         return reply
                 yield Connection()
 
-    result = deliveries.send_batch(ledger.Session, ledger.settings, TakenOverAfterThird(), edition_id, lo, hi, "t")
+    result = send_batch(ledger.Session, ledger.settings, TakenOverAfterThird(), edition_id, lo, hi, "t")
     assert result.counts == {"sent": 2}  # the third was sent but is the rescuer's to record now
     assert len(smtp_server.messages) == 3  # the fourth was begun, and never ended
     with transaction(ledger.Session) as session:
@@ -375,7 +376,7 @@ def test_on_postgresql_a_sent_mark_waits_for_the_server_and_for_its_disk_only_wh
         svc = configured(make_settings(database_url=postgres_url, durable_sent=durable))
         with svc.engine.connect() as connection:
             server_default = connection.execute(text("SHOW synchronous_commit")).scalar()
-        with svc.Session() as session, deliveries._Ledger(session, svc.settings, deliveries.BatchResult()) as marks:
+        with svc.Session() as session, _Ledger(session, svc.settings, BatchResult()) as marks:
             seen[durable] = marks.cursor.execute("SHOW synchronous_commit").fetchone()[0]
         assert svc.engine.pool.checkedin() == 1  # the ledger's, the one the next user gets
         with svc.engine.connect() as connection:
@@ -448,7 +449,7 @@ def test_an_edition_no_reader_got_ends_failed_saying_why_and_can_be_resent_once_
         batches, left_out = sending.resend_failed(session, session.get(Edition, cut.edition.id), ledger.settings)
     assert left_out == 0
     for edition_id, lo, hi in batches:
-        deliveries.send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "again")
+        send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "again")
     with transaction(ledger.Session) as session:
         deliveries.requeue(session, ledger.settings, datetime.now(UTC))
         edition = session.get(Edition, cut.edition.id)

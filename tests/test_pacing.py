@@ -13,6 +13,7 @@ import pytest
 from conftest import configured
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, sending
+from syndicate.delivery.batches import send_batch
 from syndicate.mail import pacing
 from syndicate.mail.pacing import Limits, Pacer, State
 from syndicate.models import Article
@@ -168,7 +169,7 @@ def test_the_send_loop_waits_its_turn_under_the_configured_rate(desk, smtp_serve
                   sleep=clock.sleep)
     started = clock.now
     for edition_id, lo, hi in cut(desk).batches:
-        deliveries.send_batch(desk.Session, desk.settings, desk.transport, edition_id, lo, hi, "t", pacer=pacer)
+        send_batch(desk.Session, desk.settings, desk.transport, edition_id, lo, hi, "t", pacer=pacer)
     assert len(smtp_server.messages) == 40
     # 40 messages at 20/s with a one-second burst of 20: the other 20 waited about a second.
     assert clock.now - started == pytest.approx(1.0, abs=0.1)
@@ -182,7 +183,7 @@ def test_a_421_for_the_session_defers_the_rest_and_slows_every_worker_down(desk,
     smtp_server.mail_reply, smtp_server.mail_reply_after = "421 4.7.0 Try again later, you are sending too fast", 10
     made = cut(desk)
     for edition_id, lo, hi in made.batches:
-        deliveries.send_batch(desk.Session, desk.settings, desk.transport, edition_id, lo, hi, "t", pacer=pacer)
+        send_batch(desk.Session, desk.settings, desk.transport, edition_id, lo, hi, "t", pacer=pacer)
     with transaction(desk.Session) as session:
         assert deliveries.counts(session, made.edition.id) == {"sent": 10, "deferred": 30}  # deferred, not failed
     assert pacer.state().cap == pytest.approx(10, rel=0.01)  # half the allowed 20/s

@@ -19,7 +19,8 @@ import pytest
 from conftest import SmtpHandler, serve_smtp
 from syndicate.config import parse_smtp_url
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, sending
+from syndicate.delivery import sending
+from syndicate.delivery.batches import send_batch
 from syndicate.ingest import feeds
 from syndicate.mail.transport import SmtpTransport
 from syndicate.newsletters import editions
@@ -83,7 +84,7 @@ def test_a_few_hundred_small_messages_go_out_in_one_write_each_on_sockets_that_h
     transport = CountingTransport(parse_smtp_url(server.url))
     try:
         for edition_id, lo, hi in batches:
-            deliveries.send_batch(svc.Session, svc.settings, transport, edition_id, lo, hi, token=f"t-{lo}")
+            send_batch(svc.Session, svc.settings, transport, edition_id, lo, hi, token=f"t-{lo}")
     finally:
         transport.close()
 

@@ -20,10 +20,10 @@ from starlette.testclient import TestClient
 from conftest import cli_in, configured, submit
 from syndicate import throttle, tokens
 from syndicate.db import transaction
-from syndicate.delivery.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, Throttle
 from syndicate.newsletters import archive, editions
+from syndicate.newsletters.editions import PREFERENCES_URL, UNSUBSCRIBE_URL
 from syndicate.subscribers import consent
 from syndicate.web.app import create_app
 

@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 from conftest import FIGURES
 from syndicate import links, templating, tokens
-from syndicate.delivery.deliveries import PREFERENCES_URL, UNSUBSCRIBE_URL, MessageFactory
+from syndicate.delivery.messages import MessageFactory
 from syndicate.errors import InvalidInput
 from syndicate.models import DEFAULT_SUBJECT, Article, Edition, Newsletter
 from syndicate.newsletters import editions
+from syndicate.newsletters.editions import PREFERENCES_URL, UNSUBSCRIBE_URL
 
 GOLDEN = Path(__file__).parent / "golden"
 BASE_URL = "https://news.example"

@@ -14,10 +14,10 @@ from conftest import submit, subscriber_by_email
 from syndicate import tokens
 from syndicate.db import transaction
 from syndicate.delivery import sending
-from syndicate.delivery.deliveries import UNSUBSCRIBE_URL
 from syndicate.ingest import feeds
 from syndicate.models import Delivery, SubscriberEvent, Subscription
 from syndicate.newsletters import editions
+from syndicate.newsletters.editions import UNSUBSCRIBE_URL
 from syndicate.subscribers import consent
 from syndicate.web.app import create_app
 

@@ -20,7 +20,8 @@ from sqlalchemy.exc import OperationalError
 from syndicate import broker, private_files, services
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, sending
+from syndicate.delivery import sending
+from syndicate.delivery.batches import send_batch
 from syndicate.errors import SettingsError, TransportError
 from syndicate.ingest import feeds
 from syndicate.models import Post, utcnow
@@ -202,7 +203,7 @@ def deliver_batch(self, edition_id: int, lo: int, hi: int) -> dict:
     (_again_later); after DB_RETRIES the stale-claim sweep is what is left."""
     svc = services.current()
     try:
-        result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
+        result = send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
                                        token=self.request.id or f"local-{edition_id}-{lo}", pacer=svc.pacer)
     except OperationalError as e:
         raise _again_later(self, e, f"batch {edition_id}:{lo}-{hi}") from e

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from syndicate.db import transaction, upgrade
 from syndicate.delivery import deliveries, sending
+from syndicate.delivery.batches import send_batch
 from syndicate.ingest import feeds
 from syndicate.mail.transport import OutboxTransport
 from syndicate.models import Delivery, Edition, Post, SocialAccount, utcnow
@@ -80,7 +81,7 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
     before = set(mail_dir.glob("*.eml")) if mail_dir.exists() else set()
     transport = OutboxTransport(mail_dir)
     for batch_edition, lo, hi in progress(batches, "Delivering") if batches else ():
-        deliveries.send_batch(svc.Session, settings, transport, batch_edition, lo, hi,
+        send_batch(svc.Session, settings, transport, batch_edition, lo, hi,
                               token=f"demo-{batch_edition}-{lo}")
     with transaction(svc.Session) as session:
         deliveries.requeue(session, settings, utcnow())  # closes the edition once every row is done

@@ -15,6 +15,7 @@ import click
 
 from syndicate.cli.common import emit, json_option, lazy, progress, services
 from syndicate.config import check_trusted_proxies
+from syndicate.delivery.batches import send_batch
 from syndicate.errors import SyndicateError
 from syndicate.models import utcnow
 
@@ -167,7 +168,7 @@ def deliver(ctx) -> None:
         batches = deliveries.pending_batches(session, svc.settings.batch_size)
     totals: dict[str, int] = {}
     for edition_id, lo, hi in progress(batches, "Delivering"):
-        result = deliveries.send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
+        result = send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
                                        token=f"cli-{os.getpid()}-{edition_id}-{lo}", pacer=svc.pacer)
         for status, n in result.counts.items():
             totals[status] = totals.get(status, 0) + n

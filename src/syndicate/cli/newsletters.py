@@ -9,6 +9,7 @@ import click
 from sqlalchemy import select
 
 from syndicate.cli.common import emit, json_option, lazy, local_time, services, show
+from syndicate.delivery.messages import send_tests
 from syndicate.errors import NotFound, SyndicateError
 from syndicate.models import Edition, Newsletter
 
@@ -329,7 +330,7 @@ def edition_test_send(ctx, ref: str, addresses: tuple[str, ...]) -> None:
     with db.transaction(svc.Session) as session:
         found = _edition(session, ref)
         newsletter = found.newsletter  # loaded now: the sending happens after the transaction
-    results = deliveries.send_tests(svc.settings, svc.transport, newsletter, found, list(addresses))
+    results = send_tests(svc.settings, svc.transport, newsletter, found, list(addresses))
     for result in results:
         click.echo(f"{result['address']}: {result['reply']}" if result["accepted"]
                    else f"{result['address']}: refused: {result['reply']}", err=not result["accepted"])

@@ -15,7 +15,7 @@ from urllib.parse import urldefrag, urlsplit
 import httpx
 
 from syndicate.config import Settings
-from syndicate.delivery import deliveries
+from syndicate.delivery.messages import preview
 from syndicate.errors import FeedError
 from syndicate.ingest import fetch
 from syndicate.models import Edition
@@ -38,7 +38,7 @@ def warnings(settings: Settings, edition: Edition) -> list[str]:
     if not edition.html:
         return []
     template = edition.newsletter.template
-    message = deliveries.preview(settings, edition.newsletter, edition)
+    message = preview(settings, edition.newsletter, edition)
     html, text = parts(message)
     found = []
     size = len(html.encode())
@@ -98,7 +98,7 @@ def check_links(settings: Settings, edition: Edition, deadline: float = DEADLINE
     """Ask every link of the edition as sent, a few at once, all within `deadline` seconds; report those
     that answer 4xx/5xx, can't be reached, or don't answer in time. Through fetch's guarded client:
     addresses on our own network are refused unless SYNDICATE_ALLOW_PRIVATE_FEEDS is set."""
-    html, _ = parts(deliveries.preview(settings, edition.newsletter, edition)) if edition.html else ("", "")
+    html, _ = parts(preview(settings, edition.newsletter, edition)) if edition.html else ("", "")
     urls = links(html, settings)
     report = LinkReport(checked=min(len(urls), MAX_LINKS), left_out=max(len(urls) - MAX_LINKS, 0))
     urls = urls[:MAX_LINKS]

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from syndicate import services
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, qa, sending
+from syndicate.delivery.messages import MAX_TEST_ADDRESSES, preview, send_tests
 from syndicate.delivery.qa import parts
 from syndicate.desk.core import (
     api,
@@ -95,7 +96,7 @@ def _preview(edition_id: int) -> tuple[str, str, str]:
         edition = _get(session, edition_id)
         if not edition.html:
             raise NotFound(f"edition #{edition.number} has nothing to show ({edition.status}: {edition.note})")
-        message = deliveries.preview(services.current().settings, edition.newsletter, edition)
+        message = preview(services.current().settings, edition.newsletter, edition)
         return (message["Subject"], *parts(message))
 
 
@@ -164,7 +165,7 @@ def _test_send(edition_id: int, addresses: list[str]) -> list[dict]:
     """As `syndicate edition test-send` does: the [Test] messages, over one connection."""
     svc = services.current()
     edition = _loaded(edition_id)
-    return deliveries.send_tests(svc.settings, svc.transport, edition.newsletter, edition, addresses)
+    return send_tests(svc.settings, svc.transport, edition.newsletter, edition, addresses)
 
 
 def _check_links(edition_id: int) -> dict:
@@ -283,7 +284,7 @@ class When(BaseModel):
 
 
 class TestSend(BaseModel):
-    addresses: list[str] = Field(description=f"at most {deliveries.MAX_TEST_ADDRESSES} addresses")
+    addresses: list[str] = Field(description=f"at most {MAX_TEST_ADDRESSES} addresses")
 
 
 @api.get("/editions", tags=["editions"])

@@ -8,7 +8,7 @@ The receiving domain: a deferral in reply to one recipient (a 4.7.x at RCPT or a
 "450 4.7.28 rate limited", "421 4.7.0 try again later") is that recipient's domain asking us to slow
 down, and only that domain is slowed: additive increase, multiplicative decrease (`Domain`). Other
 domains go on at the stream's pace. A row whose domain has no token right now is not waited for: the
-batch defers it to the domain's next turn and goes on with the others (deliveries.send_batch).
+batch defers it to the domain's next turn and goes on with the others (delivery.batches.send_batch).
 
 Why by the reply's place and not by who answers: sending straight to a domain's MX, every RCPT reply
 is that domain's; through a relay (a smarthost, a provider's API-SMTP), the relay accepts at RCPT and

@@ -41,7 +41,7 @@ SOURCE_ID_MAX = 300  # SubscriberEvent.source_id
 SNS_TYPES = ("SubscriptionConfirmation", "UnsubscribeConfirmation", "Notification")
 SNS_HOST = sns.HOST  # Amazon SNS's own endpoints: the only host a SubscribeURL or SigningCertURL may name
 GENERIC_TYPES = ("bounce", "soft_bounce", "complaint")
-# `<{delivery_id}.{edition_id}.{instance}@{domain}>`, as deliveries.MessageFactory makes it.
+# `<{delivery_id}.{edition_id}.{instance}@{domain}>`, as delivery.messages.MessageFactory makes it.
 OUR_MESSAGE_ID = re.compile(r"<?([1-9]\d*)\.([1-9]\d*)\.([0-9a-f]+)@([A-Za-z0-9.-]+)>?")
 
 SHAPES = (
