@@ -17,7 +17,7 @@ Faults, on the post itself only (POST /2/tweets, POST /api/v1/statuses, com.atpr
 logins, reads and blob uploads always work):
     "429"             the network's rate-limit answer, its reset header RESET_AHEAD seconds ahead
     "503"             a server error; nothing stored
-    "timeout"         no answer at all for HOLD_SECONDS (longer than syndicate.social.clients.TIMEOUT); nothing stored
+    "timeout"         no answer at all for HOLD_SECONDS (longer than syndicate.social.clients.base.TIMEOUT); nothing stored
     "taken-then-502"  the post is stored, then a gateway's 502 page is the answer
 
 X's host is hard-coded in tweepy (https://api.twitter.com), so X sits behind an HTTPS proxy: it accepts
@@ -58,7 +58,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import trustme
 
-from syndicate.social.clients import TIMEOUT as CLIENT_TIMEOUT
+from syndicate.social.clients.base import TIMEOUT as CLIENT_TIMEOUT
 
 NETWORKS = ("x", "mastodon", "bluesky")
 KINDS = ("429", "503", "timeout", "taken-then-502")

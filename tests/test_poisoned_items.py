@@ -18,7 +18,7 @@ from syndicate.db import transaction
 from syndicate.errors import TransportError
 from syndicate.models import Article, Post, SocialAccount, utcnow
 from syndicate.social import posts
-from syndicate.social.clients import Published
+from syndicate.social.clients.base import Published
 
 POISON = ["https://news.example/a story with spaces", "javascript:alert(document.cookie)"]
 GOOD = "https://news.example/2026/12/06/the-harbour-reopens/"

@@ -19,7 +19,7 @@ from syndicate.ingest import feeds
 from syndicate.ledger import Leases
 from syndicate.models import Article, Post, SocialAccount, utcnow
 from syndicate.social import accounts, posts
-from syndicate.social.clients import Published
+from syndicate.social.clients.base import Published
 
 FEED_URL = "https://truthusa.example/feed/"
 TWEETS = "https://api.twitter.com/2/tweets"

@@ -27,16 +27,11 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from syndicate.errors import AccountProblem, DuplicatePost, TransportError
 from syndicate.social import teaser as teasers
-from syndicate.social.clients import (
-    BlueskyClient,
-    DryRunClient,
-    MastodonClient,
-    PostRequest,
-    Published,
-    XClient,
-    blob_cid,
-    tid,
-)
+from syndicate.social.clients.base import PostRequest, Published, tid
+from syndicate.social.clients.bluesky import BlueskyClient, blob_cid
+from syndicate.social.clients.dry_run import DryRunClient
+from syndicate.social.clients.mastodon import MastodonClient
+from syndicate.social.clients.x import XClient
 from syndicate.social.linkcard import Card
 from syndicate.social.teaser import BLUESKY, MASTODON, Facet, Network, Teaser, X
 

@@ -19,7 +19,7 @@ from syndicate.models import SocialAccount
 if TYPE_CHECKING:
     from syndicate.mail import pacing
     from syndicate.mail.transport import Transport
-    from syndicate.social import clients
+    from syndicate.social.clients.base import SocialClient
 
 
 @dataclass
@@ -53,10 +53,14 @@ class Services:
         name = f"smtp:{s.smtp.host}:{s.smtp.port}" if s.smtp else "outbox"
         return pacing.Pacer(store, name, pacing.Limits(s.send_rate, s.send_hourly))
 
-    def social_client(self, account: SocialAccount, dry_run: bool = False) -> clients.SocialClient:
+    def social_client(self, account: SocialAccount, dry_run: bool = False) -> SocialClient:
         """The account's network client: its own credentials; the SYNDICATE_X_* ones for an X account
         that has none; a recording client for a dry-run account (or one with no credentials)."""
-        from syndicate.social import accounts, clients
+        from syndicate.social import accounts
+        from syndicate.social.clients.bluesky import BlueskyClient
+        from syndicate.social.clients.dry_run import DryRunClient
+        from syndicate.social.clients.mastodon import MastodonClient
+        from syndicate.social.clients.x import XClient
 
         settings = accounts.settings_of(account)
         credentials = None if dry_run or settings.dry_run else accounts.unseal(self.settings.secret_key,
@@ -67,16 +71,16 @@ class Services:
             credentials = dict(consumer_key=x.consumer_key, consumer_secret=x.consumer_secret,
                                access_token=x.access_token, access_token_secret=x.access_token_secret)
         if credentials is None:
-            return clients.DryRunClient(account.network, account.name, self.settings.outbox / "posts",
+            return DryRunClient(account.network, account.name, self.settings.outbox / "posts",
                                        settings.rules(account.network), instance=settings.instance,
                                        handle=settings.handle, service=settings.service,
                                        visibility=settings.visibility, language=settings.language)
         if account.network == "x":
-            return clients.XClient(**credentials)
+            return XClient(**credentials)
         if account.network == "mastodon":
-            return clients.MastodonClient(settings.instance, credentials["access_token"],
+            return MastodonClient(settings.instance, credentials["access_token"],
                                          visibility=settings.visibility, language=settings.language)
-        return clients.BlueskyClient(settings.handle, credentials["app_password"], service=settings.service,
+        return BlueskyClient(settings.handle, credentials["app_password"], service=settings.service,
                                     session=accounts.unseal(self.settings.secret_key, account.session, "session"),
                                     on_session=self._keeper(account.id), language=settings.language)
 

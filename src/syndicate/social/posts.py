@@ -27,7 +27,7 @@ from syndicate.ledger import POST_OPEN, PostStatus
 from syndicate.models import Article, Post, SocialAccount, utcnow
 from syndicate.social import accounts, linkcard, teaser
 from syndicate.social.accounts import AccountSettings
-from syndicate.social.clients import PostRequest, SocialClient
+from syndicate.social.clients.base import PostRequest, SocialClient
 
 log = logging.getLogger(__name__)
 

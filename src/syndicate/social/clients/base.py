@@ -1,0 +1,91 @@
+"""What every network client shares: the request a teaser becomes, where it landed, the Protocol a client keeps,
+the deadline of every request, and whether a failed request may still have reached the network."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+
+import httpx
+import requests
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from syndicate.social.teaser import Network
+
+if TYPE_CHECKING:
+    from syndicate.social.linkcard import Card
+    from syndicate.social.teaser import Teaser
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 20.0  # seconds, every request: a stuck network must not hold a worker
+
+
+TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"  # atproto's sortable base32
+
+
+@dataclass(frozen=True)
+class Published:
+    remote_id: str | None  # None: known to be posted, but not under which id
+    remote_url: str | None
+    limit_reset: datetime | None = None  # this post used up a limit the network announced: nothing more until then
+
+
+@dataclass(frozen=True)
+class PostRequest:
+    teaser: Teaser
+    card: Card | None
+    post_id: int  # the ledger row: unique per (article, account[, re-share])
+    created_at: datetime  # the row's creation time (UTC); with post_id, what makes every retry look the same
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: the same on every attempt, so Mastodon answers a retry with the first post."""
+        return f"syndicate-post-{self.post_id}"
+
+    @property
+    def rkey(self) -> str:
+        """The Bluesky record key: the same on every attempt, so a retry can't make a second post."""
+        return tid(self.created_at, self.post_id % 1024)
+
+
+class SocialClient(Protocol):
+    network: str
+    dry_run: bool
+
+    def publish(self, request: PostRequest) -> Published:
+        """Post the teaser (and its link card where the network needs us to build it)."""
+
+    def verify(self) -> str:
+        """A harmless authenticated read: who we post as, and where; AccountProblem says what to fix."""
+
+    def rules(self) -> Network:
+        """The length rules this account's teasers must fit."""
+
+
+def tid(at: datetime, clock_id: int) -> str:
+    """atproto's timestamp id: 53 bits of microseconds since the epoch, then a 10-bit clock id, in 13
+    sortable base32 characters. Built from the ledger row, not the clock, so it is the same on every try."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)  # the database hands back naive UTC
+    micros = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    number = (micros << 10) | (clock_id & 0x3FF)
+    return "".join(TID_ALPHABET[(number >> shift) & 31] for shift in range(60, -1, -5))
+
+
+def describe(rules: Network) -> str:
+    """'limit 500, URLs 23': the rules as `verify` reports them."""
+    return f"limit {rules.limit}" + (f", URLs {rules.url_cost}" if rules.url_cost is not None else "")
+
+
+def may_have_arrived(e: BaseException | None) -> bool:
+    """Whether a request that failed may still have reached the network: anything but failing to connect.
+    When in doubt, yes — it only changes how a later "duplicate" refusal is read."""
+    if isinstance(e, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
+                      requests.exceptions.ProxyError, httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return False
+    if isinstance(e, requests.ConnectionError) and e.args and isinstance(e.args[0], MaxRetryError):
+        return not isinstance(e.args[0].reason, NewConnectionError)  # refused, or no such host
+    return True

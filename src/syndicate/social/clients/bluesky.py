@@ -1,0 +1,288 @@
+"""Bluesky through atproto: a record key made from the post's row (a retry can't make a second record),
+facets and a link card, the session kept between posts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import httpx
+
+from syndicate.errors import AccountProblem, TransportError
+from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
+from syndicate.social.teaser import BLUESKY, Network
+
+if TYPE_CHECKING:
+    from syndicate.social.linkcard import Card
+
+log = logging.getLogger(__name__)
+
+BLUESKY_SERVICE = "https://bsky.social"
+
+
+BLUESKY_THUMB_MAX = 1_000_000  # bytes: app.bsky.embed.external's thumb limit; a larger image goes unsent
+
+
+class BlueskyClient:
+    """Bluesky through atproto: `com.atproto.repo.createRecord` with facets (the server detects neither
+    links nor hashtags) and, with a card, an `app.bsky.embed.external` we build ourselves.
+
+    The session is resumed from the saved string and every new or refreshed one goes to `on_session`:
+    logins are limited (30 per 5 minutes, 300 a day), so there is never one per post. The record key is
+    derived from the ledger row, so a retry after a timeout is refused instead of posting twice, and a
+    refusal with the record in place is a success."""
+
+    network = "bluesky"
+    dry_run = False
+
+    def __init__(self, handle: str, app_password: str, *, service: str = BLUESKY_SERVICE, session: str | None = None,
+                 on_session: Callable[[str], None] | None = None, language: str | None = None,
+                 timeout: float = TIMEOUT):
+        from atproto_client import Client
+        from atproto_client.request import Request
+
+        self.handle, self.service, self.language = handle, service, language
+        self.on_session = on_session
+        self._password, self._saved_session = app_password, session
+        self._did: str | None = None
+        self._started = False
+        self.api = Client(base_url=service, request=Request(timeout=timeout))
+        self.api.on_session_change(self._session_changed)
+
+    def publish(self, request: PostRequest) -> Published:
+        from atproto_client.exceptions import AtProtocolError
+
+        try:
+            self._start()
+            thumb = self._thumb(request.card)
+        except (AtProtocolError, httpx.HTTPError) as e:
+            raise self._error(e, writing=False) from e
+        data = bluesky_create_record(self._did, request, self.language, thumb, datetime.now(UTC))
+        try:
+            uri = self._create(data)
+        except (AtProtocolError, httpx.HTTPError) as e:
+            raise self._error(e, writing=True) from e
+        return Published(uri, f"https://bsky.app/profile/{self.handle}/post/{data.rkey}")
+
+    def verify(self) -> str:
+        from atproto_client import models
+        from atproto_client.exceptions import AtProtocolError
+
+        try:
+            self._start()
+            params = models.AppBskyActorGetProfile.Params(actor=self._did)
+            profile = self._xrpc(lambda: self.api.app.bsky.actor.get_profile(params))
+        except (AtProtocolError, httpx.HTTPError) as e:
+            raise self._error(e, writing=False) from e
+        return f"@{profile.handle} on Bluesky via {urlsplit(self.service).netloc} ({describe(BLUESKY)})"
+
+    def rules(self) -> Network:
+        return BLUESKY
+
+    # The session: resumed, renewed, or (only when neither works) a new login.
+
+    def _session_changed(self, event, session) -> None:
+        from atproto_client.client.session import SessionEvent
+
+        self._did, self.handle = session.did, session.handle
+        if event is not SessionEvent.IMPORT and self.on_session is not None:
+            self.on_session(session.export())  # a new or refreshed session: the next client resumes it
+
+    def _start(self) -> None:
+        """Resume the saved session, or log in when there is none or it can't be read."""
+        from atproto_client.exceptions import AtProtocolError
+
+        if self._started:
+            return
+        if self._saved_session:
+            try:
+                self.api.login(session_string=self._saved_session, fetch_bsky_profile=False)
+                self.api._should_refresh_session()  # reads the token's expiry: a damaged string means a login
+            except (ValueError, AtProtocolError):
+                log.warning("bluesky: the saved session for %s can't be read; logging in again", self.handle)
+                self._login()
+        else:
+            self._login()
+        self._started = True
+
+    def _login(self) -> None:
+        from atproto_client.exceptions import BadRequestError, UnauthorizedError
+
+        try:
+            self.api.login(self.handle, self._password, fetch_bsky_profile=False)
+        except (BadRequestError, UnauthorizedError) as e:
+            name, message = xrpc_error(e)
+            if name in ACCOUNT_GONE:
+                raise self._error(e, writing=False) from e
+            raise AccountProblem(
+                f"Bluesky refused the login of {self.handle} ({e.response.status_code} {name}: {message}): create "
+                "a new app password (Settings → Privacy and security → App passwords) and reconnect the account",
+                code=e.response.status_code) from e
+
+    def _renew(self) -> None:
+        """The PDS refused the access token: refresh it, or log in again if the refresh token is spent too.
+        (atproto 0.0.73 has no public refresh; these are the calls its own `_invoke` makes.)"""
+        from atproto_client.exceptions import BadRequestError, LoginRequiredError, UnauthorizedError
+
+        if not self.api._should_refresh_session():  # expired by its own clock: atproto already tried the refresh
+            try:
+                self.api._refresh_and_set_session()
+                return
+            except (BadRequestError, UnauthorizedError, LoginRequiredError):
+                pass
+        log.info("bluesky: the session of %s can't be refreshed; logging in again", self.handle)
+        self._login()
+
+    def _xrpc(self, call):
+        """One XRPC call on a live session; if the PDS says the token expired, renew it and try once more."""
+        from atproto_client.exceptions import BadRequestError, UnauthorizedError
+
+        self._start()
+        try:
+            return call()
+        except (BadRequestError, UnauthorizedError) as e:
+            if not _renewable(e):
+                raise
+        self._renew()
+        return call()
+
+    # The post.
+
+    def _thumb(self, card: Card | None):
+        """The card's image as an uploaded blob; None without one, or with one Bluesky won't take."""
+        from atproto_client.exceptions import RequestErrorBase
+
+        if card is None or not card.image:
+            return None
+        if len(card.image) > BLUESKY_THUMB_MAX:
+            log.info("bluesky: %s's image is %d bytes, over %d: the card goes without it",
+                     card.url, len(card.image), BLUESKY_THUMB_MAX)
+            return None
+        headers = {"Content-Type": card.image_type} if card.image_type else {}
+        try:
+            return self._xrpc(lambda: self.api.com.atproto.repo.upload_blob(card.image, headers=headers)).blob
+        except RequestErrorBase as e:
+            if e.response is not None and e.response.status_code in (400, 413, 415):  # the image: post without it
+                log.warning("bluesky: the PDS refused %s's image (%s): the card goes without it", card.url, e)
+                return None
+            raise
+
+    def _create(self, data) -> str:
+        """Write the record; its AT URI. A refusal with our record already in place is a success."""
+        from atproto_client.exceptions import AtProtocolError
+
+        try:
+            return self._xrpc(lambda: self.api.com.atproto.repo.create_record(data)).uri
+        except AtProtocolError as e:
+            if not self._already_there(e, data.rkey):
+                raise
+        log.info("bluesky: record %s was there already: an earlier attempt got through", data.rkey)
+        return f"at://{self._did}/{data.collection}/{data.rkey}"
+
+    def _already_there(self, e, rkey: str) -> bool:
+        """After a refused create: is our record there already (an earlier attempt that had no answer)?
+        The reference PDS answers an existing rkey with a bare 500 InternalServerError (atproto#3718);
+        a newer one may say 409/400 RecordAlreadyExists — so look, rather than read the refusal."""
+        from atproto_client import models
+        from atproto_client.exceptions import AtProtocolError
+
+        if getattr(e, "response", None) is None or e.response.status_code in (401, 403, 429):
+            return False
+        params = models.ComAtprotoRepoGetRecord.Params(repo=self._did, collection="app.bsky.feed.post", rkey=rkey)
+        try:
+            self._xrpc(lambda: self.api.com.atproto.repo.get_record(params))
+        except AtProtocolError:
+            return False  # not there (400 RecordNotFound), or can't tell now: the original error stands
+        return True
+
+    def _error(self, e: Exception, writing: bool) -> TransportError:
+        """What a Bluesky failure means for this post and for the account."""
+        from atproto_client.exceptions import NetworkError, RateLimitExceededError
+
+        if isinstance(e, httpx.HTTPError):  # what atproto passes through unwrapped (e.g. a dropped line)
+            return TransportError(f"cannot reach Bluesky ({self.service}): {e!r}", permanent=False,
+                                  uncertain=writing and may_have_arrived(e))
+        response = getattr(e, "response", None)
+        if response is None and isinstance(e, NetworkError):  # a timeout or network failure, httpx's as the cause
+            return TransportError(f"cannot reach Bluesky ({self.service}): {e.__cause__ or e!r}", permanent=False,
+                                  uncertain=writing and may_have_arrived(e.__cause__))
+        if response is None:
+            return TransportError(f"unexpected answer from Bluesky ({self.service}): {e!r}", permanent=False)
+        status, (name, message) = response.status_code, xrpc_error(e)
+        said = f"({status} {name}: {message})"
+        if isinstance(e, RateLimitExceededError):
+            reset = e.reset_at
+            if reset is None and e.retry_after is not None:
+                reset = datetime.now(UTC) + timedelta(seconds=e.retry_after)
+            when = f"; it says to wait until {reset:%Y-%m-%d %H:%M} UTC" if reset else ""
+            return TransportError(f"Bluesky rate limit {said}{when}", permanent=False, code=429, retry_at=reset)
+        if name in ACCOUNT_GONE:
+            return AccountProblem(f"Bluesky says the account {self.handle} is unavailable {said}: see the email "
+                                  "Bluesky sent about it (or bsky.app); resume the account once it's settled",
+                                  code=status)
+        if status in (401, 403) or name in ("ExpiredToken", "InvalidToken"):
+            return AccountProblem(f"Bluesky refused {self.handle}'s session even after renewing it {said}: "
+                                  "check the account and its app password, then reconnect it", code=status)
+        if status >= 500 or status in (408, 409):
+            return TransportError(f"Bluesky server error {said}", permanent=False, code=status, uncertain=writing)
+        return TransportError(f"Bluesky refused the post {said}", permanent=True, code=status)
+
+
+ACCOUNT_GONE = frozenset({"AccountTakedown", "AccountDeactivated", "AccountSuspended"})
+
+
+def xrpc_error(e) -> tuple[str, str]:
+    """(error, message) of an XRPC refusal, e.g. ("ExpiredToken", "Token has expired")."""
+    content = e.response.content
+    name, message = getattr(content, "error", None), getattr(content, "message", None)
+    if name is None and isinstance(content, dict):
+        name, message = content.get("error"), content.get("message")
+    return str(name or f"HTTP {e.response.status_code}"), str(message or "")
+
+
+def _renewable(e) -> bool:
+    """The PDS refuses the access token itself, which a refresh or a new login can fix."""
+    name, _ = xrpc_error(e)
+    return name not in ACCOUNT_GONE and (name in ("ExpiredToken", "InvalidToken") or e.response.status_code == 401)
+
+
+def bluesky_create_record(repo: str, request: PostRequest, language: str | None, thumb, now: datetime):
+    """The `com.atproto.repo.createRecord` input for a teaser: the live client sends it, the dry run writes it."""
+    from atproto_client import models
+
+    teaser, card = request.teaser, request.card
+    facets = []
+    for facet in teaser.facets:
+        if facet.kind == "link":
+            feature = models.AppBskyRichtextFacet.Link(uri=facet.value)
+        elif facet.kind == "tag":
+            feature = models.AppBskyRichtextFacet.Tag(tag=facet.value)
+        else:
+            raise ValueError(f"unknown facet kind {facet.kind!r}")
+        facets.append(models.AppBskyRichtextFacet.Main(
+            features=[feature],
+            index=models.AppBskyRichtextFacet.ByteSlice(byte_start=facet.start, byte_end=facet.end)))
+    embed = None
+    if card is not None:
+        embed = models.AppBskyEmbedExternal.Main(external=models.AppBskyEmbedExternal.External(
+            uri=card.url, title=card.title, description=card.description, thumb=thumb))
+    record = models.AppBskyFeedPost.Record(
+        text=teaser.text,
+        created_at=now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        facets=facets or None,
+        embed=embed,
+        langs=[language] if language else None,
+    )
+    return models.ComAtprotoRepoCreateRecord.Data(repo=repo, collection="app.bsky.feed.post", rkey=request.rkey,
+                                                  record=record)
+
+
+def blob_cid(data: bytes) -> str:
+    """The CID a PDS gives an uploaded blob (CIDv1, raw, sha-256, base32): the dry run's exact thumb."""
+    return "b" + base64.b32encode(bytes([0x01, 0x55, 0x12, 0x20]) + hashlib.sha256(data).digest()).decode() \
+        .lower().rstrip("=")

@@ -1,0 +1,80 @@
+"""The dry run: the exact request each network would get, written to the outbox, and nothing sent."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from syndicate import private_files
+from syndicate.social.clients.base import PostRequest, Published, describe
+from syndicate.social.clients.bluesky import BLUESKY_SERVICE, BLUESKY_THUMB_MAX, blob_cid, bluesky_create_record
+from syndicate.social.clients.x import X_ENDPOINT
+from syndicate.social.teaser import Network
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+class DryRunClient:
+    """Writes the exact request(s) the network would get to `folder/<key>.json` — method, URL, body and
+    the headers that matter, never a secret — and calls nothing."""
+
+    dry_run = True
+
+    def __init__(self, network: str, account_name: str, folder: Path, rules: Network, *,
+                 instance: str | None = None, handle: str | None = None, service: str = BLUESKY_SERVICE,
+                 visibility: str = "unlisted", language: str | None = None):
+        self.network, self.account_name, self.folder, self._rules = network, account_name, folder, rules
+        if instance and "://" not in instance:
+            instance = f"https://{instance}"  # as Mastodon.py reads a bare host name
+        self.instance = instance.rstrip("/") if instance else "<instance>"
+        self.handle, self.service = handle or "<handle>", service.rstrip("/")
+        self.visibility, self.language = visibility, language
+
+    def publish(self, request: PostRequest) -> Published:
+        payload = {"account": self.account_name, "network": self.network, "key": request.key,
+                   **self.requests_for(request)}
+        path = self.folder / f"{request.key}.json"
+        private_files.write(path, (json.dumps(payload, ensure_ascii=False, indent=2) + "\n").encode())
+        return Published(f"dry-run:{request.key}", path.as_uri())
+
+    def requests_for(self, request: PostRequest) -> dict:
+        """{"request": the post} — and for Bluesky with a card image, {"upload": the blob} before it."""
+        text = request.teaser.text
+        if self.network == "x":
+            return {"request": {"method": "POST", "url": X_ENDPOINT, "json": {"text": text}}}
+        if self.network == "mastodon":
+            form = {"status": text, "sensitive": "0", "visibility": self.visibility}  # as Mastodon.py sends it
+            if self.language:
+                form["language"] = self.language
+            return {"request": {"method": "POST", "url": f"{self.instance}/api/v1/statuses",
+                                "headers": {"Idempotency-Key": request.key}, "form": form}}
+        if self.network == "bluesky":
+            return self._bluesky(request)
+        raise ValueError(f"unknown network {self.network!r}")
+
+    def _bluesky(self, request: PostRequest) -> dict:
+        from atproto_client.models.blob_ref import BlobRef
+        from atproto_client.models.utils import get_model_as_dict
+
+        card, thumb, out = request.card, None, {}
+        if card is not None and card.image and len(card.image) <= BLUESKY_THUMB_MAX:
+            out["upload"] = {"method": "POST", "url": f"{self.service}/xrpc/com.atproto.repo.uploadBlob",
+                             "headers": {"Content-Type": card.image_type or "*/*"}, "bytes": len(card.image)}
+            thumb = BlobRef(mime_type=card.image_type or "application/octet-stream", size=len(card.image),
+                            ref={"$link": blob_cid(card.image)})
+        data = bluesky_create_record(self.handle, request, self.language, thumb, datetime.now(UTC))
+        out["request"] = {"method": "POST", "url": f"{self.service}/xrpc/com.atproto.repo.createRecord",
+                          "json": get_model_as_dict(data)}
+        return out
+
+    def verify(self) -> str:
+        return (f"{self.account_name} on {self.network} is a dry run: each post is written to {self.folder}, "
+                f"never sent ({describe(self._rules)})")
+
+    def rules(self) -> Network:
+        return self._rules

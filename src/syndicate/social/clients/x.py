@@ -1,0 +1,155 @@
+"""X through tweepy: API v2 `POST /2/tweets`, with X's rate-limit headers read, each refusal in words."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import requests
+import tweepy
+from requests.adapters import HTTPAdapter
+
+from syndicate.errors import AccountProblem, DuplicatePost, TransportError
+from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
+from syndicate.social.teaser import Network, X
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+X_ENDPOINT = "https://api.twitter.com/2/tweets"
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """tweepy sets no timeout of its own; a stuck request must not hold a worker forever."""
+
+    def __init__(self, timeout: float):
+        super().__init__()
+        self.timeout = timeout
+
+    def send(self, request, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        return super().send(request, **kwargs)
+
+
+class XClient:
+    """X through tweepy: API v2 `POST /2/tweets`. X draws the link card from the page itself; a post
+    with media would hide it, so nothing is ever uploaded."""
+
+    network = "x"
+    dry_run = False
+
+    def __init__(self, consumer_key: str, consumer_secret: str, access_token: str, access_token_secret: str, *,
+                 bearer_token: str | None = None, timeout: float = TIMEOUT):
+        self.oauth2 = bearer_token is not None  # an OAuth 2.0 user-context token replaces OAuth 1.0a
+        self.api = tweepy.Client(
+            bearer_token=bearer_token,
+            consumer_key=consumer_key,
+            consumer_secret=consumer_secret,
+            access_token=access_token,
+            access_token_secret=access_token_secret,
+            return_type=requests.Response,  # the headers say when a limit runs out
+            wait_on_rate_limit=False,  # never sleep inside a worker
+        )
+        adapter = _TimeoutAdapter(timeout)
+        self.api.session.mount("https://", adapter)
+        self.api.session.mount("http://", adapter)
+
+    def publish(self, request: PostRequest) -> Published:
+        try:
+            response = self.api.create_tweet(text=request.teaser.text, user_auth=not self.oauth2)
+        except (tweepy.HTTPException, requests.RequestException) as e:
+            raise self._error(e, writing=True) from e
+        tweet_id = str(response.json()["data"]["id"])
+        return Published(tweet_id, f"https://x.com/i/web/status/{tweet_id}",
+                         limit_reset=exhausted_until(response.headers))
+
+    def verify(self) -> str:
+        try:
+            response = self.api.get_me(user_auth=not self.oauth2)
+        except (tweepy.HTTPException, requests.RequestException) as e:
+            raise self._error(e, writing=False) from e
+        return f"@{response.json()['data']['username']} on X ({describe(X)})"
+
+    def rules(self) -> Network:
+        return X
+
+    def _error(self, e: Exception, writing: bool) -> TransportError:
+        """What an X failure means for this post and for the account."""
+        if isinstance(e, requests.RequestException):
+            return TransportError(f"cannot reach X: {e}", permanent=False, uncertain=writing and may_have_arrived(e))
+        status, detail = e.response.status_code, _x_detail(e)
+        if status == 429:
+            reset = rate_limit_reset(e.response.headers)
+            when = f"; X says to wait until {reset:%Y-%m-%d %H:%M} UTC" if reset else ""
+            return TransportError(f"X rate limit: {detail}{when}", permanent=False, code=429, retry_at=reset)
+        if status == 403 and "duplicate" in detail.lower():
+            return DuplicatePost(f"X says duplicate content: {detail}")
+        if status in (401, 402, 403):
+            return AccountProblem(self._account_advice(e, status, detail), code=status)
+        if status >= 500:  # a gateway may answer after X took the post
+            return TransportError(f"X server error: {detail}", permanent=False, code=status, uncertain=writing)
+        return TransportError(f"X refused the post: {detail}", permanent=True, code=status)
+
+    def _account_advice(self, e: tweepy.HTTPException, status: int, detail: str) -> str:
+        """What is wrong with the account or the app, and what to do about it, in the developer portal's words."""
+        body = _json_body(e.response)
+        problem = f"{body.get('type', '')} {body.get('reason', '')} {body.get('title', '')} {detail}".lower()
+        said = f"({status}: {detail})"
+        if status == 401 and self.oauth2:
+            return (f"X rejected the OAuth 2.0 user token {said}: it expired or was revoked; "
+                    "issue a new one (with the tweet.write and offline.access scopes) and reconnect the account")
+        if status == 401:
+            return (f"X rejected the credentials {said}: the access token was revoked or a key is wrong; "
+                    "regenerate the access token and secret in the developer portal and reconnect the account")
+        if status == 402 or "credits" in problem:
+            return (f"X wants payment {said}: the developer account has no credits or plan for posting; "
+                    "top it up in the developer portal, then resume the account")
+        if "oauth1-permissions" in problem or "permission" in problem:
+            return (f"X says the app lacks write permission {said}: set 'Read and write' in the developer portal "
+                    "(User authentication settings) and regenerate the access token and secret")
+        if "client-not-enrolled" in problem or "project" in problem:
+            return (f"X says the app can't use API v2 {said}: attach the app to a Project in the developer "
+                    "portal, then resume the account")
+        if "suspended" in problem:
+            return f"X says the account is suspended {said}: settle it on x.com, then resume the account"
+        if "locked" in problem:
+            return f"X says the account is locked {said}: log in on x.com to unlock it, then resume the account"
+        return (f"X refused the account {said}: check the account on x.com and the app's access level in the "
+                "developer portal, then resume the account")
+
+
+def rate_limit_reset(headers) -> datetime | None:
+    """After a 429: the later of the 15-minute window's reset and any exhausted 24-hour limit's reset."""
+    resets = []
+    if headers.get("x-rate-limit-reset", "").isdigit():
+        resets.append(int(headers["x-rate-limit-reset"]))
+    for scope in ("user", "app"):
+        if headers.get(f"x-{scope}-limit-24hour-remaining") == "0" and \
+                headers.get(f"x-{scope}-limit-24hour-reset", "").isdigit():
+            resets.append(int(headers[f"x-{scope}-limit-24hour-reset"]))
+    return datetime.fromtimestamp(max(resets), UTC) if resets else None
+
+
+def exhausted_until(headers) -> datetime | None:
+    """After a post that went out: when the last limit it used up resets; None while every limit has some left."""
+    resets = []
+    for prefix in ("x-rate-limit", "x-user-limit-24hour", "x-app-limit-24hour"):
+        if headers.get(f"{prefix}-remaining") == "0" and headers.get(f"{prefix}-reset", "").isdigit():
+            resets.append(int(headers[f"{prefix}-reset"]))
+    return datetime.fromtimestamp(max(resets), UTC) if resets else None
+
+
+def _x_detail(e: tweepy.HTTPException) -> str:
+    return "; ".join(e.api_messages) or f"HTTP {e.response.status_code}"
+
+
+def _json_body(response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
