@@ -17,7 +17,7 @@ Faults, on the post itself only (POST /2/tweets, POST /api/v1/statuses, com.atpr
 logins, reads and blob uploads always work):
     "429"             the network's rate-limit answer, its reset header RESET_AHEAD seconds ahead
     "503"             a server error; nothing stored
-    "timeout"         no answer at all for HOLD_SECONDS (longer than syndicate.social.clients.base.TIMEOUT); nothing stored
+    "timeout"         no answer at all for HOLD_SECONDS (longer than social.clients.base.TIMEOUT); nothing stored
     "taken-then-502"  the post is stored, then a gateway's 502 page is the answer
 
 X's host is hard-coded in tweepy (https://api.twitter.com), so X sits behind an HTTPS proxy: it accepts
@@ -212,7 +212,7 @@ def json_answer(status: int, data, headers: dict[str, str] | None = None) -> Ans
 
 HOLD = Answer(0)  # no answer: hold the request until the client gives up
 GATEWAY_502 = Answer(502, b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-                          b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
+                     b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
                      {"Content-Type": "text/html"})
 
 

@@ -585,7 +585,7 @@ def test_it_refuses_what_it_cannot_read_and_says_which_shapes_it_understands(svc
 
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_a_notification_signed_by_sns_is_recorded_and_its_certificate_fetched_once(svc, client, token, newsroom,
-                                                                                    sns_certificate, version):
+                                                                                   sns_certificate, version):
     first = sns(ses_complaint("cleo@example.com"), version=version)
     second = sns(ses_bounce("ana@example.com"), message_id="another-sns-message", version=version)
 
@@ -668,7 +668,7 @@ def test_a_subscription_confirmation_that_sns_did_not_sign_fetches_nothing(svc, 
     dict(status_code=302, headers={"Location": "https://evil.example/cert.pem"}),
 ])
 def test_a_certificate_that_cannot_be_fetched_now_answers_502_so_sns_delivers_again(svc, client, token, newsroom,
-                                                                                     sns_certificate, answer):
+                                                                                    sns_certificate, answer):
     sns_certificate.get(SIGNING_CERT_URL).respond(**answer)
     elsewhere = sns_certificate.get("https://evil.example/cert.pem").respond(200, content=b"never")
     payload = sns(ses_complaint("ana@example.com"))

@@ -122,7 +122,7 @@ def test_nobody_confirmed_and_no_request_older_than_the_give_up_period_is_mailed
     sign_up(svc, "old@example.org", at=T0 - timedelta(seconds=svc.settings.give_up_after))
     with transaction(svc.Session) as session:
         consent.confirm(session, svc.settings, tokens.confirm_token(svc.settings.secret_key, confirmed),
-                            now=T0 + timedelta(minutes=1))
+                        now=T0 + timedelta(minutes=1))
 
     with transaction(svc.Session) as session:
         assert consent.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=6)) == []
@@ -184,7 +184,7 @@ def test_two_tasks_racing_for_one_mail_send_it_once_and_a_stale_claim_is_sent_by
         assert consent.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=14)) == []
         assert consent.lost_confirmations(session, svc.settings, T0 + timedelta(minutes=15)) == [subscriber_id]
         assert consent.confirmation_sent(session, svc.settings, mine[0], "task-1", T0 + timedelta(minutes=15),
-                                             reply="250 ok") == "taken over by another task"
+                                         reply="250 ok") == "taken over by another task"
     tick_at(T0 + timedelta(minutes=21))  # the revived mail was handed out at 15 and its task lost: again
     assert mailed_to(smtp_server) == [ADDRESS]
     with transaction(svc.Session) as session:

@@ -26,14 +26,14 @@ def newsroom(svc) -> int:
         daily = editions.add_newsletter(session, slug="daily", name="The Daily", from_address="news@example.com")
         editions.add_newsletter(session, slug="weekly", name="The Weekly", from_address="news@example.com")
         ann = consent.subscribe(session, "ann@example.org", [daily.id], name="Ann Lovelace", confirmed=True,
-                                    source="web", now=now - timedelta(days=30)).subscriber
+                                source="web", now=now - timedelta(days=30)).subscriber
         sent = editions.create_edition(session, daily, svc.settings, now=now - timedelta(days=2))
         sent.subject = "Council approves the riverside library"
         later = editions.create_edition(session, daily, svc.settings, now=now - timedelta(days=1))
         session.flush()
         session.add(Delivery(edition_id=sent.id, subscriber_id=ann.id, status="sent", sent_at=now - timedelta(days=2)))
         consent.suppress(session, ann, "bounced", "smtp", "550 5.1.1 no such mailbox",
-                             now=now - timedelta(days=1, hours=2))
+                         now=now - timedelta(days=1, hours=2))
         session.add(Delivery(edition_id=later.id, subscriber_id=ann.id, status="skipped",
                              created_at=now - timedelta(days=1), last_reply="bounced before sending"))
         return ann.id

@@ -410,7 +410,7 @@ def test_send_tests_refuses_too_many_or_no_addresses(svc):
         with pytest.raises(InvalidInput, match=why):
             send_tests(svc.settings, svc.transport, found.newsletter, found, addresses)
     [result] = send_tests(svc.settings, svc.transport, found.newsletter, found,
-                                     ["Editor@Example.com", "editor@example.com"])  # one address, once
+                          ["Editor@Example.com", "editor@example.com"])  # one address, once
     assert result["address"] == "editor@example.com" and result["accepted"]
 
 

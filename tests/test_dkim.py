@@ -123,7 +123,7 @@ def newsroom(svc, sample_feed, readers: int = 3) -> int:
                                              reply_to="desk@example.com", cron="0 7 * * *", timezone="Europe/Berlin")
         for i in range(readers):
             consent.subscribe(session, f"reader{i}@example.com", [newsletter.id], confirmed=True,
-                                  name="Zoë Ødegård" if i == 0 else None)
+                              name="Zoë Ødegård" if i == 0 else None)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         return newsletter.id
 
@@ -147,7 +147,7 @@ def test_every_edition_mail_arrives_with_a_signature_that_verifies(signed_svc, s
         assert verified(received.data, signed_svc.key_file)
         tags = signature(received.data)
         assert (tags[b"a"], tags[b"c"], tags[b"d"], tags[b"s"]) == (algorithm, b"relaxed/relaxed", b"example.com",
-                                                                     b"s1")
+                                                                    b"s1")
         names = signed_headers(received.data)
         assert MUST_SIGN <= set(names)
         assert names.count("from") == 2  # oversigned: a From added later breaks the signature

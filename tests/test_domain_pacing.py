@@ -172,7 +172,7 @@ def test_a_domain_deferring_at_rcpt_is_slowed_alone_and_recovers_after_it_relent
     first_pass = datetime.now(UTC)
     for edition_id, lo, hi in made.batches:
         send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, "t1",
-                              clock=lambda: first_pass, pacer=pacer)
+                   clock=lambda: first_pass, pacer=pacer)
 
     # The other two domains went at once, in order, none of them waiting; gmail.example's rows are
     # deferred, not failed: the first one refused, the other nine held back, never tried.
@@ -202,7 +202,7 @@ def test_a_domain_deferring_at_rcpt_is_slowed_alone_and_recovers_after_it_relent
     with transaction(svc.Session) as session:
         batches = deliveries.requeue(session, svc.settings, later)
     results = [send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, "t2",
-                                     clock=lambda: later, pacer=pacer) for edition_id, lo, hi in batches]
+                          clock=lambda: later, pacer=pacer) for edition_id, lo, hi in batches]
     assert sum(r.claimed for r in results) == 10 and sum(r.counts.get("sent", 0) for r in results) == 10
     received = Counter(m.recipients[0] for m in server.messages)
     assert len(received) == 30 and set(received.values()) == {1}

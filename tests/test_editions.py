@@ -453,7 +453,7 @@ def test_an_unsubscribe_during_the_batch_in_hand_is_honoured(desk):
 
     ids = [b[1] for b in cut.batches] + [b[2] for b in cut.batches]
     send_batch(desk.Session, desk.settings, PausingTransport(desk.transport, 3, leave),
-                          cut.edition.id, min(ids), max(ids), token="w")
+               cut.edition.id, min(ids), max(ids), token="w")
     assert "reader50@example.com" not in received_by(desk) and len(received_by(desk)) == 59
     with transaction(desk.Session) as session:
         assert deliveries.report(session, session.get(Edition, cut.edition.id))["skipped"] == 1

@@ -104,7 +104,7 @@ def test_editor_mistakes_get_clear_errors(syndicate):
 
 
 def test_deliver_sends_an_edition_without_a_worker_on_either_database(database_url, tmp_path, smtp_server,
-                                                                       feed_server, sample_feed):
+                                                                      feed_server, sample_feed):
     # No Redis and no SYNDICATE_SEND_RATE: the pacing bucket lives in the database, where PostgreSQL's json
     # type once refused the unlimited rate and every message was deferred.
     env = {"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_SECRET_KEY": "s",

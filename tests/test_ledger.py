@@ -38,7 +38,7 @@ def newsroom(svc, sample_feed, readers=5, names=None):
                                              cron="0 7 * * *", timezone="Europe/Berlin")
         for i in range(readers):
             consent.subscribe(session, f"reader{i}@example.com", [newsletter.id],
-                                  name=(names or {}).get(i), confirmed=True)
+                              name=(names or {}).get(i), confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         return newsletter.id
 
@@ -256,7 +256,7 @@ def test_a_deferred_delivery_fails_after_the_give_up_period(ledger, sample_feed,
         batches = deliveries.requeue(session, ledger.settings, late)
     for edition_id, lo, hi in batches:
         send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "late",
-                              clock=lambda: late)
+                   clock=lambda: late)
     assert statuses(ledger, cut.edition.id) == {"failed": 1}
 
 
@@ -284,7 +284,7 @@ def test_a_redelivered_task_takes_back_the_rows_its_killed_run_held(ledger, samp
         session.execute(update(Delivery).where(Delivery.id == lo).values(status="sent", claimed_by=None))
     # Another task for the same range finds nothing to claim while task-1's claim is fresh...
     assert send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi,
-                                 "task-2").claimed == 0
+                      "task-2").claimed == 0
     # ...and the broker's redelivery of task-1 (same task id) finishes the job.
     result = send_batch(ledger.Session, ledger.settings, ledger.transport, edition_id, lo, hi, "task-1")
     assert result.counts == {"sent": 4}

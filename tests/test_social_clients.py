@@ -364,7 +364,7 @@ def test_mastodon_reads_its_limits_from_the_instance_once():
 
 def test_mastodon_falls_back_to_the_v1_instance_then_to_the_defaults_and_says_so():
     v1 = {"uri": "old.example", "configuration": {"statuses": {"max_characters": 640,
-                                                                "characters_reserved_per_url": 23}}}
+                                                               "characters_reserved_per_url": 23}}}
     with responses.RequestsMock() as rsps:
         rsps.add(responses.GET, f"{INSTANCE}/api/v2/instance/", status=404, json={"error": "Record not found"})
         rsps.add(responses.GET, f"{INSTANCE}/api/v1/instance/", json=v1)

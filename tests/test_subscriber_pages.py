@@ -277,10 +277,10 @@ def test_a_signup_without_a_client_is_limited_by_address_only(site):
         daily = editions.get_newsletter(session, "daily").id
         for i in range(5):
             signup = consent.subscribe(session, f"r{i}@example.com", [daily], source="cli",
-                                           settings=site.settings, now=T0)
+                                       settings=site.settings, now=T0)
             sends.append(signup.send_confirmation)
         again = [consent.subscribe(session, "r0@example.com", [daily], source="cli", settings=site.settings,
-                                       now=T0) for _ in range(2)]
+                                   now=T0) for _ in range(2)]
     assert sends == [True] * 5  # more than confirmations_per_client (3)
     assert [(s.send_confirmation, s.held_back) for s in again] == [(True, None), (False, "address")]
     assert events(site, again[0].subscriber.id)[0][:2] == ("subscribed", "cli")
@@ -429,7 +429,7 @@ def test_saving_preferences_starts_one_newsletter_and_stops_another_at_once(clie
     waiting = pending_delivery(site, add_edition(site, "daily", 1, "sending"), subscriber_id)
 
     page = submit(client, preferences_path(site, subscriber_id), data={"action": "save", "newsletter": "weekly"},
-                       follow_redirects=False)
+                  follow_redirects=False)
 
     assert page.status_code == 200
     assert "Saved. Starting now: Weekly. Stopped: Daily." in page.text
@@ -499,7 +499,7 @@ def test_a_suspended_address_is_told_why_and_not_mailed_again(client, site, stat
     subscriber_id = reader(site)
     with transaction(site.Session) as session:
         consent.suppress(session, session.get(Subscriber, subscriber_id), status, "smtp", "550 no such user",
-                             now=T0)
+                         now=T0)
     before = statuses(site, subscriber_id)
     path = preferences_path(site, subscriber_id)
 

@@ -204,7 +204,7 @@ def deliver_batch(self, edition_id: int, lo: int, hi: int) -> dict:
     svc = services.current()
     try:
         result = send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
-                                       token=self.request.id or f"local-{edition_id}-{lo}", pacer=svc.pacer)
+                            token=self.request.id or f"local-{edition_id}-{lo}", pacer=svc.pacer)
     except OperationalError as e:
         raise _again_later(self, e, f"batch {edition_id}:{lo}-{hi}") from e
     return result.counts
@@ -241,7 +241,7 @@ def send_confirmation(self, subscriber_id: int) -> str:
         reply, error = str(e), e
     with transaction(svc.Session) as session:
         return consent.confirmation_sent(session, svc.settings, mail_id, token, utcnow(), reply=reply,
-                                             error=error)
+                                         error=error)
 
 
 @app.task(name="syndicate.import_subscribers", bind=True, **limited(3000))  # a big file, chunk by chunk

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +20,8 @@ from syndicate.config import Settings
 from syndicate.errors import SyndicateError
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from syndicate.services import Services
 
 
@@ -54,6 +58,16 @@ def services(ctx: click.Context, migrate: bool = False, check: bool = True) -> S
     elif check and not db.migrated(svc.engine):
         raise SyndicateError("the database has no tables yet: run `syndicate db upgrade` first")
     return svc
+
+
+@contextmanager
+def opened(ctx: click.Context) -> Iterator[tuple[Services, Session]]:
+    """A command's services and one transaction, committed when the block ends (rolled back on an error)."""
+    from syndicate.db import transaction
+
+    svc = services(ctx)
+    with transaction(svc.Session) as session:
+        yield svc, session
 
 
 def emit(rows: list[dict], as_json: bool, columns: list[str]) -> None:

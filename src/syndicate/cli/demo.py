@@ -82,7 +82,7 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
     transport = OutboxTransport(mail_dir)
     for batch_edition, lo, hi in progress(batches, "Delivering") if batches else ():
         send_batch(svc.Session, settings, transport, batch_edition, lo, hi,
-                              token=f"demo-{batch_edition}-{lo}")
+                   token=f"demo-{batch_edition}-{lo}")
     with transaction(svc.Session) as session:
         deliveries.requeue(session, settings, utcnow())  # closes the edition once every row is done
         if edition_id is not None:

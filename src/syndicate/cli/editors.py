@@ -7,7 +7,7 @@ import os
 import click
 from sqlalchemy import select
 
-from syndicate.cli.common import emit, json_option, lazy, services
+from syndicate.cli.common import emit, json_option, lazy, opened, services
 from syndicate.http import api_tokens
 from syndicate.models import Editor, utcnow
 
@@ -63,8 +63,7 @@ def user_password(ctx, name: str) -> None:
 @click.pass_context
 def user_disable(ctx, name: str) -> None:
     """NAME can't sign in any more; their open sessions end at their next click, their API tokens now."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         editors.get(session, name).disabled_at = utcnow()
     click.echo(f"editor {name!r} disabled")
 
@@ -74,8 +73,7 @@ def user_disable(ctx, name: str) -> None:
 @click.pass_context
 def user_list(ctx, as_json: bool) -> None:
     """Editors, and when each last signed in."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         rows = [editors.describe(e) for e in session.scalars(select(Editor).order_by(Editor.username))]
     emit(rows, as_json, ["username", "status", "created_at", "last_sign_in_at"])
 
@@ -110,8 +108,7 @@ def token_create(ctx, name: str, scopes: tuple[str, ...], editor_name: str | Non
     `syndicate token create prometheus --scope metrics:read`; a token without --scope (and without
     --editor) is refused, since no one scope fits every use.
     """
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         editor = editors.get(session, editor_name) if editor_name else None
         row, secret = api_tokens.create_token(session, name, editor=editor, scopes=scopes)
         granted = api_tokens.scopes_of(row)
@@ -127,8 +124,7 @@ def token_create(ctx, name: str, scopes: tuple[str, ...], editor_name: str | Non
 @click.pass_context
 def token_list(ctx, as_json: bool) -> None:
     """Tokens, their scopes, and when they were last used (never the tokens themselves)."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         rows = [dict(name=t.name, scopes=api_tokens.scopes_of(t) if as_json else " ".join(api_tokens.scopes_of(t)),
                      status="revoked" if t.revoked_at else "active", created_at=t.created_at,
                      last_used_at=t.last_used_at, revoked_at=t.revoked_at)
@@ -141,7 +137,6 @@ def token_list(ctx, as_json: bool) -> None:
 @click.pass_context
 def token_revoke(ctx, name: str) -> None:
     """Refuse NAME's token from now on."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         row = api_tokens.revoke(session, name)
     click.echo(f"token {row.name!r} revoked: it is refused from now on")

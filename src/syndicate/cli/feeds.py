@@ -7,7 +7,7 @@ import sys
 import click
 from sqlalchemy import func, select
 
-from syndicate.cli.common import emit, json_option, lazy, services
+from syndicate.cli.common import emit, json_option, lazy, opened
 from syndicate.models import Article, Feed, utcnow
 
 db = lazy("syndicate.db")
@@ -28,8 +28,7 @@ def feed() -> None:
 @click.pass_context
 def feed_add(ctx, url: str) -> None:
     """Add a feed by its URL (RSS or Atom)."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         added = feeds.add_feed(session, url)
         click.echo(f"feed {added.id}: {added.url}")
 
@@ -39,8 +38,7 @@ def feed_add(ctx, url: str) -> None:
 @click.pass_context
 def feed_list(ctx, as_json: bool) -> None:
     """Feeds and how their last fetch went."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         # One count per feed in one query: loading each feed's articles only to count them was slow.
         counts = dict(session.execute(select(Article.feed_id, func.count()).group_by(Article.feed_id)).all())
         rows = [dict(id=f.id, url=f.url, status=f.status, last_fetched_at=f.last_fetched_at,
@@ -56,8 +54,7 @@ def feed_list(ctx, as_json: bool) -> None:
 @click.pass_context
 def feed_poll(ctx, everything: bool, as_json: bool) -> None:
     """Poll feeds now, in this process."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         query = select(Feed.id).where(Feed.status == "active")
         ids = list(session.scalars(query)) if everything else feeds.due_feed_ids(session, utcnow())
     if as_json:
@@ -86,8 +83,7 @@ def article() -> None:
 @click.pass_context
 def article_list(ctx, limit: int, as_json: bool) -> None:
     """The newest articles."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         rows = [dict(id=a.id, feed_id=a.feed_id, title=a.title, url=a.url, lead=a.lead, author=a.author,
                      categories=a.categories, image_url=a.image_url, published_at=a.published_at,
                      first_seen_at=a.first_seen_at, updated_at=a.updated_at)

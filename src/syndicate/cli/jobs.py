@@ -15,7 +15,6 @@ import click
 
 from syndicate.cli.common import emit, json_option, lazy, progress, services
 from syndicate.config import check_trusted_proxies
-from syndicate.delivery.batches import send_batch
 from syndicate.errors import SyndicateError
 from syndicate.models import utcnow
 
@@ -160,6 +159,8 @@ def db_current(ctx) -> None:
 @click.pass_context
 def deliver(ctx) -> None:
     """Start what is due and send it, in this process (no worker needed)."""
+    from syndicate.delivery.batches import send_batch  # the stage loads when the command runs
+
     svc = services(ctx)
     sending.run_due(svc.Session, svc.settings, utcnow())  # starts what is due, revives what is stuck
     with db.transaction(svc.Session) as session:
@@ -169,7 +170,7 @@ def deliver(ctx) -> None:
     totals: dict[str, int] = {}
     for edition_id, lo, hi in progress(batches, "Delivering"):
         result = send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi,
-                                       token=f"cli-{os.getpid()}-{edition_id}-{lo}", pacer=svc.pacer)
+                            token=f"cli-{os.getpid()}-{edition_id}-{lo}", pacer=svc.pacer)
         for status, n in result.counts.items():
             totals[status] = totals.get(status, 0) + n
     with db.transaction(svc.Session) as session:

@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo
 import click
 from sqlalchemy import select
 
-from syndicate.cli.common import emit, json_option, lazy, local_time, services, show
-from syndicate.delivery.messages import send_tests
+from syndicate.cli.common import emit, json_option, lazy, local_time, opened, services, show
 from syndicate.errors import NotFound, SyndicateError
 from syndicate.models import Edition, Newsletter
 
@@ -68,7 +67,7 @@ def newsletter_options(adding: bool):
 
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
-                                       "subject_template", "template", "max_items") if values.get(k) is not None}
+                                      "subject_template", "template", "max_items") if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
             raise click.UsageError("--cron and --no-schedule contradict each other; give one")
@@ -146,8 +145,7 @@ def newsletter_edit(ctx, slug, **values) -> None:
 @click.pass_context
 def newslettershow(ctx, slug, as_json) -> None:
     """A newsletter's settings and its next five send times, in its time zone."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         record = _describe(editions.get_newsletter(session, slug))
     show(record, as_json)
 
@@ -156,8 +154,7 @@ def newslettershow(ctx, slug, as_json) -> None:
 @json_option
 @click.pass_context
 def newsletter_list(ctx, as_json: bool) -> None:
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         rows = [dict(slug=n.slug, name=n.name, cron=n.cron, timezone=n.timezone, status=n.status,
                      next_run_at=n.next_run_at, from_address=n.from_address)
                 for n in session.scalars(select(Newsletter).order_by(Newsletter.slug))]
@@ -169,8 +166,7 @@ def newsletter_list(ctx, as_json: bool) -> None:
 @click.pass_context
 def newsletter_pause(ctx, slug) -> None:
     """No regular or breaking editions until resumed (editions already scheduled keep their time)."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         editions.pause_newsletter(session, editions.get_newsletter(session, slug))
     click.echo(f"newsletter {slug}: paused")
 
@@ -180,8 +176,7 @@ def newsletter_pause(ctx, slug) -> None:
 @click.pass_context
 def newsletter_resume(ctx, slug) -> None:
     """Run again from the next scheduled time; what was missed while paused is not sent in a rush."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         found = editions.get_newsletter(session, slug)
         editions.resume_newsletter(session, found)
         runs = editions.upcoming(found, 1)
@@ -259,8 +254,7 @@ def edition_cut(ctx, slug: str, draft: bool, at: str | None, next_run: bool) -> 
 @json_option
 @click.pass_context
 def edition_list(ctx, slug: str | None, status: tuple[str, ...], as_json: bool) -> None:
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         query = select(Edition).join(Newsletter).order_by(Edition.id.desc())
         if slug:
             query = query.where(Newsletter.slug == slug)
@@ -279,8 +273,7 @@ def edition_list(ctx, slug: str | None, status: tuple[str, ...], as_json: bool) 
 @click.pass_context
 def editionshow(ctx, ref: str, as_json: bool) -> None:
     """An edition's stories, status, warnings, and what happened: counts by outcome."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         found = _edition(session, ref)
         record = dict(
             id=found.id, newsletter=found.newsletter.slug, number=found.number, kind=found.kind,
@@ -305,8 +298,7 @@ def editionshow(ctx, ref: str, as_json: bool) -> None:
 @click.pass_context
 def edition_preview(ctx, ref: str, out: Path | None, open_: bool) -> None:
     """Write the edition's HTML and text as a recipient gets them, and print the paths."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         found = _edition(session, ref)
         if not found.html:
             raise SyndicateError(f"edition {ref} has no content ({found.status}: {found.note})")
@@ -326,8 +318,9 @@ def edition_preview(ctx, ref: str, out: Path | None, open_: bool) -> None:
 @click.pass_context
 def edition_test_send(ctx, ref: str, addresses: tuple[str, ...]) -> None:
     """Send the edition to these addresses now, marked [Test]; no subscriber is counted or changed."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    from syndicate.delivery.messages import send_tests  # the stage loads when the command runs
+
+    with opened(ctx) as (svc, session):
         found = _edition(session, ref)
         newsletter = found.newsletter  # loaded now: the sending happens after the transaction
     results = send_tests(svc.settings, svc.transport, newsletter, found, list(addresses))
@@ -352,8 +345,7 @@ def edition_edit(ctx, ref: str, remove: tuple[int, ...], order: str | None, subj
         raise click.BadParameter(f"{order!r}: give article ids separated by commas, e.g. 12,9,15") from None
     if not remove and ordered is None and subject is None:
         raise click.UsageError("nothing to change: give --remove, --order or --subject")
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         found = editions.edit(session, _edition(session, ref), svc.settings, remove=list(remove), order=ordered,
                               subject=subject)
         click.echo(_summary(found) + f"\nsubject: {found.subject}")
@@ -367,8 +359,7 @@ def edition_edit(ctx, ref: str, remove: tuple[int, ...], order: str | None, subj
 @click.pass_context
 def edition_schedule(ctx, ref: str, at: str) -> None:
     """Schedule or reschedule an edition that hasn't started sending."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         found = _edition(session, ref)
         editions.schedule(session, found, local_time(at, found.newsletter.timezone))
         click.echo(_summary(found))
@@ -379,8 +370,7 @@ def edition_schedule(ctx, ref: str, at: str) -> None:
 @click.pass_context
 def edition_pause(ctx, ref: str) -> None:
     """Stop sending (or hold a scheduled edition); `resume` carries on with whoever hasn't got it."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         found = _edition(session, ref)
         editions.pause(session, found)
         click.echo(_summary(found))
@@ -390,8 +380,8 @@ def edition_pause(ctx, ref: str) -> None:
 @click.argument("ref")
 @click.pass_context
 def edition_resume(ctx, ref: str) -> None:
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    """Carry on with a paused edition: its readers who haven't got it get it now (or it waits for its time)."""
+    with opened(ctx) as (svc, session):
         found = _edition(session, ref)
         batches = sending.resume(session, found, svc.settings)
         summary = _summary(found)
@@ -404,8 +394,7 @@ def edition_resume(ctx, ref: str) -> None:
 @click.pass_context
 def edition_cancel(ctx, ref: str) -> None:
     """Nothing more of it goes out; stories nobody got are freed for the next edition."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         found = _edition(session, ref)
         skipped = editions.cancel(session, found)
         click.echo(_summary(found) + (f"; {skipped} recipients won't get it" if skipped else ""))
@@ -416,8 +405,7 @@ def edition_cancel(ctx, ref: str) -> None:
 @click.pass_context
 def edition_resend_failed(ctx, ref: str) -> None:
     """Send again to the recipients it failed for — only them, and only those still subscribed."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         found = _edition(session, ref)
         batches, left_out = sending.resend_failed(session, found, svc.settings)
         summary = _summary(found)

@@ -8,7 +8,7 @@ import os
 import click
 from sqlalchemy import select
 
-from syndicate.cli.common import emit, json_default, json_option, lazy, local_time, services, show
+from syndicate.cli.common import emit, json_default, json_option, lazy, local_time, opened, services, show
 from syndicate.errors import NotFound, TransportError
 from syndicate.models import Article, Post
 
@@ -137,8 +137,7 @@ def account_edit(ctx, name: str, ask_credentials: bool, **values) -> None:
     """Change an account's settings (only the options given) or, with --credentials, its credentials."""
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         row = accounts.get(session, name)
         credentials = _ask_credentials(row.network) if ask_credentials else None
         accounts.edit(session, svc.settings.secret_key, row, _account_settings(values, row.settings), credentials)
@@ -153,8 +152,7 @@ def account_list(ctx, as_json: bool) -> None:
     from syndicate.models import SocialAccount
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         rows = [accounts.describe(a, svc.settings.x is not None)
                 for a in session.scalars(select(SocialAccount).order_by(SocialAccount.name))]
     emit(rows, as_json, ["name", "network", "mode", "status", "paused_reason", "parked_until"])
@@ -168,11 +166,10 @@ def accountshow(ctx, name: str, as_json: bool) -> None:
     """One account's settings and state (never its credentials)."""
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         record = accounts.describe(accounts.get(session, name), svc.settings.x is not None)
     show(record | {"settings": json.dumps(record["settings"], ensure_ascii=False)} if not as_json else record,
-          as_json)
+         as_json)
 
 
 @account.command("test")
@@ -184,8 +181,7 @@ def account_test(ctx, name: str) -> None:
     Says exactly what is wrong when it fails; exit status 1 then."""
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         row = accounts.get(session, name)
         client = svc.social_client(row)
     if client.dry_run:
@@ -213,8 +209,7 @@ def account_pause(ctx, name: str, reason: str) -> None:
     """Stop posting on one account (its queue waits)."""
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         accounts.pause(accounts.get(session, name), reason)
     click.echo(f"account {name!r} paused: {reason}")
 
@@ -226,8 +221,7 @@ def account_resume(ctx, name: str) -> None:
     """Post again; the waiting queue drains at the account's pace, never in a burst."""
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         accounts.resume(accounts.get(session, name))
     click.echo(f"account {name!r} resumed")
 
@@ -252,8 +246,7 @@ def post_list(ctx, statuses, account_name, limit: int, as_json: bool) -> None:
     """Posts, newest first; waiting ones with the time pacing expects them to go."""
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         query = select(Post).order_by(Post.id.desc()).limit(limit)
         if statuses:
             query = query.where(Post.status.in_(statuses))
@@ -278,8 +271,7 @@ def post_preview(ctx, article_id: int, network: str | None, account_name: str | 
 
     if not (network or account_name):
         raise click.UsageError("give --network or --account")
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         article = session.get(Article, article_id)
         if article is None:
             raise NotFound(f"no article {article_id}; `syndicate article list` shows their ids")
@@ -322,8 +314,7 @@ _post_action("breaking", "Move a waiting post to the breaking lane: it goes firs
 @click.pass_context
 def post_edit(ctx, post_id: int, text: str) -> None:
     """Replace a waiting post's teaser; refused with the count when it is over the network's limit."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         measured = posts.edit_text(posts.get(session, post_id), text)
     click.echo(f"post {post_id}: teaser replaced ({measured.length}/{measured.limit})")
 
@@ -337,8 +328,7 @@ def post_schedule(ctx, post_id: int, at_text: str) -> None:
     """Post not before a given time (the account's gap and cap still apply, its window doesn't)."""
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         row = posts.get(session, post_id)
         at = local_time(at_text, accounts.settings_of(row.account).timezone)
         posts.schedule(row, at)
@@ -354,8 +344,7 @@ def post_reshare(ctx, article_id: int, account_name: str, at_text: str | None) -
     """Post a story again on an account: a new post, on purpose (edits never re-post by themselves)."""
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         target = accounts.get(session, account_name)
         article = session.get(Article, article_id)
         if article is None:
@@ -381,8 +370,7 @@ def social_pause(ctx, reason: str) -> None:
     """Stop all posting on every account now (queues keep filling; nothing goes out)."""
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         accounts.pause_social(session, reason)
     click.echo(f"all social posting paused: {reason}")
 
@@ -393,8 +381,7 @@ def social_resume(ctx) -> None:
     """Post again; each account's backlog drains at its own pace (old stories skipped), never in a flood."""
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         accounts.resume_social(session)
     click.echo("social posting resumed")
 
@@ -407,8 +394,7 @@ def social_status(ctx, as_json: bool) -> None:
     from syndicate.models import SocialAccount
     from syndicate.social import accounts
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         paused = accounts.social_paused(session)
         rows = []
         for row in session.scalars(select(SocialAccount).order_by(SocialAccount.name)):

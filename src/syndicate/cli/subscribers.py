@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from syndicate.cli.common import cell, emit, json_option, lazy, services, show
+from syndicate.cli.common import cell, emit, json_option, lazy, opened, services, show
 from syndicate.errors import NotFound
 from syndicate.models import SUBSCRIBER_SUPPRESSED, Subscriber
 
@@ -32,11 +32,10 @@ def subscriber() -> None:
 def subscriber_add(ctx, email, slugs, name, confirmed) -> None:
     from syndicate.tasks import send_confirmation
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         ids = [editions.get_newsletter(session, slug).id for slug in slugs]
         signup = consent.subscribe(session, email, ids, name=name, confirmed=confirmed, source="cli",
-                                       settings=svc.settings)
+                                   settings=svc.settings)
         subscriber_id, status, send = signup.subscriber.id, signup.subscriber.status, signup.send_confirmation
     if send:
         send_confirmation.delay(subscriber_id)
@@ -52,8 +51,7 @@ def subscribershow(ctx, email: str, as_json: bool) -> None:
     failed (the server's reply), and what happened to the address."""
     from syndicate.subscribers import timeline
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         found = session.scalar(select(Subscriber).where(Subscriber.email == consent.normalise_email(email)))
         if found is None:
             raise NotFound(f"no subscriber {email!r}; `syndicate subscriber list` shows them")
@@ -80,8 +78,7 @@ def subscribershow(ctx, email: str, as_json: bool) -> None:
 def subscriber_restore(ctx, email: str, reason: str) -> None:
     """Let mail go again to an address that bounced, complained or left everything — only with the
     reader's say-so. The newsletters they left stay left; they rejoin from their preferences page."""
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         found = session.scalar(select(Subscriber).where(Subscriber.email == consent.normalise_email(email)))
         if found is None:
             raise NotFound(f"no subscriber {email!r}; `syndicate subscriber list` shows them")
@@ -94,8 +91,7 @@ def subscriber_restore(ctx, email: str, reason: str) -> None:
 @json_option
 @click.pass_context
 def subscriber_list(ctx, as_json: bool) -> None:
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         rows = [dict(id=s.id, email=s.email, name=s.name, status=s.status, created_at=s.created_at,
                      newsletters=[sub.newsletter.slug for sub in s.subscriptions if sub.status == "active"])
                 for s in session.scalars(select(Subscriber).order_by(Subscriber.id))]
@@ -157,7 +153,7 @@ def subscriber_import(ctx, file, slugs: tuple[str, ...], force: bool, double_opt
         if len(problems) > PROBLEMS_SHOWN:
             more = len(problems) - PROBLEMS_SHOWN
             click.echo(f"…and {more} more; " + (f"all are in {report_path}" if report_path
-                                                 else "--report PATH writes them all"))
+                                                else "--report PATH writes them all"))
         elif report_path is not None and problems:
             click.echo(f"these rows are also in {report_path}")
         if report.bad:
@@ -182,8 +178,7 @@ def subscriber_export(ctx, slug: str | None, statuses: tuple[str, ...], output: 
     """
     from syndicate.subscribers import csv_files
 
-    svc = services(ctx)
-    with db.transaction(svc.Session) as session:
+    with opened(ctx) as (svc, session):
         newsletter_id = editions.get_newsletter(session, slug).id if slug else None
         if output is None:
             csv_files.export_csv(session, sys.stdout, newsletter_id, list(statuses))

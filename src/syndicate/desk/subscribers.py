@@ -77,7 +77,7 @@ def _act(session, subscriber_id: int, action: str, reason: str, name: str) -> di
     subscriber = consent.get(session, subscriber_id)
     if action == "leave":
         consent.leave_all(session, subscriber.id, source="desk",
-                              detail=f"taken off every newsletter by {name} on the desk")
+                          detail=f"taken off every newsletter by {name} on the desk")
     elif action == "restore":
         consent.restore(session, subscriber, reason, source=f"desk ({name})")
     else:
@@ -121,7 +121,7 @@ def _start(name: str, filename: str, data: str | bytes, slugs: list[str], confir
     with transaction(services.current().Session) as session:
         newsletter_ids = [editions.get_newsletter(session, slug).id for slug in dict.fromkeys(slugs) if slug]
         job = csv_files.start_import(session, name, filename, data, newsletter_ids, confirmed=confirmed,
-                                          force=force)
+                                     force=force)
         import_id = job.id
     hand_over(import_subscribers, import_id)  # after the commit; the broker away: the tick hands it out
     return import_id

@@ -82,7 +82,7 @@ def check_subject_template(template: str) -> None:
     edition = Edition(number=1)
     try:
         sandbox().from_string(template).render(top=SAMPLE_ARTICLE, rest=2, articles=[SAMPLE_ARTICLE] * 3,
-                                                newsletter=newsletter, edition=edition)
+                                               newsletter=newsletter, edition=edition)
     except TemplateError as e:
         raise InvalidInput(f"the subject template doesn't work: {e}; "
                            "e.g. '{{ top.title }} and {{ rest }} more stories'") from e
@@ -323,7 +323,7 @@ def schedule(session: Session, edition: Edition, at: datetime) -> None:
         raise InvalidInput("give the time with its zone, e.g. 2026-12-01T07:00+01:00")
     kind = edition.kind if edition.kind == "breaking" else "one-off"
     move(session, edition, "scheduled", ("draft", "scheduled", "paused"), scheduled_for=at.astimezone(UTC),
-          kind=kind)
+         kind=kind)
 
 
 def pause(session: Session, edition: Edition) -> None:

@@ -82,7 +82,7 @@ def record_delivery_failure(session: Session, settings: Settings, *, subscriber_
         return None
     if hard:
         suppressed = consent.suppress(session, subscriber, "bounced", "smtp", reply, delivery_id=delivery_id,
-                                          now=now)
+                                      now=now)
     else:
         _, suppressed = soft_bounce(session, settings, subscriber, "smtp", reply, delivery_id=delivery_id,
                                     newsletter_id=newsletter_id, now=now)
@@ -96,8 +96,8 @@ def soft_bounce(session: Session, settings: Settings, subscriber: Subscriber, so
     (recorded, suppressed): recorded is False for a notification seen before."""
     now = now or utcnow()
     if not consent.record_event(session, subscriber.id, "soft_bounce", source, detail=detail,
-                                    newsletter_id=newsletter_id, delivery_id=delivery_id, source_id=source_id,
-                                    now=now):
+                                newsletter_id=newsletter_id, delivery_id=delivery_id, source_id=source_id,
+                                now=now):
         return False, False
     if subscriber.status in consent.SUPPRESSED:
         return True, False  # no mail goes there already; a late notification changes nothing
@@ -397,7 +397,7 @@ def _apply(session: Session, settings: Settings, result: Result, kind: str, emai
                                            newsletter_id=newsletter_id, source_id=source_id, now=now)
     else:
         recorded = suppressed = consent.suppress(session, subscriber, SUPPRESSING[kind], source, detail,
-                                                     delivery_id=delivery_id, source_id=source_id, now=now)
+                                                 delivery_id=delivery_id, source_id=source_id, now=now)
     if not recorded:
         result.duplicates += 1
         return

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound, SyndicateError
+from syndicate.ledger import ImportStatus
 from syndicate.models import Newsletter, Subscriber, SubscriberEvent, SubscriberImport, Subscription, utcnow
 from syndicate.subscribers import consent
 
@@ -247,10 +248,10 @@ def _import_chunk(session: Session, rows: list[_Row], names: dict[int, str], rep
     else:
         for row in new:
             signup = consent.subscribe(session, row.email, row.newsletter_ids, name=row.name, confirmed=False,
-                                           now=now)
+                                       now=now)
             consent.record_event(session, signup.subscriber.id, "imported", "import", now=now,
-                                     detail=f"{_into(row.newsletter_ids, names)}, waiting for the reader to confirm",
-                                     newsletter_id=_single(row.newsletter_ids))
+                                 detail=f"{_into(row.newsletter_ids, names)}, waiting for the reader to confirm",
+                                 newsletter_id=_single(row.newsletter_ids))
             if signup.send_confirmation:
                 report.to_confirm.append(signup.subscriber.id)
             report.added += 1
@@ -300,7 +301,7 @@ def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int,
                 report.to_confirm.append(subscriber.id)
             detail = "forced by an import, waiting for the reader to confirm"
         consent.record_event(session, subscriber.id, "resubscribed", "import", detail=detail, now=now,
-                                 newsletter_id=_single(row.newsletter_ids))
+                             newsletter_id=_single(row.newsletter_ids))
         report.resubscribed += 1
         return
     changed = _fill_name(subscriber, row)
@@ -318,7 +319,7 @@ def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int,
                 report.to_confirm.append(subscriber.id)
             detail = f"{_into(missing, names)}, waiting for the reader to confirm"
         consent.record_event(session, subscriber.id, "imported", "import", detail=detail, now=now,
-                                 newsletter_id=_single(missing))
+                             newsletter_id=_single(missing))
     if changed:
         report.updated += 1
     else:
@@ -425,8 +426,8 @@ def start_import(session: Session, editor: str, filename: str, data: str | bytes
     if not records:
         raise InvalidInput("the file has a header row and no addresses under it; nothing was imported")
     job = SubscriberImport(editor=editor, filename=(filename.strip() or "upload.csv")[-255:], data=text,
-                           newsletter_ids=list(newsletter_ids), confirmed=confirmed, force=force, status="queued",
-                           total=len(records), done=0, created_at=now or utcnow())
+                           newsletter_ids=list(newsletter_ids), confirmed=confirmed, force=force,
+                           status=ImportStatus.QUEUED, total=len(records), done=0, created_at=now or utcnow())
     session.add(job)
     session.flush()
     return job
@@ -456,12 +457,12 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
     with transaction(Session) as session:
         # queued → running; a run after a worker died finds it running and goes on
         session.execute(update(SubscriberImport).where(SubscriberImport.id == import_id,
-                                                       SubscriberImport.status == "queued")
-                        .values(status="running"))
+                                                       SubscriberImport.status == ImportStatus.QUEUED)
+                        .values(status=ImportStatus.RUNNING))
         job = session.get(SubscriberImport, import_id)
         if job is None:
             raise NotFound(f"no subscriber import {import_id}")
-        if job.status != "running":
+        if job.status != ImportStatus.RUNNING:
             return job
     try:
         with transaction(Session) as session:
@@ -478,7 +479,7 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
             with transaction(Session) as session:
                 job = session.scalar(select(SubscriberImport).where(SubscriberImport.id == import_id)
                                      .with_for_update())
-                if job.status != "running":
+                if job.status != ImportStatus.RUNNING:
                     return job
                 start = bisect.bisect_right(ends, job.done)
                 batch = rows[start:start + chunk]
@@ -488,7 +489,7 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
                 report = _added_up(report_from_dict(job.report) if job.report else ImportReport(), step)
                 if start + chunk >= len(rows):
                     report.bad, report.duplicates = _in_desk_words(parsed.bad), parsed.duplicates
-                    job.status, job.done, job.data, job.finished_at = "done", job.total, None, utcnow()
+                    job.status, job.done, job.data, job.finished_at = ImportStatus.DONE, job.total, None, utcnow()
                 else:
                     job.done = ends[start + chunk - 1]
                 job.report, job.progressed_at = report.as_dict(), utcnow()
@@ -496,7 +497,7 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
                 # After the commit, so the task finds the rows. A worker dying right here loses these
                 # mails: the readers stay waiting, and a signup on the site sends them one.
                 confirm(step.to_confirm)
-            if job.status == "done":
+            if job.status == ImportStatus.DONE:
                 return job
     except SyndicateError as e:
         return _failed(Session, import_id, str(e))
@@ -512,7 +513,7 @@ def lost_imports(session: Session, settings: Settings, now: datetime) -> list[in
     broker restart, a worker killed with the task unacknowledged for an hour). Stamped now, for the caller
     to hand out again after commit; run_import goes on from `done`. A chunk takes seconds, so a live
     import is never taken for lost; if it were, the two runs would take turns on its row lock."""
-    stalled = and_(SubscriberImport.status.in_(("queued", "running")),
+    stalled = and_(SubscriberImport.status.in_((ImportStatus.QUEUED, ImportStatus.RUNNING)),
                    func.coalesce(SubscriberImport.progressed_at, SubscriberImport.created_at)
                    <= now - settings.leases.requeue)
     ids = list(session.scalars(select(SubscriberImport.id).where(stalled)))
@@ -546,11 +547,11 @@ def _failed(Session: sessionmaker, import_id: int, error: str | None) -> Subscri
     waiting and says why."""
     with transaction(Session) as session:
         job = session.get(SubscriberImport, import_id)
-        if job is not None and job.status in ("queued", "running"):
+        if job is not None and job.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
             job.error = error or (f"the import stopped on an error (the worker's log has it) after {job.done:,} of "
                                   f"{job.total:,} rows, which are in: upload the file again to import the rest; "
                                   "what is in stays as it is")
-            job.status, job.finished_at = "failed", utcnow()
+            job.status, job.finished_at = ImportStatus.FAILED, utcnow()
         return job
 
 

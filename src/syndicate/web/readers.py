@@ -55,8 +55,8 @@ def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = For
             # The client's address limits confirmation mails per sender too (behind a proxy,
             # `syndicate web` reads it from X-Forwarded-For: uvicorn's proxy_headers).
             signup = consent.subscribe(session, email, [n.id for n in chosen], name=name or None,
-                                           source="web", client=request.client.host if request.client else None,
-                                           settings=svc.settings)
+                                       source="web", client=request.client.host if request.client else None,
+                                       settings=svc.settings)
         except (InvalidInput, forms.FormExpired) as e:
             everything = session.scalars(select(Newsletter).order_by(Newsletter.name)).all()
             expired = isinstance(e, forms.FormExpired)
