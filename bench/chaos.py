@@ -336,11 +336,15 @@ class MailServer:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split() if not _gone(int(p))]
-    except FileNotFoundError:
-        return []
+    """A worker's pool: /proc lists children per thread, and a replacement is forked by the pool's
+    supervisor thread, not the main one."""
+    pids = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            pids += [int(p) for p in children.read_text().split() if not _gone(int(p))]
+        except FileNotFoundError:
+            pass
+    return sorted(pids)
 
 
 def _gone(pid: int) -> bool:

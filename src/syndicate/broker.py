@@ -6,9 +6,16 @@ makes several worker processes safe. Neither redelivers a task whose worker died
 syndicate doesn't rely on that: the beat tick hands stale claims on (see deliveries.requeue).
 """
 
+import logging
+import threading
+import time
+
+from celery import bootsteps
 from celery.signals import worker_process_init
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import Channel, Transport
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddedTransport(Transport):
@@ -30,3 +37,58 @@ def _own_connections_after_fork(**_) -> None:
     for engine, _ in Channel._engines.values():
         engine.dispose(close=False)  # forget the parent's connections without closing them under it
     Channel._engines.clear()
+
+
+class QueueLockWatch(bootsteps.StartStopStep):
+    """Keeps a prefork worker on the embedded broker from hanging for ever after a pool process is killed.
+
+    With a broker that has no socket to watch (this one), Celery's pool hands tasks to its processes
+    through one shared pipe, read under one lock (billiard's SimpleQueue). An idle process waits for the
+    next task holding that lock; killed there (SIGKILL, the OOM killer), it holds the lock for ever and
+    every other process waits on it: the worker takes tasks and runs none (found by bench/chaos.py). So
+    every CHECK seconds this looks for a task handed to the pool and taken by no process for WAIT
+    seconds. A live holder would have read it at once, so if the lock can't be had, its holder is dead:
+    the lock is released, and the next process reads the task. (With Redis the pool uses a pipe per
+    process and no shared lock: nothing to watch.)"""
+
+    requires = {"celery.worker.components:Pool"}
+    CHECK = 2.0
+    WAIT = 10.0
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.stopped = threading.Event()
+        self.first_seen: dict[int, float] = {}
+
+    def start(self, worker) -> None:
+        pool = getattr(worker.pool, "_pool", None)
+        if worker.use_eventloop or pool is None or not hasattr(pool, "_inqueue"):
+            return
+        threading.Thread(target=self._watch, args=(pool,), name="queue-lock-watch", daemon=True).start()
+
+    def stop(self, worker) -> None:
+        self.stopped.set()
+
+    def _watch(self, pool) -> None:
+        while not self.stopped.wait(self.CHECK):
+            try:
+                self.check(pool, time.monotonic())
+            except Exception:  # noqa: BLE001 - the pool's internals moved under us: look again next time
+                log.exception("queue lock watch")
+
+    def check(self, pool, now: float) -> bool:
+        """Release the shared queue's lock if its holder is dead; whether it did."""
+        waiting = {id(job) for job in list(pool._cache.values()) if getattr(job, "_worker_pid", 1) is None}
+        self.first_seen = {job: self.first_seen.get(job, now) for job in waiting}
+        if not any(now - seen >= self.WAIT for seen in self.first_seen.values()):
+            return False
+        lock = pool._inqueue._rlock
+        if lock.acquire(timeout=0.5):  # free: the tasks wait for busy processes, as they should
+            lock.release()
+            return False
+        log.warning("a task has waited %.0f s for a pool process while the pool's queue stayed locked: the "
+                    "process holding the lock was killed; releasing it", self.WAIT)
+        lock.release()
+        self.first_seen.clear()
+        return True
+

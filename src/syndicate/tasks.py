@@ -123,6 +123,7 @@ def _config_from_environment() -> dict:
 
 app = Celery("syndicate")
 app.add_defaults(_config_from_environment)
+app.steps["worker"].add(broker.QueueLockWatch)
 
 
 @worker_process_init.connect

@@ -362,7 +362,11 @@ def publish(Session: sessionmaker, settings: Settings, client: SocialClient, pos
             return post
         with session.begin():
             if not _held(session, post, token):
-                return post  # its claim went stale and another task took it: that one records
+                # Its claim went stale mid-request (far past every deadline) and another task took it: that
+                # one records its own outcome; this one can only say what it did.
+                log.warning("post %d went out as %s after this task's claim was taken over: it may be on the "
+                            "network twice", post_id, published.remote_url)
+                return post
             _settle(post, "posted", clock, None)
             post.posted_at, post.dry_run = clock(), client.dry_run
             post.remote_id, post.remote_url = published.remote_id, published.remote_url
