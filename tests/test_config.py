@@ -234,3 +234,6 @@ def test_a_claim_timeout_too_short_for_a_slow_server_is_refused_with_the_shortes
     assert make_settings(claim_timeout=60).leases.requeue == timedelta(seconds=20)
     with pytest.raises(SettingsError, match="CLAIM_TIMEOUT=30 is too short.*use 60 or more"):
         make_settings(claim_timeout=30)
+    # A number no clock can add (it used to pass here and fail every tick with OverflowError).
+    with pytest.raises(SettingsError, match="CLAIM_TIMEOUT=99999999999999999999 is too long.*at most 86400"):
+        make_settings(claim_timeout=99999999999999999999)

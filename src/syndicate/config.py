@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from syndicate import private_files
 from syndicate.errors import SettingsError
-from syndicate.ledger import DEFAULT_CLAIM, SHORTEST_CLAIM, Leases
+from syndicate.ledger import DEFAULT_CLAIM, LONGEST_CLAIM, SHORTEST_CLAIM, Leases
 
 if TYPE_CHECKING:
     from syndicate.mail.dkim import DkimSettings
@@ -146,6 +146,9 @@ class Settings:
         if values["claim_timeout"] < SHORTEST_CLAIM:
             raise SettingsError(f"{PREFIX}CLAIM_TIMEOUT={values['claim_timeout']} is too short: a worker waiting "
                                 f"on a slow server would lose its claim to another; use {SHORTEST_CLAIM} or more")
+        if values["claim_timeout"] > LONGEST_CLAIM:
+            raise SettingsError(f"{PREFIX}CLAIM_TIMEOUT={values['claim_timeout']} is too long: a dead worker's rows "
+                                f"would wait that long to go out; use at most {LONGEST_CLAIM} (a day)")
         values["send_rate"] = _number(get, "SEND_RATE", float, None)
         values["send_hourly"] = _number(get, "SEND_HOURLY", int, None)
         values["postal_address"] = " ".join((get("POSTAL_ADDRESS") or "").split())

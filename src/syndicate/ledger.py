@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 DEFAULT_CLAIM = 900  # seconds: longer than any SMTP or HTTP deadline a worker may block on between refreshes
 SHORTEST_CLAIM = 60  # below this, a worker blocked on one slow server (30 s) could lose a live claim
+LONGEST_CLAIM = 24 * 3600  # beyond a day a dead worker's rows wait past any newsroom's next edition
 
 
 class MailStatus(StrEnum):
