@@ -119,7 +119,7 @@ from syndicate.models import (  # noqa: E402
     Subscription,
     utcnow,
 )
-from syndicate.newsletters import editions  # noqa: E402
+from syndicate.newsletters import lists  # noqa: E402
 from syndicate.social import accounts  # noqa: E402
 
 POISONS = ("javascript-link", "space-in-link", "non-ascii-link", "encoded-word-title", "broken-item")
@@ -522,10 +522,10 @@ class Run:
         now = utcnow()
         readers = self.args.readers
         with transaction(self.svc.Session) as session:
-            daily = editions.add_newsletter(session, slug="daily", name="The Daily", from_address="news@news.example",
-                                            cron="* * * * *", max_items=30)
-            alerts = editions.add_newsletter(session, slug="alerts", name="Alerts",
-                                             from_address="alerts@refused.example", cron="* * * * *")
+            daily = lists.add_newsletter(session, slug="daily", name="The Daily", from_address="news@news.example",
+                                         cron="* * * * *", max_items=30)
+            alerts = lists.add_newsletter(session, slug="alerts", name="Alerts",
+                                          from_address="alerts@refused.example", cron="* * * * *")
             feeds.add_feed(session, self.site.feed_url)
             domains = ("example.org", "example.net", "mail.example", "post.example")
             people = [dict(email=f"reader{i}@{domains[i % len(domains)]}", name=f"Reader {i}", status="confirmed",

@@ -98,8 +98,8 @@ def naive_delivery(delivery_id: int) -> str:
     from syndicate.db import transaction
     from syndicate.mail.transport import Mailbox, Outgoing, build_message, message_id
     from syndicate.models import Delivery, Newsletter, utcnow
-    from syndicate.newsletters import editions
-    from syndicate.newsletters.editions import mail_html
+    from syndicate.newsletters import rendering
+    from syndicate.newsletters.rendering import mail_html
 
     svc = services.current()
     settings = svc.settings
@@ -112,7 +112,7 @@ def naive_delivery(delivery_id: int) -> str:
         articles = [item.article for item in sorted(edition.items, key=lambda item: item.position)]
     token = tokens.unsubscribe_token(settings.secret_key, subscriber.id, newsletter.id)
     unsubscribe = f"{settings.base_url}/u/{token}"
-    context = editions.render_context(newsletter, edition, articles, settings, edition.subject)
+    context = rendering.render_context(newsletter, edition, articles, settings, edition.subject)
     preferences = f"{settings.base_url}/p/{tokens.preferences_token(settings.secret_key, subscriber.id)}"
     context.update(unsubscribe_url=unsubscribe, preferences_url=preferences)
     html = templating.render(f"email/{newsletter.template}/body.html", **context)
@@ -395,13 +395,13 @@ def seed(svc, settings, subscribers: int, naive_sample: int, stories: int,
     from syndicate.db import transaction
     from syndicate.ingest import feeds
     from syndicate.models import Subscriber, Subscription, utcnow
-    from syndicate.newsletters import editions
+    from syndicate.newsletters import lists
 
     with transaction(svc.Session) as session:
         measured, naive = (
-            editions.add_newsletter(session, slug=slug, name="The Morning Briefing", from_name="The Morning Briefing",
-                                    from_address="briefing@news.example", cron=None, timezone="Europe/Berlin",
-                                    max_items=stories, template=template)
+            lists.add_newsletter(session, slug=slug, name="The Morning Briefing", from_name="The Morning Briefing",
+                                 from_address="briefing@news.example", cron=None, timezone="Europe/Berlin",
+                                 max_items=stories, template=template)
             for slug in ("morning-briefing", "morning-briefing-naive"))
         newsletter_ids = measured.id, naive.id
     with transaction(svc.Session) as session:  # after the newsletters: their first edition takes these stories

@@ -29,7 +29,7 @@ from syndicate.cli.main import main
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.mail import pacing
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.services import Services
 
 REDIS_URL = os.environ.get("SYNDICATE_TEST_REDIS_URL")
@@ -162,7 +162,7 @@ def site(make_settings, tmp_path, smtp_server) -> Services:
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'site.db'}", smtp_url=smtp_server.url),
                      eager=True)
     with transaction(svc.Session) as session:
-        editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
     return svc
 
 

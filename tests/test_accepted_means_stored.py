@@ -19,7 +19,7 @@ from syndicate.db import transaction
 from syndicate.http import api_tokens
 from syndicate.ledger import Leases
 from syndicate.models import Article, ConfirmationMail, Subscriber, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.social import posts
 from syndicate.subscribers import consent
 
@@ -37,7 +37,7 @@ def newsroom(make_settings, tmp_path, smtp_server):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'n.db'}", smtp_url=smtp_server.url,
                                    broker_url=f"redis://127.0.0.1:{free_port()}/0"))
     with transaction(svc.Session) as session:
-        editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         token = api_tokens.create_token(session, "cms", scopes=["articles:push"])[1]
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))

@@ -16,7 +16,7 @@ from conftest import configured, submit
 from syndicate.cli.main import main
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 from syndicate.web.app import create_app
 
@@ -47,7 +47,7 @@ def test_the_subscribe_form_refuses_a_65_character_local_part_and_keeps_the_form
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", smtp_url=smtp_server.url),
                      eager=True)
     with transaction(svc.Session) as session:
-        editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
     with TestClient(create_app()) as client:
         refused = submit(client, "/subscribe", {"email": TOO_LONG, "newsletter": "daily"})
         accepted = submit(client, "/subscribe", {"email": LONGEST, "newsletter": "daily"})

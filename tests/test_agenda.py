@@ -13,7 +13,7 @@ from syndicate.db import transaction
 from syndicate.desk import agenda
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Edition, Post
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists, schedules
 from syndicate.social import accounts, posts
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -26,8 +26,8 @@ def both(make_settings, database_url):
 
 
 def morning(session, now, cron: str | None = "0 7 * * *"):
-    return editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
-                                   from_address="news@example.com", cron=cron, timezone="Europe/Berlin", now=now)
+    return lists.add_newsletter(session, slug="morning", name="The Morning Briefing",
+                                from_address="news@example.com", cron=cron, timezone="Europe/Berlin", now=now)
 
 
 def story(session, now, n: int = 1) -> Article:
@@ -100,11 +100,11 @@ def test_a_paused_newsletter_shows_the_slots_it_would_keep_and_resuming_brings_t
     now = datetime(2026, 3, 26, 10, tzinfo=UTC)
     with transaction(svc.Session) as session:
         newsletter = morning(session, now)
-        editions.pause_newsletter(session, newsletter)
+        lists.pause_newsletter(session, newsletter)
         paused = agenda.calendar(session, now, 3, BERLIN)
         assert {e.status for e in paused} == {"paused"} and len(paused) == 2
         assert "paused" in paused[0].note and paused[0].link == "/desk/newsletters/morning"
-        editions.resume_newsletter(session, newsletter, now)
+        lists.resume_newsletter(session, newsletter, now)
         assert {e.status for e in agenda.calendar(session, now, 3, BERLIN)} == {"scheduled"}
 
 
@@ -171,14 +171,14 @@ def test_a_calendar_of_no_days_or_months_is_refused(svc):
 
 
 def test_a_schedule_in_plain_words_and_whom_a_newsletter_reaches(svc):
-    assert editions.explain_schedule("30 6 * * 1-5", "Europe/Berlin") == (
+    assert schedules.explain_schedule("30 6 * * 1-5", "Europe/Berlin") == (
         "At 06:30 on Monday through Friday, Europe/Berlin time")
-    assert editions.explain_schedule(None, "UTC").startswith("No regular editions")
+    assert schedules.explain_schedule(None, "UTC").startswith("No regular editions")
     with pytest.raises(InvalidInput, match="e.g. '0 7 \\* \\* \\*'"):
-        editions.explain_schedule("0 25 * * *", "UTC")
+        schedules.explain_schedule("0 25 * * *", "UTC")
     from syndicate.subscribers import consent
     with transaction(svc.Session) as session:
         newsletter = morning(session, datetime(2026, 3, 26, tzinfo=UTC))
         for email in ("a@example.com", "b@example.com"):
             consent.subscribe(session, email, [newsletter.id], confirmed=email.startswith("a"))
-        assert editions.audience(session) == {newsletter.id: 1}
+        assert lists.audience(session) == {newsletter.id: 1}

@@ -31,7 +31,7 @@ from syndicate.desk import editors
 from syndicate.http import api_tokens
 from syndicate.ingest import push
 from syndicate.models import Feed
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 from syndicate.web.app import create_app
 
@@ -54,7 +54,7 @@ def newsroom(svc, closed_port):
     link check or a poll the fuzzer starts fails at once, offline."""
     down = f"http://127.0.0.1:{closed_port}"
     with transaction(svc.Session) as session:
-        daily = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         session.add(Feed(url=f"{down}/feed.xml"))
         for n in range(3):
             push.receive(session, push.PushedStory(url=f"{down}/story-{n}", title=f"Story {n}",

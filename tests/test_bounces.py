@@ -32,7 +32,7 @@ from syndicate.http import api_tokens
 from syndicate.ingest import feeds
 from syndicate.mail.transport import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import bounces, consent
 from syndicate.subscribers import sns as sns_signature
 from syndicate.web.app import create_app
@@ -180,8 +180,8 @@ class Newsroom:
 def newsroom(svc, sample_feed) -> Newsroom:
     """Two newsletters, three confirmed readers of both, and one edition of each cut: deliveries pending."""
     with transaction(svc.Session) as session:
-        daily = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
-        weekly = editions.add_newsletter(session, slug="weekly", name="Weekly", from_address="news@example.com")
+        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        weekly = lists.add_newsletter(session, slug="weekly", name="Weekly", from_address="news@example.com")
         readers = {}
         for name in ("ana", "ben", "cleo"):
             signup = consent.subscribe(session, f"{name}@example.com", [daily.id, weekly.id], confirmed=True)
@@ -717,7 +717,7 @@ def test_a_token_that_reports_more_addresses_an_hour_than_allowed_is_stopped(mak
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'own.db'}", bounce_events_per_hour=5),
                      eager=True)
     with transaction(svc.Session) as session:
-        daily = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         for n in range(12):
             consent.subscribe(session, f"reader{n}@example.com", [daily.id], confirmed=True)
         flooder = api_tokens.create_token(session, "flooder", scopes=["events:bounces"])[1]
@@ -793,7 +793,7 @@ def test_the_limit_and_window_come_from_settings(make_settings, tmp_path):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'own.db'}", soft_bounce_limit=2,
                                    soft_bounce_window=3600))
     with transaction(svc.Session) as session:
-        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         subscriber = consent.subscribe(session, "dan@example.com", [newsletter.id], confirmed=True).subscriber
 
     def soft(at: datetime) -> str | None:

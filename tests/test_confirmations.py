@@ -15,7 +15,7 @@ from conftest import configured
 from syndicate import db, tasks, tokens
 from syndicate.db import transaction
 from syndicate.models import ConfirmationMail, Subscriber
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 
 T0 = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
@@ -27,8 +27,8 @@ def svc(make_settings, tmp_path, smtp_server):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'c.db'}", smtp_url=smtp_server.url),
                      eager=True)
     with transaction(svc.Session) as session:
-        svc.newsletter_id = editions.add_newsletter(session, slug="daily", name="Daily",
-                                                    from_address="news@example.com").id
+        svc.newsletter_id = lists.add_newsletter(session, slug="daily", name="Daily",
+                                                 from_address="news@example.com").id
     return svc
 
 

@@ -12,7 +12,7 @@ from syndicate.db import transaction
 from syndicate.desk import editors
 from syndicate.ingest import feeds
 from syndicate.models import utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists
 from syndicate.social import posts
 
 PASSWORD = "correct horse battery"
@@ -22,8 +22,8 @@ def newsroom(svc, sample_feed) -> None:
     now = utcnow()
     with transaction(svc.Session) as session:
         editors.add(session, "ada", PASSWORD)
-        newsletter = editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
-                                             from_address="news@example.com", cron=None, timezone="Europe/Berlin")
+        newsletter = lists.add_newsletter(session, slug="morning", name="The Morning Briefing",
+                                          from_address="news@example.com", cron=None, timezone="Europe/Berlin")
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         edition = editions.create_edition(session, newsletter, svc.settings, now=now, status="draft")
         editions.schedule(session, edition, now + timedelta(hours=20))

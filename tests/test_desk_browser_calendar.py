@@ -15,7 +15,7 @@ from syndicate.db import transaction
 from syndicate.desk import editors
 from syndicate.ingest import feeds
 from syndicate.models import Edition, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists
 from syndicate.social import posts
 
 expect = pytest.importorskip("playwright.sync_api").expect  # the `browser` fixture says how to install it
@@ -26,8 +26,8 @@ def newsroom(svc, sample_feed) -> None:
     now = utcnow()
     with transaction(svc.Session) as session:
         editors.set_timezone(editors.add(session, "ada", PASSWORD), "Europe/Berlin")
-        editions.add_newsletter(session, slug="morning", name="The Morning Briefing", from_address="news@example.com",
-                                cron="0 7 * * 1-5", timezone="Europe/Berlin")
+        lists.add_newsletter(session, slug="morning", name="The Morning Briefing", from_address="news@example.com",
+                             cron="0 7 * * 1-5", timezone="Europe/Berlin")
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         dry_run_x_account(session, now)
         fresh_story(session, now)

@@ -12,7 +12,7 @@ from syndicate.delivery import deliveries, sending
 from syndicate.delivery.batches import send_batch
 from syndicate.desk import editors
 from syndicate.models import Article, Edition, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists
 from syndicate.subscribers import consent
 
 PASSWORD = "correct horse battery"
@@ -22,9 +22,9 @@ def draft(svc) -> int:
     now = utcnow()
     with transaction(svc.Session) as session:
         editors.add(session, "ada", PASSWORD)
-        newsletter = editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
-                                             from_address="news@example.com", cron=None, timezone="Europe/Berlin",
-                                             now=now - timedelta(hours=1))
+        newsletter = lists.add_newsletter(session, slug="morning", name="The Morning Briefing",
+                                          from_address="news@example.com", cron=None, timezone="Europe/Berlin",
+                                          now=now - timedelta(hours=1))
         consent.subscribe(session, "reader@example.com", [newsletter.id], confirmed=True)
         for i, title in enumerate(("Council approves the riverside library", "Tram line 4 reopens on Monday",
                                    "The harbour festival returns")):

@@ -12,7 +12,7 @@ from desk_client import dry_run_x_account
 from syndicate.db import transaction
 from syndicate.desk import editors
 from syndicate.models import utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists
 
 PASSWORD = "correct horse battery"
 
@@ -36,8 +36,8 @@ def test_an_editor_adds_a_feed_sees_its_health_and_follows_an_article(browser, s
     now = utcnow()
     with transaction(svc.Session) as session:
         editors.add(session, "ada", PASSWORD)
-        editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
-                                from_address="news@example.com", cron=None)
+        lists.add_newsletter(session, slug="morning", name="The Morning Briefing",
+                             from_address="news@example.com", cron=None)
         dry_run_x_account(session, now, age=timedelta(minutes=5))
     for slug in ("ferry", "library"):
         feed_server.serve(f"/{slug}/", b"<html><head><title>A story</title></head><body></body></html>",
@@ -71,7 +71,7 @@ def test_an_editor_adds_a_feed_sees_its_health_and_follows_an_article(browser, s
 
     # The newsletter's next edition takes the new stories; the teasers were planned when they arrived.
     with transaction(svc.Session) as session:
-        edition = editions.create_edition(session, editions.get_newsletter(session, "morning"), svc.settings,
+        edition = editions.create_edition(session, lists.get_newsletter(session, "morning"), svc.settings,
                                           status="draft")
         assert len(edition.items) == 2
 

@@ -11,7 +11,7 @@ from syndicate import tasks
 from syndicate.db import transaction
 from syndicate.desk import editors
 from syndicate.models import Delivery, Subscriber, SubscriberImport, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists
 from syndicate.subscribers import consent, csv_files
 
 PASSWORD = "correct horse battery"
@@ -23,8 +23,8 @@ def newsroom(svc) -> int:
     now = utcnow()
     with transaction(svc.Session) as session:
         editors.add(session, "ada", PASSWORD)
-        daily = editions.add_newsletter(session, slug="daily", name="The Daily", from_address="news@example.com")
-        editions.add_newsletter(session, slug="weekly", name="The Weekly", from_address="news@example.com")
+        daily = lists.add_newsletter(session, slug="daily", name="The Daily", from_address="news@example.com")
+        lists.add_newsletter(session, slug="weekly", name="The Weekly", from_address="news@example.com")
         ann = consent.subscribe(session, "ann@example.org", [daily.id], name="Ann Lovelace", confirmed=True,
                                 source="web", now=now - timedelta(days=30)).subscriber
         sent = editions.create_edition(session, daily, svc.settings, now=now - timedelta(days=2))

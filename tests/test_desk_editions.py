@@ -23,7 +23,7 @@ from syndicate.delivery.batches import send_batch
 from syndicate.delivery.messages import preview, send_tests
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Delivery, Edition, Newsletter, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists
 from syndicate.subscribers import consent
 from syndicate.web.app import create_app
 
@@ -54,9 +54,9 @@ def edition(svc, urls: list[str] | None = None, readers: int = 3, lead: str = ""
     now = utcnow()
     urls = urls or [f"https://news.example/{i}" for i in range(3)]
     with transaction(svc.Session) as session:
-        made = editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
-                                       from_address="news@example.com", cron=None, timezone="Europe/Berlin",
-                                       now=now - timedelta(hours=1), **newsletter)
+        made = lists.add_newsletter(session, slug="morning", name="The Morning Briefing",
+                                    from_address="news@example.com", cron=None, timezone="Europe/Berlin",
+                                    now=now - timedelta(hours=1), **newsletter)
         for i in range(readers):
             consent.subscribe(session, f"reader{i}@example.com", [made.id], confirmed=True)
         for i, url in enumerate(urls):

@@ -18,7 +18,7 @@ from syndicate.desk import trail
 from syndicate.errors import NotFound
 from syndicate.ingest import feeds
 from syndicate.models import Article, Feed, Post, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists
 from syndicate.social import accounts, posts
 
 
@@ -46,8 +46,8 @@ def newsroom(svc) -> tuple[int, int, int]:
     """An article in an edition of "The Morning Briefing" and teased on x-main (posted): (article, edition, post)."""
     now = utcnow()
     with transaction(svc.Session) as session:
-        newsletter = editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
-                                             from_address="news@example.com", cron=None)
+        newsletter = lists.add_newsletter(session, slug="morning", name="The Morning Briefing",
+                                          from_address="news@example.com", cron=None)
         dry_run_x_account(session, now, age=timedelta(minutes=5))
         article = story(session, 1, now, title="Council approves the riverside library")
         edition = editions.create_edition(session, newsletter, svc.settings, now=now, status="draft",

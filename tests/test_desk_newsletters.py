@@ -14,14 +14,14 @@ from desk_client import signed_in as sign_in
 from syndicate.db import transaction
 from syndicate.ingest import feeds
 from syndicate.models import Article, Edition, Newsletter, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 
 
 @pytest.fixture
 def client(svc):
     with transaction(svc.Session) as session:
-        editions.add_newsletter(session, slug="morning", name="The Morning Briefing", from_address="news@example.com",
-                                cron="0 7 * * *", timezone="Europe/Berlin")
+        lists.add_newsletter(session, slug="morning", name="The Morning Briefing", from_address="news@example.com",
+                             cron="0 7 * * *", timezone="Europe/Berlin")
     add_editor(svc, timezone="America/New_York")
     return desk_client()
 
@@ -33,7 +33,7 @@ def token(client, svc) -> dict:
 
 def newsletter(svc, slug: str = "morning") -> Newsletter:
     with transaction(svc.Session) as session:
-        found = editions.get_newsletter(session, slug)
+        found = lists.get_newsletter(session, slug)
         session.expunge(found)
         return found
 
@@ -251,7 +251,7 @@ def test_the_api_is_documented_under_its_tags(client):
 def test_a_sent_edition_is_on_the_calendar_of_its_day_only(client, svc, token):
     now = utcnow()
     with transaction(svc.Session) as session:
-        found = editions.get_newsletter(session, "morning")
+        found = lists.get_newsletter(session, "morning")
         session.add(Edition(newsletter_id=found.id, number=7, status="sent", subject="Sent just now",
                             scheduled_for=now))
         session.add(Edition(newsletter_id=found.id, number=6, status="sent", subject="Sent last week",

@@ -28,7 +28,7 @@ from syndicate.models import (
     Subscription,
     utcnow,
 )
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists
 from syndicate.subscribers import consent, csv_files
 
 GOOD_AND_BAD = b"email,name\r\nzoe@example.org,Zo\xc3\xab\r\nnot-an-address,Nobody\r\n"
@@ -36,13 +36,13 @@ GOOD_AND_BAD = b"email,name\r\nzoe@example.org,Zo\xc3\xab\r\nnot-an-address,Nobo
 
 def newsletters(svc) -> dict[str, int]:
     with transaction(svc.Session) as session:
-        return {slug: editions.add_newsletter(session, slug=slug, name=slug.title(), from_address="news@example.com").id
+        return {slug: lists.add_newsletter(session, slug=slug, name=slug.title(), from_address="news@example.com").id
                 for slug in ("daily", "weekly")}
 
 
 def add(svc, email: str, slugs=("daily",), confirmed=True, name=None) -> int:
     with transaction(svc.Session) as session:
-        ids = [editions.get_newsletter(session, slug).id for slug in slugs]
+        ids = [lists.get_newsletter(session, slug).id for slug in slugs]
         return consent.subscribe(session, email, ids, name=name, confirmed=confirmed).subscriber.id
 
 
@@ -63,7 +63,7 @@ def people(svc) -> dict[str, tuple]:
 
 def start(svc, data: str | bytes, slugs=("daily",), confirmed=True, force=False) -> int:
     with transaction(svc.Session) as session:
-        ids = [editions.get_newsletter(session, slug).id for slug in slugs]
+        ids = [lists.get_newsletter(session, slug).id for slug in slugs]
         return csv_files.start_import(session, "ada", "list.csv", data, ids, confirmed=confirmed, force=force).id
 
 

@@ -34,7 +34,7 @@ from syndicate.ingest import feeds
 from syndicate.mail import dkim as signing
 from syndicate.mail.transport import Mailbox, Template, build_message
 from syndicate.models import DEFAULT_SUBJECT, Edition, Newsletter
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -119,8 +119,8 @@ def signed_svc(make_settings, smtp_server, keys, tmp_path, request):
 
 def newsroom(svc, sample_feed, readers: int = 3) -> int:
     with transaction(svc.Session) as session:
-        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
-                                             reply_to="desk@example.com", cron="0 7 * * *", timezone="Europe/Berlin")
+        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+                                          reply_to="desk@example.com", cron="0 7 * * *", timezone="Europe/Berlin")
         for i in range(readers):
             consent.subscribe(session, f"reader{i}@example.com", [newsletter.id], confirmed=True,
                               name="Zoë Ødegård" if i == 0 else None)

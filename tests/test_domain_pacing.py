@@ -20,7 +20,7 @@ from syndicate.delivery.batches import send_batch
 from syndicate.mail import pacing
 from syndicate.mail.pacing import Domains, Limits, Pacer
 from syndicate.models import Article, Delivery, Subscriber
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 from test_pacing import Clock
 
@@ -157,7 +157,7 @@ def test_a_domain_deferring_at_rcpt_is_slowed_alone_and_recovers_after_it_relent
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'd.db'}", smtp_url=server.url,
                                    batch_size=100))
     with transaction(svc.Session) as session:
-        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         for i in range(10):
             for domain in (SLOWED, *OTHERS):
                 consent.subscribe(session, f"reader{i:02}@{domain}", [newsletter.id], confirmed=True)
@@ -165,7 +165,7 @@ def test_a_domain_deferring_at_rcpt_is_slowed_alone_and_recovers_after_it_relent
         session.add(Article(identity="a", url="https://news.example/a", title="Story", content_hash="x",
                             published_at=now, first_seen_at=now))
     with transaction(svc.Session) as session:
-        made = sending.cut(session, editions.get_newsletter(session, "daily"), svc.settings)
+        made = sending.cut(session, lists.get_newsletter(session, "daily"), svc.settings)
     clock = Clock()
     started = clock.now
     pacer = Pacer(pacing.DatabaseStore(svc.engine), "smtp", Limits(), clock=clock, sleep=clock.sleep)

@@ -21,7 +21,7 @@ from syndicate.delivery.messages import proofs
 from syndicate.errors import InvalidInput
 from syndicate.ledger import Leases
 from syndicate.models import Article, Delivery, Edition, EditionArticle, Newsletter, Subscriber
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists, rendering, schedules
 from syndicate.subscribers import consent
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -46,9 +46,9 @@ def story(session, title: str, *, categories=(), seen: datetime | None = None, f
 
 def newsletter(svc, readers: int = 3, now: datetime | None = None, **options) -> int:
     with transaction(svc.Session) as session:
-        made = editions.add_newsletter(session, slug=options.pop("slug", "daily"), name="Daily",
-                                       from_address="news@example.com", now=now,
-                                       **{"cron": "0 7 * * *", "timezone": "Europe/Berlin", **options})
+        made = lists.add_newsletter(session, slug=options.pop("slug", "daily"), name="Daily",
+                                    from_address="news@example.com", now=now,
+                                    **{"cron": "0 7 * * *", "timezone": "Europe/Berlin", **options})
         for i in range(readers):
             consent.subscribe(session, f"reader{i}@example.com", [made.id], confirmed=True, now=now)
         return made.id
@@ -79,7 +79,7 @@ def test_a_0700_berlin_edition_goes_out_at_0700_local_on_both_sides_of_each_swit
     slots = []
     for start in (datetime(2026, 3, 26, 12, tzinfo=UTC), datetime(2026, 10, 22, 12, tzinfo=UTC)):
         with transaction(desk.Session) as session:  # the newsletter was paused between the two periods
-            editions.resume_newsletter(session, session.get(Newsletter, newsletter_id), now=start)
+            lists.resume_newsletter(session, session.get(Newsletter, newsletter_id), now=start)
         for tick in range(4 * 48):
             now = start + timedelta(minutes=30 * tick)
             with transaction(desk.Session) as session:
@@ -101,7 +101,7 @@ def test_a_0700_berlin_edition_goes_out_at_0700_local_on_both_sides_of_each_swit
     (datetime(2026, 10, 24, 12, tzinfo=UTC), ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]),
 ])
 def test_a_local_time_that_a_switch_skips_or_repeats_runs_exactly_once(after, expected):
-    times = editions.upcoming(Newsletter(cron="30 2 * * *", timezone="Europe/Berlin"), 2, after)
+    times = schedules.upcoming(Newsletter(cron="30 2 * * *", timezone="Europe/Berlin"), 2, after)
     assert [t.astimezone(BERLIN).isoformat() for t in times] == expected
 
 
@@ -150,9 +150,9 @@ def test_two_ticks_at_once_send_one_edition_once(desk):
 
 def test_filters_choose_the_stories_by_category_and_feed(desk):
     with transaction(desk.Session) as session:
-        made = editions.add_newsletter(session, slug="city", name="City", from_address="city@example.com",
-                                       categories_include=["local", "Weather"], categories_exclude=["Sponsored"],
-                                       max_items=2)
+        made = lists.add_newsletter(session, slug="city", name="City", from_address="city@example.com",
+                                    categories_include=["local", "Weather"], categories_exclude=["Sponsored"],
+                                    max_items=2)
         story(session, "Council meets", categories=["Local"])
         story(session, "Rain again", categories=["weather"])
         story(session, "Paid for by a bank", categories=["Local", "Sponsored"])
@@ -173,24 +173,24 @@ def test_the_first_edition_is_filled_as_the_editor_chose(desk, first_fill, expec
     with transaction(desk.Session) as session:
         for title, hours in (("One", 48), ("Two", 24), ("Three", 1)):
             story(session, title, seen=now - timedelta(hours=hours))
-        made = editions.add_newsletter(session, slug="new", name="New", from_address="n@example.com",
-                                       first_fill=first_fill, now=now)
+        made = lists.add_newsletter(session, slug="new", name="New", from_address="n@example.com",
+                                    first_fill=first_fill, now=now)
         assert [a.title for a in editions.new_articles(session, made)] == expected
 
 
 def test_it_refuses_bad_newsletter_settings_when_typed_not_at_send_time(desk):
     with transaction(desk.Session) as session:
         with pytest.raises(InvalidInput, match="subject template"):
-            editions.add_newsletter(session, slug="a", name="A", from_address="a@example.com",
-                                    subject_template="{{ top.title ")
+            lists.add_newsletter(session, slug="a", name="A", from_address="a@example.com",
+                                 subject_template="{{ top.title ")
         with pytest.raises(InvalidInput, match="last:N"):
-            editions.add_newsletter(session, slug="b", name="B", from_address="b@example.com", first_fill="lots")
+            lists.add_newsletter(session, slug="b", name="B", from_address="b@example.com", first_fill="lots")
         with pytest.raises(InvalidInput, match="SYNDICATE_TEMPLATE_DIR"):
-            editions.add_newsletter(session, slug="c", name="C", from_address="c@example.com", template="fancy")
+            lists.add_newsletter(session, slug="c", name="C", from_address="c@example.com", template="fancy")
         with pytest.raises(InvalidInput, match="short name"):
-            editions.add_newsletter(session, slug="Bad Slug", name="D", from_address="d@example.com")
+            lists.add_newsletter(session, slug="Bad Slug", name="D", from_address="d@example.com")
         with pytest.raises(InvalidInput, match="no feed"):
-            editions.add_newsletter(session, slug="e", name="E", from_address="e@example.com", feed_ids=[99])
+            lists.add_newsletter(session, slug="e", name="E", from_address="e@example.com", feed_ids=[99])
 
 
 def test_a_breaking_story_goes_out_alone_at_once_and_never_again_in_the_digest(desk):
@@ -230,7 +230,7 @@ def test_it_warns_at_the_cut_when_gmail_would_clip_the_html(desk):
         for i in range(200):
             story(session, f"A long headline about something that happened, number {i}")
         made = editions.create_edition(session, session.get(Newsletter, newsletter_id), desk.settings)
-        assert len(made.html.encode()) > editions.GMAIL_CLIPS_AT
+        assert len(made.html.encode()) > rendering.GMAIL_CLIPS_AT
         assert made.warnings and "Gmail clips" in made.warnings[0]
 
 
@@ -248,7 +248,7 @@ def test_a_draft_is_edited_previewed_scheduled_and_sent_as_edited(desk, tmp_path
         assert [i.article_id for i in draft.items] == [first, third]
         assert draft.subject == "Our pick" and draft.html.index("First") < draft.html.index("Third")
         assert "Second" not in draft.html and "Second" not in draft.text
-        html, text = editions.write_preview(desk.settings, draft, tmp_path / "preview")
+        html, text = rendering.write_preview(desk.settings, draft, tmp_path / "preview")
         assert "Our pick" in html.read_text() and "First" in text.read_text()
         assert "syndicate.invalid" not in html.read_text() + text.read_text()
         at = datetime.now(UTC) + timedelta(hours=2)

@@ -25,7 +25,7 @@ from syndicate import tasks
 from syndicate.db import transaction
 from syndicate.ingest import feeds
 from syndicate.models import Delivery, Edition, Newsletter, Post, Subscription, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.social import posts
 from syndicate.subscribers import consent
 
@@ -49,9 +49,9 @@ def test_a_published_story_reaches_inboxes_and_x_exactly_once(
     feed_url = feed_server.serve("/feed/", sample_feed)
     with transaction(svc.Session) as session:
         feeds.add_feed(session, feed_url)
-        newsletter = editions.add_newsletter(session, slug="morning", name="The Morning Briefing",
-                                             from_address="briefing@news.example", cron="0 7 * * *",
-                                             timezone="Europe/Berlin")
+        newsletter = lists.add_newsletter(session, slug="morning", name="The Morning Briefing",
+                                          from_address="briefing@news.example", cron="0 7 * * *",
+                                          timezone="Europe/Berlin")
         for i in range(SUBSCRIBERS):
             name = "Zoë Ødegård" if i % 3 == 0 else f"Reader {i}"
             consent.subscribe(session, f"reader{i}@example.org", [newsletter.id], name=name, confirmed=True)

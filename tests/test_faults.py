@@ -39,7 +39,7 @@ from syndicate.delivery import deliveries, sending
 from syndicate.ingest import feeds
 from syndicate.ledger import Leases
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 
 SMTP_TIMEOUT = 2  # seconds, for the stalling server
 
@@ -339,8 +339,8 @@ def newsroom(redis_url, make_settings, sample_feed, tmp_path):
         env.update({f"SYNDICATE_{k.upper()}": str(v) for k, v in options.items()})
         now = utcnow()
         with transaction(svc.Session) as session:
-            newsletter = editions.add_newsletter(session, slug="daily", name="Daily",
-                                                 from_address="news@example.com", cron="0 7 * * *")
+            newsletter = lists.add_newsletter(session, slug="daily", name="Daily",
+                                              from_address="news@example.com", cron="0 7 * * *")
             feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
             session.execute(insert(Subscriber), [dict(email=address(i), status="confirmed", confirmed_at=now,
                                                       created_at=now) for i in range(readers)])

@@ -17,7 +17,7 @@ from conftest import configured, form_fields, hidden_fields, subscriber_by_email
 from syndicate import tokens
 from syndicate.db import transaction
 from syndicate.models import Subscription
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 from syndicate.web import forms
 from syndicate.web.app import create_app
@@ -40,7 +40,7 @@ CROSS_SITE = {
 def site(site):
     """The newsroom of the public pages, with a second newsletter."""
     with transaction(site.Session) as session:
-        editions.add_newsletter(session, slug="weekly", name="Weekly", from_address="news@example.com")
+        lists.add_newsletter(session, slug="weekly", name="Weekly", from_address="news@example.com")
     return site
 
 
@@ -52,13 +52,13 @@ def client(site):
 
 def pending_reader(svc, address: str = "reader@example.com") -> int:
     with transaction(svc.Session) as session:
-        daily = editions.get_newsletter(session, "daily").id
+        daily = lists.get_newsletter(session, "daily").id
         return consent.subscribe(session, address, [daily]).subscriber.id
 
 
 def confirmed_reader(svc, address: str = "reader@example.com") -> int:
     with transaction(svc.Session) as session:
-        daily = editions.get_newsletter(session, "daily").id
+        daily = lists.get_newsletter(session, "daily").id
         return consent.subscribe(session, address, [daily], confirmed=True).subscriber.id
 
 
@@ -194,7 +194,7 @@ def test_a_preferences_form_left_open_too_long_saves_nothing_and_comes_back(clie
 def test_a_one_click_unsubscribe_needs_no_cookie_origin_or_form_token(site, headers):
     subscriber_id = confirmed_reader(site)
     with transaction(site.Session) as session:
-        daily = editions.get_newsletter(session, "daily").id
+        daily = lists.get_newsletter(session, "daily").id
     token = tokens.unsubscribe_token(site.settings.secret_key, subscriber_id, daily)
 
     with TestClient(create_app()) as provider:  # a mailbox provider's server: no cookie, nothing but the POST
@@ -238,7 +238,7 @@ def served_site(make_settings, tmp_path, smtp_server):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'served.db'}", smtp_url=smtp_server.url,
                                    base_url=f"http://127.0.0.1:{port}"), eager=True)
     with transaction(svc.Session) as session:
-        editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

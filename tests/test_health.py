@@ -245,11 +245,11 @@ def test_a_lane_with_work_due_and_nothing_done_for_a_while_makes_healthz_degrade
     from syndicate.delivery import sending
     from syndicate.ingest import feeds
     from syndicate.models import Delivery
-    from syndicate.newsletters import editions
+    from syndicate.newsletters import lists
     from syndicate.subscribers import consent
 
     with transaction(svc.Session) as session:
-        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         for i in range(3):
             consent.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)

@@ -20,7 +20,7 @@ from syndicate.errors import InvalidInput
 from syndicate.http import api_tokens
 from syndicate.ingest import feeds
 from syndicate.models import Article, Feed, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists
 from syndicate.subscribers import consent
 from syndicate.web import metrics
 from syndicate.web.app import create_app
@@ -54,8 +54,8 @@ def polled(svc, feed_server):
         feed = feeds.add_feed(session, feed_server.serve("/feed", HOSTILE_FEED))
         result = feeds.poll(session, feed, svc.settings)
         assert result.status == "ok", result.error
-        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
-                                             first_fill="last:10")
+        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+                                          first_fill="last:10")
         consent.subscribe(session, "reader@example.org", [newsletter.id], confirmed=True)
         sending.cut(session, newsletter, svc.settings)
         return feed.id
@@ -102,8 +102,8 @@ def test_a_script_link_stored_before_links_were_checked_is_never_rendered_as_a_l
     """Rows from before: every href made from outside data is checked where it is made, too."""
     add_editor(svc)
     with transaction(svc.Session) as session:
-        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
-                                             cron=None)
+        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+                                          cron=None)
         article = Article(identity="old", url=TAKEOVER, title="Old story", lead="From before.",
                           image_url="javascript:alert(2)", content_hash="0" * 64, categories=[],
                           published_at=utcnow(), first_seen_at=utcnow())

@@ -22,7 +22,7 @@ from syndicate.ingest import feeds
 from syndicate.ledger import Leases
 from syndicate.mail.transport import OutboxTransport
 from syndicate.models import Delivery, Edition, EditionArticle, Newsletter, Subscription
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists, schedules
 from syndicate.subscribers import consent
 
 
@@ -34,8 +34,8 @@ def ledger(database_url, make_settings, smtp_server):
 def newsroom(svc, sample_feed, readers=5, names=None):
     """A newsletter with confirmed readers and the sample feed's four stories; returns the newsletter id."""
     with transaction(svc.Session) as session:
-        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
-                                             cron="0 7 * * *", timezone="Europe/Berlin")
+        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+                                          cron="0 7 * * *", timezone="Europe/Berlin")
         for i in range(readers):
             consent.subscribe(session, f"reader{i}@example.com", [newsletter.id],
                               name=(names or {}).get(i), confirmed=True)
@@ -84,14 +84,14 @@ def test_it_migrates_an_empty_database_to_the_models(ledger):
     (datetime(2026, 10, 24, 12, 0, tzinfo=UTC), datetime(2026, 10, 25, 6, 0, tzinfo=UTC)),
 ])
 def test_it_schedules_07_00_berlin_at_07_00_local_on_both_sides_of_dst(now, expected):
-    assert editions.next_run("0 7 * * *", "Europe/Berlin", now) == expected
+    assert schedules.next_run("0 7 * * *", "Europe/Berlin", now) == expected
 
 
 def test_it_refuses_a_bad_cron_or_zone_with_a_hint():
     with pytest.raises(InvalidInput, match="Europe/Berlin"):
-        editions.check_schedule("0 7 * * *", "Mars/Olympus")
+        schedules.check_schedule("0 7 * * *", "Mars/Olympus")
     with pytest.raises(InvalidInput, match="0 7"):
-        editions.check_schedule("every morning", "UTC")
+        schedules.check_schedule("every morning", "UTC")
 
 
 def test_two_ticks_at_once_claim_a_due_newsletter_once(ledger, sample_feed):

@@ -30,7 +30,7 @@ from syndicate.delivery import sending
 from syndicate.ingest import feeds
 from syndicate.mail.transport import Mailbox, Template, build_message, header_text, mailbox, phrase
 from syndicate.models import Edition, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 from syndicate.templating import one_line
 from syndicate.web.app import create_app
@@ -185,7 +185,7 @@ def test_a_hostile_feed_title_and_reader_name_reach_every_inbox_as_text_not_head
 
     with transaction(site.Session) as session:
         feeds.add_feed(session, feed_server.serve("/feed", hostile_feed(attack)))
-        editions.get_newsletter(session, "daily").next_run_at = utcnow() - timedelta(seconds=1)
+        lists.get_newsletter(session, "daily").next_run_at = utcnow() - timedelta(seconds=1)
     tasks.poll_feeds()  # polls, then ticks: the edition is cut and sent to the SMTP server
 
     [digest] = smtp_server.messages[1:]
@@ -205,7 +205,7 @@ def assert_headers_are_ours(message, expected: set[str]) -> None:
 def test_a_from_name_stored_with_a_line_break_before_it_was_refused_still_sends_cleanly(
         site, smtp_server, sample_feed):
     with transaction(site.Session) as session:
-        newsletter = editions.get_newsletter(session, "daily")
+        newsletter = lists.get_newsletter(session, "daily")
         newsletter.from_name = "Daily\r\nBcc: everyone@evil.example"  # as a row from before the check may be
         consent.subscribe(session, "reader@example.org", [newsletter.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
@@ -249,4 +249,4 @@ def test_the_desk_api_refuses_a_from_name_with_a_line_break(site):
     assert refused.status_code == 422 and "must be one line of text" in refused.json()["error"]
     assert made.status_code == 422 and "type it again on one line" in made.json()["error"]
     with transaction(site.Session) as session:
-        assert editions.get_newsletter(session, "daily").from_name == "Daily"
+        assert lists.get_newsletter(session, "daily").from_name == "Daily"

@@ -17,7 +17,7 @@ from syndicate.delivery.batches import send_batch
 from syndicate.mail import pacing
 from syndicate.mail.pacing import Limits, Pacer, State
 from syndicate.models import Article
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 
 
@@ -149,7 +149,7 @@ def desk(make_settings, smtp_server, tmp_path):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'p.db'}", smtp_url=smtp_server.url,
                                    batch_size=100, send_rate=20))
     with transaction(svc.Session) as session:
-        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         for i in range(40):
             consent.subscribe(session, f"reader{i:02}@example.com", [newsletter.id], confirmed=True)
         now = datetime.now(UTC)
@@ -160,7 +160,7 @@ def desk(make_settings, smtp_server, tmp_path):
 
 def cut(svc):
     with transaction(svc.Session) as session:
-        return sending.cut(session, editions.get_newsletter(session, "daily"), svc.settings)
+        return sending.cut(session, lists.get_newsletter(session, "daily"), svc.settings)
 
 
 def test_the_send_loop_waits_its_turn_under_the_configured_rate(desk, smtp_server):

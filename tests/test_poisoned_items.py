@@ -173,12 +173,12 @@ def test_a_post_whose_database_fails_mid_publish_is_published_by_the_same_task_a
 def test_an_import_whose_database_fails_mid_way_is_not_marked_failed_and_goes_on(make_settings, tmp_path,
                                                                                  monkeypatch):
     from syndicate.models import SubscriberImport
-    from syndicate.newsletters import editions
+    from syndicate.newsletters import lists
     from syndicate.subscribers import csv_files
 
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}"), eager=True)
     with transaction(svc.Session) as session:
-        daily = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         data = "email\n" + "".join(f"reader{i}@example.org\n" for i in range(1200))  # three chunks of 500
         import_id = csv_files.start_import(session, "ada", "list.csv", data, [daily.id], confirmed=True,
                                            force=False).id

@@ -23,7 +23,7 @@ from syndicate.http import api_tokens
 from syndicate.http.api_tokens import NotAuthenticated
 from syndicate.ingest import feeds, push
 from syndicate.models import ApiToken, Article, Post
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists
 from syndicate.social import posts
 from syndicate.web.app import create_app
 
@@ -226,13 +226,13 @@ def test_it_identifies_a_story_without_guid_by_its_canonical_address(svc, client
 def test_it_hands_a_pushed_story_to_posts_and_editions(svc, client, token):
     with transaction(svc.Session) as session:
         posts.ensure_default_account(session)
-        editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
     article_id = send(client, token, STORY).json()["id"]
 
     with transaction(svc.Session) as session:
         # The push queued the social tick after its commit (inline here): the teaser is planned already.
         assert session.scalars(select(Post.article_id)).all() == [article_id]
-        newsletter = editions.get_newsletter(session, "daily")
+        newsletter = lists.get_newsletter(session, "daily")
         assert [a.id for a in editions.new_articles(session, newsletter)] == [article_id]
 
 

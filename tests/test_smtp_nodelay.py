@@ -23,7 +23,7 @@ from syndicate.delivery import sending
 from syndicate.delivery.batches import send_batch
 from syndicate.ingest import feeds
 from syndicate.mail.transport import SmtpTransport
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 
 READERS = 300
@@ -75,8 +75,8 @@ def test_a_few_hundred_small_messages_go_out_in_one_write_each_on_sockets_that_h
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'n.db'}", smtp_url=server.url))
     with transaction(svc.Session) as session:
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
-        newsletter = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
-                                             cron=None, first_fill=f"last:{stories}")
+        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+                                          cron=None, first_fill=f"last:{stories}")
         for i in range(READERS):
             consent.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)
         cut = sending.cut(session, newsletter, svc.settings)

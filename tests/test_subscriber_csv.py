@@ -19,7 +19,7 @@ from syndicate.cli.main import main
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import Newsletter, Subscriber, SubscriberEvent, Subscription
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent, csv_files
 from syndicate.subscribers.csv_files import import_csv
 
@@ -33,7 +33,7 @@ def store(database_url, make_settings):
     svc = configured(make_settings(database_url=database_url))
     with transaction(svc.Session) as session:
         for slug in ("daily", "weekly"):
-            editions.add_newsletter(session, slug=slug, name=slug.title(), from_address="news@example.com")
+            lists.add_newsletter(session, slug=slug, name=slug.title(), from_address="news@example.com")
     return svc
 
 
@@ -41,13 +41,13 @@ def store(database_url, make_settings):
 def sqlite_store(svc):
     with transaction(svc.Session) as session:
         for slug in ("daily", "weekly"):
-            editions.add_newsletter(session, slug=slug, name=slug.title(), from_address="news@example.com")
+            lists.add_newsletter(session, slug=slug, name=slug.title(), from_address="news@example.com")
     return svc
 
 
 def run_import(svc, data: str | bytes, slugs=("daily",), **options) -> csv_files.ImportReport:
     with transaction(svc.Session) as session:
-        ids = [editions.get_newsletter(session, slug).id for slug in slugs]
+        ids = [lists.get_newsletter(session, slug).id for slug in slugs]
         return import_csv(session, data, ids, now=NOW, **options)
 
 
@@ -73,7 +73,7 @@ def events(svc, email: str | None = None) -> list[tuple[str, str, str | None]]:
 
 def add(svc, email: str, slugs=("daily",), confirmed=True, name=None) -> int:
     with transaction(svc.Session) as session:
-        ids = [editions.get_newsletter(session, slug).id for slug in slugs]
+        ids = [lists.get_newsletter(session, slug).id for slug in slugs]
         return consent.subscribe(session, email, ids, name=name, confirmed=confirmed).subscriber.id
 
 
@@ -250,7 +250,7 @@ def test_it_refuses_a_file_that_is_not_utf8_and_writes_nothing(store):
     data = "email,name\nann@example.com,Ann\nbo@example.com,José\n".encode("latin-1")
 
     with transaction(store.Session) as session:  # committed afterwards: whatever was written would stay
-        daily = editions.get_newsletter(session, "daily").id
+        daily = lists.get_newsletter(session, "daily").id
         with pytest.raises(InvalidInput, match="save it as UTF-8 CSV") as refused:
             import_csv(session, data, [daily])
 
@@ -359,7 +359,7 @@ def test_it_exports_every_subscriber_with_their_active_newsletters(store):
 def test_it_exports_only_the_newsletter_and_statuses_asked_for(store):
     mixed_list(store)
     with transaction(store.Session) as session:
-        weekly = editions.get_newsletter(session, "weekly").id
+        weekly = lists.get_newsletter(session, "weekly").id
 
     emails = [r["email"] for r in csv.DictReader(io.StringIO(export(store, newsletter_id=weekly)))]
     assert emails == ["both@example.com", "gone@example.com"]

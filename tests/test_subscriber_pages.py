@@ -22,8 +22,8 @@ from syndicate import throttle, tokens
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, Throttle
-from syndicate.newsletters import archive, editions
-from syndicate.newsletters.editions import PREFERENCES_URL, UNSUBSCRIBE_URL
+from syndicate.newsletters import archive, editions, lists, rendering
+from syndicate.newsletters.rendering import PREFERENCES_URL, UNSUBSCRIBE_URL
 from syndicate.subscribers import consent
 from syndicate.web.app import create_app
 
@@ -42,9 +42,9 @@ def site(make_settings, tmp_path, smtp_server):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'pages.db'}", smtp_url=smtp_server.url,
                                    confirmations_per_address=2, confirmations_per_client=3), eager=True)
     with transaction(svc.Session) as session:
-        editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
-                                timezone="America/Los_Angeles")
-        editions.add_newsletter(session, slug="weekly", name="Weekly", from_address="news@example.com")
+        lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+                             timezone="America/Los_Angeles")
+        lists.add_newsletter(session, slug="weekly", name="Weekly", from_address="news@example.com")
     return svc
 
 
@@ -61,13 +61,13 @@ def client(site):
 
 def newsletter_id(svc, slug: str) -> int:
     with transaction(svc.Session) as session:
-        return editions.get_newsletter(session, slug).id
+        return lists.get_newsletter(session, slug).id
 
 
 def reader(svc, address: str = "reader@example.com", slugs: tuple[str, ...] = ("daily",)) -> int:
     """A confirmed subscriber of `slugs`; their id."""
     with transaction(svc.Session) as session:
-        ids = [editions.get_newsletter(session, slug).id for slug in slugs]
+        ids = [lists.get_newsletter(session, slug).id for slug in slugs]
         return consent.subscribe(session, address, ids, confirmed=True).subscriber.id
 
 
@@ -121,7 +121,7 @@ def add_edition(svc, slug: str, number: int, status: str, *, subject: str | None
     """An edition row as the pipeline leaves it, with the per-recipient placeholders a real render has."""
     subject = subject or f"Edition {number} of {slug}"
     with transaction(svc.Session) as session:
-        newsletter = editions.get_newsletter(session, slug)
+        newsletter = lists.get_newsletter(session, slug)
         edition = Edition(newsletter_id=newsletter.id, number=number, status=status, subject=subject,
                           html=html or PERSONAL_HTML.format(subject=subject, number=number), text=subject,
                           cut_at=at, scheduled_for=at, warnings=[],
@@ -274,7 +274,7 @@ def test_a_signup_without_a_client_is_limited_by_address_only(site):
     """The CLI has no client: the per-address limit still holds, the per-client one doesn't apply."""
     sends = []
     with transaction(site.Session) as session:
-        daily = editions.get_newsletter(session, "daily").id
+        daily = lists.get_newsletter(session, "daily").id
         for i in range(5):
             signup = consent.subscribe(session, f"r{i}@example.com", [daily], source="cli",
                                        settings=site.settings, now=T0)
@@ -304,7 +304,7 @@ def test_the_cli_signup_is_on_the_timeline_and_obeys_the_configured_address_limi
 
 def test_a_signup_without_settings_uses_the_default_limits(site):
     with transaction(site.Session) as session:
-        daily = editions.get_newsletter(session, "daily").id
+        daily = lists.get_newsletter(session, "daily").id
         sends = [consent.subscribe(session, "r@example.com", [daily], now=T0).send_confirmation
                  for _ in range(4)]
     assert sends == [True, True, True, False]  # Settings.confirmations_per_address defaults to 3
@@ -349,7 +349,7 @@ def test_a_bounced_address_that_confirms_is_told_its_mail_is_suspended(client, s
     subscriber_id = reader(site)
     with transaction(site.Session) as session:
         consent.suppress(session, session.get(Subscriber, subscriber_id), "bounced", "smtp", "550 no such user")
-        consent.subscribe(session, "reader@example.com", [editions.get_newsletter(session, "weekly").id])
+        consent.subscribe(session, "reader@example.com", [lists.get_newsletter(session, "weekly").id])
 
     page = submit(client, f"/confirm/{tokens.confirm_token(site.settings.secret_key, subscriber_id)}")
 
@@ -567,13 +567,13 @@ def test_preferences_offer_active_newsletters_and_paused_ones_the_reader_gets(si
     with transaction(site.Session) as session:
         session.add(Newsletter(slug="gone", name="Gone", from_name="x", from_address="x@example.com",
                                status="paused"))
-        editions.pause_newsletter(session, editions.get_newsletter(session, "weekly"))
+        lists.pause_newsletter(session, lists.get_newsletter(session, "weekly"))
     with transaction(site.Session) as session:
         prefs = consent.preferences(session, subscriber_id)
         offered = [(c.newsletter.slug, c.subscribed) for c in prefs.choices]
         assert offered == [("daily", False), ("weekly", True)]
         assert prefs.suspended is None
-        gone = editions.get_newsletter(session, "gone").id
+        gone = lists.get_newsletter(session, "gone").id
         with pytest.raises(InvalidInput, match="no newsletter with id"):
             consent.set_preferences(session, subscriber_id, [gone])
         with pytest.raises(NotFound):
@@ -631,7 +631,7 @@ def test_the_archive_of_a_newsletter_with_no_edition_yet_says_so(client, site):
 
 def test_a_paused_newsletter_keeps_its_archive_and_feed(client, published):
     with transaction(published.Session) as session:
-        editions.pause_newsletter(session, editions.get_newsletter(session, "daily"))
+        lists.pause_newsletter(session, lists.get_newsletter(session, "daily"))
 
     page = client.get("/n/daily")
     feed = ET.fromstring(client.get("/n/daily/feed.atom").content)
@@ -676,7 +676,7 @@ def test_the_atom_feed_holds_the_editions_that_went_out(client, published):
     assert content.get("type") == "html"
     with transaction(published.Session) as session:
         edition = editions.get_edition(session, "daily", 1)
-        assert content.text == editions.public_html(edition, published.settings)
+        assert content.text == rendering.public_html(edition, published.settings)
     assert "Story of edition 1 &amp; more" in content.text
     for unsent in (b"Draft nobody saw", b"Scheduled later", b"Cancelled one", b"Skipped one"):
         assert unsent not in response.content

@@ -21,8 +21,8 @@ from syndicate import links, templating, tokens
 from syndicate.delivery.messages import MessageFactory
 from syndicate.errors import InvalidInput
 from syndicate.models import DEFAULT_SUBJECT, Article, Edition, Newsletter
-from syndicate.newsletters import editions
-from syndicate.newsletters.editions import PREFERENCES_URL, UNSUBSCRIBE_URL
+from syndicate.newsletters import rendering
+from syndicate.newsletters.rendering import PREFERENCES_URL, UNSUBSCRIBE_URL
 
 GOLDEN = Path(__file__).parent / "golden"
 BASE_URL = "https://news.example"
@@ -80,7 +80,7 @@ def settings(make_settings):
 def rendered(settings) -> tuple[Edition, str, str]:
     """The fixed edition through the real render: Jinja2, then premailer."""
     made = edition()
-    made.subject, made.html, made.text = editions.render_edition(newsletter(), made, articles(), settings)
+    made.subject, made.html, made.text = rendering.render_edition(newsletter(), made, articles(), settings)
     return made, made.html, made.text
 
 
@@ -211,7 +211,7 @@ TITLES = st.text(st.one_of(st.sampled_from(' <>&"\'=/;#-'),
 @given(title=TITLES)
 def test_any_title_comes_out_as_the_same_text_in_both_parts(settings, title):
     story = dict(ARTICLES[0], title=title, url="https://news.example/a?b=1&c=<2>")
-    _, html, text = editions.render_edition(newsletter(), edition(), articles([story]), settings)
+    _, html, text = rendering.render_edition(newsletter(), edition(), articles([story]), settings)
     page = Page(html)
 
     assert "".join(page.text_of["headline-link"]) == title
@@ -290,7 +290,7 @@ def test_dark_mode_and_outlook_scaffolding_survive_premailer(rendered):
 
 def test_the_public_web_view_has_no_ones_personal_links(rendered, settings):
     made, html, _ = rendered
-    public = editions.public_html(made, settings)
+    public = rendering.public_html(made, settings)
     hrefs = Page(public).hrefs
 
     assert "<!--personal-->" in html and "<!--/personal-->" in html  # premailer kept the markers
@@ -329,15 +329,15 @@ def test_a_template_in_the_editors_folder_wins_over_the_bundled_one(settings, ov
         '{% extends "email/base.html" %}{% block content %}<tr><td class="story">Our own layout: '
         "{{ articles | map(attribute='title') | join(' / ') }}</td></tr>{% endblock %}", encoding="utf-8")
 
-    bundled = editions.render_edition(newsletter(), edition(), articles(), settings)
+    bundled = rendering.render_edition(newsletter(), edition(), articles(), settings)
     templating.use_template_dir(override_dir)
-    _, html, text = editions.render_edition(newsletter(), edition(), articles(), settings)
+    _, html, text = rendering.render_edition(newsletter(), edition(), articles(), settings)
 
     assert "Our own layout: Zoë's café" in html and 'class="masthead-title"' not in html
     assert "Our own layout" not in bundled[1]
     assert text == bundled[2]  # body.txt isn't overridden: the bundled one is used
     templating.use_template_dir(None)
-    assert editions.render_edition(newsletter(), edition(), articles(), settings) == bundled
+    assert rendering.render_edition(newsletter(), edition(), articles(), settings) == bundled
 
 
 def test_a_newsletter_can_use_a_template_that_only_the_editors_folder_has(settings, override_dir):
@@ -349,11 +349,11 @@ def test_a_newsletter_can_use_a_template_that_only_the_editors_folder_has(settin
     (folder / "body.txt").write_text("{% for a in articles %}* {{ a.title }} {{ a.url }}\n{% endfor %}",
                                      encoding="utf-8")
     with pytest.raises(InvalidInput, match="no template"):
-        editions.check_template("compact")
+        rendering.check_template("compact")
 
     templating.use_template_dir(override_dir)
-    editions.check_template("compact")
-    _, html, text = editions.render_edition(newsletter("compact"), edition(), articles(), settings)
+    rendering.check_template("compact")
+    _, html, text = rendering.render_edition(newsletter("compact"), edition(), articles(), settings)
 
     assert "Budget &lt;b&gt;vote&lt;/b&gt;" in html and 'class="masthead"' not in html
     assert text.startswith("* Zoë's café reopens in Kraków")
@@ -370,11 +370,11 @@ def test_a_twenty_story_edition_stays_well_under_gmails_clipping_size(settings):
                   lead=long_lead, image_url=f"https://cdn.news.example/images/2026/11/story-{i}-1200x675.jpg",
                   categories=["Politics", "Region"], author="A. Reporter") for i in range(20)]
 
-    _, html, text = editions.render_edition(newsletter(), edition(), articles(specs), settings)
+    _, html, text = rendering.render_edition(newsletter(), edition(), articles(specs), settings)
 
     size = len(html.encode("utf-8"))
     FIGURES.append(f"default edition, 20 stories with 400-character leads: {size:,} bytes HTML "
-                   f"({size / editions.GMAIL_CLIPS_AT:.0%} of Gmail's 102 KB clip), "
+                   f"({size / rendering.GMAIL_CLIPS_AT:.0%} of Gmail's 102 KB clip), "
                    f"{len(text.encode()):,} bytes text")
     # Worst case: every story with an image, an author and a 400-character lead; most editions are smaller.
-    assert size < 0.6 * editions.GMAIL_CLIPS_AT
+    assert size < 0.6 * rendering.GMAIL_CLIPS_AT

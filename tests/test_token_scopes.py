@@ -18,7 +18,7 @@ from syndicate.db import transaction
 from syndicate.desk import editors
 from syndicate.http import api_tokens
 from syndicate.models import ApiToken, Article, Subscriber
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 from syndicate.web.app import create_app
 
@@ -60,7 +60,7 @@ def client(svc):
 @pytest.fixture
 def reader(svc) -> None:
     with transaction(svc.Session) as session:
-        daily = editions.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         consent.subscribe(session, "ana@example.com", [daily.id], confirmed=True)
 
 

@@ -16,8 +16,8 @@ from syndicate.db import transaction
 from syndicate.delivery import sending
 from syndicate.ingest import feeds
 from syndicate.models import Delivery, SubscriberEvent, Subscription
-from syndicate.newsletters import editions
-from syndicate.newsletters.editions import UNSUBSCRIBE_URL
+from syndicate.newsletters import lists
+from syndicate.newsletters.rendering import UNSUBSCRIBE_URL
 from syndicate.subscribers import consent
 from syndicate.web.app import create_app
 
@@ -65,7 +65,7 @@ def confirm_links(smtp_server) -> list[str]:
 def confirmed_subscriber(svc, address: str = "reader@example.com") -> tuple[int, int, str]:
     """A confirmed subscriber of "daily": (subscriber id, newsletter id, their unsubscribe token)."""
     with transaction(svc.Session) as session:
-        newsletter = editions.get_newsletter(session, "daily")
+        newsletter = lists.get_newsletter(session, "daily")
         signup = consent.subscribe(session, address, [newsletter.id], confirmed=True)
         ids = signup.subscriber.id, newsletter.id
     return (*ids, tokens.unsubscribe_token(svc.settings.secret_key, *ids))
@@ -81,7 +81,7 @@ def cut_edition(svc, sample_feed) -> int:
     """Ingest the sample feed and cut edition 1 of "daily": its deliveries are pending, none sent."""
     with transaction(svc.Session) as session:
         feeds.ingest(session, feeds.add_feed(session, FEED_URL), sample_feed)
-        cut = sending.cut(session, editions.get_newsletter(session, "daily"), svc.settings)
+        cut = sending.cut(session, lists.get_newsletter(session, "daily"), svc.settings)
         assert cut.edition.status == "sending"
         return cut.edition.id
 
@@ -171,7 +171,7 @@ def test_it_stores_nothing_and_mails_nothing_for_a_refused_signup(client, web, s
 
 def test_it_confirms_only_when_the_button_is_pressed_not_when_the_link_is_opened(client, web):
     with transaction(web.Session) as session:
-        newsletter = editions.get_newsletter(session, "daily")
+        newsletter = lists.get_newsletter(session, "daily")
         subscriber_id = consent.subscribe(session, "reader@example.com", [newsletter.id]).subscriber.id
     path = f"/confirm/{tokens.confirm_token(web.settings.secret_key, subscriber_id)}"
 
@@ -188,7 +188,7 @@ def test_it_confirms_only_when_the_button_is_pressed_not_when_the_link_is_opened
 
 def test_it_answers_a_tampered_confirmation_link_with_a_message(client, web):
     with transaction(web.Session) as session:
-        newsletter = editions.get_newsletter(session, "daily")
+        newsletter = lists.get_newsletter(session, "daily")
         subscriber_id = consent.subscribe(session, "reader@example.com", [newsletter.id]).subscriber.id
     token = tokens.confirm_token(web.settings.secret_key, subscriber_id)
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")

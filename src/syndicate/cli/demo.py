@@ -14,7 +14,7 @@ from syndicate.delivery.batches import send_batch
 from syndicate.ingest import feeds
 from syndicate.mail.transport import OutboxTransport
 from syndicate.models import Delivery, Edition, Post, SocialAccount, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists, rendering
 from syndicate.services import Services
 from syndicate.social import posts
 from syndicate.subscribers import consent
@@ -50,7 +50,7 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
         feed = feeds.add_feed(session, FEED_URL)
         newsletter = session.scalar(select(editions.Newsletter).where(editions.Newsletter.slug == NEWSLETTER["slug"]))
         if newsletter is None:
-            newsletter = editions.add_newsletter(session, **NEWSLETTER)
+            newsletter = lists.add_newsletter(session, **NEWSLETTER)
             for email, name in SUBSCRIBERS:
                 consent.subscribe(session, email, [newsletter.id], name=name, confirmed=True)
         posts.ensure_default_account(session)
@@ -89,7 +89,7 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
             edition = session.get(Edition, edition_id)
             report.edition = (f"#{edition.number} of {edition.newsletter.name}, {len(edition.items)} stories, "
                               f"{edition.status}: {edition.subject!r}")
-            report.preview = editions.write_preview(settings, edition)[0]
+            report.preview = rendering.write_preview(settings, edition)[0]
     report.mails = sorted(set(mail_dir.glob("*.eml")) - before) if mail_dir.exists() else []
 
     # article → post, dry-run: each network's exact request and the time pacing would post it, in the outbox

@@ -16,6 +16,9 @@ db = lazy("syndicate.db")
 deliveries = lazy("syndicate.delivery.deliveries")
 sending = lazy("syndicate.delivery.sending")
 editions = lazy("syndicate.newsletters.editions")
+lists = lazy("syndicate.newsletters.lists")
+rendering = lazy("syndicate.newsletters.rendering")
+schedules = lazy("syndicate.newsletters.schedules")
 
 
 # ── newsletters, editions, subscribers ───────────────────────────────────────
@@ -94,7 +97,7 @@ def _describe(newsletter: Newsletter) -> dict:
         sender=f"{newsletter.from_name} <{newsletter.from_address}>", reply_to=newsletter.reply_to,
         schedule=(f"{newsletter.cron} ({newsletter.timezone})" if newsletter.cron
                   else "none (one-off and breaking only)"),
-        next_runs=[t.astimezone(zone).isoformat() for t in editions.upcoming(newsletter)]
+        next_runs=[t.astimezone(zone).isoformat() for t in schedules.upcoming(newsletter)]
         if newsletter.status == "active" else [],
         subject_template=newsletter.subject_template, template=newsletter.template, max_items=newsletter.max_items,
         feeds=newsletter.feed_ids or "all", include_categories=newsletter.categories_include or "all",
@@ -117,8 +120,8 @@ def newsletter_add(ctx, slug, first_fill, **values) -> None:
     changes.setdefault("cron", "0 7 * * *")
     changes.setdefault("timezone", "UTC")
     with db.transaction(svc.Session) as session:
-        created = editions.add_newsletter(session, slug=slug, first_fill=first_fill, **changes)
-        runs = editions.upcoming(created, 1)
+        created = lists.add_newsletter(session, slug=slug, first_fill=first_fill, **changes)
+        runs = schedules.upcoming(created, 1)
         click.echo(f"newsletter {created.slug}: "
                    + (f"next edition at {runs[0].astimezone(ZoneInfo(created.timezone)).isoformat()}" if runs
                       else "no schedule; cut editions with `syndicate edition cut`"))
@@ -135,8 +138,8 @@ def newsletter_edit(ctx, slug, **values) -> None:
     if not changes:
         raise click.UsageError("nothing to change; see `syndicate newsletter edit --help`")
     with db.transaction(svc.Session) as session:
-        editions.update_newsletter(session, editions.get_newsletter(session, slug), **changes)
-        show(_describe(editions.get_newsletter(session, slug)), False)
+        lists.update_newsletter(session, lists.get_newsletter(session, slug), **changes)
+        show(_describe(lists.get_newsletter(session, slug)), False)
 
 
 @newsletter.command("show")
@@ -146,7 +149,7 @@ def newsletter_edit(ctx, slug, **values) -> None:
 def newslettershow(ctx, slug, as_json) -> None:
     """A newsletter's settings and its next five send times, in its time zone."""
     with opened(ctx) as (svc, session):
-        record = _describe(editions.get_newsletter(session, slug))
+        record = _describe(lists.get_newsletter(session, slug))
     show(record, as_json)
 
 
@@ -167,7 +170,7 @@ def newsletter_list(ctx, as_json: bool) -> None:
 def newsletter_pause(ctx, slug) -> None:
     """No regular or breaking editions until resumed (editions already scheduled keep their time)."""
     with opened(ctx) as (svc, session):
-        editions.pause_newsletter(session, editions.get_newsletter(session, slug))
+        lists.pause_newsletter(session, lists.get_newsletter(session, slug))
     click.echo(f"newsletter {slug}: paused")
 
 
@@ -177,9 +180,9 @@ def newsletter_pause(ctx, slug) -> None:
 def newsletter_resume(ctx, slug) -> None:
     """Run again from the next scheduled time; what was missed while paused is not sent in a rush."""
     with opened(ctx) as (svc, session):
-        found = editions.get_newsletter(session, slug)
-        editions.resume_newsletter(session, found)
-        runs = editions.upcoming(found, 1)
+        found = lists.get_newsletter(session, slug)
+        lists.resume_newsletter(session, found)
+        runs = schedules.upcoming(found, 1)
     click.echo(f"newsletter {slug}: active" + (f", next edition at {runs[0].isoformat()}" if runs else ""))
 
 
@@ -232,7 +235,7 @@ def edition_cut(ctx, slug: str, draft: bool, at: str | None, next_run: bool) -> 
     svc = services(ctx)
     batches = []
     with db.transaction(svc.Session) as session:
-        newsletter = editions.get_newsletter(session, slug)
+        newsletter = lists.get_newsletter(session, slug)
         when = local_time(at, newsletter.timezone) if at else None  # a typo is refused before anything is made
         if next_run:
             made = editions.prepare_next(session, newsletter, svc.settings)
@@ -302,7 +305,7 @@ def edition_preview(ctx, ref: str, out: Path | None, open_: bool) -> None:
         found = _edition(session, ref)
         if not found.html:
             raise SyndicateError(f"edition {ref} has no content ({found.status}: {found.note})")
-        html, text = editions.write_preview(svc.settings, found, out)
+        html, text = rendering.write_preview(svc.settings, found, out)
         warnings = found.warnings
     click.echo(html)
     click.echo(text)

@@ -15,6 +15,7 @@ from syndicate.models import SUBSCRIBER_SUPPRESSED, Subscriber
 
 db = lazy("syndicate.db")
 editions = lazy("syndicate.newsletters.editions")
+lists = lazy("syndicate.newsletters.lists")
 consent = lazy("syndicate.subscribers.consent")
 
 
@@ -33,7 +34,7 @@ def subscriber_add(ctx, email, slugs, name, confirmed) -> None:
     from syndicate.tasks import send_confirmation
 
     with opened(ctx) as (svc, session):
-        ids = [editions.get_newsletter(session, slug).id for slug in slugs]
+        ids = [lists.get_newsletter(session, slug).id for slug in slugs]
         signup = consent.subscribe(session, email, ids, name=name, confirmed=confirmed, source="cli",
                                    settings=svc.settings)
         subscriber_id, status, send = signup.subscriber.id, signup.subscriber.status, signup.send_confirmation
@@ -133,7 +134,7 @@ def subscriber_import(ctx, file, slugs: tuple[str, ...], force: bool, double_opt
     svc = services(ctx)
     data = file.read()
     with db.transaction(svc.Session) as session:
-        ids = [editions.get_newsletter(session, slug).id for slug in slugs]
+        ids = [lists.get_newsletter(session, slug).id for slug in slugs]
         report = csv_files.import_csv(session, data, ids, force=force, confirmed=not double_opt_in)
     for subscriber_id in report.to_confirm:  # queued after the commit, so the task finds the row
         send_confirmation.delay(subscriber_id)
@@ -179,7 +180,7 @@ def subscriber_export(ctx, slug: str | None, statuses: tuple[str, ...], output: 
     from syndicate.subscribers import csv_files
 
     with opened(ctx) as (svc, session):
-        newsletter_id = editions.get_newsletter(session, slug).id if slug else None
+        newsletter_id = lists.get_newsletter(session, slug).id if slug else None
         if output is None:
             csv_files.export_csv(session, sys.stdout, newsletter_id, list(statuses))
             return

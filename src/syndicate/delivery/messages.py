@@ -18,7 +18,7 @@ from syndicate.models import (
     Newsletter,
     utcnow,
 )
-from syndicate.newsletters.editions import PREFERENCES_URL, UNSUBSCRIBE_URL, mail_html
+from syndicate.newsletters.rendering import PREFERENCES_URL, UNSUBSCRIBE_URL, mail_html
 from syndicate.subscribers.consent import normalise_email
 
 

@@ -19,7 +19,7 @@ from syndicate.delivery.messages import preview
 from syndicate.errors import FeedError
 from syndicate.ingest import fetch
 from syndicate.models import Edition
-from syndicate.newsletters.editions import GMAIL_CLIPS_AT
+from syndicate.newsletters.rendering import GMAIL_CLIPS_AT
 
 MAX_LINKS = 100  # checked per request; an edition with more says how many were left out
 WORKERS = 8  # links asked at once

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Newsletter, Post, SocialAccount, utcnow
-from syndicate.newsletters.editions import next_run
+from syndicate.newsletters.schedules import next_run
 from syndicate.social import accounts, posts
 
 MAX_DAYS = 31

@@ -31,7 +31,7 @@ from syndicate.desk.core import (
 from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.http import csp
 from syndicate.models import Edition, Newsletter, RowId
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, rendering
 from syndicate.tasks import deliver_batch, hand_over
 
 RECENT = 50  # editions on the list page
@@ -67,7 +67,7 @@ def _describe(session, edition: Edition) -> dict:
         custom_subject=edition.custom_subject, note=edition.note, started_at=edition.started_at,
         sender=f"{newsletter.from_name} <{newsletter.from_address}>", timezone=newsletter.timezone,
         editable=editions.can_edit(edition), has_content=bool(edition.html),
-        html_bytes=len(edition.html.encode()), web_url=editions.web_url(settings, newsletter, edition),
+        html_bytes=len(edition.html.encode()), web_url=rendering.web_url(settings, newsletter, edition),
         stories=[dict(id=item.article_id, title=item.article.title, url=item.article.url)
                  for item in edition.items],
         warnings=qa.warnings(settings, edition))

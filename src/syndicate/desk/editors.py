@@ -80,7 +80,7 @@ def change_password(session: Session, editor: Editor, current: str, password: st
 
 def set_timezone(editor: Editor, zone: str) -> None:
     """The zone the desk shows this editor's times in (IANA name, e.g. Europe/Berlin)."""
-    from syndicate.newsletters.editions import check_schedule
+    from syndicate.newsletters.schedules import check_schedule
 
     check_schedule(None, zone)
     editor.timezone = zone

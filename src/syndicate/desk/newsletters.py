@@ -18,7 +18,7 @@ from syndicate.db import transaction
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Feed, Newsletter
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, lists, schedules
 
 RECENT = 10  # editions listed on a newsletter's page
 # Left blank in a form, these are refused (saying which); any other blank field means "none": no reply-to,
@@ -31,7 +31,7 @@ LISTS = ("categories_include", "categories_exclude", "breaking_categories")
 
 def _summary(newsletter: Newsletter, audience: dict[int, int]) -> dict:
     return dict(slug=newsletter.slug, name=newsletter.name, status=newsletter.status, cron=newsletter.cron,
-                timezone=newsletter.timezone, schedule=editions.explain_schedule(newsletter.cron, newsletter.timezone),
+                timezone=newsletter.timezone, schedule=schedules.explain_schedule(newsletter.cron, newsletter.timezone),
                 next_run_at=newsletter.next_run_at, subscribers=audience.get(newsletter.id, 0),
                 link=f"/desk/newsletters/{newsletter.slug}")
 
@@ -43,21 +43,21 @@ def _edition(edition: Edition) -> dict:
 
 
 def _list(session) -> list[dict]:
-    audience = editions.audience(session)
+    audience = lists.audience(session)
     return [_summary(n, audience) for n in session.scalars(select(Newsletter).order_by(Newsletter.name))]
 
 
 def _detail(session, newsletter: Newsletter) -> dict:
     recent = session.scalars(select(Edition).where(Edition.newsletter_id == newsletter.id)
                              .order_by(Edition.number.desc()).limit(RECENT))
-    return _summary(newsletter, editions.audience(session)) | dict(
+    return _summary(newsletter, lists.audience(session)) | dict(
         from_name=newsletter.from_name, from_address=newsletter.from_address, reply_to=newsletter.reply_to,
         subject_template=newsletter.subject_template, template=newsletter.template, max_items=newsletter.max_items,
         feed_ids=newsletter.feed_ids, categories_include=newsletter.categories_include,
         categories_exclude=newsletter.categories_exclude, breaking_categories=newsletter.breaking_categories,
         first_fill=newsletter.first_fill,
         # A paused newsletter's: the times it keeps if resumed now.
-        next_sends=editions.upcoming(newsletter, 5) if newsletter.cron else [],
+        next_sends=schedules.upcoming(newsletter, 5) if newsletter.cron else [],
         recent_editions=[_edition(e) for e in recent])
 
 
@@ -76,23 +76,23 @@ def _cleaned(changes: dict, name: str) -> dict:
 
 def _create(session, fields: dict) -> Newsletter:
     fields = _cleaned(fields, fields.get("name") or "")
-    return editions.add_newsletter(session, **{k: v for k, v in fields.items() if v is not None or k == "cron"})
+    return lists.add_newsletter(session, **{k: v for k, v in fields.items() if v is not None or k == "cron"})
 
 
 def _update(session, slug: str, changes: dict) -> Newsletter:
-    newsletter = editions.get_newsletter(session, slug)
+    newsletter = lists.get_newsletter(session, slug)
     changes = _cleaned(changes, changes.get("name") or newsletter.name)
     # Only what changed: saving the form untouched keeps the next run (an overdue one too) where it is.
     changed = {k: v for k, v in changes.items() if v != getattr(newsletter, k)}
-    return editions.update_newsletter(session, newsletter, **changed)
+    return lists.update_newsletter(session, newsletter, **changed)
 
 
 def _switch(session, slug: str, action: str) -> Newsletter:
-    newsletter = editions.get_newsletter(session, slug)
+    newsletter = lists.get_newsletter(session, slug)
     if action == "pause":
-        editions.pause_newsletter(session, newsletter)
+        lists.pause_newsletter(session, newsletter)
     elif action == "resume":
-        editions.resume_newsletter(session, newsletter)
+        lists.resume_newsletter(session, newsletter)
     else:
         raise InvalidInput(f"no newsletter action {action!r}: pause, resume or prepare")
     return newsletter
@@ -101,7 +101,7 @@ def _switch(session, slug: str, action: str) -> Newsletter:
 def _prepare(session, slug: str) -> Edition:
     """As `syndicate edition cut`: the next regular edition (--next) when the newsletter has a next run,
     else a draft one-off (--draft) to schedule on its own page."""
-    newsletter = editions.get_newsletter(session, slug)
+    newsletter = lists.get_newsletter(session, slug)
     settings = services.current().settings
     if newsletter.next_run_at is not None:
         return editions.prepare_next(session, newsletter, settings)
@@ -111,10 +111,10 @@ def _prepare(session, slug: str) -> Edition:
 def _schedule(cron: str, timezone: str) -> dict:
     """A schedule someone is typing: in words and its next five send times, or what's wrong with it."""
     cron, timezone = cron.strip() or None, timezone.strip() or "UTC"
-    words = editions.explain_schedule(cron, timezone)
+    words = schedules.explain_schedule(cron, timezone)
     # A newsletter never saved: upcoming() reads only its schedule.
     return dict(cron=cron, timezone=timezone, schedule=words,
-                next_sends=editions.upcoming(Newsletter(cron=cron, timezone=timezone), 5) if cron else [])
+                next_sends=schedules.upcoming(Newsletter(cron=cron, timezone=timezone), 5) if cron else [])
 
 
 # ── pages ────────────────────────────────────────────────────────────────────
@@ -173,7 +173,7 @@ def _list_page(request: Request, name: str, status: int = 200, typed: CreateForm
 def _newsletter_page(request: Request, name: str, slug: str, status: int = 200, typed: SettingsForm | None = None,
                      error: str | None = None, notice: str | None = None) -> HTMLResponse:
     with transaction(services.current().Session) as session:
-        newsletter = editions.get_newsletter(session, slug)
+        newsletter = lists.get_newsletter(session, slug)
         detail = _detail(session, newsletter)
         form = typed or SettingsForm.of(newsletter)
         feeds = [dict(id=f.id, title=f.title or f.url) for f in session.scalars(select(Feed).order_by(Feed.id))]
@@ -294,7 +294,7 @@ def create_json(body: NewNewsletter, name: str = Depends(api_editor)) -> dict:
 def newsletter_json(slug: str, name: str = Depends(api_editor)) -> dict:
     """Settings, filters, the schedule in words and its next five send times (UTC), recent editions."""
     with transaction(services.current().Session) as session:
-        return _detail(session, editions.get_newsletter(session, slug))
+        return _detail(session, lists.get_newsletter(session, slug))
 
 
 @api.patch("/newsletters/{slug}", tags=["newsletters"])

@@ -20,7 +20,7 @@ from syndicate.db import transaction
 from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, RowId, SubscriberImport, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import lists
 from syndicate.subscribers import consent, csv_files, timeline
 
 PROBLEMS_SHOWN = 200  # rows not imported listed on the page; the report's CSV has every one
@@ -33,7 +33,7 @@ BODY_LIMIT = 2 * csv_files.UPLOAD_LIMIT
 
 
 def _search(session, q: str, newsletter: str, status: str, page_number: int) -> dict:
-    newsletter_id = editions.get_newsletter(session, newsletter).id if newsletter else None
+    newsletter_id = lists.get_newsletter(session, newsletter).id if newsletter else None
     found = consent.search(session, q, newsletter_id, status or None, page_number)
     rows = [dict(id=s.id, email=s.email, name=s.name, status=s.status, created_at=s.created_at,
                  newsletters=found.newsletters[s.id]) for s in found.subscribers]
@@ -119,7 +119,7 @@ def _start(name: str, filename: str, data: str | bytes, slugs: list[str], confir
     from syndicate.tasks import hand_over, import_subscribers
 
     with transaction(services.current().Session) as session:
-        newsletter_ids = [editions.get_newsletter(session, slug).id for slug in dict.fromkeys(slugs) if slug]
+        newsletter_ids = [lists.get_newsletter(session, slug).id for slug in dict.fromkeys(slugs) if slug]
         job = csv_files.start_import(session, name, filename, data, newsletter_ids, confirmed=confirmed,
                                      force=force)
         import_id = job.id
@@ -214,7 +214,7 @@ def _export(newsletter: str) -> StreamingResponse:
     out = tempfile.SpooledTemporaryFile(max_size=1024 * 1024, mode="w+", encoding="utf-8", newline="")
     try:
         with transaction(services.current().Session) as session:
-            newsletter_id = editions.get_newsletter(session, newsletter).id if newsletter else None
+            newsletter_id = lists.get_newsletter(session, newsletter).id if newsletter else None
             csv_files.export_csv(session, out, newsletter_id)
     except BaseException:
         out.close()

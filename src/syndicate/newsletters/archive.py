@@ -1,6 +1,6 @@
 """The public archive of a newsletter: the editions that went out, as a page and as an Atom feed.
 
-Only what `editions.public_html` gives ever leaves here: no subscriber's links or tokens.
+Only what `rendering.public_html` gives ever leaves here: no subscriber's links or tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from syndicate.config import Settings
 from syndicate.errors import NotFound
 from syndicate.models import Edition, Newsletter
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, rendering
 
 ATOM = "http://www.w3.org/2005/Atom"
 FEED_ENTRIES = 20  # a feed reader needs the recent editions, not years of full HTML
@@ -68,12 +68,12 @@ def atom(newsletter: Newsletter, sent: list[Edition], settings: Settings) -> byt
     add(add(feed, "author"), "name", newsletter.from_name)  # no address: a public feed is harvested for spam
     add(feed, "generator", "syndicate")
     for edition in sent:
-        url = editions.web_url(settings, newsletter, edition)
+        url = rendering.web_url(settings, newsletter, edition)
         entry = add(feed, "entry")
         add(entry, "id", url)
         add(entry, "title", edition.subject or f"{newsletter.name} #{edition.number}")
         add(entry, "published", sent_at(edition).isoformat())
         add(entry, "updated", sent_at(edition).isoformat())
         add(entry, "link", rel="alternate", type="text/html", href=url)
-        add(entry, "content", editions.public_html(edition, settings), type="html")
+        add(entry, "content", rendering.public_html(edition, settings), type="html")
     return ET.tostring(feed, encoding="utf-8", xml_declaration=True)

@@ -1,214 +1,28 @@
-"""article → edition: schedules, the cut (a frozen list of stories), and the render done once."""
+"""article → edition: the cut (a frozen list of stories, rendered once), and an edition's life: scheduled,
+started, paused, cancelled; the regular and breaking lanes that make them."""
 
 from __future__ import annotations
 
 import logging
-import re
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime
 
-import cssutils
-from cronsim import CronSim, CronSimError
-from jinja2 import TemplateError
-from lxml import html as lxml_html
-from premailer import Premailer
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from syndicate import private_files, templating
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import (
-    DEFAULT_SUBJECT,
     Article,
     Delivery,
     Edition,
     EditionArticle,
-    Feed,
     Newsletter,
-    Subscriber,
-    Subscription,
     utcnow,
 )
-from syndicate.subscribers.consent import normalise_email
-from syndicate.templating import one_line, render, sandbox
+from syndicate.newsletters import rendering, schedules
+from syndicate.templating import one_line
 
 log = logging.getLogger(__name__)
-
-# ── newsletters and schedules ────────────────────────────────────────────────
-
-FIRST_FILL = re.compile(r"^(none|last:(\d{1,4})|hours:(\d{1,5}))$")
-SAMPLE_ARTICLE = Article(title="A headline", url="https://example.com/story", lead="A lead.", categories=["News"],
-                         published_at=datetime(2026, 1, 1, tzinfo=UTC))
-
-
-def check_schedule(cron: str | None, timezone: str) -> None:
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as e:
-        raise InvalidInput(f"unknown time zone {timezone!r}; use an IANA name like Europe/Berlin") from e
-    if cron is None:
-        return
-    try:
-        CronSim(cron, datetime.now(zone))
-    except CronSimError as e:
-        raise InvalidInput(f"bad cron expression {cron!r}: {e}; e.g. '0 7 * * *' for 07:00 daily") from e
-
-
-def next_run(cron: str | None, timezone: str, after: datetime) -> datetime | None:
-    """The next send time strictly after `after`, computed in local time (DST-correct), as UTC.
-
-    cronsim walks local wall-clock time: 07:00 Europe/Berlin stays 07:00 on both sides of a
-    switch, a time that doesn't exist that day (02:30 in spring) runs once at 03:00, and a
-    time that happens twice (02:30 in autumn) runs once.
-    """
-    if cron is None:
-        return None
-    local = after.astimezone(ZoneInfo(timezone))
-    return next(CronSim(cron, local)).astimezone(UTC)
-
-
-def upcoming(newsletter: Newsletter, n: int = 5, after: datetime | None = None) -> list[datetime]:
-    times, at = [], after or utcnow()
-    while len(times) < n and (at := next_run(newsletter.cron, newsletter.timezone, at)) is not None:
-        times.append(at)
-    return times
-
-
-def check_subject_template(template: str) -> None:
-    """Refuse a subject template that can't render, when the editor types it, not at 07:00."""
-    newsletter = Newsletter(name="Newsletter", slug="newsletter")
-    edition = Edition(number=1)
-    try:
-        sandbox().from_string(template).render(top=SAMPLE_ARTICLE, rest=2, articles=[SAMPLE_ARTICLE] * 3,
-                                               newsletter=newsletter, edition=edition)
-    except TemplateError as e:
-        raise InvalidInput(f"the subject template doesn't work: {e}; "
-                           "e.g. '{{ top.title }} and {{ rest }} more stories'") from e
-
-
-def check_template(name: str) -> None:
-    missing = [f"email/{name}/{part}" for part in ("body.html", "body.txt") if not templating.exists(
-        f"email/{name}/{part}")]
-    if missing:
-        raise InvalidInput(f"no template {', '.join(missing)}; put it in SYNDICATE_TEMPLATE_DIR, "
-                           "or use the bundled 'edition'")
-
-
-def articles_since(session: Session, first_fill: str, now: datetime) -> datetime:
-    """Where a new newsletter's first edition starts: now, the last N stories, or the last N hours."""
-    match = FIRST_FILL.match(first_fill)
-    if match is None:
-        raise InvalidInput(f"first fill {first_fill!r} is not understood; use none, last:N (the N newest "
-                           "stories) or hours:N (stories of the last N hours)")
-    if match.group(2):
-        nth = session.scalar(select(Article.first_seen_at).order_by(Article.first_seen_at.desc())
-                             .offset(int(match.group(2)) - 1).limit(1)) if int(match.group(2)) else None
-        return nth or (session.scalar(select(func.min(Article.first_seen_at))) or now)
-    if match.group(3):
-        return now - timedelta(hours=int(match.group(3)))
-    return now
-
-
-def _categories(values) -> list[str] | None:
-    cleaned = sorted({" ".join(str(v).split()) for v in values or [] if str(v).strip()}, key=str.lower)
-    return cleaned or None
-
-
-NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
-                     "timezone", "max_items", "feed_ids", "categories_include", "categories_exclude",
-                     "breaking_categories")
-
-
-def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
-    """Validate and set newsletter fields; every way in (CLI, web, tests) goes through here."""
-    unknown = set(changes) - set(NEWSLETTER_FIELDS)
-    assert not unknown, unknown
-    for key in ("from_address", "reply_to"):
-        if changes.get(key):
-            normalise_email(changes[key])
-    for key, what in (("name", "name"), ("from_name", "from-name")):
-        if key in changes:
-            changes[key] = _one_line_name(changes[key], what)
-    if "subject_template" in changes:
-        check_subject_template(changes["subject_template"])
-    if "template" in changes:
-        check_template(changes["template"])
-    if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
-        raise InvalidInput("max items must be between 1 and 200")
-    if changes.get("feed_ids"):
-        known = set(session.scalars(select(Feed.id).where(Feed.id.in_(changes["feed_ids"]))))
-        if missing := sorted(set(changes["feed_ids"]) - known):
-            raise InvalidInput(f"no feed with id {missing}; `syndicate feed list` shows them")
-    for key in ("categories_include", "categories_exclude", "breaking_categories"):
-        if key in changes:
-            changes[key] = _categories(changes[key])
-    schedule_changed = {"cron", "timezone"} & set(changes)
-    cron = changes.get("cron", newsletter.cron)
-    timezone = changes.get("timezone", newsletter.timezone)
-    check_schedule(cron, timezone)
-    for key, value in changes.items():
-        setattr(newsletter, key, value)
-    if schedule_changed or newsletter.next_run_at is None:
-        newsletter.next_run_at = next_run(cron, timezone, now) if newsletter.status == "active" else None
-
-
-def _one_line_name(value: str | None, what: str) -> str:
-    """A newsletter's name and from-name go into every mail's From and List-Id: one line of text, or refused."""
-    value = value or ""
-    if not value.isprintable():  # CR, LF, tab and the other control and separator characters
-        raise InvalidInput(f"a newsletter's {what} must be one line of text, without line breaks, tabs or other "
-                           f"control characters ({value!r}); type it again on one line")
-    value = " ".join(value.split())
-    if not 1 <= len(value) <= 200:
-        raise InvalidInput(f"a newsletter's {what} is 1 to 200 characters, e.g. 'The Morning Briefing'")
-    return value
-
-
-def add_newsletter(session: Session, *, slug: str, name: str, from_address: str, from_name: str | None = None,
-                   cron: str | None = "0 7 * * *", timezone: str = "UTC", max_items: int = 20,
-                   first_fill: str = "none", now: datetime | None = None, **options) -> Newsletter:
-    now = now or utcnow()
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,99}", slug):
-        raise InvalidInput(f"{slug!r} can't be a newsletter's short name; use lower-case letters, digits and "
-                           "dashes, e.g. morning-briefing")
-    if session.scalar(select(Newsletter.id).where(Newsletter.slug == slug)):
-        raise InvalidInput(f"a newsletter called {slug!r} already exists")
-    newsletter = Newsletter(slug=slug, status="active", first_fill=first_fill, created_at=now,
-                            articles_since=articles_since(session, first_fill, now),
-                            subject_template=DEFAULT_SUBJECT, template="edition")
-    _apply(session, newsletter, dict(name=name, from_address=from_address, from_name=from_name or name,
-                                     cron=cron, timezone=timezone, max_items=max_items, **options), now)
-    session.add(newsletter)
-    session.flush()
-    return newsletter
-
-
-def update_newsletter(session: Session, newsletter: Newsletter, now: datetime | None = None,
-                      **changes) -> Newsletter:
-    _apply(session, newsletter, changes, now or utcnow())
-    session.flush()
-    return newsletter
-
-
-def pause_newsletter(session: Session, newsletter: Newsletter) -> None:
-    """No more regular or breaking editions until resumed; editions already scheduled keep theirs."""
-    newsletter.status, newsletter.next_run_at = "paused", None
-
-
-def resume_newsletter(session: Session, newsletter: Newsletter, now: datetime | None = None) -> None:
-    """Runs again from the next scheduled time after now: what was missed while paused is not sent in a rush."""
-    newsletter.status = "active"
-    newsletter.next_run_at = next_run(newsletter.cron, newsletter.timezone, now or utcnow())
-
-
-def get_newsletter(session: Session, slug: str) -> Newsletter:
-    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
-    if newsletter is None:
-        raise NotFound(f"no newsletter {slug!r}; `syndicate newsletter list` shows them")
-    return newsletter
-
 
 # ── choosing the stories ─────────────────────────────────────────────────────
 
@@ -277,9 +91,10 @@ def create_edition(session: Session, newsletter: Newsletter, settings: Settings,
 
 
 def _render_into(edition: Edition, newsletter: Newsletter, articles: list[Article], settings: Settings) -> None:
-    edition.subject, edition.html, edition.text, warnings = _render(newsletter, edition, articles, settings)
+    edition.subject, edition.html, edition.text, warnings = rendering.render_with_notes(
+        newsletter, edition, articles, settings)
     size = len(edition.html.encode())
-    if size > GMAIL_CLIPS_AT:
+    if size > rendering.GMAIL_CLIPS_AT:
         warnings.append(f"the HTML is {size / 1024:.0f} KB: Gmail clips messages over 102 KB and hides the rest "
                         "(and the unsubscribe link); remove stories or shorten leads")
     edition.warnings = warnings
@@ -419,7 +234,7 @@ def claim(session: Session, newsletter_id: int, now: datetime) -> datetime | Non
     moved = session.execute(
         update(Newsletter)
         .where(Newsletter.id == newsletter.id, Newsletter.next_run_at == slot)
-        .values(next_run_at=next_run(newsletter.cron, newsletter.timezone, now))
+        .values(next_run_at=schedules.next_run(newsletter.cron, newsletter.timezone, now))
         .execution_options(synchronize_session=False)
     )
     if moved.rowcount != 1:
@@ -464,122 +279,6 @@ def due_edition_ids(session: Session, now: datetime) -> list[int]:
 
 # ── the render, once per edition ─────────────────────────────────────────────
 
-
-def web_url(settings: Settings, newsletter: Newsletter, edition: Edition) -> str:
-    return f"{settings.base_url}/n/{newsletter.slug}/{edition.number}"
-
-
-def render_subject(newsletter: Newsletter, edition: Edition, articles: list[Article]) -> str:
-    try:
-        subject = sandbox().from_string(newsletter.subject_template).render(
-            top=articles[0], rest=len(articles) - 1, articles=articles, newsletter=newsletter, edition=edition,
-        )
-    except TemplateError as e:
-        raise InvalidInput(f"the subject template of {newsletter.slug!r} is broken: {e}") from e
-    return one_line(subject)[:300] or newsletter.name
-
-
-# Rendered into every edition once; replaced per recipient by their own signed links (delivery).
-UNSUBSCRIBE_URL = "https://syndicate.invalid/unsubscribe-url"
-PREFERENCES_URL = "https://syndicate.invalid/preferences-url"
-PUBLIC_ONLY = re.compile(r"<!--public-->.*?<!--/public-->", re.S)  # lines only the public web view shows
-GMAIL_CLIPS_AT = 102 * 1024  # bytes of HTML; Gmail shows "[Message clipped]" beyond this
-PERSONAL = re.compile(r"<!--personal-->.*?<!--/personal-->", re.S)  # the recipient's own links
-
-
-def render_context(newsletter: Newsletter, edition: Edition, articles: list[Article], settings: Settings,
-                   subject: str) -> dict:
-    """What the edition templates see. Per-recipient links are placeholders, filled in at send."""
-    return dict(
-        newsletter=newsletter, edition=edition, articles=articles, subject=subject,
-        # The date readers see is the newsletter's own, not UTC's.
-        edition_date=(edition.scheduled_for or edition.cut_at or utcnow()).astimezone(ZoneInfo(newsletter.timezone)),
-        preheader=next((a.lead for a in articles if a.lead), ""),
-        web_url=web_url(settings, newsletter, edition),
-        archive_url=f"{settings.base_url}/n/{newsletter.slug}",
-        subscribe_url=f"{settings.base_url}/",
-        unsubscribe_url=UNSUBSCRIBE_URL,
-        preferences_url=PREFERENCES_URL,
-        postal_address=settings.postal_address,
-    )
-
-
-class _Offline(Premailer):
-    """premailer that loads no stylesheet from anywhere. allow_network=False keeps it off <link> tags, but
-    not cssutils, which follows every @import (network, file:// and paths next to the working directory,
-    with no timeout) through its own default fetcher: each sheet is parsed here with a fetcher that
-    refuses and writes down what was asked for, so the render can say what it left out."""
-
-    def __init__(self, html: str):
-        super().__init__(html, allow_network=False, allow_loading_external_files=False, remove_classes=False,
-                         cache_css_parsing=False, cssutils_logging_level="CRITICAL")
-        self.refused: list[str] = []
-
-    def _refuse(self, url: str) -> None:
-        self.refused.append(url)  # None to cssutils means "could not be read": it drops the @import, parses on
-
-    def _parse_css_string(self, css_body, validate=True):
-        return cssutils.CSSParser(fetcher=self._refuse, validate=validate).parseString(css_body)
-
-
-def inline_css(html: str) -> tuple[str, list[str]]:
-    """The HTML with its own <style> rules inlined, and the stylesheets it named that were not loaded
-    (neither a <link> nor an @import is ever read: a render touches no network and no file)."""
-    inliner = _Offline(html)
-    inlined = inliner.transform()
-    links = lxml_html.fromstring(html).xpath(
-        "//link[contains(concat(' ', normalize-space(@rel), ' '), ' stylesheet ')]/@href")
-    return inlined, [*links, *inliner.refused]
-
-
-def render_edition(newsletter: Newsletter, edition: Edition, articles: list[Article],
-                   settings: Settings) -> tuple[str, str, str]:
-    """Subject, inlined HTML and text; the recipient's own links are placeholders filled per recipient."""
-    subject, html, text, _ = _render(newsletter, edition, articles, settings)
-    return subject, html, text
-
-
-def _render(newsletter: Newsletter, edition: Edition, articles: list[Article],
-            settings: Settings) -> tuple[str, str, str, list[str]]:
-    """render_edition, and what the editor should hear about it (stylesheets left out)."""
-    subject = edition.custom_subject or render_subject(newsletter, edition, articles)
-    context = render_context(newsletter, edition, articles, settings, subject)
-    html, not_loaded = inline_css(render(f"email/{newsletter.template}/body.html", **context))
-    text = render(f"email/{newsletter.template}/body.txt", **context)
-    notes = [f"the template's stylesheet {url} was not loaded: an edition is rendered without reading "
-             f"anything from the network or from files; put its rules in a <style> in email/"
-             f"{newsletter.template}/body.html" for url in dict.fromkeys(not_loaded)]
-    return subject, html, text, notes
-
-
-def public_html(edition: Edition, settings: Settings) -> str:
-    """The web view: what subscribers got, without anyone's personal links (the template marks them)."""
-    html = PERSONAL.sub("", edition.html).replace("<!--public-->", "").replace("<!--/public-->", "")
-    return html.replace(UNSUBSCRIBE_URL, f"{settings.base_url}/").replace(PREFERENCES_URL, f"{settings.base_url}/")
-
-
-def mail_html(html: str) -> str:
-    """The edition's HTML as mailed: without the lines meant for the public web view."""
-    return PUBLIC_ONLY.sub("", html)
-
-
-def write_preview(settings: Settings, edition: Edition, folder: Path | None = None) -> tuple[Path, Path]:
-    """The HTML and text parts as a recipient will see them, as files (the personal links point to the
-    archive instead of anyone's unsubscribe page). Returns their paths."""
-    folder = folder or settings.outbox / "editions"
-    private_files.make_dir(folder)
-    newsletter = edition.newsletter
-    archive = f"{settings.base_url}/n/{newsletter.slug}"
-    stem = f"{newsletter.slug}-{edition.number}"
-    paths = folder / f"{stem}.html", folder / f"{stem}.txt"
-    for path, body in zip(paths, (mail_html(edition.html), edition.text), strict=True):
-        body = body.replace(UNSUBSCRIBE_URL, archive).replace(PREFERENCES_URL, archive)
-        tmp = path.with_suffix(".tmp")
-        private_files.write(tmp, body.encode())
-        tmp.replace(path)
-    return paths
-
-
 PUBLIC = ("sending", "sent")  # editions that have gone out: the only ones the archive shows
 
 
@@ -594,24 +293,6 @@ def get_edition(session: Session, slug: str, number: int, public: bool = True) -
 
 
 # ── a newsletter as the desk shows it: its schedule in words, whom it reaches ─
-
-
-def explain_schedule(cron: str | None, timezone: str) -> str:
-    """A schedule in plain words, e.g. "At 07:00 on Monday through Friday, Europe/Berlin time"."""
-    check_schedule(cron, timezone)
-    if cron is None:
-        return "No regular editions: only one-off and breaking ones"
-    return f"{CronSim(cron, datetime.now(UTC)).explain()}, {timezone} time"
-
-
-def audience(session: Session) -> dict[int, int]:
-    """Per newsletter id, how many the next edition would go to: confirmed subscribers with an active
-    subscription, counted as fan_out picks them. A newsletter nobody gets is missing (0)."""
-    rows = session.execute(
-        select(Subscription.newsletter_id, func.count()).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(Subscription.status == "active", Subscriber.status == "confirmed")
-        .group_by(Subscription.newsletter_id))
-    return dict(rows.all())
 
 
 def can_edit(edition: Edition) -> bool:

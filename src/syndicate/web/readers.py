@@ -13,7 +13,7 @@ from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
 from syndicate.models import Newsletter, RowId, Subscriber
-from syndicate.newsletters import archive, editions
+from syndicate.newsletters import archive, editions, rendering
 from syndicate.subscribers import consent
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
@@ -166,4 +166,4 @@ def web_view(slug: str, number: RowId, svc: Svc):
     with transaction(svc.Session) as session:
         edition = editions.get_edition(session, slug, number)
         # The newsletter's HTML, sandboxed: an opaque origin with no script, whatever got into it.
-        return HTMLResponse(editions.public_html(edition, svc.settings), headers=csp.sandboxed())
+        return HTMLResponse(rendering.public_html(edition, svc.settings), headers=csp.sandboxed())

@@ -1,0 +1,152 @@
+"""The newsletters themselves (a "list" in most mailing tools): add, change, pause and resume one, with
+every field checked on the way in, and whom each reaches."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from syndicate.errors import InvalidInput, NotFound
+from syndicate.models import (
+    DEFAULT_SUBJECT,
+    Article,
+    Feed,
+    Newsletter,
+    Subscriber,
+    Subscription,
+    utcnow,
+)
+from syndicate.newsletters import rendering, schedules
+from syndicate.subscribers.consent import normalise_email
+
+log = logging.getLogger(__name__)
+
+FIRST_FILL = re.compile(r"^(none|last:(\d{1,4})|hours:(\d{1,5}))$")
+
+
+def articles_since(session: Session, first_fill: str, now: datetime) -> datetime:
+    """Where a new newsletter's first edition starts: now, the last N stories, or the last N hours."""
+    match = FIRST_FILL.match(first_fill)
+    if match is None:
+        raise InvalidInput(f"first fill {first_fill!r} is not understood; use none, last:N (the N newest "
+                           "stories) or hours:N (stories of the last N hours)")
+    if match.group(2):
+        nth = session.scalar(select(Article.first_seen_at).order_by(Article.first_seen_at.desc())
+                             .offset(int(match.group(2)) - 1).limit(1)) if int(match.group(2)) else None
+        return nth or (session.scalar(select(func.min(Article.first_seen_at))) or now)
+    if match.group(3):
+        return now - timedelta(hours=int(match.group(3)))
+    return now
+
+
+def _categories(values) -> list[str] | None:
+    cleaned = sorted({" ".join(str(v).split()) for v in values or [] if str(v).strip()}, key=str.lower)
+    return cleaned or None
+
+
+NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
+                     "timezone", "max_items", "feed_ids", "categories_include", "categories_exclude",
+                     "breaking_categories")
+
+
+def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
+    """Validate and set newsletter fields; every way in (CLI, web, tests) goes through here."""
+    unknown = set(changes) - set(NEWSLETTER_FIELDS)
+    assert not unknown, unknown
+    for key in ("from_address", "reply_to"):
+        if changes.get(key):
+            normalise_email(changes[key])
+    for key, what in (("name", "name"), ("from_name", "from-name")):
+        if key in changes:
+            changes[key] = _one_line_name(changes[key], what)
+    if "subject_template" in changes:
+        rendering.check_subject_template(changes["subject_template"])
+    if "template" in changes:
+        rendering.check_template(changes["template"])
+    if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
+        raise InvalidInput("max items must be between 1 and 200")
+    if changes.get("feed_ids"):
+        known = set(session.scalars(select(Feed.id).where(Feed.id.in_(changes["feed_ids"]))))
+        if missing := sorted(set(changes["feed_ids"]) - known):
+            raise InvalidInput(f"no feed with id {missing}; `syndicate feed list` shows them")
+    for key in ("categories_include", "categories_exclude", "breaking_categories"):
+        if key in changes:
+            changes[key] = _categories(changes[key])
+    schedule_changed = {"cron", "timezone"} & set(changes)
+    cron = changes.get("cron", newsletter.cron)
+    timezone = changes.get("timezone", newsletter.timezone)
+    schedules.check_schedule(cron, timezone)
+    for key, value in changes.items():
+        setattr(newsletter, key, value)
+    if schedule_changed or newsletter.next_run_at is None:
+        newsletter.next_run_at = schedules.next_run(cron, timezone, now) if newsletter.status == "active" else None
+
+
+def _one_line_name(value: str | None, what: str) -> str:
+    """A newsletter's name and from-name go into every mail's From and List-Id: one line of text, or refused."""
+    value = value or ""
+    if not value.isprintable():  # CR, LF, tab and the other control and separator characters
+        raise InvalidInput(f"a newsletter's {what} must be one line of text, without line breaks, tabs or other "
+                           f"control characters ({value!r}); type it again on one line")
+    value = " ".join(value.split())
+    if not 1 <= len(value) <= 200:
+        raise InvalidInput(f"a newsletter's {what} is 1 to 200 characters, e.g. 'The Morning Briefing'")
+    return value
+
+
+def add_newsletter(session: Session, *, slug: str, name: str, from_address: str, from_name: str | None = None,
+                   cron: str | None = "0 7 * * *", timezone: str = "UTC", max_items: int = 20,
+                   first_fill: str = "none", now: datetime | None = None, **options) -> Newsletter:
+    now = now or utcnow()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,99}", slug):
+        raise InvalidInput(f"{slug!r} can't be a newsletter's short name; use lower-case letters, digits and "
+                           "dashes, e.g. morning-briefing")
+    if session.scalar(select(Newsletter.id).where(Newsletter.slug == slug)):
+        raise InvalidInput(f"a newsletter called {slug!r} already exists")
+    newsletter = Newsletter(slug=slug, status="active", first_fill=first_fill, created_at=now,
+                            articles_since=articles_since(session, first_fill, now),
+                            subject_template=DEFAULT_SUBJECT, template="edition")
+    _apply(session, newsletter, dict(name=name, from_address=from_address, from_name=from_name or name,
+                                     cron=cron, timezone=timezone, max_items=max_items, **options), now)
+    session.add(newsletter)
+    session.flush()
+    return newsletter
+
+
+def update_newsletter(session: Session, newsletter: Newsletter, now: datetime | None = None,
+                      **changes) -> Newsletter:
+    _apply(session, newsletter, changes, now or utcnow())
+    session.flush()
+    return newsletter
+
+
+def pause_newsletter(session: Session, newsletter: Newsletter) -> None:
+    """No more regular or breaking editions until resumed; editions already scheduled keep theirs."""
+    newsletter.status, newsletter.next_run_at = "paused", None
+
+
+def resume_newsletter(session: Session, newsletter: Newsletter, now: datetime | None = None) -> None:
+    """Runs again from the next scheduled time after now: what was missed while paused is not sent in a rush."""
+    newsletter.status = "active"
+    newsletter.next_run_at = schedules.next_run(newsletter.cron, newsletter.timezone, now or utcnow())
+
+
+def get_newsletter(session: Session, slug: str) -> Newsletter:
+    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
+    if newsletter is None:
+        raise NotFound(f"no newsletter {slug!r}; `syndicate newsletter list` shows them")
+    return newsletter
+
+
+def audience(session: Session) -> dict[int, int]:
+    """Per newsletter id, how many the next edition would go to: confirmed subscribers with an active
+    subscription, counted as fan_out picks them. A newsletter nobody gets is missing (0)."""
+    rows = session.execute(
+        select(Subscription.newsletter_id, func.count()).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(Subscription.status == "active", Subscriber.status == "confirmed")
+        .group_by(Subscription.newsletter_id))
+    return dict(rows.all())

@@ -1,0 +1,59 @@
+"""When a newsletter's regular editions go out: a cron expression in the newsletter's own time zone,
+walked in local wall-clock time (DST-correct), and said in plain words for the desk."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from syndicate.errors import InvalidInput
+from syndicate.models import (
+    Newsletter,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+def check_schedule(cron: str | None, timezone: str) -> None:
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise InvalidInput(f"unknown time zone {timezone!r}; use an IANA name like Europe/Berlin") from e
+    if cron is None:
+        return
+    try:
+        CronSim(cron, datetime.now(zone))
+    except CronSimError as e:
+        raise InvalidInput(f"bad cron expression {cron!r}: {e}; e.g. '0 7 * * *' for 07:00 daily") from e
+
+
+def next_run(cron: str | None, timezone: str, after: datetime) -> datetime | None:
+    """The next send time strictly after `after`, computed in local time (DST-correct), as UTC.
+
+    cronsim walks local wall-clock time: 07:00 Europe/Berlin stays 07:00 on both sides of a
+    switch, a time that doesn't exist that day (02:30 in spring) runs once at 03:00, and a
+    time that happens twice (02:30 in autumn) runs once.
+    """
+    if cron is None:
+        return None
+    local = after.astimezone(ZoneInfo(timezone))
+    return next(CronSim(cron, local)).astimezone(UTC)
+
+
+def upcoming(newsletter: Newsletter, n: int = 5, after: datetime | None = None) -> list[datetime]:
+    times, at = [], after or utcnow()
+    while len(times) < n and (at := next_run(newsletter.cron, newsletter.timezone, at)) is not None:
+        times.append(at)
+    return times
+
+
+def explain_schedule(cron: str | None, timezone: str) -> str:
+    """A schedule in plain words, e.g. "At 07:00 on Monday through Friday, Europe/Berlin time"."""
+    check_schedule(cron, timezone)
+    if cron is None:
+        return "No regular editions: only one-off and breaking ones"
+    return f"{CronSim(cron, datetime.now(UTC)).explain()}, {timezone} time"
