@@ -96,7 +96,8 @@ def naive_delivery(delivery_id: int) -> str:
 
     from syndicate import services, templating, tokens
     from syndicate.db import transaction
-    from syndicate.mail.transport import Mailbox, Outgoing, build_message, message_id
+    from syndicate.mail.message import Mailbox, build_message, message_id
+    from syndicate.mail.transport import Outgoing
     from syndicate.models import Delivery, Newsletter, utcnow
     from syndicate.newsletters import rendering
     from syndicate.newsletters.rendering import mail_html
@@ -584,7 +585,8 @@ def wire_sender(url: str, data: bytes, count: int, index: int, gate, results, pi
     from contextlib import nullcontext
 
     from syndicate.config import parse_smtp_url
-    from syndicate.mail.transport import Outgoing, SmtpTransport, no_delay
+    from syndicate.mail.smtp import SmtpTransport, no_delay
+    from syndicate.mail.transport import Outgoing
 
     settings = parse_smtp_url(url)
     if pipelined:

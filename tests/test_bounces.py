@@ -30,7 +30,7 @@ from syndicate.delivery.messages import MessageFactory
 from syndicate.errors import InvalidInput
 from syndicate.http import api_tokens
 from syndicate.ingest import feeds
-from syndicate.mail.transport import message_id as make_message_id
+from syndicate.mail.message import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription
 from syndicate.newsletters import lists
 from syndicate.subscribers import bounces, consent

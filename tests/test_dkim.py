@@ -32,7 +32,7 @@ from syndicate.delivery.messages import MessageFactory, proofs
 from syndicate.errors import SettingsError
 from syndicate.ingest import feeds
 from syndicate.mail import dkim as signing
-from syndicate.mail.transport import Mailbox, Template, build_message
+from syndicate.mail.message import Mailbox, PreparedMessage, build_message
 from syndicate.models import DEFAULT_SUBJECT, Edition, Newsletter
 from syndicate.newsletters import lists
 from syndicate.subscribers import consent
@@ -213,7 +213,7 @@ PLACEHOLDER = "https://syndicate.invalid/unsubscribe-url"
 
 def test_a_signed_template_message_is_the_unsigned_one_with_a_signature_in_front(make_settings, keys):
     settings = make_settings(dkim_key_file=keys["rsa.pem"], dkim_selector="s1")
-    template = Template(
+    template = PreparedMessage(
         sender=Mailbox("The Morning Briefing", "briefing@example.com"), subject="Armenia — and 3 more",
         text=(GOLDEN / "edition.txt").read_text(), html=(GOLDEN / "edition.html").read_text(),
         reply_to="desk@example.com", dkim=settings.dkim,
@@ -366,8 +366,8 @@ def test_it_measures_what_signing_costs_per_message(make_settings, keys):
     for _ in range(5):
         for label, factory in factories.items():
             whole[label] = min(whole[label], per_call(factory, readers[:n[label]]))
-            if factory.template.signer:
-                signing[label] = min(signing[label], per_call(factory.template.signer.sign, [(unsigned,)] * n[label]))
+            if factory.prepared.signer:
+                signing[label] = min(signing[label], per_call(factory.prepared.signer.sign, [(unsigned,)] * n[label]))
     for label, factory in factories.items():
         data = factory(*readers[0]).data
         assert (b"DKIM-Signature" in data) == (settings[label].dkim is not None)

@@ -20,7 +20,7 @@ from syndicate.delivery.batches import BatchResult, _Ledger, claim, send_batch
 from syndicate.errors import InvalidInput
 from syndicate.ingest import feeds
 from syndicate.ledger import Leases
-from syndicate.mail.transport import OutboxTransport
+from syndicate.mail.outbox import OutboxTransport
 from syndicate.models import Delivery, Edition, EditionArticle, Newsletter, Subscription
 from syndicate.newsletters import editions, lists, schedules
 from syndicate.subscribers import consent

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syndicate.errors import InvalidInput
-from syndicate.mail.transport import Mailbox, Template, build_message
+from syndicate.mail.message import Mailbox, PreparedMessage, build_message
 from syndicate.subscribers import consent
 
 PLACEHOLDER = "https://syndicate.invalid/unsubscribe-url"
@@ -39,7 +39,7 @@ def slow(to: Mailbox, unsubscribe: str, message_id: str, date: datetime) -> byte
 
 @pytest.fixture(scope="module")
 def template():
-    return Template(
+    return PreparedMessage(
         sender=Mailbox("TruthUSA News Hub", "briefing@news.example"),
         subject="Armenia — and 3 more stories", text=TEXT, html=HTML, reply_to="desk@news.example",
         headers={"List-Id": "The Morning Briefing <morning.news.example>",
@@ -86,13 +86,13 @@ def test_a_non_ascii_mailbox_name_is_refused_but_an_international_domain_is_kept
 
 
 def test_encoding_line_by_line_gives_the_same_bytes_as_encoding_the_whole_body():
-    from syndicate.mail.transport import Template, _qp
+    from syndicate.mail.message import PreparedMessage, _qp
 
     marker = "https://syndicate.invalid/unsubscribe-url"
     body = ("Ünïcode line with trailing space \n" + "x" * 300 + f" {marker} tail\n"
             + "=== equals and tabs\t\n" + f"<a href=\"{marker}\">go</a>" + "é" * 90 + "\n" + "\n" * 3 + "end"
             + "\n.starts with a dot\n" + "y" * 75 + ".after a soft break\n")
-    template = Template(sender=Mailbox("A", "a@example.com"), subject="s", text=body, html=body)
+    template = PreparedMessage(sender=Mailbox("A", "a@example.com"), subject="s", text=body, html=body)
     for value in ("https://news.example/u/abc", "https://news.example/u/" + "Ü" * 80, ".x" * 60):
         whole = _qp(template.text.replace(marker, value))
         assert template._encoded(template.text, {marker: value}) == whole
@@ -106,8 +106,8 @@ def test_encoding_line_by_line_gives_the_same_bytes_as_encoding_the_whole_body()
     ("." * 500 + "\n.\n..\n{}\n", "é." * 100),
 ])
 def test_no_line_of_a_message_starts_with_a_dot_so_smtp_sends_it_as_it_is(text, placeholder_value):
-    template = Template(sender=Mailbox("News", "news@example.com"), subject="s",
-                        text=text.format(PLACEHOLDER), html="<p>hi</p>\n.<p>" + text.format(PLACEHOLDER))
+    template = PreparedMessage(sender=Mailbox("News", "news@example.com"), subject="s",
+                               text=text.format(PLACEHOLDER), html="<p>hi</p>\n.<p>" + text.format(PLACEHOLDER))
     message = template.message(to="ana@example.com", message_id="<1@example.com>",
                                date=datetime(2026, 11, 28, tzinfo=UTC), per_recipient={},
                                replace={PLACEHOLDER: placeholder_value})
@@ -123,7 +123,7 @@ def test_no_line_of_a_message_starts_with_a_dot_so_smtp_sends_it_as_it_is(text, 
 
 @given(st.text(st.characters(codec="utf-8"), max_size=400).map(lambda t: t.replace("\r", "")))
 def test_quoted_printable_keeps_the_text_and_its_rules_whatever_the_dots(text):
-    from syndicate.mail.transport import QP_LINE, _qp
+    from syndicate.mail.message import QP_LINE, _qp
 
     text = "." + text.replace(" ", ". .")  # many dots, many places for a soft break to put one first
     encoded = _qp(text)

@@ -28,7 +28,7 @@ from syndicate.cli.main import main
 from syndicate.db import transaction
 from syndicate.delivery import sending
 from syndicate.ingest import feeds
-from syndicate.mail.transport import Mailbox, Template, build_message, header_text, mailbox, phrase
+from syndicate.mail.message import Mailbox, PreparedMessage, build_message, header_text, mailbox, phrase
 from syndicate.models import Edition, utcnow
 from syndicate.newsletters import lists
 from syndicate.subscribers import consent
@@ -90,7 +90,7 @@ def assert_well_formed(message, expected_headers: set[str]) -> None:
 @example(title=INJECTION, reader=INJECTION, from_name=INJECTION, newsletter=INJECTION)
 @example(title=BODY_INJECTION, reader=BODY_INJECTION, from_name=BODY_INJECTION, newsletter=BODY_INJECTION)
 def test_an_edition_has_exactly_the_headers_we_wrote_whatever_the_outside_text(title, reader, from_name, newsletter):
-    template = Template(
+    template = PreparedMessage(
         sender=Mailbox(from_name, "briefing@news.example"), subject=title,
         text="Hello\n", html="<p>Hello</p>",
         headers={"List-Id": f"{phrase(newsletter)} <morning.news.example>",

@@ -22,7 +22,7 @@ from syndicate.db import transaction
 from syndicate.delivery import sending
 from syndicate.delivery.batches import send_batch
 from syndicate.ingest import feeds
-from syndicate.mail.transport import SmtpTransport
+from syndicate.mail.smtp import SmtpTransport
 from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 

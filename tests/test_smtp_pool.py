@@ -7,7 +7,8 @@ from aiosmtpd.controller import Controller
 from conftest import SmtpHandler, free_port
 from syndicate.config import parse_smtp_url
 from syndicate.errors import ConnectionLost
-from syndicate.mail.transport import Outgoing, SmtpTransport
+from syndicate.mail.smtp import SmtpTransport
+from syndicate.mail.transport import Outgoing
 
 
 class CountingHandler(SmtpHandler):

@@ -16,7 +16,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import SmtpHandler, free_port
 from syndicate.config import parse_smtp_url
 from syndicate.errors import ConnectionLost
-from syndicate.mail.transport import Outgoing, SmtpTransport
+from syndicate.mail.smtp import SmtpTransport
+from syndicate.mail.transport import Outgoing
 
 USER, PASSWORD = "news@example.com", "p@ss:w/rd ü"
 # aiosmtpd can't tell that a session under implicit TLS is encrypted, and warns about AUTH without it.

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from conftest import SmtpHandler, serve_smtp
 from syndicate.config import parse_smtp_url
 from syndicate.errors import ConnectionLost, TransportError
-from syndicate.mail.transport import _PLAIN_ADDRESS, Outgoing, SmtpTransport, _path, wire
+from syndicate.mail.smtp import _PLAIN_ADDRESS, SmtpTransport, _path, wire
+from syndicate.mail.transport import Outgoing
 
 
 @dataclass
@@ -202,7 +203,7 @@ def test_before_end_runs_once_the_server_is_ready_for_the_message_and_can_still_
 
 
 def test_the_outbox_holds_a_message_back_too(tmp_path):
-    from syndicate.mail.transport import OutboxTransport
+    from syndicate.mail.outbox import OutboxTransport
 
     def hold_back():
         raise HoldBack

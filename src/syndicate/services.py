@@ -36,7 +36,8 @@ class Services:
 
     @cached_property
     def transport(self) -> Transport:
-        from syndicate.mail.transport import OutboxTransport, SmtpTransport
+        from syndicate.mail.outbox import OutboxTransport
+        from syndicate.mail.smtp import SmtpTransport
 
         if self.settings.smtp is None:
             return OutboxTransport(self.settings.outbox / "mail")

@@ -12,7 +12,7 @@ from syndicate.db import transaction, upgrade
 from syndicate.delivery import deliveries, sending
 from syndicate.delivery.batches import send_batch
 from syndicate.ingest import feeds
-from syndicate.mail.transport import OutboxTransport
+from syndicate.mail.outbox import OutboxTransport
 from syndicate.models import Delivery, Edition, Post, SocialAccount, utcnow
 from syndicate.newsletters import editions, lists, rendering
 from syndicate.services import Services

@@ -1,5 +1,5 @@
-"""Each reader's copy of an edition: the message rendered once (mail.Template), with only the reader's own
-links and Message-ID added; the preview an editor sees and the tests an editor sends are the same copy."""
+"""Each reader's copy of an edition: the message prepared once (mail.message.PreparedMessage), with only the
+reader's own links and Message-ID added; the preview an editor sees and the tests an editor sends are the same copy."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from email.message import EmailMessage
 from syndicate import tokens
 from syndicate.config import Settings
 from syndicate.errors import ConnectionLost, InvalidInput, TransportError
-from syndicate.mail.transport import Mailbox, Outgoing, Template, Transport, phrase
-from syndicate.mail.transport import message_id as make_message_id
+from syndicate.mail.message import Mailbox, PreparedMessage, phrase
+from syndicate.mail.message import message_id as make_message_id
+from syndicate.mail.transport import Outgoing, Transport
 from syndicate.models import (
     Edition,
     Newsletter,
@@ -28,13 +29,13 @@ def list_id(newsletter: Newsletter) -> str:
 
 
 class MessageFactory:
-    """The edition's message is rendered once (mail.Template); per recipient only their tokens."""
+    """The edition's message is rendered once (PreparedMessage); per recipient only their tokens."""
 
     def __init__(self, settings: Settings, newsletter: Newsletter, edition: Edition):
         self.settings, self.newsletter, self.edition = settings, newsletter, edition
         self.domain = newsletter.from_address.rpartition("@")[2]
         self.mailto = f"mailto:unsubscribe@{self.domain}?subject=unsubscribe"
-        self.template = Template(
+        self.prepared = PreparedMessage(
             sender=Mailbox(newsletter.from_name, newsletter.from_address),
             subject=edition.subject, text=edition.text, html=mail_html(edition.html), reply_to=newsletter.reply_to,
             headers={
@@ -50,7 +51,7 @@ class MessageFactory:
         unsubscribe = f"{self.settings.base_url}/u/{token}"
         preferences = f"{self.settings.base_url}/p/{tokens.preferences_token(self.settings.secret_key, subscriber_id)}"
         message_id = make_message_id(self.domain, self.settings.secret_key, delivery_id, self.edition.id)
-        return self.template.message(
+        return self.prepared.message(
             to=email, name=name or "",
             message_id=message_id,
             date=utcnow(),
@@ -64,7 +65,7 @@ def proofs(settings: Settings, newsletter: Newsletter, edition: Edition, address
     header, with links that unsubscribe no one, and no delivery row (a test is not counted)."""
     domain = newsletter.from_address.rpartition("@")[2]
     archive = f"{settings.base_url}/n/{newsletter.slug}"
-    template = Template(
+    prepared = PreparedMessage(
         sender=Mailbox(newsletter.from_name, newsletter.from_address),
         subject=f"[Test] {edition.subject}", text=edition.text, html=mail_html(edition.html),
         reply_to=newsletter.reply_to,
@@ -77,7 +78,7 @@ def proofs(settings: Settings, newsletter: Newsletter, edition: Edition, address
     for address in addresses:
         message_id = make_message_id(domain, settings.secret_key, "test", edition.id, secrets.token_hex(6))
         links = {UNSUBSCRIBE_URL: archive, PREFERENCES_URL: archive}
-        messages.append(template.message(to=address, message_id=message_id, date=utcnow(),
+        messages.append(prepared.message(to=address, message_id=message_id, date=utcnow(),
                                          per_recipient={}, replace=links))
     return messages
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from syndicate import throttle
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, SyndicateError
-from syndicate.mail.transport import message_id as make_message_id
+from syndicate.mail.message import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Subscriber, SubscriberEvent, utcnow
 from syndicate.subscribers import consent, sns
 

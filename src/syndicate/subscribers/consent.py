@@ -13,8 +13,9 @@ from syndicate import ledger, throttle, tokens
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.ledger import MailStatus
-from syndicate.mail.transport import Mailbox, Outgoing, build_message
-from syndicate.mail.transport import message_id as make_message_id
+from syndicate.mail.message import Mailbox, build_message
+from syndicate.mail.message import message_id as make_message_id
+from syndicate.mail.transport import Outgoing
 from syndicate.models import (
     SUBSCRIBER_SUPPRESSED,
     ConfirmationMail,
