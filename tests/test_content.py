@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from syndicate.ingest import content
+from syndicate.text import sentences
 
 SEED = Path(__file__).resolve().parent / "data" / "seed-article.txt"  # a copy of shared/samples' story
 
@@ -89,7 +90,7 @@ def test_it_ends_a_sentence_at_a_single_digit():
 def test_it_ends_sentences_at_question_and_exclamation_marks_and_closing_quotes():
     html = "<p>Who won? “We did!” she said. The end came later.</p>"
 
-    assert content.sentences(content.plain_text(html)) == ["Who won?", "“We did!” she said.", "The end came later."]
+    assert sentences(content.plain_text(html)) == ["Who won?", "“We did!” she said.", "The end came later."]
     assert content.lead(html) == "Who won? “We did!” she said."
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from syndicate.ingest import fetch
 from syndicate.social import linkcard
 from syndicate.social.linkcard import Card, PageUnreachable
+from syndicate.text import shorten
 
 T0 = datetime(2030, 1, 6, 7, 0, tzinfo=UTC)
 HTML = {"Content-Type": "text/html; charset=UTF-8"}
@@ -431,7 +432,7 @@ def test_it_cuts_a_long_title_and_description_at_a_word():
 
 
 def test_it_cuts_a_title_without_spaces_where_it_must():
-    assert linkcard.shorten("長" * 400, 300) == "長" * 299 + "…"
+    assert shorten("長" * 400, 300) == "長" * 299 + "…"
 
 
 def test_it_reads_a_big_page_quickly_by_stopping_at_the_head():

@@ -32,7 +32,7 @@ from syndicate.mail.message import Mailbox, PreparedMessage, build_message, head
 from syndicate.models import Edition, utcnow
 from syndicate.newsletters import lists
 from syndicate.subscribers import consent
-from syndicate.templating import one_line
+from syndicate.text import one_line
 from syndicate.web.app import create_app
 
 DATE = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
@@ -66,15 +66,14 @@ def parsed(data: bytes) -> email.message.EmailMessage:
 
 
 def display_name(raw_header: str) -> str:
-    """The display name as RFC 2047 §6.2 reads it (whitespace between adjacent encoded words ignored),
-    which mail clients do and the stdlib's structured parser doesn't."""
-    return str(make_header(decode_header(raw_header.rpartition("<")[0].strip())))
-
-
-def unquoted(name: str) -> str:
-    if name.startswith('"') and name.endswith('"'):
-        return name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    return name
+    """The display name as a mail client shows it: a quoted string unquoted, and encoded words decoded as
+    RFC 2047 §6.2 reads them (whitespace between adjacent encoded words ignored), which mail clients do and
+    the stdlib's structured parser doesn't. Only a quoted string is unquoted: a name that decodes to text in
+    quotes is shown with them."""
+    raw = raw_header.rpartition("<")[0].strip()
+    if raw.startswith('"') and raw.endswith('"') and len(raw) > 1:
+        return raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return str(make_header(decode_header(raw)))
 
 
 def assert_well_formed(message, expected_headers: set[str]) -> None:
@@ -102,9 +101,9 @@ def test_an_edition_has_exactly_the_headers_we_wrote_whatever_the_outside_text(t
     assert_well_formed(message, TEMPLATE_HEADERS)
     assert str(message["Subject"]) == one_line(title)
     raw = email.message_from_bytes(data, policy=email.policy.compat32)
-    assert unquoted(display_name(raw["From"])) == one_line(from_name)
-    assert unquoted(display_name(raw["To"])) == one_line(reader)
-    assert unquoted(display_name(raw["List-Id"])) == one_line(newsletter)
+    assert display_name(raw["From"]) == one_line(from_name)
+    assert display_name(raw["To"]) == one_line(reader)
+    assert display_name(raw["List-Id"]) == one_line(newsletter)
     assert message["From"].addresses[0].addr_spec == "briefing@news.example"
     assert message["To"].addresses[0].addr_spec == "reader@example.org"
     assert all(len(line) <= 998 for line in data.split(b"\r\n"))
@@ -124,7 +123,7 @@ def test_a_single_message_has_exactly_the_headers_we_wrote_whatever_the_outside_
                                  "Content-Type"})
     assert str(message["Subject"]) == one_line(subject)
     raw = email.message_from_bytes(data, policy=email.policy.compat32)
-    assert unquoted(display_name(raw["To"])) == one_line(reader)
+    assert display_name(raw["To"]) == one_line(reader)
 
 
 def test_an_encoded_word_in_a_title_is_shown_as_the_characters_the_site_wrote():
@@ -179,7 +178,7 @@ def test_a_hostile_feed_title_and_reader_name_reach_every_inbox_as_text_not_head
         assert_headers_are_ours(message, {"From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted",
                                           "MIME-Version", "Content-Type"})
         raw = email.message_from_bytes(confirmation.data, policy=email.policy.compat32)
-        assert unquoted(display_name(raw["To"])) == one_line(attack)
+        assert display_name(raw["To"]) == one_line(attack)
         [link] = re.findall(r"http://testserver(/confirm/\S+)", message.get_body(("plain",)).get_content())
         assert submit(client, link).status_code == 200
 

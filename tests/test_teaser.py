@@ -15,6 +15,7 @@ from syndicate.errors import InvalidInput
 from syndicate.social import teaser
 from syndicate.social.teaser import BLUESKY, MASTODON, Options, X
 from syndicate.templating import render
+from syndicate.text import clean
 
 SEED_TITLE = "Armenia Conducts Joint Military Exercises With US, Straining Relations With Regional Partner Russia"
 SEED_URL = "https://truthusa.example/armenia-conducts-joint-military-exercises-with-us/"
@@ -149,7 +150,7 @@ def check_invariants(network: teaser.Network, result: teaser.Teaser, title: str,
                                        else shown if facet.kind == "link" else "#" + facet.value)
 
     # The headline first, whole or cut between words with "…" — or the link alone.
-    headline, first_line = teaser.clean(title), text.split("\n")[0]
+    headline, first_line = clean(title), text.split("\n")[0]
     if text == shown:
         assert headline == "" or "headline" in result.dropped
     elif headline:
@@ -164,7 +165,7 @@ def check_invariants(network: teaser.Network, result: teaser.Teaser, title: str,
 
     # Nothing broken: every grapheme comes whole from the inputs, the link, the tags or the template.
     tags = " ".join("#" + tag for tag in teaser.hashtags(categories, Options()))
-    allowed = set(graphemes(headline + "\n" + teaser.clean(lead) + "\n" + shown + "\n" + tags + "\n…# "))
+    allowed = set(graphemes(headline + "\n" + clean(lead) + "\n" + shown + "\n" + tags + "\n…# "))
     assert set(graphemes(text)) <= allowed
 
     # An editor who posts it unchanged gets the same measure.
@@ -265,10 +266,10 @@ def test_an_empty_headline_leaves_lead_and_link():
 
 
 def test_it_cleans_controls_but_keeps_joiners_and_direction_marks():
-    assert teaser.clean("a\x00b\nc\t d\u202e\u2066e\ufeff") == "a b c de"
+    assert clean("a\x00b\nc\t d\u202e\u2066e\ufeff") == "a b c de"
     kept = "👩\u200d👩\u200d👧 \u200fשלום\u200f می\u200cخواهم"
-    assert teaser.clean(kept) == kept
-    assert teaser.clean("e\u0301") == "é"  # NFC
+    assert clean(kept) == kept
+    assert clean("e\u0301") == "é"  # NFC
 
 
 # ── the parts ────────────────────────────────────────────────────────────────

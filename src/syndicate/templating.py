@@ -68,10 +68,3 @@ def exists(template_name: str) -> bool:
     except TemplateNotFound:
         return False
     return True
-
-
-def one_line(text: str) -> str:
-    """Header-safe: no CR, LF or other control characters, whitespace collapsed."""
-    if not text.isprintable():  # one C loop first: per character in Python is slow for every header of every mail
-        text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return " ".join(text.split())

@@ -9,6 +9,8 @@ from urllib.parse import urljoin
 
 import nh3
 
+from syndicate.text import join_sentences, sentences, shorten
+
 # Where the story ends on a WordPress-style site: a block starting with one of these,
 # and everything after it, is the site's furniture, not the story.
 BOILERPLATE = (
@@ -25,15 +27,6 @@ END_OF_STORY = re.compile(r"^(" + "|".join(BOILERPLATE) + r")", re.IGNORECASE)
 NOT_STORY = re.compile(r"^(advertisement|\(?(photo|image|picture)( credit)?s?:.{0,120})$", re.IGNORECASE)
 # WordPress ends excerpts with "[…]" or "[...]".
 EXCERPT_MARK = re.compile(r"\s*\[(…|\.\.\.|&#8230;)\]\s*$")
-# Words that end with a period without ending a sentence.
-ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "gen", "gov", "sen", "rep", "lt", "col",
-    "sgt", "capt", "prof", "inc", "co", "corp", "ltd", "vs", "no", "fig", "jan", "feb",
-    "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "approx", "est",
-}
-# A sentence ends after . ! ? … (and closing quotes) before a space and a capital or digit,
-# or after a CJK full stop, with or without a space.
-SENTENCE_END = re.compile(r"(?<=[.!?…])([\"'”’)]*)\s+(?=[\"'“‘(]?[A-Z0-9])|(?<=[。！？])([」』”’)]*)\s*")
 BLOCK_TAGS = {
     "p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
     "br", "section", "article", "figure", "figcaption", "table", "tr", "pre", "hr", "header",
@@ -134,57 +127,19 @@ def story_text(html: str) -> list[str]:
     return story
 
 
-def sentences(text: str) -> list[str]:
-    out: list[str] = []
-    start = 0
-    for match in SENTENCE_END.finditer(text):
-        closing = match.group(1) or match.group(2) or ""
-        candidate = text[start : match.start() + len(closing)].strip()
-        if not candidate:
-            continue
-        last_word = candidate.rstrip(".!?…\"'”’)").rsplit(" ", 1)[-1]
-        # "U.S. officials", "Dr. Smith", "J. Doe": not the end of a sentence.
-        if last_word.lower() in ABBREVIATIONS or "." in last_word or (len(last_word) == 1 and last_word.isalpha()):
-            continue
-        out.append(candidate)
-        start = match.end()
-    rest = text[start:].strip()
-    if rest:
-        out.append(rest)
-    return out
-
-
 def lead(html: str, max_sentences: int = 2, max_chars: int = 400) -> str:
     """The first sentences of the story, boilerplate removed."""
     chosen: list[str] = []
     for block in story_text(html):
         for sentence in sentences(block):
-            if chosen and len(_join(chosen + [sentence])) > max_chars:
-                return _join(chosen)
+            if chosen and len(join_sentences(chosen + [sentence])) > max_chars:
+                return join_sentences(chosen)
             if not chosen and len(sentence) > max_chars:
                 return shorten(sentence, max_chars)
             chosen.append(sentence)
             if len(chosen) >= max_sentences:
-                return _join(chosen)
-    return _join(chosen)
-
-
-def _join(sentences: list[str]) -> str:
-    """Sentences joined as written: a space after Latin punctuation, none after a CJK full stop."""
-    text = ""
-    for sentence in sentences:
-        text += sentence if not text or text[-1] in "。！？」』" else " " + sentence
-    return text
-
-
-def shorten(text: str, max_chars: int) -> str:
-    """At most `max_chars`, cut at a space when there is one (CJK has none), with an ellipsis."""
-    if len(text) <= max_chars:
-        return text
-    cut = text[: max_chars - 1]
-    if " " in cut[max_chars // 2:]:
-        cut = cut.rsplit(" ", 1)[0]
-    return cut.rstrip(" ,;:—-") + "…"
+                return join_sentences(chosen)
+    return join_sentences(chosen)
 
 
 def plain_text(html: str) -> str:

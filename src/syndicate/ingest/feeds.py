@@ -27,7 +27,7 @@ from syndicate.config import Settings
 from syndicate.errors import FeedError, NotFound
 from syndicate.ingest import content, fetch
 from syndicate.models import Article, Feed, utcnow
-from syndicate.templating import one_line
+from syndicate.text import one_line
 
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from syndicate import links
 from syndicate.errors import InvalidInput
 from syndicate.ingest import content, feeds
 from syndicate.models import utcnow
-from syndicate.templating import one_line
+from syndicate.text import one_line
 
 MAX_BYTES = 1_000_000  # a story's HTML is rarely a tenth of this; more is an embedded file
 

@@ -16,7 +16,7 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from syndicate.mail.transport import Outgoing
-from syndicate.templating import one_line
+from syndicate.text import one_line
 
 if TYPE_CHECKING:
     from syndicate.mail.dkim import DkimSettings

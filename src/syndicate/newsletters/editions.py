@@ -20,7 +20,7 @@ from syndicate.models import (
     utcnow,
 )
 from syndicate.newsletters import rendering, schedules
-from syndicate.templating import one_line
+from syndicate.text import one_line
 
 log = logging.getLogger(__name__)
 

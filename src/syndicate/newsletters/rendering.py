@@ -23,7 +23,8 @@ from syndicate.models import (
     Newsletter,
     utcnow,
 )
-from syndicate.templating import one_line, render, sandbox
+from syndicate.templating import render, sandbox
+from syndicate.text import one_line
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from lxml import etree
 from syndicate.errors import FeedError, InvalidInput, SyndicateError
 from syndicate.ingest import fetch
 from syndicate.links import NotAWebLink, web_link
+from syndicate.text import clean, shorten
 
 MAX_TITLE = 300
 MAX_DESCRIPTION = 1000
@@ -94,7 +95,7 @@ def parse(html: bytes | str, page_url: str, *, charset: str | None = None) -> Ca
     text = html if isinstance(html, str) else decode(html, charset)
     head = _head(text)
     base = _absolute(head.base, page_url) or page_url
-    title = _first(head.meta, "og:title", "twitter:title") or _clean(head.title or "")
+    title = _first(head.meta, "og:title", "twitter:title") or clean(head.title or "")
     description = _first(head.meta, "og:description", "twitter:description", "description")
     return Card(
         url=page_url,
@@ -149,7 +150,7 @@ def _head(text: str) -> _Tags:
 
 def _meta(meta: dict[str, str], attrs) -> None:
     # Twitter's old markup put the value in value=, and plenty of pages still do.
-    content = _clean(attrs.get("content") or attrs.get("value") or "")
+    content = clean(attrs.get("content") or attrs.get("value") or "")
     if not content:
         return
     # Open Graph says property=, Twitter says name=; both are seen with either, and in any case.
@@ -183,26 +184,6 @@ def _absolute(url: str | None, base: str) -> str | None:
         return fetch.check_url(urljoin(base, url.strip()))
     except (InvalidInput, ValueError):  # ValueError: a malformed address, such as an unclosed IPv6 bracket
         return None
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def _clean(text: str) -> str:
-    """One line of text: control characters dropped, runs of whitespace (line breaks too) made one space."""
-    return " ".join(_CONTROL.sub("", text).split())
-
-
-def shorten(text: str, limit: int) -> str:
-    """`text` in at most `limit` characters, cut at a word and marked with "…" when it had to be cut."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    if not text[limit - 1].isspace():
-        space = cut.rfind(" ")
-        if space > limit // 2:  # a word, not half the text: a run without spaces (CJK, a URL) is cut anywhere
-            cut = cut[:space]
-    return cut.rstrip(" ,;:-–—") + "…"
 
 
 # ── charsets and content types ───────────────────────────────────────────────

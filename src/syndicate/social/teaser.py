@@ -22,6 +22,7 @@ from twitter_text.config import config as twitter_config
 
 from syndicate.errors import InvalidInput
 from syndicate.templating import render, sandbox
+from syndicate.text import clean, first_sentence
 
 ELLIPSIS = "…"
 BLUESKY_MAX_BYTES = 3000
@@ -31,12 +32,6 @@ MIN_LEAD_WORDS = 6  # a lead shortened below this says too little to be worth it
 NAMES = {"x": "X", "mastodon": "Mastodon", "bluesky": "Bluesky"}
 
 _GRAPHEME = regex.compile(r"\X")
-# Format characters are dropped, except those scripts and emoji need: ZWNJ, ZWJ, LRM, RLM, ALM and the tag
-# characters of subdivision flags. Bidi overrides and isolates go: they can reorder what a reader sees.
-_INVISIBLE = regex.compile(
-    r"[[\p{Cf}\p{Cs}\p{Noncharacter_Code_Point}]--[\u200c-\u200f\u061c\U000E0020-\U000E007F]]", regex.V1
-)
-_CONTROL = regex.compile(r"\p{Cc}")
 _CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\u3000-\u303f\u30fc\uff00-\uffef]")
 _TRIMMED = set(",;:—–-")  # trailing punctuation that looks wrong before an ellipsis
 _TAG_PART = regex.compile(r"[\p{L}\p{Nd}_][\p{L}\p{M}\p{Nd}_]*")
@@ -246,80 +241,9 @@ def _fits(network: Network, text: str) -> bool:
 # ── text ─────────────────────────────────────────────────────────────────────
 
 
-def clean(text: str) -> str:
-    """One line of plain text: control and invisible format characters out, NFC, whitespace collapsed."""
-    text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
-_TITLES = {"mr", "mrs", "ms", "mx", "dr", "prof", "st", "sr", "jr", "gen", "gov", "sen", "rep", "lt", "col",
-           "sgt", "capt", "cmdr", "adm", "maj", "rev", "hon", "pres", "fr", "mme", "mlle", "messrs"}
-_ABBREVIATIONS = {"inc", "ltd", "co", "corp", "bros", "vs", "no", "nos", "vol", "fig", "approx", "dept", "est",
-                  "govt", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
-                  "mt", "ft", "ave", "blvd", "rd"}
-_STARTERS = {"the", "a", "an", "this", "that", "these", "those", "it", "its", "he", "she", "they", "we", "i",
-             "in", "on", "at", "but", "and", "however", "his", "her", "their", "there", "as", "after", "when",
-             "while", "meanwhile"}
-_SENTENCE_END = regex.compile(r"(?:[.!?‽؟۔।]+|…)[)\]\"'”’»」』]*(?=\s|$)|[。！？]+[)\]\"”’」』）]*")
-_OPENERS, _CLOSERS = "“„«「『", "”»」』"
-
-
 def lead_sentence(lead: str) -> str:
-    """The lead's first sentence, not ended by "U.S.", "Mr.", initials, "3.5" or a "…" inside quotes."""
-    text = clean(lead)
-    sentence, unclosed = _first_sentence(text, mind_quotes=True)
-    # A quote that never closes (a stray “) would hide every sentence end after it: then read past quotes.
-    return _first_sentence(text, mind_quotes=False)[0] if unclosed else sentence
-
-
-def _first_sentence(text: str, mind_quotes: bool) -> tuple[str, bool]:
-    """The first sentence, and whether the text ran out inside quotes before one ended."""
-    quotes: list[str] = []
-    read = 0
-    for match in _SENTENCE_END.finditer(text):
-        for ch in text[read:match.end()]:
-            _track_quote(quotes, ch)
-        read = match.end()
-        if mind_quotes and quotes:
-            continue
-        following = text[match.end():match.end() + 64].lstrip()  # the text is clean: one space at most
-        if not following:
-            break
-        if following[0].islower():  # "e.g. the", "p.m. on", "… and then"
-            continue
-        if match.group().startswith(".") and not _ends_at(text[max(match.start() - 64, 0):match.start()], following):
-            continue
-        return text[:match.end()], False
-    for ch in text[read:]:
-        _track_quote(quotes, ch)
-    return text, bool(quotes)
-
-
-def _track_quote(quotes: list[str], ch: str) -> None:
-    if ch == "“" and quotes and quotes[-1] == "„":  # German „…“
-        quotes.pop()
-    elif ch == '"' and quotes and quotes[-1] == '"':
-        quotes.pop()
-    elif ch == '"':
-        quotes.append(ch)
-    elif ch in _OPENERS:
-        quotes.append(ch)
-    elif ch in _CLOSERS and quotes:
-        quotes.pop()
-
-
-def _ends_at(before: str, following: str) -> bool:
-    """Whether a full stop after the word ending `before` ends the sentence (an abbreviation is a short word)."""
-    word = before.rsplit(None, 1)[-1].lstrip("([{\"'“‘«") if before.strip() else ""
-    next_word = regex.match(r"\p{L}*", following).group().lower()
-    if word.lower() in _TITLES:  # "Mr. Pashinyan"
-        return False
-    initial, dotted = regex.fullmatch(r"\p{Lu}", word), regex.fullmatch(r"(?:\p{L}\.)+\p{L}", word)
-    if initial or dotted or word.lower() in _ABBREVIATIONS:
-        # Initials and abbreviations ("J. R. R. Tolkien", "U.S.", "Inc.") end a sentence only before a word
-        # that starts one: "… with the U.S. The drills …".
-        return next_word in _STARTERS
-    return True
+    """The lead's first sentence (text.first_sentence), as a teaser quotes it."""
+    return first_sentence(clean(lead))
 
 
 # ── hashtags ─────────────────────────────────────────────────────────────────
