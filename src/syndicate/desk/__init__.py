@@ -2,7 +2,7 @@
 /docs) to watch and steer what goes out. Both call the same domain functions as the CLI and add no logic
 of their own. Each module here holds one area's pages and API routes side by side:
 
-  core         sessions, CSRF, who is asking (a signed-in editor, or an editor's API token)
+  core         sessions, CSRF, who is asking (a signed-in editor, or an editor's API token), the services
   auth         sign in and out; an editor's own API tokens
   today        the calendar of the next days, the social kill switch, accounts
   newsletters  settings, filters, template, the schedule in words and its next sends; pause, resume, prepare

@@ -1,4 +1,5 @@
-"""What every page and API route of the desk shares: who is asking, and proof that a form came from us.
+"""What every page and API route of the desk shares: who is asking, proof that a form came from us, and the
+process's services as a FastAPI dependency (`svc: Svc`).
 
 Pages: a signed session cookie (HttpOnly, SameSite=Lax, Secure when the site is https, path /desk) with an
 absolute lifetime of SESSION_HOURS, good only while it carries the editor's current session version (signing
@@ -14,10 +15,11 @@ import hmac
 import secrets
 import time
 from datetime import UTC, datetime
+from typing import Annotated
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Request, Security
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
@@ -28,6 +30,11 @@ from syndicate.errors import InvalidInput
 from syndicate.http import answers, api_tokens
 from syndicate.models import Editor
 from syndicate.templating import render
+
+# The process's services (settings, database, mail transport) as each route's dependency: visible in its
+# signature, and replaceable in a test with app.dependency_overrides[services.current]. Defined here, where
+# the web app's routes reach it too (web/responses re-exports it): the desk may not import web.
+Svc = Annotated[services.Services, Depends(services.current)]
 
 SESSION_HOURS = 12  # then sign in again, however active the session was
 COOKIE = "syndicate_desk"
@@ -78,7 +85,7 @@ async def csrf_checked(request: Request) -> None:
         raise CsrfRefused
 
 
-def editor(request: Request) -> str:
+def editor(request: Request, svc: Svc) -> str:
     """The signed-in editor's name; SignInRequired otherwise (no session, too old, ended by signing out or
     a new password, editor disabled)."""
     name, since = request.session.get("editor"), request.session.get("since", 0)
@@ -86,7 +93,7 @@ def editor(request: Request) -> str:
     if not name or time.time() - since > SESSION_HOURS * 3600:
         request.session.clear()
         raise SignInRequired(request.url.path, wants_json)
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         row = session.scalar(select(Editor).where(Editor.username == name, Editor.disabled_at.is_(None),
                                                   Editor.session_version == request.session.get("version", -1)))
     if row is None:
@@ -95,9 +102,9 @@ def editor(request: Request) -> str:
     return name
 
 
-def api_editor(credentials: HTTPAuthorizationCredentials | None = Security(_bearer)) -> str:
+def api_editor(svc: Svc, credentials: HTTPAuthorizationCredentials | None = Security(_bearer)) -> str:
     """The editor whose API token came with the request; NotAuthenticated (answered 401) otherwise."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return api_tokens.authenticate_editor(session, credentials.credentials if credentials else None).username
 
 

@@ -12,12 +12,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from syndicate import services
+from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, qa, sending
 from syndicate.delivery.messages import MAX_TEST_ADDRESSES, preview, send_tests
 from syndicate.delivery.qa import parts
 from syndicate.desk.core import (
+    Svc,
     api,
     api_editor,
     back,
@@ -32,6 +33,7 @@ from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.http import csp
 from syndicate.models import Edition, Newsletter, RowId
 from syndicate.newsletters import editions, rendering
+from syndicate.services import Services
 from syndicate.tasks import deliver_batch, hand_over
 
 RECENT = 50  # editions on the list page
@@ -58,9 +60,8 @@ def _summary(edition: Edition, counts: dict[str, int]) -> dict:
                 link=f"/desk/editions/{edition.id}")
 
 
-def _describe(session, edition: Edition) -> dict:
+def _describe(session, settings: Settings, edition: Edition) -> dict:
     """Everything the page and the API show of one edition."""
-    settings = services.current().settings
     counts = deliveries.counts_of(session, [edition.id])[edition.id]
     newsletter = edition.newsletter
     return _summary(edition, counts) | dict(
@@ -84,33 +85,33 @@ def _recent(session, slug: str | None = None, status: str | None = None, limit: 
     return [_summary(e, counts[e.id]) for e in found]
 
 
-def _counts(edition_id: int) -> dict:
-    with transaction(services.current().Session) as session:
+def _counts(svc: Services, edition_id: int) -> dict:
+    with transaction(svc.Session) as session:
         edition = _get(session, edition_id)
         return dict(status=edition.status, counts=deliveries.counts_of(session, [edition_id])[edition_id])
 
 
-def _preview(edition_id: int) -> tuple[str, str, str]:
+def _preview(svc: Services, edition_id: int) -> tuple[str, str, str]:
     """Subject, HTML and text exactly as a recipient gets them."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         edition = _get(session, edition_id)
         if not edition.html:
             raise NotFound(f"edition #{edition.number} has nothing to show ({edition.status}: {edition.note})")
-        message = preview(services.current().settings, edition.newsletter, edition)
+        message = preview(svc.settings, edition.newsletter, edition)
         return (message["Subject"], *parts(message))
 
 
-def _edit(edition_id: int, subject: str | None = None, order: list[int] | None = None,
+def _edit(svc: Services, edition_id: int, subject: str | None = None, order: list[int] | None = None,
           remove: list[int] = ()) -> dict:
-    with transaction(services.current().Session) as session:
-        edition = editions.edit(session, _get(session, edition_id), services.current().settings,
+    with transaction(svc.Session) as session:
+        edition = editions.edit(session, _get(session, edition_id), svc.settings,
                                 remove=list(remove), order=order, subject=subject)
-        return _describe(session, edition)
+        return _describe(session, svc.settings, edition)
 
 
-def _move(edition_id: int, article_id: int, by: int) -> list[int]:
+def _move(svc: Services, edition_id: int, article_id: int, by: int) -> list[int]:
     """The edition's stories in order, with one moved a place up (-1) or down (+1)."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         ids = [item.article_id for item in _get(session, edition_id).items]
     if article_id not in ids:
         raise InvalidInput(f"article {article_id} is not in this edition; reload the page")
@@ -120,19 +121,18 @@ def _move(edition_id: int, article_id: int, by: int) -> list[int]:
     return ids
 
 
-def _schedule(edition_id: int, at: str, zone: str | None = None) -> dict:
+def _schedule(svc: Services, edition_id: int, at: str, zone: str | None = None) -> dict:
     """At `at`, read in `zone` (the editor's) or else in the newsletter's own zone, unless it names one."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         edition = _get(session, edition_id)
         editions.schedule(session, edition, local_time(at, zone or edition.newsletter.timezone))
-        return _describe(session, edition)
+        return _describe(session, svc.settings, edition)
 
 
 ACTIONS = ("pause", "resume", "cancel", "resend-failed")
 
 
-def _act(edition_id: int, action: str) -> dict:
-    svc = services.current()
+def _act(svc: Services, edition_id: int, action: str) -> dict:
     batches, result = [], {}
     with transaction(svc.Session) as session:
         edition = _get(session, edition_id)
@@ -146,30 +146,29 @@ def _act(edition_id: int, action: str) -> dict:
             batches, result["left_out"] = sending.resend_failed(session, edition, svc.settings)
         else:
             raise InvalidInput(f"no edition action {action!r}: {', '.join(ACTIONS)}")
-        described = _describe(session, edition)
+        described = _describe(session, svc.settings, edition)
     for batch in batches:  # after the commit: a worker must find the rows sending
         hand_over(deliver_batch, *batch)  # the broker away: the tick hands out rows left pending
     return described | result | dict(batches_queued=len(batches))
 
 
-def _loaded(edition_id: int) -> Edition:
+def _loaded(svc: Services, edition_id: int) -> Edition:
     """The edition and its newsletter, read and let go: what follows talks to other servers, and on SQLite
     an open transaction holds the database's write lock."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         edition = _get(session, edition_id)
         edition.newsletter  # noqa: B018 - loaded now, used after the session
     return edition
 
 
-def _test_send(edition_id: int, addresses: list[str]) -> list[dict]:
+def _test_send(svc: Services, edition_id: int, addresses: list[str]) -> list[dict]:
     """As `syndicate edition test-send` does: the [Test] messages, over one connection."""
-    svc = services.current()
-    edition = _loaded(edition_id)
+    edition = _loaded(svc, edition_id)
     return send_tests(svc.settings, svc.transport, edition.newsletter, edition, addresses)
 
 
-def _check_links(edition_id: int) -> dict:
-    report = qa.check_links(services.current().settings, _loaded(edition_id))
+def _check_links(svc: Services, edition_id: int) -> dict:
+    report = qa.check_links(svc.settings, _loaded(svc, edition_id))
     return dict(checked=report.checked, broken=report.broken, left_out=report.left_out)
 
 
@@ -182,25 +181,25 @@ def _addresses(text: str) -> list[str]:
 
 
 @pages.get("/editions", response_class=HTMLResponse)
-def editions_page(request: Request, name: str = Depends(editor)):
-    with transaction(services.current().Session) as session:
+def editions_page(request: Request, svc: Svc, name: str = Depends(editor)):
+    with transaction(svc.Session) as session:
         recent = _recent(session)
     return page("editions", request, editor=name, editions=recent)
 
 
 @pages.get("/editions/{edition_id}", response_class=HTMLResponse)
-def edition_page(request: Request, edition_id: RowId, name: str = Depends(editor)):
+def edition_page(request: Request, edition_id: RowId, svc: Svc, name: str = Depends(editor)):
     # What a test-send answered, handed over from its POST: a reload of this page sends nothing again.
     handed, sent = request.session.pop("test_sent", None), None
     if handed and handed[0] == edition_id:
         sent = [dict(address=address, accepted=accepted, reply=reply) for address, accepted, reply in handed[1]]
-    return _page(request, edition_id, name, sent=sent)
+    return _page(request, svc, edition_id, name, sent=sent)
 
 
-def _page(request: Request, edition_id: int, name: str, status: int = 200, error: str | None = None,
+def _page(request: Request, svc: Services, edition_id: int, name: str, status: int = 200, error: str | None = None,
           **results) -> HTMLResponse:
-    with transaction(services.current().Session) as session:
-        edition = _describe(session, _get(session, edition_id))
+    with transaction(svc.Session) as session:
+        edition = _describe(session, svc.settings, _get(session, edition_id))
     local = edition["scheduled_for"].astimezone(editor_zone(request)) if edition["scheduled_for"] else None
     context = dict(sent=None, links=None, addresses="") | results
     return page("edition", request, status, editor=name, e=edition, error=error,
@@ -208,25 +207,25 @@ def _page(request: Request, edition_id: int, name: str, status: int = 200, error
 
 
 @pages.get("/editions/{edition_id}/preview.html")
-def preview_html(edition_id: RowId, name: str = Depends(editor)):
+def preview_html(edition_id: RowId, svc: Svc, name: str = Depends(editor)):
     """The HTML part as a recipient gets it, for the desk's frames."""
-    return Response(_preview(edition_id)[1], media_type="text/html; charset=utf-8", headers=PREVIEW_HEADERS)
+    return Response(_preview(svc, edition_id)[1], media_type="text/html; charset=utf-8", headers=PREVIEW_HEADERS)
 
 
 @pages.get("/editions/{edition_id}/preview.txt")
-def preview_text(edition_id: RowId, name: str = Depends(editor)):
+def preview_text(edition_id: RowId, svc: Svc, name: str = Depends(editor)):
     """The text part as a recipient gets it."""
-    return Response(_preview(edition_id)[2], media_type="text/plain; charset=utf-8", headers=PREVIEW_HEADERS)
+    return Response(_preview(svc, edition_id)[2], media_type="text/plain; charset=utf-8", headers=PREVIEW_HEADERS)
 
 
 @pages.get("/editions/{edition_id}/counts")
-def counts(edition_id: RowId, name: str = Depends(editor)) -> dict:
+def counts(edition_id: RowId, svc: Svc, name: str = Depends(editor)) -> dict:
     """Deliveries by status, for the page's live counts while it goes out."""
-    return _counts(edition_id)
+    return _counts(svc, edition_id)
 
 
 @pages.post("/editions/{edition_id}/{action}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
-def edition_action(request: Request, edition_id: RowId, action: str, name: str = Depends(editor),
+def edition_action(request: Request, edition_id: RowId, action: str, svc: Svc, name: str = Depends(editor),
                    subject: str = Form(""), up: RowId | None = Form(None), down: RowId | None = Form(None),
                    remove: RowId | None = Form(None), at: str = Form(""), addresses: str = Form(""),
                    next: str = Form("")):
@@ -234,25 +233,25 @@ def edition_action(request: Request, edition_id: RowId, action: str, name: str =
     try:
         if action == "edit":  # the subject as typed (empty: the template's), and what a story's button asked
             moved = up if up is not None else down
-            order = _move(edition_id, moved, -1 if up is not None else 1) if moved is not None else None
-            _edit(edition_id, subject=subject, order=order, remove=[remove] if remove is not None else [])
+            order = _move(svc, edition_id, moved, -1 if up is not None else 1) if moved is not None else None
+            _edit(svc, edition_id, subject=subject, order=order, remove=[remove] if remove is not None else [])
         elif action == "schedule":
-            _schedule(edition_id, at, editor_zone(request).key)
+            _schedule(svc, edition_id, at, editor_zone(request).key)
         elif action == "test-send":
-            sent = _test_send(edition_id, _addresses(addresses))
+            sent = _test_send(svc, edition_id, _addresses(addresses))
             # Kept in the session cookie for the page after the redirect (20 addresses at most; the replies
             # shortened, so the cookie stays well under the 4 KB browsers keep).
             request.session["test_sent"] = [edition_id, [(r["address"], r["accepted"], r["reply"][:80])
                                                          for r in sent]]
             return back(f"/desk/editions/{edition_id}")
         elif action == "check-links":
-            return _page(request, edition_id, name, links=_check_links(edition_id))
+            return _page(request, svc, edition_id, name, links=_check_links(svc, edition_id))
         else:
-            _act(edition_id, action)
+            _act(svc, edition_id, action)
     except InvalidInput as e:  # the page again, saying why; nothing changed
-        return _page(request, edition_id, name, 400, error=str(e), addresses=addresses)
+        return _page(request, svc, edition_id, name, 400, error=str(e), addresses=addresses)
     except TransportError as e:
-        return _page(request, edition_id, name, 502, error=f"the mail server didn't take the test: {e}",
+        return _page(request, svc, edition_id, name, 502, error=f"the mail server didn't take the test: {e}",
                      addresses=addresses)
     return back(_landing(request, next, f"/desk/editions/{edition_id}"))
 
@@ -288,69 +287,69 @@ class TestSend(BaseModel):
 
 
 @api.get("/editions", tags=["editions"])
-def editions_json(newsletter: str | None = None, status: str | None = None,
+def editions_json(svc: Svc, newsletter: str | None = None, status: str | None = None,
                   limit: int = Query(RECENT, ge=1, le=500), name: str = Depends(api_editor)) -> list[dict]:
     """Recent editions, newest first, with their deliveries by status; of one newsletter (its slug) or
     with one status if asked."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _recent(session, newsletter, status, limit)
 
 
 @api.get("/editions/{edition_id}", tags=["editions"])
-def edition_json(edition_id: RowId, name: str = Depends(api_editor)) -> dict:
+def edition_json(edition_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """One edition: status, schedule, subject, stories, deliveries by status, and the checks' warnings
     (Gmail's 102 KB clip, the unsubscribe link and header)."""
-    with transaction(services.current().Session) as session:
-        return _describe(session, _get(session, edition_id))
+    with transaction(svc.Session) as session:
+        return _describe(session, svc.settings, _get(session, edition_id))
 
 
 @api.get("/editions/{edition_id}/counts", tags=["editions"])
-def counts_json(edition_id: RowId, name: str = Depends(api_editor)) -> dict:
+def counts_json(edition_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """The edition's status and its deliveries by status: cheap enough to poll during a send."""
-    return _counts(edition_id)
+    return _counts(svc, edition_id)
 
 
 @api.get("/editions/{edition_id}/preview", tags=["editions"])
-def preview_json(edition_id: RowId, name: str = Depends(api_editor)) -> dict:
+def preview_json(edition_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Subject, HTML and text exactly as a recipient gets them (their own links those of nobody)."""
-    subject, html, text = _preview(edition_id)
+    subject, html, text = _preview(svc, edition_id)
     return dict(subject=subject, html=html, text=text)
 
 
 @api.patch("/editions/{edition_id}", tags=["editions"])
-def edit_json(edition_id: RowId, body: EditionChanges, name: str = Depends(api_editor)) -> dict:
+def edit_json(edition_id: RowId, body: EditionChanges, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Change an edition that hasn't started going out: subject, order of the stories, stories taken out.
     It is rendered again; a sent edition answers 422."""
-    return _edit(edition_id, body.subject, body.order, body.remove)
+    return _edit(svc, edition_id, body.subject, body.order, body.remove)
 
 
 @api.post("/editions/{edition_id}/schedule", tags=["editions"])
-def schedule_json(edition_id: RowId, body: When, name: str = Depends(api_editor)) -> dict:
+def schedule_json(edition_id: RowId, body: When, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Schedule or reschedule an edition that hasn't started; a time past means at the next tick."""
-    return _schedule(edition_id, body.at)
+    return _schedule(svc, edition_id, body.at)
 
 
 @api.post("/editions/{edition_id}/test-send", tags=["editions"])
-def test_send_json(edition_id: RowId, body: TestSend, name: str = Depends(api_editor)):
+def test_send_json(edition_id: RowId, body: TestSend, svc: Svc, name: str = Depends(api_editor)):
     """Send the edition now to these addresses, marked [Test]; nobody is counted. Per address, whether
     the mail server took it and its reply; 502 if the server can't be reached."""
     try:
-        return _test_send(edition_id, body.addresses)
+        return _test_send(svc, edition_id, body.addresses)
     except TransportError as e:
         return JSONResponse({"error": f"the mail server didn't take the test: {e}"}, status_code=502)
 
 
 @api.post("/editions/{edition_id}/check-links", tags=["editions"])
-def check_links_json(edition_id: RowId, name: str = Depends(api_editor)) -> dict:
+def check_links_json(edition_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Ask every link of the edition (up to 100, within 10 s): those that answer 4xx/5xx, can't be reached
     or don't answer in time."""
-    return _check_links(edition_id)
+    return _check_links(svc, edition_id)
 
 
 @api.post("/editions/{edition_id}/{action}", tags=["editions"])
-def action_json(edition_id: RowId, action: str, name: str = Depends(api_editor)) -> dict:
+def action_json(edition_id: RowId, action: str, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Pause, resume, cancel or resend to failed.
 
     `pause` (stops before the next recipient), `resume`, `cancel` (nothing more goes out), or
     `resend-failed` (only to those it failed for who are still subscribed)."""
-    return _act(edition_id, action)
+    return _act(svc, edition_id, action)

@@ -7,23 +7,23 @@ from fastapi import Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from syndicate import services
 from syndicate.db import transaction
 from syndicate.desk import trail
-from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
+from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.ingest import feeds
 from syndicate.models import MAX_ID, RowId, utcnow
+from syndicate.services import Services
 from syndicate.tasks import hand_over, poll_feed_batch
 
 
-def _overview() -> list[dict]:
-    with transaction(services.current().Session) as session:
+def _overview(svc: Services) -> list[dict]:
+    with transaction(svc.Session) as session:
         return feeds.overview(session, utcnow())
 
 
-def _add(url: str) -> dict:
-    with transaction(services.current().Session) as session:
+def _add(svc: Services, url: str) -> dict:
+    with transaction(svc.Session) as session:
         feed = feeds.add_feed(session, url)
         record = feeds.health(feed, utcnow())
     # After the commit, so the task finds the row; the editor sees its health without waiting for the beat.
@@ -31,8 +31,8 @@ def _add(url: str) -> dict:
     return record
 
 
-def _poll(feed_id: int) -> dict:
-    with transaction(services.current().Session) as session:
+def _poll(svc: Services, feed_id: int) -> dict:
+    with transaction(svc.Session) as session:
         feed = feeds.get_feed(session, feed_id)
         if feed.status != "active":
             raise InvalidInput(f"feed {feed_id} is {feed.status}: it is not fetched any more")
@@ -50,13 +50,13 @@ def _feed_filter(feed: str) -> int | None:
     return int(feed)
 
 
-def _articles(q: str, feed_id: int | None, page_number: int) -> dict:
-    with transaction(services.current().Session) as session:
+def _articles(svc: Services, q: str, feed_id: int | None, page_number: int) -> dict:
+    with transaction(svc.Session) as session:
         return trail.recent(session, q, feed_id, page_number)
 
 
-def _trail(article_id: int) -> dict:
-    with transaction(services.current().Session) as session:
+def _trail(svc: Services, article_id: int) -> dict:
+    with transaction(svc.Session) as session:
         return trail.article_trail(session, article_id)
 
 
@@ -64,35 +64,35 @@ def _trail(article_id: int) -> dict:
 
 
 @pages.get("/feeds", response_class=HTMLResponse)
-def feeds_page(request: Request, name: str = Depends(editor)):
-    return page("feeds", request, editor=name, feeds=_overview(), url="", error=None)
+def feeds_page(request: Request, svc: Svc, name: str = Depends(editor)):
+    return page("feeds", request, editor=name, feeds=_overview(svc), url="", error=None)
 
 
 @pages.post("/feeds", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
-def add_feed(request: Request, url: str = Form(""), name: str = Depends(editor)):
+def add_feed(request: Request, svc: Svc, url: str = Form(""), name: str = Depends(editor)):
     try:
-        added = _add(url)
+        added = _add(svc, url)
     except InvalidInput as e:  # the form again, with what was typed
-        return page("feeds", request, 400, editor=name, feeds=_overview(), url=url, error=str(e))
+        return page("feeds", request, 400, editor=name, feeds=_overview(svc), url=url, error=str(e))
     return back(f"/desk/feeds#feed-{added['id']}")
 
 
 @pages.post("/feeds/{feed_id}/poll", dependencies=[Depends(csrf_checked)])
-def poll_feed(feed_id: RowId, name: str = Depends(editor)):
-    _poll(feed_id)
+def poll_feed(feed_id: RowId, svc: Svc, name: str = Depends(editor)):
+    _poll(svc, feed_id)
     return back(f"/desk/feeds#feed-{feed_id}")
 
 
 @pages.get("/articles", response_class=HTMLResponse)
-def articles_page(request: Request, q: str = "", feed: str = "", page_number: int = Query(1, alias="page", ge=1),
-                  name: str = Depends(editor)):
-    found = _articles(q, _feed_filter(feed), page_number)
-    return page("articles", request, editor=name, feeds=_overview(), **found)
+def articles_page(request: Request, svc: Svc, q: str = "", feed: str = "",
+                  page_number: int = Query(1, alias="page", ge=1), name: str = Depends(editor)):
+    found = _articles(svc, q, _feed_filter(feed), page_number)
+    return page("articles", request, editor=name, feeds=_overview(svc), **found)
 
 
 @pages.get("/articles/{article_id}", response_class=HTMLResponse)
-def article_page(request: Request, article_id: RowId, name: str = Depends(editor)):
-    return page("article", request, editor=name, article=_trail(article_id))
+def article_page(request: Request, article_id: RowId, svc: Svc, name: str = Depends(editor)):
+    return page("article", request, editor=name, article=_trail(svc, article_id))
 
 
 # ── the same, for scripts ────────────────────────────────────────────────────
@@ -103,33 +103,33 @@ class NewFeed(BaseModel):
 
 
 @api.get("/feeds", tags=["feeds"])
-def feeds_json(name: str = Depends(api_editor)) -> list[dict]:
+def feeds_json(svc: Svc, name: str = Depends(api_editor)) -> list[dict]:
     """Every feed with its health: ok, failing (`failures` in a row, `last_error`), disabled or new;
     last success, next fetch, and how many articles it brought."""
-    return _overview()
+    return _overview(svc)
 
 
 @api.post("/feeds", tags=["feeds"])
-def add_feed_json(body: NewFeed, name: str = Depends(api_editor)) -> dict:
+def add_feed_json(body: NewFeed, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Add a feed by its URL (an existing one is answered as it is) and queue a fetch of it now."""
-    return _add(body.url)
+    return _add(svc, body.url)
 
 
 @api.post("/feeds/{feed_id}/poll", tags=["feeds"])
-def poll_feed_json(feed_id: RowId, name: str = Depends(api_editor)) -> dict:
+def poll_feed_json(feed_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Queue a fetch of one feed now, instead of at its next turn; answers its health before the fetch."""
-    return _poll(feed_id)
+    return _poll(svc, feed_id)
 
 
 @api.get("/articles", tags=["articles"])
-def articles_json(q: str = "", feed: RowId | None = None, page_number: int = Query(1, alias="page", ge=1),
+def articles_json(svc: Svc, q: str = "", feed: RowId | None = None, page_number: int = Query(1, alias="page", ge=1),
                   name: str = Depends(api_editor)) -> dict:
     """The newest articles, 50 a page, with how many editions and posts each went into (by status);
     `q` searches titles and links, `feed` keeps one feed's."""
-    return _articles(q, feed, page_number)
+    return _articles(svc, q, feed, page_number)
 
 
 @api.get("/articles/{article_id}", tags=["articles"])
-def article_json(article_id: RowId, name: str = Depends(api_editor)) -> dict:
+def article_json(article_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """One article and its trail: the editions that carried it and the posts that teased it."""
-    return _trail(article_id)
+    return _trail(svc, article_id)

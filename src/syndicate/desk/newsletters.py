@@ -13,12 +13,13 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from syndicate import services
+from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
+from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Feed, Newsletter
 from syndicate.newsletters import editions, lists, schedules
+from syndicate.services import Services
 
 RECENT = 10  # editions listed on a newsletter's page
 # Left blank in a form, these are refused (saying which); any other blank field means "none": no reply-to,
@@ -98,11 +99,10 @@ def _switch(session, slug: str, action: str) -> Newsletter:
     return newsletter
 
 
-def _prepare(session, slug: str) -> Edition:
+def _prepare(session, settings: Settings, slug: str) -> Edition:
     """As `syndicate edition cut`: the next regular edition (--next) when the newsletter has a next run,
     else a draft one-off (--draft) to schedule on its own page."""
     newsletter = lists.get_newsletter(session, slug)
-    settings = services.current().settings
     if newsletter.next_run_at is not None:
         return editions.prepare_next(session, newsletter, settings)
     return editions.create_edition(session, newsletter, settings, kind="one-off", status="draft")
@@ -160,9 +160,9 @@ class SettingsForm(BaseModel):
             max_items=int(self.max_items) if self.max_items.strip() else None, feed_ids=self.feed_ids or None)
 
 
-def _list_page(request: Request, name: str, status: int = 200, typed: CreateForm | None = None,
+def _list_page(request: Request, svc: Services, name: str, status: int = 200, typed: CreateForm | None = None,
                error: str | None = None) -> HTMLResponse:
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         rows = _list(session)
     # A new newsletter's schedule starts in the editor's own zone.
     form = typed or CreateForm(timezone=editor_zone(request).key)
@@ -170,9 +170,10 @@ def _list_page(request: Request, name: str, status: int = 200, typed: CreateForm
                 zones=sorted(available_timezones()), error=error)
 
 
-def _newsletter_page(request: Request, name: str, slug: str, status: int = 200, typed: SettingsForm | None = None,
-                     error: str | None = None, notice: str | None = None) -> HTMLResponse:
-    with transaction(services.current().Session) as session:
+def _newsletter_page(request: Request, svc: Services, name: str, slug: str, status: int = 200,
+                     typed: SettingsForm | None = None, error: str | None = None,
+                     notice: str | None = None) -> HTMLResponse:
+    with transaction(svc.Session) as session:
         newsletter = lists.get_newsletter(session, slug)
         detail = _detail(session, newsletter)
         form = typed or SettingsForm.of(newsletter)
@@ -183,47 +184,48 @@ def _newsletter_page(request: Request, name: str, slug: str, status: int = 200, 
 
 
 @pages.get("/newsletters", response_class=HTMLResponse)
-def newsletters_page(request: Request, name: str = Depends(editor)):
-    return _list_page(request, name)
+def newsletters_page(request: Request, svc: Svc, name: str = Depends(editor)):
+    return _list_page(request, svc, name)
 
 
 @pages.post("/newsletters", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
-def create_page(request: Request, form: Annotated[CreateForm, Form()], name: str = Depends(editor)):
+def create_page(request: Request, svc: Svc, form: Annotated[CreateForm, Form()], name: str = Depends(editor)):
     try:
-        with transaction(services.current().Session) as session:
+        with transaction(svc.Session) as session:
             slug = _create(session, form.model_dump()).slug
     except InvalidInput as e:
-        return _list_page(request, name, 400, form, str(e))
+        return _list_page(request, svc, name, 400, form, str(e))
     return back(f"/desk/newsletters/{slug}")
 
 
 @pages.get("/newsletters/{slug}", response_class=HTMLResponse)
-def newsletter_page(request: Request, slug: str, name: str = Depends(editor), saved: bool = False):
-    return _newsletter_page(request, name, slug, notice="Saved." if saved else None)
+def newsletter_page(request: Request, slug: str, svc: Svc, name: str = Depends(editor), saved: bool = False):
+    return _newsletter_page(request, svc, name, slug, notice="Saved." if saved else None)
 
 
 @pages.post("/newsletters/{slug}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
-def save_page(request: Request, slug: str, form: Annotated[SettingsForm, Form()], name: str = Depends(editor)):
+def save_page(request: Request, slug: str, svc: Svc, form: Annotated[SettingsForm, Form()],
+              name: str = Depends(editor)):
     try:
-        with transaction(services.current().Session) as session:
+        with transaction(svc.Session) as session:
             _update(session, slug, form.changes())
     except InvalidInput as e:
-        return _newsletter_page(request, name, slug, 400, form, str(e))
+        return _newsletter_page(request, svc, name, slug, 400, form, str(e))
     return back(f"/desk/newsletters/{slug}?saved=1")
 
 
 @pages.post("/newsletters/{slug}/prepare", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
-def prepare_page(request: Request, slug: str, name: str = Depends(editor)):
-    with transaction(services.current().Session) as session:
-        made = _edition(_prepare(session, slug))
+def prepare_page(request: Request, slug: str, svc: Svc, name: str = Depends(editor)):
+    with transaction(svc.Session) as session:
+        made = _edition(_prepare(session, svc.settings, slug))
     if made["status"] == "skipped":  # nothing to preview: say why here rather than open an empty edition
-        return _newsletter_page(request, name, slug, notice=f"Nothing to prepare: {made['note']}.")
+        return _newsletter_page(request, svc, name, slug, notice=f"Nothing to prepare: {made['note']}.")
     return back(made["link"])
 
 
 @pages.post("/newsletters/{slug}/{action}", dependencies=[Depends(csrf_checked)])
-def switch_page(slug: str, action: str, name: str = Depends(editor)):
-    with transaction(services.current().Session) as session:
+def switch_page(slug: str, action: str, svc: Svc, name: str = Depends(editor)):
+    with transaction(svc.Session) as session:
         _switch(session, slug, action)
     return back(f"/desk/newsletters/{slug}")
 
@@ -276,49 +278,49 @@ class NewsletterChanges(BaseModel):
 
 
 @api.get("/newsletters", tags=["newsletters"])
-def newsletters_json(name: str = Depends(api_editor)) -> list[dict]:
+def newsletters_json(svc: Svc, name: str = Depends(api_editor)) -> list[dict]:
     """Every newsletter: status, schedule in words, next send, confirmed subscribers."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _list(session)
 
 
 @api.post("/newsletters", tags=["newsletters"], status_code=201)
-def create_json(body: NewNewsletter, name: str = Depends(api_editor)) -> dict:
+def create_json(body: NewNewsletter, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Create a newsletter; answers it as GET /newsletters/{slug} does."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         fields = body.model_dump(exclude_none=True) | dict(cron=body.cron)
         return _detail(session, _create(session, fields))
 
 
 @api.get("/newsletters/{slug}", tags=["newsletters"])
-def newsletter_json(slug: str, name: str = Depends(api_editor)) -> dict:
+def newsletter_json(slug: str, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Settings, filters, the schedule in words and its next five send times (UTC), recent editions."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _detail(session, lists.get_newsletter(session, slug))
 
 
 @api.patch("/newsletters/{slug}", tags=["newsletters"])
-def update_json(slug: str, body: NewsletterChanges, name: str = Depends(api_editor)) -> dict:
+def update_json(slug: str, body: NewsletterChanges, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Change settings; only the fields given change."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _detail(session, _update(session, slug, body.model_dump(exclude_unset=True)))
 
 
 @api.post("/newsletters/{slug}/prepare", tags=["newsletters"])
-def prepare_json(slug: str, name: str = Depends(api_editor)) -> dict:
+def prepare_json(slug: str, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Make the next regular edition now, scheduled for the next run, to preview and edit before it goes
     (a newsletter without a next run gets a draft one-off). Answers the edition."""
-    with transaction(services.current().Session) as session:
-        return _edition(_prepare(session, slug))
+    with transaction(svc.Session) as session:
+        return _edition(_prepare(session, svc.settings, slug))
 
 
 @api.post("/newsletters/{slug}/{action}", tags=["newsletters"])
-def switch_json(slug: str, action: str, name: str = Depends(api_editor)) -> dict:
+def switch_json(slug: str, action: str, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Pause or resume the schedule.
 
     `pause`: no regular or breaking editions until resumed (those already scheduled keep theirs);
     `resume`: from the next scheduled time on, nothing missed is sent in a rush."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _detail(session, _switch(session, slug, action))
 
 

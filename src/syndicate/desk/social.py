@@ -6,17 +6,17 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from syndicate import services
+from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, local_time, page, pages
+from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, local_time, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import RowId
 from syndicate.social import accounts, posts, teaser
 
 
 @pages.get("/posts/{post_id}", response_class=HTMLResponse)
-def post_page(request: Request, post_id: RowId, name: str = Depends(editor), error: str | None = None):
-    with transaction(services.current().Session) as session:
+def post_page(request: Request, post_id: RowId, svc: Svc, name: str = Depends(editor), error: str | None = None):
+    with transaction(svc.Session) as session:
         post = posts.get(session, post_id)
         record = posts.describe(post)
         settings = accounts.settings_of(post.account)
@@ -37,13 +37,13 @@ def _measure(session, post_id: int, text: str) -> dict:
 
 
 @pages.get("/posts/{post_id}/measure")
-def measure(post_id: RowId, text: str = "", name: str = Depends(editor)) -> dict:
+def measure(post_id: RowId, svc: Svc, text: str = "", name: str = Depends(editor)) -> dict:
     """The teaser's length by its network's own rules, for the counter under the text box."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _measure(session, post_id, text)
 
 
-def _act(session, post_id: int, action: str, text: str = "", at: str = "") -> dict:
+def _act(session, settings: Settings, post_id: int, action: str, text: str = "", at: str = "") -> dict:
     post = posts.get(session, post_id)
     if action == "save":
         posts.edit_text(post, text.replace("\r\n", "\n"))
@@ -56,7 +56,7 @@ def _act(session, post_id: int, action: str, text: str = "", at: str = "") -> di
     elif action == "reshare":  # a new post of the same story on the same account, at `at` or at its pace
         when = local_time(at, accounts.settings_of(post.account).timezone) if at.strip() else None
         post = posts.reshare(session, post.article, post.account, when,
-                             env_x=services.current().settings.x is not None)
+                             env_x=settings.x is not None)
     else:
         raise InvalidInput(f"no post action {action!r}: save, schedule, hold, release, cancel, breaking, reshare")
     session.flush()
@@ -64,13 +64,13 @@ def _act(session, post_id: int, action: str, text: str = "", at: str = "") -> di
 
 
 @pages.post("/posts/{post_id}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
-def post_action(request: Request, post_id: RowId, action: str = Form(...), text: str = Form(""),
+def post_action(request: Request, post_id: RowId, svc: Svc, action: str = Form(...), text: str = Form(""),
                 at: str = Form(""), name: str = Depends(editor)):
     try:
-        with transaction(services.current().Session) as session:
-            record = _act(session, post_id, action, text, at)
+        with transaction(svc.Session) as session:
+            record = _act(session, svc.settings, post_id, action, text, at)
     except InvalidInput as e:
-        return post_page(request, post_id, name, error=str(e))
+        return post_page(request, post_id, svc, name, error=str(e))
     return back(f"/desk/posts/{record['id']}")
 
 
@@ -84,21 +84,21 @@ class PostAction(BaseModel):
 
 
 @api.get("/posts/{post_id}", tags=["social"])
-def post_json(post_id: RowId, name: str = Depends(api_editor)) -> dict:
+def post_json(post_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """One teaser: its text, length by its network's rules, status, schedule, link card."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return posts.describe(posts.get(session, post_id))
 
 
 @api.get("/posts/{post_id}/measure", tags=["social"])
-def measure_json(post_id: RowId, text: str = "", name: str = Depends(api_editor)) -> dict:
+def measure_json(post_id: RowId, svc: Svc, text: str = "", name: str = Depends(api_editor)) -> dict:
     """How long `text` would be on this teaser's network, and whether it may go as it is."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _measure(session, post_id, text)
 
 
 @api.post("/posts/{post_id}", tags=["social"])
-def post_action_json(post_id: RowId, body: PostAction, name: str = Depends(api_editor)) -> dict:
+def post_action_json(post_id: RowId, body: PostAction, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Edit, schedule, hold, release, cancel, make breaking, or re-share (answers the new post) a teaser."""
-    with transaction(services.current().Session) as session:
-        return _act(session, post_id, body.action, body.text, body.at)
+    with transaction(svc.Session) as session:
+        return _act(session, svc.settings, post_id, body.action, body.text, body.at)

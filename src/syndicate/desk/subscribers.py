@@ -15,12 +15,12 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from syndicate import services
 from syndicate.db import transaction
-from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, page, pages
+from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, RowId, SubscriberImport, utcnow
 from syndicate.newsletters import lists
+from syndicate.services import Services
 from syndicate.subscribers import consent, csv_files, timeline
 
 PROBLEMS_SHOWN = 200  # rows not imported listed on the page; the report's CSV has every one
@@ -47,9 +47,9 @@ def _newsletters(session) -> list[dict]:
 
 
 @pages.get("/subscribers", response_class=HTMLResponse)
-def subscribers_page(request: Request, q: str = "", newsletter: str = "", status: str = "",
+def subscribers_page(request: Request, svc: Svc, q: str = "", newsletter: str = "", status: str = "",
                      page_number: int = Query(1, alias="page"), name: str = Depends(editor)):
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         found = _search(session, q, newsletter, status, page_number)
         newsletters = _newsletters(session)
     found["chosen"] = found.pop("status")  # page() takes `status` for the answer's own
@@ -69,8 +69,8 @@ def _subscriber(session, subscriber_id: int) -> dict:
 
 
 @pages.get("/subscribers/export.csv")
-def export_page(newsletter: str = "", name: str = Depends(editor)):
-    return _export(newsletter)
+def export_page(svc: Svc, newsletter: str = "", name: str = Depends(editor)):
+    return _export(svc, newsletter)
 
 
 def _act(session, subscriber_id: int, action: str, reason: str, name: str) -> dict:
@@ -88,8 +88,9 @@ def _act(session, subscriber_id: int, action: str, reason: str, name: str) -> di
 # ── import ───────────────────────────────────────────────────────────────────
 
 
-def _import_form(request: Request, name: str, error: str | None = None, status: int = 200) -> HTMLResponse:
-    with transaction(services.current().Session) as session:
+def _import_form(request: Request, svc: Services, name: str, error: str | None = None,
+                 status: int = 200) -> HTMLResponse:
+    with transaction(svc.Session) as session:
         newsletters = _newsletters(session)
         recent = [_progress(job) for job in session.scalars(
             select(SubscriberImport).order_by(SubscriberImport.id.desc()).limit(10))]
@@ -98,8 +99,8 @@ def _import_form(request: Request, name: str, error: str | None = None, status: 
 
 
 @pages.get("/subscribers/import", response_class=HTMLResponse)
-def import_page(request: Request, name: str = Depends(editor)):
-    return _import_form(request, name)
+def import_page(request: Request, svc: Svc, name: str = Depends(editor)):
+    return _import_form(request, svc, name)
 
 
 def _refused_size(request: Request) -> tuple[int, str] | None:
@@ -114,11 +115,12 @@ def _refused_size(request: Request) -> tuple[int, str] | None:
     return None
 
 
-def _start(name: str, filename: str, data: str | bytes, slugs: list[str], confirmed: bool, force: bool) -> int:
+def _start(svc: Services, name: str, filename: str, data: str | bytes, slugs: list[str], confirmed: bool,
+           force: bool) -> int:
     """Keep the upload as an import and hand it to a worker; its id."""
     from syndicate.tasks import hand_over, import_subscribers
 
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         newsletter_ids = [lists.get_newsletter(session, slug).id for slug in dict.fromkeys(slugs) if slug]
         job = csv_files.start_import(session, name, filename, data, newsletter_ids, confirmed=confirmed,
                                      force=force)
@@ -130,20 +132,20 @@ def _start(name: str, filename: str, data: str | bytes, slugs: list[str], confir
 # Not `Form` and `File` parameters: FastAPI would read the whole body before any check. This reads the
 # declared size first, then the form (and the CSRF token in it).
 @pages.post("/subscribers/import", response_class=HTMLResponse)
-async def import_upload(request: Request, name: str = Depends(editor)):
+async def import_upload(request: Request, svc: Svc, name: str = Depends(editor)):
     if refused := _refused_size(request):
-        return await run_in_threadpool(_import_form, request, name, refused[1], refused[0])
+        return await run_in_threadpool(_import_form, request, svc, name, refused[1], refused[0])
     await csrf_checked(request)
     form = await request.form()
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
-        return await run_in_threadpool(_import_form, request, name, "choose a CSV file to upload", 400)
+        return await run_in_threadpool(_import_form, request, svc, name, "choose a CSV file to upload", 400)
     try:
-        import_id = await run_in_threadpool(_start, name, upload.filename, await upload.read(),
+        import_id = await run_in_threadpool(_start, svc, name, upload.filename, await upload.read(),
                                             [str(s) for s in form.getlist("newsletter")], _ticked(form, "confirmed"),
                                             _ticked(form, "force"))
     except (InvalidInput, NotFound) as e:
-        return await run_in_threadpool(_import_form, request, name, str(e), 400)
+        return await run_in_threadpool(_import_form, request, svc, name, str(e), 400)
     return back(f"/desk/subscribers/imports/{import_id}")
 
 
@@ -166,8 +168,8 @@ def _import(session, import_id: int) -> SubscriberImport:
 
 
 @pages.get("/subscribers/imports/{import_id:int}", response_class=HTMLResponse)
-def import_progress_page(request: Request, import_id: RowId, name: str = Depends(editor)):
-    with transaction(services.current().Session) as session:
+def import_progress_page(request: Request, import_id: RowId, svc: Svc, name: str = Depends(editor)):
+    with transaction(svc.Session) as session:
         row = _import(session, import_id)
         names = dict(session.execute(select(Newsletter.id, Newsletter.name)).all())
         job, into = _progress(row), [names.get(i, f"#{i}") for i in row.newsletter_ids]
@@ -177,21 +179,21 @@ def import_progress_page(request: Request, import_id: RowId, name: str = Depends
 
 
 @pages.get("/subscribers/imports/{import_id:int}/progress")
-def import_progress(import_id: RowId, name: str = Depends(editor)) -> dict:
+def import_progress(import_id: RowId, svc: Svc, name: str = Depends(editor)) -> dict:
     """For the page's progress bar (fetched with Accept: application/json: signed out, it gets a 401)."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         job = _progress(_import(session, import_id))
     job.pop("report")  # the page shows the report itself, once done
     return job
 
 
 @pages.get("/subscribers/imports/{import_id:int}/report.csv")
-def import_report_page(import_id: RowId, name: str = Depends(editor)):
-    return _report_csv(import_id)
+def import_report_page(import_id: RowId, svc: Svc, name: str = Depends(editor)):
+    return _report_csv(svc, import_id)
 
 
-def _report_csv(import_id: int) -> Response:
-    with transaction(services.current().Session) as session:
+def _report_csv(svc: Services, import_id: int) -> Response:
+    with transaction(svc.Session) as session:
         job = _import(session, import_id)
         if job.status != "done":
             raise NotFound(f"import {import_id} has no report yet: it is {job.status} ({job.done} of {job.total} rows)")
@@ -207,13 +209,13 @@ def _report_csv(import_id: int) -> Response:
 # ── export ───────────────────────────────────────────────────────────────────
 
 
-def _export(newsletter: str) -> StreamingResponse:
+def _export(svc: Services, newsletter: str) -> StreamingResponse:
     """Built, then sent. export_csv writes the whole list in one call inside one transaction: spooled to a
     temporary file (in memory up to 1 MB, then on disk), memory stays flat however long the list, and the
     transaction ends before the download does, however slowly the editor's connection takes it."""
     out = tempfile.SpooledTemporaryFile(max_size=1024 * 1024, mode="w+", encoding="utf-8", newline="")
     try:
-        with transaction(services.current().Session) as session:
+        with transaction(svc.Session) as session:
             newsletter_id = lists.get_newsletter(session, newsletter).id if newsletter else None
             csv_files.export_csv(session, out, newsletter_id)
     except BaseException:
@@ -236,26 +238,26 @@ def _export(newsletter: str) -> StreamingResponse:
 
 
 @pages.get("/subscribers/{subscriber_id:int}", response_class=HTMLResponse)
-def subscriber_page(request: Request, subscriber_id: RowId, name: str = Depends(editor)):
-    return _subscriber_view(request, subscriber_id, name)
+def subscriber_page(request: Request, subscriber_id: RowId, svc: Svc, name: str = Depends(editor)):
+    return _subscriber_view(request, svc, subscriber_id, name)
 
 
-def _subscriber_view(request: Request, subscriber_id: int, name: str, error: str | None = None,
+def _subscriber_view(request: Request, svc: Services, subscriber_id: int, name: str, error: str | None = None,
                      status: int = 200) -> HTMLResponse:
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         record = _subscriber(session, subscriber_id)
     return page("subscriber", request, status, editor=name, subscriber=record, error=error)
 
 
 @pages.post("/subscribers/{subscriber_id:int}/{action}", response_class=HTMLResponse,
             dependencies=[Depends(csrf_checked)])
-def subscriber_action(request: Request, subscriber_id: RowId, action: str, reason: str = Form(""),
+def subscriber_action(request: Request, subscriber_id: RowId, action: str, svc: Svc, reason: str = Form(""),
                       name: str = Depends(editor)):
     try:
-        with transaction(services.current().Session) as session:
+        with transaction(svc.Session) as session:
             _act(session, subscriber_id, action, reason, name)
     except InvalidInput as e:
-        return _subscriber_view(request, subscriber_id, name, str(e), 400)
+        return _subscriber_view(request, svc, subscriber_id, name, str(e), 400)
     return back(f"/desk/subscribers/{subscriber_id}")
 
 
@@ -281,27 +283,27 @@ UPLOAD_FORM = {"type": "object", "required": ["file"], "properties": {
 
 
 @api.get("/subscribers", tags=["subscribers"])
-def subscribers_json(q: str = "", newsletter: str = "", status: str = "", page: int = 1,
+def subscribers_json(svc: Svc, q: str = "", newsletter: str = "", status: str = "", page: int = 1,
                      name: str = Depends(api_editor)) -> dict:
     """Subscribers whose address or name holds `q` (any case; the start of an address, with its @, is found
     by index), getting `newsletter` (a slug), with `status`; 50 a page, by address, with counts per status."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _search(session, q, newsletter, status, page)
 
 
 @api.get("/subscribers/export.csv", tags=["subscribers"], response_class=StreamingResponse,
          responses={200: {"content": {"text/csv": {}}}})
-def export_json(newsletter: str = "", name: str = Depends(api_editor)):
+def export_json(svc: Svc, newsletter: str = "", name: str = Depends(api_editor)):
     """Every subscriber (or those getting `newsletter`, or waiting to confirm it) as CSV:
     email,name,status,newsletters,created_at,confirmed_at. The file imports back unchanged."""
-    return _export(newsletter)
+    return _export(svc, newsletter)
 
 
 @api.post("/subscribers/imports", tags=["subscribers"], status_code=202,
           openapi_extra={"requestBody": {"required": True, "content": {
               "multipart/form-data": {"schema": UPLOAD_FORM},
               "application/json": {"schema": CsvImport.model_json_schema()}}}})
-async def import_json(request: Request, name: str = Depends(api_editor)):
+async def import_json(request: Request, svc: Svc, name: str = Depends(api_editor)):
     """Import subscribers from a CSV file: uploaded (multipart, the field `file`) or as text in JSON. A worker
     imports it; GET the import for its progress, then its report. A file that can't be imported at all
     (over 20 MB, not CSV in UTF-8, no email column, no newsletter) is refused at once, and nothing is kept."""
@@ -320,47 +322,47 @@ async def import_json(request: Request, name: str = Depends(api_editor)):
             return JSONResponse({"error": "send the CSV file as the multipart field `file`, or JSON with `csv`"}, 422)
         upload = (file.filename or "upload.csv", await file.read(), [str(s) for s in form.getlist("newsletter")],
                   _ticked(form, "confirmed"), _ticked(form, "force"))
-    import_id = await run_in_threadpool(_start, name, *upload)
-    return await run_in_threadpool(_import_json, import_id)
+    import_id = await run_in_threadpool(_start, svc, name, *upload)
+    return await run_in_threadpool(_import_json, svc, import_id)
 
 
-def _import_json(import_id: int) -> dict:
-    with transaction(services.current().Session) as session:
+def _import_json(svc: Services, import_id: int) -> dict:
+    with transaction(svc.Session) as session:
         return _progress(_import(session, import_id))
 
 
 @api.get("/subscribers/imports/{import_id:int}", tags=["subscribers"])
-def import_progress_json(import_id: RowId, name: str = Depends(api_editor)) -> dict:
+def import_progress_json(import_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """An import's progress (`done` of `total` rows of the file; status queued, running, done or failed, with
     `error`), and once done its report: counts, and every row not imported with its line and why."""
-    return _import_json(import_id)
+    return _import_json(svc, import_id)
 
 
 @api.get("/subscribers/imports/{import_id:int}/report.csv", tags=["subscribers"], response_class=Response,
          responses={200: {"content": {"text/csv": {}}}})
-def import_report_json(import_id: RowId, name: str = Depends(api_editor)):
+def import_report_json(import_id: RowId, svc: Svc, name: str = Depends(api_editor)):
     """The rows a finished import left out, as CSV: line,email,reason."""
-    return _report_csv(import_id)
+    return _report_csv(svc, import_id)
 
 
 @api.get("/subscribers/{subscriber_id:int}", tags=["subscribers"])
-def subscriber_json(subscriber_id: RowId, name: str = Depends(api_editor)) -> dict:
+def subscriber_json(subscriber_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """One subscriber: status, subscriptions, and the timeline — every edition delivered, skipped (why) or
     failed (the server's reply), bounces, complaints, and what they and the editors did."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _subscriber(session, subscriber_id)
 
 
 @api.post("/subscribers/{subscriber_id:int}/leave", tags=["subscribers"])
-def leave_json(subscriber_id: RowId, name: str = Depends(api_editor)) -> dict:
+def leave_json(subscriber_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Stop every newsletter to this address: suppressed as unsubscribed, so no import adds it back unforced."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _act(session, subscriber_id, "leave", "", name)
 
 
 @api.post("/subscribers/{subscriber_id:int}/restore", tags=["subscribers"])
-def restore_json(subscriber_id: RowId, body: Restore, name: str = Depends(api_editor)) -> dict:
+def restore_json(subscriber_id: RowId, body: Restore, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Let mail go again to an address that bounced, complained or left everything — only with the reader's
     say-so. The newsletters they left stay left."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         return _act(session, subscriber_id, "restore", body.reason, name)

@@ -11,16 +11,16 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
-from syndicate import services
+from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.desk import agenda, editors
-from syndicate.desk.core import api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
+from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Post, SocialAccount, utcnow
 from syndicate.social import accounts, posts
 
 
-def _today(session, now) -> dict:
+def _today(session, settings: Settings, now) -> dict:
     upcoming = session.scalars(select(Edition).where(Edition.status.in_(("scheduled", "sending", "paused")))
                                .order_by(Edition.scheduled_for)).all()
     # An edition no reader got, this past week: first, with why (deliveries._close), until an editor resends.
@@ -32,7 +32,7 @@ def _today(session, now) -> dict:
                     for e in [*failed, *upcoming]]
     account_rows, queue = [], []
     for account in session.scalars(select(SocialAccount).order_by(SocialAccount.name)):
-        account_rows.append(accounts.describe(account, services.current().settings.x is not None))
+        account_rows.append(accounts.describe(account, settings.x is not None))
         for post, at in posts.projected(session, account, now):
             queue.append(posts.describe(post, at))
     queue.sort(key=lambda p: p["planned_at"])
@@ -44,36 +44,36 @@ def _today(session, now) -> dict:
 
 
 @pages.get("", response_class=HTMLResponse)
-def today(request: Request, name: str = Depends(editor), days: int = 7):
+def today(request: Request, svc: Svc, name: str = Depends(editor), days: int = 7):
     now, zone = utcnow(), editor_zone(request)
-    with transaction(services.current().Session) as session:
-        context = _today(session, now)
+    with transaction(svc.Session) as session:
+        context = _today(session, svc.settings, now)
         calendar = agenda.by_day(agenda.calendar(session, now, days, zone), now, days, zone)
     return page("today", request, editor=name, now=now, calendar=calendar, days=days, **context)
 
 
 @pages.post("/social/pause", dependencies=[Depends(csrf_checked)])
-def social_pause(name: str = Depends(editor), reason: str = Form("")):
-    with transaction(services.current().Session) as session:
+def social_pause(svc: Svc, name: str = Depends(editor), reason: str = Form("")):
+    with transaction(svc.Session) as session:
         accounts.pause_social(session, reason.strip() or f"paused by {name}")
     return back()
 
 
 @pages.post("/social/resume", dependencies=[Depends(csrf_checked)])
-def social_resume(name: str = Depends(editor)):
-    with transaction(services.current().Session) as session:
+def social_resume(svc: Svc, name: str = Depends(editor)):
+    with transaction(svc.Session) as session:
         accounts.resume_social(session)
     return back()
 
 
 @pages.post("/accounts/{account_name}/{action}", dependencies=[Depends(csrf_checked)])
-def account_action(account_name: str, action: str, name: str = Depends(editor)):
-    with transaction(services.current().Session) as session:
-        _account_action(session, account_name, action, name)
+def account_action(account_name: str, action: str, svc: Svc, name: str = Depends(editor)):
+    with transaction(svc.Session) as session:
+        _account_action(session, svc.settings, account_name, action, name)
     return back()
 
 
-def _account_action(session, account_name: str, action: str, name: str) -> dict:
+def _account_action(session, settings: Settings, account_name: str, action: str, name: str) -> dict:
     account = accounts.get(session, account_name)
     if action == "pause":
         accounts.pause(account, f"paused by {name}")
@@ -81,29 +81,29 @@ def _account_action(session, account_name: str, action: str, name: str) -> dict:
         accounts.resume(account)
     else:
         raise InvalidInput(f"no account action {action!r}: pause or resume")
-    return accounts.describe(account, services.current().settings.x is not None)
+    return accounts.describe(account, settings.x is not None)
 
 
 # ── the same, for scripts ────────────────────────────────────────────────────
 
 
 @api.get("/today", tags=["today"])
-def today_json(name: str = Depends(api_editor)) -> dict:
+def today_json(svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Editions scheduled, sending or paused; the social queue with each teaser's expected time; held
     teasers; accounts; what was posted in the last 24 hours; whether the kill switch is on."""
-    with transaction(services.current().Session) as session:
-        context = _today(session, utcnow())
+    with transaction(svc.Session) as session:
+        context = _today(session, svc.settings, utcnow())
     paused = context.pop("paused")
     return dict(social_paused=bool(paused), social_paused_reason=paused.reason if paused else None, **context)
 
 
 @api.get("/calendar", tags=["calendar"])
-def calendar_json(days: int = 7, name: str = Depends(api_editor)) -> dict:
+def calendar_json(svc: Svc, days: int = 7, name: str = Depends(api_editor)) -> dict:
     """Everything that goes out today and in the next days (`days` in all, whole days in your time zone):
     editions with their status, the sends each newsletter's schedule will make (`projected`: not cut yet),
     and teasers at the time their account's pace expects them, or when they went; sorted by time."""
     now = utcnow()
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         zone = ZoneInfo(editors.get(session, name).timezone or "UTC")
         entries = agenda.calendar(session, now, days, zone)
     start, end = agenda.window(now, days, zone)
@@ -111,9 +111,9 @@ def calendar_json(days: int = 7, name: str = Depends(api_editor)) -> dict:
 
 
 @api.post("/social/{action}", tags=["social"])
-def social_switch(action: str, reason: str = "", name: str = Depends(api_editor)) -> dict:
+def social_switch(action: str, svc: Svc, reason: str = "", name: str = Depends(api_editor)) -> dict:
     """The kill switch: `pause` stops every post on every account (queues keep filling); `resume`."""
-    with transaction(services.current().Session) as session:
+    with transaction(svc.Session) as session:
         if action == "pause":
             accounts.pause_social(session, reason.strip() or f"paused by {name}")
         elif action == "resume":
@@ -124,7 +124,7 @@ def social_switch(action: str, reason: str = "", name: str = Depends(api_editor)
 
 
 @api.post("/accounts/{account_name}/{action}", tags=["social"])
-def account_action_json(account_name: str, action: str, name: str = Depends(api_editor)) -> dict:
+def account_action_json(account_name: str, action: str, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Pause or resume one account."""
-    with transaction(services.current().Session) as session:
-        return _account_action(session, account_name, action, name)
+    with transaction(svc.Session) as session:
+        return _account_action(session, svc.settings, account_name, action, name)

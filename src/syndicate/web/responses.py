@@ -3,19 +3,15 @@ for tokens), a capped body, and the process's services as a FastAPI dependency (
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from syndicate import services
+# The process's services as each route's dependency (`svc: Svc`): one alias for these routes and the desk's,
+# defined in desk/core since the desk may not import web, and re-exported here.
+from syndicate.desk.core import Svc as Svc
 from syndicate.http.api_tokens import NotAuthenticated, OutOfScope
 from syndicate.templating import render
 from syndicate.web import forms
-
-# The process's services (settings, database, transport), as each route's dependency: visible in its
-# signature, and replaceable in a test with app.dependency_overrides.
-Svc = Annotated[services.Services, Depends(services.current)]
 
 
 def page(template: str, status: int = 200, /, **context) -> HTMLResponse:
