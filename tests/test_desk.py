@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
@@ -143,6 +144,7 @@ def test_metrics_answer_an_operator_with_a_token_in_prometheus_format(client, sv
     for family in ("syndicate_queue_depth", "syndicate_deliveries", "syndicate_posts", "syndicate_feeds_failing",
                    "syndicate_social_kill_switch 0"):
         assert family in body.text
+    assert b"syndicate_" not in generate_latest(REGISTRY)  # a registry of the scrape's own, not the global one
 
 
 def test_an_editor_reshares_a_posted_story_and_moves_a_waiting_one_to_the_breaking_lane(client, svc):

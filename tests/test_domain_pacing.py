@@ -259,7 +259,7 @@ def test_metrics_give_each_slowed_domains_pace(svc):
     with transaction(svc.Session) as session:
         _, token = api_tokens.create_token(session, "prometheus", scopes=["metrics:read"])
     body = TestClient(create_app()).get("/metrics", headers={"Authorization": f"Bearer {token}"}).text
-    assert f'syndicate_domain_pace_per_second{{domain="{SLOWED}"}} 25\n' in body
-    assert "syndicate_domains_slowed 1\n" in body
+    assert f'syndicate_domain_pace_per_second{{domain="{SLOWED}"}} 25.0\n' in body
+    assert "syndicate_domains_slowed 1.0\n" in body
     # No SYNDICATE_SEND_RATE and no 421 for the session: all mail goes as fast as it goes, no sample.
     assert not [line for line in body.splitlines() if line.startswith("syndicate_send_pace_per_second")]

@@ -79,7 +79,7 @@ def test_a_feed_items_javascript_link_is_never_stored_and_the_feed_says_why(svc,
     assert "2 item(s) had a link that is not a web address" in feed.last_error
     assert "'Polls close'" in feed.last_error and "links to its feed instead" in feed.last_error
     with transaction(svc.Session) as session:
-        assert "\nsyndicate_feeds_failing 0\n" in metrics.render(session, svc.settings)  # a note, not a failure
+        assert "\nsyndicate_feeds_failing 0.0\n" in metrics.render(session, svc.settings)  # a note, not a failure
 
 
 def test_the_public_web_view_atom_feed_and_mail_carry_no_script_link_and_run_no_script(svc, polled):

@@ -2,13 +2,19 @@
 and the sending pace (all mail's and each slowed receiving domain's, from the shared pacing store).
 
 Counts are read from the ledger when scraped (one GROUP BY per table), so every process reports the same
-truth and nothing has to be kept in memory between scrapes.
+truth and nothing has to be kept in memory between scrapes. prometheus_client writes the format: each
+part is a custom collector, registered for the one scrape in a registry of its own (never the library's
+global one, so nothing is shared between apps or tests) and rendered by `generate_latest`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -20,75 +26,102 @@ from syndicate.web import health
 
 log = logging.getLogger(__name__)
 QUEUES = ("ingest", "mail", "social")
+# The text format generate_latest writes, labelled as prometheus_client itself labels it for a scraper that
+# asks for nothing newer (its CONTENT_TYPE_PLAIN_0_0_4, from 0.23 on). Not its CONTENT_TYPE_LATEST: that
+# says version=0.0.4 up to 0.22 and version=1.0.0 from 0.23, which the library itself sends only when
+# negotiated and with an escaping parameter.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def render(session: Session, settings: Settings) -> str:
-    lines: list[str] = []
-    family = _writer(lines)
-
-    depths = queue_depths()
-    family("syndicate_broker_up", "gauge", "1 if the broker answered the scrape.", [({}, 1.0 if depths else 0.0)])
-    family("syndicate_queue_depth", "gauge", "Tasks waiting in each queue.",
-           [({"queue": q}, float(n)) for q, n in (depths or {}).items()])
-    family("syndicate_deliveries", "gauge", "Delivery rows by status (all editions).",
-           _grouped(session, Delivery.status))
-    family("syndicate_editions", "gauge", "Editions by status.", _grouped(session, Edition.status))
-    rows = session.execute(select(SocialAccount.name, Post.status, func.count()).join(Post.account)
-                           .group_by(SocialAccount.name, Post.status)).all()
-    family("syndicate_posts", "gauge", "Posts by account and status.",
-           [({"account": a, "status": s}, float(n)) for a, s, n in rows])
-    family("syndicate_social_accounts_paused", "gauge", "Social accounts paused (by an editor or the network).",
-           [({}, float(session.scalar(select(func.count()).where(SocialAccount.status == "paused")) or 0))])
-    family("syndicate_social_kill_switch", "gauge", "1 while all social posting is paused.",
-           [({}, 1.0 if accounts.social_paused(session) else 0.0)])
-    family("syndicate_feeds", "gauge", "Feeds by status.", _grouped(session, Feed.status))
-    # By the failure count, not last_error: a feed read fine whose item had a bad link keeps a note there.
-    family("syndicate_feeds_failing", "gauge", "Feeds whose last fetch failed.",
-           [({}, float(session.scalar(select(func.count()).where(Feed.error_count > 0)) or 0))])
-    after = settings.leases.stuck
-    stuck = health.stuck_lanes(session.connection(), utcnow(), after)
-    family("syndicate_lane_stuck", "gauge",
-           f"1 for a lane with work due for {after.total_seconds() / 60:g} minutes and nothing done "
-           "in that time (/healthz says why).",
-           [({"lane": lane}, 1.0 if lane in stuck else 0.0) for lane in health.LANES])
-    return "\n".join(lines) + "\n"
+    return _exposition(LedgerCollector(session, settings))
 
 
 def render_pace(pacer: Pacer) -> str:
     """The sending pace, from the shared pacing store: all mail's and each slowed receiving domain's.
     Apart from `render` and after it: on SQLite the store takes the write lock of a transaction of its own."""
-    lines: list[str] = []
-    family = _writer(lines)
-    try:
-        stream, *domains = pacer.paces()
-    except PacingUnavailable as e:
-        log.warning("metrics: %s", e)
-        return ""
-    family("syndicate_send_pace_per_second", "gauge",
-           "Messages a second all mail may go at (the configured rate, or less after a 421 for the session); "
-           "absent: as fast as the server takes.",
-           [({}, stream["per_second"])] if stream["per_second"] is not None else [])
-    family("syndicate_domain_pace_per_second", "gauge",
-           "Messages a second a receiving domain is sent at, slowed by its own 4.7.x deferrals; "
-           "a domain not listed goes at the pace of all mail.",
-           [({"domain": d["to"]}, d["per_second"]) for d in domains])
-    family("syndicate_domains_slowed", "gauge", "Receiving domains sent at a pace of their own.",
-           [({}, float(len(domains)))])
-    return "\n".join(lines) + "\n"
+    return _exposition(PaceCollector(pacer))
 
 
-def _writer(lines: list[str]):
-    def family(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            shown = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
-            lines.append(f"{name}{{{shown}}} {value:g}" if shown else f"{name} {value:g}")
+class LedgerCollector(Collector):
+    """The broker's queues and the ledger's counts, read in the scrape's transaction."""
+
+    def __init__(self, session: Session, settings: Settings):
+        self.session, self.settings = session, settings
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        session = self.session
+        depths = queue_depths()
+        yield GaugeMetricFamily("syndicate_broker_up", "1 if the broker answered the scrape.",
+                                value=1.0 if depths else 0.0)
+        yield _gauge("syndicate_queue_depth", "Tasks waiting in each queue.", ["queue"],
+                     [([q], n) for q, n in (depths or {}).items()])
+        yield _gauge("syndicate_deliveries", "Delivery rows by status (all editions).", ["status"],
+                     _grouped(session, Delivery.status))
+        yield _gauge("syndicate_editions", "Editions by status.", ["status"], _grouped(session, Edition.status))
+        rows = session.execute(select(SocialAccount.name, Post.status, func.count()).join(Post.account)
+                               .group_by(SocialAccount.name, Post.status)).all()
+        yield _gauge("syndicate_posts", "Posts by account and status.", ["account", "status"],
+                     [([a, s], n) for a, s, n in rows])
+        yield GaugeMetricFamily("syndicate_social_accounts_paused",
+                                "Social accounts paused (by an editor or the network).",
+                                value=session.scalar(select(func.count()).where(SocialAccount.status == "paused"))
+                                or 0)
+        yield GaugeMetricFamily("syndicate_social_kill_switch", "1 while all social posting is paused.",
+                                value=1.0 if accounts.social_paused(session) else 0.0)
+        yield _gauge("syndicate_feeds", "Feeds by status.", ["status"], _grouped(session, Feed.status))
+        # By the failure count, not last_error: a feed read fine whose item had a bad link keeps a note there.
+        yield GaugeMetricFamily("syndicate_feeds_failing", "Feeds whose last fetch failed.",
+                                value=session.scalar(select(func.count()).where(Feed.error_count > 0)) or 0)
+        after = self.settings.leases.stuck
+        stuck = health.stuck_lanes(session.connection(), utcnow(), after)
+        yield _gauge("syndicate_lane_stuck",
+                     f"1 for a lane with work due for {after.total_seconds() / 60:g} minutes and nothing done "
+                     "in that time (/healthz says why).", ["lane"],
+                     [([lane], 1.0 if lane in stuck else 0.0) for lane in health.LANES])
+
+
+class PaceCollector(Collector):
+    """The pace now, from the pacing store; nothing (and a warning in the log) if the store is unreachable."""
+
+    def __init__(self, pacer: Pacer):
+        self.pacer = pacer
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            stream, *domains = self.pacer.paces()
+        except PacingUnavailable as e:
+            log.warning("metrics: %s", e)
+            return
+        yield _gauge("syndicate_send_pace_per_second",
+                     "Messages a second all mail may go at (the configured rate, or less after a 421 for the "
+                     "session); absent: as fast as the server takes.", [],
+                     [([], stream["per_second"])] if stream["per_second"] is not None else [])
+        yield _gauge("syndicate_domain_pace_per_second",
+                     "Messages a second a receiving domain is sent at, slowed by its own 4.7.x deferrals; "
+                     "a domain not listed goes at the pace of all mail.", ["domain"],
+                     [([d["to"]], d["per_second"]) for d in domains])
+        yield GaugeMetricFamily("syndicate_domains_slowed", "Receiving domains sent at a pace of their own.",
+                                value=len(domains))
+
+
+def _exposition(collector: Collector) -> str:
+    registry = CollectorRegistry()  # this scrape's own
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+def _gauge(name: str, help_: str, labels: list[str], samples: list[tuple[list, float]]) -> GaugeMetricFamily:
+    """A gauge family with these samples, each its label values (in the order of `labels`) and its value;
+    none: only its HELP and TYPE lines."""
+    family = GaugeMetricFamily(name, help_, labels=labels)
+    for values, value in samples:
+        family.add_metric([str(v) for v in values], value)
     return family
 
 
-def _grouped(session: Session, column) -> list[tuple[dict, float]]:
-    return [({"status": status}, float(n)) for status, n in
+def _grouped(session: Session, column) -> list[tuple[list, float]]:
+    return [([status], n) for status, n in
             session.execute(select(column, func.count()).group_by(column)).all()]
 
 
@@ -105,6 +138,3 @@ def queue_depths() -> dict[str, int] | None:
         log.warning("metrics: the broker did not answer: %s", e)
         return None
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -50,4 +50,4 @@ def prometheus(request: Request, svc: Svc):
     except NotAuthenticated as e:
         return unauthorized(e, bearer_token(request) is not None)
     body += metrics.render_pace(svc.pacer)
-    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(body, media_type=metrics.CONTENT_TYPE)
