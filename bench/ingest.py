@@ -10,7 +10,7 @@ The feed server runs in its own process, so its CPU is not charged to the poller
 
 A baseline in the same run, one thread and no database, on a sample of the same feeds:
   fetch+feedparser   plain httpx GET + feedparser.parse: the floor for a first poll
-  fetch+parse        the same GET + syndicate's own `feeds.parse` (feedparser, nh3, lead): no storage
+  fetch+parse        the same GET + syndicate's own `documents.parse` (feedparser, nh3, lead): no storage
   conditional GET    httpx GET with If-None-Match: the floor for an unchanged poll
 
 Prints a table, then one JSON line with the figures and whether each target was met.
@@ -296,7 +296,7 @@ def baseline(sample: list[str]) -> dict:
     import feedparser
     import httpx
 
-    from syndicate.ingest import feeds
+    from syndicate.ingest import documents
 
     out = {}
     bodies, etags = [], []
@@ -312,7 +312,7 @@ def baseline(sample: list[str]) -> dict:
 
         t0 = time.perf_counter()
         for url, body in zip(sample, bodies, strict=True):
-            feeds.parse(body, url, "application/rss+xml; charset=UTF-8")
+            documents.parse(body, url, "application/rss+xml; charset=UTF-8")
         out["syndicate_parse_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for url, etag in zip(sample, etags, strict=True):
@@ -471,8 +471,8 @@ def table(args, base: dict, cycles: list[dict], loads: tuple[float, float], vers
     ]
     for label, key in (("fetch only (httpx)", "fetch_only_per_s"),
                        ("fetch + feedparser", "fetch_feedparser_per_s"),
-                       ("fetch + feeds.parse", "fetch_parse_per_s"),
-                       ("feeds.parse alone", "parse_only_per_s"),
+                       ("fetch + documents.parse", "fetch_parse_per_s"),
+                       ("documents.parse alone", "parse_only_per_s"),
                        ("conditional GET (304)", "conditional_get_per_s")):
         lines.append(row(label, f"{base[key]:.1f}", f"{args.feeds / base[key]:.1f} s"))
     lines += ["", "poll_many", row("", "cycle 1", "cycle 2")]
@@ -498,7 +498,7 @@ def table(args, base: dict, cycles: list[dict], loads: tuple[float, float], vers
         lines.append(row(label, fmt(c1[key], spec), fmt(c2[key], spec)))
     for status in ("ok", "not-modified", "error", "gone"):
         lines.append(row(f"status {status}", *(str(c["statuses"].get(status, 0)) for c in cycles)))
-    # cycle 1 against one thread doing fetch + feeds.parse; cycle 2 against one thread doing conditional GETs
+    # cycle 1 against one thread doing fetch + documents.parse; cycle 2 against one thread doing conditional GETs
     lines.append(row("× one-thread baseline", f"{c1['feeds_per_s'] / base['fetch_parse_per_s']:.2f}",
                      f"{c2['feeds_per_s'] / base['conditional_get_per_s']:.2f}"))
     for n, c in enumerate(cycles, 1):

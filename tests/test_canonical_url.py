@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from syndicate.ingest.feeds import TRACKING_PARAMS, canonical_url
+from syndicate.ingest.documents import TRACKING_PARAMS, canonical_url
 
 PROPERTY = settings(max_examples=300, deadline=None)
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
-from syndicate.ingest import feeds
+from syndicate.ingest import documents, feeds
 from syndicate.ingest.feeds import PollResult
 from syndicate.models import Article, Feed
 
@@ -215,7 +215,7 @@ def test_it_takes_a_304_as_not_modified_and_parses_nothing(svc, feed_server, sam
     def must_not_parse(*args, **kwargs):
         raise AssertionError("a 304 answer was parsed")
 
-    monkeypatch.setattr(feeds, "parse", must_not_parse)
+    monkeypatch.setattr(feeds, "read", must_not_parse)  # what a poll parses with
     result = poll(svc, feed_id, T0 + INTERVAL)
 
     assert result.status == "not-modified", result.error
@@ -569,7 +569,7 @@ def test_it_does_not_add_a_feed_with_a_bad_address(svc):
     ],
 )
 def test_it_canonicalises_links(given, expected):
-    assert feeds.canonical_url(given) == expected
+    assert documents.canonical_url(given) == expected
 
 
 def test_it_lists_only_active_feeds_that_are_due(svc, feed_server, sample_feed):

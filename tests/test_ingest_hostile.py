@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from syndicate.db import transaction
 from syndicate.errors import FeedError
-from syndicate.ingest import feeds, fetch
+from syndicate.ingest import documents, feeds, fetch
 from syndicate.models import Article, Feed
 
 T0 = datetime(2030, 1, 6, 7, 0, tzinfo=UTC)
@@ -274,7 +274,7 @@ def entity_document(doctype_open: str, prefix: str = "", encoding: str = "utf-8"
 
 def test_it_refuses_a_quadratic_blowup_document():
     with pytest.raises(FeedError, match="entities"):
-        feeds.parse(entity_document("<!DOCTYPE rss ["), "https://big.example/feed")
+        documents.parse(entity_document("<!DOCTYPE rss ["), "https://big.example/feed")
 
 
 @pytest.mark.parametrize("document", [
@@ -286,7 +286,7 @@ def test_it_refuses_a_quadratic_blowup_document():
 ])
 def test_it_refuses_entity_declarations_however_the_doctype_is_dressed(document):
     with pytest.raises(FeedError, match="entities"):
-        feeds.parse(document, "https://big.example/feed")
+        documents.parse(document, "https://big.example/feed")
 
 
 def test_it_never_fetches_an_external_dtd_or_entity(svc, feed_server):
@@ -376,7 +376,7 @@ def test_a_stored_feed_on_an_odd_ip_address_fails_its_poll_with_the_reason_and_s
 
 def test_a_bug_while_polling_one_feed_is_recorded_on_that_feed_and_spares_the_others(svc, feed_server,
                                                                                      monkeypatch):
-    real = feeds.read
+    real = documents.read
 
     def read(body, url, content_type):
         if "broken" in url:

@@ -118,21 +118,21 @@ def test_one_item_the_reader_breaks_on_is_skipped_and_said_on_the_feed_and_the_o
         make_settings, tmp_path, feed_server, monkeypatch):
     """A bug nobody foresaw in reading one item (here: made to happen) used to fail the whole feed at every
     poll: no story of it, ever. Now that item alone is skipped, and the feed says which and why."""
-    from syndicate.ingest import feeds
+    from syndicate.ingest import documents, feeds
     from syndicate.models import Feed
 
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}"))
     items = "\n".join(ITEM.format(title=title, slug=title.lower().replace(" ", "-"))
                       for title in ("Harbour reopens", "Poisoned item", "Council votes"))
     url = feed_server.serve("/feed/", RSS.format(items=items).encode())
-    real = feeds._entry
+    real = documents._entry
 
     def breaks_on_one(entry, base_url):
         if entry.get("title") == "Poisoned item":
             raise RecursionError("maximum recursion depth exceeded")
         return real(entry, base_url)
 
-    monkeypatch.setattr(feeds, "_entry", breaks_on_one)
+    monkeypatch.setattr(documents, "_entry", breaks_on_one)
     with transaction(svc.Session) as session:
         feed = feeds.add_feed(session, url)
         result = feeds.poll(session, feed, svc.settings)

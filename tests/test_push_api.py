@@ -21,7 +21,7 @@ from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import api_tokens
 from syndicate.http.api_tokens import NotAuthenticated
-from syndicate.ingest import feeds, push
+from syndicate.ingest import documents, push
 from syndicate.models import ApiToken, Article, Post
 from syndicate.newsletters import editions, lists
 from syndicate.social import posts
@@ -244,7 +244,7 @@ def test_it_normalises_a_pushed_story_exactly_as_the_same_feed_item():
 <guid isPermaLink="false">{STORY["guid"]}</guid>
 <content:encoded><![CDATA[{STORY["content_html"]}]]></content:encoded></item>
 </channel></rss>""".encode()
-    [polled] = feeds.parse(rss, "https://news.example/feed/")
+    [polled] = documents.parse(rss, "https://news.example/feed/")
 
     pushed = push.entry_from_push(push.parse(json.dumps(STORY).encode()))
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from syndicate.db import transaction, upgrade
 from syndicate.delivery import deliveries, sending
 from syndicate.delivery.batches import send_batch
-from syndicate.ingest import feeds
+from syndicate.ingest import documents, feeds
 from syndicate.mail.outbox import OutboxTransport
 from syndicate.models import Delivery, Edition, Post, SocialAccount, utcnow
 from syndicate.newsletters import editions, lists, rendering
@@ -59,7 +59,7 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
 
     # feed → article
     with transaction(svc.Session) as session:
-        entries = feeds.parse(sample_feed(), FEED_URL)
+        entries = documents.parse(sample_feed(), FEED_URL)
         new_ids, _ = feeds.store(session, session.merge(feed), entries, utcnow())
         report.articles_new, report.articles_known = len(new_ids), len(entries) - len(new_ids)
 

@@ -2,55 +2,30 @@
 
 from __future__ import annotations
 
-import calendar
-import hashlib
 import logging
 import multiprocessing
 import os
-import re
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from urllib.parse import unquote_plus, urljoin, urlsplit, urlunsplit
-from xml.parsers import expat
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
-import feedparser
 import httpx
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import links
 from syndicate.config import Settings
 from syndicate.errors import FeedError, NotFound
-from syndicate.ingest import content, fetch
+from syndicate.ingest import fetch
+from syndicate.ingest.documents import Document, Entry, read
 from syndicate.models import Article, Feed, utcnow
-from syndicate.text import one_line
 
-TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=24)
 ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.8"
-
-
-@dataclass
-class Entry:
-    """One item of a parsed feed, normalised."""
-
-    identity: str
-    url: str
-    title: str
-    content_html: str
-    lead: str
-    content_hash: str
-    published_at: datetime | None
-    author: str | None = None
-    image_url: str | None = None
-    categories: list[str] = field(default_factory=list)
-    guid: str | None = None  # only unique within its feed: stored under the feed's name
-    link_problem: str | None = None  # why its own link was passed over (not a web address)
 
 
 @dataclass
@@ -87,204 +62,6 @@ def request_headers(feed: Feed) -> dict[str, str]:
     if feed.last_modified:
         headers["If-Modified-Since"] = feed.last_modified
     return headers
-
-
-# ── parsing ──────────────────────────────────────────────────────────────────
-
-
-def canonical_url(url: str) -> str:
-    """Strip tracking parameters and fragments; lower-case scheme and host.
-
-    The other parameters are kept byte for byte, in order: decoding and re-encoding
-    would merge links whose values aren't UTF-8, or rewrite ones that are fine.
-    """
-    parts = urlsplit(_trimmed(url))
-    kept = [pair for pair in parts.query.split("&")
-            if pair and not unquote_plus(pair.split("=", 1)[0]).lower().startswith(TRACKING_PARAMS)]
-    return _trimmed(urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", "&".join(kept), "")))
-
-
-_EDGES = re.compile(r"^[\s\x00-\x20]+|[\s\x00-\x20]+$")
-
-
-def _trimmed(url: str) -> str:
-    """Without surrounding whitespace or C0 controls — both at once: urlsplit drops leading C0 controls
-    (as WHATWG URL parsing does), so trimming only whitespace could leave a new edge for the next pass."""
-    return _EDGES.sub("", url)
-
-
-def parse(body: bytes, base_url: str, content_type: str | None = None) -> list[Entry]:
-    """The entries feedparser could read; a feed that is not a feed at all is an error."""
-    return read(body, base_url, content_type).entries
-
-
-@dataclass
-class Document:
-    """A feed as read: its entries, its own title (one line, or None), and the items that could not be
-    read, each as "its title or link: why" (the others are stored all the same)."""
-
-    entries: list[Entry]
-    title: str | None
-    skipped: list[str] = field(default_factory=list)
-
-
-def read(body: bytes, base_url: str, content_type: str | None = None) -> Document:
-    """The entries feedparser could read, and the feed's own title.
-
-    Whatever the document does to the parser, the outcome is a FeedError on this feed, never
-    a crash of the poll: the web holds documents nobody has seen yet. One item that breaks in a way
-    nobody foresaw is skipped and said on the feed; the others are read.
-    """
-    try:
-        return _parse(body, base_url, content_type)
-    except FeedError:
-        raise
-    except Exception as e:  # noqa: BLE001 - see above
-        raise FeedError(f"the feed could not be read ({type(e).__name__}: {e})") from e
-
-
-def _parse(body: bytes, base_url: str, content_type: str | None) -> Document:
-    refuse_entity_declarations(body)
-    # No base address for feedparser: it would resolve relative links in a story against the
-    # feed's address. It still applies xml:base; the rest is resolved against each item's link.
-    headers = {}
-    if content_type:
-        headers["content-type"] = content_type  # its charset counts, as HTTP says
-    # nh3 sanitises and content.sanitise resolves links afterwards: feedparser doing both
-    # too (in pure Python) was two thirds of its cost.
-    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
-    if not parsed.entries and parsed.bozo and not parsed.feed.get("title"):
-        problem = parsed.get("bozo_exception")
-        reason = getattr(problem, "getMessage", lambda: None)() or str(problem)
-        raise FeedError(f"not a feed (RSS/Atom could not be parsed: {reason})")
-    if not parsed.entries and not parsed.feed and not parsed.get("version"):
-        raise FeedError("not a feed: the document has no RSS or Atom channel")
-    entries = parsed.entries
-    if parsed.bozo:
-        # In a broken (often truncated) document an item with neither id nor link is
-        # most likely half an item: storing it would give a story without a home.
-        entries = [e for e in entries if e.get("id") or e.get("link")]
-    title = one_line(content.plain_text(str(parsed.feed.get("title") or "")))[:500] or None  # Feed.title's size
-    document = Document([], title)
-    for e in entries:
-        try:
-            document.entries.append(_entry(e, base_url))
-        except Exception as problem:  # noqa: BLE001 - this item only: the rest of the feed is read
-            name = one_line(str(e.get("title") or e.get("link") or e.get("id") or "an item"))[:80]
-            document.skipped.append(f"{name!r}: {type(problem).__name__}: {str(problem)[:200]}")
-    return document
-
-
-class _PrologRead(Exception):
-    """The root element has started: the document type declaration, if any, is behind us."""
-
-
-def refuse_entity_declarations(body: bytes) -> None:
-    """Feeds have no use for DTD entities; a document declaring them may be an expansion bomb.
-
-    expat reads the prolog as XML does (any encoding it knows, comments, quoted ids)
-    and stops at the root element; what it can't read is searched for the declaration
-    in the common encodings instead.
-    """
-    def refuse(*_):
-        raise FeedError("the document declares XML entities (an entity-expansion attack?): refused")
-
-    def root_started(*_):
-        raise _PrologRead
-
-    parser = expat.ParserCreate()
-    parser.EntityDeclHandler = refuse
-    parser.StartElementHandler = root_started
-    try:
-        parser.Parse(body, True)
-    except _PrologRead:
-        return
-    except expat.ExpatError:
-        marker = "<!ENTITY"
-        if any(marker.encode(codec) in body for codec in ("ascii", "utf-16-le", "utf-16-be")):
-            refuse()
-
-
-def _entry(e, base_url: str) -> Entry:
-    """A feedparser entry, read into `normalise`."""
-    link = urljoin(base_url, e.get("link", "")) if e.get("link") else ""
-    body, summary = {}, e.get("summary_detail") or {}
-    if e.get("content"):
-        body = max(e.content, key=lambda c: len(c.get("value", "")))
-    body = body or summary
-    return normalise(
-        link=link, guid=e.get("id"), title=e.get("title", ""), html=body.get("value", ""),
-        summary=e.get("summary", ""), html_base=urljoin(link or base_url, body.get("base") or ""),
-        published_at=_date(e), author=e.get("author"), image_url=_image(e),
-        categories=[t["term"] for t in e.get("tags", []) if t.get("term")],
-    )
-
-
-def normalise(*, link: str, guid: str | None, title: str, html: str, summary: str = "", html_base: str = "",
-              published_at: datetime | None = None, author: str | None = None, image_url: str | None = None,
-              categories: list[str] | None = None) -> Entry:
-    """One story as syndicate keeps it, whether a feed carried it or a CMS pushed it.
-
-    Relative links in the story resolve against `html_base` (its xml:base) or else its own page.
-    """
-    base = html_base or link
-    html = content.sanitise(html or summary, base_url=base)
-    title = one_line(content.plain_text(title)) or "(untitled)"
-    lead = content.lead(html) or content.lead(content.sanitise(summary, base_url=base))
-    digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
-    guid = (guid or "").strip() or None
-    url, link_problem = story_link(link, guid)
-    identity = guid or url or f"sha256:{digest}"
-    return Entry(
-        identity=identity[:2048],
-        guid=guid,
-        url=url,
-        link_problem=link_problem,
-        title=title,
-        content_html=html,
-        lead=lead,
-        content_hash=digest,
-        published_at=published_at,
-        author=one_line(author or "") or None,
-        image_url=links.href(image_url) or content.first_image(html) or None,
-        categories=categories or [],
-    )
-
-
-def story_link(link: str, guid: str | None) -> tuple[str, str | None]:
-    """The story's address, canonical: its link if that is a web address, else its guid if that is one (RSS's
-    permalink guid), else none; and why its own link was passed over."""
-    problem = None
-    if link:
-        try:
-            return canonical_url(links.web_link(link)), None
-        except links.NotAWebLink as e:
-            problem = str(e)
-    if guid and problem:
-        try:
-            return canonical_url(links.web_link(guid)), f"{problem}; its guid is used instead"
-        except links.NotAWebLink:
-            pass
-    return "", problem and f"{problem}; the story links to its feed instead"
-
-
-def _date(e) -> datetime | None:
-    for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        value = e.get(key)
-        if value:
-            return datetime.fromtimestamp(calendar.timegm(value), UTC)
-    return None
-
-
-def _image(e) -> str | None:
-    for key in ("media_content", "media_thumbnail"):
-        for media in e.get(key, []):
-            if media.get("url") and media.get("medium", "image") == "image":
-                return media["url"]
-    for enclosure in e.get("enclosures", []):
-        if enclosure.get("type", "").startswith("image/") and enclosure.get("href"):
-            return enclosure["href"]
-    return None
 
 
 # ── storing ──────────────────────────────────────────────────────────────────

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from syndicate import links
 from syndicate.errors import InvalidInput
-from syndicate.ingest import content, feeds
+from syndicate.ingest import content, documents, feeds
 from syndicate.models import utcnow
 from syndicate.text import one_line
 
@@ -112,9 +112,9 @@ def _explain(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def entry_from_push(story: PushedStory) -> feeds.Entry:
-    """A pushed story, normalised exactly as a feed item is (`feeds.normalise`)."""
-    return feeds.normalise(
+def entry_from_push(story: PushedStory) -> documents.Entry:
+    """A pushed story, normalised exactly as a feed item is (`documents.normalise`)."""
+    return documents.normalise(
         link=story.url, guid=story.guid, title=story.title, html=story.content_html or "",
         summary=story.summary or "", published_at=story.published_at, author=story.author,
         image_url=story.image_url, categories=story.categories,
@@ -144,7 +144,7 @@ def receive(session: Session, story: PushedStory, now: datetime | None = None) -
     return Received(_stored_as(session, entry), "updated" if updated else "unchanged")
 
 
-def _stored_as(session: Session, entry: feeds.Entry) -> int:
+def _stored_as(session: Session, entry: documents.Entry) -> int:
     article = feeds.find(session, None, entry)
     if article is None:  # store() neither found nor inserted it: a bug, not bad input
         raise RuntimeError(f"a pushed story ({entry.identity!r}) was neither stored nor found")
