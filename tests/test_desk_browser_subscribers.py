@@ -12,7 +12,7 @@ from syndicate.db import transaction
 from syndicate.desk import editors
 from syndicate.models import Delivery, Subscriber, SubscriberImport, utcnow
 from syndicate.newsletters import editions, lists
-from syndicate.subscribers import consent, csv_files
+from syndicate.subscribers import consent, uploads
 
 PASSWORD = "correct horse battery"
 UPLOAD = "email,name\nzoe@example.org,Zoë\nnot-an-address,Nobody\nyan@example.org,Yan\n".encode()
@@ -67,7 +67,7 @@ def test_an_editor_imports_a_csv_with_a_bad_row_and_reads_the_report(browser, se
             assert page.locator("#job-status").inner_text() == "running"
             page.screenshot(path=str(SHOTS / "import-progress.png"), full_page=True)
 
-    finished = csv_files.run_import(svc.Session, import_id, chunk=1, confirm=the_bar_follows)
+    finished = uploads.run_import(svc.Session, import_id, chunk=1, confirm=the_bar_follows)
     assert finished.status == "done"
 
     page.wait_for_selector("#problems")  # done: the page shows the report

@@ -29,7 +29,7 @@ from syndicate.models import (
     utcnow,
 )
 from syndicate.newsletters import editions, lists
-from syndicate.subscribers import consent, csv_files
+from syndicate.subscribers import consent, csv_files, preferences, uploads
 
 GOOD_AND_BAD = b"email,name\r\nzoe@example.org,Zo\xc3\xab\r\nnot-an-address,Nobody\r\n"
 
@@ -64,7 +64,7 @@ def people(svc) -> dict[str, tuple]:
 def start(svc, data: str | bytes, slugs=("daily",), confirmed=True, force=False) -> int:
     with transaction(svc.Session) as session:
         ids = [lists.get_newsletter(session, slug).id for slug in slugs]
-        return csv_files.start_import(session, "ada", "list.csv", data, ids, confirmed=confirmed, force=force).id
+        return uploads.start_import(session, "ada", "list.csv", data, ids, confirmed=confirmed, force=force).id
 
 
 def job(svc, import_id: int) -> SubscriberImport:
@@ -139,7 +139,7 @@ def test_a_file_that_cannot_be_imported_is_refused_at_once_and_nothing_is_kept(s
             start(svc, data)
     with pytest.raises(InvalidInput, match="choose the newsletters"):
         start(svc, "email\nada@example.org\n", slugs=())
-    monkeypatch.setattr(csv_files, "UPLOAD_LIMIT", 10)
+    monkeypatch.setattr(uploads, "UPLOAD_LIMIT", 10)
     with pytest.raises(InvalidInput, match="over the 0 MB an upload may be"):
         start(svc, "email\nada@example.org\n")
     assert imports(svc) == 0
@@ -158,11 +158,11 @@ def test_another_session_sees_the_progress_chunk_by_chunk_and_mail_waits_for_eac
             found = [session.get(Subscriber, i).email for i in subscriber_ids]
             seen.append((running.status, running.done, found))
 
-    done = csv_files.run_import(svc.Session, import_id, chunk=1, confirm=confirm)
+    done = uploads.run_import(svc.Session, import_id, chunk=1, confirm=confirm)
     assert seen == [("running", 1, ["carol@example.org"]), ("running", 3, ["dave@example.org"]),
                     ("done", 5, ["erin@example.org"])]
     assert (done.status, done.done, done.data) == ("done", 5, None)
-    report = csv_files.report_from_dict(done.report)
+    report = uploads.report_from_dict(done.report)
     assert (report.added, len(report.to_confirm)) == (3, 3)
     assert [(line, reason.split(":")[0]) for line, _, reason in report.problems] == [
         (3, "not an email address we can send to"), (5, "duplicate of line 2")]
@@ -175,7 +175,7 @@ class WorkerDied(BaseException):
 
 def killed_after_the_first_chunk(svc, import_id: int, monkeypatch) -> None:
     """Run the import two rows a chunk, its worker killed as the second chunk begins."""
-    real, calls = csv_files._import_chunk, []
+    real, calls = csv_files.import_chunk, []
 
     def dies_on_the_second_chunk(*args, **kwargs):
         calls.append(1)
@@ -183,9 +183,9 @@ def killed_after_the_first_chunk(svc, import_id: int, monkeypatch) -> None:
             raise WorkerDied
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(csv_files, "_import_chunk", dies_on_the_second_chunk)
+    monkeypatch.setattr(csv_files, "import_chunk", dies_on_the_second_chunk)
     with pytest.raises(WorkerDied):
-        csv_files.run_import(svc.Session, import_id, chunk=2)
+        uploads.run_import(svc.Session, import_id, chunk=2)
     monkeypatch.undo()
 
 
@@ -200,11 +200,11 @@ def test_an_import_cut_short_by_a_dying_worker_ends_as_one_uninterrupted_run(mak
         add(svc, "known@example.org", ("weekly",))
         left = add(svc, "left@example.org")
         with transaction(svc.Session) as session:
-            consent.leave_all(session, left)
+            preferences.leave_all(session, left)
         return svc
 
     whole = newsroom("whole.db")
-    once = csv_files.run_import(whole.Session, start(whole, data), chunk=2)
+    once = uploads.run_import(whole.Session, start(whole, data), chunk=2)
 
     cut = newsroom("cut.db")
     import_id = start(cut, data)
@@ -212,16 +212,16 @@ def test_an_import_cut_short_by_a_dying_worker_ends_as_one_uninterrupted_run(mak
     halfway = job(cut, import_id)
     assert (halfway.status, halfway.done) == ("running", 2)  # the first chunk is in, with its progress
     assert "a@example.org" in people(cut) and "b@example.org" not in people(cut)
-    again = csv_files.run_import(cut.Session, import_id, chunk=2)
+    again = uploads.run_import(cut.Session, import_id, chunk=2)
 
     assert again.status == once.status == "done"
     assert again.report == once.report
     assert people(cut) == people(whole)
-    report = csv_files.report_from_dict(again.report)
+    report = uploads.report_from_dict(again.report)
     assert (report.added, report.updated, report.resubscribed) == (4, 1, 0)
     assert [line for line, _, _ in report.problems] == [3, 5, 7]
     assert "choose “add back people who left”" in report.skipped[0][2]  # the desk's words, not the CLI's
-    assert csv_files.run_import(cut.Session, import_id).report == once.report  # finished: left as it is
+    assert uploads.run_import(cut.Session, import_id).report == once.report  # finished: left as it is
 
 
 def test_an_import_whose_task_was_lost_is_handed_out_again_by_the_tick_and_finishes(svc, monkeypatch):
@@ -250,17 +250,17 @@ def test_an_import_that_cannot_go_on_is_marked_failed_with_why(svc, monkeypatch)
     import_id = start(svc, "email\nada@example.org\n", slugs=("weekly",))
     with transaction(svc.Session) as session:
         session.delete(session.get(Newsletter, ids["weekly"]))  # deleted while the file waited for a worker
-    failed = csv_files.run_import(svc.Session, import_id)
+    failed = uploads.run_import(svc.Session, import_id)
     assert failed.status == "failed" and "no newsletter with id" in failed.error
     assert "ada@example.org" not in people(svc)
 
     def bug(*args, **kwargs):
         raise ZeroDivisionError
 
-    monkeypatch.setattr(csv_files, "_import_chunk", bug)
+    monkeypatch.setattr(csv_files, "import_chunk", bug)
     import_id = start(svc, "email\nada@example.org\nbob@example.org\n")
     with pytest.raises(ZeroDivisionError):  # for the worker's log
-        csv_files.run_import(svc.Session, import_id)
+        uploads.run_import(svc.Session, import_id)
     assert job(svc, import_id).error.startswith("the import stopped on an error (the worker's log has it) after 0 of "
                                                 "2 rows")
 

@@ -174,15 +174,15 @@ def test_an_import_whose_database_fails_mid_way_is_not_marked_failed_and_goes_on
                                                                                  monkeypatch):
     from syndicate.models import SubscriberImport
     from syndicate.newsletters import lists
-    from syndicate.subscribers import csv_files
+    from syndicate.subscribers import csv_files, uploads
 
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}"), eager=True)
     with transaction(svc.Session) as session:
         daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
         data = "email\n" + "".join(f"reader{i}@example.org\n" for i in range(1200))  # three chunks of 500
-        import_id = csv_files.start_import(session, "ada", "list.csv", data, [daily.id], confirmed=True,
-                                           force=False).id
-    real = csv_files._import_chunk
+        import_id = uploads.start_import(session, "ada", "list.csv", data, [daily.id], confirmed=True,
+                                         force=False).id
+    real = csv_files.import_chunk
     calls = []
 
     def away_on_the_second_chunk(*args, **kwargs):
@@ -191,7 +191,7 @@ def test_an_import_whose_database_fails_mid_way_is_not_marked_failed_and_goes_on
             raise OperationalError("INSERT …", None, Exception("database is locked"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(csv_files, "_import_chunk", away_on_the_second_chunk)
+    monkeypatch.setattr(csv_files, "import_chunk", away_on_the_second_chunk)
     assert tasks.import_subscribers.apply(args=(import_id,)).get() == "done"
     with transaction(svc.Session) as session:
         job = session.get(SubscriberImport, import_id)

@@ -24,7 +24,7 @@ from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription, Throttle
 from syndicate.newsletters import archive, editions, lists, rendering
 from syndicate.newsletters.rendering import PREFERENCES_URL, UNSUBSCRIBE_URL
-from syndicate.subscribers import consent
+from syndicate.subscribers import consent, preferences
 from syndicate.web.app import create_app
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -333,7 +333,7 @@ def test_the_timeline_records_subscribed_confirmed_and_one_click_unsubscribed(cl
 def test_a_reader_who_left_everything_and_signs_up_again_is_back_once_they_confirm(client, site, smtp_server):
     subscriber_id = reader(site)
     with transaction(site.Session) as session:
-        consent.leave_all(session, subscriber_id)
+        preferences.leave_all(session, subscriber_id)
 
     submit(client, "/subscribe", data={"email": "reader@example.com", "newsletter": "weekly"})
     link = re.search(r"http://testserver(/confirm/[A-Za-z0-9._-]+)", mails_to(smtp_server, "reader@example.com")[0]
@@ -569,24 +569,24 @@ def test_preferences_offer_active_newsletters_and_paused_ones_the_reader_gets(si
                                status="paused"))
         lists.pause_newsletter(session, lists.get_newsletter(session, "weekly"))
     with transaction(site.Session) as session:
-        prefs = consent.preferences(session, subscriber_id)
+        prefs = preferences.preferences(session, subscriber_id)
         offered = [(c.newsletter.slug, c.subscribed) for c in prefs.choices]
         assert offered == [("daily", False), ("weekly", True)]
         assert prefs.suspended is None
         gone = lists.get_newsletter(session, "gone").id
         with pytest.raises(InvalidInput, match="no newsletter with id"):
-            consent.set_preferences(session, subscriber_id, [gone])
+            preferences.set_preferences(session, subscriber_id, [gone])
         with pytest.raises(NotFound):
-            consent.preferences(session, 10_000)
+            preferences.preferences(session, 10_000)
 
 
 def test_set_preferences_confirms_a_waiting_subscription(site):
     daily = newsletter_id(site, "daily")
     with transaction(site.Session) as session:
         subscriber_id = consent.subscribe(session, "new@example.com", [daily]).subscriber.id
-        assert consent.preferences(session, subscriber_id).choices[0].waiting
+        assert preferences.preferences(session, subscriber_id).choices[0].waiting
 
-        saved = consent.set_preferences(session, subscriber_id, [daily], now=T0)
+        saved = preferences.set_preferences(session, subscriber_id, [daily], now=T0)
 
         assert [n.slug for n in saved.joined] == ["daily"] and not saved.left and not saved.refused
     assert statuses(site, subscriber_id) == ("confirmed", {"daily": "active"})

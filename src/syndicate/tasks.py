@@ -26,7 +26,7 @@ from syndicate.errors import SettingsError, TransportError
 from syndicate.ingest import feeds
 from syndicate.models import Post, utcnow
 from syndicate.social import posts
-from syndicate.subscribers import consent, csv_files
+from syndicate.subscribers import consent, uploads
 
 log = logging.getLogger(__name__)
 assert broker.EmbeddedTransport  # registered for sqla+ URLs on import
@@ -190,7 +190,7 @@ def tick() -> int:
         deliver_batch.delay(edition_id, lo, hi)
     with transaction(svc.Session) as session:
         lost = consent.lost_confirmations(session, svc.settings, utcnow())
-        imports = csv_files.lost_imports(session, svc.settings, utcnow())
+        imports = uploads.lost_imports(session, svc.settings, utcnow())
     for subscriber_id in lost:
         send_confirmation.delay(subscriber_id)
     for import_id in imports:
@@ -257,7 +257,7 @@ def import_subscribers(self, import_id: int) -> str:
             send_confirmation.delay(subscriber_id)
 
     try:
-        return csv_files.run_import(svc.Session, import_id, utcnow(), confirm=confirm).status
+        return uploads.run_import(svc.Session, import_id, utcnow(), confirm=confirm).status
     except OperationalError as e:
         raise _again_later(self, e, f"subscriber import {import_id}") from e
 

@@ -21,12 +21,12 @@ from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, RowId, SubscriberImport, utcnow
 from syndicate.newsletters import lists
 from syndicate.services import Services
-from syndicate.subscribers import consent, csv_files, timeline
+from syndicate.subscribers import consent, csv_files, preferences, timeline, uploads
 
 PROBLEMS_SHOWN = 200  # rows not imported listed on the page; the report's CSV has every one
 # A request body is refused on its declared size before any of it is read: room for a file at the limit
 # in a form, or escaped inside JSON. The file itself is held to UPLOAD_LIMIT by start_import.
-BODY_LIMIT = 2 * csv_files.UPLOAD_LIMIT
+BODY_LIMIT = 2 * uploads.UPLOAD_LIMIT
 
 
 # ── finding subscribers ──────────────────────────────────────────────────────
@@ -76,8 +76,8 @@ def export_page(svc: Svc, newsletter: str = "", name: str = Depends(editor)):
 def _act(session, subscriber_id: int, action: str, reason: str, name: str) -> dict:
     subscriber = consent.get(session, subscriber_id)
     if action == "leave":
-        consent.leave_all(session, subscriber.id, source="desk",
-                          detail=f"taken off every newsletter by {name} on the desk")
+        preferences.leave_all(session, subscriber.id, source="desk",
+                              detail=f"taken off every newsletter by {name} on the desk")
     elif action == "restore":
         consent.restore(session, subscriber, reason, source=f"desk ({name})")
     else:
@@ -95,7 +95,7 @@ def _import_form(request: Request, svc: Services, name: str, error: str | None =
         recent = [_progress(job) for job in session.scalars(
             select(SubscriberImport).order_by(SubscriberImport.id.desc()).limit(10))]
     return page("import", request, status, editor=name, newsletters=newsletters, recent=recent, error=error,
-                limit_mb=csv_files.UPLOAD_LIMIT // 1024 // 1024)
+                limit_mb=uploads.UPLOAD_LIMIT // 1024 // 1024)
 
 
 @pages.get("/subscribers/import", response_class=HTMLResponse)
@@ -110,7 +110,7 @@ def _refused_size(request: Request) -> tuple[int, str] | None:
     if not declared.isdigit():
         return 411, "send the file with a Content-Length header; nothing was imported"
     if int(declared) > BODY_LIMIT:
-        return 413, (f"the file is over the {csv_files.UPLOAD_LIMIT // 1024 // 1024} MB an upload may be: "
+        return 413, (f"the file is over the {uploads.UPLOAD_LIMIT // 1024 // 1024} MB an upload may be: "
                      "split it and upload the parts; nothing was imported")
     return None
 
@@ -122,8 +122,8 @@ def _start(svc: Services, name: str, filename: str, data: str | bytes, slugs: li
 
     with transaction(svc.Session) as session:
         newsletter_ids = [lists.get_newsletter(session, slug).id for slug in dict.fromkeys(slugs) if slug]
-        job = csv_files.start_import(session, name, filename, data, newsletter_ids, confirmed=confirmed,
-                                     force=force)
+        job = uploads.start_import(session, name, filename, data, newsletter_ids, confirmed=confirmed,
+                                   force=force)
         import_id = job.id
     hand_over(import_subscribers, import_id)  # after the commit; the broker away: the tick hands it out
     return import_id
@@ -173,7 +173,7 @@ def import_progress_page(request: Request, import_id: RowId, svc: Svc, name: str
         row = _import(session, import_id)
         names = dict(session.execute(select(Newsletter.id, Newsletter.name)).all())
         job, into = _progress(row), [names.get(i, f"#{i}") for i in row.newsletter_ids]
-    problems = csv_files.report_from_dict(job["report"]).problems if job["report"] else []
+    problems = uploads.report_from_dict(job["report"]).problems if job["report"] else []
     return page("subscriber_import", request, editor=name, job=job, into=into, problems=problems[:PROBLEMS_SHOWN],
                 more=max(0, len(problems) - PROBLEMS_SHOWN))
 
@@ -197,7 +197,7 @@ def _report_csv(svc: Services, import_id: int) -> Response:
         job = _import(session, import_id)
         if job.status != "done":
             raise NotFound(f"import {import_id} has no report yet: it is {job.status} ({job.done} of {job.total} rows)")
-        report = csv_files.report_from_dict(job.report)
+        report = uploads.report_from_dict(job.report)
     out = io.StringIO(newline="")
     report.write_problems_csv(out)
     # With a byte order mark, so that a spreadsheet reads accents in addresses and names right.

@@ -7,26 +7,21 @@ bounced or complained unless the editor forces it, and changes nothing when the 
 
 from __future__ import annotations
 
-import bisect
 import csv
 import io
 import itertools
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TextIO
 
-from sqlalchemy import and_, func, insert, select, update
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
-from syndicate.config import Settings
-from syndicate.db import transaction
-from syndicate.errors import InvalidInput, NotFound, SyndicateError
-from syndicate.ledger import ImportStatus
-from syndicate.models import Newsletter, Subscriber, SubscriberEvent, SubscriberImport, Subscription, utcnow
+from syndicate.errors import InvalidInput
+from syndicate.models import Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
 from syndicate.subscribers import consent
 
 CHUNK = 500  # addresses per IN (…) query: one round trip per 500 rows, well under any parameter limit
@@ -77,7 +72,7 @@ class ImportReport:
 
 
 @dataclass
-class _Row:
+class Row:
     line: int
     email: str
     name: str | None
@@ -96,8 +91,8 @@ def import_csv(session: Session, data: str | bytes, newsletter_ids: list[int], *
     they wait for the reader's confirmation (ids in `to_confirm`, to mail after the commit).
     `force`: add back addresses that unsubscribed, bounced or complained (renewed consent)."""
     now = now or utcnow()
-    header, records = _parse(_decode(data))
-    columns = _columns(header)
+    header, records = read_table(decode(data))
+    columns = header_columns(header)
     slugs = dict(session.execute(select(Newsletter.slug, Newsletter.id)).all())
     if missing := set(newsletter_ids) - set(slugs.values()):
         raise InvalidInput(f"no newsletter with id {sorted(missing)}")
@@ -105,15 +100,15 @@ def import_csv(session: Session, data: str | bytes, newsletter_ids: list[int], *
         raise InvalidInput("choose the newsletters to subscribe them to (--newsletter SLUG), "
                            "or give the file a newsletters column; nothing was imported")
     report = ImportReport()
-    rows = list(_rows(records, columns, slugs, newsletter_ids, report))
+    rows = list(fit_rows(records, columns, slugs, newsletter_ids, report))
     names = {newsletter_id: slug for slug, newsletter_id in slugs.items()}
     for i in range(0, len(rows), CHUNK):
-        _import_chunk(session, rows[i:i + CHUNK], names, report, force=force, confirmed=confirmed, now=now)
+        import_chunk(session, rows[i:i + CHUNK], names, report, force=force, confirmed=confirmed, now=now)
     session.flush()
     return report
 
 
-def _decode(data: str | bytes) -> str:
+def decode(data: str | bytes) -> str:
     if isinstance(data, str):
         return data.removeprefix("\ufeff")
     try:
@@ -125,7 +120,7 @@ def _decode(data: str | bytes) -> str:
                            "nothing was imported") from e
 
 
-def _parse(text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def read_table(text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and every non-blank record with the physical line it starts on (quoted fields may span lines)."""
     delimiter = _delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -158,11 +153,11 @@ def _delimiter(text: str) -> str:
         except csv.Error:
             first = []
         headers[delimiter] = first
-    with_email = [d for d in DELIMITERS if "email" in _columns(headers[d], check=False)]
+    with_email = [d for d in DELIMITERS if "email" in header_columns(headers[d], check=False)]
     return max(with_email or DELIMITERS, key=lambda d: len(headers[d]))
 
 
-def _columns(header: list[str], check: bool = True) -> dict[str, int]:
+def header_columns(header: list[str], check: bool = True) -> dict[str, int]:
     found: dict[str, int] = {}
     for i, cell in enumerate(header):
         role = COLUMNS.get(" ".join(cell.replace("_", " ").casefold().split()))
@@ -175,8 +170,8 @@ def _columns(header: list[str], check: bool = True) -> dict[str, int]:
     return found
 
 
-def _rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slugs: dict[str, int],
-          default_ids: list[int], report: ImportReport) -> Iterator[_Row]:
+def fit_rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slugs: dict[str, int],
+          default_ids: list[int], report: ImportReport) -> Iterator[Row]:
     """Rows fit to import; bad ones and repeats go to the report."""
     seen: dict[str, int] = {}
 
@@ -209,7 +204,7 @@ def _rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slugs: 
             continue
         seen[email] = line
         status = cell(record, "status").strip().casefold()
-        yield _Row(line, email, _clean_name(cell(record, "name")), chosen, status if status in STATUSES else None)
+        yield Row(line, email, _clean_name(cell(record, "name")), chosen, status if status in STATUSES else None)
 
 
 def _clean_name(value: str) -> str | None:
@@ -220,15 +215,15 @@ def _clean_name(value: str) -> str | None:
     return name[:200] or None
 
 
-def _import_chunk(session: Session, rows: list[_Row], names: dict[int, str], report: ImportReport, *,
-                  force: bool, confirmed: bool, now: datetime) -> None:
+def import_chunk(session: Session, rows: list[Row], names: dict[int, str], report: ImportReport, *,
+                 force: bool, confirmed: bool, now: datetime) -> None:
     emails = [row.email for row in rows]
     found = {s.email: s for s in session.scalars(select(Subscriber).where(Subscriber.email.in_(emails)))}
     current: dict[int, dict[int, Subscription]] = {s.id: {} for s in found.values()}
     if found:
         for subscription in session.scalars(select(Subscription).where(Subscription.subscriber_id.in_(list(current)))):
             current[subscription.subscriber_id][subscription.newsletter_id] = subscription
-    new: list[_Row] = []
+    new: list[Row] = []
     for row in rows:
         if row.file_status in consent.SUPPRESSED:
             # The file itself says they left (an export from here or elsewhere): never a signup, even forced.
@@ -257,7 +252,7 @@ def _import_chunk(session: Session, rows: list[_Row], names: dict[int, str], rep
             report.added += 1
 
 
-def _add_confirmed(session: Session, rows: list[_Row], names: dict[int, str], report: ImportReport,
+def _add_confirmed(session: Session, rows: list[Row], names: dict[int, str], report: ImportReport,
                    now: datetime) -> None:
     """The chunk's new addresses in three multi-row INSERTs. Their "imported" events are written here, not
     by consent.record_event: it flushes once per event (~1 ms), which was most of a 20,000-row import."""
@@ -275,7 +270,7 @@ def _add_confirmed(session: Session, rows: list[_Row], names: dict[int, str], re
     report.added += len(rows)
 
 
-def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int, Subscription], row: _Row,
+def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int, Subscription], row: Row,
               names: dict[int, str], report: ImportReport, *, force: bool, confirmed: bool, now: datetime) -> None:
     left = [n for n in row.newsletter_ids if n in subscriptions and subscriptions[n].status == "unsubscribed"]
     if subscriber.status in consent.SUPPRESSED or left:
@@ -337,7 +332,7 @@ def _activate(session: Session, subscriber: Subscriber, subscriptions: dict[int,
             subscription.status, subscription.unsubscribed_at = "active", None
 
 
-def _fill_name(subscriber: Subscriber, row: _Row) -> bool:
+def _fill_name(subscriber: Subscriber, row: Row) -> bool:
     if row.name and not subscriber.name:
         subscriber.name = row.name
         return True
@@ -397,168 +392,3 @@ def _undefused(value: str) -> str:
 
 
 # ── an upload on the desk, imported by a worker in chunks ────────────────────
-
-UPLOAD_LIMIT = 20 * 1024 * 1024  # bytes, about 200,000 rows: a longer list goes in parts, or by the CLI
-# The report's hints name the CLI's options; an upload's reader chose with the desk's form (or its API).
-DESK_WORDS = {
-    "(use --force to add back)": "(choose “add back people who left”, force, to import them)",
-    "(import it with --double-opt-in to ask them to confirm)":
-        "(import it without “these people consented”, confirmed, to ask them to confirm)",
-    "or give --newsletter": "or choose newsletters for the whole file",
-}
-
-
-def start_import(session: Session, editor: str, filename: str, data: str | bytes, newsletter_ids: list[int], *,
-                 confirmed: bool, force: bool, now: datetime | None = None) -> SubscriberImport:
-    """Keep an uploaded file for a worker to import (run_import), queued, after the checks import_csv makes
-    before it writes anything: a file that can't be imported at all — too big, not CSV in UTF-8, no email
-    column, no newsletter chosen — is refused here, saying what to do, and nothing is stored.
-    `confirmed` and `force` are import_csv's."""
-    if len(data) > UPLOAD_LIMIT:
-        raise InvalidInput(f"the file is {len(data) / 1024 / 1024:.1f} MB, over the {UPLOAD_LIMIT // 1024 // 1024} MB "
-                           "an upload may be: split it and upload the parts; nothing was imported")
-    if isinstance(data, bytes) and data.startswith(b"PK\x03\x04"):  # a zip: .xlsx and .ods are
-        raise InvalidInput("this is a spreadsheet workbook, not CSV: in the spreadsheet choose Save As → "
-                           "CSV UTF-8, then upload that file; nothing was imported")
-    text = _decode(data)
-    header, records = _parse(text)
-    _newsletters_checked(session, _columns(header), newsletter_ids)
-    if not records:
-        raise InvalidInput("the file has a header row and no addresses under it; nothing was imported")
-    job = SubscriberImport(editor=editor, filename=(filename.strip() or "upload.csv")[-255:], data=text,
-                           newsletter_ids=list(newsletter_ids), confirmed=confirmed, force=force,
-                           status=ImportStatus.QUEUED, total=len(records), done=0, created_at=now or utcnow())
-    session.add(job)
-    session.flush()
-    return job
-
-
-def _newsletters_checked(session: Session, columns: dict[str, int], newsletter_ids: list[int]) -> dict[str, int]:
-    slugs = dict(session.execute(select(Newsletter.slug, Newsletter.id)).all())
-    if missing := set(newsletter_ids) - set(slugs.values()):
-        raise InvalidInput(f"no newsletter with id {sorted(missing)}; nothing was imported")
-    if not newsletter_ids and "newsletters" not in columns:
-        raise InvalidInput("choose the newsletters to subscribe them to, or give the file a newsletters column; "
-                           "nothing was imported")
-    return slugs
-
-
-def run_import(Session: sessionmaker, import_id: int, now: datetime | None = None, *, chunk: int = CHUNK,
-               confirm: Callable[[list[int]], object] | None = None) -> SubscriberImport:
-    """Import a stored upload (start_import), `chunk` addresses per transaction. Each transaction also moves
-    `done` on (rows of the file) and keeps the report so far: another request sees the progress as it goes.
-    `confirm` gets each chunk's addresses waiting for a confirmation mail, once that chunk is committed.
-
-    Safe to run again after a worker died mid-way (the task is delivered again): it goes on from `done`.
-    A chunk's subscribers, `done` and the report so far commit together, so no row is applied twice and
-    the report comes out as one uninterrupted run's. Two runs at once take turns on the import's row lock,
-    each chunk starting from `done` as the other left it. A finished or failed import is left as it is."""
-    now = now or utcnow()
-    with transaction(Session) as session:
-        # queued → running; a run after a worker died finds it running and goes on
-        session.execute(update(SubscriberImport).where(SubscriberImport.id == import_id,
-                                                       SubscriberImport.status == ImportStatus.QUEUED)
-                        .values(status=ImportStatus.RUNNING))
-        job = session.get(SubscriberImport, import_id)
-        if job is None:
-            raise NotFound(f"no subscriber import {import_id}")
-        if job.status != ImportStatus.RUNNING:
-            return job
-    try:
-        with transaction(Session) as session:
-            job = session.get(SubscriberImport, import_id)
-            header, records = _parse(job.data or "")
-            slugs = _newsletters_checked(session, _columns(header), job.newsletter_ids)
-            parsed = ImportReport()  # the rows refused for what they say: the same on every run
-            rows = list(_rows(records, _columns(header), slugs, job.newsletter_ids, parsed))
-        names = {newsletter_id: slug for slug, newsletter_id in slugs.items()}
-        # `done` counts the file's rows: the one each fit row is, counted from 1.
-        row_number = {line: n for n, (line, _) in enumerate(records, start=1)}
-        ends = [row_number[row.line] for row in rows]
-        while True:
-            with transaction(Session) as session:
-                job = session.scalar(select(SubscriberImport).where(SubscriberImport.id == import_id)
-                                     .with_for_update())
-                if job.status != ImportStatus.RUNNING:
-                    return job
-                start = bisect.bisect_right(ends, job.done)
-                batch = rows[start:start + chunk]
-                step = ImportReport()
-                if batch:
-                    _import_chunk(session, batch, names, step, force=job.force, confirmed=job.confirmed, now=now)
-                report = _added_up(report_from_dict(job.report) if job.report else ImportReport(), step)
-                if start + chunk >= len(rows):
-                    report.bad, report.duplicates = _in_desk_words(parsed.bad), parsed.duplicates
-                    job.status, job.done, job.data, job.finished_at = ImportStatus.DONE, job.total, None, utcnow()
-                else:
-                    job.done = ends[start + chunk - 1]
-                job.report, job.progressed_at = report.as_dict(), utcnow()
-            if confirm is not None and step.to_confirm:
-                # After the commit, so the task finds the rows. A worker dying right here loses these
-                # mails: the readers stay waiting, and a signup on the site sends them one.
-                confirm(step.to_confirm)
-            if job.status == ImportStatus.DONE:
-                return job
-    except SyndicateError as e:
-        return _failed(Session, import_id, str(e))
-    except OperationalError:
-        raise  # the database, not the file: the task runs again and goes on from `done`
-    except Exception:
-        _failed(Session, import_id, None)
-        raise  # a bug: logged by the worker, never retried
-
-
-def lost_imports(session: Session, settings: Settings, now: datetime) -> list[int]:
-    """Imports queued or running that have not moved on for settings.leases.requeue: their task was lost (a
-    broker restart, a worker killed with the task unacknowledged for an hour). Stamped now, for the caller
-    to hand out again after commit; run_import goes on from `done`. A chunk takes seconds, so a live
-    import is never taken for lost; if it were, the two runs would take turns on its row lock."""
-    stalled = and_(SubscriberImport.status.in_((ImportStatus.QUEUED, ImportStatus.RUNNING)),
-                   func.coalesce(SubscriberImport.progressed_at, SubscriberImport.created_at)
-                   <= now - settings.leases.requeue)
-    ids = list(session.scalars(select(SubscriberImport.id).where(stalled)))
-    if ids:
-        session.execute(update(SubscriberImport).where(SubscriberImport.id.in_(ids), stalled)
-                        .values(progressed_at=now).execution_options(synchronize_session=False))
-    return ids
-
-
-def _added_up(report: ImportReport, step: ImportReport) -> ImportReport:
-    report.added += step.added
-    report.updated += step.updated
-    report.unchanged += step.unchanged
-    report.resubscribed += step.resubscribed
-    report.skipped += _in_desk_words(step.skipped)
-    report.to_confirm += step.to_confirm
-    return report
-
-
-def _in_desk_words(problems: list[Problem]) -> list[Problem]:
-    found = []
-    for line, value, reason in problems:
-        for cli, desk in DESK_WORDS.items():
-            reason = reason.replace(cli, desk)
-        found.append((line, value, reason))
-    return found
-
-
-def _failed(Session: sessionmaker, import_id: int, error: str | None) -> SubscriberImport | None:
-    """Mark the import failed with `error` (None: a bug, which the editor can't fix), so its page stops
-    waiting and says why."""
-    with transaction(Session) as session:
-        job = session.get(SubscriberImport, import_id)
-        if job is not None and job.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
-            job.error = error or (f"the import stopped on an error (the worker's log has it) after {job.done:,} of "
-                                  f"{job.total:,} rows, which are in: upload the file again to import the rest; "
-                                  "what is in stays as it is")
-            job.status, job.finished_at = ImportStatus.FAILED, utcnow()
-        return job
-
-
-def report_from_dict(found: dict) -> ImportReport:
-    """An ImportReport again, from its as_dict() (as an import keeps it)."""
-    problems = {key: [(p["line"], p["email"], p["reason"]) for p in found.get(key, [])]
-                for key in ("skipped", "bad", "duplicates")}
-    return ImportReport(added=found.get("added", 0), updated=found.get("updated", 0),
-                        unchanged=found.get("unchanged", 0), resubscribed=found.get("resubscribed", 0),
-                        to_confirm=list(found.get("to_confirm", [])), **problems)

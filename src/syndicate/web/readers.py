@@ -14,7 +14,7 @@ from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
 from syndicate.models import Newsletter, RowId, Subscriber
 from syndicate.newsletters import archive, editions, rendering
-from syndicate.subscribers import consent
+from syndicate.subscribers import consent, preferences
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
 from syndicate.web.responses import Svc, message, page
@@ -90,7 +90,7 @@ def confirm(request: Request, token: str, svc: Svc, form_token: str = Form("")):
         return page("confirm", 400, form_token=new_form_token(svc.settings, "confirm", token), expired=True)
     with transaction(svc.Session) as session:
         subscriber = consent.confirm(session, svc.settings, token)
-        suspended = consent.suspension(session, subscriber)
+        suspended = preferences.suspension(session, subscriber)
     if suspended:  # the choice is kept; an editor restores the address
         return message("Your choice is saved", suspended)
     return message("You're subscribed", "Thank you: your subscription is confirmed.")
@@ -118,7 +118,7 @@ def unsubscribe(token: str, svc: Svc):
 # pressing the buttons for a reader whose link they learnt. GET changes nothing: link scanners prefetch.
 def preferences_page_of(settings: Settings, session, token: str, subscriber_id: int, status: int = 200, /,
                         **context):
-    return page("preferences", status, prefs=consent.preferences(session, subscriber_id),
+    return page("preferences", status, prefs=preferences.preferences(session, subscriber_id),
                 form_token=new_form_token(settings, "preferences", token), **context)
 
 @router.get("/p/{token}", response_class=HTMLResponse)
@@ -137,11 +137,11 @@ def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(
         except forms.FormExpired:
             return preferences_page_of(svc.settings, session, token, subscriber_id, 400, saved=None, expired=True)
         if action == "leave":
-            consent.leave_all(session, subscriber_id)
+            preferences.leave_all(session, subscriber_id)
             saved = "left"
         elif action == "save":  # required: a bare POST must not read as "untick everything"
             ids = session.scalars(select(Newsletter.id).where(Newsletter.slug.in_(newsletter))).all()
-            saved = consent.set_preferences(session, subscriber_id, list(ids))
+            saved = preferences.set_preferences(session, subscriber_id, list(ids))
         else:
             raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
         return preferences_page_of(svc.settings, session, token, subscriber_id, saved=saved, expired=False)
