@@ -50,7 +50,7 @@ def signed_in(client: TestClient, username: str = "ada") -> str:
 def api_headers(svc, username: str = "ada") -> dict[str, str]:
     """An editor's own API token, as the header that carries it."""
     with transaction(svc.Session) as session:
-        _, token = api_tokens.create_token(session, f"{username}:script", editor=editors.get(session, username))
+        _, token = api_tokens.create_token(session, f"{username}:script", editor=editors.by_username(session, username))
     return {"Authorization": f"Bearer {token}"}
 
 

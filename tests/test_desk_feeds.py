@@ -255,7 +255,7 @@ def test_an_articles_trail_lists_its_editions_and_posts_oldest_first(svc):
     article_id, edition_id, post_id = newsroom(svc)
     with transaction(svc.Session) as session:
         article = session.get(Article, article_id)
-        account = accounts.get(session, "x-main")
+        account = accounts.by_name(session, "x-main")
         again = posts.reshare(session, article, account)
         found = trail.article_trail(session, article_id)
         assert [p["id"] for p in found["posts"]] == [post_id, again.id] and found["posts"][1]["share"] == 1

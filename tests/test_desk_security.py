@@ -87,7 +87,7 @@ def test_every_form_of_the_desk_needs_the_csrf_token_even_when_signed_in(client)
 def test_the_api_refuses_requests_without_an_editors_live_token(client, svc):
     with transaction(svc.Session) as session:
         _, cms = api_tokens.create_token(session, "wordpress", scopes=["articles:push"])
-        ada = editors.get(session, "ada")
+        ada = editors.by_username(session, "ada")
         _, revoked = api_tokens.create_token(session, "ada:old", editor=ada)
         api_tokens.revoke(session, "ada:old")
         bob = editors.add(session, "bob", PASSWORD)

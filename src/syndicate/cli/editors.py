@@ -54,7 +54,7 @@ def user_password(ctx, name: str) -> None:
     svc = services(ctx)
     password = _new_password()
     with db.transaction(svc.Session) as session:
-        editors.set_password(editors.get(session, name), password)
+        editors.set_password(editors.by_username(session, name), password)
     click.echo(f"editor {name!r}: new password set; their desk sessions are signed out")
 
 
@@ -64,7 +64,7 @@ def user_password(ctx, name: str) -> None:
 def user_disable(ctx, name: str) -> None:
     """NAME can't sign in any more; their open sessions end at their next click, their API tokens now."""
     with opened(ctx) as (svc, session):
-        editors.get(session, name).disabled_at = utcnow()
+        editors.by_username(session, name).disabled_at = utcnow()
     click.echo(f"editor {name!r} disabled")
 
 
@@ -109,7 +109,7 @@ def token_create(ctx, name: str, scopes: tuple[str, ...], editor_name: str | Non
     --editor) is refused, since no one scope fits every use.
     """
     with opened(ctx) as (svc, session):
-        editor = editors.get(session, editor_name) if editor_name else None
+        editor = editors.by_username(session, editor_name) if editor_name else None
         row, secret = api_tokens.create_token(session, name, editor=editor, scopes=scopes)
         granted = api_tokens.scopes_of(row)
     # The token alone on stdout, so `TOKEN=$(syndicate token create wordpress ...)` works; the note on stderr.

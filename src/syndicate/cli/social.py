@@ -138,7 +138,7 @@ def account_edit(ctx, name: str, ask_credentials: bool, **values) -> None:
     from syndicate.social import accounts
 
     with opened(ctx) as (svc, session):
-        row = accounts.get(session, name)
+        row = accounts.by_name(session, name)
         credentials = _ask_credentials(row.network) if ask_credentials else None
         accounts.edit(session, svc.settings.secret_key, row, _account_settings(values, row.settings), credentials)
     click.echo(f"account {name!r} updated")
@@ -167,7 +167,7 @@ def accountshow(ctx, name: str, as_json: bool) -> None:
     from syndicate.social import accounts
 
     with opened(ctx) as (svc, session):
-        record = accounts.describe(accounts.get(session, name), svc.settings.x is not None)
+        record = accounts.describe(accounts.by_name(session, name), svc.settings.x is not None)
     show(record | {"settings": json.dumps(record["settings"], ensure_ascii=False)} if not as_json else record,
          as_json)
 
@@ -182,7 +182,7 @@ def account_test(ctx, name: str) -> None:
     from syndicate.social import accounts
 
     with opened(ctx) as (svc, session):
-        row = accounts.get(session, name)
+        row = accounts.by_name(session, name)
         client = svc.social_client(row)
     if client.dry_run:
         click.echo(f"{name}: dry-run (no credentials, or --dry-run): nothing to check; "
@@ -196,7 +196,7 @@ def account_test(ctx, name: str) -> None:
         ctx.exit(1)
     if client.network == "mastodon":
         with db.transaction(svc.Session) as session:
-            accounts.edit(session, svc.settings.secret_key, accounts.get(session, name),
+            accounts.edit(session, svc.settings.secret_key, accounts.by_name(session, name),
                           dict(max_characters=rules.limit, url_cost=rules.url_cost))
     click.echo(f"{name}: OK — {who}")
 
@@ -210,7 +210,7 @@ def account_pause(ctx, name: str, reason: str) -> None:
     from syndicate.social import accounts
 
     with opened(ctx) as (svc, session):
-        accounts.pause(accounts.get(session, name), reason)
+        accounts.pause(accounts.by_name(session, name), reason)
     click.echo(f"account {name!r} paused: {reason}")
 
 
@@ -222,7 +222,7 @@ def account_resume(ctx, name: str) -> None:
     from syndicate.social import accounts
 
     with opened(ctx) as (svc, session):
-        accounts.resume(accounts.get(session, name))
+        accounts.resume(accounts.by_name(session, name))
     click.echo(f"account {name!r} resumed")
 
 
@@ -251,7 +251,7 @@ def post_list(ctx, statuses, account_name, limit: int, as_json: bool) -> None:
         if statuses:
             query = query.where(Post.status.in_(statuses))
         if account_name:
-            query = query.where(Post.account_id == accounts.get(session, account_name).id)
+            query = query.where(Post.account_id == accounts.by_name(session, account_name).id)
         rows = session.scalars(query).all()
         expected = {p.id: at for a in {r.account for r in rows} for p, at in posts.projected(session, a)}
         records = [posts.describe(p, expected.get(p.id)) for p in rows]
@@ -275,7 +275,7 @@ def post_preview(ctx, article_id: int, network: str | None, account_name: str | 
         article = session.get(Article, article_id)
         if article is None:
             raise NotFound(f"no article {article_id}; `syndicate article list` shows their ids")
-        target = accounts.get(session, account_name) if account_name else SocialAccount(
+        target = accounts.by_name(session, account_name) if account_name else SocialAccount(
             name=f"(default {network})", network=network, settings={})
         made = posts.preview(target, article)
     if as_json:
@@ -295,7 +295,7 @@ def _post_action(name: str, doc: str, action: str):
     def command(ctx, post_id: int) -> None:
         svc = services(ctx)
         with db.transaction(svc.Session) as session:
-            row = posts.get(session, post_id)
+            row = posts.by_id(session, post_id)
             getattr(posts, action)(row)  # by name: the posts module loads when a command runs
             status = row.status
         click.echo(f"post {post_id}: {status}" + (" (breaking lane)" if name == "breaking" else ""))
@@ -315,7 +315,7 @@ _post_action("breaking", "Move a waiting post to the breaking lane: it goes firs
 def post_edit(ctx, post_id: int, text: str) -> None:
     """Replace a waiting post's teaser; refused with the count when it is over the network's limit."""
     with opened(ctx) as (svc, session):
-        measured = posts.edit_text(posts.get(session, post_id), text)
+        measured = posts.edit_text(posts.by_id(session, post_id), text)
     click.echo(f"post {post_id}: teaser replaced ({measured.length}/{measured.limit})")
 
 
@@ -329,7 +329,7 @@ def post_schedule(ctx, post_id: int, at_text: str) -> None:
     from syndicate.social import accounts
 
     with opened(ctx) as (svc, session):
-        row = posts.get(session, post_id)
+        row = posts.by_id(session, post_id)
         at = local_time(at_text, accounts.settings_of(row.account).timezone)
         posts.schedule(row, at)
     click.echo(f"post {post_id}: scheduled for {at.isoformat()}")
@@ -345,7 +345,7 @@ def post_reshare(ctx, article_id: int, account_name: str, at_text: str | None) -
     from syndicate.social import accounts
 
     with opened(ctx) as (svc, session):
-        target = accounts.get(session, account_name)
+        target = accounts.by_name(session, account_name)
         article = session.get(Article, article_id)
         if article is None:
             raise NotFound(f"no article {article_id}; `syndicate article list` shows their ids")

@@ -121,7 +121,7 @@ def check_links(settings: Settings, edition: Edition, deadline: float = DEADLINE
 
 def _answer(http: httpx.Client, url: str, ends: float) -> dict | None:
     """None if the link answers (after redirects) with a success; else its status or error. Only the
-    status is read: fetch.get would read the whole body, and a link may lead to a 50 MB file."""
+    status is read: fetch.guarded_get would read the whole body, and a link may lead to a 50 MB file."""
     left = ends - time.monotonic()
     if left <= 0:
         return dict(status=None, error="not asked: the time for the check ran out")

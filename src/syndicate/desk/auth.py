@@ -56,7 +56,7 @@ def logout(request: Request, svc: Svc):
         name = None  # ended already: nothing more to end
     if name is not None:
         with transaction(svc.Session) as session:
-            editors.end_sessions(editors.get(session, name))
+            editors.end_sessions(editors.by_username(session, name))
     request.session.clear()
     return back("/desk/login")
 
@@ -72,12 +72,12 @@ def _safe_next(target: str) -> str:
 def _tokens(session, name: str) -> list[dict]:
     return [dict(name=t.name, scopes=" ".join(api_tokens.scopes_of(t)), status="revoked" if t.revoked_at else "active",
                  created_at=t.created_at, last_used_at=t.last_used_at)
-            for t in api_tokens.list_tokens(session, editors.get(session, name))]
+            for t in api_tokens.list_tokens(session, editors.by_username(session, name))]
 
 
 def _account(request: Request, svc: Services, name: str, status: int = 200, **context) -> HTMLResponse:
     with transaction(svc.Session) as session:
-        zone, tokens = editors.get(session, name).timezone or "UTC", _tokens(session, name)
+        zone, tokens = editors.by_username(session, name).timezone or "UTC", _tokens(session, name)
     context = dict(created=None, error=None, notice=None) | context
     return page("account", request, status, editor=name, zone=zone, zones=sorted(available_timezones()),
                 tokens=tokens, **context)
@@ -94,7 +94,7 @@ def change_password(request: Request, svc: Svc, current: str = Form(""), passwor
                     again: str = Form(""), name: str = Depends(editor)):
     """A new password, given the current one: every other session of this editor ends, this one goes on."""
     with transaction(svc.Session) as session:
-        me = editors.get(session, name)
+        me = editors.by_username(session, name)
         refusal = editors.change_password(session, me, current, password, again, client_address(request))
         session.flush()
         version = me.session_version
@@ -112,7 +112,8 @@ def create_token(request: Request, svc: Svc, label: str = Form(""), name: str = 
     try:
         with transaction(svc.Session) as session:
             row, secret = api_tokens.create_token(session, f"{name}:{label.strip()}" if label.strip() else "",
-                                                  editor=editors.get(session, name), scopes=[api_tokens.EDITOR_SCOPE])
+                                                  editor=editors.by_username(session, name),
+                                                  scopes=[api_tokens.EDITOR_SCOPE])
             created = dict(name=row.name, token=secret)
     except InvalidInput as e:
         error = str(e)
@@ -131,7 +132,7 @@ def revoke_token(svc: Svc, token_name: str = Form(...), name: str = Depends(edit
 @pages.post("/account/timezone", dependencies=[Depends(csrf_checked)])
 def set_timezone(request: Request, svc: Svc, timezone: str = Form(...), name: str = Depends(editor)):
     with transaction(svc.Session) as session:
-        editors.set_timezone(editors.get(session, name), timezone)
+        editors.set_timezone(editors.by_username(session, name), timezone)
     request.session["zone"] = timezone
     return back("/desk/account")
 
@@ -145,4 +146,4 @@ class Me(BaseModel):
 def whoami(svc: Svc, name: str = Depends(api_editor)):
     """The editor this token belongs to, and the zone the desk shows times in."""
     with transaction(svc.Session) as session:
-        return Me(username=name, timezone=editors.get(session, name).timezone or "UTC")
+        return Me(username=name, timezone=editors.by_username(session, name).timezone or "UTC")

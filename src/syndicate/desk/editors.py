@@ -42,7 +42,7 @@ def add(session: Session, username: str, password: str) -> Editor:
     return editor
 
 
-def get(session: Session, username: str) -> Editor:
+def by_username(session: Session, username: str) -> Editor:
     editor = session.scalar(select(Editor).where(Editor.username == username.strip().lower()))
     if editor is None:
         raise NotFound(f"no editor named {username!r}; `syndicate user list` shows them")

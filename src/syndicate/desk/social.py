@@ -17,7 +17,7 @@ from syndicate.social import accounts, posts, teaser
 @pages.get("/posts/{post_id}", response_class=HTMLResponse)
 def post_page(request: Request, post_id: RowId, svc: Svc, name: str = Depends(editor), error: str | None = None):
     with transaction(svc.Session) as session:
-        post = posts.get(session, post_id)
+        post = posts.by_id(session, post_id)
         record = posts.describe(post)
         settings = accounts.settings_of(post.account)
         network, zone = settings.rules(post.account.network).display_name, settings.timezone
@@ -25,7 +25,7 @@ def post_page(request: Request, post_id: RowId, svc: Svc, name: str = Depends(ed
 
 
 def _measure(session, post_id: int, text: str) -> dict:
-    post = posts.get(session, post_id)
+    post = posts.by_id(session, post_id)
     rules = accounts.settings_of(post.account).rules(post.account.network)
     url = (post.payload or {}).get("url", post.article.url)
     try:
@@ -44,7 +44,7 @@ def measure(post_id: RowId, svc: Svc, text: str = "", name: str = Depends(editor
 
 
 def _act(session, settings: Settings, post_id: int, action: str, text: str = "", at: str = "") -> dict:
-    post = posts.get(session, post_id)
+    post = posts.by_id(session, post_id)
     if action == "save":
         posts.edit_text(post, text.replace("\r\n", "\n"))
     elif action == "schedule":
@@ -87,7 +87,7 @@ class PostAction(BaseModel):
 def post_json(post_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """One teaser: its text, length by its network's rules, status, schedule, link card."""
     with transaction(svc.Session) as session:
-        return posts.describe(posts.get(session, post_id))
+        return posts.describe(posts.by_id(session, post_id))
 
 
 @api.get("/posts/{post_id}/measure", tags=["social"])

@@ -58,7 +58,7 @@ def subscribers_page(request: Request, svc: Svc, q: str = "", newsletter: str = 
 
 
 def _subscriber(session, subscriber_id: int) -> dict:
-    found = consent.get(session, subscriber_id)
+    found = consent.by_id(session, subscriber_id)
     mine = timeline.subscriptions(session, found.id)
     return dict(id=found.id, email=found.email, name=found.name, status=found.status, since=found.created_at,
                 confirmed_at=found.confirmed_at, subscriptions=mine,
@@ -74,7 +74,7 @@ def export_page(svc: Svc, newsletter: str = "", name: str = Depends(editor)):
 
 
 def _act(session, subscriber_id: int, action: str, reason: str, name: str) -> dict:
-    subscriber = consent.get(session, subscriber_id)
+    subscriber = consent.by_id(session, subscriber_id)
     if action == "leave":
         preferences.leave_all(session, subscriber.id, source="desk",
                               detail=f"taken off every newsletter by {name} on the desk")

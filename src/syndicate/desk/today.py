@@ -74,7 +74,7 @@ def account_action(account_name: str, action: str, svc: Svc, name: str = Depends
 
 
 def _account_action(session, settings: Settings, account_name: str, action: str, name: str) -> dict:
-    account = accounts.get(session, account_name)
+    account = accounts.by_name(session, account_name)
     if action == "pause":
         accounts.pause(account, f"paused by {name}")
     elif action == "resume":
@@ -104,7 +104,7 @@ def calendar_json(svc: Svc, days: int = 7, name: str = Depends(api_editor)) -> d
     and teasers at the time their account's pace expects them, or when they went; sorted by time."""
     now = utcnow()
     with transaction(svc.Session) as session:
-        zone = ZoneInfo(editors.get(session, name).timezone or "UTC")
+        zone = ZoneInfo(editors.by_username(session, name).timezone or "UTC")
         entries = agenda.calendar(session, now, days, zone)
     start, end = agenda.window(now, days, zone)
     return {"zone": zone.key, "from": start, "until": end, "entries": [asdict(e) for e in entries]}

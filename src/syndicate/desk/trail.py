@@ -60,7 +60,7 @@ def recent(session: Session, q: str = "", feed_id: int | None = None, page: int 
                 q=q, feed_id=feed_id)
 
 
-def get(session: Session, article_id: int) -> Article:
+def article_by_id(session: Session, article_id: int) -> Article:
     article = session.get(Article, article_id)
     if article is None:
         raise NotFound(f"no article {article_id}; `syndicate article list` shows the newest")
@@ -70,7 +70,7 @@ def get(session: Session, article_id: int) -> Article:
 def article_trail(session: Session, article_id: int) -> dict:
     """One article and everything it went into: editions (newsletter, number, status, when) and posts
     (account, network, status, when, the post on the network), oldest first, each with its desk page."""
-    article = get(session, article_id)
+    article = article_by_id(session, article_id)
     editions = session.execute(
         select(Edition, Newsletter).join(EditionArticle, EditionArticle.edition_id == Edition.id)
         .join(Newsletter, Newsletter.id == Edition.newsletter_id)

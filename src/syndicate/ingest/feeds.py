@@ -203,8 +203,8 @@ def download(feed: Feed, settings: Settings, now: datetime, http: httpx.Client |
 
 
 def _get(http: httpx.Client, feed: Feed, settings: Settings, now: datetime) -> fetch.Fetched:
-    return fetch.get(http, feed.url, headers=request_headers(feed), max_bytes=settings.feed_max_bytes,
-                     deadline=time.monotonic() + settings.feed_timeout, now=now)
+    return fetch.guarded_get(http, feed.url, headers=request_headers(feed), max_bytes=settings.feed_max_bytes,
+                             deadline=time.monotonic() + settings.feed_timeout, now=now)
 
 
 def record(session: Session, feed: Feed, got: Download, settings: Settings, now: datetime) -> PollResult:

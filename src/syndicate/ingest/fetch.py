@@ -186,9 +186,11 @@ class Fetched:
     final_url: str = ""  # where the answer came from after every redirect (a page's links resolve against it)
 
 
-def get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: float, max_bytes: int,
-        now: datetime, max_redirects: int = MAX_REDIRECTS) -> Fetched:
-    """GET `url`, following up to `max_redirects` redirects; the whole exchange ends by `deadline` (monotonic)."""
+def guarded_get(http: httpx.Client, url: str, *, headers: dict[str, str], deadline: float, max_bytes: int,
+                now: datetime, max_redirects: int = MAX_REDIRECTS) -> Fetched:
+    """GET `url` with the guards every fetch from the web needs: the URL (and each redirect's) checked, the
+    body capped at `max_bytes`, up to `max_redirects` redirects, and the whole exchange over by `deadline`
+    (monotonic)."""
     permanent = url
     headers = {**headers, "Accept-Encoding": "gzip, deflate"}  # the ones _read can inflate within the cap
     try:

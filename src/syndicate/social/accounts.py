@@ -219,7 +219,7 @@ def _check_network_settings(network: str, settings: AccountSettings, credentials
         raise InvalidInput("a Bluesky account needs its handle: --handle newsroom.bsky.social")
 
 
-def get(session: Session, name: str) -> SocialAccount:
+def by_name(session: Session, name: str) -> SocialAccount:
     account = session.scalar(select(SocialAccount).where(SocialAccount.name == name))
     if account is None:
         names = ", ".join(session.scalars(select(SocialAccount.name).order_by(SocialAccount.name))) or "none yet"

@@ -2,7 +2,7 @@
 
 Read once before a teaser is scheduled, so an editor sees a broken page or a missing picture
 while there is still time to fix it, and again for Bluesky, which wants the picture's bytes
-(it does not unfurl links itself). Pages are fetched like feeds — through `fetch.get`, with its
+(it does not unfurl links itself). Pages are fetched like feeds — through `fetch.guarded_get`, with its
 guard against addresses inside our network, its redirect limit, deadline and size cap — because
 an article URL comes from a feed, and a feed is whatever someone typed.
 """
@@ -67,8 +67,8 @@ def preflight(http: httpx.Client, url: str, *, deadline: float, fetch_image: boo
     except InvalidInput as e:
         raise PageUnreachable(f"the article's address {url!r} is not an http(s) address") from e
     try:
-        page = fetch.get(http, url, headers={"Accept": PAGE_ACCEPT}, deadline=deadline,
-                         max_bytes=max_page_bytes, now=now)
+        page = fetch.guarded_get(http, url, headers={"Accept": PAGE_ACCEPT}, deadline=deadline,
+                                 max_bytes=max_page_bytes, now=now)
     except FeedError as e:
         raise PageUnreachable(f"the article's page ({url}) could not be fetched: {e}") from e
     if page.status != 200:
@@ -275,7 +275,7 @@ def _fetch_image(http: httpx.Client, url: str, *, referer: str, deadline: float,
     except NotAWebLink:
         pass
     try:
-        answer = fetch.get(http, url, headers=headers, deadline=deadline, max_bytes=max_bytes, now=now)
+        answer = fetch.guarded_get(http, url, headers=headers, deadline=deadline, max_bytes=max_bytes, now=now)
     except FeedError:  # too large, too slow, refused address, unreachable
         return None, None
     declared, _ = content_type(answer.headers.get("content-type", "") if answer.headers else "")

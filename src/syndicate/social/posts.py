@@ -396,7 +396,7 @@ def _settle(post: Post, status: str, clock, error: str | None) -> Post:
 # ── editors' actions ─────────────────────────────────────────────────────────
 
 
-def get(session: Session, post_id: int) -> Post:
+def by_id(session: Session, post_id: int) -> Post:
     post = session.get(Post, post_id)
     if post is None:
         raise NotFound(f"no post {post_id}; `syndicate post list` shows them")

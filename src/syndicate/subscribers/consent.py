@@ -369,7 +369,7 @@ class Found:
     pages: int
 
 
-def get(session: Session, subscriber_id: int, missing: str | None = None) -> Subscriber:
+def by_id(session: Session, subscriber_id: int, missing: str | None = None) -> Subscriber:
     """The subscriber; NotFound, saying `missing` (to a reader) or their id (to an editor), otherwise."""
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:

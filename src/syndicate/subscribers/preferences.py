@@ -42,7 +42,7 @@ class Saved:
 
 
 def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
-    return consent.get(session, subscriber_id, "this preferences link belongs to an address that no longer exists")
+    return consent.by_id(session, subscriber_id, "this preferences link belongs to an address that no longer exists")
 
 
 def preferences(session: Session, subscriber_id: int) -> Preferences:

@@ -131,8 +131,8 @@ def _fetch_key(url: str) -> rsa.RSAPublicKey:
     try:
         # No redirects: the checked URL is the only one fetched.
         with fetch.client(allow_private=False, timeout=CERT_TIMEOUT) as http:
-            fetched = fetch.get(http, url, headers={}, deadline=time.monotonic() + CERT_TIMEOUT,
-                                max_bytes=CERT_MAX_BYTES, now=utcnow(), max_redirects=0)
+            fetched = fetch.guarded_get(http, url, headers={}, deadline=time.monotonic() + CERT_TIMEOUT,
+                                        max_bytes=CERT_MAX_BYTES, now=utcnow(), max_redirects=0)
     except FeedError as e:
         raise CertificateUnavailable(f"could not fetch the SNS signing certificate ({e}); SNS will deliver "
                                      "the message again") from e
