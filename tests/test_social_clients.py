@@ -58,6 +58,8 @@ HANDLE = "newsroom.bsky.social"
 # atproto 0.0.73 hands a blob's bytes to httpx as data=, which httpx deprecates; nothing of ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
 
+T0 = datetime(2026, 5, 5, 7, 0, 12, tzinfo=UTC)  # a frozen clock for what the clients date
+
 
 # ── helpers ──────────────────────────────────────────────────────────────────
 
@@ -541,7 +543,7 @@ def test_bluesky_posts_the_record_with_facets_at_utf8_byte_offsets_and_a_card_wi
     upload = pds.post("/com.atproto.repo.uploadBlob").respond(json={"blob": blob})
     create = pds.post("/com.atproto.repo.createRecord").respond(json=created(request.rkey))
 
-    published = bluesky_client(language="en").publish(request)
+    published = bluesky_client(language="en", clock=lambda: T0).publish(request)
 
     assert upload.call_count == 1 and create.call_count == 1
     assert upload.calls[0].request.content == card().image
@@ -550,7 +552,7 @@ def test_bluesky_posts_the_record_with_facets_at_utf8_byte_offsets_and_a_card_wi
     assert (sent["repo"], sent["collection"], sent["rkey"]) == (DID, "app.bsky.feed.post", request.rkey)
     record = sent["record"]
     assert record["$type"] == "app.bsky.feed.post" and record["text"] == text and record["langs"] == ["en"]
-    assert abs(datetime.fromisoformat(record["createdAt"]) - datetime.now(UTC)) < timedelta(seconds=5)
+    assert datetime.fromisoformat(record["createdAt"]) == T0  # the client's clock, frozen here
     spans = [(f["index"]["byteStart"], f["index"]["byteEnd"], f["features"][0]) for f in record["facets"]]
     assert [encoded[start:end].decode() for start, end, _ in spans] == ["#Armenia", URL]
     assert spans[0][2] == {"$type": "app.bsky.richtext.facet#tag", "tag": "Armenia"}

@@ -42,12 +42,12 @@ class BlueskyClient:
 
     def __init__(self, handle: str, app_password: str, *, service: str = BLUESKY_SERVICE, session: str | None = None,
                  on_session: Callable[[str], None] | None = None, language: str | None = None,
-                 timeout: float = TIMEOUT):
+                 timeout: float = TIMEOUT, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         from atproto_client import Client
         from atproto_client.request import Request
 
         self.handle, self.service, self.language = handle, service, language
-        self.on_session = on_session
+        self.on_session, self.clock = on_session, clock  # the clock dates each record (createdAt)
         self._password, self._saved_session = app_password, session
         self._did: str | None = None
         self._started = False
@@ -62,7 +62,7 @@ class BlueskyClient:
             thumb = self._thumb(request.card)
         except (AtProtocolError, httpx.HTTPError) as e:
             raise self._error(e, writing=False) from e
-        data = bluesky_create_record(self._did, request, self.language, thumb, datetime.now(UTC))
+        data = bluesky_create_record(self._did, request, self.language, thumb, self.clock())
         try:
             uri = self._create(data)
         except (AtProtocolError, httpx.HTTPError) as e:

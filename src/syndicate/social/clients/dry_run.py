@@ -6,18 +6,16 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from syndicate import private_files
+from syndicate.social.clients import mastodon, x
 from syndicate.social.clients.base import PostRequest, Published, describe
 from syndicate.social.clients.bluesky import BLUESKY_SERVICE, BLUESKY_THUMB_MAX, blob_cid, bluesky_create_record
 from syndicate.social.clients.x import X_ENDPOINT
 from syndicate.social.teaser import Network
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
+
 
 class DryRunClient:
     """Writes the exact request(s) the network would get to `folder/<key>.json` — method, URL, body and
@@ -43,16 +41,13 @@ class DryRunClient:
         return Published(f"dry-run:{request.key}", path.as_uri())
 
     def requests_for(self, request: PostRequest) -> dict:
-        """{"request": the post} — and for Bluesky with a card image, {"upload": the blob} before it."""
-        text = request.teaser.text
+        """{"request": the post} — and for Bluesky with a card image, {"upload": the blob} before it. Each
+        built by the network's own module, as its client builds what it sends."""
         if self.network == "x":
-            return {"request": {"method": "POST", "url": X_ENDPOINT, "json": {"text": text}}}
+            return {"request": {"method": "POST", "url": X_ENDPOINT, "json": x.tweet(request)}}
         if self.network == "mastodon":
-            form = {"status": text, "sensitive": "0", "visibility": self.visibility}  # as Mastodon.py sends it
-            if self.language:
-                form["language"] = self.language
-            return {"request": {"method": "POST", "url": f"{self.instance}/api/v1/statuses",
-                                "headers": {"Idempotency-Key": request.key}, "form": form}}
+            return {"request": mastodon.status_form(mastodon.status(request, self.visibility, self.language),
+                                                    self.instance)}
         if self.network == "bluesky":
             return self._bluesky(request)
         raise ValueError(f"unknown network {self.network!r}")

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from syndicate.errors import AccountProblem, TransportError
 from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
 from syndicate.social.teaser import MASTODON, Network
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
+
+
+def status(request: PostRequest, visibility: str, language: str | None) -> dict:
+    """Mastodon.py's `status_post` arguments for a post: what MastodonClient sends and the dry run writes
+    down (as `status_form`), built once here."""
+    return {"status": request.teaser.text, "visibility": visibility, "language": language,
+            "idempotency_key": request.key}
+
+
+def status_form(arguments: dict, instance: str) -> dict:
+    """The request `status_post(**arguments)` makes: Mastodon.py posts the status as a form, with the
+    idempotency key as a header, and always says whether it is sensitive."""
+    form = {"status": arguments["status"], "sensitive": "0", "visibility": arguments["visibility"]}
+    if arguments["language"]:
+        form["language"] = arguments["language"]
+    return {"method": "POST", "url": f"{instance}/api/v1/statuses",
+            "headers": {"Idempotency-Key": arguments["idempotency_key"]}, "form": form}
+
 
 class MastodonClient:
     """Mastodon through Mastodon.py: `POST /api/v1/statuses` with an Idempotency-Key, so a retry within
@@ -44,11 +58,10 @@ class MastodonClient:
         from mastodon import MastodonAPIError, MastodonNetworkError, MastodonRatelimitError
 
         try:
-            status = self.api.status_post(request.teaser.text, visibility=self.visibility, language=self.language,
-                                          idempotency_key=request.key)
+            posted = self.api.status_post(**status(request, self.visibility, self.language))
         except (MastodonAPIError, MastodonNetworkError, MastodonRatelimitError) as e:
             raise self._error(e, writing=True) from e
-        return Published(str(status["id"]), status.get("url") or status.get("uri"), limit_reset=self._exhausted_until())
+        return Published(str(posted["id"]), posted.get("url") or posted.get("uri"), limit_reset=self._exhausted_until())
 
     def verify(self) -> str:
         from mastodon import MastodonAPIError, MastodonNetworkError, MastodonRatelimitError

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import requests
 import tweepy
@@ -14,12 +13,16 @@ from syndicate.errors import AccountProblem, DuplicatePost, TransportError
 from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
 from syndicate.social.teaser import Network, X
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
 
 X_ENDPOINT = "https://api.twitter.com/2/tweets"
+
+
+
+def tweet(request: PostRequest) -> dict:
+    """The body of `POST /2/tweets` (X_ENDPOINT) for a post: what XClient hands tweepy's create_tweet and
+    what the dry run writes down, built once here."""
+    return {"text": request.teaser.text}
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -60,7 +63,7 @@ class XClient:
 
     def publish(self, request: PostRequest) -> Published:
         try:
-            response = self.api.create_tweet(text=request.teaser.text, user_auth=not self.oauth2)
+            response = self.api.create_tweet(**tweet(request), user_auth=not self.oauth2)
         except (tweepy.HTTPException, requests.RequestException) as e:
             raise self._error(e, writing=True) from e
         tweet_id = str(response.json()["data"]["id"])
