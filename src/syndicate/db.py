@@ -80,9 +80,9 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(Session: sessionmaker[Session]):
+def transaction(sessions: sessionmaker[Session]):
     """A session that commits on success and rolls back on error."""
-    with Session() as session, session.begin():
+    with sessions() as session, session.begin():
         yield session
 
 

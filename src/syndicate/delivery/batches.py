@@ -56,7 +56,7 @@ def claim(session: Session, edition_id: int, lo: int, hi: int, token: str, now: 
         select(Edition.id).where(Edition.id == edition_id, Edition.status == "sending").exists()), token, now)
 
 
-def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, edition_id: int,
+def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport, edition_id: int,
                lo: int, hi: int, token: str, clock=utcnow, pacer: Pacer | None = None) -> BatchResult:
     """Send the claimed rows of one batch over one connection, recording each outcome as it happens.
 
@@ -67,7 +67,7 @@ def send_batch(Session: sessionmaker, settings: Settings, transport: Transport, 
     to the domain's turn, never tried and never waited for, so a slowed domain doesn't hold the
     connection; its rows come back as batches of their own (requeue) when their turn is due."""
     result = BatchResult()
-    with Session() as session:
+    with sessions() as session:
         with session.begin():
             result.claimed = claim(session, edition_id, lo, hi, token, clock())
         if not result.claimed:

@@ -101,7 +101,7 @@ def run_breaking(session: Session, newsletter: Newsletter, settings: Settings, n
             for edition in editions.breaking_editions(session, newsletter, settings, now)]
 
 
-def run_due(Session: sessionmaker, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
+def run_due(sessions: sessionmaker, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
     """Everything a tick does for mail: regular runs, breaking stories, scheduled editions, and the
     deliveries that need a worker again. Each newsletter in its own transaction: one broken template
     doesn't hold the others back. Returns the batches to hand to workers."""
@@ -110,7 +110,7 @@ def run_due(Session: sessionmaker, settings: Settings, now: datetime) -> list[tu
     def each(ids, work) -> None:
         for item_id in ids:
             try:
-                with transaction(Session) as session:
+                with transaction(sessions) as session:
                     work(session, item_id)
             except SyndicateError as e:
                 log.error("%s %d: %s", work.__name__, item_id, e)
@@ -127,13 +127,13 @@ def run_due(Session: sessionmaker, settings: Settings, now: datetime) -> list[tu
     def scheduled(session, edition_id):
         batches.extend(start(session, session.get(Edition, edition_id), settings, now))
 
-    with transaction(Session) as session:
+    with transaction(sessions) as session:
         due, lanes = editions.due_newsletter_ids(session, now), editions.breaking_newsletter_ids(session)
     each(due, regular)
     each(lanes, breaking)
-    with transaction(Session) as session:
+    with transaction(sessions) as session:
         ready = editions.due_edition_ids(session, now)
     each(ready, scheduled)
-    with transaction(Session) as session:
+    with transaction(sessions) as session:
         batches.extend(deliveries.requeue(session, settings, now))
     return batches

@@ -250,7 +250,7 @@ def poll(session: Session, feed: Feed, settings: Settings, now: datetime | None 
     return record(session, feed, download(feed, settings, now, http), settings, now)
 
 
-def poll_many(Session: sessionmaker, settings: Settings, feed_ids: list[int], concurrency: int = 16,
+def poll_many(sessions: sessionmaker, settings: Settings, feed_ids: list[int], concurrency: int = 16,
               progress=None) -> list[PollResult]:
     """Poll feeds a bounded number at a time: a slow server holds up one thread, not the rest.
 
@@ -269,14 +269,14 @@ def poll_many(Session: sessionmaker, settings: Settings, feed_ids: list[int], co
     def note_failure(feed_id: int, error: str) -> None:
         # On the feed too, as any failure is, and backed off like one: not only in a log nobody reads.
         try:
-            with Session() as session, session.begin():
+            with sessions() as session, session.begin():
                 if (feed := session.get(Feed, feed_id)) is not None:
                     record(session, feed, Download(error=FeedError(error)), settings, utcnow())
         except Exception:  # noqa: BLE001 - the database itself is away: the log above has it
             log.exception("could not note the failure on feed %d", feed_id)
 
     def poll_one(http: httpx.Client, feed_id: int) -> PollResult:
-        with Session() as session:
+        with sessions() as session:
             with session.begin():
                 feed = session.get(Feed, feed_id)
             if feed is None or feed.status != "active":

@@ -116,11 +116,11 @@ def plan(session: Session, settings: Settings, now: datetime | None = None) -> l
 CARD_DEADLINE = 8.0  # seconds for one article page (and, for Bluesky, its image)
 
 
-def check_cards(Session: sessionmaker, settings: Settings, post_ids: list[int]) -> None:
+def check_cards(sessions: sessionmaker, settings: Settings, post_ids: list[int]) -> None:
     """Read each new post's article page once (through the ingest SSRF guard): its og:/twitter: tags
     build the Bluesky card and show editors what X and Mastodon will unfurl. A page without an image
     is fine; an unreachable page is reported on the post (it still goes: the story may be up by then)."""
-    with Session() as session:
+    with sessions() as session:
         urls = dict(session.execute(select(Post.id, Article.url).join(Article).where(Post.id.in_(post_ids))).all())
     found: dict[str, dict] = {}
     with fetch.client(settings.allow_private_feeds, timeout=CARD_DEADLINE) as http:
@@ -135,7 +135,7 @@ def check_cards(Session: sessionmaker, settings: Settings, post_ids: list[int]) 
             else:
                 found[url] = {"card": dict(url=card.url, title=card.title, description=card.description,
                                            image_url=card.image_url, card_type=card.card_type)}
-    with Session() as session, session.begin():
+    with sessions() as session, session.begin():
         for post in session.scalars(select(Post).where(Post.id.in_(post_ids))):
             post.payload = {**(post.payload or {}), **found[urls[post.id]]}
 
@@ -299,10 +299,10 @@ def _age(delta: timedelta) -> str:
 # ── publishing ───────────────────────────────────────────────────────────────
 
 
-def publish(Session: sessionmaker, settings: Settings, client: SocialClient, post_id: int, token: str,
+def publish(sessions: sessionmaker, settings: Settings, client: SocialClient, post_id: int, token: str,
             clock=utcnow, card=None) -> Post:
     """Claim → publish → record. A post already published (or held, cancelled) is never touched again."""
-    with Session() as session:
+    with sessions() as session:
         with session.begin():
             claimed = ledger.claim(session, Post, Post.id == post_id, token, clock())
             post = session.get(Post, post_id)

@@ -63,7 +63,7 @@ def _newsletters_checked(session: Session, columns: dict[str, int], newsletter_i
     return slugs
 
 
-def run_import(Session: sessionmaker, import_id: int, now: datetime | None = None, *, chunk: int = csv_files.CHUNK,
+def run_import(sessions: sessionmaker, import_id: int, now: datetime | None = None, *, chunk: int = csv_files.CHUNK,
                confirm: Callable[[list[int]], object] | None = None) -> SubscriberImport:
     """Import a stored upload (start_import), `chunk` addresses per transaction. Each transaction also moves
     `done` on (rows of the file) and keeps the report so far: another request sees the progress as it goes.
@@ -74,7 +74,7 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
     the report comes out as one uninterrupted run's. Two runs at once take turns on the import's row lock,
     each chunk starting from `done` as the other left it. A finished or failed import is left as it is."""
     now = now or utcnow()
-    with transaction(Session) as session:
+    with transaction(sessions) as session:
         # queued → running; a run after a worker died finds it running and goes on
         session.execute(update(SubscriberImport).where(SubscriberImport.id == import_id,
                                                        SubscriberImport.status == ImportStatus.QUEUED)
@@ -85,7 +85,7 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
         if job.status != ImportStatus.RUNNING:
             return job
     try:
-        with transaction(Session) as session:
+        with transaction(sessions) as session:
             job = session.get(SubscriberImport, import_id)
             header, records = csv_files.read_table(job.data or "")
             slugs = _newsletters_checked(session, csv_files.header_columns(header), job.newsletter_ids)
@@ -97,7 +97,7 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
         row_number = {line: n for n, (line, _) in enumerate(records, start=1)}
         ends = [row_number[row.line] for row in rows]
         while True:
-            with transaction(Session) as session:
+            with transaction(sessions) as session:
                 job = session.scalar(select(SubscriberImport).where(SubscriberImport.id == import_id)
                                      .with_for_update())
                 if job.status != ImportStatus.RUNNING:
@@ -122,11 +122,11 @@ def run_import(Session: sessionmaker, import_id: int, now: datetime | None = Non
             if job.status == ImportStatus.DONE:
                 return job
     except SyndicateError as e:
-        return _failed(Session, import_id, str(e))
+        return _failed(sessions, import_id, str(e))
     except OperationalError:
         raise  # the database, not the file: the task runs again and goes on from `done`
     except Exception:
-        _failed(Session, import_id, None)
+        _failed(sessions, import_id, None)
         raise  # a bug: logged by the worker, never retried
 
 
@@ -164,10 +164,10 @@ def _in_desk_words(problems: list[csv_files.Problem]) -> list[csv_files.Problem]
     return found
 
 
-def _failed(Session: sessionmaker, import_id: int, error: str | None) -> SubscriberImport | None:
+def _failed(sessions: sessionmaker, import_id: int, error: str | None) -> SubscriberImport | None:
     """Mark the import failed with `error` (None: a bug, which the editor can't fix), so its page stops
     waiting and says why."""
-    with transaction(Session) as session:
+    with transaction(sessions) as session:
         job = session.get(SubscriberImport, import_id)
         if job is not None and job.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
             job.error = error or (f"the import stopped on an error (the worker's log has it) after {job.done:,} of "
