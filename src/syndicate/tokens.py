@@ -22,7 +22,7 @@ class _Signer:
     """Makes the same tokens as `_serializer(secret_key, purpose).dumps` of whole numbers, five times
     faster: every edition signs two links per recipient, and itsdangerous's way (a new Signer, a key
     derived again and a zlib stream per token) was 0.17 ms of a message's 1.2 ms of worker CPU.
-    tests/test_tokens.py checks the bytes against itsdangerous; reading a token stays with itsdangerous.
+    tests/shared/test_tokens.py checks the bytes against itsdangerous; reading a token stays with itsdangerous.
     """
 
     def __init__(self, secret_key: str, purpose: str):

@@ -3,7 +3,7 @@ batch of them over one connection; the tick's requeue hands out again what needs
 
 pending ──claim──▶ sending ──▶ sent | deferred (4xx, retried later) | failed (5xx) | skipped
 A row is marked sent only after the server accepted the message, in its own commit.
-Three windows remain for a duplicate, each of at most one message, measured in tests/test_faults.py
+Three windows remain for a duplicate, each of at most one message, measured in tests/pipeline/test_faults.py
 and bench/chaos.py: a worker killed between the server's "250" and that commit (one per killed
 worker); the database connection cut at that moment (one per batch being sent); and a connection
 lost after the message's final "." but before the server's reply, when the server kept the message

@@ -1,6 +1,6 @@
 """The answers a JSON API route may give besides its own, as the OpenAPI spec documents them: a script
 written against /openapi.json (or generated from it) then knows every status it can meet and the shape of
-each, and a fuzzer holds the app to it (tests/test_api_fuzz.py).
+each, and a fuzzer holds the app to it (tests/web/test_api_fuzz.py).
 
 Every refusal of ours is `{"error": "what is wrong and what to do"}`; a request that doesn't fit the spec
 itself (a missing field, a word where a number goes) gets FastAPI's own `{"detail": [...]}`, also 422.

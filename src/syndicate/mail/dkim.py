@@ -5,7 +5,7 @@ through cryptography, does the RSA operation (0.4 ms instead of dkimpy's 10 ms o
 Python). Three more per-message costs are avoided, which leaves ed25519 at about 0.4 ms a
 message instead of 2.7 ms: the key is parsed once, at startup; only the header block is
 parsed, not the whole message; and the body is canonicalised without a regex that visits
-every byte. tests/test_dkim.py checks the result against dkimpy's own canonicalisation
+every byte. tests/mail/test_dkim.py checks the result against dkimpy's own canonicalisation
 and verification.
 """
 

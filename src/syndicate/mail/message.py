@@ -146,9 +146,9 @@ class PreparedMessage:
 
     What differs per recipient: To, Message-ID, Date, the `per_recipient` headers and
     the placeholders replaced in both bodies. The result parses to what `build_message`
-    would give for the same values (tests/test_mail.py checks it over many recipients).
+    would give for the same values (tests/mail/test_mail.py checks it over many recipients).
     No line of it starts with a dot, so DATA carries it as it is (`Outgoing.transparent`).
-    With `dkim`, each message is signed as it is assembled (tests/test_dkim.py).
+    With `dkim`, each message is signed as it is assembled (tests/mail/test_dkim.py).
     """
 
     def __init__(self, *, sender: Mailbox, subject: str, text: str, html: str,

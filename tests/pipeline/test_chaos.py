@@ -17,7 +17,7 @@ import pytest
 
 from conftest import FIGURES, REQUIRED
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "chaos.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
 
 
 def _initdb() -> bool:

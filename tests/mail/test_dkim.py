@@ -37,7 +37,7 @@ from syndicate.models import DEFAULT_SUBJECT, Edition, Newsletter
 from syndicate.newsletters import lists
 from syndicate.subscribers import consent
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 # In every edition's signature: what a reader sees and what identifies the message, and the two
 # unsubscribe headers, which RFC 8058 requires signed for one-click unsubscribe to count.
 MUST_SIGN = {"from", "to", "subject", "date", "message-id", "mime-version", "content-type", "list-id",

@@ -10,7 +10,7 @@ import pytest
 from syndicate.ingest import content
 from syndicate.text import sentences
 
-SEED = Path(__file__).resolve().parent / "data" / "seed-article.txt"  # a copy of shared/samples' story
+SEED = Path(__file__).resolve().parents[1] / "data" / "seed-article.txt"  # a copy of shared/samples' story
 
 FIRST_TWO_SENTENCES = (
     "The Joint U.S.-Armenian military exercises began this week in Yerevan, Armenia’s capital, "

@@ -676,10 +676,12 @@ def test_a_line_dropped_after_the_data_loses_nothing(moment, newsroom, mailbox, 
     else:
         # The worker never heard whether the server took the message: its row was deferred and sent again.
         # A server that kept the unanswered copy delivers it twice: one duplicate per dropped line (RFC 1047).
-        unanswered = [m.recipients[0] for m in mailbox.unanswered]
-        assert len(unanswered) == 3
-        assert all(tally.copies[email] == 2 for email in unanswered)
-        assert tally.duplicates == len(unanswered)
+        # The drops fall on the 10th, 45th and 80th message the server sees: under load a retry can be one of
+        # them, so a reader may go unanswered twice and then hold three copies.
+        unanswered = Counter(m.recipients[0] for m in mailbox.unanswered)
+        assert unanswered.total() == 3
+        assert all(tally.copies[email] == 1 + times for email, times in unanswered.items())
+        assert tally.duplicates == 3
 
 
 # ── 5. a server that stops answering ─────────────────────────────────────────

@@ -19,7 +19,7 @@ from syndicate.db import transaction
 from syndicate.ingest import feeds
 from syndicate.models import Article, Feed
 
-CORPUS = Path(__file__).parent / "corpus"
+CORPUS = Path(__file__).parents[1] / "corpus"
 T0 = datetime(2030, 1, 6, 7, 0, tzinfo=UTC)  # after every sensible date in the corpus
 INTERVAL = timedelta(seconds=900)
 RSS = "application/rss+xml"  # no charset: the document's own declaration decides

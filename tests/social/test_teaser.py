@@ -19,7 +19,7 @@ from syndicate.text import clean
 
 SEED_TITLE = "Armenia Conducts Joint Military Exercises With US, Straining Relations With Regional Partner Russia"
 SEED_URL = "https://truthusa.example/armenia-conducts-joint-military-exercises-with-us/"
-SEED_FILE = Path(__file__).resolve().parent / "data" / "seed-article.txt"  # a copy of shared/samples' story
+SEED_FILE = Path(__file__).resolve().parents[1] / "data" / "seed-article.txt"  # a copy of shared/samples' story
 SEED_SENTENCE = ("The Joint U.S.-Armenian military exercises began this week in Yerevan, Armenia’s capital, resulting "
                  "in tension with Russia, which sees Armenia as its regional ally.")
 

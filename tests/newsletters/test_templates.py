@@ -24,7 +24,7 @@ from syndicate.models import DEFAULT_SUBJECT, Article, Edition, Newsletter
 from syndicate.newsletters import rendering
 from syndicate.newsletters.rendering import PREFERENCES_URL, UNSUBSCRIBE_URL
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 BASE_URL = "https://news.example"
 POSTAL_ADDRESS = "Example Media Ltd · 1 Quay Street · Bristol BS1 4DJ · United Kingdom"
 PUBLISHED = datetime(2026, 11, 27, 18, 30, tzinfo=UTC)
