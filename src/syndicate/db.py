@@ -6,13 +6,16 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from syndicate import private_files
+from syndicate.errors import NotFound
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -77,6 +80,15 @@ def begin_immediate(dbapi_connection, timeout: float = 30.0) -> None:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+
+def row(session: Session, model: type[T], key: object, missing: str) -> T:
+    """The row of `model` whose primary key is `key`; NotFound saying `missing` (and what to do) if none."""
+    found = session.get(model, key)
+    if found is None:
+        raise NotFound(missing)
+    return found
 
 
 @contextmanager

@@ -71,10 +71,7 @@ def confirm_token(secret_key: str, subscriber_id: int) -> str:
 
 
 def read_confirm_token(secret_key: str, token: str) -> int:
-    try:
-        return int(_serializer(secret_key, "confirm").loads(token))
-    except (BadSignature, ValueError, TypeError) as e:
-        raise InvalidInput("this confirmation link is damaged; copy the whole link from the email") from e
+    return _read_subscriber(secret_key, "confirm", token, "confirmation")
 
 
 def preferences_token(secret_key: str, subscriber_id: int) -> str:
@@ -83,10 +80,15 @@ def preferences_token(secret_key: str, subscriber_id: int) -> str:
 
 
 def read_preferences_token(secret_key: str, token: str) -> int:
+    return _read_subscriber(secret_key, "preferences", token, "preferences")
+
+
+def _read_subscriber(secret_key: str, purpose: str, token: str, link: str) -> int:
+    """The subscriber id a link of `purpose` was signed for; a damaged one is refused, saying which link."""
     try:
-        return int(_serializer(secret_key, "preferences").loads(token))
+        return int(_serializer(secret_key, purpose).loads(token))
     except (BadSignature, ValueError, TypeError) as e:
-        raise InvalidInput("this preferences link is damaged; copy the whole link from the email") from e
+        raise InvalidInput(f"this {link} link is damaged; copy the whole link from the email") from e
 
 
 def derive(secret_key: str, purpose: str) -> str:

@@ -380,6 +380,7 @@ def test_an_upload_that_cannot_be_imported_says_why_and_keeps_nothing(client, sv
         assert 'enctype="multipart/form-data"' in refused.text  # the form again, to try another file
     no_newsletter = upload(client, token, GOOD_AND_BAD, newsletter=[])
     assert "choose the newsletters to subscribe them to" in no_newsletter.text
+    assert "--newsletter" not in no_newsletter.text  # the desk's words, not the CLI's
     assert "choose a CSV file" in client.post("/desk/subscribers/import", data={"csrf": token}).text
     monkeypatch.setattr(desk_subscribers, "BODY_LIMIT", 100)
     too_big = upload(client, token, b"email\n" + b"a@example.org\n" * 20)

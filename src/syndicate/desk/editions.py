@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from syndicate import db
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, qa, sending
@@ -46,11 +47,8 @@ PREVIEW_HEADERS = {
 }
 
 
-def _get(session, edition_id: int) -> Edition:
-    edition = session.get(Edition, edition_id)
-    if edition is None:
-        raise NotFound(f"no edition {edition_id}; /desk/editions lists them")
-    return edition
+def _edition(session, edition_id: int) -> Edition:
+    return db.row(session, Edition, edition_id, f"no edition {edition_id}; /desk/editions lists them")
 
 
 def _summary(edition: Edition, counts: dict[str, int]) -> dict:
@@ -87,14 +85,14 @@ def _recent(session, slug: str | None = None, status: str | None = None, limit: 
 
 def _counts(svc: Services, edition_id: int) -> dict:
     with transaction(svc.Session) as session:
-        edition = _get(session, edition_id)
+        edition = _edition(session, edition_id)
         return dict(status=edition.status, counts=deliveries.counts_of(session, [edition_id])[edition_id])
 
 
 def _preview(svc: Services, edition_id: int) -> tuple[str, str, str]:
     """Subject, HTML and text exactly as a recipient gets them."""
     with transaction(svc.Session) as session:
-        edition = _get(session, edition_id)
+        edition = _edition(session, edition_id)
         if not edition.html:
             raise NotFound(f"edition #{edition.number} has nothing to show ({edition.status}: {edition.note})")
         message = preview(svc.settings, edition.newsletter, edition)
@@ -104,7 +102,7 @@ def _preview(svc: Services, edition_id: int) -> tuple[str, str, str]:
 def _edit(svc: Services, edition_id: int, subject: str | None = None, order: list[int] | None = None,
           remove: list[int] = ()) -> dict:
     with transaction(svc.Session) as session:
-        edition = editions.edit(session, _get(session, edition_id), svc.settings,
+        edition = editions.edit(session, _edition(session, edition_id), svc.settings,
                                 remove=list(remove), order=order, subject=subject)
         return _describe(session, svc.settings, edition)
 
@@ -112,7 +110,7 @@ def _edit(svc: Services, edition_id: int, subject: str | None = None, order: lis
 def _move(svc: Services, edition_id: int, article_id: int, by: int) -> list[int]:
     """The edition's stories in order, with one moved a place up (-1) or down (+1)."""
     with transaction(svc.Session) as session:
-        ids = [item.article_id for item in _get(session, edition_id).items]
+        ids = [item.article_id for item in _edition(session, edition_id).items]
     if article_id not in ids:
         raise InvalidInput(f"article {article_id} is not in this edition; reload the page")
     at = ids.index(article_id)
@@ -124,7 +122,7 @@ def _move(svc: Services, edition_id: int, article_id: int, by: int) -> list[int]
 def _schedule(svc: Services, edition_id: int, at: str, zone: str | None = None) -> dict:
     """At `at`, read in `zone` (the editor's) or else in the newsletter's own zone, unless it names one."""
     with transaction(svc.Session) as session:
-        edition = _get(session, edition_id)
+        edition = _edition(session, edition_id)
         editions.schedule(session, edition, local_time(at, zone or edition.newsletter.timezone))
         return _describe(session, svc.settings, edition)
 
@@ -135,7 +133,7 @@ ACTIONS = ("pause", "resume", "cancel", "resend-failed")
 def _act(svc: Services, edition_id: int, action: str) -> dict:
     batches, result = [], {}
     with transaction(svc.Session) as session:
-        edition = _get(session, edition_id)
+        edition = _edition(session, edition_id)
         if action == "pause":
             editions.pause(session, edition)
         elif action == "resume":
@@ -156,7 +154,7 @@ def _loaded(svc: Services, edition_id: int) -> Edition:
     """The edition and its newsletter, read and let go: what follows talks to other servers, and on SQLite
     an open transaction holds the database's write lock."""
     with transaction(svc.Session) as session:
-        edition = _get(session, edition_id)
+        edition = _edition(session, edition_id)
         edition.newsletter  # noqa: B018 - loaded now, used after the session
     return edition
 
@@ -199,7 +197,7 @@ def edition_page(request: Request, edition_id: RowId, svc: Svc, name: str = Depe
 def _page(request: Request, svc: Services, edition_id: int, name: str, status: int = 200, error: str | None = None,
           **results) -> HTMLResponse:
     with transaction(svc.Session) as session:
-        edition = _describe(session, svc.settings, _get(session, edition_id))
+        edition = _describe(session, svc.settings, _edition(session, edition_id))
     local = edition["scheduled_for"].astimezone(editor_zone(request)) if edition["scheduled_for"] else None
     context = dict(sent=None, links=None, addresses="") | results
     return page("edition", request, status, editor=name, e=edition, error=error,
@@ -300,7 +298,7 @@ def edition_json(edition_id: RowId, svc: Svc, name: str = Depends(api_editor)) -
     """One edition: status, schedule, subject, stories, deliveries by status, and the checks' warnings
     (Gmail's 102 KB clip, the unsubscribe link and header)."""
     with transaction(svc.Session) as session:
-        return _describe(session, svc.settings, _get(session, edition_id))
+        return _describe(session, svc.settings, _edition(session, edition_id))
 
 
 @api.get("/editions/{edition_id}/counts", tags=["editions"])

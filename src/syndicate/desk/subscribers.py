@@ -15,6 +15,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from syndicate import db
 from syndicate.db import transaction
 from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput, NotFound
@@ -161,10 +162,7 @@ def _progress(job: SubscriberImport) -> dict:
 
 
 def _import(session, import_id: int) -> SubscriberImport:
-    job = session.get(SubscriberImport, import_id)
-    if job is None:
-        raise NotFound(f"no subscriber import {import_id}")
-    return job
+    return db.row(session, SubscriberImport, import_id, f"no subscriber import {import_id}")
 
 
 @pages.get("/subscribers/imports/{import_id:int}", response_class=HTMLResponse)

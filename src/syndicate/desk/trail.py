@@ -11,7 +11,7 @@ from collections import defaultdict
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from syndicate.errors import NotFound
+from syndicate import db
 from syndicate.models import Article, Edition, EditionArticle, Newsletter, Post
 from syndicate.social import posts
 
@@ -61,10 +61,7 @@ def recent(session: Session, q: str = "", feed_id: int | None = None, page: int 
 
 
 def article_by_id(session: Session, article_id: int) -> Article:
-    article = session.get(Article, article_id)
-    if article is None:
-        raise NotFound(f"no article {article_id}; `syndicate article list` shows the newest")
-    return article
+    return db.row(session, Article, article_id, f"no article {article_id}; `syndicate article list` shows the newest")
 
 
 def article_trail(session: Session, article_id: int) -> dict:

@@ -17,8 +17,9 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from syndicate import db
 from syndicate.config import Settings
-from syndicate.errors import FeedError, NotFound
+from syndicate.errors import FeedError
 from syndicate.ingest import fetch
 from syndicate.ingest.documents import Document, Entry, read
 from syndicate.models import Article, Feed, utcnow
@@ -335,10 +336,7 @@ def claim_due(session: Session, settings: Settings, now: datetime) -> list[int]:
 
 
 def get_feed(session: Session, feed_id: int) -> Feed:
-    feed = session.get(Feed, feed_id)
-    if feed is None:
-        raise NotFound(f"no feed {feed_id}; `syndicate feed list` shows them")
-    return feed
+    return db.row(session, Feed, feed_id, f"no feed {feed_id}; `syndicate feed list` shows them")
 
 
 def health(feed: Feed, now: datetime, articles: int = 0) -> dict:

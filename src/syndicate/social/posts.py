@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import ledger
+from syndicate import db, ledger
 from syndicate.config import Settings
-from syndicate.errors import AccountProblem, DuplicatePost, InvalidInput, NotFound, TransportError
+from syndicate.errors import AccountProblem, DuplicatePost, InvalidInput, TransportError
 from syndicate.ingest import fetch
 from syndicate.ledger import POST_OPEN, PostStatus
 from syndicate.models import Article, Post, SocialAccount, utcnow
@@ -397,10 +397,7 @@ def _settle(post: Post, status: str, clock, error: str | None) -> Post:
 
 
 def by_id(session: Session, post_id: int) -> Post:
-    post = session.get(Post, post_id)
-    if post is None:
-        raise NotFound(f"no post {post_id}; `syndicate post list` shows them")
-    return post
+    return db.row(session, Post, post_id, f"no post {post_id}; `syndicate post list` shows them")
 
 
 def _waiting(post: Post, action: str) -> None:

@@ -9,7 +9,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from syndicate import ledger, throttle, tokens
+from syndicate import db, ledger, throttle, tokens
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.ledger import MailStatus
@@ -371,10 +371,7 @@ class Found:
 
 def by_id(session: Session, subscriber_id: int, missing: str | None = None) -> Subscriber:
     """The subscriber; NotFound, saying `missing` (to a reader) or their id (to an editor), otherwise."""
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        raise NotFound(missing or f"no subscriber {subscriber_id}")
-    return subscriber
+    return db.row(session, Subscriber, subscriber_id, missing or f"no subscriber {subscriber_id}")
 
 
 def search(session: Session, text: str = "", newsletter_id: int | None = None, status: str | None = None,

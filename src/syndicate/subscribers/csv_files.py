@@ -93,12 +93,7 @@ def import_csv(session: Session, data: str | bytes, newsletter_ids: list[int], *
     now = now or utcnow()
     header, records = read_table(decode(data))
     columns = header_columns(header)
-    slugs = dict(session.execute(select(Newsletter.slug, Newsletter.id)).all())
-    if missing := set(newsletter_ids) - set(slugs.values()):
-        raise InvalidInput(f"no newsletter with id {sorted(missing)}")
-    if not newsletter_ids and "newsletters" not in columns:
-        raise InvalidInput("choose the newsletters to subscribe them to (--newsletter SLUG), "
-                           "or give the file a newsletters column; nothing was imported")
+    slugs = newsletters_checked(session, columns, newsletter_ids)
     report = ImportReport()
     rows = list(fit_rows(records, columns, slugs, newsletter_ids, report))
     names = {newsletter_id: slug for slug, newsletter_id in slugs.items()}
@@ -106,6 +101,18 @@ def import_csv(session: Session, data: str | bytes, newsletter_ids: list[int], *
         import_chunk(session, rows[i:i + CHUNK], names, report, force=force, confirmed=confirmed, now=now)
     session.flush()
     return report
+
+
+def newsletters_checked(session: Session, columns: dict[str, int], newsletter_ids: list[int]) -> dict[str, int]:
+    """Every newsletter's id by its slug, once the file is known to say where its people go: newsletters
+    chosen for the whole file (which must exist) or a newsletters column."""
+    slugs = dict(session.execute(select(Newsletter.slug, Newsletter.id)).all())
+    if missing := set(newsletter_ids) - set(slugs.values()):
+        raise InvalidInput(f"no newsletter with id {sorted(missing)}; nothing was imported")
+    if not newsletter_ids and "newsletters" not in columns:
+        raise InvalidInput("choose the newsletters to subscribe them to (--newsletter SLUG), "
+                           "or give the file a newsletters column; nothing was imported")
+    return slugs
 
 
 def decode(data: str | bytes) -> str:

@@ -11,11 +11,12 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from syndicate import db
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.errors import InvalidInput, NotFound, SyndicateError
+from syndicate.errors import InvalidInput, SyndicateError
 from syndicate.ledger import ImportStatus
-from syndicate.models import Newsletter, SubscriberImport, utcnow
+from syndicate.models import SubscriberImport, utcnow
 from syndicate.subscribers import csv_files
 
 UPLOAD_LIMIT = 20 * 1024 * 1024  # bytes, about 200,000 rows: a longer list goes in parts, or by the CLI
@@ -25,6 +26,7 @@ DESK_WORDS = {
     "(import it with --double-opt-in to ask them to confirm)":
         "(import it without “these people consented”, confirmed, to ask them to confirm)",
     "or give --newsletter": "or choose newsletters for the whole file",
+    " (--newsletter SLUG)": "",
 }
 
 
@@ -54,13 +56,10 @@ def start_import(session: Session, editor: str, filename: str, data: str | bytes
 
 
 def _newsletters_checked(session: Session, columns: dict[str, int], newsletter_ids: list[int]) -> dict[str, int]:
-    slugs = dict(session.execute(select(Newsletter.slug, Newsletter.id)).all())
-    if missing := set(newsletter_ids) - set(slugs.values()):
-        raise InvalidInput(f"no newsletter with id {sorted(missing)}; nothing was imported")
-    if not newsletter_ids and "newsletters" not in columns:
-        raise InvalidInput("choose the newsletters to subscribe them to, or give the file a newsletters column; "
-                           "nothing was imported")
-    return slugs
+    try:
+        return csv_files.newsletters_checked(session, columns, newsletter_ids)
+    except InvalidInput as e:
+        raise InvalidInput(_in_desk_words_text(str(e))) from e
 
 
 def run_import(sessions: sessionmaker, import_id: int, now: datetime | None = None, *, chunk: int = csv_files.CHUNK,
@@ -79,9 +78,7 @@ def run_import(sessions: sessionmaker, import_id: int, now: datetime | None = No
         session.execute(update(SubscriberImport).where(SubscriberImport.id == import_id,
                                                        SubscriberImport.status == ImportStatus.QUEUED)
                         .values(status=ImportStatus.RUNNING))
-        job = session.get(SubscriberImport, import_id)
-        if job is None:
-            raise NotFound(f"no subscriber import {import_id}")
+        job = db.row(session, SubscriberImport, import_id, f"no subscriber import {import_id}")
         if job.status != ImportStatus.RUNNING:
             return job
     try:
@@ -156,12 +153,13 @@ def _added_up(report: csv_files.ImportReport, step: csv_files.ImportReport) -> c
 
 
 def _in_desk_words(problems: list[csv_files.Problem]) -> list[csv_files.Problem]:
-    found = []
-    for line, value, reason in problems:
-        for cli, desk in DESK_WORDS.items():
-            reason = reason.replace(cli, desk)
-        found.append((line, value, reason))
-    return found
+    return [(line, value, _in_desk_words_text(reason)) for line, value, reason in problems]
+
+
+def _in_desk_words_text(text: str) -> str:
+    for cli, desk in DESK_WORDS.items():
+        text = text.replace(cli, desk)
+    return text
 
 
 def _failed(sessions: sessionmaker, import_id: int, error: str | None) -> SubscriberImport | None:
