@@ -105,7 +105,7 @@ from syndicate import db, tasks  # noqa: E402
 from syndicate.config import Settings  # noqa: E402
 from syndicate.db import transaction  # noqa: E402
 from syndicate.ingest import feeds  # noqa: E402
-from syndicate.mail.transport import message_id  # noqa: E402
+from syndicate.mail.message import message_id  # noqa: E402
 from syndicate.models import (  # noqa: E402
     Article,
     Delivery,
