@@ -99,8 +99,8 @@ from sqlalchemy import func, insert, select
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from chaos_peers import SocialPeers  # noqa: E402
-from ingest import code_version  # noqa: E402
 
+from ingest import code_version  # noqa: E402
 from syndicate import db, tasks  # noqa: E402
 from syndicate.config import Settings  # noqa: E402
 from syndicate.db import transaction  # noqa: E402

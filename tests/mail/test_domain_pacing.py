@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiosmtpd.smtp import Envelope
+from test_pacing import Clock
 
 from conftest import FIGURES, SmtpHandler, configured, serve_smtp
 from syndicate.db import transaction
@@ -22,7 +23,6 @@ from syndicate.mail.pacing import Domains, Limits, Pacer
 from syndicate.models import Article, Delivery, Subscriber
 from syndicate.newsletters import lists
 from syndicate.subscribers import consent
-from test_pacing import Clock
 
 SLOWED, OTHERS = "gmail.example", ("yahoo.example", "example.org")
 

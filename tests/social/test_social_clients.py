@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from syndicate.errors import AccountProblem, DuplicatePost, TransportError
+from syndicate.social import networks
 from syndicate.social import teaser as teasers
 from syndicate.social.clients.base import PostRequest, Published, tid
 from syndicate.social.clients.bluesky import BlueskyClient, blob_cid
@@ -33,7 +34,8 @@ from syndicate.social.clients.dry_run import DryRunClient
 from syndicate.social.clients.mastodon import MastodonClient
 from syndicate.social.clients.x import XClient
 from syndicate.social.linkcard import Card
-from syndicate.social.teaser import BLUESKY, MASTODON, Facet, Network, Teaser, X
+from syndicate.social.networks import BLUESKY, MASTODON, Network, X
+from syndicate.social.teaser import Facet, Teaser
 
 URL = "https://truthusa.example/armenia-conducts-joint-military-exercises/"
 CREATED = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -876,7 +878,7 @@ PROSE = st.lists(WORDS, max_size=60).map(" ".join)
        limit=st.sampled_from([150, 500]), url_cost=st.sampled_from([23, 30]))
 def test_a_composed_teaser_is_never_refused_as_too_long_by_a_mastodon_instance(title, lead, categories, limit,
                                                                                url_cost):
-    rules = teasers.network("mastodon", limit=limit, url_cost=url_cost)
+    rules = networks.network("mastodon", limit=limit, url_cost=url_cost)
     made = teasers.compose(rules, title=title, lead=lead, url="https://news.example.com/2030/01/story?id=7",
                            categories=categories)
     with responses.RequestsMock() as rsps:

@@ -12,8 +12,9 @@ from twitter_text import parse_tweet
 
 from conftest import FIGURES
 from syndicate.errors import InvalidInput
-from syndicate.social import teaser
-from syndicate.social.teaser import BLUESKY, MASTODON, Options, X
+from syndicate.social import networks, teaser
+from syndicate.social.networks import BLUESKY, MASTODON, X
+from syndicate.social.teaser import Options
 from syndicate.templating import render
 from syndicate.text import clean
 
@@ -42,7 +43,7 @@ def seed_lead() -> str:
     return paragraphs[paragraphs.index(SEED_TITLE) + 1]
 
 
-def seed_teaser(network: teaser.Network, lead: str) -> teaser.Teaser:
+def seed_teaser(network: networks.Network, lead: str) -> teaser.Teaser:
     return teaser.compose(network, title=SEED_TITLE, lead=lead, url=SEED_URL, categories=["World News"])
 
 
@@ -76,7 +77,7 @@ def test_it_teases_the_seed_article_as_an_editor_would_accept(network, seed_lead
         shown = teaser.link_label(link) if network is BLUESKY else link
         whole = render(f"social/{network.name}.txt", title=SEED_TITLE, lead=SEED_SENTENCE, url=shown,
                        hashtags=["#WorldNews"])
-        assert teaser.length(network, whole.strip()) > network.limit
+        assert networks.length(network, whole.strip()) > network.limit
     else:
         assert result.hashtags == ("WorldNews",) and result.text.endswith("#WorldNews")
 
@@ -123,9 +124,9 @@ URLS = [
 ]
 
 
-def check_invariants(network: teaser.Network, result: teaser.Teaser, title: str, lead: str, url: str,
+def check_invariants(network: networks.Network, result: teaser.Teaser, title: str, lead: str, url: str,
                      categories: list[str]) -> None:
-    """What must hold for every teaser, recomputed here without teaser.length."""
+    """What must hold for every teaser, recomputed here without networks.length."""
     text, link = result.text, teaser.with_utm(url, network.name, Options())
     text.encode("utf-8")  # no lone surrogate
     assert result.url == link and "utm_source=" + network.name in link
@@ -184,7 +185,7 @@ def test_an_x_teaser_always_fits_xs_weighted_count(title, lead, categories, url)
 @given(title=TEXTS, lead=TEXTS, categories=CATEGORIES, url=st.sampled_from([u for u, _ in URLS]),
        limit=st.sampled_from([150, 500, 5000]))
 def test_a_mastodon_teaser_always_fits_the_instances_limit(title, lead, categories, url, limit):
-    network = teaser.network("mastodon", limit=limit, url_cost=23)
+    network = networks.network("mastodon", limit=limit, url_cost=23)
     result = teaser.compose(network, title=title, lead=lead, url=url, categories=categories)
     check_invariants(network, result, title, lead, url, categories)
 
@@ -219,7 +220,7 @@ def test_it_shortens_the_lead_at_a_word_before_dropping_it():
     result = teaser.compose(X, title="Bridge opening delayed", lead=LONG_LEAD + " More.", url="https://example.com/b",
                             categories=["Transport"], options=Options())
     assert result.dropped == ()  # it all fits
-    small = teaser.network("mastodon", limit=150)
+    small = networks.network("mastodon", limit=150)
     result = teaser.compose(small, title="Bridge opening delayed", lead=LONG_LEAD, url="https://example.com/b",
                             categories=["Transport"], options=Options(utm=False))
     lead_line = result.text.split("\n")[2]
@@ -230,7 +231,7 @@ def test_it_shortens_the_lead_at_a_word_before_dropping_it():
 
 
 def test_it_drops_a_lead_rather_than_keep_a_stub_of_it():
-    small = teaser.network("mastodon", limit=75)  # room for four words of the lead, not six
+    small = networks.network("mastodon", limit=75)  # room for four words of the lead, not six
     result = teaser.compose(small, title="Bridge opening delayed", lead=LONG_LEAD, url="https://example.com/b",
                             options=Options(utm=False))
     assert result.text == "Bridge opening delayed\n\nhttps://example.com/b" and result.dropped == ("lead",)
@@ -345,17 +346,17 @@ def test_it_labels_a_bluesky_link_as_bluesky_does(url, label):
 
 
 def test_mastodon_counts_a_link_it_recognises_at_the_instances_cost():
-    assert teaser.length(MASTODON, "see https://example.com/" + "a" * 100) == 4 + 23
-    assert teaser.length(MASTODON, "see https://a.co") == 4 + 23  # a short link still costs the full 23
-    assert teaser.length(teaser.network("mastodon", url_cost=30), "https://example.com/x") == 30
-    assert teaser.length(MASTODON, "see https://x.example/a") == 4 + 19  # unknown domain: counted as written
-    assert teaser.length(MASTODON, "👩‍👩‍👧‍👦") == 7  # code points: never fewer than Mastodon's graphemes
+    assert networks.length(MASTODON, "see https://example.com/" + "a" * 100) == 4 + 23
+    assert networks.length(MASTODON, "see https://a.co") == 4 + 23  # a short link still costs the full 23
+    assert networks.length(networks.network("mastodon", url_cost=30), "https://example.com/x") == 30
+    assert networks.length(MASTODON, "see https://x.example/a") == 4 + 19  # unknown domain: counted as written
+    assert networks.length(MASTODON, "👩‍👩‍👧‍👦") == 7  # code points: never fewer than Mastodon's graphemes
 
 
 def test_bluesky_and_x_count_by_their_own_rules():
-    assert teaser.length(BLUESKY, "👩‍👩‍👧‍👦🇺🇦e\u0301") == 3
-    assert teaser.length(X, "東京 https://example.com/" + "a" * 100) == 4 + 1 + 23
-    assert teaser.length(X, "👩‍👩‍👧‍👦") == 2
+    assert networks.length(BLUESKY, "👩‍👩‍👧‍👦🇺🇦e\u0301") == 3
+    assert networks.length(X, "東京 https://example.com/" + "a" * 100) == 4 + 1 + 23
+    assert networks.length(X, "👩‍👩‍👧‍👦") == 2
 
 
 # ── measure: an editor's own text ─────────────────────────────────────────────
@@ -449,14 +450,14 @@ def test_the_default_templates_leave_no_empty_lines_or_trailing_spaces():
 
 
 def test_it_names_networks_and_refuses_unknown_ones():
-    assert teaser.network("Mastodon", limit=1000) == teaser.Network("mastodon", 1000, 23)
-    assert teaser.network("bluesky") == BLUESKY and teaser.network("x") == X
+    assert networks.network("Mastodon", limit=1000) == networks.Network("mastodon", 1000, 23)
+    assert networks.network("bluesky") == BLUESKY and networks.network("x") == X
     with pytest.raises(ValueError, match="unknown network 'threads': expected one of x, mastodon, bluesky"):
-        teaser.network("threads")
+        networks.network("threads")
     with pytest.raises(ValueError, match="url_cost must be None"):
-        teaser.network("bluesky", url_cost=23)
+        networks.network("bluesky", url_cost=23)
     with pytest.raises(ValueError, match="limit"):
-        teaser.network("mastodon", limit=0)
+        networks.network("mastodon", limit=0)
 
 
 def test_it_refuses_an_article_link_that_is_not_http():

@@ -11,7 +11,7 @@ from syndicate.db import transaction
 from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, local_time, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import RowId
-from syndicate.social import accounts, posts, teaser
+from syndicate.social import accounts, networks, posts, teaser
 
 
 @pages.get("/posts/{post_id}", response_class=HTMLResponse)
@@ -33,7 +33,7 @@ def _measure(session, post_id: int, text: str) -> dict:
         problem = None
     except InvalidInput as e:
         problem = str(e)
-    return dict(length=teaser.length(rules, text), limit=rules.limit, ok=problem is None, problem=problem)
+    return dict(length=networks.length(rules, text), limit=rules.limit, ok=problem is None, problem=problem)
 
 
 @pages.get("/posts/{post_id}/measure")

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import SocialAccount, Switch, utcnow
-from syndicate.social import teaser
+from syndicate.social import networks, teaser
 
 NETWORKS = ("x", "mastodon", "bluesky")
 # What each network needs to post; the optional ones may be left out.
@@ -106,11 +106,11 @@ class AccountSettings:
     def teaser_options(self) -> teaser.Options:
         return teaser.Options.from_dict(self.teaser)
 
-    def rules(self, network: str) -> teaser.Network:
+    def rules(self, network: str) -> networks.Network:
         """The length rules teasers are made to: the instance's own for Mastodon once read."""
         if network != "mastodon":  # X's and Bluesky's rules are the same everywhere
-            return teaser.network(network)
-        return teaser.network(network, limit=self.max_characters, url_cost=self.url_cost)
+            return networks.network(network)
+        return networks.network(network, limit=self.max_characters, url_cost=self.url_cost)
 
 
 def parse_window(text: str) -> tuple[time, time] | None:

@@ -12,7 +12,7 @@ import httpx
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from syndicate.social.teaser import Network
+from syndicate.social.networks import Network
 
 if TYPE_CHECKING:
     from syndicate.social.linkcard import Card

@@ -15,7 +15,7 @@ import httpx
 
 from syndicate.errors import AccountProblem, TransportError
 from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
-from syndicate.social.teaser import BLUESKY, Network
+from syndicate.social.networks import BLUESKY, Network
 
 if TYPE_CHECKING:
     from syndicate.social.linkcard import Card

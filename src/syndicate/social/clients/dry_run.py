@@ -12,7 +12,7 @@ from syndicate.social.clients import mastodon, x
 from syndicate.social.clients.base import PostRequest, Published, describe
 from syndicate.social.clients.bluesky import BLUESKY_SERVICE, BLUESKY_THUMB_MAX, blob_cid, bluesky_create_record
 from syndicate.social.clients.x import X_ENDPOINT
-from syndicate.social.teaser import Network
+from syndicate.social.networks import Network
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from syndicate.errors import AccountProblem, TransportError
 from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
-from syndicate.social.teaser import MASTODON, Network
+from syndicate.social.networks import MASTODON, Network
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from requests.adapters import HTTPAdapter
 
 from syndicate.errors import AccountProblem, DuplicatePost, TransportError
 from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
-from syndicate.social.teaser import Network, X
+from syndicate.social.networks import Network, X
 
 log = logging.getLogger(__name__)
 

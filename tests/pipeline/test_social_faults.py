@@ -10,13 +10,13 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from test_faults import workers  # noqa: F401 — the fixture
 
 from conftest import configured, wait_for
 from syndicate import tasks
 from syndicate.db import transaction
 from syndicate.models import Article, Post, utcnow
 from syndicate.social import accounts, posts
-from test_faults import workers  # noqa: F401 — the fixture
 
 
 class Instance:
