@@ -1,2 +1,2 @@
-"""article → edition: newsletters and their schedules, the cut, the render (once per edition), QA
-checks, the archive."""
+"""article → edition: the newsletters (lists) and their schedules, the cut and an edition's life
+(editions), the render once per edition (rendering), the archive."""

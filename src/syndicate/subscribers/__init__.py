@@ -1,2 +1,2 @@
-"""Readers: consent (sign-up, confirmation, unsubscribe, preferences), bounces and complaints, CSV
-lists, the timeline."""
+"""Readers: consent (sign-up, confirmation, unsubscribe, suppression), their preferences page, bounces and
+complaints, CSV lists and desk uploads, the timeline."""
