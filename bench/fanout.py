@@ -21,7 +21,7 @@ small asyncio sink of this file when it is missing):
    wire       dot scan): what the workers' client does with no ledger. No target; syndicate / this is
               what the ledger and the per-recipient work cost.
   naive       per recipient one Celery task that renders the edition with Jinja2, inlines the CSS
-              with premailer, builds an `EmailMessage` (`mail.build_message`), sends it through
+              with premailer, builds an `EmailMessage` (`mail.message.build_message`), sends it through
               syndicate's SMTP transport (whose pool, if it has one, reuses the connection) and
               records the row; on a sample (`--naive-sample`), with the same number of processes.
 
@@ -688,7 +688,7 @@ def sample_message(svc, settings, edition_id: int) -> bytes:
     from sqlalchemy import select
 
     from syndicate.db import transaction
-    from syndicate.delivery.messages import MessageFactory
+    from syndicate.delivery.copies import MessageFactory
     from syndicate.models import Delivery, Edition, Newsletter
 
     with transaction(svc.Session) as session:

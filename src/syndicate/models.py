@@ -1,4 +1,4 @@
-"""The ledger: every row the pipeline reads or writes.
+"""Every table: each row the pipeline reads or writes (the rows `ledger` moves among them).
 
 feed ──poll──▶ article ──cut──▶ edition ──fan out──▶ delivery ──▶ SMTP
                   └──compose──▶ post (article × account) ──▶ X / Mastodon / Bluesky

@@ -73,17 +73,17 @@ class Services:
                                access_token=x.access_token, access_token_secret=x.access_token_secret)
         if credentials is None:
             return DryRunClient(account.network, account.name, self.settings.outbox / "posts",
-                                       settings.rules(account.network), instance=settings.instance,
-                                       handle=settings.handle, service=settings.service,
-                                       visibility=settings.visibility, language=settings.language)
+                                settings.rules(account.network), instance=settings.instance,
+                                handle=settings.handle, service=settings.service,
+                                visibility=settings.visibility, language=settings.language)
         if account.network == "x":
             return XClient(**credentials)
         if account.network == "mastodon":
             return MastodonClient(settings.instance, credentials["access_token"],
-                                         visibility=settings.visibility, language=settings.language)
+                                  visibility=settings.visibility, language=settings.language)
         return BlueskyClient(settings.handle, credentials["app_password"], service=settings.service,
-                                    session=accounts.unseal(self.settings.secret_key, account.session, "session"),
-                                    on_session=self._keeper(account.id), language=settings.language)
+                             session=accounts.unseal(self.settings.secret_key, account.session, "session"),
+                             on_session=self._keeper(account.id), language=settings.language)
 
     def _keeper(self, account_id: int):
         """Store a Bluesky session string as soon as it changes: the next post reuses it, not a login."""

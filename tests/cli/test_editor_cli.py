@@ -83,7 +83,7 @@ def test_an_editor_runs_an_edition_from_draft_to_inboxes_and_reads_what_happened
 
     # The reader fixed their mailbox and asked to come back: the editor restores the address.
     assert "confirmed again; gets morning" in syndicate("subscriber", "restore", "reader2@example.com",
-                                                       "--reason", "reader asked by phone").output
+                                                        "--reason", "reader asked by phone").output
     assert "restored" in syndicate("subscriber", "show", "reader2@example.com").output
     refused = syndicate("subscriber", "restore", "reader0@example.com", "--reason", "x", ok=False)
     assert "nothing to restore" in str(refused.exception or refused.output)

@@ -48,7 +48,7 @@ def syndicate(env, *args) -> str:
 
 
 def test_syndicate_run_serves_the_whole_pipeline_on_one_machine(running, smtp_server, feed_server, sample_feed,
-                                                                 tmp_path):
+                                                                tmp_path):
     process, base, env = running
     syndicate(env, "newsletter", "add", "daily", "--name", "The Daily", "--from-address", "daily@news.example")
     # Teasers in dry run, at any hour, no gap or age limit (the sample's stories are years old).

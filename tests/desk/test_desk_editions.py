@@ -20,7 +20,7 @@ from desk_client import signed_in as sign_in
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, qa, sending
 from syndicate.delivery.batches import send_batch
-from syndicate.delivery.messages import preview, send_tests
+from syndicate.delivery.copies import preview, send_tests
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Delivery, Edition, Newsletter, utcnow
 from syndicate.newsletters import editions, lists

@@ -28,7 +28,7 @@ from conftest import FIGURES, configured
 from syndicate.db import transaction
 from syndicate.delivery import sending
 from syndicate.delivery.batches import send_batch
-from syndicate.delivery.messages import MessageFactory, proofs
+from syndicate.delivery.copies import MessageFactory, proofs
 from syndicate.errors import SettingsError
 from syndicate.ingest import feeds
 from syndicate.mail import dkim as signing
@@ -327,7 +327,7 @@ def test_the_key_never_shows_in_repr(make_settings, keys):
     (dict(dkim_key_file="small.pem", dkim_selector="s1"), ["768-bit", "use 2048"]),
     (dict(dkim_key_file="damaged.pem", dkim_selector="s1"), ["is damaged", "openssl genrsa"]),
     (dict(dkim_key_file="rsa.pem", dkim_selector="s1._domainkey.example.com"), ["SYNDICATE_DKIM_SELECTOR",
-                                                                               "selector alone"]),
+                                                                                "selector alone"]),
     (dict(dkim_key_file="rsa.pem", dkim_selector="s1", dkim_domain="exa mple.com"), ["SYNDICATE_DKIM_DOMAIN"]),
     (dict(dkim_key_file="rsa.pem", dkim_selector="s1", dkim_domain="bücher.example"), ["xn--"]),
 ], ids=lambda value: "-".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else "")

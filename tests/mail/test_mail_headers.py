@@ -39,7 +39,7 @@ DATE = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
 INJECTION = "Vote =?UTF-8?Q?=0D=0AReply-To:_payments@evil.example=0D=0A?="
 # A blank line encoded in: the attacker's own Content-Type and body, and our MIME headers pushed out.
 BODY_INJECTION = ("=?utf-8?b?" + b64encode(b"x\r\nReply-To: p@evil.example\r\nContent-Type: text/html\r\n\r\n"
-                                          b"<a href=//evil.example>pay</a>").decode() + "?=")
+                                           b"<a href=//evil.example>pay</a>").decode() + "?=")
 TEMPLATE_HEADERS = {"From", "Subject", "List-Id", "List-Unsubscribe-Post", "Auto-Submitted", "MIME-Version",
                     "Content-Type", "To", "Message-ID", "Date", "List-Unsubscribe"}
 

@@ -17,7 +17,7 @@ from conftest import configured
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, sending
 from syndicate.delivery.batches import CHECK_EVERY, send_batch
-from syndicate.delivery.messages import proofs
+from syndicate.delivery.copies import proofs
 from syndicate.errors import InvalidInput
 from syndicate.ledger import Leases
 from syndicate.models import Article, Delivery, Edition, EditionArticle, Newsletter, Subscriber

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import FIGURES
 from syndicate import links, templating, tokens
-from syndicate.delivery.messages import MessageFactory
+from syndicate.delivery.copies import MessageFactory
 from syndicate.errors import InvalidInput
 from syndicate.models import DEFAULT_SUBJECT, Article, Edition, Newsletter
 from syndicate.newsletters import rendering

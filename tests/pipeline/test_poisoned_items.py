@@ -161,7 +161,7 @@ class DatabaseAway:
 
 
 def test_a_post_whose_database_fails_mid_publish_is_published_by_the_same_task_again(make_settings, tmp_path,
-                                                                                    monkeypatch):
+                                                                                     monkeypatch):
     svc = newsroom(make_settings, tmp_path, [GOOD])
     with transaction(svc.Session) as session:
         (post_id,) = posts.plan(session, svc.settings)

@@ -431,7 +431,7 @@ def test_a_database_connection_lost_mid_batch_retries_the_batch_in_seconds_not_a
 
 
 def test_an_edition_no_reader_got_ends_failed_saying_why_and_can_be_resent_once_fixed(ledger, sample_feed,
-                                                                                        smtp_server):
+                                                                                      smtp_server):
     """The relay refuses every message (a sender it won't take): the edition does not end "sent"."""
     newsletter_id = newsroom(ledger, sample_feed, readers=4)
     cut = cut_now(ledger, newsletter_id)

@@ -43,7 +43,7 @@ def addresses(syndicate) -> list[str]:
 
 
 def test_the_subscribe_form_refuses_a_65_character_local_part_and_keeps_the_form(make_settings, tmp_path,
-                                                                               smtp_server):
+                                                                                 smtp_server):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", smtp_url=smtp_server.url),
                      eager=True)
     with transaction(svc.Session) as session:

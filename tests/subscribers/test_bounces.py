@@ -26,15 +26,15 @@ from conftest import configured
 from syndicate import throttle
 from syndicate.db import transaction
 from syndicate.delivery import sending
-from syndicate.delivery.messages import MessageFactory
+from syndicate.delivery.copies import MessageFactory
 from syndicate.errors import InvalidInput
 from syndicate.http import api_tokens
 from syndicate.ingest import feeds
 from syndicate.mail.message import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, SubscriberEvent, Subscription
 from syndicate.newsletters import lists
+from syndicate.subscribers import amazon_sns as sns_signature
 from syndicate.subscribers import bounces, consent
-from syndicate.subscribers import sns as sns_signature
 from syndicate.web.app import create_app
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:syndicate-feedback"
@@ -262,7 +262,7 @@ def fail(svc, newsroom: Newsroom, email: str, reply: str, hard: bool, now: datet
 
 
 def test_a_permanent_ses_bounce_suppresses_the_address_and_skips_its_pending_deliveries(svc, client, token,
-                                                                                          newsroom):
+                                                                                        newsroom):
     payload = sns(ses_bounce("ana@example.com", message_id=newsroom.message_ids["ana@example.com"]))
 
     response = post(client, payload, token, headers=sns_headers(payload))
@@ -391,7 +391,7 @@ def test_it_ignores_notifications_that_are_not_bounces_or_complaints(svc, newsro
     ("ana@example.com", True, "another-install", False),  # same numbers, another installation
 ])
 def test_it_links_an_event_to_the_delivery_its_message_id_names(svc, newsroom, whose, in_common_headers, secret,
-                                                                  linked):
+                                                                linked):
     message_id = newsroom.message_ids[whose]
     if secret:
         delivery_id, edition_id = (int(p) for p in message_id.strip("<").split(".")[:2])

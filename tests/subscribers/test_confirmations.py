@@ -213,7 +213,7 @@ def test_a_mail_put_off_waits_longer_each_time_and_is_given_up_after_the_give_up
 
 
 def test_upgrading_an_install_keeps_every_subscription_delivery_and_event_of_its_subscribers(make_settings,
-                                                                                           tmp_path):
+                                                                                             tmp_path):
     """0012 rebuilds the subscribers table on SQLite (batch mode: copy, drop, rename). With foreign keys
     on, the drop cascaded and took every row pointing at a subscriber; migrations now run with them off."""
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'old.db'}")

@@ -249,7 +249,7 @@ def served_site(make_settings, tmp_path, smtp_server):
 
 
 def test_a_reader_signs_up_in_a_browser_and_another_sites_page_cannot(browser, served_site, feed_server,
-                                                                     smtp_server):
+                                                                      smtp_server):
     svc, base = served_site
     page = browser.new_page()
 

@@ -98,7 +98,7 @@ def fuzz_figures():
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_its_spec_says_with_a_token_of_its_scope(case, served, scoped_tokens,
-                                                                          fuzz_figures):
+                                                                            fuzz_figures):
     scope = scope_for(case.path)
     headers = {"Authorization": f"Bearer {scoped_tokens[scope]}"} if scope else {}
     fuzz_figures["operations"].add(case.operation.label)

@@ -172,7 +172,7 @@ def test_healthz_answers_200_on_one_machine_with_nothing_installed(svc):
 
 
 def test_healthz_answers_503_naming_what_is_down_within_seconds_and_without_passwords(make_settings, closed_port,
-                                                                                     caplog):
+                                                                                      caplog):
     configure(make_settings(database_url=f"postgresql://syndicate:{SECRET}@127.0.0.1:{closed_port}/news",
                             broker_url=f"redis://:{SECRET}@127.0.0.1:{closed_port}/0",
                             smtp_url=f"smtp+starttls://news:{SECRET}@127.0.0.1:{closed_port}"))
@@ -202,7 +202,7 @@ def test_a_second_probe_within_seconds_gets_the_same_answer_without_asking_the_s
 
 
 def test_the_public_healthz_says_ok_or_not_per_part_and_nothing_of_our_hosts(make_settings, tmp_path, closed_port,
-                                                                            caplog):
+                                                                             caplog):
     configured(make_settings(database_url=f"sqlite:///{tmp_path / 'h.db'}",
                              broker_url=f"redis://127.0.0.1:{closed_port}/0",
                              smtp_url=f"smtp+starttls://127.0.0.1:{closed_port}"))
@@ -235,7 +235,7 @@ def test_healthz_gives_what_each_check_saw_only_for_a_metrics_token(svc):
 
 
 def test_a_lane_with_work_due_and_nothing_done_for_a_while_makes_healthz_degraded_naming_it(svc, sample_feed,
-                                                                                           monkeypatch):
+                                                                                            monkeypatch):
     """An edition cut with no worker on the mail queue (or one failing on every try): the services all answer,
     so 200, but "degraded", naming the lane; why, with a metrics token. A claim by a worker clears it."""
     from datetime import UTC, datetime, timedelta

@@ -321,7 +321,7 @@ def edition_preview(ctx, ref: str, out: Path | None, open_: bool) -> None:
 @click.pass_context
 def edition_test_send(ctx, ref: str, addresses: tuple[str, ...]) -> None:
     """Send the edition to these addresses now, marked [Test]; no subscriber is counted or changed."""
-    from syndicate.delivery.messages import send_tests  # the stage loads when the command runs
+    from syndicate.delivery.copies import send_tests  # the stage loads when the command runs
 
     with opened(ctx) as (svc, session):
         found = _edition(session, ref)

@@ -4,7 +4,6 @@ within a few messages when an editor pauses the edition."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from syndicate import ledger
 from syndicate.config import Settings
 from syndicate.db import begin_immediate
-from syndicate.delivery.messages import MessageFactory
+from syndicate.delivery.copies import MessageFactory
 from syndicate.errors import ConnectionLost, TransportError
 from syndicate.mail.pacing import Pacer, PacingUnavailable
 from syndicate.mail.transport import Outgoing, Transport
@@ -32,9 +31,6 @@ from syndicate.models import (
     utcnow,
 )
 from syndicate.subscribers import bounces
-
-log = logging.getLogger(__name__)
-
 
 CHECK_EVERY = 25  # messages between looks at the edition's status (an editor may pause it)
 

@@ -15,7 +15,7 @@ from urllib.parse import urldefrag, urlsplit
 import httpx
 
 from syndicate.config import Settings
-from syndicate.delivery.messages import preview
+from syndicate.delivery.copies import preview
 from syndicate.errors import FeedError
 from syndicate.ingest import fetch
 from syndicate.models import Edition

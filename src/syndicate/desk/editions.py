@@ -16,7 +16,7 @@ from syndicate import db
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, qa, sending
-from syndicate.delivery.messages import MAX_TEST_ADDRESSES, preview, send_tests
+from syndicate.delivery.copies import MAX_TEST_ADDRESSES, preview, send_tests
 from syndicate.delivery.qa import parts
 from syndicate.desk.core import (
     Svc,

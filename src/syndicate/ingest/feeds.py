@@ -1,4 +1,5 @@
-"""feed → article: fetch politely, parse whatever feedparser understands, store each story once."""
+"""feed → article: feeds added and polled politely (conditional GET, backoff), each document read by
+`documents`, each story stored once; and how each feed is doing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""edition → bytes: a message turned into the exact bytes SMTP carries — every header made by us from
+"""A message's bytes: what SMTP carries, exactly — every header made by us from
 outside text, the MIME body, and a message prepared once for many recipients."""
 
 from __future__ import annotations
@@ -255,6 +255,4 @@ def _no_leading_dot(line: bytes) -> bytes:
         cut -= 1
     return line[:cut] + b"=\n" + _no_leading_dot(line[cut:])
 
-
-# ── SMTP ─────────────────────────────────────────────────────────────────────
 

@@ -296,5 +296,3 @@ def _close(connection: SmtpConnection | smtplib.SMTP) -> None:
     except (smtplib.SMTPException, OSError):
         smtp.close()
 
-
-# ── outbox folder ────────────────────────────────────────────────────────────

@@ -277,7 +277,7 @@ def due_edition_ids(session: Session, now: datetime) -> list[int]:
                                                          Edition.scheduled_for <= now).order_by(Edition.id)))
 
 
-# ── the render, once per edition ─────────────────────────────────────────────
+# ── the archive's editions ───────────────────────────────────────────────────
 
 PUBLIC = ("sending", "sent")  # editions that have gone out: the only ones the archive shows
 
@@ -290,9 +290,6 @@ def get_edition(session: Session, slug: str, number: int, public: bool = True) -
     if edition is None or not edition.html:
         raise NotFound(f"no edition {number} of {slug!r}")
     return edition
-
-
-# ── a newsletter as the desk shows it: its schedule in words, whom it reaches ─
 
 
 def can_edit(edition: Edition) -> bool:

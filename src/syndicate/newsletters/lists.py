@@ -3,7 +3,6 @@ every field checked on the way in, and whom each reaches."""
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import datetime, timedelta
 
@@ -22,8 +21,6 @@ from syndicate.models import (
 )
 from syndicate.newsletters import rendering, schedules
 from syndicate.subscribers.consent import normalise_email
-
-log = logging.getLogger(__name__)
 
 FIRST_FILL = re.compile(r"^(none|last:(\d{1,4})|hours:(\d{1,5}))$")
 

@@ -3,7 +3,6 @@ view and the preview files. Per-recipient links are placeholders here, filled in
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +24,6 @@ from syndicate.models import (
 )
 from syndicate.templating import render, sandbox
 from syndicate.text import one_line
-
-log = logging.getLogger(__name__)
 
 SAMPLE_ARTICLE = Article(title="A headline", url="https://example.com/story", lead="A lead.", categories=["News"],
                          published_at=datetime(2026, 1, 1, tzinfo=UTC))

@@ -3,7 +3,6 @@ walked in local wall-clock time (DST-correct), and said in plain words for the d
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -14,8 +13,6 @@ from syndicate.models import (
     Newsletter,
     utcnow,
 )
-
-log = logging.getLogger(__name__)
 
 
 def check_schedule(cron: str | None, timezone: str) -> None:

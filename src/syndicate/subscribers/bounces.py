@@ -30,7 +30,7 @@ from syndicate.config import Settings
 from syndicate.errors import InvalidInput, SyndicateError
 from syndicate.mail.message import message_id as make_message_id
 from syndicate.models import Delivery, Edition, Subscriber, SubscriberEvent, utcnow
-from syndicate.subscribers import consent, sns
+from syndicate.subscribers import amazon_sns, consent
 
 MAX_BYTES = 256 * 1024  # an SNS message is at most 256 KB
 MAX_EVENTS = 100  # addresses one call may report; SES names at most 50 recipients per message
@@ -39,9 +39,9 @@ CONFIRM_TIMEOUT = 10.0  # seconds for the SubscribeURL fetch
 SOURCE_ID_MAX = 300  # SubscriberEvent.source_id
 
 SNS_TYPES = ("SubscriptionConfirmation", "UnsubscribeConfirmation", "Notification")
-SNS_HOST = sns.HOST  # Amazon SNS's own endpoints: the only host a SubscribeURL or SigningCertURL may name
+SNS_HOST = amazon_sns.HOST  # Amazon SNS's own endpoints: the only host a SubscribeURL or SigningCertURL may name
 GENERIC_TYPES = ("bounce", "soft_bounce", "complaint")
-# `<{delivery_id}.{edition_id}.{instance}@{domain}>`, as delivery.messages.MessageFactory makes it.
+# `<{delivery_id}.{edition_id}.{instance}@{domain}>`, as delivery.copies.MessageFactory makes it.
 OUR_MESSAGE_ID = re.compile(r"<?([1-9]\d*)\.([1-9]\d*)\.([0-9a-f]+)@([A-Za-z0-9.-]+)>?")
 
 SHAPES = (
@@ -174,7 +174,7 @@ def handle(session: Session, settings: Settings, body: bytes, headers: Mapping[s
            now: datetime | None = None, sender: str | None = None) -> Result:
     """Read one webhook call (SNS envelope, bare SES notification, or generic events) and apply it.
 
-    An SNS message is acted on only if Amazon SNS signed it (sns.verify: BadSignature, or
+    An SNS message is acted on only if Amazon SNS signed it (amazon_sns.verify: BadSignature, or
     CertificateUnavailable when the certificate can't be fetched now). The addresses a call reports are
     counted against `sender` (the API token), at most Settings.bounce_events_per_hour an hour: a call that
     goes over raises RateLimited, and the caller's rollback takes back what it did.
@@ -191,7 +191,7 @@ def handle(session: Session, settings: Settings, body: bytes, headers: Mapping[s
     if _is_ses(data):  # posted directly, or by SNS with raw message delivery on
         _ses(session, settings, data, result, headers.get("x-amz-sns-message-id"), now)
     elif (kind := data.get("Type") or headers.get("x-amz-sns-message-type")) in SNS_TYPES:
-        sns.verify(data)
+        amazon_sns.verify(data)
         _sns(session, settings, kind, data, result, now)
     elif "events" in data or "type" in data:
         _generic(session, settings, data, result, now)

@@ -1,4 +1,5 @@
-"""Subscribers: double opt-in (limited per address and per client), one-click unsubscribe, preferences."""
+"""Subscribers: double opt-in (limited per address and per client), one-click unsubscribe, suppression, and
+finding readers; a reader's own preferences page is `preferences`."""
 
 from __future__ import annotations
 
@@ -277,9 +278,6 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
         dkim=settings.dkim,
     )
     return Outgoing(sender.from_address, subscriber.email, data, message_id)
-
-
-# ── preferences ──────────────────────────────────────────────────────────────
 
 
 # ── events and suppression ───────────────────────────────────────────────────

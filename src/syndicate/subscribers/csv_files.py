@@ -178,7 +178,7 @@ def header_columns(header: list[str], check: bool = True) -> dict[str, int]:
 
 
 def fit_rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slugs: dict[str, int],
-          default_ids: list[int], report: ImportReport) -> Iterator[Row]:
+             default_ids: list[int], report: ImportReport) -> Iterator[Row]:
     """Rows fit to import; bad ones and repeats go to the report."""
     seen: dict[str, int] = {}
 
@@ -397,5 +397,3 @@ def _defused(value: str) -> str:
 def _undefused(value: str) -> str:
     return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_START) else value
 
-
-# ── an upload on the desk, imported by a worker in chunks ────────────────────

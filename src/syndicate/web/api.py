@@ -15,7 +15,7 @@ from syndicate.http.answers import INVALID, OUT_OF_SCOPE, TOO_LARGE, UNAUTHENTIC
 from syndicate.http.api_tokens import NotAuthenticated
 from syndicate.ingest import push
 from syndicate.services import Services
-from syndicate.subscribers import bounces, sns
+from syndicate.subscribers import amazon_sns, bounces
 from syndicate.tasks import hand_over, social_tick, tick
 from syndicate.web.responses import Svc, api_error, bearer_token, read_capped, unauthorized
 
@@ -103,9 +103,9 @@ def receive_bounces(svc: Services, token: str, body: bytes, headers) -> JSONResp
     try:
         with transaction(svc.Session) as session:
             result = bounces.handle(session, svc.settings, body, headers, sender=f"token:{sender}")
-    except sns.BadSignature as e:
+    except amazon_sns.BadSignature as e:
         return api_error(str(e), 403)
-    except sns.CertificateUnavailable as e:
+    except amazon_sns.CertificateUnavailable as e:
         return api_error(str(e), 502)  # SNS delivers again later; by then the certificate may come
     except bounces.RateLimited as e:
         return api_error(str(e), 429)

@@ -22,7 +22,6 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from syndicate import tokens
 
 FORM_HOURS = 12  # a form open longer than this is handed back to be sent again
-FIELD = "form_token"
 PURPOSES = ("subscribe", "confirm", "preferences")
 
 

@@ -3,7 +3,6 @@ the deadline of every request, and whether a failed request may still have reach
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -18,7 +17,6 @@ if TYPE_CHECKING:
     from syndicate.social.linkcard import Card
     from syndicate.social.teaser import Teaser
 
-log = logging.getLogger(__name__)
 
 TIMEOUT = 20.0  # seconds, every request: a stuck network must not hold a worker
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,8 +12,6 @@ from syndicate.social.clients.base import PostRequest, Published, describe
 from syndicate.social.clients.bluesky import BLUESKY_SERVICE, BLUESKY_THUMB_MAX, blob_cid, bluesky_create_record
 from syndicate.social.clients.x import X_ENDPOINT
 from syndicate.social.networks import Network
-
-log = logging.getLogger(__name__)
 
 
 class DryRunClient:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from syndicate.errors import AccountProblem, TransportError
 from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
 from syndicate.social.networks import MASTODON, Network
-
-log = logging.getLogger(__name__)
 
 
 def status(request: PostRequest, visibility: str, language: str | None) -> dict:
