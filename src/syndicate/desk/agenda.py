@@ -21,7 +21,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from syndicate.errors import InvalidInput
-from syndicate.models import Edition, Newsletter, Post, SocialAccount, utcnow
+from syndicate.models import Edition, Newsletter, Post, utcnow
 from syndicate.newsletters.schedules import next_run
 from syndicate.social import accounts, posts
 
@@ -134,10 +134,10 @@ def _teaser(post: Post, when: datetime, status: str | None = None, note: str | N
 def _teasers(session: Session, now: datetime, start: datetime, end: datetime) -> list[Entry]:
     entries = []
     kill_switch = accounts.social_paused(session)
-    for account in session.scalars(select(SocialAccount)):
+    for account, waiting in posts.queues(session, now):
         stopped = (f"all social posting is paused: {kill_switch.reason}" if kill_switch
                    else f"the account is paused: {account.paused_reason}" if account.status == "paused" else None)
-        for post, at in posts.projected(session, account, now):
+        for post, at in waiting:
             if at < end:
                 entries.append(_teaser(post, at, "paused" if stopped else None, stopped))
     for post in session.scalars(select(Post).where(Post.status == "held")):

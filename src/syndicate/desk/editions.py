@@ -10,9 +10,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
-from syndicate import db
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, qa, sending
@@ -32,8 +30,8 @@ from syndicate.desk.core import (
 )
 from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.http import csp
-from syndicate.models import Edition, Newsletter, RowId
-from syndicate.newsletters import editions, rendering
+from syndicate.models import Edition, RowId
+from syndicate.newsletters import editions, rendering, stored
 from syndicate.services import Services
 from syndicate.tasks import deliver_batch, hand_over
 
@@ -48,7 +46,7 @@ PREVIEW_HEADERS = {
 
 
 def _edition(session, edition_id: int) -> Edition:
-    return db.row(session, Edition, edition_id, f"no edition {edition_id}; /desk/editions lists them")
+    return stored.edition_by_id(session, edition_id, f"no edition {edition_id}; /desk/editions lists them")
 
 
 def _summary(edition: Edition, counts: dict[str, int]) -> dict:
@@ -73,12 +71,7 @@ def _describe(session, settings: Settings, edition: Edition) -> dict:
 
 
 def _recent(session, slug: str | None = None, status: str | None = None, limit: int = RECENT) -> list[dict]:
-    query = select(Edition).join(Newsletter).order_by(Edition.id.desc()).limit(limit)
-    if slug:
-        query = query.where(Newsletter.slug == slug)
-    if status:
-        query = query.where(Edition.status == status)
-    found = session.scalars(query).all()
+    found = stored.recent_editions(session, slug, (status,) if status else (), limit)
     counts = deliveries.counts_of(session, [e.id for e in found])
     return [_summary(e, counts[e.id]) for e in found]
 

@@ -49,6 +49,11 @@ def by_username(session: Session, username: str) -> Editor:
     return editor
 
 
+def all_editors(session: Session) -> list[Editor]:
+    """Every editor, disabled ones too, by name."""
+    return list(session.scalars(select(Editor).order_by(Editor.username)))
+
+
 def set_password(editor: Editor, password: str) -> None:
     """A new password; every session signed in with the old one ends."""
     if len(password) < MIN_PASSWORD:

@@ -18,7 +18,7 @@ from syndicate.db import transaction
 from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Feed, Newsletter
-from syndicate.newsletters import editions, lists, schedules
+from syndicate.newsletters import editions, lists, schedules, stored
 from syndicate.services import Services
 
 RECENT = 10  # editions listed on a newsletter's page
@@ -45,7 +45,7 @@ def _edition(edition: Edition) -> dict:
 
 def _list(session) -> list[dict]:
     audience = lists.audience(session)
-    return [_summary(n, audience) for n in session.scalars(select(Newsletter).order_by(Newsletter.name))]
+    return [_summary(n, audience) for n in stored.all_newsletters(session)]
 
 
 def _detail(session, newsletter: Newsletter) -> dict:

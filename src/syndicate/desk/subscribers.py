@@ -20,7 +20,7 @@ from syndicate.db import transaction
 from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, RowId, SubscriberImport, utcnow
-from syndicate.newsletters import lists
+from syndicate.newsletters import lists, stored
 from syndicate.services import Services
 from syndicate.subscribers import consent, csv_files, preferences, timeline, uploads
 
@@ -44,7 +44,7 @@ def _search(session, q: str, newsletter: str, status: str, page_number: int) -> 
 
 def _newsletters(session) -> list[dict]:
     return [dict(id=n.id, slug=n.slug, name=n.name, status=n.status)
-            for n in session.scalars(select(Newsletter).order_by(Newsletter.name))]
+            for n in stored.all_newsletters(session)]
 
 
 @pages.get("/subscribers", response_class=HTMLResponse)

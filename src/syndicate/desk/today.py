@@ -16,7 +16,7 @@ from syndicate.db import transaction
 from syndicate.desk import agenda, editors
 from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
-from syndicate.models import Edition, Post, SocialAccount, utcnow
+from syndicate.models import Edition, Post, utcnow
 from syndicate.social import accounts, posts
 
 
@@ -31,10 +31,9 @@ def _today(session, settings: Settings, now) -> dict:
                          subject=e.subject, at=e.sent_at if e.status == "failed" else e.scheduled_for, note=e.note)
                     for e in [*failed, *upcoming]]
     account_rows, queue = [], []
-    for account in session.scalars(select(SocialAccount).order_by(SocialAccount.name)):
+    for account, waiting in posts.queues(session, now):
         account_rows.append(accounts.describe(account, settings.x is not None))
-        for post, at in posts.projected(session, account, now):
-            queue.append(posts.describe(post, at))
+        queue += [posts.describe(post, at) for post, at in waiting]
     queue.sort(key=lambda p: p["planned_at"])
     held = [posts.describe(p) for p in session.scalars(select(Post).where(Post.status == "held"))]
     recent = [posts.describe(p) for p in session.scalars(

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from syndicate import db
+from syndicate.ingest import stored
 from syndicate.models import Article, Edition, EditionArticle, Newsletter, Post
 from syndicate.social import posts
 
@@ -29,17 +29,9 @@ def describe(article: Article) -> dict:
 def recent(session: Session, q: str = "", feed_id: int | None = None, page: int = 1) -> dict:
     """The newest articles (by when we first saw them), PAGE at a time, each with where it went: how many
     editions and posts, by status. `q` is looked for in the title and the link, in any case."""
-    query = select(Article)
-    if q.strip():
-        pattern = "%" + q.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(or_(Article.title.ilike(pattern, escape="\\"), Article.url.ilike(pattern, escape="\\")))
-    if feed_id is not None:
-        query = query.where(Article.feed_id == feed_id)
-    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    total = stored.count_articles(session, q=q, feed_id=feed_id)
     page = max(page, 1)
-    rows = session.scalars(query.options(selectinload(Article.feed))
-                           .order_by(Article.first_seen_at.desc(), Article.id.desc())
-                           .offset((page - 1) * PAGE).limit(PAGE)).all()
+    rows = stored.newest_articles(session, PAGE, (page - 1) * PAGE, q=q, feed_id=feed_id, with_feed=True)
     ids = [a.id for a in rows]
     went: dict[int, dict] = defaultdict(lambda: dict(editions={}, posts={}))
     for article_id, status, n in session.execute(
@@ -60,14 +52,11 @@ def recent(session: Session, q: str = "", feed_id: int | None = None, page: int 
                 q=q, feed_id=feed_id)
 
 
-def article_by_id(session: Session, article_id: int) -> Article:
-    return db.row(session, Article, article_id, f"no article {article_id}; `syndicate article list` shows the newest")
-
-
 def article_trail(session: Session, article_id: int) -> dict:
     """One article and everything it went into: editions (newsletter, number, status, when) and posts
     (account, network, status, when, the post on the network), oldest first, each with its desk page."""
-    article = article_by_id(session, article_id)
+    missing = f"no article {article_id}; `syndicate article list` shows the newest"
+    article = stored.article_by_id(session, article_id, missing)
     editions = session.execute(
         select(Edition, Newsletter).join(EditionArticle, EditionArticle.edition_id == Edition.id)
         .join(Newsletter, Newsletter.id == Edition.newsletter_id)

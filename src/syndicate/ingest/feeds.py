@@ -14,14 +14,14 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from syndicate import db
 from syndicate.config import Settings
 from syndicate.errors import FeedError
-from syndicate.ingest import fetch
+from syndicate.ingest import fetch, stored
 from syndicate.ingest.documents import Document, Entry, read
 from syndicate.models import Article, Feed, utcnow
 
@@ -316,6 +316,11 @@ def _parsing_pool(feeds: int):
         yield parsing
 
 
+def active_feed_ids(session: Session) -> list[int]:
+    """Every active feed's id, by id: those `syndicate feed poll --all` fetches (a disabled one never)."""
+    return list(session.scalars(select(Feed.id).where(Feed.status == "active").order_by(Feed.id)))
+
+
 def due_feed_ids(session: Session, now: datetime) -> list[int]:
     return list(session.scalars(
         select(Feed.id).where(Feed.status == "active", Feed.next_fetch_at <= now).order_by(Feed.next_fetch_at)
@@ -358,6 +363,5 @@ def health(feed: Feed, now: datetime, articles: int = 0) -> dict:
 
 
 def overview(session: Session, now: datetime) -> list[dict]:
-    """Every feed's health, with how many articles it brought (one count query for all of them)."""
-    counts = dict(session.execute(select(Article.feed_id, func.count()).group_by(Article.feed_id)).all())
-    return [health(feed, now, counts.get(feed.id, 0)) for feed in session.scalars(select(Feed).order_by(Feed.id))]
+    """Every feed's health, with how many articles it brought."""
+    return [health(feed, now, articles) for feed, articles in stored.feeds_with_article_counts(session)]

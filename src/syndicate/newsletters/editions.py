@@ -19,7 +19,7 @@ from syndicate.models import (
     Newsletter,
     utcnow,
 )
-from syndicate.newsletters import rendering, schedules
+from syndicate.newsletters import rendering, schedules, stored
 from syndicate.text import one_line
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def create_edition(session: Session, newsletter: Newsletter, settings: Settings,
     """Pick the stories and render them once. With none to send, the edition is recorded as skipped."""
     now = now or utcnow()
     _lock(session, newsletter)
-    number = (session.scalar(select(func.max(Edition.number)).where(Edition.newsletter_id == newsletter.id)) or 0) + 1
+    number = (stored.last_edition_number(session, newsletter) or 0) + 1
     chosen = new_articles(session, newsletter) if articles is None else articles
     edition = Edition(newsletter_id=newsletter.id, number=number, kind=kind, cut_at=now, created_at=now,
                       scheduled_for=scheduled_for, status=status, warnings=[])

@@ -227,6 +227,11 @@ def by_name(session: Session, name: str) -> SocialAccount:
     return account
 
 
+def all_accounts(session: Session) -> list[SocialAccount]:
+    """Every account, paused ones too, by name."""
+    return list(session.scalars(select(SocialAccount).order_by(SocialAccount.name)))
+
+
 def pause(account: SocialAccount, reason: str) -> None:
     account.status, account.paused_reason = "paused", reason
 

@@ -291,6 +291,13 @@ def projected(session: Session, account: SocialAccount, now: datetime | None = N
     return plan_
 
 
+def queues(session: Session, now: datetime | None = None,
+           skip_too_old: bool = True) -> list[tuple[SocialAccount, list[tuple[Post, datetime]]]]:
+    """Every account, by name, with its waiting posts at the times its pace expects them (`projected`):
+    the social status, as `syndicate social status`, the desk's Today page and its calendar show it."""
+    return [(account, projected(session, account, now, skip_too_old)) for account in accounts.all_accounts(session)]
+
+
 def _age(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours:.0f} h" if hours >= 1 else f"{delta.total_seconds() / 60:.0f} min"
@@ -394,6 +401,18 @@ def _settle(post: Post, status: str, clock, error: str | None) -> Post:
 
 
 # ── editors' actions ─────────────────────────────────────────────────────────
+
+
+def newest(session: Session, limit: int, statuses: tuple[str, ...] | list[str] = (),
+           account: SocialAccount | None = None) -> list[Post]:
+    """Posts, the newest first (by id), at most `limit`: with one of `statuses` only, if any; of `account`
+    only, if given."""
+    query = select(Post).order_by(Post.id.desc()).limit(limit)
+    if statuses:
+        query = query.where(Post.status.in_(statuses))
+    if account is not None:
+        query = query.where(Post.account_id == account.id)
+    return list(session.scalars(query))
 
 
 def by_id(session: Session, post_id: int) -> Post:

@@ -372,6 +372,15 @@ def by_id(session: Session, subscriber_id: int, missing: str | None = None) -> S
     return db.row(session, Subscriber, subscriber_id, missing or f"no subscriber {subscriber_id}")
 
 
+def by_email(session: Session, email: str, missing: str | None = None) -> Subscriber:
+    """The subscriber with this address, as normalise_email reads it (any case; InvalidInput if it is no
+    address); NotFound, saying `missing` or the address, otherwise."""
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == normalise_email(email)))
+    if subscriber is None:
+        raise NotFound(missing or f"no subscriber {email!r}")
+    return subscriber
+
+
 def search(session: Session, text: str = "", newsletter_id: int | None = None, status: str | None = None,
            page: int = 1, per_page: int = PER_PAGE) -> Found:
     """Subscribers whose address or name holds `text` (any case), getting `newsletter_id` (or waiting to

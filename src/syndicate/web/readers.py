@@ -13,7 +13,7 @@ from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
 from syndicate.models import Newsletter, RowId, Subscriber
-from syndicate.newsletters import archive, editions, rendering
+from syndicate.newsletters import archive, editions, rendering, stored
 from syndicate.subscribers import consent, preferences
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
@@ -58,7 +58,7 @@ def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = For
                                        source="web", client=request.client.host if request.client else None,
                                        settings=svc.settings)
         except (InvalidInput, forms.FormExpired) as e:
-            everything = session.scalars(select(Newsletter).order_by(Newsletter.name)).all()
+            everything = stored.all_newsletters(session)
             expired = isinstance(e, forms.FormExpired)
             return subscribe_page(svc.settings, 400, newsletters=everything, chosen=newsletter, email=email, name=name,
                                   expired=expired, error=None if expired else str(e))
