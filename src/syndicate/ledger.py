@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 DEFAULT_CLAIM = 900  # seconds: longer than any SMTP or HTTP deadline a worker may block on between refreshes
@@ -117,6 +117,12 @@ def revive(session: Session, table, now: datetime, leases: Leases, **values) -> 
                         .values(status="pending", claimed_by=None, **values)
                         .execution_options(synchronize_session=False))
     return ids
+
+
+def tally(session: Session, table) -> dict[str, int]:
+    """A lane's rows by status, over all of them (every edition's deliveries, every account's posts); a status
+    no row has is missing."""
+    return dict(session.execute(select(table.status, func.count()).group_by(table.status)).all())
 
 
 def backoff(attempts: int, base: float, most: float) -> timedelta:

@@ -6,15 +6,15 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from sqlalchemy import func, select
-
+from syndicate import ledger
 from syndicate.db import transaction, upgrade
 from syndicate.delivery import deliveries, sending
 from syndicate.delivery.batches import send_batch
+from syndicate.errors import NotFound
 from syndicate.ingest import documents, feeds
 from syndicate.mail.outbox import OutboxTransport
-from syndicate.models import Delivery, Edition, Post, SocialAccount, utcnow
-from syndicate.newsletters import editions, lists, rendering
+from syndicate.models import Delivery, Post, utcnow
+from syndicate.newsletters import editions, lists, rendering, stored
 from syndicate.services import Services
 from syndicate.social import posts
 from syndicate.subscribers import consent
@@ -48,14 +48,15 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
     report = Report()
     with transaction(svc.Session) as session:
         feed = feeds.add_feed(session, FEED_URL)
-        newsletter = session.scalar(select(editions.Newsletter).where(editions.Newsletter.slug == NEWSLETTER["slug"]))
-        if newsletter is None:
+        try:
+            newsletter = lists.get_newsletter(session, NEWSLETTER["slug"])
+        except NotFound:  # the first run
             newsletter = lists.add_newsletter(session, **NEWSLETTER)
             for email, name in SUBSCRIBERS:
                 consent.subscribe(session, email, [newsletter.id], name=name, confirmed=True)
         posts.ensure_default_account(session)
-        report.mails_already = count(session, Delivery, Delivery.status == "sent")
-        report.posts_already = count(session, Post, Post.status == "posted")
+        report.mails_already = ledger.tally(session, Delivery).get("sent", 0)
+        report.posts_already = ledger.tally(session, Post).get("posted", 0)
 
     # feed → article
     with transaction(svc.Session) as session:
@@ -72,8 +73,8 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
             cut = sending.cut(session, newsletter, settings)
             edition_id, batches = cut.edition.id, cut.batches
         else:
-            last = session.scalar(select(func.max(Edition.number)).where(Edition.newsletter_id == newsletter.id))
-            report.edition = f"no new articles since edition #{last}: no edition cut"
+            report.edition = (f"no new articles since edition #{stored.last_edition_number(session, newsletter)}: "
+                              "no edition cut")
         batches += deliveries.requeue(session, settings, utcnow())
 
     # edition → delivery, into the outbox folder as .eml files
@@ -86,7 +87,7 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
     with transaction(svc.Session) as session:
         deliveries.requeue(session, settings, utcnow())  # closes the edition once every row is done
         if edition_id is not None:
-            edition = session.get(Edition, edition_id)
+            edition = stored.edition_by_id(session, edition_id)
             report.edition = (f"#{edition.number} of {edition.newsletter.name}, {len(edition.items)} stories, "
                               f"{edition.status}: {edition.subject!r}")
             report.preview = rendering.write_preview(settings, edition)[0]
@@ -98,10 +99,10 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
         posts.plan(session, settings)
         # The bundled sample stories are from 2023: a real tick would skip them as too old, but the demo is
         # here to show the teasers, so it keeps them.
-        planned = [(post.id, post.account, at) for account in session.scalars(select(SocialAccount))
-                   for post, at in posts.projected(session, account, skip_too_old=False)]
+        planned = [(post.id, account, at) for account, waiting in posts.queues(session, skip_too_old=False)
+                   for post, at in waiting]
         for post_id, _, at in planned:
-            session.get(Post, post_id).planned_at = at
+            posts.by_id(session, post_id).planned_at = at
         # the demo never posts for real, whatever credentials an account has
         clients = {account.id: svc.social_client(account, dry_run=True) for _, account, _ in planned}
         jobs = [(post_id, clients[account.id]) for post_id, account, _ in planned]
@@ -109,7 +110,3 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
         post = posts.publish(svc.Session, settings, client, post_id, token=f"demo-post-{post_id}")
         report.posts.append(post)
     return report
-
-
-def count(session, model, condition) -> int:
-    return session.scalar(select(func.count()).select_from(model).where(condition)) or 0

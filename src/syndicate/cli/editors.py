@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 
 import click
-from sqlalchemy import select
 
 from syndicate.cli.common import emit, json_option, lazy, opened, services
 from syndicate.http import api_tokens
-from syndicate.models import Editor, utcnow
+from syndicate.models import utcnow
 
 db = lazy("syndicate.db")
 editors = lazy("syndicate.desk.editors")
@@ -74,7 +73,7 @@ def user_disable(ctx, name: str) -> None:
 def user_list(ctx, as_json: bool) -> None:
     """Editors, and when each last signed in."""
     with opened(ctx) as (svc, session):
-        rows = [editors.describe(e) for e in session.scalars(select(Editor).order_by(Editor.username))]
+        rows = [editors.describe(e) for e in editors.all_editors(session)]
     emit(rows, as_json, ["username", "status", "created_at", "last_sign_in_at"])
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 
 import click
-from sqlalchemy import func, select
 
 from syndicate.cli.common import emit, json_option, lazy, opened
-from syndicate.models import Article, Feed, utcnow
 
 db = lazy("syndicate.db")
 feeds = lazy("syndicate.ingest.feeds")
+models = lazy("syndicate.models")
+stored = lazy("syndicate.ingest.stored")
 posts = lazy("syndicate.social.posts")
 
 
@@ -39,12 +39,10 @@ def feed_add(ctx, url: str) -> None:
 def feed_list(ctx, as_json: bool) -> None:
     """Feeds and how their last fetch went."""
     with opened(ctx) as (svc, session):
-        # One count per feed in one query: loading each feed's articles only to count them was slow.
-        counts = dict(session.execute(select(Article.feed_id, func.count()).group_by(Article.feed_id)).all())
         rows = [dict(id=f.id, url=f.url, status=f.status, last_fetched_at=f.last_fetched_at,
                      last_success_at=f.last_success_at, last_error=f.last_error, next_fetch_at=f.next_fetch_at,
-                     articles=counts.get(f.id, 0))
-                for f in session.scalars(select(Feed).order_by(Feed.id))]
+                     articles=articles)
+                for f, articles in stored.feeds_with_article_counts(session)]
     emit(rows, as_json, ["id", "url", "status", "last_success_at", "articles", "last_error"])
 
 
@@ -55,8 +53,7 @@ def feed_list(ctx, as_json: bool) -> None:
 def feed_poll(ctx, everything: bool, as_json: bool) -> None:
     """Poll feeds now, in this process."""
     with opened(ctx) as (svc, session):
-        query = select(Feed.id).where(Feed.status == "active")
-        ids = list(session.scalars(query)) if everything else feeds.due_feed_ids(session, utcnow())
+        ids = feeds.active_feed_ids(session) if everything else feeds.due_feed_ids(session, models.utcnow())
     if as_json:
         results = feeds.poll_many(svc.Session, svc.settings, ids)
     else:
@@ -87,6 +84,5 @@ def article_list(ctx, limit: int, as_json: bool) -> None:
         rows = [dict(id=a.id, feed_id=a.feed_id, title=a.title, url=a.url, lead=a.lead, author=a.author,
                      categories=a.categories, image_url=a.image_url, published_at=a.published_at,
                      first_seen_at=a.first_seen_at, updated_at=a.updated_at)
-                for a in session.scalars(select(Article).order_by(Article.first_seen_at.desc(), Article.id.desc())
-                                         .limit(limit))]
+                for a in stored.newest_articles(session, limit)]
     emit(rows, as_json, ["id", "published_at", "title", "url"])

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import click
-from sqlalchemy import select
 
 from syndicate.cli.common import emit, json_option, lazy, local_time, opened, services, show
 from syndicate.errors import NotFound, SyndicateError
-from syndicate.models import Edition, Newsletter
+
+if TYPE_CHECKING:
+    from syndicate.models import Edition, Newsletter
 
 db = lazy("syndicate.db")
 deliveries = lazy("syndicate.delivery.deliveries")
@@ -19,6 +21,7 @@ editions = lazy("syndicate.newsletters.editions")
 lists = lazy("syndicate.newsletters.lists")
 rendering = lazy("syndicate.newsletters.rendering")
 schedules = lazy("syndicate.newsletters.schedules")
+stored = lazy("syndicate.newsletters.stored")
 
 
 # ── newsletters, editions, subscribers ───────────────────────────────────────
@@ -160,7 +163,7 @@ def newsletter_list(ctx, as_json: bool) -> None:
     with opened(ctx) as (svc, session):
         rows = [dict(slug=n.slug, name=n.name, cron=n.cron, timezone=n.timezone, status=n.status,
                      next_run_at=n.next_run_at, from_address=n.from_address)
-                for n in session.scalars(select(Newsletter).order_by(Newsletter.slug))]
+                for n in stored.all_newsletters(session, by="slug")]
     emit(rows, as_json, ["slug", "name", "cron", "timezone", "status", "next_run_at"])
 
 
@@ -198,10 +201,10 @@ def _edition(session, ref: str) -> Edition:
     slug, _, number = ref.rpartition("/")
     if slug and number.isdigit():
         return editions.get_edition(session, slug, int(number), public=False)
-    found = session.get(Edition, int(ref)) if ref.isdigit() else None
-    if found is None:
-        raise NotFound(f"no edition {ref!r}; name it by id or as SLUG/NUMBER (`syndicate edition list`)")
-    return found
+    missing = f"no edition {ref!r}; name it by id or as SLUG/NUMBER (`syndicate edition list`)"
+    if not ref.isdigit():
+        raise NotFound(missing)
+    return stored.edition_by_id(session, int(ref), missing)
 
 
 def _queue(batches) -> None:
@@ -258,15 +261,12 @@ def edition_cut(ctx, slug: str, draft: bool, at: str | None, next_run: bool) -> 
 @click.pass_context
 def edition_list(ctx, slug: str | None, status: tuple[str, ...], as_json: bool) -> None:
     with opened(ctx) as (svc, session):
-        query = select(Edition).join(Newsletter).order_by(Edition.id.desc())
-        if slug:
-            query = query.where(Newsletter.slug == slug)
-        if status:
-            query = query.where(Edition.status.in_(status))
+        found = stored.recent_editions(session, slug, status)
+        counts = deliveries.counts_of(session, [e.id for e in found])  # one query for them all
         rows = [dict(id=e.id, newsletter=e.newsletter.slug, number=e.number, kind=e.kind, status=e.status,
                      scheduled_for=e.scheduled_for, subject=e.subject, cut_at=e.cut_at, note=e.note,
-                     deliveries=deliveries.counts(session, e.id))
-                for e in session.scalars(query)]
+                     deliveries={s: n for s, n in counts[e.id].items() if n})
+                for e in found]
     emit(rows, as_json, ["id", "newsletter", "number", "kind", "status", "scheduled_for", "subject", "deliveries"])
 
 

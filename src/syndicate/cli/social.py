@@ -6,14 +6,15 @@ import json
 import os
 
 import click
-from sqlalchemy import select
 
 from syndicate.cli.common import emit, json_default, json_option, lazy, local_time, opened, services, show
-from syndicate.errors import NotFound, TransportError
-from syndicate.models import Article, Post
+from syndicate.errors import TransportError
 
 db = lazy("syndicate.db")
 posts = lazy("syndicate.social.posts")
+stored = lazy("syndicate.ingest.stored")
+
+ARTICLE_MISSING = "no article {}; `syndicate article list` shows their ids"
 
 
 # ── social accounts ──────────────────────────────────────────────────────────
@@ -149,12 +150,10 @@ def account_edit(ctx, name: str, ask_credentials: bool, **values) -> None:
 @click.pass_context
 def account_list(ctx, as_json: bool) -> None:
     """Accounts, their mode and status (paused, and why)."""
-    from syndicate.models import SocialAccount
     from syndicate.social import accounts
 
     with opened(ctx) as (svc, session):
-        rows = [accounts.describe(a, svc.settings.x is not None)
-                for a in session.scalars(select(SocialAccount).order_by(SocialAccount.name))]
+        rows = [accounts.describe(a, svc.settings.x is not None) for a in accounts.all_accounts(session)]
     emit(rows, as_json, ["name", "network", "mode", "status", "paused_reason", "parked_until"])
 
 
@@ -247,12 +246,8 @@ def post_list(ctx, statuses, account_name, limit: int, as_json: bool) -> None:
     from syndicate.social import accounts
 
     with opened(ctx) as (svc, session):
-        query = select(Post).order_by(Post.id.desc()).limit(limit)
-        if statuses:
-            query = query.where(Post.status.in_(statuses))
-        if account_name:
-            query = query.where(Post.account_id == accounts.by_name(session, account_name).id)
-        rows = session.scalars(query).all()
+        account = accounts.by_name(session, account_name) if account_name else None
+        rows = posts.newest(session, limit, statuses, account)
         expected = {p.id: at for a in {r.account for r in rows} for p, at in posts.projected(session, a)}
         records = [posts.describe(p, expected.get(p.id)) for p in rows]
     emit(records, as_json, ["id", "account", "status", "lane", "planned_at", "posted_at", "length", "text"])
@@ -272,9 +267,7 @@ def post_preview(ctx, article_id: int, network: str | None, account_name: str | 
     if not (network or account_name):
         raise click.UsageError("give --network or --account")
     with opened(ctx) as (svc, session):
-        article = session.get(Article, article_id)
-        if article is None:
-            raise NotFound(f"no article {article_id}; `syndicate article list` shows their ids")
+        article = stored.article_by_id(session, article_id, ARTICLE_MISSING.format(article_id))
         target = accounts.by_name(session, account_name) if account_name else SocialAccount(
             name=f"(default {network})", network=network, settings={})
         made = posts.preview(target, article)
@@ -346,9 +339,7 @@ def post_reshare(ctx, article_id: int, account_name: str, at_text: str | None) -
 
     with opened(ctx) as (svc, session):
         target = accounts.by_name(session, account_name)
-        article = session.get(Article, article_id)
-        if article is None:
-            raise NotFound(f"no article {article_id}; `syndicate article list` shows their ids")
+        article = stored.article_by_id(session, article_id, ARTICLE_MISSING.format(article_id))
         at = local_time(at_text, accounts.settings_of(target).timezone) if at_text else None
         row = posts.reshare(session, article, target, at, env_x=svc.settings.x is not None)
         post_id = row.id
@@ -391,16 +382,13 @@ def social_resume(ctx) -> None:
 @click.pass_context
 def social_status(ctx, as_json: bool) -> None:
     """The kill switch, and each account's queue."""
-    from syndicate.models import SocialAccount
     from syndicate.social import accounts
 
     with opened(ctx) as (svc, session):
         paused = accounts.social_paused(session)
-        rows = []
-        for row in session.scalars(select(SocialAccount).order_by(SocialAccount.name)):
-            waiting = posts.projected(session, row)
-            rows.append(accounts.describe(row, svc.settings.x is not None) | dict(
-                waiting=len(waiting), next_post_at=waiting[0][1] if waiting else None))
+        rows = [accounts.describe(account, svc.settings.x is not None) | dict(
+                    waiting=len(waiting), next_post_at=waiting[0][1] if waiting else None)
+                for account, waiting in posts.queues(session)]
         record = dict(posting="paused" if paused else "on", reason=paused.reason if paused else None,
                       since=paused.changed_at if paused else None, accounts=rows)
     if as_json:

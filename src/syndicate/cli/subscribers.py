@@ -7,16 +7,17 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy import select
 
 from syndicate.cli.common import cell, emit, json_option, lazy, opened, services, show
-from syndicate.errors import NotFound
-from syndicate.models import SUBSCRIBER_SUPPRESSED, Subscriber
+from syndicate.models import SUBSCRIBER_SUPPRESSED
 
 db = lazy("syndicate.db")
 editions = lazy("syndicate.newsletters.editions")
 lists = lazy("syndicate.newsletters.lists")
 consent = lazy("syndicate.subscribers.consent")
+stored = lazy("syndicate.subscribers.stored")
+
+MISSING = "no subscriber {!r}; `syndicate subscriber list` shows them"
 
 
 @click.group()
@@ -53,9 +54,7 @@ def subscribershow(ctx, email: str, as_json: bool) -> None:
     from syndicate.subscribers import timeline
 
     with opened(ctx) as (svc, session):
-        found = session.scalar(select(Subscriber).where(Subscriber.email == consent.normalise_email(email)))
-        if found is None:
-            raise NotFound(f"no subscriber {email!r}; `syndicate subscriber list` shows them")
+        found = consent.by_email(session, email, MISSING.format(email))
         record = dict(email=found.email, name=found.name, status=found.status, since=found.created_at,
                       confirmed_at=found.confirmed_at, subscriptions=timeline.subscriptions(session, found.id),
                       timeline=[e.as_dict() for e in timeline.timeline(session, found.id)])
@@ -80,9 +79,7 @@ def subscriber_restore(ctx, email: str, reason: str) -> None:
     """Let mail go again to an address that bounced, complained or left everything — only with the
     reader's say-so. The newsletters they left stay left; they rejoin from their preferences page."""
     with opened(ctx) as (svc, session):
-        found = session.scalar(select(Subscriber).where(Subscriber.email == consent.normalise_email(email)))
-        if found is None:
-            raise NotFound(f"no subscriber {email!r}; `syndicate subscriber list` shows them")
+        found = consent.by_email(session, email, MISSING.format(email))
         consent.restore(session, found, reason)
         active = [s.newsletter.slug for s in found.subscriptions if s.status == "active"]
     click.echo(f"{found.email}: confirmed again; gets {', '.join(active) or 'no newsletter yet'}")
@@ -94,8 +91,8 @@ def subscriber_restore(ctx, email: str, reason: str) -> None:
 def subscriber_list(ctx, as_json: bool) -> None:
     with opened(ctx) as (svc, session):
         rows = [dict(id=s.id, email=s.email, name=s.name, status=s.status, created_at=s.created_at,
-                     newsletters=[sub.newsletter.slug for sub in s.subscriptions if sub.status == "active"])
-                for s in session.scalars(select(Subscriber).order_by(Subscriber.id))]
+                     newsletters=slugs)
+                for s, slugs in stored.all_subscribers(session)]
     emit(rows, as_json, ["id", "email", "status", "newsletters"])
 
 
