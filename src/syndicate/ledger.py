@@ -20,13 +20,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+# The statuses, the clock and backoff need no database: the settings use them, and `syndicate --help` loads
+# the settings. The four operations on rows import SQLAlchemy (0.15 s) where they run.
 
 DEFAULT_CLAIM = 900  # seconds: longer than any SMTP or HTTP deadline a worker may block on between refreshes
 SHORTEST_CLAIM = 60  # below this, a worker blocked on one slow server (30 s) could lose a live claim
 LONGEST_CLAIM = 24 * 3600  # beyond a day a dead worker's rows wait past any newsroom's next edition
+
+SUBSCRIBER_SUPPRESSED = ("unsubscribed", "bounced", "complained")  # a subscriber's statuses no mail goes to
 
 
 class MailStatus(StrEnum):
@@ -92,6 +98,8 @@ class Leases:
 
 def claim(session: Session, table, where, token: str, now: datetime) -> int:
     """Take the rows `where` for `token`: pending ones, and those `token` holds already. How many it took."""
+    from sqlalchemy import and_, or_, update
+
     return session.execute(
         update(table)
         .where(where, or_(table.status == "pending", and_(table.status == "sending", table.claimed_by == token)))
@@ -102,6 +110,8 @@ def claim(session: Session, table, where, token: str, now: datetime) -> int:
 
 def settle(session: Session, table, row_id: int, token: str, **values) -> bool:
     """Write a row's outcome, only while `token`'s claim holds; False if another task took it over."""
+    from sqlalchemy import update
+
     return session.execute(
         update(table).where(table.id == row_id, table.status == "sending", table.claimed_by == token)
         .values(claimed_by=None, **values).execution_options(synchronize_session=False)
@@ -110,6 +120,8 @@ def settle(session: Session, table, row_id: int, token: str, **values) -> bool:
 
 def revive(session: Session, table, now: datetime, leases: Leases, **values) -> list[int]:
     """Claims nobody refreshed for `leases.claim` (their worker died) are open again; their ids."""
+    from sqlalchemy import and_, select, update
+
     stale = and_(table.status == "sending", table.claimed_at <= now - leases.claim)
     ids = list(session.scalars(select(table.id).where(stale)))
     if ids:
@@ -122,6 +134,8 @@ def revive(session: Session, table, now: datetime, leases: Leases, **values) -> 
 def tally(session: Session, table) -> dict[str, int]:
     """A lane's rows by status, over all of them (every edition's deliveries, every account's posts); a status
     no row has is missing."""
+    from sqlalchemy import func, select
+
     return dict(session.execute(select(table.status, func.count()).group_by(table.status)).all())
 
 

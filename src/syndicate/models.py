@@ -165,7 +165,6 @@ class Newsletter(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-SUBSCRIBER_SUPPRESSED = ("unsubscribed", "bounced", "complained")  # a subscriber's statuses no mail goes to
 
 
 class Subscriber(Base):

@@ -7,10 +7,11 @@ import os
 import click
 
 from syndicate.cli.common import emit, json_option, lazy, opened, services
-from syndicate.http import api_tokens
-from syndicate.models import utcnow
+from syndicate.http.scopes import SCOPES
 
 db = lazy("syndicate.db")
+api_tokens = lazy("syndicate.http.api_tokens")
+models = lazy("syndicate.models")
 editors = lazy("syndicate.desk.editors")
 
 
@@ -63,7 +64,7 @@ def user_password(ctx, name: str) -> None:
 def user_disable(ctx, name: str) -> None:
     """NAME can't sign in any more; their open sessions end at their next click, their API tokens now."""
     with opened(ctx) as (svc, session):
-        editors.by_username(session, name).disabled_at = utcnow()
+        editors.by_username(session, name).disabled_at = models.utcnow()
     click.echo(f"editor {name!r} disabled")
 
 
@@ -87,7 +88,7 @@ def token() -> None:
 
 
 SCOPE_HELP = "what the token may do; repeat for more than one. " + "; ".join(
-    f"{scope}: {allows}" for scope, allows in api_tokens.SCOPES.items())
+    f"{scope}: {allows}" for scope, allows in SCOPES.items())
 SCOPE_USE = {"articles:push": "POST {base}/api/articles", "metrics:read": "GET {base}/metrics",
              "events:bounces": "POST {base}/api/events/bounces", "desk:api": "the desk's API, {base}/api/v1 "
              "(documented at /docs)"}

@@ -16,11 +16,11 @@ import click
 from syndicate.cli.common import emit, json_option, lazy, progress, services
 from syndicate.config import check_trusted_proxies
 from syndicate.errors import SyndicateError
-from syndicate.models import utcnow
 
 db = lazy("syndicate.db")
 deliveries = lazy("syndicate.delivery.deliveries")
 sending = lazy("syndicate.delivery.sending")
+models = lazy("syndicate.models")
 
 
 # ── the main jobs ────────────────────────────────────────────────────────────
@@ -162,7 +162,7 @@ def deliver(ctx) -> None:
     from syndicate.delivery.batches import send_batch  # the stage loads when the command runs
 
     svc = services(ctx)
-    sending.run_due(svc.Session, svc.settings, utcnow())  # starts what is due, revives what is stuck
+    sending.run_due(svc.Session, svc.settings, models.utcnow())  # starts what is due, revives what is stuck
     with db.transaction(svc.Session) as session:
         # Every pending row, including batches queued for workers that haven't run: claims are
         # conditional, so whichever of us and a worker comes second finds nothing to send.
@@ -174,7 +174,7 @@ def deliver(ctx) -> None:
         for status, n in result.counts.items():
             totals[status] = totals.get(status, 0) + n
     with db.transaction(svc.Session) as session:
-        deliveries.requeue(session, svc.settings, utcnow())
+        deliveries.requeue(session, svc.settings, models.utcnow())
     click.echo(", ".join(f"{n} {status}" for status, n in sorted(totals.items())) or "nothing to send")
 
 

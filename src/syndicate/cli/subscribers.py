@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from syndicate.cli.common import cell, emit, json_option, lazy, opened, services, show
-from syndicate.models import SUBSCRIBER_SUPPRESSED
+from syndicate.ledger import SUBSCRIBER_SUPPRESSED
 
 db = lazy("syndicate.db")
 editions = lazy("syndicate.newsletters.editions")

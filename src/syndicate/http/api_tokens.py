@@ -20,19 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syndicate.errors import InvalidInput, NotFound, SyndicateError
+from syndicate.http.scopes import EDITOR_SCOPE, SCOPES
 from syndicate.models import ApiToken, Editor, utcnow
 
 PREFIX = "syn_"  # recognisable in a CMS's settings and to secret scanners
 HOW_TO_GET_ONE = "an operator creates one with `syndicate token create NAME --scope SCOPE`"
 
-# Every scope, and what it allows: one per route that takes a token.
-SCOPES = {
-    "articles:push": "push stories (POST /api/articles), which go out to readers and social accounts",
-    "metrics:read": "read the Prometheus metrics (GET /metrics)",
-    "events:bounces": "report bounces and complaints (POST /api/events/bounces), which stop mail to addresses",
-    "desk:api": "act as its editor on the desk's API (/api/v1); only an editor's own token has it",
-}
-EDITOR_SCOPE = "desk:api"
 
 
 def describe_scopes() -> str:

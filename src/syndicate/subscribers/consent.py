@@ -13,12 +13,11 @@ from sqlalchemy.orm import Session
 from syndicate import db, ledger, throttle, tokens
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound, TransportError
-from syndicate.ledger import MailStatus
+from syndicate.ledger import SUBSCRIBER_SUPPRESSED, MailStatus
 from syndicate.mail.message import Mailbox, build_message
 from syndicate.mail.message import message_id as make_message_id
 from syndicate.mail.transport import Outgoing
 from syndicate.models import (
-    SUBSCRIBER_SUPPRESSED,
     ConfirmationMail,
     Delivery,
     Edition,
