@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -207,6 +208,20 @@ def _edition(session, ref: str) -> Edition:
     return stored.edition_by_id(session, int(ref), missing)
 
 
+def _edition_command(name: str):
+    """`syndicate edition NAME REF`: REF an edition's id or SLUG/NUMBER."""
+    def register(command):
+        return edition.command(name)(click.argument("ref")(click.pass_context(command)))
+    return register
+
+
+@contextmanager
+def _opened_edition(ctx, ref: str):
+    """As `opened`, with the edition REF names: (services, session, edition)."""
+    with opened(ctx) as (svc, session):
+        yield svc, session, _edition(session, ref)
+
+
 def _queue(batches) -> None:
     from syndicate.tasks import deliver_batch
 
@@ -270,14 +285,11 @@ def edition_list(ctx, slug: str | None, status: tuple[str, ...], as_json: bool) 
     emit(rows, as_json, ["id", "newsletter", "number", "kind", "status", "scheduled_for", "subject", "deliveries"])
 
 
-@edition.command("show")
-@click.argument("ref")
+@_edition_command("show")
 @json_option
-@click.pass_context
-def editionshow(ctx, ref: str, as_json: bool) -> None:
+def edition_show(ctx, ref: str, as_json: bool) -> None:
     """An edition's stories, status, warnings, and what happened: counts by outcome."""
-    with opened(ctx) as (svc, session):
-        found = _edition(session, ref)
+    with _opened_edition(ctx, ref) as (svc, session, found):
         record = dict(
             id=found.id, newsletter=found.newsletter.slug, number=found.number, kind=found.kind,
             status=found.status, subject=found.subject, scheduled_for=found.scheduled_for,
@@ -294,15 +306,12 @@ def editionshow(ctx, ref: str, as_json: bool) -> None:
     click.echo("counts:       " + ", ".join(f"{n} {status}" for status, n in counts.items()))
 
 
-@edition.command("preview")
-@click.argument("ref")
+@_edition_command("preview")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the files.")
 @click.option("--open", "open_", is_flag=True, help="Open the HTML in a browser.")
-@click.pass_context
 def edition_preview(ctx, ref: str, out: Path | None, open_: bool) -> None:
     """Write the edition's HTML and text as a recipient gets them, and print the paths."""
-    with opened(ctx) as (svc, session):
-        found = _edition(session, ref)
+    with _opened_edition(ctx, ref) as (svc, session, found):
         if not found.html:
             raise SyndicateError(f"edition {ref} has no content ({found.status}: {found.note})")
         html, text = rendering.write_preview(svc.settings, found, out)
@@ -315,16 +324,13 @@ def edition_preview(ctx, ref: str, out: Path | None, open_: bool) -> None:
         click.launch(str(html))
 
 
-@edition.command("test-send")
-@click.argument("ref")
+@_edition_command("test-send")
 @click.option("--to", "addresses", multiple=True, required=True, help="An address to send the test to (repeat).")
-@click.pass_context
 def edition_test_send(ctx, ref: str, addresses: tuple[str, ...]) -> None:
     """Send the edition to these addresses now, marked [Test]; no subscriber is counted or changed."""
     from syndicate.delivery.copies import send_tests  # the stage loads when the command runs
 
-    with opened(ctx) as (svc, session):
-        found = _edition(session, ref)
+    with _opened_edition(ctx, ref) as (svc, session, found):
         newsletter = found.newsletter  # loaded now: the sending happens after the transaction
     results = send_tests(svc.settings, svc.transport, newsletter, found, list(addresses))
     for result in results:
@@ -334,12 +340,10 @@ def edition_test_send(ctx, ref: str, addresses: tuple[str, ...]) -> None:
         ctx.exit(1)
 
 
-@edition.command("edit")
-@click.argument("ref")
+@_edition_command("edit")
 @click.option("--remove", type=int, multiple=True, help="Take this article id out (repeat).")
 @click.option("--order", help="Article ids in the order wanted, comma-separated; the rest follow.")
 @click.option("--subject", help="A subject of your own ('' goes back to the newsletter's subject template).")
-@click.pass_context
 def edition_edit(ctx, ref: str, remove: tuple[int, ...], order: str | None, subject: str | None) -> None:
     """Change an edition that hasn't started sending; the render is redone."""
     try:
@@ -356,60 +360,45 @@ def edition_edit(ctx, ref: str, remove: tuple[int, ...], order: str | None, subj
             click.echo(f"  {item.article_id}: {item.article.title}")
 
 
-@edition.command("schedule")
-@click.argument("ref")
+@_edition_command("schedule")
 @click.option("--at", "at", required=True, help="e.g. '2026-12-01 07:00' (the newsletter's zone) or with an offset.")
-@click.pass_context
 def edition_schedule(ctx, ref: str, at: str) -> None:
     """Schedule or reschedule an edition that hasn't started sending."""
-    with opened(ctx) as (svc, session):
-        found = _edition(session, ref)
+    with _opened_edition(ctx, ref) as (svc, session, found):
         editions.schedule(session, found, local_time(at, found.newsletter.timezone))
         click.echo(_summary(found))
 
 
-@edition.command("pause")
-@click.argument("ref")
-@click.pass_context
+@_edition_command("pause")
 def edition_pause(ctx, ref: str) -> None:
     """Stop sending (or hold a scheduled edition); `resume` carries on with whoever hasn't got it."""
-    with opened(ctx) as (svc, session):
-        found = _edition(session, ref)
+    with _opened_edition(ctx, ref) as (svc, session, found):
         editions.pause(session, found)
         click.echo(_summary(found))
 
 
-@edition.command("resume")
-@click.argument("ref")
-@click.pass_context
+@_edition_command("resume")
 def edition_resume(ctx, ref: str) -> None:
     """Carry on with a paused edition: its readers who haven't got it get it now (or it waits for its time)."""
-    with opened(ctx) as (svc, session):
-        found = _edition(session, ref)
+    with _opened_edition(ctx, ref) as (svc, session, found):
         batches = sending.resume(session, found, svc.settings)
         summary = _summary(found)
     _queue(batches)
     click.echo(summary + (f", {len(batches)} batches queued" if batches else ""))
 
 
-@edition.command("cancel")
-@click.argument("ref")
-@click.pass_context
+@_edition_command("cancel")
 def edition_cancel(ctx, ref: str) -> None:
     """Nothing more of it goes out; stories nobody got are freed for the next edition."""
-    with opened(ctx) as (svc, session):
-        found = _edition(session, ref)
+    with _opened_edition(ctx, ref) as (svc, session, found):
         skipped = editions.cancel(session, found)
         click.echo(_summary(found) + (f"; {skipped} recipients won't get it" if skipped else ""))
 
 
-@edition.command("resend-failed")
-@click.argument("ref")
-@click.pass_context
+@_edition_command("resend-failed")
 def edition_resend_failed(ctx, ref: str) -> None:
     """Send again to the recipients it failed for — only them, and only those still subscribed."""
-    with opened(ctx) as (svc, session):
-        found = _edition(session, ref)
+    with _opened_edition(ctx, ref) as (svc, session, found):
         batches, left_out = sending.resend_failed(session, found, svc.settings)
         summary = _summary(found)
     _queue(batches)
