@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from syndicate import ledger
 from syndicate.config import Settings
 from syndicate.mail.pacing import Pacer, PacingUnavailable
 from syndicate.models import Delivery, Edition, Feed, Post, SocialAccount, utcnow
@@ -57,8 +58,8 @@ class LedgerCollector(Collector):
         yield _gauge("syndicate_queue_depth", "Tasks waiting in each queue.", ["queue"],
                      [([q], n) for q, n in (depths or {}).items()])
         yield _gauge("syndicate_deliveries", "Delivery rows by status (all editions).", ["status"],
-                     _grouped(session, Delivery.status))
-        yield _gauge("syndicate_editions", "Editions by status.", ["status"], _grouped(session, Edition.status))
+                     _by_status(session, Delivery))
+        yield _gauge("syndicate_editions", "Editions by status.", ["status"], _by_status(session, Edition))
         rows = session.execute(select(SocialAccount.name, Post.status, func.count()).join(Post.account)
                                .group_by(SocialAccount.name, Post.status)).all()
         yield _gauge("syndicate_posts", "Posts by account and status.", ["account", "status"],
@@ -69,7 +70,7 @@ class LedgerCollector(Collector):
                                 or 0)
         yield GaugeMetricFamily("syndicate_social_kill_switch", "1 while all social posting is paused.",
                                 value=1.0 if accounts.social_paused(session) else 0.0)
-        yield _gauge("syndicate_feeds", "Feeds by status.", ["status"], _grouped(session, Feed.status))
+        yield _gauge("syndicate_feeds", "Feeds by status.", ["status"], _by_status(session, Feed))
         # By the failure count, not last_error: a feed read fine whose item had a bad link keeps a note there.
         yield GaugeMetricFamily("syndicate_feeds_failing", "Feeds whose last fetch failed.",
                                 value=session.scalar(select(func.count()).where(Feed.error_count > 0)) or 0)
@@ -120,9 +121,8 @@ def _gauge(name: str, help_: str, labels: list[str], samples: list[tuple[list, f
     return family
 
 
-def _grouped(session: Session, column) -> list[tuple[list, float]]:
-    return [([status], n) for status, n in
-            session.execute(select(column, func.count()).group_by(column)).all()]
+def _by_status(session: Session, table) -> list[tuple[list, float]]:
+    return [([status], n) for status, n in ledger.tally(session, table).items()]
 
 
 def queue_depths() -> dict[str, int] | None:
