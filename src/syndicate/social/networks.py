@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import regex
-from twitter_text import extract_urls_with_indices, parse_tweet
-from twitter_text.config import config as twitter_config
 
 BLUESKY_MAX_BYTES = 3000
 NAMES = {"x": "X", "mastodon": "Mastodon", "bluesky": "Bluesky"}
@@ -87,6 +85,8 @@ def _x_length(text: str, url_cost: int) -> int:
 
 @lru_cache(maxsize=2048)
 def _x_word(word: str, url_cost: int) -> int:
+    from twitter_text import parse_tweet  # its regexes take 0.25 s to load: only where a length is counted
+
     # twitter-text NFC-normalises before it weighs, as X does.
     rules = _x_rules(url_cost)
     if "." not in word:  # no link without a dot in its domain: weigh it in short runs, never inside an emoji
@@ -100,6 +100,8 @@ def _x_word(word: str, url_cost: int) -> int:
 
 @lru_cache
 def _x_rules(url_cost: int) -> dict:
+    from twitter_text.config import config as twitter_config
+
     return {**twitter_config["defaults"], "transformed_url_length": url_cost}
 
 
@@ -113,6 +115,8 @@ def _mastodon_length(text: str, url_cost: int) -> int:
 
 @lru_cache(maxsize=2048)
 def _mastodon_word(word: str, url_cost: int) -> int:
+    from twitter_text import extract_urls_with_indices
+
     if "://" not in word:
         return len(word)
     if len(word) > _LONG_WORD:
