@@ -106,3 +106,37 @@ def test_bad_account_settings_are_refused_with_what_to_write(syndicate, args, wo
     assert result.exit_code != 0
     assert words in str(result.exception) + result.output
     assert "(none)" in syndicate("account", "list").output
+
+
+HARD_STORIES = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Hard stories</title><link>https://news.example/</link>
+<item><title></title><link>https://news.example/2026/05/ferries</link><guid>https://news.example/?p=1</guid>
+  <description>Ferries resume at dawn, @harbourmaster told @crew@social.example on Monday. More later.</description>
+  <category>Food &amp;amp; Drink</category><category>C++</category><category>Local News</category></item>
+<item><title>{word}</title><link>https://news.example/2026/05/word</link><guid>https://news.example/?p=2</guid>
+  <description>Short.</description></item>
+</channel></rss>
+""".format(word="Donaudampfschifffahrtsgesellschaftskapitän" * 13)  # 546 letters: over every limit
+
+
+def test_hard_stories_make_teasers_a_follower_can_read(syndicate, feed_server):
+    """Through `syndicate feed poll`: an untitled story with @handles in its lead and a feed's entity left
+    in a category, and a one-word headline longer than any network takes."""
+    syndicate("feed", "add", feed_server.serve("/hard/", HARD_STORIES.encode()))
+    for network in ("x", "mastodon", "bluesky"):
+        syndicate("account", "add", f"desk-{network}", "--network", network, "--dry-run", "--window", "always",
+                  *(["--instance", INSTANCE] if network == "mastodon" else []),
+                  *(["--handle", "news.example"] if network == "bluesky" else []))
+    syndicate("feed", "poll", "--all")
+    queue = json.loads(syndicate("post", "list", "--json").output)
+    hard = [p for p in queue if "news.example/2026/05/" in p["url"]]
+    assert len(hard) == 6 and all(p["status"] == "pending" for p in hard)
+    for post in hard:
+        text = post["text"]
+        assert not text.startswith(("http", "news.example")) and "(untitled)" not in text  # never the link alone
+        assert "@harbourmaster" not in text and "@crew" not in text  # a handle quoted, nobody notified
+        assert "#FoodAmpDrink" not in text and "#C " not in text and not text.rstrip().endswith("#C")
+        if "ferries" in post["url"]:
+            assert text.startswith("Ferries resume at dawn, @\u200dharbourmaster told")
+        else:
+            assert text.startswith("Donaudampfschifffahrtsgesellschaftskapitän") and "…" in text

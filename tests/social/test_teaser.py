@@ -150,8 +150,12 @@ def check_invariants(network: networks.Network, result: teaser.Teaser, title: st
         assert sliced(text, facet) == (facet.value if facet.kind == "link" and facet.value != link
                                        else shown if facet.kind == "link" else "#" + facet.value)
 
-    # The headline first, whole or cut between words with "…" — or the link alone.
-    headline, first_line = clean(title), text.split("\n")[0]
+    # The headline first (mentions made inert; the lead's first sentence when there is no headline), whole or
+    # cut between words with "…" — between characters only when its first word alone is too long.
+    headline, first_line = teaser.quiet_mentions(clean(title)), text.split("\n")[0]
+    quiet_lead = teaser.quiet_mentions(clean(lead))
+    if headline in teaser.PLACEHOLDER_TITLES or not headline:
+        headline = teaser.quiet_mentions(teaser.lead_sentence(lead))
     if text == shown:
         assert headline == "" or "headline" in result.dropped
     elif headline:
@@ -161,12 +165,12 @@ def check_invariants(network: networks.Network, result: teaser.Teaser, title: st
             assert first_line.endswith("…") and kept and headline.startswith(kept)
             assert graphemes(headline)[:len(graphemes(kept))] == graphemes(kept)  # never inside a grapheme
             rest = headline[len(kept):].lstrip(",;:—–-")
-            assert rest[:1].isspace() or (teaser._CJK.match(kept[-1]) and teaser._CJK.match(rest[:1])), \
-                f"cut inside a word: {kept!r} | {rest[:20]!r}"
+            at_a_word = rest[:1].isspace() or (teaser._CJK.match(kept[-1]) and teaser._CJK.match(rest[:1]))
+            assert at_a_word or not teaser._cuts(graphemes(kept)), f"cut inside a word: {kept!r} | {rest[:20]!r}"
 
     # Nothing broken: every grapheme comes whole from the inputs, the link, the tags or the template.
     tags = " ".join("#" + tag for tag in teaser.hashtags(categories, Options()))
-    allowed = set(graphemes(headline + "\n" + clean(lead) + "\n" + shown + "\n" + tags + "\n…# "))
+    allowed = set(graphemes(headline + "\n" + quiet_lead + "\n" + shown + "\n" + tags + "\n…# "))
     assert set(graphemes(text)) <= allowed
 
     # An editor who posts it unchanged gets the same measure.
@@ -253,14 +257,16 @@ def test_it_cuts_japanese_between_characters_and_never_inside_an_emoji():
     assert parse_tweet(result.text).weightedLength <= 280
 
 
-def test_one_enormous_word_leaves_the_link_alone():
+def test_one_enormous_word_is_cut_at_a_character_never_leaving_the_link_alone():
     result = teaser.compose(X, title="x" * 5000, lead="y" * 5000, url="https://example.com/a",
                             categories=["News"], options=Options(utm=False))
-    assert result.text == "https://example.com/a"
-    assert result.dropped == ("hashtags", "lead", "headline")
+    cut = result.text.split("…")[0]
+    assert set(cut) == {"x"} and result.text == cut + "…\n\nhttps://example.com/a"
+    assert result.length == 280  # as much of the word as fits ("…" weighs 2 on X)
+    assert result.dropped == ("hashtags", "lead", "headline shortened")
 
 
-def test_an_empty_headline_leaves_lead_and_link():
+def test_an_empty_headline_gives_its_place_to_the_lead():
     result = teaser.compose(MASTODON, title=" \n\x00\u202e ", lead="A lead. Second.", url="https://example.com/a",
                             options=Options(utm=False, hashtags=False))
     assert result.text == "A lead.\n\nhttps://example.com/a"
@@ -303,10 +309,10 @@ def test_it_finds_the_first_sentence_of_a_lead(lead, sentence):
     (["covid-19 vaccines"], Options(), ["Covid19Vaccines"]),
     (["Économie", "politics"], Options(), ["Économie", "politics"]),
     (["2024", "", "!!!", "World News", "world news", "WORLD-NEWS"], Options(), ["WorldNews"]),
-    (["A", "B", "C"], Options(), ["A", "B"]),
-    (["A", "B", "C"], Options(max_hashtags=3), ["A", "B", "C"]),
-    (["A", "B"], Options(max_hashtags=0), []),
-    (["A", "B"], Options(hashtags=False), []),
+    (["Arts", "Books", "Cars"], Options(), ["Arts", "Books"]),
+    (["Arts", "Books", "Cars"], Options(max_hashtags=3), ["Arts", "Books", "Cars"]),
+    (["Arts", "Books"], Options(max_hashtags=0), []),
+    (["Arts", "Books"], Options(hashtags=False), []),
     (["world news", "Sport"], Options(hashtag_map={"World News": "World"}), ["World", "Sport"]),
     (["World News", "Sport"], Options(hashtag_map={"WORLD NEWS": ""}), ["Sport"]),
     (["World News", "Sport"], Options(deny=frozenset({"#worldnews"})), ["Sport"]),
@@ -463,3 +469,42 @@ def test_it_names_networks_and_refuses_unknown_ones():
 def test_it_refuses_an_article_link_that_is_not_http():
     with pytest.raises(InvalidInput, match="must be an http"):
         teaser.compose(X, title="t", lead="", url="javascript:alert(1)")
+
+
+# ── what a follower sees: no live mentions, honest hashtags, never the link alone ─
+
+# The networks' own mention patterns, written out: X's (twitter-text's validMentionOrList) and Mastodon's
+# (Account::MENTION_RE). A teaser must give neither a match.
+X_MENTION = regex.compile(r"(?:^|[^a-zA-Z0-9_!#$%&*@＠]|(?:^|[^a-zA-Z0-9_+~.-])(?:rt|RT):?)[@＠][a-zA-Z0-9_]{1,20}")
+MASTODON_MENTION = regex.compile(r"(?<=^|[^/\w])@(([a-z0-9_]+([a-z0-9_.-]+[a-z0-9_]+)?)(?:@[\w.-]+\w)?)",
+                                 regex.IGNORECASE)
+URL = "https://news.example/2026/05/council-row"
+QUOTING = ("The mayor told @cityhall_news and @alice@social.example that ＠ratsnest was wrong; write to "
+           "desk@news.example. More follows.")
+
+
+@pytest.mark.parametrize("network", [X, MASTODON, BLUESKY], ids=lambda n: n.name)
+def test_a_quoted_handle_notifies_nobody_and_reads_as_written(network):
+    assert X_MENTION.search(QUOTING) and MASTODON_MENTION.search(QUOTING)  # the lead as the site wrote it would
+    made = teaser.compose(network, title="Council row: @mayor answers", lead=QUOTING, url=URL)
+    assert not X_MENTION.search(made.text) and not MASTODON_MENTION.search(made.text)
+    assert made.text.replace(teaser.ZWJ, "").startswith("Council row: @mayor answers")
+    assert "desk@news.example" in made.text  # an address is not a mention: left as it is
+    assert made.length <= network.limit
+
+
+def test_hashtags_come_from_the_words_not_from_entities_or_symbols():
+    options = Options(max_hashtags=5)
+    assert teaser.hashtags(["Food &amp; Drink", "C++", "R", "World News", "東京"], options) == [
+        "FoodDrink", "WorldNews", "東京"]
+
+
+@pytest.mark.parametrize("network", [X, MASTODON, BLUESKY], ids=lambda n: n.name)
+def test_a_teaser_is_never_the_link_alone(network):
+    untitled = teaser.compose(network, title="(untitled)", lead="Ferries resume at dawn. Crews are back.",
+                              url=URL)
+    assert "(untitled)" not in untitled.text and untitled.text.startswith("Ferries resume at dawn.")
+    one_word = teaser.compose(network, title="Supercalifragilistic" * 20, lead="", url=URL)
+    first_line = one_word.text.split("\n")[0]
+    assert first_line.startswith("Supercalifragilistic") and first_line.endswith("…")
+    assert "headline shortened" in one_word.dropped and one_word.length <= network.limit

@@ -8,6 +8,7 @@ piece — hashtags, the lead, the headline — until it fits by that network's r
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -129,6 +130,22 @@ def lead_sentence(lead: str) -> str:
     return first_sentence(clean(lead))
 
 
+# ── mentions ─────────────────────────────────────────────────────────────────
+
+# "@handle" and "@user@instance" quoted in a story would notify those people on X and Mastodon (Bluesky links
+# a mention only through a facet, which we never make). A ZERO WIDTH JOINER after the "@" breaks both networks'
+# mention patterns and shows nothing: the text reads as the site wrote it, and nobody is notified. Chosen over
+# "@ handle", which changes what readers see. An address (name@example.com) is left alone.
+_MENTION = regex.compile(r"(?<![\w@/.])([@＠])(?=[\p{L}\p{Nd}_])")
+ZWJ = "\u200d"
+PLACEHOLDER_TITLES = {"(untitled)"}  # what ingest stores for an item without a title
+
+
+def quiet_mentions(text: str) -> str:
+    """`text` with every @mention made inert (a ZWJ after its "@"), so that posting it notifies nobody."""
+    return _MENTION.sub(lambda m: m.group(1) + ZWJ, text)
+
+
 # ── hashtags ─────────────────────────────────────────────────────────────────
 
 
@@ -150,14 +167,15 @@ def hashtags(categories: Iterable[str], options: Options) -> list[str]:
 
 
 def _tag(words: str) -> str:
-    """A hashtag from words: "World News" → "WorldNews", "covid-19 vaccines" → "Covid19Vaccines", "" if none."""
-    parts = _TAG_PART.findall(clean(words))
+    """A hashtag from words: "World News" → "WorldNews", "covid-19 vaccines" → "Covid19Vaccines", "Food &amp;
+    Drink" (a feed's entity left in) → "FoodDrink"; "" if none, or only one character ("C++" would be #C)."""
+    parts = _TAG_PART.findall(clean(html.unescape(words)))
     if len(parts) > 1:
         parts = [part[:1].upper() + part[1:] for part in parts]
     # A Prepend character at the end would fuse with the space after the tag into one grapheme.
     tag = _TRAILING_PREPEND.sub("", "".join(parts))
-    if not regex.search(r"\p{L}", tag) or len(_GRAPHEME.findall(tag)) > BLUESKY_MAX_TAG:
-        return ""  # all digits, or longer than any network takes as a tag
+    if not regex.search(r"\p{L}", tag) or not 2 <= len(_GRAPHEME.findall(tag)) <= BLUESKY_MAX_TAG:
+        return ""  # all digits, one character, or longer than any network takes as a tag
     return tag
 
 
@@ -241,8 +259,13 @@ def _byte_offset(text: str, index: int) -> int:
 
 def compose(network: Network, *, title: str, lead: str, url: str, categories: Iterable[str] = (),
             options: Options = Options()) -> Teaser:
-    """The teaser for one article on one network, within its limit; what was given up to fit is in `dropped`."""
-    headline, sentence, tags = clean(title), lead_sentence(lead), hashtags(categories, options)
+    """The teaser for one article on one network, within its limit; what was given up to fit is in `dropped`.
+    Never the link alone: with no headline the lead stands in for it, and a headline too long to fit at a
+    word is cut at a character."""
+    headline, sentence = quiet_mentions(clean(title)), quiet_mentions(lead_sentence(lead))
+    tags = hashtags(categories, options)
+    if headline in PLACEHOLDER_TITLES or not headline:
+        headline, sentence = sentence, ""
     link = with_utm(_checked_url(url), network.name, options)
     shown = link_label(link) if network.name == "bluesky" else link
 
@@ -267,8 +290,9 @@ def compose(network: Network, *, title: str, lead: str, url: str, categories: It
         if text := attempt(headline, "", []):
             return done(text, dropped)
     if headline:
-        # 4. the headline, shortened as a last resort
-        text = _longest(headline, lambda shorter: attempt(shorter, "", []), lambda _: True)
+        # 4. the headline, shortened as a last resort: at a word, else at a character (one long word)
+        text = (_longest(headline, lambda shorter: attempt(shorter, "", []), lambda _: True)
+                or _longest(headline, lambda shorter: attempt(shorter, "", []), lambda _: True, anywhere=True))
         if text:
             return done(text, dropped + ["headline shortened"])
         dropped.append("headline")
@@ -342,10 +366,12 @@ def _tidy(text: str) -> str:
     return "\n".join(lines).strip()
 
 
-def _longest(text: str, attempt: Callable[[str], str | None], enough: Callable[[str], bool]) -> str | None:
-    """The teaser with the longest word-prefix of `text` + "…" that fits and is `enough`, found by bisection."""
+def _longest(text: str, attempt: Callable[[str], str | None], enough: Callable[[str], bool],
+             anywhere: bool = False) -> str | None:
+    """The teaser with the longest word-prefix of `text` + "…" that fits and is `enough`, found by bisection;
+    `anywhere`: the longest prefix cut between any two characters (graphemes), for a text with no room at a word."""
     graphemes = _GRAPHEME.findall(text)
-    cuts = _cuts(graphemes)
+    cuts = list(range(1, len(graphemes))) if anywhere else _cuts(graphemes)
     # Keep only the cuts that leave enough (a monotone test: more words, more said), then bisect on the fit.
     low = _first(len(cuts), lambda i: (shorter := _shortened(graphemes, cuts[i])) is not None and enough(shorter))
     best, high = None, len(cuts) - 1
