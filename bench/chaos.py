@@ -50,9 +50,10 @@ Then the faults stop, everything that is down is started, and the run waits for 
           an edition of the daily newsletter. A message with a header the template doesn't write is
           counted as injected.
   social  each (story, account): `posted` and on the network once; `ambiguous` (an attempt went unanswered)
-          and on it at most once; `failed`/`skipped`, no post, or posted and not on the network, is lost
-          (every stored story has a web address to share: its own, or its feed's when its link is no web
-          address); pending/sending at the end is stuck.
+          and on it at most once; `skipped` is right only for a story with no web address of its own (a
+          javascript: link and no permalink guid: no teaser, never the feed's address); otherwise
+          `failed`/`skipped`, no post, or posted and not on the network, is lost; pending/sending at the
+          end is stuck.
   ingest  every story published is stored, but the broken item, which may be skipped; no feed left failing.
 
 Duplicates are allowed only inside the documented windows, counted per fault: one per killed worker or
@@ -753,8 +754,9 @@ class Run:
             ).all()
             edition_states = Counter(session.execute(
                 select(Newsletter.slug, Edition.status).join(Newsletter, Newsletter.id == Edition.newsletter_id)).all())
-            posts = session.execute(select(Post.article_id, Post.status, Post.text, SocialAccount.network)
-                                    .join(SocialAccount, SocialAccount.id == Post.account_id)).all()
+            posts = session.execute(select(Post.article_id, Post.status, Post.text, SocialAccount.network, Article.url)
+                                    .join(SocialAccount, SocialAccount.id == Post.account_id)
+                                    .join(Article, Article.id == Post.article_id)).all()
             feeds_failing = session.scalar(select(func.count()).select_from(Feed).where(Feed.error_count > 0))
         mail = Counter()
         for row in rows:
@@ -789,8 +791,11 @@ class Run:
                 social["duplicates"] += max(0, copies - 1)
             elif post.status == "ambiguous":
                 social["duplicates"] += max(0, copies - 1)
+            elif post.status == "skipped" and not post.url:
+                social["no link, skipped"] += 1  # right: a story with no address of its own gets no teaser
+                social["duplicates"] += copies
             elif post.status in ("failed", "skipped"):
-                social["lost"] += 1  # every story stored has a web address: its own, or its feed's
+                social["lost"] += 1
                 social["duplicates"] += copies
             else:
                 social["stuck"] += 1

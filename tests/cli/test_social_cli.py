@@ -140,3 +140,37 @@ def test_hard_stories_make_teasers_a_follower_can_read(syndicate, feed_server):
             assert text.startswith("Ferries resume at dawn, @\u200dharbourmaster told")
         else:
             assert text.startswith("Donaudampfschifffahrtsgesellschaftskapitän") and "…" in text
+
+
+LINKS_FEED = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:feedburner="http://rssnamespace.org/feedburner/ext/1.0"><channel>
+<title>Links</title><link>https://news.example/</link>
+<item><title>Linked to the feed</title><link>{feed}</link><guid>https://news.example/2026/05/permalink</guid></item>
+<item><title>Linked to the home page</title><link>https://news.example/</link>
+  <feedburner:origLink>https://news.example/2026/05/origlink</feedburner:origLink></item>
+<item><title>No link at all</title><guid isPermaLink="false">urn:uuid:5f1c</guid></item>
+<item><title>A script for a link</title><link>javascript:alert(1)</link></item>
+</channel></rss>
+"""
+
+
+def test_a_story_links_to_itself_or_to_nothing_never_to_its_feed(syndicate, feed_server):
+    """Through `syndicate feed poll`: an item whose link is the feed or the home page posts its permalink
+    guid or FeedBurner's origLink; one with no address of its own gets no teaser, and the editor sees why."""
+    url = feed_server.base + "/links/"
+    feed_server.serve("/links/", LINKS_FEED.format(feed=url).encode())
+    added = syndicate("feed", "add", url).output
+    syndicate("account", "add", "desk-x", "--network", "x", "--dry-run", "--window", "always")
+    syndicate("feed", "poll", "--all")
+    posts = json.loads(syndicate("post", "list", "--json").output)
+    by_url = {p["url"].split("?")[0]: p for p in posts if p["status"] == "pending"}  # without the UTM
+    assert set(by_url) >= {"https://news.example/2026/05/permalink", "https://news.example/2026/05/origlink"}
+    assert not any(u == url or u in ("https://news.example/", "") for u in by_url)
+    skipped = [p for p in posts if p["status"] == "skipped"]
+    assert len(skipped) == 2 and all("no link of its own" in (p.get("error") or "") for p in skipped), skipped
+    feeds = json.loads(syndicate("feed", "list", "--json").output)
+    note = next(f for f in feeds if f["url"] == url)["last_error"]
+    assert "4 item(s) had no web address of their own as a link" in note and "(and 1 more)" in note
+    assert "'No link at all': it has no link to the story; no teaser is posted for it" in note
+    assert "'Linked to the feed': its link is the feed's own address" in note and "its guid is used" in note
+    assert "feed 1" in added or "feed" in added

@@ -69,15 +69,15 @@ def stored_links(svc) -> dict[str, str]:
 def test_a_feed_items_javascript_link_is_never_stored_and_the_feed_says_why(svc, polled, feed_server):
     assert stored_links(svc) == {
         "Vote tonight": "https://hub.example/2026/vote",  # its guid is a permalink: the story keeps its address
-        "Polls close": feed_server.base + "/feed",  # nothing else: the story links to its feed
+        "Polls close": "",  # nothing else: no address of its own (never the feed's), and no teaser
         "Heat plan for Tokyo": IRI_AS_URI,  # an IRI, kept as the URI every client links whole
     }
     with transaction(svc.Session) as session:
         feed = session.get(Feed, polled)
         health = feeds.health(feed, utcnow())
     assert health["status"] == "ok"  # the feed was read: the other stories went on
-    assert "2 item(s) had a link that is not a web address" in feed.last_error
-    assert "'Polls close'" in feed.last_error and "links to its feed instead" in feed.last_error
+    assert "2 item(s) had no web address of their own as a link" in feed.last_error
+    assert "'Polls close'" in feed.last_error and "no teaser is posted for it" in feed.last_error
     with transaction(svc.Session) as session:
         assert "\nsyndicate_feeds_failing 0.0\n" in metrics.render(session, svc.settings)  # a note, not a failure
 

@@ -127,10 +127,10 @@ def test_one_item_the_reader_breaks_on_is_skipped_and_said_on_the_feed_and_the_o
     url = feed_server.serve("/feed/", RSS.format(items=items).encode())
     real = documents._entry
 
-    def breaks_on_one(entry, base_url):
+    def breaks_on_one(entry, *args):
         if entry.get("title") == "Poisoned item":
             raise RecursionError("maximum recursion depth exceeded")
-        return real(entry, base_url)
+        return real(entry, *args)
 
     monkeypatch.setattr(documents, "_entry", breaks_on_one)
     with transaction(svc.Session) as session:

@@ -116,9 +116,12 @@ def _parse(body: bytes, base_url: str, content_type: str | None) -> Document:
         entries = [e for e in entries if e.get("id") or e.get("link")]
     title = one_line(content.plain_text(str(parsed.feed.get("title") or "")))[:500] or None  # Feed.title's size
     document = Document([], title)
+    # A story linked to the feed itself or to the site's home page has no address of its own.
+    home = str(parsed.feed.get("link") or "")
+    not_the_story = tuple(address for address in (base_url, urljoin(base_url, home) if home else "") if address)
     for e in entries:
         try:
-            document.entries.append(_entry(e, base_url))
+            document.entries.append(_entry(e, base_url, not_the_story))
         except Exception as problem:  # noqa: BLE001 - this item only: the rest of the feed is read
             name = one_line(str(e.get("title") or e.get("link") or e.get("id") or "an item"))[:80]
             document.skipped.append(f"{name!r}: {type(problem).__name__}: {str(problem)[:200]}")
@@ -155,8 +158,8 @@ def refuse_entity_declarations(body: bytes) -> None:
             refuse()
 
 
-def _entry(e, base_url: str) -> Entry:
-    """A feedparser entry, read into `normalise`."""
+def _entry(e, base_url: str, not_the_story: tuple[str, ...] = ()) -> Entry:
+    """A feedparser entry, read into `normalise`; `not_the_story`: the feed's own addresses."""
     link = urljoin(base_url, e.get("link", "")) if e.get("link") else ""
     body, summary = {}, e.get("summary_detail") or {}
     if e.get("content"):
@@ -167,12 +170,14 @@ def _entry(e, base_url: str) -> Entry:
         summary=e.get("summary", ""), html_base=urljoin(link or base_url, body.get("base") or ""),
         published_at=_date(e), author=e.get("author"), image_url=_image(e),
         categories=[t["term"] for t in e.get("tags", []) if t.get("term")],
+        orig_link=e.get("feedburner_origlink"), not_the_story=not_the_story,
     )
 
 
 def normalise(*, link: str, guid: str | None, title: str, html: str, summary: str = "", html_base: str = "",
               published_at: datetime | None = None, author: str | None = None, image_url: str | None = None,
-              categories: list[str] | None = None) -> Entry:
+              categories: list[str] | None = None, orig_link: str | None = None,
+              not_the_story: tuple[str, ...] = ()) -> Entry:
     """One story as syndicate keeps it, whether a feed carried it or a CMS pushed it.
 
     Relative links in the story resolve against `html_base` (its xml:base) or else its own page.
@@ -183,7 +188,7 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
     lead = content.lead(html) or content.lead(content.sanitise(summary, base_url=base))
     digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
     guid = (guid or "").strip() or None
-    url, link_problem = story_link(link, guid)
+    url, link_problem = story_link(link, guid, orig_link=orig_link, not_the_story=not_the_story)
     identity = guid or url or f"sha256:{digest}"
     return Entry(
         identity=identity[:2048],
@@ -201,21 +206,32 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
     )
 
 
-def story_link(link: str, guid: str | None) -> tuple[str, str | None]:
-    """The story's address, canonical: its link if that is a web address, else its guid if that is one (RSS's
-    permalink guid), else none; and why its own link was passed over."""
-    problem = None
-    if link:
+def story_link(link: str, guid: str | None, *, orig_link: str | None = None,
+               not_the_story: tuple[str, ...] = ()) -> tuple[str, str | None]:
+    """The story's own address, canonical: its link, else its guid (RSS's permalink), else FeedBurner's
+    origLink; never the feed's own address or its home page (`not_the_story`): a story with none of its own
+    has no address (""), gets no teaser, and the editor reads why on the feed. The second value says why
+    its link was passed over (None when it wasn't).
+
+    A guid is taken when it is a web address: RSS calls it a permalink unless marked otherwise, and one
+    marked otherwise (WordPress's `?p=123`) still leads to the story.
+    """
+    nowhere = {canonical_url(address) for address in not_the_story if address}
+    problems = []
+    for what, value in (("link", link), ("guid", guid), ("feedburner:origLink", orig_link)):
+        if not value:
+            continue
         try:
-            return canonical_url(links.web_link(link)), None
+            url = canonical_url(links.web_link(value))
         except links.NotAWebLink as e:
-            problem = str(e)
-    if guid and problem:
-        try:
-            return canonical_url(links.web_link(guid)), f"{problem}; its guid is used instead"
-        except links.NotAWebLink:
-            pass
-    return "", problem and f"{problem}; the story links to its feed instead"
+            if what == "link":
+                problems.append(str(e))
+            continue
+        if url in nowhere:
+            problems.append(f"its {what} is the feed's own address, not the story's")
+            continue
+        return url, f"{'; '.join(problems)}; its {what} is used instead" if problems else None
+    return "", "; ".join(problems or ["it has no link to the story"]) + "; no teaser is posted for it"
 
 
 def _date(e) -> datetime | None:

@@ -126,8 +126,9 @@ def _linkable(url: str) -> bool:
 
 def _insert(session: Session, feed: Feed | None, fresh: list[tuple[str, Entry]], now: datetime) -> list[int]:
     def article(key: str, entry: Entry) -> Article:
+        # url "": a story with no address of its own (documents.story_link), never the feed's.
         return Article(
-            feed_id=feed.id if feed else None, identity=key, url=entry.url or (feed.url if feed else ""),
+            feed_id=feed.id if feed else None, identity=key, url=entry.url,
             title=entry.title[:1000], lead=entry.lead, content_html=entry.content_html,
             content_hash=entry.content_hash, author=entry.author, image_url=entry.image_url,
             categories=entry.categories, first_seen_at=now,
@@ -169,7 +170,7 @@ def passed_over(document: Document) -> str | None:
     link was refused (stored with another), and items that could not be read at all (not stored)."""
     said = []
     for problems, what in (([f"{entry.title!r}: {entry.link_problem}" for entry in document.entries
-                             if entry.link_problem], "had a link that is not a web address"),
+                             if entry.link_problem], "had no web address of their own as a link"),
                            (document.skipped, "could not be read and were skipped")):
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""

@@ -96,6 +96,12 @@ def plan(session: Session, settings: Settings, now: datetime | None = None) -> l
             lane = "breaking" if breaking & {c.casefold() for c in article.categories or ()} else "regular"
             post = Post(article_id=article.id, account_id=account.id, share=0, lane=lane, created_at=now,
                         next_attempt_at=now, dry_run=accounts.is_dry_run(account, settings.x is not None))
+            if not article.url:  # its feed gave no address of its own (ingest says why on the feed)
+                post.text, post.payload, post.status = "", {}, "skipped"
+                post.error = ("not posted: the story has no link of its own (its feed's item links to nothing, or "
+                              "to the feed itself); fix the feed, or push the story with its link")
+                session.add(post)
+                continue
             try:
                 composed = compose(account, article)
             except Exception as e:  # one story that can't be teased never holds up the others
