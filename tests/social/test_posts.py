@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from twitter_text import parse_tweet
 
 from conftest import configured
+from syndicate import ledger
 from syndicate.db import transaction
 from syndicate.errors import TransportError
 from syndicate.ingest import feeds
@@ -210,6 +211,32 @@ def test_a_duplicate_after_an_unanswered_try_is_marked_ambiguous(live, sample_fe
     assert second.status == "ambiguous"
     assert "probably posted" in second.error
 
+
+
+def killed_mid_attempt(svc, post_id: int, token: str, at: datetime) -> None:
+    """As a worker killed after it sent the post and before it heard back: claimed, and nothing recorded."""
+    with transaction(svc.Session) as session:
+        assert ledger.claim(session, Post, Post.id == post_id, token, at) == 1
+
+
+@pytest.mark.parametrize("comes_back", ["the same task, delivered again", "revived by the tick"])
+def test_a_duplicate_after_a_worker_died_mid_attempt_is_marked_ambiguous_not_skipped(live, sample_feed,
+                                                                                     comes_back):
+    """X keeps no idempotency key: a worker killed after X took the post leaves no trace but the claim, and
+    the next attempt hears "duplicate content". The post is out there (chaos found it recorded as skipped)."""
+    account, due = plan_posts(live, sample_feed)
+    killed_mid_attempt(live, due[0], "t1", utcnow() - timedelta(hours=1))
+    token = "t1"
+    if comes_back == "revived by the tick":
+        dispatched(live, utcnow())
+        assert (reload(live, due[0]).status, reload(live, due[0]).uncertain) == ("pending", True)
+        token = "t2"
+
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.POST, TWEETS, status=403, json=DUPLICATE)
+        post = publish(live, account, due[0], token=token)
+
+    assert post.status == "ambiguous" and "probably posted" in post.error
 
 def test_a_rate_limit_parks_the_account_until_the_later_reset_without_counting_an_attempt(live, sample_feed):
     account, due = plan_posts(live, sample_feed)

@@ -239,7 +239,9 @@ def dispatch(session: Session, settings: Settings, now: datetime | None = None) 
     """The tick: posts whose worker died go back; then at most one post per account, when its pace
     allows. Each one returned is leased (settings.leases.requeue) so the next tick doesn't queue it again."""
     now, leases = now or utcnow(), settings.leases
-    ledger.revive(session, Post, now, leases, next_attempt_at=now)
+    # A claim nobody refreshed: its worker died mid-attempt, which may have reached the network (X keeps no
+    # idempotency key): a "duplicate" answer to the next attempt then means it went out.
+    ledger.revive(session, Post, now, leases, next_attempt_at=now, uncertain=True)
     if accounts.social_paused(session):
         return []
     ids = []
@@ -317,8 +319,14 @@ def publish(sessions: sessionmaker, settings: Settings, client: SocialClient, po
     """Claim → publish → record. A post already published (or held, cancelled) is never touched again."""
     with sessions() as session:
         with session.begin():
+            # The same task delivered again (its worker died mid-attempt) resumes its own claim: that attempt
+            # may have reached the network, as a revived one may.
+            resumed = session.scalar(select(Post.id).where(Post.id == post_id, Post.status == "sending",
+                                                           Post.claimed_by == token)) is not None
             claimed = ledger.claim(session, Post, Post.id == post_id, token, clock())
             post = session.get(Post, post_id)
+            if claimed and resumed:
+                post.uncertain = True
             if claimed:
                 request = PostRequest(teaser=teaser_of(post), card=card, post_id=post.id, created_at=post.created_at)
         if not claimed:
