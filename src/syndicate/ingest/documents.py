@@ -118,7 +118,8 @@ def _parse(body: bytes, base_url: str, content_type: str | None) -> Document:
     document = Document([], title)
     # A story linked to the feed itself or to the site's home page has no address of its own.
     home = str(parsed.feed.get("link") or "")
-    not_the_story = tuple(address for address in (base_url, urljoin(base_url, home) if home else "") if address)
+    not_the_story = frozenset(canonical_url(address) for address in (base_url, urljoin(base_url, home) if home else "")
+                              if address)  # canonical once per feed, not per item
     for e in entries:
         try:
             document.entries.append(_entry(e, base_url, not_the_story))
@@ -158,8 +159,8 @@ def refuse_entity_declarations(body: bytes) -> None:
             refuse()
 
 
-def _entry(e, base_url: str, not_the_story: tuple[str, ...] = ()) -> Entry:
-    """A feedparser entry, read into `normalise`; `not_the_story`: the feed's own addresses."""
+def _entry(e, base_url: str, not_the_story: frozenset[str] = frozenset()) -> Entry:
+    """A feedparser entry, read into `normalise`; `not_the_story`: the feed's own addresses, canonical."""
     link = urljoin(base_url, e.get("link", "")) if e.get("link") else ""
     body, summary = {}, e.get("summary_detail") or {}
     if e.get("content"):
@@ -177,7 +178,7 @@ def _entry(e, base_url: str, not_the_story: tuple[str, ...] = ()) -> Entry:
 def normalise(*, link: str, guid: str | None, title: str, html: str, summary: str = "", html_base: str = "",
               published_at: datetime | None = None, author: str | None = None, image_url: str | None = None,
               categories: list[str] | None = None, orig_link: str | None = None,
-              not_the_story: tuple[str, ...] = ()) -> Entry:
+              not_the_story: frozenset[str] = frozenset()) -> Entry:
     """One story as syndicate keeps it, whether a feed carried it or a CMS pushed it.
 
     Relative links in the story resolve against `html_base` (its xml:base) or else its own page.
@@ -207,16 +208,15 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
 
 
 def story_link(link: str, guid: str | None, *, orig_link: str | None = None,
-               not_the_story: tuple[str, ...] = ()) -> tuple[str, str | None]:
+               not_the_story: frozenset[str] = frozenset()) -> tuple[str, str | None]:
     """The story's own address, canonical: its link, else its guid (RSS's permalink), else FeedBurner's
-    origLink; never the feed's own address or its home page (`not_the_story`): a story with none of its own
-    has no address (""), gets no teaser, and the editor reads why on the feed. The second value says why
-    its link was passed over (None when it wasn't).
+    origLink; never the feed's own address or its home page (`not_the_story`, canonical): a story with none
+    of its own has no address (""), gets no teaser, and the editor reads why on the feed. The second value
+    says why its link was passed over (None when it wasn't).
 
     A guid is taken when it is a web address: RSS calls it a permalink unless marked otherwise, and one
     marked otherwise (WordPress's `?p=123`) still leads to the story.
     """
-    nowhere = {canonical_url(address) for address in not_the_story if address}
     problems = []
     for what, value in (("link", link), ("guid", guid), ("feedburner:origLink", orig_link)):
         if not value:
@@ -227,7 +227,7 @@ def story_link(link: str, guid: str | None, *, orig_link: str | None = None,
             if what == "link":
                 problems.append(str(e))
             continue
-        if url in nowhere:
+        if url in not_the_story:
             problems.append(f"its {what} is the feed's own address, not the story's")
             continue
         return url, f"{'; '.join(problems)}; its {what} is used instead" if problems else None
