@@ -13,6 +13,7 @@ _INVISIBLE = regex.compile(
     r"[[\p{Cf}\p{Cs}\p{Noncharacter_Code_Point}]--[\u200c-\u200f\u061c\U000E0020-\U000E007F]]", regex.V1
 )
 _CONTROL = regex.compile(r"\p{Cc}")
+UNTITLED = "(untitled)"  # a story's title when its item had none: ingest stores it, a teaser never shows it
 
 
 def one_line(text: str) -> str:

@@ -16,7 +16,7 @@ from syndicate.social import networks, teaser
 from syndicate.social.networks import BLUESKY, MASTODON, X
 from syndicate.social.teaser import Options
 from syndicate.templating import render
-from syndicate.text import clean
+from syndicate.text import UNTITLED, clean
 
 SEED_TITLE = "Armenia Conducts Joint Military Exercises With US, Straining Relations With Regional Partner Russia"
 SEED_URL = "https://truthusa.example/armenia-conducts-joint-military-exercises-with-us/"
@@ -154,7 +154,7 @@ def check_invariants(network: networks.Network, result: teaser.Teaser, title: st
     # cut between words with "…" — between characters only when its first word alone is too long.
     headline, first_line = teaser.quiet_mentions(clean(title)), text.split("\n")[0]
     quiet_lead = teaser.quiet_mentions(clean(lead))
-    if headline in teaser.PLACEHOLDER_TITLES or not headline:
+    if headline == UNTITLED or not headline:
         headline = teaser.quiet_mentions(teaser.lead_sentence(lead))
     if text == shown:
         assert headline == "" or "headline" in result.dropped

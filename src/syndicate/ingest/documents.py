@@ -16,7 +16,7 @@ import feedparser
 from syndicate import links
 from syndicate.errors import FeedError
 from syndicate.ingest import content
-from syndicate.text import one_line
+from syndicate.text import UNTITLED, one_line
 
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 
@@ -185,7 +185,7 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
     """
     base = html_base or link
     html = content.sanitise(html or summary, base_url=base)
-    title = one_line(content.plain_text(title)) or "(untitled)"
+    title = one_line(content.plain_text(title)) or UNTITLED
     lead = content.lead(html) or content.lead(content.sanitise(summary, base_url=base))
     digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
     guid = (guid or "").strip() or None

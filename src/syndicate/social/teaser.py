@@ -21,7 +21,7 @@ from jinja2 import meta
 from syndicate.errors import InvalidInput
 from syndicate.social.networks import BLUESKY_MAX_BYTES, Network, fits, length
 from syndicate.templating import render, sandbox
-from syndicate.text import clean, first_sentence
+from syndicate.text import UNTITLED, clean, first_sentence
 
 ELLIPSIS = "…"
 BLUESKY_MAX_TAG = 64  # graphemes in a tag facet (app.bsky.richtext.facet#tag)
@@ -138,7 +138,6 @@ def lead_sentence(lead: str) -> str:
 # "@ handle", which changes what readers see. An address (name@example.com) is left alone.
 _MENTION = regex.compile(r"(?<![\w@/.])([@＠])(?=[\p{L}\p{Nd}_])")
 ZWJ = "\u200d"
-PLACEHOLDER_TITLES = {"(untitled)"}  # what ingest stores for an item without a title
 
 
 def quiet_mentions(text: str) -> str:
@@ -264,7 +263,7 @@ def compose(network: Network, *, title: str, lead: str, url: str, categories: It
     word is cut at a character."""
     headline, sentence = quiet_mentions(clean(title)), quiet_mentions(lead_sentence(lead))
     tags = hashtags(categories, options)
-    if headline in PLACEHOLDER_TITLES or not headline:
+    if headline == UNTITLED or not headline:
         headline, sentence = sentence, ""
     link = with_utm(_checked_url(url), network.name, options)
     shown = link_label(link) if network.name == "bluesky" else link
