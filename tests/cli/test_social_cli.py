@@ -174,3 +174,13 @@ def test_a_story_links_to_itself_or_to_nothing_never_to_its_feed(syndicate, feed
     assert "'No link at all': it has no link to the story; no teaser is posted for it" in note
     assert "'Linked to the feed': its link is the feed's own address" in note and "its guid is used" in note
     assert "feed 1" in added or "feed" in added
+
+
+def test_a_feed_note_names_an_item_by_a_short_title(syndicate, feed_server):
+    """A 5,000-character headline whose link is the feed: the note names it in 80 characters, not 5,000."""
+    url = feed_server.base + "/long/"
+    feed_server.serve("/long/", LINKS_FEED.replace("Linked to the feed", "Ω" * 5000).format(feed=url).encode())
+    syndicate("feed", "add", url)
+    syndicate("feed", "poll", "--all")
+    note = next(f for f in json.loads(syndicate("feed", "list", "--json").output) if f["url"] == url)["last_error"]
+    assert f"'{'Ω' * 79}…': its link is the feed's own address" in note and len(note) < 1200

@@ -24,6 +24,7 @@ from syndicate.errors import FeedError
 from syndicate.ingest import fetch, stored
 from syndicate.ingest.documents import Document, Entry, read
 from syndicate.models import Article, Feed, utcnow
+from syndicate.text import shorten
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=24)
@@ -169,7 +170,7 @@ def passed_over(document: Document) -> str | None:
     """What the feed's editor should hear of items passed over, on the feed: the poll was fine. Items whose
     link was refused (stored with another), and items that could not be read at all (not stored)."""
     said = []
-    for problems, what in (([f"{entry.title!r}: {entry.link_problem}" for entry in document.entries
+    for problems, what in (([f"{shorten(entry.title, 80)!r}: {entry.link_problem}" for entry in document.entries
                              if entry.link_problem], "had no web address of their own as a link"),
                            (document.skipped, "could not be read and were skipped")):
         if problems:
