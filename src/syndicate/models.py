@@ -106,10 +106,14 @@ class Article(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     author: Mapped[str | None] = mapped_column(String(300))
     image_url: Mapped[str | None] = mapped_column(String(2048))
+    image_alt: Mapped[str | None] = mapped_column(Text)  # the image's own alt text or caption, for posts
+    language: Mapped[str | None] = mapped_column(String(35))  # BCP 47, from the feed or detected; None: unknown
     categories: Mapped[list] = mapped_column(JSON, default=list)
     published_at: Mapped[datetime]
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime | None]
+    withdrawn_at: Mapped[datetime | None]  # an editor took the story back: off the archive, its posts retracted
+    withdrawn_by: Mapped[str | None] = mapped_column(String(64))
 
     feed: Mapped[Feed | None] = relationship(back_populates="articles")
 
@@ -403,7 +407,8 @@ class Post(Base):
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
     account_id: Mapped[int] = mapped_column(ForeignKey("social_accounts.id", ondelete="CASCADE"))
     share: Mapped[int] = mapped_column(Integer, default=0)
-    # pending → sending → posted | ambiguous | failed | skipped; held and cancelled by editors
+    # pending → sending → posted | ambiguous | failed | skipped; held and cancelled by editors;
+    # posted | ambiguous → retracted when an editor takes it back
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     lane: Mapped[str] = mapped_column(String(20), default="regular")  # regular | breaking (goes first)
     text: Mapped[str] = mapped_column(Text)
@@ -422,6 +427,8 @@ class Post(Base):
     error: Mapped[str | None] = mapped_column(Text)  # the last error, or why it was skipped
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     posted_at: Mapped[datetime | None]
+    retracted_at: Mapped[datetime | None]
+    retracted_by: Mapped[str | None] = mapped_column(String(64))  # the editor (or "cli") who took it back
 
     article: Mapped[Article] = relationship()
     account: Mapped[SocialAccount] = relationship()
