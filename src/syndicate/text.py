@@ -17,14 +17,17 @@ UNTITLED = "(untitled)"  # a story's title when its item had none: ingest stores
 
 
 def one_line(text: str) -> str:
-    """Header-safe: no CR, LF or other control characters, whitespace collapsed."""
-    if not text.isprintable():  # one C loop first: per character in Python is slow for every header of every mail
-        text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return " ".join(text.split())
+    """Header-safe: no CR, LF or other control characters, whitespace collapsed — the `clean` text, with a
+    fast path for the common case, since it runs for every header of every mail."""
+    if text.isprintable() and text.isascii():  # one C loop each: nothing to take out, nothing to normalise
+        return " ".join(text.split())
+    return clean(text)
 
 
 def clean(text: str) -> str:
-    """One line of plain text: control and invisible format characters out, NFC, whitespace collapsed."""
+    """One line of plain text as the writer meant it: control characters become spaces, invisible format
+    characters go (but not the joiners, marks and tags that emoji and scripts need), NFC, whitespace
+    collapsed. What a story's title and lead are stored as; each medium cleans further for its own needs."""
     text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
     return " ".join(unicodedata.normalize("NFC", text).split())
 

@@ -137,6 +137,23 @@ def test_it_keeps_cjk_titles_and_leads_intact(svc, feed_server):
     ]
 
 
+
+def test_it_stores_titles_as_the_site_wrote_them_emoji_and_joiners_intact(svc, feed_server):
+    """Joiners, emoji tags and variation selectors are part of a title's characters, not noise: stored as
+    written (in NFC), with only what can reorder or hide text taken out (a right-to-left override)."""
+    articles = sorted(ingest(svc, feed_server, "emoji.xml"), key=lambda a: a.published_at)
+
+    assert [a.title for a in articles] == [
+        "Family day 👩\u200d👩\u200d👧\u200d👦 at the park",
+        "Scotland 🏴\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F and Wales "
+        "🏴\U000E0067\U000E0062\U000E0077\U000E006C\U000E0073\U000E007F draw",
+        "Pride march 🏳\ufe0f\u200d🌈 fills the square",
+        "می\u200cخواهم بروم",
+        "Caf\u00e9 owner wins prize",  # NFC, and no override
+    ]
+    assert articles[0].lead == "A day out for every family 👨\u200d👩\u200d👧. Games start at noon."
+    assert articles[4].lead == "The owner of the caf\u00e9 won. She was delighted."
+
 # ── formats ──────────────────────────────────────────────────────────────────
 
 

@@ -42,6 +42,8 @@ BODY_INJECTION = ("=?utf-8?b?" + b64encode(b"x\r\nReply-To: p@evil.example\r\nCo
                                            b"<a href=//evil.example>pay</a>").decode() + "?=")
 TEMPLATE_HEADERS = {"From", "Subject", "List-Id", "List-Unsubscribe-Post", "Auto-Submitted", "MIME-Version",
                     "Content-Type", "To", "Message-ID", "Date", "List-Unsubscribe"}
+SCOTLAND = "🏴\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F"  # a flag made of tag characters
+EMOJI = f"Family 👩\u200d👩\u200d👧\u200d👦, {SCOTLAND}, می\u200cخواهم"
 
 
 def encoded_word(text: str, b: bool) -> str:
@@ -59,6 +61,17 @@ hostile = st.one_of(
               st.text(max_size=20), st.text(alphabet=st.sampled_from("\r\n:aZ@ =?é😀\t"), max_size=40),
               st.booleans(), st.text(max_size=20)),
 )
+
+
+def test_a_header_keeps_the_joiners_emoji_and_scripts_need():
+    """Made header-safe where the header is made: the family emoji, a flag's tags and a ZWNJ survive."""
+    template = PreparedMessage(sender=Mailbox(EMOJI, "briefing@news.example"), subject=f"{EMOJI}\r\nBcc: x@y.z",
+                               text="Hello\n", html="<p>Hello</p>", headers={})
+    data = template.render(to="reader@example.org", name=EMOJI, message_id="<1.2.abc@news.example>", date=DATE,
+                           per_recipient={}, replace={})
+
+    assert str(parsed(data)["Subject"]) == f"{EMOJI} Bcc: x@y.z"
+    assert display_name(email.message_from_bytes(data, policy=email.policy.compat32)["From"]) == EMOJI
 
 
 def parsed(data: bytes) -> email.message.EmailMessage:
@@ -88,6 +101,7 @@ def assert_well_formed(message, expected_headers: set[str]) -> None:
 @given(title=hostile, reader=hostile, from_name=hostile, newsletter=hostile)
 @example(title=INJECTION, reader=INJECTION, from_name=INJECTION, newsletter=INJECTION)
 @example(title=BODY_INJECTION, reader=BODY_INJECTION, from_name=BODY_INJECTION, newsletter=BODY_INJECTION)
+@example(title=EMOJI, reader=EMOJI, from_name=EMOJI, newsletter=EMOJI)
 def test_an_edition_has_exactly_the_headers_we_wrote_whatever_the_outside_text(title, reader, from_name, newsletter):
     template = PreparedMessage(
         sender=Mailbox(from_name, "briefing@news.example"), subject=title,

@@ -16,7 +16,7 @@ import feedparser
 from syndicate import links
 from syndicate.errors import FeedError
 from syndicate.ingest import content
-from syndicate.text import UNTITLED, one_line
+from syndicate.text import UNTITLED, clean
 
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 
@@ -114,7 +114,7 @@ def _parse(body: bytes, base_url: str, content_type: str | None) -> Document:
         # In a broken (often truncated) document an item with neither id nor link is
         # most likely half an item: storing it would give a story without a home.
         entries = [e for e in entries if e.get("id") or e.get("link")]
-    title = one_line(content.plain_text(str(parsed.feed.get("title") or "")))[:500] or None  # Feed.title's size
+    title = clean(content.plain_text(str(parsed.feed.get("title") or "")))[:500] or None  # Feed.title's size
     document = Document([], title)
     # A story linked to the feed itself or to the site's home page has no address of its own.
     home = str(parsed.feed.get("link") or "")
@@ -124,7 +124,7 @@ def _parse(body: bytes, base_url: str, content_type: str | None) -> Document:
         try:
             document.entries.append(_entry(e, base_url, not_the_story))
         except Exception as problem:  # noqa: BLE001 - this item only: the rest of the feed is read
-            name = one_line(str(e.get("title") or e.get("link") or e.get("id") or "an item"))[:80]
+            name = clean(str(e.get("title") or e.get("link") or e.get("id") or "an item"))[:80]
             document.skipped.append(f"{name!r}: {type(problem).__name__}: {str(problem)[:200]}")
     return document
 
@@ -185,7 +185,7 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
     """
     base = html_base or link
     html = content.sanitise(html or summary, base_url=base)
-    title = one_line(content.plain_text(title)) or UNTITLED
+    title = clean(content.plain_text(title)) or UNTITLED  # as the site wrote it: emoji, joiners and marks kept
     lead = content.lead(html) or content.lead(content.sanitise(summary, base_url=base))
     digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
     guid = (guid or "").strip() or None
@@ -201,9 +201,9 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
         lead=lead,
         content_hash=digest,
         published_at=published_at,
-        author=one_line(author or "") or None,
+        author=clean(author or "") or None,
         image_url=links.href(image_url) or content.first_image(html) or None,
-        categories=categories or [],
+        categories=[name for name in map(clean, categories or []) if name],
     )
 
 

@@ -1,7 +1,7 @@
 """push → article: a story a CMS sends the moment it is published, stored like a polled one.
 
 A pushed story goes through the same normalisation as a feed item (sanitised HTML,
-a clean lead, a header-safe title, the canonical URL, the same identity and content
+a clean lead, the title as the site wrote it, the canonical URL, the same identity and content
 hash) and through `feeds.store`, so pushing it twice, pushing an edit, or polling it
 later from the site's feed all end in one article.
 """
@@ -19,7 +19,7 @@ from syndicate import links
 from syndicate.errors import InvalidInput
 from syndicate.ingest import content, documents, feeds
 from syndicate.models import utcnow
-from syndicate.text import one_line
+from syndicate.text import clean
 
 MAX_BYTES = 1_000_000  # a story's HTML is rarely a tenth of this; more is an embedded file
 
@@ -53,7 +53,7 @@ class PushedStory(BaseModel):
     @field_validator("title")
     @classmethod
     def _headline(cls, value: str) -> str:
-        if not one_line(content.plain_text(value)):
+        if not clean(content.plain_text(value)):
             raise ValueError("the title is empty; send the story's headline")
         return value
 
@@ -65,7 +65,7 @@ class PushedStory(BaseModel):
     @field_validator("categories")
     @classmethod
     def _no_blank_categories(cls, value: list[str]) -> list[str]:
-        return [one_line(c) for c in value if one_line(c)]
+        return [clean(c) for c in value if clean(c)]
 
     @field_validator("published_at")
     @classmethod
