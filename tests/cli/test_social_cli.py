@@ -115,13 +115,18 @@ HARD_STORIES = """<?xml version="1.0" encoding="UTF-8"?>
   <category>Food &amp;amp; Drink</category><category>C++</category><category>Local News</category></item>
 <item><title>{word}</title><link>https://news.example/2026/05/word</link><guid>https://news.example/?p=2</guid>
   <description>Short.</description></item>
+<item><title>Harbour reopens after the storm</title><link>https://news.example/2026/05/harbour</link>
+  <category>World News</category><description><![CDATA[<p>World News</p><p>Harbour reopens after the storm</p>
+  <p>By Jane Doe, Senior Correspondent | May 5, 2026</p><p>WASHINGTON (AP) — Crews cleared the quay overnight.
+  Source link I'm Jane, the author behind Harbour News Hub. Leave a Reply</p>]]></description></item>
 </channel></rss>
 """.format(word="Donaudampfschifffahrtsgesellschaftskapitän" * 13)  # 546 letters: over every limit
 
 
 def test_hard_stories_make_teasers_a_follower_can_read(syndicate, feed_server):
     """Through `syndicate feed poll`: an untitled story with @handles in its lead and a feed's entity left
-    in a category, and a one-word headline longer than any network takes."""
+    in a category, a one-word headline longer than any network takes, and a story whose page puts its
+    section, headline, byline and dateline above it and runs its furniture into it."""
     syndicate("feed", "add", feed_server.serve("/hard/", HARD_STORIES.encode()))
     for network in ("x", "mastodon", "bluesky"):
         syndicate("account", "add", f"desk-{network}", "--network", network, "--dry-run", "--window", "always",
@@ -130,7 +135,7 @@ def test_hard_stories_make_teasers_a_follower_can_read(syndicate, feed_server):
     syndicate("feed", "poll", "--all")
     queue = json.loads(syndicate("post", "list", "--json").output)
     hard = [p for p in queue if "news.example/2026/05/" in p["url"]]
-    assert len(hard) == 6 and all(p["status"] == "pending" for p in hard)
+    assert len(hard) == 9 and all(p["status"] == "pending" for p in hard)
     for post in hard:
         text = post["text"]
         assert not text.startswith(("http", "news.example")) and "(untitled)" not in text  # never the link alone
@@ -138,6 +143,9 @@ def test_hard_stories_make_teasers_a_follower_can_read(syndicate, feed_server):
         assert "#FoodAmpDrink" not in text and "#C " not in text and not text.rstrip().endswith("#C")
         if "ferries" in post["url"]:
             assert text.startswith("Ferries resume at dawn, @\u200dharbourmaster told")
+        elif "harbour" in post["url"]:  # the page's section, headline, byline, dateline and furniture left out
+            assert "Crews cleared the quay overnight." in text and "WASHINGTON" not in text
+            assert not any(word in text for word in ("Jane", "Source link", "World News", "Reply")), text
         else:
             assert text.startswith("Donaudampfschifffahrtsgesellschaftskapitän") and "…" in text
 

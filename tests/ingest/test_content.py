@@ -197,3 +197,102 @@ def test_it_makes_relative_links_absolute_against_the_story():
     assert 'href="https://news.example/about"' in html
     assert 'src="https://news.example/2026/story/pic.jpg"' in html
     assert content.first_image(html) == "https://news.example/2026/story/pic.jpg"
+
+
+# ── what a page puts above the story, and furniture run into it ─────────────
+
+
+def test_the_seed_page_as_a_whole_leads_with_the_story_not_its_section_or_headline(seed_blocks):
+    """The seed article as its page reads: section label, headline, story, source link, bio, reply form."""
+    page = ["World News", seed_blocks["title"], *seed_blocks["body"], *seed_blocks["tail"]]
+
+    assert content.lead("".join(f"<p>{b}</p>" for b in page), title=seed_blocks["title"],
+                        categories=["World News"]) == FIRST_TWO_SENTENCES
+    assert content.lead(" ".join(page), title=seed_blocks["title"], categories=["World News"]) == FIRST_TWO_SENTENCES
+
+
+def test_it_ends_the_story_at_furniture_run_into_its_last_paragraph(seed_blocks):
+    run_in = seed_blocks["body"][0] + " Source link " + seed_blocks["tail"][1] + " Leave a Reply"
+
+    [story] = content.story_text(f"<p>{run_in}</p>")
+
+    assert story == seed_blocks["body"][0]
+
+
+@pytest.mark.parametrize("furniture", [
+    "Source link", "Leave a Reply", "The post Ferries resume appeared first on Harbour News.",
+    "I'm Jane, the author behind Jane's News Hub.", "Continue reading →", "Read more: the timetable",
+    "Related posts: Ferries", "You may also like", "Share this: Facebook", "Filed under: Local",
+])
+def test_furniture_run_into_a_paragraph_ends_the_story_there(furniture):
+    html = f"<p>Ferries resume at dawn. The harbour reopens on Monday. {furniture} Not the story.</p>"
+
+    assert content.story_text(html) == ["Ferries resume at dawn. The harbour reopens on Monday."]
+
+
+@pytest.mark.parametrize("sentence", [
+    "Readers who read more than one paper said so.", "She had a source link to the ministry.",
+    "Asked to share this: she declined.", "Those related: posts by the minister.",
+])
+def test_words_that_only_look_like_furniture_stay_in_the_story(sentence):
+    html = f"<p>Ferries resume at dawn. {sentence}</p>"
+
+    assert content.story_text(html) == [f"Ferries resume at dawn. {sentence}"]
+
+
+@pytest.mark.parametrize("top", [
+    "By Jane Doe, Senior Correspondent | May 5, 2026",
+    "By Jane Doe and Max Mustermann",
+    "BY JANE DOE",
+    "By Jane van der Berg | Updated May 5, 2026 at 10:04 a.m. EDT",
+    "Published: May 5, 2026",
+    "5 May 2026",
+    "World News",
+    "BREAKING",
+    "Harbour reopens after the storm",
+])
+def test_it_leaves_labels_bylines_and_dates_above_the_story_out_of_the_lead(top):
+    html = f"<p>{top}</p><p>Ferries resume at dawn. The harbour reopens on Monday.</p>"
+
+    assert content.lead(html, title="Harbour reopens after the storm") == (
+        "Ferries resume at dawn. The harbour reopens on Monday.")
+
+
+@pytest.mark.parametrize("prefix", [
+    "By Jane Doe, Senior Correspondent | May 5, 2026 ",
+    "By Jane Doe | ",
+    "WASHINGTON (AP) — ",
+    "LONDON, May 5 (Reuters) - ",
+    "SÃO PAULO — ",
+    "Berlin (dpa) – ",
+    "May 5, 2026 — ",
+    "World News Harbour reopens after the storm ",
+    "Harbour Reopens After The Storm: ",
+])
+def test_it_cuts_top_matter_run_into_the_first_paragraph(prefix):
+    html = f"<p>{prefix}Ferries resume at dawn. The harbour reopens on Monday.</p>"
+
+    assert content.lead(html, title="Harbour reopens after the storm", categories=["World News"]) == (
+        "Ferries resume at dawn. The harbour reopens on Monday.")
+
+
+@pytest.mark.parametrize("story", [
+    "By the harbour, ferries wait for dawn. Crews are ready.",  # "By" that is no byline
+    "US officials said the harbour reopens. Crews are ready.",  # capitals that are no dateline
+    "World news is slow today. Crews are ready.",  # a category's words in a sentence
+    "Harbour reopens after the storm, the mayor said. Crews are ready.",  # the headline's words, said
+    "NATO — the alliance — met. Crews are ready.",
+])
+def test_a_story_that_starts_like_top_matter_keeps_its_words(story):
+    assert content.lead(f"<p>{story}</p>", title="Harbour reopens after the storm",
+                        categories=["World News"]) == story
+
+
+def test_a_short_story_is_not_mistaken_for_a_label():
+    assert content.lead("<p>Ferries resume</p>", title="Ferries") == "Ferries resume"
+
+
+def test_an_advertisement_run_into_a_paragraph_is_left_out():
+    html = "<p>Ferries resume at dawn. Advertisement The harbour reopens on Monday.</p>"
+
+    assert content.lead(html) == "Ferries resume at dawn. The harbour reopens on Monday."

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import nh3
+import regex
 
 from syndicate.text import join_sentences, sentences, shorten
 
@@ -23,8 +25,42 @@ BOILERPLATE = (
     r"about the author", r"i['’]m .{1,80}, the author behind", r"filed under:?", r"tags?:",
 )
 END_OF_STORY = re.compile(r"^(" + "|".join(BOILERPLATE) + r")", re.IGNORECASE)
+# The same furniture run into the story's last paragraph ("… stay informed. Source link I'm X, the author
+# behind …"), as a page's text or a plain-text feed gives it: the story ends where one of these starts a
+# sentence. Written as sites write them (capitalised), and after a sentence's end — except the markers no
+# story says in passing, which end it wherever they stand.
+_RUN_IN_END = regex.compile(
+    r"(?<=\s)(?:Source link|Leave a (?:Reply|Comment)|The post .{1,300}? appeared first on|I['’]m .{1,80}, the "
+    r"author behind|Click to (?:share|print|email)|Filed under:|Share this:|Like this:)"
+    r"|(?<=[.!?…”\"’)]\s+)(?:Continue reading|Read (?:more|the (?:full|rest of the) story)\b|Related(?: posts| "
+    r"stories| articles)?:|You (?:may|might) also like|About the author|Subscribe (?:to|for|now)\b|Sign up (?:for|to)\b"
+    r"|This (?:post|article) (?:was )?(?:first|originally) (?:appeared|published)|Originally published (?:at|on|in))"
+)
 # Furniture inside the story: skipped, the story goes on after it.
 NOT_STORY = re.compile(r"^(advertisement|\(?(photo|image|picture)( credit)?s?:.{0,120})$", re.IGNORECASE)
+_RUN_IN_AD = regex.compile(r"(?<=[.!?”\"’]) +(?:ADVERTISEMENT|Advertisement|Story continues below advertisement)"
+                           r"(?= +[\p{Lu}\p{N}“\"])")
+# What a page puts above the story's first sentence: a section label, the headline again, the byline, the date.
+_MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?"
+          r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
+_DATE = (rf"(?:(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day,?\s+)?(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
+         rf"|\d{{1,2}}\.?\s+{_MONTH},?\s+\d{{4}}|\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}}/\d{{1,2}}/\d{{2,4}})"
+         r"(?:,?\s+(?:at\s+)?\d{1,2}[:.]\d{2}(?:\s*[ap]\.?m\.?)?(?:\s+\p{Lu}{2,5}\b)?)?")
+_DATE_LINE = regex.compile(rf"(?:(?:Published|Updated|Posted|Last updated)(?: on)?:?\s+)?{_DATE}\s*")
+_NAME = r"\p{Lu}[\p{L}\p{M}.'’-]*(?:\s+(?:\p{Lu}[\p{L}\p{M}.'’-]*|de|da|di|van|von|der|den|la|le|bin|al-\p{L}+)){0,4}"
+# "By Jane Doe, Senior Correspondent | May 5, 2026": a byline in a block of its own, or run into the first
+# paragraph — then only up to a separator (and the date after it): "By Jane Doe The council…" can't be split.
+_BY = rf"(?:By|BY|Von|Par|Por|Door)\s+{_NAME}(?:\s+(?:and|&|und|et|y)\s+{_NAME})?"
+_PHRASE = r"[^|•·—–.!?\s][^|•·—–.!?]{0,59}"  # a role or a place between separators: no sentence in it
+_BYLINE = regex.compile(rf"{_BY}(?:\s*,\s*{_PHRASE})?(?:\s*[|•·—–]\s*(?:{_DATE_LINE.pattern}|{_PHRASE}))*")
+_BYLINE_RUN_IN = regex.compile(rf"{_BY}(?:\s*,\s*[^|•·—–.!?]{{1,60}}?)?\s*[|•·—–]\s*(?:{_DATE_LINE.pattern})?")
+# "WASHINGTON (AP) — ", "LONDON, May 5 (Reuters) - ", "May 5, 2026 — ": where a wire story starts.
+_DATELINE = regex.compile(
+    r"(?:\p{Lu}[\p{Lu}\p{M}'’.]+(?:[ -]\p{Lu}[\p{Lu}\p{M}'’.]+)*(?:,\s*[\p{L}\p{N} .]{2,30}?)?"
+    r"(?:\s*\([\p{L} .]{2,25}\))?"
+    r"|\p{Lu}[\p{L} .'’]{1,30}?\s*\((?:AP|Reuters|AFP|dpa|UPI|Bloomberg|CNN|AAP|PA|Kyodo|Xinhua|EFE|ANSA|ANP)\)"
+    rf"|{_DATE})\s*[—–-]{{1,2}}\s+(?=[\p{{Lu}}\p{{N}}“\"‘])"
+)
 # WordPress ends excerpts with "[…]" or "[...]".
 EXCERPT_MARK = re.compile(r"\s*\[(…|\.\.\.|&#8230;)\]\s*$")
 BLOCK_TAGS = {
@@ -113,24 +149,89 @@ def text_blocks(html: str) -> list[str]:
     return parser.blocks
 
 
-def story_text(html: str) -> list[str]:
-    """The story's own paragraphs, up to where the site's boilerplate starts."""
+def story_text(html: str, title: str = "", categories: Iterable[str] = ()) -> list[str]:
+    """The story's own paragraphs: from its first sentence (after what a page puts above it: a section label,
+    the headline again, a byline, a dateline) up to where the site's furniture starts, in a paragraph of its
+    own or run into the story's last one."""
     story = []
     for block in text_blocks(html):
         if END_OF_STORY.match(block):
             break
         if NOT_STORY.match(block):
             continue
-        block = EXCERPT_MARK.sub(" …", block).strip()
+        block, furniture = _cut(block)
+        block = EXCERPT_MARK.sub(" …", _RUN_IN_AD.sub("", block)).strip()
         if block:
             story.append(block)
-    return story
+        if furniture:
+            break
+    return _without_top_matter(story, title, categories)
 
 
-def lead(html: str, max_sentences: int = 2, max_chars: int = 400) -> str:
-    """The first sentences of the story, boilerplate removed."""
+def _cut(block: str) -> tuple[str, str]:
+    """The block up to the furniture run into it, and that furniture ("" when there is none)."""
+    found = _RUN_IN_END.search(block)
+    return (block, "") if found is None else (block[:found.start()].rstrip(), block[found.start():])
+
+
+def _without_top_matter(story: list[str], title: str, categories: Iterable[str]) -> list[str]:
+    """The story from its first sentence. A block that is only top matter goes (a short label only when
+    more follows: a story of three words is still a story); top matter run into the first paragraph is cut."""
+    labels = [pattern for pattern in map(_words, [title, *categories][:50]) if pattern]
+    for at, block in enumerate(story[:6]):  # top matter is a page's first few blocks
+        first = _strip_top(block, labels)
+        if first and not (at + 1 < len(story) and _is_label(first)):
+            return [first, *story[at + 1:]]
+    return story[6:]
+
+
+TOP = 400  # characters: top matter is short, and a stranger's 100 KB paragraph is read once, not per pattern
+
+
+def _strip_top(block: str, labels: list[regex.Pattern]) -> str:
+    """`block` without the label, headline, byline and dateline it starts with, in any order."""
+    for _ in range(4):  # label, headline, byline, dateline: a page has each once at most
+        before, head = block, block[:TOP]
+        if len(block) <= TOP and (_BYLINE.fullmatch(block) or _DATE_LINE.fullmatch(block)):
+            return ""
+        for pattern in (*labels, _BYLINE_RUN_IN, _DATELINE):
+            found = pattern.match(head)
+            if found and _starts_anew(block[found.end():]):
+                block = block[found.end():].lstrip(" |•·—–-:")
+                head = block[:TOP]
+        if block == before:
+            break
+    return block
+
+
+def _starts_anew(rest: str) -> bool:
+    """Whether what follows a label is a new start (a capital, a number, a quote, or nothing), not the rest of
+    a sentence that begins with the label's words ("World news is slow today")."""
+    rest = rest.lstrip()
+    if rest[:1] in ("|", "•", "·", "—", "–", "-", ":"):
+        rest = rest[1:].lstrip()
+    return not rest or rest[0].isupper() or rest[0].isdigit() or rest[0] in "“\"‘«„"
+
+
+def _is_label(block: str) -> bool:
+    """A section label or kicker ("World News", "BREAKING"): a few words, no sentence in them."""
+    return len(block.split()) <= 5 and not regex.search(r"[.!?…。！？:;,]\W*$", block)
+
+
+def _words(text: str) -> regex.Pattern | None:
+    """A pattern for `text` at the start of a block, whatever the punctuation and case between its words."""
+    words = regex.findall(r"[\p{L}\p{N}]+", text)
+    if not words:
+        return None
+    return regex.compile(r"[^\p{L}\p{N}]*" + r"[^\p{L}\p{N}]+".join(map(regex.escape, words)) + r"\b",
+                         regex.IGNORECASE)
+
+
+def lead(html: str, max_sentences: int = 2, max_chars: int = 400, *, title: str = "",
+         categories: Iterable[str] = ()) -> str:
+    """The first sentences of the story, top matter and furniture left out."""
     chosen: list[str] = []
-    for block in story_text(html):
+    for block in story_text(html, title, categories):
         for sentence in sentences(block):
             if chosen and len(join_sentences(chosen + [sentence])) > max_chars:
                 return join_sentences(chosen)

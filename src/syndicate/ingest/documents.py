@@ -185,8 +185,11 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
     """
     base = html_base or link
     html = content.sanitise(html or summary, base_url=base)
-    title = clean(content.plain_text(title)) or UNTITLED  # as the site wrote it: emoji, joiners and marks kept
-    lead = content.lead(html) or content.lead(content.sanitise(summary, base_url=base))
+    title = clean(content.plain_text(title))  # as the site wrote it: emoji, joiners and marks kept
+    categories = [name for name in map(clean, categories or []) if name]
+    lead = (content.lead(html, title=title, categories=categories)
+            or content.lead(content.sanitise(summary, base_url=base), title=title, categories=categories))
+    title = title or UNTITLED
     digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
     guid = (guid or "").strip() or None
     url, link_problem = story_link(link, guid, orig_link=orig_link, not_the_story=not_the_story)
@@ -203,7 +206,7 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
         published_at=published_at,
         author=clean(author or "") or None,
         image_url=links.href(image_url) or content.first_image(html) or None,
-        categories=[name for name in map(clean, categories or []) if name],
+        categories=categories,
     )
 
 
