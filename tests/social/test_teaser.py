@@ -135,7 +135,7 @@ def check_invariants(network: networks.Network, result: teaser.Teaser, title: st
     if network.name == "x":
         counted = parse_tweet(text).weightedLength
     elif network.name == "mastodon":
-        counted = len(text) - (len(link) - network.url_cost if dict(URLS)[url] else 0)
+        counted = len(graphemes(text)) - (len(link) - network.url_cost if dict(URLS)[url] else 0)
     else:
         counted = len(graphemes(text))
         assert len(text.encode()) <= 3000
@@ -360,7 +360,36 @@ def test_mastodon_counts_a_link_it_recognises_at_the_instances_cost():
     assert networks.length(MASTODON, "see https://a.co") == 4 + 23  # a short link still costs the full 23
     assert networks.length(networks.network("mastodon", url_cost=30), "https://example.com/x") == 30
     assert networks.length(MASTODON, "see https://x.example/a") == 4 + 19  # unknown domain: counted as written
-    assert networks.length(MASTODON, "👩‍👩‍👧‍👦") == 7  # code points: never fewer than Mastodon's graphemes
+
+
+@pytest.mark.parametrize("text, length", [
+    ("👩‍👩‍👧‍👦🇺🇦e\u0301", 3),  # grapheme clusters, as Mastodon 4 counts
+    ("https://example.com/2026/05/東京-猛暑対策/", 23),  # Mastodon links a non-ASCII path whole
+    ("https://example.com/?q=北京", 23),
+    ("see https://example.com/a.", 4 + 23 + 1),  # a sentence's full stop is not the link's
+    ("(https://example.com/wiki/Foo_(bar))", 1 + 23 + 1),  # balanced parentheses are
+    ("https://example.com/path…", 23),  # "…" may end a Mastodon link: a cut link would swallow it
+    ("hi @user@a-very-long-instance-name.example", 3 + 5),  # @user@domain counts as @user
+    ("hi @user", 3 + 5),
+    ("hi @\u200duser@instance.example", 3 + 1 + 21),  # a quieted handle is no mention: counted as written
+    ("write to desk@news.example", 9 + 17),  # an address is no mention
+    ("gemini://example.com/x", 23),
+    ("example.com", 11),  # no protocol: Mastodon makes no link
+])
+def test_mastodon_counts_as_mastodon_does(text, length):
+    assert networks.length(MASTODON, text) == length
+
+
+def test_a_small_mastodon_instance_keeps_the_lead_it_has_room_for():
+    """150 characters, a link to a page with a Japanese path and an emoji headline: counted by graphemes with
+    the link at 23, the lead fits whole — by code points and the link as written it would be dropped."""
+    small = networks.network("mastodon", limit=150)
+    url = "https://www.asahi.com/2026/05/%E6%9D%B1%E4%BA%AC-%E7%8C%9B%E6%9A%91%E5%AF%BE%E7%AD%96/"
+    lead = "Tokyo opens 900 cooling centres on Monday, the city said, and buses run free all week. More."
+    made = teaser.compose(small, title="Heat plan " + "👩‍👩‍👧‍👦" * 4, lead=lead, url=url)
+
+    assert made.text.split("\n\n")[1] == lead.removesuffix(" More.") and made.dropped == ()
+    assert made.length == 127 and len(made.text) - len(made.url) + 23 == 151  # by code points: too long
 
 
 def test_bluesky_and_x_count_by_their_own_rules():
@@ -512,3 +541,22 @@ def test_a_teaser_is_never_the_link_alone(network):
     first_line = one_word.text.split("\n")[0]
     assert first_line.startswith("Supercalifragilistic") and first_line.endswith("…")
     assert "headline shortened" in one_word.dropped and one_word.length <= network.limit
+
+
+@pytest.mark.parametrize("network", [X, MASTODON, BLUESKY], ids=lambda n: n.name)
+@pytest.mark.parametrize("link", ["https://example.com/2026/05/the-full-report-on-the-harbour", "example.com/report"])
+def test_a_link_in_the_lead_is_never_cut(network, link):
+    """Shortened to fit, the lead ends before a link it quotes, never inside it or right after it."""
+    lead = "Read " + "the long report " * 8 + f"at {link} today, the council said. More."
+    for limit in range(60, 400, 7):
+        rules = networks.network(network.name, limit=limit) if network is not BLUESKY else networks.Network(
+            "bluesky", limit)
+        try:
+            made = teaser.compose(rules, title="Harbour", lead=lead, url=URL)
+        except InvalidInput:
+            continue
+        body = made.text.replace(made.url, "").replace(teaser.link_label(made.url), "")
+        if link.split("/")[0] in body:
+            assert link in body and f"{link}…" not in body, (limit, made.text)
+        else:
+            assert not any(body.rstrip("…").endswith(link[:n]) for n in range(4, len(link))), (limit, made.text)

@@ -1,6 +1,6 @@
 """Each network's length rules: X weighs characters (CJK and emoji 2) and counts a link 23; Mastodon counts
-characters with a link at the instance's fixed cost; Bluesky counts graphemes and bytes. A teaser is valid
-when `fits` says so by the network's own count."""
+graphemes, a link at the instance's fixed cost and a mention without its domain; Bluesky counts graphemes and
+bytes. A teaser is valid when `fits` says so by the network's own count."""
 
 from __future__ import annotations
 
@@ -106,26 +106,101 @@ def _x_rules(url_cost: int) -> dict:
 
 
 def _mastodon_length(text: str, url_cost: int) -> int:
-    # Mastodon counts grapheme clusters (older versions: code points), with each link it would make clickable
-    # at url_cost. We count code points, never fewer than graphemes, so a teaser we call valid is never refused
-    # by any version. Mastodon finds links with twitter-text (protocol required, a known top-level domain), so
-    # we use the same finder: a link it would not recognise is counted as written, as it counts it.
-    return sum(_mastodon_word(word, url_cost) for word in _SPACES.split(text) if word)
+    # Mastodon (StatusLengthValidator) counts grapheme clusters of the text in which every link it makes is
+    # `url_cost` characters and every mention is "@user" without its domain. Links and mentions never span a
+    # space, so each word is rewritten once (cached); the graphemes are counted over the whole text, since a
+    # combining mark after a space joins the space's cluster.
+    return len(_GRAPHEME.findall("".join(_mastodon_word(word, url_cost) for word in _SPACES.split(text))))
 
 
 @lru_cache(maxsize=2048)
-def _mastodon_word(word: str, url_cost: int) -> int:
-    from twitter_text import extract_urls_with_indices
+def _mastodon_word(word: str, url_cost: int) -> str:
+    """The word as Mastodon counts it: its links as `url_cost` placeholder characters, its mentions as @user."""
+    if "://" not in word and "@" not in word:
+        return word
+    if len(word) > _LONG_WORD:  # an upper bound: a link at every "://", on top of the word as written
+        return word + "x" * url_cost * word.count("://")
+    found = sorted([*_mastodon_links(word), *_mastodon_mentions(word)])
+    out, at = [], 0
+    for start, end, counted in found:
+        if start >= at:  # Mastodon drops an entity that overlaps an earlier one
+            out += [word[at:start], "x" * url_cost if counted is None else counted]
+            at = end
+    return "".join(out) + word[at:]
 
-    if "://" not in word:
-        return len(word)
-    if len(word) > _LONG_WORD:
-        return len(word) + url_cost * word.count("://")  # an upper bound: every "://" a link that costs more
-    total = len(word)
-    for link in extract_urls_with_indices(word, False):
-        start, end = link["indices"]
-        total += url_cost - (end - start)
-    return total
+
+# Mastodon's mention (Account::MENTION_RE): "@user" or "@user@domain", not after a word character, "=" or "/".
+_MASTODON_MENTION = regex.compile(
+    r"(?<![=/\p{L}\p{M}\p{Nd}\p{Pc}])@([a-z0-9_]+(?:[.-]+[a-z0-9_]+)*)"
+    r"(?:@([\p{L}\p{M}\p{Nd}\p{Pc}]+(?:[.-]+[\p{L}\p{M}\p{Nd}\p{Pc}]+)*))?", regex.IGNORECASE)
+_LATIN_ACCENTS = regex.compile(r"[\xC0-\xD6\xD8-\xF6\xF8-\xFF\u0100-\u024F\u0253\u0254\u0256\u0257\u0259\u025B"
+                               r"\u0263\u0268\u026F\u0272\u0289\u028B\u02BB\u0300-\u036F\u1E00-\u1EFF]")
+
+
+def _mastodon_mentions(word: str):
+    for found in _MASTODON_MENTION.finditer(word):
+        after = word[found.end():]
+        if after[:1] in ("@", "＠") or _LATIN_ACCENTS.match(after) or after.startswith("://"):
+            continue  # twitter-text's end_mention_match: not a mention that ends here
+        if found.group(2) and len(found.group(2)) > 253:
+            continue
+        yield found.start(), found.end(), "@" + found.group(1)
+
+
+# Mastodon's link finder (config/initializers/twitter_regex.rb): twitter-text's domain rules, a protocol
+# required (a few more than http), any character but space, <>() and ? in a path, which must end in a
+# character that doesn't close a sentence; a query of ASCII or any non-ASCII letter, ending in one of a few.
+_MASTODON_PROTOCOLS = r"(?:https?|dat|dweb|ipfs|ipns|ssb|gopher|gemini)://"
+_PATH_ENDING_NOT = set("()?!*\"'「」<>;:=,.$%[]~&|@")
+_UCHARS = (r"\u00A0-\uD7FF\uF900-\uFDCF\uFDF0-\uFFEF\U00010000-\U0001FFFD\U00020000-\U0002FFFD\U00030000-\U0003FFFD"
+           r"\U00040000-\U0004FFFD\U00050000-\U0005FFFD\U00060000-\U0006FFFD\U00070000-\U0007FFFD\U00080000-\U0008FFFD"
+           r"\U00090000-\U0009FFFD\U000A0000-\U000AFFFD\U000B0000-\U000BFFFD\U000C0000-\U000CFFFD\U000D0000-\U000DFFFD"
+           r"\U000E1000-\U000EFFFD\uE000-\uF8FF\U000F0000-\U000FFFFD\U00100000-\U0010FFFD")
+_QUERY = regex.compile(rf"\?[a-z0-9!?*'();:&=+$/%#\[\]\-_.,~|@^{_UCHARS}]*", regex.IGNORECASE)
+_QUERY_END = regex.compile(rf"[a-z0-9_&=#/\-{_UCHARS}]", regex.IGNORECASE)
+
+
+@lru_cache(maxsize=1)
+def _mastodon_start() -> regex.Pattern:
+    from twitter_text.regexp.valid_domain import valid_domain
+    from twitter_text.regexp.valid_url_preceding_chars import valid_url_preceding_chars
+
+    return regex.compile(rf"(?<={valid_url_preceding_chars.pattern}){_MASTODON_PROTOCOLS}"
+                         rf"(?:{valid_domain.pattern})(?::[0-9]+)?", regex.IGNORECASE | regex.V0)
+
+
+def _mastodon_links(word: str):
+    at = 0
+    while (found := _mastodon_start().search(word, at)) is not None:
+        end = _path_end(word, found.end())
+        if (query := _QUERY.match(word, end)) is not None:
+            ends = [i + 1 for i in range(query.start() + 1, query.end()) if _QUERY_END.match(word[i])]
+            end = ends[-1] if ends else end
+        yield found.start(), end, None
+        at = end
+
+
+def _path_end(word: str, at: int) -> int:
+    """Where a link's path ends: its characters, with balanced parentheses (one level nested), up to the last
+    one that may end it."""
+    if word[at:at + 1] != "/":
+        return at
+    end, i, depth = at + 1, at + 1, 0  # "/" alone may end a path
+    last_close = word.rfind(")")
+    while i < len(word) and word[i] not in "<>?":
+        ch = word[i]
+        if ch == "(":
+            depth += 1
+            if depth > 2 or last_close < i:
+                break
+        elif ch == ")":
+            if depth == 0:
+                break
+            depth -= 1
+        i += 1
+        if depth == 0 and (ch == ")" or ch not in _PATH_ENDING_NOT):
+            end = i
+    return end
 
 
 def fits(network: Network, text: str) -> bool:

@@ -8,7 +8,9 @@ piece — hashtags, the lead, the headline — until it fits by that network's r
 
 from __future__ import annotations
 
+import bisect
 import html
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -370,7 +372,8 @@ def _longest(text: str, attempt: Callable[[str], str | None], enough: Callable[[
     """The teaser with the longest word-prefix of `text` + "…" that fits and is `enough`, found by bisection;
     `anywhere`: the longest prefix cut between any two characters (graphemes), for a text with no room at a word."""
     graphemes = _GRAPHEME.findall(text)
-    cuts = list(range(1, len(graphemes))) if anywhere else _cuts(graphemes)
+    in_links = _in_links(graphemes)
+    cuts = [cut for cut in (range(1, len(graphemes)) if anywhere else _cuts(graphemes)) if cut not in in_links]
     # Keep only the cuts that leave enough (a monotone test: more words, more said), then bisect on the fit.
     low = _first(len(cuts), lambda i: (shorter := _shortened(graphemes, cuts[i])) is not None and enough(shorter))
     best, high = None, len(cuts) - 1
@@ -407,6 +410,24 @@ def _cuts(graphemes: list[str]) -> list[int]:
         elif _CJK.match(here) and _CJK.match(before):
             cuts.append(i)
     return cuts
+
+
+# A link in a headline or lead, with or without its protocol (X links a bare domain), is never cut: a cut link
+# leads nowhere, and the "…" after it would become part of it on Mastodon.
+_LINKISH = regex.compile(r"\S*(?:://|[\p{L}\p{N}]\.\p{L}{2,})\S*")
+
+
+def _in_links(graphemes: list[str]) -> set[int]:
+    """The cuts (grapheme indices) that would fall inside a link, or right after one."""
+    text = "".join(graphemes)
+    if "." not in text and "://" not in text:
+        return set()
+    starts = list(itertools.accumulate((len(g) for g in graphemes), initial=0))  # where each grapheme starts
+    inside = set()
+    for found in _LINKISH.finditer(text):
+        first = bisect.bisect_right(starts, found.start())
+        inside.update(range(first, bisect.bisect_right(starts, found.end())))
+    return inside
 
 
 def _shortened(graphemes: list[str], cut: int) -> str | None:
