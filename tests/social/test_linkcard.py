@@ -389,6 +389,9 @@ def test_it_prefers_the_https_image_when_the_page_offers_one():
     ("javascript:alert(1)", None),
     ("http://[::1", None),
     ("", None),
+    ("/images/東京.jpg?w=北京", "https://news.example/images/%E6%9D%B1%E4%BA%AC.jpg?w=%E5%8C%97%E4%BA%AC"),
+    ("https://例え.jp/a.jpg", "https://xn--r8jz45g.jp/a.jpg"),
+    ("https://user:secret@cdn.example/a.jpg", None),  # no public picture's address carries a password
 ])
 def test_it_makes_the_image_address_absolute_and_http(value, expected):
     assert linkcard.parse(page(f'<meta property="og:image" content="{value}">'), PAGE_URL).image_url == expected
@@ -477,3 +480,39 @@ def test_a_story_address_with_non_ascii_in_it_still_gets_its_picture_with_a_refe
     assert (card.image, card.image_type) == (PNG, "image/png")
     (_, headers), = [(path, headers) for path, headers in feed_server.requests if path == "/t.png"]
     assert headers["Referer"] == f"{feed_server.base}{encoded}"
+
+
+def test_a_picture_at_a_non_ascii_address_is_fetched_at_its_uri(http, feed_server):
+    """Issue 19: og:image is written as the site writes links, /images/東京.jpg; the server has it at the
+    percent-encoded path, and the card (and the editor) get that address, not the IRI."""
+    encoded = "/images/%E6%9D%B1%E4%BA%AC.jpg"
+    feed_server.serve(encoded, JPEG, **{"Content-Type": "image/jpeg"})
+    url = feed_server.serve("/story", page('<meta property="og:image" content="/images/東京.jpg">'), **HTML)
+
+    card = preflight(http, url)
+
+    assert (card.image_url, card.image, card.image_type) == (feed_server.base + encoded, JPEG, "image/jpeg")
+    assert requested(feed_server, encoded)
+
+
+def test_a_picture_on_an_idn_host_with_a_non_ascii_query_is_fetched_as_a_uri(http, feed_server):
+    """A host written in full-width letters (IDNA maps them; httpx alone refuses the address) and a query
+    in Chinese: fetched by the same IRI → URI conversion as story links."""
+    port = feed_server.base.rsplit(":", 1)[1]
+    encoded = "/images/%E6%9D%B1%E4%BA%AC.jpg?w=%E5%8C%97%E4%BA%AC"
+    feed_server.serve(encoded, JPEG, **{"Content-Type": "image/jpeg"})
+    url = feed_server.serve("/story", page(
+        f'<meta property="og:image" content="http://ｌｏｃａｌｈｏｓｔ:{port}/images/東京.jpg?w=北京">'), **HTML)
+
+    card = preflight(http, url)
+
+    assert (card.image_url, card.image) == (f"http://localhost:{port}{encoded}", JPEG)
+
+
+def test_a_story_stored_with_an_iri_gets_a_card_whose_address_is_a_uri(http, feed_server):
+    encoded = "/2026/05/%E6%9D%B1%E4%BA%AC/?q=%E5%8C%97%E4%BA%AC"
+    feed_server.serve(encoded, page('<meta property="og:title" content="Tokyo">'), **HTML)
+
+    card = preflight(http, f"{feed_server.base}/2026/05/東京/?q=北京")
+
+    assert (card.url, card.title) == (feed_server.base + encoded, "Tokyo")

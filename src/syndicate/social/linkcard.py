@@ -63,7 +63,8 @@ def preflight(http: httpx.Client, url: str, *, deadline: float, fetch_image: boo
     """
     now = now or datetime.now(UTC)
     try:
-        url = fetch.check_url(url)
+        # As a URI: a story stored before links were converted at ingest may still have an IRI for its address.
+        url = fetch.check_url(web_link(url))
     except InvalidInput as e:
         raise PageUnreachable(f"the article's address {url!r} is not an http(s) address") from e
     try:
@@ -78,10 +79,12 @@ def preflight(http: httpx.Client, url: str, *, deadline: float, fetch_image: boo
     if mime not in HTML_TYPES and not (mime == "" and _looks_like_html(page.body)):
         raise PageUnreachable(f"the article's page is not HTML but {mime or 'of no stated type'} ({url})")
     # Links in the page resolve against where it really came from; the card keeps the article's address.
-    card = replace(parse(page.body, page.final_url or page.url, charset=charset), url=page.url)
+    # A redirect's Location may be an IRI too: both as URIs.
+    came_from = _absolute(page.final_url or page.url, url) or url
+    card = replace(parse(page.body, came_from, charset=charset), url=_absolute(page.url, url) or url)
     if not (fetch_image and card.image_url):
         return card
-    image, image_type = _fetch_image(http, card.image_url, referer=page.final_url or page.url, deadline=deadline,
+    image, image_type = _fetch_image(http, card.image_url, referer=came_from, deadline=deadline,
                                      max_bytes=max_image_bytes, now=now)
     return replace(card, image=image, image_type=image_type)
 
@@ -177,11 +180,13 @@ def _image_url(meta: dict[str, str], base: str) -> str | None:
 
 
 def _absolute(url: str | None, base: str) -> str | None:
-    """`url` resolved against `base`, if that makes it an http(s) address (not data:, not javascript:)."""
+    """`url` resolved against `base`, if that makes it an http(s) address (not data:, not javascript:), as a
+    URI: pages write og:image as they write any link, with a path like /images/東京.jpg or an IDN host, and
+    it is fetched (and shown to editors) as the server knows it — converted as story links are at ingest."""
     if not url or not url.strip():
         return None
     try:
-        return fetch.check_url(urljoin(base, url.strip()))
+        return fetch.check_url(web_link(urljoin(base, url.strip())))
     except (InvalidInput, ValueError):  # ValueError: a malformed address, such as an unclosed IPv6 bracket
         return None
 
