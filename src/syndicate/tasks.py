@@ -267,13 +267,10 @@ def import_subscribers(self, import_id: int) -> str:
 
 @app.task(name="syndicate.social_tick", **limited(600))  # checks new link cards
 def social_tick() -> int:
-    """Plan posts for new stories, check their link cards, then dispatch what each account's pace allows."""
+    """Plan posts for new stories, check the link cards not checked yet, then dispatch what each account's
+    pace allows."""
     svc = services.current()
-    with transaction(svc.Session) as session:
-        posts.ensure_default_account(session)
-        new = posts.plan(session, svc.settings)
-    if new:
-        posts.check_cards(svc.Session, svc.settings, new)
+    posts.prepare(svc.Session, svc.settings)
     with transaction(svc.Session) as session:
         due = posts.dispatch(session, svc.settings)
     for post_id in due:

@@ -4,12 +4,16 @@ the queue read, a teaser previewed, edited, scheduled, held and cancelled, and t
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 import responses
 from click.testing import CliRunner
 
+from conftest import configured
+from syndicate import tasks
 from syndicate.cli.main import main
+from syndicate.config import Settings
 from syndicate.errors import InvalidInput
 
 INSTANCE = "https://social.example"
@@ -30,7 +34,15 @@ def syndicate(tmp_path, feed_server, sample_feed):
 
     run("db", "upgrade")
     run("feed", "add", feed_server.serve("/feed/", sample_feed, **{"Content-Type": "application/rss+xml"}))
+    run.env = env
     return run
+
+
+def worker_tick(env: dict[str, str], ticks: int = 1) -> None:
+    """What the worker's beat does, in this process: the social tick, its publishing tasks run inline."""
+    configured(Settings.from_env(env), eager=True)
+    for _ in range(ticks):
+        tasks.social_tick()
 
 
 def test_an_editor_connects_an_account_and_manages_its_queue(syndicate, tmp_path):
@@ -192,3 +204,72 @@ def test_a_feed_note_names_an_item_by_a_short_title(syndicate, feed_server):
     syndicate("feed", "poll", "--all")
     note = next(f for f in json.loads(syndicate("feed", "list", "--json").output) if f["url"] == url)["last_error"]
     assert f"'{'Ω' * 79}…': its link is the feed's own address" in note and len(note) < 1200
+
+
+CARD_FEED = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Cards</title><link>{base}/</link>
+<item><title>Harbour reopens after the storm</title><link>{base}/2026/05/harbour/</link>
+  <guid>{base}/?p=11</guid><description>Ferries resume at dawn on Monday. More later.</description></item>
+<item><title>東京で猛暑対策</title><link>{base}/2026/05/東京-猛暑対策/</link>
+  <guid>{base}/?p=12</guid><description>The city opens cooling shelters.</description></item>
+</channel></rss>
+"""
+STORY_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title} – News</title>
+<meta property="og:title" content="{title}"><meta property="og:description" content="{description}">
+<meta property="og:image" content="/images/{image}.png"><meta name="twitter:card" content="summary_large_image">
+</head><body><p>The story.</p></body></html>"""
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+def serve_story(feed_server, path: str, title: str, image: str) -> None:
+    html = STORY_PAGE.format(title=title, description=f"All about {title}.", image=image)
+    feed_server.serve(path, html.encode(), **{"Content-Type": "text/html; charset=utf-8"})
+    feed_server.serve(f"/images/{quote(image)}.png", PNG, **{"Content-Type": "image/png"})
+
+
+def bluesky_records(outbox) -> dict[int, dict]:
+    """The dry run's Bluesky requests by post id: what createRecord would have been sent."""
+    found = {}
+    for path in outbox.glob("syndicate-post-*.json"):
+        written = json.loads(path.read_text(encoding="utf-8"))
+        if written["network"] == "bluesky":
+            found[int(path.stem.rsplit("-", 1)[1])] = written
+    return found
+
+
+def test_posts_planned_by_feed_poll_and_reshares_get_their_link_card(syndicate, feed_server, tmp_path):
+    """Issue 19: posts planned by `syndicate feed poll` (no worker) and re-shares never had their card
+    checked, so Bluesky got no embed. The article pages, served by the same local server as the feed,
+    carry og: tags; one lives at a non-ASCII path."""
+    base = feed_server.base
+    serve_story(feed_server, "/2026/05/harbour/", "Harbour reopens after the storm", "harbour")
+    serve_story(feed_server, "/2026/05/%E6%9D%B1%E4%BA%AC-%E7%8C%9B%E6%9A%91%E5%AF%BE%E7%AD%96/", "東京で猛暑対策",
+                "東京")
+    syndicate("feed", "add", feed_server.serve("/cards/", CARD_FEED.format(base=base).encode()))
+    syndicate("account", "add", "desk-bluesky", "--network", "bluesky", "--dry-run", "--handle", "news.example",
+              "--window", "always", "--min-gap", "0", "--max-age", "0")
+
+    syndicate("feed", "poll", "--all")
+
+    queue = json.loads(syndicate("post", "list", "--json").output)
+    ours = {p["article_id"]: p for p in queue if p["url"].startswith(base + "/2026/05/")}
+    assert len(ours) == 2
+    for post in ours.values():  # checked by `feed poll` itself: an editor sees the card before any worker runs
+        assert post["card"]["title"] in ("Harbour reopens after the storm", "東京で猛暑対策"), post
+        assert post["card"]["image_url"].startswith(base + "/images/") and post["card"]["image_url"].isascii()
+    harbour = next(a for a, p in ours.items() if "harbour" in p["url"])
+    reshared = syndicate("post", "reshare", str(harbour), "--account", "desk-bluesky").output
+    reshare_id = int(reshared.split()[1].rstrip(":"))
+
+    worker_tick(syndicate.env, ticks=8)  # one post per tick: the sample feed's four, ours, the re-share
+
+    records = bluesky_records(tmp_path / "data" / "outbox" / "posts")
+    for post_id in [p["id"] for p in ours.values()] + [reshare_id]:
+        record = records[post_id]["request"]["json"]["record"]
+        external = record["embed"]["external"]
+        assert record["embed"]["$type"] == "app.bsky.embed.external", record
+        assert external["title"] in ("Harbour reopens after the storm", "東京で猛暑対策")
+        assert records[post_id]["upload"]["bytes"] == len(PNG)  # its picture, as the thumb
+    pages = [path for path, _ in feed_server.requests if path == "/2026/05/harbour/"]
+    # Read once when `feed poll` planned it, once for the re-share's check, once per post for the thumb.
+    assert len(pages) == 1 + 1 + 2

@@ -3,6 +3,7 @@ form, nothing but the public pages without a session, and /metrics for operators
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from desk_client import PASSWORD, add_editor, csrf, desk_client, sign_in
+from syndicate import tasks
 from syndicate.db import transaction
 from syndicate.desk import core as desk_core
 from syndicate.desk import editors
@@ -168,6 +170,35 @@ def test_an_editor_reshares_a_posted_story_and_moves_a_waiting_one_to_the_breaki
         assert (again.article_id, again.status, again.text) == (session.get(Post, first).article_id, "pending",
                                                                 session.get(Post, first).text)
         assert session.get(Post, second).lane == "breaking"
+
+
+def test_a_story_reshared_on_the_desk_goes_to_bluesky_with_its_link_card(client, svc, feed_server):
+    """Issue 19: a re-share was a new post nobody checked the card of, so Bluesky got no embed. The next
+    tick checks it before it dispatches it."""
+    page = feed_server.serve("/story/", b'<html><head><meta property="og:title" content="Harbour reopens">'
+                             b'<meta property="og:description" content="Ferries at dawn."></head></html>',
+                             **{"Content-Type": "text/html"})
+    now = utcnow()
+    with transaction(svc.Session) as session:
+        account = accounts.add(session, "k", "bsky", "bluesky",
+                               dict(window="always", min_gap=0, max_age=0, dry_run=True, handle="news.example"), None)
+        account.created_at = now - timedelta(minutes=1)
+        session.add(Article(identity="h", url=page, title="Harbour reopens", lead="", content_hash="h" * 64,
+                            categories=[], published_at=now, first_seen_at=now))
+        [first] = posts.plan(session, svc.settings, now)
+        session.get(Post, first).status, session.get(Post, first).posted_at = "posted", now
+    sign_in(client)
+    token = csrf(client, f"/desk/posts/{first}")
+    assert client.post(f"/desk/posts/{first}", data={"csrf": token, "action": "reshare", "at": ""}).status_code == 303
+
+    tasks.social_tick()  # the beat's tick; its publishing task runs inline here
+
+    with transaction(svc.Session) as session:
+        again = session.scalar(select(Post).where(Post.share == 1))
+        assert again.status == "posted" and again.payload["card"]["title"] == "Harbour reopens"
+        written = json.loads((svc.settings.outbox / "posts" / f"syndicate-post-{again.id}.json").read_text())
+    embed = written["request"]["json"]["record"]["embed"]
+    assert (embed["$type"], embed["external"]["title"]) == ("app.bsky.embed.external", "Harbour reopens")
 
 
 def test_a_time_typed_on_the_desk_is_read_in_the_zone_and_a_skipped_hour_is_refused():

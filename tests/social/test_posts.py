@@ -364,6 +364,33 @@ def test_it_reads_each_article_page_once_for_its_card_and_notes_an_unreachable_o
         assert posts.card_for(bad.payload, svc.settings, with_image=True) is None
 
 
+def test_every_waiting_post_has_its_card_checked_once_however_it_was_made(svc, feed_server):
+    """Planned without a check (by an older run, or a path that only plans), re-shared by an editor, or
+    planned now: the next `prepare` — the tick's and `feed poll`'s — reads each page once, and never again."""
+    page = feed_server.serve("/armenia/", PAGE, **{"Content-Type": "text/html; charset=utf-8"})
+    now = utcnow()
+    with transaction(svc.Session) as session:
+        account = SocialAccount(name="bsky", network="bluesky", settings={}, created_at=now - timedelta(minutes=1))
+        session.add(account)
+        session.add(Article(identity="a", url=page, title="Story", lead="", content_hash="a" * 64, categories=[],
+                            published_at=now, first_seen_at=now))
+        session.flush()
+        [first] = posts.plan(session, svc.settings, now)
+        done = posts.reshare(session, session.get(Post, first).article, account, now=now)
+        done.status = "posted"  # gone out already: nothing left to check
+        again = posts.reshare(session, session.get(Post, first).article, account, now=now)
+        again_id, done_id = again.id, done.id
+
+    assert posts.prepare(svc.Session, svc.settings) == []  # nothing new to plan; two waiting posts to check
+    posts.prepare(svc.Session, svc.settings)
+
+    with transaction(svc.Session) as session:
+        assert [session.get(Post, i).payload.get("card", {}).get("title") for i in (first, again_id)] == [
+            "Armenia Conducts Joint Military Exercises With US"] * 2
+        assert not {"card", "card_error"} & session.get(Post, done_id).payload.keys()
+    assert [path for path, _ in feed_server.requests] == ["/armenia/"]  # one page, read once for both
+
+
 class TakenOverMeanwhile:
     """A network call so slow that the claim went stale and another task took the post (revived by the
     tick, claimed as task-2), and then answers `outcome`."""

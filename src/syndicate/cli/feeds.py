@@ -8,7 +8,6 @@ import click
 
 from syndicate.cli.common import emit, json_option, lazy, opened
 
-db = lazy("syndicate.db")
 feeds = lazy("syndicate.ingest.feeds")
 models = lazy("syndicate.models")
 stored = lazy("syndicate.ingest.stored")
@@ -59,9 +58,7 @@ def feed_poll(ctx, everything: bool, as_json: bool) -> None:
     else:
         with click.progressbar(length=len(ids), label="Polling", file=sys.stderr) as bar:
             results = feeds.poll_many(svc.Session, svc.settings, ids, progress=lambda _: bar.update(1))
-    with db.transaction(svc.Session) as session:
-        posts.ensure_default_account(session)
-        posts.plan(session, svc.settings)
+    posts.prepare(svc.Session, svc.settings)  # the posts, their link cards checked, as the tick would
     rows = [dict(id=r.feed_id, url=r.url, status=r.status, new=len(r.new_article_ids), updated=r.updated,
                  error=r.error) for r in results]
     emit(rows, as_json, ["id", "url", "status", "new", "updated", "error"])

@@ -122,12 +122,34 @@ def plan(session: Session, settings: Settings, now: datetime | None = None) -> l
 CARD_DEADLINE = 8.0  # seconds for one article page (and, for Bluesky, its image)
 
 
-def check_cards(sessions: sessionmaker, settings: Settings, post_ids: list[int]) -> None:
-    """Read each new post's article page once (through the ingest SSRF guard): its og:/twitter: tags
-    build the Bluesky card and show editors what X and Mastodon will unfurl. A page without an image
-    is fine; an unreachable page is reported on the post (it still goes: the story may be up by then)."""
+def prepare(sessions: sessionmaker, settings: Settings, now: datetime | None = None) -> list[int]:
+    """Plan posts for new stories, then check the link card of every waiting post that has none yet: these,
+    an editor's re-shares, and any an earlier run planned. The tick and `syndicate feed poll` both come here,
+    so every post is checked once before the tick dispatches it, whichever way it was made. The new posts' ids."""
+    with db.transaction(sessions) as session:
+        ensure_default_account(session)
+        new = plan(session, settings, now)
+    check_cards(sessions, settings)
+    return new
+
+
+def unchecked(payload: dict | None) -> bool:
+    """Whether a post's link card was never looked for (a card, or why there is none, is kept once checked)."""
+    return not {"card", "card_error"} & (payload or {}).keys()
+
+
+def check_cards(sessions: sessionmaker, settings: Settings, post_ids: list[int] | None = None) -> None:
+    """Read the article page of each waiting post not checked yet — of `post_ids` only, if given — once per
+    page (through the ingest SSRF guard): its og:/twitter: tags build the Bluesky card and show editors what
+    X and Mastodon will unfurl. A page without an image is fine; an unreachable page is reported on the post
+    (it still goes: the story may be up by then)."""
+    query = select(Post.id, Post.payload, Article.url).join(Article).where(Post.status.in_(("pending", "held")))
+    if post_ids is not None:
+        query = query.where(Post.id.in_(post_ids))
     with sessions() as session:
-        urls = dict(session.execute(select(Post.id, Article.url).join(Article).where(Post.id.in_(post_ids))).all())
+        urls = {post_id: url for post_id, payload, url in session.execute(query) if unchecked(payload)}
+    if not urls:
+        return
     found: dict[str, dict] = {}
     with fetch.client(settings.allow_private_feeds, timeout=CARD_DEADLINE) as http:
         for url in sorted(set(urls.values())):
@@ -142,7 +164,7 @@ def check_cards(sessions: sessionmaker, settings: Settings, post_ids: list[int])
                 found[url] = {"card": dict(url=card.url, title=card.title, description=card.description,
                                            image_url=card.image_url, card_type=card.card_type)}
     with sessions() as session, session.begin():
-        for post in session.scalars(select(Post).where(Post.id.in_(post_ids))):
+        for post in session.scalars(select(Post).where(Post.id.in_(urls))):
             post.payload = {**(post.payload or {}), **found[urls[post.id]]}
 
 
