@@ -269,6 +269,10 @@ def test_posts_planned_by_feed_poll_and_reshares_get_their_link_card(syndicate, 
         external = record["embed"]["external"]
         assert record["embed"]["$type"] == "app.bsky.embed.external", record
         assert external["title"] in ("Harbour reopens after the storm", "東京で猛暑対策")
+        # the card opens what the teaser links to: the story's URI with the account's UTM
+        link = next(f["features"][0]["uri"] for f in record["facets"] if "uri" in f["features"][0])
+        assert external["uri"] == link and "utm_source=bluesky&utm_medium=social" in link, record
+        assert external["uri"].startswith(base + "/2026/05/") and external["uri"].isascii()
         assert records[post_id]["upload"]["bytes"] == len(PNG)  # its picture, as the thumb
     pages = [path for path, _ in feed_server.requests if path == "/2026/05/harbour/"]
     # Read once when `feed poll` planned it, once for the re-share's check, once per post for the thumb.

@@ -581,6 +581,26 @@ def test_bluesky_sends_a_card_without_the_thumbnail_when_the_image_is_too_large(
     assert external["uri"] == URL and "thumb" not in external
 
 
+def test_bluesky_card_opens_the_link_the_teaser_links_to_with_its_utm(pds):
+    """The card is read at the story's own address; the embed points where the teaser's link does, UTM and
+    all, so a tap on the card is counted as the tap on the link is."""
+    tagged = f"{URL}?utm_source=bluesky&utm_medium=social&utm_campaign=syndicate"
+    text = "Armenia conducts joint exercises\ntruthusa.example/armenia-conduc…"
+    start = text.encode().index(b"truthusa")
+    request = PostRequest(teaser=Teaser(network="bluesky", text=text, url=tagged, hashtags=(), length=60,
+                                        limit=300, facets=(Facet("link", start, len(text.encode()), tagged),),
+                                        dropped=()),
+                          card=card(image=None), post_id=7, created_at=CREATED)
+    pds.post("/com.atproto.server.createSession").respond(json=session_json())
+    create = pds.post("/com.atproto.repo.createRecord").respond(json=created(request.rkey))
+
+    bluesky_client().publish(request)
+
+    record = body(create.calls[0])["record"]
+    assert record["embed"]["external"]["uri"] == tagged == record["facets"][0]["features"][0]["uri"]
+    assert request.card.url == URL  # where the card was read
+
+
 def test_bluesky_retry_of_a_record_that_got_through_is_published_not_an_error(pds):
     """The first attempt timed out after the PDS took it; the retry's create is refused — as the reference
     PDS does, with a bare 500 (atproto#3718) — and the record is there under our key."""

@@ -268,9 +268,9 @@ def bluesky_create_record(repo: str, request: PostRequest, language: str | None,
             features=[feature],
             index=models.AppBskyRichtextFacet.ByteSlice(byte_start=facet.start, byte_end=facet.end)))
     embed = None
-    if card is not None:
+    if card is not None:  # the card opens what the teaser links to: the story's link, with the account's UTM
         embed = models.AppBskyEmbedExternal.Main(external=models.AppBskyEmbedExternal.External(
-            uri=card.url, title=card.title, description=card.description, thumb=thumb))
+            uri=teaser.url, title=card.title, description=card.description, thumb=thumb))
     record = models.AppBskyFeedPost.Record(
         text=teaser.text,
         created_at=now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
