@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 import responses
+from atproto_client.models.string_formats import TID_RE
 from sqlalchemy import func, select
 from twitter_text import parse_tweet
 
@@ -20,7 +21,7 @@ from syndicate.ingest import feeds
 from syndicate.ledger import Leases
 from syndicate.models import Article, Post, SocialAccount, utcnow
 from syndicate.social import accounts, posts
-from syndicate.social.clients.base import Published
+from syndicate.social.clients.base import Published, tid
 
 FEED_URL = "https://truthusa.example/feed/"
 TWEETS = "https://api.twitter.com/2/tweets"
@@ -298,6 +299,79 @@ def test_bad_credentials_pause_the_account_with_the_reason_and_keep_the_post(liv
     with transaction(live.Session) as session:
         accounts.resume(session.get(SocialAccount, account.id))
     assert len(dispatched(live, utcnow() + timedelta(days=1))) == 1
+
+
+# ── Bluesky's record key ─────────────────────────────────────────────────────
+
+
+class RecordingBluesky:
+    """A Bluesky client that notes each attempt's record key; a post in `fail_once` first gets a 502 that may
+    have reached the PDS, as a gateway's answer does."""
+
+    network, dry_run = "bluesky", False
+
+    def __init__(self, fail_once=()):
+        self.attempts: list[tuple[int, str]] = []
+        self.fail_once = set(fail_once)
+
+    def publish(self, request):
+        self.attempts.append((request.post_id, request.rkey))
+        if request.post_id in self.fail_once:
+            self.fail_once.discard(request.post_id)
+            raise TransportError("Bluesky server error (502 UpstreamFailure: …)", permanent=False, code=502,
+                                 uncertain=True)
+        return Published(f"at://did:plc:newsroom/app.bsky.feed.post/{request.rkey}", None)
+
+
+def bluesky_batch(svc, stories: int) -> list[int]:
+    """`stories` new stories planned for one Bluesky account in one batch: every post dated alike."""
+    now = utcnow()
+    with transaction(svc.Session) as session:
+        session.add(SocialAccount(name="bsky", network="bluesky", settings={}, created_at=now - timedelta(minutes=1)))
+        session.add_all(Article(identity=str(i), url=f"https://news.example/{i}/", title=f"Story number {i}",
+                                lead="", content_hash=f"{i:064d}", categories=[], published_at=now, first_seen_at=now)
+                        for i in range(stories))
+        session.flush()
+        return posts.plan(session, svc.settings, now)
+
+
+def test_two_thousand_posts_of_one_batch_get_two_thousand_record_keys_each_kept_for_its_retry(svc):
+    """Issue 19: the clock id was the post id mod 1024, so posts 1 and 1025 of one batch (dated alike) had the
+    same key; the second was refused, found "its" record in place, and was marked posted."""
+    planned = bluesky_batch(svc, 2000)
+    twins = (planned[0], planned[1024])  # what the old key could not tell apart
+    client = RecordingBluesky(fail_once=twins)
+
+    for post_id in planned:
+        posts.publish(svc.Session, svc.settings, client, post_id, token=f"first-{post_id}")
+    with transaction(svc.Session) as session:
+        posts.edit_text(session.get(Post, twins[0]), "Story number 0, as an editor put it https://news.example/0/")
+    for post_id in twins:
+        posts.publish(svc.Session, svc.settings, client, post_id, token=f"retry-{post_id}")
+
+    first = {}
+    for post_id, rkey in client.attempts:
+        assert first.setdefault(post_id, rkey) == rkey  # a retry, after an edit too, sends the same key
+    assert len(client.attempts) == 2002 and len(set(first.values())) == 2000
+    assert all(TID_RE.match(rkey) for rkey in first.values())
+    assert sorted(first, key=first.get) == sorted(first)  # in the order they were made, as TIDs sort
+    with transaction(svc.Session) as session:
+        stored = {post.id: post for post in session.scalars(select(Post))}
+        assert all(stored[i].payload["rkey"] == first[i] and stored[i].status == "posted" for i in planned)
+
+
+def test_a_post_tried_before_the_upgrade_keeps_the_record_key_it_was_tried_with(svc):
+    """An attempt by the previous version may have reached the PDS under the old key: its retry must look
+    there, not post again under a new one."""
+    [post_id] = bluesky_batch(svc, 1)
+    with transaction(svc.Session) as session:
+        post = session.get(Post, post_id)
+        post.attempts, post.uncertain, created = 1, True, post.created_at
+    client = RecordingBluesky()
+
+    posts.publish(svc.Session, svc.settings, client, post_id, token="after-the-upgrade")
+
+    assert client.attempts == [(post_id, tid(created, post_id % 1024))]
 
 
 # ── dry-run: no credentials ──────────────────────────────────────────────────

@@ -28,7 +28,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from syndicate.errors import AccountProblem, DuplicatePost, TransportError
 from syndicate.social import networks
 from syndicate.social import teaser as teasers
-from syndicate.social.clients.base import PostRequest, Published, tid
+from syndicate.social.clients.base import PostRequest, Published, record_key, tid
 from syndicate.social.clients.bluesky import BlueskyClient, blob_cid
 from syndicate.social.clients.dry_run import DryRunClient
 from syndicate.social.clients.mastodon import MastodonClient
@@ -188,17 +188,42 @@ def test_the_idempotency_key_and_the_record_key_depend_on_the_ledger_row_alone()
     assert post(post_id=1235).rkey != first.rkey
 
 
-def test_the_record_key_is_a_tid_of_the_row_time_and_a_clock_id_from_the_post_id():
+def test_a_tid_is_the_time_in_microseconds_and_a_clock_id():
     key = tid(CREATED, 1234 % 1024)
 
     assert TID_RE.match(key)  # atproto's own check of the format
+    assert decoded(key) == (int(CREATED.timestamp()) * 1_000_000 + CREATED.microsecond, 1234 % 1024)
+    assert tid(CREATED.replace(tzinfo=None), 210) == key  # a naive time from the database is UTC
+    assert tid(CREATED + timedelta(microseconds=1), 0) > key  # later rows sort later, as TIDs must
+
+
+def decoded(key: str) -> tuple[int, int]:
+    """A TID as (microseconds since the epoch, clock id)."""
     number = 0
     for char in key:
         number = number * 32 + "234567abcdefghijklmnopqrstuvwxyz".index(char)
-    assert number >> 10 == int(CREATED.timestamp()) * 1_000_000 + CREATED.microsecond
-    assert number & 0x3FF == 1234 % 1024
-    assert tid(CREATED.replace(tzinfo=None), 210) == key  # a naive time from the database is UTC
-    assert tid(CREATED + timedelta(microseconds=1), 0) > key  # later rows sort later, as TIDs must
+    return number >> 10, number & 0x3FF
+
+
+def test_the_record_key_is_the_rows_second_with_the_post_id_in_the_microseconds_and_the_clock_id():
+    key = record_key(1_234_567_890, CREATED)
+
+    assert TID_RE.match(key)
+    assert decoded(key) == (int(CREATED.replace(microsecond=0).timestamp()) * 1_000_000 + 567_890, 1234 % 1024)
+    assert record_key(1_234_567_890, CREATED.replace(tzinfo=None)) == key
+
+
+@given(st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1), st.datetimes(datetime(2024, 1, 1), datetime(2100, 1, 1)))
+def test_two_posts_of_one_moment_never_share_a_record_key(first, second, at):
+    """Posts planned in one batch are dated alike: ids apart by 1,024 (the old clock id's period) or by
+    anything else less than 1,024,000,000 still get keys of their own."""
+    if first % 1_024_000_000 != second % 1_024_000_000:
+        assert record_key(first, at) != record_key(second, at)
+    assert record_key(first, at) == record_key(first, at) and TID_RE.match(record_key(first, at))
+
+
+def test_record_keys_sort_as_their_posts_were_made():
+    assert record_key(1, CREATED) < record_key(1025, CREATED) < record_key(2, CREATED + timedelta(seconds=1))
 
 
 # ── X ────────────────────────────────────────────────────────────────────────

@@ -27,7 +27,7 @@ from syndicate.ledger import POST_OPEN, PostStatus
 from syndicate.models import Article, Post, SocialAccount, utcnow
 from syndicate.social import accounts, linkcard, teaser
 from syndicate.social.accounts import AccountSettings
-from syndicate.social.clients.base import PostRequest, SocialClient
+from syndicate.social.clients.base import PostRequest, SocialClient, record_key, tid
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +350,8 @@ def publish(sessions: sessionmaker, settings: Settings, client: SocialClient, po
             if claimed and resumed:
                 post.uncertain = True
             if claimed:
-                request = PostRequest(teaser=teaser_of(post), card=card, post_id=post.id, created_at=post.created_at)
+                request = PostRequest(teaser=teaser_of(post), card=card, post_id=post.id, created_at=post.created_at,
+                                      kept_rkey=_record_key(post))
         if not claimed:
             return post
         try:
@@ -420,6 +421,20 @@ def publish(sessions: sessionmaker, settings: Settings, client: SocialClient, po
         return post
 
 
+def _record_key(post: Post) -> str | None:
+    """A Bluesky post's record key, kept on its row from its first attempt: every retry sends the same one.
+    A post an earlier version already tried keeps the key that version made (the post id mod 1024 as its
+    clock id, which a batch of more than 1,024 posts could repeat), so its retry still finds its record."""
+    if post.account.network != "bluesky":
+        return None
+    payload = post.payload or {}
+    if "rkey" not in payload:
+        tried_before = post.attempts > 0 or post.uncertain
+        rkey = tid(post.created_at, post.id % 1024) if tried_before else record_key(post.id, post.created_at)
+        post.payload = payload = {**payload, "rkey": rkey}
+    return payload["rkey"]
+
+
 def _held(session: Session, post: Post, token: str) -> bool:
     """Whether this task's claim on the post still holds: read again, and locked, before its outcome is
     written (ledger: an outcome only while the claim holds)."""
@@ -466,12 +481,13 @@ def edit_text(post: Post, text: str) -> teaser.Teaser:
     settings = accounts.settings_of(post.account)
     measured = teaser.measure(settings.rules(post.account.network), text,
                               (post.payload or {}).get("url", post.article.url))
-    post.text, post.payload, post.edited = measured.text, payload_of(measured) | _card(post), True
+    post.text, post.payload, post.edited = measured.text, payload_of(measured) | _kept(post), True
     return measured
 
 
-def _card(post: Post) -> dict:
-    return {k: v for k, v in (post.payload or {}).items() if k in ("card", "card_error")}
+def _kept(post: Post) -> dict:
+    """What an edit keeps of the payload: the checked card, and the record key an earlier attempt used."""
+    return {k: v for k, v in (post.payload or {}).items() if k in ("card", "card_error", "rkey")}
 
 
 def schedule(post: Post, at: datetime) -> None:

@@ -37,6 +37,7 @@ class PostRequest:
     card: Card | None
     post_id: int  # the ledger row: unique per (article, account[, re-share])
     created_at: datetime  # the row's creation time (UTC); with post_id, what makes every retry look the same
+    kept_rkey: str | None = None  # the record key the row keeps from its first attempt (posts.publish)
 
     @property
     def key(self) -> str:
@@ -46,7 +47,7 @@ class PostRequest:
     @property
     def rkey(self) -> str:
         """The Bluesky record key: the same on every attempt, so a retry can't make a second post."""
-        return tid(self.created_at, self.post_id % 1024)
+        return self.kept_rkey or record_key(self.post_id, self.created_at)
 
 
 class SocialClient(Protocol):
@@ -71,6 +72,17 @@ def tid(at: datetime, clock_id: int) -> str:
     micros = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     number = (micros << 10) | (clock_id & 0x3FF)
     return "".join(TID_ALPHABET[(number >> shift) & 31] for shift in range(60, -1, -5))
+
+
+def record_key(post_id: int, created_at: datetime) -> str:
+    """A post's Bluesky record key, from its row alone: a TID of the second the row was made, with the post
+    id in the rest — its last six digits as the microseconds, the next ten bits as the clock id. One planning
+    batch dates all its posts alike; two of them would need ids 1,024,000,000 apart to share a key (the id
+    mod 1024 as the clock id repeated after 1,024). Sorted by creation: by the second, then by id."""
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=UTC)  # the database hands back naive UTC
+    second = created_at.replace(microsecond=0)
+    return tid(second + timedelta(microseconds=post_id % 1_000_000), post_id // 1_000_000)
 
 
 def describe(rules: Network) -> str:
