@@ -667,6 +667,44 @@ def test_bluesky_any_refusal_with_our_record_in_place_is_published(pds, refusal)
     assert bluesky_client().publish(request).remote_id == f"at://{DID}/app.bsky.feed.post/{request.rkey}"
 
 
+def test_bluesky_another_post_under_our_record_key_is_a_failure_that_says_so_not_a_success(pds):
+    """Issue 19: a refused create with *a* record under the key was taken for this post — the second of two
+    posts that shared a key was marked posted. Now the record is read: another story's post is a failure."""
+    link = Facet("link", 0, 10, URL)
+    request = post(BLUESKY, facets=(link,))
+    pds.post("/com.atproto.server.createSession").respond(json=session_json())
+    create = pds.post("/com.atproto.repo.createRecord").mock(
+        return_value=xrpc_error(500, "InternalServerError", "Internal Server Error"))
+    pds.get("/com.atproto.repo.getRecord").respond(json={
+        "uri": f"at://{DID}/app.bsky.feed.post/{request.rkey}", "cid": "bafyreid" + "b" * 51,
+        "value": {"$type": "app.bsky.feed.post", "text": "Another story\nnews.example/other",
+                  "createdAt": "2030-01-02T03:04:06Z",
+                  "facets": [{"index": {"byteStart": 14, "byteEnd": 32}, "features": [
+                      {"$type": "app.bsky.richtext.facet#link", "uri": "https://news.example/other/"}]}]}})
+
+    with pytest.raises(TransportError) as caught:
+        bluesky_client().publish(request)
+
+    assert caught.value.permanent and create.call_count == 1
+    assert "another post under this post's record key" in str(caught.value)
+    assert f"https://bsky.app/profile/{HANDLE}/post/{request.rkey}" in str(caught.value)
+
+
+def test_bluesky_our_record_is_known_by_its_link_when_an_editor_changed_the_text_between_attempts(pds):
+    request = post(BLUESKY, text=f"The text as the editor wrote it after the timeout\n{URL}",
+                   facets=(Facet("link", 51, 51 + len(URL), URL),))
+    pds.post("/com.atproto.server.createSession").respond(json=session_json())
+    pds.post("/com.atproto.repo.createRecord").mock(
+        return_value=xrpc_error(409, "RecordAlreadyExists", "Record already exists"))
+    pds.get("/com.atproto.repo.getRecord").respond(json={
+        "uri": f"at://{DID}/app.bsky.feed.post/{request.rkey}", "cid": "bafyreid" + "a" * 51,
+        "value": {"$type": "app.bsky.feed.post", "text": f"The text before\n{URL}", "createdAt": "2030-01-02T03:04:06Z",
+                  "facets": [{"index": {"byteStart": 16, "byteEnd": 16 + len(URL)}, "features": [
+                      {"$type": "app.bsky.richtext.facet#link", "uri": URL}]}]}})
+
+    assert bluesky_client().publish(request).remote_id == f"at://{DID}/app.bsky.feed.post/{request.rkey}"
+
+
 def test_bluesky_server_error_without_the_record_is_retried(pds):
     pds.post("/com.atproto.server.createSession").respond(json=session_json())
     pds.post("/com.atproto.repo.createRecord").mock(

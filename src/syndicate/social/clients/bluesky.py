@@ -173,32 +173,43 @@ class BlueskyClient:
             raise
 
     def _create(self, data) -> str:
-        """Write the record; its AT URI. A refusal with our record already in place is a success."""
+        """Write the record; its AT URI. A refusal with this post's record already in place is a success;
+        with another record under its key, a failure that says so."""
         from atproto_client.exceptions import AtProtocolError
 
         try:
             return self._xrpc(lambda: self.api.com.atproto.repo.create_record(data)).uri
         except AtProtocolError as e:
-            if not self._already_there(e, data.rkey):
+            found = self._already_there(e, data.rkey)
+            if found is None:
                 raise
+            if not same_post(found, data.record):
+                raise TransportError(
+                    f"Bluesky already has another post under this post's record key {data.rkey} "
+                    f"(https://bsky.app/profile/{self.handle}/post/{data.rkey}); this one was not posted. "
+                    "Re-share the story to post it under a key of its own", permanent=True,
+                    code=e.response.status_code) from e
         log.info("bluesky: record %s was there already: an earlier attempt got through", data.rkey)
         return f"at://{self._did}/{data.collection}/{data.rkey}"
 
-    def _already_there(self, e, rkey: str) -> bool:
-        """After a refused create: is our record there already (an earlier attempt that had no answer)?
-        The reference PDS answers an existing rkey with a bare 500 InternalServerError (atproto#3718);
-        a newer one may say 409/400 RecordAlreadyExists — so look, rather than read the refusal."""
+    def _already_there(self, e, rkey: str) -> dict | None:
+        """After a refused create: the record under our key, if there is one (an earlier attempt that had no
+        answer, or — the caller tells — another post). The reference PDS answers an existing rkey with a bare
+        500 InternalServerError (atproto#3718); a newer one may say 409/400 RecordAlreadyExists — so look,
+        rather than read the refusal."""
         from atproto_client import models
         from atproto_client.exceptions import AtProtocolError
+        from atproto_client.models.dot_dict import DotDict
+        from atproto_client.models.utils import get_model_as_dict
 
         if getattr(e, "response", None) is None or e.response.status_code in (401, 403, 429):
-            return False
+            return None
         params = models.ComAtprotoRepoGetRecord.Params(repo=self._did, collection="app.bsky.feed.post", rkey=rkey)
         try:
-            self._xrpc(lambda: self.api.com.atproto.repo.get_record(params))
+            value = self._xrpc(lambda: self.api.com.atproto.repo.get_record(params)).value
         except AtProtocolError:
-            return False  # not there (400 RecordNotFound), or can't tell now: the original error stands
-        return True
+            return None  # not there (400 RecordNotFound), or can't tell now: the original error stands
+        return value.to_dict() if isinstance(value, DotDict) else get_model_as_dict(value)
 
     def _error(self, e: Exception, writing: bool) -> TransportError:
         """What a Bluesky failure means for this post and for the account."""
@@ -234,6 +245,24 @@ class BlueskyClient:
 
 
 ACCOUNT_GONE = frozenset({"AccountTakedown", "AccountDeactivated", "AccountSuspended"})
+
+
+def same_post(found: dict, record) -> bool:
+    """Whether the record found under a post's key is that post: the same text, or a link to the same address
+    (an editor may have changed the text between two attempts; the link stays). Not createdAt: each attempt
+    dates its record by the clock."""
+    from atproto_client.models.utils import get_model_as_dict
+
+    ours = get_model_as_dict(record)
+    return found.get("text") == ours.get("text") or bool(_links(found) & _links(ours))
+
+
+def _links(record: dict) -> set[str]:
+    """The addresses a post record links to: its link facets and its card."""
+    found = {((record.get("embed") or {}).get("external") or {}).get("uri")}
+    for facet in record.get("facets") or ():
+        found |= {feature.get("uri") for feature in facet.get("features") or ()}
+    return found - {None}
 
 
 def xrpc_error(e) -> tuple[str, str]:
