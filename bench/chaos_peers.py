@@ -19,6 +19,8 @@ logins, reads and blob uploads always work):
     "503"             a server error; nothing stored
     "timeout"         no answer at all for HOLD_SECONDS (longer than social.clients.base.TIMEOUT); nothing stored
     "taken-then-502"  the post is stored, then a gateway's 502 page is the answer
+    "taken-then-timeout"  the post is stored, then no answer at all for HOLD_SECONDS (a worker killed while it
+                      waits, or one that times out, never hears it went out)
 
 X's host is hard-coded in tweepy (https://api.twitter.com), so X sits behind an HTTPS proxy: it accepts
 CONNECT api.twitter.com:443 only, answers 200 and ends the TLS itself with a certificate from a local CA
@@ -61,7 +63,7 @@ import trustme
 from syndicate.social.clients.base import TIMEOUT as CLIENT_TIMEOUT
 
 NETWORKS = ("x", "mastodon", "bluesky")
-KINDS = ("429", "503", "timeout", "taken-then-502")
+KINDS = ("429", "503", "timeout", "taken-then-502", "taken-then-timeout")
 X_HOST = "api.twitter.com"
 HOLD_SECONDS = CLIENT_TIMEOUT + 10  # a "timeout" request is held this long, then dropped unanswered
 RESET_AHEAD = 5  # seconds: when an injected 429 says the limit resets
@@ -240,8 +242,8 @@ class Peer:
             return self.unavailable()
         if kind == "timeout":
             return HOLD
-        post()  # taken-then-502: the network stores it; the gateway in front loses the answer
-        return GATEWAY_502
+        post()  # taken-then-…: the network stores it; the answer is lost on the way back
+        return HOLD if kind == "taken-then-timeout" else GATEWAY_502
 
     def rate_limited(self, reset: float) -> Answer:
         raise NotImplementedError
