@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -463,6 +464,45 @@ def test_every_waiting_post_has_its_card_checked_once_however_it_was_made(svc, f
             "Armenia Conducts Joint Military Exercises With US"] * 2
         assert not {"card", "card_error"} & session.get(Post, done_id).payload.keys()
     assert [path for path, _ in feed_server.requests] == ["/armenia/"]  # one page, read once for both
+
+
+def test_a_backlog_of_stalling_pages_is_checked_a_budget_at_a_time_never_from_the_start_again(svc, feed_server,
+                                                                                               monkeypatch):
+    """A tick cut short by its time limit used to lose every card it had read; a site that stalls on every
+    page would have held the tick's dispatch back for good. Each finding is kept at once, and a call stops
+    reading when its budget is spent: the rest wait for the next tick."""
+    good = feed_server.serve("/armenia/", PAGE, **{"Content-Type": "text/html"})
+    monkeypatch.setattr(posts, "CARD_DEADLINE", 1.0)
+    monkeypatch.setattr(posts, "CARD_BUDGET", 0.1)
+    now = utcnow()
+    with socket.create_server(("127.0.0.1", 0)) as stalling:  # takes the request, never answers
+        slow = f"http://127.0.0.1:{stalling.getsockname()[1]}/slow/"
+        with transaction(svc.Session) as session:
+            session.add(SocialAccount(name="bsky", network="bluesky", settings={},
+                                      created_at=now - timedelta(minutes=1)))
+            for n, url in enumerate((slow, good)):
+                session.add(Article(identity=str(n), url=url, title=f"Story {n}", lead="", content_hash=f"{n:064d}",
+                                    categories=[], published_at=now + timedelta(seconds=n), first_seen_at=now))
+            session.flush()
+            first, second = posts.plan(session, svc.settings, now)
+
+        posts.check_cards(svc.Session, svc.settings)
+        assert "deadline" in reload(svc, first).payload["card_error"]  # kept, though the call stopped there
+        assert posts.unchecked(reload(svc, second).payload)  # left for the next call
+        posts.check_cards(svc.Session, svc.settings)
+
+        assert reload(svc, second).payload["card"]["title"] == "Armenia Conducts Joint Military Exercises With US"
+        stalling.setblocking(False)
+        assert len(list(iter(lambda: _accepted(stalling), None))) == 1  # the stalling page was never read again
+
+
+def _accepted(listener: socket.socket) -> socket.socket | None:
+    try:
+        connection, _ = listener.accept()
+    except BlockingIOError:
+        return None
+    connection.close()
+    return connection
 
 
 class TakenOverMeanwhile:

@@ -120,6 +120,7 @@ def plan(session: Session, settings: Settings, now: datetime | None = None) -> l
 # ── the link card ────────────────────────────────────────────────────────────
 
 CARD_DEADLINE = 8.0  # seconds for one article page (and, for Bluesky, its image)
+CARD_BUDGET = 120.0  # seconds of reading pages in one call (the social tick's soft limit is 600)
 
 
 def prepare(sessions: sessionmaker, settings: Settings, now: datetime | None = None) -> list[int]:
@@ -142,30 +143,42 @@ def check_cards(sessions: sessionmaker, settings: Settings, post_ids: list[int] 
     """Read the article page of each waiting post not checked yet — of `post_ids` only, if given — once per
     page (through the ingest SSRF guard): its og:/twitter: tags build the Bluesky card and show editors what
     X and Mastodon will unfurl. A page without an image is fine; an unreachable page is reported on the post
-    (it still goes: the story may be up by then)."""
+    (it still goes: the story may be up by then).
+
+    Each page's finding is stored as soon as it is made, and one call reads pages for CARD_BUDGET seconds at
+    most, the oldest posts' first: a backlog of pages that stall is worked off tick by tick, and neither
+    holds up the tick's dispatch nor starts again from the beginning when a tick is cut short."""
     query = select(Post.id, Post.payload, Article.url).join(Article).where(Post.status.in_(("pending", "held")))
     if post_ids is not None:
         query = query.where(Post.id.in_(post_ids))
+    pages: dict[str, list[int]] = {}  # the page → its posts, in the order the posts were made
     with sessions() as session:
-        urls = {post_id: url for post_id, payload, url in session.execute(query) if unchecked(payload)}
-    if not urls:
-        return
-    found: dict[str, dict] = {}
+        for post_id, payload, url in session.execute(query.order_by(Post.id)):
+            if unchecked(payload):
+                pages.setdefault(url, []).append(post_id)
     with fetch.client(settings.allow_private_feeds, timeout=CARD_DEADLINE) as http:
-        for url in sorted(set(urls.values())):
-            try:
-                card = linkcard.preflight(http, url, deadline=time.monotonic() + CARD_DEADLINE, fetch_image=False)
-            except linkcard.PageUnreachable as e:
-                found[url] = {"card_error": str(e)}
-            except Exception as e:  # a page, or a link, nobody foresaw: this card only, the others go on
-                log.warning("link card of %s: %s: %s", url, type(e).__name__, e)
-                found[url] = {"card_error": f"the page could not be read for its card ({type(e).__name__}: {e})"}
-            else:
-                found[url] = {"card": dict(url=card.url, title=card.title, description=card.description,
-                                           image_url=card.image_url, card_type=card.card_type)}
-    with sessions() as session, session.begin():
-        for post in session.scalars(select(Post).where(Post.id.in_(urls))):
-            post.payload = {**(post.payload or {}), **found[urls[post.id]]}
+        until = time.monotonic() + CARD_BUDGET
+        for n, (url, ids) in enumerate(pages.items()):
+            if n and time.monotonic() >= until:  # one page at least: every call gets somewhere
+                log.info("link cards: %d page(s) left for the next tick", len(pages) - n)
+                return
+            found = _read_card(http, url)
+            with sessions() as session, session.begin():
+                for post in session.scalars(select(Post).where(Post.id.in_(ids))):
+                    post.payload = {**(post.payload or {}), **found}
+
+
+def _read_card(http, url: str) -> dict:
+    """{"card": …} as the page describes it, or {"card_error": why there is none}."""
+    try:
+        card = linkcard.preflight(http, url, deadline=time.monotonic() + CARD_DEADLINE, fetch_image=False)
+    except linkcard.PageUnreachable as e:
+        return {"card_error": str(e)}
+    except Exception as e:  # a page, or a link, nobody foresaw: this card only, the others go on
+        log.warning("link card of %s: %s: %s", url, type(e).__name__, e)
+        return {"card_error": f"the page could not be read for its card ({type(e).__name__}: {e})"}
+    return {"card": dict(url=card.url, title=card.title, description=card.description, image_url=card.image_url,
+                         card_type=card.card_type)}
 
 
 def card_for(payload: dict, settings: Settings, with_image: bool) -> linkcard.Card | None:
