@@ -277,3 +277,48 @@ def test_posts_planned_by_feed_poll_and_reshares_get_their_link_card(syndicate, 
     pages = [path for path, _ in feed_server.requests if path == "/2026/05/harbour/"]
     # Read once when `feed poll` planned it, once for the re-share's check, once per post for the thumb.
     assert len(pages) == 1 + 1 + 2
+
+
+LANGUAGES_FEED = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>Languages</title>
+<link>https://news.example/</link><language>en-GB</language>
+<item><title>Ferries resume at dawn after the storm</title><link>https://news.example/l/en</link>
+  <description>Crews cleared the quay overnight and the first boat left at six.</description></item>
+<item><title>Der Hafen öffnet nach dem Sturm wieder</title><link>https://news.example/l/de</link>
+  <description>Die Fähren fahren seit heute Morgen wieder nach Fahrplan.</description></item>
+<item><title>東京で猛暑対策</title><link>https://news.example/l/ja</link>
+  <description>東京都は月曜日に900か所の避暑施設を開設した。</description></item>
+<item><title>Harbour</title><link>https://news.example/l/short</link></item>
+<item><title>Portos reabrem</title><link>https://news.example/l/pt</link><dc:language>pt-BR</dc:language></item>
+</channel></rss>
+"""
+
+
+def test_each_post_says_the_language_its_story_is_in(syndicate, feed_server, tmp_path):
+    """Through `syndicate feed poll` and the tick, into the dry run's requests: read off the story's words
+    (with the feed's region when they agree), else as the item or the feed declares it."""
+    syndicate("feed", "add", feed_server.serve("/languages/", LANGUAGES_FEED.encode()))
+    syndicate("account", "add", "desk-bluesky", "--network", "bluesky", "--dry-run", "--handle", "news.example",
+              "--window", "always", "--min-gap", "0", "--max-age", "0", "--language", "fr")
+    syndicate("account", "add", "desk-mastodon", "--network", "mastodon", "--dry-run", "--instance", INSTANCE,
+              "--window", "always", "--min-gap", "0", "--max-age", "0", "--language", "fr")
+    syndicate("feed", "poll", "--all")
+    worker_tick(syndicate.env, ticks=12)
+
+    posts = {p["id"]: p for p in json.loads(syndicate("post", "list", "--json", "--limit", "100").output)}
+    sent = {}
+    for path in (tmp_path / "data" / "outbox" / "posts").glob("syndicate-post-*.json"):
+        written = json.loads(path.read_text(encoding="utf-8"))
+        url = posts[int(path.stem.rsplit("-", 1)[1])]["url"].split("?")[0]
+        if "/l/" in url:
+            request = written["request"]
+            found = (request["json"]["record"].get("langs") if written["network"] == "bluesky"
+                     else request["form"].get("language"))
+            sent[(written["network"], url.rsplit("/", 1)[1])] = found
+    assert sent == {
+        ("bluesky", "en"): ["en-GB"], ("mastodon", "en"): "en",  # Mastodon takes the language, not the region
+        ("bluesky", "de"): ["de"], ("mastodon", "de"): "de",  # its words outweigh the feed's en-GB
+        ("bluesky", "ja"): ["ja"], ("mastodon", "ja"): "ja",
+        ("bluesky", "short"): ["en-GB"], ("mastodon", "short"): "en",  # one word says nothing: the feed's
+        ("bluesky", "pt"): ["pt-BR"], ("mastodon", "pt"): "pt",  # two words: the item's own dc:language
+    }

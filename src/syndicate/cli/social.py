@@ -43,7 +43,7 @@ def account_options(adding: bool):
             click.option("--service", help="Bluesky: the PDS (default https://bsky.social)."),
             click.option("--visibility", type=click.Choice(["public", "unlisted", "private"]),
                          help="Mastodon: who sees the posts in timelines (default unlisted)."),
-            click.option("--language", help="ISO 639-1 language of the posts, e.g. en."),
+            click.option("--language", help="ISO 639-1 language for posts whose story's own is unknown, e.g. en."),
             click.option("--hashtag", "hashtag_map", multiple=True,
                          help="CATEGORY=TAG: the hashtag for a category ('CATEGORY=' for none); repeat."),
             click.option("--deny-hashtag", multiple=True, help="A hashtag never to use; repeat."),

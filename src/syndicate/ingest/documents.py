@@ -15,7 +15,7 @@ import feedparser
 
 from syndicate import links
 from syndicate.errors import FeedError
-from syndicate.ingest import content
+from syndicate.ingest import content, language
 from syndicate.text import UNTITLED, clean
 
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
@@ -37,6 +37,7 @@ class Entry:
     categories: list[str] = field(default_factory=list)
     guid: str | None = None  # only unique within its feed: stored under the feed's name
     link_problem: str | None = None  # why its own link was passed over (not a web address)
+    language: str | None = None  # BCP 47: read off its words, else as its feed declares; None: unknown
 
 
 # ── parsing ──────────────────────────────────────────────────────────────────
@@ -122,7 +123,7 @@ def _parse(body: bytes, base_url: str, content_type: str | None) -> Document:
                               if address)  # canonical once per feed, not per item
     for e in entries:
         try:
-            document.entries.append(_entry(e, base_url, not_the_story))
+            document.entries.append(_entry(e, base_url, not_the_story, parsed.feed.get("language")))
         except Exception as problem:  # noqa: BLE001 - this item only: the rest of the feed is read
             name = clean(str(e.get("title") or e.get("link") or e.get("id") or "an item"))[:80]
             document.skipped.append(f"{name!r}: {type(problem).__name__}: {str(problem)[:200]}")
@@ -159,26 +160,30 @@ def refuse_entity_declarations(body: bytes) -> None:
             refuse()
 
 
-def _entry(e, base_url: str, not_the_story: frozenset[str] = frozenset()) -> Entry:
-    """A feedparser entry, read into `normalise`; `not_the_story`: the feed's own addresses, canonical."""
+def _entry(e, base_url: str, not_the_story: frozenset[str] = frozenset(), feed_language: str | None = None) -> Entry:
+    """A feedparser entry, read into `normalise`; `not_the_story`: the feed's own addresses, canonical;
+    `feed_language`: what the feed declares for all its items (`<language>`, or `xml:lang` on the feed)."""
     link = urljoin(base_url, e.get("link", "")) if e.get("link") else ""
     body, summary = {}, e.get("summary_detail") or {}
     if e.get("content"):
         body = max(e.content, key=lambda c: len(c.get("value", "")))
     body = body or summary
+    # An item's own dc:language, else the xml:lang its text was written under, else the feed's.
+    declared = language.declared(e.get("language"), body.get("language"),
+                                 (e.get("title_detail") or {}).get("language"), feed_language)
     return normalise(
         link=link, guid=e.get("id"), title=e.get("title", ""), html=body.get("value", ""),
         summary=e.get("summary", ""), html_base=urljoin(link or base_url, body.get("base") or ""),
         published_at=_date(e), author=e.get("author"), image_url=_image(e),
         categories=[t["term"] for t in e.get("tags", []) if t.get("term")],
-        orig_link=e.get("feedburner_origlink"), not_the_story=not_the_story,
+        orig_link=e.get("feedburner_origlink"), not_the_story=not_the_story, declared_language=declared,
     )
 
 
 def normalise(*, link: str, guid: str | None, title: str, html: str, summary: str = "", html_base: str = "",
               published_at: datetime | None = None, author: str | None = None, image_url: str | None = None,
               categories: list[str] | None = None, orig_link: str | None = None,
-              not_the_story: frozenset[str] = frozenset()) -> Entry:
+              not_the_story: frozenset[str] = frozenset(), declared_language: str | None = None) -> Entry:
     """One story as syndicate keeps it, whether a feed carried it or a CMS pushed it.
 
     Relative links in the story resolve against `html_base` (its xml:base) or else its own page.
@@ -189,6 +194,7 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
     categories = [name for name in map(clean, categories or []) if name]
     lead = (content.lead(html, title=title, categories=categories)
             or content.lead(content.sanitise(summary, base_url=base), title=title, categories=categories))
+    story_language = language.of_story(title, lead, declared_tag=declared_language)
     title = title or UNTITLED
     digest = hashlib.sha256(f"{title}\n{html}".encode()).hexdigest()
     guid = (guid or "").strip() or None
@@ -207,6 +213,7 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
         author=clean(author or "") or None,
         image_url=links.href(image_url) or content.first_image(html) or None,
         categories=categories,
+        language=story_language,
     )
 
 

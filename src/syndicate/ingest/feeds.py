@@ -99,6 +99,7 @@ def store(session: Session, feed: Feed | None, entries: list[Entry], now: dateti
             existing.title, existing.lead = entry.title, entry.lead
             existing.content_html, existing.content_hash = entry.content_html, entry.content_hash
             existing.image_url = entry.image_url or existing.image_url
+            existing.language = entry.language or existing.language
             existing.updated_at = now
             updated += 1
     return _insert(session, feed, fresh, now), updated
@@ -132,7 +133,7 @@ def _insert(session: Session, feed: Feed | None, fresh: list[tuple[str, Entry]],
             feed_id=feed.id if feed else None, identity=key, url=entry.url,
             title=entry.title[:1000], lead=entry.lead, content_html=entry.content_html,
             content_hash=entry.content_hash, author=entry.author, image_url=entry.image_url,
-            categories=entry.categories, first_seen_at=now,
+            categories=entry.categories, language=entry.language, first_seen_at=now,
             published_at=entry.published_at if entry.published_at and entry.published_at <= now else now,
         )
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from syndicate import links
 from syndicate.errors import InvalidInput
-from syndicate.ingest import content, documents, feeds
+from syndicate.ingest import content, documents, feeds, language
 from syndicate.models import utcnow
 from syndicate.text import clean
 
@@ -39,6 +39,8 @@ class PushedStory(BaseModel):
     categories: list[str] = Field(default_factory=list)
     image_url: str | None = Field(None, description="The lead image (http or https).")
     published_at: datetime | None = Field(None, description="ISO 8601 with a time zone; default: now.")
+    language: str | None = Field(None, max_length=35, description="The story's language as a BCP 47 tag (\"de\", "
+                                 "\"pt-BR\"); default: read off its words.")
 
     @field_validator("url")
     @classmethod
@@ -66,6 +68,13 @@ class PushedStory(BaseModel):
     @classmethod
     def _no_blank_categories(cls, value: list[str]) -> list[str]:
         return [clean(c) for c in value if clean(c)]
+
+    @field_validator("language")
+    @classmethod
+    def _language_tag(cls, value: str | None) -> str | None:
+        if value and language.declared(value) is None:
+            raise ValueError(f"{value!r} is not a language tag; write one like \"en\", \"de\" or \"pt-BR\"")
+        return value or None
 
     @field_validator("published_at")
     @classmethod
@@ -118,6 +127,7 @@ def entry_from_push(story: PushedStory) -> documents.Entry:
         link=story.url, guid=story.guid, title=story.title, html=story.content_html or "",
         summary=story.summary or "", published_at=story.published_at, author=story.author,
         image_url=story.image_url, categories=story.categories,
+        declared_language=language.declared(story.language),
     )
 
 

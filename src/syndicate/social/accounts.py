@@ -55,7 +55,7 @@ class AccountSettings:
     handle: str | None = None  # Bluesky: the account's handle, e.g. newsroom.bsky.social
     service: str = "https://bsky.social"  # Bluesky: the PDS
     visibility: str = "unlisted"  # Mastodon
-    language: str | None = None  # ISO 639-1, e.g. "en"
+    language: str | None = None  # ISO 639-1, e.g. "en": for posts whose story's own language is unknown
     max_characters: int | None = None  # Mastodon: the instance's limit, read by `account test` (default 500)
     url_cost: int | None = None  # Mastodon: characters a link counts on the instance (default 23)
     teaser: dict = field(default_factory=dict)  # teaser.Options: hashtags, hashtag_map, deny, utm_*, template

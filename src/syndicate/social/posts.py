@@ -364,7 +364,7 @@ def publish(sessions: sessionmaker, settings: Settings, client: SocialClient, po
                 post.uncertain = True
             if claimed:
                 request = PostRequest(teaser=teaser_of(post), card=card, post_id=post.id, created_at=post.created_at,
-                                      kept_rkey=_record_key(post))
+                                      kept_rkey=_record_key(post), language=post.article.language)
         if not claimed:
             return post
         try:

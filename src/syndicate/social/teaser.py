@@ -418,7 +418,8 @@ _LINKISH = regex.compile(r"\S*(?:://|[\p{L}\p{N}]\.\p{L}{2,})\S*")
 
 
 def _in_links(graphemes: list[str]) -> set[int]:
-    """The cuts (grapheme indices) that would fall inside a link, or right after one."""
+    """The cuts (grapheme indices) that would fall inside a link, or right after one with a protocol (on
+    Mastodon "…" may end such a link; X and Mastodon link no bare domain's "…")."""
     text = "".join(graphemes)
     if "." not in text and "://" not in text:
         return set()
@@ -426,7 +427,9 @@ def _in_links(graphemes: list[str]) -> set[int]:
     inside = set()
     for found in _LINKISH.finditer(text):
         first = bisect.bisect_right(starts, found.start())
-        inside.update(range(first, bisect.bisect_right(starts, found.end())))
+        last = bisect.bisect_right(starts, found.end()) if "://" in found.group() else bisect.bisect_left(
+            starts, found.end())
+        inside.update(range(first, last))
     return inside
 
 

@@ -38,6 +38,11 @@ class PostRequest:
     post_id: int  # the ledger row: unique per (article, account[, re-share])
     created_at: datetime  # the row's creation time (UTC); with post_id, what makes every retry look the same
     kept_rkey: str | None = None  # the record key the row keeps from its first attempt (posts.publish)
+    language: str | None = None  # the story's (BCP 47); None: unknown, and the account's own language stands in
+
+    def language_or(self, account_language: str | None) -> str | None:
+        """The language the post is in: the story's when known, else the account's."""
+        return self.language or account_language
 
     @property
     def key(self) -> str:

@@ -284,7 +284,7 @@ def bluesky_create_record(repo: str, request: PostRequest, language: str | None,
     """The `com.atproto.repo.createRecord` input for a teaser: the live client sends it, the dry run writes it."""
     from atproto_client import models
 
-    teaser, card = request.teaser, request.card
+    teaser, card, language = request.teaser, request.card, request.language_or(language)
     facets = []
     for facet in teaser.facets:
         if facet.kind == "link":

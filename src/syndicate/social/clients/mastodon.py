@@ -13,7 +13,9 @@ from syndicate.social.networks import MASTODON, Network
 def status(request: PostRequest, visibility: str, language: str | None) -> dict:
     """Mastodon.py's `status_post` arguments for a post: what MastodonClient sends and the dry run writes
     down (as `status_form`), built once here."""
-    return {"status": request.teaser.text, "visibility": visibility, "language": language,
+    language = request.language_or(language)
+    return {"status": request.teaser.text, "visibility": visibility,
+            "language": language.split("-")[0] if language else None,  # Mastodon takes an ISO 639 code
             "idempotency_key": request.key}
 
 
