@@ -28,7 +28,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from syndicate.errors import AccountProblem, DuplicatePost, TransportError
 from syndicate.social import networks
 from syndicate.social import teaser as teasers
-from syndicate.social.clients.base import PostRequest, Published, record_key, tid
+from syndicate.social.clients.base import PostRequest, Published, Retracted, RetractRequest, record_key, tid
 from syndicate.social.clients.bluesky import BlueskyClient, blob_cid
 from syndicate.social.clients.dry_run import DryRunClient
 from syndicate.social.clients.mastodon import MastodonClient
@@ -916,6 +916,150 @@ def test_dry_run_writes_the_exact_bluesky_records_and_the_blob_it_would_upload(t
 
 def test_a_blob_cid_is_the_one_a_pds_would_give():
     assert blob_cid(b"hello") == "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
+
+
+# ── taking a post back ───────────────────────────────────────────────────────
+
+
+def retraction(remote_id: str, post_id: int = 7) -> RetractRequest:
+    return RetractRequest(remote_id=remote_id, post_id=post_id, created_at=CREATED)
+
+
+def test_x_deletes_the_tweet_by_its_id_with_oauth1_and_a_timeout(tmp_path):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.DELETE, f"{TWEETS}/1234", json={"data": {"deleted": True}})
+        retracted = x_client(timeout=7.5).retract(retraction("1234"))
+        sent = rsps.calls[0].request
+
+    assert retracted == Retracted(gone_already=False)
+    assert sent.headers["Authorization"].startswith("OAuth ") and sent.req_kwargs["timeout"] == 7.5
+    with no_network():
+        DryRunClient("x", "newsroom-x", tmp_path, X).retract(retraction("1234"))
+    assert retracted_file(tmp_path, retraction("1234"))["request"] == {"method": sent.method, "url": sent.url}
+
+
+@pytest.mark.parametrize("answer", [
+    dict(status=404, json={"title": "Not Found Error", "type": "https://api.twitter.com/2/problems/resource-not-found",
+                           "detail": "Could not find tweet with id: [1234].", "status": 404}),
+    dict(status=200, json={"data": {"deleted": False}, "errors": [
+        {"title": "Not Found Error", "type": "https://api.twitter.com/2/problems/resource-not-found"}]}),
+], ids=["404", "200-with-not-found"])
+def test_x_a_tweet_already_gone_counts_as_deleted(answer):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.DELETE, f"{TWEETS}/1234", **answer)
+        assert x_client().retract(retraction("1234")) == Retracted(gone_already=True)
+
+
+def test_x_deleting_nothing_without_saying_why_is_not_taken_for_a_deletion():
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.DELETE, f"{TWEETS}/1234", json={"data": {"deleted": False}})
+        with pytest.raises(TransportError) as caught:
+            x_client().retract(retraction("1234"))
+
+    assert caught.value.permanent and "https://x.com/i/web/status/1234" in str(caught.value)
+    assert "delete the post there" in str(caught.value)
+
+
+def test_x_refusing_or_failing_a_deletion_says_whether_to_try_again():
+    reset = int(time.time()) + 600
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.DELETE, f"{TWEETS}/1", status=429, json={"title": "Too Many Requests"},
+                 headers={"x-rate-limit-reset": str(reset)})
+        rsps.add(responses.DELETE, f"{TWEETS}/2", status=503, json={"title": "Service Unavailable"})
+        rsps.add(responses.DELETE, f"{TWEETS}/3", status=400,
+                 json={"title": "Invalid Request", "detail": "The `id` query parameter value is not valid"})
+        with pytest.raises(TransportError) as limited:
+            x_client().retract(retraction("1"))
+        with pytest.raises(TransportError) as down:
+            x_client().retract(retraction("2"))
+        with pytest.raises(TransportError) as refused:
+            x_client().retract(retraction("3"))
+
+    assert (limited.value.permanent, limited.value.retry_at) == (False, datetime.fromtimestamp(reset, UTC))
+    assert (down.value.permanent, down.value.code) == (False, 503)
+    assert refused.value.permanent and str(refused.value).startswith("X refused to delete the post: ")
+
+
+def test_mastodon_deletes_the_status_by_its_id(tmp_path):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.DELETE, f"{STATUSES}/112233", json=STATUS | {"text": "…"})
+        retracted = mastodon_client(timeout=9.0).retract(retraction("112233"))
+        sent = rsps.calls[0].request
+
+    assert retracted == Retracted(gone_already=False)
+    assert sent.headers["Authorization"] == "Bearer mastodon-token" and sent.req_kwargs["timeout"] == 9.0
+    assert not sent.body  # nothing but the address: the media stay for the instance's own clean-up
+    with no_network():
+        DryRunClient("mastodon", "newsroom-m", tmp_path, MASTODON, instance=INSTANCE + "/").retract(
+            retraction("112233"))
+    assert retracted_file(tmp_path, retraction("112233"))["request"] == {"method": sent.method, "url": sent.url}
+
+
+def test_mastodon_a_status_already_gone_counts_as_deleted_and_a_down_instance_is_tried_again():
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.DELETE, f"{STATUSES}/1", status=404, json={"error": "Record not found"})
+        rsps.add(responses.DELETE, f"{STATUSES}/2", status=502, body="<html>Bad Gateway</html>")
+        rsps.add(responses.DELETE, f"{STATUSES}/3", status=403, json={"error": "This action is not allowed"})
+        gone = mastodon_client().retract(retraction("1"))
+        with pytest.raises(TransportError) as down:
+            mastodon_client().retract(retraction("2"))
+        with pytest.raises(AccountProblem) as refused:
+            mastodon_client().retract(retraction("3"))
+
+    assert gone == Retracted(gone_already=True)
+    assert (down.value.permanent, down.value.code) == (False, 502)
+    assert refused.value.permanent and "This action is not allowed" in str(refused.value)
+
+
+def test_bluesky_deletes_the_record_its_uri_names(tmp_path, pds):
+    uri = f"at://{DID}/app.bsky.feed.post/3lbq7mnwbhk2x"
+    pds.post("/com.atproto.server.createSession").respond(json=session_json())
+    delete = pds.post("/com.atproto.repo.deleteRecord").respond(json={"commit": {"cid": "bafyreid" + "a" * 51,
+                                                                                   "rev": "3lbq7mo2ykc2x"}})
+    retracted = bluesky_client().retract(retraction(uri))
+    live, address = body(delete.calls[0]), str(delete.calls[0].request.url)
+    pds.reset()
+
+    assert retracted == Retracted(gone_already=False)
+    assert live == {"repo": DID, "collection": "app.bsky.feed.post", "rkey": "3lbq7mnwbhk2x"}
+    with no_network():
+        DryRunClient("bluesky", "newsroom-b", tmp_path, BLUESKY, handle=HANDLE).retract(retraction(uri))
+    assert retracted_file(tmp_path, retraction(uri))["request"] == {
+        "method": "POST", "url": address, "json": live}
+
+
+def test_bluesky_a_record_already_gone_counts_as_deleted(pds):
+    """The reference PDS answers an absent record with an empty 200; another may say RecordNotFound."""
+    pds.post("/com.atproto.server.createSession").respond(json=session_json())
+    pds.post("/com.atproto.repo.deleteRecord").mock(side_effect=[
+        httpx.Response(200), xrpc_error(400, "RecordNotFound", "Could not locate record"),
+        xrpc_error(400, "InvalidSwap", "Record was at bafyrei…")])
+    client = bluesky_client()
+
+    assert client.retract(retraction(f"at://{DID}/app.bsky.feed.post/3lbq7mnwbhk2x")) == Retracted()
+    assert client.retract(retraction(f"at://{DID}/app.bsky.feed.post/3lbq7mnwbhk2y")) == Retracted(gone_already=True)
+    with pytest.raises(TransportError) as refused:
+        client.retract(retraction(f"at://{DID}/app.bsky.feed.post/3lbq7mnwbhk2z"))
+    assert refused.value.permanent and "Bluesky refused to delete the post (400 InvalidSwap" in str(refused.value)
+
+
+def test_a_dry_run_takes_back_a_dry_run_post_by_the_key_it_was_written_under(tmp_path):
+    """A post that only went to the outbox has no id on the network: the deletion names the record key (Bluesky)
+    or the outbox's own id, and nothing is sent."""
+    request = retraction("dry-run:syndicate-post-7")
+
+    with no_network():
+        for network, rules in (("x", X), ("bluesky", BLUESKY)):
+            DryRunClient(network, f"newsroom-{network}", tmp_path / network, rules, handle=HANDLE).retract(request)
+
+    assert retracted_file(tmp_path / "x", request)["request"] == {
+        "method": "DELETE", "url": f"{TWEETS}/dry-run:syndicate-post-7"}
+    assert retracted_file(tmp_path / "bluesky", request)["request"]["json"] == {
+        "repo": HANDLE, "collection": "app.bsky.feed.post", "rkey": post(BLUESKY).rkey}
+
+
+def retracted_file(folder, request: RetractRequest) -> dict:
+    return json.loads((folder / f"{request.key}.retract.json").read_text(encoding="utf-8"))
 
 
 # ── Mastodon's 422 "too long" can't happen ───────────────────────────────────

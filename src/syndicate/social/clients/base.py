@@ -1,5 +1,6 @@
-"""What every network client shares: the request a teaser becomes, where it landed, the Protocol a client keeps,
-the deadline of every request, and whether a failed request may still have reached the network."""
+"""What every network client shares: the request a teaser becomes, where it landed, the request that takes it
+back, the Protocol a client keeps, the deadline of every request, and whether a failed request may still have
+reached the network."""
 
 from __future__ import annotations
 
@@ -47,12 +48,35 @@ class PostRequest:
     @property
     def key(self) -> str:
         """The idempotency key: the same on every attempt, so Mastodon answers a retry with the first post."""
-        return f"syndicate-post-{self.post_id}"
+        return post_key(self.post_id)
 
     @property
     def rkey(self) -> str:
         """The Bluesky record key: the same on every attempt, so a retry can't make a second post."""
         return self.kept_rkey or record_key(self.post_id, self.created_at)
+
+
+@dataclass(frozen=True)
+class RetractRequest:
+    """Take a published post back: the network's own id of it (X's tweet id, Mastodon's status id, Bluesky's
+    at:// URI), and the ledger row it came from."""
+
+    remote_id: str
+    post_id: int
+    created_at: datetime  # the row's creation time: with post_id, the record key the post was written under
+
+    @property
+    def key(self) -> str:
+        return post_key(self.post_id)
+
+    @property
+    def rkey(self) -> str:
+        return tid(self.created_at, self.post_id % 1024)
+
+
+@dataclass(frozen=True)
+class Retracted:
+    gone_already: bool = False  # the network had no such post any more (deleted by hand, or by an earlier try)
 
 
 class SocialClient(Protocol):
@@ -62,11 +86,18 @@ class SocialClient(Protocol):
     def publish(self, request: PostRequest) -> Published:
         """Post the teaser (and its link card where the network needs us to build it)."""
 
+    def retract(self, request: RetractRequest) -> Retracted:
+        """Delete the post; one the network no longer has counts as deleted (`gone_already`)."""
+
     def verify(self) -> str:
         """A harmless authenticated read: who we post as, and where; AccountProblem says what to fix."""
 
     def rules(self) -> Network:
         """The length rules this account's teasers must fit."""
+
+
+def post_key(post_id: int) -> str:
+    return f"syndicate-post-{post_id}"
 
 
 def tid(at: datetime, clock_id: int) -> str:

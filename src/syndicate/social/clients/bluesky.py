@@ -1,5 +1,5 @@
 """Bluesky through atproto: a record key made from the post's row (a retry can't make a second record),
-facets and a link card, the session kept between posts."""
+facets and a link card, the session kept between posts; a post taken back with `deleteRecord`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from urllib.parse import urlsplit
 import httpx
 
 from syndicate.errors import AccountProblem, TransportError
-from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
+from syndicate.social.clients.base import (
+    TIMEOUT,
+    PostRequest,
+    Published,
+    Retracted,
+    RetractRequest,
+    describe,
+    may_have_arrived,
+)
 from syndicate.social.networks import BLUESKY, Network
 
 if TYPE_CHECKING:
@@ -68,6 +76,26 @@ class BlueskyClient:
         except (AtProtocolError, httpx.HTTPError) as e:
             raise self._error(e, writing=True) from e
         return Published(uri, f"https://bsky.app/profile/{self.handle}/post/{data.rkey}")
+
+    def retract(self, request: RetractRequest) -> Retracted:
+        """`com.atproto.repo.deleteRecord` of the record the post's at:// URI names. The reference PDS answers
+        a record it doesn't have with 200 (nothing to delete), others with 400 RecordNotFound: both are done."""
+        from atproto_client.exceptions import AtProtocolError, BadRequestError, ModelError
+
+        try:
+            self._start()
+            data = bluesky_delete_record(self._did, request)
+            self._xrpc(lambda: self.api.com.atproto.repo.delete_record(data))
+        except ModelError:
+            return Retracted()  # a 2xx whose body atproto couldn't read (an empty one): deleted all the same
+        except BadRequestError as e:
+            name, message = xrpc_error(e)
+            if name == "RecordNotFound" or "could not locate record" in message.lower():
+                return Retracted(gone_already=True)
+            raise self._error(e, writing=False, refused="Bluesky refused to delete the post") from e
+        except (AtProtocolError, httpx.HTTPError) as e:
+            raise self._error(e, writing=False, refused="Bluesky refused to delete the post") from e
+        return Retracted()
 
     def verify(self) -> str:
         from atproto_client import models
@@ -211,7 +239,7 @@ class BlueskyClient:
             return None  # not there (400 RecordNotFound), or can't tell now: the original error stands
         return value.to_dict() if isinstance(value, DotDict) else get_model_as_dict(value)
 
-    def _error(self, e: Exception, writing: bool) -> TransportError:
+    def _error(self, e: Exception, writing: bool, refused: str = "Bluesky refused the post") -> TransportError:
         """What a Bluesky failure means for this post and for the account."""
         from atproto_client.exceptions import NetworkError, RateLimitExceededError
 
@@ -241,7 +269,7 @@ class BlueskyClient:
                                   "check the account and its app password, then reconnect it", code=status)
         if status >= 500 or status in (408, 409):
             return TransportError(f"Bluesky server error {said}", permanent=False, code=status, uncertain=writing)
-        return TransportError(f"Bluesky refused the post {said}", permanent=True, code=status)
+        return TransportError(f"{refused} {said}", permanent=True, code=status)
 
 
 ACCOUNT_GONE = frozenset({"AccountTakedown", "AccountDeactivated", "AccountSuspended"})
@@ -309,6 +337,18 @@ def bluesky_create_record(repo: str, request: PostRequest, language: str | None,
     )
     return models.ComAtprotoRepoCreateRecord.Data(repo=repo, collection="app.bsky.feed.post", rkey=request.rkey,
                                                   record=record)
+
+
+def bluesky_delete_record(repo: str, request: RetractRequest):
+    """The `com.atproto.repo.deleteRecord` input for a post: the repo, collection and key its at:// URI names
+    (what `publish` recorded); `repo` and the key the post was written under when it names none."""
+    from atproto_client import models
+
+    collection, rkey = "app.bsky.feed.post", request.rkey
+    named = request.remote_id.removeprefix("at://").split("/") if request.remote_id.startswith("at://") else []
+    if len(named) == 3 and all(named):
+        repo, collection, rkey = named
+    return models.ComAtprotoRepoDeleteRecord.Data(repo=repo, collection=collection, rkey=rkey)
 
 
 def blob_cid(data: bytes) -> str:

@@ -8,8 +8,14 @@ from pathlib import Path
 
 from syndicate import private_files
 from syndicate.social.clients import mastodon, x
-from syndicate.social.clients.base import PostRequest, Published, describe
-from syndicate.social.clients.bluesky import BLUESKY_SERVICE, BLUESKY_THUMB_MAX, blob_cid, bluesky_create_record
+from syndicate.social.clients.base import PostRequest, Published, Retracted, RetractRequest, describe
+from syndicate.social.clients.bluesky import (
+    BLUESKY_SERVICE,
+    BLUESKY_THUMB_MAX,
+    blob_cid,
+    bluesky_create_record,
+    bluesky_delete_record,
+)
 from syndicate.social.clients.x import X_ENDPOINT
 from syndicate.social.networks import Network
 
@@ -36,6 +42,27 @@ class DryRunClient:
         path = self.folder / f"{request.key}.json"
         private_files.write(path, (json.dumps(payload, ensure_ascii=False, indent=2) + "\n").encode())
         return Published(f"dry-run:{request.key}", path.as_uri())
+
+    def retract(self, request: RetractRequest) -> Retracted:
+        """The deletion the network would get, written to `folder/<key>.retract.json` beside the post's own."""
+        payload = {"account": self.account_name, "network": self.network, "key": request.key,
+                   "request": self.deletion_for(request)}
+        private_files.write(self.folder / f"{request.key}.retract.json",
+                            (json.dumps(payload, ensure_ascii=False, indent=2) + "\n").encode())
+        return Retracted()
+
+    def deletion_for(self, request: RetractRequest) -> dict:
+        """The request that takes the post back, built by the network's own module as its client builds it."""
+        if self.network == "x":
+            return x.deletion(request)
+        if self.network == "mastodon":
+            return mastodon.deletion(request, self.instance)
+        if self.network == "bluesky":
+            from atproto_client.models.utils import get_model_as_dict
+
+            return {"method": "POST", "url": f"{self.service}/xrpc/com.atproto.repo.deleteRecord",
+                    "json": get_model_as_dict(bluesky_delete_record(self.handle, request))}
+        raise ValueError(f"unknown network {self.network!r}")
 
     def requests_for(self, request: PostRequest) -> dict:
         """{"request": the post} — and for Bluesky with a card image, {"upload": the blob} before it. Each

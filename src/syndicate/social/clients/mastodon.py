@@ -1,4 +1,5 @@
-"""Mastodon through Mastodon.py: one idempotency key per post, the instance's own limits."""
+"""Mastodon through Mastodon.py: one idempotency key per post, the instance's own limits; a post taken back
+with `DELETE /api/v1/statuses/:id`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from syndicate.errors import AccountProblem, TransportError
-from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
+from syndicate.social.clients.base import (
+    TIMEOUT,
+    PostRequest,
+    Published,
+    Retracted,
+    RetractRequest,
+    describe,
+    may_have_arrived,
+)
 from syndicate.social.networks import MASTODON, Network
 
 
@@ -27,6 +36,11 @@ def status_form(arguments: dict, instance: str) -> dict:
         form["language"] = arguments["language"]
     return {"method": "POST", "url": f"{instance}/api/v1/statuses",
             "headers": {"Idempotency-Key": arguments["idempotency_key"]}, "form": form}
+
+
+def deletion(request: RetractRequest, instance: str) -> dict:
+    """The request `status_delete(id)` makes (with no body: Mastodon.py leaves out `delete_media` unset)."""
+    return {"method": "DELETE", "url": f"{instance}/api/v1/statuses/{request.remote_id}"}
 
 
 class MastodonClient:
@@ -61,6 +75,18 @@ class MastodonClient:
         except (MastodonAPIError, MastodonNetworkError, MastodonRatelimitError) as e:
             raise self._error(e, writing=True) from e
         return Published(str(posted["id"]), posted.get("url") or posted.get("uri"), limit_reset=self._exhausted_until())
+
+    def retract(self, request: RetractRequest) -> Retracted:
+        """`DELETE /api/v1/statuses/:id`; a status the instance no longer has (404) was deleted already."""
+        from mastodon import MastodonAPIError, MastodonNetworkError, MastodonNotFoundError, MastodonRatelimitError
+
+        try:
+            self.api.status_delete(request.remote_id)
+        except MastodonNotFoundError:
+            return Retracted(gone_already=True)
+        except (MastodonAPIError, MastodonNetworkError, MastodonRatelimitError) as e:
+            raise self._error(e, writing=False, refused="refused to delete the post") from e
+        return Retracted()
 
     def verify(self) -> str:
         from mastodon import MastodonAPIError, MastodonNetworkError, MastodonRatelimitError
@@ -104,7 +130,7 @@ class MastodonClient:
             return datetime.fromtimestamp(self.api.ratelimit_reset, UTC)
         return None
 
-    def _error(self, e: Exception, writing: bool) -> TransportError:
+    def _error(self, e: Exception, writing: bool, refused: str = "refused the post") -> TransportError:
         """What a Mastodon failure means for this post and for the account."""
         from mastodon import MastodonNetworkError, MastodonRatelimitError
 
@@ -140,4 +166,4 @@ class MastodonClient:
                                   "as the account (Preferences → Development) and reconnect", code=422)
         if status >= 500:  # a gateway may answer after the instance took the post; the key makes a retry safe
             return TransportError(f"{host} server error {said}", permanent=False, code=status, uncertain=writing)
-        return TransportError(f"{host} refused the post {said}", permanent=True, code=status)
+        return TransportError(f"{host} {refused} {said}", permanent=True, code=status)

@@ -1,4 +1,5 @@
-"""X through tweepy: API v2 `POST /2/tweets`, with X's rate-limit headers read, each refusal in words."""
+"""X through tweepy: API v2 `POST /2/tweets` and `DELETE /2/tweets/:id`, with X's rate-limit headers read,
+each refusal in words."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import tweepy
 from requests.adapters import HTTPAdapter
 
 from syndicate.errors import AccountProblem, DuplicatePost, TransportError
-from syndicate.social.clients.base import TIMEOUT, PostRequest, Published, describe, may_have_arrived
+from syndicate.social.clients.base import (
+    TIMEOUT,
+    PostRequest,
+    Published,
+    Retracted,
+    RetractRequest,
+    describe,
+    may_have_arrived,
+)
 from syndicate.social.networks import Network, X
 
 log = logging.getLogger(__name__)
@@ -18,11 +27,15 @@ log = logging.getLogger(__name__)
 X_ENDPOINT = "https://api.twitter.com/2/tweets"
 
 
-
 def tweet(request: PostRequest) -> dict:
     """The body of `POST /2/tweets` (X_ENDPOINT) for a post: what XClient hands tweepy's create_tweet and
     what the dry run writes down, built once here."""
     return {"text": request.teaser.text}
+
+
+def deletion(request: RetractRequest) -> dict:
+    """`DELETE /2/tweets/:id` for a post: the address tweepy's delete_tweet calls, as the dry run writes it."""
+    return {"method": "DELETE", "url": f"{X_ENDPOINT}/{request.remote_id}"}
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -70,6 +83,25 @@ class XClient:
         return Published(tweet_id, f"https://x.com/i/web/status/{tweet_id}",
                          limit_reset=exhausted_until(response.headers))
 
+    def retract(self, request: RetractRequest) -> Retracted:
+        """`DELETE /2/tweets/:id`. A tweet X no longer has (404, or "Not Found" among the answer's errors) was
+        deleted already; `deleted: false` with nothing said is not taken for a deletion."""
+        try:
+            response = self.api.delete_tweet(request.remote_id, user_auth=not self.oauth2)
+        except tweepy.NotFound:
+            return Retracted(gone_already=True)
+        except (tweepy.HTTPException, requests.RequestException) as e:
+            raise self._error(e, writing=False, refused="X refused to delete the post") from e
+        body = _json_body(response)
+        if (body.get("data") or {}).get("deleted") is True:
+            return Retracted()
+        if any("not-found" in str(error.get("type", "")) or "Not Found" in str(error.get("title", ""))
+               for error in body.get("errors") or [] if isinstance(error, dict)):
+            return Retracted(gone_already=True)
+        where = f"https://x.com/i/web/status/{request.remote_id}"
+        raise TransportError(f"X answered that it deleted nothing ({str(body)[:200]}): look at {where} and delete "
+                             "the post there if it is still up", permanent=True, code=response.status_code)
+
     def verify(self) -> str:
         try:
             response = self.api.get_me(user_auth=not self.oauth2)
@@ -80,7 +112,7 @@ class XClient:
     def rules(self) -> Network:
         return X
 
-    def _error(self, e: Exception, writing: bool) -> TransportError:
+    def _error(self, e: Exception, writing: bool, refused: str = "X refused the post") -> TransportError:
         """What an X failure means for this post and for the account."""
         if isinstance(e, requests.RequestException):
             return TransportError(f"cannot reach X: {e}", permanent=False, uncertain=writing and may_have_arrived(e))
@@ -95,7 +127,7 @@ class XClient:
             return AccountProblem(self._account_advice(e, status, detail), code=status)
         if status >= 500:  # a gateway may answer after X took the post
             return TransportError(f"X server error: {detail}", permanent=False, code=status, uncertain=writing)
-        return TransportError(f"X refused the post: {detail}", permanent=True, code=status)
+        return TransportError(f"{refused}: {detail}", permanent=True, code=status)
 
     def _account_advice(self, e: tweepy.HTTPException, status: int, detail: str) -> str:
         """What is wrong with the account or the app, and what to do about it, in the developer portal's words."""
