@@ -52,7 +52,8 @@ MAIL_OPEN = (MailStatus.PENDING, MailStatus.SENDING, MailStatus.DEFERRED)
 
 class PostStatus(StrEnum):
     """A post's way: pending ──claim──▶ sending ──▶ posted | ambiguous (an attempt went unanswered and
-    the network can't say) | failed | skipped; held by an editor, cancelled by an editor."""
+    the network can't say) | failed | skipped; held by an editor, cancelled by an editor; posted | ambiguous
+    ──▶ retracted when an editor takes it back."""
 
     PENDING = "pending"
     HELD = "held"
@@ -62,6 +63,7 @@ class PostStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    RETRACTED = "retracted"
 
 
 POST_OPEN = (PostStatus.PENDING, PostStatus.HELD, PostStatus.SENDING)

@@ -236,7 +236,7 @@ def post() -> None:
 @post.command("list")
 @click.option("--status", "statuses", multiple=True,
               type=click.Choice(["pending", "held", "sending", "posted", "ambiguous", "failed", "skipped",
-                                 "cancelled"]), help="Only these (repeat).")
+                                 "cancelled", "retracted"]), help="Only these (repeat).")
 @click.option("--account", "account_name", help="Only this account.")
 @click.option("--limit", type=int, default=100, show_default=True)
 @json_option

@@ -29,7 +29,7 @@ MAX_DAYS = 31
 # A schedule every few minutes would otherwise fill the calendar with thousands of projections.
 PER_SCHEDULE = 200
 OPEN_EDITIONS = ("scheduled", "sending", "paused")
-DONE_TEASERS = ("posted", "ambiguous", "failed")
+DONE_TEASERS = ("posted", "ambiguous", "failed", "retracted")  # a retracted one did go out, then
 
 
 @dataclass(frozen=True)

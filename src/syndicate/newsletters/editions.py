@@ -40,9 +40,10 @@ def is_breaking(newsletter: Newsletter, article: Article) -> bool:
 
 
 def candidates(session: Session, newsletter: Newsletter) -> list[Article]:
-    """Stories not yet in any edition of this newsletter that pass its filters, newest first."""
+    """Stories not yet in any edition of this newsletter that pass its filters, newest first; never a withdrawn one."""
     already = select(EditionArticle.article_id).where(EditionArticle.newsletter_id == newsletter.id)
-    query = select(Article).where(Article.first_seen_at >= newsletter.articles_since, Article.id.not_in(already))
+    query = select(Article).where(Article.first_seen_at >= newsletter.articles_since, Article.id.not_in(already),
+                                  Article.withdrawn_at.is_(None))
     if newsletter.feed_ids:
         query = query.where(Article.feed_id.in_(newsletter.feed_ids))
     query = query.order_by(Article.published_at.desc(), Article.id.desc())
@@ -208,6 +209,34 @@ def prepare_next(session: Session, newsletter: Newsletter, settings: Settings, n
         return existing
     return create_edition(session, newsletter, settings, now=now, status="scheduled",
                           scheduled_for=newsletter.next_run_at)
+
+
+def withdraw(session: Session, article: Article, settings: Settings) -> tuple[list[dict], list[str]]:
+    """A story withdrawn: taken out of every edition that hasn't started going out (re-rendered without it;
+    one that held nothing else is cancelled). Returns the editions that did go out with it — their mails
+    can't be recalled, and the editor should hear which — and what became of those yet to go."""
+    rows = session.execute(
+        select(Edition, Newsletter).join(EditionArticle, EditionArticle.edition_id == Edition.id)
+        .join(Newsletter, Newsletter.id == Edition.newsletter_id)
+        .where(EditionArticle.article_id == article.id).order_by(Edition.id)).all()
+    mailed, unsent = [], []
+    for edition, newsletter in rows:
+        name = f"{newsletter.name} #{edition.number} ({edition.status})"
+        if _editable(edition):
+            if len(edition.items) > 1:
+                edit(session, edition, settings, remove=[article.id])
+                unsent.append(f"{name}: taken out, the rest of it goes as planned")
+            else:
+                cancel(session, edition)
+                unsent.append(f"{name}: it held only this story, so it is cancelled")
+            continue
+        got_it = session.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.edition_id == edition.id, Delivery.status == "sent"))
+        if edition.status in ("cancelled", "skipped") and not got_it:
+            continue
+        mailed.append(dict(newsletter=newsletter.name, slug=newsletter.slug, number=edition.number,
+                           status=edition.status, readers=got_it, sent_at=edition.sent_at or edition.started_at))
+    return mailed, unsent
 
 
 # ── what the beat tick does ──────────────────────────────────────────────────

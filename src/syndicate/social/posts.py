@@ -2,6 +2,7 @@
 
 pending ──dispatch──▶ sending ──▶ posted | ambiguous | failed | skipped
    ▲  └─ held / cancelled by an editor        (ambiguous: X called it a duplicate after an unanswered try)
+posted | ambiguous ──▶ retracted: an editor took it back (deleted on the network), or withdrew the story
 
 Each tick dispatches at most one post per account, when the account's pace allows: inside its posting
 window (in its own time zone), a minimum gap after the previous one, under its daily cap and any
@@ -14,20 +15,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import db, ledger
+from syndicate import db, ledger, links
 from syndicate.config import Settings
 from syndicate.errors import AccountProblem, DuplicatePost, InvalidInput, TransportError
-from syndicate.ingest import fetch
+from syndicate.ingest import fetch, stored
 from syndicate.ledger import POST_OPEN, PostStatus
 from syndicate.models import Article, Post, SocialAccount, utcnow
 from syndicate.social import accounts, linkcard, teaser
 from syndicate.social.accounts import AccountSettings
-from syndicate.social.clients.base import PostRequest, SocialClient, record_key, tid
+from syndicate.social.clients.base import PostRequest, RetractRequest, SocialClient, record_key, tid
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,8 @@ def plan(session: Session, settings: Settings, now: datetime | None = None) -> l
         breaking = {c.casefold() for c in account_settings.breaking_categories}
         planned = select(Post.article_id).where(Post.account_id == account.id)
         articles = session.scalars(
-            select(Article).where(Article.first_seen_at >= account.created_at, Article.id.not_in(planned))
+            select(Article).where(Article.first_seen_at >= account.created_at, Article.id.not_in(planned),
+                                  Article.withdrawn_at.is_(None))
             .order_by(Article.published_at)
         ).all()
         for article in articles:
@@ -244,10 +248,11 @@ def _utc(local: datetime) -> datetime:
 
 
 def recent_posts(session: Session, account: SocialAccount, now: datetime) -> list[datetime]:
-    """When the account posted in the last 24 hours, and the posts in flight (counted as now)."""
+    """When the account posted in the last 24 hours (a post taken back since counts: the network counted it),
+    and the posts in flight (counted as now)."""
     posted = session.scalars(select(Post.posted_at).where(
         Post.account_id == account.id, Post.posted_at > now - timedelta(hours=24),
-        Post.status.in_(("posted", "ambiguous")))).all()
+        Post.status.in_(("posted", "ambiguous", "retracted")))).all()
     flying = session.scalar(select(func.count()).where(Post.account_id == account.id, Post.status == "sending"))
     return list(posted) + [now] * (flying or 0)
 
@@ -271,12 +276,17 @@ def too_old(post: Post, settings: AccountSettings, now: datetime) -> bool:
 
 
 def dispatch(session: Session, settings: Settings, now: datetime | None = None) -> list[int]:
-    """The tick: posts whose worker died go back; then at most one post per account, when its pace
-    allows. Each one returned is leased (settings.leases.requeue) so the next tick doesn't queue it again."""
+    """The tick: posts whose worker died go back, those of a withdrawn story are skipped; then at most one
+    post per account, when its pace allows. Each one returned is leased (settings.leases.requeue) so the next
+    tick doesn't queue it again."""
     now, leases = now or utcnow(), settings.leases
     # A claim nobody refreshed: its worker died mid-attempt, which may have reached the network (X keeps no
     # idempotency key): a "duplicate" answer to the next attempt then means it went out.
     ledger.revive(session, Post, now, leases, next_attempt_at=now, uncertain=True)
+    # A story withdrawn since its post was planned (or while its worker was away): that post never goes.
+    for post in session.scalars(select(Post).join(Article).where(Post.status == "pending",
+                                                                 Article.withdrawn_at.is_not(None))):
+        post.status, post.error = "skipped", withdrawn_reason(post.article)
     if accounts.social_paused(session):
         return []
     ids = []
@@ -362,6 +372,9 @@ def publish(sessions: sessionmaker, settings: Settings, client: SocialClient, po
             post = session.get(Post, post_id)
             if claimed and resumed:
                 post.uncertain = True
+            if claimed and post.article.withdrawn_at is not None:  # withdrawn after the tick picked it
+                post.status, post.error, post.claimed_by = "skipped", withdrawn_reason(post.article), None
+                return post
             if claimed:
                 request = PostRequest(teaser=teaser_of(post), card=card, post_id=post.id, created_at=post.created_at,
                                       kept_rkey=_record_key(post), language=post.article.language)
@@ -533,6 +546,8 @@ def make_breaking(post: Post) -> None:
 def reshare(session: Session, article: Article, account: SocialAccount, at: datetime | None = None,
             now: datetime | None = None, env_x: bool = False) -> Post:
     """An editor's explicit second (third…) post of a story: a new row, never a retry of the first."""
+    if article.withdrawn_at is not None:
+        raise InvalidInput(f"article {article.id} was withdrawn: it is not posted again")
     now = now or utcnow()
     shares = session.scalar(select(func.max(Post.share)).where(Post.article_id == article.id,
                                                                Post.account_id == account.id))
@@ -554,3 +569,159 @@ def describe(post: Post, planned: datetime | None = None) -> dict:
                 remote_url=post.remote_url, attempts=post.attempts, error=post.error,
                 card=p.get("card"), card_error=p.get("card_error"))
 
+
+
+# ── taking back ──────────────────────────────────────────────────────────────
+
+ClientFor = Callable[[SocialAccount, bool], SocialClient]  # (account, dry run?) → the client to take a post back with
+TAKEN_BACK = (PostStatus.POSTED, PostStatus.AMBIGUOUS)  # what may be on the network: these become retracted
+
+
+@dataclass(frozen=True)
+class Retraction:
+    """What taking one post back did, in the editor's words. `outcome`: retracted (deleted on its network, or
+    found gone), by hand (recorded, but it has no id to delete by: the editor deletes it on the network),
+    cancelled (it had not gone out), unchanged (taken back already, or never posted), busy (going out this
+    very moment) or failed (the network refused or could not be reached: it is still up)."""
+
+    post_id: int
+    account: str
+    network: str
+    outcome: str
+    message: str
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more for the editor to do about it."""
+        return self.outcome in ("retracted", "cancelled", "unchanged")
+
+
+def withdrawn_reason(article: Article) -> str:
+    return f"not posted: the story was withdrawn by {article.withdrawn_by} on {article.withdrawn_at:%Y-%m-%d %H:%M} UTC"
+
+
+def retract(sessions: sessionmaker, client_for: ClientFor, post_id: int, by: str, clock=utcnow) -> Retraction:
+    """Take a post back, `by` an editor (or "cli").
+
+    A posted one is deleted on its network — outside any transaction, as publish posts — then recorded
+    retracted with who and when; one the network no longer has counts as deleted. One that has no id there
+    (ambiguous: X called a retry a duplicate; or the network never said) can't be deleted by id: it is
+    recorded, and the editor told to delete it by hand. A post that hasn't gone out is cancelled. One going
+    out this very moment is refused: in a minute it is posted, and can be taken back. Twice changes nothing."""
+    with sessions() as session:
+        with session.begin():
+            post = by_id(session, post_id)
+            said = dict(post_id=post.id, account=post.account.name, network=post.account.network)
+            name = accounts.settings_of(post.account).rules(post.account.network).display_name
+            if post.status in (PostStatus.PENDING, PostStatus.HELD):
+                cancelled = session.execute(
+                    update(Post).where(Post.id == post.id, Post.status.in_((PostStatus.PENDING, PostStatus.HELD)))
+                    .values(status="cancelled", error=f"taken back by {by} before it went out")
+                    .execution_options(synchronize_session=False)).rowcount
+                if cancelled:
+                    return Retraction(**said, outcome="cancelled",
+                                      message=f"it had not gone out: cancelled, it never will ({name})")
+                session.refresh(post)  # a worker claimed it meanwhile
+            if post.status == PostStatus.SENDING:
+                return Retraction(**said, outcome="busy", message=f"it is being posted to {name} this very moment: "
+                                  "try again in a minute, once it is out")
+            if post.status == PostStatus.RETRACTED:
+                return Retraction(**said, outcome="unchanged", message=f"taken back already, by {post.retracted_by} "
+                                  f"on {post.retracted_at:%Y-%m-%d %H:%M} UTC")
+            if post.status not in TAKEN_BACK:
+                return Retraction(**said, outcome="unchanged",
+                                  message=f"it never went out ({post.status}): nothing to take back")
+            if post.remote_id is None:
+                note = (f"{name} never said under which id it took this post, so it can't be deleted from here: "
+                        f"find it on {post.account.name}'s {name} page and delete it by hand")
+                _retracted(post, by, clock(), note)
+                return Retraction(**said, outcome="by hand", message=f"recorded as taken back, but {note}")
+            client = client_for(post.account, post.dry_run)
+            if client.dry_run and not post.dry_run:
+                return Retraction(**said, outcome="failed", message=(
+                    f"it went out live, but {post.account.name} is a dry run now: make it live again "
+                    f"(`syndicate account edit {post.account.name} --live`) to take it back, or delete it by hand"
+                    f"{_at(post.remote_url)}"))
+            request = RetractRequest(remote_id=post.remote_id, post_id=post.id, created_at=post.created_at)
+            remote_url = post.remote_url
+    try:
+        retracted = client.retract(request)
+    except Exception as e:  # the network's refusal, or an answer nobody foresaw: this post's, the others go on
+        if not isinstance(e, TransportError):
+            log.exception("retracting post %d: unexpected %s", post_id, type(e).__name__)
+        message = _not_taken_back(e, remote_url)
+        with sessions() as session, session.begin():
+            post = session.get(Post, post_id)
+            if post is not None and post.status in TAKEN_BACK:
+                post.error = f"not taken back: {message}"
+        return Retraction(**said, outcome="failed", message=message)
+    if client.dry_run:
+        note = f"dry run: the deletion {name} would get is written to {getattr(client, 'folder', 'the outbox')}"
+    elif retracted.gone_already:
+        note = f"{name} had it no more (deleted by hand, or by an earlier try)"
+    else:
+        note = None
+    with sessions() as session, session.begin():
+        post = session.get(Post, post_id, with_for_update=True)
+        if post is None or post.status not in TAKEN_BACK:  # another editor took it back meanwhile
+            return Retraction(**said, outcome="unchanged", message="taken back meanwhile by someone else")
+        _retracted(post, by, clock(), note)
+    return Retraction(**said, outcome="retracted",
+                      message=f"deleted from {name}" + (f": {remote_url}" if remote_url else "")
+                      + (f" ({note})" if note else ""))
+
+
+def _retracted(post: Post, by: str, at: datetime, note: str | None) -> None:
+    post.status, post.retracted_at, post.retracted_by, post.error = "retracted", at, by, note
+
+
+def _not_taken_back(e: Exception, remote_url: str | None) -> str:
+    """Why a deletion failed, and what to do: wait and try again, or delete it by hand."""
+    if not isinstance(e, TransportError):
+        return f"{type(e).__name__}: {e}; it is still up{_at(remote_url)}"
+    if e.retry_at is not None:
+        return f"{e}; it is still up: try again after {e.retry_at:%Y-%m-%d %H:%M} UTC"
+    if not e.permanent:
+        return f"{e}; it is still up: try again in a few minutes"
+    return f"{e}; it is still up: delete it by hand{_at(remote_url)}" if remote_url else str(e)
+
+
+def _at(remote_url: str | None) -> str:
+    return f" at {remote_url}" if remote_url and links.href(remote_url) else ""
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """A story taken back: off the archive and its feed, out of every edition yet to go, each of its posts
+    taken back (`retractions`). `mailed`: the editions that went out with it — mails can't be recalled."""
+
+    article_id: int
+    title: str
+    withdrawn_at: datetime
+    withdrawn_by: str
+    already: bool  # withdrawn before: this time only its posts were tried again
+    mailed: list[dict]
+    unsent: list[str]  # what became of the editions yet to go that held it
+    retractions: list[Retraction]
+
+
+def withdraw(sessions: sessionmaker, settings: Settings, client_for: ClientFor, article_id: int, by: str,
+             clock=utcnow) -> Withdrawal:
+    """Withdraw a story, `by` an editor (or "cli"): recorded on the article (the archive and the Atom feed
+    show a short notice instead), taken out of the editions that haven't gone out, never planned, cut or
+    posted again; then every post of it taken back, one by one — a network that fails stops none of the
+    others. Doing it again retries the posts that weren't taken back."""
+    from syndicate.newsletters import editions  # the renderer and premailer: only where a story is withdrawn
+
+    with sessions() as session, session.begin():
+        article = stored.article_by_id(session, article_id,
+                                       f"no article {article_id}; `syndicate article list` shows their ids")
+        already = article.withdrawn_at is not None
+        if not already:
+            article.withdrawn_at, article.withdrawn_by = clock(), by
+            session.flush()
+        mailed, unsent = editions.withdraw(session, article, settings)
+        post_ids = list(session.scalars(select(Post.id).where(Post.article_id == article.id).order_by(Post.id)))
+        record = dict(article_id=article.id, title=article.title, withdrawn_at=article.withdrawn_at,
+                      withdrawn_by=article.withdrawn_by, already=already, mailed=mailed, unsent=unsent)
+    return Withdrawal(**record, retractions=[retract(sessions, client_for, post_id, by, clock) for post_id in post_ids])
