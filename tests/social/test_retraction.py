@@ -84,7 +84,7 @@ def test_a_posted_teaser_is_deleted_on_x_and_recorded_with_who_and_when(live, sa
         assert len(rsps.calls) == 1  # twice is harmless: the second time asks nothing of X
 
     assert (done.outcome, done.settled) == ("retracted", True)
-    assert done.message == "deleted from X: https://x.com/i/web/status/1234"
+    assert done.message == "deleted from X at https://x.com/i/web/status/1234"
     assert (again.outcome, again.message) == ("unchanged", "taken back already, by ada on 2026-05-05 09:30 UTC")
     stored = row(live, first)
     assert (stored.status, stored.retracted_by, stored.error) == ("retracted", "ada", None)
@@ -214,7 +214,8 @@ def test_a_dry_run_teaser_is_taken_back_in_the_outbox(svc, sample_feed):
     outbox = svc.settings.outbox / "posts"
     written = json.loads((outbox / f"syndicate-post-{first}.retract.json").read_text())
     assert written["request"] == {"method": "DELETE", "url": f"{TWEETS}/{published.remote_id}"}
-    assert done.outcome == "retracted" and f"dry run: the deletion X would get is written to {outbox}" in done.message
+    assert (done.outcome, done.message) == ("retracted", "dry run: nothing sent; the deletion X would get is "
+                                                         f"written to {outbox}")
     assert row(svc, first).status == "retracted"
 
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from syndicate.cli.common import emit, json_option, lazy, opened
+from syndicate.cli.social import ARTICLE_MISSING, said
 
 feeds = lazy("syndicate.ingest.feeds")
 models = lazy("syndicate.models")
@@ -68,7 +69,7 @@ def feed_poll(ctx, everything: bool, as_json: bool) -> None:
 
 @click.group()
 def article() -> None:
-    """Stored articles."""
+    """Stored articles: list them, or withdraw one (retract)."""
 
 
 @article.command("list")
@@ -83,3 +84,53 @@ def article_list(ctx, limit: int, as_json: bool) -> None:
                      first_seen_at=a.first_seen_at, updated_at=a.updated_at)
                 for a in stored.newest_articles(session, limit)]
     emit(rows, as_json, ["id", "published_at", "title", "url"])
+
+
+@article.command("retract")
+@click.argument("article_id", type=int)
+@click.option("--yes", is_flag=True, help="Withdraw it without asking first.")
+@click.pass_context
+def article_retract(ctx, article_id: int, yes: bool) -> None:
+    """Withdraw a story: every post of it taken back on every account (one network failing stops none of
+    the others), the story off the public archive and its Atom feed (a short notice shows instead) and out
+    of the editions yet to go. Mails already sent can't be recalled: it says which editions carried it.
+
+    Run it again to retry the posts that are still up. Exit status 1 while one is, or needs your hand."""
+    with opened(ctx) as (svc, session):
+        title = stored.article_by_id(session, article_id, ARTICLE_MISSING.format(article_id)).title
+    if not yes:
+        click.confirm(f"Withdraw article {article_id} ({title!r}) and take back every post of it?", abort=True)
+    done = posts.withdraw(svc.Session, svc.settings, svc.social_client, article_id, by="cli")
+    if done.already:
+        click.echo(f"article {article_id} was withdrawn already (by {done.withdrawn_by}, "
+                   f"{done.withdrawn_at:%Y-%m-%d %H:%M} UTC); its posts are tried again")
+    else:
+        click.echo(f"article {article_id} withdrawn: off the public archive and its Atom feed, never posted or put "
+                   "in an edition again")
+    for line in done.unsent:
+        click.echo(f"edition {line}")
+    for retraction in done.retractions:
+        click.echo(said(retraction))
+    if not done.retractions:
+        click.echo("no post of it to take back")
+    click.echo(mails(done.mailed))
+    if not all(r.settled for r in done.retractions):
+        ctx.exit(1)
+
+
+def mails(mailed: list[dict]) -> str:
+    """What can't be taken back: the mails that carried the story."""
+    if not mailed:
+        return "No edition that carried it was mailed: there is no mail to recall."
+    lines = ["Mails already sent can't be recalled. It went out in:"]
+    for e in mailed:
+        readers = f"{e['readers']:,} reader{'s' if e['readers'] != 1 else ''}"
+        line = f"  {e['newsletter']} #{e['number']} ({e['status']}, to {readers}"
+        line += f", {e['sent_at']:%Y-%m-%d %H:%M} UTC)" if e["sent_at"] else ")"
+        if e["status"] == "sending":
+            line += (f" — still going out: `syndicate edition pause {e['slug']}/{e['number']}` stops it before the "
+                     "readers who haven't got it")
+        elif e["status"] == "paused":
+            line += " — paused: resumed, it would carry the story to the readers who haven't got it"
+        lines.append(line)
+    return "\n".join(lines)

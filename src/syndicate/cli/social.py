@@ -230,7 +230,7 @@ def account_resume(ctx, name: str) -> None:
 
 @click.group()
 def post() -> None:
-    """Social posts (teasers): the queue; preview, edit, schedule, hold, release, cancel, re-share."""
+    """Social posts (teasers): the queue; preview, edit, schedule, hold, release, cancel, re-share, retract."""
 
 
 @post.command("list")
@@ -299,6 +299,27 @@ _post_action("hold", "Keep a waiting post from going until released.", "hold")
 _post_action("release", "Let a held post go again, at the account's pace.", "release")
 _post_action("cancel", "Never post this one.", "cancel")
 _post_action("breaking", "Move a waiting post to the breaking lane: it goes first.", "make_breaking")
+
+
+@post.command("retract")
+@click.argument("post_id", type=int)
+@click.pass_context
+def post_retract(ctx, post_id: int) -> None:
+    """Take a post back: delete it on its network, recorded on the post with who ("cli") and when.
+
+    A post that hasn't gone out is cancelled instead; one X only called a duplicate (ambiguous) has no id to
+    delete by, so it is recorded and you delete it by hand. Exit status 1 while it is still up or needs your hand."""
+    svc = services(ctx)
+    done = posts.retract(svc.Session, svc.social_client, post_id, by="cli")
+    click.echo(said(done))
+    if not done.settled:
+        ctx.exit(1)
+
+
+def said(retraction) -> str:
+    """One post's retraction on a line: `post 7 (x-main, x): retracted: deleted from X: https://…`."""
+    return f"post {retraction.post_id} ({retraction.account}, {retraction.network}): {retraction.outcome}: " \
+           f"{retraction.message}"
 
 
 @post.command("edit")

@@ -656,7 +656,8 @@ def retract(sessions: sessionmaker, client_for: ClientFor, post_id: int, by: str
                 post.error = f"not taken back: {message}"
         return Retraction(**said, outcome="failed", message=message)
     if client.dry_run:
-        note = f"dry run: the deletion {name} would get is written to {getattr(client, 'folder', 'the outbox')}"
+        note = f"dry run: nothing sent; the deletion {name} would get is written to " \
+               f"{getattr(client, 'folder', 'the outbox')}"
     elif retracted.gone_already:
         note = f"{name} had it no more (deleted by hand, or by an earlier try)"
     else:
@@ -666,9 +667,7 @@ def retract(sessions: sessionmaker, client_for: ClientFor, post_id: int, by: str
         if post is None or post.status not in TAKEN_BACK:  # another editor took it back meanwhile
             return Retraction(**said, outcome="unchanged", message="taken back meanwhile by someone else")
         _retracted(post, by, clock(), note)
-    return Retraction(**said, outcome="retracted",
-                      message=f"deleted from {name}" + (f": {remote_url}" if remote_url else "")
-                      + (f" ({note})" if note else ""))
+    return Retraction(**said, outcome="retracted", message=note or f"deleted from {name}" + _at(remote_url))
 
 
 def _retracted(post: Post, by: str, at: datetime, note: str | None) -> None:
