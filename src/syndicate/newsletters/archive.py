@@ -1,6 +1,8 @@
 """The public archive of a newsletter: the editions that went out, as a page and as an Atom feed.
 
-Only what `rendering.public_html` gives ever leaves here: no subscriber's links or tokens.
+Only what `rendering.public_of` gives ever leaves here: no subscriber's links or tokens. A story withdrawn
+since an edition went out is not shown in it any more: its web view and feed entry are rendered again with a
+short notice in the story's place, and a subject that named the story names the edition instead.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from syndicate.config import Settings
 from syndicate.errors import NotFound
-from syndicate.models import Edition, Newsletter
+from syndicate.models import Article, Edition, EditionArticle, Newsletter
 from syndicate.newsletters import editions, rendering
+from syndicate.text import one_line
 
 ATOM = "http://www.w3.org/2005/Atom"
 FEED_ENTRIES = 20  # a feed reader needs the recent editions, not years of full HTML
@@ -35,6 +38,7 @@ def sent_editions(session: Session, newsletter: Newsletter, limit: int | None = 
     return list(session.scalars(
         select(Edition).where(Edition.newsletter_id == newsletter.id, Edition.status.in_(editions.PUBLIC),
                               Edition.html != "")
+        .options(selectinload(Edition.items).selectinload(EditionArticle.article))  # each one's withdrawn stories
         .order_by(Edition.number.desc()).limit(limit)))
 
 
@@ -45,6 +49,57 @@ def sent_at(edition: Edition) -> datetime:
 
 def local_date(edition: Edition, newsletter: Newsletter) -> datetime:
     return sent_at(edition).astimezone(ZoneInfo(newsletter.timezone))
+
+
+# ── what a withdrawn story leaves ────────────────────────────────────────────
+
+
+def withdrawn(edition: Edition) -> list[Article]:
+    return [item.article for item in edition.items if item.article.withdrawn_at is not None]
+
+
+def notice(article: Article, newsletter: Newsletter) -> str:
+    on = article.withdrawn_at.astimezone(ZoneInfo(newsletter.timezone))
+    return f"This story was withdrawn by the editors on {on:%B} {on.day}, {on.year}."
+
+
+def subject(edition: Edition) -> str:
+    """The edition's subject as the archive shows it: as it was mailed, unless it names a story withdrawn
+    since — then the template's subject over the stories left (an editor's own: the edition's name)."""
+    newsletter, gone = edition.newsletter, withdrawn(edition)
+    fallback = f"{newsletter.name} #{edition.number}"
+    if not gone:
+        return edition.subject or fallback
+    if not any(one_line(a.title)[:60].casefold() in (edition.subject or "").casefold() for a in gone):
+        return edition.subject or fallback
+    kept = [item.article for item in edition.items if item.article.withdrawn_at is None]
+    if edition.custom_subject or not kept:
+        return fallback
+    return rendering.render_subject(newsletter, edition, kept)
+
+
+def public_html(edition: Edition, settings: Settings) -> str:
+    """The web view (and a feed entry's content): as mailed; with a story withdrawn since, rendered again from
+    the template with a short notice in that story's place — the stored HTML still holds it, and everything
+    of it (headline, lead, picture, the preheader and the title) has to go."""
+    gone = withdrawn(edition)
+    if not gone:
+        return rendering.public_html(edition, settings)
+    newsletter = edition.newsletter
+    shown = [Article(title=notice(a, newsletter), url="", lead="", categories=[], author=None, image_url=None,
+                     published_at=a.published_at) if a.withdrawn_at is not None else a
+             for a in (item.article for item in edition.items)]
+    return rendering.public_of(rendering.render_html(newsletter, edition, shown, settings, subject(edition)),
+                               settings)
+
+
+def updated(edition: Edition) -> datetime:
+    """When the entry last changed: when it went out, or when a story of it was withdrawn (feed readers then
+    fetch it again, without the story)."""
+    return max([sent_at(edition), *(a.withdrawn_at for a in withdrawn(edition))])
+
+
+# ── the Atom feed ────────────────────────────────────────────────────────────
 
 
 def atom(newsletter: Newsletter, sent: list[Edition], settings: Settings) -> bytes:
@@ -62,7 +117,7 @@ def atom(newsletter: Newsletter, sent: list[Edition], settings: Settings) -> byt
     feed = ET.Element("feed", xmlns=ATOM)  # Atom as the default namespace: unprefixed names throughout
     add(feed, "id", archive_url)
     add(feed, "title", newsletter.name)
-    add(feed, "updated", (sent_at(sent[0]) if sent else newsletter.created_at).isoformat())
+    add(feed, "updated", max((updated(e) for e in sent), default=newsletter.created_at).isoformat())
     add(feed, "link", rel="self", type="application/atom+xml", href=f"{archive_url}/feed.atom")
     add(feed, "link", rel="alternate", type="text/html", href=archive_url)
     add(add(feed, "author"), "name", newsletter.from_name)  # no address: a public feed is harvested for spam
@@ -71,9 +126,9 @@ def atom(newsletter: Newsletter, sent: list[Edition], settings: Settings) -> byt
         url = rendering.web_url(settings, newsletter, edition)
         entry = add(feed, "entry")
         add(entry, "id", url)
-        add(entry, "title", edition.subject or f"{newsletter.name} #{edition.number}")
+        add(entry, "title", subject(edition))
         add(entry, "published", sent_at(edition).isoformat())
-        add(entry, "updated", sent_at(edition).isoformat())
+        add(entry, "updated", updated(edition).isoformat())
         add(entry, "link", rel="alternate", type="text/html", href=url)
-        add(entry, "content", rendering.public_html(edition, settings), type="html")
+        add(entry, "content", public_html(edition, settings), type="html")
     return ET.tostring(feed, encoding="utf-8", xml_declaration=True)

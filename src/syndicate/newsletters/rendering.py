@@ -138,8 +138,20 @@ def render_with_notes(newsletter: Newsletter, edition: Edition, articles: list[A
 
 def public_html(edition: Edition, settings: Settings) -> str:
     """The web view: what subscribers got, without anyone's personal links (the template marks them)."""
-    html = PERSONAL.sub("", edition.html).replace("<!--public-->", "").replace("<!--/public-->", "")
+    return public_of(edition.html, settings)
+
+
+def public_of(html: str, settings: Settings) -> str:
+    """An edition's rendered HTML made public: the personal lines out, the public ones in."""
+    html = PERSONAL.sub("", html).replace("<!--public-->", "").replace("<!--/public-->", "")
     return html.replace(UNSUBSCRIBE_URL, f"{settings.base_url}/").replace(PREFERENCES_URL, f"{settings.base_url}/")
+
+
+def render_html(newsletter: Newsletter, edition: Edition, articles: list[Article], settings: Settings,
+                subject: str) -> str:
+    """The edition's HTML (inlined) for `articles` under `subject`, as render_edition makes it."""
+    context = render_context(newsletter, edition, articles, settings, subject)
+    return inline_css(render(f"email/{newsletter.template}/body.html", **context))[0]
 
 
 def mail_html(html: str) -> str:

@@ -13,7 +13,7 @@ from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
 from syndicate.models import Newsletter, RowId, Subscriber
-from syndicate.newsletters import archive, editions, rendering, stored
+from syndicate.newsletters import archive, editions, stored
 from syndicate.subscribers import consent, preferences
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
@@ -150,7 +150,8 @@ def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(
 def archive_page(slug: str, svc: Svc):
     with transaction(svc.Session) as session:
         newsletter = archive.newsletter(session, slug)
-        sent = [(e, archive.local_date(e, newsletter)) for e in archive.sent_editions(session, newsletter)]
+        sent = [(e, archive.local_date(e, newsletter), archive.subject(e))
+                for e in archive.sent_editions(session, newsletter)]
         return page("archive", newsletter=newsletter, sent=sent)
 
 # Before the web view, whose {number} would claim "feed.atom".
@@ -166,4 +167,4 @@ def web_view(slug: str, number: RowId, svc: Svc):
     with transaction(svc.Session) as session:
         edition = editions.get_edition(session, slug, number)
         # The newsletter's HTML, sandboxed: an opaque origin with no script, whatever got into it.
-        return HTMLResponse(rendering.public_html(edition, svc.settings), headers=csp.sandboxed())
+        return HTMLResponse(archive.public_html(edition, svc.settings), headers=csp.sandboxed())
