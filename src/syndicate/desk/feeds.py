@@ -1,7 +1,9 @@
 """Feeds and articles: each feed's health, adding one, fetching one now; the recent articles and where each
-one went (editions, posts)."""
+one went (editions, posts); withdrawing one."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse
@@ -14,6 +16,7 @@ from syndicate.errors import InvalidInput
 from syndicate.ingest import feeds
 from syndicate.models import MAX_ID, RowId, utcnow
 from syndicate.services import Services
+from syndicate.social import posts
 from syndicate.tasks import hand_over, poll_feed_batch
 
 
@@ -60,6 +63,12 @@ def _trail(svc: Services, article_id: int) -> dict:
         return trail.article_trail(session, article_id)
 
 
+def _withdraw(svc: Services, article_id: int, editor_name: str) -> dict:
+    """Withdraw the story (its posts taken back over the network, outside any transaction): what happened."""
+    done = posts.withdraw(svc.Session, svc.settings, svc.social_client, article_id, by=editor_name)
+    return dataclasses.asdict(done)
+
+
 # ── pages ────────────────────────────────────────────────────────────────────
 
 
@@ -92,7 +101,15 @@ def articles_page(request: Request, svc: Svc, q: str = "", feed: str = "",
 
 @pages.get("/articles/{article_id}", response_class=HTMLResponse)
 def article_page(request: Request, article_id: RowId, svc: Svc, name: str = Depends(editor)):
-    return page("article", request, editor=name, article=_trail(svc, article_id))
+    return page("article", request, editor=name, article=_trail(svc, article_id), withdrawal=None)
+
+
+@pages.post("/articles/{article_id}/withdraw", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def withdraw_article(request: Request, article_id: RowId, svc: Svc, name: str = Depends(editor)):
+    """The story's page again, with what became of each post and of the mails (withdrawing twice is harmless,
+    so the page may be shown for the POST itself)."""
+    withdrawal = _withdraw(svc, article_id, name)
+    return page("article", request, editor=name, article=_trail(svc, article_id), withdrawal=withdrawal)
 
 
 # ── the same, for scripts ────────────────────────────────────────────────────
@@ -133,3 +150,11 @@ def articles_json(svc: Svc, q: str = "", feed: RowId | None = None, page_number:
 def article_json(article_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """One article and its trail: the editions that carried it and the posts that teased it."""
     return _trail(svc, article_id)
+
+
+@api.post("/articles/{article_id}/withdraw", tags=["articles"])
+def withdraw_article_json(article_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
+    """Withdraw a story: every post of it taken back (`retractions`, each with its outcome and what to do), off
+    the public archive and its Atom feed, out of the editions yet to go (`unsent`). `mailed` names the editions
+    that went out with it: mails can't be recalled. Again, it retries the posts still up."""
+    return _withdraw(svc, article_id, name)

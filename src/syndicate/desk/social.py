@@ -58,7 +58,8 @@ def _act(session, settings: Settings, post_id: int, action: str, text: str = "",
         post = posts.reshare(session, post.article, post.account, when,
                              env_x=settings.x is not None)
     else:
-        raise InvalidInput(f"no post action {action!r}: save, schedule, hold, release, cancel, breaking, reshare")
+        raise InvalidInput(f"no post action {action!r}: save, schedule, hold, release, cancel, breaking, reshare, "
+                           "retract")
     session.flush()
     return posts.describe(post)
 
@@ -66,6 +67,11 @@ def _act(session, settings: Settings, post_id: int, action: str, text: str = "",
 @pages.post("/posts/{post_id}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
 def post_action(request: Request, post_id: RowId, svc: Svc, action: str = Form(...), text: str = Form(""),
                 at: str = Form(""), name: str = Depends(editor)):
+    if action == "retract":  # the network is called: outside any transaction of the desk's
+        done = posts.retract(svc.Session, svc.social_client, post_id, by=name)
+        if not done.settled:  # still up, or left to the editor's hand: said on the page
+            return post_page(request, post_id, svc, name, error=done.message)
+        return back(f"/desk/posts/{post_id}")
     try:
         with transaction(svc.Session) as session:
             record = _act(session, svc.settings, post_id, action, text, at)
@@ -78,7 +84,7 @@ def post_action(request: Request, post_id: RowId, svc: Svc, action: str = Form(.
 
 
 class PostAction(BaseModel):
-    action: str  # save | schedule | hold | release | cancel | breaking | reshare
+    action: str  # save | schedule | hold | release | cancel | breaking | reshare | retract
     text: str = ""  # for save: the new teaser
     at: str = ""  # for schedule: ISO 8601; without an offset, in the account's time zone
 
@@ -99,6 +105,13 @@ def measure_json(post_id: RowId, svc: Svc, text: str = "", name: str = Depends(a
 
 @api.post("/posts/{post_id}", tags=["social"])
 def post_action_json(post_id: RowId, body: PostAction, svc: Svc, name: str = Depends(api_editor)) -> dict:
-    """Edit, schedule, hold, release, cancel, make breaking, or re-share (answers the new post) a teaser."""
+    """Edit, schedule, hold, release, cancel, make breaking, re-share (answers the new post) or retract a teaser
+    (deleted on its network; `retraction` says what happened: retracted, by hand, cancelled, unchanged, busy
+    or failed, and what to do)."""
+    if body.action == "retract":
+        done = posts.retract(svc.Session, svc.social_client, post_id, by=name)
+        with transaction(svc.Session) as session:
+            return posts.describe(posts.by_id(session, post_id)) | dict(
+                retraction=dict(outcome=done.outcome, message=done.message))
     with transaction(svc.Session) as session:
         return _act(session, svc.settings, post_id, body.action, body.text, body.at)

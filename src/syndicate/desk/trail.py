@@ -23,7 +23,7 @@ def describe(article: Article) -> dict:
                 feed=article.feed.url if article.feed else None, author=article.author,
                 categories=list(article.categories or []), lead=article.lead, image_url=article.image_url,
                 published_at=article.published_at, first_seen_at=article.first_seen_at,
-                updated_at=article.updated_at)
+                updated_at=article.updated_at, withdrawn_at=article.withdrawn_at, withdrawn_by=article.withdrawn_by)
 
 
 def recent(session: Session, q: str = "", feed_id: int | None = None, page: int = 1) -> dict:

@@ -567,6 +567,7 @@ def describe(post: Post, planned: datetime | None = None) -> dict:
                 text=post.text, length=p.get("length"), limit=p.get("limit"), url=p.get("url"),
                 scheduled_at=post.scheduled_at, planned_at=planned or post.planned_at, posted_at=post.posted_at,
                 remote_url=post.remote_url, attempts=post.attempts, error=post.error,
+                retracted_at=post.retracted_at, retracted_by=post.retracted_by,
                 card=p.get("card"), card_error=p.get("card_error"))
 
 
