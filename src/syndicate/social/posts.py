@@ -643,7 +643,8 @@ def retract(sessions: sessionmaker, client_for: ClientFor, post_id: int, by: str
                     f"it went out live, but {post.account.name} is a dry run now: make it live again "
                     f"(`syndicate account edit {post.account.name} --live`) to take it back, or delete it by hand"
                     f"{_at(post.remote_url)}"))
-            request = RetractRequest(remote_id=post.remote_id, post_id=post.id, created_at=post.created_at)
+            request = RetractRequest(remote_id=post.remote_id, post_id=post.id, created_at=post.created_at,
+                                     kept_rkey=(post.payload or {}).get("rkey"))
             remote_url = post.remote_url
     try:
         retracted = client.retract(request)

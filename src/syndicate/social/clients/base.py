@@ -64,6 +64,7 @@ class RetractRequest:
     remote_id: str
     post_id: int
     created_at: datetime  # the row's creation time: with post_id, the record key the post was written under
+    kept_rkey: str | None = None  # the record key the row kept when it was posted (PostRequest.kept_rkey)
 
     @property
     def key(self) -> str:
@@ -71,7 +72,8 @@ class RetractRequest:
 
     @property
     def rkey(self) -> str:
-        return tid(self.created_at, self.post_id % 1024)
+        """The key the post was written under: the one its row kept, else the one its row makes."""
+        return self.kept_rkey or record_key(self.post_id, self.created_at)
 
 
 @dataclass(frozen=True)
