@@ -402,3 +402,15 @@ def test_it_revokes_a_token_with_the_cli(svc, syndicate):
     assert json.loads(syndicate("token", "list", "--json").stdout)[0]["status"] == "revoked"
     with TestClient(create_app()) as client:
         assert send(client, secret, STORY).status_code == 401
+
+
+def test_a_pushed_story_may_say_what_its_picture_shows(svc, client, token):
+    story = {**STORY, "image_url": "https://news.example/img/crane.jpg", "image_alt": " A crane lifts\na hull "}
+    assert send(client, token, story).status_code == 201
+    [article] = stored(svc)
+    assert (article.image_url, article.image_alt) == ("https://news.example/img/crane.jpg", "A crane lifts a hull")
+
+    # The picture in the story (no alt there): the words pushed with it are not its words.
+    assert send(client, token, {**STORY, "guid": "2", "url": STORY["url"] + "-2", "image_alt": "Ignored"}).status_code \
+        == 201
+    assert stored(svc)[1].image_alt is None

@@ -87,13 +87,39 @@ def sanitise(html: str, base_url: str | None = None) -> str:
 
 
 class _FirstImage(HTMLParser):
-    def __init__(self):
+    """The first <img> (or the one whose src is `wanted`), its alt, and the caption of the <figure> it is in."""
+
+    def __init__(self, wanted: str | None = None):
         super().__init__(convert_charrefs=True)
+        self.wanted = wanted
         self.src: str | None = None
+        self.alt = ""
+        self.caption: list[str] = []
+        self._figures: list[bool] = []  # one per open <figure>: whether the image found is inside it
+        self._captioning = 0  # inside that figure's <figcaption>
 
     def handle_starttag(self, tag, attrs):
-        if tag == "img" and self.src is None:
-            self.src = dict(attrs).get("src") or None
+        if tag == "figure":
+            self._figures.append(False)
+        elif tag == "figcaption" and self._figures and self._figures[-1]:
+            self._captioning += 1
+        elif tag == "img" and self.src is None:
+            values = dict(attrs)
+            src = values.get("src") or None
+            if src and (self.wanted is None or src == self.wanted):
+                self.src, self.alt = src, values.get("alt") or ""
+                if self._figures:
+                    self._figures[-1] = True
+
+    def handle_endtag(self, tag):
+        if tag == "figcaption" and self._captioning:
+            self._captioning -= 1
+        elif tag == "figure" and self._figures:
+            self._figures.pop()
+
+    def handle_data(self, data):
+        if self._captioning:
+            self.caption.append(data)
 
 
 def first_image(html: str) -> str | None:
@@ -102,6 +128,18 @@ def first_image(html: str) -> str | None:
     parser.feed(html)
     src = parser.src
     return src if src and src.startswith(("https://", "http://")) else None
+
+
+def image_alt(html: str, src: str | None) -> str:
+    """What the story's HTML says of its picture `src`: the <img>'s alt, else the caption of its <figure>;
+    "" when the picture isn't in the story or nobody described it. Raw text: the caller cleans it."""
+    if not src or "<img" not in html:
+        return ""
+    parser = _FirstImage(wanted=src)
+    parser.feed(html)
+    if parser.src is None:
+        return ""
+    return parser.alt.strip() or " ".join("".join(parser.caption).split())
 
 
 class _Blocks(HTMLParser):

@@ -12,13 +12,16 @@ from urllib.parse import unquote_plus, urljoin, urlsplit, urlunsplit
 from xml.parsers import expat
 
 import feedparser
+from lxml import etree
 
 from syndicate import links
 from syndicate.errors import FeedError
 from syndicate.ingest import content, language
-from syndicate.text import UNTITLED, clean
+from syndicate.text import UNTITLED, clean, shorten
 
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
+IMAGE_ALT_MAX = 1000  # characters: X's alt text limit; Bluesky's alt and Mastodon's description (1,500) take more
+MEDIA_RSS = ("http://search.yahoo.com/mrss/", "http://search.yahoo.com/mrss")
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Entry:
     published_at: datetime | None
     author: str | None = None
     image_url: str | None = None
+    image_alt: str | None = None  # what describes the picture (its alt, caption or Media RSS words), one line
     categories: list[str] = field(default_factory=list)
     guid: str | None = None  # only unique within its feed: stored under the feed's name
     link_problem: str | None = None  # why its own link was passed over (not a web address)
@@ -121,9 +125,10 @@ def _parse(body: bytes, base_url: str, content_type: str | None) -> Document:
     home = str(parsed.feed.get("link") or "")
     not_the_story = frozenset(canonical_url(address) for address in (base_url, urljoin(base_url, home) if home else "")
                               if address)  # canonical once per feed, not per item
+    media = media_descriptions(body)
     for e in entries:
         try:
-            document.entries.append(_entry(e, base_url, not_the_story, parsed.feed.get("language")))
+            document.entries.append(_entry(e, base_url, not_the_story, media, parsed.feed.get("language")))
         except Exception as problem:  # noqa: BLE001 - this item only: the rest of the feed is read
             name = clean(str(e.get("title") or e.get("link") or e.get("id") or "an item"))[:80]
             document.skipped.append(f"{name!r}: {type(problem).__name__}: {str(problem)[:200]}")
@@ -160,33 +165,45 @@ def refuse_entity_declarations(body: bytes) -> None:
             refuse()
 
 
-def _entry(e, base_url: str, not_the_story: frozenset[str] = frozenset(), feed_language: str | None = None) -> Entry:
+def _entry(e, base_url: str, not_the_story: frozenset[str] = frozenset(), media: dict[str, str] | None = None,
+           feed_language: str | None = None) -> Entry:
     """A feedparser entry, read into `normalise`; `not_the_story`: the feed's own addresses, canonical;
-    `feed_language`: what the feed declares for all its items (`<language>`, or `xml:lang` on the feed)."""
+    `media`: Media RSS's words for each picture, by address (`media_descriptions`); `feed_language`: what the
+    feed declares for all its items (`<language>`, or `xml:lang` on the feed)."""
+    media = media or {}
     link = urljoin(base_url, e.get("link", "")) if e.get("link") else ""
-    body, summary = {}, e.get("summary_detail") or {}
-    if e.get("content"):
-        body = max(e.content, key=lambda c: len(c.get("value", "")))
+    # feedparser reads a media:description as the item's content (or its summary): a picture's words, not the story
+    words = frozenset(media.values())
+    summary_detail = e.get("summary_detail") or {}
+    summary_detail = {} if (summary_detail.get("value") or "").strip() in words else summary_detail
+    body, summary = {}, summary_detail
+    contents = [c for c in e.get("content") or () if (c.get("value") or "").strip() not in words]
+    if contents:
+        body = max(contents, key=lambda c: len(c.get("value", "")))
     body = body or summary
     # An item's own dc:language, else the xml:lang its text was written under, else the feed's.
     declared = language.declared(e.get("language"), body.get("language"),
                                  (e.get("title_detail") or {}).get("language"), feed_language)
+    image_url = _image(e)
     return normalise(
         link=link, guid=e.get("id"), title=e.get("title", ""), html=body.get("value", ""),
-        summary=e.get("summary", ""), html_base=urljoin(link or base_url, body.get("base") or ""),
-        published_at=_date(e), author=e.get("author"), image_url=_image(e),
+        summary=summary.get("value", ""), html_base=urljoin(link or base_url, body.get("base") or ""),
+        published_at=_date(e), author=e.get("author"), image_url=image_url,
         categories=[t["term"] for t in e.get("tags", []) if t.get("term")],
         orig_link=e.get("feedburner_origlink"), not_the_story=not_the_story, declared_language=declared,
+        image_alt=media.get(image_url or ""),
     )
 
 
 def normalise(*, link: str, guid: str | None, title: str, html: str, summary: str = "", html_base: str = "",
               published_at: datetime | None = None, author: str | None = None, image_url: str | None = None,
               categories: list[str] | None = None, orig_link: str | None = None,
-              not_the_story: frozenset[str] = frozenset(), declared_language: str | None = None) -> Entry:
+              not_the_story: frozenset[str] = frozenset(), declared_language: str | None = None,
+              image_alt: str | None = None) -> Entry:
     """One story as syndicate keeps it, whether a feed carried it or a CMS pushed it.
 
     Relative links in the story resolve against `html_base` (its xml:base) or else its own page.
+    `image_alt`: what the feed (Media RSS) or the CMS says of `image_url`.
     """
     base = html_base or link
     html = content.sanitise(html or summary, base_url=base)
@@ -211,10 +228,56 @@ def normalise(*, link: str, guid: str | None, title: str, html: str, summary: st
         content_hash=digest,
         published_at=published_at,
         author=clean(author or "") or None,
-        image_url=links.href(image_url) or content.first_image(html) or None,
+        **lead_image(image_url, image_alt, html),
         categories=categories,
         language=story_language,
     )
+
+
+def lead_image(image_url: str | None, image_alt: str | None, html: str) -> dict:
+    """The story's picture — the feed's (or CMS's) own, else the story's first <img> — and what describes it:
+    its alt in the story, else the caption of its <figure>, else `image_alt` (what the feed or CMS says of its
+    own picture); one line of plain text, at most IMAGE_ALT_MAX characters; None when nothing does."""
+    given = links.href(image_url)
+    image = given or content.first_image(html) or None
+    words = content.image_alt(html, image) or (image_alt if given else None) or ""
+    alt = shorten(clean(content.plain_text(words)), IMAGE_ALT_MAX)
+    return {"image_url": image, "image_alt": alt or None}
+
+
+def media_descriptions(body: bytes) -> dict[str, str]:
+    """Media RSS's words for each picture, by its address: the media:description (else media:title) of a
+    media:content or media:thumbnail, or of the media:group around it. feedparser reads a media:description
+    as the item's own and drops media:title, so the document is read again for them, by lxml — only when it
+    uses the namespace, with entities and the network off (the declarations were refused already)."""
+    if b"search.yahoo.com/mrss" not in body:
+        return {}
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, recover=True, huge_tree=False)
+    try:
+        root = etree.fromstring(body, parser)
+    except (etree.LxmlError, ValueError):
+        return {}
+    found: dict[str, str] = {}
+    for ns in MEDIA_RSS if root is not None else ():
+        for element in root.iter(f"{{{ns}}}content", f"{{{ns}}}thumbnail"):
+            url = (element.get("url") or "").strip()
+            if not url or url in found:
+                continue
+            parent = element.getparent()
+            words = _media_words(element, ns) or (
+                _media_words(parent, ns) if parent is not None and parent.tag == f"{{{ns}}}group" else "")
+            if words:
+                found[url] = words
+    return found
+
+
+def _media_words(element, ns: str) -> str:
+    for name in ("description", "title"):
+        child = element.find(f"{{{ns}}}{name}")
+        text = "".join(child.itertext()).strip() if child is not None else ""
+        if text:
+            return text
+    return ""
 
 
 def story_link(link: str, guid: str | None, *, orig_link: str | None = None,

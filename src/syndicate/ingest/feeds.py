@@ -98,7 +98,8 @@ def store(session: Session, feed: Feed | None, entries: list[Entry], now: dateti
             # An edit: refresh what we show, but it is the same story and is never sent again.
             existing.title, existing.lead = entry.title, entry.lead
             existing.content_html, existing.content_hash = entry.content_html, entry.content_hash
-            existing.image_url = entry.image_url or existing.image_url
+            if entry.image_url:  # a picture and its words go together
+                existing.image_url, existing.image_alt = entry.image_url, entry.image_alt
             existing.language = entry.language or existing.language
             existing.updated_at = now
             updated += 1
@@ -133,7 +134,7 @@ def _insert(session: Session, feed: Feed | None, fresh: list[tuple[str, Entry]],
             feed_id=feed.id if feed else None, identity=key, url=entry.url,
             title=entry.title[:1000], lead=entry.lead, content_html=entry.content_html,
             content_hash=entry.content_hash, author=entry.author, image_url=entry.image_url,
-            categories=entry.categories, language=entry.language, first_seen_at=now,
+            image_alt=entry.image_alt, categories=entry.categories, language=entry.language, first_seen_at=now,
             published_at=entry.published_at if entry.published_at and entry.published_at <= now else now,
         )
 

@@ -38,6 +38,9 @@ class PushedStory(BaseModel):
     author: str | None = Field(None, max_length=300)
     categories: list[str] = Field(default_factory=list)
     image_url: str | None = Field(None, description="The lead image (http or https).")
+    image_alt: str | None = Field(None, max_length=5000, description=(
+        "What the lead image shows, for readers who can't see it (its alt text); used when the story's HTML "
+        "gives that image no alt or caption. Posts carry it, cut to 1,000 characters."))
     published_at: datetime | None = Field(None, description="ISO 8601 with a time zone; default: now.")
     language: str | None = Field(None, max_length=35, description="The story's language as a BCP 47 tag (\"de\", "
                                  "\"pt-BR\"); default: read off its words.")
@@ -59,7 +62,7 @@ class PushedStory(BaseModel):
             raise ValueError("the title is empty; send the story's headline")
         return value
 
-    @field_validator("guid", "author")
+    @field_validator("guid", "author", "image_alt")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value or None
@@ -126,7 +129,7 @@ def entry_from_push(story: PushedStory) -> documents.Entry:
     return documents.normalise(
         link=story.url, guid=story.guid, title=story.title, html=story.content_html or "",
         summary=story.summary or "", published_at=story.published_at, author=story.author,
-        image_url=story.image_url, categories=story.categories,
+        image_url=story.image_url, categories=story.categories, image_alt=story.image_alt,
         declared_language=language.declared(story.language),
     )
 
