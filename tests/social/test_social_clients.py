@@ -5,6 +5,7 @@ connection does (a stall, a line dropped after the request went out, a refused c
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 import threading
@@ -907,7 +908,8 @@ def test_dry_run_writes_the_exact_bluesky_records_and_the_blob_it_would_upload(t
     dry = payload["request"]["json"]
     assert payload["request"]["url"] == f"{PDS}/com.atproto.repo.createRecord"
     assert payload["upload"] == {"method": "POST", "url": f"{PDS}/com.atproto.repo.uploadBlob",
-                                 "headers": {"Content-Type": "image/png"}, "bytes": 108}
+                                 "headers": {"Content-Type": "image/png"}, "bytes": 108,
+                                 "sha256": hashlib.sha256(card().image).hexdigest()}
     assert dry["repo"] == HANDLE and live["repo"] == DID  # the dry run never logs in to learn the DID
     for sent in (dry, live):
         sent.pop("repo"), sent["record"].pop("createdAt")

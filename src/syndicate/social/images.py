@@ -44,10 +44,13 @@ class Limits:
     max_bytes: int
     max_pixels: int | None = None  # width × height
     no_animations: str | None = None  # why an animation can't go at all; None: one within max_bytes goes as it is
+    types: frozenset[str] | None = None  # the types it takes as they are (None: JPEG, PNG, GIF and WebP)
 
 
+# X's one-request upload takes JPEG, PNG and WebP (a GIF is re-encoded; an animated one needs the chunked upload).
 X_LIMITS = Limits("X", 5 * MIB, no_animations="X takes an animated GIF only through its chunked upload, which "
-                                              "syndicate doesn't make")
+                                              "syndicate doesn't make",
+                  types=frozenset({"image/jpeg", "image/png", "image/webp"}))
 BLUESKY_LIMITS = Limits("Bluesky", 1_000_000)  # an image blob, as app.bsky.embed.images and the card thumb take it
 # Mastodon's defaults (configuration.media_attachments of /api/v2/instance): 16 MB, 33,177,600 pixels (8K).
 MASTODON_MAX_BYTES, MASTODON_MAX_PIXELS = 16 * MIB, 33_177_600
@@ -128,7 +131,8 @@ def fit(data: bytes, limits: Limits, *, alt: str = "", source: str = "") -> Pict
             if width * height > SOURCE_MAX_PIXELS:
                 raise LeftOut(f"it is {width:,}×{height:,} pixels, more than a post's picture is read at "
                               f"({SOURCE_MAX_PIXELS:,})")
-            fits = len(data) <= limits.max_bytes and (limits.max_pixels is None or width * height <= limits.max_pixels)
+            fits = (len(data) <= limits.max_bytes and (limits.types is None or mime in limits.types)
+                    and (limits.max_pixels is None or width * height <= limits.max_pixels))
             if getattr(image, "is_animated", False):
                 if limits.no_animations:
                     raise LeftOut(f"it is an animation: {limits.no_animations}")
@@ -167,7 +171,7 @@ def _smaller(image, data: bytes, limits: Limits, *, alt: str, source: str) -> Pi
             scaled.save(out, form, **options)
             if out.tell() <= limits.max_bytes:
                 return Picture(out.getvalue(), MIME[form], scaled.width, scaled.height, alt=alt, source=source,
-                               resized=f"made smaller for {limits.name}: {was} → {scaled.width:,}×{scaled.height:,} "
+                               resized=f"re-encoded for {limits.name}: {was} → {scaled.width:,}×{scaled.height:,} "
                                        f"{form} of {out.tell():,} bytes")
             if form != "PNG" and out.tell() > 2 * limits.max_bytes:
                 break  # a lower quality won't halve it: a smaller size next

@@ -15,6 +15,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 from syndicate.social.networks import Network
 
 if TYPE_CHECKING:
+    from syndicate.social.images import Picture
     from syndicate.social.linkcard import Card
     from syndicate.social.teaser import Teaser
 
@@ -30,6 +31,7 @@ class Published:
     remote_id: str | None  # None: known to be posted, but not under which id
     remote_url: str | None
     limit_reset: datetime | None = None  # this post used up a limit the network announced: nothing more until then
+    image_error: str | None = None  # why the post went without its picture (or its alt text), when it did
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class PostRequest:
     created_at: datetime  # the row's creation time (UTC); with post_id, what makes every retry look the same
     kept_rkey: str | None = None  # the record key the row keeps from its first attempt (posts.publish)
     language: str | None = None  # the story's (BCP 47); None: unknown, and the account's own language stands in
+    image: Picture | None = None  # the story's picture, fitted to this network, with its alt text
 
     def language_or(self, account_language: str | None) -> str | None:
         """The language the post is in: the story's when known, else the account's."""

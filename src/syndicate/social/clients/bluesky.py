@@ -1,5 +1,6 @@
 """Bluesky through atproto: a record key made from the post's row (a retry can't make a second record),
-facets and a link card, the session kept between posts; a post taken back with `deleteRecord`."""
+facets and a link card (its picture the page's, else the story's), the session kept between posts; a post taken
+back with `deleteRecord`."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from syndicate.social.clients.base import (
 from syndicate.social.networks import BLUESKY, Network
 
 if TYPE_CHECKING:
-    from syndicate.social.linkcard import Card
+    from syndicate.social.images import Picture
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,25 @@ BLUESKY_SERVICE = "https://bsky.social"
 
 
 BLUESKY_THUMB_MAX = 1_000_000  # bytes: app.bsky.embed.external's thumb limit; a larger image goes unsent
+
+
+def bluesky_picture(request: PostRequest) -> tuple[bytes, str | None] | None:
+    """The picture a post uploads, and its type: the link card's own (the page's og:image) when it fits,
+    else the story's picture, fitted to Bluesky at planning (its image_url, alt and caption); None: none.
+
+    A teaser is there to send readers to the story, so a post with a card keeps the card (app.bsky.embed.external,
+    the whole card a link) with the picture as its thumbnail; a card has no alt text of its own — its title
+    says what it links to. Only a post whose page gave no card shows the story's picture as an image embed
+    (app.bsky.embed.images), with its alt text."""
+    card = request.card
+    if card is not None and card.image:
+        if len(card.image) <= BLUESKY_THUMB_MAX:
+            return card.image, card.image_type
+        log.info("bluesky: %s's image is %d bytes, over %d: the card takes the story's picture, if any",
+                 card.url, len(card.image), BLUESKY_THUMB_MAX)
+    if request.image is not None:
+        return request.image.data, request.image.mime
+    return None
 
 
 class BlueskyClient:
@@ -67,15 +87,15 @@ class BlueskyClient:
 
         try:
             self._start()
-            thumb = self._thumb(request.card)
+            blob, note = self._blob(request)
         except (AtProtocolError, httpx.HTTPError) as e:
             raise self._error(e, writing=False) from e
-        data = bluesky_create_record(self._did, request, self.language, thumb, self.clock())
+        data = bluesky_create_record(self._did, request, self.language, blob, self.clock())
         try:
             uri = self._create(data)
         except (AtProtocolError, httpx.HTTPError) as e:
             raise self._error(e, writing=True) from e
-        return Published(uri, f"https://bsky.app/profile/{self.handle}/post/{data.rkey}")
+        return Published(uri, f"https://bsky.app/profile/{self.handle}/post/{data.rkey}", image_error=note)
 
     def retract(self, request: RetractRequest) -> Retracted:
         """`com.atproto.repo.deleteRecord` of the record the post's at:// URI names. The reference PDS answers
@@ -181,24 +201,26 @@ class BlueskyClient:
 
     # The post.
 
-    def _thumb(self, card: Card | None):
-        """The card's image as an uploaded blob; None without one, or with one Bluesky won't take."""
-        from atproto_client.exceptions import RequestErrorBase
+    def _blob(self, request: PostRequest):
+        """The post's picture (`bluesky_picture`) as an uploaded blob, and why not when it couldn't be: a
+        picture that fails leaves the post to go without it, unless the PDS refuses the account itself."""
+        from atproto_client.exceptions import AtProtocolError
 
-        if card is None or not card.image:
-            return None
-        if len(card.image) > BLUESKY_THUMB_MAX:
-            log.info("bluesky: %s's image is %d bytes, over %d: the card goes without it",
-                     card.url, len(card.image), BLUESKY_THUMB_MAX)
-            return None
-        headers = {"Content-Type": card.image_type} if card.image_type else {}
+        picked = bluesky_picture(request)
+        if picked is None:
+            return None, None
+        data, mime = picked
+        headers = {"Content-Type": mime} if mime else {}
         try:
-            return self._xrpc(lambda: self.api.com.atproto.repo.upload_blob(card.image, headers=headers)).blob
-        except RequestErrorBase as e:
-            if e.response is not None and e.response.status_code in (400, 413, 415):  # the image: post without it
-                log.warning("bluesky: the PDS refused %s's image (%s): the card goes without it", card.url, e)
-                return None
-            raise
+            return self._xrpc(lambda: self.api.com.atproto.repo.upload_blob(data, headers=headers)).blob, None
+        except (AtProtocolError, httpx.HTTPError) as e:
+            response = getattr(e, "response", None)
+            if response is not None and response.status_code in (401, 403):  # every post would fail the same way
+                raise
+            said = f"{response.status_code} {': '.join(xrpc_error(e))}" if response is not None else repr(e)
+            log.warning("bluesky: the picture of post %d could not be uploaded (%s): it goes without", request.post_id,
+                        said)
+            return None, f"Bluesky refused the picture ({said}); the post went without it"
 
     def _create(self, data) -> str:
         """Write the record; its AT URI. A refusal with this post's record already in place is a success;
@@ -308,8 +330,9 @@ def _renewable(e) -> bool:
     return name not in ACCOUNT_GONE and (name in ("ExpiredToken", "InvalidToken") or e.response.status_code == 401)
 
 
-def bluesky_create_record(repo: str, request: PostRequest, language: str | None, thumb, now: datetime):
-    """The `com.atproto.repo.createRecord` input for a teaser: the live client sends it, the dry run writes it."""
+def bluesky_create_record(repo: str, request: PostRequest, language: str | None, blob, now: datetime):
+    """The `com.atproto.repo.createRecord` input for a teaser: the live client sends it, the dry run writes it.
+    `blob`: the uploaded `bluesky_picture`, the card's thumbnail — or, without a card, an image embed."""
     from atproto_client import models
 
     teaser, card, language = request.teaser, request.card, request.language_or(language)
@@ -327,7 +350,9 @@ def bluesky_create_record(repo: str, request: PostRequest, language: str | None,
     embed = None
     if card is not None:  # the card opens what the teaser links to: the story's link, with the account's UTM
         embed = models.AppBskyEmbedExternal.Main(external=models.AppBskyEmbedExternal.External(
-            uri=teaser.url, title=card.title, description=card.description, thumb=thumb))
+            uri=teaser.url, title=card.title, description=card.description, thumb=blob))
+    elif blob is not None and request.image is not None:
+        embed = _image_embed(request.image, blob)
     record = models.AppBskyFeedPost.Record(
         text=teaser.text,
         created_at=now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -349,6 +374,12 @@ def bluesky_delete_record(repo: str, request: RetractRequest):
     if len(named) == 3 and all(named):
         repo, collection, rkey = named
     return models.ComAtprotoRepoDeleteRecord.Data(repo=repo, collection=collection, rkey=rkey)
+def _image_embed(picture: Picture, blob):
+    from atproto_client import models
+
+    return models.AppBskyEmbedImages.Main(images=[models.AppBskyEmbedImages.Image(
+        alt=picture.alt, image=blob,
+        aspect_ratio=models.AppBskyEmbedDefs.AspectRatio(width=picture.width, height=picture.height))])
 
 
 def blob_cid(data: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,18 +12,19 @@ from syndicate.social.clients import mastodon, x
 from syndicate.social.clients.base import PostRequest, Published, Retracted, RetractRequest, describe
 from syndicate.social.clients.bluesky import (
     BLUESKY_SERVICE,
-    BLUESKY_THUMB_MAX,
     blob_cid,
     bluesky_create_record,
     bluesky_delete_record,
+    bluesky_picture,
 )
-from syndicate.social.clients.x import X_ENDPOINT
+from syndicate.social.clients.x import X_ENDPOINT, X_MEDIA_METADATA, X_MEDIA_UPLOAD
 from syndicate.social.networks import Network
 
 
 class DryRunClient:
     """Writes the exact request(s) the network would get to `folder/<key>.json` — method, URL, body and
-    the headers that matter, never a secret — and calls nothing."""
+    the headers that matter, never a secret; a picture's upload by its size, type and sha256, never its
+    bytes, and the media id it would answer as x.UPLOADED / mastodon.UPLOADED — and calls nothing."""
 
     dry_run = True
 
@@ -65,13 +67,28 @@ class DryRunClient:
         raise ValueError(f"unknown network {self.network!r}")
 
     def requests_for(self, request: PostRequest) -> dict:
-        """{"request": the post} — and for Bluesky with a card image, {"upload": the blob} before it. Each
-        built by the network's own module, as its client builds what it sends."""
+        """{"request": the post} — with a picture, {"upload": its upload} (and on X {"metadata": its alt
+        text}) before it. Each built by the network's own module, as its client builds what it sends."""
+        picture = request.image
         if self.network == "x":
-            return {"request": {"method": "POST", "url": X_ENDPOINT, "json": x.tweet(request)}}
+            out, media_ids = {}, []
+            if picture is not None:
+                out["upload"] = {"method": "POST", "url": X_MEDIA_UPLOAD, "form": x.media_upload(picture),
+                                 "file": _file(f"media.{picture.extension}", picture.mime, picture.data)}
+                metadata = x.media_metadata(x.UPLOADED, picture)
+                if metadata is not None:
+                    out["metadata"] = {"method": "POST", "url": X_MEDIA_METADATA, "json": metadata}
+                media_ids = [x.UPLOADED]
+            out["request"] = {"method": "POST", "url": X_ENDPOINT, "json": x.tweet(request, media_ids)}
+            return out
         if self.network == "mastodon":
-            return {"request": mastodon.status_form(mastodon.status(request, self.visibility, self.language),
-                                                    self.instance)}
+            out, media_ids = {}, ()
+            if picture is not None:
+                out["upload"] = mastodon.media_form(mastodon.media(request), self.instance)
+                media_ids = (mastodon.UPLOADED,)
+            out["request"] = mastodon.status_form(
+                mastodon.status(request, self.visibility, self.language, media_ids), self.instance)
+            return out
         if self.network == "bluesky":
             return self._bluesky(request)
         raise ValueError(f"unknown network {self.network!r}")
@@ -80,13 +97,16 @@ class DryRunClient:
         from atproto_client.models.blob_ref import BlobRef
         from atproto_client.models.utils import get_model_as_dict
 
-        card, thumb, out = request.card, None, {}
-        if card is not None and card.image and len(card.image) <= BLUESKY_THUMB_MAX:
+        blob, out = None, {}
+        picked = bluesky_picture(request)
+        if picked is not None:
+            data, mime = picked
             out["upload"] = {"method": "POST", "url": f"{self.service}/xrpc/com.atproto.repo.uploadBlob",
-                             "headers": {"Content-Type": card.image_type or "*/*"}, "bytes": len(card.image)}
-            thumb = BlobRef(mime_type=card.image_type or "application/octet-stream", size=len(card.image),
-                            ref={"$link": blob_cid(card.image)})
-        data = bluesky_create_record(self.handle, request, self.language, thumb, datetime.now(UTC))
+                             "headers": {"Content-Type": mime or "*/*"}, "bytes": len(data),
+                             "sha256": hashlib.sha256(data).hexdigest()}
+            blob = BlobRef(mime_type=mime or "application/octet-stream", size=len(data),
+                           ref={"$link": blob_cid(data)})
+        data = bluesky_create_record(self.handle, request, self.language, blob, datetime.now(UTC))
         out["request"] = {"method": "POST", "url": f"{self.service}/xrpc/com.atproto.repo.createRecord",
                           "json": get_model_as_dict(data)}
         return out
@@ -97,3 +117,8 @@ class DryRunClient:
 
     def rules(self) -> Network:
         return self._rules
+
+
+def _file(name: str, mime: str, data: bytes) -> dict:
+    """A file in a multipart upload, as the dry run writes it: never its bytes."""
+    return {"name": name, "type": mime, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

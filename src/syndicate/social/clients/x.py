@@ -1,10 +1,12 @@
 """X through tweepy: API v2 `POST /2/tweets` and `DELETE /2/tweets/:id`, with X's rate-limit headers read,
-each refusal in words."""
+each refusal in words; a story's picture uploaded first through v2 `POST /2/media/upload`, which tweepy 4.17
+doesn't wrap (its `API.media_upload` is the v1.1 endpoint X removed in 2025)."""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import requests
 import tweepy
@@ -21,16 +23,41 @@ from syndicate.social.clients.base import (
     may_have_arrived,
 )
 from syndicate.social.networks import Network, X
+from syndicate.text import shorten
+
+if TYPE_CHECKING:
+    from syndicate.social.images import Picture
 
 log = logging.getLogger(__name__)
 
-X_ENDPOINT = "https://api.twitter.com/2/tweets"
+X_API = "https://api.twitter.com"  # tweepy's host for API v2; api.x.com, where X documents it, answers the same
+X_ENDPOINT = f"{X_API}/2/tweets"
+X_MEDIA_UPLOAD = f"{X_API}/2/media/upload"
+X_MEDIA_METADATA = f"{X_API}/2/media/metadata"
+ALT_MAX = 1000  # characters of alt text X takes
+UPLOADED = "(the id the upload answers)"  # a media id, in the dry run's record of a post
 
 
-def tweet(request: PostRequest) -> dict:
+def tweet(request: PostRequest, media_ids: list[str] | tuple[str, ...] = ()) -> dict:
     """The body of `POST /2/tweets` (X_ENDPOINT) for a post: what XClient hands tweepy's create_tweet and
     what the dry run writes down, built once here."""
-    return {"text": request.teaser.text}
+    body: dict = {"text": request.teaser.text}
+    if media_ids:
+        body["media"] = {"media_ids": [str(media_id) for media_id in media_ids]}
+    return body
+
+
+def media_upload(picture: Picture) -> dict:
+    """The form fields of `POST /2/media/upload` (X_MEDIA_UPLOAD), sent beside the file as multipart/form-data:
+    one request, as a picture under 5 MB may be sent (INIT/APPEND/FINALIZE is for video)."""
+    return {"media_category": "tweet_image", "media_type": picture.mime}
+
+
+def media_metadata(media_id: str, picture: Picture) -> dict | None:
+    """The body of `POST /2/media/metadata` (X_MEDIA_METADATA): the picture's alt text; None without one."""
+    if not picture.alt:
+        return None
+    return {"id": str(media_id), "metadata": {"alt_text": {"text": shorten(picture.alt, ALT_MAX)}}}
 
 
 def deletion(request: RetractRequest) -> dict:
@@ -52,8 +79,13 @@ class _TimeoutAdapter(HTTPAdapter):
 
 
 class XClient:
-    """X through tweepy: API v2 `POST /2/tweets`. X draws the link card from the page itself; a post
-    with media would hide it, so nothing is ever uploaded."""
+    """X through tweepy: API v2 `POST /2/tweets`. X draws the link card from the page itself; a post with a
+    picture shows the picture instead (an account with images off keeps the card).
+
+    The picture is uploaded with tweepy's own session and OAuth 1.0a signature (requests_oauthlib's OAuth1,
+    which leaves a multipart body out of the signature, as X expects), its alt text set through
+    `POST /2/media/metadata`. A picture that fails in any way leaves the post to go without it; a retry
+    uploads it again (an unused media id expires), and X still refuses the same text twice as a duplicate."""
 
     network = "x"
     dry_run = False
@@ -75,13 +107,55 @@ class XClient:
         self.api.session.mount("http://", adapter)
 
     def publish(self, request: PostRequest) -> Published:
+        media_ids, note = self._attach(request.image) if request.image is not None else ([], None)
         try:
-            response = self.api.create_tweet(**tweet(request), user_auth=not self.oauth2)
+            try:
+                response = self._create(tweet(request, media_ids))
+            except tweepy.BadRequest as e:
+                if not media_ids:
+                    raise
+                note = f"X refused the post with its picture ({_x_detail(e)}); it went without the picture"
+                response = self._create(tweet(request))
         except (tweepy.HTTPException, requests.RequestException) as e:
             raise self._error(e, writing=True) from e
         tweet_id = str(response.json()["data"]["id"])
         return Published(tweet_id, f"https://x.com/i/web/status/{tweet_id}",
-                         limit_reset=exhausted_until(response.headers))
+                         limit_reset=exhausted_until(response.headers), image_error=note)
+
+    def _create(self, body: dict) -> requests.Response:
+        return self.api.create_tweet(text=body["text"], media_ids=(body.get("media") or {}).get("media_ids"),
+                                     user_auth=not self.oauth2)
+
+    def _attach(self, picture: Picture) -> tuple[list[str], str | None]:
+        """The picture uploaded, with its alt text: ([media id], None); on any failure ([], why)."""
+        try:
+            media_id = self._upload(picture)
+        except (tweepy.HTTPException, requests.RequestException, ValueError, KeyError, TypeError) as e:
+            return [], f"X refused the picture ({_said(e)}); the post went without it"
+        metadata = media_metadata(media_id, picture)
+        if metadata is not None:
+            try:
+                self.api.request("POST", "/2/media/metadata", json=metadata, user_auth=not self.oauth2)
+            except (tweepy.HTTPException, requests.RequestException) as e:
+                return [media_id], f"X didn't take the picture's alt text ({_said(e)}); the picture went without it"
+        return [media_id], None
+
+    def _upload(self, picture: Picture) -> str:
+        """`POST /2/media/upload` as tweepy's Client makes its own requests (its session, its User-Agent, its
+        OAuth1UserHandler), but multipart: Client.request sends only JSON. The media id X answers."""
+        headers, auth = {"User-Agent": self.api.user_agent}, None
+        if self.oauth2:
+            headers["Authorization"] = f"Bearer {self.api.bearer_token}"
+        else:
+            auth = tweepy.OAuth1UserHandler(self.api.consumer_key, self.api.consumer_secret, self.api.access_token,
+                                            self.api.access_token_secret).apply_auth()
+        files = {"media": (f"media.{picture.extension}", picture.data, picture.mime)}
+        with self.api.session.post(X_MEDIA_UPLOAD, data=media_upload(picture), files=files, headers=headers,
+                                   auth=auth) as response:
+            if not 200 <= response.status_code < 300:
+                raise _http_error(response)
+            data = response.json()["data"]
+        return str(data["id"])
 
     def retract(self, request: RetractRequest) -> Retracted:
         """`DELETE /2/tweets/:id`. A tweet X no longer has (404, or "Not Found" among the answer's errors) was
@@ -180,6 +254,22 @@ def exhausted_until(headers) -> datetime | None:
 
 def _x_detail(e: tweepy.HTTPException) -> str:
     return "; ".join(e.api_messages) or f"HTTP {e.response.status_code}"
+
+
+def _said(e: Exception) -> str:
+    """What went wrong with a picture, in a few words."""
+    if isinstance(e, tweepy.HTTPException):
+        return f"{e.response.status_code}: {_x_detail(e)}"
+    return f"{type(e).__name__}: {e}"
+
+
+def _http_error(response: requests.Response) -> tweepy.HTTPException:
+    """The exception tweepy's Client raises for this answer."""
+    kinds = {400: tweepy.BadRequest, 401: tweepy.Unauthorized, 403: tweepy.Forbidden, 404: tweepy.NotFound,
+             429: tweepy.TooManyRequests}
+    if response.status_code >= 500:
+        return tweepy.TwitterServerError(response)
+    return kinds.get(response.status_code, tweepy.HTTPException)(response)
 
 
 def _json_body(response) -> dict:
