@@ -58,10 +58,13 @@ def test_an_editor_connects_an_account_and_manages_its_queue(syndicate, tmp_path
     with responses.RequestsMock() as rsps:
         rsps.add(responses.GET, f"{INSTANCE}/api/v1/accounts/verify_credentials", json={"acct": "newsroom", "id": "1"})
         rsps.add(responses.GET, f"{INSTANCE}/api/v2/instance/",
-                 json={"configuration": {"statuses": {"max_characters": 1000, "characters_reserved_per_url": 23}}})
+                 json={"configuration": {"statuses": {"max_characters": 1000, "characters_reserved_per_url": 23},
+                                         "media_attachments": {"image_size_limit": 10_485_760}}})
         tested = syndicate("account", "test", "newsroom").output
     assert "newsroom: OK" in tested and "@newsroom" in tested
-    assert json.loads(syndicate("account", "show", "newsroom", "--json").output)["settings"]["max_characters"] == 1000
+    settings = json.loads(syndicate("account", "show", "newsroom", "--json").output)["settings"]
+    assert settings["max_characters"] == 1000
+    assert (settings["max_image_bytes"], settings["max_image_pixels"]) == (10_485_760, None)  # the picture limit
 
     syndicate("feed", "poll", "--all")
     syndicate("account", "add", "late", "--network", "x", "--dry-run")  # connected after: plans nothing old

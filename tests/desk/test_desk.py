@@ -215,3 +215,22 @@ def test_a_time_typed_on_the_desk_is_read_in_the_zone_and_a_skipped_hour_is_refu
         local_time("2026-03-29T02:30", "Europe/Berlin")
     with pytest.raises(InvalidInput, match="not a date and time"):
         local_time("tomorrow", "Europe/Berlin")
+
+
+def test_an_editor_turns_an_accounts_pictures_off_and_on_from_today(client, svc):
+    with transaction(svc.Session) as session:
+        accounts.add(session, "k", "x-main", "x", dict(window="always"), None)
+    sign_in(client)
+    assert 'action="/desk/accounts/x-main/images-off"' in client.get("/desk").text
+    token = csrf(client, "/desk")
+
+    assert client.post("/desk/accounts/x-main/images-off", data={"csrf": token}).status_code == 303
+    with transaction(svc.Session) as session:
+        assert accounts.settings_of(accounts.by_name(session, "x-main")).images is False
+    assert 'action="/desk/accounts/x-main/images-on"' in client.get("/desk").text
+    assert client.post("/desk/accounts/x-main/images-off", data={"csrf": "forged"}).status_code == 403
+
+    client.post("/desk/accounts/x-main/images-on", data={"csrf": token})
+    with transaction(svc.Session) as session:
+        assert accounts.settings_of(accounts.by_name(session, "x-main")).images is True
+

@@ -44,6 +44,9 @@ def account_options(adding: bool):
             click.option("--visibility", type=click.Choice(["public", "unlisted", "private"]),
                          help="Mastodon: who sees the posts in timelines (default unlisted)."),
             click.option("--language", help="ISO 639-1 language for posts whose story's own is unknown, e.g. en."),
+            click.option("--images/--no-images", default=None,
+                         help="Post a story's picture with its teaser (default), or never; on X and Mastodon a "
+                              "picture takes the place of the link card."),
             click.option("--hashtag", "hashtag_map", multiple=True,
                          help="CATEGORY=TAG: the hashtag for a category ('CATEGORY=' for none); repeat."),
             click.option("--deny-hashtag", multiple=True, help="A hashtag never to use; repeat."),
@@ -72,8 +75,9 @@ def _account_settings(values: dict, current: dict | None = None) -> dict:
         changes["daily_cap"] = values["daily_cap"]
     if values.get("breaking_category"):
         changes["breaking_categories"] = list(values["breaking_category"])
-    if values.get("dry_run") is not None:
-        changes["dry_run"] = values["dry_run"]
+    for key in ("dry_run", "images"):
+        if values.get(key) is not None:
+            changes[key] = values[key]
     options = dict((current or {}).get("teaser", {}))
     if values.get("hashtag_map"):
         mapping = dict(options.get("hashtag_map", {}))
@@ -196,7 +200,7 @@ def account_test(ctx, name: str) -> None:
     if client.network == "mastodon":
         with db.transaction(svc.Session) as session:
             accounts.edit(session, svc.settings.secret_key, accounts.by_name(session, name),
-                          dict(max_characters=rules.limit, url_cost=rules.url_cost))
+                          dict(max_characters=rules.limit, url_cost=rules.url_cost, **client.image_limits))
     click.echo(f"{name}: OK — {who}")
 
 

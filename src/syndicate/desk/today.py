@@ -78,8 +78,10 @@ def _account_action(session, settings: Settings, account_name: str, action: str,
         accounts.pause(account, f"paused by {name}")
     elif action == "resume":
         accounts.resume(account)
+    elif action in ("images-on", "images-off"):  # from the next planned post on
+        accounts.edit(session, settings.secret_key, account, {"images": action == "images-on"})
     else:
-        raise InvalidInput(f"no account action {action!r}: pause or resume")
+        raise InvalidInput(f"no account action {action!r}: pause, resume, images-on or images-off")
     return accounts.describe(account, settings.x is not None)
 
 
@@ -124,6 +126,6 @@ def social_switch(action: str, svc: Svc, reason: str = "", name: str = Depends(a
 
 @api.post("/accounts/{account_name}/{action}", tags=["social"])
 def account_action_json(account_name: str, action: str, svc: Svc, name: str = Depends(api_editor)) -> dict:
-    """Pause or resume one account."""
+    """Pause or resume one account, or turn its pictures on or off (`images-on`, `images-off`)."""
     with transaction(svc.Session) as session:
         return _account_action(session, svc.settings, account_name, action, name)

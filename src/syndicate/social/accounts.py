@@ -58,6 +58,9 @@ class AccountSettings:
     language: str | None = None  # ISO 639-1, e.g. "en": for posts whose story's own language is unknown
     max_characters: int | None = None  # Mastodon: the instance's limit, read by `account test` (default 500)
     url_cost: int | None = None  # Mastodon: characters a link counts on the instance (default 23)
+    images: bool = True  # a story's picture goes with its post (X and Mastodon then show it, not the link card)
+    max_image_bytes: int | None = None  # Mastodon: the instance's picture limit, read by `account test` (16 MB)
+    max_image_pixels: int | None = None  # Mastodon: the instance's width × height limit, likewise (33,177,600)
     teaser: dict = field(default_factory=dict)  # teaser.Options: hashtags, hashtag_map, deny, utm_*, template
 
     @classmethod
@@ -86,6 +89,12 @@ class AccountSettings:
                 raise InvalidInput(f"account setting {name} must be a whole number ≥ 0, not {value!r}")
         if self.daily_cap < 1:
             raise InvalidInput("account setting daily_cap must be at least 1 (pause the account to stop it)")
+        if not isinstance(self.images, bool):
+            raise InvalidInput(f"account setting images must be true or false, not {self.images!r}")
+        for name in ("max_image_bytes", "max_image_pixels"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise InvalidInput(f"account setting {name} must be a whole number ≥ 1 (or unset), not {value!r}")
         if self.visibility not in ("public", "unlisted", "private"):
             raise InvalidInput(f"visibility must be public, unlisted or private, not {self.visibility!r}")
         _ = self.teaser_options
