@@ -25,7 +25,7 @@ from syndicate.delivery.batches import send_batch
 from syndicate.errors import SettingsError, TransportError
 from syndicate.ingest import feeds
 from syndicate.models import Post, utcnow
-from syndicate.social import posts
+from syndicate.social import accounts, posts
 from syndicate.subscribers import consent, uploads
 
 log = logging.getLogger(__name__)
@@ -290,10 +290,13 @@ def publish_post(self, post_id: int) -> str:
             if post is None:
                 return "gone"
             client = svc.social_client(post.account)
-            payload = post.payload
+            payload, article_url = post.payload, post.article.url
+            account_settings = accounts.settings_of(post.account)
         card = posts.card_for(payload, svc.settings, with_image=client.network == "bluesky")  # outside: network
+        image, image_error = posts.image_for(payload, svc.settings, account_settings, client.network, article_url)
         post = posts.publish(svc.Session, svc.settings, client, post_id,
-                             token=self.request.id or f"local-{post_id}", card=card)
+                             token=self.request.id or f"local-{post_id}", card=card, image=image,
+                             image_error=image_error)
     except OperationalError as e:
         raise _again_later(self, e, f"post {post_id}") from e
     return post.status

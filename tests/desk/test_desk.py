@@ -234,3 +234,21 @@ def test_an_editor_turns_an_accounts_pictures_off_and_on_from_today(client, svc)
     with transaction(svc.Session) as session:
         assert accounts.settings_of(accounts.by_name(session, "x-main")).images is True
 
+
+def test_a_teaser_page_shows_its_picture_and_why_it_went_without(client, svc):
+    now = utcnow()
+    with transaction(svc.Session) as session:
+        account = accounts.add(session, "k", "x-main", "x", dict(window="always"), None)
+        account.created_at = now - timedelta(minutes=1)
+        session.add(Article(identity="a", url="https://news.example.com/a/", title="A headline", lead="",
+                            content_hash="0" * 64, categories=[], published_at=now, first_seen_at=now))
+        [post_id] = posts.plan(session, svc.settings, now)
+        post = session.get(Post, post_id)
+        post.payload = {**post.payload, "image": {"url": "https://cdn.example/a.jpg", "alt": "A <b>quay</b>",
+                                                  "type": "image/jpeg", "bytes": 812_345, "width": 2000,
+                                                  "height": 1333, "sha256": "0" * 64, "resized": None},
+                        "image_error": "X refused the picture (503: over capacity); the post went without it"}
+    sign_in(client)
+    page = client.get(f"/desk/posts/{post_id}").text
+    assert "image/jpeg, 2000×1333, 812,345 bytes" in page and "A &lt;b&gt;quay&lt;/b&gt;" in page
+    assert "X refused the picture (503: over capacity)" in page

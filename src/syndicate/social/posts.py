@@ -28,7 +28,7 @@ from syndicate.errors import AccountProblem, DuplicatePost, InvalidInput, Transp
 from syndicate.ingest import fetch, stored
 from syndicate.ledger import POST_OPEN, PostStatus
 from syndicate.models import Article, Post, SocialAccount, utcnow
-from syndicate.social import accounts, linkcard, teaser
+from syndicate.social import accounts, images, linkcard, teaser
 from syndicate.social.accounts import AccountSettings
 from syndicate.social.clients.base import PostRequest, RetractRequest, SocialClient, record_key, tid
 
@@ -170,6 +170,7 @@ def check_cards(sessions: sessionmaker, settings: Settings, post_ids: list[int] 
             with sessions() as session, session.begin():
                 for post in session.scalars(select(Post).where(Post.id.in_(ids))):
                     post.payload = {**(post.payload or {}), **found}
+            check_images(sessions, settings, ids)  # the other thing read once before a post is queued
 
 
 def _read_card(http, url: str) -> dict:
@@ -200,6 +201,88 @@ def card_for(payload: dict, settings: Settings, with_image: bool) -> linkcard.Ca
             except Exception as e:  # the post goes without the picture rather than not at all
                 log.warning("link card image of %s: %s: %s", stored["url"], type(e).__name__, e)
     return linkcard.Card(**stored, image=None, image_type=None)
+
+
+# ── the story's picture ──────────────────────────────────────────────────────
+#
+# Checked once when the posts are planned (fetched once per picture, fitted to each account's network), and
+# the outcome kept on each post: {"image": what will go, without the bytes} or {"image_error": why not}.
+# The bytes are fetched and fitted again when the post goes, like the Bluesky card's picture: a worker on
+# another machine needs no shared store, nothing is kept that must be cleaned up, and a post that waits a
+# day still gets the picture the site serves then. A picture that fails then goes unsent, with the reason.
+
+
+def check_images(sessions: sessionmaker, settings: Settings, post_ids: list[int], now: datetime | None = None) -> None:
+    """Each new post's picture: fetched once per address (through the ingest SSRF guard), fitted to the
+    account's network; the outcome on the post. An account with images off, or a story without one: nothing."""
+    now = now or utcnow()
+    with sessions() as session:
+        wanted: dict[str, list[tuple[int, images.Limits, str, str]]] = {}
+        for post in session.scalars(select(Post).where(Post.id.in_(post_ids))):
+            settings_ = accounts.settings_of(post.account)
+            if post.article.image_url and settings_.images and post.status == "pending":
+                wanted.setdefault(post.article.image_url, []).append(
+                    (post.id, limits_of(post.account.network, settings_), post.article.image_alt or "",
+                     post.article.url))
+    found: dict[int, dict] = {}
+    with fetch.client(settings.allow_private_feeds, timeout=images.FETCH_DEADLINE) as http:
+        for url, waiting in wanted.items():
+            try:
+                data = images.fetch_source(http, url, referer=waiting[0][3],
+                                           deadline=time.monotonic() + images.FETCH_DEADLINE, now=now)
+            except images.LeftOut as e:
+                found.update({post_id: {"image_error": f"posted without its picture: {e}"} for post_id, *_ in waiting})
+                continue
+            except Exception as e:  # an address or answer nobody foresaw: these posts go without it
+                log.warning("picture %s: %s: %s", url, type(e).__name__, e)
+                found.update({post_id: {"image_error": f"posted without its picture: it could not be fetched "
+                                                       f"({type(e).__name__}: {e})"} for post_id, *_ in waiting})
+                continue
+            fitted: dict[images.Limits, dict] = {}
+            for post_id, limits, alt, _ in waiting:
+                if limits not in fitted:
+                    fitted[limits] = _checked(data, limits, alt, url)
+                found[post_id] = fitted[limits]
+    if not found:
+        return
+    with sessions() as session, session.begin():
+        for post in session.scalars(select(Post).where(Post.id.in_(found))):
+            post.payload = {k: v for k, v in (post.payload or {}).items() if k not in ("image", "image_error")} \
+                | found[post.id]
+
+
+def _checked(data: bytes, limits: images.Limits, alt: str, url: str) -> dict:
+    try:
+        return {"image": images.fit(data, limits, alt=alt, source=url).describe()}
+    except images.LeftOut as e:
+        return {"image_error": f"posted without its picture: {e}"}
+    except Exception as e:  # a picture nobody foresaw: the post goes without it
+        log.warning("picture %s: %s: %s", url, type(e).__name__, e)
+        return {"image_error": f"posted without its picture: it could not be read ({type(e).__name__}: {e})"}
+
+
+def limits_of(network: str, settings: AccountSettings) -> images.Limits:
+    return images.limits_for(network, settings.max_image_bytes, settings.max_image_pixels, settings.instance)
+
+
+def image_for(payload: dict, settings: Settings, account_settings: AccountSettings, network: str,
+              article_url: str) -> tuple[images.Picture | None, str | None]:
+    """The picture a post carries, fetched and fitted now (call it outside any transaction: it waits on the
+    network), or why it goes without: (picture, None), (None, why), or (None, None) for a post with none."""
+    stored = (payload or {}).get("image")
+    if not stored or not account_settings.images:  # none checked at planning, or an editor turned them off since
+        return None, None
+    url = stored["url"]
+    try:
+        with fetch.client(settings.allow_private_feeds, timeout=images.FETCH_DEADLINE) as http:
+            data = images.fetch_source(http, url, referer=article_url,
+                                       deadline=time.monotonic() + images.FETCH_DEADLINE, now=utcnow())
+        return images.fit(data, limits_of(network, account_settings), alt=stored.get("alt") or "", source=url), None
+    except images.LeftOut as e:
+        return None, f"posted without its picture: {e}"
+    except Exception as e:  # the post goes without the picture rather than not at all
+        log.warning("picture %s: %s: %s", url, type(e).__name__, e)
+        return None, f"posted without its picture ({type(e).__name__}: {e})"
 
 
 # ── pacing ───────────────────────────────────────────────────────────────────
@@ -360,8 +443,9 @@ def _age(delta: timedelta) -> str:
 
 
 def publish(sessions: sessionmaker, settings: Settings, client: SocialClient, post_id: int, token: str,
-            clock=utcnow, card=None) -> Post:
-    """Claim → publish → record. A post already published (or held, cancelled) is never touched again."""
+            clock=utcnow, card=None, image: images.Picture | None = None, image_error: str | None = None) -> Post:
+    """Claim → publish → record. A post already published (or held, cancelled) is never touched again.
+    `image`: its picture (`image_for`), or `image_error`: why it goes without — recorded on the post."""
     with sessions() as session:
         with session.begin():
             # The same task delivered again (its worker died mid-attempt) resumes its own claim: that attempt
@@ -377,7 +461,7 @@ def publish(sessions: sessionmaker, settings: Settings, client: SocialClient, po
                 return post
             if claimed:
                 request = PostRequest(teaser=teaser_of(post), card=card, post_id=post.id, created_at=post.created_at,
-                                      kept_rkey=_record_key(post), language=post.article.language)
+                                      kept_rkey=_record_key(post), language=post.article.language, image=image)
         if not claimed:
             return post
         try:
@@ -442,6 +526,9 @@ def publish(sessions: sessionmaker, settings: Settings, client: SocialClient, po
             post.remote_id, post.remote_url = published.remote_id, published.remote_url
             if published.remote_id is None:
                 post.error = "posted, but the network didn't say under which id"
+            left_out = image_error or published.image_error
+            if left_out:  # beside the picture checked at planning: what it went without, and why
+                post.payload = {**(post.payload or {}), "image_error": left_out}
             if getattr(published, "limit_reset", None) is not None:  # the live 24-hour limit is used up
                 post.account.parked_until = published.limit_reset
         return post
@@ -512,8 +599,10 @@ def edit_text(post: Post, text: str) -> teaser.Teaser:
 
 
 def _kept(post: Post) -> dict:
-    """What an edit keeps of the payload: the checked card, and the record key an earlier attempt used."""
-    return {k: v for k, v in (post.payload or {}).items() if k in ("card", "card_error", "rkey")}
+    """What an edit keeps of the payload: the checked card and picture, and the record key an earlier attempt
+    used."""
+    keep = ("card", "card_error", "image", "image_error", "rkey")
+    return {k: v for k, v in (post.payload or {}).items() if k in keep}
 
 
 def schedule(post: Post, at: datetime) -> None:
@@ -568,7 +657,8 @@ def describe(post: Post, planned: datetime | None = None) -> dict:
                 scheduled_at=post.scheduled_at, planned_at=planned or post.planned_at, posted_at=post.posted_at,
                 remote_url=post.remote_url, attempts=post.attempts, error=post.error,
                 retracted_at=post.retracted_at, retracted_by=post.retracted_by,
-                card=p.get("card"), card_error=p.get("card_error"))
+                card=p.get("card"), card_error=p.get("card_error"), image=p.get("image"),
+                image_error=p.get("image_error"))
 
 
 
