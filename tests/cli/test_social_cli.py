@@ -325,3 +325,43 @@ def test_each_post_says_the_language_its_story_is_in(syndicate, feed_server, tmp
         ("bluesky", "short"): ["en-GB"], ("mastodon", "short"): "en",  # one word says nothing: the feed's
         ("bluesky", "pt"): ["pt-BR"], ("mastodon", "pt"): "pt",  # two words: the item's own dc:language
     }
+
+
+SPONSORED_FEED = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Sponsored</title><link>https://news.example/</link>
+<item><title>Win a cruise with our partner</title><link>https://news.example/s/cruise</link>
+  <category>Sponsored</category><description>Book now.</description></item>
+<item><title>Ferries resume at dawn</title><link>https://news.example/s/ferries</link>
+  <category>Local</category><description>Crews cleared the quay.</description></item>
+</channel></rss>
+"""
+
+
+def test_an_account_leaves_out_the_categories_its_editor_excludes(syndicate, feed_server):
+    """A "Sponsored" story goes to Mastodon but not to X, and X's queue says why; a re-share is the editor's
+    explicit act and posts it all the same; the setting can be cleared."""
+    syndicate("feed", "add", feed_server.serve("/sponsored/", SPONSORED_FEED.encode()))
+    syndicate("account", "add", "desk-x", "--network", "x", "--dry-run", "--skip-category", "sponsored",
+              "--skip-category", "Ads")
+    syndicate("account", "add", "desk-mastodon", "--network", "mastodon", "--dry-run", "--instance", INSTANCE)
+    shown = json.loads(syndicate("account", "show", "desk-x", "--json").output)
+    assert shown["settings"]["skip_categories"] == ["sponsored", "Ads"]
+
+    syndicate("feed", "poll", "--all")
+
+    articles = {a["id"]: a for a in json.loads(syndicate("article", "list", "--json").output)}
+    ours = [p for p in json.loads(syndicate("post", "list", "--json", "--limit", "100").output)
+            if "/s/" in articles[p["article_id"]]["url"]]
+    status = {(p["account"], articles[p["article_id"]]["title"]): p["status"] for p in ours}
+    cruise, ferries = "Win a cruise with our partner", "Ferries resume at dawn"
+    assert status == {("desk-x", cruise): "skipped", ("desk-x", ferries): "pending",
+                      ("desk-mastodon", cruise): "pending", ("desk-mastodon", ferries): "pending"}
+    [skipped] = [p for p in ours if p["status"] == "skipped"]
+    assert "filed under 'Sponsored', which this account leaves out" in skipped["error"]
+
+    syndicate("post", "reshare", str(skipped["article_id"]), "--account", "desk-x")
+    again = [p for p in json.loads(syndicate("post", "list", "--json", "--limit", "100").output)
+             if p["article_id"] == skipped["article_id"] and p["account"] == "desk-x"]
+    assert sorted(p["status"] for p in again) == ["pending", "skipped"]
+    syndicate("account", "edit", "desk-x", "--skip-category", "")
+    assert json.loads(syndicate("account", "show", "desk-x", "--json").output)["settings"]["skip_categories"] == []

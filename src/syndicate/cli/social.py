@@ -35,7 +35,9 @@ def account_options(adding: bool):
             click.option("--daily-cap", type=int, help="Most posts in any 24 hours (default 30)."),
             click.option("--max-age", help="Skip a regular post older than this when its turn comes, e.g. 12h."),
             click.option("--breaking-category", multiple=True,
-                         help="Stories in this category take the breaking lane (repeat the option)."),
+                         help="Stories in this category take the breaking lane (repeat the option; '' for none)."),
+            click.option("--skip-category", multiple=True,
+                         help="Stories in this category are not posted here, e.g. Sponsored (repeat; '' for none)."),
             click.option("--dry-run/--live", default=None,
                          help="Dry run: record the exact requests and planned times, call nothing."),
             click.option("--instance", help="Mastodon: the instance's address, e.g. https://mastodon.social."),
@@ -73,8 +75,9 @@ def _account_settings(values: dict, current: dict | None = None) -> dict:
             changes[key] = parse_duration(values[key])
     if values.get("daily_cap") is not None:
         changes["daily_cap"] = values["daily_cap"]
-    if values.get("breaking_category"):
-        changes["breaking_categories"] = list(values["breaking_category"])
+    for option, key in (("breaking_category", "breaking_categories"), ("skip_category", "skip_categories")):
+        if values.get(option):  # given: the whole list, as given ('' alone clears it)
+            changes[key] = [name for name in values[option] if name.strip()]
     for key in ("dry_run", "images"):
         if values.get(key) is not None:
             changes[key] = values[key]

@@ -50,6 +50,7 @@ class AccountSettings:
     daily_cap: int = 30  # posts in any 24 hours (X's free tiers have been as low as 17)
     max_age: int = 12 * 3600  # seconds: a regular post older than this when its turn comes is skipped
     breaking_categories: tuple[str, ...] = ()  # an article in one of these goes in the breaking lane
+    skip_categories: tuple[str, ...] = ()  # an article in one of these is not posted here ("Sponsored" on X)
     dry_run: bool = False  # record the exact request and planned time; call nothing
     instance: str | None = None  # Mastodon: the instance, e.g. https://mastodon.social
     handle: str | None = None  # Bluesky: the account's handle, e.g. newsroom.bsky.social
@@ -70,8 +71,9 @@ class AccountSettings:
         if unknown:
             raise InvalidInput(f"unknown account setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         values = dict(data)
-        if "breaking_categories" in values:
-            values["breaking_categories"] = tuple(values["breaking_categories"] or ())
+        for key in ("breaking_categories", "skip_categories"):
+            if key in values:
+                values[key] = _categories(key, values[key])
         settings = cls(**values)
         settings.check()
         return settings
@@ -79,7 +81,13 @@ class AccountSettings:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["breaking_categories"] = list(self.breaking_categories)
+        data["skip_categories"] = list(self.skip_categories)
         return data
+
+    def skips(self, categories) -> str | None:
+        """The first of a story's categories this account leaves out, or None."""
+        skipped = {c.casefold() for c in self.skip_categories}
+        return next((c for c in categories or () if isinstance(c, str) and c.casefold() in skipped), None)
 
     def check(self) -> None:
         _ = self.zone, self.hours  # each raises with a clear message
@@ -120,6 +128,15 @@ class AccountSettings:
         if network != "mastodon":  # X's and Bluesky's rules are the same everywhere
             return networks.network(network)
         return networks.network(network, limit=self.max_characters, url_cost=self.url_cost)
+
+
+def _categories(key: str, value) -> tuple[str, ...]:
+    """A list of category names, blanks left out: ["Sponsored", "Ads"]."""
+    if value is None:
+        return ()
+    if isinstance(value, str) or not all(isinstance(c, str) for c in value):
+        raise InvalidInput(f"account setting {key} must be a list of category names, not {value!r}")
+    return tuple(dict.fromkeys(c.strip() for c in value if c.strip()))
 
 
 def parse_window(text: str) -> tuple[time, time] | None:

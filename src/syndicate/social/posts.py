@@ -100,6 +100,13 @@ def plan(session: Session, settings: Settings, now: datetime | None = None) -> l
             lane = "breaking" if breaking & {c.casefold() for c in article.categories or ()} else "regular"
             post = Post(article_id=article.id, account_id=account.id, share=0, lane=lane, created_at=now,
                         next_attempt_at=now, dry_run=accounts.is_dry_run(account, settings.x is not None))
+            if (category := account_settings.skips(article.categories)) is not None:
+                post.text, post.payload, post.status = "", {}, "skipped"
+                post.error = (f"not posted: the story is filed under {category!r}, which this account leaves out "
+                              f"(`syndicate account edit {account.name} --skip-category …` to change; re-share it "
+                              "to post it anyway)")
+                session.add(post)
+                continue
             if not article.url:  # its feed gave no address of its own (ingest says why on the feed)
                 post.text, post.payload, post.status = "", {}, "skipped"
                 post.error = ("not posted: the story has no link of its own (its feed's item links to nothing, or "
