@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fanout import SAMPLE_STORIES, Probe, Sink, run_wire, sample_message, seed  # noqa: E402
+
 from ingest import Database, code_version  # noqa: E402
 
 TARGET_RATIO_TO_WIRE = 0.5

@@ -25,7 +25,7 @@ from syndicate.delivery.batches import send_batch
 from syndicate.errors import SettingsError, TransportError
 from syndicate.ingest import feeds
 from syndicate.models import Post, utcnow
-from syndicate.social import accounts, posts
+from syndicate.social import accounts, checks, pace, posts
 from syndicate.subscribers import consent, uploads
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ def social_tick() -> int:
     svc = services.current()
     posts.prepare(svc.Session, svc.settings)
     with transaction(svc.Session) as session:
-        due = posts.dispatch(session, svc.settings)
+        due = pace.dispatch(session, svc.settings)
     for post_id in due:
         publish_post.delay(post_id)
     return len(due)
@@ -292,8 +292,8 @@ def publish_post(self, post_id: int) -> str:
             client = svc.social_client(post.account)
             payload, article_url = post.payload, post.article.url
             account_settings = accounts.settings_of(post.account)
-        card = posts.card_for(payload, svc.settings, with_image=client.network == "bluesky")  # outside: network
-        image, image_error = posts.image_for(payload, svc.settings, account_settings, client.network, article_url)
+        card = checks.card_for(payload, svc.settings, with_image=client.network == "bluesky")  # outside: network
+        image, image_error = checks.image_for(payload, svc.settings, account_settings, client.network, article_url)
         post = posts.publish(svc.Session, svc.settings, client, post_id,
                              token=self.request.id or f"local-{post_id}", card=card, image=image,
                              image_error=image_error)

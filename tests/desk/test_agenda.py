@@ -14,7 +14,7 @@ from syndicate.desk import agenda
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Edition, Post
 from syndicate.newsletters import editions, lists, schedules
-from syndicate.social import accounts, posts
+from syndicate.social import accounts, pace, posts
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -132,7 +132,7 @@ def test_teasers_are_there_when_expected_held_ones_today_and_a_pause_says_why(bo
         account.created_at = now - timedelta(minutes=1)
         first, second, third = (story(session, now, n) for n in (1, 2, 3))
         posts.plan(session, svc.settings, now)
-        queue = posts.projected(session, account, now)
+        queue = pace.projected(session, account, now)
         held = session.query(Post).filter_by(article_id=third.id).one()
         posts.hold(held)
         posted = session.query(Post).filter_by(article_id=first.id).one()

@@ -4,7 +4,7 @@ Each network has its own way to recognise a retry: Mastodon's idempotency key an
 status; Bluesky's record key (kept on the row) makes the PDS refuse it and lets us find our record; X keeps
 nothing, so a retry X calls a duplicate is `ambiguous` — probably posted, never posted twice, never skipped.
 
-Through `posts.dispatch`/`posts.publish` with the real clients (tweepy talking to `responses`, atproto to
+Through `pace.dispatch`/`posts.publish` with the real clients (tweepy talking to `responses`, atproto to
 `respx`), and with a real worker process killed mid-post on a real Redis, against servers over real HTTP:
 a Mastodon-like one here, and bench/chaos_peers' X (at its real host, through a local HTTPS proxy) and PDS.
 """
@@ -32,7 +32,7 @@ from conftest import configured, wait_for
 from syndicate import tasks
 from syndicate.db import transaction
 from syndicate.models import Article, Post, utcnow
-from syndicate.social import accounts, posts
+from syndicate.social import accounts, pace, posts
 from syndicate.social.clients.base import record_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -117,7 +117,7 @@ def one_post(svc, network: str, settings: dict, credentials: dict, now: datetime
                             lead="It happened.", content_hash="0" * 64, categories=[], published_at=now,
                             first_seen_at=now))
         posts.plan(session, svc.settings, now)
-        [post_id] = posts.dispatch(session, svc.settings, now)
+        [post_id] = pace.dispatch(session, svc.settings, now)
     return post_id
 
 
@@ -158,7 +158,7 @@ def attempt(svc, post_id: int) -> Post:
 
 def dispatched(svc, at: datetime) -> list[int]:
     with transaction(svc.Session) as session:
-        return posts.dispatch(session, svc.settings, at)
+        return pace.dispatch(session, svc.settings, at)
 
 
 def reload(svc, post_id: int) -> Post:

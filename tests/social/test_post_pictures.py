@@ -19,7 +19,7 @@ from syndicate import tasks
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.models import Article, Post, SocialAccount, utcnow
-from syndicate.social import posts
+from syndicate.social import checks, posts
 from syndicate.social.images import BLUESKY_LIMITS, X_LIMITS
 
 ALT = "Ferries wait at the quay at dawn"
@@ -77,7 +77,7 @@ def newsroom(tmp_path, feed_server):
     svc = configured(Settings.from_env(env), eager=True)
     with transaction(svc.Session) as session:
         planned = list(session.scalars(select(Post.id).where(Post.status == "pending")))
-    posts.check_cards(svc.Session, svc.settings, planned)  # as the social tick does for the posts it planned
+    checks.check_cards(svc.Session, svc.settings, planned)  # as the social tick does for the posts it planned
     return syndicate, svc
 
 
@@ -137,7 +137,7 @@ def test_an_editor_turns_pictures_back_on_for_the_posts_planned_next(newsroom):
         article = session.scalar(select(Article).where(Article.url.endswith("/ferries")))
         ids = [posts.reshare(session, article, session.scalar(select(SocialAccount).where(SocialAccount.name == n)),
                              now=utcnow()).id for n in ("desk-m", "desk-x")]
-    posts.check_images(svc.Session, svc.settings, ids)
+    checks.check_images(svc.Session, svc.settings, ids)
     listed = {p["id"]: p for p in json.loads(syndicate("post", "list", "--json"))}
 
     assert listed[ids[0]]["image"]["alt"] == ALT and listed[ids[0]]["image"]["resized"] is None  # within 16 MB
@@ -165,7 +165,7 @@ def live_x(make_settings, tmp_path, feed_server):
                             image_url=image, image_alt=ALT))
         session.flush()
         [post_id] = posts.plan(session, svc.settings, now)
-    posts.check_images(svc.Session, svc.settings, [post_id])
+    checks.check_images(svc.Session, svc.settings, [post_id])
     return svc, post_id
 
 

@@ -21,7 +21,7 @@ from syndicate.errors import TransportError
 from syndicate.ingest import feeds
 from syndicate.ledger import Leases
 from syndicate.models import Article, Post, SocialAccount, utcnow
-from syndicate.social import accounts, posts
+from syndicate.social import accounts, checks, pace, posts
 from syndicate.social.clients.base import Published, tid
 
 FEED_URL = "https://truthusa.example/feed/"
@@ -69,7 +69,7 @@ def publish(svc, account, post_id: int, token: str = "t1") -> Post:
 
 def dispatched(svc, now: datetime) -> list[int]:
     with transaction(svc.Session) as session:
-        return posts.dispatch(session, svc.settings, now)
+        return pace.dispatch(session, svc.settings, now)
 
 
 # ── the teaser, as planned ───────────────────────────────────────────────────
@@ -423,7 +423,7 @@ def test_it_reads_each_article_page_once_for_its_card_and_notes_an_unreachable_o
                                 categories=[], published_at=now, first_seen_at=now))
         session.flush()
         planned = posts.plan(session, svc.settings, now)
-    posts.check_cards(svc.Session, svc.settings, planned)
+    checks.check_cards(svc.Session, svc.settings, planned)
 
     with transaction(svc.Session) as session:
         stored = {(p.account.name, p.article.url): p for p in session.scalars(select(Post))}
@@ -434,9 +434,9 @@ def test_it_reads_each_article_page_once_for_its_card_and_notes_an_unreachable_o
                                         "card_type": "summary_large_image"}
         assert "404" in bad.payload["card_error"] and "card" not in bad.payload
         assert good.payload["url"].startswith(page)  # the teaser's own fields are kept
-        card = posts.card_for(good.payload, svc.settings, with_image=True)  # Bluesky's thumbnail, fetched when posting
+        card = checks.card_for(good.payload, svc.settings, with_image=True)  # Bluesky's thumbnail, fetched when posting
         assert (card.image, card.image_type) == (PNG, "image/png")
-        assert posts.card_for(bad.payload, svc.settings, with_image=True) is None
+        assert checks.card_for(bad.payload, svc.settings, with_image=True) is None
 
 
 def test_every_waiting_post_has_its_card_checked_once_however_it_was_made(svc, feed_server):
@@ -472,8 +472,8 @@ def test_a_backlog_of_stalling_pages_is_checked_a_budget_at_a_time_never_from_th
     page would have held the tick's dispatch back for good. Each finding is kept at once, and a call stops
     reading when its budget is spent: the rest wait for the next tick."""
     good = feed_server.serve("/armenia/", PAGE, **{"Content-Type": "text/html"})
-    monkeypatch.setattr(posts, "CARD_DEADLINE", 1.0)
-    monkeypatch.setattr(posts, "CARD_BUDGET", 0.1)
+    monkeypatch.setattr(checks, "CARD_DEADLINE", 1.0)
+    monkeypatch.setattr(checks, "CARD_BUDGET", 0.1)
     now = utcnow()
     with socket.create_server(("127.0.0.1", 0)) as stalling:  # takes the request, never answers
         slow = f"http://127.0.0.1:{stalling.getsockname()[1]}/slow/"
@@ -486,10 +486,10 @@ def test_a_backlog_of_stalling_pages_is_checked_a_budget_at_a_time_never_from_th
             session.flush()
             first, second = posts.plan(session, svc.settings, now)
 
-        posts.check_cards(svc.Session, svc.settings)
+        checks.check_cards(svc.Session, svc.settings)
         assert "deadline" in reload(svc, first).payload["card_error"]  # kept, though the call stopped there
-        assert posts.unchecked(reload(svc, second).payload)  # left for the next call
-        posts.check_cards(svc.Session, svc.settings)
+        assert checks.unchecked(reload(svc, second).payload)  # left for the next call
+        checks.check_cards(svc.Session, svc.settings)
 
         assert reload(svc, second).payload["card"]["title"] == "Armenia Conducts Joint Military Exercises With US"
         stalling.setblocking(False)

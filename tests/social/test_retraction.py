@@ -1,4 +1,4 @@
-"""Taking a post back and withdrawing a story, in the domain: posts.retract and posts.withdraw with the real
+"""Taking a post back and withdrawing a story, in the domain: retraction.retract and retraction.withdraw with the real
 clients (tweepy and Mastodon.py talking to `responses`, atproto to `respx`) and the dry run's outbox."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from syndicate.errors import InvalidInput
 from syndicate.ingest import feeds
 from syndicate.models import Article, Delivery, Edition, EditionArticle, Post, SocialAccount, utcnow
 from syndicate.newsletters import editions, lists
-from syndicate.social import accounts, posts
+from syndicate.social import accounts, pace, posts, retraction
 from syndicate.subscribers import consent
 
 FEED_URL = "https://truthusa.example/feed/"
@@ -66,8 +66,8 @@ def row(svc, post_id: int) -> Post:
         return session.get(Post, post_id)
 
 
-def retract(svc, post_id: int, by: str = "ada") -> posts.Retraction:
-    return posts.retract(svc.Session, client_for(svc), post_id, by, clock=lambda: WHEN)
+def retract(svc, post_id: int, by: str = "ada") -> retraction.Retraction:
+    return retraction.retract(svc.Session, client_for(svc), post_id, by, clock=lambda: WHEN)
 
 
 # ── one post ─────────────────────────────────────────────────────────────────
@@ -169,7 +169,7 @@ def test_a_teaser_that_has_not_gone_out_is_cancelled_and_never_goes(svc, sample_
         assert (row(svc, post_id).status, row(svc, post_id).error) == ("cancelled", "taken back by ada before it "
                                                                                     "went out")
     with transaction(svc.Session) as session:
-        assert not {first, second} & set(posts.dispatch(session, svc.settings, utcnow() + timedelta(days=1)))
+        assert not {first, second} & set(pace.dispatch(session, svc.settings, utcnow() + timedelta(days=1)))
 
 
 def test_a_teaser_being_posted_this_moment_is_refused_then_taken_back_once_it_is_out(live, sample_feed):
@@ -240,7 +240,7 @@ def test_a_teaser_taken_back_still_counts_against_the_daily_cap(live, sample_fee
         retract(live, first)
 
     with transaction(live.Session) as session:
-        recent = posts.recent_posts(session, session.scalar(select(SocialAccount)), utcnow())
+        recent = pace.recent_posts(session, session.scalar(select(SocialAccount)), utcnow())
     assert len(recent) == 1  # X counted it when it went out
 
 
@@ -288,7 +288,7 @@ def test_withdrawing_a_story_takes_back_its_posts_everywhere_and_one_failing_net
         rsps.add(responses.DELETE, f"{INSTANCE}/api/v1/statuses/112233", json={"id": "112233"})
         pds.post("/com.atproto.server.createSession").respond(json=session_answer())
         deleted = pds.post("/com.atproto.repo.deleteRecord").respond(json={})
-        withdrawn = posts.withdraw(live.Session, live.settings, client_for(live), article_id, "ada",
+        withdrawn = retraction.withdraw(live.Session, live.settings, client_for(live), article_id, "ada",
                                    clock=lambda: WHEN)
 
     outcomes = {r.network: r.outcome for r in withdrawn.retractions}
@@ -303,7 +303,7 @@ def test_withdrawing_a_story_takes_back_its_posts_everywhere_and_one_failing_net
 
     with responses.RequestsMock() as rsps:  # again: only the post still up is tried
         rsps.add(responses.DELETE, f"{TWEETS}/1234", json={"data": {"deleted": True}})
-        again = posts.withdraw(live.Session, live.settings, client_for(live), article_id, "bob")
+        again = retraction.withdraw(live.Session, live.settings, client_for(live), article_id, "bob")
 
     assert again.already and again.withdrawn_by == "ada"
     assert {r.network: r.outcome for r in again.retractions} == {"x": "retracted", "mastodon": "unchanged",
@@ -325,7 +325,7 @@ def test_a_withdrawn_story_is_never_planned_cut_or_posted(svc, sample_feed):
 
     with transaction(svc.Session) as session:
         planned = {session.get(Post, p).article_id for p in posts.plan(session, svc.settings)}
-        due = posts.dispatch(session, svc.settings, utcnow())
+        due = pace.dispatch(session, svc.settings, utcnow())
         cut = [a.id for a in editions.candidates(session, lists.get_newsletter(session, "daily"))]
         with pytest.raises(InvalidInput, match="was withdrawn"):
             posts.reshare(session, session.get(Article, article_id), session.scalar(
@@ -342,7 +342,7 @@ def test_a_withdrawn_story_is_never_planned_cut_or_posted(svc, sample_feed):
 def test_a_story_withdrawn_after_the_tick_picked_its_teaser_is_not_posted(live, sample_feed):
     newsroom(live, sample_feed)
     with transaction(live.Session) as session:
-        [picked] = posts.dispatch(session, live.settings, utcnow())
+        [picked] = pace.dispatch(session, live.settings, utcnow())
         client = live.social_client(session.get(Post, picked).account)
         article = session.get(Post, picked).article
         article.withdrawn_at, article.withdrawn_by = WHEN, "ada"
@@ -376,7 +376,7 @@ def test_withdrawing_takes_the_story_out_of_editions_yet_to_go_and_names_those_t
         title = session.get(Article, article_id).title
         ids = sent.id, scheduled.id, alone.id
 
-    withdrawn = posts.withdraw(svc.Session, svc.settings, client_for(svc), article_id, "cli")
+    withdrawn = retraction.withdraw(svc.Session, svc.settings, client_for(svc), article_id, "cli")
 
     assert withdrawn.mailed == [dict(newsletter="Daily", slug="daily", number=1, status="sent", readers=1,
                                      sent_at=withdrawn.mailed[0]["sent_at"])]

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import Article, Post, SocialAccount
-from syndicate.social import accounts, posts
+from syndicate.social import accounts, pace, posts
 from syndicate.social.accounts import AccountSettings
 
 T0 = datetime(2030, 6, 3, 10, 0, tzinfo=UTC)  # a Monday, 12:00 in Berlin (CEST)
@@ -27,16 +27,16 @@ def at(text: str) -> datetime:
 
 def test_it_waits_the_minimum_gap_after_the_last_post():
     settings = AccountSettings(min_gap=600, window="always")
-    assert posts.next_slot(settings, T0, T0 - timedelta(minutes=4), [], None) == T0 + timedelta(minutes=6)
-    assert posts.next_slot(settings, T0, T0 - timedelta(minutes=11), [], None) == T0
+    assert pace.next_slot(settings, T0, T0 - timedelta(minutes=4), [], None) == T0 + timedelta(minutes=6)
+    assert pace.next_slot(settings, T0, T0 - timedelta(minutes=11), [], None) == T0
 
 
 def test_it_opens_the_window_at_seven_local_time_the_next_morning():
     settings = AccountSettings(**BERLIN)
     late = at("2030-06-03T23:30+02:00")
-    assert posts.next_slot(settings, late, None, [], None) == at("2030-06-04T07:00+02:00")
-    assert posts.next_slot(settings, at("2030-06-04T06:59+02:00"), None, [], None) == at("2030-06-04T07:00+02:00")
-    assert posts.next_slot(settings, at("2030-06-04T21:59+02:00"), None, [], None) == at("2030-06-04T21:59+02:00")
+    assert pace.next_slot(settings, late, None, [], None) == at("2030-06-04T07:00+02:00")
+    assert pace.next_slot(settings, at("2030-06-04T06:59+02:00"), None, [], None) == at("2030-06-04T07:00+02:00")
+    assert pace.next_slot(settings, at("2030-06-04T21:59+02:00"), None, [], None) == at("2030-06-04T21:59+02:00")
 
 
 @pytest.mark.parametrize("night, opening", [
@@ -45,27 +45,27 @@ def test_it_opens_the_window_at_seven_local_time_the_next_morning():
 ])
 def test_the_window_stays_seven_local_across_daylight_saving_changes(night, opening):
     settings = AccountSettings(**BERLIN)
-    assert posts.next_slot(settings, at(night), None, [], None) == at(opening)
+    assert pace.next_slot(settings, at(night), None, [], None) == at(opening)
 
 
 def test_a_window_may_cross_midnight():
     settings = AccountSettings(timezone="America/New_York", window="22:00-06:00")
     inside = at("2030-06-03T23:30-04:00")
-    assert posts.next_slot(settings, inside, None, [], None) == inside
-    assert posts.next_slot(settings, at("2030-06-04T03:00-04:00"), None, [], None) == at("2030-06-04T03:00-04:00")
-    assert posts.next_slot(settings, at("2030-06-04T12:00-04:00"), None, [], None) == at("2030-06-04T22:00-04:00")
+    assert pace.next_slot(settings, inside, None, [], None) == inside
+    assert pace.next_slot(settings, at("2030-06-04T03:00-04:00"), None, [], None) == at("2030-06-04T03:00-04:00")
+    assert pace.next_slot(settings, at("2030-06-04T12:00-04:00"), None, [], None) == at("2030-06-04T22:00-04:00")
 
 
 def test_the_daily_cap_counts_any_24_hours():
     settings = AccountSettings(daily_cap=3, min_gap=0, window="always")
     recent = [T0 - timedelta(hours=20), T0 - timedelta(hours=5), T0 - timedelta(hours=1)]
-    assert posts.next_slot(settings, T0, None, recent, None) == T0 + timedelta(hours=4)
-    assert posts.next_slot(settings, T0, None, recent[1:], None) == T0
+    assert pace.next_slot(settings, T0, None, recent, None) == T0 + timedelta(hours=4)
+    assert pace.next_slot(settings, T0, None, recent[1:], None) == T0
 
 
 def test_a_limit_the_network_announced_holds_until_its_reset():
     settings = AccountSettings(window="always")
-    assert posts.next_slot(settings, T0, None, [], T0 + timedelta(minutes=42)) == T0 + timedelta(minutes=42)
+    assert pace.next_slot(settings, T0, None, [], T0 + timedelta(minutes=42)) == T0 + timedelta(minutes=42)
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -111,7 +111,7 @@ def connect(session, name="x-main", network="x", **settings) -> SocialAccount:
 def tick(svc, now: datetime) -> list[tuple[int, str]]:
     with transaction(svc.Session) as session:
         posts.plan(session, svc.settings, now)
-        ids = posts.dispatch(session, svc.settings, now)
+        ids = pace.dispatch(session, svc.settings, now)
         return [(i, session.get(Post, i).article.identity) for i in ids]
 
 
@@ -220,6 +220,6 @@ def test_the_queue_shows_when_each_post_is_expected(svc):
         for n in range(3):
             story(session, n, T0 - timedelta(minutes=n))
         posts.plan(session, svc.settings, T0)
-        times = [when for _, when in posts.projected(session, account, T0)]
+        times = [when for _, when in pace.projected(session, account, T0)]
 
     assert times == [T0, T0 + timedelta(minutes=15), T0 + timedelta(minutes=30)]

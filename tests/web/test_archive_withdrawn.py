@@ -15,7 +15,7 @@ from syndicate.delivery import sending
 from syndicate.ingest import feeds
 from syndicate.models import Article, Edition, EditionArticle
 from syndicate.newsletters import lists, rendering
-from syndicate.social import posts
+from syndicate.social import retraction
 from syndicate.web.app import create_app
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -44,7 +44,7 @@ def edition(site, sample_feed) -> dict:
 
 
 def withdraw(site, article_id: int) -> None:
-    posts.withdraw(site.Session, site.settings, site.social_client, article_id, "ada", clock=lambda: WHEN)
+    retraction.withdraw(site.Session, site.settings, site.social_client, article_id, "ada", clock=lambda: WHEN)
 
 
 def test_the_web_view_shows_a_notice_where_the_withdrawn_story_was(client, site, edition):

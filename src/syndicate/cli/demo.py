@@ -16,7 +16,7 @@ from syndicate.mail.outbox import OutboxTransport
 from syndicate.models import Delivery, Post, utcnow
 from syndicate.newsletters import editions, lists, rendering, stored
 from syndicate.services import Services
-from syndicate.social import posts
+from syndicate.social import pace, posts
 from syndicate.subscribers import consent
 
 FEED_URL = "https://truthusa.example/feed/"
@@ -99,7 +99,7 @@ def run(svc: Services, progress=lambda items, label: items) -> Report:
         posts.plan(session, settings)
         # The bundled sample stories are from 2023: a real tick would skip them as too old, but the demo is
         # here to show the teasers, so it keeps them.
-        planned = [(post.id, account, at) for account, waiting in posts.queues(session, skip_too_old=False)
+        planned = [(post.id, account, at) for account, waiting in pace.queues(session, skip_too_old=False)
                    for post, at in waiting]
         for post_id, _, at in planned:
             posts.by_id(session, post_id).planned_at = at

@@ -13,6 +13,7 @@ feeds = lazy("syndicate.ingest.feeds")
 models = lazy("syndicate.models")
 stored = lazy("syndicate.ingest.stored")
 posts = lazy("syndicate.social.posts")
+retraction = lazy("syndicate.social.retraction")
 
 
 # ── feeds and articles ───────────────────────────────────────────────────────
@@ -100,7 +101,7 @@ def article_retract(ctx, article_id: int, yes: bool) -> None:
         title = stored.article_by_id(session, article_id, ARTICLE_MISSING.format(article_id)).title
     if not yes:
         click.confirm(f"Withdraw article {article_id} ({title!r}) and take back every post of it?", abort=True)
-    done = posts.withdraw(svc.Session, svc.settings, svc.social_client, article_id, by="cli")
+    done = retraction.withdraw(svc.Session, svc.settings, svc.social_client, article_id, by="cli")
     if done.already:
         click.echo(f"article {article_id} was withdrawn already (by {done.withdrawn_by}, "
                    f"{done.withdrawn_at:%Y-%m-%d %H:%M} UTC); its posts are tried again")
@@ -109,8 +110,8 @@ def article_retract(ctx, article_id: int, yes: bool) -> None:
                    "in an edition again")
     for line in done.unsent:
         click.echo(f"edition {line}")
-    for retraction in done.retractions:
-        click.echo(said(retraction))
+    for taken in done.retractions:
+        click.echo(said(taken))
     if not done.retractions:
         click.echo("no post of it to take back")
     click.echo(mails(done.mailed))

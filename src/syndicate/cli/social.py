@@ -12,6 +12,8 @@ from syndicate.errors import TransportError
 
 db = lazy("syndicate.db")
 posts = lazy("syndicate.social.posts")
+pace = lazy("syndicate.social.pace")
+retraction = lazy("syndicate.social.retraction")
 stored = lazy("syndicate.ingest.stored")
 
 ARTICLE_MISSING = "no article {}; `syndicate article list` shows their ids"
@@ -255,7 +257,7 @@ def post_list(ctx, statuses, account_name, limit: int, as_json: bool) -> None:
     with opened(ctx) as (svc, session):
         account = accounts.by_name(session, account_name) if account_name else None
         rows = posts.newest(session, limit, statuses, account)
-        expected = {p.id: at for a in {r.account for r in rows} for p, at in posts.projected(session, a)}
+        expected = {p.id: at for a in {r.account for r in rows} for p, at in pace.projected(session, a)}
         records = [posts.describe(p, expected.get(p.id)) for p in rows]
     emit(records, as_json, ["id", "account", "status", "lane", "planned_at", "posted_at", "length", "text"])
 
@@ -317,7 +319,7 @@ def post_retract(ctx, post_id: int) -> None:
     A post that hasn't gone out is cancelled instead; one X only called a duplicate (ambiguous) has no id to
     delete by, so it is recorded and you delete it by hand. Exit status 1 while it is still up or needs your hand."""
     svc = services(ctx)
-    done = posts.retract(svc.Session, svc.social_client, post_id, by="cli")
+    done = retraction.retract(svc.Session, svc.social_client, post_id, by="cli")
     click.echo(said(done))
     if not done.settled:
         ctx.exit(1)
@@ -416,7 +418,7 @@ def social_status(ctx, as_json: bool) -> None:
         paused = accounts.social_paused(session)
         rows = [accounts.describe(account, svc.settings.x is not None) | dict(
                     waiting=len(waiting), next_post_at=waiting[0][1] if waiting else None)
-                for account, waiting in posts.queues(session)]
+                for account, waiting in pace.queues(session)]
         record = dict(posting="paused" if paused else "on", reason=paused.reason if paused else None,
                       since=paused.changed_at if paused else None, accounts=rows)
     if as_json:

@@ -4,7 +4,7 @@ Three sources, one list of entries:
   editions      cut already: scheduled, sending, paused, sent, cancelled, skipped — at their time;
   projections   the sends each newsletter's schedule will make and has not cut yet (`projected`). An
                 edition already made for a slot takes that slot's place, as the beat tick takes it;
-  teasers       waiting ones at the time their account's pace expects them (posts.projected), held and
+  teasers       waiting ones at the time their account's pace expects them (pace.projected), held and
                 in-flight ones, and those that went out (or failed) in the range.
 
 The range is whole days in the reader's zone: from midnight today to midnight `days` days later, so a
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Newsletter, Post, utcnow
 from syndicate.newsletters.schedules import next_run
-from syndicate.social import accounts, posts
+from syndicate.social import accounts, pace
 
 MAX_DAYS = 31
 # A schedule every few minutes would otherwise fill the calendar with thousands of projections.
@@ -134,7 +134,7 @@ def _teaser(post: Post, when: datetime, status: str | None = None, note: str | N
 def _teasers(session: Session, now: datetime, start: datetime, end: datetime) -> list[Entry]:
     entries = []
     kill_switch = accounts.social_paused(session)
-    for account, waiting in posts.queues(session, now):
+    for account, waiting in pace.queues(session, now):
         stopped = (f"all social posting is paused: {kill_switch.reason}" if kill_switch
                    else f"the account is paused: {account.paused_reason}" if account.status == "paused" else None)
         for post, at in waiting:

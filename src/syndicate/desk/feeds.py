@@ -16,7 +16,7 @@ from syndicate.errors import InvalidInput
 from syndicate.ingest import feeds
 from syndicate.models import MAX_ID, RowId, utcnow
 from syndicate.services import Services
-from syndicate.social import posts
+from syndicate.social import retraction
 from syndicate.tasks import hand_over, poll_feed_batch
 
 
@@ -65,7 +65,7 @@ def _trail(svc: Services, article_id: int) -> dict:
 
 def _withdraw(svc: Services, article_id: int, editor_name: str) -> dict:
     """Withdraw the story (its posts taken back over the network, outside any transaction): what happened."""
-    done = posts.withdraw(svc.Session, svc.settings, svc.social_client, article_id, by=editor_name)
+    done = retraction.withdraw(svc.Session, svc.settings, svc.social_client, article_id, by=editor_name)
     return dataclasses.asdict(done)
 
 

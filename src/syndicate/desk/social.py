@@ -11,7 +11,7 @@ from syndicate.db import transaction
 from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, local_time, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import RowId
-from syndicate.social import accounts, networks, posts, teaser
+from syndicate.social import accounts, networks, posts, retraction, teaser
 
 
 @pages.get("/posts/{post_id}", response_class=HTMLResponse)
@@ -68,7 +68,7 @@ def _act(session, settings: Settings, post_id: int, action: str, text: str = "",
 def post_action(request: Request, post_id: RowId, svc: Svc, action: str = Form(...), text: str = Form(""),
                 at: str = Form(""), name: str = Depends(editor)):
     if action == "retract":  # the network is called: outside any transaction of the desk's
-        done = posts.retract(svc.Session, svc.social_client, post_id, by=name)
+        done = retraction.retract(svc.Session, svc.social_client, post_id, by=name)
         if not done.settled:  # still up, or left to the editor's hand: said on the page
             return post_page(request, post_id, svc, name, error=done.message)
         return back(f"/desk/posts/{post_id}")
@@ -109,7 +109,7 @@ def post_action_json(post_id: RowId, body: PostAction, svc: Svc, name: str = Dep
     (deleted on its network; `retraction` says what happened: retracted, by hand, cancelled, unchanged, busy
     or failed, and what to do)."""
     if body.action == "retract":
-        done = posts.retract(svc.Session, svc.social_client, post_id, by=name)
+        done = retraction.retract(svc.Session, svc.social_client, post_id, by=name)
         with transaction(svc.Session) as session:
             return posts.describe(posts.by_id(session, post_id)) | dict(
                 retraction=dict(outcome=done.outcome, message=done.message))

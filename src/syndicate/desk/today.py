@@ -17,7 +17,7 @@ from syndicate.desk import agenda, editors
 from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Post, utcnow
-from syndicate.social import accounts, posts
+from syndicate.social import accounts, pace, posts
 
 
 def _today(session, settings: Settings, now) -> dict:
@@ -31,7 +31,7 @@ def _today(session, settings: Settings, now) -> dict:
                          subject=e.subject, at=e.sent_at if e.status == "failed" else e.scheduled_for, note=e.note)
                     for e in [*failed, *upcoming]]
     account_rows, queue = [], []
-    for account, waiting in posts.queues(session, now):
+    for account, waiting in pace.queues(session, now):
         account_rows.append(accounts.describe(account, settings.x is not None))
         queue += [posts.describe(post, at) for post, at in waiting]
     queue.sort(key=lambda p: p["planned_at"])
