@@ -125,7 +125,7 @@ from syndicate.social import accounts  # noqa: E402
 
 POISONS = ("javascript-link", "space-in-link", "non-ascii-link", "encoded-word-title", "broken-item")
 NETWORKS = ("x", "mastodon", "bluesky")
-NETWORK_FAULTS = ("429", "503", "timeout", "taken-then-502")
+NETWORK_FAULTS = ("429", "503", "timeout", "taken-then-502", "taken-then-timeout")
 # kind → weight in the plan; None: a long outage, a fixed number of times
 WEIGHTS = {
     "kill-pool": 12, "kill-worker": 7, "kill-beat": 5, "redis-down": None, "pg-restart": 4,

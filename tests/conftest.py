@@ -11,6 +11,7 @@ import html as html_lib
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -339,6 +340,35 @@ def feed_server():
 @pytest.fixture
 def sample_feed() -> bytes:
     return (Path(__file__).parents[1] / "src" / "syndicate" / "sample" / "feed.xml").read_bytes()
+
+
+
+# ── the CLI as a terminal runs it ────────────────────────────────────────────
+
+
+@pytest.fixture
+def console(env, monkeypatch, capsys):
+    """Run `syndicate …` through the console script's entry point, in this process (the test module gives its
+    `env`): (exit code, out, err)."""
+    from syndicate.cli.main import cli
+
+    for name in list(os.environ):
+        if name.startswith("SYNDICATE_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["syndicate", *args])
+        try:
+            cli()
+            code = 0
+        except SystemExit as exited:
+            code = exited.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 # ── Redis and a real Celery worker ───────────────────────────────────────────

@@ -162,28 +162,6 @@ def test_it_prints_valid_json_from_every_list_command(syndicate, group, expected
 # ── clear errors ─────────────────────────────────────────────────────────────
 
 
-@pytest.fixture
-def console(env, monkeypatch, capsys):
-    """Run `syndicate …` through the console script's entry point, in this process."""
-    from syndicate.cli.main import cli
-
-    for name in list(os.environ):
-        if name.startswith("SYNDICATE_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["syndicate", *args])
-        try:
-            cli()
-            code = 0
-        except SystemExit as exited:
-            code = exited.code or 0
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.mark.parametrize("option, complaint", [

@@ -5,7 +5,6 @@ dry run, then taken back; what a reader was mailed is named, never recalled."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import responses
@@ -50,25 +49,6 @@ def syndicate(env, feed_server, sample_feed):
     return run
 
 
-@pytest.fixture
-def console(env, monkeypatch, capsys):
-    """`syndicate …` through the console script's entry point, as a terminal runs it: (exit code, out, err)."""
-    from syndicate.cli.main import cli
-
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["syndicate", *args])
-        try:
-            cli()
-            code = 0
-        except SystemExit as exited:
-            code = exited.code or 0
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def published(env, account: str, story: int | None = None, status_id: str = "112233") -> int:

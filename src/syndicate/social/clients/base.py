@@ -34,8 +34,26 @@ class Published:
     image_error: str | None = None  # why the post went without its picture (or its alt text), when it did
 
 
+class _PostKeys:
+    """The keys a post is known by on a network, the same on every attempt: made from its ledger row."""
+
+    post_id: int
+    created_at: datetime
+    kept_rkey: str | None
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: Mastodon answers a retry with the first post."""
+        return post_key(self.post_id)
+
+    @property
+    def rkey(self) -> str:
+        """The Bluesky record key: the one the row kept from its first attempt, else the one its row makes."""
+        return self.kept_rkey or record_key(self.post_id, self.created_at)
+
+
 @dataclass(frozen=True)
-class PostRequest:
+class PostRequest(_PostKeys):
     teaser: Teaser
     card: Card | None
     post_id: int  # the ledger row: unique per (article, account[, re-share])
@@ -48,19 +66,9 @@ class PostRequest:
         """The language the post is in: the story's when known, else the account's."""
         return self.language or account_language
 
-    @property
-    def key(self) -> str:
-        """The idempotency key: the same on every attempt, so Mastodon answers a retry with the first post."""
-        return post_key(self.post_id)
-
-    @property
-    def rkey(self) -> str:
-        """The Bluesky record key: the same on every attempt, so a retry can't make a second post."""
-        return self.kept_rkey or record_key(self.post_id, self.created_at)
-
 
 @dataclass(frozen=True)
-class RetractRequest:
+class RetractRequest(_PostKeys):
     """Take a published post back: the network's own id of it (X's tweet id, Mastodon's status id, Bluesky's
     at:// URI), and the ledger row it came from."""
 
@@ -68,15 +76,6 @@ class RetractRequest:
     post_id: int
     created_at: datetime  # the row's creation time: with post_id, the record key the post was written under
     kept_rkey: str | None = None  # the record key the row kept when it was posted (PostRequest.kept_rkey)
-
-    @property
-    def key(self) -> str:
-        return post_key(self.post_id)
-
-    @property
-    def rkey(self) -> str:
-        """The key the post was written under: the one its row kept, else the one its row makes."""
-        return self.kept_rkey or record_key(self.post_id, self.created_at)
 
 
 @dataclass(frozen=True)
