@@ -54,7 +54,9 @@ _ABBREVIATIONS = {"inc", "ltd", "co", "corp", "bros", "vs", "no", "nos", "vol", 
 _STARTERS = {"the", "a", "an", "this", "that", "these", "those", "it", "its", "he", "she", "they", "we", "i",
              "in", "on", "at", "but", "and", "however", "his", "her", "their", "there", "as", "after", "when",
              "while", "meanwhile"}
-_SENTENCE_END = regex.compile(r"(?:[.!?‽؟۔।]+|…)[)\]\"'”’»」』]*(?=\s|$)|[。！？]+[)\]\"”’」』）]*")
+# A run of marks is read from its start, once (possessive): a stranger's 100 KB of dots is linear, not quadratic.
+_SENTENCE_END = regex.compile(r"(?<![.!?‽؟۔।…])[.!?‽؟۔।…]++[)\]\"'”’»」』]*+(?=\s|$)"
+                              r"|(?<![。！？])[。！？]++[)\]\"”’」』）]*+")
 _OPENERS, _CLOSERS = "“„«「『", "”»」』"
 
 

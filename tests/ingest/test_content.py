@@ -296,3 +296,17 @@ def test_an_advertisement_run_into_a_paragraph_is_left_out():
     html = "<p>Ferries resume at dawn. Advertisement The harbour reopens on Monday.</p>"
 
     assert content.lead(html) == "Ferries resume at dawn. The harbour reopens on Monday."
+
+
+@pytest.mark.parametrize("run", [".", "!?", "…", "By Ab Cd | ", "ABC DEF ", "Word. ", "a", "。"])
+def test_a_strangers_megabyte_paragraph_is_read_once_for_its_lead(run):
+    """A megabyte of one pattern (and a 200 KB headline): each was read quadratically by some pattern once (100
+    KB of dots took 28 s; a megabyte, most of an hour). The lead is what the story's first 1,600 characters
+    say, whatever comes after."""
+    html = f"<p>{run * (1_000_000 // len(run))}</p><p>The council met on Monday.</p>"
+
+    lead = content.lead(html, title="a " * 100_000, categories=["x " * 10_000] * 60)
+
+    assert len(lead) <= 400
+    assert content.lead(f"<p>The council met on Monday. {run * (1_000_000 // len(run))}</p>").startswith(
+        "The council met on Monday.")

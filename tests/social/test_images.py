@@ -141,6 +141,18 @@ def test_a_picture_that_would_decode_to_billions_of_pixels_is_left_out_before_de
     assert time.monotonic() - started < 1
 
 
+def test_a_png_is_decoded_whole_only_up_to_25_megapixels_and_a_jpeg_up_to_50():
+    """A PNG is decoded whole before it can be made smaller (100 MB as RGBA at 25 megapixels); a JPEG is decoded
+    at an eighth of its size, so a camera's 30 megapixels go."""
+    flat = encoded(Image.new("L", (6000, 5000), 128), "PNG")  # 30 megapixels, a few kilobytes as a file
+
+    with pytest.raises(LeftOut, match=r"6,000×5,000 pixels, more than a post's picture is read at \(25,000,000\)"):
+        images.fit(flat, Limits(name="X", max_bytes=len(flat) - 1))
+    camera = encoded(Image.new("RGB", (6000, 5000), (90, 120, 150)), "JPEG", quality=90)
+    picture = images.fit(camera, Limits(name="X", max_bytes=len(camera) - 1))
+    assert (picture.width, picture.height) == (2000, 1667) and picture.mime == "image/jpeg"
+
+
 def test_a_picture_too_big_at_every_size_is_left_out_with_the_limit():
     tiny = Limits("a tiny network", 2_000)
     with pytest.raises(LeftOut, match="over a tiny network's limit of 2,000 bytes, and still too big at 800 pixels"):

@@ -1030,6 +1030,19 @@ def test_bluesky_deletes_the_record_its_uri_names(tmp_path, pds):
         "method": "POST", "url": address, "json": live}
 
 
+@pytest.mark.parametrize("stored", [f"at://{DID}/app.bsky.actor.profile/self", "at://did:plc:someoneelse/"
+                                    "app.bsky.feed.post/3lbq7mnwbhk2x", f"at://{DID}/app.bsky.feed.post/../x y"])
+def test_bluesky_deletes_only_a_post_of_its_own_repo_whatever_was_stored(pds, stored):
+    """A stored URI naming the account's profile, another repo or a malformed key deletes none of them: the
+    post's own key in the account's own repo is what goes."""
+    pds.post("/com.atproto.server.createSession").respond(json=session_json())
+    delete = pds.post("/com.atproto.repo.deleteRecord").respond(json={})
+
+    bluesky_client().retract(retraction(stored))
+
+    assert body(delete.calls[0]) == {"repo": DID, "collection": "app.bsky.feed.post", "rkey": post(BLUESKY).rkey}
+
+
 def test_bluesky_a_record_already_gone_counts_as_deleted(pds):
     """The reference PDS answers an absent record with an empty 200; another may say RecordNotFound."""
     pds.post("/com.atproto.server.createSession").respond(json=session_json())

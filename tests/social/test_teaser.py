@@ -564,3 +564,10 @@ def test_a_link_in_the_lead_is_never_cut(network, link):
             assert "://" not in link or f"{link}…" not in body, (limit, made.text)  # Mastodon would link "…"
         else:
             assert not any(body.rstrip("…").endswith(link[:n]) for n in range(4, len(link))), (limit, made.text)
+
+
+def test_a_headline_of_one_enormous_word_is_cut_in_one_reading():
+    """50,000 characters without a space, a dot at the end: the link finder reads each word once."""
+    made = teaser.compose(X, title="a" * 50_000 + ".", lead="", url=URL)
+
+    assert made.text.startswith("a" * 100) and made.length <= 280

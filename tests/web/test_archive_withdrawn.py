@@ -92,6 +92,19 @@ def test_an_editors_own_subject_that_named_the_story_gives_way_to_the_editions_n
     assert ">Daily #1</a>" in client.get("/n/daily").text
 
 
+def test_a_headline_edited_before_it_was_withdrawn_leaves_no_trace_of_the_mailed_subject(client, site, edition):
+    """The site changed the headline, then the story was withdrawn: the mailed subject still names it in the old
+    words, so the archive must not tell by the words whether it does."""
+    with transaction(site.Session) as session:
+        session.get(Article, edition["top"]).title = "Drills: a corrected headline"
+
+    withdraw(site, edition["top"])
+    feed = ET.fromstring(client.get("/n/daily/feed.atom").content)
+
+    for text in (client.get("/n/daily").text, client.get("/n/daily/1").text, feed.findtext(f"{ATOM}entry/{ATOM}title")):
+        assert edition["title"] not in text and "corrected headline" not in text
+
+
 def test_an_edition_with_nothing_withdrawn_is_served_as_it_was_mailed(client, site, edition):
     """Not rendered again: the stored HTML, even if the template changed since (here, a line only it has)."""
     with transaction(site.Session) as session:

@@ -215,7 +215,7 @@ def _cut(block: str) -> tuple[str, str]:
 def _without_top_matter(story: list[str], title: str, categories: Iterable[str]) -> list[str]:
     """The story from its first sentence. A block that is only top matter goes (a short label only when
     more follows: a story of three words is still a story); top matter run into the first paragraph is cut."""
-    labels = [pattern for pattern in map(_words, [title, *categories][:50]) if pattern]
+    labels = [pattern for pattern in map(_words, [label[:TOP] for label in [title, *categories][:50]]) if pattern]
     for at, block in enumerate(story[:6]):  # top matter is a page's first few blocks
         first = _strip_top(block, labels)
         if first and not (at + 1 < len(story) and _is_label(first)):
@@ -253,7 +253,7 @@ def _starts_anew(rest: str) -> bool:
 
 def _is_label(block: str) -> bool:
     """A section label or kicker ("World News", "BREAKING"): a few words, no sentence in them."""
-    return len(block.split()) <= 5 and not regex.search(r"[.!?…。！？:;,]\W*$", block)
+    return len(block) <= 120 and len(block.split()) <= 5 and not regex.search(r"[.!?…。！？:;,]\W*$", block[-40:])
 
 
 def _words(text: str) -> regex.Pattern | None:
@@ -270,7 +270,9 @@ def lead(html: str, max_sentences: int = 2, max_chars: int = 400, *, title: str 
     """The first sentences of the story, top matter and furniture left out."""
     chosen: list[str] = []
     for block in story_text(html, title, categories):
-        for sentence in sentences(block):
+        # A lead is two sentences in 400 characters: a block is read that far (with room to see where a
+        # sentence ends), not to its end — a stranger's paragraph may be megabytes long.
+        for sentence in sentences(block[:max_chars * 4]):
             if chosen and len(join_sentences(chosen + [sentence])) > max_chars:
                 return join_sentences(chosen)
             if not chosen and len(sentence) > max_chars:

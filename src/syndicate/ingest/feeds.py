@@ -96,7 +96,7 @@ def store(session: Session, feed: Feed | None, entries: list[Entry], now: dateti
         own = existing.identity == key or existing.feed_id == (feed.id if feed else None)
         if own and existing.content_hash != entry.content_hash:
             # An edit: refresh what we show, but it is the same story and is never sent again.
-            existing.title, existing.lead = entry.title, entry.lead
+            existing.title, existing.lead = entry.title[:1000], entry.lead  # Article.title's size, as inserted
             existing.content_html, existing.content_hash = entry.content_html, entry.content_hash
             if entry.image_url:  # a picture and its words go together
                 existing.image_url, existing.image_alt = entry.image_url, entry.image_alt

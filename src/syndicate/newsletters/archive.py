@@ -19,7 +19,6 @@ from syndicate.config import Settings
 from syndicate.errors import NotFound
 from syndicate.models import Article, Edition, EditionArticle, Newsletter
 from syndicate.newsletters import editions, rendering
-from syndicate.text import one_line
 
 ATOM = "http://www.w3.org/2005/Atom"
 FEED_ENTRIES = 20  # a feed reader needs the recent editions, not years of full HTML
@@ -64,13 +63,13 @@ def notice(article: Article, newsletter: Newsletter) -> str:
 
 
 def subject(edition: Edition) -> str:
-    """The edition's subject as the archive shows it: as it was mailed, unless it names a story withdrawn
-    since — then the template's subject over the stories left (an editor's own: the edition's name)."""
+    """The edition's subject as the archive shows it: as it was mailed, unless a story of it was withdrawn
+    since — then the template's subject over the stories left (an editor's own subject, which may name the
+    story in any words: the edition's name). Whether the mailed subject names the story can't be told: the
+    site may have edited the headline since, or the template shortened it."""
     newsletter, gone = edition.newsletter, withdrawn(edition)
     fallback = f"{newsletter.name} #{edition.number}"
     if not gone:
-        return edition.subject or fallback
-    if not any(one_line(a.title)[:60].casefold() in (edition.subject or "").casefold() for a in gone):
         return edition.subject or fallback
     kept = [item.article for item in edition.items if item.article.withdrawn_at is None]
     if edition.custom_subject or not kept:

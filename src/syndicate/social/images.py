@@ -23,7 +23,8 @@ from syndicate.links import NotAWebLink, web_link
 from syndicate.social.linkcard import IMAGE_ACCEPT, IMAGE_TYPES, content_type, image_type
 
 SOURCE_MAX_BYTES = 20_000_000  # the largest picture fetched at all: beyond a web picture, and held in memory
-SOURCE_MAX_PIXELS = 50_000_000  # decoded: 8,660 × 5,773; more is a print file or a decompression bomb
+SOURCE_MAX_PIXELS = 50_000_000  # a JPEG (decoded at 1/8 size when smaller is wanted): 8,660 × 5,773
+DECODED_MAX_PIXELS = 25_000_000  # a PNG, GIF or WebP, decoded whole (100 MB as RGBA); more is a print file or a bomb
 SIDES = (2000, 1600, 1280, 1024, 800)  # the longest side, tried in turn, when a picture must be smaller
 QUALITIES = (85, 75, 65, 55)  # JPEG and WebP quality, tried in turn at each size
 FETCH_DEADLINE = 10.0  # seconds for the whole picture
@@ -126,11 +127,12 @@ def fit(data: bytes, limits: Limits, *, alt: str = "", source: str = "") -> Pict
     if mime is None:
         raise LeftOut("it is not a JPEG, PNG, GIF or WebP picture")
     try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header: nothing is decoded yet
+        # reads the header: nothing is decoded yet; only the four formats a network takes are tried
+        with Image.open(io.BytesIO(data), formats=("JPEG", "PNG", "GIF", "WEBP")) as image:
             width, height = image.size
-            if width * height > SOURCE_MAX_PIXELS:
-                raise LeftOut(f"it is {width:,}×{height:,} pixels, more than a post's picture is read at "
-                              f"({SOURCE_MAX_PIXELS:,})")
+            most = SOURCE_MAX_PIXELS if image.format == "JPEG" else DECODED_MAX_PIXELS
+            if width * height > most:
+                raise LeftOut(f"it is {width:,}×{height:,} pixels, more than a post's picture is read at ({most:,})")
             fits = (len(data) <= limits.max_bytes and (limits.types is None or mime in limits.types)
                     and (limits.max_pixels is None or width * height <= limits.max_pixels))
             if getattr(image, "is_animated", False):
@@ -157,6 +159,9 @@ def _smaller(image, data: bytes, limits: Limits, *, alt: str, source: str) -> Pi
     was = f"{width:,}×{height:,} {image.format} of {len(data):,} bytes"
     if image.format == "JPEG":
         image.draft("RGB", (SIDES[0], SIDES[0]))  # decode at 1/2, 1/4 or 1/8 size: far less memory and time
+    # Down to the largest size tried before anything else is done to it: the full-size picture is decoded
+    # once and never copied (rotating and converting a 50-megapixel one took a gigabyte).
+    image.thumbnail((SIDES[0], SIDES[0]), Image.Resampling.LANCZOS)
     image = ImageOps.exif_transpose(image)  # the camera's rotation, applied: its EXIF tag goes with the rest
     alpha = image.has_transparency_data
     frame = image.convert("RGBA" if alpha else "RGB")

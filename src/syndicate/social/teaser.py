@@ -414,7 +414,7 @@ def _cuts(graphemes: list[str]) -> list[int]:
 
 # A link in a headline or lead, with or without its protocol (X links a bare domain), is never cut: a cut link
 # leads nowhere, and the "…" after it would become part of it on Mastodon.
-_LINKISH = regex.compile(r"\S*(?:://|[\p{L}\p{N}]\.\p{L}{2,})\S*")
+_LINKISH = regex.compile(r"(?<!\S)\S*(?:://|[\p{L}\p{N}]\.\p{L}{2,})\S*")  # from a word's start: linear
 
 
 def _in_links(graphemes: list[str]) -> set[int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -364,16 +365,21 @@ def bluesky_create_record(repo: str, request: PostRequest, language: str | None,
                                                   record=record)
 
 
+_RKEY = re.compile(r"[A-Za-z0-9._:~-]{1,512}")  # atproto's record key syntax
+
+
 def bluesky_delete_record(repo: str, request: RetractRequest):
-    """The `com.atproto.repo.deleteRecord` input for a post: the repo, collection and key its at:// URI names
-    (what `publish` recorded); `repo` and the key the post was written under when it names none."""
+    """The `com.atproto.repo.deleteRecord` input for a post: always a post (app.bsky.feed.post) of the account's
+    own repo, under the key its at:// URI names (what `publish` recorded), else the key it was written under.
+    Nothing stored can make it delete another kind of record (the profile, a follow) or another repo's."""
     from atproto_client import models
 
-    collection, rkey = "app.bsky.feed.post", request.rkey
+    rkey = request.rkey
     named = request.remote_id.removeprefix("at://").split("/") if request.remote_id.startswith("at://") else []
-    if len(named) == 3 and all(named):
-        repo, collection, rkey = named
-    return models.ComAtprotoRepoDeleteRecord.Data(repo=repo, collection=collection, rkey=rkey)
+    ours = bool(named) and (named[0] == repo or not repo.startswith("did:"))  # a dry run knows the handle only
+    if len(named) == 3 and ours and named[1] == "app.bsky.feed.post" and _RKEY.fullmatch(named[2]):
+        repo, rkey = named[0], named[2]
+    return models.ComAtprotoRepoDeleteRecord.Data(repo=repo, collection="app.bsky.feed.post", rkey=rkey)
 def _image_embed(picture: Picture, blob):
     from atproto_client import models
 
