@@ -310,3 +310,9 @@ def test_a_strangers_megabyte_paragraph_is_read_once_for_its_lead(run):
     assert len(lead) <= 400
     assert content.lead(f"<p>The council met on Monday. {run * (1_000_000 // len(run))}</p>").startswith(
         "The council met on Monday.")
+
+
+@pytest.mark.parametrize("rule", ["* * *", "———", "…", "#", ". . ."])
+def test_a_section_break_is_no_paragraph_of_the_lead(rule):
+    assert content.lead(f"<p>{rule}</p><p>Ferries resume at dawn. Crews are ready.</p>") == (
+        "Ferries resume at dawn. Crews are ready.")

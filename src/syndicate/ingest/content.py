@@ -36,6 +36,7 @@ _RUN_IN_END = regex.compile(
     r"stories| articles)?:|You (?:may|might) also like|About the author|Subscribe (?:to|for|now)\b|Sign up (?:for|to)\b"
     r"|This (?:post|article) (?:was )?(?:first|originally) (?:appeared|published)|Originally published (?:at|on|in))"
 )
+_WORDS = regex.compile(r"[\p{L}\p{N}]")
 # Furniture inside the story: skipped, the story goes on after it.
 NOT_STORY = re.compile(r"^(advertisement|\(?(photo|image|picture)( credit)?s?:.{0,120})$", re.IGNORECASE)
 _RUN_IN_AD = regex.compile(r"(?<=[.!?”\"’]) +(?:ADVERTISEMENT|Advertisement|Story continues below advertisement)"
@@ -199,7 +200,7 @@ def story_text(html: str, title: str = "", categories: Iterable[str] = ()) -> li
             continue
         block, furniture = _cut(block)
         block = EXCERPT_MARK.sub(" …", _RUN_IN_AD.sub("", block)).strip()
-        if block:
+        if _WORDS.search(block):  # "* * *", "———": a section break, not a paragraph
             story.append(block)
         if furniture:
             break
