@@ -306,6 +306,9 @@ def test_each_post_says_the_language_its_story_is_in(syndicate, feed_server, tmp
     syndicate("account", "add", "desk-mastodon", "--network", "mastodon", "--dry-run", "--instance", INSTANCE,
               "--window", "always", "--min-gap", "0", "--max-age", "0", "--language", "fr")
     syndicate("feed", "poll", "--all")
+    articles = json.loads(syndicate("article", "list", "--json").output)
+    stored = {a["url"].rsplit("/", 1)[1]: a["language"] for a in articles if "/l/" in a["url"]}
+    assert stored == {"en": "en-GB", "de": "de", "ja": "ja", "short": "en-GB", "pt": "pt-BR"}  # what editors see
     worker_tick(syndicate.env, ticks=12)
 
     posts = {p["id"]: p for p in json.loads(syndicate("post", "list", "--json", "--limit", "100").output)}

@@ -81,8 +81,9 @@ def article_list(ctx, limit: int, as_json: bool) -> None:
     """The newest articles."""
     with opened(ctx) as (svc, session):
         rows = [dict(id=a.id, feed_id=a.feed_id, title=a.title, url=a.url, lead=a.lead, author=a.author,
-                     categories=a.categories, image_url=a.image_url, image_alt=a.image_alt,
-                     published_at=a.published_at, first_seen_at=a.first_seen_at, updated_at=a.updated_at)
+                     categories=a.categories, image_url=a.image_url, image_alt=a.image_alt, language=a.language,
+                     published_at=a.published_at, first_seen_at=a.first_seen_at, updated_at=a.updated_at,
+                     withdrawn_at=a.withdrawn_at, withdrawn_by=a.withdrawn_by)
                 for a in stored.newest_articles(session, limit)]
     emit(rows, as_json, ["id", "published_at", "title", "url"])
 
