@@ -107,14 +107,20 @@ def test_sign_in_never_sends_an_editor_to_another_site(client):
     assert response.headers["location"] == "/desk"
 
 
+def planned_post(session, svc, now) -> int:
+    """One story and an X account that saw it come: the post planned for it."""
+    account = accounts.add(session, "k", "x-main", "x", dict(window="always"), None)
+    account.created_at = now - timedelta(minutes=1)
+    session.add(Article(identity="a", url="https://news.example.com/a/", title="A headline", lead="",
+                        content_hash="0" * 64, categories=[], published_at=now, first_seen_at=now))
+    [post_id] = posts.plan(session, svc.settings, now)
+    return post_id
+
+
 def test_an_editor_edits_a_teaser_measured_by_its_network(client, svc):
     now = utcnow()
     with transaction(svc.Session) as session:
-        account = accounts.add(session, "k", "x-main", "x", dict(window="always"), None)
-        account.created_at = now - timedelta(minutes=1)
-        session.add(Article(identity="a", url="https://news.example.com/a/", title="A headline", lead="",
-                            content_hash="0" * 64, categories=[], published_at=now, first_seen_at=now))
-        [post_id] = posts.plan(session, svc.settings, now)
+        post_id = planned_post(session, svc, now)
         link = session.get(Post, post_id).payload["url"]  # with its UTM parameters
     assert link.startswith("https://news.example.com/a/?utm_source=x")
     sign_in(client)
@@ -238,11 +244,7 @@ def test_an_editor_turns_an_accounts_pictures_off_and_on_from_today(client, svc)
 def test_a_teaser_page_shows_its_picture_and_why_it_went_without(client, svc):
     now = utcnow()
     with transaction(svc.Session) as session:
-        account = accounts.add(session, "k", "x-main", "x", dict(window="always"), None)
-        account.created_at = now - timedelta(minutes=1)
-        session.add(Article(identity="a", url="https://news.example.com/a/", title="A headline", lead="",
-                            content_hash="0" * 64, categories=[], published_at=now, first_seen_at=now))
-        [post_id] = posts.plan(session, svc.settings, now)
+        post_id = planned_post(session, svc, now)
         post = session.get(Post, post_id)
         post.payload = {**post.payload, "image": {"url": "https://cdn.example/a.jpg", "alt": "A <b>quay</b>",
                                                   "type": "image/jpeg", "bytes": 812_345, "width": 2000,
