@@ -123,24 +123,33 @@ class _FirstImage(HTMLParser):
             self.caption.append(data)
 
 
+def picture(html: str, wanted: str | None = None) -> tuple[str | None, str]:
+    """In one reading of the story's HTML: its first <img> that can be fetched (or the one whose src is
+    `wanted`), and what the HTML says of it — the alt, else the caption of its <figure>; (None, "") when
+    there is none. The words are raw text: the caller cleans them."""
+    src, words = _read_image(html, wanted)
+    return (src, words) if src and src.startswith(("https://", "http://")) else (None, "")
+
+
 def first_image(html: str) -> str | None:
     """The first <img> of a story: its lead image when the feed names none."""
-    parser = _FirstImage()
-    parser.feed(html)
-    src = parser.src
-    return src if src and src.startswith(("https://", "http://")) else None
+    return picture(html)[0]
 
 
 def image_alt(html: str, src: str | None) -> str:
     """What the story's HTML says of its picture `src`: the <img>'s alt, else the caption of its <figure>;
     "" when the picture isn't in the story or nobody described it. Raw text: the caller cleans it."""
-    if not src or "<img" not in html:
-        return ""
-    parser = _FirstImage(wanted=src)
+    return _read_image(html, src)[1] if src else ""
+
+
+def _read_image(html: str, wanted: str | None) -> tuple[str | None, str]:
+    if "<img" not in html:
+        return None, ""
+    parser = _FirstImage(wanted)
     parser.feed(html)
     if parser.src is None:
-        return ""
-    return parser.alt.strip() or " ".join("".join(parser.caption).split())
+        return None, ""
+    return parser.src, parser.alt.strip() or " ".join("".join(parser.caption).split())
 
 
 class _Blocks(HTMLParser):

@@ -239,8 +239,9 @@ def lead_image(image_url: str | None, image_alt: str | None, html: str) -> dict:
     its alt in the story, else the caption of its <figure>, else `image_alt` (what the feed or CMS says of its
     own picture); one line of plain text, at most IMAGE_ALT_MAX characters; None when nothing does."""
     given = links.href(image_url)
-    image = given or content.first_image(html) or None
-    words = content.image_alt(html, image) or (image_alt if given else None) or ""
+    found, said = content.picture(html, given or None)  # the feed's picture as the story shows it, else its first
+    image = given or found
+    words = said or (image_alt if given else None) or ""
     alt = shorten(clean(content.plain_text(words)), IMAGE_ALT_MAX)
     return {"image_url": image, "image_alt": alt or None}
 
