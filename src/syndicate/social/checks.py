@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from datetime import datetime
 
 from sqlalchemy import select
@@ -55,7 +56,7 @@ def check_cards(sessions: sessionmaker, settings: Settings, post_ids: list[int] 
             with sessions() as session, session.begin():
                 for post in session.scalars(select(Post).where(Post.id.in_(ids))):
                     post.payload = {**(post.payload or {}), **found}
-            check_images(sessions, settings, ids)  # the other thing read once before a post is queued
+            check_images(sessions, settings, ids, http=http)  # the other thing read once before a post goes
 
 
 def _read_card(http, url: str) -> dict:
@@ -97,9 +98,11 @@ def card_for(payload: dict, settings: Settings, with_image: bool) -> linkcard.Ca
 # day still gets the picture the site serves then. A picture that fails then goes unsent, with the reason.
 
 
-def check_images(sessions: sessionmaker, settings: Settings, post_ids: list[int], now: datetime | None = None) -> None:
-    """Each new post's picture: fetched once per address (through the ingest SSRF guard), fitted to the
-    account's network; the outcome on the post. An account with images off, or a story without one: nothing."""
+def check_images(sessions: sessionmaker, settings: Settings, post_ids: list[int], now: datetime | None = None,
+                 http=None) -> None:
+    """Each new post's picture: fetched once per address (through the ingest SSRF guard, over `http` when the
+    caller has a client open), fitted to the account's network; the outcome on the post. An account with
+    images off, or a story without one: nothing."""
     now = now or utcnow()
     with sessions() as session:
         wanted: dict[str, list[tuple[int, images.Limits, str, str]]] = {}
@@ -110,7 +113,10 @@ def check_images(sessions: sessionmaker, settings: Settings, post_ids: list[int]
                     (post.id, limits_of(post.account.network, settings_), post.article.image_alt or "",
                      post.article.url))
     found: dict[int, dict] = {}
-    with fetch.client(settings.allow_private_feeds, timeout=images.FETCH_DEADLINE) as http:
+    if not wanted:
+        return
+    with nullcontext(http) if http is not None else fetch.client(settings.allow_private_feeds,
+                                                                  timeout=images.FETCH_DEADLINE) as http:
         for url, waiting in wanted.items():
             try:
                 data = images.fetch_source(http, url, referer=waiting[0][3],
