@@ -121,13 +121,8 @@ def check_images(sessions: sessionmaker, settings: Settings, post_ids: list[int]
             try:
                 data = images.fetch_source(http, url, referer=waiting[0][3],
                                            deadline=time.monotonic() + images.FETCH_DEADLINE, now=now)
-            except images.LeftOut as e:
-                found.update({post_id: {"image_error": f"posted without its picture: {e}"} for post_id, *_ in waiting})
-                continue
-            except Exception as e:  # an address or answer nobody foresaw: these posts go without it
-                log.warning("picture %s: %s: %s", url, type(e).__name__, e)
-                found.update({post_id: {"image_error": f"posted without its picture: it could not be fetched "
-                                                       f"({type(e).__name__}: {e})"} for post_id, *_ in waiting})
+            except Exception as e:  # an address or answer nobody foresaw too: these posts go without it
+                found.update({post_id: {"image_error": _without(e, url, "fetched")} for post_id, *_ in waiting})
                 continue
             fitted: dict[images.Limits, dict] = {}
             for post_id, limits, alt, _ in waiting:
@@ -145,11 +140,19 @@ def check_images(sessions: sessionmaker, settings: Settings, post_ids: list[int]
 def _checked(data: bytes, limits: images.Limits, alt: str, url: str) -> dict:
     try:
         return {"image": images.fit(data, limits, alt=alt, source=url).describe()}
-    except images.LeftOut as e:
-        return {"image_error": f"posted without its picture: {e}"}
-    except Exception as e:  # a picture nobody foresaw: the post goes without it
-        log.warning("picture %s: %s: %s", url, type(e).__name__, e)
-        return {"image_error": f"posted without its picture: it could not be read ({type(e).__name__}: {e})"}
+    except Exception as e:  # a picture nobody foresaw too: the post goes without it
+        return {"image_error": _without(e, url, "read")}
+
+
+def _without(e: Exception, url: str, could_not: str | None = None) -> str:
+    """Why a post goes without its picture: the reason a LeftOut gives, else what failed (logged: a
+    picture or answer nobody foresaw)."""
+    if isinstance(e, images.LeftOut):
+        return f"posted without its picture: {e}"
+    log.warning("picture %s: %s: %s", url, type(e).__name__, e)
+    failed = f"{type(e).__name__}: {e}"
+    return f"posted without its picture: it could not be {could_not} ({failed})" if could_not \
+        else f"posted without its picture ({failed})"
 
 
 def limits_of(network: str, settings: AccountSettings) -> images.Limits:
@@ -169,8 +172,5 @@ def image_for(payload: dict, settings: Settings, account_settings: AccountSettin
             data = images.fetch_source(http, url, referer=article_url,
                                        deadline=time.monotonic() + images.FETCH_DEADLINE, now=utcnow())
         return images.fit(data, limits_of(network, account_settings), alt=stored.get("alt") or "", source=url), None
-    except images.LeftOut as e:
-        return None, f"posted without its picture: {e}"
     except Exception as e:  # the post goes without the picture rather than not at all
-        log.warning("picture %s: %s: %s", url, type(e).__name__, e)
-        return None, f"posted without its picture ({type(e).__name__}: {e})"
+        return None, _without(e, url)
