@@ -368,3 +368,27 @@ def test_an_account_leaves_out_the_categories_its_editor_excludes(syndicate, fee
     assert sorted(p["status"] for p in again) == ["pending", "skipped"]
     syndicate("account", "edit", "desk-x", "--skip-category", "")
     assert json.loads(syndicate("account", "show", "desk-x", "--json").output)["settings"]["skip_categories"] == []
+
+
+WORDLESS_FEED = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Wordless</title><link>https://news.example/</link>
+<item><title> </title><link>https://news.example/w/nothing</link><description></description></item>
+<item><title>Ferries resume at dawn</title><link>https://news.example/w/ferries</link>
+  <description>Crews cleared the quay.</description></item>
+</channel></rss>
+"""
+
+
+def test_a_story_with_no_words_gets_no_teaser_rather_than_the_bare_link(syndicate, feed_server):
+    """Tried as a stranger would: an item with a blank headline and no text, then a good one. The first is
+    skipped with why, never posted as its link alone; the second goes as usual."""
+    syndicate("feed", "add", feed_server.serve("/wordless/", WORDLESS_FEED.encode()))
+    syndicate("account", "add", "desk-x", "--network", "x", "--dry-run")
+    syndicate("feed", "poll", "--all")
+
+    articles = {a["id"]: a["url"] for a in json.loads(syndicate("article", "list", "--json").output)}
+    posts = {articles[p["article_id"]].rsplit("/", 1)[1]: p
+             for p in json.loads(syndicate("post", "list", "--json", "--limit", "100").output)
+             if "/w/" in articles[p["article_id"]]}
+    assert posts["nothing"]["status"] == "skipped" and "its teaser would be the bare link" in posts["nothing"]["error"]
+    assert posts["ferries"]["status"] == "pending" and posts["ferries"]["text"].startswith("Ferries resume at dawn")

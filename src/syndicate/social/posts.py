@@ -25,6 +25,7 @@ from syndicate.models import Article, Post, SocialAccount, utcnow
 from syndicate.social import accounts, checks, images, teaser
 from syndicate.social.accounts import AccountSettings
 from syndicate.social.clients.base import PostRequest, SocialClient, record_key, tid
+from syndicate.text import UNTITLED
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +95,8 @@ def plan(session: Session, settings: Settings, now: datetime | None = None) -> l
             lane = "breaking" if breaking & {c.casefold() for c in article.categories or ()} else "regular"
             post = Post(article_id=article.id, account_id=account.id, share=0, lane=lane, created_at=now,
                         next_attempt_at=now, dry_run=accounts.is_dry_run(account, settings.x is not None))
-            if (category := account_settings.skips(article.categories)) is not None:
-                post.text, post.payload, post.status = "", {}, "skipped"
-                post.error = (f"not posted: the story is filed under {category!r}, which this account leaves out "
-                              f"(`syndicate account edit {account.name} --skip-category …` to change; re-share it "
-                              "to post it anyway)")
-                session.add(post)
-                continue
-            if not article.url:  # its feed gave no address of its own (ingest says why on the feed)
-                post.text, post.payload, post.status = "", {}, "skipped"
-                post.error = ("not posted: the story has no link of its own (its feed's item links to nothing, or "
-                              "to the feed itself); fix the feed, or push the story with its link")
+            if (why := not_posted(article, account, account_settings)) is not None:
+                post.text, post.payload, post.status, post.error = "", {}, "skipped", why
                 session.add(post)
                 continue
             try:
@@ -130,6 +122,22 @@ def prepare(sessions: sessionmaker, settings: Settings, now: datetime | None = N
         new = plan(session, settings, now)
     checks.check_cards(sessions, settings)
     return new
+
+def not_posted(article: Article, account: SocialAccount, account_settings: AccountSettings) -> str | None:
+    """Why a story gets no post on this account, or None: a category the account leaves out, no link of its
+    own, or nothing but a link to say (a teaser is never the bare link)."""
+    if (category := account_settings.skips(article.categories)) is not None:
+        return (f"not posted: the story is filed under {category!r}, which this account leaves out "
+                f"(`syndicate account edit {account.name} --skip-category …` to change; re-share it to post it "
+                "anyway)")
+    if not article.url:  # its feed gave no address of its own (ingest says why on the feed)
+        return ("not posted: the story has no link of its own (its feed's item links to nothing, or to the feed "
+                "itself); fix the feed, or push the story with its link")
+    if article.title == UNTITLED and not (article.lead or "").strip():
+        return ("not posted: the story has no headline and no text, so its teaser would be the bare link; fix "
+                "the feed's item, or push the story with its headline")
+    return None
+
 
 def withdrawn_reason(article: Article) -> str:
     return f"not posted: the story was withdrawn by {article.withdrawn_by} on {article.withdrawn_at:%Y-%m-%d %H:%M} UTC"
