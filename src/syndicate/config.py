@@ -40,6 +40,20 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    """The mailbox `syndicate inbound poll` reads bounce reports, complaints and unsubscribe mails from."""
+
+    host: str
+    port: int
+    security: str  # "tls", "starttls" or "none" (a server on this machine only)
+    username: str
+    password: str = field(repr=False)
+    folder: str = "INBOX"
+    done: str | None = None  # the folder handled mail is moved to; None: deleted
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class XCredentials:
     consumer_key: str
     consumer_secret: str = field(repr=False)
@@ -81,6 +95,19 @@ class Settings:
     send_rate: float | None = None  # messages per second to the mail transport, all workers together
     send_hourly: int | None = None  # messages per hour, all workers together
     claim_timeout: int = DEFAULT_CLAIM  # seconds a claimed row may go without word from its worker (ledger)
+    # Inbound mail (bounce reports, complaints, mailto unsubscribes): read from a mailbox over IMAP, or
+    # handed over by an MTA (`syndicate inbound serve` / `process`, said by SYNDICATE_INBOUND_MAIL=1).
+    # Only then is mail sent with a return path that names it, and the mailto unsubscribe offered.
+    inbound_mail: bool = False
+    inbound_imap: ImapSettings | None = None
+    inbound_poll_interval: int = 60  # seconds between polls of the IMAP mailbox
+    inbound_keep: int = 1000  # inbound messages remembered for the operator (the oldest go first)
+    bounce_domain: str | None = None  # the return path's and the mailto's domain; None: each sender's own
+
+    @property
+    def inbound(self) -> bool:
+        """Something reads the mail sent back to us: return paths and the mailto unsubscribe may name it."""
+        return self.inbound_mail or self.inbound_imap is not None
 
     @property
     def leases(self) -> Leases:
@@ -122,6 +149,9 @@ class Settings:
             allow_private_feeds=_bool(get, "ALLOW_PRIVATE_FEEDS", False),
             durable_sent=_bool(get, "DURABLE_SENT", False),
             dkim=_dkim(get),
+            inbound_mail=_bool(get, "INBOUND_MAIL", False),
+            inbound_imap=parse_imap_url(imap_url) if (imap_url := get("INBOUND_IMAP_URL")) else None,
+            bounce_domain=_bounce_domain(get("BOUNCE_DOMAIN")),
         )
         for name, default in (
             ("feed_timeout", cls.feed_timeout),
@@ -139,6 +169,8 @@ class Settings:
             ("confirmations_per_client", cls.confirmations_per_client),
             ("bounce_events_per_hour", cls.bounce_events_per_hour),
             ("claim_timeout", cls.claim_timeout),
+            ("inbound_poll_interval", cls.inbound_poll_interval),
+            ("inbound_keep", cls.inbound_keep),
         ):
             values[name] = _number(get, name.upper(), type(default), default)
         values["web_host"] = get("WEB_HOST") or cls.web_host
@@ -189,6 +221,62 @@ def parse_smtp_url(url: str) -> SmtpSettings:
         password=unquote(parts.password) if parts.password else None,
         timeout=timeout,
     )
+
+
+IMAP_SCHEMES = {"imaps": ("tls", 993), "imap+starttls": ("starttls", 143), "imap": ("none", 143)}
+
+
+def parse_imap_url(url: str) -> ImapSettings:
+    """imaps://USER:PASSWORD@HOST[:993]/FOLDER[?done=FOLDER], imap+starttls://…:143; imap:// (no TLS) only
+    to this machine. Handled mail is moved to `done`, or deleted when none is given."""
+    parts = urlsplit(url)
+    example = "imaps://USER:PASSWORD@HOST:993/INBOX?done=Processed"
+    if parts.scheme not in IMAP_SCHEMES or not parts.hostname:
+        raise SettingsError(f"{PREFIX}INBOUND_IMAP_URL={_redact(url)!r} is not understood; use {example} "
+                            "(or imap+starttls://… on port 143)")
+    if not parts.username or parts.password is None:
+        raise SettingsError(f"{PREFIX}INBOUND_IMAP_URL={_redact(url)!r} has no user and password; use {example}")
+    security, default_port = IMAP_SCHEMES[parts.scheme]
+    if security == "none" and not _loopback(parts.hostname):
+        raise SettingsError(f"{PREFIX}INBOUND_IMAP_URL={_redact(url)!r} would send the mailbox's password "
+                            f"unencrypted to {parts.hostname}; use imaps:// or imap+starttls://")
+    query = parse_qs(parts.query)
+    unknown = sorted(set(query) - {"done", "timeout"})
+    if unknown:
+        raise SettingsError(f"{PREFIX}INBOUND_IMAP_URL={_redact(url)!r}: unknown option {unknown[0]!r}; the "
+                            "options are done=FOLDER (where handled mail goes) and timeout=SECONDS")
+    try:
+        port = parts.port or default_port
+        timeout = float(query.get("timeout", ["30"])[0])
+    except ValueError as e:
+        raise SettingsError(f"{PREFIX}INBOUND_IMAP_URL={_redact(url)!r}: {e}") from e
+    folder = unquote(parts.path.lstrip("/")) or "INBOX"
+    done = query.get("done", [""])[0].strip() or None
+    if done == folder:
+        raise SettingsError(f"{PREFIX}INBOUND_IMAP_URL={_redact(url)!r}: done={done} is the folder it reads; "
+                            "name another folder, or leave done out to delete handled mail")
+    return ImapSettings(host=parts.hostname, port=port, security=security, username=unquote(parts.username),
+                        password=unquote(parts.password), folder=folder, done=done, timeout=timeout)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bounce_domain(value: str | None) -> str | None:
+    if value is None:
+        return None
+    domain = value.lower().rstrip(".")
+    if not domain.isascii() or not DNS_NAME.fullmatch(domain) or "." not in domain:
+        raise SettingsError(f"{PREFIX}BOUNCE_DOMAIN={value!r} is not a domain name; give the domain whose mail "
+                            "reaches syndicate, e.g. bounces.example.com (an internationalised name in its xn-- "
+                            "form), or unset it to use each newsletter's From domain")
+    return domain
 
 
 def _redact(url: str) -> str:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -306,6 +307,30 @@ class SubscriberEvent(Base):
     # A provider's id for the event: the same notification twice is recorded once.
     source_id: Mapped[str | None] = mapped_column(String(300), unique=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InboundMessage(Base):
+    """A mail sent back to us (bounce report, complaint, unsubscribe, auto-reply, …) and what was done with it.
+    The newest Settings.inbound_keep are kept; the raw bytes only of those nothing was done with (up to
+    inbound.handling.KEEP_BYTES), for the operator to look at."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    via: Mapped[str] = mapped_column(String(10))  # pipe | lmtp | smtp | imap
+    # bounce | soft_bounce | complaint | unsubscribe | duplicate | ignored | refused
+    outcome: Mapped[str] = mapped_column(String(20), index=True)
+    form: Mapped[str] = mapped_column(String(80), default="")  # RFC 3464, ARF, Exim, mailto, auto-reply, …
+    why: Mapped[str] = mapped_column(Text, default="")
+    sender: Mapped[str] = mapped_column(String(300), default="")
+    subject: Mapped[str] = mapped_column(String(300), default="")
+    message_id: Mapped[str] = mapped_column(String(300), default="")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    digest: Mapped[str] = mapped_column(String(64))  # SHA-256 of the bytes: the same message twice counts once
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"))
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class Throttle(Base):

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from syndicate import tokens
 from syndicate.config import Settings
 from syndicate.errors import ConnectionLost, InvalidInput, TransportError
-from syndicate.mail.message import Mailbox, PreparedMessage, phrase
+from syndicate.mail.message import Mailbox, PreparedMessage, envelope_sender, phrase, unsubscribe_mailto
 from syndicate.mail.message import message_id as make_message_id
 from syndicate.mail.transport import Outgoing, Transport
 from syndicate.models import (
@@ -34,7 +34,7 @@ class MessageFactory:
     def __init__(self, settings: Settings, newsletter: Newsletter, edition: Edition):
         self.settings, self.newsletter, self.edition = settings, newsletter, edition
         self.domain = newsletter.from_address.rpartition("@")[2]
-        self.mailto = f"mailto:unsubscribe@{self.domain}?subject=unsubscribe"
+        self.mailto = unsubscribe_mailto(settings, newsletter.from_address)
         self.prepared = PreparedMessage(
             sender=Mailbox(newsletter.from_name, newsletter.from_address),
             subject=edition.subject, text=edition.text, html=mail_html(edition.html), reply_to=newsletter.reply_to,
@@ -51,12 +51,16 @@ class MessageFactory:
         unsubscribe = f"{self.settings.base_url}/u/{token}"
         preferences = f"{self.settings.base_url}/p/{tokens.preferences_token(self.settings.secret_key, subscriber_id)}"
         message_id = make_message_id(self.domain, self.settings.secret_key, delivery_id, self.edition.id)
+        offered = f"<{unsubscribe}>, <{self.mailto}%20{token}>" if self.mailto else f"<{unsubscribe}>"
         return self.prepared.message(
             to=email, name=name or "",
             message_id=message_id,
             date=utcnow(),
-            per_recipient={"List-Unsubscribe": f"<{unsubscribe}>, <{self.mailto}%20{token}>"},
+            per_recipient={"List-Unsubscribe": offered},
             replace={UNSUBSCRIBE_URL: unsubscribe, PREFERENCES_URL: preferences},
+            # A preview (delivery 0) has no row for a report to find.
+            return_path=envelope_sender(self.settings, "d", delivery_id, self.newsletter.from_address)
+            if delivery_id else None,
         )
 
 

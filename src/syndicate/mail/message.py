@@ -15,10 +15,12 @@ from email.policy import SMTP as _SMTP
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, NamedTuple
 
+from syndicate import tokens
 from syndicate.mail.transport import Outgoing
 from syndicate.text import one_line
 
 if TYPE_CHECKING:
+    from syndicate.config import Settings
     from syndicate.mail.dkim import DkimSettings
 
 
@@ -31,6 +33,28 @@ def message_id(domain: str, secret_key: str, *parts) -> str:
     """Unique per message and per installation, and the same on every retry of one delivery."""
     instance = hashlib.sha256(secret_key.encode()).hexdigest()[:10]
     return f"<{'.'.join(map(str, parts))}.{instance}@{domain}>"
+
+
+def inbound_domain(settings: Settings, from_address: str) -> str:
+    """Where mail sent back to us goes: SYNDICATE_BOUNCE_DOMAIN, or the sender's own domain."""
+    return settings.bounce_domain or from_address.rpartition("@")[2]
+
+
+def envelope_sender(settings: Settings, kind: str, number: int, from_address: str) -> str:
+    """A message's return path. When inbound mail is read (Settings.inbound), one that names the message
+    (tokens.return_path), so its bounce report finds it; otherwise the From address, whose mailbox a person
+    reads: a return path no one reads would lose the reports."""
+    if not settings.inbound:
+        return from_address
+    return tokens.return_path(settings.secret_key, kind, number, inbound_domain(settings, from_address))
+
+
+def unsubscribe_mailto(settings: Settings, from_address: str) -> str | None:
+    """The mailto of List-Unsubscribe, without its token; None when no inbound path would read the mail:
+    only the https one-click is offered then (RFC 8058 asks for no more)."""
+    if not settings.inbound:
+        return None
+    return f"mailto:unsubscribe@{inbound_domain(settings, from_address)}?subject=unsubscribe"
 
 
 class Mailbox(NamedTuple):
@@ -188,10 +212,11 @@ class PreparedMessage:
         return self.signer.sign(data) if self.signer else data
 
     def message(self, *, to: str, name: str = "", message_id: str, date: datetime, per_recipient: dict[str, str],
-                replace: dict[str, str]) -> Outgoing:
+                replace: dict[str, str], return_path: str | None = None) -> Outgoing:
+        """The message for `to`, sent from `return_path` (the envelope sender; the From address if None)."""
         data = self.render(to=to, name=name, message_id=message_id, date=date, per_recipient=per_recipient,
                            replace=replace)
-        return Outgoing(self.sender, to, data, message_id, transparent=True)
+        return Outgoing(return_path or self.sender, to, data, message_id, transparent=True)
 
     def _date(self, date: datetime) -> str:
         second = date.replace(microsecond=0)

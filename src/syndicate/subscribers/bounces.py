@@ -391,7 +391,7 @@ def _apply(session: Session, settings: Settings, result: Result, kind: str, emai
     if subscriber is None:
         result.ignored += 1  # not ours (any more): a provider reports on every address it sent to
         return
-    delivery_id, newsletter_id = _delivery(session, settings, subscriber.id, message_ids)
+    delivery_id, newsletter_id = delivery_of(session, settings, subscriber.id, message_ids)
     if kind == "soft_bounce":
         recorded, suppressed = soft_bounce(session, settings, subscriber, source, detail, delivery_id=delivery_id,
                                            newsletter_id=newsletter_id, source_id=source_id, now=now)
@@ -416,8 +416,8 @@ def _subscriber(session: Session, email) -> Subscriber | None:
     return session.scalar(select(Subscriber).where(Subscriber.email == address))
 
 
-def _delivery(session: Session, settings: Settings, subscriber_id: int,
-              message_ids: list) -> tuple[int | None, int | None]:
+def delivery_of(session: Session, settings: Settings, subscriber_id: int,
+                message_ids: list) -> tuple[int | None, int | None]:
     """The delivery (and its newsletter) a Message-ID names, if it is one of ours and went to this subscriber."""
     for value in message_ids:
         match = OUR_MESSAGE_ID.fullmatch(value.strip()) if isinstance(value, str) else None

@@ -14,7 +14,7 @@ from syndicate import db, ledger, throttle, tokens
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.ledger import SUBSCRIBER_SUPPRESSED, MailStatus
-from syndicate.mail.message import Mailbox, build_message
+from syndicate.mail.message import Mailbox, build_message, envelope_sender
 from syndicate.mail.message import message_id as make_message_id
 from syndicate.mail.transport import Outgoing
 from syndicate.models import (
@@ -276,7 +276,8 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
         headers={"Auto-Submitted": "auto-generated"},
         dkim=settings.dkim,
     )
-    return Outgoing(sender.from_address, subscriber.email, data, message_id)
+    return_path = envelope_sender(settings, "c", subscriber.id, sender.from_address)
+    return Outgoing(return_path, subscriber.email, data, message_id)
 
 
 # ── events and suppression ───────────────────────────────────────────────────
