@@ -77,6 +77,7 @@ def celery_config(settings: Settings) -> dict:
             "syndicate.import_subscribers": {"queue": "mail"},
             "syndicate.social_tick": {"queue": "social"},
             "syndicate.publish_post": {"queue": "social"},
+            "syndicate.poll_inbound": {"queue": "ingest"},
         },
         # Schedules are rows in the database; these short ticks claim what is due.
         beat_schedule={
@@ -90,6 +91,11 @@ def celery_config(settings: Settings) -> dict:
         worker_hijack_root_logger=False,
         broker_transport_options=transport_options(settings.broker_url),
     )
+    if settings.inbound_imap is not None:
+        # A poll that outlives its interval is not queued twice over: the next one starts where it stopped.
+        config["beat_schedule"]["poll-inbound"] = {"task": "syndicate.poll_inbound",
+                                                   "schedule": settings.inbound_poll_interval,
+                                                   "options": {"expires": settings.inbound_poll_interval}}
     return config
 
 
@@ -175,6 +181,20 @@ def poll_feed_batch(feed_ids: list[int]) -> dict:
         social_tick.delay()
         tick.delay()  # a breaking story goes out now, not at the next beat
     return {"feeds": len(results), "new": new, "errors": sum(1 for r in results if r.error)}
+
+
+@app.task(name="syndicate.poll_inbound", **limited(600))
+def poll_inbound() -> str:
+    """Read the inbound mailbox (bounce reports, complaints, unsubscribe mails) and handle what is there."""
+    from syndicate.inbound import handling, imap
+
+    svc = services.current()
+    if svc.settings.inbound_imap is None:
+        return "no SYNDICATE_INBOUND_IMAP_URL: nothing to poll"
+    result = imap.poll(svc.settings.inbound_imap, lambda raw: handling.receive(
+        svc.Session, svc.settings, raw, via="imap").outcome)
+    log.info("inbound mailbox: %s", result.summary)
+    return result.summary
 
 
 # ── mail ─────────────────────────────────────────────────────────────────────

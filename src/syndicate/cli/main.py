@@ -7,7 +7,7 @@ import sys
 import click
 
 from syndicate import __version__
-from syndicate.cli import editors, feeds, jobs, newsletters, social, subscribers
+from syndicate.cli import editors, feeds, inbound, jobs, newsletters, social, subscribers
 from syndicate.errors import SyndicateError
 
 
@@ -23,7 +23,7 @@ def main() -> None:
 
 for command in (jobs.demo, jobs.run, jobs.web, jobs.db_group, feeds.feed, feeds.article, newsletters.newsletter,
                 newsletters.edition, jobs.deliver, jobs.pace, subscribers.subscriber, social.account, social.post,
-                social.social, editors.user, editors.token):
+                social.social, inbound.inbound, editors.user, editors.token):
     main.add_command(command)
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from syndicate import tokens
 from syndicate.config import Settings
+from syndicate.db import transaction
 from syndicate.errors import NotFound
 from syndicate.inbound import reports
 from syndicate.inbound.reports import BOUNCE, COMPLAINT, IGNORED, REFUSED, SOFT_BOUNCE, UNSUBSCRIBE, Report
@@ -161,3 +162,10 @@ def _forget_old(session: Session, keep: int) -> None:
                                  .limit(1))
     if oldest_kept is not None:
         session.execute(delete(InboundMessage).where(InboundMessage.id < oldest_kept))
+
+
+def receive(Session, settings: Settings, raw: bytes, *, via: str, recipients: tuple[str, ...] = ()) -> Outcome:
+    """`handle` in a transaction of its own, committed before the caller answers the MTA (or moves the mail
+    out of the mailbox): what was said to have been taken is on disk."""
+    with transaction(Session) as session:
+        return handle(session, settings, raw, via=via, recipients=recipients)

@@ -1,0 +1,412 @@
+"""Mail sent back to us, end to end: an edition goes out over real SMTP with return paths that name each
+delivery; the bounce report a relay sends later, the complaint, the mailto unsubscribe come back through
+`syndicate inbound process` (a pipe) and the LMTP listener, and land on the right reader's timeline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import io
+import re
+import smtplib
+import sys
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import SmtpHandler, configured, free_port, serve_smtp
+from syndicate import tokens
+from syndicate.db import transaction
+from syndicate.delivery import sending
+from syndicate.inbound import handling, listener
+from syndicate.ingest import feeds
+from syndicate.models import Delivery, InboundMessage, Subscriber, SubscriberEvent, Subscription
+from syndicate.newsletters import lists
+from syndicate.subscribers import consent, timeline
+
+READERS = ("ana@example.org", "ben@example.net", "cleo@example.com")
+
+
+@pytest.fixture
+def smtp():
+    yield from serve_smtp(SmtpHandler())
+
+
+@pytest.fixture
+def env(tmp_path, smtp):
+    return {"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_SECRET_KEY": "test-secret",
+            "SYNDICATE_BASE_URL": "https://news.example", "SYNDICATE_DATABASE_URL": f"sqlite:///{tmp_path}/s.db",
+            "SYNDICATE_SMTP_URL": smtp.url, "SYNDICATE_INBOUND_MAIL": "1",
+            "SYNDICATE_BOUNCE_DOMAIN": "bounces.news.example"}
+
+
+@pytest.fixture
+def sent(env, make_settings, console, smtp, sample_feed):
+    """An edition of "daily" mailed to three readers by `syndicate deliver`, as the SMTP server got it."""
+    svc = configured(make_settings(**{k.removeprefix("SYNDICATE_").lower(): v for k, v in env.items()}))
+    with transaction(svc.Session) as session:
+        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="briefing@news.example")
+        for address in READERS:
+            consent.subscribe(session, address, [daily.id], confirmed=True)
+        feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
+        sending.cut(session, daily, svc.settings)
+    code, out, err = console("deliver")
+    assert code == 0, err
+    assert len(smtp.messages) == 3
+    return svc, {m.recipients[0]: m for m in smtp.messages}
+
+
+def postfix_dsn(return_path: str, recipient: str, original: bytes, *, status: str = "5.1.1",
+                reply: str = "550 5.1.1 <{r}>: Recipient address rejected: User unknown in virtual mailbox table",
+                action: str = "failed") -> bytes:
+    """A bounce report as Postfix's bounce daemon writes it (RFC 3464, the original's headers returned),
+    delivered to the return path by Postfix's local delivery (Delivered-To, X-Original-To)."""
+    headers = original.split(b"\r\n\r\n", 1)[0].decode()
+    domain = recipient.rpartition("@")[2]
+    return (f"""Return-Path: <>
+X-Original-To: {return_path}
+Delivered-To: {return_path}
+Received: by relay.news.example (Postfix)
+\tid 4ZxY3k1Qz9z9sWp; Mon,  7 Dec 2026 07:01:12 +0000 (UTC)
+Date: Mon,  7 Dec 2026 07:01:12 +0000 (UTC)
+From: MAILER-DAEMON@relay.news.example (Mail Delivery System)
+Subject: Undelivered Mail Returned to Sender
+To: {return_path}
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status;
+\tboundary="4ZxY3k1Qz9z9sWp.1765090872/relay.news.example"
+Content-Transfer-Encoding: 8bit
+Message-Id: <20261207070112.4ZxY3k1Qz9z9sWp@relay.news.example>
+
+This is a MIME-encapsulated message.
+
+--4ZxY3k1Qz9z9sWp.1765090872/relay.news.example
+Content-Description: Notification
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: 8bit
+
+This is the mail system at host relay.news.example.
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients. It's attached below.
+
+                   The mail system
+
+<{recipient}>: host mx.{domain}[192.0.2.25] said: {reply.format(r=recipient)} (in reply to RCPT TO
+    command)
+
+--4ZxY3k1Qz9z9sWp.1765090872/relay.news.example
+Content-Description: Delivery report
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; relay.news.example
+X-Postfix-Queue-ID: 4ZxY3k1Qz9z9sWp
+X-Postfix-Sender: rfc822; {return_path}
+Arrival-Date: Mon,  7 Dec 2026 07:01:10 +0000 (UTC)
+
+Final-Recipient: rfc822; {recipient}
+Original-Recipient: rfc822;{recipient}
+Action: {action}
+Status: {status}
+Remote-MTA: dns; mx.{domain}
+Diagnostic-Code: smtp; {reply.format(r=recipient)}
+
+--4ZxY3k1Qz9z9sWp.1765090872/relay.news.example
+Content-Description: Undelivered Message Headers
+Content-Type: text/rfc822-headers
+Content-Transfer-Encoding: 8bit
+
+{headers}
+
+--4ZxY3k1Qz9z9sWp.1765090872/relay.news.example--
+""").replace("\n", "\r\n").encode()
+
+
+def process(console, monkeypatch, raw: bytes, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    return console("inbound", "process", *args)
+
+
+def state(svc, address: str) -> tuple[str, list[tuple[str, str, str | None]]]:
+    with transaction(svc.Session) as session:
+        subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
+        events = [(e.kind, e.source, e.detail) for e in session.scalars(
+            select(SubscriberEvent).where(SubscriberEvent.subscriber_id == subscriber.id,
+                                          SubscriberEvent.source == handling.SOURCE))]
+        return subscriber.status, events
+
+
+# ── what goes out ────────────────────────────────────────────────────────────
+
+
+def test_each_delivery_goes_out_with_a_return_path_that_names_it_and_a_mailto_unsubscribe(sent):
+    svc, messages = sent
+    with transaction(svc.Session) as session:
+        ids = dict(session.execute(select(Subscriber.email, Delivery.id).join(Delivery)).all())
+    for address, received in messages.items():
+        assert received.sender == tokens.return_path("test-secret", "d", ids[address], "bounces.news.example")
+        assert tokens.read_return_path("test-secret", received.sender) == ("d", ids[address])
+        message = email.message_from_bytes(received.data, policy=email.policy.default)
+        https, mailto = re.findall(r"<([^>]+)>", message["List-Unsubscribe"])
+        assert mailto.startswith("mailto:unsubscribe@bounces.news.example?subject=unsubscribe%20")
+        assert https.startswith("https://news.example/u/")
+        assert message["From"].addresses[0].addr_spec == "briefing@news.example"  # From is the newsroom's
+
+
+def test_without_an_inbound_path_mail_keeps_the_from_address_as_return_path_and_offers_no_mailto(
+        make_settings, tmp_path, smtp, sample_feed):
+    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path}/plain.db", smtp_url=smtp.url))
+    with transaction(svc.Session) as session:
+        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="briefing@news.example")
+        consent.subscribe(session, "ana@example.org", [daily.id], confirmed=True)
+        feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
+        cut = sending.cut(session, daily, svc.settings)
+    from syndicate.delivery.batches import send_batch
+
+    for edition_id, lo, hi in cut.batches:
+        send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, token="t")
+    [received] = smtp.messages
+    assert received.sender == "briefing@news.example"
+    message = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert "mailto:" not in message["List-Unsubscribe"] and message["List-Unsubscribe"].startswith("<http://testserver/u/")
+
+
+# ── a pipe from the MTA ──────────────────────────────────────────────────────
+
+
+def test_a_postfix_bounce_report_piped_in_suppresses_the_reader_with_the_servers_reply(sent, console, monkeypatch):
+    svc, messages = sent
+    bounced = messages["ben@example.net"]
+    report = postfix_dsn(bounced.sender, "ben@example.net", bounced.data)
+
+    code, out, err = process(console, monkeypatch, report)
+
+    assert code == 0, err
+    assert out.startswith("bounce [RFC 3464] ben@example.net:")
+    status, events = state(svc, "ben@example.net")
+    assert status == "bounced"
+    [(kind, source, detail)] = events
+    assert kind == "bounce" and source == "inbound mail"
+    assert "550 5.1.1" in detail and "User unknown in virtual mailbox table" in detail
+    with transaction(svc.Session) as session:
+        entries = timeline.timeline(session, bounced_id(svc, "ben@example.net"))
+    assert any(e.what == "bounce" and e.detail.startswith("via inbound mail — 550 5.1.1") for e in entries)
+    for other in ("ana@example.org", "cleo@example.com"):
+        assert state(svc, other) == ("confirmed", [])
+
+    # The MTA delivers it again (a retry after a lost answer): nothing changes, and it says so.
+    code, out, _ = process(console, monkeypatch, report)
+    assert code == 0 and out.startswith("duplicate")
+    assert len(state(svc, "ben@example.net")[1]) == 1
+
+
+def bounced_id(svc, address: str) -> int:
+    with transaction(svc.Session) as session:
+        return session.scalar(select(Subscriber.id).where(Subscriber.email == address))
+
+
+def test_a_report_given_up_on_a_temporary_failure_counts_as_a_soft_bounce(sent, console, monkeypatch):
+    svc, messages = sent
+    bounced = messages["cleo@example.com"]
+    report = postfix_dsn(bounced.sender, "cleo@example.com", bounced.data, status="4.2.2",
+                         reply="452 4.2.2 <{r}>: Mailbox full")
+    code, out, _ = process(console, monkeypatch, report)
+    assert code == 0 and out.startswith("soft_bounce")
+    status, [(kind, _, detail)] = state(svc, "cleo@example.com")
+    assert status == "confirmed" and kind == "soft_bounce" and "Mailbox full" in detail
+
+
+def test_a_delay_warning_changes_nothing(sent, console, monkeypatch):
+    svc, messages = sent
+    received = messages["ana@example.org"]
+    report = postfix_dsn(received.sender, "ana@example.org", received.data, status="4.4.1", action="delayed",
+                         reply="connect to mx.example.org[192.0.2.25]:25: Connection timed out")
+    code, out, _ = process(console, monkeypatch, report)
+    assert code == 0 and out.startswith("ignored [RFC 3464]") and "still trying" in out
+    assert state(svc, "ana@example.org") == ("confirmed", [])
+
+
+def test_a_forged_report_suppresses_no_one(sent, console, monkeypatch):
+    """Someone who knows a reader's address and our return path's shape, but not our key."""
+    svc, messages = sent
+    received = messages["ana@example.org"]
+    kind, number = tokens.read_return_path("test-secret", received.sender)
+    forged = tokens.return_path("another-key", kind, number, "bounces.news.example")
+    plain = postfix_dsn(forged, "ana@example.org", b"Subject: x\r\n\r\n")
+    code, out, _ = process(console, monkeypatch, plain)
+    assert code == 0 and out.startswith("ignored") and "names none of our mails" in out
+    assert state(svc, "ana@example.org") == ("confirmed", [])
+    with transaction(svc.Session) as session:
+        kept = session.scalars(select(InboundMessage)).one()
+        assert kept.outcome == "ignored" and kept.raw == plain  # kept for the operator to look at
+
+
+def test_the_envelope_recipient_from_the_mta_is_enough(sent, console, monkeypatch):
+    """A report whose headers name no return path (a relay that strips Delivered-To): the pipe's
+    --recipient (Postfix: ${original_recipient}) says where it was sent."""
+    svc, messages = sent
+    received = messages["ana@example.org"]
+    report = postfix_dsn("postmaster@news.example", "ana@example.org", b"Subject: x\r\n\r\n")
+    code, out, _ = process(console, monkeypatch, report, "--recipient", received.sender)
+    assert code == 0 and out.startswith("bounce")
+    assert state(svc, "ana@example.org")[0] == "bounced"
+
+
+def test_a_database_that_cannot_record_it_asks_the_mta_to_try_again(sent, console, monkeypatch, tmp_path):
+    svc, messages = sent
+    received = messages["ana@example.org"]
+    monkeypatch.setenv("SYNDICATE_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    code, _, err = process(console, monkeypatch, postfix_dsn(received.sender, "ana@example.org", received.data))
+    assert code == 75 and "tries again" in err
+    assert state(svc, "ana@example.org") == ("confirmed", [])
+
+
+# ── the LMTP listener ────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def lmtp(sent):
+    """`syndicate inbound serve`'s listener on a free port, handling into the `sent` newsroom's database."""
+    svc, _ = sent
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def handle(raw, recipients):
+        return handling.receive(svc.Session, svc.settings, raw, via="lmtp", recipients=recipients).outcome
+
+    task = loop.create_task(listener.serve(handle, "127.0.0.1", port, lmtp=True, ready=lambda _: ready.set()))
+
+    def run():
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(task)
+        loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield port
+    loop.call_soon_threadsafe(task.cancel)
+    thread.join(10)
+
+
+def lmtp_send(port: int, sender: str, recipients: list[str], raw: bytes) -> dict:
+    with smtplib.LMTP("127.0.0.1", port) as client:
+        return client.sendmail(sender, recipients, raw)
+
+
+def test_a_bounce_report_handed_over_by_lmtp_suppresses_the_reader(sent, lmtp):
+    svc, messages = sent
+    bounced = messages["cleo@example.com"]
+    report = postfix_dsn("ignored@news.example", "cleo@example.com", bounced.data)
+    # Postfix's lmtp client: the return path as the envelope recipient, the null sender.
+    assert lmtp_send(lmtp, "", [bounced.sender], report) == {}
+    status, [(kind, source, detail)] = state(svc, "cleo@example.com")
+    assert status == "bounced" and kind == "bounce" and "User unknown" in detail
+
+
+def test_lmtp_answers_each_recipient(sent, lmtp):
+    """RFC 2033: one reply per recipient after DATA; a client waiting for the second must get it."""
+    svc, messages = sent
+    report = postfix_dsn(messages["ana@example.org"].sender, "ana@example.org", messages["ana@example.org"].data)
+    with smtplib.LMTP("127.0.0.1", lmtp) as client:
+        client.ehlo_or_helo_if_needed()
+        client.mail("")
+        client.rcpt(messages["ana@example.org"].sender)
+        client.rcpt("postmaster@bounces.news.example")
+        client.putcmd("data")
+        assert client.getreply()[0] == 354
+        client.send(report.replace(b"\r\n.", b"\r\n..") + b"\r\n.\r\n")
+        first, second = client.getreply(), client.getreply()
+    assert first[0] == second[0] == 250
+    assert state(svc, "ana@example.org")[0] == "bounced"
+
+
+def test_a_message_too_big_for_a_report_is_refused_at_the_door(sent, lmtp):
+    svc, _ = sent
+    with smtplib.LMTP("127.0.0.1", lmtp) as client:
+        client.ehlo_or_helo_if_needed()
+        assert client.has_extn("size")
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:  # SIZE= says it at MAIL
+            client.sendmail("", ["bounces@bounces.news.example"], b"Subject: big\r\n\r\n" + b"x" * 76 + b"\r\n",
+                            mail_options=["SIZE=50000000"])
+        assert refused.value.smtp_code == 552
+    with smtplib.LMTP("127.0.0.1", lmtp) as client:  # and without SIZE=, when the data passes the limit
+        client.ehlo_or_helo_if_needed()
+        client.esmtp_features.pop("size", None)
+        body = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 3000
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("", ["bounces@bounces.news.example"], body)
+        assert refused.value.smtp_code == 552
+    with transaction(svc.Session) as session:
+        assert session.scalar(select(func.count()).select_from(SubscriberEvent).where(
+            SubscriberEvent.source == handling.SOURCE)) == 0
+
+
+# ── the mailto unsubscribe ───────────────────────────────────────────────────
+
+
+def test_the_mailto_unsubscribe_ends_that_subscription_end_to_end(sent, lmtp):
+    """The reader's mail client follows List-Unsubscribe's mailto as Gmail does: a mail to the address with
+    the subject the link gives, and its own body."""
+    svc, messages = sent
+    message = email.message_from_bytes(messages["ana@example.org"].data, policy=email.policy.default)
+    mailto = re.findall(r"<(mailto:[^>]+)>", message["List-Unsubscribe"])[0]
+    address, _, query = mailto.removeprefix("mailto:").partition("?")
+    subject = query.removeprefix("subject=").replace("%20", " ")
+    unsubscribe = (f"From: Ana <ana@example.org>\r\nTo: {address}\r\nSubject: {subject}\r\n"
+                   "Message-ID: <CAF=abc@mail.gmail.com>\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n"
+                   "This message was automatically generated by Gmail.\r\n").encode()
+
+    assert lmtp_send(lmtp, "ana@example.org", [address], unsubscribe) == {}
+
+    with transaction(svc.Session) as session:
+        subscription = session.scalars(select(Subscription).join(Subscriber)
+                                       .where(Subscriber.email == "ana@example.org")).one()
+        assert subscription.status == "unsubscribed"
+    status, [(kind, source, _)] = state(svc, "ana@example.org")
+    assert status == "confirmed" and kind == "unsubscribed" and source == "inbound mail"
+
+
+def test_an_unsubscribe_mail_without_a_valid_token_is_kept_not_obeyed(sent, console, monkeypatch):
+    """The From address proves nothing: anyone can write it."""
+    svc, _ = sent
+    raw = (b"From: ana@example.org\r\nTo: unsubscribe@bounces.news.example\r\nSubject: unsubscribe\r\n\r\n"
+           b"please take me off\r\n")
+    code, out, _ = process(console, monkeypatch, raw)
+    assert code == 0 and out.startswith("ignored [mailto]")
+    with transaction(svc.Session) as session:
+        assert session.scalar(select(Subscription.status).join(Subscriber)
+                              .where(Subscriber.email == "ana@example.org")) == "active"
+
+
+# ── what the operator sees ───────────────────────────────────────────────────
+
+
+def test_inbound_list_and_show_tell_the_operator_what_came_and_what_was_done(sent, console, monkeypatch):
+    svc, messages = sent
+    bounced = messages["ben@example.net"]
+    process(console, monkeypatch, postfix_dsn(bounced.sender, "ben@example.net", bounced.data))
+    process(console, monkeypatch, b"From: someone@example.com\r\nSubject: hello\r\n\r\nhi\r\n")
+    code, out, _ = console("inbound", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert "OUTCOME" in lines[0] and "ignored" in lines[1] and "bounce" in lines[2] and "ben@example.net" in lines[2]
+    code, out, _ = console("inbound", "show", "2", "--raw")
+    assert code == 0 and "hello" in out
+    code, _, err = console("inbound", "show", "1", "--raw")
+    assert code == 2 and "only the bytes of messages nothing was done with are kept" in err
+
+
+def test_only_the_newest_messages_are_kept(make_settings, tmp_path):
+    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path}/k.db", inbound_keep=5))
+    for n in range(12):
+        handling.receive(svc.Session, svc.settings, f"Subject: junk {n}\r\n\r\nx\r\n".encode(), via="pipe")
+    with transaction(svc.Session) as session:
+        kept = session.scalars(select(InboundMessage.subject).order_by(InboundMessage.id)).all()
+    assert kept == [f"junk {n}" for n in range(7, 12)]
+
