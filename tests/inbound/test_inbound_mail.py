@@ -26,6 +26,7 @@ from syndicate.ingest import feeds
 from syndicate.models import Delivery, InboundMessage, Subscriber, SubscriberEvent, Subscription
 from syndicate.newsletters import lists
 from syndicate.subscribers import consent, timeline
+from syndicate.web import metrics
 
 READERS = ("ana@example.org", "ben@example.net", "cleo@example.com")
 
@@ -194,7 +195,9 @@ def test_a_postfix_bounce_report_piped_in_suppresses_the_reader_with_the_servers
     assert "550 5.1.1" in detail and "User unknown in virtual mailbox table" in detail
     with transaction(svc.Session) as session:
         entries = timeline.timeline(session, bounced_id(svc, "ben@example.net"))
-    assert any(e.what == "bounce" and e.detail.startswith("via inbound mail — 550 5.1.1") for e in entries)
+    [entry] = [e for e in entries if e.what == "bounce"]
+    assert entry.detail.startswith("via inbound mail — 550 5.1.1")
+    assert (entry.newsletter, entry.edition) == ("daily", 1)  # the edition the report was about
     for other in ("ana@example.org", "cleo@example.com"):
         assert state(svc, other) == ("confirmed", [])
 
@@ -400,6 +403,10 @@ def test_inbound_list_and_show_tell_the_operator_what_came_and_what_was_done(sen
     assert code == 0 and "hello" in out
     code, _, err = console("inbound", "show", "1", "--raw")
     assert code == 2 and "only the bytes of messages nothing was done with are kept" in err
+    with transaction(svc.Session) as session:
+        scraped = metrics.render(session, svc.settings)
+    assert 'syndicate_inbound_messages_24h{outcome="bounce"} 1.0' in scraped
+    assert 'syndicate_inbound_messages_24h{outcome="ignored"} 1.0' in scraped
 
 
 def test_only_the_newest_messages_are_kept(make_settings, tmp_path):

@@ -149,6 +149,16 @@ def test_it_never_shows_the_smtp_password_in_repr(make_settings):
         ({"allow_private_feeds": "maybe"}, "SYNDICATE_ALLOW_PRIVATE_FEEDS"),
         ({"x_consumer_key": "ck", "x_access_token": "at"}, "SYNDICATE_X_CONSUMER_SECRET"),
         ({"broker_url": "redis://127.0.0.1:6379/0", "retry_max": "3600"}, "SYNDICATE_RETRY_MAX"),
+        ({"inbound_imap_url": f"pop3://u:{PASSWORD}@mail.example.com"}, "SYNDICATE_INBOUND_IMAP_URL"),
+        ({"inbound_imap_url": f"imap://u:{PASSWORD}@mail.example.com"}, "SYNDICATE_INBOUND_IMAP_URL"),
+        ({"inbound_imap_url": "imaps://mail.example.com/INBOX"}, "SYNDICATE_INBOUND_IMAP_URL"),
+        ({"inbound_imap_url": f"imaps://u:{PASSWORD}@mail.example.com/INBOX?done=INBOX"}, "SYNDICATE_INBOUND_IMAP_URL"),
+        ({"inbound_imap_url": f"imaps://u:{PASSWORD}@mail.example.com/?move=x"}, "SYNDICATE_INBOUND_IMAP_URL"),
+        ({"inbound_imap_url": f"imaps://u:{PASSWORD}@mail.example.com:x/"}, "SYNDICATE_INBOUND_IMAP_URL"),
+        ({"inbound_mail": "sometimes"}, "SYNDICATE_INBOUND_MAIL"),
+        ({"bounce_domain": "bounces@news.example"}, "SYNDICATE_BOUNCE_DOMAIN"),
+        ({"bounce_domain": "localhost"}, "SYNDICATE_BOUNCE_DOMAIN"),
+        ({"inbound_keep": "0"}, "SYNDICATE_INBOUND_KEEP"),
     ],
     ids=lambda value: value if isinstance(value, str) else "-".join(f"{k}={v}" for k, v in value.items()),
 )
@@ -237,3 +247,27 @@ def test_a_claim_timeout_too_short_for_a_slow_server_is_refused_with_the_shortes
     # A number no clock can add (it used to pass here and fail every tick with OverflowError).
     with pytest.raises(SettingsError, match="CLAIM_TIMEOUT=99999999999999999999 is too long.*at most 86400"):
         make_settings(claim_timeout=99999999999999999999)
+
+
+# ── inbound mail ─────────────────────────────────────────────────────────────
+
+
+def test_inbound_mail_is_off_until_something_reads_it(make_settings):
+    settings = make_settings()
+    assert not settings.inbound and settings.inbound_imap is None and settings.bounce_domain is None
+    assert make_settings(inbound_mail="1").inbound
+
+
+def test_it_reads_the_inbound_mailbox_url(make_settings):
+    settings = make_settings(inbound_imap_url=f"imaps://bounces%40news.example:{PASSWORD}@imap.example.com"
+                                              "/Bounce%20reports?done=Handled&timeout=5",
+                             bounce_domain="Bounces.News.Example.")
+    imap = settings.inbound_imap
+    assert (imap.host, imap.port, imap.security, imap.username, imap.password) == (
+        "imap.example.com", 993, "tls", "bounces@news.example", PASSWORD)
+    assert (imap.folder, imap.done, imap.timeout) == ("Bounce reports", "Handled", 5.0)
+    assert settings.inbound and settings.bounce_domain == "bounces.news.example"
+    assert PASSWORD not in repr(settings)
+    starttls = make_settings(inbound_imap_url="imap+starttls://u:p@imap.example.com").inbound_imap
+    assert (starttls.port, starttls.security, starttls.folder, starttls.done) == (143, "starttls", "INBOX", None)
+    assert make_settings(inbound_imap_url="imap://u:p@127.0.0.1:1143").inbound_imap.security == "none"

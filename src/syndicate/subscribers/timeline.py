@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from syndicate.models import Delivery, Edition, Newsletter, SubscriberEvent, Subscription
@@ -38,12 +38,16 @@ def timeline(session: Session, subscriber_id: int) -> list[Entry]:
             .join(Edition, Edition.id == Delivery.edition_id).join(Newsletter, Newsletter.id == Edition.newsletter_id)
             .where(Delivery.subscriber_id == subscriber_id))
     ]
+    # An event about a delivery (a bounce report, a complaint) names the edition it was about.
+    about = select(Delivery.id, Edition.number, Edition.newsletter_id).join(Edition).subquery()
     entries += [
-        Entry(at=e.at, what=e.kind.replace("_", " "), newsletter=slug, edition=None,
+        Entry(at=e.at, what=e.kind.replace("_", " "), newsletter=slug, edition=number,
               detail=" — ".join(filter(None, [f"via {e.source}", e.detail])))
-        for e, slug in session.execute(
-            select(SubscriberEvent, Newsletter.slug)
-            .outerjoin(Newsletter, Newsletter.id == SubscriberEvent.newsletter_id)
+        for e, slug, number in session.execute(
+            select(SubscriberEvent, Newsletter.slug, about.c.number)
+            .outerjoin(about, about.c.id == SubscriberEvent.delivery_id)
+            .outerjoin(Newsletter, Newsletter.id == func.coalesce(SubscriberEvent.newsletter_id,
+                                                                  about.c.newsletter_id))
             .where(SubscriberEvent.subscriber_id == subscriber_id))
     ]
     return sorted(entries, key=lambda entry: entry.at)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from syndicate import ledger
 from syndicate.config import Settings
 from syndicate.mail.pacing import Pacer, PacingUnavailable
-from syndicate.models import Delivery, Edition, Feed, Post, SocialAccount, utcnow
+from syndicate.models import Delivery, Edition, Feed, InboundMessage, Post, SocialAccount, utcnow
 from syndicate.social import accounts
 from syndicate.web import health
 
@@ -74,6 +75,14 @@ class LedgerCollector(Collector):
         # By the failure count, not last_error: a feed read fine whose item had a bad link keeps a note there.
         yield GaugeMetricFamily("syndicate_feeds_failing", "Feeds whose last fetch failed.",
                                 value=session.scalar(select(func.count()).where(Feed.error_count > 0)) or 0)
+        # Of the messages kept (the newest SYNDICATE_INBOUND_KEEP), received in the last day.
+        since = utcnow() - timedelta(days=1)
+        rows = session.execute(select(InboundMessage.outcome, func.count()).where(InboundMessage.received_at >= since)
+                               .group_by(InboundMessage.outcome)).all()
+        yield _gauge("syndicate_inbound_messages_24h",
+                     "Mail sent back to us in the last 24 hours (bounce reports, complaints, unsubscribe mails, "
+                     "and what was ignored or refused), by what was done with it.", ["outcome"],
+                     [([outcome], n) for outcome, n in rows])
         after = self.settings.leases.stuck
         stuck = health.stuck_lanes(session.connection(), utcnow(), after)
         yield _gauge("syndicate_lane_stuck",
