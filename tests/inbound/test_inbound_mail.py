@@ -417,3 +417,25 @@ def test_only_the_newest_messages_are_kept(make_settings, tmp_path):
         kept = session.scalars(select(InboundMessage.subject).order_by(InboundMessage.id)).all()
     assert kept == [f"junk {n}" for n in range(7, 12)]
 
+
+
+def test_a_confirmation_mail_that_bounces_stops_mail_to_the_address(make_settings, tmp_path, smtp, console,
+                                                                     monkeypatch, env):
+    """A sign-up with a mistyped address: the confirmation mail's report marks it bounced, with why."""
+    from syndicate import tasks
+
+    svc = configured(make_settings(database_url=env["SYNDICATE_DATABASE_URL"], smtp_url=smtp.url,
+                                   inbound_mail="1", secret_key="test-secret"))
+    with transaction(svc.Session) as session:
+        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="briefing@news.example")
+        subscriber_id = consent.subscribe(session, "ana@gmial.com", [daily.id]).subscriber.id
+    assert tasks.send_confirmation(subscriber_id).startswith("sent: 250")
+    [confirmation] = smtp.messages
+    assert tokens.read_return_path("test-secret", confirmation.sender) == ("c", subscriber_id)
+    assert confirmation.sender.endswith("@news.example")  # no SYNDICATE_BOUNCE_DOMAIN here: the From domain
+
+    code, out, _ = process(console, monkeypatch, postfix_dsn(confirmation.sender, "ana@gmial.com", confirmation.data))
+    assert code == 0 and out.startswith("bounce")
+    with transaction(svc.Session) as session:
+        assert session.get(Subscriber, subscriber_id).status == "bounced"
+    assert state(svc, "ana@gmial.com")[1][0][:2] == ("bounce", "inbound mail")
