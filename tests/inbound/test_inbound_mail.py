@@ -439,3 +439,55 @@ def test_a_confirmation_mail_that_bounces_stops_mail_to_the_address(make_setting
     with transaction(svc.Session) as session:
         assert session.get(Subscriber, subscriber_id).status == "bounced"
     assert state(svc, "ana@gmial.com")[1][0][:2] == ("bounce", "inbound mail")
+
+
+# ── hostile input, through the real entry point ──────────────────────────────
+
+
+def _nested(depth: int) -> bytes:
+    head = b"".join(f'Content-Type: multipart/mixed; boundary="b{n}"\r\n\r\n--b{n}\r\n'.encode()
+                    for n in range(depth))
+    return b"Subject: nested\r\nMIME-Version: 1.0\r\n" + head + b"Content-Type: text/plain\r\n\r\nx\r\n"
+
+
+def _many_parts(parts: int) -> bytes:
+    body = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\npart\r\n" for _ in range(parts))
+    return (b'Subject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' + body
+            + b"--b--\r\n")
+
+
+HOSTILE = {
+    "50 MB": (lambda: b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 50_000, "refused", "more than a report"),
+    "MIME bomb": (lambda: _many_parts(5000), "refused", "MIME parts"),
+    "deep nesting": (lambda: _nested(3000), "refused", "deep"),
+    "non-UTF-8 headers": (lambda: b"From: \xe9\xff\xfe <x@\xc3\x28.example>\r\nSubject: \xff\xfeunsubscr\xe9\r\n"
+                                  b"Content-Type: text/plain; charset=klingon\r\n\r\n\xff\xfe\r\n", "ignored", ""),
+    "no body": (lambda: b"From: a@b.example\r\nSubject: headers only\r\n", "ignored", ""),
+    "empty": (lambda: b"", "ignored", ""),
+    "broken encoded words": (lambda: b"Subject: =?utf-8?B?////?= =?x-unknown?Q?=ZZ?=\r\n\r\nhi\r\n", "ignored", ""),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_messages_are_refused_or_ignored_with_why_and_disturb_nothing(sent, console, monkeypatch, name):
+    svc, _ = sent
+    make, outcome, why = HOSTILE[name]
+    code, out, err = process(console, monkeypatch, make())
+    assert code == 0, err
+    assert out.startswith(outcome) and why in out
+    with transaction(svc.Session) as session:
+        assert session.scalar(select(func.count()).select_from(SubscriberEvent).where(
+            SubscriberEvent.source == handling.SOURCE)) == 0
+        assert set(session.scalars(select(Subscriber.status))) == {"confirmed"}
+        kept = session.scalars(select(InboundMessage)).one()
+        assert kept.outcome == outcome and kept.raw is not None and len(kept.raw) <= handling.KEEP_BYTES
+
+
+def test_a_report_about_a_reader_that_is_not_ours_changes_nothing(sent, console, monkeypatch):
+    """A well-made report with a genuine-looking token for a delivery that doesn't exist (deleted, or
+    another installation's numbering under the same key): nothing to act on."""
+    svc, _ = sent
+    ghost = tokens.return_path("test-secret", "d", 999_999, "bounces.news.example")
+    code, out, _ = process(console, monkeypatch, postfix_dsn(ghost, "zed@elsewhere.example", b"Subject: x\r\n\r\n"))
+    assert code == 0 and out.startswith("ignored")
+    assert all(state(svc, address) == ("confirmed", []) for address in READERS)

@@ -87,6 +87,11 @@ def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
     click.echo(f"broker: {'embedded, ' if settings.embedded_broker else ''}{settings.broker_url}")
     click.echo(f"mail:   {'outbox ' + str(settings.outbox / 'mail') if settings.smtp is None else settings.smtp.host}")
     click.echo(f"X:      {'dry-run (no SYNDICATE_X_* credentials)' if settings.dry_run_social else 'live'}")
+    if settings.inbound_imap:
+        click.echo(f"inbound: polling {settings.inbound_imap.host}/{settings.inbound_imap.folder} every "
+                   f"{settings.inbound_poll_interval} s")
+    elif settings.inbound_mail:
+        click.echo("inbound: from the MTA (`syndicate inbound serve` or `process`)")
     click.echo(f"web:    http://{host or settings.web_host}:{port or settings.web_port}/")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
