@@ -110,9 +110,15 @@ RETURN_PATH_KINDS = ("d", "c")
 _RETURN_PATH = re.compile(rf"{RETURN_PATH_PREFIX}\+([a-z])([1-9][0-9]{{0,17}})-([a-z2-7]{{16}})@([^@\s>]+)", re.I)
 
 
+@cache  # one per recipient of every edition: the key is derived and the HMAC keyed once
+def _return_path_mac(secret_key: str) -> hmac.HMAC:
+    return hmac.new(derive(secret_key, "return-path").encode(), digestmod=hashlib.sha256)
+
+
 def _return_path_mark(secret_key: str, kind: str, number: int) -> str:
-    digest = hmac.new(derive(secret_key, "return-path").encode(), f"{kind}{number}".encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest[:10]).decode("ascii").lower()  # 80 bits, 16 characters
+    mac = _return_path_mac(secret_key).copy()
+    mac.update(f"{kind}{number}".encode())
+    return base64.b32encode(mac.digest()[:10]).decode("ascii").lower()  # 80 bits, 16 characters
 
 
 def return_path(secret_key: str, kind: str, number: int, domain: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -57,3 +59,22 @@ def test_a_token_of_one_purpose_does_not_pass_for_another():
 def test_only_whole_numbers_are_signed(value):
     with pytest.raises(TypeError, match="whole numbers only"):
         tokens.preferences_token("k", value)
+
+
+# ── return paths ─────────────────────────────────────────────────────────────
+
+
+def test_a_return_path_names_its_mail_and_only_our_key_makes_one():
+    address = tokens.return_path("key", "d", 1234, "bounces.news.example")
+    local, _, domain = address.partition("@")
+    assert domain == "bounces.news.example" and len(local) <= 64  # RFC 5321's limit for a local part
+    assert re.fullmatch(r"bounces\+d1234-[a-z2-7]{16}", local)
+    assert tokens.read_return_path("key", address) == ("d", 1234)
+    assert tokens.read_return_path("key", f"<{address.upper()}>") == ("d", 1234)  # an MTA that folds case
+    assert tokens.read_return_path("another key", address) is None
+    assert tokens.read_return_path("key", address.replace("d1234", "d1235")) is None
+    assert tokens.read_return_path("key", address.replace("bounces+d", "bounces+x")) is None
+    assert tokens.read_return_path("key", "bounces@bounces.news.example") is None
+    confirmation = tokens.return_path("key", "c", 7, "news.example")
+    assert tokens.read_return_path("key", confirmation) == ("c", 7)
+    assert confirmation.split("-")[1] != address.split("-")[1]
