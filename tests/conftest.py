@@ -7,10 +7,13 @@ SYNDICATE_REQUIRE_SERVICES=1 (as in CI) a missing service fails instead.
 
 from __future__ import annotations
 
+import asyncio
 import html as html_lib
+import imaplib
 import os
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -27,7 +30,7 @@ from click.testing import CliRunner
 
 from syndicate import db, tasks
 from syndicate.cli.main import main
-from syndicate.config import Settings
+from syndicate.config import ImapSettings, Settings
 from syndicate.db import transaction
 from syndicate.mail import pacing
 from syndicate.newsletters import lists
@@ -341,6 +344,141 @@ def feed_server():
 def sample_feed() -> bytes:
     return (Path(__file__).parents[1] / "src" / "syndicate" / "sample" / "feed.xml").read_bytes()
 
+
+
+# ── a real IMAP server ───────────────────────────────────────────────────────
+
+
+class ImapServer:
+    """pymap (an asyncio IMAP4rev1 server; its "dict" backend keeps mailboxes in memory) on a thread of
+    its own, listening on 127.0.0.1 four ways: "tls" (TLS from the start), "starttls", "none" (plain) and
+    "old" (plain, without the MOVE and UIDPLUS extensions, which it then refuses as unknown commands).
+    Its certificate is signed by `ca`, a test CA that `client_context()` trusts and nothing else does.
+    Each `account()` is a new user with empty mailboxes, so tests share one server and not their mail."""
+
+    SECURITY = {"tls": "tls", "starttls": "starttls", "none": "none", "old": "none"}
+
+    def __init__(self):
+        import trustme
+
+        self.ca = trustme.CA()
+        self.ports: dict[str, int] = {}
+        self._client_context: ssl.SSLContext | None = None
+        self._users = iter(range(1, 10**6))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._servers = self._call(self._start())
+
+    def _call(self, coroutine, timeout: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def _start(self) -> list:
+        from argparse import Namespace
+
+        from proxyprotocol.reader import ProxyProtocolReader
+        from pymap.backend.dict import Config, Login
+        from pymap.imap import IMAPServer
+        from pysasl.hashing import BuiltinHash
+
+        class OldConfig(Config):
+            @property
+            def login_capability(self):
+                return [c for c in super().login_capability if c not in (b"MOVE", b"UIDPLUS")]
+
+            @property
+            def commands(self):
+                commands = super().commands
+                for name in (b"MOVE", b"UID MOVE", b"UID EXPUNGE"):
+                    commands.deregister(name)
+                return commands
+
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
+        args = Namespace(passlib_cfg=None, proxy_protocol=None)
+        quick = BuiltinHash(rounds=1)  # pymap's default 1,000,000 rounds cost 0.3 s a login; they aren't tested
+
+        def config(kind=Config, **options):
+            return kind(args, host="127.0.0.1", port=0, demo_data=False, demo_user="demo", demo_password="demo",
+                        invalid_user_sleep=0, reject_dnsbl=False, ssl_context=tls, hash_context=quick,
+                        **options)
+
+        # One Login, so one set of users and mailboxes, whichever way a client comes in.
+        self._config = config(tls_enabled=True)
+        self._login = Login(self._config)
+        proxy = ProxyProtocolReader(self._config.proxy_protocol)
+        listeners = {"tls": (config(tls_enabled=False), tls), "starttls": (self._config, None),
+                     "none": (config(tls_enabled=False), None), "old": (config(OldConfig, tls_enabled=False), None)}
+        servers = []
+        for kind, (server_config, implicit) in listeners.items():
+            callback = proxy.get_callback(IMAPServer(self._login, server_config))
+            server = await asyncio.start_server(callback, "127.0.0.1", 0, ssl=implicit)
+            self.ports[kind] = server.sockets[0].getsockname()[1]
+            servers.append(server)
+        return servers
+
+    async def _add_user(self, name: str, password: str) -> None:
+        from pymap.backend.dict import Identity
+        from pymap.user import Passwords, UserMetadata
+
+        hashed = await Passwords(self._config).hash_password(password)
+        await Identity(name, self._login, None, frozenset()).set(UserMetadata(self._config, name, password=hashed))
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client's context that trusts the test CA (made once: loading the system's CAs costs 30 ms)."""
+        if self._client_context is None:
+            self._client_context = ssl.create_default_context()
+            self.ca.configure_trust(self._client_context)
+        return self._client_context
+
+    def account(self, kind: str = "tls", *, password: str = 'pa55 "w\\rd"', **options) -> ImapSettings:
+        """A new user's mailbox, as SYNDICATE_INBOUND_IMAP_URL would name it, reached the `kind` way."""
+        user = f"bounces{next(self._users)}@example.com"
+        self._call(self._add_user(user, password))
+        return ImapSettings(host="127.0.0.1", port=self.ports[kind], security=self.SECURITY[kind], username=user,
+                            password=password, timeout=10, **options)
+
+    def client(self, imap: ImapSettings) -> imaplib.IMAP4:
+        """A second client of that mailbox, logged in: the test's own hands (in the clear, to be quick)."""
+        client = imaplib.IMAP4("127.0.0.1", self.ports["none"], timeout=10)
+        # imaplib writes a literal and its CRLF apart: without this each APPEND waits 40 ms for a delayed ACK.
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.authenticate("PLAIN", lambda _: f"\0{imap.username}\0{imap.password}".encode())
+        return client
+
+    def append(self, imap: ImapSettings, *messages: bytes, folder: str | None = None) -> None:
+        client = self.client(imap)
+        try:
+            for raw in messages:
+                kind, data = client.append(f'"{folder or imap.folder}"', None, None, raw)
+                assert kind == "OK", data
+        finally:
+            client.logout()
+
+    def messages(self, imap: ImapSettings, folder: str | None = None) -> list[bytes]:
+        """The messages in `folder` (the polled one if None), oldest first; [] when there is no such folder."""
+        client = self.client(imap)
+        try:
+            kind, data = client.select(f'"{folder or imap.folder}"', readonly=True)
+            if kind != "OK":
+                return []
+            kind, data = client.fetch("1:*", "(BODY.PEEK[])") if int(data[0]) else ("OK", [])
+            return [item[1] for item in data if isinstance(item, tuple)]
+        finally:
+            client.logout()
+
+    def close(self) -> None:
+        for server in self._servers:
+            self._loop.call_soon_threadsafe(server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def imap_server():
+    server = ImapServer()
+    yield server
+    server.close()
 
 
 # ── the CLI as a terminal runs it ────────────────────────────────────────────
