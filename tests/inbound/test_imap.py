@@ -323,7 +323,7 @@ Subject: Harbour reopens after repairs
 """.replace("\n", "\r\n").encode()
 
 
-def test_a_bounce_report_in_the_mailbox_suppresses_the_reader_it_was_sent_back_for(imap_server, svc, sample_feed):
+def test_a_bounce_report_suppresses_its_reader_and_an_oversized_mail_is_kept_as_refused(imap_server, svc, sample_feed):
     settings = svc.settings
     with transaction(svc.Session) as session:
         daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
@@ -333,7 +333,8 @@ def test_a_bounce_report_in_the_mailbox_suppresses_the_reader_it_was_sent_back_f
         delivery_id = session.scalar(select(Delivery.id).where(Delivery.edition_id == edition.id))
     return_path = tokens.return_path(settings.secret_key, "d", delivery_id, "example.com")
     imap = imap_server.account(done="Processed")
-    imap_server.append(imap, postfix_bounce(return_path, "ana@example.com"))
+    big = mail(1, (b"x" * 998 + b"\r\n") * 3000)  # 3 MB
+    imap_server.append(imap, big, postfix_bounce(return_path, "ana@example.com"))
 
     def handle(raw: bytes) -> str:
         with transaction(svc.Session) as session:
@@ -341,7 +342,7 @@ def test_a_bounce_report_in_the_mailbox_suppresses_the_reader_it_was_sent_back_f
 
     result = trusted(imap_server, imap, handle)
 
-    assert dict(result.outcomes) == {"bounce": 1}
+    assert dict(result.outcomes) == {"refused": 1, "bounce": 1}
     with transaction(svc.Session) as session:
         subscriber = session.scalar(select(Subscriber).where(Subscriber.email == "ana@example.com"))
         assert subscriber.status == "bounced"
@@ -349,10 +350,12 @@ def test_a_bounce_report_in_the_mailbox_suppresses_the_reader_it_was_sent_back_f
                                                              SubscriberEvent.kind == "bounce"))
         assert (event.source, event.delivery_id) == ("inbound mail", delivery_id)
         assert "550 5.1.1" in event.detail
-        inbound = session.scalar(select(InboundMessage))
-        assert (inbound.via, inbound.outcome, inbound.delivery_id) == ("imap", "bounce", delivery_id)
+        refused, bounce = session.scalars(select(InboundMessage).order_by(InboundMessage.id))
+        assert (bounce.via, bounce.outcome, bounce.delivery_id) == ("imap", "bounce", delivery_id)
+        assert (refused.via, refused.outcome, refused.subscriber_id) == ("imap", "refused", None)
+        assert refused.raw == big[: handling.KEEP_BYTES]  # its head, for the operator
 
     # The same report again (a poll cut off between handling and moving it): nothing changes.
     imap_server.append(imap, postfix_bounce(return_path, "ana@example.com"))
     assert dict(trusted(imap_server, imap, handle).outcomes) == {"duplicate": 1}
-    assert len(imap_server.messages(imap, "Processed")) == 2
+    assert len(imap_server.messages(imap, "Processed")) == 3
