@@ -491,3 +491,37 @@ def test_a_report_about_a_reader_that_is_not_ours_changes_nothing(sent, console,
     code, out, _ = process(console, monkeypatch, postfix_dsn(ghost, "zed@elsewhere.example", b"Subject: x\r\n\r\n"))
     assert code == 0 and out.startswith("ignored")
     assert all(state(svc, address) == ("confirmed", []) for address in READERS)
+
+
+# ── the IMAP mailbox ─────────────────────────────────────────────────────────
+
+
+def test_inbound_poll_reads_the_mailbox_and_a_bounce_there_suppresses_the_reader(sent, console, monkeypatch,
+                                                                                 imap_server, tmp_path):
+    """`syndicate inbound poll` as an operator runs it: the mailbox named by SYNDICATE_INBOUND_IMAP_URL, the
+    server's certificate trusted through SSL_CERT_FILE (a CA of one's own), a report moved once handled."""
+    from urllib.parse import quote
+
+    svc, messages = sent
+    bounced = messages["ben@example.net"]
+    imap = imap_server.account("tls")
+    imap_server.append(imap, postfix_dsn(bounced.sender, "ben@example.net", bounced.data),
+                       b"From: someone@example.com\r\nSubject: Out of Office\r\nAuto-Submitted: auto-replied\r\n\r\n"
+                       b"I am away.\r\n")
+    ca = tmp_path / "ca.pem"
+    imap_server.ca.cert_pem.write_to_path(str(ca))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    monkeypatch.setenv("SYNDICATE_INBOUND_IMAP_URL", f"imaps://{quote(imap.username, safe='')}:"
+                       f"{quote(imap.password, safe='')}@127.0.0.1:{imap.port}/INBOX?done=Handled")
+
+    code, out, err = console("inbound", "poll")
+
+    assert code == 0, err
+    assert out.strip() == "2 handled from INBOX (1 bounce, 1 ignored), 0 left"
+    assert state(svc, "ben@example.net")[0] == "bounced"
+    assert imap_server.messages(imap) == [] and len(imap_server.messages(imap, "Handled")) == 2
+
+
+def test_inbound_poll_without_a_mailbox_says_what_to_set(sent, console):
+    code, _, err = console("inbound", "poll")
+    assert code == 2 and "SYNDICATE_INBOUND_IMAP_URL is not set" in err

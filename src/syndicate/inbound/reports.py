@@ -82,7 +82,8 @@ class Refused(InvalidInput):
 def read(raw: bytes, secret_key: str, recipients: tuple[str, ...] | list[str] = ()) -> Report:
     """Read one RFC 5322 message. `recipients`: the envelope's (from LMTP or the MTA's pipe), if known."""
     if len(raw) > MAX_BYTES:
-        return Report(REFUSED, f"{len(raw):,} bytes is more than a report needs ({MAX_BYTES:,} at most): not read")
+        # The callers read no more than MAX_BYTES + 1 (an MTA's pipe, the IMAP poll): "more than", not a size.
+        return Report(REFUSED, f"more than {MAX_BYTES:,} bytes: more than a report needs, not read")
     try:
         message = message_from_bytes(raw, policy=email_policy.compat32)
         _check_shape(message)
