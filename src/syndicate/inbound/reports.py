@@ -10,11 +10,13 @@ quoted List-Unsubscribe. A report that carries neither names no one.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email import policy as email_policy
-from email.header import decode_header, make_header
+from email.errors import HeaderParseError, MessageError
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
@@ -27,6 +29,10 @@ from syndicate.text import one_line, shorten
 MAX_BYTES = 2 * 1024 * 1024  # a report quotes one of our mails (≤ 102 KB to be read whole in Gmail), not more
 MAX_PARTS = 64  # a DSN has 2–3 parts, an ARF report 3; a message of hundreds is built to hurt a parser
 MAX_DEPTH = 6  # report → quoted message → its alternative: 3 levels; more is a bomb
+# Lines that start with "--" (boundaries, mostly), counted before parsing: the email package takes seconds
+# over 2 MB of empty parts or a few hundred nested levels before MAX_PARTS or MAX_DEPTH can say no.
+MAX_DASH_LINES = 500
+HEADER_CHARS = 4000  # of one header read: decode_header takes time quadratic in its encoded words
 DETAIL = 500  # characters of a server's reply kept
 
 BOUNCE, SOFT_BOUNCE, COMPLAINT, UNSUBSCRIBE = "bounce", "soft_bounce", "complaint", "unsubscribe"
@@ -39,7 +45,12 @@ _DELIVERED_TO = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to"
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]{8,200}")
 _UNSUBSCRIBE_PATH = re.compile(r"/u/([A-Za-z0-9_.-]{8,200})")
 _MAILTO_TOKEN = re.compile(r"subject=unsubscribe(?:%20|\+| )([A-Za-z0-9_.-]{8,200})", re.I)
-_SMTP_REPLY = re.compile(r"\b[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}\b)?.*|\b[245]\.\d{1,3}\.\d{1,3}\b.*")
+# A server's reply in a bounce's prose: "550 5.1.1 …", "550-5.1.1 …" (one line of several), Yahoo's "554: …";
+# or a line that carries only an enhanced status code, as qmail's "Sorry, no mailbox here by that name. (#5.1.1)".
+_SMTP_REPLY = re.compile(r"\b[245]\d\d(?:[ -]|: )(?:[245]\.\d{1,3}\.\d{1,3}\b)?.*")
+_STATUS_LINE = re.compile(r".*\b[245]\.\d{1,3}\.\d{1,3}\b.*")
+# Where a bounce's own words end and its copy of our mail begins (Exim, qmail and Yahoo, Mailman's list).
+_COPY_FOLLOWS = re.compile(r"-{2,} ?(?:This is a copy|Below this line|Original message)", re.I)
 _AUTO_SUBJECT = re.compile(
     r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort)|out of (?:the )?office|abwesenheit|absence|"
     r"away from|on vacation|vacation reply|r[ée]ponse automatique|respuesta autom[aá]tica)", re.I)
@@ -79,19 +90,32 @@ class Refused(InvalidInput):
     """A message no one should parse further: too big, or built to make a parser work for nothing."""
 
 
+# flufl.bounce logs each detector's exception with its traceback before raising it again; `_other_bounce`
+# takes that as "not a bounce", and a message without a From (which trips its Yale detector) is no error.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+
+
 def read(raw: bytes, secret_key: str, recipients: tuple[str, ...] | list[str] = ()) -> Report:
     """Read one RFC 5322 message. `recipients`: the envelope's (from LMTP or the MTA's pipe), if known."""
     if len(raw) > MAX_BYTES:
         # The callers read no more than MAX_BYTES + 1 (an MTA's pipe, the IMAP poll): "more than", not a size.
         return Report(REFUSED, f"more than {MAX_BYTES:,} bytes: more than a report needs, not read")
+    if raw.startswith(b"--") + raw.count(b"\n--") > MAX_DASH_LINES:
+        return Report(REFUSED, f"more than {MAX_DASH_LINES} MIME boundary lines (a report has a few): not read")
     try:
         message = message_from_bytes(raw, policy=email_policy.compat32)
         _check_shape(message)
+        _plain_headers(message)
+        report = _read(message, secret_key, recipients)
     except Refused as e:
         return Report(REFUSED, str(e))
     except RecursionError:
         return Report(REFUSED, "MIME parts nested too deep to read: not read")
-    report = _read(message, secret_key, recipients)
+    except (UnicodeError, MessageError) as e:
+        # The email package's own reading can fail on what a message declares: get_payload() decodes 8-bit
+        # text in the part's charset and only expects an unknown one, not one (idna) that can't replace.
+        error = shorten(one_line(str(e)), 200)
+        return Report(REFUSED, f"the email package could not read it ({type(e).__name__}: {error}): not read")
     report.message_id = _text(message.get("message-id", ""))[:300]
     report.sender = _text(message.get("from", ""))[:300]
     report.subject = _text(message.get("subject", ""))[:300]
@@ -110,6 +134,18 @@ def _check_shape(message: Message) -> None:
         payload = part.get_payload()
         if isinstance(payload, list):
             stack.extend((child, depth + 1) for child in payload if isinstance(child, Message))
+
+
+def _plain_headers(message: Message) -> None:
+    """Raw 8-bit bytes in a header make the email package hand out a `Header` object instead of text, on
+    which flufl.bounce's detectors fail (`.lower()`): the message's own headers are made text, bytes replaced."""
+    fields = message.items()
+    if all(isinstance(value, str) for _, value in fields):
+        return
+    for name in set(message.keys()):
+        del message[name]
+    for name, value in fields:
+        message[name] = value if isinstance(value, str) else _text(value)
 
 
 def _read(message: Message, secret_key: str, recipients) -> Report:
@@ -137,29 +173,61 @@ def _read(message: Message, secret_key: str, recipients) -> Report:
 
 def _dsn(message: Message, secret_key: str, recipients) -> Report:
     failures, delayed, delivered = [], 0, 0
-    for part in _parts(message, "message/delivery-status"):
-        blocks = part.get_payload()
-        if not isinstance(blocks, list):
+    for block in _status_blocks(message):
+        # Only a recipient's block has an Action: the message's own (Reporting-MTA, …) comes first, but
+        # some servers leave it out, so the blocks are told apart by their fields, not by their place.
+        action = _text(block.get("action", "")).lower().split(" ")[0]
+        if not action:
             continue
-        for block in blocks[1:] if len(blocks) > 1 else blocks:  # the first block is the message's own fields
-            action = _text(block.get("action", "")).lower().split(" ")[0]
-            status = _status(block.get("status", ""))
-            if action in ("failed", "error"):  # opensmtpd writes "error"
-                address = _recipient(block)
-                diagnostic = _diagnostic(block.get("diagnostic-code", ""))
-                failures.append(Failure(address, _permanent(status), status, diagnostic or _status_words(status)))
-            elif action == "delayed":
-                delayed += 1
-            else:  # delivered, relayed, expanded: a success report someone asked for
-                delivered += 1
+        status = _status(block.get("status", ""))
+        if action in ("failed", "error"):  # opensmtpd writes "error"
+            address = _recipient(block)
+            diagnostic = _diagnostic(block.get("diagnostic-code", ""))
+            status = _finer_status(status, diagnostic)
+            failures.append(Failure(address, _permanent(status), status, diagnostic or _status_words(status)))
+        elif action == "delayed":
+            delayed += 1
+        else:  # delivered, relayed, expanded: a success report someone asked for
+            delivered += 1
     report = _about(Report(IGNORED, "", form="RFC 3464"), message, secret_key, recipients)
     if failures:
         return _bounce(report, failures)
     if delayed:
         report.why = "a delay warning: the server is still trying, and will report again if it gives up"
-    else:
+    elif delivered:
         report.why = "a delivery report without a failure: nothing to do"
+    else:
+        report.why = "a delivery report that names no recipient's fate (no Action field): kept for the operator"
     return report
+
+
+def _status_blocks(message: Message) -> list[Message]:
+    """The field blocks of the report's status part. The email package splits message/delivery-status into
+    blocks itself; message/global-delivery-status (RFC 6533, Postfix's for SMTPUTF8 mail) it parses as one
+    message, whose headers are the first block and whose body the rest, so that is split here."""
+    blocks: list[Message] = []
+    for part in message.walk():
+        kind = part.get_content_type()
+        payload = part.get_payload()
+        if kind == "message/delivery-status" and isinstance(payload, list):
+            blocks += [block for block in payload if isinstance(block, Message)]
+        elif kind == "message/global-delivery-status" and isinstance(payload, list) and payload:
+            first = payload[0]
+            rest = first.get_payload(decode=True) if isinstance(first, Message) else b""  # bytes: it is UTF-8
+            blocks.append(first)
+            for text in re.split(rb"\r?\n[ \t]*\r?\n", rest if isinstance(rest, bytes) else b""):
+                if text.strip():
+                    blocks.append(message_from_bytes(text.strip(), policy=email_policy.compat32))
+    return blocks
+
+
+def _finer_status(status: str | None, diagnostic: str) -> str | None:
+    """Exim writes Status: 5.0.0 for every failure; the server's own code in the diagnostic says more
+    (a full mailbox, 5.2.2, is a soft bounce, which 5.0.0 would hide)."""
+    if status is None or not status.endswith(".0.0"):
+        return status
+    finer = _status(diagnostic)
+    return finer if finer and finer[0] == status[0] else status
 
 
 def _recipient(block: Message) -> str:
@@ -284,15 +352,25 @@ def _server_kind(message: Message) -> str:
 
 
 def _prose_reply(message: Message) -> str:
-    """The first line of a bounce's text that reads like a server's reply (550 5.1.1 …)."""
+    """The server's reply as a bounce's text gives it (550 5.1.1 …, with the lines of a multi-line reply),
+    or else the first line with a status code; never read from the copy of our mail that follows."""
     for part in message.walk():
         if part.get_content_maintype() != "text":
             continue
+        reply, status_line = [], ""
         for line in _decoded(part)[:20000].splitlines():
+            if _COPY_FOLLOWS.match(line.strip()):
+                break
             match = _SMTP_REPLY.search(line)
             if match:
-                return shorten(one_line(match.group(0)), DETAIL)
-        break
+                reply.append(match.group(0))
+                if not re.match(r"[245]\d\d-", match.group(0)):  # "550 …" ends a reply, "550-…" goes on
+                    break
+            elif reply:
+                break
+            elif not status_line and _STATUS_LINE.fullmatch(line):
+                status_line = line
+        return shorten(one_line(" ".join(reply) or status_line), DETAIL)
     return ""
 
 
@@ -365,11 +443,14 @@ def _text(value) -> str:
     """A header's text, one line: encoded words decoded, undecodable bytes replaced, never an exception."""
     if value is None:
         return ""
-    raw = str(value)
+    if isinstance(value, Header):  # raw 8-bit bytes, which the email package wraps: read as UTF-8 (RFC 6532)
+        raw = b"".join(chunk for chunk, _ in decode_header(value)).decode("utf-8", "replace")[:HEADER_CHARS]
+    else:
+        raw = str(value)[:HEADER_CHARS]
     try:
         if "=?" in raw:
             raw = str(make_header(decode_header(raw)))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):  # e.g. an encoded word that isn't base64
         pass
     raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return one_line(raw)
@@ -382,7 +463,7 @@ def _decoded(part: Message) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         return data.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, UnicodeError):  # no such codec, or one (idna) that can't replace what it can't read
         return data.decode("utf-8", "replace")
 
 
