@@ -13,6 +13,7 @@ import re
 import smtplib
 import sys
 import threading
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import func, select
@@ -500,8 +501,6 @@ def test_inbound_poll_reads_the_mailbox_and_a_bounce_there_suppresses_the_reader
                                                                                  imap_server, tmp_path):
     """`syndicate inbound poll` as an operator runs it: the mailbox named by SYNDICATE_INBOUND_IMAP_URL, the
     server's certificate trusted through SSL_CERT_FILE (a CA of one's own), a report moved once handled."""
-    from urllib.parse import quote
-
     svc, messages = sent
     bounced = messages["ben@example.net"]
     imap = imap_server.account("tls")
@@ -525,3 +524,27 @@ def test_inbound_poll_reads_the_mailbox_and_a_bounce_there_suppresses_the_reader
 def test_inbound_poll_without_a_mailbox_says_what_to_set(sent, console):
     code, _, err = console("inbound", "poll")
     assert code == 2 and "SYNDICATE_INBOUND_IMAP_URL is not set" in err
+
+
+def test_beat_polls_the_mailbox_only_when_there_is_one_and_the_task_handles_what_is_there(
+        sent, make_settings, env, imap_server, monkeypatch, tmp_path):
+    from syndicate import tasks
+
+    svc, messages = sent
+    assert "poll-inbound" not in tasks.celery_config(svc.settings)["beat_schedule"]
+    imap = imap_server.account("starttls")
+    url = f"imap+starttls://{quote(imap.username, safe='')}:{quote(imap.password, safe='')}@127.0.0.1:{imap.port}/"
+    settings = make_settings(**{k.removeprefix("SYNDICATE_").lower(): v for k, v in env.items()},
+                             inbound_imap_url=url, inbound_poll_interval=45)
+    entry = tasks.celery_config(settings)["beat_schedule"]["poll-inbound"]
+    assert entry["task"] == "syndicate.poll_inbound" and entry["schedule"] == 45
+    assert entry["options"]["expires"] == 45  # a poll that waited a whole interval gives way to the next
+    bounced = messages["cleo@example.com"]
+    imap_server.append(imap, postfix_dsn(bounced.sender, "cleo@example.com", bounced.data))
+    ca = tmp_path / "ca.pem"
+    imap_server.ca.cert_pem.write_to_path(str(ca))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    configured(settings, eager=True)
+
+    assert tasks.poll_inbound.delay().get() == "1 handled from INBOX (1 bounce), 0 left"
+    assert state(svc, "cleo@example.com")[0] == "bounced" and imap_server.messages(imap) == []
