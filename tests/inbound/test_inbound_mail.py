@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import func, select
 
-from conftest import SmtpHandler, configured, free_port, serve_smtp
+from conftest import SmtpHandler, configured, free_port, serve_smtp, wait_for
 from syndicate import tokens
 from syndicate.db import transaction
 from syndicate.delivery import sending
@@ -298,6 +298,17 @@ def lmtp(sent):
     thread.join(10)
 
 
+def greets(port: int) -> bool:
+    """Whether a listener on `port` says 220 yet."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+            return connection.recv(64).startswith(b"220")
+    except OSError:
+        return False
+
+
 def lmtp_send(port: int, sender: str, recipients: list[str], raw: bytes) -> dict:
     with smtplib.LMTP("127.0.0.1", port) as client:
         return client.sendmail(sender, recipients, raw)
@@ -548,3 +559,32 @@ def test_beat_polls_the_mailbox_only_when_there_is_one_and_the_task_handles_what
 
     assert tasks.poll_inbound.delay().get() == "1 handled from INBOX (1 bounce), 0 left"
     assert state(svc, "cleo@example.com")[0] == "bounced" and imap_server.messages(imap) == []
+
+
+def test_syndicate_inbound_serve_takes_a_burst_of_reports_at_once(sent, env):
+    """The command an operator runs, in a process of its own: a relay flushing its queue opens several
+    LMTP connections at once, and each report is handled in a thread of the listener's."""
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import terminate
+
+    svc, messages = sent
+    port = free_port()
+    child_env = {**{k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}, **env}
+    server = subprocess.Popen([sys.executable, "-m", "syndicate", "inbound", "serve", "--port", str(port)],
+                              env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        wait_for(lambda: greets(port) or server.poll() is not None, timeout=30, what="the listener")
+        assert server.poll() is None, server.stdout.read().decode()
+        reports = [(m.sender, postfix_dsn(m.sender, address, m.data)) for address, m in messages.items()]
+        with ThreadPoolExecutor(len(reports)) as pool:
+            answers = list(pool.map(lambda report: lmtp_send(port, "", [report[0]], report[1]), reports))
+    finally:
+        terminate(server, timeout=10)
+    log = server.stdout.read().decode()
+    assert answers == [{}] * 3, log
+    assert all(state(svc, address)[0] == "bounced" for address in READERS), log
+    assert "Traceback" not in log

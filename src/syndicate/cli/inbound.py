@@ -75,7 +75,9 @@ def serve(ctx, host, port, plain_smtp, hostname) -> None:
     """Listen for the bounce domain's mail, handed over by an MTA over LMTP (or SMTP)."""
     import socket
 
-    from syndicate.inbound import listener
+    # Imported here, not through `lazy`: the listener's threads would race to load a lazy module, and the
+    # second would find it half made (AttributeError on the first report of a burst).
+    from syndicate.inbound import handling, listener
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     svc = services(ctx)
