@@ -80,6 +80,7 @@ def serve(ctx, host, port, plain_smtp, hostname) -> None:
     from syndicate.inbound import handling, listener
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's every command; ours is a line a message
     svc = services(ctx)
     _warn_unless_inbound(svc.settings)
 
