@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import select
 
-from conftest import ImapServer
+from conftest import ImapServer, postfix_dsn
 from syndicate import tokens
 from syndicate.config import parse_imap_url
 from syndicate.db import transaction
@@ -262,65 +262,7 @@ def test_the_mailbox_named_by_the_url_is_the_one_polled(imap_server):
 # ── through the real handler, into the database ──────────────────────────────
 
 
-def postfix_bounce(return_path: str, email: str) -> bytes:
-    """A DSN as Postfix writes one, sent to our mail's return path."""
-    return f"""\
-Return-Path: <>
-Delivered-To: {return_path}
-Received: by mx.example.com (Postfix) id 4Zx1Q2; Fri,  1 May 2026 07:00:03 +0000 (UTC)
-Date: Fri,  1 May 2026 07:00:03 +0000 (UTC)
-From: MAILER-DAEMON@mx.example.com (Mail Delivery System)
-Subject: Undelivered Mail Returned to Sender
-To: {return_path}
-Auto-Submitted: auto-replied
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status;
-\tboundary="4Zx1Q2.1777618803/mx.example.com"
-Message-Id: <20260501070003.4Zx1Q2@mx.example.com>
-
-This is a MIME-encapsulated message.
-
---4Zx1Q2.1777618803/mx.example.com
-Content-Description: Notification
-Content-Type: text/plain; charset=us-ascii
-
-This is the mail system at host mx.example.com.
-
-I'm sorry to have to inform you that your message could not
-be delivered to one or more recipients.
-
-<{email}>: host mx.example.org[192.0.2.25] said: 550 5.1.1 <{email}>:
-    Recipient address rejected: User unknown in virtual mailbox table (in
-    reply to RCPT TO command)
-
---4Zx1Q2.1777618803/mx.example.com
-Content-Description: Delivery report
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; mx.example.com
-X-Postfix-Queue-ID: 4Zx1Q2
-X-Postfix-Sender: rfc822; {return_path}
-Arrival-Date: Fri,  1 May 2026 07:00:01 +0000 (UTC)
-
-Final-Recipient: rfc822; {email}
-Original-Recipient: rfc822;{email}
-Action: failed
-Status: 5.1.1
-Remote-MTA: dns; mx.example.org
-Diagnostic-Code: smtp; 550 5.1.1 <{email}>: Recipient address rejected: User
-    unknown in virtual mailbox table
-
---4Zx1Q2.1777618803/mx.example.com
-Content-Description: Undelivered Message Headers
-Content-Type: text/rfc822-headers
-
-Return-Path: <{return_path}>
-From: Daily <news@example.com>
-To: {email}
-Subject: Harbour reopens after repairs
-
---4Zx1Q2.1777618803/mx.example.com--
-""".replace("\n", "\r\n").encode()
+ORIGINAL = b"From: Daily <news@example.com>\r\nTo: ana@example.com\r\nSubject: Harbour reopens after repairs\r\n\r\n"
 
 
 def test_a_bounce_report_suppresses_its_reader_and_an_oversized_mail_is_kept_as_refused(imap_server, svc, sample_feed):
@@ -334,7 +276,7 @@ def test_a_bounce_report_suppresses_its_reader_and_an_oversized_mail_is_kept_as_
     return_path = tokens.return_path(settings.secret_key, "d", delivery_id, "example.com")
     imap = imap_server.account(done="Processed")
     big = mail(1, (b"x" * 998 + b"\r\n") * 3000)  # 3 MB
-    imap_server.append(imap, big, postfix_bounce(return_path, "ana@example.com"))
+    imap_server.append(imap, big, postfix_dsn(return_path, "ana@example.com", ORIGINAL))
 
     def handle(raw: bytes) -> str:
         with transaction(svc.Session) as session:
@@ -356,6 +298,6 @@ def test_a_bounce_report_suppresses_its_reader_and_an_oversized_mail_is_kept_as_
         assert refused.raw == big[: handling.KEEP_BYTES]  # its head, for the operator
 
     # The same report again (a poll cut off between handling and moving it): nothing changes.
-    imap_server.append(imap, postfix_bounce(return_path, "ana@example.com"))
+    imap_server.append(imap, postfix_dsn(return_path, "ana@example.com", ORIGINAL))
     assert dict(trusted(imap_server, imap, handle).outcomes) == {"duplicate": 1}
     assert len(imap_server.messages(imap, "Processed")) == 3

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import func, select
 
-from conftest import SmtpHandler, configured, free_port, serve_smtp, wait_for
+from conftest import SmtpHandler, configured, free_port, postfix_dsn, serve_smtp, wait_for
 from syndicate import tokens
 from syndicate.db import transaction
 from syndicate.delivery import sending
@@ -59,73 +59,6 @@ def sent(env, make_settings, console, smtp, sample_feed):
     assert code == 0, err
     assert len(smtp.messages) == 3
     return svc, {m.recipients[0]: m for m in smtp.messages}
-
-
-def postfix_dsn(return_path: str, recipient: str, original: bytes, *, status: str = "5.1.1",
-                reply: str = "550 5.1.1 <{r}>: Recipient address rejected: User unknown in virtual mailbox table",
-                action: str = "failed") -> bytes:
-    """A bounce report as Postfix's bounce daemon writes it (RFC 3464, the original's headers returned),
-    delivered to the return path by Postfix's local delivery (Delivered-To, X-Original-To)."""
-    headers = original.split(b"\r\n\r\n", 1)[0].decode()
-    domain = recipient.rpartition("@")[2]
-    return (f"""Return-Path: <>
-X-Original-To: {return_path}
-Delivered-To: {return_path}
-Received: by relay.news.example (Postfix)
-\tid 4ZxY3k1Qz9z9sWp; Mon,  7 Dec 2026 07:01:12 +0000 (UTC)
-Date: Mon,  7 Dec 2026 07:01:12 +0000 (UTC)
-From: MAILER-DAEMON@relay.news.example (Mail Delivery System)
-Subject: Undelivered Mail Returned to Sender
-To: {return_path}
-Auto-Submitted: auto-replied
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status;
-\tboundary="4ZxY3k1Qz9z9sWp.1765090872/relay.news.example"
-Content-Transfer-Encoding: 8bit
-Message-Id: <20261207070112.4ZxY3k1Qz9z9sWp@relay.news.example>
-
-This is a MIME-encapsulated message.
-
---4ZxY3k1Qz9z9sWp.1765090872/relay.news.example
-Content-Description: Notification
-Content-Type: text/plain; charset=utf-8
-Content-Transfer-Encoding: 8bit
-
-This is the mail system at host relay.news.example.
-
-I'm sorry to have to inform you that your message could not
-be delivered to one or more recipients. It's attached below.
-
-                   The mail system
-
-<{recipient}>: host mx.{domain}[192.0.2.25] said: {reply.format(r=recipient)} (in reply to RCPT TO
-    command)
-
---4ZxY3k1Qz9z9sWp.1765090872/relay.news.example
-Content-Description: Delivery report
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; relay.news.example
-X-Postfix-Queue-ID: 4ZxY3k1Qz9z9sWp
-X-Postfix-Sender: rfc822; {return_path}
-Arrival-Date: Mon,  7 Dec 2026 07:01:10 +0000 (UTC)
-
-Final-Recipient: rfc822; {recipient}
-Original-Recipient: rfc822;{recipient}
-Action: {action}
-Status: {status}
-Remote-MTA: dns; mx.{domain}
-Diagnostic-Code: smtp; {reply.format(r=recipient)}
-
---4ZxY3k1Qz9z9sWp.1765090872/relay.news.example
-Content-Description: Undelivered Message Headers
-Content-Type: text/rfc822-headers
-Content-Transfer-Encoding: 8bit
-
-{headers}
-
---4ZxY3k1Qz9z9sWp.1765090872/relay.news.example--
-""").replace("\n", "\r\n").encode()
 
 
 def process(console, monkeypatch, raw: bytes, *args: str) -> tuple[int, str, str]:
