@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "inbound mail"  # the timeline says "via inbound mail"
 DUPLICATE = "duplicate"
-KEEP_BYTES = 256 * 1024  # of a message nothing was done with, kept for the operator
+KEEP_BYTES = 64 * 1024  # of a message nothing was done with, kept for the operator (a report is ~20 KB)
 VIA = ("pipe", "lmtp", "smtp", "imap")
 
 
