@@ -223,3 +223,25 @@ def test_the_queue_shows_when_each_post_is_expected(svc):
         times = [when for _, when in pace.projected(session, account, T0)]
 
     assert times == [T0, T0 + timedelta(minutes=15), T0 + timedelta(minutes=30)]
+
+
+def test_a_post_scheduled_for_later_lets_the_others_go_first_as_the_ticks_send_them(svc):
+    """An editor schedules one teaser for tomorrow: the two others go today, one gap apart, and the list
+    says so — the projection is what the ticks then do, post by post."""
+    with transaction(svc.Session) as session:
+        account = connect(session, min_gap=900)
+        for n in range(3):
+            story(session, n, T0 - timedelta(minutes=n))
+        posts.plan(session, svc.settings, T0)
+        first, *_ = pace.queue(session, account)
+        posts.schedule(first, T0 + timedelta(days=1))
+        projection = [(p.article.identity, when) for p, when in pace.projected(session, account, T0)]
+
+    assert projection == [("story-1", T0), ("story-2", T0 + timedelta(minutes=15)),
+                          ("story-0", T0 + timedelta(days=1))]
+    sent = []
+    for _, when in projection:
+        [(post_id, identity)] = tick(svc, when)
+        mark_posted(svc, post_id, when)
+        sent.append((identity, when))
+    assert sent == projection

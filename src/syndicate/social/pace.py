@@ -137,17 +137,28 @@ def _next_for(session: Session, account: SocialAccount, now: datetime) -> Post |
 
 def projected(session: Session, account: SocialAccount, now: datetime | None = None,
               skip_too_old: bool = True) -> list[tuple[Post, datetime]]:
-    """When each waiting post is expected to go, at the account's pace (for the queue and dry runs);
-    one that will be too old by its turn is left out (the tick skips it, with the reason), unless
-    not `skip_too_old`."""
+    """When each waiting post is expected to go, at the account's pace (for the queue and dry runs), in the
+    order the tick will send them: as `_next_for` does, a post scheduled later (or waiting out a retry) lets
+    the others go before it, and takes the first slot from its own time. One that will be too old by its
+    turn is left out (the tick skips it, with the reason), unless not `skip_too_old`."""
     now = now or utcnow()
     settings = accounts.settings_of(account)
     recent, last = recent_posts(session, account, now), account.last_dispatched_at
+    waiting = queue(session, account)  # in the tick's order of preference
     plan_ = []
-    for post in queue(session, account):
-        floor = max(now, post.scheduled_at or now, post.next_attempt_at or now)
-        at = next_slot(settings, floor, last, recent, account.parked_until,
-                       windowed=post.lane != "breaking" and post.scheduled_at is None)
+    while waiting:
+        # Each post's first slot from where it may go; the earliest goes, the queue's order breaking ties.
+        # (Posts with the same floor and window share a slot: the head of the queue takes it.)
+        slots = {}
+        for post in waiting:
+            floor = max(now, post.scheduled_at or now, post.next_attempt_at or now)
+            key = (floor, post.lane != "breaking" and post.scheduled_at is None)
+            if key not in slots:
+                slots[key] = next_slot(settings, floor, last, recent, account.parked_until, windowed=key[1])
+        at = min(slots.values())
+        post = next(p for p in waiting if slots[(max(now, p.scheduled_at or now, p.next_attempt_at or now),
+                                                 p.lane != "breaking" and p.scheduled_at is None)] <= at)
+        waiting.remove(post)
         if skip_too_old and too_old(post, settings, at):
             continue  # it will be skipped when its turn comes: it takes no slot
         plan_.append((post, at))
