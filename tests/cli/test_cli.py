@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +262,22 @@ def test_it_answers_help_for_every_command(path, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.stdout
     assert not (tmp_path / "data").exists()
+
+
+def test_tables_say_each_times_zone_and_print_values_not_python(syndicate, console, tmp_path):
+    """A Berlin newsletter's editions in Berlin time, labelled; counts as words; lists as lists; a note with
+    line breaks on one line. --json keeps the data."""
+    assert syndicate("demo").exit_code == 0  # a newsletter, a feed, three readers, an edition sent
+    assert syndicate("newsletter", "add", "local", "--name", "Local", "--from-address", "local@news.example",
+                     "--timezone", "Europe/Berlin", "--cron", "0 7 * * *").exit_code == 0
+    code, out, _ = console("newsletter", "list")
+    assert code == 0
+    local = next(line for line in out.splitlines() if line.startswith("local "))
+    assert re.search(r"\d{4}-\d\d-\d\d 07:00 CES?T", local), local  # 07:00 as scheduled, and which zone
+    code, out, _ = console("edition", "list")
+    assert code == 0 and "{" not in out and "'" not in out
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d (UTC|CES?T)", out) and "3 sent" in out
+    code, out, _ = console("subscriber", "list")
+    assert code == 0 and "[" not in out
+    code, out, _ = console("edition", "list", "--json")
+    assert json.loads(out)[0]["deliveries"] == {"sent": 3}

@@ -84,9 +84,25 @@ def emit(rows: list[dict], as_json: bool, columns: list[str]) -> None:
 
 
 def cell(value) -> str:
+    """A value as a person reads it in a table: a time with its zone (a table beside a Berlin schedule must
+    not leave one to guess UTC), counts as words, lists as lists, and never a line break or a Python repr."""
+    if value is None:
+        return ""
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    return "" if value is None else str(value)
+        return value.strftime("%Y-%m-%d %H:%M") + (f" {value.tzname()}" if value.tzinfo else "")
+    if isinstance(value, dict):
+        return ", ".join(f"{n} {key}" if isinstance(n, int) and not isinstance(n, bool) else f"{key}: {cell(n)}"
+                         for key, n in value.items()) or "—"
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(cell(item) for item in value) or "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+
+
+def in_zone(value: datetime | None, zone: str) -> datetime | None:
+    """A stored time (UTC) in a newsletter's or account's own zone, for tables that sit beside its schedule."""
+    return value.astimezone(ZoneInfo(zone)) if value is not None else None
 
 
 def json_default(value):
@@ -110,8 +126,6 @@ def show(record: dict, as_json: bool) -> None:
         return
     width = max(map(len, record))
     for key, value in record.items():
-        if isinstance(value, list):
-            value = ", ".join(map(cell, value)) or "—"
         click.echo(f"{key.replace('_', ' ') + ':':<{width + 2}}{cell(value)}")
 
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from syndicate.cli.common import emit, json_option, lazy, local_time, opened, services, show
+from syndicate.cli.common import emit, in_zone, json_option, lazy, local_time, opened, services, show
 from syndicate.errors import NotFound, SyndicateError
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def newslettershow(ctx, slug, as_json) -> None:
 def newsletter_list(ctx, as_json: bool) -> None:
     with opened(ctx) as (svc, session):
         rows = [dict(slug=n.slug, name=n.name, cron=n.cron, timezone=n.timezone, status=n.status,
-                     next_run_at=n.next_run_at, from_address=n.from_address)
+                     next_run_at=in_zone(n.next_run_at, n.timezone), from_address=n.from_address)
                 for n in stored.all_newsletters(session, by="slug")]
     emit(rows, as_json, ["slug", "name", "cron", "timezone", "status", "next_run_at"])
 
@@ -278,8 +278,10 @@ def edition_list(ctx, slug: str | None, status: tuple[str, ...], as_json: bool) 
     with opened(ctx) as (svc, session):
         found = stored.recent_editions(session, slug, status)
         counts = deliveries.counts_of(session, [e.id for e in found])  # one query for them all
+        # Times in each newsletter's own zone, as its schedule is written (labelled: CET, CEST, UTC…).
         rows = [dict(id=e.id, newsletter=e.newsletter.slug, number=e.number, kind=e.kind, status=e.status,
-                     scheduled_for=e.scheduled_for, subject=e.subject, cut_at=e.cut_at, note=e.note,
+                     scheduled_for=in_zone(e.scheduled_for, e.newsletter.timezone), subject=e.subject,
+                     cut_at=in_zone(e.cut_at, e.newsletter.timezone), note=e.note,
                      deliveries={s: n for s, n in counts[e.id].items() if n})
                 for e in found]
     emit(rows, as_json, ["id", "newsletter", "number", "kind", "status", "scheduled_for", "subject", "deliveries"])
