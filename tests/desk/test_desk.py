@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY, generate_latest
@@ -254,3 +254,20 @@ def test_a_teaser_page_shows_its_picture_and_why_it_went_without(client, svc):
     page = client.get(f"/desk/posts/{post_id}").text
     assert "image/jpeg, 2000×1333, 812,345 bytes" in page and "A &lt;b&gt;quay&lt;/b&gt;" in page
     assert "X refused the picture (503: over capacity)" in page
+
+
+def test_a_teasers_time_is_typed_in_the_editors_zone_like_every_other_time_on_the_desk(client, svc):
+    """The account posts on UTC; the editor works in Tokyo: 09:00 typed is 09:00 in Tokyo, and the field
+    says which zone it reads."""
+    now = utcnow()
+    with transaction(svc.Session) as session:
+        post_id = planned_post(session, svc, now)
+    sign_in(client)
+    token = csrf(client, "/desk/account")
+    client.post("/desk/account/timezone", data={"csrf": token, "timezone": "Asia/Tokyo"})
+    page = client.get(f"/desk/posts/{post_id}").text
+    assert "Not before (Asia/Tokyo)" in page
+    assert client.post(f"/desk/posts/{post_id}", data={"csrf": token, "action": "schedule",
+                                                       "at": "2030-01-02T09:00"}).status_code == 303
+    with transaction(svc.Session) as session:
+        assert session.get(Post, post_id).scheduled_at == datetime(2030, 1, 2, 0, 0, tzinfo=UTC)

@@ -8,7 +8,18 @@ from pydantic import BaseModel
 
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, local_time, page, pages
+from syndicate.desk.core import (
+    Svc,
+    api,
+    api_editor,
+    back,
+    csrf_checked,
+    editor,
+    editor_zone,
+    local_time,
+    page,
+    pages,
+)
 from syndicate.errors import InvalidInput
 from syndicate.models import RowId
 from syndicate.social import accounts, networks, posts, retraction, teaser
@@ -19,9 +30,10 @@ def post_page(request: Request, post_id: RowId, svc: Svc, name: str = Depends(ed
     with transaction(svc.Session) as session:
         post = posts.by_id(session, post_id)
         record = posts.describe(post)
-        settings = accounts.settings_of(post.account)
-        network, zone = settings.rules(post.account.network).display_name, settings.timezone
-    return page("post", request, editor=name, post=record, network=network, zone=zone, error=error)
+        network = accounts.settings_of(post.account).rules(post.account.network).display_name
+    # Times typed here are in the editor's own zone, as everywhere else in the desk (the edition's send time).
+    return page("post", request, editor=name, post=record, network=network, zone=editor_zone(request).key,
+                error=error)
 
 
 def _measure(session, post_id: int, text: str) -> dict:
@@ -43,18 +55,22 @@ def measure(post_id: RowId, svc: Svc, text: str = "", name: str = Depends(editor
         return _measure(session, post_id, text)
 
 
-def _act(session, settings: Settings, post_id: int, action: str, text: str = "", at: str = "") -> dict:
+def _act(session, settings: Settings, post_id: int, action: str, text: str = "", at: str = "",
+         zone: str | None = None) -> dict:
+    """One editor's action on a teaser; a time in `at` is read in `zone` (the desk: the editor's; the API:
+    the account's) unless it names its own offset."""
     post = posts.by_id(session, post_id)
+    zone = zone or accounts.settings_of(post.account).timezone
     if action == "save":
         posts.edit_text(post, text.replace("\r\n", "\n"))
     elif action == "schedule":
-        posts.schedule(post, local_time(at, accounts.settings_of(post.account).timezone))
+        posts.schedule(post, local_time(at, zone))
     elif action in ("hold", "release", "cancel"):
         {"hold": posts.hold, "release": posts.release, "cancel": posts.cancel}[action](post)
     elif action == "breaking":
         posts.make_breaking(post)
     elif action == "reshare":  # a new post of the same story on the same account, at `at` or at its pace
-        when = local_time(at, accounts.settings_of(post.account).timezone) if at.strip() else None
+        when = local_time(at, zone) if at.strip() else None
         post = posts.reshare(session, post.article, post.account, when,
                              env_x=settings.x is not None)
     else:
@@ -74,7 +90,7 @@ def post_action(request: Request, post_id: RowId, svc: Svc, action: str = Form(.
         return back(f"/desk/posts/{post_id}")
     try:
         with transaction(svc.Session) as session:
-            record = _act(session, svc.settings, post_id, action, text, at)
+            record = _act(session, svc.settings, post_id, action, text, at, zone=editor_zone(request).key)
     except InvalidInput as e:
         return post_page(request, post_id, svc, name, error=str(e))
     return back(f"/desk/posts/{record['id']}")
