@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -168,8 +169,8 @@ class Newsletter(Base):
     articles_since: Mapped[datetime] = mapped_column(default=utcnow)
     next_run_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
+    # Story links of its editions go through a counting redirect (newsletters.clicks): counts per link, no reader.
+    count_clicks: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Subscriber(Base):
@@ -264,6 +265,21 @@ class EditionArticle(Base):
 
     edition: Mapped[Edition] = relationship(back_populates="items")
     article: Mapped[Article] = relationship()
+
+
+class EditionLink(Base):
+    """One story link of an edition whose clicks are counted: where it goes, and how often it was followed.
+    Nothing here says who followed it: no reader, address, cookie or user agent is kept anywhere."""
+
+    __tablename__ = "edition_links"
+    __table_args__ = (UniqueConstraint("edition_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # the story's place in the edition, from 1
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="SET NULL"))
+    url: Mapped[str] = mapped_column(String(2048))  # the only place the redirect ever sends anyone
+    clicks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Delivery(Base):

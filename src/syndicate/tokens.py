@@ -97,6 +97,31 @@ def derive(secret_key: str, purpose: str) -> str:
     return hmac.new(secret_key.encode(), f"syndicate.{purpose}".encode(), hashlib.sha256).hexdigest()
 
 
+# ── counted links ────────────────────────────────────────────────────────────
+#
+# An edition's story link, when its newsletter counts clicks: BASE_URL/r/<edition id>/<link number>.<mark>.
+# The mark proves we made the link, so nobody can count a click for a link that isn't in an edition; it names
+# the edition and the link only, never a reader: every reader's copy holds the same links.
+
+_LINK_MARK = re.compile(r"[A-Za-z0-9_-]{16}")
+
+
+@cache  # one key per secret: every story link of an edition is marked with it, once, at the render
+def _link_mac(secret_key: str) -> hmac.HMAC:
+    return hmac.new(derive(secret_key, "counted-link").encode(), digestmod=hashlib.sha256)
+
+
+def link_mark(secret_key: str, edition_id: int, number: int) -> str:
+    """16 URL-safe characters (96 bits of an HMAC) that vouch for link `number` of edition `edition_id`."""
+    mac = _link_mac(secret_key).copy()
+    mac.update(f"{edition_id}/{number}".encode())
+    return _b64(mac.digest()[:12]).decode("ascii")
+
+
+def link_mark_holds(secret_key: str, edition_id: int, number: int, mark: str) -> bool:
+    return bool(_LINK_MARK.fullmatch(mark)) and hmac.compare_digest(mark, link_mark(secret_key, edition_id, number))
+
+
 # ── return paths (VERP) ──────────────────────────────────────────────────────
 #
 # A mail's envelope sender names what it was (`d` a delivery of an edition, `c` a confirmation mail to a

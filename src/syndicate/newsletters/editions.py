@@ -19,7 +19,7 @@ from syndicate.models import (
     Newsletter,
     utcnow,
 )
-from syndicate.newsletters import rendering, schedules, stored
+from syndicate.newsletters import clicks, rendering, schedules, stored
 from syndicate.text import one_line
 
 log = logging.getLogger(__name__)
@@ -86,14 +86,17 @@ def create_edition(session: Session, newsletter: Newsletter, settings: Settings,
     for position, article in enumerate(chosen):
         session.add(EditionArticle(edition_id=edition.id, newsletter_id=newsletter.id,
                                    article_id=article.id, position=position))
-    _render_into(edition, newsletter, chosen, settings)
+    _render_into(session, edition, newsletter, chosen, settings)
     session.flush()
     return edition
 
 
-def _render_into(edition: Edition, newsletter: Newsletter, articles: list[Article], settings: Settings) -> None:
+def _render_into(session: Session, edition: Edition, newsletter: Newsletter, articles: list[Article],
+                 settings: Settings) -> None:
+    # Counted links are made here, in the one render every reader's copy is made from.
+    shown = clicks.counted(session, settings, edition, articles) if newsletter.count_clicks else None
     edition.subject, edition.html, edition.text, warnings = rendering.render_with_notes(
-        newsletter, edition, articles, settings)
+        newsletter, edition, articles, settings, shown)
     size = len(edition.html.encode())
     if size > rendering.GMAIL_CLIPS_AT:
         warnings.append(f"the HTML is {size / 1024:.0f} KB: Gmail clips messages over 102 KB and hides the rest "
@@ -189,7 +192,7 @@ def edit(session: Session, edition: Edition, settings: Settings, *, remove: list
     session.flush()
     session.expire(edition, ["items"])
     newsletter = session.get(Newsletter, edition.newsletter_id)
-    _render_into(edition, newsletter, [items[a].article for a in kept], settings)
+    _render_into(session, edition, newsletter, [items[a].article for a in kept], settings)
     session.flush()
     return edition
 

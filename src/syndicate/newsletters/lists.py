@@ -47,7 +47,7 @@ def _categories(values) -> list[str] | None:
 
 NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
                      "timezone", "max_items", "feed_ids", "categories_include", "categories_exclude",
-                     "breaking_categories")
+                     "breaking_categories", "count_clicks")
 
 
 def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
@@ -64,6 +64,8 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
         rendering.check_subject_template(changes["subject_template"])
     if "template" in changes:
         rendering.check_template(changes["template"])
+    if "count_clicks" in changes and type(changes["count_clicks"]) is not bool:
+        raise InvalidInput(f"count clicks is on or off (true or false), not {changes['count_clicks']!r}")
     if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
         raise InvalidInput("max items must be between 1 and 200")
     if changes.get("feed_ids"):

@@ -124,10 +124,11 @@ def render_edition(newsletter: Newsletter, edition: Edition, articles: list[Arti
 
 
 def render_with_notes(newsletter: Newsletter, edition: Edition, articles: list[Article],
-                      settings: Settings) -> tuple[str, str, str, list[str]]:
-    """render_edition, and what the editor should hear about it (stylesheets left out)."""
+                      settings: Settings, shown: list | None = None) -> tuple[str, str, str, list[str]]:
+    """render_edition, and what the editor should hear about it (stylesheets left out). `shown`: the stories
+    as the body shows them, when their links differ from their own (clicks.counted)."""
     subject = edition.custom_subject or render_subject(newsletter, edition, articles)
-    context = render_context(newsletter, edition, articles, settings, subject)
+    context = render_context(newsletter, edition, shown or articles, settings, subject)
     html, not_loaded = inline_css(render(f"email/{newsletter.template}/body.html", **context))
     text = render(f"email/{newsletter.template}/body.txt", **context)
     notes = [f"the template's stylesheet {url} was not loaded: an edition is rendered without reading "

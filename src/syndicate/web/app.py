@@ -15,6 +15,7 @@ from syndicate.desk import routes as desk
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.http.api_tokens import NotAuthenticated, OutOfScope
 from syndicate.http.csp import SecurityHeaders
+from syndicate.newsletters import clicks
 from syndicate.web import api, forms, health, probes, readers
 from syndicate.web.responses import api_error, bearer_token, message, out_of_scope, unauthorized
 
@@ -54,6 +55,7 @@ def create_app() -> FastAPI:
                               "A token without the scope a route asks for gets 403 naming it. Reader-facing pages "
                               "(subscribe, confirm, unsubscribe, preferences, archive) are HTML and not listed here.")
     app.state.health = health.Cached()
+    app.state.recent_clicks = clicks.RecentClicks()  # this process's memory only: see there
     app.add_middleware(DeskSessions)
     app.add_middleware(SecurityHeaders)
     for router in (readers.router, api.router, probes.router, desk.pages, desk.api):

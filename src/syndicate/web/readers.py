@@ -4,7 +4,7 @@ preferences, and the archive with each edition's web view. HTML, not in the API'
 from __future__ import annotations
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from syndicate import tokens
@@ -12,8 +12,8 @@ from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
-from syndicate.models import Newsletter, RowId, Subscriber
-from syndicate.newsletters import archive, editions, stored
+from syndicate.models import MAX_ID, Newsletter, RowId, Subscriber
+from syndicate.newsletters import archive, clicks, editions, stored
 from syndicate.subscribers import consent, preferences
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
@@ -168,3 +168,19 @@ def web_view(slug: str, number: RowId, svc: Svc):
         edition = editions.get_edition(session, slug, number)
         # The newsletter's HTML, sandboxed: an opaque origin with no script, whatever got into it.
         return HTMLResponse(archive.public_html(edition, svc.settings), headers=csp.sandboxed())
+
+# A story link of an edition that counts clicks: one more on that link's counter, then the story. Only a GET
+# counts (HEAD is a link checker asking whether it works), once per client and link in RecentClicks' window;
+# nothing about the reader is stored. 302, never cached: every click comes back here.
+@router.api_route("/r/{edition_id}/{link}", methods=["GET", "HEAD"])
+def counted_link(request: Request, edition_id: str, link: str, svc: Svc):
+    if not (edition_id.isdigit() and 0 < int(edition_id) <= MAX_ID):
+        raise NotFound(clicks.NOT_OURS)
+    with transaction(svc.Session) as session:
+        url, counts = clicks.target(session, svc.settings, int(edition_id), link)
+        number = int(link.partition(".")[0])
+        client = request.client.host if request.client else ""
+        if counts and request.method == "GET" and request.app.state.recent_clicks.first(client, int(edition_id),
+                                                                                        number):
+            clicks.count(session, int(edition_id), number)
+    return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
