@@ -672,3 +672,42 @@ def sign_in_browser(page, served: str, username: str, password: str, path: str =
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url(served + path)
+
+
+# ── clicks counted per story ─────────────────────────────────────────────────
+
+CLICK_STORIES = ("https://news.example.com/library?a=1&b=2", "https://news.example.com/trams/")
+
+
+def clicks_newsroom(svc, count_clicks: bool = True, start: bool = True) -> int:
+    """A newsletter "morning" (counting clicks or not), two stories (CLICK_STORIES), two readers, and an edition
+    of it: gone out (started), or a draft. Returns the edition's id."""
+    from datetime import timedelta
+
+    from syndicate.delivery import sending
+    from syndicate.models import Article, utcnow
+    from syndicate.newsletters import editions
+    from syndicate.subscribers import consent
+
+    now = utcnow()
+    with transaction(svc.Session) as session:
+        newsletter = lists.add_newsletter(session, slug="morning", name="Morning", from_address="news@example.com",
+                                          cron=None, now=now - timedelta(hours=1), count_clicks=count_clicks)
+        for address in ("ann@example.org", "bob@example.org"):
+            consent.subscribe(session, address, [newsletter.id], confirmed=True)
+        for i, url in enumerate(CLICK_STORIES):
+            session.add(Article(identity=url, url=url, title=f"Story {i}", lead="A lead.", content_hash=str(i),
+                                published_at=now - timedelta(minutes=i), first_seen_at=now))
+        session.flush()
+        if start:
+            return sending.cut(session, newsletter, svc.settings, kind="one-off").edition.id
+        return editions.create_edition(session, newsletter, svc.settings, status="draft").id
+
+
+def counted_links(svc, edition_id: int) -> list[str]:
+    """The edition's counting links as its HTML holds them, each once, in order (paths: /r/…)."""
+    from syndicate.models import Edition
+
+    with transaction(svc.Session) as session:
+        html = session.get(Edition, edition_id).html
+    return list(dict.fromkeys(re.findall(r"(?<=http://testserver)/r/\d+/\d+\.[A-Za-z0-9_-]{16}", html)))

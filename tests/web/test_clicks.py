@@ -5,52 +5,27 @@ no trace of who clicked anywhere in the database."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from conftest import CLICK_STORIES, clicks_newsroom, counted_links
 from syndicate.db import transaction
-from syndicate.delivery import sending
 from syndicate.delivery.copies import MessageFactory
-from syndicate.models import Article, Edition, EditionLink, Subscriber, utcnow
-from syndicate.newsletters import clicks, editions, lists
-from syndicate.subscribers import consent
+from syndicate.models import Edition, EditionLink, Subscriber
+from syndicate.newsletters import clicks
 from syndicate.web.app import create_app
 
-STORIES = ("https://news.example.com/library?a=1&b=2", "https://news.example.com/trams/")
+STORIES = CLICK_STORIES
 COUNTED = re.compile(r"http://testserver/r/(\d+)/(\d+)\.([A-Za-z0-9_-]{16})")
 READER_IP, READER_AGENT, READER_COOKIE = "203.0.113.77", "Zebra/9.9 (reader-agent-7731)", "seen=cookie-value-4410"
-
-
-def newsroom(svc, count_clicks: bool = True, start: bool = True) -> int:
-    """A newsletter (counting clicks or not), two stories, two readers, and an edition of it."""
-    now = utcnow()
-    with transaction(svc.Session) as session:
-        newsletter = lists.add_newsletter(session, slug="morning", name="Morning", from_address="news@example.com",
-                                          cron=None, now=now - timedelta(hours=1), count_clicks=count_clicks)
-        for address in ("ann@example.org", "bob@example.org"):
-            consent.subscribe(session, address, [newsletter.id], confirmed=True)
-        for i, url in enumerate(STORIES):
-            session.add(Article(identity=url, url=url, title=f"Story {i}", lead="A lead.", content_hash=str(i),
-                                published_at=now - timedelta(minutes=i), first_seen_at=now))
-        session.flush()
-        if start:
-            return sending.cut(session, newsletter, svc.settings, kind="one-off").edition.id
-        return editions.create_edition(session, newsletter, svc.settings, status="draft").id
 
 
 @pytest.fixture
 def web(svc):
     with TestClient(create_app(), client=(READER_IP, 40000), follow_redirects=False) as client:
         yield client
-
-
-def counted_links(svc, edition_id: int) -> list[str]:
-    with transaction(svc.Session) as session:
-        edition = session.get(Edition, edition_id)
-        return list(dict.fromkeys(m.group(0) for m in COUNTED.finditer(edition.html)))
 
 
 def clicks_of(svc, edition_id: int) -> dict[int, int]:
@@ -60,7 +35,7 @@ def clicks_of(svc, edition_id: int) -> dict[int, int]:
 
 
 def test_story_links_are_counting_links_the_same_in_every_readers_copy(svc):
-    edition_id = newsroom(svc)
+    edition_id = clicks_newsroom(svc)
     with transaction(svc.Session) as session:
         edition = session.get(Edition, edition_id)
         assert not any(url in edition.html or url in edition.text for url in STORIES)
@@ -75,7 +50,7 @@ def test_story_links_are_counting_links_the_same_in_every_readers_copy(svc):
 
 
 def test_a_newsletter_that_doesnt_count_links_straight_to_the_stories(svc):
-    edition_id = newsroom(svc, count_clicks=False)
+    edition_id = clicks_newsroom(svc, count_clicks=False)
     with transaction(svc.Session) as session:
         edition = session.get(Edition, edition_id)
         assert "/r/" not in edition.html and STORIES[1] in edition.html
@@ -83,22 +58,22 @@ def test_a_newsletter_that_doesnt_count_links_straight_to_the_stories(svc):
 
 
 def test_a_click_counts_once_and_goes_to_the_story(svc, web):
-    edition_id = newsroom(svc)
+    edition_id = clicks_newsroom(svc)
     first, second = counted_links(svc, edition_id)[:2]
-    answer = web.get(first.removeprefix("http://testserver"))
+    answer = web.get(first)
     assert answer.status_code == 302 and answer.headers["location"] == STORIES[0]
     assert answer.headers["cache-control"] == "no-store"
-    web.get(first.removeprefix("http://testserver"))  # the same reader again, at once: still one
-    web.get(second.removeprefix("http://testserver"))
+    web.get(first)  # the same reader again, at once: still one
+    web.get(second)
     assert clicks_of(svc, edition_id) == {1: 1, 2: 1}
     with TestClient(create_app(), client=("198.51.100.9", 40001), follow_redirects=False) as other:
-        other.get(first.removeprefix("http://testserver"))
+        other.get(first)
     assert clicks_of(svc, edition_id)[1] == 2
 
 
 def test_head_answers_but_counts_nothing(svc, web):
-    edition_id = newsroom(svc)
-    answer = web.head(counted_links(svc, edition_id)[0].removeprefix("http://testserver"))
+    edition_id = clicks_newsroom(svc)
+    answer = web.head(counted_links(svc, edition_id)[0])
     assert answer.status_code == 302 and answer.headers["location"] == STORIES[0]
     assert clicks_of(svc, edition_id) == {1: 0, 2: 0}
 
@@ -113,8 +88,8 @@ def test_head_answers_but_counts_nothing(svc, web):
     lambda e, n, mark: f"/r/99999999999/{n}.{mark}",  # beyond any id
 ])
 def test_a_forged_link_finds_nothing_and_counts_nothing(svc, web, forge):
-    edition_id = newsroom(svc)
-    e, n, mark = COUNTED.match(counted_links(svc, edition_id)[0]).groups()
+    edition_id = clicks_newsroom(svc)
+    e, n, mark = COUNTED.match("http://testserver" + counted_links(svc, edition_id)[0]).groups()
     answer = web.get(forge(e, n, mark))
     if answer.status_code == 302:  # only the query was forged: the stored story, never the asked-for address
         assert answer.headers["location"] == STORIES[0]
@@ -125,22 +100,22 @@ def test_a_forged_link_finds_nothing_and_counts_nothing(svc, web, forge):
 
 
 def test_a_link_of_ours_with_no_row_is_not_found(svc, web):
-    edition_id = newsroom(svc)
+    edition_id = clicks_newsroom(svc)
     mark = clicks.link_url(svc.settings, edition_id, 7).rpartition("/")[2]
     assert web.get(f"/r/{edition_id}/{mark}").status_code == 404
 
 
 def test_clicks_before_the_edition_goes_out_are_an_editors_and_not_counted(svc, web):
-    edition_id = newsroom(svc, start=False)
-    answer = web.get(counted_links(svc, edition_id)[0].removeprefix("http://testserver"))
+    edition_id = clicks_newsroom(svc, start=False)
+    answer = web.get(counted_links(svc, edition_id)[0])
     assert answer.status_code == 302
     assert clicks_of(svc, edition_id) == {1: 0, 2: 0}
 
 
 def test_no_reader_identity_is_stored_anywhere(svc, web):
-    edition_id = newsroom(svc)
+    edition_id = clicks_newsroom(svc)
     for link in counted_links(svc, edition_id):
-        web.get(link.removeprefix("http://testserver"), headers={
+        web.get(link, headers={
             "User-Agent": READER_AGENT, "Cookie": READER_COOKIE, "X-Forwarded-For": READER_IP,
             "Referer": "https://mail.example/inbox/reader-7731"})
     assert clicks_of(svc, edition_id) == {1: 1, 2: 1}

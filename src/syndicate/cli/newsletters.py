@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 db = lazy("syndicate.db")
 deliveries = lazy("syndicate.delivery.deliveries")
+results = lazy("syndicate.delivery.results")
 sending = lazy("syndicate.delivery.sending")
 editions = lazy("syndicate.newsletters.editions")
 lists = lazy("syndicate.newsletters.lists")
@@ -55,6 +56,10 @@ def newsletter_options(adding: bool):
             click.option("--exclude-category", multiple=True, help="Never stories in this category (repeat)."),
             click.option("--breaking-category", multiple=True,
                          help="A story in this category goes out at once, on its own (repeat)."),
+            click.option("--count-clicks/--no-count-clicks", default=None,
+                         help="Count clicks on each story of an edition, in total, never per reader: story links "
+                              "go through BASE_URL/r/… (from the next edition rendered)"
+                              + (" [default: off]" if adding else "") + "."),
         ]
         if adding:
             options.append(click.option(
@@ -74,7 +79,8 @@ def newsletter_options(adding: bool):
 
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
-                                      "subject_template", "template", "max_items") if values.get(k) is not None}
+                                      "subject_template", "template", "max_items", "count_clicks")
+               if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
             raise click.UsageError("--cron and --no-schedule contradict each other; give one")
@@ -107,7 +113,7 @@ def _describe(newsletter: Newsletter) -> dict:
         feeds=newsletter.feed_ids or "all", include_categories=newsletter.categories_include or "all",
         exclude_categories=newsletter.categories_exclude or [],
         breaking_categories=newsletter.breaking_categories or [],
-        first_fill=newsletter.first_fill,
+        first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks,
     )
 
 
@@ -300,12 +306,28 @@ def edition_show(ctx, ref: str, as_json: bool) -> None:
             stories=[f"{item.article_id}: {item.article.title}" for item in found.items],
             counts=deliveries.report(session, found),
         )
+        did = results.of_edition(session, found)
     if as_json:
+        record["results"] = {k: v for k, v in did.items() if k != "sent_per_minute"} | dict(
+            sent_per_minute=[dict(minute=m, sent=n) for m, n in did["sent_per_minute"]])
         show(record, True)
         return
     counts = record.pop("counts")
     show(record, False)
     click.echo("counts:       " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    click.echo(f"rates:        of {did['delivered']} delivered: " + ", ".join(
+        f"{_percent(did['rates'][k])} {k} ({did[k]})" for k in results.RATES))
+    if did["counts_clicks"]:
+        click.echo(f"clicks:       {did['clicks']}" + (f" ({_percent(did['click_rate'])} of delivered)"
+                                                       if did["click_rate"] is not None else ""))
+        for link in did["links"]:
+            click.echo(f"  {link['number']:>3}. {link['clicks']:>6}  {link['title']}")
+    else:
+        click.echo("clicks:       not counted (`syndicate newsletter edit SLUG --count-clicks` counts them)")
+
+
+def _percent(share: float | None) -> str:
+    return "—" if share is None else f"{share:.1%}"
 
 
 @_edition_command("preview")
