@@ -13,9 +13,10 @@ from pydantic import BaseModel, Field
 
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, qa, sending
+from syndicate.delivery import deliveries, qa, results, sending
 from syndicate.delivery.copies import MAX_TEST_ADDRESSES, preview, send_tests
 from syndicate.delivery.qa import parts
+from syndicate.desk import charts
 from syndicate.desk.core import (
     Svc,
     api,
@@ -67,7 +68,9 @@ def _describe(session, settings: Settings, edition: Edition) -> dict:
         html_bytes=len(edition.html.encode()), web_url=rendering.web_url(settings, newsletter, edition),
         stories=[dict(id=item.article_id, title=item.article.title, url=item.article.url)
                  for item in edition.items],
-        warnings=qa.warnings(settings, edition))
+        warnings=qa.warnings(settings, edition),
+        # What it did: rates of delivered, clicks per story (if counted), the send per minute.
+        results=results.of_edition(session, edition) if edition.started_at else None)
 
 
 def _recent(session, slug: str | None = None, status: str | None = None, limit: int = RECENT) -> list[dict]:
@@ -188,13 +191,24 @@ def edition_page(request: Request, edition_id: RowId, svc: Svc, name: str = Depe
 
 
 def _page(request: Request, svc: Services, edition_id: int, name: str, status: int = 200, error: str | None = None,
-          **results) -> HTMLResponse:
+          **answers) -> HTMLResponse:
     with transaction(svc.Session) as session:
         edition = _describe(session, svc.settings, _edition(session, edition_id))
     local = edition["scheduled_for"].astimezone(editor_zone(request)) if edition["scheduled_for"] else None
-    context = dict(sent=None, links=None, addresses="") | results
+    context = dict(sent=None, links=None, addresses="") | answers
     return page("edition", request, status, editor=name, e=edition, error=error,
-                at=local.strftime("%Y-%m-%dT%H:%M") if local else "", **context)
+                at=local.strftime("%Y-%m-%dT%H:%M") if local else "", charts=_charts(request, edition), **context)
+
+
+def _charts(request: Request, edition: dict) -> dict:
+    """The edition's send and clicks as pictures, for a person who'd rather look than read."""
+    did = edition["results"]
+    if not did:
+        return {}
+    return dict(
+        pace=charts.per_minute(did["sent_per_minute"], "Messages the mail server took, per minute",
+                               editor_zone(request)),
+        clicks=charts.bars([(link["title"], link["clicks"]) for link in did["links"]], "Clicks per story"))
 
 
 @pages.get("/editions/{edition_id}/preview.html")

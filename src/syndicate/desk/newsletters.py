@@ -15,6 +15,8 @@ from sqlalchemy import select
 
 from syndicate.config import Settings
 from syndicate.db import transaction
+from syndicate.delivery import results
+from syndicate.desk import charts
 from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Feed, Newsletter
@@ -56,10 +58,12 @@ def _detail(session, newsletter: Newsletter) -> dict:
         subject_template=newsletter.subject_template, template=newsletter.template, max_items=newsletter.max_items,
         feed_ids=newsletter.feed_ids, categories_include=newsletter.categories_include,
         categories_exclude=newsletter.categories_exclude, breaking_categories=newsletter.breaking_categories,
-        first_fill=newsletter.first_fill,
+        first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks,
         # A paused newsletter's: the times it keeps if resumed now.
         next_sends=schedules.upcoming(newsletter, 5) if newsletter.cron else [],
-        recent_editions=[_edition(e) for e in recent])
+        recent_editions=[_edition(e) for e in recent],
+        # Rates (and clicks, where counted) of the last editions that went out, oldest first.
+        across=results.across(session, newsletter.id))
 
 
 def _cleaned(changes: dict, name: str) -> dict:
@@ -144,13 +148,14 @@ class SettingsForm(BaseModel):
     categories_include: str = ""
     categories_exclude: str = ""
     breaking_categories: str = ""
+    count_clicks: bool = False  # a checkbox: absent when unticked
 
     @classmethod
     def of(cls, newsletter: Newsletter) -> SettingsForm:
         return cls(**{k: ", ".join(getattr(newsletter, k) or []) for k in LISTS},
                    **{k: str(getattr(newsletter, k) or "") for k in ("name", "from_name", "from_address",
                       "reply_to", "subject_template", "template", "cron", "timezone", "max_items")},
-                   feed_ids=newsletter.feed_ids or [])
+                   feed_ids=newsletter.feed_ids or [], count_clicks=newsletter.count_clicks)
 
     def changes(self) -> dict:
         if not re.fullmatch(r"\s*\d*\s*", self.max_items):
@@ -178,9 +183,16 @@ def _newsletter_page(request: Request, svc: Services, name: str, slug: str, stat
         detail = _detail(session, newsletter)
         form = typed or SettingsForm.of(newsletter)
         feeds = [dict(id=f.id, title=f.title or f.url) for f in session.scalars(select(Feed).order_by(Feed.id))]
+    across, names = detail["across"], [f"#{e['number']}" for e in detail["across"]]
+    rates_chart = charts.lines(names, {what: [e["rates"][what] for e in across] for what in results.RATES},
+                               "Unsubscribes, bounces and complaints as rates of delivered, across the last editions")
+    # Clicks apart: a click rate is tens of times a complaint rate, and would flatten the others' lines.
+    clicks_chart = charts.lines(names, {"clicks per delivered": [e["click_rate"] for e in across]},
+                                "Clicks per message delivered, across the last editions") \
+        if any(e["clicks"] is not None for e in across) else ""
     return page("newsletter", request, status, editor=name, newsletter=detail, form=form, feeds=feeds,
                 own_zone=ZoneInfo(detail["timezone"]), zones=sorted(available_timezones()), error=error,
-                notice=notice)
+                notice=notice, rates_chart=rates_chart, clicks_chart=clicks_chart, base_url=svc.settings.base_url)
 
 
 @pages.get("/newsletters", response_class=HTMLResponse)
@@ -252,6 +264,7 @@ class NewNewsletter(BaseModel):
     timezone: str = "UTC"
     max_items: int = 20
     first_fill: str = "none"  # none | last:N | hours:N
+    count_clicks: bool = False  # clicks per story of each edition, never per reader
     subject_template: str | None = None
     template: str | None = None
     feed_ids: list[int] | None = None
@@ -275,6 +288,7 @@ class NewsletterChanges(BaseModel):
     categories_include: list[str] | None = None
     categories_exclude: list[str] | None = None
     breaking_categories: list[str] | None = None
+    count_clicks: bool | None = None
 
 
 @api.get("/newsletters", tags=["newsletters"])
