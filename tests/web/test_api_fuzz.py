@@ -41,7 +41,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 # The scope each route asks for (api_tokens.SCOPES), by the start of its path.
 SCOPE_BY_PATH = {"/api/articles": "articles:push", "/api/events/bounces": "events:bounces",
-                 "/metrics": "metrics:read", "/api/v1/": "desk:api"}
+                 "/metrics": "metrics:read", "/api/v1/": "desk:api", "/api/editions/": "stats:read"}
 
 
 def scope_for(path: str) -> str | None:

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from conftest import CLICK_STORIES, clicks_newsroom, counted_links
 from syndicate.db import transaction
 from syndicate.delivery.copies import MessageFactory
+from syndicate.http import api_tokens
 from syndicate.models import Edition, EditionLink, Subscriber
 from syndicate.newsletters import clicks
 from syndicate.web.app import create_app
@@ -138,3 +139,22 @@ def test_recent_clicks_forget_after_the_window_and_stay_bounded():
     for n in range(500):
         recent.first(f"client-{n}", 1, 1, now=100 + n / 1000)
     assert len(recent._seen) <= 100
+
+
+def test_the_results_api_needs_a_stats_token_and_gives_clicks_per_story(svc, web):
+    edition_id = clicks_newsroom(svc)
+    web.get(counted_links(svc, edition_id)[1])
+    with transaction(svc.Session) as session:
+        _, reader = api_tokens.create_token(session, "dashboard", scopes=["stats:read"])
+        _, pusher = api_tokens.create_token(session, "cms", scopes=["articles:push"])
+    path = f"/api/editions/{edition_id}/results"
+    assert web.get(path).status_code == 401
+    refused = web.get(path, headers={"Authorization": f"Bearer {pusher}"})
+    assert refused.status_code == 403 and refused.json()["scope"] == "stats:read"
+    did = web.get(path, headers={"Authorization": f"Bearer {reader}"}).json()
+    assert did["counts_clicks"] is True and did["clicks"] == 1
+    assert [(link["number"], link["url"], link["clicks"]) for link in did["links"]] == [
+        (1, STORIES[0], 0), (2, STORIES[1], 1)]
+    assert set(did["rates"]) == {"unsubscribed", "bounced", "complained"}
+    missing = web.get(f"/api/editions/{edition_id + 100}/results", headers={"Authorization": f"Bearer {reader}"})
+    assert missing.status_code == 404 and "edition list" in missing.json()["error"]

@@ -1,19 +1,33 @@
-"""The APIs machines call: a CMS pushing a story the moment it publishes (POST /api/articles), and the mail
-provider reporting bounces and complaints (POST /api/events/bounces). Each authenticates with a token of
-its scope; no cookie, so no CSRF to guard against."""
+"""The APIs machines call: a CMS pushing a story the moment it publishes (POST /api/articles), the mail
+provider reporting bounces and complaints (POST /api/events/bounces), and a dashboard reading what an edition
+did (GET /api/editions/{id}/results). Each authenticates with a token of its scope; no cookie, so no CSRF to
+guard against."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from syndicate.db import transaction
+from syndicate.delivery import results
 from syndicate.errors import InvalidInput
 from syndicate.http import answers, api_tokens
-from syndicate.http.answers import INVALID, OUT_OF_SCOPE, TOO_LARGE, UNAUTHENTICATED, UNAVAILABLE, ApiError, answer
+from syndicate.http.answers import (
+    INVALID,
+    NOT_FOUND,
+    OUT_OF_SCOPE,
+    TOO_LARGE,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    ApiError,
+    answer,
+)
 from syndicate.http.api_tokens import NotAuthenticated
 from syndicate.ingest import push
+from syndicate.models import RowId
+from syndicate.newsletters import stored
 from syndicate.services import Services
 from syndicate.subscribers import amazon_sns, bounces
 from syndicate.tasks import hand_over, social_tick, tick
@@ -114,3 +128,26 @@ def receive_bounces(svc: Services, token: str, body: bytes, headers) -> JSONResp
     except InvalidInput as e:
         return api_error(str(e), 422)
     return JSONResponse(result.as_json(), status_code=502 if result.error else 200)
+
+
+@router.get("/api/editions/{edition_id}/results", summary="What an edition did: rates and clicks per story",
+            responses={200: {"description": "Delivered; unsubscribed, bounced and complained, each with its rate "
+                                            "of delivered; clicks in total and per story (`counts_clicks` false: "
+                                            "its newsletter didn't count them); messages sent per minute."},
+                       **UNAUTHENTICATED, **OUT_OF_SCOPE, **NOT_FOUND, **UNAVAILABLE})
+def edition_results(edition_id: RowId, request: Request, svc: Svc):
+    """An edition's rates (of the messages delivered) and its clicks per story, counted per link and never
+    per reader. Needs a token with the scope stats:read (`syndicate token create NAME --scope stats:read`)."""
+    token = bearer_token(request)
+    try:
+        with transaction(svc.Session) as session:
+            api_tokens.authenticate(session, token, "stats:read")
+            edition = stored.edition_by_id(session, edition_id, f"no edition {edition_id}; "
+                                           "`syndicate edition list` shows them")
+            did = results.of_edition(session, edition)
+            did |= dict(id=edition.id, newsletter=edition.newsletter.slug, number=edition.number,
+                        status=edition.status, started_at=edition.started_at, sent_at=edition.sent_at,
+                        sent_per_minute=[dict(minute=m, sent=n) for m, n in did["sent_per_minute"]])
+    except NotAuthenticated as e:
+        return unauthorized(e, token is not None)
+    return JSONResponse(jsonable_encoder(did))
