@@ -16,7 +16,7 @@ from syndicate.errors import InvalidInput, NotFound
 from syndicate.http.api_tokens import NotAuthenticated, OutOfScope
 from syndicate.http.csp import SecurityHeaders
 from syndicate.newsletters import clicks
-from syndicate.web import api, forms, health, probes, readers
+from syndicate.web import api, docs, forms, health, probes, readers
 from syndicate.web.responses import api_error, bearer_token, message, out_of_scope, unauthorized
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ class DeskSessions:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="syndicate", docs_url="/docs", redoc_url=None, version=__version__,
+    # /docs is web.docs: Swagger UI's files from a package, not FastAPI's page that loads them from a CDN.
+    app = FastAPI(title="syndicate", docs_url=None, redoc_url=None, version=__version__,
                   description="The desk's API (/api/v1) takes an editor's own token, made on the desk's account "
                               "page or with `syndicate token create NAME --editor USER`; a CMS pushes stories to "
                               "/api/articles with a token from `syndicate token create NAME --scope articles:push`. "
@@ -58,7 +59,7 @@ def create_app() -> FastAPI:
     app.state.recent_clicks = clicks.RecentClicks()  # this process's memory only: see there
     app.add_middleware(DeskSessions)
     app.add_middleware(SecurityHeaders)
-    for router in (readers.router, api.router, probes.router, desk.pages, desk.api):
+    for router in (readers.router, api.router, probes.router, docs.router, desk.pages, desk.api):
         app.include_router(router)
 
     @app.exception_handler(desk.SignInRequired)
