@@ -9,8 +9,8 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import clicks_newsroom, counted_links
-from desk_client import add_editor, api_headers, desk_client
+from conftest import SHOTS, clicks_newsroom, counted_links, sign_in_browser
+from desk_client import PASSWORD, add_editor, api_headers, desk_client
 from desk_client import signed_in as sign_in
 from syndicate.db import transaction
 from syndicate.models import Article, Delivery, SubscriberEvent, utcnow
@@ -106,3 +106,21 @@ def test_the_desk_api_gives_the_same_numbers(svc, sent):
     assert [link["clicks"] for link in described["links"]] == [3, 1]
     across = client.get("/api/v1/newsletters/morning", headers=headers).json()["across"]
     assert across[0]["rates"]["complained"] == 0.5
+
+
+def test_the_charts_draw_in_a_browser_under_the_pages_policy(browser, served, svc, sent):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    refused = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    sign_in_browser(page, served, "ada", PASSWORD, f"/desk/editions/{sent}")
+    bars = page.locator("#chart-clicks svg rect")
+    assert bars.count() == 2 and bars.first.bounding_box()["width"] > bars.nth(1).bounding_box()["width"] > 0
+    assert page.locator("#chart-pace svg rect").count() >= 1
+    assert page.locator("#chart-clicks svg text").first.text_content() == HOSTILE  # shown as text, not run
+    SHOTS.mkdir(exist_ok=True)
+    page.locator("#rates").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "edition-results.png"), full_page=True)
+    page.goto(served + "/desk/newsletters/morning")
+    assert page.locator("#chart-rates svg circle").count() == 3  # one edition, three rates
+    page.locator("#chart-rates").screenshot(path=str(SHOTS / "newsletter-rates.png"))
+    assert refused == []

@@ -37,8 +37,9 @@ def per_minute(points: list[tuple[datetime, int]], label: str, zone=None) -> Mar
             _text(left - 6, top + 4, f"{most:,}", "end"), _text(left - 6, height - bottom, "0", "end")]
     for i, (minute, n) in enumerate(points):
         bar = (height - top - bottom) * n / most
-        body.append(f'<rect x="{left + i * step + step * 0.1:.1f}" y="{height - bottom - bar:.1f}" '
-                    f'width="{max(step * 0.8, 1):.1f}" height="{bar:.1f}" fill="{SERIES[0]}">'
+        width = min(max(step * 0.8, 1), 24)  # a send of a few minutes: columns, not slabs
+        body.append(f'<rect x="{left + i * step + (step - width) / 2:.1f}" y="{height - bottom - bar:.1f}" '
+                    f'width="{width:.1f}" height="{bar:.1f}" fill="{SERIES[0]}">'
                     f'<title>{escape(_minute(minute, zone))}: {n:,}</title></rect>')
     body.append(_text(left, height - 6, _minute(points[0][0], zone)))
     if len(points) > 1:
