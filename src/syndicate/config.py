@@ -72,6 +72,8 @@ class Settings:
     secret_key: str = field(repr=False)
     x: XCredentials | None = None
     allow_private_feeds: bool = False
+    # The pre-send checks ask each story's link (delivery.qa); off, they check the message only.
+    link_check: bool = True
     durable_sent: bool = False  # PostgreSQL: each "sent" on the server's disk before the next message ends
     feed_timeout: float = 20.0
     feed_max_bytes: int = 10_000_000
@@ -147,6 +149,7 @@ class Settings:
             secret_key=get("SECRET_KEY") or _local_secret_key(data_dir),
             x=_x_credentials(get),
             allow_private_feeds=_bool(get, "ALLOW_PRIVATE_FEEDS", False),
+            link_check=_bool(get, "LINK_CHECK", True),
             durable_sent=_bool(get, "DURABLE_SENT", False),
             dkim=_dkim(get),
             inbound_mail=_bool(get, "INBOUND_MAIL", False),

@@ -157,6 +157,8 @@ class Newsletter(Base):
     cron: Mapped[str | None] = mapped_column(String(100))  # None: no recurring edition (one-off, breaking)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     max_items: Mapped[int] = mapped_column(Integer, default=20)
+    # A story published longer ago than this is never put into an edition (0: any age).
+    max_age_hours: Mapped[int] = mapped_column(Integer, default=72, server_default="72")
     # Filters. None: every feed / every category.
     feed_ids: Mapped[list | None] = mapped_column(JSON)
     categories_include: Mapped[list | None] = mapped_column(JSON)
@@ -230,7 +232,8 @@ class Edition(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
-    # draft → scheduled → sending → sent, plus paused, cancelled, and skipped (an empty cut)
+    # draft → scheduled → sending → sent, plus paused, cancelled, skipped (an empty cut) and blocked (the
+    # pre-send checks stopped it: `note` says why)
     status: Mapped[str] = mapped_column(String(20), default="draft")
     kind: Mapped[str] = mapped_column(String(20), default="regular")  # regular | one-off | breaking
     scheduled_for: Mapped[datetime | None] = mapped_column(index=True)
@@ -242,6 +245,11 @@ class Edition(Base):
     html: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text, default="")
     note: Mapped[str | None] = mapped_column(Text)  # why it was skipped, etc.
+    # The pre-send checks' last word (delivery.qa): {"at", "blocking": [{check, message}], "warnings": [...]}
+    checks: Mapped[dict | None] = mapped_column(JSON)
+    # Checks an editor let pass for this edition: [{check, reason, by, at}]
+    overrides: Mapped[list | None] = mapped_column(JSON)
+    left_out_for_age: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # stories too old
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]  # fanned out: its recipients are fixed from here on
     sent_at: Mapped[datetime | None]
@@ -250,6 +258,19 @@ class Edition(Base):
     items: Mapped[list[EditionArticle]] = relationship(
         back_populates="edition", order_by="EditionArticle.position"
     )
+
+
+class LinkCheck(Base):
+    """What a story's link answered when the pre-send checks asked, kept a while so a day of editions
+    doesn't ask the same page again and again. `status` None: no answer (`error` says why)."""
+
+    __tablename__ = "link_checks"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the URL
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime]
 
 
 class EditionArticle(Base):

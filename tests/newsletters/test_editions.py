@@ -353,13 +353,14 @@ def test_a_paused_scheduled_edition_waits_past_its_time_until_resumed(desk):
     with transaction(desk.Session) as session:
         story(session, "Held")
         made = editions.create_edition(session, session.get(Newsletter, newsletter_id), desk.settings)
-        editions.schedule(session, made, datetime.now(UTC) - timedelta(minutes=1))
+        editions.schedule(session, made, datetime.now(UTC) + timedelta(minutes=1))
         editions.pause(session, made)
-    assert sending.run_due(desk.Session, desk.settings, datetime.now(UTC)) == []
+    later = datetime.now(UTC) + timedelta(minutes=2)  # past its time
+    assert sending.run_due(desk.Session, desk.settings, later) == []
     with transaction(desk.Session) as session:
         sending.resume(session, session.get(Edition, made.id), desk.settings)
         assert session.get(Edition, made.id).status == "scheduled"
-    send(desk, sending.run_due(desk.Session, desk.settings, datetime.now(UTC)))
+    send(desk, sending.run_due(desk.Session, desk.settings, later))
     assert len(received_by(desk)) == 3
 
 

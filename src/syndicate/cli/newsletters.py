@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ results = lazy("syndicate.delivery.results")
 sending = lazy("syndicate.delivery.sending")
 editions = lazy("syndicate.newsletters.editions")
 lists = lazy("syndicate.newsletters.lists")
+qa = lazy("syndicate.delivery.qa")
 rendering = lazy("syndicate.newsletters.rendering")
 schedules = lazy("syndicate.newsletters.schedules")
 stored = lazy("syndicate.newsletters.stored")
@@ -242,7 +244,22 @@ def _summary(edition: Edition) -> str:
         text += f" for {when.isoformat()}"
     if edition.note:
         text += f" ({edition.note})"
-    return text + "".join(f"\nwarning: {w}" for w in edition.warnings or [])
+    checks = edition.checks or {}
+    if edition.status != "blocked":  # a blocked edition's note says it already
+        text += "".join(f"\nwould block: [{f['check']}] {f['message']}" for f in checks.get("blocking", []))
+    text += "".join(f"\nlet pass: [{o['check']}] by {o['by']}: {o['reason']}" for o in edition.overrides or [])
+    if edition.left_out_for_age:
+        text += (f"\nleft out: {edition.left_out_for_age} stories older than {edition.newsletter.max_age_hours} "
+                 "hours")
+    return text + "".join(f"\nwarning: {w}" for w in checks.get("warnings", edition.warnings or []))
+
+
+def _who() -> str:
+    """Who overrode a check from the command line: the account that ran it."""
+    try:
+        return f"{getpass.getuser()} (cli)"
+    except (KeyError, OSError):  # no user name in the environment or the password database
+        return "cli"
 
 
 @edition.command("cut")
@@ -257,22 +274,36 @@ def edition_cut(ctx, slug: str, draft: bool, at: str | None, next_run: bool) -> 
     if sum(map(bool, (draft, at, next_run))) > 1:
         raise click.UsageError("give at most one of --draft, --at and --next")
     svc = services(ctx)
-    batches = []
+    batches, refused = [], None
     with db.transaction(svc.Session) as session:
         newsletter = lists.get_newsletter(session, slug)
         when = local_time(at, newsletter.timezone) if at else None  # a typo is refused before anything is made
+        if when:
+            editions.check_time(when)
         if next_run:
             made = editions.prepare_next(session, newsletter, svc.settings)
         elif draft or at:
             made = editions.create_edition(session, newsletter, svc.settings, kind="one-off", status="draft")
-            if when and made.status == "draft":
-                editions.schedule(session, made, when)
         else:
             cut = sending.cut(session, newsletter, svc.settings, kind="one-off")
             made, batches = cut.edition, cut.batches
+        if made.html and made.status in ("draft", "scheduled") and not batches:  # checked at the cut too
+            try:
+                with session.begin_nested():
+                    if when and made.status == "draft":
+                        sending.schedule(session, made, svc.settings, when)
+                    else:
+                        qa.gate(session, svc.settings, made)
+            except sending.Blocked as e:  # kept as a draft, to fix or to let pass
+                refused = str(e)
+                qa.gate(session, svc.settings, made)
         summary = _summary(made)
+        blocked = made.status == "blocked" or refused
     _queue(batches)
     click.echo(summary + (f", {len(batches)} batches queued" if batches else ""))
+    if blocked:
+        click.echo(f"not scheduled: {refused}" if refused else "it did not go out: see the note above", err=True)
+        ctx.exit(1)
 
 
 @edition.command("list")
@@ -288,9 +319,14 @@ def edition_list(ctx, slug: str | None, status: tuple[str, ...], as_json: bool) 
         rows = [dict(id=e.id, newsletter=e.newsletter.slug, number=e.number, kind=e.kind, status=e.status,
                      scheduled_for=in_zone(e.scheduled_for, e.newsletter.timezone), subject=e.subject,
                      cut_at=in_zone(e.cut_at, e.newsletter.timezone), note=e.note,
-                     deliveries={s: n for s, n in counts[e.id].items() if n})
+                     deliveries={s: n for s, n in counts[e.id].items() if n},
+                     blocking=[f["check"] for f in (e.checks or {}).get("blocking", [])],
+                     left_out_for_age=e.left_out_for_age)
                 for e in found]
-    emit(rows, as_json, ["id", "newsletter", "number", "kind", "status", "scheduled_for", "subject", "deliveries"])
+    columns = ["id", "newsletter", "number", "kind", "status", "scheduled_for", "subject", "deliveries"]
+    if not as_json and any(r["status"] == "blocked" for r in rows):
+        columns.append("note")  # why it didn't go out, on the line that says it didn't
+    emit(rows, as_json, columns)
 
 
 @_edition_command("show")
@@ -301,8 +337,11 @@ def edition_show(ctx, ref: str, as_json: bool) -> None:
         record = dict(
             id=found.id, newsletter=found.newsletter.slug, number=found.number, kind=found.kind,
             status=found.status, subject=found.subject, scheduled_for=found.scheduled_for,
-            started_at=found.started_at, sent_at=found.sent_at, note=found.note, warnings=found.warnings,
-            html_bytes=len(found.html.encode()),
+            started_at=found.started_at, sent_at=found.sent_at, note=found.note,
+            blocking=[f"[{f['check']}] {f['message']}" for f in (found.checks or {}).get("blocking", [])],
+            let_pass=[f"[{o['check']}] by {o['by']} at {o['at']}: {o['reason']}" for o in found.overrides or []],
+            warnings=(found.checks or {}).get("warnings", found.warnings),
+            left_out_for_age=found.left_out_for_age, html_bytes=len(found.html.encode()),
             stories=[f"{item.article_id}: {item.article.title}" for item in found.items],
             counts=deliveries.report(session, found),
         )
@@ -379,6 +418,7 @@ def edition_edit(ctx, ref: str, remove: tuple[int, ...], order: str | None, subj
     with opened(ctx) as (svc, session):
         found = editions.edit(session, _edition(session, ref), svc.settings, remove=list(remove), order=ordered,
                               subject=subject)
+        qa.gate(session, svc.settings, found)
         click.echo(_summary(found) + f"\nsubject: {found.subject}")
         for item in found.items:
             click.echo(f"  {item.article_id}: {item.article.title}")
@@ -386,10 +426,16 @@ def edition_edit(ctx, ref: str, remove: tuple[int, ...], order: str | None, subj
 
 @_edition_command("schedule")
 @click.option("--at", "at", required=True, help="e.g. '2026-12-01 07:00' (the newsletter's zone) or with an offset.")
-def edition_schedule(ctx, ref: str, at: str) -> None:
-    """Schedule or reschedule an edition that hasn't started sending."""
+@click.option("--override", "checks", multiple=True, metavar="CHECK",
+              help="Let this pre-send check pass for this edition (repeat): unsubscribe, size, links, text-links.")
+@click.option("--reason", help="Why the check may pass; kept with the edition, with who said so.")
+def edition_schedule(ctx, ref: str, at: str, checks: tuple[str, ...], reason: str | None) -> None:
+    """Schedule or reschedule an edition that hasn't started sending; the pre-send checks must pass."""
+    if checks and not (reason or "").strip():
+        raise click.UsageError("--override needs --reason: say why the check may pass (it is kept)")
     with _opened_edition(ctx, ref) as (svc, session, found):
-        editions.schedule(session, found, local_time(at, found.newsletter.timezone))
+        sending.schedule(session, found, svc.settings, local_time(at, found.newsletter.timezone),
+                         override=checks, reason=reason, by=_who())
         click.echo(_summary(found))
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.delivery import deliveries
+from syndicate.delivery import deliveries, qa
 from syndicate.errors import InvalidInput, SyndicateError
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, utcnow
 from syndicate.newsletters import editions
@@ -36,10 +36,23 @@ def cut(session: Session, newsletter: Newsletter, settings: Settings, now: datet
 
 
 def start(session: Session, edition: Edition, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
-    """scheduled → sending: the recipients are fixed (those confirmed now) and the content is frozen.
+    """scheduled → sending: the recipients are fixed (those confirmed now) and the content is frozen; or
+    scheduled → blocked, if the pre-send checks find what an editor hasn't let pass (the note says what).
 
     A conditional UPDATE: two ticks starting the same edition fan it out once.
     """
+    if edition.status != "scheduled":
+        return []
+    found = qa.gate(session, settings, edition, now)
+    session.flush()
+    if found.blocking:
+        session.execute(
+            update(Edition).where(Edition.id == edition.id, Edition.status == "scheduled")
+            .values(status="blocked", note=qa.blocked_because(edition, found), checks=edition.checks)
+            .execution_options(synchronize_session=False))
+        session.refresh(edition)
+        log.warning("%s edition %d blocked: %s", edition.newsletter.slug, edition.number, edition.note)
+        return []
     started = session.execute(
         update(Edition).where(Edition.id == edition.id, Edition.status == "scheduled")
         .values(status="sending", started_at=now).execution_options(synchronize_session=False)
@@ -48,6 +61,31 @@ def start(session: Session, edition: Edition, settings: Settings, now: datetime)
         return []
     session.refresh(edition)
     return deliveries.fan_out(session, edition, settings.batch_size, now)
+
+
+class Blocked(InvalidInput):
+    """The pre-send checks refuse the edition; nothing was changed."""
+
+
+def schedule(session: Session, edition: Edition, settings: Settings, at: datetime, *, now: datetime | None = None,
+             override: list[str] | tuple[str, ...] = (), reason: str | None = None, by: str = "cli") -> qa.Review:
+    """Schedule an edition that passes the pre-send checks (or whose failing checks an editor lets pass,
+    saying why: kept with who). The checks run again when it starts."""
+    now = now or utcnow()
+    editions.check_time(at, now)
+    if override:
+        qa.override(edition, list(override), reason or "", by, now)
+    elif reason:
+        raise InvalidInput("a reason goes with a check to let pass: give --override CHECK too")
+    found = qa.gate(session, settings, edition, now)
+    if found.blocking:
+        checks = sorted({f["check"] for f in found.blocking})
+        raise Blocked(f"edition {edition.newsletter.slug}/{edition.number} can't go out as it is: "
+                      + "; ".join(f"[{f['check']}] {f['message']}" for f in found.blocking)
+                      + f". Fix it, or let the check pass: --override {' --override '.join(checks)} --reason WHY")
+    session.flush()
+    editions.schedule(session, edition, at, now)
+    return found
 
 
 def resume(session: Session, edition: Edition, settings: Settings) -> list[tuple[int, int, int]]:

@@ -117,7 +117,8 @@ EDITABLE = ("draft", "scheduled")  # before the fan-out; a paused edition that n
 
 
 def _editable(edition: Edition) -> bool:
-    return edition.status in EDITABLE or (edition.status == "paused" and edition.started_at is None)
+    # A blocked edition never started: it waits for its editor to fix it or let a check pass.
+    return edition.status in (*EDITABLE, "blocked") or (edition.status == "paused" and edition.started_at is None)
 
 
 def move(session: Session, edition: Edition, to: str, allowed: tuple[str, ...], **values) -> None:
@@ -133,16 +134,27 @@ def move(session: Session, edition: Edition, to: str, allowed: tuple[str, ...], 
     session.refresh(edition)
 
 
-def schedule(session: Session, edition: Edition, at: datetime) -> None:
-    """Schedule or reschedule an edition that hasn't started; a time in the past means at the next tick."""
-    if not _editable(edition):
-        raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a draft, scheduled or "
-                           "paused edition that hasn't started sending can be (re)scheduled")
+def check_time(at: datetime, now: datetime | None = None) -> None:
+    """A send time an editor gives must be ahead: one in the past would go at once, a surprise to
+    whoever typed it (a wrong year, day or zone)."""
     if at.tzinfo is None:
         raise InvalidInput("give the time with its zone, e.g. 2026-12-01T07:00+01:00")
+    now = now or utcnow()
+    if at < now:
+        zone = getattr(at.tzinfo, "key", None) or at.tzname()
+        raise InvalidInput(f"{at:%Y-%m-%d %H:%M} {zone} is in the past (now: {now.astimezone(at.tzinfo):%Y-%m-%d %H:%M}"
+                           f" {zone}); give a later time")
+
+
+def schedule(session: Session, edition: Edition, at: datetime, now: datetime | None = None) -> None:
+    """Schedule or reschedule an edition that hasn't started, at a time still ahead."""
+    if not _editable(edition):
+        raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a draft, scheduled, blocked or "
+                           "paused edition that hasn't started sending can be (re)scheduled")
+    check_time(at, now)
     kind = edition.kind if edition.kind == "breaking" else "one-off"
-    move(session, edition, "scheduled", ("draft", "scheduled", "paused"), scheduled_for=at.astimezone(UTC),
-         kind=kind)
+    move(session, edition, "scheduled", ("draft", "scheduled", "paused", "blocked"),
+         scheduled_for=at.astimezone(UTC), kind=kind, note=None)
 
 
 def pause(session: Session, edition: Edition) -> None:
@@ -153,7 +165,7 @@ def pause(session: Session, edition: Edition) -> None:
 
 def cancel(session: Session, edition: Edition) -> int:
     """Nothing more goes out. Stories never sent to anyone are released for the next edition."""
-    move(session, edition, "cancelled", ("draft", "scheduled", "paused", "sending"))
+    move(session, edition, "cancelled", ("draft", "scheduled", "paused", "sending", "blocked"))
     skipped = session.execute(
         update(Delivery).where(Delivery.edition_id == edition.id, Delivery.status.in_(("pending", "deferred")))
         .values(status="skipped", last_reply="edition cancelled").execution_options(synchronize_session=False)

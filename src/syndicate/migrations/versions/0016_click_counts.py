@@ -2,7 +2,7 @@
 links go through a counting redirect; one counter row per (edition, link), with no reader in it
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-09
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = '0016'
-down_revision = '0014'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 
