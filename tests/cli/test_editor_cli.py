@@ -38,7 +38,8 @@ def subjects(smtp_server) -> list[str]:
 
 def test_an_editor_runs_an_edition_from_draft_to_inboxes_and_reads_what_happened(syndicate, smtp_server, tmp_path):
     out = syndicate("newsletter", "add", "morning", "--name", "Morning Briefing", "--from-address",
-                    "news@example.com", "--timezone", "Europe/Berlin", "--first-fill", "last:10").output
+                    "news@example.com", "--timezone", "Europe/Berlin", "--first-fill", "last:10",
+                    "--max-age", "0").output  # the sample's stories are from 2023
     assert "next edition at" in out and "07:00:00+01:00" in out
     shown = json.loads(syndicate("newsletter", "show", "morning", "--json").output)
     assert len(shown["next_runs"]) == 5 and all("T07:00:00" in t for t in shown["next_runs"])
@@ -58,8 +59,7 @@ def test_an_editor_runs_an_edition_from_draft_to_inboxes_and_reads_what_happened
     syndicate("edition", "test-send", "1", "--to", "editor@example.com")
     assert subjects(smtp_server) == ["[Test] Hand-picked"]
 
-    assert "scheduled for 2020-01-01T07:00:00+01:00" in syndicate("edition", "schedule", "1", "--at",
-                                                                  "2020-01-01 07:00").output
+    assert "scheduled for 20" in syndicate("edition", "schedule", "1", "--at", "now").output
     assert syndicate("deliver").output.strip().endswith("3 sent")
     assert sorted(subjects(smtp_server)) == ["Hand-picked"] * 3 + ["[Test] Hand-picked"]
     record = json.loads(syndicate("edition", "show", "morning/1", "--json").output)
@@ -68,7 +68,7 @@ def test_an_editor_runs_an_edition_from_draft_to_inboxes_and_reads_what_happened
     # The next edition: one address now refuses mail, and one reader leaves before it goes.
     smtp_server.replies["reader2@example.com"] = "550 5.1.1 <reader2@example.com>: no such user"
     syndicate("edition", "cut", "morning", "--draft")  # holds the story that was removed from #1
-    syndicate("edition", "schedule", "morning/2", "--at", "2020-01-01 07:00")
+    syndicate("edition", "schedule", "morning/2", "--at", "now")
     syndicate("edition", "pause", "morning/2")
     assert "nothing to send" in syndicate("deliver").output  # paused: held past its time
     syndicate("edition", "resume", "morning/2")
@@ -115,7 +115,7 @@ def test_deliver_sends_an_edition_without_a_worker_on_either_database(database_u
     run("db", "upgrade")
     run("feed", "add", feed_server.serve("/feed/", sample_feed, **{"Content-Type": "application/rss+xml"}))
     run("newsletter", "add", "morning", "--name", "Morning Briefing", "--from-address", "news@example.com",
-        "--first-fill", "last:10")
+        "--first-fill", "last:10", "--max-age", "0")  # the sample's stories are from 2023
     run("feed", "poll", "--all")
     for i in range(3):
         run("subscriber", "add", f"reader{i}@example.com", "--newsletter", "morning", "--confirmed")

@@ -50,7 +50,8 @@ def syndicate(env, *args) -> str:
 def test_syndicate_run_serves_the_whole_pipeline_on_one_machine(running, smtp_server, feed_server, sample_feed,
                                                                 tmp_path):
     process, base, env = running
-    syndicate(env, "newsletter", "add", "daily", "--name", "The Daily", "--from-address", "daily@news.example")
+    syndicate(env, "newsletter", "add", "daily", "--name", "The Daily", "--from-address", "daily@news.example",
+              "--max-age", "0")  # the sample's stories are from 2023
     # Teasers in dry run, at any hour, no gap or age limit (the sample's stories are years old).
     syndicate(env, "account", "add", "x-desk", "--network", "x", "--dry-run", "--window", "always", "--min-gap", "0",
               "--max-age", "0")

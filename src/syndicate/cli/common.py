@@ -130,10 +130,12 @@ def show(record: dict, as_json: bool) -> None:
 
 
 def local_time(text: str, zone: str) -> datetime:
-    """ISO 8601; without an offset, the time is read in the newsletter's own zone."""
+    """ISO 8601; without an offset, the time is read in the newsletter's own zone. "now" is now."""
+    if text.strip().lower() == "now":
+        return datetime.now(ZoneInfo(zone))
     try:
         at = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a time; use e.g. '2026-12-01 07:00' (in the newsletter's "
-                                 "zone) or 2026-12-01T07:00+01:00") from None
+                                 "zone), 2026-12-01T07:00+01:00, or now") from None
     return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(zone))

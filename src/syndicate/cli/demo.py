@@ -21,7 +21,8 @@ from syndicate.subscribers import consent
 
 FEED_URL = "https://truthusa.example/feed/"
 NEWSLETTER = dict(slug="morning-briefing", name="The Morning Briefing", from_address="briefing@truthusa.example",
-                  from_name="TruthUSA News Hub", cron="0 7 * * *", timezone="Europe/Berlin")
+                  from_name="TruthUSA News Hub", cron="0 7 * * *", timezone="Europe/Berlin",
+                  max_age_hours=0)  # the sample stories are from 2023: any age, or the demo sends nothing
 SUBSCRIBERS = [("ada@example.com", "Ada Lovelace"), ("bjorn@example.com", "Bjørn Ødegård"),
                ("chen@example.com", "陈静")]
 

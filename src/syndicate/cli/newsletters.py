@@ -53,6 +53,8 @@ def newsletter_options(adding: bool):
                          help="Subject template, e.g. '{{ top.title }} and {{ rest }} more stories'."),
             click.option("--template", help="Template folder under email/ (yours in SYNDICATE_TEMPLATE_DIR)."),
             click.option("--max-items", type=click.IntRange(1, 200), help="Most stories per edition [default: 20]."),
+            click.option("--max-age", "max_age_hours", type=click.IntRange(0, 8760), metavar="HOURS",
+                         help="Never a story published longer ago than this; 0: any age [default: 72]."),
             click.option("--feed", "feeds_", type=int, multiple=True, help="Only stories of this feed id (repeat)."),
             click.option("--include-category", multiple=True, help="Only stories in this category (repeat)."),
             click.option("--exclude-category", multiple=True, help="Never stories in this category (repeat)."),
@@ -81,7 +83,8 @@ def newsletter_options(adding: bool):
 
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
-                                      "subject_template", "template", "max_items", "count_clicks")
+                                      "subject_template", "template", "max_items", "max_age_hours",
+                                      "count_clicks")
                if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
@@ -112,6 +115,7 @@ def _describe(newsletter: Newsletter) -> dict:
         next_runs=[t.astimezone(zone).isoformat() for t in schedules.upcoming(newsletter)]
         if newsletter.status == "active" else [],
         subject_template=newsletter.subject_template, template=newsletter.template, max_items=newsletter.max_items,
+        max_age=f"{newsletter.max_age_hours} hours" if newsletter.max_age_hours else "any",
         feeds=newsletter.feed_ids or "all", include_categories=newsletter.categories_include or "all",
         exclude_categories=newsletter.categories_exclude or [],
         breaking_categories=newsletter.breaking_categories or [],
@@ -425,7 +429,8 @@ def edition_edit(ctx, ref: str, remove: tuple[int, ...], order: str | None, subj
 
 
 @_edition_command("schedule")
-@click.option("--at", "at", required=True, help="e.g. '2026-12-01 07:00' (the newsletter's zone) or with an offset.")
+@click.option("--at", "at", required=True,
+              help="e.g. '2026-12-01 07:00' (the newsletter's zone) or with an offset; now: at the next tick.")
 @click.option("--override", "checks", multiple=True, metavar="CHECK",
               help="Let this pre-send check pass for this edition (repeat): unsubscribe, size, links, text-links.")
 @click.option("--reason", help="Why the check may pass; kept with the edition, with who said so.")

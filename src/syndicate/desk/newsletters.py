@@ -28,7 +28,7 @@ RECENT = 10  # editions listed on a newsletter's page
 # no schedule, every feed, every category, no breaking lane.
 REQUIRED = {"slug": "The short name", "name": "The name", "from_address": "The From: address",
             "timezone": "The time zone", "subject_template": "The subject template", "template": "The template",
-            "max_items": "Most stories per edition"}
+            "max_items": "Most stories per edition", "max_age_hours": "The oldest story (hours; 0: any age)"}
 LISTS = ("categories_include", "categories_exclude", "breaking_categories")
 
 
@@ -56,7 +56,8 @@ def _detail(session, newsletter: Newsletter) -> dict:
     return _summary(newsletter, lists.audience(session)) | dict(
         from_name=newsletter.from_name, from_address=newsletter.from_address, reply_to=newsletter.reply_to,
         subject_template=newsletter.subject_template, template=newsletter.template, max_items=newsletter.max_items,
-        feed_ids=newsletter.feed_ids, categories_include=newsletter.categories_include,
+        max_age_hours=newsletter.max_age_hours, feed_ids=newsletter.feed_ids,
+        categories_include=newsletter.categories_include,
         categories_exclude=newsletter.categories_exclude, breaking_categories=newsletter.breaking_categories,
         first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks,
         # A paused newsletter's: the times it keeps if resumed now.
@@ -144,6 +145,7 @@ class SettingsForm(BaseModel):
     cron: str = ""
     timezone: str = ""
     max_items: str = ""
+    max_age_hours: str = "72"
     feed_ids: list[int] = []
     categories_include: str = ""
     categories_exclude: str = ""
@@ -155,14 +157,19 @@ class SettingsForm(BaseModel):
         return cls(**{k: ", ".join(getattr(newsletter, k) or []) for k in LISTS},
                    **{k: str(getattr(newsletter, k) or "") for k in ("name", "from_name", "from_address",
                       "reply_to", "subject_template", "template", "cron", "timezone", "max_items")},
-                   feed_ids=newsletter.feed_ids or [], count_clicks=newsletter.count_clicks)
+                   max_age_hours=str(newsletter.max_age_hours), feed_ids=newsletter.feed_ids or [],
+                   count_clicks=newsletter.count_clicks)
 
     def changes(self) -> dict:
         if not re.fullmatch(r"\s*\d*\s*", self.max_items):
             raise InvalidInput(f"most stories {self.max_items!r} is not a number: give a whole number, 1 to 200")
+        if not re.fullmatch(r"\s*\d{0,5}\s*", self.max_age_hours):
+            raise InvalidInput(f"the oldest story {self.max_age_hours!r} is not a number of hours: give a whole "
+                               "number, e.g. 72 (0: any age)")
         lists = {k: [c.strip() for c in re.split(r"[,\n]", getattr(self, k)) if c.strip()] for k in LISTS}
-        return self.model_dump(exclude={"max_items", *LISTS}) | lists | dict(
-            max_items=int(self.max_items) if self.max_items.strip() else None, feed_ids=self.feed_ids or None)
+        return self.model_dump(exclude={"max_items", "max_age_hours", *LISTS}) | lists | dict(
+            max_items=int(self.max_items) if self.max_items.strip() else None, feed_ids=self.feed_ids or None,
+            max_age_hours=int(self.max_age_hours) if self.max_age_hours.strip() else None)
 
 
 def _list_page(request: Request, svc: Services, name: str, status: int = 200, typed: CreateForm | None = None,
@@ -263,6 +270,7 @@ class NewNewsletter(BaseModel):
     cron: str | None = "0 7 * * *"  # null: no regular editions (one-off and breaking only)
     timezone: str = "UTC"
     max_items: int = 20
+    max_age_hours: int = 72  # never a story published longer ago; 0: any age
     first_fill: str = "none"  # none | last:N | hours:N
     count_clicks: bool = False  # clicks per story of each edition, never per reader
     subject_template: str | None = None
@@ -284,6 +292,7 @@ class NewsletterChanges(BaseModel):
     cron: str | None = None
     timezone: str | None = None
     max_items: int | None = None
+    max_age_hours: int | None = None
     feed_ids: list[int] | None = None
     categories_include: list[str] | None = None
     categories_exclude: list[str] | None = None

@@ -4,9 +4,9 @@ started, paused, cancelled; the regular and breaking lanes that make them."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from syndicate.config import Settings
@@ -39,21 +39,48 @@ def is_breaking(newsletter: Newsletter, article: Article) -> bool:
     return bool(breaking & {c.casefold() for c in article.categories or []})
 
 
-def candidates(session: Session, newsletter: Newsletter) -> list[Article]:
-    """Stories not yet in any edition of this newsletter that pass its filters, newest first; never a withdrawn one."""
+def _unsent(session: Session, newsletter: Newsletter):
+    """Stories not yet in any edition of this newsletter, from its feeds; never a withdrawn one."""
     already = select(EditionArticle.article_id).where(EditionArticle.newsletter_id == newsletter.id)
     query = select(Article).where(Article.first_seen_at >= newsletter.articles_since, Article.id.not_in(already),
                                   Article.withdrawn_at.is_(None))
     if newsletter.feed_ids:
         query = query.where(Article.feed_id.in_(newsletter.feed_ids))
+    return query
+
+
+def oldest_wanted(newsletter: Newsletter, now: datetime) -> datetime | None:
+    """A story published before this is too old for the newsletter (None: any age will do)."""
+    return now - timedelta(hours=newsletter.max_age_hours) if newsletter.max_age_hours else None
+
+
+def candidates(session: Session, newsletter: Newsletter, now: datetime | None = None) -> list[Article]:
+    """Stories not yet in any edition of this newsletter that pass its filters and aren't older than its
+    max age, newest first; never a withdrawn one."""
+    query = _unsent(session, newsletter)
+    if (oldest := oldest_wanted(newsletter, now or utcnow())) is not None:
+        query = query.where(Article.published_at >= oldest)
     query = query.order_by(Article.published_at.desc(), Article.id.desc())
     # Categories are a JSON list: filtered here, the same way on SQLite and PostgreSQL.
     return [a for a in session.scalars(query) if _wanted(newsletter, a)]
 
 
-def new_articles(session: Session, newsletter: Newsletter) -> list[Article]:
+def left_out_for_age(session: Session, newsletter: Newsletter, now: datetime) -> int:
+    """Stories the cut at `now` leaves out for their age, each counted at the one cut that first left it
+    out: it came in since the last cut already too old, or grew too old since (left over past max-items)."""
+    if (oldest := oldest_wanted(newsletter, now)) is None:
+        return 0
+    query = _unsent(session, newsletter).where(Article.published_at < oldest)
+    last = session.scalar(select(func.max(Edition.cut_at)).where(Edition.newsletter_id == newsletter.id))
+    if last is not None:
+        query = query.where(or_(Article.first_seen_at > last,
+                                Article.published_at >= oldest_wanted(newsletter, last)))
+    return sum(1 for a in session.scalars(query) if _wanted(newsletter, a) and not is_breaking(newsletter, a))
+
+
+def new_articles(session: Session, newsletter: Newsletter, now: datetime | None = None) -> list[Article]:
     """What the next regular edition holds: the newest stories, breaking ones left to their own lane."""
-    lane = [a for a in candidates(session, newsletter) if not is_breaking(newsletter, a)]
+    lane = [a for a in candidates(session, newsletter, now) if not is_breaking(newsletter, a)]
     return lane[: newsletter.max_items]
 
 
@@ -74,12 +101,14 @@ def create_edition(session: Session, newsletter: Newsletter, settings: Settings,
     now = now or utcnow()
     _lock(session, newsletter)
     number = (stored.last_edition_number(session, newsletter) or 0) + 1
-    chosen = new_articles(session, newsletter) if articles is None else articles
+    aged = left_out_for_age(session, newsletter, now) if articles is None else 0
+    chosen = new_articles(session, newsletter, now) if articles is None else articles
     edition = Edition(newsletter_id=newsletter.id, number=number, kind=kind, cut_at=now, created_at=now,
-                      scheduled_for=scheduled_for, status=status, warnings=[])
+                      scheduled_for=scheduled_for, status=status, warnings=[], left_out_for_age=aged)
     session.add(edition)
     if not chosen:
-        edition.status, edition.note = "skipped", "no new articles since the last edition"
+        edition.status, edition.note = "skipped", "no new articles since the last edition" + (
+            f" ({aged} older than {newsletter.max_age_hours} hours left out)" if aged else "")
         session.flush()
         return edition
     session.flush()
@@ -140,7 +169,7 @@ def check_time(at: datetime, now: datetime | None = None) -> None:
     if at.tzinfo is None:
         raise InvalidInput("give the time with its zone, e.g. 2026-12-01T07:00+01:00")
     now = now or utcnow()
-    if at < now:
+    if at < now.replace(second=0, microsecond=0):  # the minute it is still counts: typed as "now"
         zone = getattr(at.tzinfo, "key", None) or at.tzname()
         raise InvalidInput(f"{at:%Y-%m-%d %H:%M} {zone} is in the past (now: {now.astimezone(at.tzinfo):%Y-%m-%d %H:%M}"
                            f" {zone}); give a later time")
@@ -308,7 +337,7 @@ def breaking_editions(session: Session, newsletter: Newsletter, settings: Settin
     _lock(session, newsletter)
     return [create_edition(session, newsletter, settings, now=now, status="scheduled", kind="breaking",
                            scheduled_for=now, articles=[article])
-            for article in reversed([a for a in candidates(session, newsletter) if is_breaking(newsletter, a)])]
+            for article in reversed([a for a in candidates(session, newsletter, now) if is_breaking(newsletter, a)])]
 
 
 def breaking_newsletter_ids(session: Session) -> list[int]:

@@ -22,6 +22,7 @@ from syndicate.models import (
 from syndicate.newsletters import rendering, schedules
 from syndicate.subscribers.consent import normalise_email
 
+MAX_AGE_HOURS = 8760  # a year: beyond that a limit means nothing
 FIRST_FILL = re.compile(r"^(none|last:(\d{1,4})|hours:(\d{1,5}))$")
 
 
@@ -46,8 +47,8 @@ def _categories(values) -> list[str] | None:
 
 
 NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
-                     "timezone", "max_items", "feed_ids", "categories_include", "categories_exclude",
-                     "breaking_categories", "count_clicks")
+                     "timezone", "max_items", "max_age_hours", "feed_ids", "categories_include",
+                     "categories_exclude", "breaking_categories", "count_clicks")
 
 
 def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
@@ -68,6 +69,9 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
         raise InvalidInput(f"count clicks is on or off (true or false), not {changes['count_clicks']!r}")
     if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
         raise InvalidInput("max items must be between 1 and 200")
+    if "max_age_hours" in changes and not 0 <= int(changes["max_age_hours"]) <= MAX_AGE_HOURS:
+        raise InvalidInput(f"the oldest story an edition takes is 1 to {MAX_AGE_HOURS} hours old (0: any age); "
+                           f"{changes['max_age_hours']} is not")
     if changes.get("feed_ids"):
         known = set(session.scalars(select(Feed.id).where(Feed.id.in_(changes["feed_ids"]))))
         if missing := sorted(set(changes["feed_ids"]) - known):
