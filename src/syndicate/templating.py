@@ -48,14 +48,22 @@ def _environment(override: Path | None) -> Environment:
     # Every link that came from outside (a story's, its picture's, a network's) goes through `href` where it
     # becomes an attribute: a web address, or "" and no anchor.
     env.filters["href"] = links.href
+    env.filters["plural"] = plural
     env.globals["csp_nonce"] = csp_nonce.get
     return env
+
+
+def plural(count: int, one: str, many: str) -> str:
+    """`{{ rest|plural('story', 'stories') }}`: "1 story", "2 stories", "0 stories"."""
+    return f"{count} {one if count == 1 else many}"
 
 
 @cache
 def sandbox() -> SandboxedEnvironment:
     """For templates editors type (subjects, teasers): no attribute tricks, no escaping."""
-    return SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+    env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+    env.filters["plural"] = plural
+    return env
 
 
 def render(template_name: str, /, **context) -> str:

@@ -70,3 +70,31 @@ def test_max_age_zero_takes_any_age_and_nonsense_is_refused(console, newsroom):
     code, _, err = console("newsletter", "edit", "daily", "--max-age", "-3")
     assert code == 2 and "--max-age" in err
     assert "max age:" in console("newsletter", "show", "daily")[1]
+
+
+# ── subjects that read right for any count ───────────────────────────────────
+
+
+def test_the_readmes_subject_reads_right_for_one_two_and_many_stories():
+    from pathlib import Path
+
+    from syndicate.models import Edition, Newsletter
+    from syndicate.newsletters.rendering import check_subject_template, render_subject
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    template = readme.split('--subject "', 1)[1].split('" \\', 1)[0]
+    check_subject_template(template)
+    newsletter = Newsletter(slug="morning", name="Morning", subject_template=template)
+    story = Article(title="Harbour reopens", url="https://news.example/1")
+    subjects = [render_subject(newsletter, Edition(number=1), [story] * n) for n in (1, 2, 3, 12)]
+
+    assert subjects == ["Harbour reopens", "Harbour reopens and 1 more story", "Harbour reopens and 2 more stories",
+                        "Harbour reopens and 11 more stories"]
+
+
+def test_plural_is_there_for_subject_and_edition_templates():
+    from syndicate import templating
+
+    said = templating.sandbox().from_string("{{ n|plural('story', 'stories') }}")
+    assert [said.render(n=n) for n in (0, 1, 2)] == ["0 stories", "1 story", "2 stories"]
+    assert templating.environment().from_string("{{ 1|plural('reader', 'readers') }}").render() == "1 reader"

@@ -50,7 +50,8 @@ def newsletter_options(adding: bool):
                          help="No recurring edition: only one-off and breaking editions."),
             click.option("--timezone", help="IANA time zone of the schedule, e.g. Europe/Berlin [default: UTC]."),
             click.option("--subject", "subject_template",
-                         help="Subject template, e.g. '{{ top.title }} and {{ rest }} more stories'."),
+                         help="Subject template, e.g. \"{{ top.title }}{% if rest %} and "
+                         "{{ rest|plural('more story', 'more stories') }}{% endif %}\"."),
             click.option("--template", help="Template folder under email/ (yours in SYNDICATE_TEMPLATE_DIR)."),
             click.option("--max-items", type=click.IntRange(1, 200), help="Most stories per edition [default: 20]."),
             click.option("--max-age", "max_age_hours", type=click.IntRange(0, 8760), metavar="HOURS",

@@ -38,7 +38,8 @@ def check_subject_template(template: str) -> None:
                                                newsletter=newsletter, edition=edition)
     except TemplateError as e:
         raise InvalidInput(f"the subject template doesn't work: {e}; "
-                           "e.g. '{{ top.title }} and {{ rest }} more stories'") from e
+                           "e.g. \"{{ top.title }}{% if rest %} and {{ rest|plural('more story', 'more stories') }}"
+                           "{% endif %}\"") from e
 
 
 def check_template(name: str) -> None:
