@@ -16,6 +16,7 @@ from syndicate.delivery import sending
 from syndicate.models import Article, Delivery, Edition, Newsletter
 from syndicate.newsletters import editions, lists
 from syndicate.subscribers import consent
+from syndicate.web import health
 
 LINKS_HTML = ('<html><body>{% for a in articles %}<p><a href="{{ a.url | href }}">{{ a.title }}</a></p>'
               '{% endfor %}{% block extra %}{% endblock %}<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
@@ -122,6 +123,9 @@ def test_each_check_stops_a_scheduled_edition_at_the_tick_and_says_why(console, 
     assert "blocked" in out and "blocked by the pre-send checks" in out
     code, out, err = console("edition", "show", "daily/1")
     assert "status:" in out and "blocked" in out and f"[{check}]" in out
+    with newsroom.engine.connect() as connection:  # /healthz: the mail lane is held until an editor acts
+        held = health.stuck_lanes(connection, datetime.now(UTC), timedelta(minutes=15))
+    assert "daily/1 blocked by the pre-send checks" in held["mail"]
 
 
 def test_an_editor_lets_a_check_pass_saying_why_and_it_is_kept(console, newsroom, feed_server):

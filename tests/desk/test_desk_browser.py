@@ -22,7 +22,7 @@ def newsroom(svc, sample_feed) -> None:
     now = utcnow()
     with transaction(svc.Session) as session:
         editors.add(session, "ada", PASSWORD)
-        newsletter = lists.add_newsletter(session, slug="morning", name="The Morning Briefing",
+        newsletter = lists.add_newsletter(session, max_age_hours=0, slug="morning", name="The Morning Briefing",
                                           from_address="news@example.com", cron=None, timezone="Europe/Berlin")
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         edition = editions.create_edition(session, newsletter, svc.settings, now=now, status="draft")

@@ -26,7 +26,8 @@ def newsroom(svc, sample_feed) -> None:
     now = utcnow()
     with transaction(svc.Session) as session:
         editors.set_timezone(editors.add(session, "ada", PASSWORD), "Europe/Berlin")
-        lists.add_newsletter(session, slug="morning", name="The Morning Briefing", from_address="news@example.com",
+        lists.add_newsletter(session, max_age_hours=0,
+                             slug="morning", name="The Morning Briefing", from_address="news@example.com",
                              cron="0 7 * * 1-5", timezone="Europe/Berlin")
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         dry_run_x_account(session, now)

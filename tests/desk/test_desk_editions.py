@@ -80,7 +80,7 @@ def send_now(svc, edition_id: int) -> None:
     """Start the edition and hand every batch to the real SMTP server, as workers would."""
     with transaction(svc.Session) as session:
         found = session.get(Edition, edition_id)
-        editions.schedule(session, found, utcnow() - timedelta(minutes=1))
+        editions.schedule(session, found, utcnow())
         batches = sending.start(session, found, svc.settings, utcnow())
     for edition_id_, lo, hi in batches:
         send_batch(svc.Session, svc.settings, svc.transport, edition_id_, lo, hi, token=f"t-{lo}")
@@ -340,6 +340,54 @@ def test_an_oversized_edition_warns_before_it_goes(client, svc, api):
     page = client.get(f"/desk/editions/{edition_id}").text
     assert 'id="warnings"' in page and "Gmail clips messages over 102 KB" in page
     assert any("Gmail clips" in w for w in api.get(f"/api/v1/editions/{edition_id}").json()["warnings"])
+
+
+def test_an_edition_the_checks_stop_is_scheduled_only_once_an_editor_lets_the_check_pass(client, svc, api):
+    edition_id, _ = edition(svc, lead="A very long lead. " * 2500)
+    sign_in(client)
+    page = f"/desk/editions/{edition_id}"
+    refused = client.post(f"{page}/schedule", data={"csrf": csrf(client, page), "at": "2030-01-02T07:30"})
+    assert refused.status_code == 400 and "[size]" in refused.text and 'id="override"' in refused.text
+    assert stored(svc, edition_id).status == "draft"
+
+    no_reason = client.post(f"{page}/override", data={"csrf": csrf(client, page), "check": "size", "reason": " "})
+    assert no_reason.status_code == 400 and "say why" in no_reason.text
+    let_pass = client.post(f"{page}/override", data={"csrf": csrf(client, page), "check": "size",
+                                                     "reason": "the year in review: long on purpose"})
+    assert let_pass.status_code == 303
+    shown = client.get(page).text
+    assert 'id="overrides"' in shown and "by ada" in shown and "the year in review: long on purpose" in shown
+    assert 'id="override"' not in shown  # nothing left to let pass
+    assert client.post(f"{page}/schedule", data={"csrf": csrf(client, page), "at": "2030-01-02T07:30"}
+                       ).status_code == 303
+    assert stored(svc, edition_id).status == "scheduled"
+    described = api.get(f"/api/v1/editions/{edition_id}").json()
+    assert [o["check"] for o in described["overrides"]] == ["size"] and described["blocking"] == []
+
+
+def test_the_api_schedules_past_the_checks_only_with_a_reason_and_never_in_the_past(client, svc, api):
+    edition_id, _ = edition(svc, lead="A very long lead. " * 2500)
+    path = f"/api/v1/editions/{edition_id}/schedule"
+    refused = api.post(path, json={"at": "2030-06-01T07:00"})
+    assert refused.status_code == 422 and "[size]" in refused.text
+    assert api.post(path, json={"at": "2030-06-01T07:00", "override": ["size"]}).status_code == 422
+    past = api.post(path, json={"at": "2020-06-01T07:00", "override": ["size"], "reason": "long on purpose"})
+    assert past.status_code == 422 and "2020-06-01 07:00 Europe/Berlin is in the past" in past.text
+    done = api.post(path, json={"at": "2030-06-01T07:00", "override": ["size"], "reason": "long on purpose"})
+    assert done.status_code == 200 and done.json()["status"] == "scheduled"
+    assert done.json()["overrides"][0]["reason"] == "long on purpose"
+
+
+def test_a_blocked_edition_says_why_on_its_page(client, svc):
+    edition_id, _ = edition(svc, lead="A very long lead. " * 2500)
+    with transaction(svc.Session) as session:
+        found = session.get(Edition, edition_id)
+        found.status, found.scheduled_for = "scheduled", utcnow()
+        sending.start(session, found, svc.settings, utcnow())
+    sign_in(client)
+    page = client.get(f"/desk/editions/{edition_id}").text
+    assert 'id="edition-status">blocked' in page and "blocked by the pre-send checks" in page
+    assert 'id="override"' in page and "Cancel edition" in page
 
 
 def test_a_normal_edition_has_no_warnings(client, svc):

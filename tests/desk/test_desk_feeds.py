@@ -46,7 +46,7 @@ def newsroom(svc) -> tuple[int, int, int]:
     """An article in an edition of "The Morning Briefing" and teased on x-main (posted): (article, edition, post)."""
     now = utcnow()
     with transaction(svc.Session) as session:
-        newsletter = lists.add_newsletter(session, slug="morning", name="The Morning Briefing",
+        newsletter = lists.add_newsletter(session, max_age_hours=0, slug="morning", name="The Morning Briefing",
                                           from_address="news@example.com", cron=None)
         dry_run_x_account(session, now, age=timedelta(minutes=5))
         article = story(session, 1, now, title="Council approves the riverside library")

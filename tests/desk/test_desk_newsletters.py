@@ -20,7 +20,8 @@ from syndicate.newsletters import lists
 @pytest.fixture
 def client(svc):
     with transaction(svc.Session) as session:
-        lists.add_newsletter(session, slug="morning", name="The Morning Briefing", from_address="news@example.com",
+        lists.add_newsletter(session, max_age_hours=0,
+                             slug="morning", name="The Morning Briefing", from_address="news@example.com",
                              cron="0 7 * * *", timezone="Europe/Berlin")
     add_editor(svc, timezone="America/New_York")
     return desk_client()

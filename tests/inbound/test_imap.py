@@ -268,7 +268,8 @@ ORIGINAL = b"From: Daily <news@example.com>\r\nTo: ana@example.com\r\nSubject: H
 def test_a_bounce_report_suppresses_its_reader_and_an_oversized_mail_is_kept_as_refused(imap_server, svc, sample_feed):
     settings = svc.settings
     with transaction(svc.Session) as session:
-        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        daily = lists.add_newsletter(session, max_age_hours=0,
+                                     slug="daily", name="Daily", from_address="news@example.com")
         consent.subscribe(session, "ana@example.com", [daily.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         edition = sending.cut(session, daily, settings).edition

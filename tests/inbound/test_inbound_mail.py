@@ -50,7 +50,8 @@ def sent(env, make_settings, console, smtp, sample_feed):
     """An edition of "daily" mailed to three readers by `syndicate deliver`, as the SMTP server got it."""
     svc = configured(make_settings(**{k.removeprefix("SYNDICATE_").lower(): v for k, v in env.items()}))
     with transaction(svc.Session) as session:
-        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="briefing@news.example")
+        daily = lists.add_newsletter(session, max_age_hours=0,
+                                     slug="daily", name="Daily", from_address="briefing@news.example")
         for address in READERS:
             consent.subscribe(session, address, [daily.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
@@ -96,7 +97,8 @@ def test_without_an_inbound_path_mail_keeps_the_from_address_as_return_path_and_
         make_settings, tmp_path, smtp, sample_feed):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path}/plain.db", smtp_url=smtp.url))
     with transaction(svc.Session) as session:
-        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="briefing@news.example")
+        daily = lists.add_newsletter(session, max_age_hours=0,
+                                     slug="daily", name="Daily", from_address="briefing@news.example")
         consent.subscribe(session, "ana@example.org", [daily.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         cut = sending.cut(session, daily, svc.settings)
@@ -372,7 +374,8 @@ def test_a_confirmation_mail_that_bounces_stops_mail_to_the_address(make_setting
     svc = configured(make_settings(database_url=env["SYNDICATE_DATABASE_URL"], smtp_url=smtp.url,
                                    inbound_mail="1", secret_key="test-secret"))
     with transaction(svc.Session) as session:
-        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="briefing@news.example")
+        daily = lists.add_newsletter(session, max_age_hours=0,
+                                     slug="daily", name="Daily", from_address="briefing@news.example")
         subscriber_id = consent.subscribe(session, "ana@gmial.com", [daily.id]).subscriber.id
     assert tasks.send_confirmation(subscriber_id).startswith("sent: 250")
     [confirmation] = smtp.messages

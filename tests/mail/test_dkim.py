@@ -119,7 +119,8 @@ def signed_svc(make_settings, smtp_server, keys, tmp_path, request):
 
 def newsroom(svc, sample_feed, readers: int = 3) -> int:
     with transaction(svc.Session) as session:
-        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+        newsletter = lists.add_newsletter(session, max_age_hours=0,
+                                          slug="daily", name="Daily", from_address="news@example.com",
                                           reply_to="desk@example.com", cron="0 7 * * *", timezone="Europe/Berlin")
         for i in range(readers):
             consent.subscribe(session, f"reader{i}@example.com", [newsletter.id], confirmed=True,

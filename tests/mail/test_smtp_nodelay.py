@@ -75,7 +75,8 @@ def test_a_few_hundred_small_messages_go_out_in_one_write_each_on_sockets_that_h
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'n.db'}", smtp_url=server.url))
     with transaction(svc.Session) as session:
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
-        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+        newsletter = lists.add_newsletter(session, max_age_hours=0,
+                                          slug="daily", name="Daily", from_address="news@example.com",
                                           cron=None, first_fill=f"last:{stories}")
         for i in range(READERS):
             consent.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)

@@ -49,7 +49,7 @@ def test_a_published_story_reaches_inboxes_and_x_exactly_once(
     feed_url = feed_server.serve("/feed/", sample_feed)
     with transaction(svc.Session) as session:
         feeds.add_feed(session, feed_url)
-        newsletter = lists.add_newsletter(session, slug="morning", name="The Morning Briefing",
+        newsletter = lists.add_newsletter(session, max_age_hours=0, slug="morning", name="The Morning Briefing",
                                           from_address="briefing@news.example", cron="0 7 * * *",
                                           timezone="Europe/Berlin")
         for i in range(SUBSCRIBERS):

@@ -339,7 +339,7 @@ def newsroom(redis_url, make_settings, sample_feed, tmp_path):
         env.update({f"SYNDICATE_{k.upper()}": str(v) for k, v in options.items()})
         now = utcnow()
         with transaction(svc.Session) as session:
-            newsletter = lists.add_newsletter(session, slug="daily", name="Daily",
+            newsletter = lists.add_newsletter(session, max_age_hours=0, slug="daily", name="Daily",
                                               from_address="news@example.com", cron="0 7 * * *")
             feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
             session.execute(insert(Subscriber), [dict(email=address(i), status="confirmed", confirmed_at=now,

@@ -34,7 +34,8 @@ def ledger(database_url, make_settings, smtp_server):
 def newsroom(svc, sample_feed, readers=5, names=None):
     """A newsletter with confirmed readers and the sample feed's four stories; returns the newsletter id."""
     with transaction(svc.Session) as session:
-        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+        newsletter = lists.add_newsletter(session, max_age_hours=0,
+                                          slug="daily", name="Daily", from_address="news@example.com",
                                           cron="0 7 * * *", timezone="Europe/Berlin")
         for i in range(readers):
             consent.subscribe(session, f"reader{i}@example.com", [newsletter.id],

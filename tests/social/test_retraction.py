@@ -315,7 +315,8 @@ def test_a_withdrawn_story_is_never_planned_cut_or_posted(svc, sample_feed):
     with transaction(svc.Session) as session:
         article = session.get(Post, first).article
         article_id = article.id
-        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+        newsletter = lists.add_newsletter(session, max_age_hours=0,
+                                          slug="daily", name="Daily", from_address="news@example.com",
                                           first_fill="last:10")
         late = accounts.add(session, "k", "late", "x", PACE | {"dry_run": True}, None)
         late.created_at = article.first_seen_at - timedelta(seconds=1)  # every story is its to tease
@@ -359,11 +360,13 @@ def test_withdrawing_takes_the_story_out_of_editions_yet_to_go_and_names_those_t
         article_id = session.get(Post, first).article_id
         other = session.scalar(select(Article.id).where(Article.id != article_id))
         consent.subscribe(session, "reader@example.com", [
-            lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+            lists.add_newsletter(session, max_age_hours=0, slug="daily", name="Daily", from_address="news@example.com",
                                           first_fill="last:10").id],
             confirmed=True)
-        weekly = lists.add_newsletter(session, slug="weekly", name="Weekly", from_address="news@example.com")
-        alerts = lists.add_newsletter(session, slug="alerts", name="Alerts", from_address="news@example.com")
+        weekly = lists.add_newsletter(session, max_age_hours=0,
+                                      slug="weekly", name="Weekly", from_address="news@example.com")
+        alerts = lists.add_newsletter(session, max_age_hours=0,
+                                      slug="alerts", name="Alerts", from_address="news@example.com")
         sent = sending.cut(session, lists.get_newsletter(session, "daily"), svc.settings).edition
         sent.status, sent.sent_at = "sent", WHEN
         for delivery in session.scalars(select(Delivery).where(Delivery.edition_id == sent.id)):

@@ -180,8 +180,10 @@ class Newsroom:
 def newsroom(svc, sample_feed) -> Newsroom:
     """Two newsletters, three confirmed readers of both, and one edition of each cut: deliveries pending."""
     with transaction(svc.Session) as session:
-        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
-        weekly = lists.add_newsletter(session, slug="weekly", name="Weekly", from_address="news@example.com")
+        daily = lists.add_newsletter(session, max_age_hours=0,
+                                     slug="daily", name="Daily", from_address="news@example.com")
+        weekly = lists.add_newsletter(session, max_age_hours=0,
+                                      slug="weekly", name="Weekly", from_address="news@example.com")
         readers = {}
         for name in ("ana", "ben", "cleo"):
             signup = consent.subscribe(session, f"{name}@example.com", [daily.id, weekly.id], confirmed=True)
@@ -717,7 +719,8 @@ def test_a_token_that_reports_more_addresses_an_hour_than_allowed_is_stopped(mak
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'own.db'}", bounce_events_per_hour=5),
                      eager=True)
     with transaction(svc.Session) as session:
-        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        daily = lists.add_newsletter(session, max_age_hours=0,
+                                     slug="daily", name="Daily", from_address="news@example.com")
         for n in range(12):
             consent.subscribe(session, f"reader{n}@example.com", [daily.id], confirmed=True)
         flooder = api_tokens.create_token(session, "flooder", scopes=["events:bounces"])[1]
@@ -793,7 +796,8 @@ def test_the_limit_and_window_come_from_settings(make_settings, tmp_path):
     svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'own.db'}", soft_bounce_limit=2,
                                    soft_bounce_window=3600))
     with transaction(svc.Session) as session:
-        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        newsletter = lists.add_newsletter(session, max_age_hours=0,
+                                          slug="daily", name="Daily", from_address="news@example.com")
         subscriber = consent.subscribe(session, "dan@example.com", [newsletter.id], confirmed=True).subscriber
 
     def soft(at: datetime) -> str | None:

@@ -249,7 +249,8 @@ def test_a_lane_with_work_due_and_nothing_done_for_a_while_makes_healthz_degrade
     from syndicate.subscribers import consent
 
     with transaction(svc.Session) as session:
-        newsletter = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        newsletter = lists.add_newsletter(session, max_age_hours=0,
+                                          slug="daily", name="Daily", from_address="news@example.com")
         for i in range(3):
             consent.subscribe(session, f"reader{i}@example.org", [newsletter.id], confirmed=True)
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)

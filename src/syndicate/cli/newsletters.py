@@ -284,7 +284,7 @@ def edition_cut(ctx, slug: str, draft: bool, at: str | None, next_run: bool) -> 
         newsletter = lists.get_newsletter(session, slug)
         when = local_time(at, newsletter.timezone) if at else None  # a typo is refused before anything is made
         if when:
-            editions.check_time(when)
+            schedules.check_time(when)
         if next_run:
             made = editions.prepare_next(session, newsletter, svc.settings)
         elif draft or at:

@@ -16,7 +16,7 @@ from syndicate.db import transaction
 from syndicate.delivery import deliveries, qa
 from syndicate.errors import InvalidInput, SyndicateError
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, utcnow
-from syndicate.newsletters import editions
+from syndicate.newsletters import editions, schedules
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def schedule(session: Session, edition: Edition, settings: Settings, at: datetim
     """Schedule an edition that passes the pre-send checks (or whose failing checks an editor lets pass,
     saying why: kept with who). The checks run again when it starts."""
     now = now or utcnow()
-    editions.check_time(at, now)
+    schedules.check_time(at, now)
     if override:
         qa.override(edition, list(override), reason or "", by, now)
     elif reason:

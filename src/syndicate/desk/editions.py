@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -32,7 +33,7 @@ from syndicate.desk.core import (
 from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.http import csp
 from syndicate.models import Edition, RowId
-from syndicate.newsletters import editions, rendering, stored
+from syndicate.newsletters import editions, rendering, schedules, stored
 from syndicate.services import Services
 from syndicate.tasks import deliver_batch, hand_over
 
@@ -61,6 +62,8 @@ def _describe(session, settings: Settings, edition: Edition) -> dict:
     """Everything the page and the API show of one edition."""
     counts = deliveries.counts_of(session, [edition.id])[edition.id]
     newsletter = edition.newsletter
+    # The checks as the edition would go now; a story's link only as last asked (a page view asks nothing).
+    found = qa.review(session, settings, edition, ask=False) if edition.html else None
     return _summary(edition, counts) | dict(
         custom_subject=edition.custom_subject, note=edition.note, started_at=edition.started_at,
         sender=f"{newsletter.from_name} <{newsletter.from_address}>", timezone=newsletter.timezone,
@@ -68,7 +71,9 @@ def _describe(session, settings: Settings, edition: Edition) -> dict:
         html_bytes=len(edition.html.encode()), web_url=rendering.web_url(settings, newsletter, edition),
         stories=[dict(id=item.article_id, title=item.article.title, url=item.article.url)
                  for item in edition.items],
-        warnings=qa.warnings(settings, edition),
+        blocking=found.blocking if found else [], overridden=found.overridden if found else [],
+        overrides=edition.overrides or [], checks=list(qa.BLOCKING), left_out_for_age=edition.left_out_for_age,
+        warnings=[f["message"] for f in found.blocking] + found.warnings if found else [],
         # What it did: rates of delivered, clicks per story (if counted), the send per minute.
         results=results.of_edition(session, edition) if edition.started_at else None)
 
@@ -115,11 +120,27 @@ def _move(svc: Services, edition_id: int, article_id: int, by: int) -> list[int]
     return ids
 
 
-def _schedule(svc: Services, edition_id: int, at: str, zone: str | None = None) -> dict:
-    """At `at`, read in `zone` (the editor's) or else in the newsletter's own zone, unless it names one."""
+def _schedule(svc: Services, edition_id: int, at: str, zone: str | None = None, *, by: str,
+              override: list[str] = (), reason: str | None = None) -> dict:
+    """At `at`, read in `zone` (the editor's) or else in the newsletter's own zone, unless it names one; the
+    pre-send checks must pass, or be let pass with a reason."""
     with transaction(svc.Session) as session:
         edition = _edition(session, edition_id)
-        editions.schedule(session, edition, local_time(at, zone or edition.newsletter.timezone))
+        zone = zone or edition.newsletter.timezone
+        when = local_time(at, zone)
+        schedules.check_time(when.astimezone(ZoneInfo(zone)))  # a time past is told in the zone it was typed in
+        sending.schedule(session, edition, svc.settings, when, override=override, reason=reason, by=by)
+        return _describe(session, svc.settings, edition)
+
+
+def _override(svc: Services, edition_id: int, check: str, reason: str, by: str) -> dict:
+    """Let one check pass for this edition, kept with who and why; it is scheduled as it was."""
+    with transaction(svc.Session) as session:
+        edition = _edition(session, edition_id)
+        if not editions.can_edit(edition):
+            raise InvalidInput(f"edition #{edition.number} is {edition.status}: its checks are behind it")
+        qa.override(edition, [check], reason, by)
+        qa.gate(session, svc.settings, edition, ask=False)
         return _describe(session, svc.settings, edition)
 
 
@@ -233,7 +254,7 @@ def counts(edition_id: RowId, svc: Svc, name: str = Depends(editor)) -> dict:
 def edition_action(request: Request, edition_id: RowId, action: str, svc: Svc, name: str = Depends(editor),
                    subject: str = Form(""), up: RowId | None = Form(None), down: RowId | None = Form(None),
                    remove: RowId | None = Form(None), at: str = Form(""), addresses: str = Form(""),
-                   next: str = Form("")):
+                   next: str = Form(""), check: str = Form(""), reason: str = Form("")):
     """Every button of the edition page (and the Today page's pause and resume)."""
     try:
         if action == "edit":  # the subject as typed (empty: the template's), and what a story's button asked
@@ -241,7 +262,9 @@ def edition_action(request: Request, edition_id: RowId, action: str, svc: Svc, n
             order = _move(svc, edition_id, moved, -1 if up is not None else 1) if moved is not None else None
             _edit(svc, edition_id, subject=subject, order=order, remove=[remove] if remove is not None else [])
         elif action == "schedule":
-            _schedule(svc, edition_id, at, editor_zone(request).key)
+            _schedule(svc, edition_id, at, editor_zone(request).key, by=name)
+        elif action == "override":
+            _override(svc, edition_id, check, reason, name)
         elif action == "test-send":
             sent = _test_send(svc, edition_id, _addresses(addresses))
             # Kept in the session cookie for the page after the redirect (20 addresses at most; the replies
@@ -284,7 +307,11 @@ class EditionChanges(BaseModel):
 
 
 class When(BaseModel):
-    at: str = Field(description="ISO 8601, e.g. 2026-12-01T07:00; without an offset, in the newsletter's zone")
+    at: str = Field(description="ISO 8601, e.g. 2026-12-01T07:00; without an offset, in the newsletter's zone; "
+                                "not in the past")
+    override: list[str] = Field([], description="pre-send checks to let pass for this edition: unsubscribe, "
+                                                "size, links, text-links")
+    reason: str | None = Field(None, description="why they may pass (required with override; kept, with who)")
 
 
 class TestSend(BaseModel):
@@ -330,8 +357,9 @@ def edit_json(edition_id: RowId, body: EditionChanges, svc: Svc, name: str = Dep
 
 @api.post("/editions/{edition_id}/schedule", tags=["editions"])
 def schedule_json(edition_id: RowId, body: When, svc: Svc, name: str = Depends(api_editor)) -> dict:
-    """Schedule or reschedule an edition that hasn't started; a time past means at the next tick."""
-    return _schedule(svc, edition_id, body.at)
+    """Schedule or reschedule an edition that hasn't started, at a time ahead. The pre-send checks must
+    pass (422 says which don't), or be let pass with `override` and a `reason`."""
+    return _schedule(svc, edition_id, body.at, by=name, override=body.override, reason=body.reason)
 
 
 @api.post("/editions/{edition_id}/test-send", tags=["editions"])

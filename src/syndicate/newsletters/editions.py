@@ -163,24 +163,12 @@ def move(session: Session, edition: Edition, to: str, allowed: tuple[str, ...], 
     session.refresh(edition)
 
 
-def check_time(at: datetime, now: datetime | None = None) -> None:
-    """A send time an editor gives must be ahead: one in the past would go at once, a surprise to
-    whoever typed it (a wrong year, day or zone)."""
-    if at.tzinfo is None:
-        raise InvalidInput("give the time with its zone, e.g. 2026-12-01T07:00+01:00")
-    now = now or utcnow()
-    if at < now.replace(second=0, microsecond=0):  # the minute it is still counts: typed as "now"
-        zone = getattr(at.tzinfo, "key", None) or at.tzname()
-        raise InvalidInput(f"{at:%Y-%m-%d %H:%M} {zone} is in the past (now: {now.astimezone(at.tzinfo):%Y-%m-%d %H:%M}"
-                           f" {zone}); give a later time")
-
-
 def schedule(session: Session, edition: Edition, at: datetime, now: datetime | None = None) -> None:
     """Schedule or reschedule an edition that hasn't started, at a time still ahead."""
     if not _editable(edition):
         raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a draft, scheduled, blocked or "
                            "paused edition that hasn't started sending can be (re)scheduled")
-    check_time(at, now)
+    schedules.check_time(at, now)
     kind = edition.kind if edition.kind == "breaking" else "one-off"
     move(session, edition, "scheduled", ("draft", "scheduled", "paused", "blocked"),
          scheduled_for=at.astimezone(UTC), kind=kind, note=None)

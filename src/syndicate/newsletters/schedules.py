@@ -54,3 +54,15 @@ def explain_schedule(cron: str | None, timezone: str) -> str:
     if cron is None:
         return "No regular editions: only one-off and breaking ones"
     return f"{CronSim(cron, datetime.now(UTC)).explain()}, {timezone} time"
+
+
+def check_time(at: datetime, now: datetime | None = None) -> None:
+    """A send time an editor gives must be ahead: one in the past would go at once, a surprise to
+    whoever typed it (a wrong year, day or zone)."""
+    if at.tzinfo is None:
+        raise InvalidInput("give the time with its zone, e.g. 2026-12-01T07:00+01:00")
+    now = now or utcnow()
+    if at < now.replace(second=0, microsecond=0):  # the minute it is still counts: typed as "now"
+        zone = getattr(at.tzinfo, "key", None) or at.tzname()
+        raise InvalidInput(f"{at:%Y-%m-%d %H:%M} {zone} is in the past (now: {now.astimezone(at.tzinfo):%Y-%m-%d %H:%M}"
+                           f" {zone}); give a later time")

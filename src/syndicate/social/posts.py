@@ -22,6 +22,7 @@ from syndicate.config import Settings
 from syndicate.errors import AccountProblem, DuplicatePost, InvalidInput, TransportError
 from syndicate.ledger import POST_OPEN, PostStatus
 from syndicate.models import Article, Post, SocialAccount, utcnow
+from syndicate.newsletters.schedules import check_time
 from syndicate.social import accounts, checks, images, teaser
 from syndicate.social.accounts import AccountSettings
 from syndicate.social.clients.base import PostRequest, SocialClient, record_key, tid
@@ -309,9 +310,10 @@ def _kept(post: Post) -> dict:
     return {k: v for k, v in (post.payload or {}).items() if k in keep}
 
 
-def schedule(post: Post, at: datetime) -> None:
-    """Not before `at` (the posting window then doesn't apply: an editor chose the time)."""
+def schedule(post: Post, at: datetime, now: datetime | None = None) -> None:
+    """Not before `at`, a time still ahead (the posting window then doesn't apply: an editor chose the time)."""
     _waiting(post, "scheduled")
+    check_time(at, now)
     post.scheduled_at, post.status, post.next_attempt_at = at, "pending", None
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Connection as Database
 from sqlalchemy import Engine, and_, func, or_, select, text
 
 from syndicate.config import Settings, SmtpSettings
-from syndicate.models import Delivery, Edition, Feed, Post, SocialAccount
+from syndicate.models import Delivery, Edition, Feed, Newsletter, Post, SocialAccount
 
 log = logging.getLogger(__name__)
 DEADLINE = 4.5  # seconds for all checks together: a load balancer's probe gives up at 5 or 10
@@ -194,6 +194,14 @@ def stuck_lanes(connection: Database, now: datetime, after: timedelta) -> dict[s
     if due and (moved is None or _aware(moved) <= since):
         found["mail"] = (f"{due:,} deliveries due for over {_minutes(after)} and none taken by a worker "
                          f"since {_when(moved)}: is a worker consuming the mail queue, and is beat running?")
+    # An edition the pre-send checks stopped at its time: its readers wait until an editor acts.
+    blocked = connection.execute(select(Newsletter.slug, Edition.number).join(Newsletter).where(
+        Edition.status == "blocked").order_by(Edition.scheduled_for).limit(5)).all()
+    if blocked:
+        named = ", ".join(f"{slug}/{number}" for slug, number in blocked)
+        found["mail"] = "; ".join(filter(None, [found.get("mail"), (
+            f"edition {named} blocked by the pre-send checks: `syndicate edition show` says why; fix it, or "
+            "let the check pass with `edition schedule --override CHECK --reason WHY`")]))
     due, moved = connection.execute(select(
         select(func.count()).select_from(Post).join(SocialAccount, SocialAccount.id == Post.account_id).where(
             SocialAccount.status == "active",
