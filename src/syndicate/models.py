@@ -166,7 +166,7 @@ class Newsletter(Base):
     # An article in one of these goes out on its own, at once, as a breaking edition.
     breaking_categories: Mapped[list | None] = mapped_column(JSON)
     first_fill: Mapped[str] = mapped_column(String(20), default="none")  # none | last:N | hours:N
-    status: Mapped[str] = mapped_column(String(20), default="active")  # active | paused
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | paused | archived
     # Articles first seen before this are not news for this newsletter (set from first_fill).
     articles_since: Mapped[datetime] = mapped_column(default=utcnow)
     next_run_at: Mapped[datetime | None] = mapped_column(index=True)
@@ -398,7 +398,8 @@ class SocialAccount(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     network: Mapped[str] = mapped_column(String(20))  # x | mastodon | bluesky
-    status: Mapped[str] = mapped_column(String(20), default="active")  # active | paused
+    # active | paused (its queue waits) | disabled (nothing planned, its queue skipped)
+    status: Mapped[str] = mapped_column(String(20), default="active")
     paused_reason: Mapped[str | None] = mapped_column(Text)  # why: an editor's words, or the network's refusal
     settings: Mapped[dict] = mapped_column(JSON, default=dict)
     credentials: Mapped[str | None] = mapped_column(Text)  # Fernet token of a JSON object; None: dry-run only
@@ -494,3 +495,18 @@ class Post(Base):
 
     article: Mapped[Article] = relationship()
     account: Mapped[SocialAccount] = relationship()
+
+
+class Removal(Base):
+    """A feed, newsletter or social account disabled, archived, deleted or brought back, by whom, and what it
+    took with it in words: kept apart, since a deleted row leaves nothing of its own behind."""
+
+    __tablename__ = "removals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # feed | newsletter | account
+    name: Mapped[str] = mapped_column(String(2048))  # the feed's URL, the newsletter's slug, the account's name
+    action: Mapped[str] = mapped_column(String(20))  # disabled | enabled | archived | deleted
+    by: Mapped[str] = mapped_column(String(64))  # the editor, or "cli"
+    detail: Mapped[str] = mapped_column(Text, default="")  # what happened to what depended on it
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -14,16 +14,16 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import db
+from syndicate import db, removals
 from syndicate.config import Settings
-from syndicate.errors import FeedError
+from syndicate.errors import FeedError, InvalidInput
 from syndicate.ingest import fetch, stored
 from syndicate.ingest.documents import Document, Entry, read
-from syndicate.models import Article, Feed, utcnow
+from syndicate.models import Article, Edition, EditionArticle, Feed, Newsletter, Post, utcnow
 from syndicate.text import shorten
 
 log = logging.getLogger(__name__)
@@ -369,3 +369,89 @@ def health(feed: Feed, now: datetime, articles: int = 0) -> dict:
 def overview(session: Session, now: datetime) -> list[dict]:
     """Every feed's health, with how many articles it brought."""
     return [health(feed, now, articles) for feed, articles in stored.feeds_with_article_counts(session)]
+
+
+# ── disabling and deleting (the CLI, the desk) ───────────────────────────────
+
+
+def _name(feed: Feed) -> str:
+    return f"feed {feed.id} ({feed.url})"
+
+
+def _stories(session: Session, feed: Feed) -> tuple[int, int, int]:
+    """How many stories the feed brought, how many of them went out in an edition that started, and in how
+    many posts that reached a network."""
+    stories = session.scalar(select(func.count()).select_from(Article).where(Article.feed_id == feed.id)) or 0
+    mailed = session.scalar(
+        select(func.count(func.distinct(EditionArticle.article_id)))
+        .join(Article, Article.id == EditionArticle.article_id).join(Edition, Edition.id == EditionArticle.edition_id)
+        .where(Article.feed_id == feed.id, Edition.started_at.is_not(None))) or 0
+    posted = session.scalar(
+        select(func.count()).select_from(Post).join(Article, Article.id == Post.article_id)
+        .where(Article.feed_id == feed.id, Post.status.in_(("posted", "ambiguous", "retracted")))) or 0
+    return stories, mailed, posted
+
+
+def _filtering(session: Session, feed: Feed) -> list[Newsletter]:
+    """The newsletters that take only chosen feeds, this one among them."""
+    # Every newsletter, read: an empty filter is stored as JSON null, which SQL's IS NULL doesn't see.
+    return [n for n in session.scalars(select(Newsletter).order_by(Newsletter.slug)) if feed.id in (n.feed_ids or [])]
+
+
+def disable_plan(session: Session, feed: Feed) -> removals.Plan:
+    stories, _, _ = _stories(session, feed)
+    plan = removals.Plan(_name(feed), [
+        "it is not fetched any more",
+        f"its {stories} {'story stays' if stories == 1 else 'stories stay'}: editions and posts still take "
+        "those not sent yet (withdraw one with `syndicate article retract`)",
+        f"`syndicate feed enable {feed.id}` fetches it again"])
+    if feed.status == "disabled":
+        plan.refused = f"{_name(feed)} is disabled already" + (f" ({feed.last_error})" if feed.last_error else "")
+    return plan
+
+
+def disable_feed(session: Session, feed: Feed, by: str, now: datetime | None = None) -> removals.Plan:
+    """Not fetched any more; its stories stay where they are."""
+    plan = disable_plan(session, feed)
+    plan.check()
+    feed.status = "disabled"
+    removals.record(session, "feed", feed.url, "disabled", by, plan.detail, now)
+    return plan
+
+
+def enable_feed(session: Session, feed: Feed, by: str, now: datetime | None = None) -> Feed:
+    """Fetched again at once (a feed the site had said was gone, 410, too)."""
+    if feed.status == "active":
+        raise InvalidInput(f"{_name(feed)} is active already")
+    now = now or utcnow()
+    feed.status, feed.next_fetch_at, feed.error_count = "active", now, 0
+    removals.record(session, "feed", feed.url, "enabled", by, "fetched again from now on", now)
+    return feed
+
+
+def delete_plan(session: Session, feed: Feed) -> removals.Plan:
+    stories, mailed, posted = _stories(session, feed)
+    plan = removals.Plan(_name(feed), [
+        "the feed is forgotten: its address and how its fetches went",
+        f"its {stories} {'story is' if stories == 1 else 'stories are'} kept, without a feed: "
+        f"{mailed} went out in editions and {posted} in posts, and those keep their content and the archive its pages",
+        "added again later, it starts afresh; stories it brought already are known by their link and not sent again"])
+    if filtering := _filtering(session, feed):
+        names = ", ".join(n.slug for n in filtering)
+        plan.refused = (f"newsletter {names} takes only chosen feeds, this one among them: take it out of its feeds "
+                        f"first (`syndicate newsletter edit {filtering[0].slug} --feed …`, or its page on the desk), "
+                        f"or disable the feed instead (`syndicate feed disable {feed.id}`)")
+    return plan
+
+
+def delete_feed(session: Session, feed: Feed, by: str, now: datetime | None = None) -> removals.Plan:
+    """The feed row goes; its stories stay, detached (their feed_id set to NULL by the database), so no edition
+    or post loses what it carried."""
+    plan = delete_plan(session, feed)
+    plan.check()
+    removals.record(session, "feed", feed.url, "deleted", by, plan.detail, now)
+    session.execute(update(Article).where(Article.feed_id == feed.id).values(feed_id=None)
+                    .execution_options(synchronize_session=False))
+    session.delete(feed)
+    session.flush()
+    return plan

@@ -9,17 +9,20 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from syndicate import removals
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import (
     DEFAULT_SUBJECT,
     Article,
+    Delivery,
+    Edition,
     Feed,
     Newsletter,
     Subscriber,
     Subscription,
     utcnow,
 )
-from syndicate.newsletters import rendering, schedules
+from syndicate.newsletters import editions, rendering, schedules
 from syndicate.subscribers.consent import normalise_email
 
 MAX_AGE_HOURS = 8760  # a year: beyond that a limit means nothing
@@ -129,11 +132,19 @@ def update_newsletter(session: Session, newsletter: Newsletter, now: datetime | 
 
 def pause_newsletter(session: Session, newsletter: Newsletter) -> None:
     """No more regular or breaking editions until resumed; editions already scheduled keep theirs."""
+    if newsletter.status == "archived":
+        raise InvalidInput(f"newsletter {newsletter.slug} is archived: nothing of it goes out already "
+                           f"(`syndicate newsletter resume {newsletter.slug}` brings it back)")
     newsletter.status, newsletter.next_run_at = "paused", None
 
 
-def resume_newsletter(session: Session, newsletter: Newsletter, now: datetime | None = None) -> None:
-    """Runs again from the next scheduled time after now: what was missed while paused is not sent in a rush."""
+def resume_newsletter(session: Session, newsletter: Newsletter, now: datetime | None = None,
+                      by: str | None = None) -> None:
+    """Runs again from the next scheduled time after now: what was missed while paused (or archived) is not
+    sent in a rush. An archived one takes sign-ups again too."""
+    if newsletter.status == "archived":
+        removals.record(session, "newsletter", newsletter.slug, "enabled", by or "unknown",
+                        "brought back from the archive: its schedule and sign-ups run again", now)
     newsletter.status = "active"
     newsletter.next_run_at = schedules.next_run(newsletter.cron, newsletter.timezone, now or utcnow())
 
@@ -153,3 +164,93 @@ def audience(session: Session) -> dict[int, int]:
         .where(Subscription.status == "active", Subscriber.status == "confirmed")
         .group_by(Subscription.newsletter_id))
     return dict(rows.all())
+
+
+# ── archiving and deleting (the CLI, the desk) ───────────────────────────────
+
+UNSENT = ("draft", "scheduled", "paused")  # editions archiving cancels: nothing more of them goes out
+
+
+def _editions(session: Session, newsletter: Newsletter) -> list[Edition]:
+    return list(session.scalars(select(Edition).where(Edition.newsletter_id == newsletter.id)
+                                .order_by(Edition.number)))
+
+
+def _numbers(editions_: list[Edition]) -> str:
+    return ", ".join(f"#{e.number}" for e in editions_)
+
+
+def archive_plan(session: Session, newsletter: Newsletter) -> removals.Plan:
+    found = _editions(session, newsletter)
+    unsent = [e for e in found if e.status in UNSENT]
+    sending = [e for e in found if e.status == "sending"]
+    readers = session.scalar(select(func.count()).select_from(Subscription).where(
+        Subscription.newsletter_id == newsletter.id, Subscription.status.in_(("active", "pending")))) or 0
+    lines = ["no more editions: its schedule and its breaking lane stop"]
+    if unsent:
+        lines.append(f"{len(unsent)} {'edition' if len(unsent) == 1 else 'editions'} not sent yet "
+                     f"({_numbers(unsent)}) {'is' if len(unsent) == 1 else 'are'} cancelled")
+    if sending:
+        lines.append(f"edition {_numbers(sending)}, going out now, finishes (pause it to stop it)")
+    lines += ["sign-ups stop: it leaves the subscribe page, and no one new can be added to it",
+              f"its {readers} {'subscription stays' if readers == 1 else 'subscriptions stay'} (nothing is sent on "
+              f"them), and its public archive /n/{newsletter.slug} stays",
+              f"`syndicate newsletter resume {newsletter.slug}` brings it back"]
+    plan = removals.Plan(f"newsletter {newsletter.slug} ({newsletter.name})", lines)
+    if newsletter.status == "archived":
+        plan.refused = f"newsletter {newsletter.slug} is archived already"
+    return plan
+
+
+def archive_newsletter(session: Session, newsletter: Newsletter, by: str, now: datetime | None = None
+                       ) -> removals.Plan:
+    """No more editions or readers; what it sent, and who read it, stays."""
+    plan = archive_plan(session, newsletter)
+    plan.check()
+    for edition in _editions(session, newsletter):
+        if edition.status in UNSENT:
+            editions.cancel(session, edition)
+    newsletter.status, newsletter.next_run_at = "archived", None
+    removals.record(session, "newsletter", newsletter.slug, "archived", by, plan.detail, now)
+    return plan
+
+
+def delete_plan(session: Session, newsletter: Newsletter) -> removals.Plan:
+    found = _editions(session, newsletter)
+    went_out = [e for e in found if e.started_at is not None]
+    sending = [e for e in found if e.status == "sending"]
+    subscriptions = session.scalar(select(func.count()).select_from(Subscription).where(
+        Subscription.newsletter_id == newsletter.id)) or 0
+    deliveries = session.scalar(select(func.count()).select_from(Delivery).join(Edition).where(
+        Edition.newsletter_id == newsletter.id)) or 0
+    sent = session.scalar(select(func.count()).select_from(Delivery).join(Edition).where(
+        Edition.newsletter_id == newsletter.id, Delivery.status == "sent")) or 0
+    lines = [f"its {subscriptions} {'subscription is' if subscriptions == 1 else 'subscriptions are'} deleted "
+             "(the readers stay, with their other newsletters)",
+             f"its {len(found)} {'edition is' if len(found) == 1 else 'editions are'} deleted ({len(went_out)} went "
+             f"out), with their {deliveries} deliveries ({sent} mails sent): readers' timelines lose them",
+             f"its public archive /n/{newsletter.slug} and its feed are gone; the unsubscribe links in mails already "
+             "sent stop working for it (nothing more is sent from it)",
+             "its stories stay, free for the other newsletters"]
+    plan = removals.Plan(f"newsletter {newsletter.slug} ({newsletter.name})", lines)
+    if sending:
+        plan.refused = (f"edition {_numbers(sending)} of {newsletter.slug} is going out now: pause or cancel it first "
+                        f"(`syndicate edition cancel {newsletter.slug}/{sending[0].number}`)")
+    elif went_out:
+        plan.needs_force = (f"newsletter {newsletter.slug} has sent {len(went_out)} "
+                            f"{'edition' if len(went_out) == 1 else 'editions'} ({sent} mails): archive it instead "
+                            f"(`syndicate newsletter archive {newsletter.slug}`), which keeps them; deleting them "
+                            "needs --force (on the desk: the box that says so)")
+    return plan
+
+
+def delete_newsletter(session: Session, newsletter: Newsletter, by: str, force: bool = False,
+                      now: datetime | None = None) -> removals.Plan:
+    """The newsletter and everything of its own (subscriptions, editions, deliveries; the database cascades)."""
+    plan = delete_plan(session, newsletter)
+    plan.check(force)
+    removals.record(session, "newsletter", newsletter.slug, "deleted", by,
+                    ("forced: " if plan.needs_force else "") + plan.detail, now)
+    session.delete(newsletter)
+    session.flush()
+    return plan

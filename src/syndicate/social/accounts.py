@@ -17,11 +17,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from syndicate import removals
 from syndicate.errors import InvalidInput, NotFound
-from syndicate.models import SocialAccount, Switch, utcnow
+from syndicate.models import Article, Post, SocialAccount, Switch, utcnow
 from syndicate.social import networks, teaser
 
 NETWORKS = ("x", "mastodon", "bluesky")
@@ -259,12 +260,102 @@ def all_accounts(session: Session) -> list[SocialAccount]:
 
 
 def pause(account: SocialAccount, reason: str) -> None:
+    if account.status == "disabled":  # a network's refusal mid-post must not wake a disabled account
+        return
     account.status, account.paused_reason = "paused", reason
 
 
 def resume(account: SocialAccount) -> None:
     """Active again; its backlog drains at the account's pace (one post per gap), never in a burst."""
+    if account.status == "disabled":
+        raise InvalidInput(f"account {account.name!r} is disabled: `syndicate account enable {account.name}` "
+                           "brings it back")
     account.status, account.paused_reason = "active", None  # a network's "wait until" (parked_until) still holds
+
+
+# ── disabling and deleting (the CLI, the desk) ───────────────────────────────
+
+WAITING = ("pending", "held")  # posts a disabled account skips
+PUBLISHED = ("posted", "ambiguous", "retracted")  # posts that reached (or may have reached) the network
+
+
+def _count(session: Session, account: SocialAccount, statuses: tuple[str, ...]) -> int:
+    return session.scalar(select(func.count()).select_from(Post).where(
+        Post.account_id == account.id, Post.status.in_(statuses))) or 0
+
+
+def disable_plan(session: Session, account: SocialAccount) -> removals.Plan:
+    waiting, published = _count(session, account, WAITING), _count(session, account, PUBLISHED)
+    plan = removals.Plan(f"account {account.name} ({account.network})", [
+        "nothing more is planned or posted on it",
+        f"its {waiting} waiting {'post is' if waiting == 1 else 'posts are'} skipped, each saying why",
+        f"its {published} published {'post stays' if published == 1 else 'posts stay'} on the network and in the "
+        "ledger; withdrawing a story still takes them back (the credentials are kept for that)",
+        f"`syndicate account enable {account.name}` brings it back, for stories first seen from then on"])
+    if account.status == "disabled":
+        plan.refused = f"account {account.name!r} is disabled already"
+    return plan
+
+
+def disable(session: Session, account: SocialAccount, by: str, now: datetime | None = None) -> removals.Plan:
+    """Posts nothing from now on: its waiting posts are skipped with why, nothing new is planned for it."""
+    plan = disable_plan(session, account)
+    plan.check()
+    now = now or utcnow()
+    why = f"not posted: the account {account.name} was disabled by {by} on {now:%Y-%m-%d %H:%M} UTC"
+    session.execute(update(Post).where(Post.account_id == account.id, Post.status.in_(WAITING))
+                    .values(status="skipped", error=why, next_attempt_at=None)
+                    .execution_options(synchronize_session=False))
+    account.status, account.paused_reason = "disabled", f"disabled by {by}"
+    removals.record(session, "account", account.name, "disabled", by, plan.detail, now)
+    return plan
+
+
+def enable(session: Session, account: SocialAccount, by: str, now: datetime | None = None) -> SocialAccount:
+    """Active again for stories first seen from now on: those that came while it was disabled get a skipped
+    post each, saying why, rather than a burst of old news."""
+    if account.status != "disabled":
+        raise InvalidInput(f"account {account.name!r} is {account.status}, not disabled"
+                           + (f": `syndicate account resume {account.name}`" if account.status == "paused" else ""))
+    now = now or utcnow()
+    planned = select(Post.article_id).where(Post.account_id == account.id)
+    meanwhile = session.scalars(select(Article.id).where(
+        Article.first_seen_at >= account.created_at, Article.first_seen_at <= now, Article.id.not_in(planned))).all()
+    for article_id in meanwhile:
+        session.add(Post(article_id=article_id, account_id=account.id, share=0, text="", payload={}, status="skipped",
+                         error=f"not posted: the story came while the account {account.name} was disabled",
+                         created_at=now))
+    account.status, account.paused_reason = "active", None
+    removals.record(session, "account", account.name, "enabled", by,
+                    f"posting again; {len(meanwhile)} stories that came meanwhile are not posted", now)
+    return account
+
+
+def delete_plan(session: Session, account: SocialAccount) -> removals.Plan:
+    published = _count(session, account, PUBLISHED)
+    sending = _count(session, account, ("sending",))
+    others = session.scalar(select(func.count()).select_from(Post).where(Post.account_id == account.id)) or 0
+    plan = removals.Plan(f"account {account.name} ({account.network})", [
+        "its credentials and settings are erased",
+        f"its {others} unpublished {'post is' if others == 1 else 'posts are'} deleted (waiting, skipped, failed, "
+        "cancelled)"])
+    if sending:
+        plan.refused = f"a post is going out on {account.name!r} now: try again in a minute, or disable it"
+    elif published:
+        plan.refused = (f"{published} {'post' if published == 1 else 'posts'} went out on {account.name!r}: their rows "
+                        "are the record of what was published and what withdrawing a story takes back, so it "
+                        f"can't be deleted; disable it instead (`syndicate account disable {account.name}`)")
+    return plan
+
+
+def delete(session: Session, account: SocialAccount, by: str, now: datetime | None = None) -> removals.Plan:
+    """Only an account that never published: its unpublished posts go with it (the database cascades)."""
+    plan = delete_plan(session, account)
+    plan.check()
+    removals.record(session, "account", account.name, "deleted", by, plan.detail, now)
+    session.delete(account)
+    session.flush()
+    return plan
 
 
 def describe(account: SocialAccount, env_x: bool = False) -> dict:

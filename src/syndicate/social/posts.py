@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from syndicate import db, ledger
+from syndicate import db, ledger, removals
 from syndicate.config import Settings
 from syndicate.errors import AccountProblem, DuplicatePost, InvalidInput, TransportError
 from syndicate.ledger import POST_OPEN, PostStatus
@@ -67,8 +67,9 @@ def preview(account: SocialAccount, article: Article) -> teaser.Teaser:
 
 
 def ensure_default_account(session: Session) -> SocialAccount | None:
-    """With no account at all, one X account named "x": live with SYNDICATE_X_* credentials, dry-run otherwise."""
-    if session.scalar(select(func.count()).select_from(SocialAccount)):
+    """With no account at all, one X account named "x": live with SYNDICATE_X_* credentials, dry-run otherwise.
+    Not once an editor has deleted an account: none left is then their choice."""
+    if session.scalar(select(func.count()).select_from(SocialAccount)) or removals.any_deleted(session, "account"):
         return None
     account = SocialAccount(name="x", network="x", settings=AccountSettings().to_dict())
     session.add(account)
@@ -163,6 +164,10 @@ def publish(sessions: sessionmaker, settings: Settings, client: SocialClient, po
                 post.uncertain = True
             if claimed and post.article.withdrawn_at is not None:  # withdrawn after the tick picked it
                 post.status, post.error, post.claimed_by = "skipped", withdrawn_reason(post.article), None
+                return post
+            if claimed and post.account.status == "disabled":  # disabled after the tick picked it
+                post.status, post.claimed_by = "skipped", None
+                post.error = f"not posted: the account {post.account.name} was {post.account.paused_reason}"
                 return post
             if claimed:
                 request = PostRequest(teaser=teaser_of(post), card=card, post_id=post.id, created_at=post.created_at,
@@ -343,6 +348,9 @@ def reshare(session: Session, article: Article, account: SocialAccount, at: date
     """An editor's explicit second (third…) post of a story: a new row, never a retry of the first."""
     if article.withdrawn_at is not None:
         raise InvalidInput(f"article {article.id} was withdrawn: it is not posted again")
+    if account.status == "disabled":
+        raise InvalidInput(f"account {account.name!r} is disabled: nothing is posted on it "
+                           f"(`syndicate account enable {account.name}` first)")
     now = now or utcnow()
     shares = session.scalar(select(func.max(Post.share)).where(Post.article_id == article.id,
                                                                Post.account_id == account.id))

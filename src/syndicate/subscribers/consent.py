@@ -82,6 +82,7 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
     if missing := set(newsletter_ids) - {n.id for n in chosen}:
         raise InvalidInput(f"no newsletter with id {sorted(missing)}")
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email))
+    _refuse_archived(session, subscriber, chosen)
     if subscriber is None:
         subscriber = Subscriber(email=email, name=(name or "").strip()[:200] or None, created_at=now)
         session.add(subscriber)
@@ -120,6 +121,17 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
     if source is not None:
         record_event(session, subscriber.id, "subscribed", source, detail=detail, now=now)
     return Signup(subscriber, send, awaiting, held_back)
+
+
+def _refuse_archived(session: Session, subscriber: Subscriber | None, chosen: list[Newsletter]) -> None:
+    """An archived newsletter takes no new readers; one who has it already may sign up again harmlessly."""
+    archived = [n for n in chosen if n.status == "archived"]
+    if archived and subscriber is not None:
+        has = set(session.scalars(select(Subscription.newsletter_id).where(
+            Subscription.subscriber_id == subscriber.id, Subscription.status.in_(("active", "pending")))))
+        archived = [n for n in archived if n.id not in has]
+    if archived:
+        raise InvalidInput(f"{', '.join(n.name for n in archived)} is archived: it takes no new readers")
 
 
 def _may_send_confirmation(session: Session, email: str, client: str | None, settings: Settings | None,

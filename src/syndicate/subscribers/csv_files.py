@@ -96,19 +96,25 @@ def import_csv(session: Session, data: str | bytes, newsletter_ids: list[int], *
     slugs = newsletters_checked(session, columns, newsletter_ids)
     report = ImportReport()
     rows = list(fit_rows(records, columns, slugs, newsletter_ids, report))
-    names = {newsletter_id: slug for slug, newsletter_id in slugs.items()}
+    names = {newsletter_id: slug for slug, newsletter_id in slugs.items() if newsletter_id is not None}
     for i in range(0, len(rows), CHUNK):
         import_chunk(session, rows[i:i + CHUNK], names, report, force=force, confirmed=confirmed, now=now)
     session.flush()
     return report
 
 
-def newsletters_checked(session: Session, columns: dict[str, int], newsletter_ids: list[int]) -> dict[str, int]:
+def newsletters_checked(session: Session, columns: dict[str, int], newsletter_ids: list[int]
+                        ) -> dict[str, int | None]:
     """Every newsletter's id by its slug, once the file is known to say where its people go: newsletters
     chosen for the whole file (which must exist) or a newsletters column."""
-    slugs = dict(session.execute(select(Newsletter.slug, Newsletter.id)).all())
-    if missing := set(newsletter_ids) - set(slugs.values()):
+    everything = session.execute(select(Newsletter.slug, Newsletter.id, Newsletter.status)).all()
+    if missing := set(newsletter_ids) - {n.id for n in everything}:
         raise InvalidInput(f"no newsletter with id {sorted(missing)}; nothing was imported")
+    if archived := [n.slug for n in everything if n.id in newsletter_ids and n.status == "archived"]:
+        raise InvalidInput(f"newsletter {', '.join(archived)} is archived: it takes no new readers; choose another "
+                           "(or resume it first); nothing was imported")
+    # An archived newsletter's slug maps to None: a row naming it is refused, saying why.
+    slugs = {n.slug: None if n.status == "archived" else n.id for n in everything}
     if not newsletter_ids and "newsletters" not in columns:
         raise InvalidInput("choose the newsletters to subscribe them to (--newsletter SLUG), "
                            "or give the file a newsletters column; nothing was imported")
@@ -177,7 +183,7 @@ def header_columns(header: list[str], check: bool = True) -> dict[str, int]:
     return found
 
 
-def fit_rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slugs: dict[str, int],
+def fit_rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slugs: dict[str, int | None],
              default_ids: list[int], report: ImportReport) -> Iterator[Row]:
     """Rows fit to import; bad ones and repeats go to the report."""
     seen: dict[str, int] = {}
@@ -201,6 +207,10 @@ def fit_rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slug
         if listed := [s for s in re.split(r"[;,\s]+", cell(record, "newsletters").casefold()) if s]:
             if unknown := [s for s in listed if s not in slugs]:
                 report.bad.append((line, raw, f"no newsletter {', '.join(map(repr, unknown))} (newsletters column)"))
+                continue
+            if archived := [s for s in listed if slugs[s] is None]:
+                report.bad.append((line, raw, f"newsletter {', '.join(map(repr, archived))} is archived: it takes no "
+                                              "new readers (newsletters column)"))
                 continue
             chosen = list(dict.fromkeys(slugs[s] for s in listed))
         if not chosen:

@@ -58,7 +58,7 @@ def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = For
                                        source="web", client=request.client.host if request.client else None,
                                        settings=svc.settings)
         except (InvalidInput, forms.FormExpired) as e:
-            everything = stored.all_newsletters(session)
+            everything = [n for n in stored.all_newsletters(session) if n.status != "archived"]
             expired = isinstance(e, forms.FormExpired)
             return subscribe_page(svc.settings, 400, newsletters=everything, chosen=newsletter, email=email, name=name,
                                   expired=expired, error=None if expired else str(e))
