@@ -120,6 +120,24 @@ def progress(items, label):
     with click.progressbar(items, label=label, file=sys.stderr) as bar:
         yield from bar
 
+
+def removing(plan, verb: str, yes: bool, force: bool = False) -> None:
+    """Say what removing something takes along (a removals.Plan), refuse with why if it can't be done, and ask
+    before it is (`--yes` doesn't ask)."""
+    if plan.refused:
+        raise SyndicateError(plan.refused)
+    if plan.needs_force and not force:
+        raise SyndicateError(plan.needs_force)
+    click.echo(f"{verb} {plan.what}:")
+    for line in plan.consequences:
+        click.echo(f"  - {line}")
+    if not yes:
+        click.confirm(f"{verb} {plan.what}?", abort=True)
+
+
+yes_option = click.option("--yes", is_flag=True, help="Do it without asking first.")
+
+
 def show(record: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(record, default=json_default, ensure_ascii=False, indent=2))

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from syndicate.cli.common import emit, json_option, lazy, opened
+from syndicate.cli.common import emit, json_option, lazy, opened, removing, yes_option
 from syndicate.cli.social import ARTICLE_MISSING, said
 
 feeds = lazy("syndicate.ingest.feeds")
@@ -66,6 +66,45 @@ def feed_poll(ctx, everything: bool, as_json: bool) -> None:
     emit(rows, as_json, ["id", "url", "status", "new", "updated", "error"])
     if any(r.error for r in results):
         ctx.exit(1)
+
+
+@feed.command("disable")
+@click.argument("feed_id", type=int)
+@yes_option
+@click.pass_context
+def feed_disable(ctx, feed_id: int, yes: bool) -> None:
+    """Stop fetching a feed; its stories stay (those not sent yet still go out). `enable` brings it back."""
+    with opened(ctx) as (svc, session):
+        plan = feeds.disable_plan(session, feeds.get_feed(session, feed_id))
+    removing(plan, "Disable", yes)
+    with opened(ctx) as (svc, session):
+        feeds.disable_feed(session, feeds.get_feed(session, feed_id), "cli")
+    click.echo(f"feed {feed_id}: disabled")
+
+
+@feed.command("enable")
+@click.argument("feed_id", type=int)
+@click.pass_context
+def feed_enable(ctx, feed_id: int) -> None:
+    """Fetch a disabled feed again, now and at every turn (a feed whose site said "gone", too)."""
+    with opened(ctx) as (svc, session):
+        feeds.enable_feed(session, feeds.get_feed(session, feed_id), "cli")
+    click.echo(f"feed {feed_id}: active, fetched at the next tick")
+
+
+@feed.command("delete")
+@click.argument("feed_id", type=int)
+@yes_option
+@click.pass_context
+def feed_delete(ctx, feed_id: int, yes: bool) -> None:
+    """Forget a feed. Its stories are kept, without a feed, so the editions and posts that carried them keep
+    their content; refused while a newsletter takes only chosen feeds and this is one of them."""
+    with opened(ctx) as (svc, session):
+        plan = feeds.delete_plan(session, feeds.get_feed(session, feed_id))
+    removing(plan, "Delete", yes)
+    with opened(ctx) as (svc, session):
+        feeds.delete_feed(session, feeds.get_feed(session, feed_id), "cli")
+    click.echo(f"feed {feed_id}: deleted")
 
 
 @click.group()

@@ -10,7 +10,18 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from syndicate.cli.common import emit, in_zone, json_option, lazy, local_time, opened, services, show
+from syndicate.cli.common import (
+    emit,
+    in_zone,
+    json_option,
+    lazy,
+    local_time,
+    opened,
+    removing,
+    services,
+    show,
+    yes_option,
+)
 from syndicate.errors import NotFound, SyndicateError
 
 if TYPE_CHECKING:
@@ -33,7 +44,7 @@ stored = lazy("syndicate.newsletters.stored")
 
 @click.group()
 def newsletter() -> None:
-    """Newsletters: settings, schedules, filters."""
+    """Newsletters: settings, schedules, filters; pause, archive, delete."""
 
 
 def newsletter_options(adding: bool):
@@ -198,9 +209,40 @@ def newsletter_resume(ctx, slug) -> None:
     """Run again from the next scheduled time; what was missed while paused is not sent in a rush."""
     with opened(ctx) as (svc, session):
         found = lists.get_newsletter(session, slug)
-        lists.resume_newsletter(session, found)
+        lists.resume_newsletter(session, found, by="cli")
         runs = schedules.upcoming(found, 1)
     click.echo(f"newsletter {slug}: active" + (f", next edition at {runs[0].isoformat()}" if runs else ""))
+
+
+@newsletter.command("archive")
+@click.argument("slug")
+@yes_option
+@click.pass_context
+def newsletter_archive(ctx, slug: str, yes: bool) -> None:
+    """Retire a newsletter: no more editions (those not sent yet are cancelled) and no new readers; its
+    subscribers and its public archive stay. `resume` brings it back."""
+    with opened(ctx) as (svc, session):
+        plan = lists.archive_plan(session, lists.get_newsletter(session, slug))
+    removing(plan, "Archive", yes)
+    with opened(ctx) as (svc, session):
+        lists.archive_newsletter(session, lists.get_newsletter(session, slug), "cli")
+    click.echo(f"newsletter {slug}: archived")
+
+
+@newsletter.command("delete")
+@click.argument("slug")
+@click.option("--force", is_flag=True, help="Delete it even though it has sent editions, and them with it.")
+@yes_option
+@click.pass_context
+def newsletter_delete(ctx, slug: str, force: bool, yes: bool) -> None:
+    """Delete a newsletter with its subscriptions, editions and deliveries. One that has sent editions is
+    refused unless --force: archive it instead, which keeps them."""
+    with opened(ctx) as (svc, session):
+        plan = lists.delete_plan(session, lists.get_newsletter(session, slug))
+    removing(plan, "Delete", yes, force)
+    with opened(ctx) as (svc, session):
+        lists.delete_newsletter(session, lists.get_newsletter(session, slug), "cli", force)
+    click.echo(f"newsletter {slug}: deleted")
 
 
 @click.group()

@@ -7,7 +7,18 @@ import os
 
 import click
 
-from syndicate.cli.common import emit, json_default, json_option, lazy, local_time, opened, services, show
+from syndicate.cli.common import (
+    emit,
+    json_default,
+    json_option,
+    lazy,
+    local_time,
+    opened,
+    removing,
+    services,
+    show,
+    yes_option,
+)
 from syndicate.errors import TransportError
 
 db = lazy("syndicate.db")
@@ -24,7 +35,7 @@ ARTICLE_MISSING = "no article {}; `syndicate article list` shows their ids"
 
 @click.group()
 def account() -> None:
-    """Social accounts (X, Mastodon, Bluesky): add, test, edit, pause, resume."""
+    """Social accounts (X, Mastodon, Bluesky): add, test, edit, pause, resume, disable, enable, delete."""
 
 
 def account_options(adding: bool):
@@ -232,6 +243,52 @@ def account_resume(ctx, name: str) -> None:
     with opened(ctx) as (svc, session):
         accounts.resume(accounts.by_name(session, name))
     click.echo(f"account {name!r} resumed")
+
+
+@account.command("disable")
+@click.argument("name")
+@yes_option
+@click.pass_context
+def account_disable(ctx, name: str, yes: bool) -> None:
+    """Post nothing more on an account: its waiting posts are skipped (each says why), nothing new is planned.
+    What it published stays, and withdrawing a story still takes it back. `enable` brings it back."""
+    from syndicate.social import accounts
+
+    with opened(ctx) as (svc, session):
+        plan = accounts.disable_plan(session, accounts.by_name(session, name))
+    removing(plan, "Disable", yes)
+    with opened(ctx) as (svc, session):
+        accounts.disable(session, accounts.by_name(session, name), "cli")
+    click.echo(f"account {name!r} disabled")
+
+
+@account.command("enable")
+@click.argument("name")
+@click.pass_context
+def account_enable(ctx, name: str) -> None:
+    """Post on a disabled account again: stories first seen from now on (not those that came meanwhile)."""
+    from syndicate.social import accounts
+
+    with opened(ctx) as (svc, session):
+        accounts.enable(session, accounts.by_name(session, name), "cli")
+    click.echo(f"account {name!r} enabled")
+
+
+@account.command("delete")
+@click.argument("name")
+@yes_option
+@click.pass_context
+def account_delete(ctx, name: str, yes: bool) -> None:
+    """Delete an account that never published, with its unpublished posts. One that published is refused
+    (its posts' rows are the record of what went out, and what withdrawing a story takes back): disable it."""
+    from syndicate.social import accounts
+
+    with opened(ctx) as (svc, session):
+        plan = accounts.delete_plan(session, accounts.by_name(session, name))
+    removing(plan, "Delete", yes)
+    with opened(ctx) as (svc, session):
+        accounts.delete(session, accounts.by_name(session, name), "cli")
+    click.echo(f"account {name!r} deleted")
 
 
 # ── posts ────────────────────────────────────────────────────────────────────
