@@ -63,6 +63,19 @@ def page(template: str, request: Request, status: int = 200, **context) -> HTMLR
     return HTMLResponse(render(f"desk/{template}.html", csrf=csrf_token(request), **context), status_code=status)
 
 
+def confirmation(request: Request, name: str, verb: str, plan, action: str, back_to: str, error: str | None = None,
+                 status: int = 200) -> HTMLResponse:
+    """The page that asks before something is removed: what it takes along (a removals.Plan), why it can't be
+    done if it can't, and the button that posts to `action`."""
+    return page("confirm", request, 400 if error and status == 200 else status, editor=name, verb=verb, plan=plan,
+                action=action, back=back_to, error=error)
+
+
+def ticked(value: str) -> bool:
+    """A checkbox as a form sends it: present (any of the usual values) or not."""
+    return value.strip().lower() in ("1", "on", "true", "yes")
+
+
 def editor_zone(request: Request) -> ZoneInfo:
     """The zone the signed-in editor chose on their account page (kept in the session), else UTC."""
     return ZoneInfo(request.session.get("zone") or "UTC")

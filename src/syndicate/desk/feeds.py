@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from syndicate.db import transaction
 from syndicate.desk import trail
-from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, page, pages
+from syndicate.desk.core import Svc, api, api_editor, back, confirmation, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.ingest import feeds
 from syndicate.models import MAX_ID, RowId, utcnow
@@ -92,6 +92,69 @@ def poll_feed(feed_id: RowId, svc: Svc, name: str = Depends(editor)):
     return back(f"/desk/feeds#feed-{feed_id}")
 
 
+REMOVALS = {"disable": ("Disable", feeds.disable_plan, feeds.disable_feed),
+            "delete": ("Delete", feeds.delete_plan, feeds.delete_feed)}
+
+
+def _remove(svc: Services, feed_id: int, action: str, editor_name: str) -> dict:
+    """Disable or delete a feed (InvalidInput, saying why, when it can't be); what it took along."""
+    _, _, act = REMOVALS[action]
+    with transaction(svc.Session) as session:
+        plan = act(session, feeds.get_feed(session, feed_id), editor_name)
+    return dict(id=feed_id, done=action + "d", consequences=plan.consequences)
+
+
+def _enable(svc: Services, feed_id: int, editor_name: str) -> dict:
+    with transaction(svc.Session) as session:
+        return feeds.health(feeds.enable_feed(session, feeds.get_feed(session, feed_id), editor_name), utcnow())
+
+
+def _removal_page(request: Request, svc: Services, feed_id: int, action: str, name: str,
+                  error: str | None = None) -> HTMLResponse:
+    verb, planned, _ = REMOVALS[action]
+    with transaction(svc.Session) as session:
+        plan = planned(session, feeds.get_feed(session, feed_id))
+    return confirmation(request, name, verb, plan, f"/desk/feeds/{feed_id}/{action}", f"/desk/feeds#feed-{feed_id}",
+                        error)
+
+
+def _removal_post(request: Request, svc: Services, feed_id: int, action: str, name: str):
+    try:
+        _remove(svc, feed_id, action, name)
+    except InvalidInput as e:  # it changed since the page was shown: the page again, saying why
+        return _removal_page(request, svc, feed_id, action, name, str(e))
+    return back("/desk/feeds" if action == "delete" else f"/desk/feeds#feed-{feed_id}")
+
+
+@pages.get("/feeds/{feed_id}/disable", response_class=HTMLResponse)
+def disable_page(request: Request, feed_id: RowId, svc: Svc, name: str = Depends(editor)):
+    """What disabling the feed does, and the button that does it."""
+    return _removal_page(request, svc, feed_id, "disable", name)
+
+
+@pages.post("/feeds/{feed_id}/disable", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def disable_feed(request: Request, feed_id: RowId, svc: Svc, name: str = Depends(editor)):
+    return _removal_post(request, svc, feed_id, "disable", name)
+
+
+@pages.get("/feeds/{feed_id}/delete", response_class=HTMLResponse)
+def delete_page(request: Request, feed_id: RowId, svc: Svc, name: str = Depends(editor)):
+    """What deleting the feed does (or why it can't be), and the button that does it."""
+    return _removal_page(request, svc, feed_id, "delete", name)
+
+
+@pages.post("/feeds/{feed_id}/delete", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def delete_feed(request: Request, feed_id: RowId, svc: Svc, name: str = Depends(editor)):
+    return _removal_post(request, svc, feed_id, "delete", name)
+
+
+@pages.post("/feeds/{feed_id}/enable", dependencies=[Depends(csrf_checked)])
+def enable_feed(feed_id: RowId, svc: Svc, name: str = Depends(editor)):
+    _enable(svc, feed_id, name)
+    hand_over(poll_feed_batch, [feed_id])  # fetched now, as a new feed is
+    return back(f"/desk/feeds#feed-{feed_id}")
+
+
 @pages.get("/articles", response_class=HTMLResponse)
 def articles_page(request: Request, svc: Svc, q: str = "", feed: str = "",
                   page_number: int = Query(1, alias="page", ge=1), name: str = Depends(editor)):
@@ -136,6 +199,25 @@ def add_feed_json(body: NewFeed, svc: Svc, name: str = Depends(api_editor)) -> d
 def poll_feed_json(feed_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Queue a fetch of one feed now, instead of at its next turn; answers its health before the fetch."""
     return _poll(svc, feed_id)
+
+
+@api.post("/feeds/{feed_id}/disable", tags=["feeds"])
+def disable_feed_json(feed_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
+    """Stop fetching a feed; its stories stay (those not sent yet still go out). `consequences` says so in words."""
+    return _remove(svc, feed_id, "disable", name)
+
+
+@api.post("/feeds/{feed_id}/enable", tags=["feeds"])
+def enable_feed_json(feed_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
+    """Fetch a disabled feed again, from its next turn (now); answers its health."""
+    return _enable(svc, feed_id, name)
+
+
+@api.delete("/feeds/{feed_id}", tags=["feeds"])
+def delete_feed_json(feed_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
+    """Forget a feed; its stories are kept without a feed, so the editions and posts that carried them keep their
+    content. Refused (422) while a newsletter takes only chosen feeds and this is one of them."""
+    return _remove(svc, feed_id, "delete", name)
 
 
 @api.get("/articles", tags=["articles"])

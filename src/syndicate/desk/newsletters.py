@@ -17,7 +17,19 @@ from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.delivery import results
 from syndicate.desk import charts
-from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
+from syndicate.desk.core import (
+    Svc,
+    api,
+    api_editor,
+    back,
+    confirmation,
+    csrf_checked,
+    editor,
+    editor_zone,
+    page,
+    pages,
+    ticked,
+)
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Feed, Newsletter
 from syndicate.newsletters import editions, lists, schedules, stored
@@ -93,14 +105,14 @@ def _update(session, slug: str, changes: dict) -> Newsletter:
     return lists.update_newsletter(session, newsletter, **changed)
 
 
-def _switch(session, slug: str, action: str) -> Newsletter:
+def _switch(session, slug: str, action: str, editor_name: str | None = None) -> Newsletter:
     newsletter = lists.get_newsletter(session, slug)
     if action == "pause":
         lists.pause_newsletter(session, newsletter)
     elif action == "resume":
-        lists.resume_newsletter(session, newsletter)
+        lists.resume_newsletter(session, newsletter, by=editor_name)
     else:
-        raise InvalidInput(f"no newsletter action {action!r}: pause, resume or prepare")
+        raise InvalidInput(f"no newsletter action {action!r}: pause, resume, prepare or archive")
     return newsletter
 
 
@@ -242,10 +254,65 @@ def prepare_page(request: Request, slug: str, svc: Svc, name: str = Depends(edit
     return back(made["link"])
 
 
+# ── archiving and deleting (before the pause/resume route, whose {action} would take these) ─
+
+REMOVALS = {"archive": ("Archive", lists.archive_plan), "delete": ("Delete", lists.delete_plan)}
+
+
+def _remove(svc: Services, slug: str, action: str, editor_name: str, force: bool = False) -> dict:
+    """Archive or delete a newsletter (InvalidInput, saying why, when it can't be); what it took along."""
+    with transaction(svc.Session) as session:
+        newsletter = lists.get_newsletter(session, slug)
+        if action == "archive":
+            plan = lists.archive_newsletter(session, newsletter, editor_name)
+        else:
+            plan = lists.delete_newsletter(session, newsletter, editor_name, force)
+    return dict(slug=slug, done=action + "d", consequences=plan.consequences)
+
+
+def _removal_page(request: Request, svc: Services, slug: str, action: str, name: str,
+                  error: str | None = None) -> HTMLResponse:
+    verb, planned = REMOVALS[action]
+    with transaction(svc.Session) as session:
+        plan = planned(session, lists.get_newsletter(session, slug))
+    return confirmation(request, name, verb, plan, f"/desk/newsletters/{slug}/{action}", f"/desk/newsletters/{slug}",
+                        error)
+
+
+def _removal_post(request: Request, svc: Services, slug: str, action: str, name: str, force: bool = False):
+    try:
+        _remove(svc, slug, action, name, force)
+    except InvalidInput as e:  # not forced, or it changed since the page was shown: the page again, saying why
+        return _removal_page(request, svc, slug, action, name, str(e))
+    return back("/desk/newsletters" if action == "delete" else f"/desk/newsletters/{slug}")
+
+
+@pages.get("/newsletters/{slug}/archive", response_class=HTMLResponse)
+def archive_page(request: Request, slug: str, svc: Svc, name: str = Depends(editor)):
+    """What archiving the newsletter does, and the button that does it."""
+    return _removal_page(request, svc, slug, "archive", name)
+
+
+@pages.post("/newsletters/{slug}/archive", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def archive_newsletter(request: Request, slug: str, svc: Svc, name: str = Depends(editor)):
+    return _removal_post(request, svc, slug, "archive", name)
+
+
+@pages.get("/newsletters/{slug}/delete", response_class=HTMLResponse)
+def delete_page(request: Request, slug: str, svc: Svc, name: str = Depends(editor)):
+    """What deleting the newsletter takes with it (and whether it needs forcing), and the button."""
+    return _removal_page(request, svc, slug, "delete", name)
+
+
+@pages.post("/newsletters/{slug}/delete", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def delete_newsletter(request: Request, slug: str, svc: Svc, force: str = Form(""), name: str = Depends(editor)):
+    return _removal_post(request, svc, slug, "delete", name, ticked(force))
+
+
 @pages.post("/newsletters/{slug}/{action}", dependencies=[Depends(csrf_checked)])
 def switch_page(slug: str, action: str, svc: Svc, name: str = Depends(editor)):
     with transaction(svc.Session) as session:
-        _switch(session, slug, action)
+        _switch(session, slug, action, name)
     return back(f"/desk/newsletters/{slug}")
 
 
@@ -337,6 +404,20 @@ def prepare_json(slug: str, svc: Svc, name: str = Depends(api_editor)) -> dict:
         return _edition(_prepare(session, svc.settings, slug))
 
 
+@api.post("/newsletters/{slug}/archive", tags=["newsletters"])
+def archive_json(slug: str, svc: Svc, name: str = Depends(api_editor)) -> dict:
+    """Retire a newsletter: no more editions (those not sent yet are cancelled), no new readers; its subscribers
+    and public archive stay. `consequences` says what happened; `resume` brings it back."""
+    return _remove(svc, slug, "archive", name)
+
+
+@api.delete("/newsletters/{slug}", tags=["newsletters"])
+def delete_json(slug: str, svc: Svc, force: bool = False, name: str = Depends(api_editor)) -> dict:
+    """Delete a newsletter with its subscriptions, editions and deliveries. One that has sent editions is refused
+    (422) unless `force`: archive it instead, which keeps them."""
+    return _remove(svc, slug, "delete", name, force)
+
+
 @api.post("/newsletters/{slug}/{action}", tags=["newsletters"])
 def switch_json(slug: str, action: str, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """Pause or resume the schedule.
@@ -344,7 +425,7 @@ def switch_json(slug: str, action: str, svc: Svc, name: str = Depends(api_editor
     `pause`: no regular or breaking editions until resumed (those already scheduled keep theirs);
     `resume`: from the next scheduled time on, nothing missed is sent in a rush."""
     with transaction(svc.Session) as session:
-        return _detail(session, _switch(session, slug, action))
+        return _detail(session, _switch(session, slug, action, name))
 
 
 @api.get("/schedule", tags=["newsletters"])

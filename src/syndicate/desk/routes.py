@@ -1,6 +1,17 @@
 """The desk's pages and API, every area's routes added, with their /docs summaries."""
 
-from syndicate.desk import auth, editions, feeds, newsletters, social, subscribers, today  # noqa: F401 - each adds routes
+# accounts first: its /accounts/{name}/disable and /delete come before today's /accounts/{name}/{action}.
+from syndicate.desk import (  # noqa: F401 - each adds routes
+    accounts,
+    auth,
+    editions,
+    feeds,
+    newsletters,
+    removals,
+    social,
+    subscribers,
+    today,
+)
 from syndicate.desk.core import COOKIE, SESSION_HOURS, CsrfRefused, SignInRequired, api, pages, sign_in_redirect
 
 

@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 
 from syndicate import db
 from syndicate.db import transaction
-from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, page, pages
+from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, page, pages, ticked
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, RowId, SubscriberImport, utcnow
 from syndicate.newsletters import lists, stored
@@ -50,12 +50,48 @@ def _newsletters(session) -> list[dict]:
 @pages.get("/subscribers", response_class=HTMLResponse)
 def subscribers_page(request: Request, svc: Svc, q: str = "", newsletter: str = "", status: str = "",
                      page_number: int = Query(1, alias="page"), name: str = Depends(editor)):
+    return _subscribers_page(request, svc, name, q, newsletter, status, page_number)
+
+
+def _subscribers_page(request: Request, svc: Services, name: str, q: str = "", newsletter: str = "",
+                      status: str = "", page_number: int = 1, answer: int = 200, adding: dict | None = None,
+                      add_error: str | None = None) -> HTMLResponse:
     with transaction(svc.Session) as session:
         found = _search(session, q, newsletter, status, page_number)
         newsletters = _newsletters(session)
     found["chosen"] = found.pop("status")  # page() takes `status` for the answer's own
-    return page("subscribers", request, editor=name, newsletters=newsletters, statuses=consent.STATUSES,
-                **found)
+    adding = adding or dict(email="", name="", newsletters=[n["slug"] for n in newsletters
+                                                          if n["status"] != "archived"][:1], vouched=False)
+    return page("subscribers", request, answer, editor=name, newsletters=newsletters, statuses=consent.STATUSES,
+                adding=adding, add_error=add_error, **found)
+
+
+def _add(svc: Services, email: str, reader: str, slugs: list[str], vouched: bool, editor_name: str) -> dict:
+    """One subscriber added by an editor, as `syndicate subscriber add` does: double opt-in (a confirmation
+    mail) unless the editor vouches for the reader's consent. Queued after the commit, the mail's task finds
+    its row."""
+    from syndicate.tasks import hand_over, send_confirmation
+
+    with transaction(svc.Session) as session:
+        ids = [lists.get_newsletter(session, slug).id for slug in dict.fromkeys(slugs) if slug]
+        signup = consent.subscribe(session, email, ids, name=reader.strip() or None, confirmed=vouched,
+                                   source=f"desk ({editor_name})"[:30], settings=svc.settings)
+        added = dict(id=signup.subscriber.id, email=signup.subscriber.email, status=signup.subscriber.status,
+                     confirmation_mail=signup.send_confirmation, held_back=signup.held_back)
+    if added["confirmation_mail"]:
+        hand_over(send_confirmation, added["id"])
+    return added
+
+
+@pages.post("/subscribers", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def add_subscriber(request: Request, svc: Svc, email: str = Form(""), reader: str = Form("", alias="name"),
+                   newsletter: list[str] = Form(default=[]), vouched: str = Form(""), name: str = Depends(editor)):
+    try:
+        added = _add(svc, email, reader, newsletter, ticked(vouched), name)
+    except (InvalidInput, NotFound) as e:  # the page again, with what was typed and why
+        typed = dict(email=email, name=reader, newsletters=newsletter, vouched=ticked(vouched))
+        return _subscribers_page(request, svc, name, answer=400, adding=typed, add_error=str(e))
+    return back(f"/desk/subscribers/{added['id']}")
 
 
 def _subscriber(session, subscriber_id: int) -> dict:
@@ -262,6 +298,14 @@ def subscriber_action(request: Request, subscriber_id: RowId, action: str, svc: 
 # ── the same, for scripts ────────────────────────────────────────────────────
 
 
+class NewSubscriber(BaseModel):
+    email: str
+    name: str = ""
+    newsletters: list[str]  # slugs
+    # You vouch for the reader's consent: no confirmation mail. Otherwise (the default) they confirm by mail.
+    confirmed: bool = False
+
+
 class Restore(BaseModel):
     reason: str  # why mail may go to the address again: it goes on the subscriber's timeline
 
@@ -287,6 +331,13 @@ def subscribers_json(svc: Svc, q: str = "", newsletter: str = "", status: str = 
     by index), getting `newsletter` (a slug), with `status`; 50 a page, by address, with counts per status."""
     with transaction(svc.Session) as session:
         return _search(session, q, newsletter, status, page)
+
+
+@api.post("/subscribers", tags=["subscribers"], status_code=201)
+def add_json(body: NewSubscriber, svc: Svc, name: str = Depends(api_editor)) -> dict:
+    """Add one subscriber to `newsletters`, as `syndicate subscriber add` does: a confirmation mail goes out
+    (`confirmation_mail`) unless `confirmed`, your word that they consented."""
+    return _add(svc, body.email, body.name, body.newsletters, body.confirmed, name)
 
 
 @api.get("/subscribers/export.csv", tags=["subscribers"], response_class=StreamingResponse,
