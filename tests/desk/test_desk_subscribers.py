@@ -461,7 +461,7 @@ def test_the_subscriber_api_is_documented(client):
     spec = client.get("/openapi.json").json()
     mine = {path: set(methods) for path, methods in spec["paths"].items() if path.startswith("/api/v1/subscribers")}
     assert mine == {
-        "/api/v1/subscribers": {"get"}, "/api/v1/subscribers/export.csv": {"get"},
+        "/api/v1/subscribers": {"get", "post"}, "/api/v1/subscribers/export.csv": {"get"},
         "/api/v1/subscribers/imports": {"post"}, "/api/v1/subscribers/imports/{import_id}": {"get"},
         "/api/v1/subscribers/imports/{import_id}/report.csv": {"get"},
         "/api/v1/subscribers/{subscriber_id}": {"get"}, "/api/v1/subscribers/{subscriber_id}/leave": {"post"},
