@@ -110,7 +110,7 @@ def test_deleting_a_feed_keeps_its_stories_and_sent_editions_whole(syndicate, en
     assert recorded(env)[-1][2] == "deleted"
 
 
-def test_archiving_a_newsletter_stops_its_editions_and_sign_ups_and_keeps_its_readers(syndicate, env):
+def test_archiving_a_newsletter_stops_its_editions_and_sign_ups_and_keeps_its_readers(syndicate, env, tmp_path):
     syndicate("feed", "poll", "--all")
     syndicate("edition", "cut", "morning", "--draft")
     out = syndicate("newsletter", "archive", "morning", "--yes").output
@@ -125,6 +125,16 @@ def test_archiving_a_newsletter_stops_its_editions_and_sign_ups_and_keeps_its_re
     assert json.loads(syndicate("subscriber", "show", "reader@example.org", "--json").output)[
         "subscriptions"][0]["status"] == "active"
     assert "is archived" in syndicate.refused("newsletter", "pause", "morning")
+
+    # A CSV import can't add readers to it either: not as the file's newsletter, nor in a row's own cell.
+    syndicate("newsletter", "add", "weekly", "--name", "The Weekly", "--from-address", "news@example.com")
+    (tmp_path / "readers.csv").write_text("email,newsletters\nann@example.org,morning\nbo@example.org,weekly\n")
+    chosen = syndicate.refused("subscriber", "import", str(tmp_path / "readers.csv"), "--newsletter", "morning")
+    assert "newsletter morning is archived: it takes no new readers" in chosen
+    syndicate("subscriber", "import", str(tmp_path / "readers.csv"), "--report", str(tmp_path / "report.csv"),
+              ok=False)  # exit status 1: a row was refused
+    report = (tmp_path / "report.csv").read_text()
+    assert "'morning' is archived: it takes no new readers" in report and "bo@example.org" not in report
 
     assert "active" in syndicate("newsletter", "resume", "morning").output
     syndicate("subscriber", "add", "new@example.org", "--newsletter", "morning")
