@@ -8,14 +8,25 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from conftest import configured
 from desk_client import add_editor, api_headers, desk_client, dry_run_x_account, fresh_story
 from desk_client import signed_in as sign_in
 from syndicate import removals
 from syndicate.db import transaction
 from syndicate.ingest import feeds
-from syndicate.models import Article, ConfirmationMail, Feed, Newsletter, Post, SocialAccount, Subscriber, utcnow
+from syndicate.models import (
+    Article,
+    ConfirmationMail,
+    Delivery,
+    Feed,
+    Newsletter,
+    Post,
+    SocialAccount,
+    Subscriber,
+    utcnow,
+)
 from syndicate.newsletters import editions, lists
 from syndicate.social import accounts, posts
 from syndicate.subscribers import consent
@@ -125,6 +136,7 @@ def test_archiving_a_newsletter_cancels_what_wasnt_sent_and_closes_sign_ups(clie
     assert "Bring it back from the archive" in page and 'id="archived"' in page
     # Gone from the subscribe page and from the desk's add form; a typed one is refused.
     assert "The Morning Briefing" not in desk_client().get("/").text
+    assert desk_client().get("/n/morning").status_code == 200  # its public archive stays
     assert 'value="morning"' not in client.get("/desk/subscribers").text.split('id="add"')[1].split("</form>")[0]
     refused = client.post("/desk/subscribers", data={"csrf": token, "email": "new@example.org",
                                                      "newsletter": "morning"})
@@ -263,3 +275,23 @@ def test_the_api_removes_and_adds_as_the_pages_do(client, svc, bearer):
     assert api.delete("/api/v1/accounts/masto", headers=bearer).json()["done"] == "deleted"
     assert [r["action"] for r in api.get("/api/v1/removals", headers=bearer).json()] == [
         "deleted", "disabled", "deleted", "deleted", "archived", "enabled", "disabled"]
+
+
+def test_deletes_leave_the_history_they_promise_on_either_database(database_url, make_settings):
+    """The cascades and the detaching are the database's work (foreign keys): SQLite and PostgreSQL alike."""
+    svc = configured(make_settings(database_url=database_url))
+    made = newsroom(svc, sent=True)
+    with transaction(svc.Session) as session:
+        session.add(Delivery(edition_id=made["edition"], subscriber_id=session.scalar(select(Subscriber.id)),
+                             status="sent", sent_at=utcnow()))
+    with transaction(svc.Session) as session:
+        feeds.delete_feed(session, feeds.get_feed(session, made["feed"]), "ada")
+        lists.delete_newsletter(session, lists.get_newsletter(session, "morning"), "ada", force=True)
+        accounts.delete(session, accounts.by_name(session, "x-main"), "ada")
+    with transaction(svc.Session) as session:
+        assert session.get(Article, made["article"]).feed_id is None  # the story stays, detached
+        assert session.scalar(select(Subscriber.email)) == "reader@example.org"
+        assert [session.scalar(select(func.count()).select_from(t)) for t in (Delivery, Post, SocialAccount)] == [0] * 3
+        assert [(r.kind, r.action) for r in reversed(removals.recent(session))] == [
+            ("feed", "deleted"), ("newsletter", "deleted"), ("account", "deleted")]
+    svc.close()
