@@ -178,6 +178,7 @@ def test_disabling_an_account_skips_its_queue_saying_why_and_delete_is_refused_o
         assert account.status == "disabled"
         post.status, post.posted_at = "posted", utcnow()  # as if it had gone out before
     assert "Enable" in client.get("/desk/accounts").text
+    assert "Enable on Accounts" in client.get("/desk").text.split('id="accounts"')[1]  # Today offers no Pause
 
     asked = client.get("/desk/accounts/x-main/delete").text
     assert "1 post went out on &#39;x-main&#39;" in asked and 'id="confirm"' not in asked
