@@ -216,6 +216,20 @@ def test_a_breaking_story_goes_out_alone_at_once_and_never_again_in_the_digest(d
     assert len(received_by(desk)) == 3
 
 
+def test_a_story_filed_only_under_the_breaking_category_passes_an_include_filter_but_not_an_exclude(desk):
+    newsletter_id = newsletter(desk, categories_include=["Local"], categories_exclude=["Sponsored"],
+                               breaking_categories=["Breaking"])
+    with transaction(desk.Session) as session:
+        story(session, "Dam breaks", categories=["Breaking"])
+        story(session, "A bank's breaking offer", categories=["Breaking", "Sponsored"])
+        story(session, "Far away", categories=["World"])
+    send(desk, sending.run_due(desk.Session, desk.settings, datetime.now(UTC)))
+    with transaction(desk.Session) as session:
+        made = session.scalars(select(Edition).where(Edition.newsletter_id == newsletter_id)).all()
+        assert [(e.kind, [i.article.title for i in e.items]) for e in made] == [("breaking", ["Dam breaks"])]
+    assert len(received_by(desk)) == 3
+
+
 def test_an_empty_cut_is_skipped_and_recorded(desk):
     newsletter_id = newsletter(desk)
     with transaction(desk.Session) as session:

@@ -28,10 +28,14 @@ log = logging.getLogger(__name__)
 
 
 def _wanted(newsletter: Newsletter, article: Article) -> bool:
+    """The category filters. A breaking category always counts as included (a story filed only under
+    "Breaking" still reaches a newsletter that takes only "Local"); an excluded category keeps a story out,
+    whatever else it is filed under."""
     categories = {c.casefold() for c in article.categories or []}
     include = {c.casefold() for c in newsletter.categories_include or []}
+    breaking = {c.casefold() for c in newsletter.breaking_categories or []}
     exclude = {c.casefold() for c in newsletter.categories_exclude or []}
-    return (not include or bool(categories & include)) and not categories & exclude
+    return (not include or bool(categories & (include | breaking))) and not categories & exclude
 
 
 def is_breaking(newsletter: Newsletter, article: Article) -> bool:
