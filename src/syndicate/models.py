@@ -237,9 +237,15 @@ class Edition(Base):
     status: Mapped[str] = mapped_column(String(20), default="draft")
     kind: Mapped[str] = mapped_column(String(20), default="regular")  # regular | one-off | breaking
     scheduled_for: Mapped[datetime | None] = mapped_column(index=True)
+    # The regular run it stands for (a prepared edition keeps it when rescheduled): that run makes no other.
+    slot: Mapped[datetime | None]
     cut_at: Mapped[datetime | None]
     subject: Mapped[str] = mapped_column(String(998), default="")
     custom_subject: Mapped[str | None] = mapped_column(String(998))  # an editor's, instead of the template's
+    # An editor's own words, as typed (Markdown), rendered into the edition with its stories.
+    intro: Mapped[str | None] = mapped_column(Text)
+    sponsor_text: Mapped[str | None] = mapped_column(Text)
+    sponsor_url: Mapped[str | None] = mapped_column(String(2048))
     warnings: Mapped[list] = mapped_column(JSON, default=list)  # found at the render, e.g. Gmail clipping
     # Rendered once at the cut, premailer-inlined; per-recipient tokens are filled in at send.
     html: Mapped[str] = mapped_column(Text, default="")
@@ -283,6 +289,7 @@ class EditionArticle(Base):
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
+    blurb: Mapped[str | None] = mapped_column(Text)  # the editor's word on this story (Markdown), above its lead
 
     edition: Mapped[Edition] = relationship(back_populates="items")
     article: Mapped[Article] = relationship()

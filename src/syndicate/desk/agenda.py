@@ -98,9 +98,9 @@ def _editions(session: Session, now: datetime, start: datetime, end: datetime) -
 def _taken(session: Session, start: datetime, end: datetime) -> set[tuple[int, datetime]]:
     """The slots an edition was already made for: the tick starts that edition (or leaves it, paused or
     cancelled) instead of cutting one. A skipped one doesn't count: the tick cuts again. (run_regular)"""
-    rows = session.execute(select(Edition.newsletter_id, Edition.scheduled_for).where(
-        Edition.kind == "regular", Edition.status != "skipped",
-        Edition.scheduled_for >= start, Edition.scheduled_for < end)).all()
+    # By the slot an edition stands for, not its time: one prepared and then rescheduled still takes it.
+    rows = session.execute(select(Edition.newsletter_id, Edition.slot).where(
+        Edition.slot.is_not(None), Edition.status != "skipped", Edition.slot >= start, Edition.slot < end)).all()
     return {(newsletter_id, at) for newsletter_id, at in rows}
 
 
