@@ -305,6 +305,72 @@ def test_a_prepared_regular_edition_goes_out_in_its_slot_as_the_editor_left_it(d
         assert sorted(i.article.title for i in last.items) == ["Arrived later", "Drop"]
 
 
+def test_an_editor_adds_any_story_and_their_own_words_and_readers_get_them(desk):
+    newsletter_id = newsletter(desk, cron=None, categories_include=["Local"])
+    with transaction(desk.Session) as session:
+        local = story(session, "Council meets", categories=["Local"]).id
+        world = story(session, "Far away", categories=["World"]).id  # outside the filter: an editor's pick
+        gone = story(session, "Withdrawn one")
+        gone.withdrawn_at = datetime.now(UTC)
+        draft = editions.create_edition(session, session.get(Newsletter, newsletter_id), desk.settings)
+        draft_id = draft.id
+        with pytest.raises(InvalidInput, match="was withdrawn"):
+            editions.edit(session, draft, desk.settings, add=[gone.id])
+        with pytest.raises(InvalidInput, match="keep it to 2,000"):
+            editions.edit(session, draft, desk.settings, blurbs={local: "x" * 2001})
+        with pytest.raises(InvalidInput, match="not a web address"):
+            editions.edit(session, draft, desk.settings, sponsor_text="Bikes", sponsor_url="javascript:alert(1)")
+        editions.edit(session, draft, desk.settings, add=[world], order=[world], intro="Two *picks* today.",
+                      blurbs={world: "Worth the [long read](https://news.example/far)."},
+                      sponsor_text="Bristol Bikes", sponsor_url="https://bikes.example/")
+        assert [i.article_id for i in draft.items] == [world, local]
+        assert "Two <em>picks</em> today." in draft.html and "Worth the <a" in draft.html
+        assert "Sponsored" in draft.html and "SPONSORED\nBristol Bikes\nhttps://bikes.example/" in draft.text
+        # A story in an edition of this newsletter goes in no other.
+        other = editions.create_edition(session, session.get(Newsletter, newsletter_id), desk.settings,
+                                        articles=[story(session, "Third", categories=["Local"])])
+        with pytest.raises(InvalidInput, match=f"article {world} is in edition #1 \\(draft\\) already"):
+            editions.edit(session, other, desk.settings, add=[world])
+        # Cleared again, it renders as a plain edition.
+        editions.edit(session, draft, desk.settings, intro="", sponsor_text="", blurbs={world: ""})
+        assert "picks" not in draft.html and "Sponsored" not in draft.html and draft.sponsor_url is None
+        editions.edit(session, draft, desk.settings, intro="Two *picks* today.", blurbs={world: "Worth it."})
+        editions.schedule(session, draft, datetime.now(UTC))
+    send(desk, sending.run_due(desk.Session, desk.settings, datetime.now(UTC) + timedelta(seconds=1)))
+    messages = [email.message_from_bytes(m.data, policy=email.policy.default) for m in desk.smtp.messages]
+    assert len(messages) == 3
+    text = messages[0].get_body(("plain",)).get_content()
+    assert "Two picks today." in text and "Worth it." in text and text.index("Far away") < text.index("Council")
+    with transaction(desk.Session) as session:
+        assert session.get(Edition, draft_id).status == "sent"
+
+
+@pytest.mark.parametrize("moved", [timedelta(hours=-1), timedelta(hours=1)], ids=["earlier", "later"])
+def test_a_prepared_regular_edition_rescheduled_is_the_one_mail_of_its_slot(desk, moved):
+    now = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    newsletter_id = newsletter(desk, now=now)
+    slot = datetime(2026, 12, 2, 6, tzinfo=UTC)
+    with transaction(desk.Session) as session:
+        story(session, "Prepared", seen=now)
+        prepared = editions.prepare_next(session, session.get(Newsletter, newsletter_id), desk.settings, now=now)
+        editions.schedule(session, prepared, slot + moved)
+        assert prepared.kind == "regular" and prepared.slot == slot
+        # Preparing again finds it, at its new time.
+        assert editions.prepare_next(session, session.get(Newsletter, newsletter_id), desk.settings).id == prepared.id
+        story(session, "Arrived later", seen=now + timedelta(hours=1))
+    for at in (slot - timedelta(hours=1), slot, slot + timedelta(hours=1)):
+        send(desk, sending.run_due(desk.Session, desk.settings, at + timedelta(seconds=1)))
+    with transaction(desk.Session) as session:
+        made = session.scalars(select(Edition).where(Edition.status != "skipped")).all()
+        assert [(e.status, [i.article.title for i in e.items]) for e in made] == [("sent", ["Prepared"])]
+    assert len(received_by(desk)) == 3  # one mail each that morning
+    # The story that arrived since waits for the next run.
+    send(desk, sending.run_due(desk.Session, desk.settings, slot + timedelta(days=1)))
+    with transaction(desk.Session) as session:
+        last = session.scalars(select(Edition).order_by(Edition.id.desc())).first()
+        assert [i.article.title for i in last.items] == ["Arrived later"] and last.slot == slot + timedelta(days=1)
+
+
 class PausingTransport:
     """Passes messages to the real SMTP transport; after `after` of them, runs `then` (an editor's click)."""
 

@@ -188,6 +188,61 @@ def test_the_text_part_is_plain_wrapped_text_with_the_same_stories(rendered):
     assert text.endswith("\n") and not text.endswith("\n\n")
 
 
+# ── the editor's own words ───────────────────────────────────────────────────
+
+INTRO = """Good *morning*. Three things **today**:
+
+- the [café](https://news.example/culture/zoe-cafe-krakow) is back
+- a [trap](javascript:alert(1)) and <script>alert(1)</script> and ![pixel](https://track.example/p.gif)
+
+Write to [the desk](mailto:desk@news.example)."""
+
+
+def test_an_intro_blurbs_and_a_sponsor_are_rendered_safe_in_html_and_as_text(settings):
+    made = edition()
+    made.intro = INTRO
+    made.sponsor_text, made.sponsor_url = "Bristol Bikes: a week's hire free <b>now</b>", "https://bikes.example/?a=1&b=2"
+    stories = articles()
+    made.subject, html, text = rendering.render_edition(newsletter(), made, stories, settings, blurbs={
+        stories[1].id: "Read the **fine print** before [the vote](https://news.example/politics/fine-print)."})
+    page = Page(html)
+
+    assert "Good <em>morning</em>" in html and "<strong>today</strong>" in html
+    assert "<script" not in html and not [h for h in page.hrefs if not h.startswith(("https:", "mailto:"))]
+    assert "https://track.example/p.gif" not in {i.get("src") for i in page.images}  # no picture: a tracker
+    assert "&lt;script&gt;" in html  # typed HTML stays text
+    assert {"https://news.example/politics/fine-print", "mailto:desk@news.example",
+            "https://bikes.example/?a=1&b=2"} <= set(page.hrefs)
+    assert "".join(page.text_of["preheader"]).startswith("Good morning. Three things today: the café is back a")
+    body = html[html.index("<body"):]
+    assert body.index("Good <em>morning</em>") < body.index("Kraków —") < body.index("fine print</strong>") \
+        < body.index("Councillors") < body.index("Sponsored") < body.index("Unsubscribe")
+    assert "Bristol Bikes: a week's hire free &lt;b&gt;now&lt;/b&gt;" in html
+    assert all("font-family" in style for style in page.styles("text"))  # inlined, like the stories
+    # The text part: the same words, every link after its words, nothing of HTML.
+    assert "Good morning. Three things today:\n\n- the café <https://news.example/culture/zoe-cafe-krakow> is back" \
+        in text
+    assert "Read the fine print before the vote\n<https://news.example/politics/fine-print>." in text \
+        or "the vote <https://news.example/politics/fine-print>." in text
+    assert "SPONSORED\nBristol Bikes: a week's hire free <b>now</b>\nhttps://bikes.example/?a=1&b=2" in text
+    assert "Write to the desk <desk@news.example>." in text
+    missing = sorted(href for href in set(page.hrefs) if href.removeprefix("mailto:") not in text)
+    assert missing == []
+    for line in text.splitlines():
+        assert len(line) <= 72 or re.fullmatch(r"<?https?://\S+", line), line
+
+
+def test_the_web_view_leaves_out_a_withdrawn_storys_blurb(settings):
+    made = edition()
+    stories = articles()
+    made.html = rendering.render_html(newsletter(), made, stories, settings, "Subject",
+                                      {stories[0].id: "Our favourite: the cafe"})
+    assert "Our favourite: the cafe" in made.html
+    left = rendering.render_html(newsletter(), made, stories[1:], settings, "Subject",
+                                 {stories[0].id: None})
+    assert "Our favourite" not in left
+
+
 # ── the html part ────────────────────────────────────────────────────────────
 
 

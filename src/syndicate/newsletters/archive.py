@@ -88,8 +88,10 @@ def public_html(edition: Edition, settings: Settings) -> str:
     shown = [Article(title=notice(a, newsletter), url="", lead="", categories=[], author=None, image_url=None,
                      published_at=a.published_at) if a.withdrawn_at is not None else a
              for a in (item.article for item in edition.items)]
-    return rendering.public_of(rendering.render_html(newsletter, edition, shown, settings, subject(edition)),
-                               settings)
+    # A withdrawn story's blurb goes with it: the editor's words about it may name it.
+    blurbs = {item.article_id: item.blurb for item in edition.items if item.article.withdrawn_at is None}
+    return rendering.public_of(rendering.render_html(newsletter, edition, shown, settings, subject(edition),
+                                                     blurbs), settings)
 
 
 def updated(edition: Edition) -> datetime:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from syndicate import links
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import (
@@ -19,7 +20,7 @@ from syndicate.models import (
     Newsletter,
     utcnow,
 )
-from syndicate.newsletters import clicks, rendering, schedules, stored
+from syndicate.newsletters import clicks, notes, rendering, schedules, stored
 from syndicate.text import one_line
 
 log = logging.getLogger(__name__)
@@ -100,15 +101,16 @@ def _lock(session: Session, newsletter: Newsletter) -> None:
 
 def create_edition(session: Session, newsletter: Newsletter, settings: Settings, *, now: datetime | None = None,
                    status: str = "draft", kind: str = "regular", scheduled_for: datetime | None = None,
-                   articles: list[Article] | None = None) -> Edition:
-    """Pick the stories and render them once. With none to send, the edition is recorded as skipped."""
+                   articles: list[Article] | None = None, slot: datetime | None = None) -> Edition:
+    """Pick the stories and render them once. With none to send, the edition is recorded as skipped.
+    `slot`: the regular run it stands for."""
     now = now or utcnow()
     _lock(session, newsletter)
     number = (stored.last_edition_number(session, newsletter) or 0) + 1
     aged = left_out_for_age(session, newsletter, now) if articles is None else 0
     chosen = new_articles(session, newsletter, now) if articles is None else articles
     edition = Edition(newsletter_id=newsletter.id, number=number, kind=kind, cut_at=now, created_at=now,
-                      scheduled_for=scheduled_for, status=status, warnings=[], left_out_for_age=aged)
+                      scheduled_for=scheduled_for, slot=slot, status=status, warnings=[], left_out_for_age=aged)
     session.add(edition)
     if not chosen:
         edition.status, edition.note = "skipped", "no new articles since the last edition" + (
@@ -125,11 +127,11 @@ def create_edition(session: Session, newsletter: Newsletter, settings: Settings,
 
 
 def _render_into(session: Session, edition: Edition, newsletter: Newsletter, articles: list[Article],
-                 settings: Settings) -> None:
+                 settings: Settings, blurbs: dict[int, str | None] | None = None) -> None:
     # Counted links are made here, in the one render every reader's copy is made from.
     shown = clicks.counted(session, settings, edition, articles) if newsletter.count_clicks else None
     edition.subject, edition.html, edition.text, warnings = rendering.render_with_notes(
-        newsletter, edition, articles, settings, shown)
+        newsletter, edition, articles, settings, shown, blurbs)
     size = len(edition.html.encode())
     if size > rendering.GMAIL_CLIPS_AT:
         warnings.append(f"the HTML is {size / 1024:.0f} KB: Gmail clips messages over 102 KB and hides the rest "
@@ -140,10 +142,11 @@ def _render_into(session: Session, edition: Edition, newsletter: Newsletter, art
 
 
 def make_now(session: Session, newsletter: Newsletter, settings: Settings, now: datetime | None = None,
-             kind: str = "regular") -> Edition:
+             kind: str = "regular", slot: datetime | None = None) -> Edition:
     """The next edition, scheduled for now (delivery.sending.cut starts it)."""
     now = now or utcnow()
-    return create_edition(session, newsletter, settings, now=now, status="scheduled", kind=kind, scheduled_for=now)
+    return create_edition(session, newsletter, settings, now=now, status="scheduled", kind=kind, scheduled_for=now,
+                          slot=slot)
 
 
 EDITABLE = ("draft", "scheduled")  # before the fan-out; a paused edition that never started counts too
@@ -168,12 +171,15 @@ def move(session: Session, edition: Edition, to: str, allowed: tuple[str, ...], 
 
 
 def schedule(session: Session, edition: Edition, at: datetime, now: datetime | None = None) -> None:
-    """Schedule or reschedule an edition that hasn't started, at a time still ahead."""
+    """Schedule or reschedule an edition that hasn't started, at a time still ahead.
+
+    An edition prepared for a regular run stays that run's edition at its new time: the run finds it and
+    makes no other (two mails that morning otherwise). Any other becomes a one-off; breaking stays breaking."""
     if not _editable(edition):
         raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a draft, scheduled, blocked or "
                            "paused edition that hasn't started sending can be (re)scheduled")
     schedules.check_time(at, now)
-    kind = edition.kind if edition.kind == "breaking" else "one-off"
+    kind = edition.kind if edition.kind == "breaking" or edition.slot is not None else "one-off"
     move(session, edition, "scheduled", ("draft", "scheduled", "paused", "blocked"),
          scheduled_for=at.astimezone(UTC), kind=kind, note=None)
 
@@ -202,14 +208,24 @@ def cancel(session: Session, edition: Edition) -> int:
     return skipped
 
 
+INTRO_LIMIT, BLURB_LIMIT, SPONSOR_LIMIT = 5000, 2000, 300  # characters: a note, not a second newsletter
+
+
 def edit(session: Session, edition: Edition, settings: Settings, *, remove: list[int] = (),
-         order: list[int] | None = None, subject: str | None = None) -> Edition:
-    """Change an edition that hasn't started: drop stories, reorder them, set the subject ("" → the
-    template's again). The render is redone; a removed story is free for the next edition."""
+         order: list[int] | None = None, subject: str | None = None, add: list[int] = (),
+         intro: str | None = None, blurbs: dict[int, str] | None = None, sponsor_text: str | None = None,
+         sponsor_url: str | None = None) -> Edition:
+    """Change an edition that hasn't started: add stories (at the end) and drop some, reorder them, set the
+    subject ("" → the template's again), the intro, a blurb per story and a sponsor block (Markdown for the
+    intro and blurbs; "" takes one away; None leaves it). It is rendered again once, with everything; a
+    removed story is free for the next edition."""
     if not _editable(edition):
         raise InvalidInput(f"edition #{edition.number} is {edition.status}: what was sent can't change")
     items = {item.article_id: item for item in edition.items}
-    if unknown := [a for a in [*remove, *(order or [])] if a not in items]:
+    for article_id in dict.fromkeys(add):
+        if article_id not in items:
+            items[article_id] = _add_story(session, edition, article_id, position=len(items))
+    if unknown := [a for a in [*remove, *(order or []), *(blurbs or {})] if a not in items]:
         raise InvalidInput(f"article {unknown} is not in edition #{edition.number}; it has {sorted(items)}")
     for article_id in remove:
         session.delete(items.pop(article_id))
@@ -220,14 +236,55 @@ def edit(session: Session, edition: Edition, settings: Settings, *, remove: list
     session.flush()
     for position, article_id in enumerate(kept):
         items[article_id].position = position
+    for article_id, blurb in (blurbs or {}).items():
+        items[article_id].blurb = notes.cleaned(blurb, BLURB_LIMIT, f"blurb of article {article_id}")
     if subject is not None:
         edition.custom_subject = one_line(subject)[:300] or None
+    if intro is not None:
+        edition.intro = notes.cleaned(intro, INTRO_LIMIT, "intro")
+    _sponsor(edition, sponsor_text, sponsor_url)
     session.flush()
     session.expire(edition, ["items"])
     newsletter = session.get(Newsletter, edition.newsletter_id)
-    _render_into(session, edition, newsletter, [items[a].article for a in kept], settings)
+    _render_into(session, edition, newsletter, [items[a].article for a in kept], settings,
+                 {a: items[a].blurb for a in kept})
     session.flush()
     return edition
+
+
+def _add_story(session: Session, edition: Edition, article_id: int, position: int) -> EditionArticle:
+    """A story an editor picked, whatever the newsletter's filters say: never a withdrawn one, and never one
+    that is in another edition of this newsletter (a reader would get it twice)."""
+    article = session.get(Article, article_id)
+    if article is None:
+        raise InvalidInput(f"no article {article_id}; `syndicate article list --search WORDS` finds one")
+    if article.withdrawn_at is not None:
+        raise InvalidInput(f"article {article_id} was withdrawn; it goes in no edition")
+    other = session.execute(select(Edition.number, Edition.status).join(
+        EditionArticle, EditionArticle.edition_id == Edition.id).where(
+        EditionArticle.newsletter_id == edition.newsletter_id, EditionArticle.article_id == article_id)).first()
+    if other is not None:
+        raise InvalidInput(f"article {article_id} is in edition #{other.number} ({other.status}) already; a story "
+                           f"goes in one edition of a newsletter (take it out of #{other.number} first)")
+    item = EditionArticle(edition_id=edition.id, newsletter_id=edition.newsletter_id, article_id=article_id,
+                          position=position)
+    session.add(item)
+    return item
+
+
+def _sponsor(edition: Edition, text: str | None, url: str | None) -> None:
+    """The sponsor block: its text (one paragraph, shown as typed) and, if given, its link (a web address)."""
+    if text is not None:
+        edition.sponsor_text = one_line(text) or None
+        if len(edition.sponsor_text or "") > SPONSOR_LIMIT:
+            raise InvalidInput(f"the sponsor's text is {len(edition.sponsor_text):,} characters; keep it to "
+                               f"{SPONSOR_LIMIT}")
+    if url is not None:
+        edition.sponsor_url = links.web_link(url) if url.strip() else None
+    if text is not None and not text.strip() and url is None:
+        edition.sponsor_url = None  # the block cleared: its link goes with it
+    if edition.sponsor_url and not edition.sponsor_text:
+        raise InvalidInput("a sponsor's link needs the sponsor's text too: give both, or clear the link")
 
 
 def prepare_next(session: Session, newsletter: Newsletter, settings: Settings, now: datetime | None = None
@@ -238,13 +295,12 @@ def prepare_next(session: Session, newsletter: Newsletter, settings: Settings, n
     if newsletter.next_run_at is None:
         raise InvalidInput(f"{newsletter.slug} has no next run (no schedule, or paused)")
     existing = session.scalar(select(Edition).where(
-        Edition.newsletter_id == newsletter.id, Edition.kind == "regular",
-        Edition.scheduled_for == newsletter.next_run_at, Edition.status.in_(("scheduled", "paused")))
-        .order_by(Edition.id.desc()).limit(1))
+        Edition.newsletter_id == newsletter.id, Edition.slot == newsletter.next_run_at,
+        Edition.status.in_(("scheduled", "paused"))).order_by(Edition.id.desc()).limit(1))
     if existing is not None:
         return existing
     return create_edition(session, newsletter, settings, now=now, status="scheduled",
-                          scheduled_for=newsletter.next_run_at)
+                          scheduled_for=newsletter.next_run_at, slot=newsletter.next_run_at)
 
 
 def withdraw(session: Session, article: Article, settings: Settings) -> tuple[list[dict], list[str]]:
@@ -311,17 +367,18 @@ def claim(session: Session, newsletter_id: int, now: datetime) -> datetime | Non
 def regular_edition(session: Session, newsletter_id: int, settings: Settings, now: datetime
                     ) -> tuple[Edition, bool] | None:
     """A due run, claimed: the edition an editor prepared for this slot (it starts with the other
-    scheduled editions, or was paused or cancelled by its editor), or a new cut to start now; None when
+    scheduled editions at its time, even one rescheduled away from the slot, or was paused or cancelled by
+    its editor), or a new cut to start now; None when
     the run isn't due or another tick claimed it. The edition, and whether to start it now."""
     slot = claim(session, newsletter_id, now)
     if slot is None:
         return None
     prepared = session.scalar(select(Edition).where(
-        Edition.newsletter_id == newsletter_id, Edition.kind == "regular", Edition.scheduled_for == slot,
-        Edition.status != "skipped").order_by(Edition.id.desc()).limit(1))
+        Edition.newsletter_id == newsletter_id, Edition.slot == slot, Edition.status != "skipped")
+        .order_by(Edition.id.desc()).limit(1))
     if prepared is not None:
         return prepared, False
-    return make_now(session, session.get(Newsletter, newsletter_id), settings, now), True
+    return make_now(session, session.get(Newsletter, newsletter_id), settings, now, slot=slot), True
 
 
 def breaking_editions(session: Session, newsletter: Newsletter, settings: Settings, now: datetime) -> list[Edition]:

@@ -13,7 +13,7 @@ from jinja2 import TemplateError
 from lxml import html as lxml_html
 from premailer import Premailer
 
-from syndicate import private_files, templating
+from syndicate import links, private_files, templating
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput
 from syndicate.models import (
@@ -22,6 +22,7 @@ from syndicate.models import (
     Newsletter,
     utcnow,
 )
+from syndicate.newsletters import notes
 from syndicate.templating import render, sandbox
 from syndicate.text import one_line
 
@@ -73,13 +74,22 @@ PERSONAL = re.compile(r"<!--personal-->.*?<!--/personal-->", re.S)  # the recipi
 
 
 def render_context(newsletter: Newsletter, edition: Edition, articles: list[Article], settings: Settings,
-                   subject: str) -> dict:
-    """What the edition templates see. Per-recipient links are placeholders, filled in at send."""
+                   subject: str, blurbs: dict[int, str] | None = None) -> dict:
+    """What the edition templates see. Per-recipient links are placeholders, filled in at send. The editor's
+    own words (the intro, `blurbs` by article id, the sponsor) come as safe HTML and as text; a template that
+    doesn't show them renders as before."""
+    blurbs = {article_id: blurb for article_id, blurb in (blurbs or {}).items() if blurb}
+    sponsor_url = links.href(edition.sponsor_url)
     return dict(
+        intro=notes.to_html(edition.intro), intro_text=notes.to_text(edition.intro),
+        blurbs={article_id: notes.to_html(blurb) for article_id, blurb in blurbs.items()},
+        blurb_texts={article_id: notes.to_text(blurb) for article_id, blurb in blurbs.items()},
+        sponsor=dict(text=edition.sponsor_text, url=sponsor_url) if edition.sponsor_text else None,
         newsletter=newsletter, edition=edition, articles=articles, subject=subject,
         # The date readers see is the newsletter's own, not UTC's.
         edition_date=(edition.scheduled_for or edition.cut_at or utcnow()).astimezone(ZoneInfo(newsletter.timezone)),
-        preheader=next((a.lead for a in articles if a.lead), ""),
+        # The inbox's preview line: the editor's intro when there is one, else the first story's lead.
+        preheader=notes.words(edition.intro) or next((a.lead for a in articles if a.lead), ""),
         web_url=web_url(settings, newsletter, edition),
         archive_url=f"{settings.base_url}/n/{newsletter.slug}",
         subscribe_url=f"{settings.base_url}/",
@@ -118,18 +128,20 @@ def inline_css(html: str) -> tuple[str, list[str]]:
 
 
 def render_edition(newsletter: Newsletter, edition: Edition, articles: list[Article],
-                   settings: Settings) -> tuple[str, str, str]:
+                   settings: Settings, blurbs: dict[int, str] | None = None) -> tuple[str, str, str]:
     """Subject, inlined HTML and text; the recipient's own links are placeholders filled per recipient."""
-    subject, html, text, _ = render_with_notes(newsletter, edition, articles, settings)
+    subject, html, text, _ = render_with_notes(newsletter, edition, articles, settings, blurbs=blurbs)
     return subject, html, text
 
 
 def render_with_notes(newsletter: Newsletter, edition: Edition, articles: list[Article],
-                      settings: Settings, shown: list | None = None) -> tuple[str, str, str, list[str]]:
+                      settings: Settings, shown: list | None = None,
+                      blurbs: dict[int, str] | None = None) -> tuple[str, str, str, list[str]]:
     """render_edition, and what the editor should hear about it (stylesheets left out). `shown`: the stories
-    as the body shows them, when their links differ from their own (clicks.counted)."""
+    as the body shows them, when their links differ from their own (clicks.counted); `blurbs`: an editor's
+    words per story, by article id."""
     subject = edition.custom_subject or render_subject(newsletter, edition, articles)
-    context = render_context(newsletter, edition, shown or articles, settings, subject)
+    context = render_context(newsletter, edition, shown or articles, settings, subject, blurbs)
     html, not_loaded = inline_css(render(f"email/{newsletter.template}/body.html", **context))
     text = render(f"email/{newsletter.template}/body.txt", **context)
     notes = [f"the template's stylesheet {url} was not loaded: an edition is rendered without reading "
@@ -150,9 +162,9 @@ def public_of(html: str, settings: Settings) -> str:
 
 
 def render_html(newsletter: Newsletter, edition: Edition, articles: list[Article], settings: Settings,
-                subject: str) -> str:
+                subject: str, blurbs: dict[int, str] | None = None) -> str:
     """The edition's HTML (inlined) for `articles` under `subject`, as render_edition makes it."""
-    context = render_context(newsletter, edition, articles, settings, subject)
+    context = render_context(newsletter, edition, articles, settings, subject, blurbs)
     return inline_css(render(f"email/{newsletter.template}/body.html", **context))[0]
 
 
