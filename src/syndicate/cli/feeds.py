@@ -13,6 +13,8 @@ feeds = lazy("syndicate.ingest.feeds")
 models = lazy("syndicate.models")
 stored = lazy("syndicate.ingest.stored")
 posts = lazy("syndicate.social.posts")
+lists = lazy("syndicate.newsletters.lists")
+sending = lazy("syndicate.delivery.sending")
 retraction = lazy("syndicate.social.retraction")
 
 
@@ -109,22 +111,48 @@ def feed_delete(ctx, feed_id: int, yes: bool) -> None:
 
 @click.group()
 def article() -> None:
-    """Stored articles: list them, or withdraw one (retract)."""
+    """Stored articles: list and search them, send one as breaking news now, or withdraw one (retract)."""
 
 
 @article.command("list")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--search", default="", help="Only articles with this text in the title or the link (any case).")
 @json_option
 @click.pass_context
-def article_list(ctx, limit: int, as_json: bool) -> None:
-    """The newest articles."""
+def article_list(ctx, limit: int, search: str, as_json: bool) -> None:
+    """The newest articles (their ids are what `edition add --story` and `article breaking` take)."""
     with opened(ctx) as (svc, session):
         rows = [dict(id=a.id, feed_id=a.feed_id, title=a.title, url=a.url, lead=a.lead, author=a.author,
                      categories=a.categories, image_url=a.image_url, image_alt=a.image_alt, language=a.language,
                      published_at=a.published_at, first_seen_at=a.first_seen_at, updated_at=a.updated_at,
                      withdrawn_at=a.withdrawn_at, withdrawn_by=a.withdrawn_by)
-                for a in stored.newest_articles(session, limit)]
+                for a in stored.newest_articles(session, limit, q=search)]
     emit(rows, as_json, ["id", "published_at", "title", "url"])
+
+
+@article.command("breaking")
+@click.argument("article_id", type=click.IntRange(1))
+@click.option("--newsletter", "slug", required=True, help="The newsletter whose readers get it, e.g. morning.")
+@click.option("--yes", is_flag=True, help="Send it without asking first.")
+@click.pass_context
+def article_breaking(ctx, article_id: int, slug: str, yes: bool) -> None:
+    """Send a story now, on its own, to every reader of a newsletter: a breaking edition, whatever the
+    newsletter's filters say. Waiting in an edition of it yet to go, the story is taken out of that one; if it
+    went out in this newsletter already, nothing is sent."""
+    from syndicate.cli.newsletters import queue  # the delivery tasks load only when this runs
+
+    with opened(ctx) as (svc, session):
+        title = stored.article_by_id(session, article_id, ARTICLE_MISSING.format(article_id)).title
+        name = lists.get_newsletter(session, slug).name
+    if not yes:
+        click.confirm(f"Send article {article_id} ({title!r}) now to every reader of {name}?", abort=True)
+    with opened(ctx) as (svc, session):
+        cut, moved = sending.send_breaking(session, lists.get_newsletter(session, slug), article_id, svc.settings)
+        summary = f"edition {slug}/{cut.edition.number} (id {cut.edition.id}): breaking, {cut.edition.status}"
+    queue(cut.batches)
+    for line in moved:
+        click.echo(f"edition {line}")
+    click.echo(summary + f", {len(cut.batches)} batches queued")
 
 
 @article.command("retract")

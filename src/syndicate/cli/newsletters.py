@@ -277,7 +277,8 @@ def _opened_edition(ctx, ref: str):
         yield svc, session, _edition(session, ref)
 
 
-def _queue(batches) -> None:
+def queue(batches) -> None:
+    """Hand the batches of an edition that started to the workers (after the commit that made them)."""
     from syndicate.tasks import deliver_batch
 
     for edition_id, lo, hi in batches:
@@ -346,7 +347,7 @@ def edition_cut(ctx, slug: str, draft: bool, at: str | None, next_run: bool) -> 
                 qa.gate(session, svc.settings, made)
         summary = _summary(made)
         blocked = made.status == "blocked" or refused
-    _queue(batches)
+    queue(batches)
     click.echo(summary + (f", {len(batches)} batches queued" if batches else ""))
     if blocked:
         click.echo(f"not scheduled: {refused}" if refused else "it did not go out: see the note above", err=True)
@@ -450,25 +451,61 @@ def edition_test_send(ctx, ref: str, addresses: tuple[str, ...]) -> None:
         ctx.exit(1)
 
 
+def _blurb(value: str) -> tuple[int, str]:
+    article_id, sep, text = value.partition("=")
+    if not sep or not article_id.strip().isdecimal():
+        raise click.BadParameter(f"{value[:40]!r}: give ARTICLE_ID=TEXT, e.g. --blurb '812=Worth the long read'",
+                                 param_hint="--blurb")
+    return int(article_id), text
+
+
+def _show_edited(found: Edition) -> None:
+    click.echo(_summary(found) + f"\nsubject: {found.subject}")
+    for item in found.items:
+        click.echo(f"  {item.article_id}: {item.article.title}" + (" (with a blurb)" if item.blurb else ""))
+
+
 @_edition_command("edit")
 @click.option("--remove", type=int, multiple=True, help="Take this article id out (repeat).")
 @click.option("--order", help="Article ids in the order wanted, comma-separated; the rest follow.")
 @click.option("--subject", help="A subject of your own ('' goes back to the newsletter's subject template).")
-def edition_edit(ctx, ref: str, remove: tuple[int, ...], order: str | None, subject: str | None) -> None:
-    """Change an edition that hasn't started sending; the render is redone."""
+@click.option("--intro", help="An editor's note above the stories, in Markdown ('' takes it away).")
+@click.option("--blurb", "blurbs", multiple=True, metavar="ID=TEXT",
+              help="Your words on one story, above its lead, in Markdown (repeat; 'ID=' takes one away).")
+@click.option("--sponsor", "sponsor_text", help="A sponsor's line, marked Sponsored, below the stories ('' takes "
+                                                "the block away).")
+@click.option("--sponsor-url", help="The sponsor's link, a full https:// address ('' for none).")
+def edition_edit(ctx, ref: str, remove: tuple[int, ...], order: str | None, subject: str | None,
+                 intro: str | None, blurbs: tuple[str, ...], sponsor_text: str | None,
+                 sponsor_url: str | None) -> None:
+    """Change an edition that hasn't started sending; the render is redone once, with every change."""
     try:
         ordered = [int(x) for x in order.replace(" ", "").split(",") if x] if order else None
     except ValueError:
         raise click.BadParameter(f"{order!r}: give article ids separated by commas, e.g. 12,9,15") from None
-    if not remove and ordered is None and subject is None:
-        raise click.UsageError("nothing to change: give --remove, --order or --subject")
+    said = dict(_blurb(b) for b in blurbs)
+    if not remove and ordered is None and all(v is None for v in (subject, intro, sponsor_text, sponsor_url)) \
+            and not said:
+        raise click.UsageError("nothing to change: give --remove, --order, --subject, --intro, --blurb, --sponsor "
+                               "or --sponsor-url")
     with opened(ctx) as (svc, session):
         found = editions.edit(session, _edition(session, ref), svc.settings, remove=list(remove), order=ordered,
-                              subject=subject)
+                              subject=subject, intro=intro, blurbs=said, sponsor_text=sponsor_text,
+                              sponsor_url=sponsor_url)
         qa.gate(session, svc.settings, found)
-        click.echo(_summary(found) + f"\nsubject: {found.subject}")
-        for item in found.items:
-            click.echo(f"  {item.article_id}: {item.article.title}")
+        _show_edited(found)
+
+
+@_edition_command("add")
+@click.option("--story", "stories", type=click.IntRange(1), multiple=True, required=True,
+              help="An article id to add at the end (repeat); `syndicate article list --search WORDS` finds it.")
+def edition_add(ctx, ref: str, stories: tuple[int, ...]) -> None:
+    """Add stories to an edition that hasn't started sending, whatever the newsletter's filters say; the render
+    is redone. A story in another edition of the newsletter is refused (readers would get it twice)."""
+    with opened(ctx) as (svc, session):
+        found = editions.edit(session, _edition(session, ref), svc.settings, add=list(stories))
+        qa.gate(session, svc.settings, found)
+        _show_edited(found)
 
 
 @_edition_command("schedule")
@@ -501,7 +538,7 @@ def edition_resume(ctx, ref: str) -> None:
     with _opened_edition(ctx, ref) as (svc, session, found):
         batches = sending.resume(session, found, svc.settings)
         summary = _summary(found)
-    _queue(batches)
+    queue(batches)
     click.echo(summary + (f", {len(batches)} batches queued" if batches else ""))
 
 
@@ -519,7 +556,7 @@ def edition_resend_failed(ctx, ref: str) -> None:
     with _opened_edition(ctx, ref) as (svc, session, found):
         batches, left_out = sending.resend_failed(session, found, svc.settings)
         summary = _summary(found)
-    _queue(batches)
+    queue(batches)
     click.echo(f"{summary}: {len(batches)} batches queued"
                + (f"; {left_out} failed recipients left out (unsubscribed, bounced or complained since)"
                   if left_out else ""))

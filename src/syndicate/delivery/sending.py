@@ -139,6 +139,14 @@ def run_breaking(session: Session, newsletter: Newsletter, settings: Settings, n
             for edition in editions.breaking_editions(session, newsletter, settings, now)]
 
 
+def send_breaking(session: Session, newsletter: Newsletter, article_id: int, settings: Settings,
+                  now: datetime | None = None) -> tuple[Cut, list[str]]:
+    """An editor's breaking story: its own edition, started now (editions.breaking_now says what it takes)."""
+    now = now or utcnow()
+    edition, moved = editions.breaking_now(session, newsletter, article_id, settings, now)
+    return Cut(edition, start(session, edition, settings, now)), moved
+
+
 def run_due(sessions: sessionmaker, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
     """Everything a tick does for mail: regular runs, breaking stories, scheduled editions, and the
     deliveries that need a worker again. Each newsletter in its own transaction: one broken template

@@ -389,6 +389,39 @@ def breaking_editions(session: Session, newsletter: Newsletter, settings: Settin
             for article in reversed([a for a in candidates(session, newsletter, now) if is_breaking(newsletter, a)])]
 
 
+def breaking_now(session: Session, newsletter: Newsletter, article_id: int, settings: Settings,
+                 now: datetime | None = None) -> tuple[Edition, list[str]]:
+    """An editor's "send as breaking now": any story (whatever the filters say) as an edition of its own,
+    scheduled for now. A story waiting in an edition yet to go is taken out of it first (that edition is
+    cancelled if it held nothing else); one that went out in this newsletter already is refused. Returns the
+    edition and what became of the edition it was taken from."""
+    now = now or utcnow()
+    _lock(session, newsletter)
+    article = session.get(Article, article_id)
+    if article is None:
+        raise InvalidInput(f"no article {article_id}; `syndicate article list --search WORDS` finds one")
+    if article.withdrawn_at is not None:
+        raise InvalidInput(f"article {article_id} was withdrawn; it goes out nowhere")
+    moved = []
+    for edition in session.scalars(select(Edition).join(EditionArticle, EditionArticle.edition_id == Edition.id)
+                                   .where(EditionArticle.newsletter_id == newsletter.id,
+                                          EditionArticle.article_id == article_id)):
+        name = f"{newsletter.slug}/{edition.number}"
+        if not _editable(edition):
+            raise InvalidInput(f"article {article_id} is in {name} ({edition.status}) already: its readers have "
+                               "it, or are getting it now")
+        if len(edition.items) > 1:
+            edit(session, edition, settings, remove=[article_id])
+            moved.append(f"{name}: taken out of it, the rest of it goes as planned")
+        else:
+            cancel(session, edition)
+            moved.append(f"{name}: it held only this story, so it is cancelled")
+    session.flush()
+    made = create_edition(session, newsletter, settings, now=now, status="scheduled", kind="breaking",
+                          scheduled_for=now, articles=[article])
+    return made, moved
+
+
 def breaking_newsletter_ids(session: Session) -> list[int]:
     return [n.id for n in session.scalars(select(Newsletter).where(Newsletter.status == "active"))
             if n.breaking_categories]
