@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from syndicate.config import Settings
 from syndicate.db import transaction
@@ -32,7 +33,8 @@ from syndicate.desk.core import (
 )
 from syndicate.errors import InvalidInput, NotFound, TransportError
 from syndicate.http import csp
-from syndicate.models import Edition, RowId
+from syndicate.ingest import stored as articles
+from syndicate.models import Edition, EditionArticle, RowId
 from syndicate.newsletters import editions, rendering, schedules, stored
 from syndicate.services import Services
 from syndicate.tasks import deliver_batch, hand_over
@@ -66,10 +68,11 @@ def _describe(session, settings: Settings, edition: Edition) -> dict:
     found = qa.review(session, settings, edition, ask=False) if edition.html else None
     return _summary(edition, counts) | dict(
         custom_subject=edition.custom_subject, note=edition.note, started_at=edition.started_at,
+        intro=edition.intro, sponsor_text=edition.sponsor_text, sponsor_url=edition.sponsor_url, slot=edition.slot,
         sender=f"{newsletter.from_name} <{newsletter.from_address}>", timezone=newsletter.timezone,
         editable=editions.can_edit(edition), has_content=bool(edition.html),
         html_bytes=len(edition.html.encode()), web_url=rendering.web_url(settings, newsletter, edition),
-        stories=[dict(id=item.article_id, title=item.article.title, url=item.article.url)
+        stories=[dict(id=item.article_id, title=item.article.title, url=item.article.url, blurb=item.blurb)
                  for item in edition.items],
         blocking=found.blocking if found else [], overridden=found.overridden if found else [],
         overrides=edition.overrides or [], checks=list(qa.BLOCKING), left_out_for_age=edition.left_out_for_age,
@@ -101,11 +104,29 @@ def _preview(svc: Services, edition_id: int) -> tuple[str, str, str]:
 
 
 def _edit(svc: Services, edition_id: int, subject: str | None = None, order: list[int] | None = None,
-          remove: list[int] = ()) -> dict:
+          remove: list[int] = (), **words) -> dict:
+    """As `syndicate edition edit` and `edition add`: `words` are add, intro, blurbs, sponsor_text, sponsor_url."""
     with transaction(svc.Session) as session:
         edition = editions.edit(session, _edition(session, edition_id), svc.settings,
-                                remove=list(remove), order=order, subject=subject)
+                                remove=list(remove), order=order, subject=subject, **words)
         return _describe(session, svc.settings, edition)
+
+
+FOUND = 10  # stories the edition page's search shows
+
+
+def _search(svc: Services, edition_id: int, q: str) -> list[dict]:
+    """Stories whose title or link has `q`, newest first, with whether each can go in this edition."""
+    if not q.strip():
+        return []
+    with transaction(svc.Session) as session:
+        edition = _edition(session, edition_id)
+        taken = dict(session.execute(
+            select(EditionArticle.article_id, Edition.number).join(Edition, Edition.id == EditionArticle.edition_id)
+            .where(EditionArticle.newsletter_id == edition.newsletter_id)).all())
+        return [dict(id=a.id, title=a.title, url=a.url, published_at=a.published_at, categories=a.categories or [],
+                     withdrawn=a.withdrawn_at is not None, in_edition=taken.get(a.id))
+                for a in articles.newest_articles(session, FOUND, q=q[:200])]
 
 
 def _move(svc: Services, edition_id: int, article_id: int, by: int) -> list[int]:
@@ -203,12 +224,12 @@ def editions_page(request: Request, svc: Svc, name: str = Depends(editor)):
 
 
 @pages.get("/editions/{edition_id}", response_class=HTMLResponse)
-def edition_page(request: Request, edition_id: RowId, svc: Svc, name: str = Depends(editor)):
+def edition_page(request: Request, edition_id: RowId, svc: Svc, name: str = Depends(editor), q: str = ""):
     # What a test-send answered, handed over from its POST: a reload of this page sends nothing again.
     handed, sent = request.session.pop("test_sent", None), None
     if handed and handed[0] == edition_id:
         sent = [dict(address=address, accepted=accepted, reply=reply) for address, accepted, reply in handed[1]]
-    return _page(request, svc, edition_id, name, sent=sent)
+    return _page(request, svc, edition_id, name, sent=sent, q=q, found=_search(svc, edition_id, q))
 
 
 def _page(request: Request, svc: Services, edition_id: int, name: str, status: int = 200, error: str | None = None,
@@ -216,7 +237,7 @@ def _page(request: Request, svc: Services, edition_id: int, name: str, status: i
     with transaction(svc.Session) as session:
         edition = _describe(session, svc.settings, _edition(session, edition_id))
     local = edition["scheduled_for"].astimezone(editor_zone(request)) if edition["scheduled_for"] else None
-    context = dict(sent=None, links=None, addresses="") | answers
+    context = dict(sent=None, links=None, addresses="", q="", found=[]) | answers
     return page("edition", request, status, editor=name, e=edition, error=error,
                 at=local.strftime("%Y-%m-%dT%H:%M") if local else "", charts=_charts(request, edition), **context)
 
@@ -252,15 +273,22 @@ def counts(edition_id: RowId, svc: Svc, name: str = Depends(editor)) -> dict:
 
 @pages.post("/editions/{edition_id}/{action}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
 def edition_action(request: Request, edition_id: RowId, action: str, svc: Svc, name: str = Depends(editor),
-                   subject: str = Form(""), up: RowId | None = Form(None), down: RowId | None = Form(None),
-                   remove: RowId | None = Form(None), at: str = Form(""), addresses: str = Form(""),
-                   next: str = Form(""), check: str = Form(""), reason: str = Form("")):
+                   subject: str | None = Form(None), up: RowId | None = Form(None), down: RowId | None = Form(None),
+                   remove: RowId | None = Form(None), add: RowId | None = Form(None), intro: str | None = Form(None),
+                   blurb_of: list[RowId] = Form([]), blurb: list[str] = Form([]),
+                   sponsor_text: str | None = Form(None), sponsor_url: str | None = Form(None),
+                   at: str = Form(""), addresses: str = Form(""), next: str = Form(""), check: str = Form(""),
+                   reason: str = Form("")):
     """Every button of the edition page (and the Today page's pause and resume)."""
     try:
-        if action == "edit":  # the subject as typed (empty: the template's), and what a story's button asked
+        if action == "edit":  # the words as typed (an empty subject: the template's), and what a button asked
             moved = up if up is not None else down
             order = _move(svc, edition_id, moved, -1 if up is not None else 1) if moved is not None else None
-            _edit(svc, edition_id, subject=subject, order=order, remove=[remove] if remove is not None else [])
+            if len(blurb_of) != len(blurb):
+                raise InvalidInput("the form's blurbs don't match its stories; reload the page")
+            _edit(svc, edition_id, subject=subject, order=order, remove=[remove] if remove is not None else [],
+                  add=[add] if add is not None else [], intro=intro, blurbs=dict(zip(blurb_of, blurb, strict=True)),
+                  sponsor_text=sponsor_text, sponsor_url=sponsor_url)
         elif action == "schedule":
             _schedule(svc, edition_id, at, editor_zone(request).key, by=name)
         elif action == "override":
@@ -304,6 +332,13 @@ class EditionChanges(BaseModel):
                                                   "subject template; left out: unchanged")
     order: list[RowId] | None = Field(None, description="article ids in the order wanted; the rest follow")
     remove: list[RowId] = Field([], description="article ids to take out (free for the next edition)")
+    add: list[RowId] = Field([], description="article ids to add at the end, whatever the newsletter's filters say "
+                                             "(not one in another edition of the newsletter, nor a withdrawn one)")
+    intro: str | None = Field(None, description="an editor's note above the stories, Markdown; \"\" takes it away")
+    blurbs: dict[RowId, str] = Field({}, description="the editor's words on a story (by article id), above its "
+                                                      "lead, Markdown; \"\" takes one away")
+    sponsor_text: str | None = Field(None, description="a sponsor's line, marked Sponsored; \"\" takes the block away")
+    sponsor_url: str | None = Field(None, description="the sponsor's link, http(s); \"\" for none")
 
 
 class When(BaseModel):
@@ -350,9 +385,10 @@ def preview_json(edition_id: RowId, svc: Svc, name: str = Depends(api_editor)) -
 
 @api.patch("/editions/{edition_id}", tags=["editions"])
 def edit_json(edition_id: RowId, body: EditionChanges, svc: Svc, name: str = Depends(api_editor)) -> dict:
-    """Change an edition that hasn't started going out: subject, order of the stories, stories taken out.
-    It is rendered again; a sent edition answers 422."""
-    return _edit(svc, edition_id, body.subject, body.order, body.remove)
+    """Change an edition that hasn't started going out: subject, stories added, taken out and reordered, the
+    intro, blurbs and the sponsor block. It is rendered again, once; a sent edition answers 422."""
+    return _edit(svc, edition_id, body.subject, body.order, body.remove, add=body.add, intro=body.intro,
+                 blurbs=body.blurbs, sponsor_text=body.sponsor_text, sponsor_url=body.sponsor_url)
 
 
 @api.post("/editions/{edition_id}/schedule", tags=["editions"])

@@ -1,5 +1,5 @@
 """Feeds and articles: each feed's health, adding one, fetching one now; the recent articles and where each
-one went (editions, posts); withdrawing one."""
+one went (editions, posts); sending one as breaking news now; withdrawing one."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from syndicate.db import transaction
+from syndicate.delivery import sending
 from syndicate.desk import trail
 from syndicate.desk.core import Svc, api, api_editor, back, confirmation, csrf_checked, editor, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.ingest import feeds
 from syndicate.models import MAX_ID, RowId, utcnow
+from syndicate.newsletters import lists, stored
 from syndicate.services import Services
 from syndicate.social import retraction
-from syndicate.tasks import hand_over, poll_feed_batch
+from syndicate.tasks import deliver_batch, hand_over, poll_feed_batch
 
 
 def _overview(svc: Services) -> list[dict]:
@@ -61,6 +63,26 @@ def _articles(svc: Services, q: str, feed_id: int | None, page_number: int) -> d
 def _trail(svc: Services, article_id: int) -> dict:
     with transaction(svc.Session) as session:
         return trail.article_trail(session, article_id)
+
+
+def _newsletters(svc: Services) -> list[dict]:
+    with transaction(svc.Session) as session:
+        return [dict(slug=n.slug, name=n.name) for n in stored.all_newsletters(session)]
+
+
+def _breaking(svc: Services, article_id: int, slug: str) -> dict:
+    """As `syndicate article breaking`: the story on its own to every reader of the newsletter, now."""
+    if not slug.strip():
+        raise InvalidInput("choose the newsletter whose readers get it")
+    with transaction(svc.Session) as session:
+        newsletter = lists.get_newsletter(session, slug.strip())
+        cut, moved = sending.send_breaking(session, newsletter, article_id, svc.settings)
+        record = dict(newsletter=newsletter.name, slug=newsletter.slug, number=cut.edition.number,
+                      status=cut.edition.status, link=f"/desk/editions/{cut.edition.id}", edition_id=cut.edition.id,
+                      moved=moved, batches_queued=len(cut.batches))
+    for batch in cut.batches:  # after the commit: a worker must find the rows
+        hand_over(deliver_batch, *batch)  # the broker away: the tick hands out rows left pending
+    return record
 
 
 def _withdraw(svc: Services, article_id: int, editor_name: str) -> dict:
@@ -162,17 +184,34 @@ def articles_page(request: Request, svc: Svc, q: str = "", feed: str = "",
     return page("articles", request, editor=name, feeds=_overview(svc), **found)
 
 
+def _article_page(request: Request, svc: Services, article_id: int, name: str, status: int = 200,
+                  **results) -> HTMLResponse:
+    context = dict(withdrawal=None, breaking=None, error=None) | results
+    return page("article", request, status, editor=name, article=_trail(svc, article_id),
+                newsletters=_newsletters(svc), **context)
+
+
 @pages.get("/articles/{article_id}", response_class=HTMLResponse)
 def article_page(request: Request, article_id: RowId, svc: Svc, name: str = Depends(editor)):
-    return page("article", request, editor=name, article=_trail(svc, article_id), withdrawal=None)
+    return _article_page(request, svc, article_id, name)
+
+
+@pages.post("/articles/{article_id}/breaking", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def breaking_article(request: Request, article_id: RowId, svc: Svc, newsletter: str = Form(""),
+                     name: str = Depends(editor)):
+    """The story's page again, saying which edition carries it now (or why nothing was sent)."""
+    try:
+        done = _breaking(svc, article_id, newsletter)
+    except InvalidInput as e:
+        return _article_page(request, svc, article_id, name, 400, error=str(e))
+    return _article_page(request, svc, article_id, name, breaking=done)
 
 
 @pages.post("/articles/{article_id}/withdraw", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
 def withdraw_article(request: Request, article_id: RowId, svc: Svc, name: str = Depends(editor)):
     """The story's page again, with what became of each post and of the mails (withdrawing twice is harmless,
     so the page may be shown for the POST itself)."""
-    withdrawal = _withdraw(svc, article_id, name)
-    return page("article", request, editor=name, article=_trail(svc, article_id), withdrawal=withdrawal)
+    return _article_page(request, svc, article_id, name, withdrawal=_withdraw(svc, article_id, name))
 
 
 # ── the same, for scripts ────────────────────────────────────────────────────
@@ -232,6 +271,18 @@ def articles_json(svc: Svc, q: str = "", feed: RowId | None = None, page_number:
 def article_json(article_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
     """One article and its trail: the editions that carried it and the posts that teased it."""
     return _trail(svc, article_id)
+
+
+class Breaking(BaseModel):
+    newsletter: str  # the slug of the newsletter whose readers get it
+
+
+@api.post("/articles/{article_id}/breaking", tags=["articles"])
+def breaking_article_json(article_id: RowId, body: Breaking, svc: Svc, name: str = Depends(api_editor)) -> dict:
+    """Send the story now, on its own, to every reader of a newsletter, whatever its filters say: the breaking
+    edition made and started. A story waiting in an edition yet to go leaves it (`moved` says so); one that
+    went out in that newsletter already answers 422."""
+    return _breaking(svc, article_id, body.newsletter)
 
 
 @api.post("/articles/{article_id}/withdraw", tags=["articles"])

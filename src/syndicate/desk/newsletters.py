@@ -1,6 +1,6 @@
 """Newsletters: the list with each one's status, schedule and audience; one newsletter's settings, filters,
-template and schedule (in plain words and as its next five send times); pause, resume, and preparing the
-next edition ahead of its time to preview and edit it."""
+template and schedule (in plain words and as its next five send times); pause, resume, preparing the next
+edition ahead of its time to preview and edit it, and a one-off draft."""
 
 from __future__ import annotations
 
@@ -123,6 +123,13 @@ def _prepare(session, settings: Settings, slug: str) -> Edition:
     if newsletter.next_run_at is not None:
         return editions.prepare_next(session, newsletter, settings)
     return editions.create_edition(session, newsletter, settings, kind="one-off", status="draft")
+
+
+def _draft(session, settings: Settings, slug: str) -> Edition:
+    """As `syndicate edition cut --draft`: a one-off edition of the stories not sent yet, to edit and schedule
+    on its own page; the regular schedule goes on as before."""
+    return editions.create_edition(session, lists.get_newsletter(session, slug), settings, kind="one-off",
+                                   status="draft")
 
 
 def _schedule(cron: str, timezone: str) -> dict:
@@ -307,6 +314,13 @@ def delete_page(request: Request, slug: str, svc: Svc, name: str = Depends(edito
 @pages.post("/newsletters/{slug}/delete", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
 def delete_newsletter(request: Request, slug: str, svc: Svc, force: str = Form(""), name: str = Depends(editor)):
     return _removal_post(request, svc, slug, "delete", name, ticked(force))
+@pages.post("/newsletters/{slug}/draft", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
+def draft_page(request: Request, slug: str, svc: Svc, name: str = Depends(editor)):
+    with transaction(svc.Session) as session:
+        made = _edition(_draft(session, svc.settings, slug))
+    if made["status"] == "skipped":
+        return _newsletter_page(request, svc, name, slug, notice=f"Nothing for a draft: {made['note']}.")
+    return back(made["link"])
 
 
 @pages.post("/newsletters/{slug}/{action}", dependencies=[Depends(csrf_checked)])
@@ -416,6 +430,12 @@ def delete_json(slug: str, svc: Svc, force: bool = False, name: str = Depends(ap
     """Delete a newsletter with its subscriptions, editions and deliveries. One that has sent editions is refused
     (422) unless `force`: archive it instead, which keeps them."""
     return _remove(svc, slug, "delete", name, force)
+@api.post("/newsletters/{slug}/draft", tags=["newsletters"])
+def draft_json(slug: str, svc: Svc, name: str = Depends(api_editor)) -> dict:
+    """Make a one-off draft of the stories not sent yet, to edit and schedule; the regular schedule goes on.
+    Answers the edition (`skipped`, with a note, when there is nothing new)."""
+    with transaction(svc.Session) as session:
+        return _edition(_draft(session, svc.settings, slug))
 
 
 @api.post("/newsletters/{slug}/{action}", tags=["newsletters"])
