@@ -110,6 +110,14 @@ def test_an_editor_finds_and_adds_any_story_and_writes_an_intro_blurbs_and_a_spo
     refused = client.post(f"/desk/editions/{edition_id}/edit", data={"csrf": token, "blurb_of": [local]})
     assert refused.status_code == 400 and "reload the page" in refused.text
 
+    # The form emptied takes the words away again; the subject goes back to the template's.
+    client.post(f"/desk/editions/{edition_id}/edit", data={
+        "csrf": token, "intro": "", "blurb_of": [local, world], "blurb": ["", ""], "sponsor_text": "",
+        "sponsor_url": ""})
+    assert items(svc, edition_id) == [(local, None), (world, None)]
+    preview = client.get(f"/desk/editions/{edition_id}/preview.html").text
+    assert "<em>morning</em>" not in preview and "Sponsored" not in preview and "it matters" not in preview
+
 
 def test_the_api_adds_stories_and_words_in_one_change_rendered_once(api, svc):
     local, world, _ = newsroom(svc)

@@ -273,21 +273,23 @@ def counts(edition_id: RowId, svc: Svc, name: str = Depends(editor)) -> dict:
 
 @pages.post("/editions/{edition_id}/{action}", response_class=HTMLResponse, dependencies=[Depends(csrf_checked)])
 def edition_action(request: Request, edition_id: RowId, action: str, svc: Svc, name: str = Depends(editor),
-                   subject: str | None = Form(None), up: RowId | None = Form(None), down: RowId | None = Form(None),
-                   remove: RowId | None = Form(None), add: RowId | None = Form(None), intro: str | None = Form(None),
+                   subject: str = Form(""), up: RowId | None = Form(None), down: RowId | None = Form(None),
+                   remove: RowId | None = Form(None), add: RowId | None = Form(None), intro: str = Form(""),
                    blurb_of: list[RowId] = Form([]), blurb: list[str] = Form([]),
-                   sponsor_text: str | None = Form(None), sponsor_url: str | None = Form(None),
+                   sponsor_text: str = Form(""), sponsor_url: str = Form(""),
                    at: str = Form(""), addresses: str = Form(""), next: str = Form(""), check: str = Form(""),
                    reason: str = Form("")):
     """Every button of the edition page (and the Today page's pause and resume)."""
     try:
-        if action == "edit":  # the words as typed (an empty subject: the template's), and what a button asked
+        if action == "edit" and add is not None:  # a search result's button: only that story, the rest as it is
+            _edit(svc, edition_id, add=[add])
+        elif action == "edit":  # the form as typed (an empty subject: the template's), and what a button asked
             moved = up if up is not None else down
             order = _move(svc, edition_id, moved, -1 if up is not None else 1) if moved is not None else None
             if len(blurb_of) != len(blurb):
                 raise InvalidInput("the form's blurbs don't match its stories; reload the page")
             _edit(svc, edition_id, subject=subject, order=order, remove=[remove] if remove is not None else [],
-                  add=[add] if add is not None else [], intro=intro, blurbs=dict(zip(blurb_of, blurb, strict=True)),
+                  intro=intro, blurbs=dict(zip(blurb_of, blurb, strict=True)),
                   sponsor_text=sponsor_text, sponsor_url=sponsor_url)
         elif action == "schedule":
             _schedule(svc, edition_id, at, editor_zone(request).key, by=name)
