@@ -49,7 +49,7 @@ def syndicate(env, feed_server, sample_feed):
     run("feed", "add", feed_server.serve("/feed/", sample_feed))
     run("account", "add", "x-desk", "--network", "x", "--dry-run", "--window", "always", "--max-age", "0")
     run("newsletter", "add", "morning", "--name", "The Morning Briefing", "--from-address", "news@example.com",
-        "--first-fill", "last:50")
+        "--first-fill", "last:50", "--max-age", "0")  # the sample feed's stories are from 2023
     run("subscriber", "add", "reader@example.org", "--newsletter", "morning", "--confirmed")
     return run
 
