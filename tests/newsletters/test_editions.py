@@ -353,7 +353,7 @@ def test_a_prepared_regular_edition_rescheduled_is_the_one_mail_of_its_slot(desk
     with transaction(desk.Session) as session:
         story(session, "Prepared", seen=now)
         prepared = editions.prepare_next(session, session.get(Newsletter, newsletter_id), desk.settings, now=now)
-        editions.schedule(session, prepared, slot + moved)
+        editions.schedule(session, prepared, slot + moved, now=now)
         assert prepared.kind == "regular" and prepared.slot == slot
         # Preparing again finds it, at its new time.
         assert editions.prepare_next(session, session.get(Newsletter, newsletter_id), desk.settings).id == prepared.id
