@@ -226,7 +226,7 @@ def test_it_identifies_a_story_without_guid_by_its_canonical_address(svc, client
 def test_it_hands_a_pushed_story_to_posts_and_editions(svc, client, token):
     with transaction(svc.Session) as session:
         posts.ensure_default_account(session)
-        lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com")
+        lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com", max_age_hours=0)
     article_id = send(client, token, STORY).json()["id"]
 
     with transaction(svc.Session) as session:
