@@ -186,3 +186,36 @@ def test_a_send_time_in_the_past_is_refused_with_the_time_now(console, newsroom,
     assert code == 2 and err.strip() == ("error: 2026-01-05 07:00 Europe/Berlin is in the past "
                                          "(now: 2026-12-07 02:10 Europe/Berlin); give a later time")
     assert code_cut == 2 and "2026-12-07 02:00 Europe/Berlin is in the past" in err_cut
+
+
+def test_the_tick_asks_story_links_with_no_write_lock_held(newsroom, feed_server, monkeypatch, tmp_path):
+    """A slow site must not hold the database while its link is asked: on SQLite the cut's transaction holds
+    the whole database's write lock, and every sign-up and delivery commit would wait behind it. While the
+    links are asked, another connection takes the write lock at once."""
+    import sqlite3
+
+    from syndicate.delivery import qa
+
+    edition_of(newsroom, "links", feed_server)
+    with transaction(newsroom.Session) as session:  # a regular run that is due: the tick cuts it
+        newsletter = session.scalar(select(Newsletter))
+        newsletter.cron, newsletter.next_run_at = "0 7 * * *", datetime.now(UTC) - timedelta(minutes=1)
+    real, free = qa.ask_links, []
+
+    def asking(settings, urls, deadline=qa.DEADLINE):
+        other = sqlite3.connect(str(tmp_path / "test.db"), timeout=0.2)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            free.append(True)
+        except sqlite3.OperationalError:
+            free.append(False)
+        finally:
+            other.close()
+        return real(settings, urls, deadline)
+
+    monkeypatch.setattr(qa, "ask_links", asking)
+    sending.run_due(newsroom.Session, newsroom.settings, datetime.now(UTC))
+
+    assert free == [True]  # asked once, before the cut, with the database free
+    assert edition_row(newsroom).status == "blocked"  # and the cut's gate used the answer: 404, gone

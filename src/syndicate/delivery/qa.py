@@ -18,9 +18,10 @@ from urllib.parse import urldefrag, urlsplit
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from syndicate.config import Settings
+from syndicate.db import transaction
 from syndicate.delivery.copies import preview
 from syndicate.errors import FeedError, InvalidInput
 from syndicate.ingest import fetch
@@ -177,6 +178,24 @@ def story_links(session: Session, settings: Settings, edition: Edition, now: dat
     if len(shaky) > NAMED:
         warned.append(f"… and {len(shaky) - NAMED} more story links that could not be checked")
     return found, warned
+
+
+def ask_ahead(sessions: sessionmaker, settings: Settings, urls: list[str], now: datetime) -> int:
+    """Ask the links a tick is about to check, with no transaction open, and remember the answers: the gate,
+    which runs inside the cut's transaction, then finds them fresh. Asked in there, a slow site would hold
+    the database's write lock (all of it, on SQLite) for up to DEADLINE seconds while every other writer
+    waits. Returns how many were asked."""
+    urls = [u for u in dict.fromkeys(urls) if urlsplit(u or "").scheme in ("http", "https")]
+    if not settings.link_check or not urls:
+        return 0
+    with transaction(sessions) as session:
+        wanted = [u for u in urls if u not in remembered(session, urls, now)]
+    if not wanted:
+        return 0
+    asked = ask_links(settings, wanted)
+    with transaction(sessions) as session:
+        remember(session, asked, now)
+    return len(asked)
 
 
 def _key(url: str) -> str:

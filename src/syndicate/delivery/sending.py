@@ -147,6 +147,21 @@ def send_breaking(session: Session, newsletter: Newsletter, article_id: int, set
     return Cut(edition, start(session, edition, settings, now)), moved
 
 
+def _links_ahead(session: Session, due: list[int], lanes: list[int], now: datetime) -> list[str]:
+    """The story links the pre-send gate is about to check this tick: of the stories due runs will cut, the
+    breaking stories waiting, and the editions scheduled for now."""
+    urls = []
+    for newsletter_id in dict.fromkeys([*due, *lanes]):
+        newsletter = session.get(Newsletter, newsletter_id)
+        found = editions.candidates(session, newsletter, now)
+        if newsletter_id not in due:
+            found = [a for a in found if editions.is_breaking(newsletter, a)]
+        urls += [a.url for a in found[:newsletter.max_items]]
+    for edition_id in editions.due_edition_ids(session, now):
+        urls += [item.article.url for item in session.get(Edition, edition_id).items]
+    return urls
+
+
 def run_due(sessions: sessionmaker, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
     """Everything a tick does for mail: regular runs, breaking stories, scheduled editions, and the
     deliveries that need a worker again. Each newsletter in its own transaction: one broken template
@@ -175,6 +190,8 @@ def run_due(sessions: sessionmaker, settings: Settings, now: datetime) -> list[t
 
     with transaction(sessions) as session:
         due, lanes = editions.due_newsletter_ids(session, now), editions.breaking_newsletter_ids(session)
+        ahead = _links_ahead(session, due, lanes, now)
+    qa.ask_ahead(sessions, settings, ahead, now)  # with no transaction open: the gates below find the answers
     each(due, regular)
     each(lanes, breaking)
     with transaction(sessions) as session:
