@@ -1,4 +1,4 @@
-"""inbound.reports against the mail servers' own shapes: tests/inbound/samples/*.eml, written as Postfix, Exim,
+"""inbound.reports against the mail servers' own shapes: tests/inbound/samples/*.mail, written as Postfix, Exim,
 qmail, Gmail, Outlook, Yahoo, Thunderbird and Apple Mail send them, with placeholders for what we signed.
 
 Each sample is read as it would come back to us, and the report says what it is, what the server said, and
@@ -40,38 +40,38 @@ def token() -> str:
 
 def test_every_sample_is_tested():
     tested = {name for name, *_ in BOUNCES} | {name for name, *_ in IGNORED} | set(OTHERS)
-    assert {path.name for path in SAMPLES.glob("*.eml")} == tested
+    assert {path.name for path in SAMPLES.glob("*.mail")} == tested
 
 
 # ── bounce reports ───────────────────────────────────────────────────────────
 
 # sample, kind, form, status, words the reply must carry, whether it quotes our mail (List-Unsubscribe, Message-ID)
 BOUNCES = [
-    ("postfix-user-unknown.eml", "bounce", "RFC 3464", "5.1.1",
+    ("postfix-user-unknown.mail", "bounce", "RFC 3464", "5.1.1",
      ["550 5.1.1", "User unknown in virtual mailbox table"], True),
     # These two were not written by hand: Postfix 3.7 sent them here (relaying an edition to an MX that refused
     # one reader for good and another for now, with maximal_queue_lifetime = 0), our values made placeholders.
-    ("postfix-3.7-captured-user-unknown.eml", "bounce", "RFC 3464", "5.1.1",
+    ("postfix-3.7-captured-user-unknown.mail", "bounce", "RFC 3464", "5.1.1",
      ["550 5.1.1", "User unknown in virtual mailbox table"], True),
-    ("postfix-3.7-captured-expired-mailbox-full.eml", "soft_bounce", "RFC 3464", "4.2.2",
+    ("postfix-3.7-captured-expired-mailbox-full.mail", "soft_bounce", "RFC 3464", "4.2.2",
      ["452 4.2.2", "Mailbox full, try again later"], True),
-    ("postfix-gave-up-temporary.eml", "soft_bounce", "RFC 3464", "4.4.7",
+    ("postfix-gave-up-temporary.mail", "soft_bounce", "RFC 3464", "4.4.7",
      ["421 4.7.0", "Service not available"], True),
-    ("postfix-mailbox-full.eml", "soft_bounce", "RFC 3464", "5.2.2", ["552 5.2.2", "Mailbox full"], True),
-    ("exim-plain.eml", "bounce", "Exim", "5.1.1",
+    ("postfix-mailbox-full.mail", "soft_bounce", "RFC 3464", "5.2.2", ["552 5.2.2", "Mailbox full"], True),
+    ("exim-plain.mail", "bounce", "Exim", "5.1.1",
      ["550-5.1.1 The email account that you tried to reach does not exist",
       "double-checking the recipient's email address", "550 5.1.1"], False),
     # Exim's report says Status: 5.0.0 for every failure; the server's own 5.1.1 is the one kept.
-    ("exim-report.eml", "bounce", "RFC 3464", "5.1.1",
+    ("exim-report.mail", "bounce", "RFC 3464", "5.1.1",
      ["550-5.1.1 The email account that you tried to reach does not exist", "unnecessary spaces"], True),
-    ("gmail-failure.eml", "bounce", "RFC 3464", "5.1.1",
+    ("gmail-failure.mail", "bounce", "RFC 3464", "5.1.1",
      ["550-5.1.1 The email account that you tried to reach does not exist", "NoSuchUser"], True),
-    ("outlook-ndr.eml", "bounce", "RFC 3464", "5.1.10",
+    ("outlook-ndr.mail", "bounce", "RFC 3464", "5.1.10",
      ["550 5.1.10 RESOLVER.ADR.RecipientNotFound", "not found by SMTP address lookup"], True),
     # Yahoo's own plain-text "Failure Notice", read by flufl.bounce's Yahoo detector; its reply has no status.
-    ("yahoo-failure-notice.eml", "bounce", "bounce from mailer-daemon@yahoo.com", None,
+    ("yahoo-failure-notice.mail", "bounce", "bounce from mailer-daemon@yahoo.com", None,
      ["554: delivery error", "doesn't have a yahoo.com account"], False),
-    ("qmail.eml", "bounce", "bounce from mailer-daemon@mx.example.info", "5.1.1",
+    ("qmail.mail", "bounce", "bounce from mailer-daemon@mx.example.info", "5.1.1",
      ["Sorry, no mailbox here by that name. (#5.1.1)"], False),
 ]
 
@@ -97,7 +97,7 @@ def test_it_reads_a_bounce_report_as_the_server_sent_it(name, kind, form, status
 
 def test_a_prose_bounce_reply_stops_at_the_copy_of_our_mail():
     """Exim's words end where its copy of our mail begins: a figure in a story ("500 readers") is no reply."""
-    raw = sample("exim-plain.eml").replace(b"    550-5.1.1 The email account", b"    Unrouteable: The email account")
+    raw = sample("exim-plain.mail").replace(b"    550-5.1.1 The email account", b"    Unrouteable: The email account")
     raw = raw.replace(b"550-5.1.1 ", b"").replace(b"550 5.1.1  ", b"")
     raw = raw.replace(b"Seven stories this week.", b"250 readers said 550 5.7.1 was the worst code of the year.")
 
@@ -109,7 +109,7 @@ def test_a_prose_bounce_reply_stops_at_the_copy_of_our_mail():
 
 
 def test_a_mailbox_full_reported_by_exim_as_5_0_0_is_a_soft_bounce():
-    raw = sample("exim-report.eml").replace(b"550-5.1.1", b"552-5.2.2").replace(b"550 5.1.1", b"552 5.2.2")
+    raw = sample("exim-report.mail").replace(b"550-5.1.1", b"552-5.2.2").replace(b"550 5.1.1", b"552 5.2.2")
 
     report = reports.read(raw, KEY)
 
@@ -119,7 +119,7 @@ def test_a_mailbox_full_reported_by_exim_as_5_0_0_is_a_soft_bounce():
 
 def test_a_delivery_status_without_the_message_block_loses_no_recipient():
     """Some servers leave out the per-message block: each recipient's block is found by its Action field."""
-    raw = sample("postfix-user-unknown.eml")
+    raw = sample("postfix-user-unknown.mail")
     head, _, rest = raw.partition(b"Reporting-MTA: dns; mail.news.example.org\n")
     _, _, rest = rest.partition(b"\n\n")
     second = b"Final-Recipient: rfc822; bob@example.net\nAction: failed\nStatus: 5.1.2\n\n"
@@ -131,7 +131,7 @@ def test_a_delivery_status_without_the_message_block_loses_no_recipient():
 
 def test_a_utf8_delivery_status_is_read_too():
     """Postfix reports on SMTPUTF8 mail with message/global-delivery-status (RFC 6533)."""
-    raw = sample("postfix-user-unknown.eml").replace(b"Content-Type: message/delivery-status",
+    raw = sample("postfix-user-unknown.mail").replace(b"Content-Type: message/delivery-status",
                                                        b"Content-Type: message/global-delivery-status")
     raw = raw.replace(f"Original-Recipient: rfc822;{RECIPIENT}".encode(),
                       "Original-Recipient: utf-8;jürgen@example.net".encode())
@@ -144,7 +144,7 @@ def test_a_utf8_delivery_status_is_read_too():
 
 
 def test_a_delay_warning_is_not_a_soft_bounce():
-    report = reports.read(sample("postfix-delayed.eml"), KEY)
+    report = reports.read(sample("postfix-delayed.mail"), KEY)
 
     assert report.kind == "ignored"
     assert report.failures == []
@@ -165,7 +165,7 @@ def test_a_return_path_signed_with_another_key_names_no_mail(name):
 
 
 def test_a_yahoo_complaint_names_the_mail_by_its_original_mail_from():
-    report = reports.read(sample("arf-abuse-yahoo.eml"), KEY)
+    report = reports.read(sample("arf-abuse-yahoo.mail"), KEY)
 
     assert (report.kind, report.form) == ("complaint", "ARF")
     assert report.mails == [("d", DELIVERY)]
@@ -175,14 +175,14 @@ def test_a_yahoo_complaint_names_the_mail_by_its_original_mail_from():
 
 
 def test_a_yahoo_complaint_without_original_mail_from_still_names_the_mail_by_the_quoted_return_path():
-    raw = sample("arf-abuse-yahoo.eml").replace(b"Original-Mail-From:", b"X-Removed:")
+    raw = sample("arf-abuse-yahoo.mail").replace(b"Original-Mail-From:", b"X-Removed:")
 
     assert reports.read(raw, KEY).mails == [("d", DELIVERY)]
 
 
 def test_a_redacted_complaint_is_found_through_the_unsubscribe_token_alone():
     """Microsoft's (like AOL's) report hides the recipient and has no Original-Mail-From or Return-Path."""
-    report = reports.read(sample("arf-abuse-redacted.eml"), KEY)
+    report = reports.read(sample("arf-abuse-redacted.mail"), KEY)
 
     assert (report.kind, report.form) == ("complaint", "ARF")
     assert report.mails == []
@@ -191,7 +191,7 @@ def test_a_redacted_complaint_is_found_through_the_unsubscribe_token_alone():
 
 
 def test_a_complaint_whose_token_was_signed_with_another_key_names_no_one():
-    report = reports.read(sample("arf-abuse-redacted.eml", key=OTHER_KEY), KEY)
+    report = reports.read(sample("arf-abuse-redacted.mail", key=OTHER_KEY), KEY)
 
     assert report.kind == "complaint"
     assert (report.mails, report.unsubscribe_tokens) == ([], [])
@@ -201,13 +201,13 @@ def test_a_complaint_whose_token_was_signed_with_another_key_names_no_one():
 
 # sample, form, words of why
 IGNORED = [
-    ("arf-auth-failure.eml", "ARF", "'auth-failure'"),
-    ("autoreply-rfc3834.eml", "auto-reply", "automatic reply"),
-    ("vacation-x-autoreply.eml", "auto-reply", "automatic reply"),
-    ("exchange-oof.eml", "auto-reply", "automatic reply"),
-    ("abwesenheitsnotiz.eml", "auto-reply", "automatic reply"),
-    ("mdn-read-receipt.eml", "MDN", "read receipt"),
-    ("human-reply.eml", "unrecognised", "kept for the operator"),
+    ("arf-auth-failure.mail", "ARF", "'auth-failure'"),
+    ("autoreply-rfc3834.mail", "auto-reply", "automatic reply"),
+    ("vacation-x-autoreply.mail", "auto-reply", "automatic reply"),
+    ("exchange-oof.mail", "auto-reply", "automatic reply"),
+    ("abwesenheitsnotiz.mail", "auto-reply", "automatic reply"),
+    ("mdn-read-receipt.mail", "MDN", "read receipt"),
+    ("human-reply.mail", "unrecognised", "kept for the operator"),
 ]
 
 
@@ -222,7 +222,7 @@ def test_it_leaves_alone_what_is_no_bounce_complaint_or_unsubscribe(name, form, 
 
 
 def test_an_auto_reply_keeps_who_sent_it_and_its_subject_for_the_operator():
-    report = reports.read(sample("abwesenheitsnotiz.eml"), KEY)
+    report = reports.read(sample("abwesenheitsnotiz.mail"), KEY)
 
     assert report.sender == f"Jürgen Müller <{RECIPIENT}>"
     assert report.subject == "Abwesenheitsnotiz: The Weekly: seven stories for 7 December"
@@ -230,11 +230,11 @@ def test_an_auto_reply_keeps_who_sent_it_and_its_subject_for_the_operator():
 
 # ── unsubscribe by mail ──────────────────────────────────────────────────────
 
-OTHERS = ["unsubscribe-gmail.eml", "unsubscribe-apple-mail.eml"] + [
-    "postfix-delayed.eml", "arf-abuse-yahoo.eml", "arf-abuse-redacted.eml"]
+OTHERS = ["unsubscribe-gmail.mail", "unsubscribe-apple-mail.mail"] + [
+    "postfix-delayed.mail", "arf-abuse-yahoo.mail", "arf-abuse-redacted.mail"]
 
 
-@pytest.mark.parametrize("name", ["unsubscribe-gmail.eml", "unsubscribe-apple-mail.eml"])
+@pytest.mark.parametrize("name", ["unsubscribe-gmail.mail", "unsubscribe-apple-mail.mail"])
 def test_an_unsubscribe_mail_carries_its_signed_token(name):
     report = reports.read(sample(name), KEY)
 
@@ -243,7 +243,7 @@ def test_an_unsubscribe_mail_carries_its_signed_token(name):
     assert report.mails == []
 
 
-@pytest.mark.parametrize("name", ["unsubscribe-gmail.eml", "unsubscribe-apple-mail.eml"])
+@pytest.mark.parametrize("name", ["unsubscribe-gmail.mail", "unsubscribe-apple-mail.mail"])
 def test_an_unsubscribe_mail_with_a_token_signed_elsewhere_unsubscribes_no_one(name):
     report = reports.read(sample(name, key=OTHER_KEY), KEY)
 
