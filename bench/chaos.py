@@ -836,8 +836,8 @@ def table(run: Run, result: dict, settled: float) -> None:
         print(f"{lane:<7}", ", ".join(f"{k} {v}" for k, v in result[lane].items()))
     print(f"editions {result['editions']}")
     print(f"server   {result['server']} (armed, never met: {result['unused_smtp_faults']})  networks "
-          f"{result['networks']}  crashes {result['crashes'] or 'none'} (Celery exits when a pool process dies "
-          "before the worker is ready; started again, as systemd would)")
+          f"{result['networks']}  crashes {result['crashes'] or 'none'} (a process that exits by itself is "
+          "started again, as systemd would; its log says why)")
     verdict = ("OK" if not result["lost"] and not result["stuck"] and result["duplicates"] <= result["window"]
                and not result["injected"] else "NOT OK")
     print(f"lost {result['lost']}, stuck {result['stuck']}, duplicates {result['duplicates']} (window "

@@ -14,11 +14,26 @@ from celery import bootsteps
 from celery.signals import worker_process_init
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import Channel, Transport
+from sqlalchemy.exc import IntegrityError
 
 log = logging.getLogger(__name__)
 
 
+class EmbeddedChannel(Channel):
+    def _get_or_create(self, queue):
+        """kombu creates a queue's row on first use, guarded by a lock of its own process only: on a fresh
+        install the worker and beat (or two workers) start together, the second INSERT fails on the unique
+        name, and kombu, which expects only OperationalError there, lets the IntegrityError end the worker
+        ("Unrecoverable error", found by bench/chaos.py). The other process made the row: read it."""
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            self.session.rollback()
+            return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
+
+
 class EmbeddedTransport(Transport):
+    Channel = EmbeddedChannel
     # kombu polls this transport once a second by default, so a worker took about one
     # task a second; the option can't go through broker_transport_options, which this
     # transport hands on to create_engine().

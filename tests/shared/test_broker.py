@@ -27,3 +27,36 @@ def test_a_pool_child_forked_after_the_worker_connected_opens_its_own_broker_con
                 engine.dispose()
             Channel._engines.clear()
             Channel._engines.update(others)
+
+
+def test_a_queue_another_process_created_first_is_read_not_a_crash(tmp_path):
+    """Worker and beat start together on a fresh install and both create the "mail" queue's row: the one
+    that comes second must go on with the row the other made, not end with an IntegrityError."""
+    url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    others = dict(Channel._engines)
+    Channel._engines.clear()
+    try:
+        with Connection(url) as first, Connection(url) as second:
+            late = second.default_channel
+            assert isinstance(late, broker.EmbeddedChannel)
+            late.session.query(late.queue_cls).filter(late.queue_cls.name == "mail").first()  # looked: none yet
+            first.SimpleQueue("mail").put({"task": 1})  # the other process creates the row meanwhile
+            looked = late.session.query
+
+            def stale_look(*args):  # what the race looks like to the second process: its read saw no row
+                query = looked(*args)
+                query.first = lambda: None
+                return query
+
+            late.session.query = stale_look
+            try:
+                queue = late._get_or_create("mail")
+            finally:
+                del late.session.query
+            assert queue.name == "mail"
+            assert second.SimpleQueue("mail").get(timeout=1).payload == {"task": 1}
+    finally:
+        for engine, _ in Channel._engines.values():
+            engine.dispose()
+        Channel._engines.clear()
+        Channel._engines.update(others)
