@@ -838,15 +838,32 @@ def table(run: Run, result: dict, settled: float) -> None:
     print(f"server   {result['server']} (armed, never met: {result['unused_smtp_faults']})  networks "
           f"{result['networks']}  crashes {result['crashes'] or 'none'} (a process that exits by itself is "
           "started again, as systemd would; its log says why)")
-    verdict = ("OK" if not result["lost"] and not result["stuck"] and result["duplicates"] <= result["window"]
-               and not result["injected"] else "NOT OK")
+    verdict = "OK" if ok(result) else "NOT OK"
     print(f"lost {result['lost']}, stuck {result['stuck']}, duplicates {result['duplicates']} (window "
           f"{result['window']}), injected headers {result['injected']}: {verdict}")
+
+
+def ok(result: dict) -> bool:
+    return (not result["lost"] and not result["stuck"] and result["duplicates"] <= result["window"]
+            and not result["injected"])
+
+
+def what_the_logs_say(folder: Path, last: int = 40) -> None:
+    """A failed run's story from the processes' own words: their last warnings and errors, each line
+    named by its process, in time order (a lane that stopped shows where it stopped)."""
+    lines = []
+    for log in sorted((folder / "logs").glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if re.search(r"(WARNING|ERROR|CRITICAL)/", line):
+                lines.append(f"{log.stem:<9} {line[:220]}")
+    print(f"\nthe processes' last {last} warnings and errors ({len(lines)} in all):")
+    print("\n".join(sorted(lines, key=lambda line: line[10:34])[-last:]))
 
 
 def one(store: str, args) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"syndicate-chaos-{store}-"))
     run = Run(store, args, folder)
+    result = None
     try:
         run.set_up()
         run.chaos()
@@ -854,7 +871,9 @@ def one(store: str, args) -> dict:
         result = run.reconcile()
     finally:
         run.shut_down()
-        if args.keep:
+        if result is None or not ok(result):
+            what_the_logs_say(folder)
+        if args.keep or result is None or not ok(result):
             print(f"logs and data: {folder}")
         else:
             shutil.rmtree(folder, ignore_errors=True)
