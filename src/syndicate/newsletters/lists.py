@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from syndicate import removals
+from syndicate import i18n, removals
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import (
     DEFAULT_SUBJECT,
@@ -51,7 +51,7 @@ def _categories(values) -> list[str] | None:
 
 NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
                      "timezone", "max_items", "max_age_hours", "feed_ids", "categories_include",
-                     "categories_exclude", "breaking_categories", "count_clicks")
+                     "categories_exclude", "breaking_categories", "count_clicks", "language")
 
 
 def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
@@ -68,6 +68,8 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
         rendering.check_subject_template(changes["subject_template"])
     if "template" in changes:
         rendering.check_template(changes["template"])
+    if "language" in changes:  # only one with a catalogue: a typo must not send English under a German name
+        changes["language"] = i18n.check_language(changes["language"])
     if "count_clicks" in changes and type(changes["count_clicks"]) is not bool:
         raise InvalidInput(f"count clicks is on or off (true or false), not {changes['count_clicks']!r}")
     if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
