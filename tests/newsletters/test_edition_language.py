@@ -140,3 +140,17 @@ def test_the_cli_refuses_a_language_without_translations_and_lists_the_ones_ther
     svc = configured(Settings.from_env(env))
     with transaction(svc.Session) as session:
         assert lists.get_newsletter(session, "morgen").language == "en"
+
+
+def test_a_new_german_newsletters_subject_is_german_and_an_english_ones_is_as_before(svc):
+    with transaction(svc.Session) as session:
+        morgen = lists.add_newsletter(session, slug="morgen", name="Der Morgen", from_address="m@news.example",
+                                      language="de")
+        daily = lists.add_newsletter(session, slug="daily", name="Daily", from_address="d@news.example")
+        assert daily.subject_template == DEFAULT_SUBJECT
+        subjects = [rendering.render_subject(morgen, edition(), stories(count)) for count in (1, 2, 3)]
+        assert subjects == ["Story 0", "Story 0 — und 1 weiterer Artikel", "Story 0 — und 2 weitere Artikel"]
+        assert rendering.render_subject(daily, edition(), stories(3)) == "Story 0 — and 2 more stories"
+        # Changing the language later keeps the subject the editor may have made their own.
+        lists.update_newsletter(session, morgen, language="fr")
+        assert "weitere Artikel" in morgen.subject_template

@@ -106,6 +106,18 @@ def _one_line_name(value: str | None, what: str) -> str:
     return value
 
 
+def default_subject(language: str | None) -> str:
+    """A new newsletter's subject template, in its language: "Top story — and 2 more stories", "… — und 2 weitere
+    Artikel". Only a starting point: the editor's own from then on (changing the language later keeps it)."""
+    if i18n.known(language) == i18n.SOURCE:
+        return DEFAULT_SUBJECT
+    ngettext = i18n.translations(language).ngettext
+    # Translators: the end of an edition's subject after its top story's headline, "%(num)s" the other stories.
+    one, many = (ngettext("and %(num)s more story", "and %(num)s more stories", n).replace("%(num)s", "{{ rest }}")
+                 for n in (1, 2))
+    return f"{{{{ top.title }}}}{{% if rest == 1 %}} — {one}{{% elif rest %}} — {many}{{% endif %}}"
+
+
 def add_newsletter(session: Session, *, slug: str, name: str, from_address: str, from_name: str | None = None,
                    cron: str | None = "0 7 * * *", timezone: str = "UTC", max_items: int = 20,
                    first_fill: str = "none", now: datetime | None = None, **options) -> Newsletter:
@@ -117,7 +129,7 @@ def add_newsletter(session: Session, *, slug: str, name: str, from_address: str,
         raise InvalidInput(f"a newsletter called {slug!r} already exists")
     newsletter = Newsletter(slug=slug, status="active", first_fill=first_fill, created_at=now,
                             articles_since=articles_since(session, first_fill, now),
-                            subject_template=DEFAULT_SUBJECT, template="edition")
+                            subject_template=default_subject(options.get("language")), template="edition")
     _apply(session, newsletter, dict(name=name, from_address=from_address, from_name=from_name or name,
                                      cron=cron, timezone=timezone, max_items=max_items, **options), now)
     session.add(newsletter)
