@@ -18,7 +18,7 @@ from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.delivery.copies import MessageFactory
 from syndicate.models import DEFAULT_SUBJECT, Article, Edition, Newsletter, utcnow
-from syndicate.newsletters import lists, rendering
+from syndicate.newsletters import archive, lists, rendering
 from syndicate.newsletters.rendering import UNSUBSCRIBE_URL
 
 WEEKDAYS = "Montag|Dienstag|Mittwoch|Donnerstag|Freitag|Samstag|Sonntag"
@@ -154,3 +154,10 @@ def test_a_new_german_newsletters_subject_is_german_and_an_english_ones_is_as_be
         # Changing the language later keeps the subject the editor may have made their own.
         lists.update_newsletter(session, morgen, language="fr")
         assert "weitere Artikel" in morgen.subject_template
+
+
+def test_a_withdrawn_storys_notice_is_in_the_newsletters_language_and_zone():
+    gone = Article(title="Gone", withdrawn_at=datetime(2026, 12, 6, 23, 30, tzinfo=UTC))  # the 7th in Berlin
+    assert archive.notice(gone, newsletter("de")) == (
+        "Dieser Artikel wurde am 7. Dezember 2026 von der Redaktion zurückgezogen.")
+    assert archive.notice(gone, newsletter("en")) == "This story was withdrawn by the editors on December 7, 2026."
