@@ -151,3 +151,29 @@ def test_the_archive_and_web_view_are_in_the_newsletters_language(site):
     assert view.headers["content-language"] == "de"
     assert missing.status_code == 404 and heading(missing) == "Nicht gefunden"
     assert missing.headers["content-language"] == "de"
+
+
+@pytest.mark.parametrize("data, said", [
+    ({"email": "not an address", "newsletter": "morgen"},
+     "An not an address können wir nicht senden: Prüfen Sie die Adresse und versuchen Sie es noch einmal."),
+    ({"email": "leser@example.org"}, "Wählen Sie mindestens einen Newsletter."),
+    ({"email": "<script>alert(1)</script>@x", "newsletter": "morgen"},
+     "An &lt;script&gt;alert(1)&lt;/script&gt;@x können wir nicht senden"),
+])
+def test_the_signup_forms_refusals_are_in_the_browsers_language_and_escaped(site, smtp_server, data, said):
+    with browser(GERMAN) as client:
+        refused = submit(client, "/subscribe", data=data)
+    assert refused.status_code == 400 and refused.headers["content-language"] == "de"
+    assert said in re.search(r'<p class="error">(.*?)</p>', refused.text, re.S).group(1)
+    assert "<script>" not in refused.text and smtp_server.messages == []
+
+
+def test_an_archived_newsletter_refuses_a_german_signup_in_german(site):
+    with transaction(site.Session) as session:
+        lists.get_newsletter(session, "morgen").status = "archived"
+    with browser(GERMAN) as client:
+        form = client.get("/")
+        refused = client.post("/subscribe", data={**dict(re.findall(
+            r'<input type="hidden" name="([^"]*)" value="([^"]*)"', form.text)), "email": "leser@example.org",
+            "newsletter": "morgen"})
+    assert refused.status_code == 400 and "Der Morgen nimmt keine neuen Leser mehr auf." in refused.text

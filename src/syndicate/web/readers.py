@@ -65,8 +65,9 @@ def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = For
         except (InvalidInput, forms.FormExpired) as e:
             everything = [n for n in stored.all_newsletters(session) if n.status != "archived"]
             expired = isinstance(e, forms.FormExpired)
+            error = None if expired else signup_refused(e, language, email, chosen)
             return subscribe_page(svc.settings, 400, newsletters=everything, chosen=newsletter, email=email, name=name,
-                                  expired=expired, error=None if expired else str(e), language=language)
+                                  expired=expired, error=error, language=language)
         subscriber_id, send, awaiting = signup.subscriber.id, signup.send_confirmation, signup.awaiting_confirmation
     if send:
         hand_over(send_confirmation, subscriber_id)  # after commit: the task finds the row
@@ -89,6 +90,22 @@ def confirmation_language(svc, request: Request, subscriber_id: int) -> str:
     """The confirmation mail's language (its newsletter's), else the browser's: the page goes on from the mail."""
     with transaction(svc.Session) as session:
         return consent.confirmation_language(session, subscriber_id) or reader_language(request)
+
+def signup_refused(e: InvalidInput, language: str, email: str, chosen: list[Newsletter]) -> str:
+    """Why the sign-up form was refused, in the reader's language: the domain says it in English (with the
+    address checker's own words, kept for English readers); the form's usual refusals are said again here."""
+    if language == i18n.SOURCE:
+        return str(e)
+    _ = i18n.translations(language).gettext
+    if not chosen:
+        return _("Choose at least one newsletter.")
+    try:
+        consent.normalise_email(email)
+    except InvalidInput:
+        return _("%(email)s is not an email address we can send to: check it and try again.") % {"email": email}
+    if archived := [n.name for n in chosen if n.status == "archived"]:
+        return _("%(newsletters)s takes no new readers.") % {"newsletters": ", ".join(archived)}
+    return str(e)
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
 def confirm_page(request: Request, token: str, svc: Svc):
