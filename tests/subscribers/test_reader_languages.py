@@ -59,6 +59,7 @@ def test_the_signup_form_is_in_the_language_the_browser_asks_for(site):
     with browser(GERMAN) as german, browser(ENGLISH) as english, browser() as nobody:
         page = german.get("/")
         assert page.headers["content-language"] == "de" and '<html lang="de">' in page.text
+        assert "Accept-Language" in page.headers["vary"]
         assert heading(page) == "Die Nachrichten per E-Mail" and ">Abonnieren</button>" in page.text
         assert "E-Mail-Adresse" in page.text and "<title>Abonnieren</title>" in page.text
         for other in (english.get("/"), nobody.get("/")):

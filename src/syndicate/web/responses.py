@@ -20,8 +20,9 @@ def page(template: str, status: int = 200, /, *, language: str = i18n.SOURCE, **
     """A reader's page in `language` (English when it has no catalogue), saying so in Content-Language."""
     language = i18n.known(language)
     context.setdefault("form_hours", forms.FORM_HOURS)  # said when a form comes back expired
+    # Vary: the sign-up form, preferences and refusals follow Accept-Language, so a cache must keep them apart.
     return HTMLResponse(render(f"web/{template}.html", language=language, **context), status_code=status,
-                        headers={"Content-Language": language})
+                        headers={"Content-Language": language, "Vary": "Accept-Language"})
 
 
 def message(title: str, text: str, status: int = 200, link: tuple[str, str] | None = None, *,
