@@ -66,10 +66,11 @@ def _environment(override: Path | None, language: str) -> Environment:
 
 def _translated(context, text: str, variables: dict) -> str:
     # A translation is text, not markup: escaped in an HTML template (a translator's "<b>" shows as typed), then
-    # the variables go in (escaped too, unless already safe), as jinja2's own newstyle gettext does.
+    # the variables go in (escaped too, unless already safe). Always %-formatted, as jinja2's own newstyle
+    # gettext does, so `_()` and `{% trans %}` agree: a literal % in a message is written %%.
     if context.eval_ctx.autoescape:
         text = escape(text)
-    return text % variables if variables else text
+    return text % variables
 
 
 def _gettext(translations):
@@ -89,7 +90,9 @@ def _ngettext(translations):
 
 def plural(count: int, one: str, many: str, ngettext=None) -> str:
     """`{{ rest|plural('story', 'stories') }}`: "1 story", "2 stories", "0 stories"; in a template of another
-    language, the words as its catalogue has them ("1 Artikel"), and the language's own rule for which."""
+    language, the words as its catalogue has them ("1 Artikel") and its own rule for which. Extraction doesn't
+    see a filter's arguments: a template meant for translation uses ngettext, which it does see. Editors'
+    subject templates (the sandbox) keep their own words: they are typed in the newsletter's language."""
     word = ngettext(one, many, count) if ngettext else (one if count == 1 else many)
     return f"{count} {word}"
 
