@@ -5,7 +5,9 @@ language, a missing message and a hostile Accept-Language get."""
 from __future__ import annotations
 
 import re
+import shutil
 import string
+from pathlib import Path
 
 import pytest
 from babel.messages.pofile import read_po
@@ -134,3 +136,31 @@ def test_dates_are_written_in_the_language():
     assert i18n.full_date(day, "de") == "Montag, 7. Dezember 2026"
     assert i18n.long_date(day, "fr") == "7 décembre 2026"
     assert i18n.full_date(day, "xx") == "Monday, December 7, 2026"
+
+
+def test_extraction_adds_a_newly_marked_string_to_every_catalogue_and_keeps_the_translations(tmp_path, monkeypatch):
+    # A copy of the checkout's marked sources and catalogues, with one template string marked since.
+    root = Path(__file__).parents[2]
+    shutil.copy(root / "babel.cfg", tmp_path / "babel.cfg")
+    shutil.copytree(root / "templates", tmp_path / "templates")
+    for stage in ("web", "subscribers", "newsletters"):
+        shutil.copytree(root / "src" / "syndicate" / stage, tmp_path / "src" / "syndicate" / stage)
+    shutil.copytree(i18n.LOCALE_DIR, tmp_path / "locale")
+    welcome = tmp_path / "templates" / "email" / "welcome" / "body.txt"
+    welcome.parent.mkdir()
+    welcome.write_text('{{ _("Welcome aboard, %(name)s!", name=subscriber.name) }}\n')
+    monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path / "locale")
+    i18n.languages.cache_clear(), i18n.translations.cache_clear()
+    try:
+        report = i18n.update_catalogues(tmp_path)
+        assert report == [f"{language}: {len(catalogue(language))} messages, 1 untranslated"
+                          for language in TRANSLATED]
+        german = catalogue("de")
+        assert german["Welcome aboard, %(name)s!"].string == ""
+        assert german["Welcome aboard, %(name)s!"].locations == [("templates/email/welcome/body.txt", 1)]
+        assert german["Unsubscribe"].string == "Abbestellen"  # what was translated stays
+        assert "Welcome aboard" in (tmp_path / "locale" / "messages.pot").read_text()
+        # Untranslated, it reads in English until a translator fills it in.
+        assert i18n.translations("de").gettext("Welcome aboard, %(name)s!") == "Welcome aboard, %(name)s!"
+    finally:
+        i18n.languages.cache_clear(), i18n.translations.cache_clear()
