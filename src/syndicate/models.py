@@ -156,6 +156,9 @@ class Newsletter(Base):
     template: Mapped[str] = mapped_column(String(100), default="edition")
     cron: Mapped[str | None] = mapped_column(String(100))  # None: no recurring edition (one-off, breaking)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # The language its readers get (dates, footer, confirmation mail, reader pages): one with a catalogue
+    # in syndicate/locale (i18n.LANGUAGES).
+    language: Mapped[str] = mapped_column(String(16), default="en", server_default="en")
     max_items: Mapped[int] = mapped_column(Integer, default=20)
     # A story published longer ago than this is never put into an edition (0: any age).
     max_age_hours: Mapped[int] = mapped_column(Integer, default=72, server_default="72")

@@ -60,6 +60,8 @@ def newsletter_options(adding: bool):
             click.option("--no-schedule", is_flag=True,
                          help="No recurring edition: only one-off and breaking editions."),
             click.option("--timezone", help="IANA time zone of the schedule, e.g. Europe/Berlin [default: UTC]."),
+            click.option("--language", help="What readers get it in: the dates, footer, confirmation mail and "
+                         "reader pages, e.g. de; one with translations (the error lists them) [default: en]."),
             click.option("--subject", "subject_template",
                          help="Subject template, e.g. \"{{ top.title }}{% if rest %} and "
                          "{{ rest|plural('more story', 'more stories') }}{% endif %}\"."),
@@ -96,7 +98,7 @@ def newsletter_options(adding: bool):
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
                                       "subject_template", "template", "max_items", "max_age_hours",
-                                      "count_clicks")
+                                      "count_clicks", "language")
                if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
@@ -122,6 +124,7 @@ def _describe(newsletter: Newsletter) -> dict:
     return dict(
         slug=newsletter.slug, name=newsletter.name, status=newsletter.status,
         sender=f"{newsletter.from_name} <{newsletter.from_address}>", reply_to=newsletter.reply_to,
+        language=newsletter.language,
         schedule=(f"{newsletter.cron} ({newsletter.timezone})" if newsletter.cron
                   else "none (one-off and breaking only)"),
         next_runs=[t.astimezone(zone).isoformat() for t in schedules.upcoming(newsletter)]

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from syndicate import i18n
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.delivery import results
@@ -71,7 +72,7 @@ def _detail(session, newsletter: Newsletter) -> dict:
         max_age_hours=newsletter.max_age_hours, feed_ids=newsletter.feed_ids,
         categories_include=newsletter.categories_include,
         categories_exclude=newsletter.categories_exclude, breaking_categories=newsletter.breaking_categories,
-        first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks,
+        first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks, language=newsletter.language,
         # A paused newsletter's: the times it keeps if resumed now.
         next_sends=schedules.upcoming(newsletter, 5) if newsletter.cron else [],
         recent_editions=[_edition(e) for e in recent],
@@ -151,6 +152,7 @@ class CreateForm(BaseModel):
     cron: str = "0 7 * * *"
     timezone: str = "UTC"
     first_fill: str = "none"
+    language: str = "en"
 
 
 class SettingsForm(BaseModel):
@@ -170,12 +172,13 @@ class SettingsForm(BaseModel):
     categories_exclude: str = ""
     breaking_categories: str = ""
     count_clicks: bool = False  # a checkbox: absent when unticked
+    language: str = ""  # the select always sends one; a form without it (a script's) leaves the language be
 
     @classmethod
     def of(cls, newsletter: Newsletter) -> SettingsForm:
         return cls(**{k: ", ".join(getattr(newsletter, k) or []) for k in LISTS},
                    **{k: str(getattr(newsletter, k) or "") for k in ("name", "from_name", "from_address",
-                      "reply_to", "subject_template", "template", "cron", "timezone", "max_items")},
+                      "reply_to", "subject_template", "template", "cron", "timezone", "max_items", "language")},
                    max_age_hours=str(newsletter.max_age_hours), feed_ids=newsletter.feed_ids or [],
                    count_clicks=newsletter.count_clicks)
 
@@ -186,7 +189,8 @@ class SettingsForm(BaseModel):
             raise InvalidInput(f"the oldest story {self.max_age_hours!r} is not a number of hours: give a whole "
                                "number, e.g. 72 (0: any age)")
         lists = {k: [c.strip() for c in re.split(r"[,\n]", getattr(self, k)) if c.strip()] for k in LISTS}
-        return self.model_dump(exclude={"max_items", "max_age_hours", *LISTS}) | lists | dict(
+        unchanged = set() if self.language.strip() else {"language"}
+        return self.model_dump(exclude={"max_items", "max_age_hours", *LISTS, *unchanged}) | lists | dict(
             max_items=int(self.max_items) if self.max_items.strip() else None, feed_ids=self.feed_ids or None,
             max_age_hours=int(self.max_age_hours) if self.max_age_hours.strip() else None)
 
@@ -198,7 +202,12 @@ def _list_page(request: Request, svc: Services, name: str, status: int = 200, ty
     # A new newsletter's schedule starts in the editor's own zone.
     form = typed or CreateForm(timezone=editor_zone(request).key)
     return page("newsletters", request, status, editor=name, newsletters=rows, form=form,
-                zones=sorted(available_timezones()), error=error)
+                zones=sorted(available_timezones()), languages=_languages(), error=error)
+
+
+def _languages() -> list[tuple[str, str]]:
+    """The languages a newsletter can be in (those with a catalogue), for the form's choice."""
+    return [(code, i18n.NAMES.get(code, code)) for code in i18n.languages()]
 
 
 def _newsletter_page(request: Request, svc: Services, name: str, slug: str, status: int = 200,
@@ -217,7 +226,8 @@ def _newsletter_page(request: Request, svc: Services, name: str, slug: str, stat
                                 "Clicks per message delivered, across the last editions") \
         if any(e["clicks"] is not None for e in across) else ""
     return page("newsletter", request, status, editor=name, newsletter=detail, form=form, feeds=feeds,
-                own_zone=ZoneInfo(detail["timezone"]), zones=sorted(available_timezones()), error=error,
+                own_zone=ZoneInfo(detail["timezone"]), zones=sorted(available_timezones()), languages=_languages(),
+                error=error,
                 notice=notice, rates_chart=rates_chart, clicks_chart=clicks_chart, base_url=svc.settings.base_url)
 
 
@@ -354,6 +364,7 @@ class NewNewsletter(BaseModel):
     max_age_hours: int = 72  # never a story published longer ago; 0: any age
     first_fill: str = "none"  # none | last:N | hours:N
     count_clicks: bool = False  # clicks per story of each edition, never per reader
+    language: str = "en"  # what readers get it in: one with translations (en, de, fr)
     subject_template: str | None = None
     template: str | None = None
     feed_ids: list[int] | None = None
@@ -379,6 +390,7 @@ class NewsletterChanges(BaseModel):
     categories_exclude: list[str] | None = None
     breaking_categories: list[str] | None = None
     count_clicks: bool | None = None
+    language: str | None = None
 
 
 @api.get("/newsletters", tags=["newsletters"])

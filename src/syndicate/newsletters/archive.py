@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from syndicate import i18n
 from syndicate.config import Settings
 from syndicate.errors import NotFound
 from syndicate.models import Article, Edition, EditionArticle, Newsletter
@@ -59,7 +60,9 @@ def withdrawn(edition: Edition) -> list[Article]:
 
 def notice(article: Article, newsletter: Newsletter) -> str:
     on = article.withdrawn_at.astimezone(ZoneInfo(newsletter.timezone))
-    return f"This story was withdrawn by the editors on {on:%B} {on.day}, {on.year}."
+    _ = i18n.translations(newsletter.language).gettext  # in the edition's own language, like the rest of it
+    return _("This story was withdrawn by the editors on %(date)s.") % {
+        "date": i18n.long_date(on, newsletter.language)}
 
 
 def subject(edition: Edition) -> str:

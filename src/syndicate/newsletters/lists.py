@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from syndicate import removals
+from syndicate import i18n, removals
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import (
     DEFAULT_SUBJECT,
@@ -51,7 +51,7 @@ def _categories(values) -> list[str] | None:
 
 NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
                      "timezone", "max_items", "max_age_hours", "feed_ids", "categories_include",
-                     "categories_exclude", "breaking_categories", "count_clicks")
+                     "categories_exclude", "breaking_categories", "count_clicks", "language")
 
 
 def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
@@ -68,6 +68,8 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
         rendering.check_subject_template(changes["subject_template"])
     if "template" in changes:
         rendering.check_template(changes["template"])
+    if "language" in changes:  # only one with a catalogue: a typo must not send English under a German name
+        changes["language"] = i18n.check_language(changes["language"])
     if "count_clicks" in changes and type(changes["count_clicks"]) is not bool:
         raise InvalidInput(f"count clicks is on or off (true or false), not {changes['count_clicks']!r}")
     if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
@@ -104,6 +106,18 @@ def _one_line_name(value: str | None, what: str) -> str:
     return value
 
 
+def default_subject(language: str | None) -> str:
+    """A new newsletter's subject template, in its language: "Top story — and 2 more stories", "… — und 2 weitere
+    Artikel". Only a starting point: the editor's own from then on (changing the language later keeps it)."""
+    if i18n.known(language) == i18n.SOURCE:
+        return DEFAULT_SUBJECT
+    ngettext = i18n.translations(language).ngettext
+    # Translators: the end of an edition's subject after its top story's headline, "%(num)s" the other stories.
+    one, many = (ngettext("and %(num)s more story", "and %(num)s more stories", n).replace("%(num)s", "{{ rest }}")
+                 for n in (1, 2))
+    return f"{{{{ top.title }}}}{{% if rest == 1 %}} — {one}{{% elif rest %}} — {many}{{% endif %}}"
+
+
 def add_newsletter(session: Session, *, slug: str, name: str, from_address: str, from_name: str | None = None,
                    cron: str | None = "0 7 * * *", timezone: str = "UTC", max_items: int = 20,
                    first_fill: str = "none", now: datetime | None = None, **options) -> Newsletter:
@@ -115,7 +129,7 @@ def add_newsletter(session: Session, *, slug: str, name: str, from_address: str,
         raise InvalidInput(f"a newsletter called {slug!r} already exists")
     newsletter = Newsletter(slug=slug, status="active", first_fill=first_fill, created_at=now,
                             articles_since=articles_since(session, first_fill, now),
-                            subject_template=DEFAULT_SUBJECT, template="edition")
+                            subject_template=default_subject(options.get("language")), template="edition")
     _apply(session, newsletter, dict(name=name, from_address=from_address, from_name=from_name or name,
                                      cron=cron, timezone=timezone, max_items=max_items, **options), now)
     session.add(newsletter)

@@ -142,8 +142,10 @@ def render_with_notes(newsletter: Newsletter, edition: Edition, articles: list[A
     words per story, by article id."""
     subject = edition.custom_subject or render_subject(newsletter, edition, articles)
     context = render_context(newsletter, edition, shown or articles, settings, subject, blurbs)
-    html, not_loaded = inline_css(render(f"email/{newsletter.template}/body.html", **context))
-    text = render(f"email/{newsletter.template}/body.txt", **context)
+    # In the newsletter's language, once: every reader's copy is this render with their own links put in.
+    html, not_loaded = inline_css(render(f"email/{newsletter.template}/body.html", language=newsletter.language,
+                                         **context))
+    text = render(f"email/{newsletter.template}/body.txt", language=newsletter.language, **context)
     notes = [f"the template's stylesheet {url} was not loaded: an edition is rendered without reading "
              f"anything from the network or from files; put its rules in a <style> in email/"
              f"{newsletter.template}/body.html" for url in dict.fromkeys(not_loaded)]
@@ -165,7 +167,8 @@ def render_html(newsletter: Newsletter, edition: Edition, articles: list[Article
                 subject: str, blurbs: dict[int, str] | None = None) -> str:
     """The edition's HTML (inlined) for `articles` under `subject`, as render_edition makes it."""
     context = render_context(newsletter, edition, articles, settings, subject, blurbs)
-    return inline_css(render(f"email/{newsletter.template}/body.html", **context))[0]
+    return inline_css(render(f"email/{newsletter.template}/body.html", language=newsletter.language,
+                             **context))[0]
 
 
 def mail_html(html: str) -> str:

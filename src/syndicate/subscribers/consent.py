@@ -273,7 +273,8 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
         return None
     sender = newsletters[0]
     url = f"{settings.base_url}/confirm/{tokens.confirm_token(settings.secret_key, subscriber.id)}"
-    context = dict(subscriber=subscriber, newsletters=newsletters, confirm_url=url)
+    # One mail for every newsletter waiting: in the language of the one it comes from (its From).
+    context = dict(subscriber=subscriber, newsletters=newsletters, confirm_url=url, language=sender.language)
     context["subject"] = render("email/confirm/subject.txt", **context).strip()
     domain = sender.from_address.rpartition("@")[2]
     message_id = make_message_id(domain, settings.secret_key, "confirm", subscriber.id, mail_id)
@@ -290,6 +291,14 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
     )
     return_path = envelope_sender(settings, "c", subscriber.id, sender.from_address)
     return Outgoing(return_path, subscriber.email, data, message_id)
+
+
+def confirmation_language(session: Session, subscriber_id: int) -> str | None:
+    """The language of the subscriber's confirmation mail (its sender's, as confirmation_message chooses);
+    None when nothing waits for confirmation."""
+    return session.scalar(select(Newsletter.language).join(Subscription).where(
+        Subscription.subscriber_id == subscriber_id, Subscription.status == "pending")
+        .order_by(Newsletter.name).limit(1))
 
 
 # ── events and suppression ───────────────────────────────────────────────────

@@ -10,16 +10,21 @@ from fastapi.exception_handlers import http_exception_handler
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from syndicate import __version__, services, tokens
+from syndicate import __version__, i18n, services, tokens
 from syndicate.desk import routes as desk
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.http.api_tokens import NotAuthenticated, OutOfScope
 from syndicate.http.csp import SecurityHeaders
 from syndicate.newsletters import clicks
 from syndicate.web import api, docs, forms, health, probes, readers
-from syndicate.web.responses import api_error, bearer_token, message, out_of_scope, unauthorized
+from syndicate.web.responses import api_error, bearer_token, message, out_of_scope, reader_language, unauthorized
 
 log = logging.getLogger(__name__)
+
+
+def page_language(request: Request) -> str:
+    """A refusal's page: the desk's in English like the desk, a reader's in the language their browser asks for."""
+    return i18n.SOURCE if request.url.path.startswith("/desk") else reader_language(request)
 RETRY_AFTER = 60  # seconds, said with a 503 when the database is away
 
 
@@ -77,9 +82,12 @@ def create_app() -> FastAPI:
     async def form_refused(request: Request, e: forms.FormRefused):
         # The form itself is one GET away: the subscribe form is the home page, the others are their URL.
         again = "/" if request.url.path == "/subscribe" else request.url.path
-        return message("Refused", "This form was sent from another site, or from a copy of our page we can't "
-                       "vouch for, so nothing was done. Open the form again, reload the page and try once more.",
-                       403, link=(again, "Open the form again"))
+        language = page_language(request)
+        _ = i18n.translations(language).gettext
+        return message(_("Refused"), _(
+            "This form was sent from another site, or from a copy of our page we can't vouch for, so nothing was "
+            "done. Open the form again, reload the page and try once more."),
+            403, link=(again, _("Open the form again")), language=language)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_refusal(request: Request, e: StarletteHTTPException):
@@ -105,11 +113,17 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(InvalidInput)
     async def invalid(request: Request, e: InvalidInput):
-        return api_error(str(e), 422) if wants_json(request) else message("That didn't work", str(e), 400)
+        if wants_json(request):
+            return api_error(str(e), 422)
+        language = page_language(request)  # the title in it; what went wrong is said in English for now
+        return message(i18n.translations(language).gettext("That didn't work"), str(e), 400, language=language)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, e: NotFound):
-        return api_error(str(e), 404) if wants_json(request) else message("Not found", str(e), 404)
+        if wants_json(request):
+            return api_error(str(e), 404)
+        language = page_language(request)
+        return message(i18n.translations(language).gettext("Not found"), str(e), 404, language=language)
 
     @app.exception_handler(NotAuthenticated)
     async def not_authenticated(request: Request, e: NotAuthenticated):  # the desk's API, without a good token

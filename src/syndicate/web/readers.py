@@ -1,5 +1,8 @@
 """Readers' pages: subscribe → confirm (by POST: link scanners can't), one-click unsubscribe (RFC 8058),
-preferences, and the archive with each edition's web view. HTML, not in the API's /docs."""
+preferences, and the archive with each edition's web view. HTML, not in the API's /docs.
+
+A page about one newsletter (confirm, unsubscribe, archive, web view) is in that newsletter's language; one
+about several (the sign-up form, preferences) in the language the browser asks for (Accept-Language)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from syndicate import tokens
+from syndicate import i18n, tokens
 from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
@@ -17,7 +20,7 @@ from syndicate.newsletters import archive, clicks, editions, stored
 from syndicate.subscribers import consent, preferences
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
-from syndicate.web.responses import Svc, message, page
+from syndicate.web.responses import Svc, message, page, reader_language
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,16 +41,18 @@ def subscribe_page(settings: Settings, status: int = 200, /, *, error: str | Non
                 expired=expired, **context)
 
 @router.get("/", response_class=HTMLResponse)
-def subscribe_form(svc: Svc):
+def subscribe_form(request: Request, svc: Svc):
     with transaction(svc.Session) as session:
         newsletters = session.scalars(select(Newsletter).where(Newsletter.status == "active")
                                       .order_by(Newsletter.name)).all()
         return subscribe_page(svc.settings, newsletters=newsletters, chosen=[n.slug for n in newsletters][:1],
-                              email="", name="")
+                              email="", name="", language=reader_language(request))
 
 @router.post("/subscribe", response_class=HTMLResponse)
 def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = Form(""),
               newsletter: list[str] = Form(default=[]), form_token: str = Form("")):
+    language = reader_language(request)
+    _ = i18n.translations(language).gettext
     with transaction(svc.Session) as session:
         chosen = session.scalars(select(Newsletter).where(Newsletter.slug.in_(newsletter))).all()
         try:
@@ -60,40 +65,70 @@ def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = For
         except (InvalidInput, forms.FormExpired) as e:
             everything = [n for n in stored.all_newsletters(session) if n.status != "archived"]
             expired = isinstance(e, forms.FormExpired)
+            error = None if expired else signup_refused(e, language, email, chosen)
             return subscribe_page(svc.settings, 400, newsletters=everything, chosen=newsletter, email=email, name=name,
-                                  expired=expired, error=None if expired else str(e))
+                                  expired=expired, error=error, language=language)
         subscriber_id, send, awaiting = signup.subscriber.id, signup.send_confirmation, signup.awaiting_confirmation
     if send:
         hand_over(send_confirmation, subscriber_id)  # after commit: the task finds the row
     if not awaiting:
-        return message("You're subscribed", "This address already receives the newsletters you chose.")
+        return message(_("You're subscribed"), _("This address already receives the newsletters you chose."),
+                       language=language)
     if signup.held_back == "client":
-        return message("Please try again later", "We've noted your choice, but many confirmation emails have "
-                       "gone out to sign-ups from your network in the last hour, so we're holding this one "
-                       "back. Please sign up again in an hour to get the confirmation link.")
+        return message(_("Please try again later"), _(
+            "We've noted your choice, but many confirmation emails have gone out to sign-ups from your network in "
+            "the last hour, so we're holding this one back. Please sign up again in an hour to get the "
+            "confirmation link."), language=language)
     if not send:
-        return message("Check your inbox", "We've already sent several confirmation emails to this address "
-                       "in the last hour; please use the link in one of them.")
-    return message("Check your inbox", "We've sent you an email with a link to confirm your subscription.")
+        return message(_("Check your inbox"), _(
+            "We've already sent several confirmation emails to this address in the last hour; please use the "
+            "link in one of them."), language=language)
+    return message(_("Check your inbox"), _("We've sent you an email with a link to confirm your subscription."),
+                   language=language)
+
+def confirmation_language(svc, request: Request, subscriber_id: int) -> str:
+    """The confirmation mail's language (its newsletter's), else the browser's: the page goes on from the mail."""
+    with transaction(svc.Session) as session:
+        return consent.confirmation_language(session, subscriber_id) or reader_language(request)
+
+def signup_refused(e: InvalidInput, language: str, email: str, chosen: list[Newsletter]) -> str:
+    """Why the sign-up form was refused, in the reader's language: the domain says it in English (with the
+    address checker's own words, kept for English readers); the form's usual refusals are said again here."""
+    if language == i18n.SOURCE:
+        return str(e)
+    _ = i18n.translations(language).gettext
+    if not chosen:
+        return _("Choose at least one newsletter.")
+    try:
+        consent.normalise_email(email)
+    except InvalidInput:
+        return _("%(email)s is not an email address we can send to: check it and try again.") % {"email": email}
+    if archived := [n.name for n in chosen if n.status == "archived"]:
+        return _("%(newsletters)s takes no new readers.") % {"newsletters": ", ".join(archived)}
+    return str(e)
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
-def confirm_page(token: str, svc: Svc):
-    tokens.read_confirm_token(svc.settings.secret_key, token)
-    return page("confirm", form_token=new_form_token(svc.settings, "confirm", token), expired=False)
+def confirm_page(request: Request, token: str, svc: Svc):
+    subscriber_id = tokens.read_confirm_token(svc.settings.secret_key, token)
+    return page("confirm", form_token=new_form_token(svc.settings, "confirm", token), expired=False,
+                language=confirmation_language(svc, request, subscriber_id))
 
 @router.post("/confirm/{token}", response_class=HTMLResponse)
 def confirm(request: Request, token: str, svc: Svc, form_token: str = Form("")):
-    tokens.read_confirm_token(svc.settings.secret_key, token)  # a damaged link says so first
+    subscriber_id = tokens.read_confirm_token(svc.settings.secret_key, token)  # a damaged link says so first
+    language = confirmation_language(svc, request, subscriber_id)  # before confirming: nothing waits after
+    _ = i18n.translations(language).gettext
     try:
         form_checked(svc.settings, request, form_token, "confirm", token)
     except forms.FormExpired:
-        return page("confirm", 400, form_token=new_form_token(svc.settings, "confirm", token), expired=True)
+        return page("confirm", 400, form_token=new_form_token(svc.settings, "confirm", token), expired=True,
+                    language=language)
     with transaction(svc.Session) as session:
         subscriber = consent.confirm(session, svc.settings, token)
         suspended = preferences.suspension(session, subscriber)
     if suspended:  # the choice is kept; an editor restores the address
-        return message("Your choice is saved", suspended)
-    return message("You're subscribed", "Thank you: your subscription is confirmed.")
+        return message(_("Your choice is saved"), suspended, language=language)
+    return message(_("You're subscribed"), _("Thank you: your subscription is confirmed."), language=language)
 
 @router.get("/u/{token}", response_class=HTMLResponse)
 def unsubscribe_page(token: str, svc: Svc):
@@ -102,7 +137,7 @@ def unsubscribe_page(token: str, svc: Svc):
         subscriber, newsletter = session.get(Subscriber, subscriber_id), session.get(Newsletter, newsletter_id)
         if subscriber is None or newsletter is None:
             raise NotFound("this unsubscribe link belongs to a subscription that no longer exists")
-        return page("unsubscribe", subscriber=subscriber, newsletter=newsletter)
+        return page("unsubscribe", subscriber=subscriber, newsletter=newsletter, language=newsletter.language)
 
 @router.post("/u/{token}", response_class=HTMLResponse)
 def unsubscribe(token: str, svc: Svc):
@@ -110,8 +145,10 @@ def unsubscribe(token: str, svc: Svc):
     # The signed token is the authentication; the answer is 200, never a redirect.
     with transaction(svc.Session) as session:
         subscription = consent.unsubscribe(session, svc.settings, token)
-        name = subscription.newsletter.name
-    return message("You're unsubscribed", f"You will not receive {name} any more.")
+        name, language = subscription.newsletter.name, subscription.newsletter.language
+    _ = i18n.translations(language).gettext
+    return message(_("You're unsubscribed"), _("You will not receive %(newsletter)s any more.") % {"newsletter": name},
+                   language=language)
 
 # The reader's preferences. The signed token in the URL comes only in mail to their address and is
 # the credential; the form's own token, bound to it, and the Origin check keep other sites from
@@ -122,20 +159,23 @@ def preferences_page_of(settings: Settings, session, token: str, subscriber_id: 
                 form_token=new_form_token(settings, "preferences", token), **context)
 
 @router.get("/p/{token}", response_class=HTMLResponse)
-def preferences_page(token: str, svc: Svc):
+def preferences_page(request: Request, token: str, svc: Svc):
     subscriber_id = tokens.read_preferences_token(svc.settings.secret_key, token)
     with transaction(svc.Session) as session:
-        return preferences_page_of(svc.settings, session, token, subscriber_id, saved=None, expired=False)
+        return preferences_page_of(svc.settings, session, token, subscriber_id, saved=None, expired=False,
+                                   language=reader_language(request))
 
 @router.post("/p/{token}", response_class=HTMLResponse)
 def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(""),
                      newsletter: list[str] = Form(default=[]), form_token: str = Form("")):
     subscriber_id = tokens.read_preferences_token(svc.settings.secret_key, token)
+    language = reader_language(request)
     with transaction(svc.Session) as session:
         try:
             form_checked(svc.settings, request, form_token, "preferences", token)
         except forms.FormExpired:
-            return preferences_page_of(svc.settings, session, token, subscriber_id, 400, saved=None, expired=True)
+            return preferences_page_of(svc.settings, session, token, subscriber_id, 400, saved=None, expired=True,
+                                       language=language)
         if action == "leave":
             preferences.leave_all(session, subscriber_id)
             saved = "left"
@@ -144,7 +184,8 @@ def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(
             saved = preferences.set_preferences(session, subscriber_id, list(ids))
         else:
             raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
-        return preferences_page_of(svc.settings, session, token, subscriber_id, saved=saved, expired=False)
+        return preferences_page_of(svc.settings, session, token, subscriber_id, saved=saved, expired=False,
+                                   language=language)
 
 @router.get("/n/{slug}", response_class=HTMLResponse)
 def archive_page(slug: str, svc: Svc):
@@ -152,7 +193,7 @@ def archive_page(slug: str, svc: Svc):
         newsletter = archive.newsletter(session, slug)
         sent = [(e, archive.local_date(e, newsletter), archive.subject(e))
                 for e in archive.sent_editions(session, newsletter)]
-        return page("archive", newsletter=newsletter, sent=sent)
+        return page("archive", newsletter=newsletter, sent=sent, language=newsletter.language)
 
 # Before the web view, whose {number} would claim "feed.atom".
 @router.get("/n/{slug}/feed.atom")
@@ -167,7 +208,8 @@ def web_view(slug: str, number: RowId, svc: Svc):
     with transaction(svc.Session) as session:
         edition = editions.get_edition(session, slug, number)
         # The newsletter's HTML, sandboxed: an opaque origin with no script, whatever got into it.
-        return HTMLResponse(archive.public_html(edition, svc.settings), headers=csp.sandboxed())
+        return HTMLResponse(archive.public_html(edition, svc.settings), headers=csp.sandboxed() | {
+            "Content-Language": i18n.known(edition.newsletter.language)})
 
 # A story link of an edition that counts clicks: one more on that link's counter, then the story. Only a GET
 # counts (HEAD is a link checker asking whether it works), once per client and link in RecentClicks' window;

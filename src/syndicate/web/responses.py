@@ -6,6 +6,8 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from syndicate import i18n
+
 # The process's services as each route's dependency (`svc: Svc`): one alias for these routes and the desk's,
 # defined in desk/core since the desk may not import web, and re-exported here.
 from syndicate.desk.core import Svc as Svc
@@ -14,13 +16,24 @@ from syndicate.templating import render
 from syndicate.web import forms
 
 
-def page(template: str, status: int = 200, /, **context) -> HTMLResponse:
+def page(template: str, status: int = 200, /, *, language: str = i18n.SOURCE, **context) -> HTMLResponse:
+    """A reader's page in `language` (English when it has no catalogue), saying so in Content-Language."""
+    language = i18n.known(language)
     context.setdefault("form_hours", forms.FORM_HOURS)  # said when a form comes back expired
-    return HTMLResponse(render(f"web/{template}.html", **context), status_code=status)
+    # Vary: the sign-up form, preferences and refusals follow Accept-Language, so a cache must keep them apart.
+    return HTMLResponse(render(f"web/{template}.html", language=language, **context), status_code=status,
+                        headers={"Content-Language": language, "Vary": "Accept-Language"})
 
 
-def message(title: str, text: str, status: int = 200, link: tuple[str, str] | None = None) -> HTMLResponse:
-    return page("message", status, title=title, message=text, link=link)
+def message(title: str, text: str, status: int = 200, link: tuple[str, str] | None = None, *,
+            language: str = i18n.SOURCE) -> HTMLResponse:
+    """A page that says one thing: `title` and `text` come already in `language` (the caller's own words)."""
+    return page("message", status, title=title, message=text, link=link, language=language)
+
+
+def reader_language(request: Request) -> str:
+    """For a page about no one newsletter (the sign-up form, a reader's preferences): the browser's choice."""
+    return i18n.negotiate(request.headers.get("accept-language"))
 
 
 def api_error(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
