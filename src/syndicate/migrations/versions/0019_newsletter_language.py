@@ -1,7 +1,7 @@
 """a newsletter's language: its editions' dates and footer, its confirmation mail and its reader pages are
 written in it (the catalogues in syndicate/locale); every newsletter made before this one is English
 
-Revision ID: 0022
+Revision ID: 0019
 Revises: 0018
 Create Date: 2026-12-07
 """
@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0022'
+revision = '0019'
 down_revision = '0018'
 branch_labels = None
 depends_on = None
