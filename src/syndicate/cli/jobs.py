@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from syndicate.cli.common import emit, json_option, lazy, progress, services
-from syndicate.config import check_trusted_proxies
+from syndicate.config import check_trusted_proxies, check_web_host, describe_base_url
 from syndicate.errors import SyndicateError
 
 db = lazy("syndicate.db")
@@ -65,7 +65,9 @@ def demo(ctx, outbox: Path | None) -> None:
 
 @click.command()
 @click.option("--host", default=None, help="Web app address (default: SYNDICATE_WEB_HOST or 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Web app port (default: SYNDICATE_WEB_PORT or 8000).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Web app port (default: SYNDICATE_WEB_PORT or 8000). Mailed links use it too, unless "
+                   "SYNDICATE_BASE_URL is set.")
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Worker processes.")
 @click.pass_context
 def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
@@ -74,6 +76,14 @@ def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
     The same processes as a distributed install, supervised here: if one dies the
     others are stopped too; SIGTERM or Ctrl-C stops them all.
     """
+    # Every child reads its settings from this environment: the worker that mails a confirmation link must
+    # know the port the web app serves on (SYNDICATE_BASE_URL unset: links follow --host/--port).
+    env = dict(ctx.find_root().meta.get("env") or os.environ)
+    if host is not None:
+        env["SYNDICATE_WEB_HOST"] = check_web_host(host, "--host")
+    if port is not None:
+        env["SYNDICATE_WEB_PORT"] = str(port)
+    ctx.find_root().meta["env"] = env
     svc = services(ctx, migrate=True)
     settings = svc.settings
     celery = [sys.executable, "-m", "celery", "-A", "syndicate.tasks"]
@@ -81,8 +91,8 @@ def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
         "worker": celery + ["worker", "-Q", "ingest,mail,social", "--concurrency", str(concurrency),
                             "--loglevel", "INFO", "-n", "syndicate@%h"],
         "beat": celery + ["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")],
-        "web": [sys.executable, "-m", "syndicate", "web", "--host", host or settings.web_host,
-                "--port", str(port or settings.web_port)],
+        "web": [sys.executable, "-m", "syndicate", "web", "--host", settings.web_host,
+                "--port", str(settings.web_port)],
     }
     click.echo(f"broker: {'embedded, ' if settings.embedded_broker else ''}{settings.broker_url}")
     click.echo(f"mail:   {'outbox ' + str(settings.outbox / 'mail') if settings.smtp is None else settings.smtp.host}")
@@ -92,11 +102,12 @@ def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
                    f"{settings.inbound_poll_interval} s")
     elif settings.inbound_mail:
         click.echo("inbound: from the MTA (`syndicate inbound serve` or `process`)")
-    click.echo(f"web:    http://{host or settings.web_host}:{port or settings.web_port}/")
+    for line in describe_base_url(settings, settings.web_host, settings.web_port):
+        click.echo(line)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    children = {name: subprocess.Popen(command) for name, command in commands.items()}
+    children = {name: subprocess.Popen(command, env=env) for name, command in commands.items()}
     died = None
     while not stop.wait(0.5):
         died = next((name for name, child in children.items() if child.poll() is not None), None)
