@@ -4,6 +4,7 @@ in this process, and the send pace."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,18 +27,31 @@ models = lazy("syndicate.models")
 # ── the main jobs ────────────────────────────────────────────────────────────
 
 
+DEMO_DATA = "syndicate-demo"
+
+
 @click.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help=f"Folder for the demo's database, key and outbox (default: SYNDICATE_DATA_DIR if set, else "
+                   f"./{DEMO_DATA}, never the ./syndicate-data that `syndicate run` uses).")
 @click.option("--outbox", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the mails, post payloads and previews (default: syndicate-data/outbox).")
+              help=f"Folder for the mails, post payloads and previews (default: {DEMO_DATA}/outbox).")
 @click.pass_context
-def demo(ctx, outbox: Path | None) -> None:
+def demo(ctx, data_dir: Path | None, outbox: Path | None) -> None:
     """Run the whole pipeline once on a bundled sample feed, with no services at all."""
     from syndicate.cli import demo as demo_run
 
     started = time.monotonic()
+    # The demo leaves a 07:00 newsletter, a sample feed and three made-up readers: in a folder of its own,
+    # unless told where, so that `syndicate run` here next starts empty instead of mailing them.
+    env = dict(ctx.find_root().meta.get("env") or os.environ)
+    chosen = data_dir is None and not any(env.get(name, "").strip()
+                                          for name in ("SYNDICATE_DATA_DIR", "SYNDICATE_DATABASE_URL"))
+    if data_dir is not None or chosen:
+        env["SYNDICATE_DATA_DIR"] = str((data_dir or Path(DEMO_DATA)).absolute())
     if outbox is not None:
-        env = dict(os.environ, SYNDICATE_OUTBOX=str(outbox.absolute()))
-        ctx.find_root().meta["env"] = env
+        env["SYNDICATE_OUTBOX"] = str(outbox.absolute())
+    ctx.find_root().meta["env"] = env
     svc = services(ctx, migrate=True)
     report = demo_run.run(svc, progress=progress)
     out = svc.settings.outbox
@@ -61,6 +75,9 @@ def demo(ctx, outbox: Path | None) -> None:
     if not report.mails and not report.posts:
         click.echo("Nothing new, so nothing was sent: every mail and post went out exactly once.")
     click.echo(f"Done in {time.monotonic() - started:.1f} s. Data: {svc.settings.data_dir}")
+    if chosen:
+        click.echo(f"            the demo's own folder: `syndicate run` here starts without its newsletter and "
+                   f"readers. Remove it with: rm -rf {shlex.quote(str(svc.settings.data_dir))}")
 
 
 @click.command()
