@@ -89,7 +89,8 @@ class Settings:
     web_port: int = 8000
     trusted_proxies: str = ""  # addresses whose X-Forwarded-For names the visitor; none by default
     template_dir: Path | None = None  # editors' templates, looked up before the bundled ones
-    postal_address: str = ""  # the sender's physical address, printed in every mail's footer
+    # The sender's postal address (lines kept), in every mail's footer unless a newsletter has its own.
+    postal_address: str = ""
     soft_bounce_limit: int = 3  # deliveries given up on (4xx) within the window before an address is suppressed
     soft_bounce_window: int = 30 * 24 * 3600
     confirmations_per_address: int = 3  # confirmation mails per address per hour
@@ -194,7 +195,13 @@ class Settings:
                                 f"would wait that long to go out; use at most {LONGEST_CLAIM} (a day)")
         values["send_rate"] = _number(get, "SEND_RATE", float, None)
         values["send_hourly"] = _number(get, "SEND_HOURLY", int, None)
-        values["postal_address"] = " ".join((get("POSTAL_ADDRESS") or "").split())
+        if postal := get("POSTAL_ADDRESS"):
+            from syndicate.text import postal_address  # regex, only where an address is set
+
+            try:
+                values["postal_address"] = postal_address(postal)
+            except ValueError as e:
+                raise SettingsError(f"{PREFIX}POSTAL_ADDRESS: {e}") from None
         if template_dir := get("TEMPLATE_DIR"):
             values["template_dir"] = Path(template_dir).expanduser().absolute()
             if not values["template_dir"].is_dir():

@@ -22,6 +22,7 @@ db = lazy("syndicate.db")
 deliveries = lazy("syndicate.delivery.deliveries")
 sending = lazy("syndicate.delivery.sending")
 models = lazy("syndicate.models")
+newsletters_stored = lazy("syndicate.newsletters.stored")
 
 
 # ── the main jobs ────────────────────────────────────────────────────────────
@@ -121,6 +122,9 @@ def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
         click.echo("inbound: from the MTA (`syndicate inbound serve` or `process`)")
     for line in describe_base_url(settings, settings.web_host, settings.web_port):
         click.echo(line)
+    with db.transaction(svc.Session) as session:
+        if missing := newsletters_stored.without_postal_address(session, settings):
+            click.echo("warning: " + newsletters_stored.postal_address_warning(missing), err=True)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

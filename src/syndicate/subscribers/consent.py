@@ -273,7 +273,8 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
         return None
     sender = newsletters[0]
     url = f"{settings.base_url}/confirm/{tokens.confirm_token(settings.secret_key, subscriber.id)}"
-    context = dict(subscriber=subscriber, newsletters=newsletters, confirm_url=url)
+    context = dict(subscriber=subscriber, newsletters=newsletters, confirm_url=url,
+                   postal_address=sender.postal_address or settings.postal_address)  # the sender's, as in its editions
     context["subject"] = render("email/confirm/subject.txt", **context).strip()
     domain = sender.from_address.rpartition("@")[2]
     message_id = make_message_id(domain, settings.secret_key, "confirm", subscriber.id, mail_id)
