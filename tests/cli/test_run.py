@@ -164,3 +164,23 @@ def test_run_refuses_a_host_that_would_make_another_address_in_links(tmp_path, h
     assert done.returncode == 2
     assert "is not a host name or IP address" in done.stderr
     assert not (tmp_path / "data").exists()  # refused before anything started or was made
+
+
+def test_run_and_its_worker_warn_at_start_about_newsletters_without_a_postal_address(tmp_path):
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SYNDICATE_")}
+    env.update(SYNDICATE_DATA_DIR=str(tmp_path / "data"), SYNDICATE_SECRET_KEY="run-test")
+    syndicate(env, "db", "upgrade")
+    syndicate(env, "newsletter", "add", "daily", "--name", "The Daily", "--from-address", "daily@news.example")
+    syndicate(env, "newsletter", "add", "weekly", "--name", "The Weekly", "--from-address", "daily@news.example",
+              "--postal-address", "Example News\n1 Main St")
+    process, log, _ = start_run(tmp_path, {}, "--port", str(port))
+    try:
+        wait_for(lambda: " ready." in log.read_text() or process.poll() is not None, 60, "the worker")
+        said = log.read_text()
+        warnings = [line for line in said.splitlines() if "no postal address: daily would send mail" in line]
+        assert len(warnings) == 2, said  # `run` itself, and the worker in its log
+        assert all("weekly" not in line for line in warnings)
+        assert "SYNDICATE_POSTAL_ADDRESS" in warnings[0] and "--postal-address" in warnings[0]
+    finally:
+        terminate(process, 40)
