@@ -176,11 +176,38 @@ def test_run_and_its_worker_warn_at_start_about_newsletters_without_a_postal_add
               "--postal-address", "Example News\n1 Main St")
     process, log, _ = start_run(tmp_path, {}, "--port", str(port))
     try:
-        wait_for(lambda: " ready." in log.read_text() or process.poll() is not None, 60, "the worker")
-        said = log.read_text()
-        warnings = [line for line in said.splitlines() if "no postal address: daily would send mail" in line]
-        assert len(warnings) == 2, said  # `run` itself, and the worker in its log
+        def warnings() -> list[str]:
+            return [line for line in log.read_text().splitlines() if "no postal address: daily would" in line]
+
+        # `run` itself, and the worker in its log once it is ready (the two write to the log unordered)
+        wait_for(lambda: len(warnings()) == 2 or process.poll() is not None, 60, "both warnings")
+        assert process.poll() is None, log.read_text()
+        warnings = warnings()
         assert all("weekly" not in line for line in warnings)
         assert "SYNDICATE_POSTAL_ADDRESS" in warnings[0] and "--postal-address" in warnings[0]
     finally:
         terminate(process, 40)
+
+
+def test_web_alone_on_another_port_takes_sign_ups_from_its_own_pages(tmp_path):
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SYNDICATE_")}
+    env.update(SYNDICATE_DATA_DIR=str(tmp_path / "data"), SYNDICATE_SECRET_KEY="run-test")
+    syndicate(env, "db", "upgrade")
+    syndicate(env, "newsletter", "add", "daily", "--name", "The Daily", "--from-address", "daily@news.example",
+              "--postal-address", "Example News")
+    log_path = tmp_path / "web.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "syndicate", "web", "--port", str(port)], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(base + "/healthz") or process.poll() is not None, 60, "the web app")
+        assert f"mails will carry links to {base}/" in log_path.read_text()
+        # The form's origin check compares with the base URL: on the old default (port 8000) it refused this.
+        form = hidden_fields(httpx.get(base + "/").text)
+        response = httpx.post(base + "/subscribe", headers={"Origin": base},
+                              data={**form, "email": "reader@example.org", "newsletter": "daily"})
+        assert response.status_code == 200 and "Check your inbox" in response.text, response.text
+    finally:
+        terminate(process, 20)

@@ -96,12 +96,7 @@ def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
     """
     # Every child reads its settings from this environment: the worker that mails a confirmation link must
     # know the port the web app serves on (SYNDICATE_BASE_URL unset: links follow --host/--port).
-    env = dict(ctx.find_root().meta.get("env") or os.environ)
-    if host is not None:
-        env["SYNDICATE_WEB_HOST"] = check_web_host(host, "--host")
-    if port is not None:
-        env["SYNDICATE_WEB_PORT"] = str(port)
-    ctx.find_root().meta["env"] = env
+    env = _listening(ctx, host, port)
     svc = services(ctx, migrate=True)
     settings = svc.settings
     celery = [sys.executable, "-m", "celery", "-A", "syndicate.tasks"]
@@ -147,9 +142,21 @@ def run(ctx, host: str | None, port: int | None, concurrency: int) -> None:
                              "everything was stopped (its log is above)")
 
 
+def _listening(ctx, host: str | None, port: int | None) -> dict[str, str]:
+    """This command's environment with --host/--port as SYNDICATE_WEB_HOST/PORT, so the settings (links, and
+    the origin the sign-up form must come from, while SYNDICATE_BASE_URL is unset) follow where it serves."""
+    env = dict(ctx.find_root().meta.get("env") or os.environ)
+    if host is not None:
+        env["SYNDICATE_WEB_HOST"] = check_web_host(host, "--host")
+    if port is not None:
+        env["SYNDICATE_WEB_PORT"] = str(port)
+    ctx.find_root().meta["env"] = env
+    return env
+
+
 @click.command()
 @click.option("--host", default=None, help="Address to listen on.")
-@click.option("--port", type=int, default=None, help="Port to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on.")
 @click.option("--forwarded-allow-ips", "trusted", default=None, metavar="ADDRESSES",
               help="The reverse proxies (addresses or networks, comma-separated, * for any) whose "
                    "X-Forwarded-For names the visitor (default: SYNDICATE_TRUSTED_PROXIES, else none).")
@@ -160,11 +167,14 @@ def web(ctx, host: str | None, port: int | None, trusted: str | None) -> None:
 
     if trusted is not None:
         trusted = check_trusted_proxies(trusted, "--forwarded-allow-ips")
+    _listening(ctx, host, port)
     settings = services(ctx).settings
+    for line in describe_base_url(settings, settings.web_host, settings.web_port)[1:]:
+        click.echo(line)  # the pages' links and the sign-up form's origin; workers read their own settings
     trusted = settings.trusted_proxies if trusted is None else trusted
     # X-Forwarded-For is believed only from the listed proxies, and from nobody unless some are listed:
     # else any visitor could send one and get a fresh sign-up limit each time.
-    uvicorn.run("syndicate.web.app:app", host=host or settings.web_host, port=port or settings.web_port,
+    uvicorn.run("syndicate.web.app:app", host=settings.web_host, port=settings.web_port,
                 log_level="info", proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
 
 
