@@ -70,6 +70,8 @@ class Settings:
     outbox: Path
     base_url: str
     secret_key: str = field(repr=False)
+    # False: SYNDICATE_BASE_URL is unset and links name where this machine serves (web_host:web_port).
+    base_url_given: bool = True
     x: XCredentials | None = None
     allow_private_feeds: bool = False
     # The pre-send checks ask each story's link (delivery.qa); off, they check the message only.
@@ -87,7 +89,8 @@ class Settings:
     web_port: int = 8000
     trusted_proxies: str = ""  # addresses whose X-Forwarded-For names the visitor; none by default
     template_dir: Path | None = None  # editors' templates, looked up before the bundled ones
-    postal_address: str = ""  # the sender's physical address, printed in every mail's footer
+    # The sender's postal address (lines kept), in every mail's footer unless a newsletter has its own.
+    postal_address: str = ""
     soft_bounce_limit: int = 3  # deliveries given up on (4xx) within the window before an address is suppressed
     soft_bounce_window: int = 30 * 24 * 3600
     confirmations_per_address: int = 3  # confirmation mails per address per hour
@@ -137,15 +140,16 @@ class Settings:
         broker_url = get("BROKER_URL") or f"sqla+sqlite:///{data_dir / 'broker.db'}"
         _check_broker_url(broker_url)
         smtp_url = get("SMTP_URL")
-        base_url = (get("BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
-        _check_base_url(base_url)
+        base_url = (get("BASE_URL") or "").rstrip("/")
+        if base_url:
+            _check_base_url(base_url)
         values = dict(
             data_dir=data_dir,
             database_url=_normalise_database_url(database_url),
             broker_url=broker_url,
             smtp=parse_smtp_url(smtp_url) if smtp_url else None,
             outbox=Path(get("OUTBOX") or data_dir / "outbox").expanduser().absolute(),
-            base_url=base_url,
+            base_url_given=bool(base_url),
             secret_key=get("SECRET_KEY") or _local_secret_key(data_dir),
             x=_x_credentials(get),
             allow_private_feeds=_bool(get, "ALLOW_PRIVATE_FEEDS", False),
@@ -176,7 +180,12 @@ class Settings:
             ("inbound_keep", cls.inbound_keep),
         ):
             values[name] = _number(get, name.upper(), type(default), default)
-        values["web_host"] = get("WEB_HOST") or cls.web_host
+        values["web_host"] = check_web_host(get("WEB_HOST") or cls.web_host, f"{PREFIX}WEB_HOST")
+        if values["web_port"] > 65535:
+            raise SettingsError(f"{PREFIX}WEB_PORT={values['web_port']} is not a port; use one from 1 to 65535")
+        # Unset, links in mail point where the web app listens: `syndicate run --port 18101` mails links
+        # to port 18101, not to a default nobody serves.
+        values["base_url"] = base_url or served_url(values["web_host"], values["web_port"])
         values["trusted_proxies"] = check_trusted_proxies(get("TRUSTED_PROXIES") or "", f"{PREFIX}TRUSTED_PROXIES")
         if values["claim_timeout"] < SHORTEST_CLAIM:
             raise SettingsError(f"{PREFIX}CLAIM_TIMEOUT={values['claim_timeout']} is too short: a worker waiting "
@@ -186,7 +195,13 @@ class Settings:
                                 f"would wait that long to go out; use at most {LONGEST_CLAIM} (a day)")
         values["send_rate"] = _number(get, "SEND_RATE", float, None)
         values["send_hourly"] = _number(get, "SEND_HOURLY", int, None)
-        values["postal_address"] = " ".join((get("POSTAL_ADDRESS") or "").split())
+        if postal := get("POSTAL_ADDRESS"):
+            from syndicate.text import postal_address  # regex, only where an address is set
+
+            try:
+                values["postal_address"] = postal_address(postal)
+            except ValueError as e:
+                raise SettingsError(f"{PREFIX}POSTAL_ADDRESS: {e}") from None
         if template_dir := get("TEMPLATE_DIR"):
             values["template_dir"] = Path(template_dir).expanduser().absolute()
             if not values["template_dir"].is_dir():
@@ -330,6 +345,49 @@ def check_trusted_proxies(value: str, where: str) -> str:
             raise SettingsError(f"{where}={value!r}: {entry!r} is not an IP address or network; list the "
                                 "reverse proxy's addresses, e.g. 127.0.0.1,172.16.0.0/12") from None
     return ",".join(entries)
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]")
+WEB_HOST = re.compile(r"[A-Za-z0-9._-]+|\[?[0-9A-Fa-f:.]+\]?")
+
+
+def check_web_host(value: str, where: str) -> str:
+    """A name or an IP address to listen on, nothing else: it also becomes the host of mailed links when
+    SYNDICATE_BASE_URL is unset, where a space, a slash or an @ would make another address."""
+    if not WEB_HOST.fullmatch(value):
+        raise SettingsError(f"{where}={value!r} is not a host name or IP address; use e.g. 127.0.0.1, "
+                            "0.0.0.0 (every address) or news.example.org")
+    return value
+
+
+def served_url(host: str, port: int) -> str:
+    """The address a browser on this machine reaches the web app at. A wildcard listens everywhere but
+    is no address to visit: links then name this machine's loopback (`describe_base_url` says so)."""
+    if host in WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address in a URL
+    return f"http://{host}:{port}"
+
+
+def describe_base_url(settings: Settings, host: str, port: int) -> list[str]:
+    """What `run` says at start about the links mails will carry, next to where it serves: an operator who
+    moved the port, or serves behind a name, sees at once whether readers' links will reach it."""
+    serving = f"http://{'[' + host + ']' if ':' in host and not host.startswith('[') else host}:{port}"
+    lines = [f"web:    {serving}/"]
+    if settings.base_url_given:
+        lines.append(f"links:  mails will carry links to {settings.base_url}/ ({PREFIX}BASE_URL); "
+                     f"serving on {serving}/")
+        if served_url(host, port) != settings.base_url:
+            lines.append(f"        (the two differ: right behind a proxy or a name; otherwise unset {PREFIX}"
+                         "BASE_URL, or set it to the address readers reach)")
+        return lines
+    lines.append(f"links:  mails will carry links to {settings.base_url}/ (where the web app listens; "
+                 f"{PREFIX}BASE_URL is unset)")
+    if host in WILDCARD_HOSTS:
+        lines.append(f"        {host} is every address, so links name this machine as 127.0.0.1: set "
+                     f"{PREFIX}BASE_URL to the address readers reach, e.g. https://news.example.org")
+    return lines
 
 
 def _check_base_url(url: str) -> None:

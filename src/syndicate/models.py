@@ -176,6 +176,9 @@ class Newsletter(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Story links of its editions go through a counting redirect (newsletters.clicks): counts per link, no reader.
     count_clicks: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The sender's postal address in the footer of its editions and confirmation mails, lines kept;
+    # empty: SYNDICATE_POSTAL_ADDRESS (lists.postal_address says which one a mail carries).
+    postal_address: Mapped[str] = mapped_column(String(500), default="", server_default="")
 
 
 class Subscriber(Base):

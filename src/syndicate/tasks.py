@@ -12,7 +12,7 @@ from pathlib import Path
 
 import kombu.pools
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from kombu import Queue
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -135,6 +135,22 @@ app.steps["worker"].add(broker.QueueLockWatch)
 @worker_process_init.connect
 def _own_database_connections_after_fork(**_) -> None:
     services.current().forget_connections()
+
+
+@worker_ready.connect
+def _warn_without_postal_address(**_) -> None:
+    """Said in every worker's log at start, where a distributed install's operator looks: mail without a
+    postal address breaks bulk-mail rules, and nothing else would say so before a reader complains."""
+    from syndicate.newsletters import stored
+
+    try:
+        svc = services.current()
+        with transaction(svc.Session) as session:
+            missing = stored.without_postal_address(session, svc.settings)
+            if missing:
+                log.warning("%s", stored.postal_address_warning(missing))
+    except Exception as e:  # a database not migrated yet, or away: the worker starts all the same
+        log.info("could not check the newsletters' postal addresses at start: %s: %s", type(e).__name__, e)
 
 
 def configure(settings: Settings) -> services.Services:

@@ -133,3 +133,21 @@ def _ends_at(before: str, following: str) -> bool:
         # that starts one: "… with the U.S. The drills …".
         return next_word in _STARTERS
     return True
+
+
+POSTAL_ADDRESS_CHARACTERS = 500  # the newsletters.postal_address column
+POSTAL_ADDRESS_LINES = 8
+
+
+def postal_address(text: str) -> str:
+    """A sender's postal address as typed, its lines kept (a footer prints them one under the other), each
+    line `clean` (no control character, so no header or layout can be made of it), blank lines dropped.
+    ValueError, saying what to do, when it is too long to be an address."""
+    lines = [line for line in (clean(line) for line in text.splitlines()) if line]
+    address = "\n".join(lines)
+    if len(lines) > POSTAL_ADDRESS_LINES or len(address) > POSTAL_ADDRESS_CHARACTERS:
+        raise ValueError(f"a postal address is at most {POSTAL_ADDRESS_LINES} lines and "
+                         f"{POSTAL_ADDRESS_CHARACTERS} characters ({len(lines)} lines, {len(address)} characters "
+                         "given); give the street, town and country, e.g. 'Example News, 1 Main St, "
+                         "Springfield, IL 62701, USA'")
+    return address

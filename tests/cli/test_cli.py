@@ -134,6 +134,42 @@ def test_it_writes_the_demo_into_the_outbox_given(syndicate, tmp_path):
     assert not (tmp_path / "data" / "outbox").exists()
 
 
+def test_the_demo_keeps_its_data_out_of_the_folder_syndicate_run_uses(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    nothing_set = {"SYNDICATE_DATA_DIR": None, "SYNDICATE_DATABASE_URL": None, "SYNDICATE_OUTBOX": None,
+                   "SYNDICATE_SECRET_KEY": None}
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["demo"], env=nothing_set)
+
+    assert result.exit_code == 0, result.output
+    demo_data = tmp_path / "syndicate-demo"
+    assert len(list((demo_data / "outbox" / "mail").glob("*.eml"))) == 3
+    assert not (tmp_path / "syndicate-data").exists()
+    assert f"Data: {demo_data}" in result.output
+    assert f"rm -rf {demo_data}" in result.output
+    # "Running it" in the same folder: a fresh database, no 07:00 newsletter, no made-up readers.
+    assert runner.invoke(main, ["db", "upgrade"], env=nothing_set).exit_code == 0
+    for group in ("newsletter", "subscriber", "feed"):
+        listed = runner.invoke(main, [group, "list", "--json"], env=nothing_set)
+        assert listed.exit_code == 0, listed.output
+        assert json.loads(listed.output) == [], group
+
+
+def test_the_demo_goes_where_it_is_told_and_then_suggests_no_removal(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    told = tmp_path / "my demo"
+
+    result = CliRunner().invoke(main, ["demo", "--data-dir", str(told)],
+                                env={"SYNDICATE_DATA_DIR": None, "SYNDICATE_DATABASE_URL": None,
+                                     "SYNDICATE_OUTBOX": None})
+
+    assert result.exit_code == 0, result.output
+    assert (told / "syndicate.db").is_file()
+    assert not (tmp_path / "syndicate-demo").exists() and not (tmp_path / "syndicate-data").exists()
+    assert "rm -rf" not in result.output  # a folder the operator named may hold more than the demo's
+
+
 # ── listing ──────────────────────────────────────────────────────────────────
 
 

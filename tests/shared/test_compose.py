@@ -11,6 +11,8 @@ import importlib
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -283,3 +285,109 @@ def test_secret_key_must_be_given_and_x_credentials_are_optional():
     assert x_keys, "pass the X credentials through"
     for key in x_keys:
         assert env[key] == f"${{{key}:-}}", f"{key} should default to empty (dry-run)"
+
+
+# --- the secret key, made once ---------------------------------------------------------------
+
+
+def _readme_key_line() -> str:
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("[ -f .env ]")]
+    assert len(lines) == 1, "the README's Docker section should make .env with one line starting `[ -f .env ]`"
+    return lines[0]
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines, as compose reads its .env for ${…} in the compose file."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_the_readme_makes_the_secret_key_once_and_keeps_it(tmp_path):
+    line = _readme_key_line()
+    assert line in COMPOSE_TEXT, "docker-compose.yml's header should give the README's own line"
+    for _ in range(2):  # a second `up` in the same folder, a new shell: the key stays
+        subprocess.run(["sh", "-c", line], cwd=tmp_path, check=True, timeout=30)
+        if _ == 0:
+            first = _dotenv(tmp_path / ".env")
+    key = _dotenv(tmp_path / ".env")["SYNDICATE_SECRET_KEY"]
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+    assert _dotenv(tmp_path / ".env") == first
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600  # a key: for its owner alone
+
+
+def test_the_dot_env_file_stays_out_of_git_and_the_image():
+    for ignore in (".gitignore", ".dockerignore"):
+        lines = {line.strip() for line in (ROOT / ignore).read_text().splitlines()}
+        assert ".env" in lines, f"{ignore} should leave out .env: it holds the secret key"
+
+
+@pytest.mark.parametrize("name", PROJECT_SERVICES)
+def test_every_service_takes_the_secret_key_from_dot_env_or_stops_saying_how_to_make_it(name):
+    value = SERVICES[name]["environment"]["SYNDICATE_SECRET_KEY"]
+    variable, _, message = value.removeprefix("${").removesuffix("}").partition(":?")
+    assert variable == "SYNDICATE_SECRET_KEY" and value.startswith("${") and value.endswith("}")
+    assert ".env" in message and "README" in message, "a missing key should say how to make .env"
+
+
+# --- stopping workers, building the image ------------------------------------------------------
+
+
+def _seconds(duration: str) -> float:
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", str(duration))
+    assert parts and any(parts.groups()), f"{duration!r} is not a compose duration like 4m or 1m30s"
+    hours, minutes, seconds = (int(n or 0) for n in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _mail_batch_worst_case() -> float:
+    """One batch with the default settings on a slow server: six round trips to set the connection up
+    (connect, greeting, EHLO, STARTTLS, EHLO, AUTH) each up to the SMTP timeout, one reply that times out
+    and ends the batch, and each message DKIM-signed (~10 ms, README)."""
+    from syndicate.config import Settings, SmtpSettings
+
+    timeout = SmtpSettings("mail", 25, "none").timeout
+    return 6 * timeout + timeout + Settings.batch_size * 0.010
+
+
+@pytest.mark.parametrize(("name", "worst"), [
+    ("worker-mail", _mail_batch_worst_case()),
+    ("worker-ingest", 4 * 20),  # 50 feeds, 16 at a time, each within the feed timeout
+    ("worker-social", 120),  # one post within its task's soft limit
+])
+def test_a_worker_is_given_longer_to_stop_than_its_longest_piece_of_work(name, worst):
+    service = SERVICES[name]
+    assert service["command"][0] == "celery", "exec form: celery is PID 1 and gets the SIGTERM itself"
+    assert service.get("stop_signal", "SIGTERM") == "SIGTERM", "SIGTERM is Celery's warm shutdown"
+    grace = _seconds(service.get("stop_grace_period", "10s"))
+    assert grace > worst, f"`{name}` has {grace:.0f} s to stop; its work may take {worst:.0f} s"
+
+
+def _dockerfile_instructions() -> list[str]:
+    joined = re.sub(r"\\\n", "", DOCKERFILE_TEXT)
+    return [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_the_image_installs_dependencies_before_it_copies_the_code():
+    steps = _dockerfile_instructions()
+    copies = [i for i, step in enumerate(steps) if step.startswith("COPY")]
+    install = next(i for i, step in enumerate(steps) if step.startswith("RUN") and "requirements.txt" in step)
+    assert steps[copies[0]] == "COPY pyproject.toml ./" and copies[0] < install
+    assert not any(re.fullmatch(r"COPY \. \S+", steps[i]) for i in copies), "copy what each layer needs, not ."
+    for code in ("src", "templates"):
+        where = next(i for i in copies if steps[i].startswith(f"COPY {code} "))
+        assert where > install, f"{code}/ is copied before the dependencies are installed"
+    final = next(i for i, step in enumerate(steps) if step.startswith("RUN") and "pip install" in step and i > install)
+    assert "--no-deps" in steps[final], "the code's own install should fetch nothing"
+
+
+def test_the_image_installs_exactly_the_dependencies_pyproject_names(tmp_path):
+    step = next(s for s in _dockerfile_instructions() if s.startswith("RUN") and "requirements.txt" in s)
+    command = step.removeprefix("RUN ").split(" && ")[0].strip()
+    assert command.startswith("python -c ") and command.endswith("> /tmp/requirements.txt")
+    command = command.replace("/tmp/requirements.txt", "requirements.txt")
+    command = command.replace("python", shlex.quote(sys.executable), 1)
+    (tmp_path / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
+    subprocess.run(["sh", "-c", command], cwd=tmp_path, check=True, timeout=30)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["postgres"]
+    assert (tmp_path / "requirements.txt").read_text().splitlines() == wanted

@@ -142,6 +142,8 @@ def test_it_never_shows_the_smtp_password_in_repr(make_settings):
         ({"broker_url": "foo"}, "SYNDICATE_BROKER_URL"),
         ({"base_url": "news.example.com"}, "SYNDICATE_BASE_URL"),
         ({"base_url": "ftp://news.example.com"}, "SYNDICATE_BASE_URL"),
+        ({"web_host": "evil.example/@news.example.org"}, "SYNDICATE_WEB_HOST"),
+        ({"web_port": "70000"}, "SYNDICATE_WEB_PORT"),
         ({"batch_size": "abc"}, "SYNDICATE_BATCH_SIZE"),
         ({"batch_size": "0"}, "SYNDICATE_BATCH_SIZE"),
         ({"batch_size": "-5"}, "SYNDICATE_BATCH_SIZE"),
@@ -271,3 +273,25 @@ def test_it_reads_the_inbound_mailbox_url(make_settings):
     starttls = make_settings(inbound_imap_url="imap+starttls://u:p@imap.example.com").inbound_imap
     assert (starttls.port, starttls.security, starttls.folder, starttls.done) == (143, "starttls", "INBOX", None)
     assert make_settings(inbound_imap_url="imap://u:p@127.0.0.1:1143").inbound_imap.security == "none"
+
+
+@pytest.mark.parametrize(("host", "port", "links"), [
+    ("127.0.0.1", "18101", "http://127.0.0.1:18101"),
+    ("0.0.0.0", "18101", "http://127.0.0.1:18101"),  # every address: links name this machine
+    ("::", "8080", "http://127.0.0.1:8080"),
+    ("::1", "8080", "http://[::1]:8080"),
+    ("news.example.org", "80", "http://news.example.org:80"),
+])
+def test_without_a_base_url_links_point_where_the_web_app_listens(data_dir, host, port, links):
+    settings = from_env(data_dir, web_host=host, web_port=port)
+    assert settings.base_url == links and not settings.base_url_given
+
+
+def test_a_base_url_given_wins_over_where_the_web_app_listens(data_dir):
+    settings = from_env(data_dir, web_port="18101", base_url="https://news.example.org/")
+    assert settings.base_url == "https://news.example.org" and settings.base_url_given
+
+
+def test_the_default_postal_address_keeps_its_lines_and_loses_control_characters(data_dir):
+    settings = from_env(data_dir, postal_address="Example News\r\n\t1 Main St\x1b[31m\n\nSpringfield ")
+    assert settings.postal_address == "Example News\n1 Main St [31m\nSpringfield"

@@ -78,6 +78,10 @@ def newsletter_options(adding: bool):
                          help="Count clicks on each story of an edition, in total, never per reader: story links "
                               "go through BASE_URL/r/… (from the next edition rendered)"
                               + (" [default: off]" if adding else "") + "."),
+            click.option("--postal-address", metavar="ADDRESS",
+                         help="The sender's postal address in the footer of its mails (bulk-mail rules ask for "
+                              "one); lines kept, e.g. $'Example News\\n1 Main St\\nSpringfield, IL 62701'; "
+                              "'' for the default, SYNDICATE_POSTAL_ADDRESS."),
         ]
         if adding:
             options.append(click.option(
@@ -98,7 +102,7 @@ def newsletter_options(adding: bool):
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
                                       "subject_template", "template", "max_items", "max_age_hours",
-                                      "count_clicks", "language")
+                                      "count_clicks", "language", "postal_address")
                if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
@@ -135,7 +139,13 @@ def _describe(newsletter: Newsletter) -> dict:
         exclude_categories=newsletter.categories_exclude or [],
         breaking_categories=newsletter.breaking_categories or [],
         first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks,
+        postal_address=newsletter.postal_address or "the default (SYNDICATE_POSTAL_ADDRESS)",
     )
+
+
+def _warn_without_postal_address(session, settings) -> None:
+    if missing := stored.without_postal_address(session, settings):
+        click.echo("warning: " + stored.postal_address_warning(missing), err=True)
 
 
 
@@ -156,6 +166,7 @@ def newsletter_add(ctx, slug, first_fill, **values) -> None:
         click.echo(f"newsletter {created.slug}: "
                    + (f"next edition at {runs[0].astimezone(ZoneInfo(created.timezone)).isoformat()}" if runs
                       else "no schedule; cut editions with `syndicate edition cut`"))
+        _warn_without_postal_address(session, svc.settings)
 
 
 @newsletter.command("edit")
@@ -171,6 +182,7 @@ def newsletter_edit(ctx, slug, **values) -> None:
     with db.transaction(svc.Session) as session:
         lists.update_newsletter(session, lists.get_newsletter(session, slug), **changes)
         show(_describe(lists.get_newsletter(session, slug)), False)
+        _warn_without_postal_address(session, svc.settings)
 
 
 @newsletter.command("show")

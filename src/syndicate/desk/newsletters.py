@@ -73,6 +73,7 @@ def _detail(session, newsletter: Newsletter) -> dict:
         categories_include=newsletter.categories_include,
         categories_exclude=newsletter.categories_exclude, breaking_categories=newsletter.breaking_categories,
         first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks, language=newsletter.language,
+        postal_address=newsletter.postal_address,  # its own; empty: SYNDICATE_POSTAL_ADDRESS
         # A paused newsletter's: the times it keeps if resumed now.
         next_sends=schedules.upcoming(newsletter, 5) if newsletter.cron else [],
         recent_editions=[_edition(e) for e in recent],
@@ -88,7 +89,8 @@ def _cleaned(changes: dict, name: str) -> dict:
         if value in ("", None, []):
             if key in REQUIRED:
                 raise InvalidInput(f"{REQUIRED[key]} can't be left blank")
-            value = name if key == "from_name" else None  # the From: name is the newsletter's, unless given
+            # The From: name is the newsletter's, unless given; no postal address of its own is "" (the default's).
+            value = name if key == "from_name" else "" if key == "postal_address" else None
         cleaned[key] = value
     return cleaned
 
@@ -173,12 +175,14 @@ class SettingsForm(BaseModel):
     breaking_categories: str = ""
     count_clicks: bool = False  # a checkbox: absent when unticked
     language: str = ""  # the select always sends one; a form without it (a script's) leaves the language be
+    postal_address: str = ""
 
     @classmethod
     def of(cls, newsletter: Newsletter) -> SettingsForm:
         return cls(**{k: ", ".join(getattr(newsletter, k) or []) for k in LISTS},
                    **{k: str(getattr(newsletter, k) or "") for k in ("name", "from_name", "from_address",
-                      "reply_to", "subject_template", "template", "cron", "timezone", "max_items", "language")},
+                      "reply_to", "subject_template", "template", "cron", "timezone", "max_items", "language",
+                      "postal_address")},
                    max_age_hours=str(newsletter.max_age_hours), feed_ids=newsletter.feed_ids or [],
                    count_clicks=newsletter.count_clicks)
 
@@ -228,7 +232,8 @@ def _newsletter_page(request: Request, svc: Services, name: str, slug: str, stat
     return page("newsletter", request, status, editor=name, newsletter=detail, form=form, feeds=feeds,
                 own_zone=ZoneInfo(detail["timezone"]), zones=sorted(available_timezones()), languages=_languages(),
                 error=error,
-                notice=notice, rates_chart=rates_chart, clicks_chart=clicks_chart, base_url=svc.settings.base_url)
+                notice=notice, rates_chart=rates_chart, clicks_chart=clicks_chart, base_url=svc.settings.base_url,
+                default_postal_address=svc.settings.postal_address)
 
 
 @pages.get("/newsletters", response_class=HTMLResponse)
@@ -391,6 +396,7 @@ class NewsletterChanges(BaseModel):
     breaking_categories: list[str] | None = None
     count_clicks: bool | None = None
     language: str | None = None
+    postal_address: str | None = None  # lines kept; "" or null: SYNDICATE_POSTAL_ADDRESS
 
 
 @api.get("/newsletters", tags=["newsletters"])

@@ -17,6 +17,7 @@ from syndicate.desk import agenda, editors
 from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, editor_zone, page, pages
 from syndicate.errors import InvalidInput
 from syndicate.models import Edition, Post, utcnow
+from syndicate.newsletters import stored
 from syndicate.social import accounts, pace, posts
 
 
@@ -38,8 +39,11 @@ def _today(session, settings: Settings, now) -> dict:
     held = [posts.describe(p) for p in session.scalars(select(Post).where(Post.status == "held"))]
     recent = [posts.describe(p) for p in session.scalars(
         select(Post).where(Post.posted_at > now - timedelta(days=1)).order_by(Post.posted_at.desc()))]
+    # Mail without a postal address breaks bulk-mail rules (CAN-SPAM): said on the first page editors open.
+    no_postal_address = [dict(slug=n.slug, name=n.name, link=f"/desk/newsletters/{n.slug}#postal")
+                         for n in stored.without_postal_address(session, settings)]
     return dict(paused=accounts.social_paused(session), editions=edition_rows, accounts=account_rows,
-                queue=queue, held=held, recent=recent)
+                queue=queue, held=held, recent=recent, no_postal_address=no_postal_address)
 
 
 @pages.get("", response_class=HTMLResponse)

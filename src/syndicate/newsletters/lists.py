@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from syndicate import i18n, removals
+from syndicate import i18n, removals, text
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import (
     DEFAULT_SUBJECT,
@@ -51,7 +51,7 @@ def _categories(values) -> list[str] | None:
 
 NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
                      "timezone", "max_items", "max_age_hours", "feed_ids", "categories_include",
-                     "categories_exclude", "breaking_categories", "count_clicks", "language")
+                     "categories_exclude", "breaking_categories", "count_clicks", "language", "postal_address")
 
 
 def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
@@ -81,6 +81,11 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
         known = set(session.scalars(select(Feed.id).where(Feed.id.in_(changes["feed_ids"]))))
         if missing := sorted(set(changes["feed_ids"]) - known):
             raise InvalidInput(f"no feed with id {missing}; `syndicate feed list` shows them")
+    if "postal_address" in changes:
+        try:
+            changes["postal_address"] = text.postal_address(changes["postal_address"] or "")
+        except ValueError as e:
+            raise InvalidInput(str(e)) from None
     for key in ("categories_include", "categories_exclude", "breaking_categories"):
         if key in changes:
             changes[key] = _categories(changes[key])

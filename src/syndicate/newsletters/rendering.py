@@ -95,7 +95,7 @@ def render_context(newsletter: Newsletter, edition: Edition, articles: list[Arti
         subscribe_url=f"{settings.base_url}/",
         unsubscribe_url=UNSUBSCRIBE_URL,
         preferences_url=PREFERENCES_URL,
-        postal_address=settings.postal_address,
+        postal_address=newsletter.postal_address or settings.postal_address,  # its own, else the default
     )
 
 

@@ -41,3 +41,22 @@ def edition_by_id(session: Session, edition_id: int, missing: str | None = None)
 def last_edition_number(session: Session, newsletter: Newsletter) -> int | None:
     """The number of the newsletter's latest edition; None before its first."""
     return session.scalar(select(func.max(Edition.number)).where(Edition.newsletter_id == newsletter.id))
+
+
+def without_postal_address(session: Session, settings) -> list[Newsletter]:
+    """The newsletters that send (any not archived) whose mail would carry no postal address, which
+    bulk-mail rules such as CAN-SPAM require: neither their own nor SYNDICATE_POSTAL_ADDRESS. What `run`, a
+    worker's start and the desk warn about."""
+    if settings.postal_address:
+        return []
+    return list(session.scalars(select(Newsletter).where(Newsletter.status != "archived",
+                                                         Newsletter.postal_address == "")
+                                .order_by(Newsletter.slug)))
+
+
+def postal_address_warning(newsletters: list[Newsletter]) -> str:
+    """One line for an operator's console or log: who sends without an address, and the two ways to fix it."""
+    names = ", ".join(newsletter.slug for newsletter in newsletters)
+    return (f"no postal address: {names} would send mail without one, which bulk-mail rules (CAN-SPAM) require; "
+            "set SYNDICATE_POSTAL_ADDRESS, or give each its own (`syndicate newsletter edit SLUG "
+            "--postal-address '…'`, or the desk's newsletter page)")

@@ -273,8 +273,9 @@ def confirmation_message(session: Session, settings: Settings, subscriber: Subsc
         return None
     sender = newsletters[0]
     url = f"{settings.base_url}/confirm/{tokens.confirm_token(settings.secret_key, subscriber.id)}"
-    # One mail for every newsletter waiting: in the language of the one it comes from (its From).
-    context = dict(subscriber=subscriber, newsletters=newsletters, confirm_url=url, language=sender.language)
+    # One mail for every newsletter waiting: in the language of the one it comes from (its From), with its address.
+    context = dict(subscriber=subscriber, newsletters=newsletters, confirm_url=url, language=sender.language,
+                   postal_address=sender.postal_address or settings.postal_address)
     context["subject"] = render("email/confirm/subject.txt", **context).strip()
     domain = sender.from_address.rpartition("@")[2]
     message_id = make_message_id(domain, settings.secret_key, "confirm", subscriber.id, mail_id)
