@@ -76,6 +76,10 @@ def newsletter_options(adding: bool):
                          help="Count clicks on each story of an edition, in total, never per reader: story links "
                               "go through BASE_URL/r/… (from the next edition rendered)"
                               + (" [default: off]" if adding else "") + "."),
+            click.option("--welcome/--no-welcome", default=None,
+                         help="Send a welcome mail once a reader confirms (templates/email/welcome, or your "
+                              "email/welcome-SLUG in SYNDICATE_TEMPLATE_DIR)"
+                              + (" [default: off]" if adding else "") + "."),
         ]
         if adding:
             options.append(click.option(
@@ -96,7 +100,7 @@ def newsletter_options(adding: bool):
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
                                       "subject_template", "template", "max_items", "max_age_hours",
-                                      "count_clicks")
+                                      "count_clicks", "welcome")
                if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
@@ -131,7 +135,7 @@ def _describe(newsletter: Newsletter) -> dict:
         feeds=newsletter.feed_ids or "all", include_categories=newsletter.categories_include or "all",
         exclude_categories=newsletter.categories_exclude or [],
         breaking_categories=newsletter.breaking_categories or [],
-        first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks,
+        first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks, welcome=newsletter.welcome,
     )
 
 
