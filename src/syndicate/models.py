@@ -358,6 +358,10 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
 
+    # What an erased reader had done after this delivery, which the edition's figures count (deliveries.report):
+    # "bounced", "complained", "unsubscribed", comma-separated; their events went with them.
+    erased_with: Mapped[str | None] = mapped_column(String(40))
+
     edition: Mapped[Edition] = relationship()
     subscriber: Mapped[Subscriber | None] = relationship()
 

@@ -129,6 +129,7 @@ def erase(session: Session, subscriber: Subscriber, by: str, now: datetime | Non
     sid, email = subscriber.id, subscriber.email
     consent.skip_open_deliveries(session, sid, ERASED_REASON)
     mine = Delivery.subscriber_id == sid
+    _fold_outcomes(session, sid)
     delivery_ids = select(Delivery.id).where(mine).scalar_subquery()
     inbound = session.execute(delete(InboundMessage).where(or_(
         InboundMessage.subscriber_id == sid, InboundMessage.delivery_id.in_(delivery_ids)))
@@ -156,6 +157,25 @@ def erase(session: Session, subscriber: Subscriber, by: str, now: datetime | Non
                     now=now)
     session.flush()
     return done
+
+
+def _fold_outcomes(session: Session, subscriber_id: int) -> None:
+    """Write on each of the reader's deliveries what the edition's figures count about them (deliveries.report):
+    a bounce or complaint about it, a newsletter left after it was sent. Their events and subscriptions go."""
+    for delivery, newsletter_id, started_at in session.execute(
+            select(Delivery, Edition.newsletter_id, Edition.started_at).join(Edition)
+            .where(Delivery.subscriber_id == subscriber_id)).all():
+        kinds = set(session.scalars(select(SubscriberEvent.kind).where(
+            SubscriberEvent.subscriber_id == subscriber_id, SubscriberEvent.delivery_id == delivery.id)))
+        left = session.scalar(select(Subscription.unsubscribed_at).where(
+            Subscription.subscriber_id == subscriber_id, Subscription.newsletter_id == newsletter_id,
+            Subscription.status == "unsubscribed"))
+        outcome = [what for what, held in (
+            ("bounced", kinds & {"bounce", "soft_bounce"}), ("complained", "complaint" in kinds),
+            ("unsubscribed", delivery.status == "sent" and started_at is not None and left is not None
+             and left >= started_at)) if held]
+        delivery.erased_with = ",".join(outcome) or None
+    session.flush()
 
 
 def _scrub_import_reports(session: Session, email: str) -> None:

@@ -38,6 +38,7 @@ def upgrade() -> None:
     # An erased reader's deliveries stay (an edition's sent and bounced counts don't change), naming nobody.
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.alter_column('subscriber_id', existing_type=sa.Integer(), nullable=True)
+        batch_op.add_column(sa.Column('erased_with', sa.String(length=40), nullable=True))
         batch_op.drop_constraint('fk_deliveries_subscriber_id_subscribers', type_='foreignkey')
         batch_op.create_foreign_key(batch_op.f('fk_deliveries_subscriber_id_subscribers'), 'subscribers',
                                     ['subscriber_id'], ['id'], ondelete='SET NULL')
@@ -50,6 +51,7 @@ def downgrade() -> None:
         batch_op.create_foreign_key(batch_op.f('fk_deliveries_subscriber_id_subscribers'), 'subscribers',
                                     ['subscriber_id'], ['id'], ondelete='CASCADE')
         batch_op.alter_column('subscriber_id', existing_type=sa.Integer(), nullable=False)
+        batch_op.drop_column('erased_with')
     op.execute("DELETE FROM confirmation_mails WHERE kind <> 'confirm'")
     with op.batch_alter_table('confirmation_mails', schema=None) as batch_op:
         batch_op.drop_constraint('fk_confirmation_mails_newsletter_id_newsletters', type_='foreignkey')
