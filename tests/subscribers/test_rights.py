@@ -21,9 +21,9 @@ from syndicate import tokens
 from syndicate.cli.main import main
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.errors import InvalidInput
 from syndicate.delivery import deliveries, sending
 from syndicate.delivery.batches import send_batch
+from syndicate.errors import InvalidInput
 from syndicate.ingest import feeds
 from syndicate.models import (
     ConfirmationMail,
