@@ -418,3 +418,41 @@ def test_the_cli_turns_a_newsletters_welcome_on_and_off(syndicate):
     assert shown["welcome"] is True
     syndicate("newsletter", "edit", "daily", "--no-welcome")
     assert json.loads(syndicate("newsletter", "show", "daily", "--json").output)["welcome"] is False
+
+
+# ── the migration, and erasure, on both databases ────────────────────────────
+
+
+def test_the_migration_keeps_existing_rows_valid_and_an_erasure_works_on_each_database(database_url, make_settings,
+                                                                                      tmp_path):
+    from alembic import command
+
+    from syndicate import db
+
+    settings = make_settings(database_url=database_url)
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine, "0018")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO newsletters (slug, name, from_name, from_address, subject_template, template, timezone, "
+            "max_items, max_age_hours, first_fill, status, articles_since, created_at, count_clicks) VALUES "
+            "('daily', 'Daily', 'Daily', 'news@example.com', 's', 'edition', 'UTC', 20, 72, 'none', 'active', "
+            ":t, :t, false)"), {"t": utcnow()})
+        connection.execute(text("INSERT INTO subscribers (email, status, created_at, confirmations_sent) VALUES "
+                                "('ada@example.org', 'pending', :t, 1)"), {"t": utcnow()})
+        connection.execute(text("INSERT INTO confirmation_mails (subscriber_id, status, attempts, created_at) "
+                                "VALUES (1, 'sent', 0, :t)"), {"t": utcnow()})
+    db.upgrade(engine)
+    svc = configured(settings)
+    with transaction(svc.Session) as session:
+        assert session.get(ConfirmationMail, 1).kind == "confirm"
+        assert lists.get_newsletter(session, "daily").welcome is False
+        from syndicate.subscribers import rights
+
+        rights.erase(session, session.get(Subscriber, 1), "cli")
+    with transaction(svc.Session) as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+        assert rights.is_erased(session, "Ada@Example.org")
+    command.downgrade(db.alembic_config(engine), "0018")
+    assert db.current_revision(engine) == "0018"
+    engine.dispose()
