@@ -231,6 +231,8 @@ def test_delete_my_data_mails_a_link_whose_page_erases_only_when_its_button_is_p
         report = csv_files.import_csv(session, "email\nADA@example.org\n", [1], force=True)
     assert [reason for _, _, reason in report.skipped] == ["erased at the reader's request, skipped"]
     assert "We hold no data about this address any more" in client.get(link).text
+    damaged = client.get(link[:-3] + "abc")
+    assert damaged.status_code == 400 and "damaged" in damaged.text
 
 
 def test_an_erase_link_older_than_two_days_is_refused_and_says_to_ask_again(client, site):
@@ -387,6 +389,14 @@ def test_the_cli_erases_a_reader_after_asking_and_the_editions_figures_stay_as_t
         assert "ada" not in everything.lower()
     refused = syndicate("subscriber", "add", "ada@example.org", "--newsletter", "daily", "--confirmed", ok=False)
     assert "erased at the reader's request" in str(refused.exception)
+
+    with transaction(svc.Session) as session:  # Bob leaves after the edition went out, then is erased too
+        bob = session.scalar(select(Subscriber).where(Subscriber.email == "bob@example.org")).id
+        consent.unsubscribe(session, svc.settings, tokens.unsubscribe_token(svc.settings.secret_key, bob, 1))
+    left = figures(svc, edition_id)
+    assert left["unsubscribed since"] == 1
+    syndicate("subscriber", "erase", "bob@example.org", "--yes")
+    assert figures(svc, edition_id) == left
 
 
 def test_a_cli_import_skips_an_erased_address_even_forced_and_says_why(syndicate, tmp_path):

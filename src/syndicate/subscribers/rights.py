@@ -161,19 +161,22 @@ def erase(session: Session, subscriber: Subscriber, by: str, now: datetime | Non
 
 def _fold_outcomes(session: Session, subscriber_id: int) -> None:
     """Write on each of the reader's deliveries what the edition's figures count about them (deliveries.report):
-    a bounce or complaint about it, a newsletter left after it was sent. Their events and subscriptions go."""
+    a bounce or complaint about it, a newsletter left after it was sent. Their events and subscriptions go.
+    Three queries, however many editions they got."""
+    about: dict[int, set[str]] = {}
+    for delivery_id, kind in session.execute(select(SubscriberEvent.delivery_id, SubscriberEvent.kind).where(
+            SubscriberEvent.subscriber_id == subscriber_id, SubscriberEvent.delivery_id.is_not(None))):
+        about.setdefault(delivery_id, set()).add(kind)
+    left = dict(session.execute(select(Subscription.newsletter_id, Subscription.unsubscribed_at).where(
+        Subscription.subscriber_id == subscriber_id, Subscription.status == "unsubscribed")).all())
     for delivery, newsletter_id, started_at in session.execute(
             select(Delivery, Edition.newsletter_id, Edition.started_at).join(Edition)
             .where(Delivery.subscriber_id == subscriber_id)).all():
-        kinds = set(session.scalars(select(SubscriberEvent.kind).where(
-            SubscriberEvent.subscriber_id == subscriber_id, SubscriberEvent.delivery_id == delivery.id)))
-        left = session.scalar(select(Subscription.unsubscribed_at).where(
-            Subscription.subscriber_id == subscriber_id, Subscription.newsletter_id == newsletter_id,
-            Subscription.status == "unsubscribed"))
+        kinds, gone = about.get(delivery.id, set()), left.get(newsletter_id)
         outcome = [what for what, held in (
             ("bounced", kinds & {"bounce", "soft_bounce"}), ("complained", "complaint" in kinds),
-            ("unsubscribed", delivery.status == "sent" and started_at is not None and left is not None
-             and left >= started_at)) if held]
+            ("unsubscribed", delivery.status == "sent" and started_at is not None and gone is not None
+             and gone >= started_at)) if held]
         delivery.erased_with = ",".join(outcome) or None
     session.flush()
 
