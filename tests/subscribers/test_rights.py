@@ -406,7 +406,8 @@ def test_a_cli_import_skips_an_erased_address_even_forced_and_says_why(syndicate
     result = syndicate("subscriber", "import", str(tmp_path / "list.csv"), "--newsletter", "daily", "--force")
 
     assert "1 added" in result.output and "1 skipped" in result.output
-    assert "line 2: ada@example.org: erased at the reader's request, skipped" in result.output
+    assert "line 2: (an erased address): erased at the reader's request, skipped" in result.output
+    assert "ada@" not in result.output.lower()
 
 
 def test_the_cli_exports_everything_held_about_a_reader(syndicate, tmp_path):

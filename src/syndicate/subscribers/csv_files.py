@@ -245,7 +245,8 @@ def import_chunk(session: Session, rows: list[Row], names: dict[int, str], repor
     gone = rights.erased(session, emails)
     for row in rows:
         if row.email in gone:  # not even forced: only the reader's own confirmed sign-up brings it back
-            report.skipped.append((row.line, row.email, f"{rights.ERASED_REASON}, skipped"))
+            # Named by its line only: a desk import keeps its report, and the address must not be kept again.
+            report.skipped.append((row.line, rights.ERASED_ADDRESS, f"{rights.ERASED_REASON}, skipped"))
         elif row.file_status in consent.SUPPRESSED:
             # The file itself says they left (an export from here or elsewhere): never a signup, even forced.
             report.skipped.append((row.line, row.email, f"marked {row.file_status} in the file, skipped"))

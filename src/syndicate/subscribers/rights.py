@@ -41,6 +41,7 @@ from syndicate.subscribers import consent
 
 EXPORT_FORMAT = "syndicate-personal-data/1"
 ERASED_REASON = "erased at the reader's request"
+ERASED_ADDRESS = "(an erased address)"  # how an import's report names one: never by the address itself
 
 
 # ── the erased addresses ─────────────────────────────────────────────────────
