@@ -467,3 +467,28 @@ def test_the_migration_keeps_existing_rows_valid_and_an_erasure_works_on_each_da
     command.downgrade(db.alembic_config(engine), "0018")
     assert db.current_revision(engine) == "0018"
     engine.dispose()
+
+
+# ── the mail ledger's kinds: never twice, never lost ─────────────────────────
+
+
+def test_an_erasure_mail_whose_task_was_lost_is_handed_out_by_the_tick_and_sent_once(site, smtp_server):
+    from syndicate import tasks
+
+    subscriber_id = reader(site)
+    asked_at = utcnow()
+    with transaction(site.Session) as session:
+        assert consent.ask_erasure(session, session.get(Subscriber, subscriber_id), now=asked_at)
+        # The confirmation lane doesn't take it: a pending erasure mail is no confirmation to send.
+        assert consent.confirmation_to_mail(session, site.settings, subscriber_id, "other-task", asked_at) is None
+    # No task was queued (the broker lost it): the tick finds the mail once its lease is over.
+    later = asked_at + site.settings.leases.requeue + timedelta(seconds=1)
+    with transaction(site.Session) as session:
+        assert consent.lost_confirmations(session, site.settings, later) == [subscriber_id]
+
+    assert tasks.send_confirmation(subscriber_id).startswith("sent")
+    assert tasks.send_confirmation(subscriber_id) == "not needed"
+
+    assert [m["Subject"] for m in mails(smtp_server)] == ["Confirm: delete your data from Daily"]
+    with transaction(site.Session) as session:
+        assert session.scalars(select(ConfirmationMail.status)).all() == ["sent"]
