@@ -492,3 +492,14 @@ def test_an_erasure_mail_whose_task_was_lost_is_handed_out_by_the_tick_and_sent_
     assert [m["Subject"] for m in mails(smtp_server)] == ["Confirm: delete your data from Daily"]
     with transaction(site.Session) as session:
         assert session.scalars(select(ConfirmationMail.status)).all() == ["sent"]
+
+
+def test_another_sites_page_cannot_press_the_erase_button_even_with_a_harvested_form_token(client, site):
+    subscriber_id = reader(site)
+    link = f"/erase/{tokens.erase_token(site.settings.secret_key, subscriber_id)}"
+    fields = hidden_fields(client.get(link).text)
+
+    response = client.post(link, data=fields, headers={"Origin": "https://win-a-prize.example"})
+
+    assert response.status_code == 403
+    assert subscriber_by_email(site, "ada@example.org") is not None
