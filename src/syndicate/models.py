@@ -179,6 +179,8 @@ class Newsletter(Base):
     # The sender's postal address in the footer of its editions and confirmation mails, lines kept;
     # empty: SYNDICATE_POSTAL_ADDRESS (lists.postal_address says which one a mail carries).
     postal_address: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    # A welcome mail (templates/email/welcome, or welcome-<slug> among the overrides) once a reader confirms.
+    welcome: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Subscriber(Base):
@@ -198,7 +200,9 @@ class Subscriber(Base):
 
 
 class ConfirmationMail(Base):
-    """One confirmation mail asked for: a ledger row (syndicate.ledger), claimed by the task that sends it."""
+    """One mail to a reader about their own subscription: a ledger row (syndicate.ledger), claimed by the task
+    that sends it. `kind` says which: the confirmation link, a newsletter's welcome, the link that confirms
+    the reader asked to erase their data."""
 
     __tablename__ = "confirmation_mails"
     __table_args__ = (Index("ix_confirmation_mails_status_next", "status", "next_attempt_at"),)
@@ -213,6 +217,29 @@ class ConfirmationMail(Base):
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     last_reply: Mapped[str | None] = mapped_column(Text)
+    # confirm | welcome (newsletter_id's) | erase (the link that confirms "delete my data")
+    kind: Mapped[str] = mapped_column(String(20), default="confirm", server_default="confirm")
+    newsletter_id: Mapped[int | None] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
+
+
+class ErasedAddress(Base):
+    """An address erased at its owner's request, kept only as a keyed hash (subscribers.rights): no import or
+    editor adds it back; the reader's own confirmed sign-up removes it."""
+
+    __tablename__ = "erased_addresses"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # HMAC-SHA256 hex of the normalised address
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ErasureKey(Base):
+    """The one random key the erased addresses are hashed with: kept in the database, so a new
+    SYNDICATE_SECRET_KEY doesn't let an import add back everyone erased before."""
+
+    __tablename__ = "erasure_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64))
 
 
 class Subscription(Base):
@@ -325,7 +352,8 @@ class Delivery(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    # None once the reader's data was erased: the row stays for the edition's figures, naming nobody.
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"))
     # pending → sending → sent | deferred | failed | skipped
     status: Mapped[str] = mapped_column(String(20), default="pending")
     claimed_by: Mapped[str | None] = mapped_column(String(64))  # the task that holds it
@@ -336,8 +364,12 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
 
+    # What an erased reader had done after this delivery, which the edition's figures count (deliveries.report):
+    # "bounced", "complained", "unsubscribed", comma-separated; their events went with them.
+    erased_with: Mapped[str | None] = mapped_column(String(40))
+
     edition: Mapped[Edition] = relationship()
-    subscriber: Mapped[Subscriber] = relationship()
+    subscriber: Mapped[Subscriber | None] = relationship()
 
 
 class SubscriberEvent(Base):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from syndicate.errors import InvalidInput
 from syndicate.models import Removal, utcnow
 
-KINDS = ("feed", "newsletter", "account")
+KINDS = ("feed", "newsletter", "account", "subscriber")  # a subscriber: erased, named by id only
 
 
 @dataclass

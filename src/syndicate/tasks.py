@@ -258,27 +258,31 @@ def _again_later(task, e: OperationalError, what: str):
 
 @app.task(name="syndicate.send_confirmation", bind=True, **limited(120))
 def send_confirmation(self, subscriber_id: int) -> str:
-    """Send a subscriber's confirmation mail under this task's claim (ledger): a copy of this task finds it
-    claimed and sends nothing. If the server puts it off, or this task is lost, the tick hands it out again
-    (consent.lost_confirmations)."""
+    """Send a subscriber's confirmation mail, and any welcome or erasure-link mail of theirs, under this
+    task's claim (ledger): a copy of this task finds them claimed and sends nothing. If the server puts one
+    off, or this task is lost, the tick hands it out again (consent.lost_confirmations)."""
     svc = services.current()
     token = self.request.id or f"local-confirm-{subscriber_id}"
     with transaction(svc.Session) as session:
-        due = consent.confirmation_to_mail(session, svc.settings, subscriber_id, token, utcnow())
-    if due is None:
+        now = utcnow()
+        due = consent.confirmation_to_mail(session, svc.settings, subscriber_id, token, now)
+        due = ([due] if due else []) + consent.reader_mails_to_send(session, svc.settings, subscriber_id, token, now)
+    if not due:
         return "not needed"
-    mail_id, message = due
-    error = None
-    try:
-        with svc.transport.connect() as connection:
-            reply = connection.send(message)
-    except TransportError as e:
-        log.log(logging.INFO if not e.permanent else logging.WARNING, "confirmation to subscriber %d %s: %s",
-                subscriber_id, "refused" if e.permanent else "put off, the tick tries again", e)
-        reply, error = str(e), e
-    with transaction(svc.Session) as session:
-        return consent.confirmation_sent(session, svc.settings, mail_id, token, utcnow(), reply=reply,
-                                         error=error)
+    outcomes = []
+    for mail_id, message in due:
+        error = None
+        try:
+            with svc.transport.connect() as connection:
+                reply = connection.send(message)
+        except TransportError as e:
+            log.log(logging.INFO if not e.permanent else logging.WARNING, "mail %d to subscriber %d %s: %s",
+                    mail_id, subscriber_id, "refused" if e.permanent else "put off, the tick tries again", e)
+            reply, error = str(e), e
+        with transaction(svc.Session) as session:
+            outcomes.append(consent.confirmation_sent(session, svc.settings, mail_id, token, utcnow(), reply=reply,
+                                                      error=error))
+    return "; ".join(outcomes)
 
 
 @app.task(name="syndicate.import_subscribers", bind=True, **limited(3000))  # a big file, chunk by chunk

@@ -9,7 +9,7 @@ import re
 import zlib
 from functools import cache
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from syndicate.errors import InvalidInput
 
@@ -82,6 +82,24 @@ def preferences_token(secret_key: str, subscriber_id: int) -> str:
 
 def read_preferences_token(secret_key: str, token: str) -> int:
     return _read_subscriber(secret_key, "preferences", token, "preferences")
+
+
+ERASE_LINK_HOURS = 48  # the link that confirms "delete my data": a mailbox read later by someone else can't
+
+
+def erase_token(secret_key: str, subscriber_id: int) -> str:
+    return URLSafeTimedSerializer(secret_key, salt="syndicate.erase").dumps(subscriber_id)
+
+
+def read_erase_token(secret_key: str, token: str, max_age: int = ERASE_LINK_HOURS * 3600) -> int:
+    """The subscriber who asked to erase their data; an expired link says to ask again."""
+    try:
+        return int(URLSafeTimedSerializer(secret_key, salt="syndicate.erase").loads(token, max_age=max_age))
+    except SignatureExpired as e:
+        raise InvalidInput(f"this link has expired: it works for {ERASE_LINK_HOURS} hours. Ask again from the "
+                           "preferences page (the link at the foot of every newsletter)") from e
+    except (BadSignature, ValueError, TypeError) as e:
+        raise InvalidInput("this link is damaged; copy the whole link from the email") from e
 
 
 def _read_subscriber(secret_key: str, purpose: str, token: str, link: str) -> int:

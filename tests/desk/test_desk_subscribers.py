@@ -465,7 +465,8 @@ def test_the_subscriber_api_is_documented(client):
         "/api/v1/subscribers/imports": {"post"}, "/api/v1/subscribers/imports/{import_id}": {"get"},
         "/api/v1/subscribers/imports/{import_id}/report.csv": {"get"},
         "/api/v1/subscribers/{subscriber_id}": {"get"}, "/api/v1/subscribers/{subscriber_id}/leave": {"post"},
-        "/api/v1/subscribers/{subscriber_id}/restore": {"post"}}
+        "/api/v1/subscribers/{subscriber_id}/restore": {"post"},
+        "/api/v1/subscribers/{subscriber_id}/data": {"get"}, "/api/v1/subscribers/{subscriber_id}/erase": {"post"}}
     body = spec["paths"]["/api/v1/subscribers/imports"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
     assert client.get("/docs").status_code == 200

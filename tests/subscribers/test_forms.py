@@ -256,6 +256,7 @@ def test_a_reader_signs_up_in_a_browser_and_another_sites_page_cannot(browser, s
     # Our own form, in a real browser: its POST carries our Origin (the page's referrer policy keeps it).
     page.goto(base + "/")
     page.fill("input[name=email]", "reader@example.com")
+    page.check("input[name=newsletter][value=daily]")  # nothing is ticked for the reader
     page.click("button[type=submit]")
     assert "Check your inbox" in page.content()
     assert subscriber_by_email(svc, "reader@example.com").status == "pending"

@@ -82,6 +82,10 @@ def newsletter_options(adding: bool):
                          help="The sender's postal address in the footer of its mails (bulk-mail rules ask for "
                               "one); lines kept, e.g. $'Example News\\n1 Main St\\nSpringfield, IL 62701'; "
                               "'' for the default, SYNDICATE_POSTAL_ADDRESS."),
+            click.option("--welcome/--no-welcome", default=None,
+                         help="Send a welcome mail once a reader confirms (templates/email/welcome, or your "
+                              "email/welcome-SLUG in SYNDICATE_TEMPLATE_DIR)"
+                              + (" [default: off]" if adding else "") + "."),
         ]
         if adding:
             options.append(click.option(
@@ -102,7 +106,7 @@ def newsletter_options(adding: bool):
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
                                       "subject_template", "template", "max_items", "max_age_hours",
-                                      "count_clicks", "language", "postal_address")
+                                      "count_clicks", "language", "postal_address", "welcome")
                if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
@@ -138,7 +142,7 @@ def _describe(newsletter: Newsletter) -> dict:
         feeds=newsletter.feed_ids or "all", include_categories=newsletter.categories_include or "all",
         exclude_categories=newsletter.categories_exclude or [],
         breaking_categories=newsletter.breaking_categories or [],
-        first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks,
+        first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks, welcome=newsletter.welcome,
         postal_address=newsletter.postal_address or "the default (SYNDICATE_POSTAL_ADDRESS)",
     )
 

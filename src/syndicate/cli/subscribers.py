@@ -85,6 +85,47 @@ def subscriber_restore(ctx, email: str, reason: str) -> None:
     click.echo(f"{found.email}: confirmed again; gets {', '.join(active) or 'no newsletter yet'}")
 
 
+@subscriber.command("erase")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Don't ask: the reader's request is on record.")
+@click.pass_context
+def subscriber_erase(ctx, email: str, yes: bool) -> None:
+    """Erase everything held about EMAIL at the reader's request (GDPR Art. 17): the address, name,
+    subscriptions, timeline and the mails about them. Their deliveries stay in the editions' figures,
+    naming nobody; a keyed hash of the address stays, so no import adds it back (their own sign-up can)."""
+    from syndicate.subscribers import rights
+
+    with opened(ctx) as (svc, session):
+        found = consent.by_email(session, email, MISSING.format(email))
+        if not yes:
+            subscriptions = len(found.subscriptions)
+            click.confirm(f"Erase {found.email} ({subscriptions} subscriptions) for good? It can't be undone",
+                          abort=True)
+        done = rights.erase(session, found, "cli")
+    click.echo(f"{found.email} erased: {done.summary()}; the address is kept only as a keyed hash, so no "
+               "import adds it back")
+
+
+@subscriber.command("export-data")
+@click.argument("email")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON to this file instead of stdout.")
+@click.pass_context
+def subscriber_export_data(ctx, email: str, output: Path | None) -> None:
+    """Everything held about EMAIL as JSON (GDPR Art. 15 and 20), in the format syndicate-personal-data/1:
+    the subscriber, consent, subscriptions, timeline, deliveries and the mails about them."""
+    from syndicate.subscribers import rights
+
+    with opened(ctx) as (svc, session):
+        data = rights.export(session, consent.by_email(session, email, MISSING.format(email)))
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    if output is None:
+        click.echo(text)
+        return
+    output.write_text(text + "\n", encoding="utf-8")
+    click.echo(f"everything held about {data['subscriber']['email']} written to {output}", err=True)
+
+
 @subscriber.command("list")
 @json_option
 @click.pass_context

@@ -149,13 +149,19 @@ def report(session: Session, edition: Edition) -> dict[str, int]:
         return session.scalar(select(func.count(func.distinct(SubscriberEvent.subscriber_id))).where(
             SubscriberEvent.kind.in_(kinds), SubscriberEvent.delivery_id.in_(of_edition)))
 
-    result["bounced"] = events("bounce", "soft_bounce")
-    result["complained"] = events("complaint")
+    def erased(what: str) -> int:  # readers erased since, whose events went with them (subscribers.rights)
+        return session.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.edition_id == edition.id, Delivery.subscriber_id.is_(None),
+            Delivery.erased_with.contains(what)))
+
+    result["bounced"] = events("bounce", "soft_bounce") + erased("bounced")
+    result["complained"] = events("complaint") + erased("complained")
     result["unsubscribed since"] = session.scalar(select(func.count()).select_from(Subscription).where(
         Subscription.newsletter_id == edition.newsletter_id, Subscription.status == "unsubscribed",
         Subscription.unsubscribed_at >= (edition.started_at or edition.cut_at),
         Subscription.subscriber_id.in_(select(Delivery.subscriber_id).where(
-            Delivery.edition_id == edition.id, Delivery.status == "sent")))) if edition.started_at else 0
+            Delivery.edition_id == edition.id, Delivery.status == "sent")))) + erased("unsubscribed") \
+        if edition.started_at else 0
     return result
 
 

@@ -5,6 +5,7 @@ not imported and why) and take the list out again."""
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 from collections.abc import Iterator
 
@@ -17,12 +18,12 @@ from starlette.datastructures import UploadFile
 
 from syndicate import db
 from syndicate.db import transaction
-from syndicate.desk.core import Svc, api, api_editor, back, csrf_checked, editor, page, pages, ticked
+from syndicate.desk.core import Svc, api, api_editor, back, confirmation, csrf_checked, editor, page, pages, ticked
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.models import Newsletter, RowId, SubscriberImport, utcnow
 from syndicate.newsletters import lists, stored
 from syndicate.services import Services
-from syndicate.subscribers import consent, csv_files, preferences, timeline, uploads
+from syndicate.subscribers import consent, csv_files, preferences, rights, timeline, uploads
 
 PROBLEMS_SHOWN = 200  # rows not imported listed on the page; the report's CSV has every one
 # A request body is refused on its declared size before any of it is read: room for a file at the limit
@@ -283,6 +284,44 @@ def _subscriber_view(request: Request, svc: Services, subscriber_id: int, name: 
     return page("subscriber", request, status, editor=name, subscriber=record, error=error)
 
 
+# ── a reader's rights: their data as JSON, and erasure (before the action route, whose {action} would take them)
+
+
+def _data(svc: Services, subscriber_id: int) -> Response:
+    with transaction(svc.Session) as session:
+        data = rights.export(session, consent.by_id(session, subscriber_id))
+    return Response(json.dumps(data, ensure_ascii=False, indent=2), media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="subscriber-{subscriber_id}-data.json"',
+        "Cache-Control": "no-store"})
+
+
+@pages.get("/subscribers/{subscriber_id:int}/data.json")
+def data_page(subscriber_id: RowId, svc: Svc, name: str = Depends(editor)):
+    return _data(svc, subscriber_id)
+
+
+@pages.get("/subscribers/{subscriber_id:int}/erase", response_class=HTMLResponse)
+def erase_page(request: Request, subscriber_id: RowId, svc: Svc, name: str = Depends(editor)):
+    """What erasing the person's data does, and the button that does it."""
+    with transaction(svc.Session) as session:
+        plan = rights.erase_plan(session, consent.by_id(session, subscriber_id))
+    return confirmation(request, name, "Erase", plan, f"/desk/subscribers/{subscriber_id}/erase",
+                        f"/desk/subscribers/{subscriber_id}")
+
+
+def _erase(svc: Services, subscriber_id: int, editor_name: str) -> dict:
+    with transaction(svc.Session) as session:
+        done = rights.erase(session, consent.by_id(session, subscriber_id), editor_name)
+    return dict(id=subscriber_id, done="erased", consequences=done.summary())
+
+
+@pages.post("/subscribers/{subscriber_id:int}/erase", response_class=HTMLResponse,
+            dependencies=[Depends(csrf_checked)])
+def erase_subscriber(request: Request, subscriber_id: RowId, svc: Svc, name: str = Depends(editor)):
+    _erase(svc, subscriber_id, name)
+    return back("/desk/removals")
+
+
 @pages.post("/subscribers/{subscriber_id:int}/{action}", response_class=HTMLResponse,
             dependencies=[Depends(csrf_checked)])
 def subscriber_action(request: Request, subscriber_id: RowId, action: str, svc: Svc, reason: str = Form(""),
@@ -407,6 +446,20 @@ def leave_json(subscriber_id: RowId, svc: Svc, name: str = Depends(api_editor)) 
     """Stop every newsletter to this address: suppressed as unsubscribed, so no import adds it back unforced."""
     with transaction(svc.Session) as session:
         return _act(session, subscriber_id, "leave", "", name)
+
+
+@api.get("/subscribers/{subscriber_id:int}/data", tags=["subscribers"])
+def data_json(subscriber_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
+    """Everything held about the subscriber (GDPR Art. 15 and 20), in the format syndicate-personal-data/1."""
+    with transaction(svc.Session) as session:
+        return rights.export(session, consent.by_id(session, subscriber_id))
+
+
+@api.post("/subscribers/{subscriber_id:int}/erase", tags=["subscribers"])
+def erase_json(subscriber_id: RowId, svc: Svc, name: str = Depends(api_editor)) -> dict:
+    """Erase everything held about the subscriber at their request (GDPR Art. 17): deleted for good; their
+    deliveries stay in the editions' figures naming nobody, and a keyed hash keeps imports from adding them back."""
+    return _erase(svc, subscriber_id, name)
 
 
 @api.post("/subscribers/{subscriber_id:int}/restore", tags=["subscribers"])

@@ -130,7 +130,7 @@ def _about(session: Session, settings: Settings, report: Report) -> tuple[Subscr
         if kind == "d":
             row = session.execute(select(Delivery, Edition.newsletter_id).join(Edition)
                                   .where(Delivery.id == number)).first()
-            if row is not None:
+            if row is not None and row[0].subscriber_id is not None:  # None: the reader's data was erased
                 return session.get(Subscriber, row[0].subscriber_id), row[0].id, row[1]
         elif kind == "c" and (subscriber := session.get(Subscriber, number)) is not None:
             return subscriber, None, None

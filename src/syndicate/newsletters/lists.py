@@ -51,7 +51,8 @@ def _categories(values) -> list[str] | None:
 
 NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
                      "timezone", "max_items", "max_age_hours", "feed_ids", "categories_include",
-                     "categories_exclude", "breaking_categories", "count_clicks", "language", "postal_address")
+                     "categories_exclude", "breaking_categories", "count_clicks", "language", "postal_address",
+                     "welcome")
 
 
 def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
@@ -72,6 +73,8 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
         changes["language"] = i18n.check_language(changes["language"])
     if "count_clicks" in changes and type(changes["count_clicks"]) is not bool:
         raise InvalidInput(f"count clicks is on or off (true or false), not {changes['count_clicks']!r}")
+    if "welcome" in changes and type(changes["welcome"]) is not bool:
+        raise InvalidInput(f"the welcome mail is on or off (true or false), not {changes['welcome']!r}")
     if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
         raise InvalidInput("max items must be between 1 and 200")
     if "max_age_hours" in changes and not 0 <= int(changes["max_age_hours"]) <= MAX_AGE_HOURS:

@@ -27,7 +27,7 @@ from syndicate.models import (
     Subscription,
     utcnow,
 )
-from syndicate.templating import render
+from syndicate.templating import exists, render
 
 LOCAL_PART_MAX = 64  # RFC 5321 4.5.3.1.1
 
@@ -81,6 +81,8 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
                              .order_by(Newsletter.name)).all()
     if missing := set(newsletter_ids) - {n.id for n in chosen}:
         raise InvalidInput(f"no newsletter with id {sorted(missing)}")
+    if not (source == "web" and not confirmed):
+        _refuse_erased(session, email)
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email))
     _refuse_archived(session, subscriber, chosen)
     if subscriber is None:
@@ -108,7 +110,7 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
         subscriber.confirmation_sent_at = now
         # One mail waits at a time: its link is the same, so an older one still waiting goes as this one.
         session.execute(update(ConfirmationMail).where(
-            ConfirmationMail.subscriber_id == subscriber.id,
+            ConfirmationMail.subscriber_id == subscriber.id, ConfirmationMail.kind == "confirm",
             ConfirmationMail.status.in_((MailStatus.PENDING, MailStatus.DEFERRED)))
             .values(status=MailStatus.SKIPPED, claimed_by=None, last_reply="a newer confirmation mail was asked for")
             .execution_options(synchronize_session=False))
@@ -121,6 +123,15 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
     if source is not None:
         record_event(session, subscriber.id, "subscribed", source, detail=detail, now=now)
     return Signup(subscriber, send, awaiting, held_back)
+
+
+def _refuse_erased(session: Session, email: str) -> None:
+    """An address erased at its owner's request comes back only through their own sign-up, confirmed by mail."""
+    from syndicate.subscribers import rights
+
+    if rights.is_erased(session, email):
+        raise InvalidInput(f"{email} was {rights.ERASED_REASON}: only they can sign up again, through the "
+                           "sign-up form, and confirm by mail")
 
 
 def _refuse_archived(session: Session, subscriber: Subscriber | None, chosen: list[Newsletter]) -> None:
@@ -156,7 +167,11 @@ def confirm(session: Session, settings: Settings, token: str, now: datetime | No
     """The reader clicked the link: the address is theirs, and the newsletters they chose start.
 
     A reader who had left every newsletter and signed up again is back; an address that bounced or
-    complained stays suspended (the caller says so) until an editor restores it."""
+    complained stays suspended (the caller says so) until an editor restores it. A reader whose data was
+    erased and who signed up again gives fresh consent here: the erased address's block goes. Each newsletter
+    that sends a welcome gets a welcome mail row (the caller hands them to send_confirmation after commit)."""
+    from syndicate.subscribers import rights
+
     now = now or utcnow()
     subscriber = session.get(Subscriber, tokens.read_confirm_token(settings.secret_key, token))
     if subscriber is None:
@@ -168,8 +183,14 @@ def confirm(session: Session, settings: Settings, token: str, now: datetime | No
         subscriber.status, subscriber.confirmed_at = "confirmed", now
     for subscription in chosen:
         subscription.status = "active"
+        if subscription.newsletter.welcome:
+            session.add(ConfirmationMail(subscriber_id=subscriber.id, kind="welcome",
+                                         newsletter_id=subscription.newsletter_id, status=MailStatus.PENDING,
+                                         created_at=now, next_attempt_at=now))
+    if chosen:
+        rights.forget_erasure(session, subscriber.email)
     session.execute(update(ConfirmationMail).where(  # the reader was quicker than the mail: it needn't go
-        ConfirmationMail.subscriber_id == subscriber.id,
+        ConfirmationMail.subscriber_id == subscriber.id, ConfirmationMail.kind == "confirm",
         ConfirmationMail.status.in_((MailStatus.PENDING, MailStatus.DEFERRED)))
         .values(status=MailStatus.SKIPPED, last_reply="confirmed before it went out")
         .execution_options(synchronize_session=False))
@@ -195,16 +216,47 @@ def unsubscribe(session: Session, settings: Settings, token: str, now: datetime 
     return subscription
 
 
+UNDO_DAYS = 30  # an unsubscribe can be taken back from its own page this long; then a new sign-up
+
+
+def undo_unsubscribe(session: Session, settings: Settings, token: str, now: datetime | None = None) -> Subscription:
+    """The reader pressed Undo on the unsubscribe page (their own link, within UNDO_DAYS): the newsletter
+    comes back. InvalidInput, saying how to sign up again, later; a suspended address stays suspended."""
+    now = now or utcnow()
+    subscriber_id, newsletter_id = tokens.read_unsubscribe_token(settings.secret_key, token)
+    subscription = session.scalar(select(Subscription).where(
+        Subscription.subscriber_id == subscriber_id, Subscription.newsletter_id == newsletter_id))
+    if subscription is None:
+        raise NotFound("this unsubscribe link belongs to a subscription that no longer exists")
+    if subscription.status != "unsubscribed":  # pressed twice: nothing to undo
+        return subscription
+    subscriber = subscription.subscriber
+    if subscriber.status in ("bounced", "complained"):
+        raise InvalidInput(f"mail to {subscriber.email} is suspended, so {subscription.newsletter.name} can't "
+                           "start again from here; reply to any of our emails and we'll restore it")
+    if subscription.unsubscribed_at is None or subscription.unsubscribed_at < now - timedelta(days=UNDO_DAYS):
+        raise InvalidInput(f"you left {subscription.newsletter.name} more than {UNDO_DAYS} days ago, so this "
+                           "link can't undo it any more; sign up again on the sign-up page")
+    if subscription.newsletter.status == "archived":
+        raise InvalidInput(f"{subscription.newsletter.name} is archived: it takes no readers any more")
+    subscription.status, subscription.unsubscribed_at = "active", None
+    if subscriber.status in ("pending", "unsubscribed"):  # their own link: the address is theirs
+        subscriber.status, subscriber.confirmed_at = "confirmed", subscriber.confirmed_at or now
+    record_event(session, subscriber_id, "resubscribed", "web", newsletter_id=newsletter_id,
+                 detail="undid unsubscribing", now=now)
+    return subscription
+
+
 def confirmation_to_mail(session: Session, settings: Settings, subscriber_id: int, token: str,
                          now: datetime) -> tuple[int, Outgoing] | None:
     """Claim the subscriber's confirmation mail for the task `token` (ledger.claim): the mail row and the
     message to send now; None if there is none to send (another task has it, it went out, or nothing waits
     for confirmation any more: then it is skipped, and the tick stops handing it out)."""
-    if not ledger.claim(session, ConfirmationMail, ConfirmationMail.subscriber_id == subscriber_id, token, now):
+    mine = and_(ConfirmationMail.subscriber_id == subscriber_id, ConfirmationMail.kind == "confirm")
+    if not ledger.claim(session, ConfirmationMail, mine, token, now):
         return None
-    claimed = session.scalars(select(ConfirmationMail.id).where(
-        ConfirmationMail.subscriber_id == subscriber_id, ConfirmationMail.claimed_by == token)
-        .order_by(ConfirmationMail.id)).all()
+    claimed = session.scalars(select(ConfirmationMail.id).where(mine, ConfirmationMail.claimed_by == token)
+                              .order_by(ConfirmationMail.id)).all()
     *older, mail_id = claimed
     for old in older:  # the same link: the newest goes for all of them
         ledger.settle(session, ConfirmationMail, old, token, status=MailStatus.SKIPPED,
@@ -300,6 +352,98 @@ def confirmation_language(session: Session, subscriber_id: int) -> str | None:
     return session.scalar(select(Newsletter.language).join(Subscription).where(
         Subscription.subscriber_id == subscriber_id, Subscription.status == "pending")
         .order_by(Newsletter.name).limit(1))
+# ── the other mails of the ledger: a welcome, the erasure link ───────────────
+#
+# One ledger for every mail to a reader about their own subscription (ConfirmationMail.kind): the same
+# task sends them (send_confirmation), the same tick revives them, so none goes twice or is lost.
+
+
+def reader_mails_to_send(session: Session, settings: Settings, subscriber_id: int, token: str,
+                         now: datetime) -> list[tuple[int, Outgoing]]:
+    """Claim the subscriber's welcome and erasure mails for the task `token`: each row and its message. One no
+    longer wanted (the reader left that newsletter, or the address is suppressed) is skipped, with why."""
+    mine = and_(ConfirmationMail.subscriber_id == subscriber_id, ConfirmationMail.kind != "confirm")
+    if not ledger.claim(session, ConfirmationMail, mine, token, now):
+        return []
+    due = []
+    for mail in session.scalars(select(ConfirmationMail).where(mine, ConfirmationMail.claimed_by == token)
+                                .order_by(ConfirmationMail.id)).all():
+        message, why = _reader_message(session, settings, mail)
+        if message is None:
+            ledger.settle(session, ConfirmationMail, mail.id, token, status=MailStatus.SKIPPED, last_reply=why)
+        else:
+            due.append((mail.id, message))
+    return due
+
+
+def _reader_message(session: Session, settings: Settings, mail: ConfirmationMail) -> tuple[Outgoing | None, str]:
+    subscriber = session.get(Subscriber, mail.subscriber_id)
+    if mail.kind == "erase":
+        # From the newsletter they get (or last got): the name they know us by.
+        sender = session.scalar(select(Newsletter).join(Subscription)
+                                .where(Subscription.subscriber_id == subscriber.id)
+                                .order_by(Subscription.status != "active", Newsletter.name)) \
+            or session.scalar(select(Newsletter).order_by(Newsletter.id))
+        if sender is None:
+            return None, "no newsletter to send it from"
+        url = f"{settings.base_url}/erase/{tokens.erase_token(settings.secret_key, subscriber.id)}"
+        context = dict(subscriber=subscriber, newsletter=sender, erase_url=url, hours=tokens.ERASE_LINK_HOURS)
+        return _reader_mail(settings, subscriber, sender, "email/erase", context, mail), ""
+    newsletter = session.get(Newsletter, mail.newsletter_id)
+    status = session.scalar(select(Subscription.status).where(
+        Subscription.subscriber_id == subscriber.id, Subscription.newsletter_id == newsletter.id))
+    if status != "active" or subscriber.status in SUPPRESSED:
+        return None, "no longer wanted: the reader doesn't get this newsletter now"
+    folder = f"email/welcome-{newsletter.slug}"  # an override's own welcome for this newsletter
+    if not exists(f"{folder}/body.html"):
+        folder = "email/welcome"
+    preferences_token = tokens.preferences_token(settings.secret_key, subscriber.id)
+    context = dict(subscriber=subscriber, newsletter=newsletter, preferences_url=f"{settings.base_url}/p/"
+                   f"{preferences_token}", archive_url=f"{settings.base_url}/n/{newsletter.slug}")
+    return _reader_mail(settings, subscriber, newsletter, folder, context, mail), ""
+
+
+def _reader_mail(settings: Settings, subscriber: Subscriber, sender: Newsletter, folder: str, context: dict,
+                 mail: ConfirmationMail) -> Outgoing:
+    context["subject"] = " ".join(render(f"{folder}/subject.txt", **context).split())
+    domain = sender.from_address.rpartition("@")[2]
+    message_id = make_message_id(domain, settings.secret_key, mail.kind, subscriber.id, mail.id)
+    data = build_message(
+        sender=Mailbox(sender.from_name, sender.from_address),
+        to=Mailbox(subscriber.name or "", subscriber.email),
+        subject=context["subject"],
+        text=render(f"{folder}/body.txt", **context),
+        html=render(f"{folder}/body.html", **context),
+        message_id=message_id,
+        date=utcnow(),
+        headers={"Auto-Submitted": "auto-generated"},
+        dkim=settings.dkim,
+    )
+    return Outgoing(envelope_sender(settings, "c", subscriber.id, sender.from_address), subscriber.email, data,
+                    message_id)
+
+
+def mails_waiting(session: Session, subscriber_id: int) -> int:
+    """The subscriber's welcome and erasure mails not sent yet: the caller hands them over after commit."""
+    return session.scalar(select(func.count()).select_from(ConfirmationMail).where(
+        ConfirmationMail.subscriber_id == subscriber_id, ConfirmationMail.kind != "confirm",
+        ConfirmationMail.status == MailStatus.PENDING))
+
+
+def ask_erasure(session: Session, subscriber: Subscriber, now: datetime | None = None) -> bool:
+    """The reader pressed "Delete my data": a mail with the link that confirms it, so only the address's owner
+    can erase it. False (and no new mail) while one asked for in the last hour waits or went out."""
+    now = now or utcnow()
+    recent = session.scalar(select(ConfirmationMail.id).where(
+        ConfirmationMail.subscriber_id == subscriber.id, ConfirmationMail.kind == "erase",
+        ConfirmationMail.created_at > now - timedelta(seconds=CONFIRMATION_WINDOW),
+        ConfirmationMail.status.in_((MailStatus.PENDING, MailStatus.DEFERRED, MailStatus.SENDING, MailStatus.SENT))))
+    if recent is not None:
+        return False
+    session.add(ConfirmationMail(subscriber_id=subscriber.id, kind="erase", status=MailStatus.PENDING,
+                                 created_at=now, next_attempt_at=now))
+    record_event(session, subscriber.id, "erasure asked", "web", detail="a link to confirm it was mailed", now=now)
+    return True
 
 
 # ── events and suppression ───────────────────────────────────────────────────

@@ -2,7 +2,8 @@
 
 An import checks the whole file before it writes anything, reports every row it refuses with its
 line in the file (the good rows go in anyway), never adds back an address that unsubscribed,
-bounced or complained unless the editor forces it, and changes nothing when the same file comes twice.
+bounced or complained unless the editor forces it (nor, even forced, one erased at its owner's request),
+and changes nothing when the same file comes twice.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from syndicate.errors import InvalidInput
 from syndicate.models import Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
-from syndicate.subscribers import consent
+from syndicate.subscribers import consent, rights
 
 CHUNK = 500  # addresses per IN (…) query: one round trip per 500 rows, well under any parameter limit
 DELIMITERS = (",", ";", "\t")  # Excel writes ";" where the decimal separator is a comma
@@ -241,8 +242,12 @@ def import_chunk(session: Session, rows: list[Row], names: dict[int, str], repor
         for subscription in session.scalars(select(Subscription).where(Subscription.subscriber_id.in_(list(current)))):
             current[subscription.subscriber_id][subscription.newsletter_id] = subscription
     new: list[Row] = []
+    gone = rights.erased(session, emails)
     for row in rows:
-        if row.file_status in consent.SUPPRESSED:
+        if row.email in gone:  # not even forced: only the reader's own confirmed sign-up brings it back
+            # Named by its line only: a desk import keeps its report, and the address must not be kept again.
+            report.skipped.append((row.line, rights.ERASED_ADDRESS, f"{rights.ERASED_REASON}, skipped"))
+        elif row.file_status in consent.SUPPRESSED:
             # The file itself says they left (an export from here or elsewhere): never a signup, even forced.
             report.skipped.append((row.line, row.email, f"marked {row.file_status} in the file, skipped"))
         elif row.file_status == "pending" and confirmed:

@@ -107,6 +107,11 @@ def set_preferences(session: Session, subscriber_id: int, newsletter_ids: list[i
             saved.left.append(newsletter)
             consent.record_event(session, subscriber.id, "unsubscribed", "web", newsletter_id=newsletter_id,
                                  detail="on the preferences page", now=now)
+    if not newsletter_ids and subscriber.status not in consent.SUPPRESSED:
+        # Unticking everything means what "Leave all newsletters" means, with the same protection: an import
+        # can't add the address to another newsletter a minute later.
+        consent.suppress(session, subscriber, "unsubscribed", "web", "left every newsletter from the preferences "
+                         "page (no newsletter ticked)", now=now)
     if saved.joined and subscriber.status in ("pending", "unsubscribed"):
         kind = "resubscribed" if subscriber.status == "unsubscribed" else "confirmed"
         consent.record_event(session, subscriber.id, kind, "web", detail="on the preferences page", now=now)

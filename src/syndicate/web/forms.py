@@ -22,7 +22,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from syndicate import tokens
 
 FORM_HOURS = 12  # a form open longer than this is handed back to be sent again
-PURPOSES = ("subscribe", "confirm", "preferences")
+PURPOSES = ("subscribe", "confirm", "preferences", "undo", "erase")
 
 
 class FormRefused(Exception):

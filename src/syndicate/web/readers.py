@@ -6,6 +6,9 @@ about several (the sign-up form, preferences) in the language the browser asks f
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
+
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
@@ -15,9 +18,9 @@ from syndicate.config import Settings
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
-from syndicate.models import MAX_ID, Newsletter, RowId, Subscriber
+from syndicate.models import MAX_ID, Newsletter, RowId, Subscriber, Subscription, utcnow
 from syndicate.newsletters import archive, clicks, editions, stored
-from syndicate.subscribers import consent, preferences
+from syndicate.subscribers import consent, preferences, rights
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
 from syndicate.web.responses import Svc, message, page, reader_language
@@ -45,8 +48,9 @@ def subscribe_form(request: Request, svc: Svc):
     with transaction(svc.Session) as session:
         newsletters = session.scalars(select(Newsletter).where(Newsletter.status == "active")
                                       .order_by(Newsletter.name)).all()
-        return subscribe_page(svc.settings, newsletters=newsletters, chosen=[n.slug for n in newsletters][:1],
-                              email="", name="", language=reader_language(request))
+        # Nothing ticked: a box ticked for the reader is no consent (GDPR recital 32).
+        return subscribe_page(svc.settings, newsletters=newsletters, chosen=[], email="", name="",
+                              language=reader_language(request))
 
 @router.post("/subscribe", response_class=HTMLResponse)
 def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = Form(""),
@@ -107,11 +111,22 @@ def signup_refused(e: InvalidInput, language: str, email: str, chosen: list[News
         return _("%(newsletters)s takes no new readers.") % {"newsletters": ", ".join(archived)}
     return str(e)
 
+def confirm_page_of(svc, token: str, status: int = 200, /, *, expired: bool, language: str) -> HTMLResponse:
+    """The confirmation page names the address and what it signs up for: the reader knows what they agree to."""
+    settings = svc.settings
+    subscriber_id = tokens.read_confirm_token(settings.secret_key, token)
+    with transaction(svc.Session) as session:
+        subscriber = consent.by_id(session, subscriber_id, "this confirmation link belongs to an address that no "
+                                   "longer exists; sign up again on the sign-up page")
+        waiting = [s.newsletter.name for s in subscriber.subscriptions if s.status == "pending"]
+        return page("confirm", status, form_token=new_form_token(settings, "confirm", token), expired=expired,
+                    email=subscriber.email, newsletters=sorted(waiting), language=language)
+
+
 @router.get("/confirm/{token}", response_class=HTMLResponse)
 def confirm_page(request: Request, token: str, svc: Svc):
     subscriber_id = tokens.read_confirm_token(svc.settings.secret_key, token)
-    return page("confirm", form_token=new_form_token(svc.settings, "confirm", token), expired=False,
-                language=confirmation_language(svc, request, subscriber_id))
+    return confirm_page_of(svc, token, expired=False, language=confirmation_language(svc, request, subscriber_id))
 
 @router.post("/confirm/{token}", response_class=HTMLResponse)
 def confirm(request: Request, token: str, svc: Svc, form_token: str = Form("")):
@@ -121,11 +136,13 @@ def confirm(request: Request, token: str, svc: Svc, form_token: str = Form("")):
     try:
         form_checked(svc.settings, request, form_token, "confirm", token)
     except forms.FormExpired:
-        return page("confirm", 400, form_token=new_form_token(svc.settings, "confirm", token), expired=True,
-                    language=language)
+        return confirm_page_of(svc, token, 400, expired=True, language=language)
     with transaction(svc.Session) as session:
         subscriber = consent.confirm(session, svc.settings, token)
         suspended = preferences.suspension(session, subscriber)
+        welcome = consent.mails_waiting(session, subscriber.id)
+    if welcome:
+        hand_over(send_confirmation, subscriber.id)  # the welcome mails, after commit
     if suspended:  # the choice is kept; an editor restores the address
         return message(_("Your choice is saved"), suspended, language=language)
     return message(_("You're subscribed"), _("Thank you: your subscription is confirmed."), language=language)
@@ -137,6 +154,10 @@ def unsubscribe_page(token: str, svc: Svc):
         subscriber, newsletter = session.get(Subscriber, subscriber_id), session.get(Newsletter, newsletter_id)
         if subscriber is None or newsletter is None:
             raise NotFound("this unsubscribe link belongs to a subscription that no longer exists")
+        subscription = session.scalar(select(Subscription).where(Subscription.subscriber_id == subscriber_id,
+                                                                 Subscription.newsletter_id == newsletter_id))
+        if subscription is not None and subscription.status == "unsubscribed":  # the done page, with its Undo
+            return unsubscribed_page(svc.settings, token, subscription)
         return page("unsubscribe", subscriber=subscriber, newsletter=newsletter, language=newsletter.language)
 
 @router.post("/u/{token}", response_class=HTMLResponse)
@@ -145,9 +166,43 @@ def unsubscribe(token: str, svc: Svc):
     # The signed token is the authentication; the answer is 200, never a redirect.
     with transaction(svc.Session) as session:
         subscription = consent.unsubscribe(session, svc.settings, token)
-        name, language = subscription.newsletter.name, subscription.newsletter.language
-    _ = i18n.translations(language).gettext
-    return message(_("You're unsubscribed"), _("You will not receive %(newsletter)s any more.") % {"newsletter": name},
+        return unsubscribed_page(svc.settings, token, subscription)
+
+
+def unsubscribed_page(settings: Settings, token: str, subscription, status: int = 200, /, **context) -> HTMLResponse:
+    """Done, with an Undo for UNDO_DAYS after leaving (a POST with the same link's token, and the form's own)."""
+    left = subscription.unsubscribed_at
+    undo = left is not None and left > utcnow() - timedelta(days=consent.UNDO_DAYS)
+    context.setdefault("expired", False)
+    return page("unsubscribed", status, newsletter=subscription.newsletter, email=subscription.subscriber.email,
+                undo=undo, undo_until=left + timedelta(days=consent.UNDO_DAYS) if left else None,
+                undo_days=consent.UNDO_DAYS, form_token=new_form_token(settings, "undo", token), token=token,
+                language=subscription.newsletter.language, **context)
+
+
+@router.post("/u/{token}/undo", response_class=HTMLResponse)
+def undo_unsubscribe(request: Request, token: str, svc: Svc, form_token: str = Form("")):
+    tokens.read_unsubscribe_token(svc.settings.secret_key, token)  # a damaged link says so first
+    with transaction(svc.Session) as session:
+        try:
+            form_checked(svc.settings, request, form_token, "undo", token)
+        except forms.FormExpired:
+            subscriber_id, newsletter_id = tokens.read_unsubscribe_token(svc.settings.secret_key, token)
+            subscription = session.scalar(select(Subscription).where(
+                Subscription.subscriber_id == subscriber_id, Subscription.newsletter_id == newsletter_id))
+            if subscription is None:
+                raise NotFound("this unsubscribe link belongs to a subscription that no longer exists") from None
+            return unsubscribed_page(svc.settings, token, subscription, 400, expired=True)
+        subscriber_id, newsletter_id = tokens.read_unsubscribe_token(svc.settings.secret_key, token)
+        language = session.scalar(select(Newsletter.language).where(Newsletter.id == newsletter_id)) or i18n.SOURCE
+        _ = i18n.translations(language).gettext
+        try:
+            subscription = consent.undo_unsubscribe(session, svc.settings, token)
+        except InvalidInput as e:
+            return message(_("This can't be undone here"), str(e), 400, link=("/", _("Sign up again")),
+                           language=language)
+        name = subscription.newsletter.name
+    return message(_("Welcome back"), _("You're subscribed to %(newsletter)s again.") % {"newsletter": name},
                    language=language)
 
 # The reader's preferences. The signed token in the URL comes only in mail to their address and is
@@ -156,7 +211,8 @@ def unsubscribe(token: str, svc: Svc):
 def preferences_page_of(settings: Settings, session, token: str, subscriber_id: int, status: int = 200, /,
                         **context):
     return page("preferences", status, prefs=preferences.preferences(session, subscriber_id),
-                form_token=new_form_token(settings, "preferences", token), **context)
+                form_token=new_form_token(settings, "preferences", token), data_url=f"/p/{token}/data.json",
+                **context)
 
 @router.get("/p/{token}", response_class=HTMLResponse)
 def preferences_page(request: Request, token: str, svc: Svc):
@@ -179,13 +235,78 @@ def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(
         if action == "leave":
             preferences.leave_all(session, subscriber_id)
             saved = "left"
+        elif action == "erase":
+            subscriber = consent.by_id(session, subscriber_id, "this preferences link belongs to an address that "
+                                       "no longer exists")
+            asked = consent.ask_erasure(session, subscriber)
+            email = subscriber.email
         elif action == "save":  # required: a bare POST must not read as "untick everything"
             ids = session.scalars(select(Newsletter.id).where(Newsletter.slug.in_(newsletter))).all()
             saved = preferences.set_preferences(session, subscriber_id, list(ids))
         else:
             raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
-        return preferences_page_of(svc.settings, session, token, subscriber_id, saved=saved, expired=False,
-                                   language=language)
+        if action != "erase":
+            return preferences_page_of(svc.settings, session, token, subscriber_id, saved=saved, expired=False,
+                                       language=language)
+    _ = i18n.translations(language).gettext
+    if asked:
+        hand_over(send_confirmation, subscriber_id)  # after commit: the task finds the row
+    return message(_("Check your inbox"), _(
+        "We've sent an email to %(email)s with a link that deletes your data; it works for %(hours)s hours. "
+        "Nothing is deleted until you press the button on the page it opens.")
+        % {"email": email, "hours": tokens.ERASE_LINK_HOURS}
+        + ("" if asked else " " + _("(One was sent in the last hour already: please use that one.)")),
+        language=language)
+
+# Everything held about the reader, as JSON. The preferences link is the reader's own secret already, and a
+# GET only reads: nothing here changes.
+@router.get("/p/{token}/data.json")
+def my_data(token: str, svc: Svc):
+    subscriber_id = tokens.read_preferences_token(svc.settings.secret_key, token)
+    with transaction(svc.Session) as session:
+        subscriber = consent.by_id(session, subscriber_id, "this preferences link belongs to an address that no "
+                                   "longer exists")
+        data = rights.export(session, subscriber)
+    return Response(json.dumps(data, ensure_ascii=False, indent=2), media_type="application/json",
+                    headers={"Content-Disposition": 'attachment; filename="my-newsletter-data.json"',
+                             "Cache-Control": "no-store"})
+
+# The link in the "delete my data" mail. GET shows the button only (mail scanners open links); the POST,
+# from our own page with its form token bound to the link, erases.
+@router.get("/erase/{token}", response_class=HTMLResponse)
+def erase_page(request: Request, token: str, svc: Svc):
+    return erase_page_of(svc, token, expired=False, language=reader_language(request))
+
+
+def erase_page_of(svc, token: str, status: int = 200, /, *, expired: bool, language: str) -> HTMLResponse:
+    subscriber_id = tokens.read_erase_token(svc.settings.secret_key, token)
+    _ = i18n.translations(language).gettext
+    with transaction(svc.Session) as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is None:
+            return message(_("Nothing left to delete"), _("We hold no data about this address any more."),
+                           language=language)
+        return page("erase", status, email=subscriber.email, expired=expired,
+                    form_token=new_form_token(svc.settings, "erase", token), language=language)
+
+
+@router.post("/erase/{token}", response_class=HTMLResponse)
+def erase(request: Request, token: str, svc: Svc, form_token: str = Form("")):
+    subscriber_id = tokens.read_erase_token(svc.settings.secret_key, token)
+    language = reader_language(request)
+    _ = i18n.translations(language).gettext
+    try:
+        form_checked(svc.settings, request, form_token, "erase", token)
+    except forms.FormExpired:
+        return erase_page_of(svc, token, 400, expired=True, language=language)
+    with transaction(svc.Session) as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is not None:
+            rights.erase(session, subscriber, "reader")
+    return message(_("Your data is deleted"), _(
+        "We have deleted your address, your subscriptions and your history with us. No newsletter will come to "
+        "you any more, and no list we import can add the address back; only signing up again yourself can."),
+        language=language)
 
 @router.get("/n/{slug}", response_class=HTMLResponse)
 def archive_page(slug: str, svc: Svc):
