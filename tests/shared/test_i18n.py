@@ -146,7 +146,7 @@ def test_extraction_adds_a_newly_marked_string_to_every_catalogue_and_keeps_the_
     for stage in ("web", "subscribers", "newsletters"):
         shutil.copytree(root / "src" / "syndicate" / stage, tmp_path / "src" / "syndicate" / stage)
     shutil.copytree(i18n.LOCALE_DIR, tmp_path / "locale")
-    welcome = tmp_path / "templates" / "email" / "welcome" / "body.txt"
+    welcome = tmp_path / "templates" / "email" / "greeting" / "body.txt"
     welcome.parent.mkdir()
     welcome.write_text('{{ _("Welcome aboard, %(name)s!", name=subscriber.name) }}\n')
     monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path / "locale")
@@ -157,7 +157,7 @@ def test_extraction_adds_a_newly_marked_string_to_every_catalogue_and_keeps_the_
                           for language in TRANSLATED]
         german = catalogue("de")
         assert german["Welcome aboard, %(name)s!"].string == ""
-        assert german["Welcome aboard, %(name)s!"].locations == [("templates/email/welcome/body.txt", 1)]
+        assert german["Welcome aboard, %(name)s!"].locations == [("templates/email/greeting/body.txt", 1)]
         assert german["Unsubscribe"].string == "Abbestellen"  # what was translated stays
         assert "Welcome aboard" in (tmp_path / "locale" / "messages.pot").read_text()
         # Untranslated, it reads in English until a translator fills it in.

@@ -405,15 +405,15 @@ def _reader_message(session: Session, settings: Settings, mail: ConfirmationMail
 
 def _reader_mail(settings: Settings, subscriber: Subscriber, sender: Newsletter, folder: str, context: dict,
                  mail: ConfirmationMail) -> Outgoing:
-    context["subject"] = " ".join(render(f"{folder}/subject.txt", **context).split())
+    context["subject"] = " ".join(render(f"{folder}/subject.txt", language=sender.language, **context).split())
     domain = sender.from_address.rpartition("@")[2]
     message_id = make_message_id(domain, settings.secret_key, mail.kind, subscriber.id, mail.id)
     data = build_message(
         sender=Mailbox(sender.from_name, sender.from_address),
         to=Mailbox(subscriber.name or "", subscriber.email),
         subject=context["subject"],
-        text=render(f"{folder}/body.txt", **context),
-        html=render(f"{folder}/body.html", **context),
+        text=render(f"{folder}/body.txt", language=sender.language, **context),
+        html=render(f"{folder}/body.html", language=sender.language, **context),
         message_id=message_id,
         date=utcnow(),
         headers={"Auto-Submitted": "auto-generated"},
