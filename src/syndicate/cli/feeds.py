@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from syndicate.cli.common import emit, json_option, lazy, opened, removing, yes_option
+from syndicate.cli.common import emit, json_option, lazy, opened, removing, services, yes_option
 from syndicate.cli.social import ARTICLE_MISSING, said
 
 feeds = lazy("syndicate.ingest.feeds")
@@ -28,12 +28,28 @@ def feed() -> None:
 
 @feed.command("add")
 @click.argument("url")
+@click.option("--no-check", is_flag=True, help="Add it without fetching it first (a feed not up yet).")
 @click.pass_context
-def feed_add(ctx, url: str) -> None:
-    """Add a feed by its URL (RSS or Atom)."""
+def feed_add(ctx, url: str, no_check: bool) -> None:
+    """Add a feed by its URL (RSS or Atom). It is fetched once first, as its polls will be: an address that
+    answers 404, isn't a feed, is too slow or is on a private network is refused, saying why."""
+    checked = None
+    if not no_check:
+        checked = feeds.check_feed(url, services(ctx).settings)  # no transaction open while the web answers
     with opened(ctx) as (svc, session):
-        added = feeds.add_feed(session, url)
-        click.echo(f"feed {added.id}: {added.url}")
+        known = feeds.find_feed(session, checked.url if checked else url) is not None
+        added = feeds.add_feed(session, checked.url if checked else url)
+        feed_id, feed_url = added.id, added.url
+    if known:
+        click.echo(f"feed {feed_id}: {feed_url} was added already")
+    elif checked is None:
+        click.echo(f"feed {feed_id}: {feed_url} added unchecked; first poll at the next tick "
+                   "(`syndicate feed list` shows how it went)")
+    else:
+        title = f"{checked.title!r}" if checked.title else "untitled"
+        items = f"{checked.items} item{'' if checked.items == 1 else 's'}"
+        click.echo(f"feed {feed_id}: added {title} — {items}; first poll at the next tick "
+                   "(`syndicate feed poll` polls now)")
 
 
 @feed.command("list")
