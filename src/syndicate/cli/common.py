@@ -123,9 +123,11 @@ def progress(items, label):
 
 
 @contextmanager
-def counting(label: str, unit: str, shown: bool = True) -> Iterator[Callable[[int, int], None] | None]:
+def counting(label: str, unit: str, shown: bool = True, at_least: int = 0
+             ) -> Iterator[Callable[[int, int], None] | None]:
     """A bar on standard error for a long step, fed `(done, total)` as it goes, with the rate in `unit`/s; or
-    None when nobody watches: standard error not a terminal (a pipe, a log, cron), or `shown` false (--json)."""
+    None when nobody watches: standard error not a terminal (a pipe, a log, cron), or `shown` false (--json).
+    A total under `at_least` is over too soon to need one."""
     if not shown or not sys.stderr.isatty():
         yield None
         return
@@ -138,6 +140,8 @@ def counting(label: str, unit: str, shown: bool = True) -> Iterator[Callable[[in
 
     def step(done: int, total: int) -> None:
         nonlocal bar, last
+        if total < at_least:
+            return
         if bar is None:
             bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr, show_pos=True,
                                     item_show_func=rate)
