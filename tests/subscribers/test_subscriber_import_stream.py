@@ -179,3 +179,24 @@ def test_no_bar_when_stderr_is_not_a_terminal(env, tmp_path):
     assert child.returncode == 0, err
     assert out.decode().startswith("6000 added")
     assert b"importing" not in err and b"rows/s" not in err
+
+
+def test_an_import_stopped_by_ctrl_c_says_how_many_rows_are_in_and_how_to_finish(env, console, tmp_path, monkeypatch):
+    path = tmp_path / "list.csv"
+    path.write_bytes(listing(12_000))
+    real, calls = csv_files.import_chunk, []
+
+    def interrupted(*args, **kwargs):  # Ctrl-C as the second batch starts (CHUNK rows per call)
+        calls.append(1)
+        if len(calls) > csv_files.BATCH // csv_files.CHUNK:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(csv_files, "import_chunk", interrupted)
+    code, _, err = console("subscriber", "import", str(path), "--newsletter", "daily")
+
+    assert code != 0
+    assert "stopped after 5,000 rows, which are in: import the same file again to finish" in err
+    monkeypatch.setattr(csv_files, "import_chunk", real)
+    code, out, _ = console("subscriber", "import", str(path), "--newsletter", "daily")
+    assert code == 0 and out.startswith("7000 added, 0 updated, 5000 unchanged")

@@ -140,9 +140,25 @@ def subscriber_import(ctx, file, slugs: tuple[str, ...], force: bool, double_opt
         for subscriber_id in subscriber_ids:
             send_confirmation.delay(subscriber_id)
 
-    with counting("importing", "rows", shown=not as_json) as progress:
-        report = csv_files.import_file(svc.Session, file, ids, force=force, confirmed=not double_opt_in,
-                                       progress=progress, confirm=confirm)
+    done = 0
+
+    def counted(rows: int, total: int) -> None:
+        nonlocal done
+        done = rows
+        if bar is not None:
+            bar(rows, total)
+
+    if not as_json and sys.stderr.isatty():
+        click.echo("checking the file…", err=True)  # the first pass, before the bar has a total
+    try:
+        with counting("importing", "rows", shown=not as_json) as bar:
+            report = csv_files.import_file(svc.Session, file, ids, force=force, confirmed=not double_opt_in,
+                                           progress=counted, confirm=confirm)
+    except KeyboardInterrupt:
+        if done:
+            click.echo(f"stopped after {done:,} rows, which are in: import the same file again to finish "
+                       "(what is in stays as it is)", err=True)
+        raise
     problems = report.problems
     if report_path is not None:
         with report_path.open("w", encoding="utf-8", newline="") as out:
