@@ -2,7 +2,7 @@
 
     python bench/import_memory.py                      # 1,000,000 rows, SQLite in a temp folder
     python bench/import_memory.py --rows 100000 --baseline-rows 100000
-    python bench/import_memory.py --database-url postgresql://postgres@127.0.0.1:5432/empty_db
+    python bench/import_memory.py --database-url postgresql://postgres@127.0.0.1:5432/test   # a fresh schema
     python bench/import_memory.py --baseline-commit a19f731   # the old code path, same file, same run
 
 Writes a CSV like a real export: names with accents and other scripts, a few quoted with commas, ~1 %
@@ -38,6 +38,9 @@ import unicodedata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # bench/: the sibling ingest benchmark
+from ingest import Database  # noqa: E402 - a fresh PostgreSQL schema, dropped after
+
 SYNDICATE = [sys.executable, "-c", "import sys; from syndicate.cli.main import cli; sys.argv[0] = 'syndicate'; cli()"]
 TARGET_MB = 150
 FIRST = ["José", "Zoë", "Łukasz", "Søren", "Ana María", "Mehmet", "Aoife", "Nguyễn", "李", "Олег", "Fatima", "Ángel",
@@ -136,7 +139,9 @@ def report(label: str, rows: int, found: tuple[float, float, float, int, str]) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--database-url", help="an empty PostgreSQL database (default: SQLite in a temp folder)")
+    parser.add_argument("--database-url", default=None,
+                        help="a PostgreSQL server's database, where a fresh schema is made for the run and dropped "
+                             "after it (default: SQLite in a temp folder)")
     parser.add_argument("--baseline-commit", help="measure this commit's code too (e.g. the one before streaming)")
     parser.add_argument("--baseline-rows", type=int, default=200_000,
                         help="rows for the baseline (it holds the whole file: 1,000,000 took 815 MB)")
@@ -157,9 +162,14 @@ def main() -> None:
         figures.append(report("csv parse (csv.reader alone)", args.rows, peak_of(
             [sys.executable, "-c", "import csv, sys; print(sum(1 for _ in csv.reader(open(sys.argv[1], "
                                    "encoding='utf-8', newline=''))))", str(data)], env)))
-        env = fresh_database(folder / "new", ROOT, args.database_url)
-        figures.append(report("import (this code)", args.rows, peak_of([*syndicate, str(data)], env)))
-        figures.append(report("import again (all unchanged)", args.rows, peak_of([*syndicate, str(data)], env)))
+        database = Database("postgres" if args.database_url else "sqlite", str(folder), args.database_url)
+        try:
+            env = fresh_database(folder / "new", ROOT, database.url if args.database_url else None)
+            kind = "PostgreSQL" if args.database_url else "SQLite"
+            figures.append(report(f"import (this code, {kind})", args.rows, peak_of([*syndicate, str(data)], env)))
+            figures.append(report("import again (all unchanged)", args.rows, peak_of([*syndicate, str(data)], env)))
+        finally:
+            database.drop()
         if args.baseline_commit and args.baseline_rows:
             part = folder / "part.csv"
             first_rows(data, part, args.baseline_rows)
