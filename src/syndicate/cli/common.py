@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -119,6 +120,40 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 def progress(items, label):
     with click.progressbar(items, label=label, file=sys.stderr) as bar:
         yield from bar
+
+
+@contextmanager
+def counting(label: str, unit: str, shown: bool = True, at_least: int = 0
+             ) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar on standard error for a long step, fed `(done, total)` as it goes, with the rate in `unit`/s; or
+    None when nobody watches: standard error not a terminal (a pipe, a log, cron), or `shown` false (--json).
+    A total under `at_least` is over too soon to need one."""
+    if not shown or not sys.stderr.isatty():
+        yield None
+        return
+    bar: click.progressbar | None = None
+    started, last = time.monotonic(), 0
+
+    def rate(_item) -> str:
+        elapsed = time.monotonic() - started
+        return f"{last / elapsed:,.0f} {unit}/s" if elapsed > 0 and last else ""
+
+    def step(done: int, total: int) -> None:
+        nonlocal bar, last
+        if total < at_least:
+            return
+        if bar is None:
+            bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr, show_pos=True,
+                                    item_show_func=rate)
+            bar.__enter__()
+        bar.update(done - last)
+        last = done
+
+    try:
+        yield step
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
 
 
 def removing(plan, verb: str, yes: bool, force: bool = False) -> None:

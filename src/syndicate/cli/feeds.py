@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
-from syndicate.cli.common import emit, json_option, lazy, opened, removing, yes_option
+from syndicate.cli.common import counting, emit, json_option, lazy, opened, removing, services, yes_option
 from syndicate.cli.social import ARTICLE_MISSING, said
 
 feeds = lazy("syndicate.ingest.feeds")
@@ -28,12 +29,75 @@ def feed() -> None:
 
 @feed.command("add")
 @click.argument("url")
+@click.option("--no-check", is_flag=True, help="Add it without fetching it first (a feed not up yet).")
 @click.pass_context
-def feed_add(ctx, url: str) -> None:
-    """Add a feed by its URL (RSS or Atom)."""
+def feed_add(ctx, url: str, no_check: bool) -> None:
+    """Add a feed by its URL (RSS or Atom). It is fetched once first, as its polls will be: an address that
+    answers 404, isn't a feed, is too slow or is on a private network is refused, saying why."""
+    checked = None
+    if not no_check:
+        checked = feeds.check_feed(url, services(ctx).settings)  # no transaction open while the web answers
     with opened(ctx) as (svc, session):
-        added = feeds.add_feed(session, url)
-        click.echo(f"feed {added.id}: {added.url}")
+        known = feeds.find_feed(session, checked.url if checked else url) is not None
+        added = feeds.add_feed(session, checked.url if checked else url)
+        feed_id, feed_url = added.id, added.url
+    if known:
+        click.echo(f"feed {feed_id}: {feed_url} was added already")
+    elif checked is None:
+        click.echo(f"feed {feed_id}: {feed_url} added unchecked; first poll at the next tick "
+                   "(`syndicate feed list` shows how it went)")
+    else:
+        title = f"{checked.title!r}" if checked.title else "untitled"
+        items = f"{checked.items} item{'' if checked.items == 1 else 's'}"
+        click.echo(f"feed {feed_id}: added {title} — {items}; first poll at the next tick "
+                   "(`syndicate feed poll` polls now)")
+
+
+@feed.command("import")
+@click.argument("file", type=click.File("rb"))
+@click.option("--check", is_flag=True,
+              help="Fetch each feed once first (8 at a time) and leave out those that fail, saying why.")
+@json_option
+@click.pass_context
+def feed_import(ctx, file, check: bool, as_json: bool) -> None:
+    """Add the feeds of an OPML file (FILE, or - for standard input), as feed readers export them (Feedly,
+    Inoreader, NetNewsWire…); feeds in folders too. A bad address or a repeat is listed by its line and the
+    rest is added; a feed added before is left as it is.
+
+    Without --check nothing is fetched now: a list from a reader where the feeds worked is polled at the next
+    tick anyway, and `syndicate feed list` shows any that fail. The exit code is 1 when a feed was refused."""
+    from syndicate.ingest import opml
+
+    data = file.read(opml.MAX_BYTES + 1)  # no more: read_opml refuses a file past its cap
+    checked = None
+    if check:
+        outlines = opml.read_opml(data)
+        with counting("checking", "feeds", shown=not as_json) as progress:
+            checked = opml.check_outlines(outlines, services(ctx).settings, progress)
+    with opened(ctx) as (svc, session):
+        report = opml.import_opml(session, data, checked=checked)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(f"{len(report.added)} added, {len(report.known)} known already, {len(report.refused)} refused"
+                   + ("; first polls at the next tick" if report.added else ""))
+        for line, url, reason in sorted(report.known + report.refused):
+            click.echo(f"line {line}: {url}: {reason}")
+    if report.refused:
+        ctx.exit(1)
+
+
+@feed.command("export")
+@click.argument("file", type=click.File("w", encoding="utf-8", atomic=True), default="-")
+@click.pass_context
+def feed_export(ctx, file) -> None:
+    """Write the active feeds as OPML 2.0 to FILE (or standard output), for a feed reader to import."""
+    from syndicate.ingest import opml
+
+    with opened(ctx) as (svc, session):
+        count = opml.export_opml(session, file)
+    if file.name != "<stdout>":
+        click.echo(f"{count} feeds written to {file.name}", err=True)
 
 
 @feed.command("list")

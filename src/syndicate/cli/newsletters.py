@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from syndicate.cli.common import (
+    counting,
     emit,
     in_zone,
     json_option,
@@ -329,6 +330,9 @@ def _who() -> str:
         return "cli"
 
 
+CUT_BAR_FROM = 100_000  # readers: a fan-out this long takes seconds, worth a bar on a terminal
+
+
 @edition.command("cut")
 @click.argument("slug")
 @click.option("--draft", is_flag=True, help="Keep it as a draft to preview and edit; schedule it later.")
@@ -352,7 +356,8 @@ def edition_cut(ctx, slug: str, draft: bool, at: str | None, next_run: bool) -> 
         elif draft or at:
             made = editions.create_edition(session, newsletter, svc.settings, kind="one-off", status="draft")
         else:
-            cut = sending.cut(session, newsletter, svc.settings, kind="one-off")
+            with counting("fanning out", "deliveries", at_least=CUT_BAR_FROM) as progress:
+                cut = sending.cut(session, newsletter, svc.settings, kind="one-off", progress=progress)
             made, batches = cut.edition, cut.batches
         if made.html and made.status in ("draft", "scheduled") and not batches:  # checked at the cut too
             try:

@@ -13,6 +13,7 @@ lost after the message's final "." but before the server's reply, when the serve
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import and_, func, insert, literal, select, update
@@ -34,8 +35,15 @@ log = logging.getLogger(__name__)
 OPEN = MAIL_OPEN
 
 
-def fan_out(session: Session, edition: Edition, batch_size: int, now: datetime) -> list[tuple[int, int]]:
-    """One pending delivery per subscriber confirmed and subscribed at the cut, in one statement."""
+FAN_OUT_SLICE = 50_000  # recipients per INSERT … SELECT: a progress step, in the one transaction of the cut
+
+
+def fan_out(session: Session, edition: Edition, batch_size: int, now: datetime,
+            progress: Callable[[int, int], object] | None = None) -> list[tuple[int, int, int]]:
+    """One pending delivery per subscriber confirmed and subscribed at the cut: INSERT … SELECT in slices of
+    FAN_OUT_SLICE recipients by subscriber id, all in the caller's transaction, so a million readers report
+    `progress(done, total)` as they go; the batches are worked out by the database, not from a list of
+    every delivery id in this process."""
     recipients = (
         select(
             literal(edition.id), Subscriber.id, literal("pending"), literal(0),
@@ -46,13 +54,30 @@ def fan_out(session: Session, edition: Edition, batch_size: int, now: datetime) 
                Subscriber.status == "confirmed")
         .order_by(Subscriber.id)
     )
-    session.execute(
-        insert(Delivery).from_select(
-            ["edition_id", "subscriber_id", "status", "attempts", "created_at", "next_attempt_at"], recipients
-        )
-    )
-    ids = session.scalars(select(Delivery.id).where(Delivery.edition_id == edition.id).order_by(Delivery.id)).all()
-    return [(edition.id, lo, hi) for lo, hi in ranges(ids, batch_size)]
+    total = session.scalar(select(func.count()).select_from(recipients.order_by(None).subquery())) if progress else 0
+    done, after = 0, None
+    while True:
+        part = recipients if after is None else recipients.where(Subscriber.id > after)
+        # RETURNING, not rowcount: PostgreSQL's driver gave -1 for an INSERT … SELECT here
+        added = session.scalars(insert(Delivery).from_select(
+            ["edition_id", "subscriber_id", "status", "attempts", "created_at", "next_attempt_at"],
+            part.limit(FAN_OUT_SLICE)).returning(Delivery.subscriber_id)).all()
+        done += len(added)
+        if progress is not None:
+            progress(done, total)
+        if len(added) < FAN_OUT_SLICE:
+            break
+        after = max(added)
+    return [(edition.id, lo, hi) for lo, hi in id_ranges(session, edition.id, batch_size)]
+
+
+def id_ranges(session: Session, edition_id: int, size: int) -> list[tuple[int, int]]:
+    """The edition's delivery ids cut into runs of `size`, first and last id of each, in id order."""
+    numbered = select(Delivery.id, ((func.row_number().over(order_by=Delivery.id) - 1) // size).label("n")) \
+        .where(Delivery.edition_id == edition_id).subquery()
+    return [tuple(r) for r in session.execute(
+        select(func.min(numbered.c.id), func.max(numbered.c.id)).group_by(numbered.c.n)
+        .order_by(func.min(numbered.c.id)))]
 
 
 def ranges(ids: list[int], size: int) -> list[tuple[int, int]]:

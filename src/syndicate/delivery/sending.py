@@ -5,6 +5,7 @@ tick starts what is due and hands every batch that needs a worker to one."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,14 +29,15 @@ class Cut:
 
 
 def cut(session: Session, newsletter: Newsletter, settings: Settings, now: datetime | None = None,
-        kind: str = "regular") -> Cut:
-    """Make the next edition and send it now."""
+        kind: str = "regular", progress: Callable[[int, int], object] | None = None) -> Cut:
+    """Make the next edition and send it now (`progress`: the fan-out's, deliveries.fan_out)."""
     now = now or utcnow()
     edition = editions.make_now(session, newsletter, settings, now, kind)
-    return Cut(edition, start(session, edition, settings, now) if edition.status == "scheduled" else [])
+    return Cut(edition, start(session, edition, settings, now, progress) if edition.status == "scheduled" else [])
 
 
-def start(session: Session, edition: Edition, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
+def start(session: Session, edition: Edition, settings: Settings, now: datetime,
+          progress: Callable[[int, int], object] | None = None) -> list[tuple[int, int, int]]:
     """scheduled → sending: the recipients are fixed (those confirmed now) and the content is frozen; or
     scheduled → blocked, if the pre-send checks find what an editor hasn't let pass (the note says what).
 
@@ -60,7 +62,7 @@ def start(session: Session, edition: Edition, settings: Settings, now: datetime)
     if started.rowcount != 1:
         return []
     session.refresh(edition)
-    return deliveries.fan_out(session, edition, settings.batch_size, now)
+    return deliveries.fan_out(session, edition, settings.batch_size, now, progress)
 
 
 class Blocked(InvalidInput):

@@ -47,6 +47,11 @@ class PollResult:
 check_url = fetch.check_url
 
 
+def find_feed(session: Session, url: str) -> Feed | None:
+    """The feed added with this address (as add_feed would write it), if any."""
+    return session.scalar(select(Feed).where(Feed.url == check_url(url)))
+
+
 def add_feed(session: Session, url: str) -> Feed:
     url = check_url(url)
     feed = session.scalar(select(Feed).where(Feed.url == url))
@@ -55,6 +60,48 @@ def add_feed(session: Session, url: str) -> Feed:
         session.add(feed)
         session.flush()
     return feed
+
+
+NO_CHECK_HINT = "--no-check adds it without fetching (a feed not up yet)"
+
+
+@dataclass
+class Checked:
+    """A feed as one fetch found it, before it is added."""
+
+    url: str  # after permanent redirects: the address to keep
+    title: str | None
+    items: int
+
+
+def check_feed(url: str, settings: Settings, http: httpx.Client | None = None, now: datetime | None = None
+               ) -> Checked:
+    """Fetch `url` once through the guarded fetcher, as its polls will, and read it: what was found, or a
+    FeedError saying why it won't do and what to do. An editor who typos an address hears it now, not from
+    a feed that fails every poll unseen."""
+    url = check_url(url)
+    got = download(Feed(url=url), settings, now or utcnow(), http)  # a Feed never added: only its url is read
+    if got.error is not None:
+        hint = (PRIVATE_FEEDS_HINT if isinstance(got.error, fetch.Refused) else
+                NOT_A_FEED_HINT if str(got.error).startswith("not a feed") else "check the address and try again")
+        raise FeedError(f"{url}: {got.error}; {hint}, or {NO_CHECK_HINT}") from got.error
+    fetched = got.fetched
+    if fetched.status != 200:
+        said = {404: "not found", 410: "gone for good", 401: "asks for a login", 403: "forbidden"}.get(fetched.status)
+        raise FeedError(f"{url} answers HTTP {fetched.status}" + (f" ({said})" if said else "") +
+                        ": check the address in a browser (a feed's often ends in /feed, /rss or .xml); "
+                        + NO_CHECK_HINT)
+    document = got.document
+    kind = (fetched.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if not document.entries and not document.title:
+        raise FeedError(f"{url} is not a feed" + (f" (it answers {kind})" if kind else "") +
+                        f": {NOT_A_FEED_HINT}, or {NO_CHECK_HINT}")
+    return Checked(fetched.url, document.title, len(document.entries))
+
+
+NOT_A_FEED_HINT = ("give the address of its RSS or Atom feed (a web page names it in a <link rel=\"alternate\">, "
+                   "often /feed or /rss)")
+PRIVATE_FEEDS_HINT = "a feed on this machine or network needs " + fetch.PRIVATE_HINT.removeprefix("set ")
 
 
 def request_headers(feed: Feed) -> dict[str, str]:

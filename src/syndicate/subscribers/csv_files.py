@@ -4,6 +4,11 @@ An import checks the whole file before it writes anything, reports every row it 
 line in the file (the good rows go in anyway), never adds back an address that unsubscribed,
 bounced or complained unless the editor forces it (nor, even forced, one erased at its owner's request),
 and changes nothing when the same file comes twice.
+
+A file from disk (import_file, the CLI's) is read as a stream, twice: a first pass checks that it is
+UTF-8 CSV with an email column and counts its rows, a second imports it BATCH rows per transaction. No
+list of its rows is ever built and the addresses met so far wait in a SQLite file of their own, so a
+million rows take the memory of a few batches (bench/import_memory.py measures it).
 """
 
 from __future__ import annotations
@@ -11,21 +16,28 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import os
 import re
+import shutil
+import sqlite3
+import tempfile
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
 from syndicate.subscribers import consent, rights
 
 CHUNK = 500  # addresses per IN (…) query: one round trip per 500 rows, well under any parameter limit
+BATCH = 5000  # rows of a file per transaction in import_file: a lock held ~1 s, then other writers go
 DELIMITERS = (",", ";", "\t")  # Excel writes ";" where the decimal separator is a comma
 COLUMNS = {  # header cell (case-folded, spaces collapsed) → what it holds
     "email": "email", "e-mail": "email", "email address": "email", "e-mail address": "email",
@@ -90,18 +102,111 @@ def import_csv(session: Session, data: str | bytes, newsletter_ids: list[int], *
 
     `confirmed`: the editor vouches for consent, so new addresses are confirmed at once; without it
     they wait for the reader's confirmation (ids in `to_confirm`, to mail after the commit).
-    `force`: add back addresses that unsubscribed, bounced or complained (renewed consent)."""
+    `force`: add back addresses that unsubscribed, bounced or complained (renewed consent).
+    All in the caller's transaction; a file too long to hold goes through import_file."""
     now = now or utcnow()
     header, records = read_table(decode(data))
     columns = header_columns(header)
     slugs = newsletters_checked(session, columns, newsletter_ids)
     report = ImportReport()
-    rows = list(fit_rows(records, columns, slugs, newsletter_ids, report))
+    rows = fit_rows(records, columns, slugs, newsletter_ids, report)
     names = {newsletter_id: slug for slug, newsletter_id in slugs.items() if newsletter_id is not None}
-    for i in range(0, len(rows), CHUNK):
-        import_chunk(session, rows[i:i + CHUNK], names, report, force=force, confirmed=confirmed, now=now)
+    while chunk := list(itertools.islice(rows, CHUNK)):
+        import_chunk(session, chunk, names, report, force=force, confirmed=confirmed, now=now)
     session.flush()
     return report
+
+
+def import_file(sessions: sessionmaker, stream: BinaryIO, newsletter_ids: list[int], *, force: bool = False,
+                confirmed: bool = True, now: datetime | None = None, batch: int = BATCH,
+                progress: Callable[[int, int], object] | None = None,
+                confirm: Callable[[list[int]], object] | None = None) -> ImportReport:
+    """import_csv for a file of any length, in the memory of a few batches. The file is first read through
+    once: not UTF-8 CSV, no email column, a newsletter that doesn't exist — refused then, saying where, and
+    nothing is written. Then it is read again and imported `batch` rows per transaction, each committed
+    before the next batch is read, so sign-ups and deliveries don't wait for a million rows.
+
+    `progress(done, total)` after each batch, in rows of the file (the first pass counted them).
+    `confirm(ids)`: each batch's addresses waiting for a confirmation mail, once that batch is committed.
+    A run stopped half-way (a crash, Ctrl-C) leaves the batches before it in: the same file imported again
+    changes nothing of those and imports the rest. A stream that can't seek (standard input) is copied to
+    a temporary file first, to be read twice."""
+    now = now or utcnow()
+    with _rewindable(stream) as stream:
+        start = stream.tell()
+        header, records = open_table(text_lines(stream))
+        total = sum(1 for _ in records)
+        columns = header_columns(header)
+        with transaction(sessions) as session:
+            slugs = newsletters_checked(session, columns, newsletter_ids)
+        names = {newsletter_id: slug for slug, newsletter_id in slugs.items() if newsletter_id is not None}
+        stream.seek(start)
+        report, done = ImportReport(), 0
+
+        def counted(records: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[int, list[str]]]:
+            nonlocal done
+            for record in records:
+                done += 1
+                yield record
+
+        with tempfile.TemporaryDirectory(prefix="syndicate-import-") as folder:
+            seen = SeenOnDisk(folder)
+            try:
+                rows = fit_rows(counted(open_table(text_lines(stream))[1]), columns, slugs, newsletter_ids, report,
+                                seen)
+                while chunk := list(itertools.islice(rows, batch)):
+                    asked = len(report.to_confirm)
+                    with transaction(sessions) as session:
+                        for i in range(0, len(chunk), CHUNK):
+                            import_chunk(session, chunk[i:i + CHUNK], names, report, force=force,
+                                         confirmed=confirmed, now=now)
+                    if confirm is not None and len(report.to_confirm) > asked:
+                        confirm(report.to_confirm[asked:])  # after the commit, so the task finds the rows
+                    if progress is not None:
+                        progress(done, total)
+            finally:
+                seen.close()
+    if progress is not None:
+        progress(total, total)  # rows after the last good one were all refused: the bar ends full
+    return report
+
+
+@contextmanager
+def _rewindable(stream: BinaryIO) -> Iterator[BinaryIO]:
+    """`stream`, or a copy on disk of what it gives when it can't seek back for the second pass."""
+    if stream.seekable():
+        yield stream
+        return
+    with tempfile.TemporaryFile(prefix="syndicate-import-") as copy:
+        shutil.copyfileobj(stream, copy, 1024 * 1024)
+        copy.seek(0)
+        yield copy
+
+
+class SeenOnDisk:
+    """Each address met so far in a file and the line it was on, as fit_rows asks (get, and set): kept in a
+    SQLite file in `folder`, where a dict of a million addresses takes ~160 MB (measured); SQLite's page
+    cache holds 2 MB of it."""
+
+    def __init__(self, folder: str):
+        self.db = sqlite3.connect(os.path.join(folder, "seen.db"), isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=OFF")  # a scratch file, thrown away with its folder
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE seen (email TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID")
+        self.db.execute("BEGIN")  # never committed: nothing is synced to disk per row
+
+    def get(self, email: str, default: int | None = None) -> int | None:
+        found = self.db.execute("SELECT line FROM seen WHERE email = ?", (email,)).fetchone()
+        return found[0] if found else default
+
+    def __setitem__(self, email: str, line: int) -> None:
+        self.db.execute("INSERT INTO seen (email, line) VALUES (?, ?)", (email, line))
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT count(*) FROM seen").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
 
 
 def newsletters_checked(session: Session, columns: dict[str, int], newsletter_ids: list[int]
@@ -128,33 +233,70 @@ def decode(data: str | bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise InvalidInput(f"the file isn't UTF-8 (line {line} has byte 0x{data[e.start]:02x}): save it as "
-                           "UTF-8 CSV (in Excel: Save As → 'CSV UTF-8') and import it again; "
-                           "nothing was imported") from e
+        raise _not_utf8(data[:e.start].count(b"\n") + 1, data[e.start]) from e
+
+
+def _not_utf8(line: int, byte: int) -> InvalidInput:
+    return InvalidInput(f"the file isn't UTF-8 (line {line} has byte 0x{byte:02x}): save it as "
+                        "UTF-8 CSV (in Excel: Save As → 'CSV UTF-8') and import it again; "
+                        "nothing was imported")
+
+
+MAX_LINE = 1024 * 1024  # bytes: a row is a few hundred; a file with no line ends isn't read whole into memory
+HEAD_LINES = 50  # lines the delimiter is guessed from: the header is among the first
+
+
+def text_lines(stream: BinaryIO) -> Iterator[str]:
+    """A UTF-8 file's lines as text, one at a time, as a file opened with newline="" gives them (\\r\\n,
+    \\n or a lone \\r ends one); a byte that isn't UTF-8 refused with its line, as decode() does."""
+    number = 0
+    while raw := stream.readline(MAX_LINE + 1):
+        if len(raw) > MAX_LINE:
+            raise InvalidInput(f"line {number + 1} of the file is over {MAX_LINE // 1024 // 1024} MB long: is it CSV? "
+                               "(a file whose lines end with a lone CR, as old Macs wrote: save it as 'CSV UTF-8'); "
+                               "nothing was imported")
+        if number == 0:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # the byte order mark Excel writes
+        # A lone CR ends a line too; 0x0d is never part of a longer UTF-8 sequence, so the bytes split safely.
+        for piece in _LONE_CR.split(raw) if b"\r" in raw[:-2] else (raw,):
+            number += 1
+            try:
+                yield piece.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(number, piece[e.start]) from e
+
+
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)(?=.)", re.DOTALL)
 
 
 def read_table(text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and every non-blank record with the physical line it starts on (quoted fields may span lines)."""
-    delimiter = _delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header: list[str] | None = None
-    records: list[tuple[int, list[str]]] = []
+    header, records = open_table(io.StringIO(text, newline=""))
+    return header, list(records)
+
+
+def open_table(lines: Iterable[str]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """The header, and the non-blank records after it as they are read, each with the physical line it
+    starts on. `lines` as a file opened with newline="" gives them (text_lines, or a StringIO)."""
+    lines = iter(lines)
+    head = list(itertools.islice(lines, HEAD_LINES))
+    reader = csv.reader(itertools.chain(head, lines), delimiter=_delimiter("".join(head)))
+    records = _records(reader)
+    first = next(records, None)
+    if first is None:
+        raise InvalidInput("the file is empty: it needs a header row with an email column, then one row per address")
+    return first[1], records
+
+
+def _records(reader) -> Iterator[tuple[int, list[str]]]:
     last = 0
     try:
         for record in reader:
             start, last = last + 1, reader.line_num
-            if not any(cell.strip() for cell in record):
-                continue
-            if header is None:
-                header = record
-            else:
-                records.append((start, record))
+            if any(cell.strip() for cell in record):
+                yield start, record
     except csv.Error as e:
         raise InvalidInput(f"line {last + 1} of the file can't be read as CSV ({e}); nothing was imported") from e
-    if header is None:
-        raise InvalidInput("the file is empty: it needs a header row with an email column, then one row per address")
-    return header, records
 
 
 def _delimiter(text: str) -> str:
@@ -184,45 +326,52 @@ def header_columns(header: list[str], check: bool = True) -> dict[str, int]:
     return found
 
 
-def fit_rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slugs: dict[str, int | None],
-             default_ids: list[int], report: ImportReport) -> Iterator[Row]:
-    """Rows fit to import; bad ones and repeats go to the report."""
-    seen: dict[str, int] = {}
+def fit_rows(records: Iterable[tuple[int, list[str]]], columns: dict[str, int], slugs: dict[str, int | None],
+             default_ids: list[int], report: ImportReport, seen: dict[str, int] | SeenOnDisk | None = None
+             ) -> Iterator[Row]:
+    """Rows fit to import, as the records come; bad ones and repeats go to the report. `seen`: the
+    addresses met so far and their line (a dict unless given)."""
+    seen = {} if seen is None else seen
+    for line, record in records:
+        fit = fit_row(line, record, columns, slugs, default_ids)
+        if not isinstance(fit, Row):
+            report.bad.append(fit)
+        elif (earlier := seen.get(fit.email)) is not None:
+            report.duplicates.append((line, fit.email, f"duplicate of line {earlier}"))
+        else:
+            seen[fit.email] = line
+            yield fit
 
-    def cell(record: list[str], role: str) -> str:
+
+def fit_row(line: int, record: list[str], columns: dict[str, int], slugs: dict[str, int | None],
+            default_ids: list[int]) -> Row | Problem:
+    """One record of the file as the Row to import, or the Problem that keeps it out: every cell of a row is
+    read here, and a new column is read here too."""
+
+    def cell(role: str) -> str:
         i = columns.get(role)
         return record[i] if i is not None and i < len(record) else ""
 
-    for line, record in records:
-        raw = cell(record, "email")
-        value = _undefused(raw.strip())
-        if not value:
-            report.bad.append((line, raw, "no email address"))
-            continue
-        try:
-            email = consent.normalise_email(value)
-        except InvalidInput as e:
-            report.bad.append((line, raw, f"not an email address we can send to: {e.__cause__ or e}"))
-            continue
-        chosen = default_ids
-        if listed := [s for s in re.split(r"[;,\s]+", cell(record, "newsletters").casefold()) if s]:
-            if unknown := [s for s in listed if s not in slugs]:
-                report.bad.append((line, raw, f"no newsletter {', '.join(map(repr, unknown))} (newsletters column)"))
-                continue
-            if archived := [s for s in listed if slugs[s] is None]:
-                report.bad.append((line, raw, f"newsletter {', '.join(map(repr, archived))} is archived: it takes no "
-                                              "new readers (newsletters column)"))
-                continue
-            chosen = list(dict.fromkeys(slugs[s] for s in listed))
-        if not chosen:
-            report.bad.append((line, raw, "no newsletter: fill its newsletters cell or give --newsletter"))
-            continue
-        if email in seen:
-            report.duplicates.append((line, email, f"duplicate of line {seen[email]}"))
-            continue
-        seen[email] = line
-        status = cell(record, "status").strip().casefold()
-        yield Row(line, email, _clean_name(cell(record, "name")), chosen, status if status in STATUSES else None)
+    raw = cell("email")
+    value = _undefused(raw.strip())
+    if not value:
+        return line, raw, "no email address"
+    try:
+        email = consent.normalise_email(value)
+    except InvalidInput as e:
+        return line, raw, f"not an email address we can send to: {e.__cause__ or e}"
+    chosen = default_ids
+    if listed := [s for s in re.split(r"[;,\s]+", cell("newsletters").casefold()) if s]:
+        if unknown := [s for s in listed if s not in slugs]:
+            return line, raw, f"no newsletter {', '.join(map(repr, unknown))} (newsletters column)"
+        if archived := [s for s in listed if slugs[s] is None]:
+            return line, raw, (f"newsletter {', '.join(map(repr, archived))} is archived: it takes no new readers "
+                               "(newsletters column)")
+        chosen = list(dict.fromkeys(slugs[s] for s in listed))
+    if not chosen:
+        return line, raw, "no newsletter: fill its newsletters cell or give --newsletter"
+    status = cell("status").strip().casefold()
+    return Row(line, email, _clean_name(cell("name")), chosen, status if status in STATUSES else None)
 
 
 def _clean_name(value: str) -> str | None:
