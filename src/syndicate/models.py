@@ -173,6 +173,8 @@ class Newsletter(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Story links of its editions go through a counting redirect (newsletters.clicks): counts per link, no reader.
     count_clicks: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Regular editions go at the slot's wall-clock time in each reader's zone (delivery.waves), not at one instant.
+    local_time: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Subscriber(Base):
@@ -187,6 +189,7 @@ class Subscriber(Base):
     confirmed_at: Mapped[datetime | None]
     confirmation_sent_at: Mapped[datetime | None]  # when the last confirmation mail was asked for
     confirmations_sent: Mapped[int] = mapped_column(Integer, default=0)  # confirmation mails asked for
+    timezone: Mapped[str | None] = mapped_column(String(64))  # IANA name; None: each newsletter's own zone
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber")
 
@@ -320,7 +323,7 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
-    # pending → sending → sent | deferred | failed | skipped
+    # pending → sending → sent | deferred | failed | skipped; waiting (for its reader's local time) → pending
     status: Mapped[str] = mapped_column(String(20), default="pending")
     claimed_by: Mapped[str | None] = mapped_column(String(64))  # the task that holds it
     claimed_at: Mapped[datetime | None]

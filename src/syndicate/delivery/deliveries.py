@@ -2,6 +2,7 @@
 batch of them over one connection; the tick's requeue hands out again what needs a worker; the counts.
 
 pending ──claim──▶ sending ──▶ sent | deferred (4xx, retried later) | failed (5xx) | skipped
+waiting (a reader whose local time hasn't come, delivery.waves) ──the tick, when it comes──▶ pending
 A row is marked sent only after the server accepted the message, in its own commit.
 Three windows remain for a duplicate, each of at most one message, measured in tests/pipeline/test_faults.py
 and bench/chaos.py: a worker killed between the server's "250" and that commit (one per killed
@@ -79,6 +80,8 @@ def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[i
     live = select(Edition.id).where(Edition.status == "sending")
     fresh = dict(status="pending", next_attempt_at=now, claimed_by=None)
     take(and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now, Delivery.edition_id.in_(live)), fresh)
+    # A wave whose local time has come (delivery.waves): a paused edition's wait on.
+    take(and_(Delivery.status == "waiting", Delivery.next_attempt_at <= now, Delivery.edition_id.in_(live)), fresh)
     # Pending rows whose task was lost: only in an edition no worker has claimed anything of for
     # leases.requeue. While an edition moves, its pending rows are queued, just not reached yet
     # (a 100,000-reader send outlasts that), and publishing them again only fills the queue.
@@ -141,7 +144,7 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
 
 def report(session: Session, edition: Edition) -> dict[str, int]:
     """What happened to an edition: its deliveries by status, and what its recipients did since."""
-    result = dict.fromkeys(("pending", "sending", "sent", "deferred", "failed", "skipped"), 0)
+    result = dict.fromkeys(("waiting", "pending", "sending", "sent", "deferred", "failed", "skipped"), 0)
     result.update(counts(session, edition.id))
     of_edition = select(Delivery.id).where(Delivery.edition_id == edition.id)
 
