@@ -76,6 +76,10 @@ def newsletter_options(adding: bool):
                          help="Count clicks on each story of an edition, in total, never per reader: story links "
                               "go through BASE_URL/r/… (from the next edition rendered)"
                               + (" [default: off]" if adding else "") + "."),
+            click.option("--local-time/--no-local-time", default=None,
+                         help="Send each regular edition at the schedule's wall-clock time in each reader's own "
+                              "zone (07:00 in Sydney, then Berlin, then New York), from one render; a reader "
+                              "without a zone reads in --timezone" + (" [default: off]" if adding else "") + "."),
         ]
         if adding:
             options.append(click.option(
@@ -96,7 +100,7 @@ def newsletter_options(adding: bool):
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
                                       "subject_template", "template", "max_items", "max_age_hours",
-                                      "count_clicks")
+                                      "count_clicks", "local_time")
                if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
@@ -132,6 +136,7 @@ def _describe(newsletter: Newsletter) -> dict:
         exclude_categories=newsletter.categories_exclude or [],
         breaking_categories=newsletter.breaking_categories or [],
         first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks,
+        local_time=newsletter.local_time,
     )
 
 

@@ -383,7 +383,11 @@ def regular_edition(session: Session, newsletter_id: int, settings: Settings, no
         Edition.newsletter_id == newsletter_id, Edition.slot == slot, Edition.status != "skipped")
         .order_by(Edition.id.desc()).limit(1))
     if prepared is not None:
-        return prepared, False
+        # At each reader's local time, the slot's first reader comes before the newsletter's own clock: the
+        # prepared edition starts with the run (an editor's other time for it still holds).
+        newsletter = session.get(Newsletter, newsletter_id)
+        return prepared, bool(newsletter.local_time and prepared.status == "scheduled"
+                              and prepared.scheduled_for == slot)
     return make_now(session, session.get(Newsletter, newsletter_id), settings, now, slot=slot), True
 
 

@@ -8,6 +8,8 @@ from zoneinfo import available_timezones
 
 from syndicate.errors import InvalidInput
 
+OWN = "own"  # what a form sends for no zone of one's own (an empty field reaches a route as no field at all)
+
 
 @cache
 def names() -> tuple[str, ...]:
@@ -19,9 +21,9 @@ def names() -> tuple[str, ...]:
 
 
 def checked(value: str | None) -> str | None:
-    """A zone as a reader gave it: "" is none (the newsletter's own zone); an unknown one is refused."""
+    """A zone as a reader gave it: "" or OWN is none (each newsletter's own zone); an unknown one is refused."""
     value = (value or "").strip()
-    if not value:
+    if not value or value == OWN:
         return None
     if value in names() or value in available_timezones():
         return value

@@ -14,7 +14,7 @@ from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
 from syndicate.models import MAX_ID, Newsletter, RowId, Subscriber
 from syndicate.newsletters import archive, clicks, editions, stored
-from syndicate.subscribers import consent, preferences
+from syndicate.subscribers import consent, preferences, zones
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
 from syndicate.web.responses import Svc, message, page
@@ -47,7 +47,7 @@ def subscribe_form(svc: Svc):
 
 @router.post("/subscribe", response_class=HTMLResponse)
 def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = Form(""),
-              newsletter: list[str] = Form(default=[]), form_token: str = Form("")):
+              newsletter: list[str] = Form(default=[]), form_token: str = Form(""), timezone: str = Form("")):
     with transaction(svc.Session) as session:
         chosen = session.scalars(select(Newsletter).where(Newsletter.slug.in_(newsletter))).all()
         try:
@@ -56,7 +56,7 @@ def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = For
             # `syndicate web` reads it from X-Forwarded-For: uvicorn's proxy_headers).
             signup = consent.subscribe(session, email, [n.id for n in chosen], name=name or None,
                                        source="web", client=request.client.host if request.client else None,
-                                       settings=svc.settings)
+                                       settings=svc.settings, timezone=zones.guessed(timezone))
         except (InvalidInput, forms.FormExpired) as e:
             everything = [n for n in stored.all_newsletters(session) if n.status != "archived"]
             expired = isinstance(e, forms.FormExpired)
@@ -119,7 +119,7 @@ def unsubscribe(token: str, svc: Svc):
 def preferences_page_of(settings: Settings, session, token: str, subscriber_id: int, status: int = 200, /,
                         **context):
     return page("preferences", status, prefs=preferences.preferences(session, subscriber_id),
-                form_token=new_form_token(settings, "preferences", token), **context)
+                form_token=new_form_token(settings, "preferences", token), zones=zones.names(), **context)
 
 @router.get("/p/{token}", response_class=HTMLResponse)
 def preferences_page(token: str, svc: Svc):
@@ -129,7 +129,8 @@ def preferences_page(token: str, svc: Svc):
 
 @router.post("/p/{token}", response_class=HTMLResponse)
 def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(""),
-                     newsletter: list[str] = Form(default=[]), form_token: str = Form("")):
+                     newsletter: list[str] = Form(default=[]), form_token: str = Form(""),
+                     timezone: str | None = Form(None)):
     subscriber_id = tokens.read_preferences_token(svc.settings.secret_key, token)
     with transaction(svc.Session) as session:
         try:
@@ -141,6 +142,8 @@ def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(
             saved = "left"
         elif action == "save":  # required: a bare POST must not read as "untick everything"
             ids = session.scalars(select(Newsletter.id).where(Newsletter.slug.in_(newsletter))).all()
+            if timezone is not None:  # checked first: a refused zone saves nothing
+                preferences.set_zone(session, subscriber_id, timezone)
             saved = preferences.set_preferences(session, subscriber_id, list(ids))
         else:
             raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
