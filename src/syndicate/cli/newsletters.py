@@ -31,6 +31,7 @@ db = lazy("syndicate.db")
 deliveries = lazy("syndicate.delivery.deliveries")
 results = lazy("syndicate.delivery.results")
 sending = lazy("syndicate.delivery.sending")
+waves = lazy("syndicate.delivery.waves")
 editions = lazy("syndicate.newsletters.editions")
 lists = lazy("syndicate.newsletters.lists")
 qa = lazy("syndicate.delivery.qa")
@@ -397,6 +398,7 @@ def edition_show(ctx, ref: str, as_json: bool) -> None:
             left_out_for_age=found.left_out_for_age, html_bytes=len(found.html.encode()),
             stories=[f"{item.article_id}: {item.article.title}" for item in found.items],
             counts=deliveries.report(session, found),
+            waves=waves.summary(session, found),
         )
         did = results.of_edition(session, found)
     if as_json:
@@ -404,9 +406,11 @@ def edition_show(ctx, ref: str, as_json: bool) -> None:
             sent_per_minute=[dict(minute=m, sent=n) for m, n in did["sent_per_minute"]])
         show(record, True)
         return
-    counts = record.pop("counts")
+    counts, said = record.pop("counts"), record.pop("waves")
     show(record, False)
     click.echo("counts:       " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    if said:  # at each reader's local time
+        click.echo("waves:        " + waves.in_words(said))
     click.echo(f"rates:        of {did['delivered']} delivered: " + ", ".join(
         f"{_percent(did['rates'][k])} {k} ({did[k]})" for k in results.RATES))
     if did["counts_clicks"]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -92,3 +93,27 @@ def waves(session: Session, edition: Edition) -> list[Wave]:
 
 def next_wave(session: Session, edition: Edition) -> Wave | None:
     return next((w for w in waves(session, edition) if not w.done), None)
+
+
+def summary(session: Session, edition: Edition) -> dict | None:
+    """An edition's waves as the desk, its API and the CLI show them; None for one that goes to everyone at
+    once (or hasn't started)."""
+    found = waves(session, edition)
+    if not found:
+        return None
+    coming = next((w for w in found if not w.done), None)
+    return dict(total=len(found), done=sum(w.done for w in found), waiting=sum(w.waiting for w in found),
+                next_at=coming.at if coming else None, next_zones=coming.zones if coming else [],
+                waves=[dict(at=w.at, zones=w.zones, readers=w.readers, waiting=w.waiting, done=w.done)
+                       for w in found])
+
+
+def in_words(said: dict) -> str:
+    """E.g. "3 of 27 waves done; waiting: 1,234 — next wave 05:00 UTC, 07:00 Europe/Berlin"."""
+    words = f"{said['done']} of {said['total']} waves done"
+    if said["next_at"] is None:
+        return words
+    at, zone = said["next_at"], said["next_zones"][0]
+    more = f" and {len(said['next_zones']) - 1} more zones" if len(said["next_zones"]) > 1 else ""
+    return (f"{words}; waiting: {said['waiting']:,} — next wave {at:%Y-%m-%d %H:%M} UTC, "
+            f"{at.astimezone(ZoneInfo(zone)):%H:%M} {zone}{more}")
