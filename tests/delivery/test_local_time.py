@@ -185,6 +185,22 @@ def cut_at_first_wave(svc) -> int:
         return edition.id
 
 
+def test_the_hold_and_the_wake_work_on_both_databases(database_url, make_settings, smtp_server):
+    svc = configured(make_settings(database_url=database_url, smtp_url=smtp_server.url), eager=True)
+    svc.smtp = smtp_server
+    edition_id = cut_at_first_wave(svc)
+    with transaction(svc.Session) as session:
+        said = waves.summary(session, session.get(Edition, edition_id))
+    assert [w["at"] for w in said["waves"]] == [datetime(2026, 6, 1, 21, tzinfo=UTC),
+                                                 datetime(2026, 6, 2, 5, tzinfo=UTC),
+                                                 datetime(2026, 6, 2, 11, tzinfo=UTC)]
+    with time_machine.travel(datetime(2026, 6, 2, 5, tzinfo=UTC), tick=False):
+        tasks.tick()
+    assert [m.recipients for m in smtp_server.messages] == [["sydney@example.com"], ["berlin@example.com"]]
+    with transaction(svc.Session) as session:
+        assert deliveries.counts(session, edition_id) == {"sent": 2, "waiting": 1}
+
+
 def test_a_paused_edition_holds_its_waiting_readers_until_resumed(newsroom):
     edition_id = cut_at_first_wave(newsroom)
     with transaction(newsroom.Session) as session:

@@ -77,10 +77,11 @@ def waves(session: Session, edition: Edition) -> list[Wave]:
         return []
     moments = _moments(session, edition, newsletter)
     found: dict[datetime, Wave] = {}
-    for zone, status, n in session.execute(
-            select(_zone(newsletter), Delivery.status, func.count())
+    for own, status, n in session.execute(  # grouped by the column: PostgreSQL takes no bound value there
+            select(Subscriber.timezone, Delivery.status, func.count())
             .join(Delivery, Delivery.subscriber_id == Subscriber.id)
-            .where(Delivery.edition_id == edition.id).group_by(_zone(newsletter), Delivery.status)):
+            .where(Delivery.edition_id == edition.id).group_by(Subscriber.timezone, Delivery.status)):
+        zone = own or newsletter.timezone
         wave = found.setdefault(moments[zone], Wave(moments[zone]))
         if zone not in wave.zones:
             wave.zones.append(zone)
