@@ -280,3 +280,7 @@ def test_local_time_needs_a_schedule_and_a_yes_or_no(newsroom):
         made = lists.add_newsletter(session, slug="daily", name="Daily", from_address="a@example.com")
         with pytest.raises(InvalidInput, match="on or off"):
             lists.update_newsletter(session, made, local_time="yes")
+        lists.update_newsletter(session, made, local_time=True)
+        with pytest.raises(InvalidInput, match="turn local time off"):  # its schedule taken away, not the switch
+            lists.update_newsletter(session, made, cron=None)
+        lists.update_newsletter(session, made, cron=None, local_time=False)

@@ -177,3 +177,27 @@ def test_the_cli_makes_a_local_time_newsletter_and_a_reader_with_a_zone(tmp_path
     refused = CliRunner().invoke(main, ["subscriber", "add", "x@example.com", "--newsletter", "morning",
                                         "--timezone", "Europe/Berlin\nBcc: x"], env=env)
     assert refused.exit_code != 0 and "is not a time zone we know" in str(refused.exception or refused.output)
+
+
+def test_an_imported_file_gives_new_readers_their_zone_and_refuses_a_row_with_a_bad_one(tmp_path):
+    env = {"SYNDICATE_DATA_DIR": str(tmp_path / "data"), "SYNDICATE_SECRET_KEY": "s",
+           "SYNDICATE_DATABASE_URL": f"sqlite:///{tmp_path / 'csv.db'}"}
+    run = cli_in(env)
+    run("db", "upgrade")
+    run("newsletter", "add", "morning", "--name", "Morning", "--from-address", "news@example.com", "--local-time")
+    run("subscriber", "add", "old@example.com", "--newsletter", "morning", "--confirmed", "--timezone", "Asia/Tokyo")
+    (tmp_path / "readers.csv").write_text(
+        "email,name,Time Zone\n"
+        "ana@example.com,Ana,Australia/Sydney\n"
+        "bo@example.com,Bo,\n"
+        'eve@example.com,Eve,"Europe/Berlin\r\nBcc: all@example.com"\n'
+        "mal@example.com,Mal,../../etc/passwd\n"
+        "old@example.com,Old,America/Chicago\n")
+    imported = CliRunner().invoke(main, ["subscriber", "import", str(tmp_path / "readers.csv"), "--newsletter",
+                                         "morning", "--report", str(tmp_path / "report.csv")], env=env)
+    assert imported.exit_code == 1 and "2 added" in imported.output and "2 bad" in imported.output  # said, and why
+    report = (tmp_path / "report.csv").read_text()
+    assert "eve@example.com" in report and "mal@example.com" in report and "(timezone column)" in report
+    for address, zone in (("ana", "Australia/Sydney"), ("bo", None), ("old", "Asia/Tokyo")):
+        shown = run("subscriber", "show", f"{address}@example.com")
+        assert (f"reads in {zone}" in shown) if zone else ("reads in" not in shown), shown
