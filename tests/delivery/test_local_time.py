@@ -230,6 +230,20 @@ def test_a_cancelled_edition_skips_its_waiting_readers_and_an_unsubscribe_skips_
     assert len(newsroom.smtp.messages) == 1
 
 
+def test_an_edition_prepared_for_the_run_starts_at_its_first_readers_time(newsroom):
+    start = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    newsletter_id = local_newsletter(newsroom, ZONES, start)
+    with transaction(newsroom.Session) as session:
+        story(session, "One story", start)
+        prepared = editions.prepare_next(session, session.get(Newsletter, newsletter_id), newsroom.settings, start)
+        assert prepared.scheduled_for == datetime(2026, 6, 2, 5, tzinfo=UTC)  # the newsletter's own 07:00
+    with time_machine.travel(datetime(2026, 6, 1, 21, tzinfo=UTC), tick=False):  # Sydney's
+        tasks.tick()
+    assert [m.recipients for m in newsroom.smtp.messages] == [["sydney@example.com"]]
+    with transaction(newsroom.Session) as session:
+        assert session.scalars(select(Edition.id)).all() == [prepared.id]
+
+
 def test_a_breaking_story_goes_to_every_zone_at_once(newsroom):
     start = datetime(2026, 6, 1, 12, tzinfo=UTC)
     local_newsletter(newsroom, ZONES, start, breaking_categories=["Breaking"])
