@@ -106,6 +106,7 @@ from syndicate import db, tasks  # noqa: E402
 from syndicate.config import Settings  # noqa: E402
 from syndicate.db import transaction  # noqa: E402
 from syndicate.ingest import feeds  # noqa: E402
+from syndicate.ledger import MAIL_OPEN  # noqa: E402
 from syndicate.mail.message import message_id  # noqa: E402
 from syndicate.models import (  # noqa: E402
     Article,
@@ -701,7 +702,7 @@ class Run:
                 editions=session.scalar(select(func.count()).select_from(Edition)
                                         .where(Edition.status.in_(("sending", "scheduled", "draft")))),
                 deliveries=session.scalar(select(func.count()).select_from(Delivery)
-                                          .where(Delivery.status.in_(("pending", "sending", "deferred")))),
+                                          .where(Delivery.status.in_(MAIL_OPEN))),
                 posts=session.scalar(select(func.count()).select_from(Post)
                                      .where(Post.status.in_(("pending", "held", "sending")))),
                 unmailed=stored - session.scalar(select(func.count(func.distinct(EditionArticle.article_id)))

@@ -37,8 +37,11 @@ SUBSCRIBER_SUPPRESSED = ("unsubscribed", "bounced", "complained")  # a subscribe
 
 class MailStatus(StrEnum):
     """A delivery's or a confirmation mail's way:
-    pending ──claim──▶ sending ──▶ sent | deferred (4xx: due again later) | failed (5xx, given up) | skipped"""
+    pending ──claim──▶ sending ──▶ sent | deferred (4xx: due again later) | failed (5xx, given up) | skipped;
+    waiting ──(its reader's local time comes: the tick)──▶ pending, for a newsletter sent at each reader's
+    local time (delivery.waves). No claim takes a waiting row."""
 
+    WAITING = "waiting"
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
@@ -47,7 +50,8 @@ class MailStatus(StrEnum):
     SKIPPED = "skipped"
 
 
-MAIL_OPEN = (MailStatus.PENDING, MailStatus.SENDING, MailStatus.DEFERRED)
+MAIL_OPEN = (MailStatus.WAITING, MailStatus.PENDING, MailStatus.SENDING, MailStatus.DEFERRED)
+MAIL_UNCLAIMED = (MailStatus.WAITING, MailStatus.PENDING, MailStatus.DEFERRED)  # open, in no worker's hands
 
 
 class PostStatus(StrEnum):

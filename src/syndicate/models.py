@@ -181,6 +181,8 @@ class Newsletter(Base):
     postal_address: Mapped[str] = mapped_column(String(500), default="", server_default="")
     # A welcome mail (templates/email/welcome, or welcome-<slug> among the overrides) once a reader confirms.
     welcome: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Regular editions go at the slot's wall-clock time in each reader's zone (delivery.waves), not at one instant.
+    local_time: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Subscriber(Base):
@@ -195,6 +197,7 @@ class Subscriber(Base):
     confirmed_at: Mapped[datetime | None]
     confirmation_sent_at: Mapped[datetime | None]  # when the last confirmation mail was asked for
     confirmations_sent: Mapped[int] = mapped_column(Integer, default=0)  # confirmation mails asked for
+    timezone: Mapped[str | None] = mapped_column(String(64))  # IANA name; None: each newsletter's own zone
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber")
 
@@ -354,7 +357,7 @@ class Delivery(Base):
     edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
     # None once the reader's data was erased: the row stays for the edition's figures, naming nobody.
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"))
-    # pending → sending → sent | deferred | failed | skipped
+    # pending → sending → sent | deferred | failed | skipped; waiting (for its reader's local time) → pending
     status: Mapped[str] = mapped_column(String(20), default="pending")
     claimed_by: Mapped[str | None] = mapped_column(String(64))  # the task that holds it
     claimed_at: Mapped[datetime | None]

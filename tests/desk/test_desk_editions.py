@@ -259,7 +259,7 @@ def test_live_counts_follow_a_send_and_failed_recipients_are_sent_again(client, 
     send_now(svc, edition_id)
     sign_in(client)
     answer = client.get(f"/desk/editions/{edition_id}/counts", headers={"Accept": "application/json"}).json()
-    assert answer == {"status": "failed", "counts": {"pending": 0, "sending": 0, "sent": 0, "deferred": 0,
+    assert answer == {"status": "failed", "counts": {"waiting": 0, "pending": 0, "sending": 0, "sent": 0, "deferred": 0,
                                                      "failed": 3, "skipped": 0}}  # no reader got it
     page = client.get(f"/desk/editions/{edition_id}").text
     assert '<td data-count="failed">3</td>' in page and "Resend to the 3 failed" in page

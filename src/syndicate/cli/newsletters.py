@@ -32,6 +32,7 @@ db = lazy("syndicate.db")
 deliveries = lazy("syndicate.delivery.deliveries")
 results = lazy("syndicate.delivery.results")
 sending = lazy("syndicate.delivery.sending")
+waves = lazy("syndicate.delivery.waves")
 editions = lazy("syndicate.newsletters.editions")
 lists = lazy("syndicate.newsletters.lists")
 qa = lazy("syndicate.delivery.qa")
@@ -87,6 +88,10 @@ def newsletter_options(adding: bool):
                          help="Send a welcome mail once a reader confirms (templates/email/welcome, or your "
                               "email/welcome-SLUG in SYNDICATE_TEMPLATE_DIR)"
                               + (" [default: off]" if adding else "") + "."),
+            click.option("--local-time/--no-local-time", default=None,
+                         help="Send each regular edition at the schedule's wall-clock time in each reader's own "
+                              "zone (07:00 in Sydney, then Berlin, then New York), from one render; a reader "
+                              "without a zone reads in --timezone" + (" [default: off]" if adding else "") + "."),
         ]
         if adding:
             options.append(click.option(
@@ -107,7 +112,7 @@ def newsletter_options(adding: bool):
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
                                       "subject_template", "template", "max_items", "max_age_hours",
-                                      "count_clicks", "language", "postal_address", "welcome")
+                                      "count_clicks", "language", "postal_address", "welcome", "local_time")
                if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
@@ -145,6 +150,7 @@ def _describe(newsletter: Newsletter) -> dict:
         breaking_categories=newsletter.breaking_categories or [],
         first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks, welcome=newsletter.welcome,
         postal_address=newsletter.postal_address or "the default (SYNDICATE_POSTAL_ADDRESS)",
+        local_time=newsletter.local_time,
     )
 
 
@@ -416,6 +422,7 @@ def edition_show(ctx, ref: str, as_json: bool) -> None:
             left_out_for_age=found.left_out_for_age, html_bytes=len(found.html.encode()),
             stories=[f"{item.article_id}: {item.article.title}" for item in found.items],
             counts=deliveries.report(session, found),
+            waves=waves.summary(session, found),
         )
         did = results.of_edition(session, found)
     if as_json:
@@ -423,9 +430,11 @@ def edition_show(ctx, ref: str, as_json: bool) -> None:
             sent_per_minute=[dict(minute=m, sent=n) for m, n in did["sent_per_minute"]])
         show(record, True)
         return
-    counts = record.pop("counts")
+    counts, said = record.pop("counts"), record.pop("waves")
     show(record, False)
     click.echo("counts:       " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    if said:  # at each reader's local time
+        click.echo("waves:        " + waves.in_words(said))
     click.echo(f"rates:        of {did['delivered']} delivered: " + ", ".join(
         f"{_percent(did['rates'][k])} {k} ({did[k]})" for k in results.RATES))
     if did["counts_clicks"]:

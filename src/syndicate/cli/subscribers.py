@@ -16,6 +16,7 @@ editions = lazy("syndicate.newsletters.editions")
 lists = lazy("syndicate.newsletters.lists")
 consent = lazy("syndicate.subscribers.consent")
 stored = lazy("syndicate.subscribers.stored")
+zones = lazy("syndicate.subscribers.zones")
 
 MISSING = "no subscriber {!r}; `syndicate subscriber list` shows them"
 
@@ -30,14 +31,16 @@ def subscriber() -> None:
 @click.option("--newsletter", "slugs", multiple=True, required=True, help="Newsletter slug (repeatable).")
 @click.option("--name")
 @click.option("--confirmed", is_flag=True, help="Skip double opt-in (you have their consent already).")
+@click.option("--timezone", help="The reader's IANA time zone, e.g. Australia/Sydney, for newsletters sent at each "
+              "reader's local time (a new reader's only; default: each newsletter's own).")
 @click.pass_context
-def subscriber_add(ctx, email, slugs, name, confirmed) -> None:
+def subscriber_add(ctx, email, slugs, name, confirmed, timezone) -> None:
     from syndicate.tasks import send_confirmation
 
     with opened(ctx) as (svc, session):
         ids = [lists.get_newsletter(session, slug).id for slug in slugs]
         signup = consent.subscribe(session, email, ids, name=name, confirmed=confirmed, source="cli",
-                                   settings=svc.settings)
+                                   settings=svc.settings, timezone=zones.checked(timezone))
         subscriber_id, status, send = signup.subscriber.id, signup.subscriber.status, signup.send_confirmation
     if send:
         send_confirmation.delay(subscriber_id)
@@ -56,13 +59,14 @@ def subscribershow(ctx, email: str, as_json: bool) -> None:
     with opened(ctx) as (svc, session):
         found = consent.by_email(session, email, MISSING.format(email))
         record = dict(email=found.email, name=found.name, status=found.status, since=found.created_at,
+                      timezone=found.timezone,
                       confirmed_at=found.confirmed_at, subscriptions=timeline.subscriptions(session, found.id),
                       timeline=[e.as_dict() for e in timeline.timeline(session, found.id)])
     if as_json:
         show(record, True)
         return
     click.echo(f"{record['email']}" + (f" ({record['name']})" if record["name"] else "") + f": {record['status']}, "
-               f"since {cell(record['since'])}")
+               f"since {cell(record['since'])}" + (f", reads in {record['timezone']}" if record["timezone"] else ""))
     for sub in record["subscriptions"]:
         click.echo(f"  {sub['newsletter']}: {sub['status']}")
     click.echo("")

@@ -2,6 +2,7 @@
 batch of them over one connection; the tick's requeue hands out again what needs a worker; the counts.
 
 pending ──claim──▶ sending ──▶ sent | deferred (4xx, retried later) | failed (5xx) | skipped
+waiting (a reader whose local time hasn't come, delivery.waves) ──the tick, when it comes──▶ pending
 A row is marked sent only after the server accepted the message, in its own commit.
 Three windows remain for a duplicate, each of at most one message, measured in tests/pipeline/test_faults.py
 and bench/chaos.py: a worker killed between the server's "250" and that commit (one per killed
@@ -87,22 +88,41 @@ def ranges(ids: list[int], size: int) -> list[tuple[int, int]]:
 # ── keeping every row moving ─────────────────────────────────────────────────
 
 
+def _take(session: Session, condition, values) -> list[tuple[int, int]]:
+    """The rows `condition` finds, changed to `values` (only while it still holds); (edition id, id) each."""
+    rows = session.execute(select(Delivery.id, Delivery.edition_id).where(condition)).all()
+    if rows:
+        session.execute(
+            update(Delivery).where(Delivery.id.in_([r.id for r in rows]), condition).values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    return [(r.edition_id, r.id) for r in rows]
+
+
+def _live():
+    return select(Edition.id).where(Edition.status == "sending")
+
+
+def wake(session: Session, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
+    """The waves whose local time has come (delivery.waves): their rows pending, as batches. A paused
+    edition's wait on."""
+    return _batches(_take(session, and_(Delivery.status == "waiting", Delivery.next_attempt_at <= now,
+                                        Delivery.edition_id.in_(_live())),
+                          dict(status="pending", next_attempt_at=now, claimed_by=None)), settings.batch_size)
+
+
 def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
-    """Batches that need a (new) task: retries now due, tasks lost, workers dead. Then close finished editions."""
+    """Batches that need a (new) task: waves due, retries now due, tasks lost, workers dead. Then close finished
+    editions."""
     revived: list[tuple[int, int]] = []
 
     def take(condition, values) -> None:
-        rows = session.execute(select(Delivery.id, Delivery.edition_id).where(condition)).all()
-        if rows:
-            session.execute(
-                update(Delivery).where(Delivery.id.in_([r.id for r in rows]), condition).values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            revived.extend((r.edition_id, r.id) for r in rows)
+        revived.extend(_take(session, condition, values))
 
     leases = settings.leases
-    live = select(Edition.id).where(Edition.status == "sending")
+    live = _live()
     fresh = dict(status="pending", next_attempt_at=now, claimed_by=None)
+    woken = wake(session, settings, now)
     take(and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now, Delivery.edition_id.in_(live)), fresh)
     # Pending rows whose task was lost: only in an edition no worker has claimed anything of for
     # leases.requeue. While an edition moves, its pending rows are queued, just not reached yet
@@ -116,7 +136,7 @@ def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[i
         select(Delivery.id, Delivery.edition_id).where(Delivery.id.in_(
             ledger.revive(session, Delivery, now, leases, next_attempt_at=now)))).all())
 
-    batches = _batches(revived, settings.batch_size)
+    batches = woken + _batches(revived, settings.batch_size)
     still_open = select(Delivery.id).where(Delivery.edition_id == Edition.id, Delivery.status.in_(OPEN)).exists()
     for edition in session.scalars(select(Edition).where(Edition.status == "sending", ~still_open)):
         _close(session, edition, now)
@@ -166,7 +186,7 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
 
 def report(session: Session, edition: Edition) -> dict[str, int]:
     """What happened to an edition: its deliveries by status, and what its recipients did since."""
-    result = dict.fromkeys(("pending", "sending", "sent", "deferred", "failed", "skipped"), 0)
+    result = dict.fromkeys(("waiting", "pending", "sending", "sent", "deferred", "failed", "skipped"), 0)
     result.update(counts(session, edition.id))
     of_edition = select(Delivery.id).where(Delivery.edition_id == edition.id)
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, qa
+from syndicate.delivery import deliveries, qa, waves
 from syndicate.errors import InvalidInput, SyndicateError
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, utcnow
 from syndicate.newsletters import editions, schedules
@@ -38,7 +38,8 @@ def cut(session: Session, newsletter: Newsletter, settings: Settings, now: datet
 
 def start(session: Session, edition: Edition, settings: Settings, now: datetime,
           progress: Callable[[int, int], object] | None = None) -> list[tuple[int, int, int]]:
-    """scheduled → sending: the recipients are fixed (those confirmed now) and the content is frozen; or
+    """scheduled → sending: the recipients are fixed (those confirmed now) and the content is frozen (a
+    local-time newsletter's readers still before the slot's time wait for it: delivery.waves); or
     scheduled → blocked, if the pre-send checks find what an editor hasn't let pass (the note says what).
 
     A conditional UPDATE: two ticks starting the same edition fan it out once.
@@ -62,7 +63,12 @@ def start(session: Session, edition: Edition, settings: Settings, now: datetime,
     if started.rowcount != 1:
         return []
     session.refresh(edition)
-    return deliveries.fan_out(session, edition, settings.batch_size, now, progress)
+    batches = deliveries.fan_out(session, edition, settings.batch_size, now, progress)
+    newsletter = session.get(Newsletter, edition.newsletter_id)
+    if waves.in_waves(edition, newsletter) and waves.hold(session, edition, newsletter, now):
+        # Only the first waves go to workers now; the tick hands out each later one when it is due.
+        return deliveries.pending_batches(session, settings.batch_size, edition_id=edition.id)
+    return batches
 
 
 class Blocked(InvalidInput):

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, qa, results, sending
+from syndicate.delivery import deliveries, qa, results, sending, waves
 from syndicate.delivery.copies import MAX_TEST_ADDRESSES, preview, send_tests
 from syndicate.delivery.qa import parts
 from syndicate.desk import charts
@@ -78,7 +78,9 @@ def _describe(session, settings: Settings, edition: Edition) -> dict:
         overrides=edition.overrides or [], checks=list(qa.BLOCKING), left_out_for_age=edition.left_out_for_age,
         warnings=[f["message"] for f in found.blocking] + found.warnings if found else [],
         # What it did: rates of delivered, clicks per story (if counted), the send per minute.
-        results=results.of_edition(session, edition) if edition.started_at else None)
+        results=results.of_edition(session, edition) if edition.started_at else None,
+        # At each reader's local time: the waves, done and to come (None: everyone at once).
+        waves=waves.summary(session, edition))
 
 
 def _recent(session, slug: str | None = None, status: str | None = None, limit: int = RECENT) -> list[dict]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from syndicate import links
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound
+from syndicate.ledger import MAIL_UNCLAIMED
 from syndicate.models import (
     Article,
     Delivery,
@@ -194,7 +195,7 @@ def cancel(session: Session, edition: Edition) -> int:
     """Nothing more goes out. Stories never sent to anyone are released for the next edition."""
     move(session, edition, "cancelled", ("draft", "scheduled", "paused", "sending", "blocked"))
     skipped = session.execute(
-        update(Delivery).where(Delivery.edition_id == edition.id, Delivery.status.in_(("pending", "deferred")))
+        update(Delivery).where(Delivery.edition_id == edition.id, Delivery.status.in_(MAIL_UNCLAIMED))
         .values(status="skipped", last_reply="edition cancelled").execution_options(synchronize_session=False)
     ).rowcount
     sent = session.scalar(select(func.count()).select_from(Delivery).where(
@@ -335,9 +336,13 @@ def withdraw(session: Session, article: Article, settings: Settings) -> tuple[li
 
 
 def due_newsletter_ids(session: Session, now: datetime) -> list[int]:
-    return list(session.scalars(
-        select(Newsletter.id).where(Newsletter.status == "active", Newsletter.next_run_at <= now)
-    ))
+    """Newsletters whose next regular run is due; a local-time one's as soon as its first reader's zone
+    reaches the slot's wall-clock time (up to a day before the newsletter's own)."""
+    due = session.scalars(select(Newsletter).where(
+        Newsletter.status == "active",
+        or_(Newsletter.next_run_at <= now,
+            and_(Newsletter.local_time, Newsletter.next_run_at <= now + schedules.WIDEST))).order_by(Newsletter.id))
+    return [n.id for n in due if schedules.starts_at(session, n) <= now]
 
 
 def claim(session: Session, newsletter_id: int, now: datetime) -> datetime | None:
@@ -349,13 +354,14 @@ def claim(session: Session, newsletter_id: int, now: datetime) -> datetime | Non
     """
     newsletter = session.get(Newsletter, newsletter_id)
     due = newsletter is not None and newsletter.status == "active" and newsletter.next_run_at is not None
-    if not due or newsletter.next_run_at > now:
+    if not due or schedules.starts_at(session, newsletter) > now:
         return None
     slot = newsletter.next_run_at
     moved = session.execute(
         update(Newsletter)
         .where(Newsletter.id == newsletter.id, Newsletter.next_run_at == slot)
-        .values(next_run_at=schedules.next_run(newsletter.cron, newsletter.timezone, now))
+        # A local-time run is claimed before its slot in the newsletter's zone: the next is after the slot.
+        .values(next_run_at=schedules.next_run(newsletter.cron, newsletter.timezone, max(now, slot)))
         .execution_options(synchronize_session=False)
     )
     if moved.rowcount != 1:
@@ -377,7 +383,11 @@ def regular_edition(session: Session, newsletter_id: int, settings: Settings, no
         Edition.newsletter_id == newsletter_id, Edition.slot == slot, Edition.status != "skipped")
         .order_by(Edition.id.desc()).limit(1))
     if prepared is not None:
-        return prepared, False
+        # At each reader's local time, the slot's first reader comes before the newsletter's own clock: the
+        # prepared edition starts with the run (an editor's other time for it still holds).
+        newsletter = session.get(Newsletter, newsletter_id)
+        return prepared, bool(newsletter.local_time and prepared.status == "scheduled"
+                              and prepared.scheduled_for == slot)
     return make_now(session, session.get(Newsletter, newsletter_id), settings, now, slot=slot), True
 
 

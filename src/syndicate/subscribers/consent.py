@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from syndicate import db, ledger, throttle, tokens
 from syndicate.config import Settings
 from syndicate.errors import InvalidInput, NotFound, TransportError
-from syndicate.ledger import SUBSCRIBER_SUPPRESSED, MailStatus
+from syndicate.ledger import MAIL_UNCLAIMED, SUBSCRIBER_SUPPRESSED, MailStatus
 from syndicate.mail.message import Mailbox, build_message, envelope_sender
 from syndicate.mail.message import message_id as make_message_id
 from syndicate.mail.transport import Outgoing
@@ -63,7 +63,7 @@ class Signup:
 
 def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: str | None = None,
               confirmed: bool = False, source: str | None = None, client: str | None = None,
-              settings: Settings | None = None, now: datetime | None = None) -> Signup:
+              settings: Settings | None = None, now: datetime | None = None, timezone: str | None = None) -> Signup:
     """Record a signup. Without `confirmed` (the editor vouching for consent), every newsletter
     not already active waits for the reader to confirm by mail — whoever typed the address.
 
@@ -72,7 +72,10 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
     A signup over a limit is still recorded: only its mail is held back.
 
     `source` (web, cli) puts the signup on the subscriber's timeline; without it the caller records
-    its own event (an import says "imported")."""
+    its own event (an import says "imported").
+
+    `timezone` (checked by the caller: subscribers.zones) is kept for a new reader only: whoever types an
+    address can't change an existing reader's zone."""
     now = now or utcnow()
     email = normalise_email(email)
     if not newsletter_ids:
@@ -86,7 +89,8 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email))
     _refuse_archived(session, subscriber, chosen)
     if subscriber is None:
-        subscriber = Subscriber(email=email, name=(name or "").strip()[:200] or None, created_at=now)
+        subscriber = Subscriber(email=email, name=(name or "").strip()[:200] or None, created_at=now,
+                                timezone=timezone)
         session.add(subscriber)
         session.flush()
     if confirmed and subscriber.status == "pending":
@@ -469,7 +473,7 @@ def record_event(session: Session, subscriber_id: int, kind: str, source: str, *
 def skip_open_deliveries(session: Session, subscriber_id: int, reason: str, newsletter_id: int | None = None) -> int:
     """Deliveries not yet handed to the server are skipped, with why: leaving takes effect at once."""
     query = (update(Delivery)
-             .where(Delivery.subscriber_id == subscriber_id, Delivery.status.in_(("pending", "deferred")))
+             .where(Delivery.subscriber_id == subscriber_id, Delivery.status.in_(MAIL_UNCLAIMED))
              .values(status="skipped", last_reply=reason)
              .execution_options(synchronize_session=False))
     if newsletter_id is not None:

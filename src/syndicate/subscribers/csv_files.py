@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
-from syndicate.subscribers import consent, rights
+from syndicate.subscribers import consent, rights, zones
 
 CHUNK = 500  # addresses per IN (…) query: one round trip per 500 rows, well under any parameter limit
 BATCH = 5000  # rows of a file per transaction in import_file: a lock held ~1 s, then other writers go
@@ -44,6 +44,7 @@ COLUMNS = {  # header cell (case-folded, spaces collapsed) → what it holds
     "name": "name",
     "newsletters": "newsletters", "newsletter": "newsletters",
     "status": "status",
+    "timezone": "timezone", "time zone": "timezone",  # a new reader's own (subscribers.zones)
 }
 STATUSES = ("pending", "confirmed", *consent.SUPPRESSED)
 EXPORT_COLUMNS = ["email", "name", "status", "newsletters", "created_at", "confirmed_at"]
@@ -91,6 +92,7 @@ class Row:
     name: str | None
     newsletter_ids: list[int]
     file_status: str | None  # the file's own status column, if it has one (e.g. our export)
+    timezone: str | None = None  # its timezone cell: kept for a new reader only, as at sign-up
 
 
 # ── import ───────────────────────────────────────────────────────────────────
@@ -370,8 +372,12 @@ def fit_row(line: int, record: list[str], columns: dict[str, int], slugs: dict[s
         chosen = list(dict.fromkeys(slugs[s] for s in listed))
     if not chosen:
         return line, raw, "no newsletter: fill its newsletters cell or give --newsletter"
+    try:
+        zone = zones.checked(_undefused(cell("timezone").strip()))
+    except InvalidInput as e:
+        return line, raw, f"{e} (timezone column)"
     status = cell("status").strip().casefold()
-    return Row(line, email, _clean_name(cell("name")), chosen, status if status in STATUSES else None)
+    return Row(line, email, _clean_name(cell("name")), chosen, status if status in STATUSES else None, zone)
 
 
 def _clean_name(value: str) -> str | None:
@@ -414,7 +420,7 @@ def import_chunk(session: Session, rows: list[Row], names: dict[int, str], repor
     else:
         for row in new:
             signup = consent.subscribe(session, row.email, row.newsletter_ids, name=row.name, confirmed=False,
-                                       now=now)
+                                       now=now, timezone=row.timezone)
             consent.record_event(session, signup.subscriber.id, "imported", "import", now=now,
                                  detail=f"{_into(row.newsletter_ids, names)}, waiting for the reader to confirm",
                                  newsletter_id=_single(row.newsletter_ids))
@@ -431,7 +437,7 @@ def _add_confirmed(session: Session, rows: list[Row], names: dict[int, str], rep
         return
     ids = dict(session.execute(insert(Subscriber).returning(Subscriber.email, Subscriber.id), [
         dict(email=row.email, name=row.name, status="confirmed", created_at=now, confirmed_at=now,
-             confirmations_sent=0) for row in rows]).all())
+             confirmations_sent=0, timezone=row.timezone) for row in rows]).all())
     session.execute(insert(Subscription), [
         dict(subscriber_id=ids[row.email], newsletter_id=newsletter_id, status="active", created_at=now)
         for row in rows for newsletter_id in row.newsletter_ids])

@@ -17,7 +17,7 @@ from syndicate.models import (
     Subscription,
     utcnow,
 )
-from syndicate.subscribers import consent
+from syndicate.subscribers import consent, zones
 
 
 @dataclass
@@ -118,6 +118,19 @@ def set_preferences(session: Session, subscriber_id: int, newsletter_ids: list[i
         subscriber.status, subscriber.confirmed_at = "confirmed", now
     session.flush()
     return saved
+
+
+def set_zone(session: Session, subscriber_id: int, zone: str | None, now: datetime | None = None) -> bool:
+    """The reader's own time zone (None: each newsletter's), for newsletters sent at each reader's local time;
+    an unknown one is refused before anything is saved. Whether it changed."""
+    zone = zones.checked(zone)
+    subscriber = _subscriber(session, subscriber_id)
+    if subscriber.timezone == zone:
+        return False
+    subscriber.timezone = zone
+    consent.record_event(session, subscriber.id, "time zone", "web", now=now,
+                         detail=f"on the preferences page: {zone or 'none (each newsletter’s own)'}")
+    return True
 
 
 def leave_all(session: Session, subscriber_id: int, now: datetime | None = None, *, source: str = "web",

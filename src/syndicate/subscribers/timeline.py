@@ -13,7 +13,7 @@ from syndicate.models import Delivery, Edition, Newsletter, SubscriberEvent, Sub
 
 WHAT = {  # delivery statuses as an editor says them
     "sent": "delivered", "skipped": "skipped", "failed": "failed", "deferred": "deferred (will retry)",
-    "pending": "waiting to be sent", "sending": "being sent",
+    "pending": "waiting to be sent", "waiting": "waiting for their local time", "sending": "being sent",
 }
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import Connection as Database
 from sqlalchemy import Engine, and_, func, or_, select, text
 
 from syndicate.config import Settings, SmtpSettings
+from syndicate.ledger import MAIL_UNCLAIMED
 from syndicate.models import Delivery, Edition, Feed, Newsletter, Post, SocialAccount
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def stuck_lanes(connection: Database, now: datetime, after: timedelta) -> dict[s
     due, moved = connection.execute(select(
         select(func.count()).select_from(Delivery).join(Edition, Edition.id == Delivery.edition_id).where(
             Edition.status == "sending",
-            or_(and_(Delivery.status.in_(("pending", "deferred")), Delivery.next_attempt_at <= since),
+            or_(and_(Delivery.status.in_(MAIL_UNCLAIMED), Delivery.next_attempt_at <= since),
                 and_(Delivery.status == "sending", Delivery.claimed_at <= since))).scalar_subquery(),
         select(func.max(Delivery.claimed_at)).join(Edition, Edition.id == Delivery.edition_id)
         .where(Edition.status == "sending").scalar_subquery())).one()

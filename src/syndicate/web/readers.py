@@ -20,7 +20,7 @@ from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
 from syndicate.models import MAX_ID, Newsletter, RowId, Subscriber, Subscription, utcnow
 from syndicate.newsletters import archive, clicks, editions, stored
-from syndicate.subscribers import consent, preferences, rights
+from syndicate.subscribers import consent, preferences, rights, zones
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
 from syndicate.web.responses import Svc, message, page, reader_language
@@ -54,7 +54,7 @@ def subscribe_form(request: Request, svc: Svc):
 
 @router.post("/subscribe", response_class=HTMLResponse)
 def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = Form(""),
-              newsletter: list[str] = Form(default=[]), form_token: str = Form("")):
+              newsletter: list[str] = Form(default=[]), form_token: str = Form(""), timezone: str = Form("")):
     language = reader_language(request)
     _ = i18n.translations(language).gettext
     with transaction(svc.Session) as session:
@@ -65,7 +65,7 @@ def subscribe(request: Request, svc: Svc, email: str = Form(""), name: str = For
             # `syndicate web` reads it from X-Forwarded-For: uvicorn's proxy_headers).
             signup = consent.subscribe(session, email, [n.id for n in chosen], name=name or None,
                                        source="web", client=request.client.host if request.client else None,
-                                       settings=svc.settings)
+                                       settings=svc.settings, timezone=zones.guessed(timezone))
         except (InvalidInput, forms.FormExpired) as e:
             everything = [n for n in stored.all_newsletters(session) if n.status != "archived"]
             expired = isinstance(e, forms.FormExpired)
@@ -212,7 +212,7 @@ def preferences_page_of(settings: Settings, session, token: str, subscriber_id: 
                         **context):
     return page("preferences", status, prefs=preferences.preferences(session, subscriber_id),
                 form_token=new_form_token(settings, "preferences", token), data_url=f"/p/{token}/data.json",
-                **context)
+                zones=zones.names(), **context)
 
 @router.get("/p/{token}", response_class=HTMLResponse)
 def preferences_page(request: Request, token: str, svc: Svc):
@@ -223,7 +223,8 @@ def preferences_page(request: Request, token: str, svc: Svc):
 
 @router.post("/p/{token}", response_class=HTMLResponse)
 def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(""),
-                     newsletter: list[str] = Form(default=[]), form_token: str = Form("")):
+                     newsletter: list[str] = Form(default=[]), form_token: str = Form(""),
+                     timezone: str | None = Form(None)):
     subscriber_id = tokens.read_preferences_token(svc.settings.secret_key, token)
     language = reader_language(request)
     with transaction(svc.Session) as session:
@@ -242,6 +243,8 @@ def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(
             email = subscriber.email
         elif action == "save":  # required: a bare POST must not read as "untick everything"
             ids = session.scalars(select(Newsletter.id).where(Newsletter.slug.in_(newsletter))).all()
+            if timezone is not None:  # checked first: a refused zone saves nothing
+                preferences.set_zone(session, subscriber_id, timezone)
             saved = preferences.set_preferences(session, subscriber_id, list(ids))
         else:
             raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
