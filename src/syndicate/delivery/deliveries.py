@@ -15,42 +15,29 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import and_, func, insert, literal, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from syndicate import ledger
 from syndicate.config import Settings
+from syndicate.delivery import choices
 from syndicate.ledger import MAIL_OPEN, MailStatus
 from syndicate.models import (
     Delivery,
     Edition,
-    Subscriber,
     SubscriberEvent,
     Subscription,
-    UTCDateTime,
 )
 
 log = logging.getLogger(__name__)
 OPEN = MAIL_OPEN
 
 
-def fan_out(session: Session, edition: Edition, batch_size: int, now: datetime) -> list[tuple[int, int]]:
-    """One pending delivery per subscriber confirmed and subscribed at the cut, in one statement."""
-    recipients = (
-        select(
-            literal(edition.id), Subscriber.id, literal("pending"), literal(0),
-            literal(now, UTCDateTime()), literal(now, UTCDateTime()),
-        )
-        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(Subscription.newsletter_id == edition.newsletter_id, Subscription.status == "active",
-               Subscriber.status == "confirmed")
-        .order_by(Subscriber.id)
-    )
-    session.execute(
-        insert(Delivery).from_select(
-            ["edition_id", "subscriber_id", "status", "attempts", "created_at", "next_attempt_at"], recipients
-        )
-    )
+def fan_out(session: Session, edition: Edition, batch_size: int, now: datetime,
+            settings: Settings) -> list[tuple[int, int, int]]:
+    """One pending delivery per reader confirmed and subscribed at the cut who is due and has a story in it
+    (choices.insert_recipients: most in one INSERT … SELECT), then the batches to hand to workers."""
+    choices.insert_recipients(session, edition, settings, now)
     ids = session.scalars(select(Delivery.id).where(Delivery.edition_id == edition.id).order_by(Delivery.id)).all()
     return [(edition.id, lo, hi) for lo, hi in ranges(ids, batch_size)]
 

@@ -60,7 +60,7 @@ def start(session: Session, edition: Edition, settings: Settings, now: datetime)
     if started.rowcount != 1:
         return []
     session.refresh(edition)
-    return deliveries.fan_out(session, edition, settings.batch_size, now)
+    return deliveries.fan_out(session, edition, settings.batch_size, now, settings)
 
 
 class Blocked(InvalidInput):
