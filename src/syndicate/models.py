@@ -224,7 +224,7 @@ class Subscription(Base):
     unsubscribed_at: Mapped[datetime | None]
     # The reader's choices (delivery.choices): the newsletter's categories they want (None: every story),
     # and how often: each edition, or a daily or weekly digest of its stories.
-    topics: Mapped[list | None] = mapped_column(JSON)
+    topics: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
     frequency: Mapped[str] = mapped_column(String(10), default="each", server_default="each")  # each|daily|weekly
     # The last edition whose stories reached the reader (moved only with a delivery's "sent", forwards only,
     # or past an edition with nothing for them): the next mail carries every story since.

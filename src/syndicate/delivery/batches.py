@@ -83,11 +83,14 @@ def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport,
                    Delivery.status == "sending", Delivery.claimed_by == token)
             .order_by(Delivery.id)
         ).all()
+        # Read with the rows, before the commit: nothing may hold the database while the batch sends.
+        variants = {v.id: v for v in session.scalars(select(EditionVariant).where(
+            EditionVariant.id.in_({row.variant_id for row in rows} - {None})))}
         session.commit()
         with _Ledger(session, settings, result, (edition.id, newsletter.id)) as ledger, \
                 _lazy(transport) as connection:
             batch = _Batch(session, settings, edition, newsletter, (lo, hi, token), rows, ledger, connection,
-                           clock, pacer, result)
+                           clock, pacer, result, variants)
             try:
                 batch.run()
             except (TakenOver, _Stopped):
@@ -119,13 +122,14 @@ class _Batch:
 
     def __init__(self, session: Session, settings: Settings, edition: Edition, newsletter: Newsletter,
                  claimed: tuple[int, int, str], rows: list[Row], ledger: _Ledger, connection, clock,
-                 pacer: Pacer | None, result: BatchResult):
+                 pacer: Pacer | None, result: BatchResult, variants: dict[int, EditionVariant] | None = None):
         self.session, self.settings, self.edition, self.newsletter = session, settings, edition, newsletter
         self.lo, self.hi, self.token = claimed
         self.rows, self.ledger, self.connection = rows, ledger, connection
         self.clock, self.pacer, self.result = clock, pacer, result
         # One prepared message per story set in the batch (most rows: the edition's own, variant None).
         self.factories: dict[int | None, MessageFactory] = {None: MessageFactory(settings, newsletter, edition)}
+        self.variants = variants or {}
         self.next_row, self.looked_at = 0, 0
         self.left: set[int] = set()  # subscribers of the rest who left since the batch began
         self.stop: str | None = None  # the edition's status once it is no longer "sending"
@@ -211,9 +215,9 @@ class _Batch:
         return None
 
     def message_for(self, variant_id: int | None) -> MessageFactory:
-        if variant_id not in self.factories:
-            variant = self.session.get(EditionVariant, variant_id)
-            self.factories[variant_id] = MessageFactory(self.settings, self.newsletter, self.edition, variant)
+        if variant_id not in self.factories:  # prepared on first use: most batches have one set or two
+            self.factories[variant_id] = MessageFactory(self.settings, self.newsletter, self.edition,
+                                                        self.variants[variant_id])
         return self.factories[variant_id]
 
     def look_again(self) -> None:

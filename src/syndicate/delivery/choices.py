@@ -33,7 +33,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, insert, literal, or_, select, update
+from sqlalchemy import and_, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from syndicate.config import Settings
@@ -93,7 +93,9 @@ def insert_recipients(session: Session, edition: Edition, settings: Settings, no
     if before is None:
         up_to_date = literal(True)  # the first edition: nothing before it to miss
     else:
-        up_to_date = Subscription.cursor_edition_id == before.id
+        # coalesce: a NULL cursor must make this false, not unknown (NOT unknown would leave the reader out
+        # of both the statement and the rest)
+        up_to_date = func.coalesce(Subscription.cursor_edition_id, 0) == before.id
         if not newsletter.welcome_digest:  # joined since the last edition started: nothing missed either
             up_to_date = or_(up_to_date, and_(Subscription.cursor_edition_id.is_(None),
                                               Subscription.created_at > before.started_at))

@@ -51,7 +51,7 @@ def _categories(values) -> list[str] | None:
 
 NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
                      "timezone", "max_items", "max_age_hours", "feed_ids", "categories_include",
-                     "categories_exclude", "breaking_categories", "count_clicks")
+                     "categories_exclude", "breaking_categories", "count_clicks", "welcome_digest")
 
 
 def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
@@ -70,6 +70,8 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
         rendering.check_template(changes["template"])
     if "count_clicks" in changes and type(changes["count_clicks"]) is not bool:
         raise InvalidInput(f"count clicks is on or off (true or false), not {changes['count_clicks']!r}")
+    if "welcome_digest" in changes and type(changes["welcome_digest"]) is not bool:
+        raise InvalidInput(f"the welcome digest is on or off (true or false), not {changes['welcome_digest']!r}")
     if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
         raise InvalidInput("max items must be between 1 and 200")
     if "max_age_hours" in changes and not 0 <= int(changes["max_age_hours"]) <= MAX_AGE_HOURS:
