@@ -14,7 +14,7 @@ from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
 from syndicate.models import MAX_ID, Newsletter, RowId, Subscriber
 from syndicate.newsletters import archive, clicks, editions, stored
-from syndicate.subscribers import consent, preferences
+from syndicate.subscribers import choices, consent, preferences
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
 from syndicate.web.responses import Svc, message, page
@@ -118,8 +118,10 @@ def unsubscribe(token: str, svc: Svc):
 # pressing the buttons for a reader whose link they learnt. GET changes nothing: link scanners prefetch.
 def preferences_page_of(settings: Settings, session, token: str, subscriber_id: int, status: int = 200, /,
                         **context):
+    context.setdefault("error", None)
+    context.setdefault("kept", None)
     return page("preferences", status, prefs=preferences.preferences(session, subscriber_id),
-                form_token=new_form_token(settings, "preferences", token), **context)
+                form_token=new_form_token(settings, "preferences", token), frequencies=choices.FREQUENCIES, **context)
 
 @router.get("/p/{token}", response_class=HTMLResponse)
 def preferences_page(token: str, svc: Svc):
@@ -129,7 +131,8 @@ def preferences_page(token: str, svc: Svc):
 
 @router.post("/p/{token}", response_class=HTMLResponse)
 def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(""),
-                     newsletter: list[str] = Form(default=[]), form_token: str = Form("")):
+                     newsletter: list[str] = Form(default=[]), form_token: str = Form(""),
+                     topic: list[str] = Form(default=[]), frequency: list[str] = Form(default=[])):
     subscriber_id = tokens.read_preferences_token(svc.settings.secret_key, token)
     with transaction(svc.Session) as session:
         try:
@@ -140,8 +143,16 @@ def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(
             preferences.leave_all(session, subscriber_id)
             saved = "left"
         elif action == "save":  # required: a bare POST must not read as "untick everything"
+            try:
+                checked = preferences.check_choices(session, subscriber_id, topic, frequency)
+            except InvalidInput as e:  # nothing saved; the page shows what was chosen, and what to change
+                kept = dict(newsletters=set(newsletter), topics=set(topic),
+                            frequency=dict(f.partition(":")[::2] for f in frequency))
+                return preferences_page_of(svc.settings, session, token, subscriber_id, 400, saved=None,
+                                           expired=False, error=str(e), kept=kept)
             ids = session.scalars(select(Newsletter.id).where(Newsletter.slug.in_(newsletter))).all()
             saved = preferences.set_preferences(session, subscriber_id, list(ids))
+            saved.changed = preferences.save_choices(session, subscriber_id, checked)
         else:
             raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
         return preferences_page_of(svc.settings, session, token, subscriber_id, saved=saved, expired=False)
