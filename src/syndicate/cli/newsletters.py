@@ -76,6 +76,9 @@ def newsletter_options(adding: bool):
                          help="Count clicks on each story of an edition, in total, never per reader: story links "
                               "go through BASE_URL/r/… (from the next edition rendered)"
                               + (" [default: off]" if adding else "") + "."),
+            click.option("--welcome-digest/--no-welcome-digest", default=None,
+                         help="A new reader's first mail also carries the latest edition's stories (of their "
+                              "topics), once" + (" [default: off]" if adding else "") + "."),
         ]
         if adding:
             options.append(click.option(
@@ -96,7 +99,7 @@ def newsletter_options(adding: bool):
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
                                       "subject_template", "template", "max_items", "max_age_hours",
-                                      "count_clicks")
+                                      "count_clicks", "welcome_digest")
                if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
@@ -132,6 +135,7 @@ def _describe(newsletter: Newsletter) -> dict:
         exclude_categories=newsletter.categories_exclude or [],
         breaking_categories=newsletter.breaking_categories or [],
         first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks,
+        welcome_digest=newsletter.welcome_digest,
     )
 
 

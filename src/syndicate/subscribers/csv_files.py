@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from syndicate.errors import InvalidInput
 from syndicate.models import Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
-from syndicate.subscribers import consent
+from syndicate.subscribers import choices, consent
 
 CHUNK = 500  # addresses per IN (…) query: one round trip per 500 rows, well under any parameter limit
 DELIMITERS = (",", ";", "\t")  # Excel writes ";" where the decimal separator is a comma
@@ -31,9 +31,15 @@ COLUMNS = {  # header cell (case-folded, spaces collapsed) → what it holds
     "name": "name",
     "newsletters": "newsletters", "newsletter": "newsletters",
     "status": "status",
+    "topics": "topics", "topic": "topics",
+    "frequency": "frequency",
 }
+# Topics in one cell: "|" between them. Not ";" or ",": either may be the file's own delimiter (Excel
+# writes ";"), and not spaces: a topic may have them ("Local news"). "*": every story again.
+TOPIC_SEPARATOR = "|"
+EVERY_TOPIC = "*"
 STATUSES = ("pending", "confirmed", *consent.SUPPRESSED)
-EXPORT_COLUMNS = ["email", "name", "status", "newsletters", "created_at", "confirmed_at"]
+EXPORT_COLUMNS = ["email", "name", "status", "newsletters", "created_at", "confirmed_at", "topics", "frequency"]
 FORCE_HINT = "skipped (use --force to add back)"
 # A cell starting with one of these is a formula to a spreadsheet: names come from a public signup form.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -78,6 +84,10 @@ class Row:
     name: str | None
     newsletter_ids: list[int]
     file_status: str | None  # the file's own status column, if it has one (e.g. our export)
+    # The reader's choices for the row's newsletters (subscribers.choices); None: as they are (new: every
+    # topic, each edition). topics: by newsletter id, None there meaning every story.
+    topics: dict[int, list[str] | None] | None = None
+    frequency: str | None = None
 
 
 # ── import ───────────────────────────────────────────────────────────────────
@@ -95,7 +105,8 @@ def import_csv(session: Session, data: str | bytes, newsletter_ids: list[int], *
     columns = header_columns(header)
     slugs = newsletters_checked(session, columns, newsletter_ids)
     report = ImportReport()
-    rows = list(fit_rows(records, columns, slugs, newsletter_ids, report))
+    offered = _Offered(session)
+    rows = list(fit_rows(records, columns, slugs, newsletter_ids, report, offered))
     names = {newsletter_id: slug for slug, newsletter_id in slugs.items() if newsletter_id is not None}
     for i in range(0, len(rows), CHUNK):
         import_chunk(session, rows[i:i + CHUNK], names, report, force=force, confirmed=confirmed, now=now)
@@ -183,8 +194,33 @@ def header_columns(header: list[str], check: bool = True) -> dict[str, int]:
     return found
 
 
+class _Offered:
+    """Each newsletter's topics (choices.topics_of), read once per import."""
+
+    def __init__(self, session: Session):
+        self.session, self.found = session, {}
+
+    def __call__(self, newsletter_id: int) -> tuple[Newsletter, list[str]]:
+        if newsletter_id not in self.found:
+            newsletter = self.session.get(Newsletter, newsletter_id)
+            self.found[newsletter_id] = newsletter, choices.topics_of(self.session, newsletter)
+        return self.found[newsletter_id]
+
+
+def _choices_of(topics_cell: str, frequency_cell: str, chosen: list[int], offered: _Offered):
+    """The row's topics (by newsletter) and frequency, or InvalidInput saying what is wrong."""
+    frequency = choices.check_frequency(frequency_cell) if frequency_cell.strip() else None
+    cell = _undefused(topics_cell.strip())
+    if not cell:
+        return None, frequency
+    listed = [t.strip() for t in cell.split(TOPIC_SEPARATOR) if t.strip()]
+    if listed == [EVERY_TOPIC]:
+        return dict.fromkeys(chosen), frequency
+    return {n: choices.check_topics(*offered(n), listed) for n in chosen}, frequency
+
+
 def fit_rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slugs: dict[str, int | None],
-             default_ids: list[int], report: ImportReport) -> Iterator[Row]:
+             default_ids: list[int], report: ImportReport, offered: _Offered | None = None) -> Iterator[Row]:
     """Rows fit to import; bad ones and repeats go to the report."""
     seen: dict[str, int] = {}
 
@@ -219,9 +255,19 @@ def fit_rows(records: list[tuple[int, list[str]]], columns: dict[str, int], slug
         if email in seen:
             report.duplicates.append((line, email, f"duplicate of line {seen[email]}"))
             continue
+        topics, frequency = None, None
+        if offered is not None and (cell(record, "topics").strip() or cell(record, "frequency").strip()):
+            try:
+                topics, frequency = _choices_of(cell(record, "topics"), cell(record, "frequency"), chosen, offered)
+            except InvalidInput as e:
+                column = "frequency" if "frequency" in str(e) else "topics"
+                report.bad.append((line, raw, f"{e} ({column} column; topics separated by "
+                                              f"'{TOPIC_SEPARATOR}', '{EVERY_TOPIC}' for every story)"))
+                continue
         seen[email] = line
         status = cell(record, "status").strip().casefold()
-        yield Row(line, email, _clean_name(cell(record, "name")), chosen, status if status in STATUSES else None)
+        yield Row(line, email, _clean_name(cell(record, "name")), chosen, status if status in STATUSES else None,
+                  topics, frequency)
 
 
 def _clean_name(value: str) -> str | None:
@@ -241,6 +287,7 @@ def import_chunk(session: Session, rows: list[Row], names: dict[int, str], repor
         for subscription in session.scalars(select(Subscription).where(Subscription.subscriber_id.in_(list(current)))):
             current[subscription.subscriber_id][subscription.newsletter_id] = subscription
     new: list[Row] = []
+    kept: list[Row] = []  # rows not refused: their choices are applied below
     for row in rows:
         if row.file_status in consent.SUPPRESSED:
             # The file itself says they left (an export from here or elsewhere): never a signup, even forced.
@@ -251,10 +298,15 @@ def import_chunk(session: Session, rows: list[Row], names: dict[int, str], repor
                                    "(import it with --double-opt-in to ask them to confirm)"))
         elif row.email not in found:
             new.append(row)
+            kept.append(row)
         else:
             subscriber = found[row.email]
-            _existing(session, subscriber, current[subscriber.id], row, names, report,
-                      force=force, confirmed=confirmed, now=now)
+            unchanged = report.unchanged
+            if _existing(session, subscriber, current[subscriber.id], row, names, report,
+                         force=force, confirmed=confirmed, now=now):
+                kept.append(row)
+                if report.unchanged > unchanged and _choose(current[subscriber.id], row):
+                    report.unchanged, report.updated = report.unchanged - 1, report.updated + 1
     if confirmed:
         _add_confirmed(session, new, names, report, now)
     else:
@@ -267,6 +319,36 @@ def import_chunk(session: Session, rows: list[Row], names: dict[int, str], repor
             if signup.send_confirmation:
                 report.to_confirm.append(signup.subscriber.id)
             report.added += 1
+    _apply_choices(session, [row for row in kept if row.topics is not None or row.frequency is not None])
+
+
+def _choose(subscriptions: dict[int, Subscription], row: Row) -> bool:
+    """Set the row's choices on the subscriptions to its newsletters; whether any changed."""
+    changed = False
+    for newsletter_id in row.newsletter_ids:
+        subscription = subscriptions.get(newsletter_id)
+        if subscription is None:
+            continue
+        if row.topics is not None and (subscription.topics or None) != row.topics[newsletter_id]:
+            subscription.topics, changed = row.topics[newsletter_id], True
+        if row.frequency is not None and subscription.frequency != row.frequency:
+            subscription.frequency, changed = row.frequency, True
+    return changed
+
+
+def _apply_choices(session: Session, rows: list[Row]) -> None:
+    """The chunk's choices, once every subscription it made exists."""
+    if not rows:
+        return
+    session.flush()
+    by_email = {row.email: row for row in rows}
+    found: dict[str, dict[int, Subscription]] = {}
+    for email, subscription in session.execute(
+            select(Subscriber.email, Subscription).join(Subscription, Subscription.subscriber_id == Subscriber.id)
+            .where(Subscriber.email.in_(list(by_email)))).all():
+        found.setdefault(email, {})[subscription.newsletter_id] = subscription
+    for email, subscriptions in found.items():
+        _choose(subscriptions, by_email[email])
 
 
 def _add_confirmed(session: Session, rows: list[Row], names: dict[int, str], report: ImportReport,
@@ -288,14 +370,15 @@ def _add_confirmed(session: Session, rows: list[Row], names: dict[int, str], rep
 
 
 def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int, Subscription], row: Row,
-              names: dict[int, str], report: ImportReport, *, force: bool, confirmed: bool, now: datetime) -> None:
+              names: dict[int, str], report: ImportReport, *, force: bool, confirmed: bool, now: datetime) -> bool:
+    """An address we know: brought up to date with the row; False when the row was refused."""
     left = [n for n in row.newsletter_ids if n in subscriptions and subscriptions[n].status == "unsubscribed"]
     if subscriber.status in consent.SUPPRESSED or left:
         if not force:
             what = subscriber.status if subscriber.status in consent.SUPPRESSED else (
                 "unsubscribed from " + ", ".join(names[n] for n in left))
             report.skipped.append((row.line, row.email, f"previously {what}, {FORCE_HINT}"))
-            return
+            return False
         _fill_name(subscriber, row)
         if confirmed:
             subscriber.status, subscriber.confirmed_at = "confirmed", subscriber.confirmed_at or now
@@ -315,7 +398,7 @@ def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int,
         consent.record_event(session, subscriber.id, "resubscribed", "import", detail=detail, now=now,
                              newsletter_id=_single(row.newsletter_ids))
         report.resubscribed += 1
-        return
+        return True
     changed = _fill_name(subscriber, row)
     # A subscription waiting for the reader's confirmation isn't missing: the import leaves it waiting.
     if missing := [n for n in row.newsletter_ids if n not in subscriptions]:
@@ -336,6 +419,7 @@ def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int,
         report.updated += 1
     else:
         report.unchanged += 1
+    return True
 
 
 def _activate(session: Session, subscriber: Subscriber, subscriptions: dict[int, Subscription],
@@ -372,11 +456,15 @@ def export_csv(session: Session, out: TextIO, newsletter_id: int | None = None,
     """Write subscribers as CSV (EXPORT_COLUMNS), streamed from the database; returns how many.
 
     `newsletter_id`: only those subscribed to it (active or waiting for confirmation).
-    The newsletters column holds the active subscriptions: importing the file again changes nothing."""
-    active = (select(Subscription.subscriber_id, Newsletter.slug).join(Newsletter)
+    The newsletters column holds the active subscriptions: importing the file again changes nothing. The
+    topics and frequency columns hold the reader's choices for `newsletter_id`'s subscription, or for all
+    of theirs when those agree (else empty cells, which an import reads as "as they are")."""
+    active = (select(Subscription.subscriber_id, Subscription.newsletter_id, Subscription.topics,
+                     Subscription.frequency, Newsletter.slug).join(Newsletter)
               .where(Subscription.status == "active").subquery())
     query = (select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.created_at,
-                    Subscriber.confirmed_at, active.c.slug)
+                    Subscriber.confirmed_at, active.c.slug, active.c.newsletter_id, active.c.topics,
+                    active.c.frequency)
              .outerjoin(active, active.c.subscriber_id == Subscriber.id)
              .order_by(Subscriber.id, active.c.slug))
     if newsletter_id is not None:
@@ -392,9 +480,12 @@ def export_csv(session: Session, out: TextIO, newsletter_id: int | None = None,
     for _, group in itertools.groupby(rows, key=lambda r: r.id):
         found = list(group)
         first = found[0]
+        mine = {(TOPIC_SEPARATOR.join(r.topics or []), r.frequency) for r in found
+                if r.slug and newsletter_id in (None, r.newsletter_id)}
+        topics, frequency = mine.pop() if len(mine) == 1 else ("", "")
         writer.writerow([_defused(first.email), _defused(first.name or ""), first.status,
                          ";".join(r.slug for r in found if r.slug), first.created_at.isoformat(),
-                         first.confirmed_at.isoformat() if first.confirmed_at else ""])
+                         first.confirmed_at.isoformat() if first.confirmed_at else "", _defused(topics), frequency])
         count += 1
     return count
 
