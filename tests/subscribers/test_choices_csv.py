@@ -87,7 +87,8 @@ def test_the_export_gives_the_choices_back_and_importing_it_again_changes_nothin
                                                  "bo@example.com,daily,,\n")
     path = tmp_path / "out.csv"
     assert syndicate("subscriber", "export", "--newsletter", "daily", "--output", str(path)).exit_code == 0
-    rows = {r["email"]: (r["topics"], r["frequency"]) for r in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))}
+    exported = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+    rows = {r["email"]: (r["topics"], r["frequency"]) for r in exported}
     assert rows == {"ann@example.com": ("Politics|Local news", "weekly"), "bo@example.com": ("", "each")}
 
     before = choices(syndicate.svc)
