@@ -72,6 +72,7 @@ def _detail(session, newsletter: Newsletter) -> dict:
         categories_include=newsletter.categories_include,
         categories_exclude=newsletter.categories_exclude, breaking_categories=newsletter.breaking_categories,
         first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks,
+        welcome_digest=newsletter.welcome_digest,
         # A paused newsletter's: the times it keeps if resumed now.
         next_sends=schedules.upcoming(newsletter, 5) if newsletter.cron else [],
         recent_editions=[_edition(e) for e in recent],
@@ -170,6 +171,7 @@ class SettingsForm(BaseModel):
     categories_exclude: str = ""
     breaking_categories: str = ""
     count_clicks: bool = False  # a checkbox: absent when unticked
+    welcome_digest: bool = False  # a checkbox too
 
     @classmethod
     def of(cls, newsletter: Newsletter) -> SettingsForm:
@@ -177,7 +179,7 @@ class SettingsForm(BaseModel):
                    **{k: str(getattr(newsletter, k) or "") for k in ("name", "from_name", "from_address",
                       "reply_to", "subject_template", "template", "cron", "timezone", "max_items")},
                    max_age_hours=str(newsletter.max_age_hours), feed_ids=newsletter.feed_ids or [],
-                   count_clicks=newsletter.count_clicks)
+                   count_clicks=newsletter.count_clicks, welcome_digest=newsletter.welcome_digest)
 
     def changes(self) -> dict:
         if not re.fullmatch(r"\s*\d*\s*", self.max_items):
@@ -354,6 +356,7 @@ class NewNewsletter(BaseModel):
     max_age_hours: int = 72  # never a story published longer ago; 0: any age
     first_fill: str = "none"  # none | last:N | hours:N
     count_clicks: bool = False  # clicks per story of each edition, never per reader
+    welcome_digest: bool = False  # a new reader's first mail carries the latest edition's stories too
     subject_template: str | None = None
     template: str | None = None
     feed_ids: list[int] | None = None
@@ -379,6 +382,7 @@ class NewsletterChanges(BaseModel):
     categories_exclude: list[str] | None = None
     breaking_categories: list[str] | None = None
     count_clicks: bool | None = None
+    welcome_digest: bool | None = None
 
 
 @api.get("/newsletters", tags=["newsletters"])
