@@ -16,7 +16,7 @@ from conftest import configured
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, sending
 from syndicate.delivery.batches import BatchResult, TakenOver, _Ledger, claim, send_batch
-from syndicate.models import Article, Delivery, EditionVariant, Newsletter, Subscriber, Subscription
+from syndicate.models import Article, Delivery, Edition, EditionVariant, Newsletter, Subscriber, Subscription
 from syndicate.newsletters import lists, rendering
 from syndicate.subscribers import consent
 
@@ -126,6 +126,9 @@ def test_the_stories_of_a_failed_mail_come_with_the_next_one_once(news, smtp_ser
     second = stories(news, T0 + timedelta(days=1), ["News"])
     got = cut_and_send(news, newsletter_id, T0 + timedelta(days=1, hours=1), smtp_server)
     assert got == {"ok@example.com": second, "busy@example.com": sorted(first + second)}
+    with transaction(news.Session) as session:  # resending the first edition's failed: they have its stories
+        first_edition = session.scalars(select(Edition).order_by(Edition.id)).first()
+        assert sending.resend_failed(session, first_edition, news.settings) == ([], 1)
 
     third = stories(news, T0 + timedelta(days=2), ["News"])
     got = cut_and_send(news, newsletter_id, T0 + timedelta(days=2, hours=1), smtp_server)

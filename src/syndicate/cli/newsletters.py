@@ -556,11 +556,13 @@ def edition_cancel(ctx, ref: str) -> None:
 
 @_edition_command("resend-failed")
 def edition_resend_failed(ctx, ref: str) -> None:
-    """Send again to the recipients it failed for — only them, and only those still subscribed."""
+    """Send again to the recipients it failed for — only them, only those still subscribed, and only those
+    whose later mail hasn't carried its stories already."""
     with _opened_edition(ctx, ref) as (svc, session, found):
         batches, left_out = sending.resend_failed(session, found, svc.settings)
         summary = _summary(found)
     queue(batches)
     click.echo(f"{summary}: {len(batches)} batches queued"
-               + (f"; {left_out} failed recipients left out (unsubscribed, bounced or complained since)"
+               + (f"; {left_out} failed recipients left out (unsubscribed, bounced or complained since, or "
+                  "its stories came with a later mail)"
                   if left_out else ""))
