@@ -51,7 +51,6 @@ from syndicate.models import (
     UTCDateTime,
     utcnow,
 )
-from syndicate.newsletters import clicks, rendering
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +220,9 @@ def variant(session: Session, settings: Settings, edition: Edition, article_ids:
     """The edition rendered once for one story set (found again if it was already), by the edition's own
     rendering: its subject template, its intro, each story's blurb from its own edition, each counted link
     the one its own edition made."""
+    # Here, not at the top: listings read delivery counts through this package, and must not load premailer.
+    from syndicate.newsletters import clicks, rendering
+
     key = story_key(article_ids)
     found = session.scalars(select(EditionVariant).where(EditionVariant.edition_id == edition.id,
                                                          EditionVariant.key == key)).first()
