@@ -410,7 +410,8 @@ def seed(svc, settings, subscribers: int, naive_sample: int, stories: int,
         measured, naive = (
             lists.add_newsletter(session, slug=slug, name="The Morning Briefing", from_name="The Morning Briefing",
                                  from_address="briefing@news.example", cron=None, timezone="Europe/Berlin",
-                                 max_items=stories, template=template)
+                                 max_items=stories, template=template,
+                                 max_age_hours=0)  # the bundled sample feed's stories are from 2023
             for slug in ("morning-briefing", "morning-briefing-naive"))
         newsletter_ids = measured.id, naive.id
     with transaction(svc.Session) as session:  # after the newsletters: their first edition takes these stories
