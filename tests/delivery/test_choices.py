@@ -199,3 +199,26 @@ def test_the_cursor_moves_only_with_a_sent_mark_that_holds(news, smtp_server):
     send_batch(news.Session, news.settings, news.transport, edition_id, lo, hi, "new-worker")
     assert [m.recipients for m in smtp_server.messages] == [["reader@example.com"]]
     assert cursor_of(news, "reader@example.com") == edition_id
+
+
+def test_a_set_longer_than_the_newsletters_max_items_shows_the_newest_and_counts_the_rest(news, smtp_server):
+    newsletter_id = newsletter(news, {"ok@example.com": {}, "weekly@example.com": dict(frequency="weekly")},
+                               max_items=2)
+    stories(news, T0, ["News"], ["News"])
+    cut_and_send(news, newsletter_id, T0 + timedelta(hours=1), smtp_server)  # both get it
+    stories(news, T0 + timedelta(days=1), ["News"], ["News"])
+    cut_and_send(news, newsletter_id, T0 + timedelta(days=1, hours=1), smtp_server)  # not due
+    smtp_server.messages.clear()
+    latest = stories(news, T0 + timedelta(days=7), ["News"], ["News"])
+    with transaction(news.Session) as session:
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), news.settings,
+                          now=T0 + timedelta(days=7, hours=1))
+    for edition_id, lo, hi in cut.batches:
+        send_batch(news.Session, news.settings, news.transport, edition_id, lo, hi, "last")
+    mails = {m.recipients[0]: email.message_from_bytes(m.data, policy=email.policy.default)
+             for m in smtp_server.messages}
+    text = mails["weekly@example.com"].get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert sorted(line for line in text.splitlines() if line.startswith("Story ")) == sorted(latest)
+    assert "2 more stories on the web:\nhttp://testserver/n/daily" in text  # the day-1 stories, past max items
+    assert "2 more stories" in mails["weekly@example.com"].get_body(("html",)).get_content()
+    assert "more stories on the web" not in mails["ok@example.com"].get_body(("plain",)).get_content()
