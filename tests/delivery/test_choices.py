@@ -222,3 +222,24 @@ def test_a_set_longer_than_the_newsletters_max_items_shows_the_newest_and_counts
     assert "2 more stories on the web:\nhttp://testserver/n/daily" in text  # the day-1 stories, past max items
     assert "2 more stories" in mails["weekly@example.com"].get_body(("html",)).get_content()
     assert "more stories on the web" not in mails["ok@example.com"].get_body(("plain",)).get_content()
+
+
+def test_a_reader_back_after_leaving_gets_what_comes_from_then_not_what_went_out_while_away(news, smtp_server):
+    from syndicate.subscribers import preferences
+
+    newsletter_id = newsletter(news, {"stays@example.com": {}, "away@example.com": {}})
+    with transaction(news.Session) as session:
+        away = session.scalar(select(Subscriber.id).where(Subscriber.email == "away@example.com"))
+    stories(news, T0, ["News"])
+    cut_and_send(news, newsletter_id, T0 + timedelta(hours=1), smtp_server)
+    with transaction(news.Session) as session:
+        preferences.set_preferences(session, away, [], now=T0 + timedelta(hours=2))
+    while_away = stories(news, T0 + timedelta(days=1), ["News"])
+    assert cut_and_send(news, newsletter_id, T0 + timedelta(days=1, hours=1), smtp_server) == {
+        "stays@example.com": while_away}
+    with transaction(news.Session) as session:
+        preferences.set_preferences(session, away, [newsletter_id], now=T0 + timedelta(days=1, hours=2))
+
+    back = stories(news, T0 + timedelta(days=2), ["News"])
+    got = cut_and_send(news, newsletter_id, T0 + timedelta(days=2, hours=1), smtp_server)
+    assert got == {"stays@example.com": back, "away@example.com": back}

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syndicate.errors import InvalidInput
-from syndicate.models import Article, Edition, EditionArticle, Newsletter
+from syndicate.models import Article, Edition, EditionArticle, Newsletter, Subscription
 from syndicate.text import one_line
 
 # What each frequency means to the reader, as the preferences page and the CSV help say it.
@@ -43,6 +43,14 @@ def topics_of(session: Session, newsletter: Newsletter) -> list[str]:
         if isinstance(topic, str) and topic.strip() and topic.casefold() not in excluded:
             seen.setdefault(topic.casefold(), topic)
     return list(seen.values())[:MAX_TOPICS]
+
+
+def start_afresh(session: Session, subscription: Subscription) -> None:
+    """A reader back after leaving: what went out while they were away isn't theirs to have missed, so
+    their stories start after the newsletter's latest edition (the cursor only ever moves forwards)."""
+    subscription.cursor_edition_id = session.scalar(
+        select(Edition.id).where(Edition.newsletter_id == subscription.newsletter_id, Edition.started_at.is_not(None))
+        .order_by(Edition.started_at.desc(), Edition.id.desc()).limit(1)) or subscription.cursor_edition_id
 
 
 def check_topics(newsletter: Newsletter, offered: list[str], chosen: list[str] | None) -> list[str] | None:

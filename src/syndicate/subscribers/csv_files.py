@@ -430,6 +430,8 @@ def _activate(session: Session, subscriber: Subscriber, subscriptions: dict[int,
             session.add(Subscription(subscriber_id=subscriber.id, newsletter_id=newsletter_id, status="active",
                                      created_at=now))
         elif subscription.status != "active":
+            if subscription.status == "unsubscribed":
+                choices.start_afresh(session, subscription)
             subscription.status, subscription.unsubscribed_at = "active", None
 
 

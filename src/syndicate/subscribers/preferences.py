@@ -106,6 +106,8 @@ def set_preferences(session: Session, subscriber_id: int, newsletter_ids: list[i
                 session.add(Subscription(subscriber_id=subscriber.id, newsletter_id=newsletter_id, status="active",
                                          created_at=now))
             else:
+                if subscription.status == "unsubscribed":
+                    choices.start_afresh(session, subscription)
                 subscription.status, subscription.unsubscribed_at = "active", None
             saved.joined.append(newsletter)
             consent.record_event(session, subscriber.id, "subscribed", "web", newsletter_id=newsletter_id,
