@@ -11,6 +11,7 @@ machine; prints the median µs a mark of each. A PostgreSQL run makes a schema o
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -88,6 +89,7 @@ def main(argv=None) -> int:
             print(f"{name}: " + "; ".join(f"{kind} {statistics.median(v):.0f} µs a mark (chunks: "
                                           f"{', '.join(f'{x:.0f}' for x in v)})" for kind, v in times.items()))
     finally:
+        shutil.rmtree(folder, ignore_errors=True)
         if admin is not None:
             with admin.begin() as connection:
                 connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
