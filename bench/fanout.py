@@ -3,6 +3,12 @@
     python bench/fanout.py                              # 100,000 subscribers, the three sizes, SQLite, 2 workers
     python bench/fanout.py --subscribers 20000 --naive-sample 300        # a quick run of the matrix
     python bench/fanout.py --database sqlite,postgres --sizes 5,15       # fresh PostgreSQL schemas, dropped after
+    python bench/fanout.py --subscribers 20000 --sizes 15 --choices none,spread   # readers' choices, both ways
+
+`--choices spread`: readers spread over choices (delivery.choices) as a newsletter that offers them may
+see: a tenth with one topic, a tenth with two others (each a story set of its own, rendered once), a
+tenth on a weekly digest, the rest (70 %) every story of every edition, decided in the fan-out's one
+INSERT … SELECT. `none` (the default): everyone gets the edition as it is, the common case.
 
 The matrix (`--sizes`, nominal KB as mailed): 5, a breaking alert (1 story, the slim template in
 bench/templates); 15, the bundled sample digest (4 stories); 64, a big digest (20 stories). Each size on
@@ -34,6 +40,7 @@ the end unless `--keep`.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import os
@@ -388,14 +395,15 @@ class Workers:
 
 
 def seed(svc, settings, subscribers: int, naive_sample: int, stories: int,
-         template: str = "edition") -> tuple[int, int]:
-    """Two newsletters of the same stories: the measured one for everyone, a naive one for the first sample."""
-    from sqlalchemy import insert, select
+         template: str = "edition", choices: str = "none") -> tuple[int, int]:
+    """Two newsletters of the same stories: the measured one for everyone, a naive one for the first sample.
+    `choices`: "spread" gives the measured newsletter's readers choices (see the module's help)."""
+    from sqlalchemy import insert, select, update
 
     from syndicate.cli import demo
     from syndicate.db import transaction
     from syndicate.ingest import feeds
-    from syndicate.models import Subscriber, Subscription, utcnow
+    from syndicate.models import Article, Subscriber, Subscription, utcnow
     from syndicate.newsletters import lists
 
     with transaction(svc.Session) as session:
@@ -425,6 +433,14 @@ def seed(svc, settings, subscribers: int, naive_sample: int, stories: int,
                 session.execute(insert(Subscription), [
                     dict(subscriber_id=i, newsletter_id=newsletter_id, status="active", created_at=now)
                     for i in chosen[start:start + chunk]])
+    if choices == "spread":
+        with transaction(svc.Session) as session:
+            filed = sorted({c for categories in session.scalars(select(Article.categories)) for c in categories})
+            for remainder, values in ((0, dict(topics=filed[:1])), (1, dict(topics=filed[1:3])),
+                                      (2, dict(frequency="weekly"))):
+                session.execute(update(Subscription).where(Subscription.newsletter_id == newsletter_ids[0],
+                                                           Subscription.subscriber_id % 10 == remainder)
+                                .values(**values))
     with svc.engine.connect() as connection:  # the statistics autovacuum would have gathered within a minute
         connection.exec_driver_sql("ANALYZE")
         connection.commit()
@@ -548,10 +564,12 @@ def strangers(broker) -> int:
 
 def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: dict, data_dir: Path,
                   sink: Sink, broker) -> dict:
+    from sqlalchemy import func, select
+
     from syndicate import tasks
     from syndicate.db import transaction
     from syndicate.delivery import deliveries, sending
-    from syndicate.models import Edition, Newsletter, utcnow
+    from syndicate.models import Edition, EditionVariant, Newsletter, utcnow
 
     workers = Workers("syndicate.tasks", "mail", args.workers, env, data_dir / "worker-mail.log", "bench-mail")
     published = {"cut": 0, "requeue": 0}
@@ -589,6 +607,7 @@ def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: di
     with transaction(svc.Session) as session:
         edition = session.get(Edition, edition_id)
         edition_status, html_bytes, text_bytes = edition.status, len(edition.html.encode()), len(edition.text.encode())
+        variants = session.scalar(select(func.count()).where(EditionVariant.edition_id == edition_id))
     sent = done["counts"].get("sent", 0)
     elapsed = (last - started).total_seconds() if last else time.perf_counter() - t0
     received = workers.received("syndicate.deliver_batch")
@@ -596,7 +615,7 @@ def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: di
         "edition_id": edition_id, "outcome": done["outcome"], "counts": done["counts"], "sent": sent,
         "edition_status": edition_status, "html_bytes": html_bytes, "text_bytes": text_bytes,
         "wall_s": elapsed, "msgs_per_s": sent / elapsed if elapsed else 0.0,
-        "cut_s": cut_s, "publish_s": publish_s,
+        "cut_s": cut_s, "publish_s": publish_s, "variants_rendered": variants,
         "first_sent_after_s": (first - started).total_seconds() if first else None,
         "broker_messages": published["cut"] + published["requeue"],
         "published_by_cut": published["cut"], "published_by_requeue": published["requeue"],
@@ -869,6 +888,7 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         row("edition status afterwards", main["edition_status"]),
         row("wall time, cut → last row sent (s)", f"{main['wall_s']:.1f}"),
         row("  cut: render + fan-out + commit (s)", f"{main['cut_s']:.2f}"),
+        row("  story sets rendered besides the edition's", f"{main.get('variants_rendered', 0)}"),
         row("  publishing the batches (s)", f"{main['publish_s']:.2f}"),
         row("  first row sent after (s)", "—" if main["first_sent_after_s"] is None
             else f"{main['first_sent_after_s']:.2f}"),
@@ -935,6 +955,7 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         "durable_sent": args.durable_sent, "stories": args.stories,
         "template": args.template, "message_bytes": message_bytes,
         "wall_s": round(main["wall_s"], 2), "cut_s": round(main["cut_s"], 3),
+        "choices": args.choices, "variants_rendered": main.get("variants_rendered", 0),
         "worker_cpu_ms_per_msg": round(1000 * main["cpu_s"] / main["sent"], 3) if main["sent"] else None,
         "naive_sample": naive["sent"], "naive_cpu_ms_per_msg": round(1000 * naive["cpu_s"] / naive["sent"], 2)
         if naive["sent"] else None,
@@ -984,12 +1005,13 @@ SIZES = {"5": ("breaking alert", 1, "alert"), "15": ("normal digest", SAMPLE_STO
 TEMPLATE_DIR = BENCH_DIR / "templates"  # the alert's slim template ('alert'); the bundled 'edition' for the rest
 
 
-def run_case(args, kind: str, stories: int, template: str, sink: Sink, broker) -> dict:
+def run_case(args, kind: str, stories: int, template: str, sink: Sink, broker, choices: str = "none") -> dict:
     """One edition size on one database: seed, syndicate, both wires and naive, each to the same sink."""
     from syndicate import db, tasks
     from syndicate.config import Settings
 
-    case = argparse.Namespace(**{**vars(args), "database": kind, "stories": stories, "template": template})
+    case = argparse.Namespace(**{**vars(args), "database": kind, "stories": stories, "template": template,
+                                 "choices": choices})
     load_at_start, version_at_start = os.getloadavg()[0], code_version()
     broker.flushdb()
     data_dir = Path(tempfile.mkdtemp(prefix="syndicate-fanout-"))
@@ -1013,7 +1035,7 @@ def run_case(args, kind: str, stories: int, template: str, sink: Sink, broker) -
         db.upgrade(svc.engine)
         print(f"seeding {args.subscribers:,} subscribers, {stories} stories, template {template} ({kind}) …",
               file=sys.stderr)
-        measured_id, naive_id = seed(svc, settings, args.subscribers, args.naive_sample, stories, template)
+        measured_id, naive_id = seed(svc, settings, args.subscribers, args.naive_sample, stories, template, choices)
         local_id = seed_local_time(svc, stories, template) if args.local_time else None
         probe = Probe(database.url)
 
@@ -1127,12 +1149,18 @@ def main(argv=None) -> int:
                         help="auto: Postfix's smtp-sink if installed, else the asyncio sink in this file")
     parser.add_argument("--timeout", type=float, default=3600, help="give up a phase after this many seconds")
     parser.add_argument("--stall", type=float, default=120, help="give up a phase when nothing was sent for this long")
+    parser.add_argument("--choices", default="none",
+                        help="none (everyone gets the edition as it is), spread (readers spread over topics and "
+                             "frequencies), or both as none,spread (every size on each)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folders (worker logs, SQLite file) and the "
                                                             "PostgreSQL schemas for inspection")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.database.split(",") if k.strip()]
     if not kinds or set(kinds) - {"sqlite", "postgres"}:
         parser.error("--database: sqlite, postgres or sqlite,postgres")
+    spreads = [c.strip() for c in args.choices.split(",") if c.strip()]
+    if not spreads or set(spreads) - {"none", "spread"}:
+        parser.error("--choices: none, spread or none,spread")
     if args.stories is not None:
         cases = [(f"{args.stories}st", args.stories, "edition")]
     else:
@@ -1157,9 +1185,12 @@ def main(argv=None) -> int:
     try:
         sink = Sink(sink_dir, args.sink)
         for kind in kinds:
-            for size, stories, template in cases:
-                print(f"── {size} KB ({stories} stories, template {template}), {kind} ──", file=sys.stderr)
-                record = {"size": size, **run_case(args, kind, stories, template, sink, broker)}
+            for (size, stories, template), choices in itertools.product(cases, spreads):
+                print(f"── {size} KB ({stories} stories, template {template}), {kind}, choices {choices} ──",
+                      file=sys.stderr)
+                label = size if choices == "none" else f"{size}+ch"
+                record = {"size": label, "choices": choices,
+                          **run_case(args, kind, stories, template, sink, broker, choices)}
                 print(json.dumps(record, default=str), flush=True)  # each run's record as soon as it is measured
                 records.append(record)
     finally:

@@ -183,6 +183,8 @@ class Newsletter(Base):
     welcome: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Regular editions go at the slot's wall-clock time in each reader's zone (delivery.waves), not at one instant.
     local_time: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # A reader who confirms gets the latest sent edition's stories (of their topics) as their first mail.
+    welcome_digest: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Subscriber(Base):
@@ -256,6 +258,13 @@ class Subscription(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     unsubscribed_at: Mapped[datetime | None]
+    # The reader's choices (delivery.choices): the newsletter's categories they want (None: every story),
+    # and how often: each edition, or a daily or weekly digest of its stories.
+    topics: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
+    frequency: Mapped[str] = mapped_column(String(10), default="each", server_default="each")  # each|daily|weekly
+    # The last edition whose stories reached the reader (moved only with a delivery's "sent", forwards only,
+    # or past an edition with nothing for them): the next mail carries every story since.
+    cursor_edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id", ondelete="SET NULL"))
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
     newsletter: Mapped[Newsletter] = relationship()
@@ -300,6 +309,24 @@ class Edition(Base):
     items: Mapped[list[EditionArticle]] = relationship(
         back_populates="edition", order_by="EditionArticle.position"
     )
+
+
+class EditionVariant(Base):
+    """An edition as some readers get it: their own story set (their topics, stories carried from editions
+    they missed), rendered once for every reader with that set. `key`: sha256 of the sorted article ids."""
+
+    __tablename__ = "edition_variants"
+    __table_args__ = (UniqueConstraint("edition_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    article_ids: Mapped[list] = mapped_column(JSON)  # in the order shown
+    more: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # stories left out (on the web)
+    subject: Mapped[str] = mapped_column(String(998))
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class LinkCheck(Base):
@@ -366,6 +393,8 @@ class Delivery(Base):
     last_reply: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # The reader's own story set (delivery.choices); None: the edition's own render, as most readers get it.
+    variant_id: Mapped[int | None] = mapped_column(ForeignKey("edition_variants.id", ondelete="SET NULL"))
 
     # What an erased reader had done after this delivery, which the edition's figures count (deliveries.report):
     # "bounced", "complained", "unsubscribed", comma-separated; their events went with them.

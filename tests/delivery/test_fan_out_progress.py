@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, select, update
 from conftest import configured
 from syndicate.cli import newsletters as newsletter_commands
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, sending
+from syndicate.delivery import choices, sending
 from syndicate.ingest import feeds
 from syndicate.models import Delivery, Newsletter, Subscriber, Subscription
 from syndicate.newsletters import lists
@@ -26,7 +26,7 @@ def svc(database_url, make_settings):
 
 
 def test_the_fan_out_goes_in_slices_and_batches_cover_every_delivery_once(svc, sample_feed, monkeypatch):
-    monkeypatch.setattr(deliveries, "FAN_OUT_SLICE", 7)
+    monkeypatch.setattr(choices, "FAN_OUT_SLICE", 7)
     with transaction(svc.Session) as session:
         newsletter = lists.add_newsletter(session, max_age_hours=0, slug="daily", name="Daily",
                                           from_address="news@example.com")
@@ -80,7 +80,7 @@ def test_edition_cut_on_a_terminal_shows_the_fan_out_as_it_goes(newsroom, consol
     run, readers = newsroom
     (tmp_path / "readers.csv").write_text(readers, encoding="utf-8")
     run("subscriber", "import", str(tmp_path / "readers.csv"), "--newsletter", "morning")
-    monkeypatch.setattr(deliveries, "FAN_OUT_SLICE", 10)
+    monkeypatch.setattr(choices, "FAN_OUT_SLICE", 10)
     monkeypatch.setattr(newsletter_commands, "CUT_BAR_FROM", 1)
     terminal, child_end = pty.openpty()
     monkeypatch.setattr(sys, "stderr", open(child_end, "w", encoding="utf-8", closefd=True))

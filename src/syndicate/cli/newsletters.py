@@ -92,6 +92,9 @@ def newsletter_options(adding: bool):
                          help="Send each regular edition at the schedule's wall-clock time in each reader's own "
                               "zone (07:00 in Sydney, then Berlin, then New York), from one render; a reader "
                               "without a zone reads in --timezone" + (" [default: off]" if adding else "") + "."),
+            click.option("--welcome-digest/--no-welcome-digest", default=None,
+                         help="A new reader's first mail also carries the latest edition's stories (of their "
+                              "topics), once" + (" [default: off]" if adding else "") + "."),
         ]
         if adding:
             options.append(click.option(
@@ -112,7 +115,8 @@ def newsletter_options(adding: bool):
 def _newsletter_changes(values: dict) -> dict:
     changes = {k: values[k] for k in ("name", "from_address", "from_name", "reply_to", "cron", "timezone",
                                       "subject_template", "template", "max_items", "max_age_hours",
-                                      "count_clicks", "language", "postal_address", "welcome", "local_time")
+                                      "count_clicks", "language", "postal_address", "welcome", "local_time",
+                                      "welcome_digest")
                if values.get(k) is not None}
     if values.get("no_schedule"):
         if values.get("cron"):
@@ -150,7 +154,7 @@ def _describe(newsletter: Newsletter) -> dict:
         breaking_categories=newsletter.breaking_categories or [],
         first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks, welcome=newsletter.welcome,
         postal_address=newsletter.postal_address or "the default (SYNDICATE_POSTAL_ADDRESS)",
-        local_time=newsletter.local_time,
+        local_time=newsletter.local_time, welcome_digest=newsletter.welcome_digest,
     )
 
 
@@ -585,11 +589,13 @@ def edition_cancel(ctx, ref: str) -> None:
 
 @_edition_command("resend-failed")
 def edition_resend_failed(ctx, ref: str) -> None:
-    """Send again to the recipients it failed for — only them, and only those still subscribed."""
+    """Send again to the recipients it failed for — only them, only those still subscribed, and only those
+    whose later mail hasn't carried its stories already."""
     with _opened_edition(ctx, ref) as (svc, session, found):
         batches, left_out = sending.resend_failed(session, found, svc.settings)
         summary = _summary(found)
     queue(batches)
     click.echo(f"{summary}: {len(batches)} batches queued"
-               + (f"; {left_out} failed recipients left out (unsubscribed, bounced or complained since)"
+               + (f"; {left_out} failed recipients left out (unsubscribed, bounced or complained since, or "
+                  "its stories came with a later mail)"
                   if left_out else ""))

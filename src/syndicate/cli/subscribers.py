@@ -164,7 +164,9 @@ def subscriber_import(ctx, file, slugs: tuple[str, ...], force: bool, double_opt
     """Add subscribers from a CSV file (FILE, or - for standard input).
 
     The header row needs an email column (or e-mail, email address); name and newsletters (slugs
-    separated by ; , or spaces) are optional. Commas, semicolons or tabs; UTF-8 (Excel: 'CSV UTF-8').
+    separated by ; , or spaces) are optional; so are topics (the newsletters' categories the reader
+    wants, separated by |; * for every story) and frequency (each, daily or weekly), where an empty
+    cell keeps what a reader has. Commas, semicolons or tabs; UTF-8 (Excel: 'CSV UTF-8').
     New addresses are confirmed at once: you vouch for their consent (or use --double-opt-in).
     Nobody who unsubscribed, bounced or complained is added back without --force, and importing
     the same file twice changes nothing. Bad rows are listed by line and the rest is imported;
@@ -239,7 +241,7 @@ def subscriber_import(ctx, file, slugs: tuple[str, ...], force: bool, double_opt
               help="Write to this file (UTF-8 with a byte order mark, so Excel reads accents) instead of stdout.")
 @click.pass_context
 def subscriber_export(ctx, slug: str | None, statuses: tuple[str, ...], output: Path | None) -> None:
-    """Write subscribers as CSV: email,name,status,newsletters,created_at,confirmed_at.
+    """Write subscribers as CSV: email,name,status,newsletters,created_at,confirmed_at,topics,frequency.
 
     The file imports back unchanged: nobody in it who left, bounced or complained is added back.
     """

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 
-from sqlalchemy import Connection, Row, and_, bindparam, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +24,7 @@ from syndicate.mail.transport import Outgoing, Transport
 from syndicate.models import (
     Delivery,
     Edition,
+    EditionVariant,
     Newsletter,
     Subscriber,
     Subscription,
@@ -71,7 +72,8 @@ def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport,
         edition = session.get(Edition, edition_id)
         newsletter = session.get(Newsletter, edition.newsletter_id)
         rows = session.execute(
-            select(Delivery.id, Delivery.attempts, Subscriber.id.label("subscriber_id"), Subscriber.email,
+            select(Delivery.id, Delivery.attempts, Delivery.variant_id, Subscriber.id.label("subscriber_id"),
+                   Subscriber.email,
                    Subscriber.name, Subscriber.status.label("subscriber_status"),
                    Subscription.status.label("subscription_status"))
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -81,10 +83,14 @@ def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport,
                    Delivery.status == "sending", Delivery.claimed_by == token)
             .order_by(Delivery.id)
         ).all()
+        # Read with the rows, before the commit: nothing may hold the database while the batch sends.
+        variants = {v.id: v for v in session.scalars(select(EditionVariant).where(
+            EditionVariant.id.in_({row.variant_id for row in rows} - {None})))}
         session.commit()
-        with _Ledger(session, settings, result) as ledger, _lazy(transport) as connection:
+        with _Ledger(session, settings, result, (edition.id, newsletter.id)) as ledger, \
+                _lazy(transport) as connection:
             batch = _Batch(session, settings, edition, newsletter, (lo, hi, token), rows, ledger, connection,
-                           clock, pacer, result)
+                           clock, pacer, result, variants)
             try:
                 batch.run()
             except (TakenOver, _Stopped):
@@ -116,12 +122,14 @@ class _Batch:
 
     def __init__(self, session: Session, settings: Settings, edition: Edition, newsletter: Newsletter,
                  claimed: tuple[int, int, str], rows: list[Row], ledger: _Ledger, connection, clock,
-                 pacer: Pacer | None, result: BatchResult):
+                 pacer: Pacer | None, result: BatchResult, variants: dict[int, EditionVariant] | None = None):
         self.session, self.settings, self.edition, self.newsletter = session, settings, edition, newsletter
         self.lo, self.hi, self.token = claimed
         self.rows, self.ledger, self.connection = rows, ledger, connection
         self.clock, self.pacer, self.result = clock, pacer, result
-        self.message_for = MessageFactory(settings, newsletter, edition)
+        # One prepared message per story set in the batch (most rows: the edition's own, variant None).
+        self.factories: dict[int | None, MessageFactory] = {None: MessageFactory(settings, newsletter, edition)}
+        self.variants = variants or {}
         self.next_row, self.looked_at = 0, 0
         self.left: set[int] = set()  # subscribers of the rest who left since the batch began
         self.stop: str | None = None  # the edition's status once it is no longer "sending"
@@ -203,8 +211,14 @@ class _Batch:
                     continue
                 self.pacer.wait_turn()
             self.next_row += 1
-            return _Try(row, domain, self.message_for(row.id, row.subscriber_id, row.email, row.name))
+            return _Try(row, domain, self.message_for(row.variant_id)(row.id, row.subscriber_id, row.email, row.name))
         return None
+
+    def message_for(self, variant_id: int | None) -> MessageFactory:
+        if variant_id not in self.factories:  # prepared on first use: most batches have one set or two
+            self.factories[variant_id] = MessageFactory(self.settings, self.newsletter, self.edition,
+                                                        self.variants[variant_id])
+        return self.factories[variant_id]
 
     def look_again(self) -> None:
         """Every CHECK_EVERY rows: is the edition still sending, and who of the rows up to the next look
@@ -372,10 +386,16 @@ class _Ledger:
     choice for a crash of the machine. Waiting for the disk made each message wait for an fsync:
     two workers sent a 15 KB edition at 0.46 × the wire instead of 0.76 (bench/README.md).
     `SYNDICATE_DURABLE_SENT=1` waits for it all the same, for operators who would rather.
+
+    A "sent" moves the reader's cursor (delivery.choices) in the same commit: on SQLite a second statement
+    in the same transaction, on PostgreSQL the same statement (a data-modifying WITH), one round trip still.
+    `cursor`: the batch's edition and newsletter (None: no cursor moves, for a caller that marks no "sent").
     """
 
-    def __init__(self, session: Session, settings: Settings, result: BatchResult):
+    def __init__(self, session: Session, settings: Settings, result: BatchResult,
+                 cursor: tuple[int, int] | None = None):
         self.engine, self.settings, self.result = session.get_bind(), settings, result
+        self.moves = dict(edition=cursor[0], newsletter=cursor[1]) if cursor else None
         self.held: tuple | None = None
         self.sqlite = self.engine.dialect.name == "sqlite"
 
@@ -416,24 +436,28 @@ class _Ledger:
 
     def _write(self, row: Row, token: str, status: str, reply: str, now: datetime, tried: bool,
                retry_at: datetime | None) -> None:
-        sql, names, positional, at = _driver_statement(self.engine.dialect, status, tried)
+        moves = status == "sent" and self.moves is not None
+        dialect = self.engine.dialect
+        sql, names, positional, at = _driver_statement(dialect, status, tried, moves and not self.sqlite)
         values = _outcome_values(row, token, status, reply, now, self.settings, retry_at)
         if "at" in values:
             values["at"] = at(values["at"])
-        values = {name: values.get(name, fixed) for name, fixed in names.items()}
-        if positional:
-            values = list(values.values())
+        if moves:
+            values.update(self.moves, subscriber=row.subscriber_id)
         if self.sqlite:
             begin_immediate(self.driver)  # BEGIN IMMEDIATE, as every transaction of ours on SQLite
             try:
-                ours = self.driver.execute(sql, values).rowcount == 1
+                ours = self.driver.execute(sql, _in_order(names, positional, values)).rowcount == 1
+                if ours and moves:
+                    move, move_names, _, _ = _driver_statement(dialect, "cursor", True, False)
+                    self.driver.execute(move, _in_order(move_names, positional, values))
                 self.driver.commit()
             except BaseException:
                 self.driver.rollback()
                 raise
         else:
-            self.cursor.execute(sql, values, prepare=True)
-            ours = self.cursor.rowcount == 1
+            self.cursor.execute(sql, _in_order(names, positional, values), prepare=True)
+            ours = (self.cursor.fetchone()[0] if moves else self.cursor.rowcount) == 1
         if not ours:
             raise TakenOver
         self.result.add(status)
@@ -445,19 +469,51 @@ class _Ledger:
             return work(self.connection)
 
 
+def _in_order(names: list[tuple[str, object]], positional: bool, values: dict):
+    if positional:
+        return [values.get(name, fixed) for name, fixed in names]
+    return {name: values.get(name, fixed) for name, fixed in names}
+
+
 @cache
-def _driver_statement(dialect, status: str, tried: bool) -> tuple[str, dict[str, object], bool, Callable]:
+def _driver_statement(dialect, status: str, tried: bool, with_cursor: bool = False
+                      ) -> tuple[str, list[tuple[str, object]], bool, Callable]:
     """`_outcome` compiled for the driver: its SQL; its parameters in order, each with the value the
     statement itself fixes, if any; whether the driver takes them by position (SQLite) or by name
-    (psycopg); and how `at` is passed (UTCDateTime's way for this database)."""
-    compiled = _outcome(status, tried).compile(dialect=dialect)
+    (psycopg); and how `at` is passed (UTCDateTime's way for this database). `with_cursor`: the "sent"
+    and the reader's cursor in one statement, which answers with the count of rows marked; status
+    "cursor": the cursor's statement alone."""
+    if status == "cursor":
+        statement = _cursor_move()
+    elif with_cursor:
+        sent = _outcome(status, tried).returning(Delivery.__table__.c.id).cte("sent")
+        moved = _cursor_move().where(select(sent.c.id).exists()).returning(Subscription.__table__.c.id).cte("moved")
+        statement = select(func.count()).select_from(sent).add_cte(moved)
+    else:
+        statement = _outcome(status, tried)
+    compiled = statement.compile(dialect=dialect)
     fixed = compiled.construct_params(dict.fromkeys(_OUTCOME_PARAMETERS))  # ours are filled in per write
-    names = {name: fixed.get(name) for name in (compiled.positiontup or fixed)}
+    # A list, not a dict: by position, a parameter used twice (the cursor's edition) is passed twice.
+    names = [(name, fixed.get(name)) for name in (compiled.positiontup or fixed)]
     return (compiled.string, names, compiled.positiontup is not None,
             UTCDateTime().bind_processor(dialect) or (lambda value: value))
 
 
-_OUTCOME_PARAMETERS = ("row", "token", "new_status", "reply", "at")
+_OUTCOME_PARAMETERS = ("row", "token", "new_status", "reply", "at", "edition", "newsletter", "subscriber")
+
+
+def _cursor_move():
+    """The reader's cursor moves to the edition just sent, forwards only (by when editions started: an
+    edition prepared early and sent late still counts from its start)."""
+    subscriptions, editions = Subscription.__table__, Edition.__table__
+    at = editions.alias("at_cursor")
+    started = select(editions.c.started_at).where(editions.c.id == bindparam("edition")).scalar_subquery()
+    behind = select(at.c.id).where(at.c.id == subscriptions.c.cursor_edition_id, at.c.started_at < started).exists()
+    return (update(subscriptions)
+            .where(subscriptions.c.subscriber_id == bindparam("subscriber"),
+                   subscriptions.c.newsletter_id == bindparam("newsletter"),
+                   or_(subscriptions.c.cursor_edition_id.is_(None), behind))
+            .values(cursor_edition_id=bindparam("edition")))
 
 
 @cache

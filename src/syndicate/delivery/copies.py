@@ -16,6 +16,7 @@ from syndicate.mail.message import message_id as make_message_id
 from syndicate.mail.transport import Outgoing, Transport
 from syndicate.models import (
     Edition,
+    EditionVariant,
     Newsletter,
     utcnow,
 )
@@ -31,13 +32,16 @@ def list_id(newsletter: Newsletter) -> str:
 class MessageFactory:
     """The edition's message is rendered once (PreparedMessage); per recipient only their tokens."""
 
-    def __init__(self, settings: Settings, newsletter: Newsletter, edition: Edition):
+    def __init__(self, settings: Settings, newsletter: Newsletter, edition: Edition,
+                 variant: EditionVariant | None = None):
+        """`variant`: some readers' own story set of the edition (delivery.choices), rendered once for them."""
         self.settings, self.newsletter, self.edition = settings, newsletter, edition
         self.domain = newsletter.from_address.rpartition("@")[2]
         self.mailto = unsubscribe_mailto(settings, newsletter.from_address)
+        body = variant or edition
         self.prepared = PreparedMessage(
             sender=Mailbox(newsletter.from_name, newsletter.from_address),
-            subject=edition.subject, text=edition.text, html=mail_html(edition.html), reply_to=newsletter.reply_to,
+            subject=body.subject, text=body.text, html=mail_html(body.html), reply_to=newsletter.reply_to,
             headers={
                 "List-Id": list_id(newsletter),
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",

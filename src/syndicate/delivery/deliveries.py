@@ -17,58 +17,31 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import and_, func, insert, literal, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from syndicate import ledger
 from syndicate.config import Settings
+from syndicate.delivery import choices
 from syndicate.ledger import MAIL_OPEN, MailStatus
 from syndicate.models import (
     Delivery,
     Edition,
-    Subscriber,
     SubscriberEvent,
     Subscription,
-    UTCDateTime,
 )
 
 log = logging.getLogger(__name__)
 OPEN = MAIL_OPEN
 
 
-FAN_OUT_SLICE = 50_000  # recipients per INSERT … SELECT: a progress step, in the one transaction of the cut
-
-
-def fan_out(session: Session, edition: Edition, batch_size: int, now: datetime,
+def fan_out(session: Session, edition: Edition, batch_size: int, now: datetime, settings: Settings,
             progress: Callable[[int, int], object] | None = None) -> list[tuple[int, int, int]]:
-    """One pending delivery per subscriber confirmed and subscribed at the cut: INSERT … SELECT in slices of
-    FAN_OUT_SLICE recipients by subscriber id, all in the caller's transaction, so a million readers report
-    `progress(done, total)` as they go; the batches are worked out by the database, not from a list of
-    every delivery id in this process."""
-    recipients = (
-        select(
-            literal(edition.id), Subscriber.id, literal("pending"), literal(0),
-            literal(now, UTCDateTime()), literal(now, UTCDateTime()),
-        )
-        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(Subscription.newsletter_id == edition.newsletter_id, Subscription.status == "active",
-               Subscriber.status == "confirmed")
-        .order_by(Subscriber.id)
-    )
-    total = session.scalar(select(func.count()).select_from(recipients.order_by(None).subquery())) if progress else 0
-    done, after = 0, None
-    while True:
-        part = recipients if after is None else recipients.where(Subscriber.id > after)
-        # RETURNING, not rowcount: PostgreSQL's driver gave -1 for an INSERT … SELECT here
-        added = session.scalars(insert(Delivery).from_select(
-            ["edition_id", "subscriber_id", "status", "attempts", "created_at", "next_attempt_at"],
-            part.limit(FAN_OUT_SLICE)).returning(Delivery.subscriber_id)).all()
-        done += len(added)
-        if progress is not None:
-            progress(done, total)
-        if len(added) < FAN_OUT_SLICE:
-            break
-        after = max(added)
+    """One pending delivery per reader confirmed and subscribed at the cut who is due and has a story in it
+    (choices.insert_recipients: most in INSERT … SELECT slices, reporting `progress(done, total)` as they
+    go), then the batches to hand to workers, worked out by the database, not from a list of every
+    delivery id in this process."""
+    choices.insert_recipients(session, edition, settings, now, progress)
     return [(edition.id, lo, hi) for lo, hi in id_ranges(session, edition.id, batch_size)]
 
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from syndicate.config import Settings
 from syndicate.db import transaction
@@ -63,7 +63,7 @@ def start(session: Session, edition: Edition, settings: Settings, now: datetime,
     if started.rowcount != 1:
         return []
     session.refresh(edition)
-    batches = deliveries.fan_out(session, edition, settings.batch_size, now, progress)
+    batches = deliveries.fan_out(session, edition, settings.batch_size, now, settings, progress)
     newsletter = session.get(Newsletter, edition.newsletter_id)
     if waves.in_waves(edition, newsletter) and waves.hold(session, edition, newsletter, now):
         # Only the first waves go to workers now; the tick hands out each later one when it is due.
@@ -108,16 +108,21 @@ def resume(session: Session, edition: Edition, settings: Settings) -> list[tuple
 def resend_failed(session: Session, edition: Edition, settings: Settings, now: datetime | None = None
                   ) -> tuple[list[tuple[int, int, int]], int]:
     """Try again for the recipients that failed, only them — and only those still subscribed and not
-    suppressed (a hard bounce stays suppressed). Returns the batches and how many were left out."""
+    suppressed (a hard bounce stays suppressed), whose stories of it no later mail has carried (their cursor
+    is still before it: delivery.choices). Returns the batches and how many were left out."""
     now = now or utcnow()
     if edition.status not in ("sending", "sent", "failed"):
         raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a sent (or sending, or failed) "
                            "edition has failed recipients to resend to")
     failed = select(Delivery.id).where(Delivery.edition_id == edition.id, Delivery.status == "failed")
+    reached = aliased(Edition)
     eligible = (failed.join(Subscriber, Subscriber.id == Delivery.subscriber_id)
                 .join(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
                                          Subscription.newsletter_id == edition.newsletter_id))
-                .where(Subscriber.status == "confirmed", Subscription.status == "active"))
+                .where(Subscriber.status == "confirmed", Subscription.status == "active",
+                       or_(Subscription.cursor_edition_id.is_(None), select(reached.id).where(
+                           reached.id == Subscription.cursor_edition_id,
+                           reached.started_at < edition.started_at).exists())))
     ids = list(session.scalars(eligible))
     left_out = session.scalar(select(func.count()).select_from(failed.subquery())) - len(ids)
     if ids:

@@ -74,7 +74,7 @@ def _detail(session, newsletter: Newsletter) -> dict:
         categories_exclude=newsletter.categories_exclude, breaking_categories=newsletter.breaking_categories,
         first_fill=newsletter.first_fill, count_clicks=newsletter.count_clicks, language=newsletter.language,
         postal_address=newsletter.postal_address,  # its own; empty: SYNDICATE_POSTAL_ADDRESS
-        welcome=newsletter.welcome, local_time=newsletter.local_time,
+        welcome=newsletter.welcome, local_time=newsletter.local_time, welcome_digest=newsletter.welcome_digest,
         # A paused newsletter's: the times it keeps if resumed now.
         next_sends=schedules.upcoming(newsletter, 5) if newsletter.cron else [],
         recent_editions=[_edition(e) for e in recent],
@@ -179,6 +179,7 @@ class SettingsForm(BaseModel):
     postal_address: str = ""
     welcome: bool = False  # a checkbox: a welcome mail once a reader confirms
     local_time: bool = False  # a checkbox too
+    welcome_digest: bool = False  # a checkbox too
 
     @classmethod
     def of(cls, newsletter: Newsletter) -> SettingsForm:
@@ -187,7 +188,8 @@ class SettingsForm(BaseModel):
                       "reply_to", "subject_template", "template", "cron", "timezone", "max_items", "language",
                       "postal_address")},
                    max_age_hours=str(newsletter.max_age_hours), feed_ids=newsletter.feed_ids or [],
-                   count_clicks=newsletter.count_clicks, welcome=newsletter.welcome, local_time=newsletter.local_time)
+                   count_clicks=newsletter.count_clicks, welcome=newsletter.welcome, local_time=newsletter.local_time,
+                   welcome_digest=newsletter.welcome_digest)
 
     def changes(self) -> dict:
         if not re.fullmatch(r"\s*\d*\s*", self.max_items):
@@ -375,6 +377,7 @@ class NewNewsletter(BaseModel):
     language: str = "en"  # what readers get it in: one with translations (en, de, fr)
     welcome: bool = False  # a welcome mail once a reader confirms
     local_time: bool = False  # regular editions at the schedule's wall-clock time in each reader's zone
+    welcome_digest: bool = False  # a new reader's first mail carries the latest edition's stories too
     subject_template: str | None = None
     template: str | None = None
     feed_ids: list[int] | None = None
@@ -404,6 +407,7 @@ class NewsletterChanges(BaseModel):
     postal_address: str | None = None  # lines kept; "" or null: SYNDICATE_POSTAL_ADDRESS
     welcome: bool | None = None
     local_time: bool | None = None
+    welcome_digest: bool | None = None
 
 
 @api.get("/newsletters", tags=["newsletters"])

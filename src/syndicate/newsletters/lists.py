@@ -52,7 +52,7 @@ def _categories(values) -> list[str] | None:
 NEWSLETTER_FIELDS = ("name", "from_name", "from_address", "reply_to", "subject_template", "template", "cron",
                      "timezone", "max_items", "max_age_hours", "feed_ids", "categories_include",
                      "categories_exclude", "breaking_categories", "count_clicks", "language", "postal_address",
-                     "welcome", "local_time")
+                     "welcome", "local_time", "welcome_digest")
 
 
 def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetime) -> None:
@@ -80,6 +80,8 @@ def _apply(session: Session, newsletter: Newsletter, changes: dict, now: datetim
     if changes.get("local_time", newsletter.local_time) and not changes.get("cron", newsletter.cron):
         raise InvalidInput("local time applies to regular editions, and this newsletter has no schedule: give a "
                            "cron too, e.g. '0 7 * * *' for 07:00 in each reader's zone (or turn local time off)")
+    if "welcome_digest" in changes and type(changes["welcome_digest"]) is not bool:
+        raise InvalidInput(f"the welcome digest is on or off (true or false), not {changes['welcome_digest']!r}")
     if "max_items" in changes and not 1 <= int(changes["max_items"]) <= 200:
         raise InvalidInput("max items must be between 1 and 200")
     if "max_age_hours" in changes and not 0 <= int(changes["max_age_hours"]) <= MAX_AGE_HOURS:

@@ -74,7 +74,7 @@ PERSONAL = re.compile(r"<!--personal-->.*?<!--/personal-->", re.S)  # the recipi
 
 
 def render_context(newsletter: Newsletter, edition: Edition, articles: list[Article], settings: Settings,
-                   subject: str, blurbs: dict[int, str] | None = None) -> dict:
+                   subject: str, blurbs: dict[int, str] | None = None, more: int = 0) -> dict:
     """What the edition templates see. Per-recipient links are placeholders, filled in at send. The editor's
     own words (the intro, `blurbs` by article id, the sponsor) come as safe HTML and as text; a template that
     doesn't show them renders as before."""
@@ -96,6 +96,7 @@ def render_context(newsletter: Newsletter, edition: Edition, articles: list[Arti
         unsubscribe_url=UNSUBSCRIBE_URL,
         preferences_url=PREFERENCES_URL,
         postal_address=newsletter.postal_address or settings.postal_address,  # its own, else the default
+        more=more,  # a reader's own story set (delivery.choices) left out this many: "N more on the web"
     )
 
 
@@ -136,12 +137,12 @@ def render_edition(newsletter: Newsletter, edition: Edition, articles: list[Arti
 
 def render_with_notes(newsletter: Newsletter, edition: Edition, articles: list[Article],
                       settings: Settings, shown: list | None = None,
-                      blurbs: dict[int, str] | None = None) -> tuple[str, str, str, list[str]]:
+                      blurbs: dict[int, str] | None = None, more: int = 0) -> tuple[str, str, str, list[str]]:
     """render_edition, and what the editor should hear about it (stylesheets left out). `shown`: the stories
     as the body shows them, when their links differ from their own (clicks.counted); `blurbs`: an editor's
-    words per story, by article id."""
+    words per story, by article id; `more`: stories of the reader's set left out for length (a variant)."""
     subject = edition.custom_subject or render_subject(newsletter, edition, articles)
-    context = render_context(newsletter, edition, shown or articles, settings, subject, blurbs)
+    context = render_context(newsletter, edition, shown or articles, settings, subject, blurbs, more)
     # In the newsletter's language, once: every reader's copy is this render with their own links put in.
     html, not_loaded = inline_css(render(f"email/{newsletter.template}/body.html", language=newsletter.language,
                                          **context))

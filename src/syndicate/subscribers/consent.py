@@ -27,6 +27,7 @@ from syndicate.models import (
     Subscription,
     utcnow,
 )
+from syndicate.subscribers import choices
 from syndicate.templating import exists, render
 
 LOCAL_PART_MAX = 64  # RFC 5321 4.5.3.1.1
@@ -103,6 +104,8 @@ def subscribe(session: Session, email: str, newsletter_ids: list[int], *, name: 
             session.add(Subscription(subscriber_id=subscriber.id, newsletter_id=newsletter.id,
                                      status=wanted, created_at=now))
         elif subscription.status != "active":
+            if subscription.status == "unsubscribed":
+                choices.start_afresh(session, subscription)
             subscription.status, subscription.unsubscribed_at = wanted, None
     session.flush()
     awaiting = bool(session.scalar(select(func.count()).select_from(Subscription).where(

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from syndicate.db import transaction
 from syndicate.errors import InvalidInput
 from syndicate.models import Newsletter, Subscriber, SubscriberEvent, Subscription, utcnow
-from syndicate.subscribers import consent, rights, zones
+from syndicate.subscribers import choices, consent, rights, zones
 
 CHUNK = 500  # addresses per IN (…) query: one round trip per 500 rows, well under any parameter limit
 BATCH = 5000  # rows of a file per transaction in import_file: a lock held ~1 s, then other writers go
@@ -45,9 +45,15 @@ COLUMNS = {  # header cell (case-folded, spaces collapsed) → what it holds
     "newsletters": "newsletters", "newsletter": "newsletters",
     "status": "status",
     "timezone": "timezone", "time zone": "timezone",  # a new reader's own (subscribers.zones)
+    "topics": "topics", "topic": "topics",
+    "frequency": "frequency",
 }
+# Topics in one cell: "|" between them. Not ";" or ",": either may be the file's own delimiter (Excel
+# writes ";"), and not spaces: a topic may have them ("Local news"). "*": every story again.
+TOPIC_SEPARATOR = "|"
+EVERY_TOPIC = "*"
 STATUSES = ("pending", "confirmed", *consent.SUPPRESSED)
-EXPORT_COLUMNS = ["email", "name", "status", "newsletters", "created_at", "confirmed_at"]
+EXPORT_COLUMNS = ["email", "name", "status", "newsletters", "created_at", "confirmed_at", "topics", "frequency"]
 FORCE_HINT = "skipped (use --force to add back)"
 # A cell starting with one of these is a formula to a spreadsheet: names come from a public signup form.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -93,6 +99,10 @@ class Row:
     newsletter_ids: list[int]
     file_status: str | None  # the file's own status column, if it has one (e.g. our export)
     timezone: str | None = None  # its timezone cell: kept for a new reader only, as at sign-up
+    # The reader's choices for the row's newsletters (subscribers.choices); None: as they are (new: every
+    # topic, each edition). topics: by newsletter id, None there meaning every story.
+    topics: dict[int, list[str] | None] | None = None
+    frequency: str | None = None
 
 
 # ── import ───────────────────────────────────────────────────────────────────
@@ -111,7 +121,8 @@ def import_csv(session: Session, data: str | bytes, newsletter_ids: list[int], *
     columns = header_columns(header)
     slugs = newsletters_checked(session, columns, newsletter_ids)
     report = ImportReport()
-    rows = fit_rows(records, columns, slugs, newsletter_ids, report)
+    offered = Offered(session, [*slugs.values(), *newsletter_ids])
+    rows = fit_rows(records, columns, slugs, newsletter_ids, report, offered=offered)
     names = {newsletter_id: slug for slug, newsletter_id in slugs.items() if newsletter_id is not None}
     while chunk := list(itertools.islice(rows, CHUNK)):
         import_chunk(session, chunk, names, report, force=force, confirmed=confirmed, now=now)
@@ -141,6 +152,7 @@ def import_file(sessions: sessionmaker, stream: BinaryIO, newsletter_ids: list[i
         columns = header_columns(header)
         with transaction(sessions) as session:
             slugs = newsletters_checked(session, columns, newsletter_ids)
+            offered = Offered(session, [*slugs.values(), *newsletter_ids])
         names = {newsletter_id: slug for slug, newsletter_id in slugs.items() if newsletter_id is not None}
         stream.seek(start)
         report, done = ImportReport(), 0
@@ -155,7 +167,7 @@ def import_file(sessions: sessionmaker, stream: BinaryIO, newsletter_ids: list[i
             seen = SeenOnDisk(folder)
             try:
                 rows = fit_rows(counted(open_table(text_lines(stream))[1]), columns, slugs, newsletter_ids, report,
-                                seen)
+                                seen, offered=offered)
                 while chunk := list(itertools.islice(rows, batch)):
                     asked = len(report.to_confirm)
                     with transaction(sessions) as session:
@@ -328,14 +340,41 @@ def header_columns(header: list[str], check: bool = True) -> dict[str, int]:
     return found
 
 
+class Offered:
+    """Each newsletter's topics (choices.topics_of), read once per import, before its rows: a row's
+    newsletters are among those the file names (checked first) or the import's own."""
+
+    def __init__(self, session: Session, newsletter_ids: Iterable[int | None]):
+        self.found: dict[int, tuple[Newsletter, list[str]]] = {}
+        for newsletter_id in dict.fromkeys(i for i in newsletter_ids if i is not None):
+            newsletter = session.get(Newsletter, newsletter_id)
+            if newsletter is not None:
+                self.found[newsletter_id] = newsletter, choices.topics_of(session, newsletter)
+
+    def __call__(self, newsletter_id: int) -> tuple[Newsletter, list[str]]:
+        return self.found[newsletter_id]
+
+
+def _choices_of(topics_cell: str, frequency_cell: str, chosen: list[int], offered: Offered):
+    """The row's topics (by newsletter) and frequency, or InvalidInput saying what is wrong."""
+    frequency = choices.check_frequency(frequency_cell) if frequency_cell.strip() else None
+    cell = _undefused(topics_cell.strip())
+    if not cell:
+        return None, frequency
+    listed = [t.strip() for t in cell.split(TOPIC_SEPARATOR) if t.strip()]
+    if listed == [EVERY_TOPIC]:
+        return dict.fromkeys(chosen), frequency
+    return {n: choices.check_topics(*offered(n), listed) for n in chosen}, frequency
+
+
 def fit_rows(records: Iterable[tuple[int, list[str]]], columns: dict[str, int], slugs: dict[str, int | None],
-             default_ids: list[int], report: ImportReport, seen: dict[str, int] | SeenOnDisk | None = None
-             ) -> Iterator[Row]:
+             default_ids: list[int], report: ImportReport, seen: dict[str, int] | SeenOnDisk | None = None, *,
+             offered: Offered | None = None) -> Iterator[Row]:
     """Rows fit to import, as the records come; bad ones and repeats go to the report. `seen`: the
     addresses met so far and their line (a dict unless given)."""
     seen = {} if seen is None else seen
     for line, record in records:
-        fit = fit_row(line, record, columns, slugs, default_ids)
+        fit = fit_row(line, record, columns, slugs, default_ids, offered)
         if not isinstance(fit, Row):
             report.bad.append(fit)
         elif (earlier := seen.get(fit.email)) is not None:
@@ -346,7 +385,7 @@ def fit_rows(records: Iterable[tuple[int, list[str]]], columns: dict[str, int], 
 
 
 def fit_row(line: int, record: list[str], columns: dict[str, int], slugs: dict[str, int | None],
-            default_ids: list[int]) -> Row | Problem:
+            default_ids: list[int], offered: Offered | None = None) -> Row | Problem:
     """One record of the file as the Row to import, or the Problem that keeps it out: every cell of a row is
     read here, and a new column is read here too."""
 
@@ -376,8 +415,17 @@ def fit_row(line: int, record: list[str], columns: dict[str, int], slugs: dict[s
         zone = zones.checked(_undefused(cell("timezone").strip()))
     except InvalidInput as e:
         return line, raw, f"{e} (timezone column)"
+    topics, frequency = None, None
+    if offered is not None and (cell("topics").strip() or cell("frequency").strip()):
+        try:
+            topics, frequency = _choices_of(cell("topics"), cell("frequency"), chosen, offered)
+        except InvalidInput as e:
+            column = "frequency" if "frequency" in str(e) else "topics"
+            return line, raw, (f"{e} ({column} column; topics separated by '{TOPIC_SEPARATOR}', '{EVERY_TOPIC}' "
+                               "for every story)")
     status = cell("status").strip().casefold()
-    return Row(line, email, _clean_name(cell("name")), chosen, status if status in STATUSES else None, zone)
+    return Row(line, email, _clean_name(cell("name")), chosen, status if status in STATUSES else None, zone,
+               topics, frequency)
 
 
 def _clean_name(value: str) -> str | None:
@@ -398,6 +446,7 @@ def import_chunk(session: Session, rows: list[Row], names: dict[int, str], repor
             current[subscription.subscriber_id][subscription.newsletter_id] = subscription
     new: list[Row] = []
     gone = rights.erased(session, emails)
+    kept: list[Row] = []  # rows not refused: their choices are applied below
     for row in rows:
         if row.email in gone:  # not even forced: only the reader's own confirmed sign-up brings it back
             # Named by its line only: a desk import keeps its report, and the address must not be kept again.
@@ -411,10 +460,15 @@ def import_chunk(session: Session, rows: list[Row], names: dict[int, str], repor
                                    "(import it with --double-opt-in to ask them to confirm)"))
         elif row.email not in found:
             new.append(row)
+            kept.append(row)
         else:
             subscriber = found[row.email]
-            _existing(session, subscriber, current[subscriber.id], row, names, report,
-                      force=force, confirmed=confirmed, now=now)
+            unchanged = report.unchanged
+            if _existing(session, subscriber, current[subscriber.id], row, names, report,
+                         force=force, confirmed=confirmed, now=now):
+                kept.append(row)
+                if report.unchanged > unchanged and _choose(current[subscriber.id], row):
+                    report.unchanged, report.updated = report.unchanged - 1, report.updated + 1
     if confirmed:
         _add_confirmed(session, new, names, report, now)
     else:
@@ -427,6 +481,36 @@ def import_chunk(session: Session, rows: list[Row], names: dict[int, str], repor
             if signup.send_confirmation:
                 report.to_confirm.append(signup.subscriber.id)
             report.added += 1
+    _apply_choices(session, [row for row in kept if row.topics is not None or row.frequency is not None])
+
+
+def _choose(subscriptions: dict[int, Subscription], row: Row) -> bool:
+    """Set the row's choices on the subscriptions to its newsletters; whether any changed."""
+    changed = False
+    for newsletter_id in row.newsletter_ids:
+        subscription = subscriptions.get(newsletter_id)
+        if subscription is None:
+            continue
+        if row.topics is not None and (subscription.topics or None) != row.topics[newsletter_id]:
+            subscription.topics, changed = row.topics[newsletter_id], True
+        if row.frequency is not None and subscription.frequency != row.frequency:
+            subscription.frequency, changed = row.frequency, True
+    return changed
+
+
+def _apply_choices(session: Session, rows: list[Row]) -> None:
+    """The chunk's choices, once every subscription it made exists."""
+    if not rows:
+        return
+    session.flush()
+    by_email = {row.email: row for row in rows}
+    found: dict[str, dict[int, Subscription]] = {}
+    for email, subscription in session.execute(
+            select(Subscriber.email, Subscription).join(Subscription, Subscription.subscriber_id == Subscriber.id)
+            .where(Subscriber.email.in_(list(by_email)))).all():
+        found.setdefault(email, {})[subscription.newsletter_id] = subscription
+    for email, subscriptions in found.items():
+        _choose(subscriptions, by_email[email])
 
 
 def _add_confirmed(session: Session, rows: list[Row], names: dict[int, str], report: ImportReport,
@@ -448,14 +532,15 @@ def _add_confirmed(session: Session, rows: list[Row], names: dict[int, str], rep
 
 
 def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int, Subscription], row: Row,
-              names: dict[int, str], report: ImportReport, *, force: bool, confirmed: bool, now: datetime) -> None:
+              names: dict[int, str], report: ImportReport, *, force: bool, confirmed: bool, now: datetime) -> bool:
+    """An address we know: brought up to date with the row; False when the row was refused."""
     left = [n for n in row.newsletter_ids if n in subscriptions and subscriptions[n].status == "unsubscribed"]
     if subscriber.status in consent.SUPPRESSED or left:
         if not force:
             what = subscriber.status if subscriber.status in consent.SUPPRESSED else (
                 "unsubscribed from " + ", ".join(names[n] for n in left))
             report.skipped.append((row.line, row.email, f"previously {what}, {FORCE_HINT}"))
-            return
+            return False
         _fill_name(subscriber, row)
         if confirmed:
             subscriber.status, subscriber.confirmed_at = "confirmed", subscriber.confirmed_at or now
@@ -475,7 +560,7 @@ def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int,
         consent.record_event(session, subscriber.id, "resubscribed", "import", detail=detail, now=now,
                              newsletter_id=_single(row.newsletter_ids))
         report.resubscribed += 1
-        return
+        return True
     changed = _fill_name(subscriber, row)
     # A subscription waiting for the reader's confirmation isn't missing: the import leaves it waiting.
     if missing := [n for n in row.newsletter_ids if n not in subscriptions]:
@@ -496,6 +581,7 @@ def _existing(session: Session, subscriber: Subscriber, subscriptions: dict[int,
         report.updated += 1
     else:
         report.unchanged += 1
+    return True
 
 
 def _activate(session: Session, subscriber: Subscriber, subscriptions: dict[int, Subscription],
@@ -506,6 +592,8 @@ def _activate(session: Session, subscriber: Subscriber, subscriptions: dict[int,
             session.add(Subscription(subscriber_id=subscriber.id, newsletter_id=newsletter_id, status="active",
                                      created_at=now))
         elif subscription.status != "active":
+            if subscription.status == "unsubscribed":
+                choices.start_afresh(session, subscription)
             subscription.status, subscription.unsubscribed_at = "active", None
 
 
@@ -532,11 +620,15 @@ def export_csv(session: Session, out: TextIO, newsletter_id: int | None = None,
     """Write subscribers as CSV (EXPORT_COLUMNS), streamed from the database; returns how many.
 
     `newsletter_id`: only those subscribed to it (active or waiting for confirmation).
-    The newsletters column holds the active subscriptions: importing the file again changes nothing."""
-    active = (select(Subscription.subscriber_id, Newsletter.slug).join(Newsletter)
+    The newsletters column holds the active subscriptions: importing the file again changes nothing. The
+    topics and frequency columns hold the reader's choices for `newsletter_id`'s subscription, or for all
+    of theirs when those agree (else empty cells, which an import reads as "as they are")."""
+    active = (select(Subscription.subscriber_id, Subscription.newsletter_id, Subscription.topics,
+                     Subscription.frequency, Newsletter.slug).join(Newsletter)
               .where(Subscription.status == "active").subquery())
     query = (select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.created_at,
-                    Subscriber.confirmed_at, active.c.slug)
+                    Subscriber.confirmed_at, active.c.slug, active.c.newsletter_id, active.c.topics,
+                    active.c.frequency)
              .outerjoin(active, active.c.subscriber_id == Subscriber.id)
              .order_by(Subscriber.id, active.c.slug))
     if newsletter_id is not None:
@@ -552,9 +644,12 @@ def export_csv(session: Session, out: TextIO, newsletter_id: int | None = None,
     for _, group in itertools.groupby(rows, key=lambda r: r.id):
         found = list(group)
         first = found[0]
+        mine = {(TOPIC_SEPARATOR.join(r.topics or []), r.frequency) for r in found
+                if r.slug and newsletter_id in (None, r.newsletter_id)}
+        topics, frequency = mine.pop() if len(mine) == 1 else ("", "")
         writer.writerow([_defused(first.email), _defused(first.name or ""), first.status,
                          ";".join(r.slug for r in found if r.slug), first.created_at.isoformat(),
-                         first.confirmed_at.isoformat() if first.confirmed_at else ""])
+                         first.confirmed_at.isoformat() if first.confirmed_at else "", _defused(topics), frequency])
         count += 1
     return count
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -17,7 +17,7 @@ from syndicate.models import (
     Subscription,
     utcnow,
 )
-from syndicate.subscribers import consent, zones
+from syndicate.subscribers import choices, consent, zones
 
 
 @dataclass
@@ -25,6 +25,9 @@ class Choice:
     newsletter: Newsletter
     subscribed: bool  # gets it, or chose it and hasn't confirmed yet (`waiting`)
     waiting: bool = False
+    offered: list[str] = field(default_factory=list)  # the topics the reader may choose (choices.topics_of)
+    topics: list[str] | None = None  # their topics; None: every story
+    frequency: str = "each"
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Saved:
     joined: list[Newsletter]
     left: list[Newsletter]
     refused: list[Newsletter]  # chosen, but mail to this address is suspended
+    changed: list[Newsletter] = field(default_factory=list)  # topics or frequency changed
 
 
 def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
@@ -48,12 +52,17 @@ def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
 def preferences(session: Session, subscriber_id: int) -> Preferences:
     """What the reader's preferences page offers: every active newsletter, and a paused one they still get."""
     subscriber = _subscriber(session, subscriber_id)
-    mine = dict(session.execute(select(Subscription.newsletter_id, Subscription.status)
-                                .where(Subscription.subscriber_id == subscriber.id)).all())
-    choices = [Choice(n, mine.get(n.id) in ("active", "pending"), mine.get(n.id) == "pending")
-               for n in session.scalars(select(Newsletter).order_by(Newsletter.name))
-               if n.status == "active" or mine.get(n.id) in ("active", "pending")]
-    return Preferences(subscriber, choices, suspension(session, subscriber))
+    subscriptions = {s.newsletter_id: s for s in session.scalars(
+        select(Subscription).where(Subscription.subscriber_id == subscriber.id))}
+    mine = {newsletter_id: s.status for newsletter_id, s in subscriptions.items()}
+    offered = []
+    for n in session.scalars(select(Newsletter).order_by(Newsletter.name)):
+        if n.status == "active" or mine.get(n.id) in ("active", "pending"):
+            own = subscriptions.get(n.id)
+            offered.append(Choice(n, mine.get(n.id) in ("active", "pending"), mine.get(n.id) == "pending",
+                                  choices.topics_of(session, n), own.topics if own else None,
+                                  own.frequency if own else "each"))
+    return Preferences(subscriber, offered, suspension(session, subscriber))
 
 
 def suspension(session: Session, subscriber: Subscriber) -> str | None:
@@ -97,6 +106,8 @@ def set_preferences(session: Session, subscriber_id: int, newsletter_ids: list[i
                 session.add(Subscription(subscriber_id=subscriber.id, newsletter_id=newsletter_id, status="active",
                                          created_at=now))
             else:
+                if subscription.status == "unsubscribed":
+                    choices.start_afresh(session, subscription)
                 subscription.status, subscription.unsubscribed_at = "active", None
             saved.joined.append(newsletter)
             consent.record_event(session, subscriber.id, "subscribed", "web", newsletter_id=newsletter_id,
@@ -147,3 +158,50 @@ def leave_all(session: Session, subscriber_id: int, now: datetime | None = None,
     if was == "bounced":
         subscriber.status = was  # the address still bounces: leaving must not make it look deliverable again
     return subscriber
+
+
+MAX_TOPIC_FIELDS = 500  # more topic boxes than any newsletter offers: a form this big wasn't sent by the page
+
+
+def check_choices(session: Session, subscriber_id: int, topics: list[str], frequencies: list[str]
+                  ) -> dict[int, tuple[list[str] | None, str]]:
+    """The preferences form's topics and frequencies ("slug:topic", "slug:frequency"), checked before
+    anything is saved: by newsletter id, (topics, frequency). A newsletter whose frequency the form didn't
+    send keeps its choices (the page always sends it). Anything not offered is refused, saying what is."""
+    if len(topics) > MAX_TOPIC_FIELDS or len(frequencies) > MAX_TOPIC_FIELDS:
+        raise InvalidInput("that is more choices than the page offers; reload the page and choose again")
+    offered = {c.newsletter.slug: c for c in preferences(session, subscriber_id).choices}
+    chosen: dict[str, list[str]] = {}
+    for value in topics:
+        slug, _, topic = value.partition(":")
+        if slug not in offered:
+            raise InvalidInput("a topic was chosen for a newsletter this page doesn't offer; reload the page")
+        chosen.setdefault(slug, []).append(topic)
+    checked = {}
+    for value in frequencies:
+        slug, _, frequency = value.partition(":")
+        if slug not in offered:
+            raise InvalidInput("a frequency was chosen for a newsletter this page doesn't offer; reload the page")
+        choice = offered[slug]
+        checked[choice.newsletter.id] = (choices.check_topics(choice.newsletter, choice.offered, chosen.get(slug)),
+                                         choices.check_frequency(frequency))
+    return checked
+
+
+def save_choices(session: Session, subscriber_id: int, checked: dict[int, tuple[list[str] | None, str]],
+                 source: str = "web", now: datetime | None = None) -> list[Newsletter]:
+    """Store checked choices on the reader's subscriptions (those they have); the newsletters that changed.
+    The cursor stays: a reader who narrows their topics or slows down misses nothing already on its way."""
+    changed = []
+    for subscription in session.scalars(select(Subscription).where(Subscription.subscriber_id == subscriber_id,
+                                                                   Subscription.newsletter_id.in_(checked))):
+        topics, frequency = checked[subscription.newsletter_id]
+        if (subscription.topics or None, subscription.frequency) == (topics, frequency):
+            continue
+        subscription.topics, subscription.frequency = topics, frequency
+        changed.append(subscription.newsletter)
+        consent.record_event(session, subscriber_id, "preferences", source, newsletter_id=subscription.newsletter_id,
+                             detail=f"topics: {', '.join(topics) if topics else 'all'}; "
+                                    f"{choices.FREQUENCIES[frequency].split(' (')[0]}", now=now)
+    session.flush()
+    return changed

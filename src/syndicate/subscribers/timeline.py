@@ -54,7 +54,8 @@ def timeline(session: Session, subscriber_id: int) -> list[Entry]:
 
 
 def subscriptions(session: Session, subscriber_id: int) -> list[dict]:
-    return [dict(newsletter=slug, status=s.status, since=s.created_at, unsubscribed_at=s.unsubscribed_at)
+    return [dict(newsletter=slug, status=s.status, since=s.created_at, unsubscribed_at=s.unsubscribed_at,
+                 topics=s.topics or [], frequency=s.frequency)
             for s, slug in session.execute(
                 select(Subscription, Newsletter.slug).join(Newsletter)
                 .where(Subscription.subscriber_id == subscriber_id).order_by(Newsletter.slug))]

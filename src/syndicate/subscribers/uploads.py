@@ -88,7 +88,8 @@ def run_import(sessions: sessionmaker, import_id: int, now: datetime | None = No
             slugs = _newsletters_checked(session, csv_files.header_columns(header), job.newsletter_ids)
             parsed = csv_files.ImportReport()  # the rows refused for what they say: the same on every run
             columns = csv_files.header_columns(header)
-            rows = list(csv_files.fit_rows(records, columns, slugs, job.newsletter_ids, parsed))
+            offered = csv_files.Offered(session, [*slugs.values(), *job.newsletter_ids])
+            rows = list(csv_files.fit_rows(records, columns, slugs, job.newsletter_ids, parsed, offered=offered))
         names = {newsletter_id: slug for slug, newsletter_id in slugs.items() if newsletter_id}
         # `done` counts the file's rows: the one each fit row is, counted from 1.
         row_number = {line: n for n, (line, _) in enumerate(records, start=1)}

@@ -20,7 +20,7 @@ from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
 from syndicate.models import MAX_ID, Newsletter, RowId, Subscriber, Subscription, utcnow
 from syndicate.newsletters import archive, clicks, editions, stored
-from syndicate.subscribers import consent, preferences, rights, zones
+from syndicate.subscribers import choices, consent, preferences, rights, zones
 from syndicate.tasks import hand_over, send_confirmation
 from syndicate.web import forms
 from syndicate.web.responses import Svc, message, page, reader_language
@@ -210,9 +210,11 @@ def undo_unsubscribe(request: Request, token: str, svc: Svc, form_token: str = F
 # pressing the buttons for a reader whose link they learnt. GET changes nothing: link scanners prefetch.
 def preferences_page_of(settings: Settings, session, token: str, subscriber_id: int, status: int = 200, /,
                         **context):
+    context.setdefault("error", None)
+    context.setdefault("kept", None)
     return page("preferences", status, prefs=preferences.preferences(session, subscriber_id),
                 form_token=new_form_token(settings, "preferences", token), data_url=f"/p/{token}/data.json",
-                zones=zones.names(), **context)
+                zones=zones.names(), frequencies=choices.FREQUENCIES, **context)
 
 @router.get("/p/{token}", response_class=HTMLResponse)
 def preferences_page(request: Request, token: str, svc: Svc):
@@ -224,7 +226,8 @@ def preferences_page(request: Request, token: str, svc: Svc):
 @router.post("/p/{token}", response_class=HTMLResponse)
 def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(""),
                      newsletter: list[str] = Form(default=[]), form_token: str = Form(""),
-                     timezone: str | None = Form(None)):
+                     timezone: str | None = Form(None), topic: list[str] = Form(default=[]),
+                     frequency: list[str] = Form(default=[])):
     subscriber_id = tokens.read_preferences_token(svc.settings.secret_key, token)
     language = reader_language(request)
     with transaction(svc.Session) as session:
@@ -242,10 +245,18 @@ def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(
             asked = consent.ask_erasure(session, subscriber)
             email = subscriber.email
         elif action == "save":  # required: a bare POST must not read as "untick everything"
+            try:
+                checked = preferences.check_choices(session, subscriber_id, topic, frequency)
+            except InvalidInput as e:  # nothing saved; the page shows what was chosen, and what to change
+                kept = dict(newsletters=set(newsletter), topics=set(topic),
+                            frequency=dict(f.partition(":")[::2] for f in frequency))
+                return preferences_page_of(svc.settings, session, token, subscriber_id, 400, saved=None,
+                                           expired=False, error=str(e), kept=kept)
             ids = session.scalars(select(Newsletter.id).where(Newsletter.slug.in_(newsletter))).all()
             if timezone is not None:  # checked first: a refused zone saves nothing
                 preferences.set_zone(session, subscriber_id, timezone)
             saved = preferences.set_preferences(session, subscriber_id, list(ids))
+            saved.changed = preferences.save_choices(session, subscriber_id, checked)
         else:
             raise InvalidInput("nothing was saved; press one of the buttons on the preferences page")
         if action != "erase":

@@ -1,0 +1,245 @@
+"""Readers' choices through the real fan-out and a real SMTP server: each reader gets the stories of their
+topics, once; a digest reader only when due, with everything since; the stories of a failed mail come
+with the next one; each distinct story set is rendered once; the cursor moves only with a recorded "sent"."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from conftest import configured
+from syndicate.db import transaction
+from syndicate.delivery import deliveries, sending
+from syndicate.delivery.batches import BatchResult, TakenOver, _Ledger, claim, send_batch
+from syndicate.models import Article, Delivery, Edition, EditionVariant, Newsletter, Subscriber, Subscription
+from syndicate.newsletters import lists, rendering
+from syndicate.subscribers import consent
+
+# Far enough back that a 4xx answer is past the give-up period at once (Settings.give_up_after: 4 days).
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
+
+
+@pytest.fixture
+def news(database_url, make_settings, smtp_server):
+    return configured(make_settings(database_url=database_url, smtp_url=smtp_server.url, batch_size=3))
+
+
+def newsletter(svc, readers: dict[str, dict], **options) -> int:
+    """A newsletter and its readers (address → their choices), subscribed before T0."""
+    with transaction(svc.Session) as session:
+        made = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+                                    max_age_hours=0, **options)
+        made.articles_since = T0 - timedelta(days=1)
+        for address, choices in readers.items():
+            join(session, made.id, address, T0 - timedelta(hours=1), **choices)
+        return made.id
+
+
+def join(session, newsletter_id, address, at, **choices):
+    consent.subscribe(session, address, [newsletter_id], confirmed=True, now=at)
+    subscription = session.scalars(select(Subscription).join(Subscriber).where(Subscriber.email == address)).one()
+    for name, value in choices.items():
+        setattr(subscription, name, value)
+
+
+def stories(svc, at: datetime, *categories: list[str]) -> list[str]:
+    """One story per category list, seen at `at`; their titles."""
+    titles = []
+    with transaction(svc.Session) as session:
+        for i, filed in enumerate(categories):
+            title = f"Story {at:%d%H%M} {i} ({'/'.join(filed) or 'none'})"
+            session.add(Article(identity=title, url=f"https://example.com/{hashlib.md5(title.encode()).hexdigest()}",
+                                title=title, lead="A lead.", content_hash=title, categories=filed,
+                                published_at=at, first_seen_at=at))
+            titles.append(title)
+    return titles
+
+
+def cut_and_send(svc, newsletter_id: int, at: datetime, smtp_server) -> dict[str, list[str]]:
+    """An edition cut at `at` and sent; which story titles each address received in it."""
+    smtp_server.messages.clear()
+    with transaction(svc.Session) as session:
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), svc.settings, now=at)
+    for edition_id, lo, hi in cut.batches:
+        send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, f"task-{at:%d%H}")
+    with transaction(svc.Session) as session:
+        deliveries.requeue(session, svc.settings, datetime.now(UTC))
+    got = {}
+    for received in smtp_server.messages:
+        message = email.message_from_bytes(received.data, policy=email.policy.default)
+        text = message.get_body(("plain",)).get_content()
+        got[received.recipients[0]] = sorted(line.strip() for line in text.splitlines() if line.startswith("Story "))
+    return got
+
+
+def cursor_of(svc, address: str) -> int | None:
+    with transaction(svc.Session) as session:
+        return session.scalar(select(Subscription.cursor_edition_id).join(Subscriber)
+                              .where(Subscriber.email == address))
+
+
+def test_each_reader_gets_the_stories_of_their_topics_and_each_story_set_is_rendered_once(
+        news, smtp_server, monkeypatch):
+    readers = {"all@example.com": {}, "sport@example.com": dict(topics=["Sport"]),
+               "sport2@example.com": dict(topics=["Sport"]), "politics@example.com": dict(topics=["Politics"]),
+               "weather@example.com": dict(topics=["Weather"])}
+    newsletter_id = newsletter(news, readers)
+    politics, sport, both = stories(news, T0, ["Politics"], ["sport"], ["Politics", "Sport"])
+    renders = []
+    real = rendering.render_with_notes
+    monkeypatch.setattr(rendering, "render_with_notes", lambda *a, **k: renders.append(a[3]) or real(*a, **k))
+
+    got = cut_and_send(news, newsletter_id, T0 + timedelta(hours=1), smtp_server)
+
+    assert got == {"all@example.com": sorted([politics, sport, both]),
+                   "sport@example.com": sorted([sport, both]), "sport2@example.com": sorted([sport, both]),
+                   "politics@example.com": sorted([politics, both])}
+    # the edition's own render, then one per distinct set: the two sport readers share theirs
+    assert len(renders) == 3
+    with transaction(news.Session) as session:
+        variants = {tuple(v.article_ids) for v in session.scalars(select(EditionVariant))}
+        assert len(variants) == 2
+        rows = dict(session.execute(select(Subscriber.email, Delivery.variant_id).join(Delivery)).all())
+        edition_id = session.scalar(select(Delivery.edition_id).limit(1))
+    assert rows["all@example.com"] is None and rows["sport@example.com"] == rows["sport2@example.com"] is not None
+    assert "weather@example.com" not in rows  # nothing for them: no mail, and nothing missed
+    assert {cursor_of(news, a) for a in readers} == {edition_id}
+
+
+def test_the_stories_of_a_failed_mail_come_with_the_next_one_once(news, smtp_server):
+    newsletter_id = newsletter(news, {"ok@example.com": {}, "busy@example.com": {}})
+    first = stories(news, T0, ["News"])
+    smtp_server.replies["busy@example.com"] = "450 4.2.1 Mailbox busy, try later"
+    got = cut_and_send(news, newsletter_id, T0 + timedelta(hours=1), smtp_server)
+    assert got == {"ok@example.com": first}
+    with transaction(news.Session) as session:
+        assert session.scalar(select(Delivery.status).join(Subscriber)
+                              .where(Subscriber.email == "busy@example.com")) == "failed"  # past give-up
+    assert cursor_of(news, "busy@example.com") is None
+
+    del smtp_server.replies["busy@example.com"]
+    second = stories(news, T0 + timedelta(days=1), ["News"])
+    got = cut_and_send(news, newsletter_id, T0 + timedelta(days=1, hours=1), smtp_server)
+    assert got == {"ok@example.com": second, "busy@example.com": sorted(first + second)}
+    with transaction(news.Session) as session:  # resending the first edition's failed: they have its stories
+        first_edition = session.scalars(select(Edition).order_by(Edition.id)).first()
+        assert sending.resend_failed(session, first_edition, news.settings) == ([], 1)
+
+    third = stories(news, T0 + timedelta(days=2), ["News"])
+    got = cut_and_send(news, newsletter_id, T0 + timedelta(days=2, hours=1), smtp_server)
+    assert got == {"ok@example.com": third, "busy@example.com": third}  # never twice
+
+
+def test_a_digest_reader_gets_one_mail_when_due_with_every_story_since(news, smtp_server):
+    newsletter_id = newsletter(news, {"each@example.com": {}, "daily@example.com": dict(frequency="daily"),
+                                      "weekly@example.com": dict(frequency="weekly")})
+    sent = {}
+    for hours in (0, 6, 21, 30, 42, 24 * 6, 24 * 7 + 1):
+        at = T0 + timedelta(hours=hours)
+        titles = stories(news, at, ["News"])
+        sent[hours] = (titles, cut_and_send(news, newsletter_id, at + timedelta(minutes=5), smtp_server))
+
+    def of(*hours):
+        return sorted(t for h in hours for t in sent[h][0])
+
+    assert all(got["each@example.com"] == titles for titles, got in sent.values())
+    daily = {h: got.get("daily@example.com") for h, (_, got) in sent.items()}
+    # at most one a day, 20 hours after the last: 6 h isn't due, 21 h carries it; 30 h isn't, 42 h is
+    assert daily == {0: of(0), 6: None, 21: of(6, 21), 30: None, 42: of(30, 42), 144: of(144), 169: of(169)}
+    weekly = {h: got.get("weekly@example.com") for h, (_, got) in sent.items()}
+    assert weekly == {0: of(0), 6: None, 21: None, 30: None, 42: None, 144: None, 169: of(6, 21, 30, 42, 144, 169)}
+
+
+def test_a_new_reader_gets_the_latest_edition_as_a_welcome_digest_only_when_the_editor_wants(news, smtp_server):
+    newsletter_id = newsletter(news, {"old@example.com": {}}, welcome_digest=True)
+    first = stories(news, T0, ["News"])
+    cut_and_send(news, newsletter_id, T0 + timedelta(hours=1), smtp_server)
+    with transaction(news.Session) as session:
+        join(session, newsletter_id, "new@example.com", T0 + timedelta(hours=2))
+        join(session, newsletter_id, "later@example.com", T0 + timedelta(hours=2))
+        session.get(Newsletter, newsletter_id).welcome_digest = True
+    second = stories(news, T0 + timedelta(days=1), ["News"])
+    got = cut_and_send(news, newsletter_id, T0 + timedelta(days=1, hours=1), smtp_server)
+    assert got == {"old@example.com": second, "new@example.com": sorted(first + second),
+                   "later@example.com": sorted(first + second)}
+    third = stories(news, T0 + timedelta(days=2), ["News"])
+    got = cut_and_send(news, newsletter_id, T0 + timedelta(days=2, hours=1), smtp_server)
+    assert set(map(tuple, got.values())) == {tuple(third)}  # once
+
+    with transaction(news.Session) as session:
+        session.get(Newsletter, newsletter_id).welcome_digest = False
+        join(session, newsletter_id, "plain@example.com", T0 + timedelta(days=2, hours=2))
+    fourth = stories(news, T0 + timedelta(days=3), ["News"])
+    got = cut_and_send(news, newsletter_id, T0 + timedelta(days=3, hours=1), smtp_server)
+    assert got["plain@example.com"] == fourth
+
+
+def test_the_cursor_moves_only_with_a_sent_mark_that_holds(news, smtp_server):
+    """A worker whose claim was taken over (it was thought dead) writes no "sent", and moves no cursor; the
+    worker that took the batch over sends it, and its "sent" moves the cursor in the same commit."""
+    newsletter_id = newsletter(news, {"reader@example.com": {}})
+    stories(news, T0, ["News"])
+    with transaction(news.Session) as session:
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), news.settings, now=T0)
+    (edition_id, lo, hi), = cut.batches
+    with transaction(news.Session) as session:
+        assert claim(session, edition_id, lo, hi, "dead-worker", T0) == 1
+        row = session.execute(select(Delivery.id, Delivery.attempts, Delivery.subscriber_id)).one()
+        session.execute(Delivery.__table__.update().values(claimed_by="new-worker"))  # taken over
+    with news.Session() as session, _Ledger(session, news.settings, BatchResult(), (edition_id, newsletter_id)) \
+            as ledger, pytest.raises(TakenOver):
+        ledger.write(row, "dead-worker", "sent", "250 OK", T0)
+    assert cursor_of(news, "reader@example.com") is None
+
+    send_batch(news.Session, news.settings, news.transport, edition_id, lo, hi, "new-worker")
+    assert [m.recipients for m in smtp_server.messages] == [["reader@example.com"]]
+    assert cursor_of(news, "reader@example.com") == edition_id
+
+
+def test_a_set_longer_than_the_newsletters_max_items_shows_the_newest_and_counts_the_rest(news, smtp_server):
+    newsletter_id = newsletter(news, {"ok@example.com": {}, "weekly@example.com": dict(frequency="weekly")},
+                               max_items=2)
+    stories(news, T0, ["News"], ["News"])
+    cut_and_send(news, newsletter_id, T0 + timedelta(hours=1), smtp_server)  # both get it
+    stories(news, T0 + timedelta(days=1), ["News"], ["News"])
+    cut_and_send(news, newsletter_id, T0 + timedelta(days=1, hours=1), smtp_server)  # not due
+    smtp_server.messages.clear()
+    latest = stories(news, T0 + timedelta(days=7), ["News"], ["News"])
+    with transaction(news.Session) as session:
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), news.settings,
+                          now=T0 + timedelta(days=7, hours=1))
+    for edition_id, lo, hi in cut.batches:
+        send_batch(news.Session, news.settings, news.transport, edition_id, lo, hi, "last")
+    mails = {m.recipients[0]: email.message_from_bytes(m.data, policy=email.policy.default)
+             for m in smtp_server.messages}
+    text = mails["weekly@example.com"].get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert sorted(line for line in text.splitlines() if line.startswith("Story ")) == sorted(latest)
+    assert "2 more stories on the web:\nhttp://testserver/n/daily" in text  # the day-1 stories, past max items
+    assert "2 more stories" in mails["weekly@example.com"].get_body(("html",)).get_content()
+    assert "more stories on the web" not in mails["ok@example.com"].get_body(("plain",)).get_content()
+
+
+def test_a_reader_back_after_leaving_gets_what_comes_from_then_not_what_went_out_while_away(news, smtp_server):
+    from syndicate.subscribers import preferences
+
+    newsletter_id = newsletter(news, {"stays@example.com": {}, "away@example.com": {}})
+    with transaction(news.Session) as session:
+        away = session.scalar(select(Subscriber.id).where(Subscriber.email == "away@example.com"))
+    stories(news, T0, ["News"])
+    cut_and_send(news, newsletter_id, T0 + timedelta(hours=1), smtp_server)
+    with transaction(news.Session) as session:
+        preferences.set_preferences(session, away, [], now=T0 + timedelta(hours=2))
+    while_away = stories(news, T0 + timedelta(days=1), ["News"])
+    assert cut_and_send(news, newsletter_id, T0 + timedelta(days=1, hours=1), smtp_server) == {
+        "stays@example.com": while_away}
+    with transaction(news.Session) as session:
+        preferences.set_preferences(session, away, [newsletter_id], now=T0 + timedelta(days=1, hours=2))
+
+    back = stories(news, T0 + timedelta(days=2), ["News"])
+    got = cut_and_send(news, newsletter_id, T0 + timedelta(days=2, hours=1), smtp_server)
+    assert got == {"stays@example.com": back, "away@example.com": back}
