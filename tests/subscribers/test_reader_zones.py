@@ -203,3 +203,8 @@ def test_an_imported_file_gives_new_readers_their_zone_and_refuses_a_row_with_a_
     for address, zone in (("ana", "Australia/Sydney"), ("bo", None), ("old", "Asia/Tokyo")):
         shown = run("subscriber", "show", f"{address}@example.com")
         assert (f"reads in {zone}" in shown) if zone else ("reads in" not in shown), shown
+    exported = run("subscriber", "export", "--newsletter", "morning")
+    header, *rows = exported.splitlines()
+    assert header.endswith(",timezone")
+    zones = {row.split(",")[0]: row.rsplit(",", 1)[1] for row in rows}
+    assert zones["ana@example.com"] == "Australia/Sydney" and zones["bo@example.com"] == ""  # a file that imports back

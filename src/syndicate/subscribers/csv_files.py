@@ -53,7 +53,8 @@ COLUMNS = {  # header cell (case-folded, spaces collapsed) → what it holds
 TOPIC_SEPARATOR = "|"
 EVERY_TOPIC = "*"
 STATUSES = ("pending", "confirmed", *consent.SUPPRESSED)
-EXPORT_COLUMNS = ["email", "name", "status", "newsletters", "created_at", "confirmed_at", "topics", "frequency"]
+EXPORT_COLUMNS = ["email", "name", "status", "newsletters", "created_at", "confirmed_at", "topics", "frequency",
+                  "timezone"]
 FORCE_HINT = "skipped (use --force to add back)"
 # A cell starting with one of these is a formula to a spreadsheet: names come from a public signup form.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -622,12 +623,13 @@ def export_csv(session: Session, out: TextIO, newsletter_id: int | None = None,
     `newsletter_id`: only those subscribed to it (active or waiting for confirmation).
     The newsletters column holds the active subscriptions: importing the file again changes nothing. The
     topics and frequency columns hold the reader's choices for `newsletter_id`'s subscription, or for all
-    of theirs when those agree (else empty cells, which an import reads as "as they are")."""
+    of theirs when those agree (else empty cells, which an import reads as "as they are"); timezone, the
+    reader's own (empty: each newsletter's), which an import keeps for a new reader."""
     active = (select(Subscription.subscriber_id, Subscription.newsletter_id, Subscription.topics,
                      Subscription.frequency, Newsletter.slug).join(Newsletter)
               .where(Subscription.status == "active").subquery())
     query = (select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.created_at,
-                    Subscriber.confirmed_at, active.c.slug, active.c.newsletter_id, active.c.topics,
+                    Subscriber.confirmed_at, Subscriber.timezone, active.c.slug, active.c.newsletter_id, active.c.topics,
                     active.c.frequency)
              .outerjoin(active, active.c.subscriber_id == Subscriber.id)
              .order_by(Subscriber.id, active.c.slug))
@@ -649,7 +651,8 @@ def export_csv(session: Session, out: TextIO, newsletter_id: int | None = None,
         topics, frequency = mine.pop() if len(mine) == 1 else ("", "")
         writer.writerow([_defused(first.email), _defused(first.name or ""), first.status,
                          ";".join(r.slug for r in found if r.slug), first.created_at.isoformat(),
-                         first.confirmed_at.isoformat() if first.confirmed_at else "", _defused(topics), frequency])
+                         first.confirmed_at.isoformat() if first.confirmed_at else "", _defused(topics), frequency,
+                         first.timezone or ""])
         count += 1
     return count
 
