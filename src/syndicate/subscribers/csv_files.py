@@ -629,8 +629,8 @@ def export_csv(session: Session, out: TextIO, newsletter_id: int | None = None,
                      Subscription.frequency, Newsletter.slug).join(Newsletter)
               .where(Subscription.status == "active").subquery())
     query = (select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.created_at,
-                    Subscriber.confirmed_at, Subscriber.timezone, active.c.slug, active.c.newsletter_id, active.c.topics,
-                    active.c.frequency)
+                    Subscriber.confirmed_at, Subscriber.timezone, active.c.slug, active.c.newsletter_id,
+                    active.c.topics, active.c.frequency)
              .outerjoin(active, active.c.subscriber_id == Subscriber.id)
              .order_by(Subscriber.id, active.c.slug))
     if newsletter_id is not None:
