@@ -18,14 +18,15 @@ from syndicate.http import api_tokens
 from syndicate.models import Editor, utcnow
 from syndicate.web.app import create_app
 
-# Reachable by anyone, on purpose: a reader's pages (their signed token is the credential), the CMS push
+# Reachable by anyone, on purpose: a reader's pages (their signed token is the credential: the undo of an
+# unsubscribe, their data's download, the erasure a mailed link confirms), the CMS push
 # and bounce webhooks, /metrics and an edition's results (which check their own tokens), health, the API's
 # documentation with its files, and an edition's counted story links (signed: they only ever lead to the story).
 PUBLIC = {
     "/", "/subscribe", "/confirm/{token}", "/u/{token}", "/p/{token}", "/n/{slug}", "/n/{slug}/feed.atom",
     "/n/{slug}/{number}", "/healthz", "/api/articles", "/api/events/bounces", "/metrics",
     "/docs", "/docs/assets/{name}", "/openapi.json", "/desk/login", "/r/{edition_id}/{link}",
-    "/api/editions/{edition_id}/results",
+    "/api/editions/{edition_id}/results", "/u/{token}/undo", "/p/{token}/data.json", "/erase/{token}",
 }
 FILL = {"action": "pause", "slug": "morning", "account_name": "x-main"}  # path parameters; the rest get 1
 
