@@ -345,7 +345,7 @@ def test_it_exports_every_subscriber_with_their_active_newsletters(store):
     rows = list(csv.DictReader(io.StringIO(export(store))))
 
     assert list(rows[0]) == ["email", "name", "status", "newsletters", "created_at", "confirmed_at", "topics",
-                            "frequency"]
+                            "frequency", "timezone"]
     assert [(r["email"], r["status"], r["newsletters"]) for r in rows] == [
         ("both@example.com", "confirmed", "daily;weekly"),
         ("waiting@example.com", "pending", ""),
