@@ -207,15 +207,22 @@ def confirm(session: Session, settings: Settings, token: str, now: datetime | No
     return subscriber
 
 
-def unsubscribe(session: Session, settings: Settings, token: str, now: datetime | None = None, *,
-                source: str = "one-click") -> Subscription:
-    """Leave one newsletter at once; a delivery of it still waiting to go out is skipped."""
-    now = now or utcnow()
+def by_unsubscribe_token(session: Session, settings: Settings, token: str) -> Subscription:
+    """The subscription an unsubscribe link names; NotFound once it is gone."""
     subscriber_id, newsletter_id = tokens.read_unsubscribe_token(settings.secret_key, token)
     subscription = session.scalar(select(Subscription).where(
         Subscription.subscriber_id == subscriber_id, Subscription.newsletter_id == newsletter_id))
     if subscription is None:
         raise NotFound("this unsubscribe link belongs to a subscription that no longer exists")
+    return subscription
+
+
+def unsubscribe(session: Session, settings: Settings, token: str, now: datetime | None = None, *,
+                source: str = "one-click") -> Subscription:
+    """Leave one newsletter at once; a delivery of it still waiting to go out is skipped."""
+    now = now or utcnow()
+    subscription = by_unsubscribe_token(session, settings, token)
+    subscriber_id, newsletter_id = subscription.subscriber_id, subscription.newsletter_id
     if subscription.status != "unsubscribed":  # a provider may POST twice: the second changes nothing
         subscription.status, subscription.unsubscribed_at = "unsubscribed", now
         record_event(session, subscriber_id, "unsubscribed", source, newsletter_id=newsletter_id, now=now)
@@ -230,11 +237,8 @@ def undo_unsubscribe(session: Session, settings: Settings, token: str, now: date
     """The reader pressed Undo on the unsubscribe page (their own link, within UNDO_DAYS): the newsletter
     comes back. InvalidInput, saying how to sign up again, later; a suspended address stays suspended."""
     now = now or utcnow()
-    subscriber_id, newsletter_id = tokens.read_unsubscribe_token(settings.secret_key, token)
-    subscription = session.scalar(select(Subscription).where(
-        Subscription.subscriber_id == subscriber_id, Subscription.newsletter_id == newsletter_id))
-    if subscription is None:
-        raise NotFound("this unsubscribe link belongs to a subscription that no longer exists")
+    subscription = by_unsubscribe_token(session, settings, token)
+    subscriber_id, newsletter_id = subscription.subscriber_id, subscription.newsletter_id
     if subscription.status != "unsubscribed":  # pressed twice: nothing to undo
         return subscription
     subscriber = subscription.subscriber

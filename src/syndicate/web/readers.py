@@ -187,11 +187,7 @@ def undo_unsubscribe(request: Request, token: str, svc: Svc, form_token: str = F
         try:
             form_checked(svc.settings, request, form_token, "undo", token)
         except forms.FormExpired:
-            subscriber_id, newsletter_id = tokens.read_unsubscribe_token(svc.settings.secret_key, token)
-            subscription = session.scalar(select(Subscription).where(
-                Subscription.subscriber_id == subscriber_id, Subscription.newsletter_id == newsletter_id))
-            if subscription is None:
-                raise NotFound("this unsubscribe link belongs to a subscription that no longer exists") from None
+            subscription = consent.by_unsubscribe_token(session, svc.settings, token)
             return unsubscribed_page(svc.settings, token, subscription, 400, expired=True)
         subscriber_id, newsletter_id = tokens.read_unsubscribe_token(svc.settings.secret_key, token)
         language = session.scalar(select(Newsletter.language).where(Newsletter.id == newsletter_id)) or i18n.SOURCE
