@@ -20,12 +20,19 @@ def names() -> tuple[str, ...]:
                         or z == "UTC"))
 
 
+@cache
+def _known() -> frozenset[str]:
+    # Read once: available_timezones() walks the tz database on disk at every call, and an import checks
+    # each of its rows.
+    return frozenset(available_timezones())
+
+
 def checked(value: str | None) -> str | None:
     """A zone as a reader gave it: "" or OWN is none (each newsletter's own zone); an unknown one is refused."""
     value = (value or "").strip()
     if not value or value == OWN:
         return None
-    if value in names() or value in available_timezones():
+    if value in _known():  # the names offered, and the older ones a browser may still say (Asia/Calcutta)
         return value
     raise InvalidInput(f"{value[:64]!r} is not a time zone we know; choose one from the list, e.g. Europe/Berlin "
                        "or America/New_York (or none, for each newsletter's own time)")
