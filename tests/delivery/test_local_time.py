@@ -18,7 +18,7 @@ from syndicate import tasks
 from syndicate.db import transaction
 from syndicate.delivery import deliveries, sending, waves
 from syndicate.errors import InvalidInput
-from syndicate.models import Article, Delivery, Edition, Newsletter, Subscriber
+from syndicate.models import Article, Delivery, Edition, Newsletter, Subscriber, Subscription
 from syndicate.newsletters import editions, lists, rendering, schedules
 from syndicate.subscribers import consent
 
@@ -199,6 +199,49 @@ def test_the_hold_and_the_wake_work_on_both_databases(database_url, make_setting
     assert [m.recipients for m in smtp_server.messages] == [["sydney@example.com"], ["berlin@example.com"]]
     with transaction(svc.Session) as session:
         assert deliveries.counts(session, edition_id) == {"sent": 2, "waiting": 1}
+
+
+def test_each_wave_is_a_run_of_consecutive_rows_and_the_cut_hands_out_only_the_first(
+        database_url, make_settings, smtp_server):
+    """Readers of three zones interleaved by id, a third of them with a topic (their rows are written after
+    the INSERT … SELECT's, one by one): among the readers written together, each wave's rows are one run of
+    ids, so a wave's batches are short ranges of its own; the cut hands workers the first wave's batches and
+    nothing else."""
+    svc = configured(make_settings(database_url=database_url, smtp_url=smtp_server.url, batch_size=3))
+    start = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    names = [f"{city}{i}" for i in range(6) for city in ZONES]  # ny0, berlin0, sydney0, ny1 …: zones by turns
+    newsletter_id = local_newsletter(svc, {name: ZONES[name.rstrip("0123456789")] for name in names}, start)
+    with transaction(svc.Session) as session:
+        session.add(Article(identity="test|politics", url="https://news.example/politics", title="A vote",
+                            lead="The lead.", content_hash="x", categories=["Politics"], published_at=start,
+                            first_seen_at=start))
+        for subscription, email in session.execute(select(Subscription, Subscriber.email).join(Subscriber)
+                                                   .where(Subscription.newsletter_id == newsletter_id)):
+            if email.split("@")[0][-1] in "04":
+                subscription.topics = ["politics"]
+    sydney = datetime(2026, 6, 1, 21, tzinfo=UTC)
+    with transaction(svc.Session) as session:
+        cut = sending.run_regular(session, newsletter_id, svc.settings, sydney)
+        rows = session.execute(select(Delivery.id, Delivery.status, Delivery.next_attempt_at, Subscriber.email)
+                               .join(Subscriber).where(Delivery.edition_id == cut.edition.id)
+                               .order_by(Delivery.id)).all()
+    assert len(rows) == len(names)
+    chose = [row for row in rows if row.email.split("@")[0][-1] in "04"]
+    for written_together in ([row for row in rows if row not in chose], chose):
+        order = [(row.next_attempt_at, row.id) for row in written_together]
+        assert order == sorted(order)  # Sydney's wave, then Berlin's, then New York's
+        ids = [row.id for row in written_together]
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+    by_moment = {}
+    for row in rows:
+        by_moment.setdefault(row.next_attempt_at, []).append(row)
+    assert [{row.email.split("@")[0].rstrip("0123456789") for row in wave} for wave in by_moment.values()] == [
+        {"sydney"}, {"berlin"}, {"ny"}]
+    assert [len(wave) for wave in by_moment.values()] == [6, 6, 6]
+    assert [row.status for row in rows if row.status == "pending"] == ["pending"] * 6
+    first = sorted(row.id for row in by_moment[sydney])
+    assert [row.status for row in by_moment[sydney]] == ["pending"] * 6
+    assert cut.batches == [(cut.edition.id, first[0], first[2]), (cut.edition.id, first[3], first[5])]
 
 
 def test_a_paused_edition_holds_its_waiting_readers_until_resumed(newsroom):

@@ -38,6 +38,7 @@ from sqlalchemy import and_, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from syndicate.config import Settings
+from syndicate.delivery import waves
 from syndicate.ledger import MAIL_OPEN
 from syndicate.models import (
     Article,
@@ -105,9 +106,13 @@ def insert_recipients(session: Session, edition: Edition, settings: Settings, no
             up_to_date = or_(up_to_date, and_(Subscription.cursor_edition_id.is_(None),
                                               Subscription.created_at > before.started_at))
     common = and_(Subscription.topics.is_(None), Subscription.frequency == "each", up_to_date)
+    # At each reader's local time: the rows of readers whose moment is still ahead wait for it (delivery.waves).
+    ahead = waves.later(session, edition, newsletter, now)
+    status, next_attempt_at = waves.columns(newsletter, ahead, now)
     recipients = (
-        select(literal(edition.id), Subscriber.id, literal("pending"), literal(0),
-               literal(now, UTCDateTime()), literal(now, UTCDateTime()))
+        select(literal(edition.id).label("edition_id"), Subscriber.id.label("subscriber_id"),
+               status.label("status"), literal(0).label("attempts"), literal(now, UTCDateTime()).label("created_at"),
+               next_attempt_at.label("next_attempt_at"))
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
         .where(active, common)
         .order_by(Subscriber.id)
@@ -115,7 +120,7 @@ def insert_recipients(session: Session, edition: Edition, settings: Settings, no
     plain = _insert_in_slices(session, recipients, progress)
     others = session.execute(
         select(Subscription.id, Subscriber.id, Subscription.topics, Subscription.frequency,
-               Subscription.cursor_edition_id, Subscription.created_at)
+               Subscription.cursor_edition_id, Subscription.created_at, waves.reader_zone(newsletter))
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
         .where(active, ~common).order_by(Subscriber.id)).all()
     counted = dict(common=plain, own=0, variant=0, not_due=0, nothing=0, variants=0)
@@ -124,6 +129,7 @@ def insert_recipients(session: Session, edition: Edition, settings: Settings, no
     sets = _story_sets(session, edition, others, now)
     rows, caught_up, variants = [], [], {}
     own = [s.id for s in sets.this.stories]
+    zones = {row[1]: row[6] for row in others}
     for subscription_id, subscriber_id, chosen in sets.each:
         if chosen is None:
             counted["not_due"] += 1
@@ -141,8 +147,12 @@ def insert_recipients(session: Session, edition: Edition, settings: Settings, no
             rows.append(dict(subscriber_id=subscriber_id, variant_id=variants[key]))
     counted["variants"] = len(variants)
     if rows:
-        session.execute(insert(Delivery), [dict(edition_id=edition.id, status="pending", attempts=0, created_at=now,
-                                                next_attempt_at=now, **row) for row in rows])
+        for row in rows:
+            at = ahead.get(zones[row["subscriber_id"]])
+            row.update(status="waiting" if at else "pending", next_attempt_at=at or now)
+        rows.sort(key=lambda row: (row["next_attempt_at"], row["subscriber_id"]))  # a wave on consecutive ids
+        session.execute(insert(Delivery), [dict(edition_id=edition.id, attempts=0, created_at=now, **row)
+                                           for row in rows])
     if caught_up:
         # Nothing in this edition (or before it) for them: nothing missed, the next mail starts after it.
         session.execute(update(Subscription).where(Subscription.id.in_(caught_up))
@@ -156,10 +166,13 @@ def _insert_in_slices(session: Session, recipients, progress: Callable[[int, int
     done, after = 0, None
     while True:
         part = recipients if after is None else recipients.where(Subscriber.id > after)
+        part = part.limit(FAN_OUT_SLICE).subquery()
+        # Each wave of a local-time edition on consecutive ids (one wave only, most days: the same order)
+        ordered = select(part).order_by(part.c.next_attempt_at, part.c.subscriber_id)
         # RETURNING, not rowcount: PostgreSQL's driver gave -1 for an INSERT … SELECT here
         added = session.scalars(insert(Delivery).from_select(
             ["edition_id", "subscriber_id", "status", "attempts", "created_at", "next_attempt_at"],
-            part.limit(FAN_OUT_SLICE)).returning(Delivery.subscriber_id)).all()
+            ordered).returning(Delivery.subscriber_id)).all()
         done += len(added)
         if progress is not None:
             progress(done, total)
@@ -213,7 +226,7 @@ def _story_sets(session: Session, edition: Edition, others, now: datetime) -> _S
             Edition.newsletter_id == newsletter.id, Edition.status == "sent", Edition.id != edition.id)
             .order_by(Edition.started_at.desc()).limit(1)).first()
     each = []
-    for subscription_id, subscriber_id, topics, frequency, cursor, created_at in others:
+    for subscription_id, subscriber_id, topics, frequency, cursor, created_at, _zone in others:
         last = when.get(cursor) if cursor is not None else None
         if last is not None and started_at - last < DUE_AFTER.get(frequency, timedelta(0)):
             each.append((subscription_id, subscriber_id, None))

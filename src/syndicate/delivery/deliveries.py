@@ -37,18 +37,19 @@ OPEN = MAIL_OPEN
 
 def fan_out(session: Session, edition: Edition, batch_size: int, now: datetime, settings: Settings,
             progress: Callable[[int, int], object] | None = None) -> list[tuple[int, int, int]]:
-    """One pending delivery per reader confirmed and subscribed at the cut who is due and has a story in it
-    (choices.insert_recipients: most in INSERT … SELECT slices, reporting `progress(done, total)` as they
-    go), then the batches to hand to workers, worked out by the database, not from a list of every
-    delivery id in this process."""
+    """One delivery per reader confirmed and subscribed at the cut who is due and has a story in it, pending
+    or waiting for their local time (choices.insert_recipients: most in INSERT … SELECT slices, reporting
+    `progress(done, total)` as they go), then the pending ones' batches to hand to workers, worked out by
+    the database, not from a list of every delivery id in this process."""
     choices.insert_recipients(session, edition, settings, now, progress)
     return [(edition.id, lo, hi) for lo, hi in id_ranges(session, edition.id, batch_size)]
 
 
 def id_ranges(session: Session, edition_id: int, size: int) -> list[tuple[int, int]]:
-    """The edition's delivery ids cut into runs of `size`, first and last id of each, in id order."""
+    """The edition's pending delivery ids cut into runs of `size`, first and last id of each, in id order (at
+    the fan-out, every row but those waiting for their reader's local time)."""
     numbered = select(Delivery.id, ((func.row_number().over(order_by=Delivery.id) - 1) // size).label("n")) \
-        .where(Delivery.edition_id == edition_id).subquery()
+        .where(Delivery.edition_id == edition_id, Delivery.status == "pending").subquery()
     return [tuple(r) for r in session.execute(
         select(func.min(numbered.c.id), func.max(numbered.c.id)).group_by(numbered.c.n)
         .order_by(func.min(numbered.c.id)))]
@@ -62,14 +63,12 @@ def ranges(ids: list[int], size: int) -> list[tuple[int, int]]:
 
 
 def _take(session: Session, condition, values) -> list[tuple[int, int]]:
-    """The rows `condition` finds, changed to `values` (only while it still holds); (edition id, id) each."""
-    rows = session.execute(select(Delivery.id, Delivery.edition_id).where(condition)).all()
-    if rows:
-        session.execute(
-            update(Delivery).where(Delivery.id.in_([r.id for r in rows]), condition).values(**values)
-            .execution_options(synchronize_session=False)
-        )
-    return [(r.edition_id, r.id) for r in rows]
+    """The rows `condition` finds, changed to `values`, in one UPDATE … RETURNING; (edition id, id) each.
+    (A SELECT and then an UPDATE of the ids found sent a wave's 10,000 ids back as bound values: 0.35 s on
+    PostgreSQL.)"""
+    return [(r.edition_id, r.id) for r in session.execute(
+        update(Delivery).where(condition).values(**values).returning(Delivery.id, Delivery.edition_id)
+        .execution_options(synchronize_session=False))]
 
 
 def _live():

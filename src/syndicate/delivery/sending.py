@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, qa, waves
+from syndicate.delivery import deliveries, qa
 from syndicate.errors import InvalidInput, SyndicateError
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, utcnow
 from syndicate.newsletters import editions, schedules
@@ -63,12 +63,9 @@ def start(session: Session, edition: Edition, settings: Settings, now: datetime,
     if started.rowcount != 1:
         return []
     session.refresh(edition)
-    batches = deliveries.fan_out(session, edition, settings.batch_size, now, settings, progress)
-    newsletter = session.get(Newsletter, edition.newsletter_id)
-    if waves.in_waves(edition, newsletter) and waves.hold(session, edition, newsletter, now):
-        # Only the first waves go to workers now; the tick hands out each later one when it is due.
-        return deliveries.pending_batches(session, settings.batch_size, edition_id=edition.id)
-    return batches
+    # At each reader's local time, only the waves due now go to workers; the tick hands out each later one
+    # when it is due (delivery.waves).
+    return deliveries.fan_out(session, edition, settings.batch_size, now, settings, progress)
 
 
 class Blocked(InvalidInput):
