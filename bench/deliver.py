@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fanout import SAMPLE_STORIES, Probe, Sink, run_wire, sample_message, seed  # noqa: E402
+from fanout import SAMPLE_STORIES, Probe, Sink, refused, run_wire, sample_message, seed  # noqa: E402
 
 from ingest import Database, code_version  # noqa: E402
 
@@ -104,6 +104,7 @@ def main(argv=None) -> int:
         with transaction(svc.Session) as session:  # cut, nothing queued: the CLI finds the pending rows itself
             cut = sending.cut(session, session.get(Newsletter, newsletter_id), settings, now=utcnow())
             edition_id = cut.edition.id
+            refused(cut.edition)
         message = sample_message(svc, settings, edition_id)
         sink_before, sink_cpu = sink.received(), sink.cpu_seconds()
         print(f"syndicate deliver: {args.readers:,} readers …", file=sys.stderr)

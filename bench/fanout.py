@@ -562,6 +562,12 @@ def strangers(broker) -> int:
     return sum(1 for client in broker.client_list() if int(client.get("db", -1)) == db and int(client["id"]) != me)
 
 
+def refused(edition) -> None:
+    """A cut the pre-send checks blocked sends nothing: say why at once, not after --timeout."""
+    if edition.status == "blocked":
+        raise SystemExit(f"the bench's edition was blocked, nothing was sent: {edition.note}")
+
+
 def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: dict, data_dir: Path,
                   sink: Sink, broker) -> dict:
     from sqlalchemy import func, select
@@ -589,6 +595,7 @@ def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: di
         with transaction(svc.Session) as session:
             cut = sending.cut(session, session.get(Newsletter, newsletter_id), settings, now=started)
             edition_id, batches = cut.edition.id, cut.batches
+            refused(cut.edition)
         cut_s = time.perf_counter() - t0
         for batch in batches:  # queue after commit, as tasks.tick does
             tasks.deliver_batch.delay(*batch)
@@ -664,6 +671,7 @@ def run_local_time(svc, settings, probe: Probe, newsletter_id: int, args, env: d
         with transaction(svc.Session) as session:
             cut = sending.run_regular(session, newsletter_id, settings, first)
             edition_id, batches = cut.edition.id, cut.batches
+            refused(cut.edition)
             held = deliveries.counts(session, edition_id).get("waiting", 0)
         cut_s = time.perf_counter() - t0
         for batch in batches:
@@ -790,6 +798,7 @@ def run_naive(svc, settings, probe: Probe, newsletter_id: int, args, env: dict, 
         with transaction(svc.Session) as session:
             cut = sending.cut(session, session.get(Newsletter, newsletter_id), settings, now=started)
             edition_id = cut.edition.id
+            refused(cut.edition)
             ids = session.scalars(select(Delivery.id).where(Delivery.edition_id == edition_id)
                                   .order_by(Delivery.id)).all()
         for delivery_id in ids:  # one task per mail
