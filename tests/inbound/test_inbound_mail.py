@@ -13,6 +13,7 @@ import re
 import smtplib
 import sys
 import threading
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -24,7 +25,7 @@ from syndicate.db import transaction
 from syndicate.delivery import sending
 from syndicate.inbound import handling, listener
 from syndicate.ingest import feeds
-from syndicate.models import Delivery, InboundMessage, Subscriber, SubscriberEvent, Subscription
+from syndicate.models import Article, Delivery, InboundMessage, Newsletter, Subscriber, SubscriberEvent, Subscription
 from syndicate.newsletters import lists
 from syndicate.subscribers import consent, timeline
 from syndicate.web import metrics
@@ -295,6 +296,46 @@ def test_a_message_too_big_for_a_report_is_refused_at_the_door(sent, lmtp):
     with transaction(svc.Session) as session:
         assert session.scalar(select(func.count()).select_from(SubscriberEvent).where(
             SubscriberEvent.source == handling.SOURCE)) == 0
+
+
+# ── a complaint ──────────────────────────────────────────────────────────────
+
+
+def test_a_complaint_from_a_feedback_loop_stops_every_newsletter_to_the_reader(sent, console, monkeypatch):
+    """Yahoo's feedback loop forwards ana's "this is spam" as an ARF report (RFC 5965) quoting our mail, to
+    our return path: she is marked complained, the timeline says so, and the next edition of another
+    newsletter she reads goes to the others only."""
+    svc, messages = sent
+    with transaction(svc.Session) as session:
+        weekly = lists.add_newsletter(session, max_age_hours=0,
+                                      slug="weekly", name="Weekly", from_address="briefing@news.example")
+        weekly.articles_since = session.scalar(select(func.min(Article.first_seen_at)))  # the feed's stories too
+        for address in READERS:
+            consent.subscribe(session, address, [weekly.id], confirmed=True)
+    received = messages["ana@example.org"]
+    ours = email.message_from_bytes(received.data, policy=email.policy.default)
+    token = re.search(r"/u/([^>]+)>", ours["List-Unsubscribe"]).group(1)
+    report = ((Path(__file__).parent / "samples" / "arf-abuse-yahoo.mail").read_bytes()
+              .replace(b"{RETURN_PATH}", received.sender.encode()).replace(b"{RECIPIENT}", b"ana@example.org")
+              .replace(b"{MESSAGE_ID}", ours["Message-ID"].encode()).replace(b"{UNSUBSCRIBE_TOKEN}", token.encode()))
+
+    code, out, err = process(console, monkeypatch, report)
+
+    assert code == 0, err
+    assert out.startswith("complaint [ARF") and "ana@example.org" in out
+    status, [(kind, source, detail)] = state(svc, "ana@example.org")
+    assert (status, kind, source) == ("complained", "complaint", "inbound mail")
+    with transaction(svc.Session) as session:
+        entries = timeline.timeline(session, bounced_id(svc, "ana@example.org"))
+    assert any(e.what == "complaint" and e.detail.startswith("via inbound mail") for e in entries)
+    with transaction(svc.Session) as session:
+        cut = sending.cut(session, session.scalar(select(Newsletter).where(Newsletter.slug == "weekly")),
+                          svc.settings)
+        to = set(session.scalars(select(Subscriber.email).join(Delivery)
+                                 .where(Delivery.edition_id == cut.edition.id)))
+    assert to == {"ben@example.net", "cleo@example.com"}
+    for other in ("ben@example.net", "cleo@example.com"):
+        assert state(svc, other) == ("confirmed", [])
 
 
 # ── the mailto unsubscribe ───────────────────────────────────────────────────
