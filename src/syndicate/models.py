@@ -15,6 +15,7 @@ from typing import Annotated
 from annotated_types import Interval
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -339,6 +340,7 @@ class LinkCheck(Base):
     url: Mapped[str] = mapped_column(Text)
     status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)  # bytes, as its Content-Length said; None: not said
     checked_at: Mapped[datetime]
 
 

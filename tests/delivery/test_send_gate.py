@@ -32,6 +32,9 @@ TEMPLATES = {
     # a text part without the stories' links
     "short-text": (LINKS_HTML, LINKS_TEXT.replace(": {{ a.url }}", "")),
     "plain": (LINKS_HTML, LINKS_TEXT),
+    # each story with its image
+    "pictures": (LINKS_HTML.replace('{{ a.title }}</a></p>', '{{ a.title }}</a></p><img src="{{ a.image_url }}">'),
+                 LINKS_TEXT),
 }
 CASES = {"unsubscribe": "no-leaving", "size": "padded", "text-links": "short-text", "links": "plain"}
 
@@ -165,6 +168,40 @@ def test_warnings_never_block(console, newsroom, feed_server, closed_port):
     assert "warning: the subject is" in out
     assert sending.run_due(newsroom.Session, newsroom.settings, datetime.now(UTC) + timedelta(hours=3))
     assert edition_row(newsroom).status == "sending"
+
+
+def test_a_heavy_image_or_a_gone_one_is_a_warning_that_never_blocks(console, newsroom, feed_server):
+    """A photo straight from the site's CMS (2.5 MB) and an image its server took down: each is told to the
+    editor, by its Content-Length or its status, and neither blocks; a light one says nothing."""
+    heavy = feed_server.serve("/photo-full.jpg", b"\xff" * 2_500_000, content_type="image/jpeg")
+    light = feed_server.serve("/photo-small.jpg", b"\xff" * 40_000, content_type="image/jpeg")
+    gone = f"{feed_server.base}/photo-removed.jpg"
+    page = feed_server.serve("/harbour", b"<html>a story</html>", content_type="text/html")
+    with transaction(newsroom.Session) as session:
+        made = lists.add_newsletter(session, slug="daily", name="Daily", from_address="news@example.com",
+                                    cron=None, timezone="Europe/Berlin", template="pictures")
+        consent.subscribe(session, "reader@example.com", [made.id], confirmed=True)
+        now = datetime.now(UTC)
+        for n, image in enumerate((heavy, light, gone)):
+            session.add(Article(identity=f"story {n}", url=f"{page}?n={n}", title=f"Story {n}", lead="A lead.",
+                                image_url=image, content_hash="x", categories=[], published_at=now,
+                                first_seen_at=now))
+    feed_server.serve("/harbour?n=0", b"<html>a story</html>", content_type="text/html")
+    feed_server.serve("/harbour?n=1", b"<html>a story</html>", content_type="text/html")
+    feed_server.serve("/harbour?n=2", b"<html>a story</html>", content_type="text/html")
+    console("edition", "cut", "daily", "--draft")
+    code, out, err = console("edition", "schedule", "daily/1", "--at", ahead())
+    asked = sorted(p for p, _ in feed_server.requests if "photo" in p)
+
+    assert code == 0, err
+    assert f"warning: the image {heavy} weighs 2.5 MB" in out
+    assert f"warning: the image {gone} is gone (its server answered 404)" in out
+    assert "photo-small" not in out
+    assert sending.run_due(newsroom.Session, newsroom.settings, datetime.now(UTC) + timedelta(hours=3))
+    assert edition_row(newsroom).status == "sending"
+    # Asked once each at the cut, remembered at the schedule; asked again before the send, three hours on.
+    assert asked == ["/photo-full.jpg", "/photo-removed.jpg", "/photo-small.jpg"]
+    assert sorted(p for p, _ in feed_server.requests if "photo" in p) == sorted(asked * 2)
 
 
 def test_a_story_link_is_asked_once_for_a_while(console, newsroom, feed_server):

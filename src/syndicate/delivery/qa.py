@@ -1,8 +1,9 @@
 """An edition checked before it goes, on the message exactly as a recipient gets it: the gate every path
 that starts a send passes (desk, CLI, API, the tick). What blocks: a reader who can't leave, HTML Gmail
 clips, a story whose page is gone, a text part that lost a link of the HTML part. An editor may let a check
-pass for one edition, saying why; the rest are warnings that never block. And, on an editor's demand, every
-link of an edition asked."""
+pass for one edition, saying why; the rest are warnings that never block (a long subject, a story link that
+couldn't be checked, a story image too heavy for a phone or gone). And, on an editor's demand, every link of
+an edition asked."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ GONE = (404, 410)
 ANSWER_KEPT = timedelta(minutes=30)  # a link's answer is asked again after this
 NO_ANSWER_KEPT = timedelta(minutes=5)  # no answer (DNS, timeout, refused) is tried again sooner
 LONG_SUBJECT = 90  # characters; phones show about 40 of a subject, desktops about 70
+# bytes: a photo straight from a site's CMS (often 2-5 MB) that a reader on a phone's data waits for, and that
+# some mail programs leave as an empty frame until it has all come; mail designers keep an image under this
+HEAVY_IMAGE = 1_000_000
 NAMED = 10  # links named in one warning; the rest counted
 
 
@@ -159,13 +163,14 @@ def override(edition: Edition, checks: list[str], reason: str, by: str, now: dat
 def story_links(session: Session, settings: Settings, edition: Edition, now: datetime,
                 ask: bool = True) -> tuple[list[dict], list[str]]:
     """(blocking findings for stories whose page is gone, warnings for those that couldn't be checked or
-    answered an error that may pass)."""
+    answered an error that may pass, and for the edition's images that are heavy or gone)."""
     urls = list(dict.fromkeys(item.article.url for item in edition.items
                               if urlsplit(item.article.url or "").scheme in ("http", "https")))
-    if not urls:
+    pictures = [u for u in images(edition.html or "", settings) if u not in urls]
+    if not urls and not pictures:
         return [], []
-    answers = remembered(session, urls, now)
-    if ask and settings.link_check and (wanted := [u for u in urls if u not in answers]):
+    answers = remembered(session, urls + pictures, now)
+    if ask and settings.link_check and (wanted := [u for u in urls + pictures if u not in answers]):
         asked = ask_links(settings, wanted)
         remember(session, asked, now)
         answers |= asked
@@ -177,7 +182,21 @@ def story_links(session: Session, settings: Settings, edition: Edition, now: dat
               "it doesn't block" for u in shaky[:NAMED]]
     if len(shaky) > NAMED:
         warned.append(f"… and {len(shaky) - NAMED} more story links that could not be checked")
-    return found, warned
+    return found, warned + _image_warnings(pictures, answers)
+
+
+def _image_warnings(pictures: list[str], answers: dict[str, dict]) -> list[str]:
+    heavy = [(u, answers[u]["size"]) for u in pictures
+             if u in answers and (answers[u].get("size") or 0) > HEAVY_IMAGE]
+    warned = [f"the image {u} weighs {size / 1_000_000:.1f} MB: a reader on a phone's data waits for it, and "
+              "some mail programs show an empty frame until it has come; a smaller size of it (most sites "
+              "have one) would do; it doesn't block" for u, size in heavy[:NAMED]]
+    if len(heavy) > NAMED:
+        warned.append(f"… and {len(heavy) - NAMED} more images over {HEAVY_IMAGE / 1_000_000:.0f} MB")
+    missing = [u for u in pictures if answers.get(u, {}).get("status") in GONE]
+    warned += [f"the image {u} is gone (its server answered {answers[u]['status']}): readers see an empty "
+               "frame; it doesn't block" for u in missing[:NAMED]]
+    return warned
 
 
 def ask_ahead(sessions: sessionmaker, settings: Settings, urls: list[str], now: datetime) -> int:
@@ -203,13 +222,13 @@ def _key(url: str) -> str:
 
 
 def remembered(session: Session, urls: list[str], now: datetime) -> dict[str, dict]:
-    """The answers still fresh of these links: url → {status, error}."""
+    """The answers still fresh of these links: url → {status, error, size}."""
     rows = session.scalars(select(LinkCheck).where(LinkCheck.key.in_([_key(u) for u in urls])))
     fresh = {}
     for row in rows:
         kept = ANSWER_KEPT if row.status is not None else NO_ANSWER_KEPT
         if row.checked_at > now - kept:
-            fresh[row.url] = dict(status=row.status, error=row.error)
+            fresh[row.url] = dict(status=row.status, error=row.error, size=row.size)
     return fresh
 
 
@@ -222,21 +241,19 @@ def remember(session: Session, answers: dict[str, dict], now: datetime) -> None:
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    rows = [dict(key=_key(u), url=u, status=a["status"], error=(a["error"] or "")[:500] or None, checked_at=now)
-            for u, a in answers.items()]
+    rows = [dict(key=_key(u), url=u, status=a["status"], error=(a["error"] or "")[:500] or None,
+                 size=a.get("size"), checked_at=now) for u, a in answers.items()]
     statement = insert(LinkCheck).values(rows)
     session.execute(statement.on_conflict_do_update(index_elements=["key"], set_=dict(
         url=statement.excluded.url, status=statement.excluded.status, error=statement.excluded.error,
-        checked_at=statement.excluded.checked_at)))
+        size=statement.excluded.size, checked_at=statement.excluded.checked_at)))
 
 
 def ask_links(settings: Settings, urls: list[str], deadline: float = DEADLINE) -> dict[str, dict]:
-    """Each link's answer: {status (the last one, after redirects) or None, error}. Through fetch's guarded
-    client, so never an address on our own network unless SYNDICATE_ALLOW_PRIVATE_FEEDS is set."""
-    answers = {}
-    for url, answer in _ask(settings, urls, deadline).items():
-        answers[url] = answer if answer is not None else dict(status=200, error=None)
-    return answers
+    """Each link's answer: {status (the last one, after redirects) or None, error, size (its Content-Length)
+    or None}. Through fetch's guarded client, so never an address on our own network unless
+    SYNDICATE_ALLOW_PRIVATE_FEEDS is set."""
+    return _ask(settings, urls, deadline)
 
 
 def _named(urls: list[str]) -> str:
@@ -256,12 +273,15 @@ class LinkReport:
 class _Links(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.found: list[str] = []
+        self.found: list[str] = []  # <a href>
+        self.images: list[str] = []  # <img src>
 
     def handle_starttag(self, tag, attrs):
-        href = dict(attrs).get("href") if tag == "a" else None
-        if href:
-            self.found.append(href.strip())
+        named = dict(attrs)
+        if tag == "a" and named.get("href"):
+            self.found.append(named["href"].strip())
+        elif tag == "img" and named.get("src"):
+            self.images.append(named["src"].strip())
 
 
 def links(html: str, settings: Settings, own: bool = False) -> list[str]:
@@ -279,6 +299,15 @@ def links(html: str, settings: Settings, own: bool = False) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
+def images(html: str, settings: Settings) -> list[str]:
+    """The distinct http(s) images of an edition, in order; not our own."""
+    parser = _Links()
+    parser.feed(html)
+    base = settings.base_url.rstrip("/")
+    return list(dict.fromkeys(url for url in parser.images if urlsplit(url).scheme.lower() in ("http", "https")
+                              and not (url == base or url.startswith(base + "/"))))
+
+
 def check_links(settings: Settings, edition: Edition, deadline: float = DEADLINE) -> LinkReport:
     """Ask every link of the edition as sent, a few at once, all within `deadline` seconds; report those
     that answer 4xx/5xx, can't be reached, or don't answer in time. Through fetch's guarded client:
@@ -287,14 +316,14 @@ def check_links(settings: Settings, edition: Edition, deadline: float = DEADLINE
     urls = links(html, settings)
     report = LinkReport(checked=min(len(urls), MAX_LINKS), left_out=max(len(urls) - MAX_LINKS, 0))
     for url, answer in _ask(settings, urls[:MAX_LINKS], deadline).items():
-        if answer is not None:
-            report.broken.append(dict(url=url, **answer))
+        if answer["status"] is None or answer["status"] >= 400:
+            report.broken.append(dict(url=url, status=answer["status"], error=answer["error"]))
     return report
 
 
-def _ask(settings: Settings, urls: list[str], deadline: float) -> dict[str, dict | None]:
-    """Ask each link, a few at once, all within `deadline` seconds: None for one that answers (after
-    redirects) with a success, else {status, error}."""
+def _ask(settings: Settings, urls: list[str], deadline: float) -> dict[str, dict]:
+    """Ask each link, a few at once, all within `deadline` seconds: {status (after redirects; None: no
+    answer), error, size}."""
     if not urls:
         return {}
     ends = time.monotonic() + deadline
@@ -304,20 +333,21 @@ def _ask(settings: Settings, urls: list[str], deadline: float) -> dict[str, dict
     wait(asked.values(), timeout=deadline + 1)
     pool.shutdown(wait=False, cancel_futures=True)
     http.close()  # a server still dripping its answer is cut off here; its thread's error is not read
-    return {url: dict(status=None, error=f"no answer within {deadline:.0f} s")
+    return {url: dict(status=None, error=f"no answer within {deadline:.0f} s", size=None)
             if not future.done() or future.cancelled() else future.result() for url, future in asked.items()}
 
 
-def _answer(http: httpx.Client, url: str, ends: float) -> dict | None:
-    """None if the link answers (after redirects) with a success; else its status or error. Only the
-    status is read: fetch.guarded_get would read the whole body, and a link may lead to a 50 MB file."""
+def _answer(http: httpx.Client, url: str, ends: float) -> dict:
+    """The link's status (after redirects) and the size its Content-Length says, or the error that kept it
+    from answering. Only the head is read: fetch.guarded_get would read the whole body, and a link may lead
+    to a 50 MB file."""
     left = ends - time.monotonic()
     if left <= 0:
-        return dict(status=None, error="not asked: the time for the check ran out")
+        return dict(status=None, error="not asked: the time for the check ran out", size=None)
     try:
         with http.stream("GET", url, follow_redirects=True,
                          timeout=httpx.Timeout(left, connect=min(5.0, left))) as response:
-            status = response.status_code
+            status, length = response.status_code, response.headers.get("content-length", "")
     except (httpx.HTTPError, httpx.InvalidURL, FeedError) as e:
-        return dict(status=None, error=str(e) or type(e).__name__)
-    return None if status < 400 else dict(status=status, error=None)
+        return dict(status=None, error=str(e) or type(e).__name__, size=None)
+    return dict(status=status, error=None, size=int(length) if length.isdigit() and len(length) < 19 else None)

@@ -158,18 +158,18 @@ def send_breaking(session: Session, newsletter: Newsletter, article_id: int, set
 
 
 def _links_ahead(session: Session, due: list[int], lanes: list[int], now: datetime) -> list[str]:
-    """The story links the pre-send gate is about to check this tick: of the stories due runs will cut, the
-    breaking stories waiting, and the editions scheduled for now."""
-    urls = []
+    """The story links (and their images) the pre-send gate is about to check this tick: of the stories due
+    runs will cut, the breaking stories waiting, and the editions scheduled for now."""
+    stories = []
     for newsletter_id in dict.fromkeys([*due, *lanes]):
         newsletter = session.get(Newsletter, newsletter_id)
         found = editions.candidates(session, newsletter, now)
         if newsletter_id not in due:
             found = [a for a in found if editions.is_breaking(newsletter, a)]
-        urls += [a.url for a in found[:newsletter.max_items]]
+        stories += found[:newsletter.max_items]
     for edition_id in editions.due_edition_ids(session, now):
-        urls += [item.article.url for item in session.get(Edition, edition_id).items]
-    return urls
+        stories += [item.article for item in session.get(Edition, edition_id).items]
+    return [url for a in stories for url in (a.url, a.image_url) if url]
 
 
 def run_due(sessions: sessionmaker, settings: Settings, now: datetime) -> list[tuple[int, int, int]]:
