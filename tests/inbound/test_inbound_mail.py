@@ -208,10 +208,8 @@ def test_a_database_that_cannot_record_it_asks_the_mta_to_try_again(sent, consol
 # ── the LMTP listener ────────────────────────────────────────────────────────
 
 
-@pytest.fixture
-def lmtp(sent):
-    """`syndicate inbound serve`'s listener on a free port, handling into the `sent` newsroom's database."""
-    svc, _ = sent
+def listening(svc, lmtp: bool):
+    """`syndicate inbound serve`'s listener on a free port, handling into `svc`'s database, until closed."""
     port = free_port()
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -219,7 +217,7 @@ def lmtp(sent):
     def handle(raw, recipients):
         return handling.receive(svc.Session, svc.settings, raw, via="lmtp", recipients=recipients).outcome
 
-    task = loop.create_task(listener.serve(handle, "127.0.0.1", port, lmtp=True, ready=lambda _: ready.set()))
+    task = loop.create_task(listener.serve(handle, "127.0.0.1", port, lmtp=lmtp, ready=lambda _: ready.set()))
 
     def run():
         with contextlib.suppress(asyncio.CancelledError):
@@ -232,6 +230,17 @@ def lmtp(sent):
     yield port
     loop.call_soon_threadsafe(task.cancel)
     thread.join(10)
+
+
+@pytest.fixture
+def lmtp(sent):
+    yield from listening(sent[0], lmtp=True)
+
+
+@pytest.fixture
+def plain_smtp(sent):
+    """`syndicate inbound serve --smtp`: for an MTA or a forwarder that speaks SMTP, not LMTP."""
+    yield from listening(sent[0], lmtp=False)
 
 
 def greets(port: int) -> bool:
@@ -256,6 +265,16 @@ def test_a_bounce_report_handed_over_by_lmtp_suppresses_the_reader(sent, lmtp):
     report = postfix_dsn("ignored@news.example", "cleo@example.com", bounced.data)
     # Postfix's lmtp client: the return path as the envelope recipient, the null sender.
     assert lmtp_send(lmtp, "", [bounced.sender], report) == {}
+    status, [(kind, source, detail)] = state(svc, "cleo@example.com")
+    assert status == "bounced" and kind == "bounce" and "User unknown" in detail
+
+
+def test_a_bounce_report_handed_over_by_plain_smtp_suppresses_the_reader(sent, plain_smtp):
+    svc, messages = sent
+    bounced = messages["cleo@example.com"]
+    report = postfix_dsn("ignored@news.example", "cleo@example.com", bounced.data)
+    with smtplib.SMTP("127.0.0.1", plain_smtp) as client:
+        assert client.sendmail("", [bounced.sender], report) == {}
     status, [(kind, source, detail)] = state(svc, "cleo@example.com")
     assert status == "bounced" and kind == "bounce" and "User unknown" in detail
 
