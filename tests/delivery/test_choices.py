@@ -10,6 +10,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from sqlalchemy import select
 
 from conftest import configured
@@ -133,6 +134,50 @@ def test_the_stories_of_a_failed_mail_come_with_the_next_one_once(news, smtp_ser
     third = stories(news, T0 + timedelta(days=2), ["News"])
     got = cut_and_send(news, newsletter_id, T0 + timedelta(days=2, hours=1), smtp_server)
     assert got == {"ok@example.com": third, "busy@example.com": third}  # never twice
+
+
+@pytest.mark.parametrize("last_reply", [
+    "450 4.2.1 Mailbox busy, try later",  # given up on: recorded with the soft bounce it counts as
+    "552 5.2.2 Mailbox full",  # refused for good, the address not in question (no bounce): the ledger's own write
+])
+def test_a_mail_still_retrying_when_the_next_edition_goes_out_and_then_failing_comes_with_the_mail_after(
+        news, smtp_server, last_reply):
+    """The first edition's mail to busy is deferred (4xx, within the give-up period) when the second goes
+    out: its stories aren't carried into the second (it may yet arrive), and the second's "sent" moves the
+    cursor past it. Failing days later, it moves the cursor back: the third mail carries the first's
+    stories, and not the second's, which reached them."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    newsletter_id = newsletter(news, {"ok@example.com": {}, "busy@example.com": {}})
+    first = stories(news, start, ["News"])
+    smtp_server.replies["busy@example.com"] = "450 4.2.1 Mailbox busy, try later"
+    assert cut_and_send(news, newsletter_id, start + timedelta(minutes=1), smtp_server) == {"ok@example.com": first}
+
+    del smtp_server.replies["busy@example.com"]
+    second = stories(news, start + timedelta(hours=1), ["News"])
+    got = cut_and_send(news, newsletter_id, start + timedelta(hours=1, minutes=1), smtp_server)
+    assert got == {"ok@example.com": second, "busy@example.com": second}  # the first's may yet arrive
+    with transaction(news.Session) as session:
+        first_id, second_id = session.scalars(select(Edition.id).order_by(Edition.id)).all()
+    assert cursor_of(news, "busy@example.com") == second_id
+
+    smtp_server.replies["busy@example.com"] = last_reply
+    later = datetime.now(UTC) + timedelta(days=5)  # past the give-up period (4 days)
+    with time_machine.travel(later, tick=False):
+        with transaction(news.Session) as session:
+            batches = deliveries.requeue(session, news.settings, later)
+        assert [b[0] for b in batches] == [first_id]
+        for edition_id, lo, hi in batches:
+            send_batch(news.Session, news.settings, news.transport, edition_id, lo, hi, "retry")
+    with transaction(news.Session) as session:
+        assert session.scalar(select(Delivery.status).join(Subscriber).where(
+            Subscriber.email == "busy@example.com", Delivery.edition_id == first_id)) == "failed"
+    assert cursor_of(news, "busy@example.com") is None  # back before the first edition: there was none
+
+    del smtp_server.replies["busy@example.com"]
+    third = stories(news, later, ["News"])
+    with time_machine.travel(later + timedelta(hours=1), tick=False):
+        got = cut_and_send(news, newsletter_id, later + timedelta(hours=1), smtp_server)
+    assert got == {"ok@example.com": third, "busy@example.com": sorted(first + third)}
 
 
 def test_a_digest_reader_gets_one_mail_when_due_with_every_story_since(news, smtp_server):

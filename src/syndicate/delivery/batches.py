@@ -249,13 +249,16 @@ class _Batch:
             if error.throttled and self.pacer is not None:
                 self.pacer.domains.slow_down(current.domain)  # never raises, as pacer.slow_down
         if status == "failed" and error is not None and (error.bounce or not error.permanent):
-            # A refused address, or one that kept answering 4xx until we gave up: the outcome and
-            # the bounce it counts as are recorded together.
+            # A refused address, or one that kept answering 4xx until we gave up: the outcome, the
+            # reader's cursor (back before this edition, if a later mail passed it) and the bounce it
+            # counts as are recorded together.
             self.ledger.flush()
             with self.session.begin():
                 if not _record(self.session.connection(), current.row, self.token, status, reply, now,
                                self.settings):
                     raise TakenOver
+                self.session.execute(_cursor_back(), dict(edition=self.edition.id, newsletter=self.newsletter.id,
+                                                          subscriber=current.row.subscriber_id))
                 bounces.record_delivery_failure(
                     self.session, self.settings, subscriber_id=current.row.subscriber_id,
                     delivery_id=current.row.id, newsletter_id=self.newsletter.id, reply=reply, hard=error.bounce,
@@ -387,9 +390,10 @@ class _Ledger:
     two workers sent a 15 KB edition at 0.46 × the wire instead of 0.76 (bench/README.md).
     `SYNDICATE_DURABLE_SENT=1` waits for it all the same, for operators who would rather.
 
-    A "sent" moves the reader's cursor (delivery.choices) in the same commit: on SQLite a second statement
-    in the same transaction, on PostgreSQL the same statement (a data-modifying WITH), one round trip still.
-    `cursor`: the batch's edition and newsletter (None: no cursor moves, for a caller that marks no "sent").
+    A "sent" moves the reader's cursor (delivery.choices) in the same commit, and a "failed" may move it back
+    (`_cursor_back`): on SQLite a second statement in the same transaction, on PostgreSQL the same statement
+    (a data-modifying WITH), one round trip still. `cursor`: the batch's edition and newsletter (None: no
+    cursor moves, for a caller that marks no "sent").
     """
 
     def __init__(self, session: Session, settings: Settings, result: BatchResult,
@@ -436,7 +440,7 @@ class _Ledger:
 
     def _write(self, row: Row, token: str, status: str, reply: str, now: datetime, tried: bool,
                retry_at: datetime | None) -> None:
-        moves = status == "sent" and self.moves is not None
+        moves = status in ("sent", "failed") and self.moves is not None
         dialect = self.engine.dialect
         sql, names, positional, at = _driver_statement(dialect, status, tried, moves and not self.sqlite)
         values = _outcome_values(row, token, status, reply, now, self.settings, retry_at)
@@ -449,7 +453,7 @@ class _Ledger:
             try:
                 ours = self.driver.execute(sql, _in_order(names, positional, values)).rowcount == 1
                 if ours and moves:
-                    move, move_names, _, _ = _driver_statement(dialect, "cursor", True, False)
+                    move, move_names, _, _ = _driver_statement(dialect, f"cursor-{status}", True, False)
                     self.driver.execute(move, _in_order(move_names, positional, values))
                 self.driver.commit()
             except BaseException:
@@ -480,15 +484,16 @@ def _driver_statement(dialect, status: str, tried: bool, with_cursor: bool = Fal
                       ) -> tuple[str, list[tuple[str, object]], bool, Callable]:
     """`_outcome` compiled for the driver: its SQL; its parameters in order, each with the value the
     statement itself fixes, if any; whether the driver takes them by position (SQLite) or by name
-    (psycopg); and how `at` is passed (UTCDateTime's way for this database). `with_cursor`: the "sent"
-    and the reader's cursor in one statement, which answers with the count of rows marked; status
-    "cursor": the cursor's statement alone."""
-    if status == "cursor":
-        statement = _cursor_move()
+    (psycopg); and how `at` is passed (UTCDateTime's way for this database). `with_cursor`: the outcome
+    ("sent" or "failed") and the reader's cursor in one statement, which answers with the count of rows
+    marked; status "cursor-sent" or "cursor-failed": the cursor's statement alone."""
+    if status.startswith("cursor-"):
+        statement = _cursor_after(status.removeprefix("cursor-"))
     elif with_cursor:
-        sent = _outcome(status, tried).returning(Delivery.__table__.c.id).cte("sent")
-        moved = _cursor_move().where(select(sent.c.id).exists()).returning(Subscription.__table__.c.id).cte("moved")
-        statement = select(func.count()).select_from(sent).add_cte(moved)
+        marked = _outcome(status, tried).returning(Delivery.__table__.c.id).cte("marked")
+        moved = (_cursor_after(status).where(select(marked.c.id).exists())
+                 .returning(Subscription.__table__.c.id).cte("moved"))
+        statement = select(func.count()).select_from(marked).add_cte(moved)
     else:
         statement = _outcome(status, tried)
     compiled = statement.compile(dialect=dialect)
@@ -500,6 +505,30 @@ def _driver_statement(dialect, status: str, tried: bool, with_cursor: bool = Fal
 
 
 _OUTCOME_PARAMETERS = ("row", "token", "new_status", "reply", "at", "edition", "newsletter", "subscriber")
+
+
+def _cursor_after(status: str):
+    return _cursor_move() if status == "sent" else _cursor_back()
+
+
+def _cursor_back():
+    """A mail given up on ("failed") whose reader's cursor has passed its edition (a later edition's mail
+    reached them while this one was still being retried, so its stories weren't carried into that one):
+    the cursor goes back to the edition started just before this one (none, if it was the first), and the
+    reader's next mail carries this one's stories. The later editions that reached them aren't carried
+    again: delivery.choices leaves out every edition a delivery of theirs went out in."""
+    subscriptions, editions = Subscription.__table__, Edition.__table__
+    at, earlier = editions.alias("at_cursor"), editions.alias("earlier")
+    started = select(editions.c.started_at).where(editions.c.id == bindparam("edition")).scalar_subquery()
+    passed = select(at.c.id).where(at.c.id == subscriptions.c.cursor_edition_id, at.c.started_at >= started).exists()
+    before = (select(earlier.c.id)
+              .where(earlier.c.newsletter_id == bindparam("newsletter"), earlier.c.started_at.is_not(None),
+                     earlier.c.started_at < started, earlier.c.id != bindparam("edition"))
+              .order_by(earlier.c.started_at.desc(), earlier.c.id.desc()).limit(1).scalar_subquery())
+    return (update(subscriptions)
+            .where(subscriptions.c.subscriber_id == bindparam("subscriber"),
+                   subscriptions.c.newsletter_id == bindparam("newsletter"), passed)
+            .values(cursor_edition_id=before))
 
 
 def _cursor_move():

@@ -1,10 +1,12 @@
 """Each reader's stories at the fan-out: their topics, their frequency, and what they missed.
 
 A reader's **cursor** (Subscription.cursor_edition_id) is the last edition of the newsletter whose stories
-reached them. It moves forwards only: with a delivery's "sent", in the commit that records it
+reached them. It moves forwards with a delivery's "sent", in the commit that records it
 (delivery.batches), or here, past an edition that had nothing for them. So the stories of an edition
 whose mail failed, or that a digest reader wasn't due for, come with their next mail that goes out —
-once: after that mail is sent, the cursor is past them.
+once: after that mail is sent, the cursor is past them. It moves back once only: when a mail still being
+retried as a later edition's mail went out (so its stories weren't carried into that one) is given up on,
+in the commit that records the failure — to the edition before it, so the next mail carries its stories.
 
 At an edition's fan-out, a reader's stories are this edition's, then those of the editions started after
 their cursor (newest first) that didn't reach them — none with a delivery of theirs still on its way
