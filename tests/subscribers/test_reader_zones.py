@@ -5,6 +5,7 @@ every way in refuses or ignores what isn't a zone."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import pytest
 import uvicorn
@@ -16,8 +17,9 @@ from conftest import cli_in, configured, free_port, submit, wait_for
 from syndicate import tokens
 from syndicate.cli.main import main
 from syndicate.db import transaction
-from syndicate.models import Subscriber, SubscriberEvent, Subscription
-from syndicate.newsletters import lists
+from syndicate.delivery import sending
+from syndicate.models import Article, Delivery, Subscriber, SubscriberEvent, Subscription
+from syndicate.newsletters import lists, schedules
 from syndicate.subscribers import consent
 from syndicate.web.app import create_app
 
@@ -144,6 +146,38 @@ def test_a_reader_chooses_a_zone_on_the_preferences_page_and_can_clear_it(svc, c
         said = session.scalars(select(SubscriberEvent.detail).where(SubscriberEvent.kind == "time zone")).all()
     assert said == ["on the preferences page: Australia/Sydney",
                     "on the preferences page: none (each newsletter’s own)"]
+
+
+def test_a_reader_who_moves_while_their_mail_waits_for_its_wave_gets_it_at_the_time_in_the_new_zone(svc, client):
+    """A 07:00 edition at each reader's local time, cut at Sydney's 07:00: the New York reader's mail waits
+    for 07:00 in New York; they say on the preferences page that they live in Tokyo now, and it waits for
+    07:00 in Tokyo instead (then London's, when they move again)."""
+    made = datetime(2027, 1, 5, 12, tzinfo=UTC)  # ahead of the real clock: every wave is still to come
+    with transaction(svc.Session) as session:
+        morning = lists.add_newsletter(session, slug="morning", name="Morning", from_address="news@example.com",
+                                       cron="0 7 * * *", timezone="Europe/Berlin", local_time=True,
+                                       max_age_hours=0, now=made)
+        session.add(Article(identity="a vote", url="https://news.example/vote", title="A vote", lead="The lead.",
+                            content_hash="x", categories=[], published_at=made, first_seen_at=made))
+        consent.subscribe(session, "sydney@example.com", [morning.id], confirmed=True, timezone="Australia/Sydney")
+        mover = consent.subscribe(session, "mover@example.com", [morning.id], confirmed=True,
+                                  timezone="America/New_York").subscriber.id
+        first = schedules.first_wave(session, morning, morning.next_run_at)
+        cut = sending.run_regular(session, morning.id, svc.settings, first)
+        edition_id = cut.edition.id
+    assert first == datetime(2027, 1, 5, 20, tzinfo=UTC)  # 07:00 on 6 January in Sydney
+
+    def waits_until() -> datetime:
+        with transaction(svc.Session) as session:
+            return session.scalar(select(Delivery.next_attempt_at).where(
+                Delivery.subscriber_id == mover, Delivery.edition_id == edition_id, Delivery.status == "waiting"))
+
+    assert waits_until() == datetime(2027, 1, 6, 12, tzinfo=UTC)  # 07:00 in New York
+    path = path_of(svc, mover)
+    submit(client, path, data={"action": "save", "newsletter": "morning", "timezone": "Asia/Tokyo"})
+    assert waits_until() == datetime(2027, 1, 5, 22, tzinfo=UTC)  # 07:00 on 6 January in Tokyo
+    submit(client, path, data={"action": "save", "newsletter": "morning", "timezone": "own"})
+    assert waits_until() == datetime(2027, 1, 6, 6, tzinfo=UTC)  # the newsletter's own: 07:00 in Berlin
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)

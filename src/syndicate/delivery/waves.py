@@ -7,7 +7,8 @@ ahead as waiting (status `waiting`, next_attempt_at their moment) in the same IN
 row (`later`, `columns`), each wave's rows on consecutive ids, so a wave's batches are short id ranges of its
 own. The tick makes a waiting row pending when its moment comes and hands its batch to a worker, as for a
 deferred row (deliveries.requeue); the edition stays `sending` until its last wave is done. A pause holds
-waiting rows (the tick wakes only a sending edition's), a cancel skips them, an unsubscribe skips the reader's.
+waiting rows (the tick wakes only a sending edition's), a cancel skips them, an unsubscribe skips the reader's,
+and a reader who changes their zone meanwhile is sent at the time in their new one (`rezone`).
 
 A wave is the readers of one due instant: zones that share the clock that day share a wave."""
 
@@ -63,6 +64,24 @@ def columns(newsletter: Newsletter, ahead: dict[str, datetime], now: datetime):
     zone = reader_zone(newsletter)
     return (case({z: literal("waiting") for z in ahead}, value=zone, else_=literal("pending")),
             case({z: literal(at, UTCDateTime()) for z, at in ahead.items()}, value=zone, else_=now_))
+
+
+def rezone(session: Session, subscriber_id: int, now: datetime) -> int:
+    """A reader changed their zone: each of their rows still waiting for a wave waits for the slot's time in
+    the new zone instead (at once, if that time has passed there). How many rows moved."""
+    moved = 0
+    for delivery, edition, newsletter, own in session.execute(
+            select(Delivery, Edition, Newsletter, Subscriber.timezone)
+            .join(Edition, Edition.id == Delivery.edition_id).join(Newsletter, Newsletter.id == Edition.newsletter_id)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.subscriber_id == subscriber_id, Delivery.status == "waiting")):
+        if not in_waves(edition, newsletter):
+            continue
+        day, clock = schedules.local_slot(newsletter, edition.slot)
+        at = max(schedules.wall_clock(day, clock, own or newsletter.timezone), now)
+        if delivery.next_attempt_at != at:
+            delivery.next_attempt_at, moved = at, moved + 1
+    return moved
 
 
 @dataclass

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from syndicate import i18n, tokens
 from syndicate.config import Settings
 from syndicate.db import transaction
+from syndicate.delivery import waves
 from syndicate.errors import InvalidInput, NotFound
 from syndicate.http import csp
 from syndicate.models import MAX_ID, Newsletter, RowId, Subscriber, Subscription, utcnow
@@ -249,8 +250,9 @@ def save_preferences(request: Request, token: str, svc: Svc, action: str = Form(
                 return preferences_page_of(svc.settings, session, token, subscriber_id, 400, saved=None,
                                            expired=False, error=str(e), kept=kept)
             ids = session.scalars(select(Newsletter.id).where(Newsletter.slug.in_(newsletter))).all()
-            if timezone is not None:  # checked first: a refused zone saves nothing
-                preferences.set_zone(session, subscriber_id, timezone)
+            if timezone is not None and preferences.set_zone(session, subscriber_id, timezone):
+                session.flush()  # a refused zone saved nothing; a new one moves the mail waiting for its wave
+                waves.rezone(session, subscriber_id, utcnow())
             saved = preferences.set_preferences(session, subscriber_id, list(ids))
             saved.changed = preferences.save_choices(session, subscriber_id, checked)
         else:
