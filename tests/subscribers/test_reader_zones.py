@@ -5,7 +5,8 @@ every way in refuses or ignores what isn't a zone."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import uvicorn
@@ -151,8 +152,10 @@ def test_a_reader_chooses_a_zone_on_the_preferences_page_and_can_clear_it(svc, c
 def test_a_reader_who_moves_while_their_mail_waits_for_its_wave_gets_it_at_the_time_in_the_new_zone(svc, client):
     """A 07:00 edition at each reader's local time, cut at Sydney's 07:00: the New York reader's mail waits
     for 07:00 in New York; they say on the preferences page that they live in Tokyo now, and it waits for
-    07:00 in Tokyo instead (then London's, when they move again)."""
-    made = datetime(2027, 1, 5, 12, tzinfo=UTC)  # ahead of the real clock: every wave is still to come
+    07:00 in Tokyo instead (then Berlin's, the newsletter's own, when they clear their zone)."""
+    # A month ahead of the real clock (the page moves rows by it): every wave is still to come.
+    made = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) + timedelta(days=30)
+    day = made.astimezone(ZoneInfo("Europe/Berlin")).date() + timedelta(days=1)  # the slot: 07:00 that day
     with transaction(svc.Session) as session:
         morning = lists.add_newsletter(session, slug="morning", name="Morning", from_address="news@example.com",
                                        cron="0 7 * * *", timezone="Europe/Berlin", local_time=True,
@@ -165,19 +168,22 @@ def test_a_reader_who_moves_while_their_mail_waits_for_its_wave_gets_it_at_the_t
         first = schedules.first_wave(session, morning, morning.next_run_at)
         cut = sending.run_regular(session, morning.id, svc.settings, first)
         edition_id = cut.edition.id
-    assert first == datetime(2027, 1, 5, 20, tzinfo=UTC)  # 07:00 on 6 January in Sydney
 
-    def waits_until() -> datetime:
+    def waits_until(zone: str) -> tuple:
+        """When the mover's row waits until, as a wall clock in `zone`."""
         with transaction(svc.Session) as session:
-            return session.scalar(select(Delivery.next_attempt_at).where(
+            at = session.scalar(select(Delivery.next_attempt_at).where(
                 Delivery.subscriber_id == mover, Delivery.edition_id == edition_id, Delivery.status == "waiting"))
+        local = at.astimezone(ZoneInfo(zone))
+        return local.date(), local.time()
 
-    assert waits_until() == datetime(2027, 1, 6, 12, tzinfo=UTC)  # 07:00 in New York
+    assert first.astimezone(ZoneInfo("Australia/Sydney")).time() == time(7)
+    assert waits_until("America/New_York") == (day, time(7))
     path = path_of(svc, mover)
     submit(client, path, data={"action": "save", "newsletter": "morning", "timezone": "Asia/Tokyo"})
-    assert waits_until() == datetime(2027, 1, 5, 22, tzinfo=UTC)  # 07:00 on 6 January in Tokyo
+    assert waits_until("Asia/Tokyo") == (day, time(7))
     submit(client, path, data={"action": "save", "newsletter": "morning", "timezone": "own"})
-    assert waits_until() == datetime(2027, 1, 6, 6, tzinfo=UTC)  # the newsletter's own: 07:00 in Berlin
+    assert waits_until("Europe/Berlin") == (day, time(7))
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
