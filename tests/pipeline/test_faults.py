@@ -421,8 +421,16 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_at_most_one_message
     def carry_on() -> None:
         if victim == "whole worker":
             # Nobody puts the task back (it waits in "unacked" for Redis's hour-long visibility timeout):
-            # the tick finds the dead worker's claim stale and hands its rows to a new task.
-            room.hand_out(room.requeue(utcnow() + Leases().claim + timedelta(seconds=1)))
+            # the tick finds the dead worker's claim stale and hands its rows to a new task. A claim's lease
+            # after the last tick this test ran, on its clock: the first such tick gave the rows it revived
+            # its own time, a quarter of an hour ahead, and rows of those still pending when the second
+            # kill took their task are lost only a lease after that (in production the tick's clock is the
+            # workers', and this is the next tick five minutes on).
+            with transaction(room.svc.Session) as session:
+                given = session.scalar(select(func.max(Delivery.next_attempt_at)).where(
+                    Delivery.edition_id == room.edition_id, Delivery.status == "pending"))
+            clock = max(filter(None, [given, utcnow()]))
+            room.hand_out(room.requeue(clock + Leases().claim + timedelta(seconds=1)))
             current.append(workers(room.env))
 
     mailbox.on_message = in_the_window
