@@ -289,23 +289,21 @@ def links(html: str, settings: Settings, own: bool = False) -> list[str]:
     links, and a web view that exists only once the edition goes out) unless `own`."""
     parser = _Links()
     parser.feed(html)
-    base = settings.base_url.rstrip("/")
-    wanted = []
-    for href in parser.found:
-        url = urldefrag(href)[0]
-        ours = url == base or url.startswith(base + "/")
-        if urlsplit(url).scheme.lower() in ("http", "https") and (own or not ours):
-            wanted.append(url)
-    return list(dict.fromkeys(wanted))
+    return _web(settings, [urldefrag(href)[0] for href in parser.found], own)
 
 
 def images(html: str, settings: Settings) -> list[str]:
     """The distinct http(s) images of an edition, in order; not our own."""
     parser = _Links()
     parser.feed(html)
+    return _web(settings, parser.images, own=False)
+
+
+def _web(settings: Settings, urls: list[str], own: bool) -> list[str]:
+    """The distinct http(s) ones of `urls`, in order; those on our own base URL only if `own`."""
     base = settings.base_url.rstrip("/")
-    return list(dict.fromkeys(url for url in parser.images if urlsplit(url).scheme.lower() in ("http", "https")
-                              and not (url == base or url.startswith(base + "/"))))
+    return list(dict.fromkeys(url for url in urls if urlsplit(url).scheme.lower() in ("http", "https")
+                              and (own or not (url == base or url.startswith(base + "/")))))
 
 
 def check_links(settings: Settings, edition: Edition, deadline: float = DEADLINE) -> LinkReport:
