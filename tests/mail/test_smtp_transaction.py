@@ -202,6 +202,24 @@ def test_before_end_runs_once_the_server_is_ready_for_the_message_and_can_still_
     assert [m.recipients for m in server.messages] == [["ana@example.com"], ["cleo@example.com"]]
 
 
+def test_while_waiting_runs_once_the_message_is_ended_and_a_failure_there_drops_the_connection(server, transport):
+    ended = []
+    with transport.connect() as connection:
+        reply = connection.send(message("ana@example.com"), while_waiting=lambda: ended.append(connection.announced))
+        assert reply.startswith("250") and ended == [None]
+
+    def broken():
+        raise HoldBack
+
+    with pytest.raises(HoldBack), transport.connect() as connection:
+        connection.send(message("ben@example.com"), while_waiting=broken)
+    assert not connection.healthy  # its reply was never read: the connection is not used again
+    with transport.connect() as connection:
+        connection.send(message("cleo@example.com"))
+    # Ben's message was ended before the failure: the server has it, as it would any message whose reply is lost.
+    assert sorted(m.recipients[0] for m in server.messages) == [f"{n}@example.com" for n in ("ana", "ben", "cleo")]
+
+
 def test_the_outbox_holds_a_message_back_too(tmp_path):
     from syndicate.mail.outbox import OutboxTransport
 

@@ -388,8 +388,8 @@ class PausingTransport:
                 connection = self.cm.__enter__()
 
                 class Counting:
-                    def send(self, message, before_end=None):
-                        reply = connection.send(message, before_end)
+                    def send(self, message, before_end=None, while_waiting=None):
+                        reply = connection.send(message, before_end, while_waiting)
                         outer.sent += 1
                         if outer.sent == outer.after:
                             outer.then()
@@ -496,10 +496,10 @@ def test_resend_failed_goes_to_the_failed_recipients_only(desk):
             def wrapped():
                 with self.inner.connect() as connection:
                     class Picky:
-                        def send(self, message, before_end=None):
+                        def send(self, message, before_end=None, while_waiting=None):
                             if message.recipient in flaky:
                                 raise TransportError("554 5.7.1 message refused", permanent=True, code=554)
-                            return connection.send(message, before_end)
+                            return connection.send(message, before_end, while_waiting)
                     yield Picky()
             return wrapped()
 

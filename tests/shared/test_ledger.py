@@ -326,8 +326,8 @@ def test_a_batch_taken_over_mid_send_stops_and_never_finishes_the_message_in_fli
         def connect(self):
             with ledger.transport.connect() as connection:
                 class Connection:
-                    def send(self, message, before_end=None):
-                        reply = connection.send(message, before_end)
+                    def send(self, message, before_end=None, while_waiting=None):
+                        reply = connection.send(message, before_end, while_waiting)
                         if len(smtp_server.messages) == 3:
                             with transaction(ledger.Session) as session:
                                 session.execute(update(Delivery).where(Delivery.status == "sending")
@@ -408,8 +408,8 @@ def test_a_database_connection_lost_mid_batch_retries_the_batch_in_seconds_not_a
         def connect(self):
             with real.connect() as connection:
                 class Connection:
-                    def send(self, message, before_end=None):
-                        reply = connection.send(message, before_end)
+                    def send(self, message, before_end=None, while_waiting=None):
+                        reply = connection.send(message, before_end, while_waiting)
                         if len(smtp_server.messages) == 3 and not killed:
                             with admin.begin() as c:
                                 killed.append(c.execute(text(

@@ -114,10 +114,15 @@ class _Batch:
     """One batch's rows, in order, over one connection.
 
     Message by message: once the server has said yes to its MAIL, RCPT and DATA, the outcome of the
-    message before it is committed (the ledger's `flush`), the next row is decided (skipped, held
-    back, or sent), and this message's body and final dot go in one write with the next one's MAIL,
-    RCPT and DATA, whose replies come back with the dot's. So at any moment at most one message is
-    accepted by the server and not yet marked sent: a killed worker leaves at most one duplicate.
+    message before it is committed (the ledger's `flush`), and this message's body and final dot go
+    in one write with the next one's MAIL, RCPT and DATA, whose replies come back with the dot's. So
+    at any moment at most one message is accepted by the server and not yet marked sent: a killed
+    worker leaves at most one duplicate.
+
+    The row after that next one is decided (skipped, held back, or sent) and its message built while
+    the server reads this message and the worker would otherwise wait for its reply (`prepare`): what
+    is left between a reply and the next write is the commit. An error met while preparing is raised
+    where the row would otherwise have been decided, at the next message's `before_end`.
     """
 
     def __init__(self, session: Session, settings: Settings, edition: Edition, newsletter: Newsletter,
@@ -131,6 +136,8 @@ class _Batch:
         self.factories: dict[int | None, MessageFactory] = {None: MessageFactory(settings, newsletter, edition)}
         self.variants = variants or {}
         self.next_row, self.looked_at = 0, 0
+        self.prepared: _Try | None = None  # decided and built while a reply was awaited, not yet announced
+        self.unprepared: Exception | None = None  # what deciding it raised, kept for when it is wanted
         self.left: set[int] = set()  # subscribers of the rest who left since the batch began
         self.stop: str | None = None  # the edition's status once it is no longer "sending"
         self.refreshed = time.monotonic()
@@ -143,14 +150,15 @@ class _Batch:
             def before_end():
                 nonlocal following
                 self.ledger.flush()  # the message before this one is marked sent before this one's end
-                following = self.next(ahead=True)
+                following = self.decided(ahead=True)
                 return following.message if following else None
 
             try:
-                status, reply, error = "sent", self.connection().send(current.message, before_end), None
+                status, reply, error = "sent", self.connection().send(current.message, before_end, self.prepare), None
             except ConnectionLost as e:
                 if not (e.throttled and self.pacer is not None):
-                    rest = [current.row] + ([following.row] if following else []) + self.rows[self.next_row:]
+                    decided, self.prepared = [following, self.prepared], None
+                    rest = [current.row] + [t.row for t in decided if t] + self.rows[self.next_row:]
                     return self.lost(rest, e)
                 # The recipient's domain said 421 4.7.x: this row waits, the domain is slowed below,
                 # and the rest go on over a new connection (_lazy opens one).
@@ -165,10 +173,29 @@ class _Batch:
 
     def plain_next(self) -> _Try | None:
         try:
-            return self.next(ahead=False)
+            return self.decided(ahead=False)
         except PacingUnavailable as e:  # as for a lost mail server: the rest waits
             self.lost(self.rows[self.next_row:], e)
             return None
+
+    def prepare(self) -> None:
+        """While the server reads a message: the row after the one announced with it, decided and built
+        (`next(ahead=True)`: nothing here waits). Never raises: the connection is waiting for a reply."""
+        if self.prepared is None and self.unprepared is None:
+            try:
+                self.prepared = self.next(ahead=True)
+            except Exception as e:  # raised where the row is wanted (decided)
+                self.unprepared = e
+
+    def decided(self, ahead: bool) -> _Try | None:
+        """The next row to try: the one prepared, or decided now."""
+        if self.unprepared is not None:
+            error, self.unprepared = self.unprepared, None
+            raise error
+        if self.prepared is not None:
+            prepared, self.prepared = self.prepared, None
+            return prepared
+        return self.next(ahead)
 
     def next(self, ahead: bool) -> _Try | None:
         """The next row to try; rows that need no try (skipped, held back) are recorded on the way.

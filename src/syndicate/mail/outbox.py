@@ -15,7 +15,8 @@ class OutboxConnection:
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def send(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None = None) -> str:
+    def send(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None = None,
+             while_waiting: Callable[[], None] | None = None) -> str:
         name = re.sub(r"[^A-Za-z0-9._@-]+", "_", message.message_id.strip("<>"))
         path = self.folder / f"{name}.eml"
         tmp = path.with_suffix(".tmp")
@@ -27,6 +28,8 @@ class OutboxConnection:
                 tmp.unlink()
                 raise
         tmp.replace(path)  # a reader never sees half a message
+        if while_waiting is not None:
+            while_waiting()
         return f"250 written to {path}"
 
 

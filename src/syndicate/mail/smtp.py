@@ -45,9 +45,10 @@ class SmtpConnection:
     def reusable(self) -> bool:
         return self.healthy and self.announced is None
 
-    def send(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None = None) -> str:
+    def send(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None = None,
+             while_waiting: Callable[[], None] | None = None) -> str:
         try:
-            return self._transaction(message, before_end)
+            return self._transaction(message, before_end, while_waiting)
         except ConnectionLost:
             self.healthy = False
             raise
@@ -55,7 +56,8 @@ class SmtpConnection:
             self.healthy = False
             raise ConnectionLost(f"connection to the mail server lost: {e}") from e
 
-    def _transaction(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None) -> str:
+    def _transaction(self, message: Outgoing, before_end: Callable[[], Outgoing | None] | None,
+                     while_waiting: Callable[[], None] | None) -> str:
         smtp = self.smtp
         smtp.ehlo_or_helo_if_needed()
         pipelined = smtp.has_extn("pipelining")
@@ -86,6 +88,12 @@ class SmtpConnection:
             self.announced = following
         else:
             smtp.send(data + END)
+        if while_waiting is not None:
+            try:
+                while_waiting()  # the server reads and queues the message meanwhile; its reply waits in the socket
+            except BaseException:
+                self._abandon()  # the reply is never read: what the server made of the message is unknown
+                raise
         code, reply = smtp.getreply()
         if code != 250:
             # The transaction is over whatever the reply (RFC 5321 §4.1.1.4): no RSET, which would
