@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
+from typing import NamedTuple
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -71,7 +72,7 @@ def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport,
             return result
         edition = session.get(Edition, edition_id)
         newsletter = session.get(Newsletter, edition.newsletter_id)
-        rows = session.execute(
+        rows = [Row(*row) for row in session.execute(
             select(Delivery.id, Delivery.attempts, Delivery.variant_id, Subscriber.id.label("subscriber_id"),
                    Subscriber.email,
                    Subscriber.name, Subscriber.status.label("subscriber_status"),
@@ -82,7 +83,7 @@ def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport,
             .where(Delivery.edition_id == edition_id, Delivery.id.between(lo, hi),
                    Delivery.status == "sending", Delivery.claimed_by == token)
             .order_by(Delivery.id)
-        ).all()
+        )]
         # Read with the rows, before the commit: nothing may hold the database while the batch sends.
         variants = {v.id: v for v in session.scalars(select(EditionVariant).where(
             EditionVariant.id.in_({row.variant_id for row in rows} - {None})))}
@@ -96,6 +97,19 @@ def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport,
             except (TakenOver, _Stopped):
                 pass  # another worker holds the rest, or an editor paused or cancelled the edition
     return result
+
+
+class Row(NamedTuple):
+    """A row of the batch, with what deciding it needs. A plain tuple: SQLAlchemy's Row answers an attribute
+    after a failed lookup on its class (an AttributeError made and dropped, ~1 µs), a dozen times a message."""
+    id: int
+    attempts: int
+    variant_id: int | None
+    subscriber_id: int
+    email: str
+    name: str | None
+    subscriber_status: str
+    subscription_status: str | None
 
 
 @dataclass
@@ -253,10 +267,11 @@ class _Batch:
         batch's size.)"""
         self.looked_at = self.next_row
         window = self.rows[self.next_row:self.next_row + CHECK_EVERY]
-        status, left = self.ledger.run(lambda c: _look_again(c, self.edition.id, self.newsletter.id, window[0].id,
-                                                             window[-1].id, self.token))
+        looked = dict(edition=self.edition.id, lo=window[0].id, hi=window[-1].id, token=self.token,
+                      newsletter=self.newsletter.id)
+        (status,), = self.ledger.read("edition-status", looked)
         if status == "sending":
-            self.left = left
+            self.left = {subscriber for subscriber, in self.ledger.read("left-meanwhile", looked)}
         else:
             self.stop = status
 
@@ -319,27 +334,15 @@ class _Batch:
         return self.clock()
 
 
-def _look_again(connection: Connection, edition_id: int, newsletter_id: int, lo: int, hi: int,
-                token: str) -> tuple[str, set[int]]:
-    """The edition's status, and if it is still sending, the subscribers of the batch's rows `lo`…`hi`
-    who unsubscribed or were suppressed since the batch began: an unsubscribe is honoured even mid-batch.
-
-    Rows still "sending" under this task's claim only. Statements of a fixed shape, compiled and (by
-    psycopg) prepared once, on the ledger's connection.
-    """
-    status = connection.execute(_EDITION_STATUS, dict(edition=edition_id)).scalar()
-    if status != "sending":
-        return status, set()
-    batch = dict(edition=edition_id, lo=lo, hi=hi, token=token, newsletter=newsletter_id)
-    return status, set(connection.execute(_LEFT_MEANWHILE, batch).scalars())
-
-
 def _the_rest():
     """The rows of a batch (edition, lo, hi) still "sending" under a task's claim (token)."""
     return (Delivery.edition_id == bindparam("edition"), Delivery.id.between(bindparam("lo"), bindparam("hi")),
             Delivery.claimed_by == bindparam("token"), Delivery.status == "sending")
 
 
+# The look again (every CHECK_EVERY rows): is the edition still sending, and which subscribers of the batch's
+# rows lo…hi, still "sending" under this task's claim, unsubscribed or were suppressed since the batch began (an
+# unsubscribe is honoured even mid-batch). Read through the driver, as the outcomes are written (_Ledger.read).
 _EDITION_STATUS = select(Edition.status).where(Edition.id == bindparam("edition"))
 
 
@@ -493,6 +496,19 @@ class _Ledger:
             raise TakenOver
         self.result.add(status)
 
+    def read(self, query: str, values: dict) -> list[tuple]:
+        """The rows of one of `_READS`, on the ledger's connection through the driver, after every outcome
+        held is written: no transaction around it (on SQLite, no write lock taken for a read)."""
+        self.flush()
+        sql, names, positional, _ = _driver_statement(self.engine.dialect, query, True, False)
+        try:
+            if self.sqlite:
+                return self.driver.execute(sql, _in_order(names, positional, values)).fetchall()
+            self.cursor.execute(sql, _in_order(names, positional, values), prepare=True)
+            return self.cursor.fetchall()
+        except self.engine.dialect.loaded_dbapi.OperationalError as e:
+            raise OperationalError("a look at the edition", None, e) from e
+
     def run(self, work):
         """`work(connection)` on the ledger's connection, after every outcome held is written; its result."""
         self.flush()
@@ -513,8 +529,10 @@ def _driver_statement(dialect, status: str, tried: bool, with_cursor: bool = Fal
     statement itself fixes, if any; whether the driver takes them by position (SQLite) or by name
     (psycopg); and how `at` is passed (UTCDateTime's way for this database). `with_cursor`: the outcome
     ("sent" or "failed") and the reader's cursor in one statement, which answers with the count of rows
-    marked; status "cursor-sent" or "cursor-failed": the cursor's statement alone."""
-    if status.startswith("cursor-"):
+    marked; status "cursor-sent" or "cursor-failed": the cursor's statement alone; or one of `_READS`."""
+    if status in _READS:
+        statement = _READS[status]
+    elif status.startswith("cursor-"):
         statement = _cursor_after(status.removeprefix("cursor-"))
     elif with_cursor:
         marked = _outcome(status, tried).returning(Delivery.__table__.c.id).cte("marked")
@@ -531,7 +549,9 @@ def _driver_statement(dialect, status: str, tried: bool, with_cursor: bool = Fal
             UTCDateTime().bind_processor(dialect) or (lambda value: value))
 
 
-_OUTCOME_PARAMETERS = ("row", "token", "new_status", "reply", "at", "edition", "newsletter", "subscriber")
+_OUTCOME_PARAMETERS = ("row", "token", "new_status", "reply", "at", "edition", "newsletter", "subscriber", "lo",
+                       "hi")
+_READS = {"edition-status": _EDITION_STATUS, "left-meanwhile": _LEFT_MEANWHILE}
 
 
 def _cursor_after(status: str):
