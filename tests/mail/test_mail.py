@@ -85,17 +85,36 @@ def test_a_non_ascii_mailbox_name_is_refused_but_an_international_domain_is_kept
     assert consent.normalise_email("Reader@Bücher.example") == "reader@xn--bcher-kva.example"
 
 
-def test_encoding_line_by_line_gives_the_same_bytes_as_encoding_the_whole_body():
-    from syndicate.mail.message import PreparedMessage, _qp
+MARKER = "https://syndicate.invalid/unsubscribe-url"
+OTHER = "https://syndicate.invalid/preferences-url"
+LINES = ["Ünïcode line with trailing space ", "x" * 300 + f" {MARKER} tail", "=== equals and tabs\t",
+         f"<a href=\"{MARKER}\">go</a>" + "é" * 90, "", "end", ".starts with a dot", "y" * 75 + ".after a soft break",
+         f"{MARKER}", f"{MARKER}{OTHER}", f" {MARKER} ", "z" * 74 + MARKER + "." + "w" * 80, f"{OTHER}: {MARKER}\t",
+         ("a" * 70 + "\u2028") * 4 + MARKER + "\x0c" + "b" * 70]  # separators str.splitlines breaks at, SMTP not
+VALUES = st.sampled_from(["https://news.example/u/abc", "https://news.example/u/" + "Ü" * 80, ".x" * 60,
+                          "a" * 75, "a" * 76, "b" * 151, "é", " ", "=3D=", "https://n.example/u/WzEyLDdd.x-_Q"])
 
-    marker = "https://syndicate.invalid/unsubscribe-url"
-    body = ("Ünïcode line with trailing space \n" + "x" * 300 + f" {marker} tail\n"
-            + "=== equals and tabs\t\n" + f"<a href=\"{marker}\">go</a>" + "é" * 90 + "\n" + "\n" * 3 + "end"
-            + "\n.starts with a dot\n" + "y" * 75 + ".after a soft break\n")
+
+@given(st.lists(st.sampled_from(LINES) | st.text(st.characters(codec="utf-8", exclude_characters="\r\n"),
+                                                   max_size=120), min_size=1, max_size=12),
+       VALUES, VALUES)
+def test_a_body_encoded_once_with_its_values_filled_in_decodes_to_the_text_with_them(lines, value, other):
+    """Per recipient only the values are encoded, between soft line breaks: the body decodes to the text with
+    the values in, as encoding it whole would; no line is longer than 76 or starts with a dot."""
+    from syndicate.mail.message import QP_LINE, PreparedMessage, _qp
+
+    body = "\n".join(lines) + "\n"
     template = PreparedMessage(sender=Mailbox("A", "a@example.com"), subject="s", text=body, html=body)
-    for value in ("https://news.example/u/abc", "https://news.example/u/" + "Ü" * 80, ".x" * 60):
-        whole = _qp(template.text.replace(marker, value))
-        assert template._encoded(template.text, {marker: value}) == whole
+    encoded = template._encoded(template.text, {MARKER: value, OTHER: other})
+    expected = template.text.replace(MARKER, value).replace(OTHER, other)
+    assert binascii.a2b_qp(encoded) == binascii.a2b_qp(_qp(expected))
+    assert binascii.a2b_qp(encoded).replace(b"\r\n", b"\n").decode("utf-8") == expected
+    lines_out = encoded.split(b"\r\n")
+    assert all(len(line) <= QP_LINE for line in lines_out)
+    assert not any(line.startswith(b".") for line in lines_out)
+    assert b"\n" not in encoded.replace(b"\r\n", b"") and all(byte < 128 for byte in encoded)
+    if MARKER not in body and OTHER not in body:
+        assert encoded == _qp(expected)  # a body without placeholders: the same bytes as encoding it whole
 
 
 @pytest.mark.parametrize(("text", "placeholder_value"), [
