@@ -154,7 +154,7 @@ class _Batch:
         self.unprepared: Exception | None = None  # what deciding it raised, kept for when it is wanted
         self.left: set[int] = set()  # subscribers of the rest who left since the batch began
         self.stop: str | None = None  # the edition's status once it is no longer "sending"
-        self.refreshed = time.monotonic()
+        self.refreshed, self.refresh_every = time.monotonic(), settings.leases.refresh
 
     def run(self) -> None:
         current = self.plain_next()
@@ -308,7 +308,7 @@ class _Batch:
             self.result.add(status)
         else:
             self.ledger.hold(current.row, self.token, status, reply, now)
-        if time.monotonic() - self.refreshed > self.settings.leases.refresh:
+        if time.monotonic() - self.refreshed > self.refresh_every:
             self.ledger.flush()
             self.ledger.run(lambda c: _refresh(c, self.edition.id, self.lo, self.hi, self.token, now))
             self.refreshed = time.monotonic()

@@ -13,6 +13,7 @@ from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP as _SMTP
 from email.utils import format_datetime
+from functools import cache
 from typing import TYPE_CHECKING, NamedTuple
 
 from syndicate import tokens
@@ -31,8 +32,12 @@ SMTP = _SMTP.clone(max_line_length=998)
 
 def message_id(domain: str, secret_key: str, *parts) -> str:
     """Unique per message and per installation, and the same on every retry of one delivery."""
-    instance = hashlib.sha256(secret_key.encode()).hexdigest()[:10]
-    return f"<{'.'.join(map(str, parts))}.{instance}@{domain}>"
+    return f"<{'.'.join(map(str, parts))}.{_instance(secret_key)}@{domain}>"
+
+
+@cache
+def _instance(secret_key: str) -> str:
+    return hashlib.sha256(secret_key.encode()).hexdigest()[:10]
 
 
 def inbound_domain(settings: Settings, from_address: str) -> str:
@@ -192,7 +197,7 @@ class PreparedMessage:
         part = (f"--{self.boundary}\r\nContent-Type: text/%s; charset=\"utf-8\"\r\n"
                 "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
         self.parts = ((part % "plain").encode(), (part % "html").encode(), f"--{self.boundary}--\r\n".encode())
-        self._dated: tuple[datetime | None, str] = (None, "")  # the Date header of the second last asked for
+        self._dated: tuple[int | None, str] = (None, "")  # the Date header of the second last asked for
 
     def render(self, *, to: str, name: str = "", message_id: str, date: datetime, per_recipient: dict[str, str],
                replace: dict[str, str]) -> bytes:
@@ -220,9 +225,9 @@ class PreparedMessage:
         return Outgoing(return_path or self.sender, to, data, message_id, transparent=True)
 
     def _date(self, date: datetime) -> str:
-        second = date.replace(microsecond=0)
+        second = int(date.timestamp())  # datetime.replace, with its keywords parsed, cost more than the rest
         if self._dated[0] != second:
-            self._dated = (second, format_datetime(second))
+            self._dated = (second, format_datetime(date.replace(microsecond=0)))
         return self._dated[1]
 
     def _encoded(self, body: str, replace: dict[str, str], values: dict[str, bytes] | None = None) -> bytes:
