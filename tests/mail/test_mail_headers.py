@@ -155,6 +155,21 @@ def test_plain_text_goes_as_it_is_and_everything_else_is_encoded_by_us():
     assert mailbox("", "a@example.com") == "a@example.com"
 
 
+@given(text=hostile | st.text(st.characters(codec="utf-8"), max_size=70),
+       name=st.sampled_from(["From", "To", "Subject", "Reply-To", "List-Id"]))
+@example(text="a" * 60 + "é", name="From")  # one character past what one word on the first line holds
+@example(text="Zoë Ødegård", name="From")
+def test_encoded_words_are_the_ones_the_stdlibs_header_makes(text, name):
+    """A short text (a reader's name) is encoded without Header's folding machinery, into the same bytes. (Text
+    reaches it as one_line leaves it: no line breaks or control characters, whitespace collapsed.)"""
+    from email.header import Header
+
+    from syndicate.mail.message import _UTF8, _encoded_words
+
+    text = one_line(text)
+    assert _encoded_words(text, name) == Header(text, _UTF8, header_name=name).encode(linesep="\r\n")
+
+
 @pytest.mark.parametrize("address", ["a@example.com>\r\nBcc: x@evil.example", "a b@example.com", "<a@example.com>",
                                      "a@example.com, b@example.com", "no-at-sign"])
 def test_an_address_that_a_header_cannot_carry_is_refused_not_sent(address):
