@@ -259,6 +259,7 @@ class PreparedMessage:
             values = _values(replace)
         return b"".join([values[part] if type(part) is str else part for part in parts])
 
+
 def _lines(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text if text.endswith("\n") else text + "\n"
