@@ -500,7 +500,7 @@ class _Ledger:
         """The rows of one of `_READS`, on the ledger's connection through the driver, after every outcome
         held is written: no transaction around it (on SQLite, no write lock taken for a read)."""
         self.flush()
-        sql, names, positional, _ = _driver_statement(self.engine.dialect, query, True, False)
+        sql, names, positional, _ = _driver_read(self.engine.dialect, query)
         try:
             if self.sqlite:
                 return self.driver.execute(sql, _in_order(names, positional, values)).fetchall()
@@ -529,10 +529,8 @@ def _driver_statement(dialect, status: str, tried: bool, with_cursor: bool = Fal
     statement itself fixes, if any; whether the driver takes them by position (SQLite) or by name
     (psycopg); and how `at` is passed (UTCDateTime's way for this database). `with_cursor`: the outcome
     ("sent" or "failed") and the reader's cursor in one statement, which answers with the count of rows
-    marked; status "cursor-sent" or "cursor-failed": the cursor's statement alone; or one of `_READS`."""
-    if status in _READS:
-        statement = _READS[status]
-    elif status.startswith("cursor-"):
+    marked; status "cursor-sent" or "cursor-failed": the cursor's statement alone."""
+    if status.startswith("cursor-"):
         statement = _cursor_after(status.removeprefix("cursor-"))
     elif with_cursor:
         marked = _outcome(status, tried).returning(Delivery.__table__.c.id).cte("marked")
@@ -541,6 +539,16 @@ def _driver_statement(dialect, status: str, tried: bool, with_cursor: bool = Fal
         statement = select(func.count()).select_from(marked).add_cte(moved)
     else:
         statement = _outcome(status, tried)
+    return _for_driver(statement, dialect)
+
+
+@cache
+def _driver_read(dialect, query: str) -> tuple[str, list[tuple[str, object]], bool, Callable]:
+    """One of `_READS` compiled for the driver, as `_driver_statement`."""
+    return _for_driver(_READS[query], dialect)
+
+
+def _for_driver(statement, dialect) -> tuple[str, list[tuple[str, object]], bool, Callable]:
     compiled = statement.compile(dialect=dialect)
     fixed = compiled.construct_params(dict.fromkeys(_OUTCOME_PARAMETERS))  # ours are filled in per write
     # A list, not a dict: by position, a parameter used twice (the cursor's edition) is passed twice.
