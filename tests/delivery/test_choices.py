@@ -1,12 +1,14 @@
 """Readers' choices through the real fan-out and a real SMTP server: each reader gets the stories of their
 topics, once; a digest reader only when due, with everything since; the stories of a failed mail come
-with the next one; each distinct story set is rendered once; the cursor moves only with a recorded "sent"."""
+with the next one; each distinct story set is rendered once; the cursor moves only with a recorded "sent",
+in its batch's fold, and in the order the outcomes happened even when a killed worker's fold comes late."""
 
 from __future__ import annotations
 
 import email
 import email.policy
 import hashlib
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +17,7 @@ from sqlalchemy import select
 
 from conftest import configured
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, sending
+from syndicate.delivery import choices, deliveries, sending
 from syndicate.delivery.batches import BatchResult, TakenOver, _Ledger, claim, send_batch
 from syndicate.models import Article, Delivery, Edition, EditionVariant, Newsletter, Subscriber, Subscription
 from syndicate.newsletters import lists, rendering
@@ -226,7 +228,7 @@ def test_a_new_reader_gets_the_latest_edition_as_a_welcome_digest_only_when_the_
 
 def test_the_cursor_moves_only_with_a_sent_mark_that_holds(news, smtp_server):
     """A worker whose claim was taken over (it was thought dead) writes no "sent", and moves no cursor; the
-    worker that took the batch over sends it, and its "sent" moves the cursor in the same commit."""
+    worker that took the batch over sends it, and its batch's fold moves the cursor."""
     newsletter_id = newsletter(news, {"reader@example.com": {}})
     stories(news, T0, ["News"])
     with transaction(news.Session) as session:
@@ -236,14 +238,112 @@ def test_the_cursor_moves_only_with_a_sent_mark_that_holds(news, smtp_server):
         assert claim(session, edition_id, lo, hi, "dead-worker", T0) == 1
         row = session.execute(select(Delivery.id, Delivery.attempts, Delivery.subscriber_id)).one()
         session.execute(Delivery.__table__.update().values(claimed_by="new-worker"))  # taken over
-    with news.Session() as session, _Ledger(session, news.settings, BatchResult(), (edition_id, newsletter_id)) \
-            as ledger, pytest.raises(TakenOver):
+    with news.Session() as session, _Ledger(session, news.settings, BatchResult()) as ledger, \
+            pytest.raises(TakenOver):
         ledger.write(row, "dead-worker", "sent", "250 OK", T0)
     assert cursor_of(news, "reader@example.com") is None
 
     send_batch(news.Session, news.settings, news.transport, edition_id, lo, hi, "new-worker")
     assert [m.recipients for m in smtp_server.messages] == [["reader@example.com"]]
     assert cursor_of(news, "reader@example.com") == edition_id
+
+
+def test_a_batch_moves_its_readers_cursors_in_one_fold_once_it_is_done_not_with_each_sent(news, smtp_server):
+    """Mid-batch, a sent row is still held by its task (claimed_by) and its reader's cursor hasn't moved: the
+    "sent"'s commit writes the delivery only. Once the batch is done, every cursor has moved and the rows are
+    let go."""
+    readers = [f"reader{i}@example.com" for i in range(3)]
+    newsletter_id = newsletter(news, dict.fromkeys(readers, {}))
+    stories(news, T0, ["News"])
+    with transaction(news.Session) as session:
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), news.settings, now=T0)
+    (edition_id, lo, hi), = cut.batches
+    seen = []
+
+    class Watching:
+        @contextmanager
+        def connect(self):
+            with news.transport.connect() as connection:
+                class Connection:
+                    def send(self, message, before_end=None, while_waiting=None):
+                        reply = connection.send(message, before_end, while_waiting)
+                        if len(smtp_server.messages) == 3:  # the first's "sent" is written by now
+                            with transaction(news.Session) as session:
+                                seen.extend(session.execute(
+                                    select(Delivery.status, Delivery.claimed_by, Subscription.cursor_edition_id)
+                                    .join(Subscription, Subscription.subscriber_id == Delivery.subscriber_id)
+                                    .where(Delivery.status == "sent")).all())
+                        return reply
+                yield Connection()
+
+    send_batch(news.Session, news.settings, Watching(), edition_id, lo, hi, "task")
+    assert seen and set(seen) == {("sent", "task", None)}
+    assert [cursor_of(news, a) for a in readers] == [edition_id] * 3
+    with transaction(news.Session) as session:
+        assert set(session.execute(select(Delivery.status, Delivery.claimed_by)).all()) == {("sent", None)}
+
+
+def test_a_failure_after_a_sent_whose_worker_died_before_its_fold_moves_the_cursor_back_all_the_same(
+        news, smtp_server, monkeypatch):
+    """As above, with the second edition's mail to busy sent by a worker killed before its batch's fold:
+    when the first's mail fails, busy's "sent" of the second is recorded and their cursor hasn't moved.
+    The failure folds it first and then moves the cursor back, in the order the outcomes happened; the
+    second edition's close, later, finds nothing left to fold. (A late fold after the move back would have
+    put the cursor past the first edition, and its stories would never come.)"""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    newsletter_id = newsletter(news, {"ok@example.com": {}, "busy@example.com": {}, "slow@example.com": {}})
+    first = stories(news, start, ["News"])
+    smtp_server.replies["busy@example.com"] = "450 4.2.1 Mailbox busy, try later"
+    assert cut_and_send(news, newsletter_id, start + timedelta(minutes=1), smtp_server) == {
+        "ok@example.com": first, "slow@example.com": first}  # busy's is retried
+
+    del smtp_server.replies["busy@example.com"]
+    smtp_server.replies["slow@example.com"] = "450 4.2.1 Mailbox busy, try later"  # keeps the second open
+    stories(news, start + timedelta(hours=1), ["News"])
+    with transaction(news.Session) as session:
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), news.settings,
+                          now=start + timedelta(hours=1, minutes=1))
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(choices, "fold", killed)  # the worker dies between its last outcome and its fold
+        for edition_id, lo, hi in cut.batches:
+            with pytest.raises(Killed):
+                send_batch(news.Session, news.settings, news.transport, edition_id, lo, hi, "killed")
+    first_id, second_id = cut.edition.id - 1, cut.edition.id
+    with transaction(news.Session) as session:
+        held = session.execute(select(Delivery.status, Delivery.claimed_by).join(Subscriber).where(
+            Subscriber.email == "busy@example.com", Delivery.edition_id == second_id)).one()
+    assert tuple(held) == ("sent", "killed")
+    assert cursor_of(news, "busy@example.com") is None
+
+    smtp_server.replies["busy@example.com"] = "450 4.2.1 Mailbox busy, try later"  # given up on at the retry
+    del smtp_server.replies["slow@example.com"]
+    later = datetime.now(UTC) + timedelta(days=5)
+    with time_machine.travel(later, tick=False):
+        with transaction(news.Session) as session:
+            batches = deliveries.requeue(session, news.settings, later)
+            assert session.get(Edition, second_id).status == "sending"  # slow's mail is still open
+        assert sorted(b[0] for b in batches) == [first_id, second_id]
+        for edition_id, lo, hi in batches:
+            send_batch(news.Session, news.settings, news.transport, edition_id, lo, hi, "retry")
+        assert cursor_of(news, "busy@example.com") is None  # folded to the second, then back before the first
+        with transaction(news.Session) as session:
+            deliveries.requeue(session, news.settings, later)
+            assert session.get(Edition, second_id).status == "sent"
+    assert cursor_of(news, "busy@example.com") is None
+    assert cursor_of(news, "slow@example.com") == second_id
+
+    del smtp_server.replies["busy@example.com"]
+    third = stories(news, later, ["News"])
+    with time_machine.travel(later + timedelta(hours=1), tick=False):
+        got = cut_and_send(news, newsletter_id, later + timedelta(hours=1), smtp_server)
+    assert got == {"ok@example.com": third, "busy@example.com": sorted(first + third), "slow@example.com": third}
 
 
 def test_a_set_longer_than_the_newsletters_max_items_shows_the_newest_and_counts_the_rest(news, smtp_server):

@@ -451,7 +451,8 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_at_most_one_message
     assert tally.lost == []
     assert room.statuses() == {"sent": readers}
     assert 1 <= tally.duplicates <= 2  # the kill inside the window repeats its message; no kill repeats more
-    # Every reader's cursor moved with their "sent", killed worker or not: the next edition carries nothing again.
+    # Every reader's cursor moved with their "sent", killed worker or not (its batch's fold never ran: the
+    # edition's close folded what it left): the next edition carries nothing again.
     with transaction(room.svc.Session) as session:
         cursors = session.execute(select(Subscription.cursor_edition_id, func.count())
                                   .group_by(Subscription.cursor_edition_id)).all()

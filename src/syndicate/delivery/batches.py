@@ -11,13 +11,14 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import NamedTuple
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from syndicate import ledger
 from syndicate.config import Settings
 from syndicate.db import begin_immediate
+from syndicate.delivery import choices
 from syndicate.delivery.copies import MessageFactory
 from syndicate.errors import ConnectionLost, TransportError
 from syndicate.mail.pacing import Pacer, PacingUnavailable
@@ -88,14 +89,23 @@ def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport,
         variants = {v.id: v for v in session.scalars(select(EditionVariant).where(
             EditionVariant.id.in_({row.variant_id for row in rows} - {None})))}
         session.commit()
-        with _Ledger(session, settings, result, (edition.id, newsletter.id)) as ledger, \
-                _lazy(transport) as connection:
+        with _Ledger(session, settings, result) as ledger, _lazy(transport) as connection:
             batch = _Batch(session, settings, edition, newsletter, (lo, hi, token), rows, ledger, connection,
                            clock, pacer, result, variants)
             try:
                 batch.run()
             except (TakenOver, _Stopped):
                 pass  # another worker holds the rest, or an editor paused or cancelled the edition
+        # The readers' cursors, for the rows this task sent (delivery.choices), by their ids: an index no
+        # planner misses, whatever the edition's size. A batch cut short by an error leaves them to the next
+        # fold: the next cut's or the edition's close. Nothing waits for the server's disk here (on
+        # PostgreSQL, 10 ms a batch): a fold the server forgets in a crash is forgotten whole, its rows
+        # still held, and done again by the next.
+        if ledger.sent:
+            with session.begin():
+                if session.get_bind().dialect.name == "postgresql":
+                    session.execute(text("SET LOCAL synchronous_commit TO off"))
+                choices.fold(session, newsletter.id, Delivery.id.in_(ledger.sent), Delivery.claimed_by == token)
     return result
 
 
@@ -290,21 +300,21 @@ class _Batch:
             status = self.retry_status(now)
             if error.throttled and self.pacer is not None:
                 self.pacer.domains.slow_down(current.domain)  # never raises, as pacer.slow_down
-        if status == "failed" and error is not None and (error.bounce or not error.permanent):
-            # A refused address, or one that kept answering 4xx until we gave up: the outcome, the
-            # reader's cursor (back before this edition, if a later mail passed it) and the bounce it
-            # counts as are recorded together.
+        if status == "failed":
+            # The outcome, the reader's cursor (back before this edition, if a later mail passed it) and, for
+            # a refused address or one that kept answering 4xx until we gave up, the bounce it counts as,
+            # recorded together.
             self.ledger.flush()
             with self.session.begin():
                 if not _record(self.session.connection(), current.row, self.token, status, reply, now,
                                self.settings):
                     raise TakenOver
-                self.session.execute(_cursor_back(), dict(edition=self.edition.id, newsletter=self.newsletter.id,
-                                                          subscriber=current.row.subscriber_id))
-                bounces.record_delivery_failure(
-                    self.session, self.settings, subscriber_id=current.row.subscriber_id,
-                    delivery_id=current.row.id, newsletter_id=self.newsletter.id, reply=reply, hard=error.bounce,
-                    now=now)
+                choices.back(self.session, self.edition.id, self.newsletter.id, current.row.subscriber_id)
+                if error.bounce or not error.permanent:
+                    bounces.record_delivery_failure(
+                        self.session, self.settings, subscriber_id=current.row.subscriber_id,
+                        delivery_id=current.row.id, newsletter_id=self.newsletter.id, reply=reply,
+                        hard=error.bounce, now=now)
             self.result.add(status)
         else:
             self.ledger.hold(current.row, self.token, status, reply, now)
@@ -420,17 +430,15 @@ class _Ledger:
     two workers sent a 15 KB edition at 0.46 × the wire instead of 0.76 (bench/README.md).
     `SYNDICATE_DURABLE_SENT=1` waits for it all the same, for operators who would rather.
 
-    A "sent" moves the reader's cursor (delivery.choices) in the same commit, and a "failed" may move it back
-    (`_cursor_back`): on SQLite a second statement in the same transaction, on PostgreSQL the same statement
-    (a data-modifying WITH), one round trip still. `cursor`: the batch's edition and newsletter (None: no
-    cursor moves, for a caller that marks no "sent").
+    A "sent" leaves the row held by its task: the reader's cursor moves in the batch's fold, once the batch
+    is done (delivery.choices). A "failed" is not written here: it moves the cursor back in the same commit
+    (_Batch.outcome).
     """
 
-    def __init__(self, session: Session, settings: Settings, result: BatchResult,
-                 cursor: tuple[int, int] | None = None):
+    def __init__(self, session: Session, settings: Settings, result: BatchResult):
         self.engine, self.settings, self.result = session.get_bind(), settings, result
-        self.moves = dict(edition=cursor[0], newsletter=cursor[1]) if cursor else None
         self.held: tuple | None = None
+        self.sent: list[int] = []  # the rows marked sent, for the batch's fold
         self.sqlite = self.engine.dialect.name == "sqlite"
 
     def __enter__(self) -> _Ledger:
@@ -470,30 +478,25 @@ class _Ledger:
 
     def _write(self, row: Row, token: str, status: str, reply: str, now: datetime, tried: bool,
                retry_at: datetime | None) -> None:
-        moves = status in ("sent", "failed") and self.moves is not None
-        dialect = self.engine.dialect
-        sql, names, positional, at = _driver_statement(dialect, status, tried, moves and not self.sqlite)
+        sql, names, positional, at = _driver_statement(self.engine.dialect, status, tried)
         values = _outcome_values(row, token, status, reply, now, self.settings, retry_at)
         if "at" in values:
             values["at"] = at(values["at"])
-        if moves:
-            values.update(self.moves, subscriber=row.subscriber_id)
         if self.sqlite:
             begin_immediate(self.driver)  # BEGIN IMMEDIATE, as every transaction of ours on SQLite
             try:
                 ours = self.driver.execute(sql, _in_order(names, positional, values)).rowcount == 1
-                if ours and moves:
-                    move, move_names, _, _ = _driver_statement(dialect, f"cursor-{status}", True, False)
-                    self.driver.execute(move, _in_order(move_names, positional, values))
                 self.driver.commit()
             except BaseException:
                 self.driver.rollback()
                 raise
         else:
             self.cursor.execute(sql, _in_order(names, positional, values), prepare=True)
-            ours = (self.cursor.fetchone()[0] if moves else self.cursor.rowcount) == 1
+            ours = self.cursor.rowcount == 1
         if not ours:
             raise TakenOver
+        if status == "sent":
+            self.sent.append(row.id)
         self.result.add(status)
 
     def read(self, query: str, values: dict) -> list[tuple]:
@@ -523,23 +526,11 @@ def _in_order(names: list[tuple[str, object]], positional: bool, values: dict):
 
 
 @cache
-def _driver_statement(dialect, status: str, tried: bool, with_cursor: bool = False
-                      ) -> tuple[str, list[tuple[str, object]], bool, Callable]:
+def _driver_statement(dialect, status: str, tried: bool) -> tuple[str, list[tuple[str, object]], bool, Callable]:
     """`_outcome` compiled for the driver: its SQL; its parameters in order, each with the value the
     statement itself fixes, if any; whether the driver takes them by position (SQLite) or by name
-    (psycopg); and how `at` is passed (UTCDateTime's way for this database). `with_cursor`: the outcome
-    ("sent" or "failed") and the reader's cursor in one statement, which answers with the count of rows
-    marked; status "cursor-sent" or "cursor-failed": the cursor's statement alone."""
-    if status.startswith("cursor-"):
-        statement = _cursor_after(status.removeprefix("cursor-"))
-    elif with_cursor:
-        marked = _outcome(status, tried).returning(Delivery.__table__.c.id).cte("marked")
-        moved = (_cursor_after(status).where(select(marked.c.id).exists())
-                 .returning(Subscription.__table__.c.id).cte("moved"))
-        statement = select(func.count()).select_from(marked).add_cte(moved)
-    else:
-        statement = _outcome(status, tried)
-    return _for_driver(statement, dialect)
+    (psycopg); and how `at` is passed (UTCDateTime's way for this database)."""
+    return _for_driver(_outcome(status, tried), dialect)
 
 
 @cache
@@ -551,63 +542,26 @@ def _driver_read(dialect, query: str) -> tuple[str, list[tuple[str, object]], bo
 def _for_driver(statement, dialect) -> tuple[str, list[tuple[str, object]], bool, Callable]:
     compiled = statement.compile(dialect=dialect)
     fixed = compiled.construct_params(dict.fromkeys(_OUTCOME_PARAMETERS))  # ours are filled in per write
-    # A list, not a dict: by position, a parameter used twice (the cursor's edition) is passed twice.
+    # A list, not a dict: by position, a parameter used twice is passed twice.
     names = [(name, fixed.get(name)) for name in (compiled.positiontup or fixed)]
     return (compiled.string, names, compiled.positiontup is not None,
             UTCDateTime().bind_processor(dialect) or (lambda value: value))
 
 
-_OUTCOME_PARAMETERS = ("row", "token", "new_status", "reply", "at", "edition", "newsletter", "subscriber", "lo",
-                       "hi")
+_OUTCOME_PARAMETERS = ("row", "token", "new_status", "reply", "at", "edition", "newsletter", "lo", "hi")
 _READS = {"edition-status": _EDITION_STATUS, "left-meanwhile": _LEFT_MEANWHILE}
-
-
-def _cursor_after(status: str):
-    return _cursor_move() if status == "sent" else _cursor_back()
-
-
-def _cursor_back():
-    """A mail given up on ("failed") whose reader's cursor has passed its edition (a later edition's mail
-    reached them while this one was still being retried, so its stories weren't carried into that one):
-    the cursor goes back to the edition started just before this one (none, if it was the first), and the
-    reader's next mail carries this one's stories. The later editions that reached them aren't carried
-    again: delivery.choices leaves out every edition a delivery of theirs went out in."""
-    subscriptions, editions = Subscription.__table__, Edition.__table__
-    at, earlier = editions.alias("at_cursor"), editions.alias("earlier")
-    started = select(editions.c.started_at).where(editions.c.id == bindparam("edition")).scalar_subquery()
-    passed = select(at.c.id).where(at.c.id == subscriptions.c.cursor_edition_id, at.c.started_at >= started).exists()
-    before = (select(earlier.c.id)
-              .where(earlier.c.newsletter_id == bindparam("newsletter"), earlier.c.started_at.is_not(None),
-                     earlier.c.started_at < started, earlier.c.id != bindparam("edition"))
-              .order_by(earlier.c.started_at.desc(), earlier.c.id.desc()).limit(1).scalar_subquery())
-    return (update(subscriptions)
-            .where(subscriptions.c.subscriber_id == bindparam("subscriber"),
-                   subscriptions.c.newsletter_id == bindparam("newsletter"), passed)
-            .values(cursor_edition_id=before))
-
-
-def _cursor_move():
-    """The reader's cursor moves to the edition just sent, forwards only (by when editions started: an
-    edition prepared early and sent late still counts from its start)."""
-    subscriptions, editions = Subscription.__table__, Edition.__table__
-    at = editions.alias("at_cursor")
-    started = select(editions.c.started_at).where(editions.c.id == bindparam("edition")).scalar_subquery()
-    behind = select(at.c.id).where(at.c.id == subscriptions.c.cursor_edition_id, at.c.started_at < started).exists()
-    return (update(subscriptions)
-            .where(subscriptions.c.subscriber_id == bindparam("subscriber"),
-                   subscriptions.c.newsletter_id == bindparam("newsletter"),
-                   or_(subscriptions.c.cursor_edition_id.is_(None), behind))
-            .values(cursor_edition_id=bindparam("edition")))
 
 
 @cache
 def _outcome(status: str, tried: bool):
     table = Delivery.__table__
     # A row the batch never got to (the stream was lost before it) keeps its attempt count and backoff.
-    values = dict(status=bindparam("new_status"), last_reply=bindparam("reply"), claimed_by=None,
+    values = dict(status=bindparam("new_status"), last_reply=bindparam("reply"),
                   attempts=table.c.attempts + (1 if tried else 0))
     if status == "sent":
-        values["sent_at"] = bindparam("at", type_=UTCDateTime())
+        values["sent_at"] = bindparam("at", type_=UTCDateTime())  # held until the batch's fold (choices.fold)
+    else:
+        values["claimed_by"] = None
     if status == "deferred":
         values["next_attempt_at"] = bindparam("at", type_=UTCDateTime())
     return (update(table)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from syndicate.config import Settings
 from syndicate.db import transaction
-from syndicate.delivery import deliveries, qa
+from syndicate.delivery import choices, deliveries, qa
 from syndicate.errors import InvalidInput, SyndicateError
 from syndicate.models import Delivery, Edition, Newsletter, Subscriber, Subscription, utcnow
 from syndicate.newsletters import editions, schedules
@@ -111,6 +111,7 @@ def resend_failed(session: Session, edition: Edition, settings: Settings, now: d
     if edition.status not in ("sending", "sent", "failed"):
         raise InvalidInput(f"edition #{edition.number} is {edition.status}; only a sent (or sending, or failed) "
                            "edition has failed recipients to resend to")
+    choices.fold_open(session, edition.newsletter_id)  # the cursors, as they stand
     failed = select(Delivery.id).where(Delivery.edition_id == edition.id, Delivery.status == "failed")
     reached = aliased(Edition)
     eligible = (failed.join(Subscriber, Subscriber.id == Delivery.subscriber_id)
