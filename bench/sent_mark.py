@@ -56,7 +56,7 @@ def measure(url: str, data_dir: str) -> dict[str, list[float]]:
                                                    claimed_by="t", attempts=0, created_at=now) for i in ids])
         rows = session.execute(sa.select(Delivery.id, Delivery.attempts, Delivery.subscriber_id)
                                .order_by(Delivery.id)).all()
-        newsletter_id = newsletter.id
+        edition_id, newsletter_id = edition.id, newsletter.id
     times: dict[str, list[float]] = {"marks alone": [], "marks and their folds": []}
     for k in range(0, len(rows), CHUNK):
         kind = "marks and their folds" if (k // CHUNK) % 2 else "marks alone"
@@ -70,8 +70,7 @@ def measure(url: str, data_dir: str) -> dict[str, list[float]]:
                     with session.begin():
                         if "postgresql" in url:
                             session.execute(sa.text("SET LOCAL synchronous_commit TO off"))  # as send_batch
-                        choices.fold(session, newsletter_id, Delivery.id.in_([row.id for row in batch]),
-                                     Delivery.claimed_by == "t")
+                        choices.fold(session, edition_id, newsletter_id, [row.subscriber_id for row in batch])
             times[kind].append((time.perf_counter() - started) / CHUNK * 1e6)
     svc.close()
     return times

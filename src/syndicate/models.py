@@ -266,6 +266,10 @@ class Subscription(Base):
     # The last edition whose stories reached the reader (moved only with a delivery's "sent", forwards only,
     # or past an edition with nothing for them): the next mail carries every story since.
     cursor_edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id", ondelete="SET NULL"))
+    # When a mail of theirs last failed (and the cursor moved back, if a later mail had passed it), in editions'
+    # time: the start of the newsletter's latest edition then. A mail of an edition started by then moves the
+    # cursor forwards no more: its fan-out didn't carry the failed mail's stories (delivery.choices.back).
+    cursor_back_at: Mapped[datetime | None]
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
     newsletter: Mapped[Newsletter] = relationship()

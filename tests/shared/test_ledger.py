@@ -68,7 +68,7 @@ def test_it_migrates_an_empty_database_to_the_models(ledger):
 
     from syndicate.models import Base
 
-    assert db.current_revision(ledger.engine) == "0024"
+    assert db.current_revision(ledger.engine) == "0025"
     with ledger.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []

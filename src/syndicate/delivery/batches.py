@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import NamedTuple
 
-from sqlalchemy import Connection, and_, bindparam, select, text, update
+from sqlalchemy import Connection, and_, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -96,16 +96,7 @@ def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport,
                 batch.run()
             except (TakenOver, _Stopped):
                 pass  # another worker holds the rest, or an editor paused or cancelled the edition
-        # The readers' cursors, for the rows this task sent (delivery.choices), by their ids: an index no
-        # planner misses, whatever the edition's size. A batch cut short by an error leaves them to the next
-        # fold: the next cut's or the edition's close. Nothing waits for the server's disk here (on
-        # PostgreSQL, 10 ms a batch): a fold the server forgets in a crash is forgotten whole, its rows
-        # still held, and done again by the next.
-        if ledger.sent:
-            with session.begin():
-                if session.get_bind().dialect.name == "postgresql":
-                    session.execute(text("SET LOCAL synchronous_commit TO off"))
-                choices.fold(session, newsletter.id, Delivery.id.in_(ledger.sent), Delivery.claimed_by == token)
+            ledger.fold(edition_id, newsletter.id)
     return result
 
 
@@ -430,15 +421,15 @@ class _Ledger:
     two workers sent a 15 KB edition at 0.46 × the wire instead of 0.76 (bench/README.md).
     `SYNDICATE_DURABLE_SENT=1` waits for it all the same, for operators who would rather.
 
-    A "sent" leaves the row held by its task: the reader's cursor moves in the batch's fold, once the batch
-    is done (delivery.choices). A "failed" is not written here: it moves the cursor back in the same commit
+    A "sent" doesn't move the reader's cursor: the batch's fold does, once the batch is done
+    (delivery.choices). A "failed" is not written here: it moves the cursor back in the same commit
     (_Batch.outcome).
     """
 
     def __init__(self, session: Session, settings: Settings, result: BatchResult):
         self.engine, self.settings, self.result = session.get_bind(), settings, result
         self.held: tuple | None = None
-        self.sent: list[int] = []  # the rows marked sent, for the batch's fold
+        self.sent: list[int] = []  # the readers whose "sent" was written, for the batch's fold
         self.sqlite = self.engine.dialect.name == "sqlite"
 
     def __enter__(self) -> _Ledger:
@@ -496,7 +487,7 @@ class _Ledger:
         if not ours:
             raise TakenOver
         if status == "sent":
-            self.sent.append(row.id)
+            self.sent.append(row.subscriber_id)
         self.result.add(status)
 
     def read(self, query: str, values: dict) -> list[tuple]:
@@ -511,6 +502,14 @@ class _Ledger:
             return self.cursor.fetchall()
         except self.engine.dialect.loaded_dbapi.OperationalError as e:
             raise OperationalError("a look at the edition", None, e) from e
+
+    def fold(self, edition_id: int, newsletter_id: int) -> None:
+        """The cursors of the readers whose "sent" was written (delivery.choices), in one statement on the
+        ledger's connection: on PostgreSQL one round trip, not waiting for the server's disk (a fold the
+        server forgets in a crash is done again by the next cut or the edition's close, as for a batch cut
+        short by an error)."""
+        if self.sent:
+            self.run(lambda connection: choices.fold(connection, edition_id, newsletter_id, self.sent))
 
     def run(self, work):
         """`work(connection)` on the ledger's connection, after every outcome held is written; its result."""
@@ -556,12 +555,10 @@ _READS = {"edition-status": _EDITION_STATUS, "left-meanwhile": _LEFT_MEANWHILE}
 def _outcome(status: str, tried: bool):
     table = Delivery.__table__
     # A row the batch never got to (the stream was lost before it) keeps its attempt count and backoff.
-    values = dict(status=bindparam("new_status"), last_reply=bindparam("reply"),
+    values = dict(status=bindparam("new_status"), last_reply=bindparam("reply"), claimed_by=None,
                   attempts=table.c.attempts + (1 if tried else 0))
     if status == "sent":
-        values["sent_at"] = bindparam("at", type_=UTCDateTime())  # held until the batch's fold (choices.fold)
-    else:
-        values["claimed_by"] = None
+        values["sent_at"] = bindparam("at", type_=UTCDateTime())
     if status == "deferred":
         values["next_attempt_at"] = bindparam("at", type_=UTCDateTime())
     return (update(table)

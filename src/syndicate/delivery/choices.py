@@ -8,14 +8,14 @@ once only: when a mail still being retried as a later edition's mail went out (s
 carried into that one) is given up on, in the commit that records the failure — to the edition before
 it, so the next mail carries its stories.
 
-A "sent" moves the cursor in a **fold** (`fold`), not in the commit that records it: the row stays held
-by the task that sent it (Delivery.claimed_by) until its batch ends, and the batch moves its readers'
-cursors in one statement (delivery.batches). Moving each in the "sent"'s own commit was a second table
-written per message, on the path between the server's reply and the next message: a third of a
-worker's time at 5 KB. Whatever is folded late is folded before it counts: a failure folds its reader's
-rows before moving the cursor back (`back`), so the moves happen in the order the outcomes did; a cut
-folds its newsletter's open editions first (a batch still going, or whose worker was killed); and an
-edition is folded whole as it closes (delivery.deliveries).
+A "sent" moves the cursor in a **fold** (`fold`), not in the commit that records it: the batch moves
+its readers' cursors in one statement once it is done (delivery.batches). Moving each in the "sent"'s
+own commit was a second table written per message, on the path between the server's reply and the next
+message. A fold changes nothing the second time, so what comes late is folded again before it counts: a
+cut folds its newsletter's editions still going out, and an edition is folded whole as it closes (what a
+killed worker's batch left). A fold that comes after a move back must not undo it: the move back keeps
+its moment (Subscription.cursor_back_at, in editions' time), and only an edition started after it — one
+whose fan-out saw the failure, and so carried the stories — moves the cursor forwards again.
 
 At an edition's fan-out, a reader's stories are this edition's, then those of the editions started after
 their cursor (newest first) that didn't reach them — none with a delivery of theirs still on its way
@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from syndicate.config import Settings
@@ -175,82 +175,70 @@ def insert_recipients(session: Session, edition: Edition, settings: Settings, no
 
 # ── the cursor ───────────────────────────────────────────────────────────────
 
-FOLD_CHUNK = 1_000  # readers per statement of a fold
+FOLD_CHUNK = 1_000  # readers per statement of a batch's fold
 
 
-def fold(session: Session, newsletter_id: int, *sent) -> int:
-    """The readers of the rows `sent` selects (conditions that select "sent" rows only) that wait for their
-    cursor to move (their task still holds them: Delivery.claimed_by) have it moved forwards to those rows'
-    editions, and the rows are let go; in the caller's transaction. Returns how many rows.
-
-    The rows are updated first, and only those still held: their row locks order two folds of the same
-    rows (a batch's own, a failure's, a cut's), so each row moves its reader's cursor once, and a failure
-    that moved it back is never undone by a late fold of an earlier "sent".
-
-    A caller that knows the rows passes their ids, and nothing on their status: with the status in the
-    query, a planner without statistics (a fresh table) scanned the edition's every sent row by
-    (edition, status) to find a batch's 200."""
-    held = session.execute(
-        update(Delivery).where(Delivery.claimed_by.is_not(None), *sent)
-        .values(claimed_by=None).returning(Delivery.edition_id, Delivery.subscriber_id)
-        .execution_options(synchronize_session=False)).all()
-    readers: dict[int, list[int]] = {}
-    for edition_id, subscriber_id in held:
-        if subscriber_id is not None:  # None: the reader was erased since
-            readers.setdefault(edition_id, []).append(subscriber_id)
-    for edition_id, subscribers in readers.items():
-        for start in range(0, len(subscribers), FOLD_CHUNK):
-            session.execute(_forwards(), dict(edition=edition_id, newsletter=newsletter_id,
-                                              subscribers=subscribers[start:start + FOLD_CHUNK]))
-    return len(held)
+def fold(executor: Session | Connection, edition_id: int, newsletter_id: int, readers: list[int]) -> None:
+    """The cursors of these readers (subscriber ids), to whom the edition's mail was sent, moved forwards to
+    it (_forwards); in the caller's transaction. The same fold again changes nothing."""
+    for start in range(0, len(readers), FOLD_CHUNK):
+        executor.execute(_forwards(), dict(edition=edition_id, newsletter=newsletter_id,
+                                          readers=readers[start:start + FOLD_CHUNK]))
 
 
-def fold_open(session: Session, newsletter_id: int) -> int:
-    """Every row of the newsletter still waiting for its fold (a batch still going, or whose worker was
-    killed), folded now: before the cursors are read."""
-    return fold(session, newsletter_id, Delivery.edition_id.in_(_open(newsletter_id)), Delivery.status == "sent")
+def fold_edition(session: Session, edition: Edition) -> None:
+    """Every reader the edition's mail was sent to, folded (a batch whose worker was killed never folded
+    its own)."""
+    session.execute(_forwards(whole_edition=True), dict(edition=edition.id, newsletter=edition.newsletter_id))
+
+
+def fold_open(session: Session, newsletter_id: int) -> None:
+    """The newsletter's editions still going out, folded: before their cursors are read. (A closed edition
+    was folded as it closed.)"""
+    for edition in session.scalars(select(Edition).where(
+            Edition.newsletter_id == newsletter_id, Edition.started_at.is_not(None),
+            Edition.status.not_in(("sent", "failed")))):
+        fold_edition(session, edition)
 
 
 def back(session: Session, edition_id: int, newsletter_id: int, subscriber_id: int) -> None:
-    """A mail of the edition given up on ("failed"), in the transaction that records it: the reader's
-    rows still waiting for their fold are folded first (their "sent"s came before this failure), then the
-    cursor goes back before the edition if a later mail passed it (_back)."""
-    editions = session.scalars(_open(newsletter_id)).all()
-    theirs = session.execute(select(Delivery.id, Delivery.status).where(  # by the (edition, subscriber) index
-        Delivery.edition_id.in_(editions), Delivery.subscriber_id == subscriber_id)).all()
-    sent = [row_id for row_id, status in theirs if status == "sent"]  # a sent row stays sent
-    if sent:
-        fold(session, newsletter_id, Delivery.id.in_(sent))
+    """A mail of the edition given up on ("failed"), in the transaction that records it (_back)."""
     session.execute(_back(), dict(edition=edition_id, newsletter=newsletter_id, subscriber=subscriber_id))
 
 
-def _open(newsletter_id: int):
-    """The newsletter's editions that may have rows waiting for their fold: every one not closed yet (a
-    closed one was folded whole as it closed)."""
-    return select(Edition.id).where(Edition.newsletter_id == newsletter_id, Edition.started_at.is_not(None),
-                                    Edition.status.not_in(("sent", "failed")))
-
-
-def _forwards():
-    """The readers' cursors move to the edition just sent to them, forwards only (by when editions started:
-    an edition prepared early and sent late still counts from its start)."""
+def _forwards(whole_edition: bool = False):
+    """The readers' cursors move to the edition sent to them, forwards only (by when editions started: an
+    edition prepared early and sent late still counts from its start), and not past a move back made since
+    the edition started (back). `whole_edition`: every reader with a "sent" row of it, else those given."""
     subscriptions, editions = Subscription.__table__, Edition.__table__
     at = editions.alias("at_cursor")
     started = select(editions.c.started_at).where(editions.c.id == bindparam("edition")).scalar_subquery()
     behind = select(at.c.id).where(at.c.id == subscriptions.c.cursor_edition_id, at.c.started_at < started).exists()
+    if whole_edition:
+        deliveries = Delivery.__table__
+        readers = select(deliveries.c.subscriber_id).where(deliveries.c.edition_id == bindparam("edition"),
+                                                           deliveries.c.status == "sent")
+    else:
+        readers = bindparam("readers", expanding=True)
     return (update(subscriptions)
-            .where(subscriptions.c.subscriber_id.in_(bindparam("subscribers", expanding=True)),
+            .where(subscriptions.c.subscriber_id.in_(readers),
                    subscriptions.c.newsletter_id == bindparam("newsletter"),
-                   or_(subscriptions.c.cursor_edition_id.is_(None), behind))
+                   or_(subscriptions.c.cursor_edition_id.is_(None), behind),
+                   or_(subscriptions.c.cursor_back_at.is_(None), subscriptions.c.cursor_back_at < started))
             .values(cursor_edition_id=bindparam("edition")))
 
 
 def _back():
-    """A mail given up on ("failed") whose reader's cursor has passed its edition (a later edition's mail
-    reached them while this one was still being retried, so its stories weren't carried into that one):
-    the cursor goes back to the edition started just before this one (none, if it was the first), and the
-    reader's next mail carries this one's stories. The later editions that reached them aren't carried
-    again: _story_sets leaves out every edition a delivery of theirs went out in."""
+    """A mail given up on ("failed"). If the reader's cursor has passed its edition (a later edition's mail
+    reached them while this one was being retried, so its stories weren't carried into that one), the
+    cursor goes back to the edition started just before it (none, if it was the first), and the reader's
+    next mail carries its stories; the later editions that reached them aren't carried again: _story_sets
+    leaves out every edition a delivery of theirs went out in.
+
+    Either way the moment is kept, in editions' time (the start of the newsletter's latest edition: one
+    clock, the one that starts editions). A fold that comes later for an edition started by then — a
+    batch still going, or one a killed worker left to the edition's close — no longer moves the cursor:
+    that edition's fan-out didn't carry these stories either. An edition started after does."""
     subscriptions, editions = Subscription.__table__, Edition.__table__
     at, earlier = editions.alias("at_cursor"), editions.alias("earlier")
     started = select(editions.c.started_at).where(editions.c.id == bindparam("edition")).scalar_subquery()
@@ -259,10 +247,12 @@ def _back():
               .where(earlier.c.newsletter_id == bindparam("newsletter"), earlier.c.started_at.is_not(None),
                      earlier.c.started_at < started, earlier.c.id != bindparam("edition"))
               .order_by(earlier.c.started_at.desc(), earlier.c.id.desc()).limit(1).scalar_subquery())
+    latest = select(func.max(editions.c.started_at)).where(editions.c.newsletter_id == bindparam("newsletter"))
     return (update(subscriptions)
             .where(subscriptions.c.subscriber_id == bindparam("subscriber"),
-                   subscriptions.c.newsletter_id == bindparam("newsletter"), passed)
-            .values(cursor_edition_id=before))
+                   subscriptions.c.newsletter_id == bindparam("newsletter"))
+            .values(cursor_edition_id=case((passed, before), else_=subscriptions.c.cursor_edition_id),
+                    cursor_back_at=latest.scalar_subquery()))
 
 
 def _insert_in_slices(session: Session, recipients, progress: Callable[[int, int], object] | None) -> int:

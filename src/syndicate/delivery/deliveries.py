@@ -118,9 +118,9 @@ def requeue(session: Session, settings: Settings, now: datetime) -> list[tuple[i
 def _close(session: Session, edition: Edition, now: datetime) -> None:
     """Every row has its outcome: the edition is sent; or failed, saying why, when it reached no one and
     the server refused it (a sender the relay won't take, a DMARC policy): an editor sees it and can
-    resend once that is fixed (sending.resend_failed). Its readers' cursors are folded first: a batch whose
-    worker was killed left some waiting (delivery.choices)."""
-    choices.fold(session, edition.newsletter_id, Delivery.edition_id == edition.id, Delivery.status == "sent")
+    resend once that is fixed (sending.resend_failed). Its readers' cursors are folded once more: a batch
+    whose worker was killed never folded its own (delivery.choices)."""
+    choices.fold_edition(session, edition)
     done = dict(session.execute(select(Delivery.status, func.count()).where(Delivery.edition_id == edition.id)
                                 .group_by(Delivery.status)).all())
     edition.status, edition.sent_at = "sent", now
