@@ -1154,7 +1154,8 @@ def main(argv=None) -> int:
                         help="the broker; this Redis database is FLUSHED before and after each run")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (celery --concurrency); also the "
                                                                "number of connections of the wire limit")
-    parser.add_argument("--batch-size", type=int, default=200, help="recipients per deliver_batch task")
+    parser.add_argument("--batch-size", type=int, default=1000,
+                        help="recipients per deliver_batch task (default: the product's, SYNDICATE_BATCH_SIZE)")
     parser.add_argument("--durable-sent", action="store_true",
                         help="SYNDICATE_DURABLE_SENT=1: on PostgreSQL, each sent mark waits for the server's disk")
     parser.add_argument("--naive-sample", type=int, default=2000, help="recipients sent the naive way (0: none)")
