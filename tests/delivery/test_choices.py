@@ -248,6 +248,21 @@ def test_the_cursor_moves_only_with_a_sent_mark_that_holds(news, smtp_server):
     assert cursor_of(news, "reader@example.com") == edition_id
 
 
+class Killed(Exception):
+    """The worker died between its batch's last outcome and its fold."""
+
+
+def sent_by_a_worker_killed_before_its_fold(svc, batches, monkeypatch) -> None:
+    def dies(*args, **kwargs):
+        raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(choices, "fold", dies)
+        for edition_id, lo, hi in batches:
+            with pytest.raises(Killed):
+                send_batch(svc.Session, svc.settings, svc.transport, edition_id, lo, hi, "killed")
+
+
 def test_a_batch_moves_its_readers_cursors_in_one_fold_once_it_is_done_not_with_each_sent(news, smtp_server):
     """Mid-batch, a reader's "sent" is written and their cursor hasn't moved: the "sent"'s commit writes the
     delivery only. Once the batch is done, every cursor has moved."""
@@ -300,18 +315,7 @@ def test_a_failure_after_a_sent_whose_worker_died_before_its_fold_moves_the_curs
     with transaction(news.Session) as session:
         cut = sending.cut(session, session.get(Newsletter, newsletter_id), news.settings,
                           now=start + timedelta(hours=1, minutes=1))
-
-    class Killed(Exception):
-        pass
-
-    def killed(*args, **kwargs):
-        raise Killed
-
-    with monkeypatch.context() as patched:
-        patched.setattr(choices, "fold", killed)  # the worker dies between its last outcome and its fold
-        for edition_id, lo, hi in cut.batches:
-            with pytest.raises(Killed):
-                send_batch(news.Session, news.settings, news.transport, edition_id, lo, hi, "killed")
+    sent_by_a_worker_killed_before_its_fold(news, cut.batches, monkeypatch)
     first_id, second_id = cut.edition.id - 1, cut.edition.id
     with transaction(news.Session) as session:
         assert session.scalar(select(Delivery.status).join(Subscriber).where(
@@ -352,18 +356,7 @@ def test_a_cut_folds_what_a_killed_workers_batch_left_before_it_reads_the_cursor
     smtp_server.replies["slow@example.com"] = "450 4.2.1 Mailbox busy, try later"
     with transaction(news.Session) as session:
         cut = sending.cut(session, session.get(Newsletter, newsletter_id), news.settings, now=start)
-
-    class Killed(Exception):
-        pass
-
-    def killed(*args, **kwargs):
-        raise Killed
-
-    with monkeypatch.context() as patched:
-        patched.setattr(choices, "fold", killed)
-        for edition_id, lo, hi in cut.batches:
-            with pytest.raises(Killed):
-                send_batch(news.Session, news.settings, news.transport, edition_id, lo, hi, "killed")
+    sent_by_a_worker_killed_before_its_fold(news, cut.batches, monkeypatch)
     assert [cursor_of(news, a) for a in ("a@example.com", "b@example.com")] == [None, None]
 
     stories(news, start + timedelta(hours=1), ["News"])
