@@ -72,7 +72,8 @@ def test_a_few_hundred_small_messages_go_out_in_one_write_each_on_sockets_that_h
         make_settings, tmp_path, server, sample_feed, stories):
     from conftest import configured
 
-    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'n.db'}", smtp_url=server.url))
+    svc = configured(make_settings(database_url=f"sqlite:///{tmp_path / 'n.db'}", smtp_url=server.url,
+                                   batch_size=200))  # two batches: the per-batch writes are counted too
     with transaction(svc.Session) as session:
         feeds.ingest(session, feeds.add_feed(session, "https://truthusa.example/feed/"), sample_feed)
         newsletter = lists.add_newsletter(session, max_age_hours=0,
