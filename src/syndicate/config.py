@@ -83,8 +83,8 @@ class Settings:
     tick_interval: float = 30.0  # seconds between beat ticks that look for due work
     # Recipients per delivery task. What a batch costs besides its messages (its claim, its reads, its fold, its
     # task) was a sixth of a 200-row batch's time at 5 KB on PostgreSQL (bench/README.md); at 1,000 it is a
-    # few per cent. Lower it for a relay paced below ~1 message a second (a batch must end within its task's
-    # 3,000 s) or to make a warm shutdown quicker (docker-compose.yml).
+    # few per cent. With a send rate set a batch lasts size / rate: lower it so a batch ends within its task's
+    # 3,000 s and within a warm shutdown (docker-compose.yml).
     batch_size: int = 1000
     retry_base: int = 60  # first retry of a deferred delivery, seconds
     retry_max: int = 1800  # kept below the broker's visibility timeout
