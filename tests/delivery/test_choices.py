@@ -299,9 +299,9 @@ def test_a_failure_after_a_sent_whose_worker_died_before_its_fold_moves_the_curs
         news, smtp_server, monkeypatch):
     """As above, with the second edition's mail to busy sent by a worker killed before its batch's fold:
     when the first's mail fails, busy's "sent" of the second is recorded and their cursor hasn't moved.
-    The failure moves it back all the same (a later mail reached them), and the second edition's close,
-    folding what the killed worker left, doesn't move it past the first again: the second started before
-    the failure, so it didn't carry the first's stories. (Without that, they would never come.)"""
+    The failure keeps its moment, and the second edition's close, folding what the killed worker left,
+    doesn't move the cursor past the first: the second started before the failure, so it didn't carry the
+    first's stories. (Moved there, they would never come.)"""
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
     newsletter_id = newsletter(news, {"ok@example.com": {}, "busy@example.com": {}, "slow@example.com": {}})
     first = stories(news, start, ["News"])
