@@ -60,6 +60,7 @@ from kombu import Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the sibling ingest benchmark
 from ingest import Database, code_version, feed_document  # noqa: E402
+from syndicate.config import Settings  # noqa: E402
 
 # The targets.
 TARGET_RATIO_TO_WIRE = 0.7
@@ -1154,7 +1155,7 @@ def main(argv=None) -> int:
                         help="the broker; this Redis database is FLUSHED before and after each run")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (celery --concurrency); also the "
                                                                "number of connections of the wire limit")
-    parser.add_argument("--batch-size", type=int, default=1000,
+    parser.add_argument("--batch-size", type=int, default=Settings.batch_size,
                         help="recipients per deliver_batch task (default: the product's, SYNDICATE_BATCH_SIZE)")
     parser.add_argument("--durable-sent", action="store_true",
                         help="SYNDICATE_DURABLE_SENT=1: on PostgreSQL, each sent mark waits for the server's disk")
