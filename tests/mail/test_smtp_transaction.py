@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from conftest import SmtpHandler, serve_smtp
 from syndicate.config import parse_smtp_url
 from syndicate.errors import ConnectionLost, TransportError
-from syndicate.mail.smtp import _PLAIN_ADDRESS, SmtpTransport, _path, wire
+from syndicate.mail.smtp import _PLAIN_ADDRESS, SmtpTransport, _path, reply_text, wire
 from syndicate.mail.transport import Outgoing
 
 
@@ -238,3 +238,11 @@ def test_the_outbox_holds_a_message_back_too(tmp_path):
 def test_mail_and_rcpt_quote_an_address_as_smtplib_would(address):
     """The fast path's brackets give what smtplib.quoteaddr gives, and anything else goes through it."""
     assert _path(address) == smtplib.quoteaddr(address)
+
+
+def test_a_servers_reply_becomes_text_without_control_characters_but_its_line_breaks():
+    """What a server says is kept, logged and shown: no NUL (PostgreSQL's text can't hold one), no escape
+    sequence for a terminal; bytes that aren't UTF-8 become U+FFFD, as the controls do."""
+    assert reply_text(b"550 5.1.1 gone\x00\x1b[2J\xff\r") == "550 5.1.1 gone\ufffd\ufffd[2J\ufffd\ufffd"
+    assert reply_text(b"250-first\n250 second\tline") == "250-first\n250 second\tline"
+    assert reply_text("421 caf\u00e9 \x7f") == "421 caf\u00e9 \ufffd"

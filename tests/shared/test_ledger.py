@@ -467,3 +467,29 @@ def test_an_edition_some_readers_got_is_sent_with_its_failures_counted(ledger, s
         deliveries.requeue(session, ledger.settings, datetime.now(UTC))
         assert session.get(Edition, cut.edition.id).status == "sent"
         assert deliveries.counts(session, cut.edition.id) == {"sent": 2, "failed": 1}
+
+
+@pytest.mark.parametrize("reply", ["550 5.1.1 no such\x00 user", "451 4.3.0 try\x00 later",
+                                   "250 2.0.0 queued\x00 as X"], ids=["failed", "deferred", "sent"])
+def test_a_reply_with_a_nul_is_recorded_without_it_and_the_batch_goes_on(ledger, sample_feed, smtp_server, reply):
+    """A hostile (or broken) server puts a NUL in its reply: PostgreSQL's text can't hold one, and the outcome
+    would fail to be written for every row the reply came with. It is written without the NUL, and the batch's
+    other readers get their mail."""
+    newsletter_id = newsroom(ledger, sample_feed, readers=3)
+    cut = cut_now(ledger, newsletter_id)
+    if reply.startswith("250"):
+        smtp_server.data_reply = reply
+    else:
+        smtp_server.replies["reader0@example.com"] = reply
+    send_all(ledger, cut)
+    with transaction(ledger.Session) as session:
+        rows = session.execute(select(Delivery.status, Delivery.last_reply)
+                               .where(Delivery.edition_id == cut.edition.id)).all()
+    code = reply[:3]
+    expected = {"550": "failed", "451": "deferred", "250": "sent"}[code]
+    assert sorted(status for status, _ in rows) == sorted([expected] + ["sent"] * 2)
+    if code != "250":  # (a data_reply keeps no message)
+        assert sorted(r for m in smtp_server.messages for r in m.recipients) == ["reader1@example.com",
+                                                                                  "reader2@example.com"]
+    kept = [last_reply for _, last_reply in rows if last_reply and last_reply.startswith(code)]
+    assert kept and all(r.replace("\ufffd", "") == reply.replace("\x00", "") for r in kept), kept

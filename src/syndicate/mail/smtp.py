@@ -102,7 +102,7 @@ class SmtpConnection:
             if isinstance(error, ConnectionLost):
                 self.announced = None
             raise error
-        return f"{code} {reply.decode('utf-8', 'replace')}"
+        return f"{code} {reply_text(reply)}"
 
     def _envelope(self, message: Outgoing) -> list[str]:
         size = f" SIZE={len(message.data)}" if self.smtp.has_extn("size") else ""
@@ -156,6 +156,18 @@ def wire(data: bytes) -> bytes:
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def reply_text(reply: bytes | str) -> str:
+    """A server's reply as our text: the server is a stranger, and what it says is kept (the delivery's
+    last_reply), logged and shown. Bytes that aren't UTF-8, and control characters but the line breaks and
+    tabs of a multi-line reply, become U+FFFD: PostgreSQL's text can't hold a NUL (the outcome could not
+    be written, and the batch would stop on it), and an escape sequence has no place in a terminal."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return _CONTROL.sub("\ufffd", text)
+
+
 def _refusal(code: int | None, reply: bytes | str, recipient: bool = False,
              about_recipient: bool = False) -> TransportError:
     """The error for a refusal. `recipient`: the reply to RCPT; `about_recipient`: the reply at the end
@@ -163,7 +175,7 @@ def _refusal(code: int | None, reply: bytes | str, recipient: bool = False,
     4.7.x status (RFC 3463's security or policy class: "450 4.7.28 rate limited", "421 4.7.0 try again
     later") is the recipient's domain asking us to slow down: `throttled`, for pacing.Domain. At the
     greeting or at MAIL it is the server's, and paces the whole stream (pacing.slow_down)."""
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    text = reply_text(reply)
     throttled = (recipient or about_recipient) and code is not None and 400 <= code < 500 and code != 454 \
         and _SLOW_DOWN.match(text) is not None
     text = f"{code} {text}".strip()
@@ -212,8 +224,7 @@ class SmtpTransport:
                                  f"({e.verify_message}); if a CA of your own signed it, point SSL_CERT_FILE at that "
                                  "CA's PEM file") from e
         except smtplib.SMTPConnectError as e:  # e.g. "421 too many connections" at the greeting
-            reply = e.smtp_error.decode("utf-8", "replace") if isinstance(e.smtp_error, bytes) else e.smtp_error
-            raise ConnectionLost(f"{e.smtp_code} {reply}", code=e.smtp_code) from e
+            raise ConnectionLost(f"{e.smtp_code} {reply_text(e.smtp_error)}", code=e.smtp_code) from e
         except (smtplib.SMTPException, OSError) as e:
             raise ConnectionLost(f"cannot reach the mail server {s.host}:{s.port}: {e}") from e
         return smtp
