@@ -411,15 +411,20 @@ class _Ledger:
 
     The outcome is written through the driver: the statement is compiled once per kind of outcome, and
     each write is the driver's execute and commit, with nothing around them (SQLAlchemy's execute path
-    cost a worker 0.03–0.06 ms of CPU a message, a tenth of all it does for one). On PostgreSQL the
-    connection is in autocommit (one statement, one round trip) with `synchronous_commit` off: the
-    commit is acknowledged once the server has it, not once it is on the server's disk. The ledger
-    has to outlast a killed worker, and does; a crash of the database server itself may forget the
-    last fraction of a second of outcomes (at most 3 × wal_writer_delay, 0.6 s by default), whose
-    messages are then sent again, never lost. SQLite's synchronous=NORMAL (db.py) makes the same
-    choice for a crash of the machine. Waiting for the disk made each message wait for an fsync:
-    two workers sent a 15 KB edition at 0.46 × the wire instead of 0.76 (bench/README.md).
-    `SYNDICATE_DURABLE_SENT=1` waits for it all the same, for operators who would rather.
+    cost a worker 0.03–0.06 ms of CPU a message, a tenth of all it does for one).
+
+    On PostgreSQL the driver is libpq itself (psycopg's `pgconn`): the statement is prepared once per
+    connection, then each write is one blocking PQexecPrepared. psycopg's own execute waits for the
+    reply in Python, polling a non-blocking socket: 85 µs of the worker's CPU a mark against libpq's 37,
+    and 12 µs more of the server's (bench/README.md). The connection is in autocommit (one statement,
+    one round trip) with `synchronous_commit` off: the commit is acknowledged once the server has it,
+    not once it is on the server's disk. The ledger has to outlast a killed worker, and does; a crash
+    of the database server itself may forget the last fraction of a second of outcomes (at most 3 ×
+    wal_writer_delay, 0.6 s by default), whose messages are then sent again, never lost. SQLite's
+    synchronous=NORMAL (db.py) makes the same choice for a crash of the machine. Waiting for the disk
+    made each message wait for an fsync: two workers sent a 15 KB edition at 0.46 × the wire instead
+    of 0.76 (bench/README.md). `SYNDICATE_DURABLE_SENT=1` waits for it all the same, for operators who
+    would rather.
 
     A "sent" doesn't move the reader's cursor: the batch's fold does, once the batch is done
     (delivery.choices). A "failed" is not written here: it moves the cursor back in the same commit
@@ -437,6 +442,7 @@ class _Ledger:
         self.driver = self.connection.connection.dbapi_connection
         if not self.sqlite:
             self.cursor = self.driver.cursor()
+            self.prepared = self.connection.connection.info.setdefault("syndicate_prepared", set())
             if not self.settings.durable_sent:
                 self.cursor.execute("SET synchronous_commit TO off")
         return self
@@ -482,13 +488,34 @@ class _Ledger:
                 self.driver.rollback()
                 raise
         else:
-            self.cursor.execute(sql, _in_order(names, positional, values), prepare=True)
-            ours = self.cursor.rowcount == 1
+            ours = self._exec_prepared(status, tried, sql, _in_order(names, positional, values)) == 1
         if not ours:
             raise TakenOver
         if status == "sent":
             self.sent.append(row.subscriber_id)
         self.result.add(status)
+
+    def _exec_prepared(self, status: str, tried: bool, sql: str, values: list) -> int:
+        """The outcome statement through libpq, prepared on this connection the first time (the pool keeps
+        the connection, and with it what was prepared on it); the number of rows it changed."""
+        pgconn, name = self.driver.pgconn, f"syndicate_outcome_{status}_{int(tried)}".encode()
+        if name not in self.prepared:
+            self._check(pgconn.prepare(name, sql.encode()))
+            self.prepared.add(name)
+        encoding = self.driver.info.encoding
+        result = self._check(pgconn.exec_prepared(name, [_text(value, encoding) for value in values]))
+        return result.command_tuples or 0
+
+    def _check(self, result):
+        """libpq's result, or psycopg's error for it: OperationalError when the connection is gone."""
+        from psycopg import OperationalError as Lost
+        from psycopg import errors, pq
+
+        if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+            return result
+        if self.driver.pgconn.status != pq.ConnStatus.OK:
+            raise Lost(self.driver.pgconn.error_message.decode(errors="replace").strip() or "connection lost")
+        raise errors.error_from_result(result, encoding=self.driver.info.encoding)
 
     def read(self, query: str, values: dict) -> list[tuple]:
         """The rows of one of `_READS`, on the ledger's connection through the driver, after every outcome
@@ -527,9 +554,24 @@ def _in_order(names: list[tuple[str, object]], positional: bool, values: dict):
 @cache
 def _driver_statement(dialect, status: str, tried: bool) -> tuple[str, list[tuple[str, object]], bool, Callable]:
     """`_outcome` compiled for the driver: its SQL; its parameters in order, each with the value the
-    statement itself fixes, if any; whether the driver takes them by position (SQLite) or by name
-    (psycopg); and how `at` is passed (UTCDateTime's way for this database)."""
-    return _for_driver(_outcome(status, tried), dialect)
+    statement itself fixes, if any; whether the driver takes them by position (SQLite's ?, libpq's $1)
+    or by name; and how `at` is passed (UTCDateTime's way for this database)."""
+    return _for_driver(_outcome(status, tried), _dollar(dialect) if dialect.name == "postgresql" else dialect)
+
+
+@cache
+def _dollar(dialect):
+    """PostgreSQL's dialect compiling $1, $2 … as libpq's PQprepare takes them."""
+    return type(dialect)(paramstyle="numeric_dollar")
+
+
+def _text(value, encoding: str) -> bytes | None:
+    """A parameter as libpq's text format has it."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat().encode()
+    return str(value).encode(encoding)
 
 
 @cache
