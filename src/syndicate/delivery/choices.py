@@ -45,7 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, bindparam, case, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Integer, and_, any_, bindparam, case, func, insert, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from syndicate.config import Settings
@@ -181,9 +182,10 @@ FOLD_CHUNK = 1_000  # readers per statement of a batch's fold
 def fold(executor: Session | Connection, edition_id: int, newsletter_id: int, readers: list[int]) -> None:
     """The cursors of these readers (subscriber ids), to whom the edition's mail was sent, moved forwards to
     it (_forwards); in the caller's transaction. The same fold again changes nothing."""
+    statement = _forwards(array=_dialect(executor).name == "postgresql")
     for start in range(0, len(readers), FOLD_CHUNK):
-        executor.execute(_forwards(), dict(edition=edition_id, newsletter=newsletter_id,
-                                          readers=readers[start:start + FOLD_CHUNK]))
+        executor.execute(statement, dict(edition=edition_id, newsletter=newsletter_id,
+                                         readers=readers[start:start + FOLD_CHUNK]))
 
 
 def fold_edition(session: Session, edition: Edition) -> None:
@@ -206,7 +208,11 @@ def back(session: Session, edition_id: int, newsletter_id: int, subscriber_id: i
     session.execute(_back(), dict(edition=edition_id, newsletter=newsletter_id, subscriber=subscriber_id))
 
 
-def _forwards(whole_edition: bool = False):
+def _dialect(executor: Session | Connection):
+    return executor.get_bind().dialect if isinstance(executor, Session) else executor.dialect
+
+
+def _forwards(whole_edition: bool = False, array: bool = False):
     """The readers' cursors move to the edition sent to them, forwards only (by when editions started: an
     edition prepared early and sent late still counts from its start), and not past a move back made since
     the edition started (back). `whole_edition`: every reader with a "sent" row of it, else those given."""
@@ -218,10 +224,13 @@ def _forwards(whole_edition: bool = False):
         deliveries = Delivery.__table__
         readers = select(deliveries.c.subscriber_id).where(deliveries.c.edition_id == bindparam("edition"),
                                                            deliveries.c.status == "sent")
+        chosen = subscriptions.c.subscriber_id.in_(readers)
+    elif array:
+        chosen = subscriptions.c.subscriber_id == any_(bindparam("readers", type_=ARRAY(Integer)))
     else:
-        readers = bindparam("readers", expanding=True)
+        chosen = subscriptions.c.subscriber_id.in_(bindparam("readers", expanding=True))
     return (update(subscriptions)
-            .where(subscriptions.c.subscriber_id.in_(readers),
+            .where(chosen,
                    subscriptions.c.newsletter_id == bindparam("newsletter"),
                    or_(subscriptions.c.cursor_edition_id.is_(None), behind),
                    or_(subscriptions.c.cursor_back_at.is_(None), subscriptions.c.cursor_back_at < started))
