@@ -386,6 +386,44 @@ def test_on_postgresql_a_sent_mark_waits_for_the_server_and_for_its_disk_only_wh
     assert seen == {False: "off", True: "on"}
 
 
+def test_on_postgresql_an_outcome_is_prepared_once_per_connection_and_its_errors_are_psycopgs(
+        postgres_url, make_settings, sample_feed):
+    """The outcome goes through libpq's PQexecPrepared: prepared on a connection the first time only (the
+    next batch on the same pooled connection doesn't prepare it again, which the server would refuse), and a
+    statement the server refuses raises psycopg's own error, as psycopg's execute would."""
+    import psycopg
+    from psycopg import pq
+
+    from syndicate.delivery import batches
+
+    assert batches._COMMAND_OK == pq.ExecStatus.COMMAND_OK
+    svc = configured(make_settings(database_url=postgres_url, batch_size=10))
+    newsletter_id = newsroom(svc, sample_feed, readers=3)
+    cut = cut_now(svc, newsletter_id)
+    (edition_id, lo, hi), = cut.batches
+    with transaction(svc.Session) as session:
+        claim(session, edition_id, lo, hi, "t", datetime.now(UTC))
+        rows = session.execute(select(Delivery.id, Delivery.attempts, Delivery.variant_id, Delivery.subscriber_id)
+                               .where(Delivery.edition_id == edition_id).order_by(Delivery.id)).all()
+    svc.engine.dispose()
+    backends = set()
+    for row in rows[:2]:
+        with svc.Session() as session, _Ledger(session, svc.settings, BatchResult()) as marks:
+            backends.add(marks.driver.info.backend_pid)
+            marks.write(row, "t", "sent", "250 ok", datetime.now(UTC))
+            server = marks.cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'syndicate%'")
+            assert [name for name, in server.fetchall()] == ["syndicate_outcome_sent_1"]
+    assert len(backends) == 1  # the same pooled connection both times
+    with svc.Session() as session, _Ledger(session, svc.settings, BatchResult()) as marks:
+        marks.prepared.add(b"syndicate_outcome_failed_1")  # as if prepared: the server has never seen it
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName, match="syndicate_outcome_failed_1"):
+            marks.write(rows[2], "t", "failed", "550 no", datetime.now(UTC))
+        marks.prepared.discard(b"syndicate_outcome_failed_1")
+    with transaction(svc.Session) as session:
+        assert deliveries.counts(session, edition_id) == {"sent": 2, "sending": 1}
+    svc.engine.dispose()
+
+
 def test_a_database_connection_lost_mid_batch_retries_the_batch_in_seconds_not_after_the_sweep(
         postgres_url, make_settings, smtp_server, sample_feed):
     """The ledger's PostgreSQL connection is killed after the third message: the task runs again at once

@@ -502,17 +502,18 @@ class _Ledger:
         if name not in self.prepared:
             self._check(pgconn.prepare(name, sql.encode()))
             self.prepared.add(name)
-        encoding = self.driver.info.encoding
-        result = self._check(pgconn.exec_prepared(name, [_text(value, encoding) for value in values]))
+        result = pgconn.exec_prepared(name, _text(values, self.driver.info.encoding))
+        if result.status != _COMMAND_OK:
+            self._check(result)
         return result.command_tuples or 0
 
-    def _check(self, result):
-        """libpq's result, or psycopg's error for it: OperationalError when the connection is gone."""
+    def _check(self, result) -> None:
+        """psycopg's error for libpq's result, if it is one: OperationalError when the connection is gone."""
         from psycopg import OperationalError as Lost
         from psycopg import errors, pq
 
-        if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
-            return result
+        if result.status == pq.ExecStatus.COMMAND_OK:
+            return
         if self.driver.pgconn.status != pq.ConnStatus.OK:
             raise Lost(self.driver.pgconn.error_message.decode(errors="replace").strip() or "connection lost")
         raise errors.error_from_result(result, encoding=self.driver.info.encoding)
@@ -565,13 +566,13 @@ def _dollar(dialect):
     return type(dialect)(paramstyle="numeric_dollar")
 
 
-def _text(value, encoding: str) -> bytes | None:
-    """A parameter as libpq's text format has it."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat().encode()
-    return str(value).encode(encoding)
+_COMMAND_OK = 1  # libpq's PGRES_COMMAND_OK (psycopg.pq.ExecStatus.COMMAND_OK)
+
+
+def _text(values: list, encoding: str) -> list[bytes | None]:
+    """Parameters as libpq's text format has them."""
+    return [None if value is None else value.isoformat().encode() if type(value) is datetime
+            else str(value).encode(encoding) for value in values]
 
 
 @cache
