@@ -5,14 +5,17 @@
 
 18,000 claimed rows marked sent through the batch ledger's own writer (`batches._Ledger.write`), in
 chunks of 1,000 that alternate between marks alone and marks with a fold after every 200 (a batch, as
-send_batch does it), so both see the same machine; prints the median µs a mark of each. A PostgreSQL
-run makes a schema of its own and drops it. (Until the fold, the cursor moved in each mark's own commit:
-bench/README.md has what that cost.)
+send_batch does it), so both see the same machine; prints the median µs a mark of each: the wall time,
+the CPU of this process, and on a PostgreSQL server on this machine, the CPU of its backend. On
+PostgreSQL a third kind is the baseline the ledger's libpq path replaced: the same statement through
+psycopg's execute. A PostgreSQL run makes a schema of its own and drops it. (Until the fold, the cursor
+moved in each mark's own commit: bench/README.md has what that cost.)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -56,21 +59,53 @@ def measure(url: str, data_dir: str) -> dict[str, list[float]]:
         rows = session.execute(sa.select(Delivery.id, Delivery.attempts, Delivery.subscriber_id)
                                .order_by(Delivery.id)).all()
         edition_id, newsletter_id = edition.id, newsletter.id
-    times: dict[str, list[float]] = {"marks alone": [], "marks and their folds": []}
+    kinds = ["marks alone", "marks and their folds"]
+    if svc.engine.dialect.name == "postgresql":
+        kinds.append("marks through psycopg's execute")
+    times: dict[str, dict[str, list[float]]] = {kind: {"wall": [], "cpu": [], "server": []} for kind in kinds}
     for k in range(0, len(rows), CHUNK):
-        kind = "marks and their folds" if (k // CHUNK) % 2 else "marks alone"
+        kind = kinds[(k // CHUNK) % len(kinds)]
         with svc.Session() as session, _Ledger(session, settings, BatchResult()) as ledger:
-            started = time.perf_counter()
+            backend = ledger.driver.info.backend_pid if not ledger.sqlite else None
+            write = _psycopg_writer(ledger) if kind == "marks through psycopg's execute" else ledger.write
+            started, cpu, server = time.perf_counter(), time.process_time(), process_cpu(backend)
             for b in range(k, min(k + CHUNK, len(rows)), BATCH):
                 batch = rows[b:b + BATCH]
                 for row in batch:
-                    ledger.write(row, "t", "sent", "250 OK", now)
+                    write(row, "t", "sent", "250 OK", now)
                 if kind == "marks and their folds":
                     ledger.fold(edition_id, newsletter_id)  # as send_batch, once a batch is done
                 ledger.sent.clear()
-            times[kind].append((time.perf_counter() - started) / CHUNK * 1e6)
+            figures = times[kind]
+            figures["wall"].append((time.perf_counter() - started) / CHUNK * 1e6)
+            figures["cpu"].append((time.process_time() - cpu) / CHUNK * 1e6)
+            if server is not None and (after := process_cpu(backend)) is not None:
+                figures["server"].append((after - server) / CHUNK * 1e6)
     svc.close()
     return times
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """A process's CPU seconds so far, if it runs on this machine and may be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _psycopg_writer(ledger):
+    """The mark as it was written before the libpq path: the same statement through psycopg's execute."""
+    from syndicate.delivery import batches
+
+    sql, names, positional, at = batches._for_driver(batches._outcome("sent", True), ledger.engine.dialect)
+
+    def write(row, token, status, reply, now):
+        values = batches._outcome_values(row, token, status, reply, now, ledger.settings)
+        values["at"] = at(values["at"])
+        ledger.cursor.execute(sql, batches._in_order(names, positional, values), prepare=True)
+        assert ledger.cursor.rowcount == 1
+    return write
 
 
 def main(argv=None) -> int:
@@ -91,9 +126,11 @@ def main(argv=None) -> int:
         urls.append(("PostgreSQL", f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"))
     try:
         for name, url in urls:
-            times = measure(url, folder)
-            print(f"{name}: " + "; ".join(f"{kind} {statistics.median(v):.0f} µs a mark (chunks: "
-                                          f"{', '.join(f'{x:.0f}' for x in v)})" for kind, v in times.items()))
+            for kind, figures in measure(url, folder).items():
+                shown = [f"{label} {statistics.median(figures[key]):.0f}" for key, label in
+                         (("wall", "wall"), ("cpu", "this process's CPU"), ("server", "the server's CPU"))
+                         if figures[key]]
+                print(f"{name}, {kind}: µs a mark (median of {len(figures['wall'])} chunks): {', '.join(shown)}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         if admin is not None:
