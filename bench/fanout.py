@@ -22,7 +22,10 @@ small asyncio sink of this file when it is missing):
               row is `sent` (the last row's `sent_at`). A beat-like `deliveries.requeue` runs every
               tick interval meanwhile, as in production, and what it publishes is counted too.
   wire limit  as many smtplib connections (TCP_NODELAY) as there are sending worker processes, each in
-              its own process, sending the pre-built bytes of the same message, N messages in all.
+              its own process, sending the pre-built bytes of the same message, N messages in all:
+              once just before the send (after the cut, the batches not yet published; not timed
+              as the send's) and once just after it. The baseline is their mean; how far apart they
+              are shows a machine whose speed drifted during the run (over 15 %: "unsteady").
   pipelined   the same over connections of syndicate's own SmtpTransport (TCP_NODELAY, PIPELINING, no
    wire       dot scan): what the workers' client does with no ledger. No target; syndicate / this is
               what the ledger and the per-recipient work cost.
@@ -53,6 +56,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from celery import Celery
@@ -570,7 +574,9 @@ def refused(edition) -> None:
 
 
 def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: dict, data_dir: Path,
-                  sink: Sink, broker) -> dict:
+                  sink: Sink, broker, between=None) -> dict:
+    """The edition cut and sent by the workers. `between(edition_id)`, if given, runs after the cut and before
+    the batches are published (the wire measured just before the send); its time is not the send's."""
     from sqlalchemy import func, select
 
     from syndicate import tasks
@@ -598,6 +604,13 @@ def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: di
             edition_id, batches = cut.edition.id, cut.batches
             refused(cut.edition)
         cut_s = time.perf_counter() - t0
+        before = None
+        if between is not None:
+            paused = time.perf_counter()
+            before = between(edition_id)
+            paused = time.perf_counter() - paused
+            started, t0 = started + timedelta(seconds=paused), t0 + paused  # the send's clock leaves it out
+            sink_before, sink_cpu = sink.received(), sink.cpu_seconds()  # and so does its count at the sink
         for batch in batches:  # queue after commit, as tasks.tick does
             tasks.deliver_batch.delay(*batch)
         published["cut"] = len(batches)
@@ -629,7 +642,7 @@ def run_syndicate(svc, settings, probe: Probe, newsletter_id: int, args, env: di
         "published_by_cut": published["cut"], "published_by_requeue": published["requeue"],
         "received_by_workers": received, **left_in_broker,
         "sink_received": sink.received() - sink_before, "sink_cpu_s": sink.cpu_seconds() - sink_cpu,
-        "worker_command": workers.shown, "worker_errors": workers.errors(),
+        "worker_command": workers.shown, "worker_errors": workers.errors(), "wire_before": before,
         **resources,
     }
 
@@ -776,6 +789,19 @@ def run_wire(sink: Sink, data: bytes, messages: int, connections: int, pipelined
             "sink_cpu_s": sink.cpu_seconds() - sink_cpu}
 
 
+def bracket(before: dict, after: dict) -> dict:
+    """The wire measured just before the send and just after it, as one baseline: their mean, each, and how far
+    apart they are (a machine whose speed drifts during the run shows it here, not in the ratio alone)."""
+    mean = (before["msgs_per_s"] + after["msgs_per_s"]) / 2
+    return {**after, "msgs_per_s": mean, "mb_per_s": (before["mb_per_s"] + after["mb_per_s"]) / 2,
+            "before_msgs_per_s": before["msgs_per_s"],
+            "after_msgs_per_s": after["msgs_per_s"],
+            "spread": abs(before["msgs_per_s"] - after["msgs_per_s"]) / mean if mean else 0.0,
+            "messages": before["messages"] + after["messages"], "wall_s": before["wall_s"] + after["wall_s"],
+            "sink_received": before["sink_received"] + after["sink_received"],
+            "sink_cpu_s": before["sink_cpu_s"] + after["sink_cpu_s"]}
+
+
 def run_naive(svc, settings, probe: Probe, newsletter_id: int, args, env: dict, data_dir: Path, sink: Sink) -> dict:
     from sqlalchemy import select
 
@@ -873,6 +899,11 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         return [title,
                 row("wall time (s)", f"{figures['wall_s']:.1f}"),
                 row("messages/s", f"{figures['msgs_per_s']:.0f}"),
+                *([row("  just before the send / just after it", f"{figures['before_msgs_per_s']:.0f} / "
+                       f"{figures['after_msgs_per_s']:.0f}"),
+                   row("  apart (of their mean)", f"{figures['spread']:.0%}", f"≤ {UNSTEADY:.0%}",
+                       "" if figures["spread"] <= UNSTEADY else "unsteady: the ratio carries it")]
+                  if "spread" in figures else []),
                 row("MB/s", f"{figures['mb_per_s']:.0f}"),
                 row("sink received / its CPU per message (ms)",
                     f"{figures['sink_received']:,} / {ms(figures['sink_cpu_s'], figures['sink_received'])}"),
@@ -927,8 +958,8 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         "",
         *local_rows(main.get("local_time"), main, row, ms),
         *wire_rows(f"wire limit: {wire['connections']} smtplib connections (TCP_NODELAY), each in its own process, "
-                   "pre-built "
-                   f"bytes, all {wire['messages']:,} messages", wire),
+                   f"pre-built bytes, all {args.subscribers:,} messages just before the send and again just after "
+                   "it; their mean", wire),
         *wire_rows(f"pipelined wire: {pipelined['connections']} connections of syndicate's SmtpTransport "
                    "(TCP_NODELAY, PIPELINING, no dot scan), each in its own process, pre-built bytes, no ledger, all "
                    f"{pipelined['messages']:,} messages", pipelined),
@@ -974,6 +1005,8 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
         "naive_sample": naive["sent"], "naive_cpu_ms_per_msg": round(1000 * naive["cpu_s"] / naive["sent"], 2)
         if naive["sent"] else None,
         "wire_connections": wire["connections"], "wire_messages": wire["messages"],
+        "wire_before_msgs_per_s": round(wire["before_msgs_per_s"], 1),
+        "wire_after_msgs_per_s": round(wire["after_msgs_per_s"], 1), "wire_spread": round(wire["spread"], 3),
         "sink": "smtp-sink" if sink.process is not None else "asyncio",
         "outcome": main["outcome"], "left_in_redis": {"queued": main["queued"], "unacked": main["unacked"]},
         "targets_met": met,
@@ -981,6 +1014,8 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
                            if k in LOCAL_KEYS}} if main.get("local_time") else {}),
     }
 
+
+UNSTEADY = 0.15  # the two wire runs this far apart: the machine's speed drifted during the run
 
 LOCAL_KEYS = ("order", "waves", "sent", "outcome", "edition_status", "held_at_cut", "msgs_per_s",
               "ratio_to_single_wave", "wall_s", "cut_s", "wake_s", "broker_messages", "first_wave_batches",
@@ -1065,7 +1100,13 @@ def run_case(args, kind: str, stories: int, template: str, sink: Sink, broker, c
         if local_id is not None and args.local_time == "before":  # the order's own effect (a warm cache), seen
             print(f"local time (first): the same {args.subscribers:,} over {len(ZONES)} zones …", file=sys.stderr)
             local = run_local_time(svc, settings, probe, local_id, case, env, data_dir, sink, broker)
-        main_figures = run_syndicate(svc, settings, probe, measured_id, case, env, data_dir, sink, broker)
+        def wire_before(edition_id: int) -> dict:
+            print(f"wire limit (before the send): {args.subscribers:,} messages over {args.workers} connections …",
+                  file=sys.stderr)
+            return run_wire(sink, sample_message(svc, settings, edition_id), args.subscribers, args.workers)
+
+        main_figures = run_syndicate(svc, settings, probe, measured_id, case, env, data_dir, sink, broker,
+                                     between=wire_before)
         main_figures["strangers_on_redis"] = others
         if kind == "postgres":
             with svc.engine.connect() as connection:
@@ -1083,8 +1124,9 @@ def run_case(args, kind: str, stories: int, template: str, sink: Sink, broker, c
                   f"cut {local['cut_s']:.2f} s (single wave: {main_figures['cut_s']:.2f} s), "
                   f"{local['sent']:,} sent, {local['outcome']}", file=sys.stderr)
         message = sample_message(svc, settings, main_figures["edition_id"])
-        print(f"wire limit: {args.subscribers:,} messages over {args.workers} connections …", file=sys.stderr)
-        wire = run_wire(sink, message, args.subscribers, args.workers)
+        print(f"wire limit (after the send): {args.subscribers:,} messages over {args.workers} connections …",
+              file=sys.stderr)
+        wire = bracket(main_figures.pop("wire_before"), run_wire(sink, message, args.subscribers, args.workers))
         print(f"pipelined wire: {args.subscribers:,} messages over {args.workers} connections …", file=sys.stderr)
         pipelined = run_wire(sink, message, args.subscribers, args.workers, pipelined=True)
         if args.naive_sample:
