@@ -13,6 +13,9 @@ _INVISIBLE = regex.compile(
     r"[[\p{Cf}\p{Cs}\p{Noncharacter_Code_Point}]--[\u200c-\u200f\u061c\U000E0020-\U000E007F]]", regex.V1
 )
 _CONTROL = regex.compile(r"\p{Cc}")
+# Control characters but a text's line breaks and tabs: what text kept on several lines (an editor's note, a
+# server's reply) must not carry: a NUL PostgreSQL's text can't hold, an escape sequence for a terminal.
+CONTROL_BUT_BREAKS = regex.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 UNTITLED = "(untitled)"  # a story's title when its item had none: ingest stores it, a teaser never shows it
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from syndicate.config import SmtpSettings
 from syndicate.errors import ConnectionLost, TransportError
 from syndicate.mail.transport import Outgoing
+from syndicate.text import CONTROL_BUT_BREAKS
 
 
 class SmtpConnection:
@@ -156,16 +157,13 @@ def wire(data: bytes) -> bytes:
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
 def reply_text(reply: bytes | str) -> str:
     """A server's reply as our text: the server is a stranger, and what it says is kept (the delivery's
     last_reply), logged and shown. Bytes that aren't UTF-8, and control characters but the line breaks and
     tabs of a multi-line reply, become U+FFFD: PostgreSQL's text can't hold a NUL (the outcome could not
     be written, and the batch would stop on it), and an escape sequence has no place in a terminal."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    return _CONTROL.sub("\ufffd", text)
+    return CONTROL_BUT_BREAKS.sub("\ufffd", text)
 
 
 def _refusal(code: int | None, reply: bytes | str, recipient: bool = False,

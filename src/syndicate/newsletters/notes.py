@@ -13,19 +13,19 @@ from markupsafe import Markup
 
 from syndicate import links
 from syndicate.errors import InvalidInput
+from syndicate.text import CONTROL_BUT_BREAKS
 
 # Raw HTML stays text, and pictures stay out: a remote image in an editor's note would be a tracker.
 _MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable(["image", "html_block", "html_inline"])
 TAGS = {"p", "br", "strong", "em", "a", "ul", "ol", "li", "blockquote", "code", "pre", "h3", "h4", "hr"}
 _HEADINGS = {"h1": "h3", "h2": "h3", "h3": "h3", "h4": "h4", "h5": "h4", "h6": "h4"}  # below the story headlines
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 WIDTH = 72  # the text part's line length, as the template wraps
 
 
 def cleaned(value: str | None, limit: int, what: str) -> str | None:
     """What an editor typed, kept as written (line breaks as \\n, no other control characters); None when blank.
     Longer than `limit`: refused, saying by how much."""
-    text = _CONTROL.sub("", (value or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
+    text = CONTROL_BUT_BREAKS.sub("", (value or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
     if len(text) > limit:
         raise InvalidInput(f"the {what} is {len(text):,} characters; keep it to {limit:,}")
     return text or None
