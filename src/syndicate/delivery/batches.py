@@ -503,17 +503,16 @@ class _Ledger:
             self._check(pgconn.prepare(name, sql.encode()))
             self.prepared.add(name)
         result = pgconn.exec_prepared(name, _text(values, self.driver.info.encoding))
-        if result.status != _COMMAND_OK:
-            self._check(result)
+        self._check(result)
         return result.command_tuples or 0
 
     def _check(self, result) -> None:
         """psycopg's error for libpq's result, if it is one: OperationalError when the connection is gone."""
+        if result.status == _COMMAND_OK:
+            return
         from psycopg import OperationalError as Lost
         from psycopg import errors, pq
 
-        if result.status == pq.ExecStatus.COMMAND_OK:
-            return
         if self.driver.pgconn.status != pq.ConnStatus.OK:
             raise Lost(self.driver.pgconn.error_message.decode(errors="replace").strip() or "connection lost")
         raise errors.error_from_result(result, encoding=self.driver.info.encoding)
