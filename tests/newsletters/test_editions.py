@@ -22,7 +22,7 @@ from syndicate.errors import InvalidInput
 from syndicate.ledger import Leases
 from syndicate.models import Article, Delivery, Edition, EditionArticle, Newsletter, Subscriber
 from syndicate.newsletters import editions, lists, rendering, schedules
-from syndicate.subscribers import consent
+from syndicate.subscribers import consent, rights
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -534,6 +534,27 @@ def test_an_unsubscribe_during_the_batch_in_hand_is_honoured(desk):
 
     ids = [b[1] for b in cut.batches] + [b[2] for b in cut.batches]
     send_batch(desk.Session, desk.settings, PausingTransport(desk.transport, 3, leave),
+               cut.edition.id, min(ids), max(ids), token="w")
+    assert "reader50@example.com" not in received_by(desk) and len(received_by(desk)) == 59
+    with transaction(desk.Session) as session:
+        assert deliveries.report(session, session.get(Edition, cut.edition.id))["skipped"] == 1
+
+
+def test_a_reader_erased_during_the_batch_in_hand_gets_nothing(desk):
+    """Erasing a reader cuts their deliveries from them (subscriber_id NULL): the batch, which read their address
+    when it began, must see that their row's reader is gone, not look for the reader by a number now NULL."""
+    newsletter_id = newsletter(desk, readers=60)
+    with transaction(desk.Session) as session:
+        story(session, "Story")
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
+        erased_id = session.scalar(select(Subscriber.id).where(Subscriber.email == "reader50@example.com"))
+
+    def erase():
+        with transaction(desk.Session) as session:
+            rights.erase(session, session.get(Subscriber, erased_id), by="reader")
+
+    ids = [b[1] for b in cut.batches] + [b[2] for b in cut.batches]
+    send_batch(desk.Session, desk.settings, PausingTransport(desk.transport, 3, erase),
                cut.edition.id, min(ids), max(ids), token="w")
     assert "reader50@example.com" not in received_by(desk) and len(received_by(desk)) == 59
     with transaction(desk.Session) as session:

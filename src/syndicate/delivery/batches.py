@@ -153,7 +153,7 @@ class _Batch:
         self.next_row, self.looked_at = 0, 0
         self.prepared: _Try | None = None  # decided and built while a reply was awaited, not yet announced
         self.unprepared: Exception | None = None  # what deciding it raised, kept for when it is wanted
-        self.left: set[int] = set()  # subscribers of the rest who left since the batch began
+        self.left: set[int] = set()  # rows of the rest whose reader left since the batch began (their ids)
         self.stop: str | None = None  # the edition's status once it is no longer "sending"
         self.refreshed, self.refresh_every = time.monotonic(), settings.leases.refresh
 
@@ -231,7 +231,7 @@ class _Batch:
                 self.next_row += 1
                 self.ledger.write(row, self.token, "skipped", f"{row.subscriber_status} before sending", self.now())
                 continue
-            if row.subscription_status != "active" or row.subscriber_id in self.left:
+            if row.subscription_status != "active" or row.id in self.left:
                 self.next_row += 1
                 self.ledger.write(row, self.token, "skipped", "unsubscribed before sending", self.now())
                 continue
@@ -263,16 +263,17 @@ class _Batch:
         return self.factories[variant_id]
 
     def look_again(self) -> None:
-        """Every CHECK_EVERY rows: is the edition still sending, and who of the rows up to the next look
-        left meanwhile? (The rows after those are looked at then: the look costs the same whatever the
-        batch's size.)"""
+        """Every CHECK_EVERY rows, in one read: is the edition still sending, and which of the rows up to the
+        next look are for a reader who left meanwhile? (The rows after those are looked at then: the look
+        costs the same whatever the batch's size.)"""
         self.looked_at = self.next_row
         window = self.rows[self.next_row:self.next_row + CHECK_EVERY]
         looked = dict(edition=self.edition.id, lo=window[0].id, hi=window[-1].id, token=self.token,
                       newsletter=self.newsletter.id)
-        (status,), = self.ledger.read("edition-status", looked)
+        found = self.ledger.read("look-again", looked)
+        status = found[0][0]
         if status == "sending":
-            self.left = {subscriber for subscriber, in self.ledger.read("left-meanwhile", looked)}
+            self.left = {row for _, row in found if row is not None}
         else:
             self.stop = status
 
@@ -341,18 +342,21 @@ def _the_rest():
             Delivery.claimed_by == bindparam("token"), Delivery.status == "sending")
 
 
-# The look again (every CHECK_EVERY rows): is the edition still sending, and which subscribers of the batch's
-# rows lo…hi, still "sending" under this task's claim, unsubscribed or were suppressed since the batch began (an
-# unsubscribe is honoured even mid-batch). Read through the driver, as the outcomes are written (_Ledger.read).
-_EDITION_STATUS = select(Edition.status).where(Edition.id == bindparam("edition"))
-
-
-_LEFT_MEANWHILE = select(Delivery.subscriber_id).where(
-    *_the_rest(),
-    ~select(Subscription.id).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-    .where(Subscription.subscriber_id == Delivery.subscriber_id, Subscription.newsletter_id == bindparam("newsletter"),
-           Subscription.status == "active", Subscriber.status == "confirmed")
-    .exists(),
+# The look again (every CHECK_EVERY rows), one statement: the edition's status, with the id of each of the
+# batch's rows lo…hi, still "sending" under this task's claim, whose reader unsubscribed, was suppressed or was
+# erased since the batch began (an unsubscribe is honoured even mid-batch): one row (status, None) when there
+# is none. By the row, not the reader: an erased reader's rows name nobody (subscriber_id NULL). Read through
+# the driver, as the outcomes are written (_Ledger.read).
+_LOOK_AGAIN = (
+    select(Edition.status, Delivery.id)
+    .outerjoin(Delivery, and_(
+        *_the_rest(),
+        ~select(Subscription.id).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(Subscription.subscriber_id == Delivery.subscriber_id,
+               Subscription.newsletter_id == bindparam("newsletter"),
+               Subscription.status == "active", Subscriber.status == "confirmed")
+        .exists()))
+    .where(Edition.id == bindparam("edition"))
 )
 
 
@@ -590,7 +594,7 @@ def _for_driver(statement, dialect) -> tuple[str, list[tuple[str, object]], bool
 
 
 _OUTCOME_PARAMETERS = ("row", "token", "new_status", "reply", "at", "edition", "newsletter", "lo", "hi")
-_READS = {"edition-status": _EDITION_STATUS, "left-meanwhile": _LEFT_MEANWHILE}
+_READS = {"look-again": _LOOK_AGAIN}
 
 
 @cache
