@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from conftest import configured
 from syndicate.db import transaction
@@ -559,6 +559,24 @@ def test_a_reader_erased_during_the_batch_in_hand_gets_nothing(desk):
     assert "reader50@example.com" not in received_by(desk) and len(received_by(desk)) == 59
     with transaction(desk.Session) as session:
         assert deliveries.report(session, session.get(Edition, cut.edition.id))["skipped"] == 1
+
+
+def test_a_reader_deleted_outside_syndicate_before_the_batch_leaves_no_row_sending(desk):
+    """A subscriber row deleted by SQL (an admin, a retention script) leaves its deliveries naming nobody. The
+    batch that claims such a row must settle it, not leave it "sending": a claim no one settles is revived,
+    claimed and left again, and the edition never closes."""
+    newsletter_id = newsletter(desk, readers=5)
+    with transaction(desk.Session) as session:
+        story(session, "Story")
+        cut = sending.cut(session, session.get(Newsletter, newsletter_id), desk.settings)
+        session.execute(delete(Subscriber).where(Subscriber.email == "reader2@example.com"))
+    send(desk, cut.batches)
+    assert received_by(desk) == [f"reader{i}@example.com" for i in (0, 1, 3, 4)]
+    with transaction(desk.Session) as session:
+        assert deliveries.counts(session, cut.edition.id) == {"sent": 4, "skipped": 1}
+        orphan = session.scalar(select(Delivery).where(Delivery.subscriber_id.is_(None)))
+        assert (orphan.status, orphan.claimed_by, orphan.last_reply) == ("skipped", None, "deleted before sending")
+        assert session.get(Edition, cut.edition.id).status == "sent"
 
 
 def test_a_test_send_reaches_the_given_addresses_marked_and_uncounted(desk):

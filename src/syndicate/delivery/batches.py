@@ -78,7 +78,7 @@ def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport,
                    Subscriber.email,
                    Subscriber.name, Subscriber.status.label("subscriber_status"),
                    Subscription.status.label("subscription_status"))
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)  # gone: the row is settled, skipped
             .outerjoin(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
                                           Subscription.newsletter_id == newsletter.id))
             .where(Delivery.edition_id == edition_id, Delivery.id.between(lo, hi),
@@ -102,14 +102,16 @@ def send_batch(sessions: sessionmaker, settings: Settings, transport: Transport,
 
 class Row(NamedTuple):
     """A row of the batch, with what deciding it needs. A plain tuple: SQLAlchemy's Row answers an attribute
-    after a failed lookup on its class (an AttributeError made and dropped, ~1 µs), a dozen times a message."""
+    after a failed lookup on its class (an AttributeError made and dropped, ~1 µs), a dozen times a message.
+    The subscriber's fields are None when their row is gone (deleted outside syndicate: an erasure skips
+    the rows no worker holds), and the row is skipped."""
     id: int
     attempts: int
     variant_id: int | None
-    subscriber_id: int
-    email: str
+    subscriber_id: int | None
+    email: str | None
     name: str | None
-    subscriber_status: str
+    subscriber_status: str | None
     subscription_status: str | None
 
 
@@ -226,15 +228,16 @@ class _Batch:
                 if self.stop is not None:
                     break
             row = self.rows[i]
-            domain = row.email.rpartition("@")[2].lower()
             if row.subscriber_status != "confirmed":
                 self.next_row += 1
-                self.ledger.write(row, self.token, "skipped", f"{row.subscriber_status} before sending", self.now())
+                self.ledger.write(row, self.token, "skipped", f"{row.subscriber_status or 'deleted'} before sending",
+                                  self.now())
                 continue
             if row.subscription_status != "active" or row.id in self.left:
                 self.next_row += 1
                 self.ledger.write(row, self.token, "skipped", "unsubscribed before sending", self.now())
                 continue
+            domain = row.email.rpartition("@")[2].lower()
             if self.pacer is not None:
                 try:
                     if ahead and not self.pacer.has_turn():
