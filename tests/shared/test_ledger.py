@@ -393,10 +393,13 @@ def test_on_postgresql_an_outcome_is_prepared_once_per_connection_and_its_errors
     statement the server refuses raises psycopg's own error, as psycopg's execute would."""
     import psycopg
     from psycopg import pq
+    from sqlalchemy.exc import OperationalError
 
     from syndicate.delivery import batches
 
     assert batches._COMMAND_OK == pq.ExecStatus.COMMAND_OK
+    assert batches._SQLSTATE == pq.DiagnosticField.SQLSTATE
+    assert batches._NO_SUCH_STATEMENT.decode() == psycopg.errors.InvalidSqlStatementName.sqlstate
     svc = configured(make_settings(database_url=postgres_url, batch_size=10))
     newsletter_id = newsroom(svc, sample_feed, readers=3)
     cut = cut_now(svc, newsletter_id)
@@ -414,11 +417,56 @@ def test_on_postgresql_an_outcome_is_prepared_once_per_connection_and_its_errors
             server = marks.cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'syndicate%'")
             assert [name for name, in server.fetchall()] == ["syndicate_outcome_sent_1"]
     assert len(backends) == 1  # the same pooled connection both times
-    with svc.Session() as session, _Ledger(session, svc.settings, BatchResult()) as marks:
-        marks.prepared.add(b"syndicate_outcome_failed_1")  # as if prepared: the server has never seen it
-        with pytest.raises(psycopg.errors.InvalidSqlStatementName, match="syndicate_outcome_failed_1"):
+    # Another transaction holds the third row: the outcome waits no longer than the connection's lock_timeout.
+    with svc.engine.connect() as holder, svc.Session() as session, \
+            _Ledger(session, svc.settings, BatchResult()) as marks:
+        holder.execute(select(Delivery.id).where(Delivery.id == rows[2].id).with_for_update())
+        marks.cursor.execute("SET lock_timeout TO '50ms'")
+        with pytest.raises(OperationalError) as refused:  # as any outcome the database can't take (_Ledger.write)
             marks.write(rows[2], "t", "failed", "550 no", datetime.now(UTC))
-        marks.prepared.discard(b"syndicate_outcome_failed_1")
+        assert isinstance(refused.value.orig, psycopg.errors.LockNotAvailable)
+        marks.cursor.execute("RESET lock_timeout")
+        holder.rollback()
+    with transaction(svc.Session) as session:
+        assert deliveries.counts(session, edition_id) == {"sent": 2, "sending": 1}
+    svc.engine.dispose()
+
+
+def test_on_postgresql_an_outcome_statement_deallocated_under_the_pool_is_prepared_again(
+        postgres_url, make_settings, sample_feed):
+    """psycopg deallocates every prepared statement of its connection (DEALLOCATE ALL) when it rolls back a
+    transaction after preparing statements of its own, and a pooler may too. The outcome statement the
+    ledger prepared through libpq on that pooled connection is then gone: it is prepared again, not failed
+    on (a chaos run found batches failing on it, retried and failing again, their edition never closing)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DataError
+
+    svc = configured(make_settings(database_url=postgres_url, batch_size=10))
+    newsletter_id = newsroom(svc, sample_feed, readers=3)
+    cut = cut_now(svc, newsletter_id)
+    (edition_id, lo, hi), = cut.batches
+    with transaction(svc.Session) as session:
+        claim(session, edition_id, lo, hi, "t", datetime.now(UTC))
+        rows = session.execute(select(Delivery.id, Delivery.attempts, Delivery.variant_id, Delivery.subscriber_id)
+                               .where(Delivery.edition_id == edition_id).order_by(Delivery.id)).all()
+    svc.engine.dispose()
+    backends = set()
+    with svc.Session() as session, _Ledger(session, svc.settings, BatchResult()) as marks:
+        backends.add(marks.driver.info.backend_pid)
+        marks.write(rows[0], "t", "sent", "250 ok", datetime.now(UTC))
+    with svc.Session() as session:  # the same pooled connection, used by a transaction that fails
+        driver = session.connection().connection.dbapi_connection
+        backends.add(driver.info.backend_pid)
+        driver.cursor().execute("SELECT 1", prepare=True)  # a statement psycopg prepares for itself
+        with pytest.raises(DataError):
+            session.execute(text("SELECT 1 / 0"))
+        session.rollback()  # psycopg: ROLLBACK, then DEALLOCATE ALL
+        prepared = session.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar()
+        assert prepared == 0
+    with svc.Session() as session, _Ledger(session, svc.settings, BatchResult()) as marks:
+        backends.add(marks.driver.info.backend_pid)
+        marks.write(rows[1], "t", "sent", "250 ok", datetime.now(UTC))
+    assert len(backends) == 1
     with transaction(svc.Session) as session:
         assert deliveries.counts(session, edition_id) == {"sent": 2, "sending": 1}
     svc.engine.dispose()

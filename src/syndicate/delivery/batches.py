@@ -504,14 +504,26 @@ class _Ledger:
 
     def _exec_prepared(self, status: str, tried: bool, sql: str, values: list) -> int:
         """The outcome statement through libpq, prepared on this connection the first time (the pool keeps
-        the connection, and with it what was prepared on it); the number of rows it changed."""
+        the connection, and with it what was prepared on it); the number of rows it changed.
+
+        One prepared here may be gone since: psycopg deallocates every prepared statement of its connection
+        (DEALLOCATE ALL) when it rolls back a transaction after preparing statements of its own, as the
+        look-again's read does, and a pooler may too. The server then refuses the execute before doing
+        anything (in autocommit, no transaction is left aborted), and the statement is prepared again."""
         pgconn, name = self.driver.pgconn, f"syndicate_outcome_{status}_{int(tried)}".encode()
+        parameters = _text(values, self.driver.info.encoding)
         if name not in self.prepared:
-            self._check(pgconn.prepare(name, sql.encode()))
-            self.prepared.add(name)
-        result = pgconn.exec_prepared(name, _text(values, self.driver.info.encoding))
+            self._prepare(name, sql)
+        result = pgconn.exec_prepared(name, parameters)
+        if result.status != _COMMAND_OK and result.error_field(_SQLSTATE) == _NO_SUCH_STATEMENT:
+            self._prepare(name, sql)
+            result = pgconn.exec_prepared(name, parameters)
         self._check(result)
         return result.command_tuples or 0
+
+    def _prepare(self, name: bytes, sql: str) -> None:
+        self._check(self.driver.pgconn.prepare(name, sql.encode()))
+        self.prepared.add(name)
 
     def _check(self, result) -> None:
         """psycopg's error for libpq's result, if it is one: OperationalError when the connection is gone."""
@@ -573,6 +585,8 @@ def _dollar(dialect):
 
 
 _COMMAND_OK = 1  # libpq's PGRES_COMMAND_OK (psycopg.pq.ExecStatus.COMMAND_OK)
+_SQLSTATE = ord("C")  # libpq's PG_DIAG_SQLSTATE (psycopg.pq.DiagnosticField.SQLSTATE)
+_NO_SUCH_STATEMENT = b"26000"  # invalid_sql_statement_name: no prepared statement by that name
 
 
 def _text(values: list, encoding: str) -> list[bytes | None]:
