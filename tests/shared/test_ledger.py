@@ -386,6 +386,20 @@ def test_on_postgresql_a_sent_mark_waits_for_the_server_and_for_its_disk_only_wh
     assert seen == {False: "off", True: "on"}
 
 
+def _three_claimed_on_postgresql(postgres_url, make_settings, sample_feed):
+    """An edition for three readers, its rows claimed by task "t", and no connection pooled yet."""
+    svc = configured(make_settings(database_url=postgres_url, batch_size=10))
+    newsletter_id = newsroom(svc, sample_feed, readers=3)
+    cut = cut_now(svc, newsletter_id)
+    (edition_id, lo, hi), = cut.batches
+    with transaction(svc.Session) as session:
+        claim(session, edition_id, lo, hi, "t", datetime.now(UTC))
+        rows = session.execute(select(Delivery.id, Delivery.attempts, Delivery.variant_id, Delivery.subscriber_id)
+                               .where(Delivery.edition_id == edition_id).order_by(Delivery.id)).all()
+    svc.engine.dispose()
+    return svc, edition_id, rows
+
+
 def test_on_postgresql_an_outcome_is_prepared_once_per_connection_and_its_errors_are_psycopgs(
         postgres_url, make_settings, sample_feed):
     """The outcome goes through libpq's PQexecPrepared: prepared on a connection the first time only (the
@@ -400,15 +414,7 @@ def test_on_postgresql_an_outcome_is_prepared_once_per_connection_and_its_errors
     assert batches._COMMAND_OK == pq.ExecStatus.COMMAND_OK
     assert batches._SQLSTATE == pq.DiagnosticField.SQLSTATE
     assert batches._NO_SUCH_STATEMENT.decode() == psycopg.errors.InvalidSqlStatementName.sqlstate
-    svc = configured(make_settings(database_url=postgres_url, batch_size=10))
-    newsletter_id = newsroom(svc, sample_feed, readers=3)
-    cut = cut_now(svc, newsletter_id)
-    (edition_id, lo, hi), = cut.batches
-    with transaction(svc.Session) as session:
-        claim(session, edition_id, lo, hi, "t", datetime.now(UTC))
-        rows = session.execute(select(Delivery.id, Delivery.attempts, Delivery.variant_id, Delivery.subscriber_id)
-                               .where(Delivery.edition_id == edition_id).order_by(Delivery.id)).all()
-    svc.engine.dispose()
+    svc, edition_id, rows = _three_claimed_on_postgresql(postgres_url, make_settings, sample_feed)
     backends = set()
     for row in rows[:2]:
         with svc.Session() as session, _Ledger(session, svc.settings, BatchResult()) as marks:
@@ -441,15 +447,7 @@ def test_on_postgresql_an_outcome_statement_deallocated_under_the_pool_is_prepar
     from sqlalchemy import text
     from sqlalchemy.exc import DataError
 
-    svc = configured(make_settings(database_url=postgres_url, batch_size=10))
-    newsletter_id = newsroom(svc, sample_feed, readers=3)
-    cut = cut_now(svc, newsletter_id)
-    (edition_id, lo, hi), = cut.batches
-    with transaction(svc.Session) as session:
-        claim(session, edition_id, lo, hi, "t", datetime.now(UTC))
-        rows = session.execute(select(Delivery.id, Delivery.attempts, Delivery.variant_id, Delivery.subscriber_id)
-                               .where(Delivery.edition_id == edition_id).order_by(Delivery.id)).all()
-    svc.engine.dispose()
+    svc, edition_id, rows = _three_claimed_on_postgresql(postgres_url, make_settings, sample_feed)
     backends = set()
     with svc.Session() as session, _Ledger(session, svc.settings, BatchResult()) as marks:
         backends.add(marks.driver.info.backend_pid)
