@@ -888,13 +888,7 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
     speedup = main["msgs_per_s"] / naive["msgs_per_s"] if naive["msgs_per_s"] else 0.0
     per_message = main["sent"] / main["broker_messages"] if main["broker_messages"] else 0.0
     complete = main["outcome"] == "done" and main["sent"] == args.subscribers
-    met = {
-        "ratio_to_wire": complete and ratio >= TARGET_RATIO_TO_WIRE,
-        "speedup_vs_naive": complete and speedup >= TARGET_SPEEDUP_VS_NAIVE,
-        "peak_worker_rss": main["peak_rss_one_mb"] <= TARGET_PEAK_RSS_MB,
-        "broker_messages": complete and main["broker_messages"] * TARGET_RECIPIENTS_PER_BROKER_MESSAGE
-        <= args.subscribers,
-    }
+    met = judged(complete, ratio, speedup, main["peak_rss_one_mb"], main["broker_messages"], args.subscribers)
 
     def row(label, value="", target="", status=""):
         return f"  {label:<44}{value:>14}  {target:<22}{status}"
@@ -1023,6 +1017,21 @@ def report(args, main: dict, wire: dict, pipelined: dict, naive: dict, message_b
 
 
 UNSTEADY = 0.15  # the two wire runs this far apart: the machine's speed drifted during the run
+
+
+def judged(complete: bool, ratio: float, speedup: float, rss_mb: float, broker_messages: int,
+           subscribers: int) -> dict[str, bool]:
+    """The issue's targets, met or not; none is met by a run that didn't send every row."""
+    return {
+        "ratio_to_wire": complete and ratio >= TARGET_RATIO_TO_WIRE,
+        "speedup_vs_naive": complete and speedup >= TARGET_SPEEDUP_VS_NAIVE,
+        "peak_worker_rss": rss_mb <= TARGET_PEAK_RSS_MB,
+        "broker_messages": complete and broker_messages * TARGET_RECIPIENTS_PER_BROKER_MESSAGE <= subscribers,
+    }
+
+
+def _mark(record: dict, target: str) -> str:
+    return "✓" if record["targets_met"][target] else "✗"
 
 LOCAL_KEYS = ("order", "waves", "sent", "outcome", "edition_status", "held_at_cut", "msgs_per_s",
               "ratio_to_single_wave", "wall_s", "cut_s", "wake_s", "broker_messages", "first_wave_batches",
@@ -1166,9 +1175,6 @@ NO_NAIVE = {"outcome": "not run (--naive-sample 0)", "counts": {}, "sent": 0, "w
 
 def summary(records: list[dict]) -> str:
     """The matrix, one line per size and database."""
-    def mark(record, target):
-        return "✓" if record["targets_met"][target] else "✗"
-
     head = ("size", "db", "readers", "KB", "msgs/s", "wire", "pipelined", "÷wire", "÷pipe", "×naive", "RSS one/all",
             "broker", "CPU/msg", "load")
     lines = ["", "matrix (" + ", ".join(f"{k} KB: {name}, {n} stor{'y' if n == 1 else 'ies'}, template {t}"
@@ -1177,10 +1183,10 @@ def summary(records: list[dict]) -> str:
     for r in records:
         cells = (r["size"], r["database"], f"{r['recipients']:,}", f"{r['message_bytes'] / 1024:.1f}",
                  f"{r['msgs_per_s']:,.0f}", f"{r['wire_msgs_per_s']:,.0f}", f"{r['wire_pipelined_msgs_per_s']:,.0f}",
-                 f"{r['ratio_to_wire']:.2f} {mark(r, 'ratio_to_wire')}", f"{r['ratio_to_pipelined_wire']:.2f}",
-                 f"{r['speedup_vs_naive']:.1f} {mark(r, 'speedup_vs_naive')}" if r["naive_sample"] else "not run",
-                 f"{r['peak_worker_rss_mb']:.0f}/{r['peak_worker_rss_sum_mb']:.0f} {mark(r, 'peak_worker_rss')}",
-                 f"{r['broker_messages']} {mark(r, 'broker_messages')}",
+                 f"{r['ratio_to_wire']:.2f} {_mark(r, 'ratio_to_wire')}", f"{r['ratio_to_pipelined_wire']:.2f}",
+                 f"{r['speedup_vs_naive']:.1f} {_mark(r, 'speedup_vs_naive')}" if r["naive_sample"] else "not run",
+                 f"{r['peak_worker_rss_mb']:.0f}/{r['peak_worker_rss_sum_mb']:.0f} {_mark(r, 'peak_worker_rss')}",
+                 f"{r['broker_messages']} {_mark(r, 'broker_messages')}",
                  f"{r['worker_cpu_ms_per_msg'] or 0:.2f} ms", "/".join(f"{a:.1f}" for a in r["load_average"]))
         lines.append("  " + "".join(f"{c:>12}" for c in cells))
     return "\n".join(lines)
@@ -1199,7 +1205,7 @@ def medians(records: list[dict]) -> list[dict]:
 
         ratio, speedup = median("ratio_to_wire"), median("speedup_vs_naive")
         rss, broker = max(r["peak_worker_rss_mb"] for r in runs), max(r["broker_messages"] for r in runs)
-        complete = all(r["outcome"] == "done" for r in runs)
+        complete = all(r["outcome"] == "done" and r["recipients"] == r["subscribers"] for r in runs)
         out.append({
             "size": size, "database": database, "choices": choices, "rounds": len(runs),
             "msgs_per_s": median("msgs_per_s"), "wire_msgs_per_s": median("wire_msgs_per_s"),
@@ -1211,30 +1217,21 @@ def medians(records: list[dict]) -> list[dict]:
             "peak_worker_rss_mb": rss, "broker_messages": broker,
             "worker_cpu_ms_per_msg": round(statistics.median(r["worker_cpu_ms_per_msg"] or 0 for r in runs), 3),
             "unsteady_rounds": sum(r["wire_spread"] > UNSTEADY for r in runs),
-            "targets_met": {
-                "ratio_to_wire": complete and ratio >= TARGET_RATIO_TO_WIRE,
-                "speedup_vs_naive": complete and speedup >= TARGET_SPEEDUP_VS_NAIVE,
-                "peak_worker_rss": rss <= TARGET_PEAK_RSS_MB,
-                "broker_messages": complete and all(
-                    r["broker_messages"] * TARGET_RECIPIENTS_PER_BROKER_MESSAGE <= r["recipients"] for r in runs),
-            },
+            "targets_met": judged(complete, ratio, speedup, rss, broker, runs[0]["subscribers"]),
         })
     return out
 
 
 def median_summary(cases: list[dict]) -> str:
     """The medians over the rounds, one line per case."""
-    def mark(case, target):
-        return "✓" if case["targets_met"][target] else "✗"
-
     head = ("size", "db", "rounds", "msgs/s", "wire", "÷wire", "range", "×naive", "RSS max", "CPU/msg", "unsteady")
     lines = ["", "medians over the rounds (targets judged on them)", "  " + "".join(f"{h:>12}" for h in head)]
     for c in cases:
         low, high = c["ratio_to_wire_range"]
         cells = (c["size"], c["database"], c["rounds"], f"{c['msgs_per_s']:,.0f}", f"{c['wire_msgs_per_s']:,.0f}",
-                 f"{c['ratio_to_wire']:.2f} {mark(c, 'ratio_to_wire')}", f"{low:.2f}–{high:.2f}",
-                 f"{c['speedup_vs_naive']:.1f} {mark(c, 'speedup_vs_naive')}" if c["naive_sample"] else "not run",
-                 f"{c['peak_worker_rss_mb']:.0f} {mark(c, 'peak_worker_rss')}", f"{c['worker_cpu_ms_per_msg']:.2f} ms",
+                 f"{c['ratio_to_wire']:.2f} {_mark(c, 'ratio_to_wire')}", f"{low:.2f}–{high:.2f}",
+                 f"{c['speedup_vs_naive']:.1f} {_mark(c, 'speedup_vs_naive')}" if c["naive_sample"] else "not run",
+                 f"{c['peak_worker_rss_mb']:.0f} {_mark(c, 'peak_worker_rss')}", f"{c['worker_cpu_ms_per_msg']:.2f} ms",
                  c["unsteady_rounds"])
         lines.append("  " + "".join(f"{x:>12}" for x in cells))
     return "\n".join(lines)
